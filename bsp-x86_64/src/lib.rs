@@ -17,6 +17,7 @@ pub mod idt;
 pub mod insn;
 pub mod msr;
 pub mod paging;
+pub mod stack_block;
 pub mod port;
 pub mod regs;
 pub mod uart;

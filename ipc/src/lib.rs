@@ -9,3 +9,4 @@ pub mod event;
 pub mod markers;
 
 pub use event::{Event, EventKind};
+pub mod dump;
