@@ -7,7 +7,6 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod cmdline;
-pub mod dump;
 pub mod error_code;
 pub mod frame;
 pub mod frame_alloc;
