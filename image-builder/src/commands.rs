@@ -1,0 +1,100 @@
+//! What the CLI's subcommands do, given already-parsed options.
+//!
+//! Owns the defaults a human gets (`run` ends by itself, where the ISO goes) and the
+//! mapping from outcomes to process exit codes. Parsing is `main.rs`'s job.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::boot::QemuExit;
+use crate::compile::workspace_root;
+use crate::image::{Image, Iso, NamedFile, default_iso_path};
+use crate::qemu::Qemu;
+
+/// Exit code for errors before or around the boot (missing tool, failed build, bad input).
+pub const EXIT_ERROR: u8 = 2;
+
+/// Option the nucleus reads to end a QEMU run through `isa-debug-exit`.
+pub const EXIT_QEMU_OPTION: &str = "exit=qemu";
+
+/// Options of `build` (and the build part of `run`).
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// Appended to the nucleus command line of every menu entry.
+    pub cmdline: String,
+    pub modules: Vec<NamedFile>,
+    pub servers: Vec<NamedFile>,
+    /// A nucleus ELF to ship instead of building one.
+    pub nucleus: Option<PathBuf>,
+    /// Default: `target/fredvisor.iso` (`target/fredvisor-run.iso` for `run`).
+    pub output: Option<PathBuf>,
+    pub verbose: bool,
+}
+
+impl BuildOptions {
+    fn image(&self, extra_cmdline: &str, default_output: PathBuf) -> Image {
+        let mut image = Image::new()
+            .cmdline(&self.cmdline)
+            .cmdline(extra_cmdline)
+            .output(self.output.clone().unwrap_or(default_output))
+            .verbose(self.verbose);
+        for module in &self.modules {
+            image = image.module(&module.name, &module.path);
+        }
+        if let Some(nucleus) = &self.nucleus {
+            image = image.nucleus(nucleus);
+        }
+        for server in &self.servers {
+            image = image.server(&server.name, &server.path);
+        }
+        image
+    }
+}
+
+/// `build`: the ISO at `target/fredvisor.iso` (or `--output`), as written to a USB stick.
+pub fn build(options: &BuildOptions) -> Result<Iso> {
+    let iso = options.image("", default_iso_path()).build()?;
+    eprintln!("wrote {}", iso.path().display());
+    Ok(iso)
+}
+
+/// Options of `run`.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    pub build: BuildOptions,
+    pub uefi: bool,
+    /// `Duration::ZERO`: no deadline.
+    pub timeout: Duration,
+    /// Do not add `exit=qemu`: the nucleus halts after `nucleus: ready` until Ctrl-C.
+    pub stay: bool,
+}
+
+/// `run`: builds `target/fredvisor-run.iso` (so the bare-metal ISO never carries
+/// `exit=qemu`), boots it with COM1 on the terminal and returns how it ended.
+pub fn run(options: &RunOptions) -> Result<QemuExit> {
+    // QEMU and OVMF are checked before the (long) build.
+    let default_output = workspace_root().join("target/fredvisor-run.iso");
+    let probe = Qemu::from_path(&default_output).uefi(options.uefi);
+    probe.check_tools()?;
+    let extra = if options.stay { "" } else { EXIT_QEMU_OPTION };
+    let iso = options.build.image(extra, default_output).build()?;
+    if options.stay {
+        eprintln!("note: the nucleus halts after it is ready; stop QEMU with Ctrl-C");
+    }
+    let boot = Qemu::new(&iso).uefi(options.uefi).timeout(options.timeout).serial_stdio().run()?;
+    Ok(boot.exit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_adds_exit_qemu_after_user_options_unless_staying() {
+        let options = BuildOptions { cmdline: "loglvl=3".into(), ..Default::default() };
+        assert_eq!(options.image(EXIT_QEMU_OPTION, "x.iso".into()).get_cmdline(), "loglvl=3 exit=qemu");
+        assert_eq!(options.image("", "x.iso".into()).get_cmdline(), "loglvl=3");
+    }
+}

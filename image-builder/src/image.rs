@@ -1,0 +1,378 @@
+//! The bootable image: nucleus + servers + extra modules + `grub.cfg` → hybrid BIOS/UEFI ISO.
+//!
+//! Owns the `/boot` layout inside the ISO and the `grub-mkrescue` call. Every input is
+//! checked before anything is built (tools, command line, module names and files), so a
+//! mistake costs one line and no build time. Building the binaries is `compile`'s job.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, Weak};
+
+use anyhow::{Context, Result, bail};
+use tempfile::TempDir;
+
+use crate::compile::{self, SERVER_BUILD, SERVERS, ServerSpec};
+use crate::grub::{self, ModuleEntry};
+use crate::progress::{Step, format_size};
+use crate::tools::Toolbox;
+
+/// Default output of the CLI's `build`: `<workspace>/target/fredvisor.iso`.
+pub fn default_iso_path() -> PathBuf {
+    compile::workspace_root().join("target/fredvisor.iso")
+}
+
+/// `NAME=PATH`, as given to `--module` and `--server`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NamedFile {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl std::str::FromStr for NamedFile {
+    type Err = String;
+
+    fn from_str(arg: &str) -> Result<Self, String> {
+        let (name, path) = arg.split_once('=').ok_or_else(|| format!("expected NAME=PATH, got {arg:?}"))?;
+        grub::check_module_name(name).map_err(|e| e.to_string())?;
+        if path.is_empty() {
+            return Err(format!("expected NAME=PATH, got {arg:?} (empty path)"));
+        }
+        Ok(Self { name: name.to_owned(), path: PathBuf::from(path) })
+    }
+}
+
+/// What goes into an ISO. Build it with [`Image::build`]; the same code serves the CLI and
+/// the tests.
+#[derive(Clone, Debug, Default)]
+pub struct Image {
+    cmdline: String,
+    modules: Vec<NamedFile>,
+    servers: Vec<NamedFile>,
+    nucleus: Option<PathBuf>,
+    output: Option<PathBuf>,
+    tools: Toolbox,
+    verbose: bool,
+}
+
+impl Image {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends options to the nucleus command line of every menu entry.
+    pub fn cmdline(mut self, options: &str) -> Self {
+        self.cmdline = grub::join_cmdline([self.cmdline.as_str(), options]);
+        self
+    }
+
+    /// Adds `path` as boot module `module2 /boot/modules/<name> <name>`.
+    pub fn module(mut self, name: &str, path: impl Into<PathBuf>) -> Self {
+        self.modules.push(NamedFile { name: name.into(), path: path.into() });
+        self
+    }
+
+    /// Ships the ELF at `path` as server `name` instead of building that server.
+    pub fn server(mut self, name: &str, path: impl Into<PathBuf>) -> Self {
+        self.servers.push(NamedFile { name: name.into(), path: path.into() });
+        self
+    }
+
+    /// Ships the ELF at `path` as the nucleus instead of building it (another build, a
+    /// bisection, a stand-in kernel).
+    pub fn nucleus(mut self, path: impl Into<PathBuf>) -> Self {
+        self.nucleus = Some(path.into());
+        self
+    }
+
+    /// Writes the ISO to `path` (default: a fresh temporary directory owned by the [`Iso`]).
+    pub fn output(mut self, path: impl Into<PathBuf>) -> Self {
+        self.output = Some(path.into());
+        self
+    }
+
+    /// Looks tools up with this toolbox (tests inject a `PATH` without some tool).
+    pub fn tools(mut self, tools: Toolbox) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    /// Shows cargo's own output while building.
+    pub fn verbose(mut self, verbose: bool) -> Self {
+        self.verbose = verbose;
+        self
+    }
+
+    /// The nucleus command line of the default menu entry.
+    pub fn get_cmdline(&self) -> &str {
+        &self.cmdline
+    }
+
+    /// Checks everything, builds what is missing and makes the ISO.
+    pub fn build(&self) -> Result<Iso> {
+        // 1. Cheap checks first: user input, then the tools (before anything runs).
+        grub::check_cmdline(&self.cmdline)?;
+        let workspace = compile::workspace_root();
+        let modules = self.checked_modules()?;
+        let overrides = self.checked_servers()?;
+        if let Some(nucleus) = &self.nucleus {
+            compile::check_elf(nucleus).context("nucleus")?;
+        }
+        let (mkrescue, xorriso) = self.tools.iso_tools()?;
+
+        // 2. Binaries.
+        let nucleus = match &self.nucleus {
+            Some(path) => path.clone(),
+            None => compile::nucleus_once(&self.tools, self.verbose)?,
+        };
+        let mut servers: Vec<NamedFile> = overrides;
+        let to_build: Vec<&str> = SERVERS
+            .iter()
+            .filter(|s| s.present_in(&workspace) && !servers.iter().any(|o| o.name == s.name))
+            .map(|s| s.name)
+            .collect();
+        if !to_build.is_empty() {
+            let step = Step::start("build servers");
+            let built = compile::build_target(&self.tools, &workspace, SERVER_BUILD, &to_build, self.verbose);
+            let built = match built {
+                Ok(built) => built,
+                Err(err) => {
+                    step.failed();
+                    return Err(err);
+                }
+            };
+            step.done(&format!(" ({})", to_build.join(", ")));
+            servers.extend(to_build.iter().zip(built).map(|(name, path)| NamedFile { name: (*name).into(), path }));
+        }
+        // Servers first, in the order of SERVERS, so the nucleus sees a stable module list.
+        servers.sort_by_key(|s| SERVERS.iter().position(|spec| spec.name == s.name));
+
+        // 3. Staging tree and grub.cfg.
+        let step = Step::start("grub.cfg");
+        let staging = tempfile::Builder::new()
+            .prefix("fredvisor-iso-")
+            .tempdir()
+            .context("cannot create a staging directory")?;
+        let boot = staging.path().join("boot");
+        fs::create_dir_all(boot.join("grub"))
+            .and_then(|()| fs::create_dir_all(boot.join("modules")))
+            .with_context(|| format!("cannot create {}", boot.display()))?;
+        copy(&nucleus, &boot.join("nucleus"))?;
+        let mut entries = Vec::new();
+        for server in &servers {
+            copy(&server.path, &boot.join(&server.name))?;
+            entries.push(ModuleEntry { path: format!("/boot/{}", server.name), name: server.name.clone() });
+        }
+        for module in &modules {
+            copy(&module.path, &boot.join("modules").join(&module.name))?;
+            entries.push(ModuleEntry { path: format!("/boot/modules/{}", module.name), name: module.name.clone() });
+        }
+        let cfg = grub::config("/boot/nucleus", &self.cmdline, &entries)?;
+        let cfg_path = boot.join("grub/grub.cfg");
+        fs::write(&cfg_path, &cfg).with_context(|| format!("cannot write {}", cfg_path.display()))?;
+        step.done("");
+
+        // 4. The ISO.
+        let step = Step::start("iso");
+        let (dir, path) = match &self.output {
+            Some(path) => (None, path.clone()),
+            None => {
+                let dir = tempfile::Builder::new()
+                    .prefix("fredvisor-")
+                    .tempdir()
+                    .context("cannot create a directory for the ISO")?;
+                let path = dir.path().join("fredvisor.iso");
+                (Some(dir), path)
+            }
+        };
+        if let Err(err) = mkrescue_iso(&self.tools, &mkrescue, &xorriso, staging.path(), &path) {
+            step.failed();
+            return Err(err);
+        }
+        let size = fs::metadata(&path).with_context(|| format!("cannot stat {}", path.display()))?.len();
+        step.done(&format!(" ({})", format_size(size)));
+        Ok(Iso {
+            path,
+            size,
+            cmdline: self.cmdline.clone(),
+            modules: entries.into_iter().map(|e| e.name).collect(),
+            grub_cfg: cfg,
+            _dir: dir,
+        })
+    }
+
+    /// Like [`Image::build`], but shares the ISO with any other live `Arc<Iso>` built from
+    /// the same inputs in this process. The ISO (and its temporary directory) goes away with
+    /// its last user, so nothing is left behind when the process ends.
+    pub fn build_shared(&self) -> Result<Arc<Iso>> {
+        type Key = (String, Vec<NamedFile>, Vec<NamedFile>, Option<PathBuf>, Option<PathBuf>);
+        static SHARED: Mutex<Option<HashMap<Key, Weak<Iso>>>> = Mutex::new(None);
+        let key: Key = (self.cmdline.clone(), self.modules.clone(), self.servers.clone(), self.nucleus.clone(), self.output.clone());
+        let lookup = || {
+            let guard = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+            guard.as_ref().and_then(|map| map.get(&key)).and_then(Weak::upgrade)
+        };
+        if let Some(iso) = lookup() {
+            Step::cached("iso");
+            return Ok(iso);
+        }
+        // Built outside the lock so different command lines build in parallel; a rare
+        // duplicate build of the same inputs is harmless.
+        let iso = Arc::new(self.build()?);
+        let mut guard = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        let map = guard.get_or_insert_with(HashMap::new);
+        map.retain(|_, weak| weak.strong_count() > 0);
+        map.insert(key, Arc::downgrade(&iso));
+        Ok(iso)
+    }
+
+    fn checked_modules(&self) -> Result<Vec<NamedFile>> {
+        let mut seen = Vec::new();
+        for module in &self.modules {
+            grub::check_module_name(&module.name)?;
+            if seen.contains(&module.name.as_str()) || ServerSpec::by_name(&module.name).is_some() {
+                bail!("module name {:?} is given twice (or is a server name: use --server)", module.name);
+            }
+            seen.push(&module.name);
+            let meta = fs::metadata(&module.path)
+                .with_context(|| format!("module {}: cannot read {}", module.name, module.path.display()))?;
+            if !meta.is_file() {
+                bail!("module {}: {} is not a file", module.name, module.path.display());
+            }
+        }
+        Ok(self.modules.clone())
+    }
+
+    fn checked_servers(&self) -> Result<Vec<NamedFile>> {
+        let mut seen = Vec::new();
+        for server in &self.servers {
+            if ServerSpec::by_name(&server.name).is_none() {
+                let known: Vec<&str> = SERVERS.iter().map(|s| s.name).collect();
+                bail!("unknown server {:?}: the servers are {}", server.name, known.join(", "));
+            }
+            if seen.contains(&server.name.as_str()) {
+                bail!("server {:?} is given twice", server.name);
+            }
+            seen.push(&server.name);
+            compile::check_elf(&server.path).with_context(|| format!("server {}", server.name))?;
+        }
+        Ok(self.servers.clone())
+    }
+}
+
+fn copy(from: &Path, to: &Path) -> Result<()> {
+    fs::copy(from, to).with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+/// Runs `grub-mkrescue` on `staging`, writing `output` atomically (a partial ISO never
+/// appears under the final name).
+fn mkrescue_iso(tools: &Toolbox, mkrescue: &Path, xorriso: &Path, staging: &Path, output: &Path) -> Result<()> {
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let partial = output.with_extension(format!("iso.partial-{}", std::process::id()));
+    let result = Command::new(mkrescue)
+        .arg("--xorriso")
+        .arg(xorriso)
+        // Only what grub.cfg uses (plus their dependencies): a third of the default size.
+        .arg(format!("--install-modules={}", grub::MODULES.join(" ")))
+        .args(["--fonts=unicode", "--locales=", "--themes="])
+        .arg("-o")
+        .arg(&partial)
+        .arg(staging)
+        .env("PATH", tools.search_path())
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", mkrescue.display()))?;
+    if !result.status.success() {
+        let _ = fs::remove_file(&partial);
+        bail!(
+            "grub-mkrescue failed ({}):\n{}",
+            result.status,
+            String::from_utf8_lossy(&result.stderr).trim_end()
+        );
+    }
+    fs::rename(&partial, output)
+        .with_context(|| format!("cannot move {} to {}", partial.display(), output.display()))
+}
+
+/// A built ISO. When built without [`Image::output`], it lives in a temporary directory
+/// that is removed when the `Iso` is dropped.
+#[derive(Debug)]
+pub struct Iso {
+    path: PathBuf,
+    size: u64,
+    cmdline: String,
+    modules: Vec<String>,
+    grub_cfg: String,
+    _dir: Option<TempDir>,
+}
+
+impl Iso {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The user part of the command line (every menu entry has it).
+    pub fn cmdline(&self) -> &str {
+        &self.cmdline
+    }
+
+    /// Module names in the order GRUB loads them (servers first).
+    pub fn modules(&self) -> &[String] {
+        &self.modules
+    }
+
+    pub fn grub_cfg(&self) -> &str {
+        &self.grub_cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_file_parses_name_equals_path() {
+        let parsed: NamedFile = "hello-module=/tmp/a=b".parse().unwrap();
+        assert_eq!(parsed, NamedFile { name: "hello-module".into(), path: "/tmp/a=b".into() });
+        for bad in ["nopath", "=x", "a b=x", "name="] {
+            assert!(bad.parse::<NamedFile>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cmdline_accumulates() {
+        let image = Image::new().cmdline("exit=qemu").cmdline(" fred=off ");
+        assert_eq!(image.get_cmdline(), "exit=qemu fred=off");
+    }
+
+    #[test]
+    fn bad_inputs_fail_before_building() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_elf = dir.path().join("server");
+        fs::write(&not_elf, "text").unwrap();
+        let cases = [
+            (Image::new().server("fred-server", &not_elf), "is not an ELF file"),
+            (Image::new().server("fred-server", dir.path().join("none")), "cannot read"),
+            (Image::new().server("nosuch", &not_elf), "unknown server \"nosuch\""),
+            (Image::new().module("m", dir.path().join("none")), "module m: cannot read"),
+            (Image::new().module("m", dir.path()), "is not a file"),
+            (Image::new().module("m", &not_elf).module("m", &not_elf), "given twice"),
+            (Image::new().cmdline("a;b"), "GRUB would interpret"),
+            (Image::new().nucleus(&not_elf), "nucleus: "),
+        ];
+        for (image, expected) in cases {
+            let err = format!("{:#}", image.build().unwrap_err());
+            assert!(err.contains(expected), "{err:?} lacks {expected:?}");
+            assert!(!err.contains('\n'), "{err:?}");
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! image-builder: builds fredvisor's binaries, makes a hybrid BIOS+UEFI ISO, boots it in QEMU.
+//!
+//! The CLI (`main.rs`) only parses arguments; everything it does is here, so boot tests call
+//! the same code (style.md §2.13):
+//!
+//! ```no_run
+//! # use image_builder::{Image, Qemu, QemuExit};
+//! # fn t() -> anyhow::Result<()> {
+//! let iso = Image::new().cmdline("exit=qemu").build()?;
+//! let boot = Qemu::new(&iso).timeout(std::time::Duration::from_secs(60)).run()?;
+//! boot.expect_in_order(&[ipc::markers::READY])?.expect_exit(QemuExit::Success)
+//! # }
+//! ```
+//!
+//! Modules: `tools` finds host tools (one clear line when one is missing), `compile` runs
+//! cargo for the target binaries, `grub` writes `grub.cfg`, `image` makes the ISO, `qemu`
+//! boots it, `boot` holds the outcome and the assertions, `commands` is the CLI's work.
+//! Only host code lives here, none of it `unsafe`.
+#![forbid(unsafe_code)]
+
+pub mod boot;
+pub mod commands;
+pub mod compile;
+pub mod grub;
+pub mod image;
+pub mod progress;
+pub mod qemu;
+pub mod tools;
+
+pub use boot::{Boot, Firmware, QemuExit};
+pub use image::{Image, Iso, NamedFile};
+pub use qemu::Qemu;
+pub use tools::{MissingTool, Toolbox};

@@ -1,0 +1,330 @@
+//! Booting an ISO in QEMU (TCG) and waiting for it to end.
+//!
+//! Owns QEMU's command line (one small function per concern), the firmware choice, the
+//! deadline and the guarantee that QEMU never outlives its [`Boot`]: it is killed on
+//! timeout, when the awaited marker shows, and on drop (panics included). Waiting polls the
+//! process and the serial file against a deadline; it never sleeps for a fixed time to
+//! "let output arrive".
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::boot::{Boot, Firmware, QemuExit};
+use crate::image::Iso;
+use crate::progress::Step;
+use crate::tools::{Ovmf, Tool, Toolbox};
+
+/// Guest memory.
+pub const MEMORY: &str = "256M";
+
+/// How often the process and the serial log are looked at while waiting.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Where COM1 goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Serial {
+    /// The terminal (interactive `run`): nothing is captured.
+    Stdio,
+    /// A file: this one, or `serial.log` in the run's temporary directory.
+    File(Option<PathBuf>),
+}
+
+/// A QEMU run of one ISO. Defaults: BIOS, no timeout, serial to a temporary file.
+#[derive(Clone, Debug)]
+pub struct Qemu {
+    iso: PathBuf,
+    uefi: bool,
+    timeout: Option<Duration>,
+    serial: Serial,
+    until: Option<String>,
+    tools: Toolbox,
+    extra_args: Vec<OsString>,
+}
+
+impl Qemu {
+    pub fn new(iso: &Iso) -> Self {
+        Self::from_path(iso.path())
+    }
+
+    /// Boots an ISO file that was built elsewhere.
+    pub fn from_path(iso: &Path) -> Self {
+        Self {
+            iso: iso.to_path_buf(),
+            uefi: false,
+            timeout: None,
+            serial: Serial::File(None),
+            until: None,
+            tools: Toolbox::from_env(),
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// Boots with OVMF (UEFI) instead of SeaBIOS.
+    pub fn uefi(mut self, uefi: bool) -> Self {
+        self.uefi = uefi;
+        self
+    }
+
+    /// Kills QEMU after `timeout` ([`QemuExit::Timeout`]). `Duration::ZERO` means none.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = (!timeout.is_zero()).then_some(timeout);
+        self
+    }
+
+    /// Writes COM1 to `path` (kept after the run) instead of a temporary file.
+    pub fn serial_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.serial = Serial::File(Some(path.into()));
+        self
+    }
+
+    /// Sends COM1 to the terminal and lets the user type into it (nothing is captured).
+    pub fn serial_stdio(mut self) -> Self {
+        self.serial = Serial::Stdio;
+        self
+    }
+
+    /// Stops QEMU as soon as the serial log contains `marker` ([`QemuExit::Stopped`]),
+    /// for boots that do not end by themselves.
+    pub fn until(mut self, marker: &str) -> Self {
+        self.until = Some(marker.to_owned());
+        self
+    }
+
+    pub fn tools(mut self, tools: Toolbox) -> Self {
+        self.tools = tools;
+        self
+    }
+
+    /// Appends raw QEMU arguments (e.g. `-cpu max`, `-smp 2`).
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.extra_args.push(arg.into());
+        self
+    }
+
+    fn firmware(&self) -> Firmware {
+        if self.uefi { Firmware::Uefi } else { Firmware::Bios }
+    }
+
+    /// Checks that QEMU (and OVMF for UEFI) are installed, without running anything.
+    pub fn check_tools(&self) -> Result<()> {
+        self.tools.find(Tool::QemuSystem)?;
+        if self.uefi {
+            Ovmf::find()?;
+        }
+        Ok(())
+    }
+
+    /// Boots and waits until QEMU exits, the marker shows, or the deadline passes.
+    pub fn run(&self) -> Result<Boot> {
+        let qemu = self.tools.find(Tool::QemuSystem)?;
+        let ovmf = if self.uefi { Some(Ovmf::find()?) } else { None };
+        let dir = tempfile::Builder::new().prefix("fredvisor-qemu-").tempdir().context("cannot create a run directory")?;
+        let serial_path = match &self.serial {
+            Serial::Stdio => None,
+            Serial::File(Some(path)) => Some(path.clone()),
+            Serial::File(None) => Some(dir.path().join("serial.log")),
+        };
+        if let Some(path) = &serial_path {
+            // QEMU appends to nothing stale, and polling never sees a previous run.
+            fs::write(path, "").with_context(|| format!("cannot create {}", path.display()))?;
+        }
+        let stderr_path = dir.path().join("qemu.stderr");
+
+        let mut command = Command::new(&qemu);
+        command.args(machine_args()).args(boot_args(&self.iso)?);
+        if let Some(ovmf) = &ovmf {
+            command.args(firmware_args(ovmf, dir.path())?);
+        }
+        command.args(serial_args(serial_path.as_deref())?).args(&self.extra_args);
+        if serial_path.is_some() {
+            let stderr = fs::File::create(&stderr_path)
+                .with_context(|| format!("cannot create {}", stderr_path.display()))?;
+            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        }
+
+        let step = match serial_path {
+            Some(_) => Step::start("boot"),
+            None => Step::start_own_line("boot", &format!("{}, serial console follows", self.firmware())),
+        };
+        let started = Instant::now();
+        let child = command.spawn().with_context(|| format!("cannot start {}", qemu.display()))?;
+        let mut guard = KillOnDrop(child);
+        let deadline = self.timeout.map(|t| started + t);
+        let exit = loop {
+            if let Some(status) = guard.0.try_wait().context("cannot wait for QEMU")? {
+                use std::os::unix::process::ExitStatusExt;
+                break QemuExit::from_status(status.code(), status.signal());
+            }
+            if let (Some(marker), Some(path)) = (&self.until, &serial_path)
+                && fs::read(path).is_ok_and(|log| String::from_utf8_lossy(&log).contains(marker.as_str()))
+            {
+                guard.kill();
+                break QemuExit::Stopped;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                guard.kill();
+                break QemuExit::Timeout;
+            }
+            thread::sleep(POLL_INTERVAL);
+        };
+        drop(guard);
+        let elapsed = started.elapsed();
+        step.done(&format!(" ({}, {exit})", self.firmware()));
+
+        let read = |path: &Path| fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned());
+        let serial = match &serial_path {
+            Some(path) => read(path).with_context(|| format!("cannot read {}", path.display()))?,
+            None => String::new(),
+        };
+        let qemu_stderr = read(&stderr_path).unwrap_or_default();
+        if let QemuExit::Other(1) = exit
+            && serial.is_empty()
+            && !qemu_stderr.is_empty()
+        {
+            // QEMU refused to start (bad option, unreadable image): that is not a boot.
+            bail!("{} failed to start: {}", qemu.display(), qemu_stderr.trim_end());
+        }
+        Ok(Boot {
+            exit,
+            serial,
+            qemu_stderr,
+            firmware: self.firmware(),
+            elapsed,
+            serial_path,
+            _dir: Some(dir),
+        })
+    }
+}
+
+/// Kills and reaps QEMU when dropped, so no run leaves a process behind.
+struct KillOnDrop(Child);
+
+impl KillOnDrop {
+    fn kill(&mut self) {
+        // Already exited is fine; then `wait` only reaps it.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            self.kill();
+        }
+    }
+}
+
+/// Machine: TCG, no display, no reboot on triple fault, the debug-exit device.
+fn machine_args() -> Vec<OsString> {
+    let exit_device = format!(
+        "isa-debug-exit,iobase={:#x},iosize=0x04",
+        ipc::markers::QEMU_EXIT_PORT
+    );
+    ["-accel", "tcg", "-m", MEMORY, "-display", "none", "-no-reboot", "-monitor", "none", "-device", &exit_device]
+        .into_iter()
+        .map(OsString::from)
+        .collect()
+}
+
+/// The ISO as a CD-ROM, booted first.
+fn boot_args(iso: &Path) -> Result<Vec<OsString>> {
+    Ok(vec![
+        "-drive".into(),
+        drive_option("media=cdrom,readonly=on", iso)?,
+        "-boot".into(),
+        "order=d".into(),
+    ])
+}
+
+/// OVMF: a read-only code flash plus a private copy of the variable store, or `-bios`.
+fn firmware_args(ovmf: &Ovmf, run_dir: &Path) -> Result<Vec<OsString>> {
+    let Some(vars_template) = &ovmf.vars else {
+        return Ok(vec!["-bios".into(), ovmf.code.clone().into()]);
+    };
+    let vars = run_dir.join("OVMF_VARS.fd");
+    fs::copy(vars_template, &vars)
+        .with_context(|| format!("cannot copy {} to {}", vars_template.display(), vars.display()))?;
+    Ok(vec![
+        "-drive".into(),
+        drive_option("if=pflash,unit=0,readonly=on", &ovmf.code)?,
+        "-drive".into(),
+        drive_option("if=pflash,unit=1", &vars)?,
+    ])
+}
+
+/// COM1 to a file or to the terminal.
+fn serial_args(path: Option<&Path>) -> Result<Vec<OsString>> {
+    let target = match path {
+        None => OsString::from("stdio"),
+        Some(path) => {
+            let mut target = OsString::from("file:");
+            target.push(qemu_path(path)?);
+            target
+        }
+    };
+    Ok(vec!["-serial".into(), target])
+}
+
+/// `-drive` value: `options,format=raw,file=<path>` with QEMU's comma escaping.
+fn drive_option(options: &str, path: &Path) -> Result<OsString> {
+    let mut value = OsString::from(format!("{options},format=raw,file="));
+    value.push(qemu_path(path)?.replace(',', ",,"));
+    Ok(value)
+}
+
+fn qemu_path(path: &Path) -> Result<String> {
+    match path.to_str() {
+        Some(s) => Ok(s.to_owned()),
+        None => bail!("QEMU needs UTF-8 paths: {}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: Vec<OsString>) -> Vec<String> {
+        args.into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn machine_has_tcg_debug_exit_and_no_reboot() {
+        let args = strings(machine_args()).join(" ");
+        assert!(args.contains("-accel tcg"));
+        assert!(args.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"), "{args}");
+        assert!(args.contains("-no-reboot") && args.contains("-display none") && args.contains("-m 256M"));
+    }
+
+    #[test]
+    fn drive_paths_escape_commas() {
+        let value = drive_option("media=cdrom", Path::new("/tmp/a,b.iso")).unwrap();
+        assert_eq!(value, "media=cdrom,format=raw,file=/tmp/a,,b.iso");
+    }
+
+    #[test]
+    fn ovmf_vars_are_copied_per_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, vars) = (dir.path().join("CODE.fd"), dir.path().join("VARS.fd"));
+        fs::write(&vars, "template").unwrap();
+        let run = tempfile::tempdir().unwrap();
+        let args = strings(firmware_args(&Ovmf { code: code.clone(), vars: Some(vars) }, run.path()).unwrap());
+        assert_eq!(args[1], format!("if=pflash,unit=0,readonly=on,format=raw,file={}", code.display()));
+        assert!(args[3].ends_with(&format!("file={}/OVMF_VARS.fd", run.path().display())));
+        assert_eq!(fs::read_to_string(run.path().join("OVMF_VARS.fd")).unwrap(), "template");
+        let bios = strings(firmware_args(&Ovmf { code: code.clone(), vars: None }, run.path()).unwrap());
+        assert_eq!(bios, ["-bios".to_owned(), code.display().to_string()]);
+    }
+
+    #[test]
+    fn serial_goes_to_file_or_terminal() {
+        assert_eq!(strings(serial_args(None).unwrap()), ["-serial", "stdio"]);
+        assert_eq!(strings(serial_args(Some(Path::new("/t/s.log"))).unwrap()), ["-serial", "file:/t/s.log"]);
+    }
+}
