@@ -1,1 +1,488 @@
-//! (being written)
+//! The nucleus command line: multiboot2 bytes in, typed `Options` and warnings out.
+//!
+//! Owns the syntax (whitespace-separated `key` or `key=value` words, architecture.md §2
+//! step 4) and the option table. The bytes come from the boot loader and may be anything:
+//! not UTF-8, NUL-terminated or not, kilobytes long. So parsing is one pass without
+//! allocation, never panics, and every unknown or malformed word becomes one typed
+//! [`Warning`]; boot always goes on with the defaults. At most [`MAX_WARNINGS`] warnings are
+//! reported, then one [`Warning::Suppressed`] with the count of the rest.
+//!
+//! New options (e.g. `server-fault=`) are one more arm in `Parser::word` and one more
+//! field in [`Options`].
+
+use core::fmt;
+use core::marker::PhantomData;
+
+use bitflags::bitflags;
+
+use crate::fred::FredMode;
+
+/// How many warnings are reported before the rest are only counted.
+pub const MAX_WARNINGS: usize = 8;
+/// Longest stretch of a word a warning echoes; longer words end in `...`.
+const ECHO_LIMIT: usize = 48;
+
+/// Console verbosity (`loglvl=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+}
+
+impl LogLevel {
+    /// The option value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+        }
+    }
+    fn from_bytes(value: &[u8]) -> Option<Self> {
+        match value {
+            b"error" => Some(Self::Error),
+            b"warn" => Some(Self::Warn),
+            b"info" => Some(Self::Info),
+            b"debug" => Some(Self::Debug),
+            _ => None,
+        }
+    }
+}
+
+/// How a test run ends (`exit=`): through QEMU's `isa-debug-exit` or Bochs' shutdown port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TestExit {
+    Qemu,
+    Bochs,
+}
+
+impl TestExit {
+    /// The option value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Qemu => "qemu",
+            Self::Bochs => "bochs",
+        }
+    }
+    fn from_bytes(value: &[u8]) -> Option<Self> {
+        match value {
+            b"qemu" => Some(Self::Qemu),
+            b"bochs" => Some(Self::Bochs),
+            _ => None,
+        }
+    }
+}
+
+bitflags! {
+    /// Self-tests to run at boot (`selftest=name[,name…]`).
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct SelfTests: u16 {
+        /// `int3`: breakpoint, reported and resumed.
+        const INT3 = 1 << 0;
+        /// `ud2`: invalid opcode, reported and skipped.
+        const UD2 = 1 << 1;
+        /// `pf-unmapped`: read of an unmapped page.
+        const PF_UNMAPPED = 1 << 2;
+        /// `pf-nx`: fetch from a no-execute page.
+        const PF_NX = 1 << 3;
+        /// `gp-selector`: load of a bad selector, `#GP` with a selector error code.
+        const GP_SELECTOR = 1 << 4;
+        /// `df-recursion`: stack overflow escalating to `#DF` (terminal).
+        const DF_RECURSION = 1 << 5;
+        /// `early-fault`: a fault before the command line is parsed (terminal).
+        const EARLY_FAULT = 1 << 6;
+        /// `panic`: the panic handler (terminal).
+        const PANIC = 1 << 7;
+    }
+}
+
+impl SelfTests {
+    /// What `all` selects: every test after which boot goes on.
+    pub const ALL_RESUMABLE: Self = Self::INT3
+        .union(Self::UD2)
+        .union(Self::PF_UNMAPPED)
+        .union(Self::PF_NX)
+        .union(Self::GP_SELECTOR);
+
+    /// Test names as spelled on the command line, in the order they run.
+    pub const NAMES: [(&'static str, Self); 8] = [
+        ("int3", Self::INT3),
+        ("ud2", Self::UD2),
+        ("pf-unmapped", Self::PF_UNMAPPED),
+        ("pf-nx", Self::PF_NX),
+        ("gp-selector", Self::GP_SELECTOR),
+        ("df-recursion", Self::DF_RECURSION),
+        ("early-fault", Self::EARLY_FAULT),
+        ("panic", Self::PANIC),
+    ];
+
+    fn from_option_name(name: &[u8]) -> Option<Self> {
+        if name == b"all" {
+            return Some(Self::ALL_RESUMABLE);
+        }
+        Self::NAMES.iter().find(|(known, _)| known.as_bytes() == name).map(|&(_, test)| test)
+    }
+}
+
+/// Everything the command line can set; `Default` is an empty command line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    pub fred: FredMode,
+    pub pv_shim: bool,
+    pub loglvl: LogLevel,
+    pub exit: Option<TestExit>,
+    pub selftests: SelfTests,
+}
+
+/// Renders the options as a command line that parses back to them (defaults included,
+/// except absent flags), e.g. for the image builder's GRUB config.
+impl fmt::Display for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "fred={} loglvl={}", self.fred, self.loglvl.as_str())?;
+        if self.pv_shim {
+            f.write_str(" pv-shim")?;
+        }
+        if let Some(exit) = self.exit {
+            write!(f, " exit={}", exit.as_str())?;
+        }
+        let mut separator = " selftest=";
+        for (name, test) in SelfTests::NAMES {
+            if self.selftests.contains(test) {
+                write!(f, "{separator}{name}")?;
+                separator = ",";
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes from the command line, echoed safely: printable ASCII as is, everything else (and
+/// `'` and `\`) as `\xNN`, cut after a few dozen bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Echo<'a>(pub &'a [u8]);
+
+impl fmt::Display for Echo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &byte in self.0.iter().take(ECHO_LIMIT) {
+            if (0x20..0x7f).contains(&byte) && byte != b'\'' && byte != b'\\' {
+                write!(f, "{}", byte as char)?;
+            } else {
+                write!(f, "\\x{byte:02x}")?;
+            }
+        }
+        if self.0.len() > ECHO_LIMIT {
+            f.write_str("...")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Echo<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "'{self}'")
+    }
+}
+
+/// One problem with the command line; `Display` is the console line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Warning<'a> {
+    /// A word that names no option.
+    UnknownOption { word: Echo<'a> },
+    /// A word that is not UTF-8.
+    NotUtf8 { word: Echo<'a> },
+    /// `key=value` with a value the option does not take; `kept` is what stays in effect.
+    BadValue { key: &'static str, value: Echo<'a>, expected: &'static str, kept: &'static str },
+    /// `key` alone for an option that needs a value.
+    MissingValue { key: &'static str, expected: &'static str, kept: &'static str },
+    /// `key=value` for a flag that takes no value; the word is ignored.
+    UnexpectedValue { key: &'static str, value: Echo<'a> },
+    /// A name in `selftest=` that names no test; the other names still count.
+    UnknownSelfTest { name: Echo<'a> },
+    /// This many further warnings were not reported.
+    Suppressed { count: usize },
+}
+
+impl fmt::Display for Warning<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownOption { word } => write!(f, "cmdline: unknown option '{word}' ignored"),
+            Self::NotUtf8 { word } => write!(f, "cmdline: option '{word}' is not UTF-8, ignored"),
+            Self::BadValue { key, value, expected, kept } => {
+                write!(f, "cmdline: {key}={value}: expected {expected}, using {kept}")
+            }
+            Self::MissingValue { key, expected, kept } => {
+                write!(f, "cmdline: {key}: expected {key}={expected}, using {kept}")
+            }
+            Self::UnexpectedValue { key, value } => {
+                write!(f, "cmdline: {key}={value}: {key} takes no value, ignored")
+            }
+            Self::UnknownSelfTest { name } => write!(
+                f,
+                "cmdline: selftest: unknown test '{name}' ignored (known: all, int3, ud2, \
+                 pf-unmapped, pf-nx, gp-selector, df-recursion, early-fault, panic)"
+            ),
+            Self::Suppressed { count } => write!(f, "cmdline: {count} more warnings suppressed"),
+        }
+    }
+}
+
+/// Bytes that separate words (besides NUL, which ends the command line).
+const fn is_space(byte: u8) -> bool {
+    matches!(byte, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
+struct Parser<'a, F: FnMut(Warning<'a>)> {
+    options: Options,
+    reported: usize,
+    suppressed: usize,
+    sink: F,
+    line: PhantomData<&'a [u8]>,
+}
+
+impl<'a, F: FnMut(Warning<'a>)> Parser<'a, F> {
+    fn warn(&mut self, warning: Warning<'a>) {
+        if self.reported < MAX_WARNINGS {
+            self.reported += 1;
+            (self.sink)(warning);
+        } else {
+            self.suppressed += 1;
+        }
+    }
+
+    fn word(&mut self, word: &'a [u8]) {
+        if core::str::from_utf8(word).is_err() {
+            return self.warn(Warning::NotUtf8 { word: Echo(word) });
+        }
+        let (key, value) = match word.iter().position(|&b| b == b'=') {
+            Some(at) => (&word[..at], Some(&word[at + 1..])),
+            None => (word, None),
+        };
+        match key {
+            b"fred" => {
+                let kept = self.options.fred.as_str();
+                match value.map(|v| (v, FredMode::from_bytes(v))) {
+                    Some((_, Some(mode))) => self.options.fred = mode,
+                    Some((value, None)) => self.warn(Warning::BadValue {
+                        key: "fred",
+                        value: Echo(value),
+                        expected: "on|off|auto",
+                        kept,
+                    }),
+                    None => self.warn(Warning::MissingValue { key: "fred", expected: "on|off|auto", kept }),
+                }
+            }
+            b"pv-shim" => match value {
+                None => self.options.pv_shim = true,
+                Some(value) => self.warn(Warning::UnexpectedValue { key: "pv-shim", value: Echo(value) }),
+            },
+            b"loglvl" => {
+                let kept = self.options.loglvl.as_str();
+                let expected = "error|warn|info|debug";
+                match value.map(|v| (v, LogLevel::from_bytes(v))) {
+                    Some((_, Some(level))) => self.options.loglvl = level,
+                    Some((value, None)) => {
+                        self.warn(Warning::BadValue { key: "loglvl", value: Echo(value), expected, kept })
+                    }
+                    None => self.warn(Warning::MissingValue { key: "loglvl", expected, kept }),
+                }
+            }
+            b"exit" => {
+                let kept = match self.options.exit {
+                    Some(exit) => exit.as_str(),
+                    None => "none",
+                };
+                match value.map(|v| (v, TestExit::from_bytes(v))) {
+                    Some((_, Some(exit))) => self.options.exit = Some(exit),
+                    Some((value, None)) => self.warn(Warning::BadValue {
+                        key: "exit",
+                        value: Echo(value),
+                        expected: "qemu|bochs",
+                        kept,
+                    }),
+                    None => self.warn(Warning::MissingValue { key: "exit", expected: "qemu|bochs", kept }),
+                }
+            }
+            b"selftest" => match value {
+                Some(list) if !list.is_empty() => {
+                    for name in list.split(|&b| b == b',').filter(|name| !name.is_empty()) {
+                        match SelfTests::from_option_name(name) {
+                            Some(test) => self.options.selftests |= test,
+                            None => self.warn(Warning::UnknownSelfTest { name: Echo(name) }),
+                        }
+                    }
+                }
+                _ => self.warn(Warning::MissingValue { key: "selftest", expected: "name[,name...]", kept: "none" }),
+            },
+            _ => self.warn(Warning::UnknownOption { word: Echo(word) }),
+        }
+    }
+}
+
+/// Parses a command line. Stops at the first NUL; a first word starting with `/` is the
+/// kernel's path (some boot loaders pass it) and is skipped. Later words win over earlier
+/// ones. `warn` receives at most [`MAX_WARNINGS`] + 1 warnings.
+pub fn parse<'a>(line: &'a [u8], warn: impl FnMut(Warning<'a>)) -> Options {
+    let line = match line.iter().position(|&b| b == 0) {
+        Some(end) => &line[..end],
+        None => line,
+    };
+    let mut parser = Parser { options: Options::default(), reported: 0, suppressed: 0, sink: warn, line: PhantomData };
+    for (index, word) in line.split(|&b| is_space(b)).filter(|word| !word.is_empty()).enumerate() {
+        if index == 0 && word.first() == Some(&b'/') {
+            continue;
+        }
+        parser.word(word);
+    }
+    if parser.suppressed > 0 {
+        (parser.sink)(Warning::Suppressed { count: parser.suppressed });
+    }
+    parser.options
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse_all(line: &[u8]) -> (Options, Vec<String>) {
+        let mut warnings = Vec::new();
+        let options = parse(line, |w| warnings.push(w.to_string()));
+        (options, warnings)
+    }
+
+    #[test]
+    fn empty_is_default() {
+        let (options, warnings) = parse_all(b"");
+        assert_eq!(options, Options::default());
+        assert_eq!(options.fred, FredMode::Auto);
+        assert_eq!(options.loglvl, LogLevel::Info);
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn every_option() {
+        let (options, warnings) =
+            parse_all(b"/boot/nucleus fred=on  pv-shim\tloglvl=debug exit=bochs selftest=int3,pf-nx\0garbage");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            options,
+            Options {
+                fred: FredMode::On,
+                pv_shim: true,
+                loglvl: LogLevel::Debug,
+                exit: Some(TestExit::Bochs),
+                selftests: SelfTests::INT3 | SelfTests::PF_NX,
+            }
+        );
+        assert_eq!(parse_all(b"fred=off exit=qemu").0.exit, Some(TestExit::Qemu));
+        assert_eq!(parse_all(b"fred=on fred=off").0.fred, FredMode::Off);
+    }
+
+    #[test]
+    fn selftest_all_is_the_resumable_set() {
+        let (options, warnings) = parse_all(b"selftest=all,panic");
+        assert!(warnings.is_empty());
+        assert_eq!(options.selftests.bits(), 0b1001_1111);
+        assert!(!SelfTests::ALL_RESUMABLE.contains(SelfTests::DF_RECURSION));
+        assert!(!SelfTests::ALL_RESUMABLE.contains(SelfTests::EARLY_FAULT));
+    }
+
+    #[test]
+    fn warnings_are_typed_lines() {
+        let (options, warnings) = parse_all(
+            b"foo fred=banana loglvl pv-shim=yes exit=xen selftest=int3,nope,ud2 selftest fred",
+        );
+        assert_eq!(options.fred, FredMode::Auto);
+        assert!(!options.pv_shim);
+        assert_eq!(options.selftests, SelfTests::INT3 | SelfTests::UD2);
+        assert_eq!(
+            warnings,
+            [
+                "cmdline: unknown option 'foo' ignored",
+                "cmdline: fred=banana: expected on|off|auto, using auto",
+                "cmdline: loglvl: expected loglvl=error|warn|info|debug, using info",
+                "cmdline: pv-shim=yes: pv-shim takes no value, ignored",
+                "cmdline: exit=xen: expected qemu|bochs, using none",
+                "cmdline: selftest: unknown test 'nope' ignored (known: all, int3, ud2, pf-unmapped, \
+                 pf-nx, gp-selector, df-recursion, early-fault, panic)",
+                "cmdline: selftest: expected selftest=name[,name...], using none",
+                "cmdline: fred: expected fred=on|off|auto, using auto",
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_value_keeps_earlier_setting() {
+        let (options, warnings) = parse_all(b"fred=off fred=maybe");
+        assert_eq!(options.fred, FredMode::Off);
+        assert_eq!(warnings, ["cmdline: fred=maybe: expected on|off|auto, using off"]);
+    }
+
+    #[test]
+    fn non_utf8_is_escaped() {
+        let (_, warnings) = parse_all(b"fr\xffed=on caf\xc3\xa9 it's\\");
+        assert_eq!(
+            warnings,
+            [
+                "cmdline: option 'fr\\xffed=on' is not UTF-8, ignored",
+                "cmdline: unknown option 'caf\\xc3\\xa9' ignored",
+                "cmdline: unknown option 'it\\x27s\\x5c' ignored",
+            ]
+        );
+        let long = [b'x'; 100];
+        let (_, warnings) = parse_all(&long);
+        assert_eq!(warnings, [format!("cmdline: unknown option '{}...' ignored", "x".repeat(48))]);
+    }
+
+    #[test]
+    fn warnings_are_capped() {
+        let line = "a ".repeat(20);
+        let (_, warnings) = parse_all(line.as_bytes());
+        assert_eq!(warnings.len(), MAX_WARNINGS + 1);
+        assert_eq!(warnings[MAX_WARNINGS], "cmdline: 12 more warnings suppressed");
+    }
+
+    #[test]
+    fn path_only_skipped_as_first_word() {
+        let (_, warnings) = parse_all(b"fred=on /boot/x");
+        assert_eq!(warnings, ["cmdline: unknown option '/boot/x' ignored"]);
+    }
+
+    fn arbitrary_options() -> impl Strategy<Value = Options> {
+        (
+            prop_oneof![Just(FredMode::On), Just(FredMode::Off), Just(FredMode::Auto)],
+            any::<bool>(),
+            prop_oneof![Just(LogLevel::Error), Just(LogLevel::Warn), Just(LogLevel::Info), Just(LogLevel::Debug)],
+            prop_oneof![Just(None), Just(Some(TestExit::Qemu)), Just(Some(TestExit::Bochs))],
+            any::<u16>(),
+        )
+            .prop_map(|(fred, pv_shim, loglvl, exit, tests)| Options {
+                fred,
+                pv_shim,
+                loglvl,
+                exit,
+                selftests: SelfTests::from_bits_truncate(tests),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(line in proptest::collection::vec(any::<u8>(), 0..4096)) {
+            let mut count = 0;
+            let _ = parse(&line, |warning| { count += 1; let _ = warning.to_string(); });
+            prop_assert!(count <= MAX_WARNINGS + 1);
+        }
+
+        #[test]
+        fn rendered_options_round_trip(options in arbitrary_options()) {
+            let line = options.to_string();
+            let (parsed, warnings) = parse_all(line.as_bytes());
+            prop_assert!(warnings.is_empty(), "{:?}", warnings);
+            prop_assert_eq!(parsed, options);
+        }
+    }
+}

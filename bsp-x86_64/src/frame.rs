@@ -1,1 +1,637 @@
-//! (being written)
+//! The one event frame both deliveries leave on the stack, and its pure decoder.
+//!
+//! Layout: the 64-byte FRED return state of fred-facts.md §3.3–§3.5 (written by the CPU under
+//! FRED, filled in by the IDT stubs under IDT delivery, architecture.md §3), preceded by 16
+//! software-pushed qwords (15 GPRs and one spare slot, so that RSP is 16-byte aligned at the
+//! `call` into Rust, fred-facts.md §8.4). The asm reaches every field through the `FRAME_*`
+//! constants, which come from `offset_of!`; the `const` assertions below pin the parts the
+//! hardware fixes.
+//!
+//! `decode` turns the return state into an [`ipc::EventKind`] once, with one arm per event
+//! type (fred-facts.md §3.6) and typed errors for combinations the hardware never produces.
+//! `idt_event_type` is the table the IDT stubs encode.
+
+use core::fmt;
+use core::mem::{offset_of, size_of};
+
+use ipc::{Event, EventKind};
+
+use crate::fred::StackLevel;
+use crate::gdt::Selector;
+
+/// General-purpose registers as the entry stubs push them: `r15` at the lowest address (the
+/// stubs push in reverse order, `reserved` first).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gprs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    /// Padding to 128 bytes: keeps RSP 16-byte aligned at the `call` (the return state is
+    /// 64-byte aligned). Stubs write 0.
+    pub reserved: u64,
+}
+
+/// The CS qword of the return state (frame +0x10, fred-facts.md §3.4).
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CsQword(u64);
+
+impl CsQword {
+    const SL_SHIFT: u32 = 16;
+    const WFE: u64 = 1 << 18;
+
+    /// A CS qword as FRED delivery writes it.
+    pub fn new(selector: Selector, stack_level: StackLevel, wfe: bool) -> Self {
+        let wfe = if wfe { Self::WFE } else { 0 };
+        Self(selector.raw() as u64 | ((stack_level.get() as u64) << Self::SL_SHIFT) | wfe)
+    }
+    /// The raw qword.
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+    /// Wraps a raw qword (e.g. one read back from memory).
+    pub const fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+    /// The interrupted CS selector (bits 15:0).
+    pub fn selector(self) -> Selector {
+        Selector::from_raw(self.0 as u16)
+    }
+    /// Stack level at the time of the event (bits 17:16; 0 when from ring 3).
+    pub fn stack_level(self) -> StackLevel {
+        StackLevel::from_low_bits(self.0 >> Self::SL_SHIFT)
+    }
+    /// CET indirect-branch tracker was waiting for ENDBRANCH (bit 18).
+    pub const fn wfe(self) -> bool {
+        self.0 & Self::WFE != 0
+    }
+}
+
+/// Event type (SS qword bits 51:48, fred-facts.md §3.6). Type 1 is reserved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EventType {
+    ExternalInterrupt = 0,
+    Nmi = 2,
+    HardwareException = 3,
+    SoftwareInterrupt = 4,
+    PrivilegedSoftwareException = 5,
+    SoftwareException = 6,
+    Other = 7,
+}
+
+/// A type number that names no event type (1 is reserved, 8..=15 unused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownEventType(pub u8);
+
+impl fmt::Display for UnknownEventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "event type {} is reserved", self.0)
+    }
+}
+
+impl TryFrom<u8> for EventType {
+    type Error = UnknownEventType;
+    fn try_from(raw: u8) -> Result<Self, Self::Error> {
+        Ok(match raw {
+            0 => Self::ExternalInterrupt,
+            2 => Self::Nmi,
+            3 => Self::HardwareException,
+            4 => Self::SoftwareInterrupt,
+            5 => Self::PrivilegedSoftwareException,
+            6 => Self::SoftwareException,
+            7 => Self::Other,
+            other => return Err(UnknownEventType(other)),
+        })
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ExternalInterrupt => "external interrupt",
+            Self::Nmi => "NMI",
+            Self::HardwareException => "HW exception",
+            Self::SoftwareInterrupt => "software interrupt",
+            Self::PrivilegedSoftwareException => "privileged SW exception",
+            Self::SoftwareException => "SW exception",
+            Self::Other => "other",
+        })
+    }
+}
+
+/// The SS qword of the return state (frame +0x28, fred-facts.md §3.5): the interrupted SS
+/// and the event information.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SsQword(u64);
+
+impl SsQword {
+    const STI: u64 = 1 << 16;
+    const SWEVENT: u64 = 1 << 17;
+    const NMI: u64 = 1 << 18;
+    const VECTOR_SHIFT: u32 = 32;
+    const TYPE_SHIFT: u32 = 48;
+    const ENCLAVE: u64 = 1 << 56;
+    const LONG_MODE: u64 = 1 << 57;
+    const NESTED: u64 = 1 << 58;
+    const INSN_LEN_SHIFT: u32 = 60;
+
+    /// Selector, type and vector; the flag bits start clear. For NMIs (type 2) the NMI bit is
+    /// set, so that ERETx unblocks NMIs, and for `INT n`/SYSCALL/SYSENTER the SWEVENT bit, as
+    /// FRED delivery does.
+    pub fn new(selector: Selector, event_type: EventType, vector: u8) -> Self {
+        let mut raw = selector.raw() as u64
+            | ((vector as u64) << Self::VECTOR_SHIFT)
+            | ((event_type as u64) << Self::TYPE_SHIFT);
+        match event_type {
+            EventType::Nmi => raw |= Self::NMI,
+            EventType::SoftwareInterrupt | EventType::Other => raw |= Self::SWEVENT,
+            EventType::ExternalInterrupt
+            | EventType::HardwareException
+            | EventType::PrivilegedSoftwareException
+            | EventType::SoftwareException => {}
+        }
+        Self(raw)
+    }
+    /// The raw qword.
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+    /// Wraps a raw qword.
+    pub const fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+    const fn with(self, bit: u64, on: bool) -> Self {
+        if on { Self(self.0 | bit) } else { Self(self.0 & !bit) }
+    }
+    /// Sets or clears STI blocking (bit 16).
+    pub const fn with_sti(self, on: bool) -> Self {
+        self.with(Self::STI, on)
+    }
+    /// Sets or clears SWEVENT (bit 17).
+    pub const fn with_swevent(self, on: bool) -> Self {
+        self.with(Self::SWEVENT, on)
+    }
+    /// Sets or clears the NMI bit (bit 18; on return: unblock NMIs).
+    pub const fn with_nmi(self, on: bool) -> Self {
+        self.with(Self::NMI, on)
+    }
+    /// Sets or clears 64-BIT (bit 57).
+    pub const fn with_64bit(self, on: bool) -> Self {
+        self.with(Self::LONG_MODE, on)
+    }
+    /// Sets or clears NESTED (bit 58).
+    pub const fn with_nested(self, on: bool) -> Self {
+        self.with(Self::NESTED, on)
+    }
+    /// Sets the instruction length (bits 63:60); `None` above 15.
+    pub const fn with_insn_len(self, len: u8) -> Option<Self> {
+        if len > 15 {
+            return None;
+        }
+        let cleared = self.0 & !(0xf << Self::INSN_LEN_SHIFT);
+        Some(Self(cleared | ((len as u64) << Self::INSN_LEN_SHIFT)))
+    }
+
+    /// The interrupted SS selector (bits 15:0).
+    pub fn selector(self) -> Selector {
+        Selector::from_raw(self.0 as u16)
+    }
+    /// The event arrived in an STI shadow (bit 16).
+    pub const fn sti(self) -> bool {
+        self.0 & Self::STI != 0
+    }
+    /// The event was SYSCALL, SYSENTER or `INT n` (bit 17).
+    pub const fn swevent(self) -> bool {
+        self.0 & Self::SWEVENT != 0
+    }
+    /// The event was an NMI (bit 18).
+    pub const fn nmi(self) -> bool {
+        self.0 & Self::NMI != 0
+    }
+    /// Vector (bits 39:32).
+    pub const fn vector(self) -> u8 {
+        (self.0 >> Self::VECTOR_SHIFT) as u8
+    }
+    /// Raw event type number (bits 51:48); see [`EventType`].
+    pub const fn event_type_raw(self) -> u8 {
+        ((self.0 >> Self::TYPE_SHIFT) & 0xf) as u8
+    }
+    /// Decoded event type.
+    pub fn event_type(self) -> Result<EventType, UnknownEventType> {
+        EventType::try_from(self.event_type_raw())
+    }
+    /// SGX enclave event (bit 56).
+    pub const fn enclave(self) -> bool {
+        self.0 & Self::ENCLAVE != 0
+    }
+    /// The CPU was in 64-bit mode (bit 57).
+    pub const fn is_64bit(self) -> bool {
+        self.0 & Self::LONG_MODE != 0
+    }
+    /// Exception during the delivery of another event (bit 58).
+    pub const fn nested(self) -> bool {
+        self.0 & Self::NESTED != 0
+    }
+    /// Length of the instruction that caused the event (bits 63:60).
+    pub const fn insn_len(self) -> u8 {
+        (self.0 >> Self::INSN_LEN_SHIFT) as u8
+    }
+}
+
+/// The 64-byte FRED return state (fred-facts.md §3.3), 64-byte aligned on the stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FredState {
+    /// Error code, 0 for events without one.
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: CsQword,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: SsQword,
+    /// CR2 for `#PF`, DR6 (positive polarity) for `#DB`, NMI sources, else 0 (§3.7).
+    pub event_data: u64,
+    /// Written as 0.
+    pub reserved: u64,
+}
+
+/// The whole frame: `&Frame` is RSP at the `call` into the dispatcher.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Frame {
+    pub gprs: Gprs,
+    pub ret: FredState,
+}
+
+const _: () = assert!(size_of::<FredState>() == 64);
+const _: () = assert!(offset_of!(FredState, error_code) == 0x00);
+const _: () = assert!(offset_of!(FredState, rip) == 0x08);
+const _: () = assert!(offset_of!(FredState, cs) == 0x10);
+const _: () = assert!(offset_of!(FredState, rflags) == 0x18);
+const _: () = assert!(offset_of!(FredState, rsp) == 0x20);
+const _: () = assert!(offset_of!(FredState, ss) == 0x28);
+const _: () = assert!(offset_of!(FredState, event_data) == 0x30);
+const _: () = assert!(offset_of!(FredState, reserved) == 0x38);
+const _: () = assert!(size_of::<Gprs>() == 128);
+const _: () = assert!(FRAME_RET.is_multiple_of(64));
+const _: () = assert!(FRAME_SIZE == 192);
+
+/// Size of the frame.
+pub const FRAME_SIZE: usize = size_of::<Frame>();
+/// Offset of the return state: what FRED delivery's RSP points at.
+pub const FRAME_RET: usize = offset_of!(Frame, ret);
+pub const FRAME_ERROR_CODE: usize = offset_of!(Frame, ret.error_code);
+pub const FRAME_RIP: usize = offset_of!(Frame, ret.rip);
+pub const FRAME_CS: usize = offset_of!(Frame, ret.cs);
+pub const FRAME_RFLAGS: usize = offset_of!(Frame, ret.rflags);
+pub const FRAME_RSP: usize = offset_of!(Frame, ret.rsp);
+pub const FRAME_SS: usize = offset_of!(Frame, ret.ss);
+pub const FRAME_EVENT_DATA: usize = offset_of!(Frame, ret.event_data);
+pub const FRAME_RESERVED: usize = offset_of!(Frame, ret.reserved);
+pub const FRAME_R15: usize = offset_of!(Frame, gprs.r15);
+pub const FRAME_R14: usize = offset_of!(Frame, gprs.r14);
+pub const FRAME_R13: usize = offset_of!(Frame, gprs.r13);
+pub const FRAME_R12: usize = offset_of!(Frame, gprs.r12);
+pub const FRAME_RBP: usize = offset_of!(Frame, gprs.rbp);
+pub const FRAME_RBX: usize = offset_of!(Frame, gprs.rbx);
+pub const FRAME_R11: usize = offset_of!(Frame, gprs.r11);
+pub const FRAME_R10: usize = offset_of!(Frame, gprs.r10);
+pub const FRAME_R9: usize = offset_of!(Frame, gprs.r9);
+pub const FRAME_R8: usize = offset_of!(Frame, gprs.r8);
+pub const FRAME_RAX: usize = offset_of!(Frame, gprs.rax);
+pub const FRAME_RCX: usize = offset_of!(Frame, gprs.rcx);
+pub const FRAME_RDX: usize = offset_of!(Frame, gprs.rdx);
+pub const FRAME_RSI: usize = offset_of!(Frame, gprs.rsi);
+pub const FRAME_RDI: usize = offset_of!(Frame, gprs.rdi);
+pub const FRAME_GPRS_RESERVED: usize = offset_of!(Frame, gprs.reserved);
+
+/// A return state no delivery produces: a reserved type or a vector that does not belong
+/// to its type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Type 1 or 8..=15.
+    UnknownType(UnknownEventType),
+    /// The vector is impossible for the type (e.g. an external interrupt below 32).
+    VectorMismatch { event_type: EventType, vector: u8 },
+}
+
+impl From<UnknownEventType> for DecodeError {
+    fn from(error: UnknownEventType) -> Self {
+        Self::UnknownType(error)
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownType(error) => write!(f, "frame: {error}"),
+            Self::VectorMismatch { event_type, vector } => write!(
+                f,
+                "frame: vector {vector} is impossible for event type {} ({event_type})",
+                *event_type as u8
+            ),
+        }
+    }
+}
+
+/// Decodes the event of a return state (fred-facts.md §3.6); pure.
+pub fn decode(ret: &FredState) -> Result<EventKind, DecodeError> {
+    let event_type = ret.ss.event_type()?;
+    let vector = ret.ss.vector();
+    let mismatch = DecodeError::VectorMismatch { event_type, vector };
+    Ok(match event_type {
+        EventType::ExternalInterrupt => match vector {
+            32..=255 => EventKind::Interrupt { vector },
+            _ => return Err(mismatch),
+        },
+        EventType::Nmi => match vector {
+            // The NMI-source bitmap is 16 bits wide (§3.7); higher bits are zero.
+            2 => EventKind::Nmi { sources: (ret.event_data & 0xffff) as u16 },
+            _ => return Err(mismatch),
+        },
+        EventType::HardwareException => match vector {
+            // Vector 2 is always type 2 (NMI).
+            0 | 1 | 3..=31 => EventKind::Exception { vector, error_code: ret.error_code },
+            _ => return Err(mismatch),
+        },
+        EventType::SoftwareInterrupt => EventKind::SoftwareInterrupt { vector },
+        EventType::PrivilegedSoftwareException => match vector {
+            1 => EventKind::PrivilegedSoftwareException,
+            _ => return Err(mismatch),
+        },
+        EventType::SoftwareException => match vector {
+            3 | 4 => EventKind::SoftwareException { vector },
+            _ => return Err(mismatch),
+        },
+        EventType::Other => match vector {
+            1 => EventKind::Syscall,
+            2 => EventKind::Sysenter,
+            _ => return Err(mismatch),
+        },
+    })
+}
+
+impl FredState {
+    /// Decodes this return state; see [`decode`].
+    pub fn decode(&self) -> Result<EventKind, DecodeError> {
+        decode(self)
+    }
+}
+
+impl Frame {
+    /// The decoded event with its interrupted context, ready to handle or forward.
+    pub fn event(&self, cpu: u16, owner: u32) -> Result<Event, DecodeError> {
+        let kind = decode(&self.ret)?;
+        let cs = self.ret.cs.selector();
+        Ok(Event {
+            cpu,
+            kind,
+            event_data: self.ret.event_data,
+            rip: self.ret.rip,
+            cs: cs.raw(),
+            rflags: self.ret.rflags,
+            rsp: self.ret.rsp,
+            ss: self.ret.ss.selector().raw(),
+            from_ring: cs.rpl(),
+            owner,
+        })
+    }
+}
+
+/// The event type the IDT stubs write for `vector`: what FRED would report for the same
+/// event when it comes from hardware (INT3/INTO get type 6, NMI type 2, other exceptions
+/// type 3, everything from 32 up type 0). The IDT cannot tell `INT n` from a hardware
+/// event, so the table assumes hardware. The asm stubs encode the same table.
+pub const fn idt_event_type(vector: u8) -> EventType {
+    match vector {
+        2 => EventType::Nmi,
+        3 | 4 => EventType::SoftwareException,
+        0..=31 => EventType::HardwareException,
+        _ => EventType::ExternalInterrupt,
+    }
+}
+
+/// True for the exception vectors whose IDT delivery pushes an error code (#DF, #TS, #NP,
+/// #SS, #GP, #PF, #AC, #CP, #VC, #SX); the IDT stubs push a zero for every other vector.
+pub const fn idt_pushes_error_code(vector: u8) -> bool {
+    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gdt;
+
+    fn state(event_type: u8, vector: u8, error_code: u64, event_data: u64) -> FredState {
+        FredState {
+            error_code,
+            rip: 0xffff_8000_0012_3456,
+            cs: CsQword::new(gdt::KERNEL_CS, StackLevel::SL0, false),
+            rflags: 0x202,
+            rsp: 0xffff_8000_0010_7f00,
+            ss: SsQword::from_raw(
+                gdt::KERNEL_DS.raw() as u64 | (vector as u64) << 32 | (event_type as u64) << 48,
+            ),
+            event_data,
+            reserved: 0,
+        }
+    }
+
+    #[test]
+    fn offsets_match_fred_facts() {
+        assert_eq!(FRAME_RET, 128);
+        assert_eq!(FRAME_ERROR_CODE, 128);
+        assert_eq!(FRAME_RIP, 128 + 0x08);
+        assert_eq!(FRAME_CS, 128 + 0x10);
+        assert_eq!(FRAME_RFLAGS, 128 + 0x18);
+        assert_eq!(FRAME_RSP, 128 + 0x20);
+        assert_eq!(FRAME_SS, 128 + 0x28);
+        assert_eq!(FRAME_EVENT_DATA, 128 + 0x30);
+        assert_eq!(FRAME_RESERVED, 128 + 0x38);
+        assert_eq!(FRAME_SIZE, 192);
+        // Same order as Linux's pt_regs (fred-facts.md §8.4), orig_ax replaced by `reserved`.
+        let gprs = [
+            FRAME_R15, FRAME_R14, FRAME_R13, FRAME_R12, FRAME_RBP, FRAME_RBX, FRAME_R11, FRAME_R10,
+            FRAME_R9, FRAME_R8, FRAME_RAX, FRAME_RCX, FRAME_RDX, FRAME_RSI, FRAME_RDI,
+            FRAME_GPRS_RESERVED,
+        ];
+        for (slot, offset) in gprs.iter().enumerate() {
+            assert_eq!(*offset, slot * 8);
+        }
+    }
+
+    #[test]
+    fn cs_qword_fields() {
+        let cs = CsQword::new(gdt::KERNEL_CS, StackLevel::SL3, true);
+        assert_eq!(cs.raw(), 0x0007_0008);
+        assert_eq!(cs.selector().raw(), 0x08);
+        assert_eq!(cs.stack_level(), StackLevel::SL3);
+        assert!(cs.wfe());
+        let user = CsQword::from_raw(0x2b);
+        assert_eq!(user.selector().rpl(), 3);
+        assert_eq!(user.stack_level(), StackLevel::SL0);
+        assert!(!user.wfe());
+    }
+
+    #[test]
+    fn ss_qword_fields() {
+        // A SYSCALL from 64-bit ring 3 (instruction length 2), as Bochs writes it.
+        let ss = SsQword::new(gdt::USER_DS, EventType::Other, 1).with_64bit(true).with_insn_len(2).unwrap();
+        assert_eq!(ss.raw(), 0x2207_0001_0002_0023);
+        assert_eq!(ss.selector().raw(), 0x23);
+        assert!(ss.swevent() && ss.is_64bit() && !ss.nmi() && !ss.sti() && !ss.nested() && !ss.enclave());
+        assert_eq!((ss.vector(), ss.event_type(), ss.insn_len()), (1, Ok(EventType::Other), 2));
+        let nmi = SsQword::new(gdt::KERNEL_DS, EventType::Nmi, 2);
+        assert_eq!(nmi.raw(), 0x0002_0002_0004_0010);
+        assert!(nmi.nmi());
+        let nested = SsQword::from_raw(0).with_nested(true).with_sti(true);
+        assert_eq!(nested.raw(), (1 << 58) | (1 << 16));
+        assert_eq!(SsQword::from_raw(0).with_insn_len(16), None);
+        assert_eq!(SsQword::from_raw(1 << 56).with_nmi(true).with_swevent(false).raw(), (1 << 56) | (1 << 18));
+    }
+
+    #[test]
+    fn event_type_numbers() {
+        for (raw, expected) in [
+            (0, Ok(EventType::ExternalInterrupt)),
+            (1, Err(UnknownEventType(1))),
+            (2, Ok(EventType::Nmi)),
+            (3, Ok(EventType::HardwareException)),
+            (4, Ok(EventType::SoftwareInterrupt)),
+            (5, Ok(EventType::PrivilegedSoftwareException)),
+            (6, Ok(EventType::SoftwareException)),
+            (7, Ok(EventType::Other)),
+            (8, Err(UnknownEventType(8))),
+            (15, Err(UnknownEventType(15))),
+        ] {
+            assert_eq!(EventType::try_from(raw), expected);
+            if let Ok(event_type) = expected {
+                assert_eq!(event_type as u8, raw);
+            }
+        }
+    }
+
+    #[test]
+    fn every_exception_vector() {
+        for vector in 0..32u8 {
+            let decoded = decode(&state(3, vector, 0x1234, 0));
+            if vector == 2 {
+                assert_eq!(
+                    decoded,
+                    Err(DecodeError::VectorMismatch { event_type: EventType::HardwareException, vector: 2 })
+                );
+            } else {
+                assert_eq!(decoded, Ok(EventKind::Exception { vector, error_code: 0x1234 }));
+            }
+        }
+        // #PF with CR2 in event data: the decoder keeps the error code, the event the data.
+        let mut frame = Frame { gprs: Gprs::default(), ret: state(3, 14, 0x2, 0xdead_beef_0000) };
+        frame.ret.cs = CsQword::new(gdt::USER_CS64, StackLevel::SL0, false);
+        let event = frame.event(1, 7).unwrap();
+        assert_eq!(event.kind, EventKind::Exception { vector: 14, error_code: 2 });
+        assert_eq!((event.cpu, event.owner, event.event_data), (1, 7, 0xdead_beef_0000));
+        assert_eq!((event.cs, event.ss, event.from_ring), (0x2b, 0x10, 3));
+        assert_eq!((event.rip, event.rflags, event.rsp), (0xffff_8000_0012_3456, 0x202, 0xffff_8000_0010_7f00));
+    }
+
+    #[test]
+    fn every_interrupt_vector() {
+        for vector in 0..=255u8 {
+            let decoded = decode(&state(0, vector, 0, 0));
+            if vector >= 32 {
+                assert_eq!(decoded, Ok(EventKind::Interrupt { vector }));
+            } else {
+                assert_eq!(
+                    decoded,
+                    Err(DecodeError::VectorMismatch { event_type: EventType::ExternalInterrupt, vector })
+                );
+            }
+            assert_eq!(decode(&state(4, vector, 0, 0)), Ok(EventKind::SoftwareInterrupt { vector }));
+        }
+    }
+
+    #[test]
+    fn nmi_and_software_exceptions_and_other() {
+        assert_eq!(decode(&state(2, 2, 0, 0x8005)), Ok(EventKind::Nmi { sources: 0x8005 }));
+        assert_eq!(
+            decode(&state(2, 3, 0, 0)),
+            Err(DecodeError::VectorMismatch { event_type: EventType::Nmi, vector: 3 })
+        );
+        assert_eq!(decode(&state(5, 1, 0, 0)), Ok(EventKind::PrivilegedSoftwareException));
+        assert_eq!(
+            decode(&state(5, 3, 0, 0)),
+            Err(DecodeError::VectorMismatch { event_type: EventType::PrivilegedSoftwareException, vector: 3 })
+        );
+        assert_eq!(decode(&state(6, 3, 0, 0)), Ok(EventKind::SoftwareException { vector: 3 }));
+        assert_eq!(decode(&state(6, 4, 0, 0)), Ok(EventKind::SoftwareException { vector: 4 }));
+        assert_eq!(
+            decode(&state(6, 5, 0, 0)),
+            Err(DecodeError::VectorMismatch { event_type: EventType::SoftwareException, vector: 5 })
+        );
+        assert_eq!(decode(&state(7, 1, 0, 0)), Ok(EventKind::Syscall));
+        assert_eq!(decode(&state(7, 2, 0, 0)), Ok(EventKind::Sysenter));
+        for vector in [0u8, 3, 0x80] {
+            assert_eq!(
+                decode(&state(7, vector, 0, 0)),
+                Err(DecodeError::VectorMismatch { event_type: EventType::Other, vector })
+            );
+        }
+        assert_eq!(decode(&state(1, 2, 0, 0)), Err(DecodeError::UnknownType(UnknownEventType(1))));
+        assert_eq!(decode(&state(9, 2, 0, 0)), Err(DecodeError::UnknownType(UnknownEventType(9))));
+    }
+
+    #[test]
+    fn decoded_kind_round_trips_type_and_vector() {
+        for event_type in 0..8u8 {
+            for vector in 0..=255u8 {
+                if let Ok(kind) = decode(&state(event_type, vector, 0, 0)) {
+                    assert_eq!((kind.fred_type(), kind.vector()), (event_type, vector));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn idt_table() {
+        assert_eq!(idt_event_type(0), EventType::HardwareException);
+        assert_eq!(idt_event_type(1), EventType::HardwareException);
+        assert_eq!(idt_event_type(2), EventType::Nmi);
+        assert_eq!(idt_event_type(3), EventType::SoftwareException);
+        assert_eq!(idt_event_type(4), EventType::SoftwareException);
+        assert_eq!(idt_event_type(8), EventType::HardwareException);
+        assert_eq!(idt_event_type(14), EventType::HardwareException);
+        assert_eq!(idt_event_type(31), EventType::HardwareException);
+        for vector in 32..=255u8 {
+            assert_eq!(idt_event_type(vector), EventType::ExternalInterrupt);
+        }
+        // Whatever the IDT stubs write must decode.
+        for vector in 0..=255u8 {
+            let ret = state(idt_event_type(vector) as u8, vector, 0, 0);
+            assert!(decode(&ret).is_ok(), "vector {vector}");
+        }
+        let with_code: Vec<u8> = (0..32).filter(|&v| idt_pushes_error_code(v)).collect();
+        assert_eq!(with_code, [8, 10, 11, 12, 13, 14, 17, 21, 29, 30]);
+    }
+
+    #[test]
+    fn decode_error_display() {
+        let error = DecodeError::VectorMismatch { event_type: EventType::ExternalInterrupt, vector: 14 };
+        assert_eq!(error.to_string(), "frame: vector 14 is impossible for event type 0 (external interrupt)");
+        assert_eq!(DecodeError::UnknownType(UnknownEventType(1)).to_string(), "frame: event type 1 is reserved");
+    }
+}

@@ -1,1 +1,826 @@
-//! (being written)
+//! FRED: the feature probe, the on/off policy, the MSR values and the enable sequence.
+//!
+//! Owns everything between "does this CPU have FRED" and "CR4.FRED is set": the CPUID bits
+//! (fred-facts.md §1.1), the decision that combines them with `fred=` and `pv-shim`
+//! (architecture.md §2 step 5), the checked values of the FRED MSRs (§2.1–§2.3), the plan
+//! that derives them from a [`StackBlock`] (architecture.md §4) and the ordered enable
+//! sequence (§1.3). Does not own the entry stubs (nucleus `entry`) nor the stack block's
+//! mapping. Everything but [`enable`] and [`load_user_gs`] is pure and host-tested; those two
+//! touch hardware only through `insn`, so the host trap-and-emulate harness runs them as is.
+//!
+//! # GS convention (design note "GS handling", fred-facts.md §5)
+//!
+//! In ring 0, IA32_GS_BASE holds the nucleus' per-CPU base under **both** deliveries. The
+//! user's GS base waits in IA32_KERNEL_GS_BASE, and is swapped in on the way to ring 3: by
+//! ERETU under FRED (which also swaps it back out on the next ring-3 event), by the IDT
+//! exit path's SWAPGS otherwise (paired with a SWAPGS on IDT entry from ring 3). So the
+//! user's base is always written to IA32_KERNEL_GS_BASE, never to IA32_GS_BASE, and the
+//! "user" and "kernel" GS bases are logically swapped while the nucleus runs.
+//! [`load_user_gs`] is the one place that loads a user GS selector and base.
+
+use core::fmt;
+
+use crate::gdt::{self, Selector};
+use crate::insn;
+use crate::msr::{self, check_address, sealed::FromRaw, GsBase, KernelGsBase, Msr, MsrWrite, Star};
+use crate::regs::Cr4;
+use crate::stack_block::StackBlock;
+
+/// Errors of the checked FRED MSR constructors.
+pub use crate::msr::ValueError as FredMsrError;
+
+// ---------------------------------------------------------------------------------------
+// Enumeration (fred-facts.md §1.1)
+// ---------------------------------------------------------------------------------------
+
+/// FRED-related CPUID.(7,1):EAX bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuFeatures {
+    /// Bit 17: FRED transitions, CR4.FRED, the FRED MSRs, ERETS/ERETU.
+    pub fred: bool,
+    /// Bit 18: the LKGS instruction.
+    pub lkgs: bool,
+    /// Bit 19: WRMSRNS.
+    pub wrmsrns: bool,
+    /// Bit 20: NMI-source reporting (only through FRED event data).
+    pub nmi_source: bool,
+}
+
+impl CpuFeatures {
+    /// A CPU with none of the features.
+    pub const NONE: Self = Self { fred: false, lkgs: false, wrmsrns: false, nmi_source: false };
+
+    /// Decodes CPUID.(7,1):EAX.
+    pub const fn from_leaf7_1_eax(eax: u32) -> Self {
+        Self {
+            fred: eax & (1 << 17) != 0,
+            lkgs: eax & (1 << 18) != 0,
+            wrmsrns: eax & (1 << 19) != 0,
+            nmi_source: eax & (1 << 20) != 0,
+        }
+    }
+
+    /// Executes CPUID on this CPU. Leaf 7 sub-leaf 1 only counts if leaf 0 reports a maximum
+    /// leaf ≥ 7 and leaf 7 sub-leaf 0 a maximum sub-leaf ≥ 1; otherwise nothing is set.
+    pub fn probe() -> Self {
+        if insn::cpuid(0, 0).eax < 7 || insn::cpuid(7, 0).eax < 1 {
+            return Self::NONE;
+        }
+        Self::from_leaf7_1_eax(insn::cpuid(7, 1).eax)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Policy (architecture.md §2 step 5)
+// ---------------------------------------------------------------------------------------
+
+/// The `fred=` command-line option.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum FredMode {
+    /// `fred=on`: use FRED; warn and stay on the IDT where it cannot be used.
+    On,
+    /// `fred=off`: always IDT delivery.
+    Off,
+    /// `fred=auto` (default): FRED iff the CPU has FRED and LKGS and this is no PV shim.
+    #[default]
+    Auto,
+}
+
+impl FredMode {
+    /// The option's value as written on the command line.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::On => "on",
+            Self::Off => "off",
+            Self::Auto => "auto",
+        }
+    }
+
+    /// Parses `on`, `off` or `auto`.
+    pub fn from_bytes(value: &[u8]) -> Option<Self> {
+        match value {
+            b"on" => Some(Self::On),
+            b"off" => Some(Self::Off),
+            b"auto" => Some(Self::Auto),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for FredMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why FRED is on or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Enabled: both CPUID bits are set.
+    CpuHasFredAndLkgs,
+    /// Disabled by `fred=off`.
+    CommandLineOff,
+    /// Disabled by `pv-shim` (PV32 guests need rings 1 and 2, which FRED removes).
+    PvShim,
+    /// Disabled: CPUID FRED is clear.
+    CpuLacksFred,
+    /// Disabled: CPUID LKGS is clear (the GS convention above needs it).
+    CpuLacksLkgs,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::CpuHasFredAndLkgs => "cpu has FRED+LKGS",
+            Self::CommandLineOff => "fred=off",
+            Self::PvShim => "pv-shim",
+            Self::CpuLacksFred => "cpu lacks FRED",
+            Self::CpuLacksLkgs => "cpu lacks LKGS",
+        })
+    }
+}
+
+/// `fred=on` was refused; printed as a warning before the decision line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OnRefused {
+    pub reason: Reason,
+}
+
+impl fmt::Display for OnRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "fred: warning: fred=on refused ({}), staying on IDT delivery", self.reason)
+    }
+}
+
+/// The outcome of [`decide`]; `Display` is the one-line boot message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub enabled: bool,
+    pub reason: Reason,
+    /// Set when `fred=on` could not be honoured.
+    pub warning: Option<OnRefused>,
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = if self.enabled { "enabled" } else { "disabled" };
+        write!(f, "fred: {state} ({})", self.reason)
+    }
+}
+
+/// Decides FRED vs IDT delivery; pure. `fred=off` wins over everything, then `pv-shim`
+/// (also over `fred=on`), then the CPU must have FRED and LKGS. `fred=on` only differs from
+/// `auto` in that a refusal carries a warning.
+pub const fn decide(mode: FredMode, pv_shim: bool, cpu: CpuFeatures) -> Decision {
+    let reason = match mode {
+        FredMode::Off => Reason::CommandLineOff,
+        FredMode::On | FredMode::Auto => {
+            if pv_shim {
+                Reason::PvShim
+            } else if !cpu.fred {
+                Reason::CpuLacksFred
+            } else if !cpu.lkgs {
+                Reason::CpuLacksLkgs
+            } else {
+                Reason::CpuHasFredAndLkgs
+            }
+        }
+    };
+    let enabled = matches!(reason, Reason::CpuHasFredAndLkgs);
+    let warning = if matches!(mode, FredMode::On) && !enabled { Some(OnRefused { reason }) } else { None };
+    Decision { enabled, reason, warning }
+}
+
+// ---------------------------------------------------------------------------------------
+// MSR values (fred-facts.md §2)
+// ---------------------------------------------------------------------------------------
+
+/// A FRED stack level, 0..=3.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StackLevel(u8);
+
+impl StackLevel {
+    pub const SL0: Self = Self(0);
+    pub const SL1: Self = Self(1);
+    pub const SL2: Self = Self(2);
+    pub const SL3: Self = Self(3);
+
+    /// `None` above 3.
+    pub const fn new(level: u8) -> Option<Self> {
+        if level <= 3 { Some(Self(level)) } else { None }
+    }
+    /// The level number.
+    pub const fn get(self) -> u8 {
+        self.0
+    }
+    /// The level held in the two lowest bits of `bits` (hardware fields are exactly 2 bits).
+    pub(crate) const fn from_low_bits(bits: u64) -> Self {
+        Self((bits & 0b11) as u8)
+    }
+}
+
+impl fmt::Display for StackLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SL{}", self.0)
+    }
+}
+
+/// IA32_FRED_CONFIG (0x1D4, fred-facts.md §2.2): ring-3 entry page, red zone, interrupt
+/// stack level, CSL. Built only from checked parts, so reserved bits stay 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FredConfig(u64);
+
+impl FredConfig {
+    /// Bits 1:0, current stack level (hardware-maintained).
+    pub const CSL_MASK: u64 = 0x3;
+    /// Bit 3, shadow-stack skip.
+    pub const SS_SKIP: u64 = 0x8;
+    /// Bits 8:6, red zone in 64-byte lines.
+    pub const REDZONE_MASK: u64 = 0x1c0;
+    /// Bits 10:9, stack level of external interrupts taken in ring 0.
+    pub const INT_STKLVL_MASK: u64 = 0x600;
+    /// Bits 2, 5:4 and 11.
+    pub const RESERVED_MASK: u64 = 0x834;
+    /// Bits 63:12, the ring-3 entry point.
+    pub const ENTRY_MASK: u64 = !0xfff;
+
+    /// `entry_page` must be 4 KiB aligned and canonical (ring-0 entry = +256),
+    /// `redzone_lines` 0..=7 (× 64 bytes). CSL is written as 0.
+    pub const fn new(entry_page: u64, redzone_lines: u8, int_stack_level: StackLevel) -> Result<Self, FredMsrError> {
+        if let Err(error) = check_address(entry_page, 4096) {
+            return Err(error);
+        }
+        if redzone_lines > 7 {
+            return Err(FredMsrError::RedZoneTooLarge { lines: redzone_lines });
+        }
+        Ok(Self(entry_page | (redzone_lines as u64) << 6 | (int_stack_level.get() as u64) << 9))
+    }
+
+    /// Accepts a raw value whose reserved bits are clear and entry point canonical.
+    pub const fn try_from_raw(raw: u64) -> Result<Self, FredMsrError> {
+        if raw & Self::RESERVED_MASK != 0 {
+            return Err(FredMsrError::ReservedBits { value: raw, mask: Self::RESERVED_MASK });
+        }
+        if !msr::is_canonical(raw & Self::ENTRY_MASK) {
+            return Err(FredMsrError::NotCanonical { value: raw & Self::ENTRY_MASK });
+        }
+        Ok(Self(raw))
+    }
+
+    /// Ring-3 entry point.
+    pub const fn entry_ring3(self) -> u64 {
+        self.0 & Self::ENTRY_MASK
+    }
+    /// Ring-0 entry point (ring-3 entry + 256, fred-facts.md §3.1).
+    pub const fn entry_ring0(self) -> u64 {
+        self.entry_ring3() + 256
+    }
+    /// Red zone in bytes (0..=448).
+    pub const fn redzone_bytes(self) -> u64 {
+        self.0 & Self::REDZONE_MASK
+    }
+    /// Stack level of ring-0 external interrupts.
+    pub const fn int_stack_level(self) -> StackLevel {
+        StackLevel::from_low_bits(self.0 >> 9)
+    }
+    /// Current stack level as last written or read back.
+    pub const fn csl(self) -> StackLevel {
+        StackLevel::from_low_bits(self.0)
+    }
+}
+
+/// IA32_FRED_RSP0..3 (0x1CC + L): the stack top of level `L`, canonical and 64-byte aligned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FredRsp<const L: u8>(u64);
+
+impl<const L: u8> FredRsp<L> {
+    /// Refuses what WRMSR would refuse (fred-facts.md §2.3).
+    pub const fn new(top: u64) -> Result<Self, FredMsrError> {
+        match check_address(top, 64) {
+            Ok(top) => Ok(Self(top)),
+            Err(error) => Err(error),
+        }
+    }
+    /// The stack top.
+    pub const fn top(self) -> u64 {
+        self.0
+    }
+}
+
+/// IA32_FRED_SSP1..3 (0x1D1 + L − 1): shadow-stack pointer of level `L` (1..=3), canonical
+/// and 8-byte aligned. Level 0 is [`Pl0Ssp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FredSsp<const L: u8>(u64);
+
+impl<const L: u8> FredSsp<L> {
+    /// Refuses what WRMSR would refuse.
+    pub const fn new(ssp: u64) -> Result<Self, FredMsrError> {
+        match check_address(ssp, 8) {
+            Ok(ssp) => Ok(Self(ssp)),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// IA32_PL0_SSP (0x6A4), FRED's level-0 shadow-stack pointer: canonical and 8-byte aligned
+/// (CET needs bits 1:0 clear at WRMSR, FRED delivery bit 2 too).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pl0Ssp(u64);
+
+impl Pl0Ssp {
+    /// Refuses what WRMSR or FRED delivery would refuse.
+    pub const fn new(ssp: u64) -> Result<Self, FredMsrError> {
+        match check_address(ssp, 8) {
+            Ok(ssp) => Ok(Self(ssp)),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// IA32_FRED_STKLVLS (0x1D0): two bits per exception vector 0..=31.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FredStackLevels(u64);
+
+impl FredStackLevels {
+    /// `#DF`.
+    pub const DOUBLE_FAULT: u8 = 8;
+
+    /// Every vector on SL0.
+    pub const fn all_sl0() -> Self {
+        Self(0)
+    }
+
+    /// The nucleus' levels: `#DF` on SL3, every other vector on SL0 (no syscall gap, so
+    /// NMI, `#DB` and `#MC` need no stack of their own; design note "Stack layout").
+    pub const fn nucleus() -> Self {
+        Self(0).set(Self::DOUBLE_FAULT, StackLevel::SL3)
+    }
+
+    const fn set(self, vector: u8, level: StackLevel) -> Self {
+        let shift = 2 * vector as u32;
+        Self((self.0 & !(0b11 << shift)) | (level.get() as u64) << shift)
+    }
+
+    /// The same levels with `vector` (0..=31) on `level`.
+    pub const fn with(self, vector: u8, level: StackLevel) -> Result<Self, FredMsrError> {
+        if vector >= 32 {
+            return Err(FredMsrError::NotAnExceptionVector { vector });
+        }
+        Ok(self.set(vector, level))
+    }
+
+    /// The level of `vector`, `None` above 31.
+    pub const fn level(self, vector: u8) -> Option<StackLevel> {
+        if vector >= 32 {
+            return None;
+        }
+        Some(StackLevel::from_low_bits(self.0 >> (2 * vector as u32)))
+    }
+}
+
+macro_rules! fred_msr {
+    ($type:ty, $addr:expr) => {
+        impl FromRaw for $type {
+            fn from_raw(raw: u64) -> Self {
+                Self(raw)
+            }
+        }
+        impl Msr for $type {
+            const ADDR: u32 = $addr;
+            fn raw(self) -> u64 {
+                self.0
+            }
+        }
+    };
+}
+
+fred_msr!(FredConfig, 0x1D4);
+fred_msr!(FredStackLevels, 0x1D0);
+fred_msr!(Pl0Ssp, 0x6A4);
+
+impl<const L: u8> FromRaw for FredRsp<L> {
+    fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+}
+impl<const L: u8> Msr for FredRsp<L> {
+    const ADDR: u32 = {
+        assert!(L <= 3, "FRED_RSP0..3 only");
+        0x1CC + L as u32
+    };
+    fn raw(self) -> u64 {
+        self.0
+    }
+}
+impl<const L: u8> FromRaw for FredSsp<L> {
+    fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+}
+impl<const L: u8> Msr for FredSsp<L> {
+    const ADDR: u32 = {
+        assert!(L >= 1 && L <= 3, "FRED_SSP1..3 only; level 0 is IA32_PL0_SSP");
+        0x1D1 + (L as u32 - 1)
+    };
+    fn raw(self) -> u64 {
+        self.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The MSR plan and the enable sequence (fred-facts.md §1.3)
+// ---------------------------------------------------------------------------------------
+
+/// Red zone the nucleus configures: none. Red zones protect data a leaf function keeps below
+/// RSP from a same-level event; `x86_64-unknown-none` code is compiled without a red zone,
+/// the entry stubs keep nothing below RSP, and the nucleus does no INT3-based call emulation
+/// (Linux's reason for one 64-byte line, fred-facts.md §8.2). Nested events then cost no
+/// extra stack on the 8 KiB primary stack.
+pub const NUCLEUS_REDZONE_LINES: u8 = 0;
+
+const MAX_WRITES: usize = 11;
+
+/// The ordered WRMSRs that switch one CPU to FRED, computed purely from its stack block and
+/// the FRED entry page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FredMsrPlan {
+    writes: [MsrWrite; MAX_WRITES],
+    len: usize,
+}
+
+impl FredMsrPlan {
+    /// The plan (architecture.md §4):
+    ///
+    /// 1. STAR: kernel CS for ring-3 deliveries, user compat CS for ERETU's fast path;
+    /// 2. FRED_CONFIG: `entry_page`, [`NUCLEUS_REDZONE_LINES`], interrupts on SL0, CSL 0;
+    /// 3. RSP0 = primary stack top, just below `cpu_info`;
+    /// 4. RSP1 = top of the primary shadow-stack page (5) and RSP2 = top of the IST
+    ///    shadow-stack page (0): unmapped while CET is off (read-only shadow stacks once it
+    ///    is on), so the first push of an SL1/SL2 delivery faults and escalates to `#DF`;
+    /// 5. RSP3 = top of the `#DF` page (4);
+    /// 6. STKLVLS: `#DF` on SL3, everything else SL0;
+    /// 7. with `shadow_stacks` only: SSP1 = SSP2 = the block base (top of the unmapped page
+    ///    below the block, the regular-stack guard, so the pairs point at each other's kind
+    ///    of guard), SSP3 = top of page 0 (IST shadow stacks), PL0_SSP = top of page 5.
+    pub fn new(block: &StackBlock, entry_page: u64, shadow_stacks: bool) -> Result<Self, FredMsrError> {
+        let base = [
+            MsrWrite::of(Star::new(gdt::KERNEL_CS, gdt::USER_CS32)),
+            MsrWrite::of(FredConfig::new(entry_page, NUCLEUS_REDZONE_LINES, StackLevel::SL0)?),
+            MsrWrite::of(FredRsp::<0>::new(block.primary_top())?),
+            MsrWrite::of(FredRsp::<1>::new(block.primary_shadow_top())?),
+            MsrWrite::of(FredRsp::<2>::new(block.ist_shadow_top())?),
+            MsrWrite::of(FredRsp::<3>::new(block.df_top())?),
+            MsrWrite::of(FredStackLevels::nucleus()),
+        ];
+        let mut writes = [base[0]; MAX_WRITES];
+        writes[..base.len()].copy_from_slice(&base);
+        let mut len = base.len();
+        if shadow_stacks {
+            let ssp = [
+                MsrWrite::of(FredSsp::<1>::new(block.base())?),
+                MsrWrite::of(FredSsp::<2>::new(block.base())?),
+                MsrWrite::of(FredSsp::<3>::new(block.ist_shadow_top())?),
+                MsrWrite::of(Pl0Ssp::new(block.primary_shadow_top())?),
+            ];
+            writes[len..len + ssp.len()].copy_from_slice(&ssp);
+            len += ssp.len();
+        }
+        Ok(Self { writes, len })
+    }
+
+    /// The writes, in the order [`enable`] performs them.
+    pub fn writes(&self) -> &[MsrWrite] {
+        &self.writes[..self.len]
+    }
+
+    /// The planned value of MSR `addr`, if the plan writes it.
+    pub fn value_of(&self, addr: u32) -> Option<u64> {
+        self.writes().iter().find(|write| write.addr() == addr).map(|write| write.value())
+    }
+}
+
+/// Switches this CPU to FRED delivery: SS = kernel data selector, every write of `plan` in
+/// order, then CR4.FRED. `log(msr, value)` is called before each write (so a faulting write
+/// is the last one printed). Only `insn` functions touch hardware, and nothing else
+/// privileged runs, so the host harness can emulate every step.
+///
+/// # Safety
+/// Ring 0 on a CPU whose [`decide`] said enabled, in long mode, with the GDT of `gdt` loaded
+/// and interrupts off. `plan` must describe this CPU's stack block, mapped as
+/// [`StackBlock::mapped_pages`] says, and an entry page holding the FRED entry stubs. From the
+/// next event on the IDT and TSS stacks are no longer used; a wrong plan turns the next
+/// event into a `#DF` or a triple fault.
+pub unsafe fn enable(plan: &FredMsrPlan, mut log: impl FnMut(u32, u64)) {
+    // SAFETY: KERNEL_DS is the flat ring-0 data segment of the loaded GDT (caller contract).
+    // ERETS insists that the saved SS equals the current one, so SS must be the selector
+    // ring-3 deliveries will load (STAR[47:32] + 8), not the null selector we booted with.
+    unsafe { insn::load_ss(gdt::KERNEL_DS) };
+    for write in plan.writes() {
+        log(write.addr(), write.value());
+        // SAFETY: every value was built by a checked constructor, so WRMSR's reserved-bit,
+        // alignment and canonical checks pass; the caller guarantees CPL 0, FRED support and
+        // that the stacks and entry page behind the values are live. The FRED MSRs take
+        // effect only once CR4.FRED is set below.
+        unsafe { insn::wrmsr(write.addr(), write.value()) };
+    }
+    // SAFETY: reading CR4 at CPL 0 has no side effects.
+    let cr4 = unsafe { insn::read_cr4() };
+    // SAFETY: CPUID FRED is set (caller) and EFER.LMA = 1, so CR4 bit 32 is settable; all
+    // FRED state was programmed above, so the next event is delivered to our entry page on
+    // a valid stack.
+    unsafe { insn::write_cr4(cr4 | Cr4::FRED.bits()) };
+}
+
+/// Loads a user GS selector and base for the next return to ring 3, following the module's
+/// GS convention: the live GS base (the nucleus' per-CPU block) is left as it is and `base`
+/// goes to IA32_KERNEL_GS_BASE, from where ERETU (FRED) or the IDT exit's SWAPGS swaps it in.
+///
+/// * FRED: LKGS loads the selector (its descriptor base lands in IA32_KERNEL_GS_BASE), then
+///   IA32_KERNEL_GS_BASE is overwritten with the full 64-bit `base`.
+/// * IDT: `mov gs` would replace the live base with the descriptor's, so the nucleus' base is
+///   read first and written back after the selector load.
+///
+/// # Safety
+/// Ring 0, interrupts off (an event between the steps of the IDT variant would find GS_BASE
+/// wrong; NMI handlers must read IA32_GS_BASE rather than trust it), `fred_on` true only if
+/// FRED was enabled (LKGS present). `selector` must be null or a readable data segment with
+/// RPL 3 in the loaded GDT/LDT (`#GP(sel)` otherwise).
+pub unsafe fn load_user_gs(fred_on: bool, selector: Selector, base: KernelGsBase) {
+    if fred_on {
+        // SAFETY: FRED on implies LKGS (decide); the caller guarantees CPL 0 and a loadable
+        // selector. Only GS's selector and IA32_KERNEL_GS_BASE change.
+        unsafe { insn::lkgs(selector) };
+    } else {
+        let nucleus = msr::read::<GsBase>();
+        // SAFETY: the caller guarantees a loadable selector and interrupts off; the live GS
+        // base this clobbers is restored by the next statement.
+        unsafe { load_gs(selector) };
+        // SAFETY: writes back the value read above: the nucleus' own per-CPU base.
+        unsafe { msr::write(nucleus) };
+    }
+    // SAFETY: `base` is canonical (checked constructor); IA32_KERNEL_GS_BASE is not used by
+    // ring 0 under this module's convention, only swapped in on the way to ring 3.
+    unsafe { msr::write(base) };
+}
+
+/// `mov gs, selector`.
+///
+/// FIXME(insn): belongs in `insn` as `load_gs` next to `load_ss`/`load_ds_es`; kept private
+/// here until it exists there.
+///
+/// # Safety
+/// `selector` must be null or name a readable data segment accessible at the current CPL
+/// (`#GP(sel)`/`#NP(sel)` otherwise). Replaces the live GS base with the descriptor's.
+#[inline]
+unsafe fn load_gs(selector: Selector) {
+    // SAFETY: the caller guarantees a loadable selector; only GS (selector and base) changes.
+    unsafe {
+        core::arch::asm!("mov gs, {:x}", in(reg) selector.raw(), options(nostack, preserves_flags))
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BLOCK_BASE: u64 = 0xffff_8000_0010_0000;
+    const ENTRY_PAGE: u64 = 0xffff_ffff_8020_0000;
+
+    fn cpu(fred: bool, lkgs: bool) -> CpuFeatures {
+        CpuFeatures { fred, lkgs, ..CpuFeatures::NONE }
+    }
+
+    #[test]
+    fn cpuid_bits() {
+        assert_eq!(CpuFeatures::from_leaf7_1_eax(0), CpuFeatures::NONE);
+        assert_eq!(CpuFeatures::from_leaf7_1_eax(1 << 17), cpu(true, false));
+        assert_eq!(CpuFeatures::from_leaf7_1_eax(1 << 18), cpu(false, true));
+        assert_eq!(
+            CpuFeatures::from_leaf7_1_eax(0x001e_0000),
+            CpuFeatures { fred: true, lkgs: true, wrmsrns: true, nmi_source: true }
+        );
+        assert_eq!(
+            CpuFeatures::from_leaf7_1_eax(!(0xf << 17)),
+            CpuFeatures::NONE,
+            "bits other than 17..=20 mean nothing here"
+        );
+        let wrmsrns = CpuFeatures::from_leaf7_1_eax(1 << 19);
+        assert!(wrmsrns.wrmsrns && !wrmsrns.fred && !wrmsrns.lkgs && !wrmsrns.nmi_source);
+    }
+
+    #[test]
+    fn decision_truth_table() {
+        use FredMode::{Auto, Off, On};
+        use Reason::*;
+        // (mode, pv_shim, fred, lkgs) -> (enabled, reason, warned)
+        let table = [
+            (On, false, false, false, false, CpuLacksFred, true),
+            (On, false, false, true, false, CpuLacksFred, true),
+            (On, false, true, false, false, CpuLacksLkgs, true),
+            (On, false, true, true, true, CpuHasFredAndLkgs, false),
+            (On, true, false, false, false, PvShim, true),
+            (On, true, false, true, false, PvShim, true),
+            (On, true, true, false, false, PvShim, true),
+            (On, true, true, true, false, PvShim, true),
+            (Off, false, false, false, false, CommandLineOff, false),
+            (Off, false, false, true, false, CommandLineOff, false),
+            (Off, false, true, false, false, CommandLineOff, false),
+            (Off, false, true, true, false, CommandLineOff, false),
+            (Off, true, false, false, false, CommandLineOff, false),
+            (Off, true, false, true, false, CommandLineOff, false),
+            (Off, true, true, false, false, CommandLineOff, false),
+            (Off, true, true, true, false, CommandLineOff, false),
+            (Auto, false, false, false, false, CpuLacksFred, false),
+            (Auto, false, false, true, false, CpuLacksFred, false),
+            (Auto, false, true, false, false, CpuLacksLkgs, false),
+            (Auto, false, true, true, true, CpuHasFredAndLkgs, false),
+            (Auto, true, false, false, false, PvShim, false),
+            (Auto, true, false, true, false, PvShim, false),
+            (Auto, true, true, false, false, PvShim, false),
+            (Auto, true, true, true, false, PvShim, false),
+        ];
+        for (mode, pv_shim, fred, lkgs, enabled, reason, warned) in table {
+            let decision = decide(mode, pv_shim, cpu(fred, lkgs));
+            let expected_warning = warned.then_some(OnRefused { reason });
+            assert_eq!(
+                decision,
+                Decision { enabled, reason, warning: expected_warning },
+                "{mode:?} pv_shim={pv_shim} fred={fred} lkgs={lkgs}"
+            );
+        }
+    }
+
+    #[test]
+    fn decision_lines() {
+        let line = |mode, pv_shim, fred, lkgs| decide(mode, pv_shim, cpu(fred, lkgs)).to_string();
+        assert_eq!(line(FredMode::Auto, false, true, true), "fred: enabled (cpu has FRED+LKGS)");
+        assert_eq!(line(FredMode::Off, false, true, true), "fred: disabled (fred=off)");
+        assert_eq!(line(FredMode::Auto, true, true, true), "fred: disabled (pv-shim)");
+        assert_eq!(line(FredMode::Auto, false, false, false), "fred: disabled (cpu lacks FRED)");
+        assert_eq!(line(FredMode::Auto, false, true, false), "fred: disabled (cpu lacks LKGS)");
+        let warning = decide(FredMode::On, false, CpuFeatures::NONE).warning.unwrap();
+        assert_eq!(warning.to_string(), "fred: warning: fred=on refused (cpu lacks FRED), staying on IDT delivery");
+        assert_eq!(FredMode::default(), FredMode::Auto);
+    }
+
+    #[test]
+    fn msr_addresses() {
+        assert_eq!(FredRsp::<0>::ADDR, 0x1CC);
+        assert_eq!(FredRsp::<1>::ADDR, 0x1CD);
+        assert_eq!(FredRsp::<2>::ADDR, 0x1CE);
+        assert_eq!(FredRsp::<3>::ADDR, 0x1CF);
+        assert_eq!(FredStackLevels::ADDR, 0x1D0);
+        assert_eq!(FredSsp::<1>::ADDR, 0x1D1);
+        assert_eq!(FredSsp::<2>::ADDR, 0x1D2);
+        assert_eq!(FredSsp::<3>::ADDR, 0x1D3);
+        assert_eq!(FredConfig::ADDR, 0x1D4);
+        assert_eq!(Pl0Ssp::ADDR, 0x6A4);
+    }
+
+    #[test]
+    fn stack_level_newtype() {
+        assert_eq!(StackLevel::new(3), Some(StackLevel::SL3));
+        assert_eq!(StackLevel::new(4), None);
+        assert_eq!(StackLevel::SL2.get(), 2);
+        assert_eq!(StackLevel::SL1.to_string(), "SL1");
+    }
+
+    #[test]
+    fn fred_config_values() {
+        let config = FredConfig::new(ENTRY_PAGE, 1, StackLevel::SL0).unwrap();
+        assert_eq!(config.raw(), 0xffff_ffff_8020_0040);
+        assert_eq!(config.entry_ring3(), ENTRY_PAGE);
+        assert_eq!(config.entry_ring0(), ENTRY_PAGE + 0x100);
+        assert_eq!(config.redzone_bytes(), 64);
+        assert_eq!(config.csl(), StackLevel::SL0);
+        let max = FredConfig::new(ENTRY_PAGE, 7, StackLevel::SL3).unwrap();
+        assert_eq!(max.raw(), ENTRY_PAGE | 0x1c0 | 0x600);
+        assert_eq!(max.redzone_bytes(), 448);
+        assert_eq!(max.int_stack_level(), StackLevel::SL3);
+        assert_eq!(max.raw() & FredConfig::RESERVED_MASK, 0);
+        assert_eq!(
+            FredConfig::new(ENTRY_PAGE + 0x100, 0, StackLevel::SL0),
+            Err(FredMsrError::Misaligned { value: ENTRY_PAGE + 0x100, align: 4096 })
+        );
+        assert_eq!(
+            FredConfig::new(0x0000_8000_0000_0000, 0, StackLevel::SL0),
+            Err(FredMsrError::NotCanonical { value: 0x0000_8000_0000_0000 })
+        );
+        assert_eq!(
+            FredConfig::new(ENTRY_PAGE, 8, StackLevel::SL0),
+            Err(FredMsrError::RedZoneTooLarge { lines: 8 })
+        );
+        for bit in [2, 4, 5, 11] {
+            let raw = ENTRY_PAGE | 1 << bit;
+            assert_eq!(
+                FredConfig::try_from_raw(raw),
+                Err(FredMsrError::ReservedBits { value: raw, mask: 0x834 })
+            );
+        }
+        assert_eq!(FredConfig::try_from_raw(ENTRY_PAGE | 0x3 | 0x8).map(FredConfig::csl), Ok(StackLevel::SL3));
+    }
+
+    #[test]
+    fn rsp_and_ssp_checks() {
+        assert_eq!(FredRsp::<0>::new(0xffff_8000_0010_7fc0).map(FredRsp::top), Ok(0xffff_8000_0010_7fc0));
+        assert_eq!(
+            FredRsp::<0>::new(0xffff_8000_0010_7fc8),
+            Err(FredMsrError::Misaligned { value: 0xffff_8000_0010_7fc8, align: 64 })
+        );
+        assert_eq!(
+            FredRsp::<3>::new(0x8000_0000_0000_0000),
+            Err(FredMsrError::NotCanonical { value: 0x8000_0000_0000_0000 })
+        );
+        assert!(FredSsp::<1>::new(0xffff_8000_0010_0008).is_ok());
+        assert_eq!(
+            FredSsp::<2>::new(0xffff_8000_0010_0004),
+            Err(FredMsrError::Misaligned { value: 0xffff_8000_0010_0004, align: 8 })
+        );
+        assert_eq!(
+            Pl0Ssp::new(0xffff_8000_0010_5ffc),
+            Err(FredMsrError::Misaligned { value: 0xffff_8000_0010_5ffc, align: 8 })
+        );
+    }
+
+    #[test]
+    fn stack_levels() {
+        let levels = FredStackLevels::nucleus();
+        assert_eq!(levels.raw(), 0x3_0000, "#DF (vector 8) at bits 17:16 = 3");
+        for vector in 0..32 {
+            let expected = if vector == 8 { StackLevel::SL3 } else { StackLevel::SL0 };
+            assert_eq!(levels.level(vector), Some(expected));
+        }
+        assert_eq!(levels.level(32), None);
+        // Linux's choice (fred-facts.md §7): #DB=1, NMI=2, #MC=2, #DF=3.
+        let linux = FredStackLevels::all_sl0()
+            .with(1, StackLevel::SL1)
+            .and_then(|l| l.with(2, StackLevel::SL2))
+            .and_then(|l| l.with(18, StackLevel::SL2))
+            .and_then(|l| l.with(8, StackLevel::SL3))
+            .unwrap();
+        assert_eq!(linux.raw(), (1 << 2) | (2 << 4) | (3 << 16) | (2 << 36));
+        assert_eq!(linux.with(31, StackLevel::SL1).unwrap().raw() >> 62, 1);
+        assert_eq!(linux.with(32, StackLevel::SL1), Err(FredMsrError::NotAnExceptionVector { vector: 32 }));
+        assert_eq!(linux.with(8, StackLevel::SL0).unwrap().level(8), Some(StackLevel::SL0));
+    }
+
+    #[test]
+    fn plan_values() {
+        let block = StackBlock::new(BLOCK_BASE).unwrap();
+        let plan = FredMsrPlan::new(&block, ENTRY_PAGE, false).unwrap();
+        let writes: Vec<(u32, u64)> = plan.writes().iter().map(|w| (w.addr(), w.value())).collect();
+        assert_eq!(
+            writes,
+            [
+                (0xC000_0081, 0x001b_0008_0000_0000),
+                (0x1D4, 0xffff_ffff_8020_0000),
+                (0x1CC, 0xffff_8000_0010_7fc0),
+                (0x1CD, 0xffff_8000_0010_6000),
+                (0x1CE, 0xffff_8000_0010_1000),
+                (0x1CF, 0xffff_8000_0010_5000),
+                (0x1D0, 0x0000_0000_0003_0000),
+            ]
+        );
+        // RSP1/RSP2: the first push of a 64-byte frame lands in a guard page.
+        for rsp in [plan.value_of(0x1CD).unwrap(), plan.value_of(0x1CE).unwrap()] {
+            assert!(block.guard_pages().contains(&((rsp - 64) & !0xfff)));
+        }
+        // RSP0 and RSP3 push into mapped pages.
+        for rsp in [plan.value_of(0x1CC).unwrap(), plan.value_of(0x1CF).unwrap()] {
+            assert!(block.mapped_pages().any(|p| p.address == (rsp - 64) & !0xfff));
+        }
+        assert_eq!(plan.value_of(0x6A4), None);
+    }
+
+    #[test]
+    fn plan_with_shadow_stacks() {
+        let block = StackBlock::new(BLOCK_BASE).unwrap();
+        let plan = FredMsrPlan::new(&block, ENTRY_PAGE, true).unwrap();
+        let tail: Vec<(u32, u64)> = plan.writes()[7..].iter().map(|w| (w.addr(), w.value())).collect();
+        assert_eq!(
+            tail,
+            [
+                (0x1D1, 0xffff_8000_0010_0000),
+                (0x1D2, 0xffff_8000_0010_0000),
+                (0x1D3, 0xffff_8000_0010_1000),
+                (0x6A4, 0xffff_8000_0010_6000),
+            ]
+        );
+        assert_eq!(
+            FredMsrPlan::new(&block, ENTRY_PAGE + 8, false),
+            Err(FredMsrError::Misaligned { value: ENTRY_PAGE + 8, align: 4096 })
+        );
+    }
+
+    #[test]
+    fn error_display() {
+        assert_eq!(
+            FredMsrError::Misaligned { value: 0x1008, align: 64 }.to_string(),
+            "0x1008 is not 64-byte aligned"
+        );
+        assert_eq!(
+            FredMsrError::ReservedBits { value: 0x804, mask: 0x834 }.to_string(),
+            "0x804 sets reserved bits 0x804"
+        );
+    }
+}
