@@ -1,0 +1,242 @@
+//! The messages on the rings: what the nucleus tells a server and what a server answers.
+//!
+//! Each server has two rings (architecture.md §5): [`NucleusMessage`]s flow nucleus → server,
+//! [`ServerMessage`]s flow server → nucleus. Both are closed enums, so adding a protocol (a
+//! new server, the kexec hand-off, PV hypercalls) is adding a variant, and every `match` on the
+//! other side has to decide what to do with it. Anything that asks the nucleus to *act* on a
+//! thread carries the [`Token`] of the event it answers: the nucleus acts on a reply only if
+//! the token is the one it is waiting for (style.md §2 item 11).
+//!
+//! Every field is a fixed-size value or a bounded `heapless` container, so every message fits
+//! in [`crate::codec::MAX_MESSAGE`] bytes (checked by the tests with the largest values) and
+//! decoding never allocates. Encoding and versioning are in [`crate::codec`].
+
+use core::fmt;
+
+use heapless::{String, Vec};
+use serde::{Deserialize, Serialize};
+
+use crate::event::Event;
+
+/// Names the event a reply answers. The nucleus hands out a fresh token per forwarded event
+/// (per server), so a late or duplicated reply cannot resume the wrong context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Token(pub u64);
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// Nucleus → server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NucleusMessage {
+    /// An event the server owns; the thread or guest that caused it waits for a [`Reply`]
+    /// carrying `token`.
+    Event { token: Token, event: Event },
+    /// One piece of a diagnostic dump the nucleus captured (for `fred-server` to render).
+    DumpRecord(DumpRecord),
+    /// A PV guest's hypercall (for `pv-server`); answered with a [`Reply`] whose `token`
+    /// matches, usually `ResumeWith` setting `rax`.
+    Hypercall(Hypercall),
+}
+
+/// Server → nucleus.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// The first message a server sends; the nucleus prints `nucleus: ready` once every
+    /// server said it.
+    Hello(Hello),
+    /// The decision about an event or hypercall.
+    Reply(Reply),
+    /// A line for the console (the server has no console of its own).
+    Log(LogLine),
+    /// Ask the nucleus to hand the machine to a new image (architecture.md §7).
+    Kexec(KexecRequest),
+}
+
+/// A server introduces itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The server's name, as in its boot module string (`fred-server`).
+    pub name: ServerName,
+    /// The [`crate::PROTOCOL_VERSION`] the server was built with.
+    pub protocol: u8,
+}
+
+/// Longest server name, in bytes.
+pub const SERVER_NAME_MAX: usize = 24;
+
+/// A server's name: at most [`SERVER_NAME_MAX`] bytes of UTF-8.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ServerName(String<SERVER_NAME_MAX>);
+
+/// A name longer than [`SERVER_NAME_MAX`] bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameTooLong {
+    pub len: usize,
+}
+
+impl fmt::Display for NameTooLong {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "server name of {} bytes exceeds {SERVER_NAME_MAX}", self.len)
+    }
+}
+
+impl ServerName {
+    pub fn new(name: &str) -> Result<Self, NameTooLong> {
+        let mut text = String::new();
+        text.push_str(name).map_err(|_| NameTooLong { len: name.len() })?;
+        Ok(Self(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What to do with the context that is waiting for `token`.
+// `ResumeWith` is ~270 bytes and the rest are 16; boxing needs an allocator, which neither the
+// nucleus nor the servers have, and a reply lives on the stack only while it is handled.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// Return to the interrupted context unchanged.
+    Resume { token: Token },
+    /// Return with new register values (emulated instruction, bounced trap, hypercall result).
+    ResumeWith { token: Token, changes: ResumeChanges },
+    /// Kill the thread or guest that caused the event.
+    Kill { token: Token },
+    /// Kill it and start it again from its image (a crashed server).
+    Restart { token: Token },
+}
+
+impl Reply {
+    /// The event this reply answers.
+    pub const fn token(&self) -> Token {
+        match *self {
+            Self::Resume { token }
+            | Self::ResumeWith { token, .. }
+            | Self::Kill { token }
+            | Self::Restart { token } => token,
+        }
+    }
+
+    /// Whether this reply answers the event the nucleus is waiting on.
+    pub fn answers(&self, waiting: Token) -> bool {
+        self.token() == waiting
+    }
+}
+
+/// The return state a [`Reply::ResumeWith`] installs. The nucleus still checks it before
+/// use (canonical `rip`/`rsp`, only the user-changeable RFLAGS bits): it is an allegation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeChanges {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rflags: u64,
+    /// General-purpose registers to overwrite; the rest keep their values.
+    pub gprs: Vec<GprWrite, GPR_COUNT>,
+}
+
+/// The general-purpose registers a reply may change (RSP is part of the return state).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Gpr {
+    Rax,
+    Rbx,
+    Rcx,
+    Rdx,
+    Rsi,
+    Rdi,
+    Rbp,
+    R8,
+    R9,
+    R10,
+    R11,
+    R12,
+    R13,
+    R14,
+    R15,
+}
+
+/// Number of [`Gpr`]s.
+pub const GPR_COUNT: usize = 15;
+
+/// One register write of a [`ResumeChanges`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GprWrite {
+    pub gpr: Gpr,
+    pub value: u64,
+}
+
+/// Why the nucleus captured a dump.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DumpReason {
+    DoubleFault,
+    MachineCheck,
+    Nmi,
+    /// A server faulted; the dump is its frame.
+    ServerCrash,
+}
+
+/// Most 64-bit words in one [`DumpRecord`].
+pub const DUMP_WORDS_MAX: usize = 16;
+
+/// One piece of a dump: `part` of `parts`, each a run of raw words from the capture area
+/// (registers in frame order first). The server reassembles and renders them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DumpRecord {
+    pub cpu: u16,
+    pub reason: DumpReason,
+    pub part: u8,
+    pub parts: u8,
+    pub words: Vec<u64, DUMP_WORDS_MAX>,
+}
+
+/// A PV64 guest's hypercall, as trapped by the nucleus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hypercall {
+    pub token: Token,
+    /// Guest-relative vCPU number.
+    pub vcpu: u16,
+    /// Hypercall number (guest `rax`).
+    pub number: u64,
+    /// Arguments in ABI order (guest `rdi, rsi, rdx, r10, r8, r9`).
+    pub args: [u64; 6],
+}
+
+/// How loud a [`LogLine`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+/// Longest log line, in bytes.
+pub const LOG_TEXT_MAX: usize = 160;
+
+/// A console line from a server; the nucleus prefixes the server's name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub text: String<LOG_TEXT_MAX>,
+}
+
+/// Ask for a kexec into the boot module `module` (another nucleus build, or this one again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KexecRequest {
+    /// Index of the boot module holding the new image.
+    pub module: u16,
+    /// Generation the new image should report (the test boots "generation 2").
+    pub generation: u32,
+}

@@ -1,0 +1,1045 @@
+//! Single-producer, single-consumer ring of byte records over one shared memory region.
+//!
+//! One ring carries one direction of one server's traffic (architecture.md §5). The region is
+//! a page (or more) mapped into two address spaces at different addresses, so it holds only
+//! indices and bytes, never pointers, and the other side is an *allegation*: whatever we read
+//! from the region is checked or masked before it is used. A peer that scribbles over the
+//! indices or a length makes us return [`RingCorrupt`]; it can never make us touch memory
+//! outside the region, loop without bound or panic. The two halves are [`Producer`] and
+//! [`Consumer`]; each keeps its own index in private memory and only *publishes* it to the
+//! region, so nothing the peer writes there is ever read back as our own position.
+//!
+//! # Layout (the ABI: both sides compute it from the region length they were given)
+//!
+//! | offset | size | written by | contents |
+//! |---|---|---|---|
+//! | 0 ([`HEAD_OFFSET`]) | 64 | producer | `head: u32`, then `dropped: u32` at [`DROPPED_OFFSET`] |
+//! | 64 ([`TAIL_OFFSET`]) | 64 | consumer | `tail: u32` |
+//! | 128 ([`HEADER_SIZE`]) | `capacity` | producer | data area, `capacity` = [`capacity_for`]`(len)` |
+//!
+//! `head` and `tail` are free-running byte counts (they wrap at 2³²); a position `p` lives at
+//! data offset `p & (capacity - 1)`. A record is a little-endian `u32` payload length, the
+//! payload, and padding up to a multiple of [`RECORD_ALIGN`] (8) bytes, so every record and
+//! every length field starts 8-byte aligned and a length never straddles the end of the data
+//! area; a payload may, and is then copied in two parts.
+//!
+//! # Why variable-length records and not fixed slots
+//!
+//! Messages are `postcard` varints: an `Event` is ~40–80 bytes, a `Reply::Resume` ~5, a dump
+//! record up to [`MAX_RECORD`]. Fixed slots would have to be `MAX_RECORD` wide, so a 2 KiB data
+//! area would hold 8 messages; with length prefixes it holds 30–250. The price is one length
+//! check per record (the length is read once, with a volatile load, then bounds-checked
+//! against `MAX_RECORD` and against the bytes the producer published) and a two-part copy at
+//! the wrap. Records are always *copied out* of the region before anyone looks at them: the
+//! peer may rewrite the bytes under us, so we never hand out a reference into shared memory.
+//!
+//! # Memory ordering
+//!
+//! * The producer writes a record's length and payload with plain stores, then publishes
+//!   `head` with a `Release` store; the consumer loads `head` with `Acquire` before it reads
+//!   any byte below it. So every byte the consumer reads was written before it looked.
+//! * The consumer copies records out, then publishes `tail` with a `Release` store; the
+//!   producer loads `tail` with `Acquire` before it reuses the space below it. So the
+//!   producer never overwrites bytes the consumer is still reading.
+//! * Each side caches the other's index (`cached_tail`, `cached_head`) and reloads it only
+//!   when the cached value says "no room" / "nothing to read". A stale value is always
+//!   conservative: it under-states free space or available records, never over-states them.
+//! * Each side's own index and the drop counter are only ever *stored* by their owner, from
+//!   its private copy. `dropped` is statistics and uses `Relaxed`.
+//!
+//! Batching ([`Batch`], [`Consumer::pop_batch`]) publishes once per batch: one `Release` store
+//! and at most one `Acquire` load per batch instead of per record.
+//!
+//! `tests/loom.rs` model-checks these rules (loom also checks every data-area access against
+//! the happens-before order); `tests/stress.rs` pushes 10⁶ records through two threads.
+
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::marker::PhantomData;
+use core::mem::{offset_of, size_of};
+use core::ptr;
+
+use crate::sync::{AtomicU32, Ordering};
+
+/// Size of the header in front of the data area: two cache lines.
+pub const HEADER_SIZE: usize = 128;
+/// Offset of the producer's `head` index in the region.
+pub const HEAD_OFFSET: usize = 0;
+/// Offset of the producer's drop counter in the region.
+pub const DROPPED_OFFSET: usize = 4;
+/// Offset of the consumer's `tail` index in the region.
+pub const TAIL_OFFSET: usize = 64;
+/// Records start at multiples of this many bytes; `head` and `tail` always are multiples of it.
+pub const RECORD_ALIGN: usize = 8;
+/// The length prefix in front of every payload.
+pub const LENGTH_SIZE: usize = 4;
+/// Largest payload a record may carry (the codec's [`crate::codec::MAX_MESSAGE`] too).
+pub const MAX_RECORD: usize = 256;
+/// Smallest data area: room for two empty records.
+pub const MIN_CAPACITY: usize = 16;
+/// Largest data area: indices are `u32`, so the distance between them must stay well below 2³².
+pub const MAX_CAPACITY: usize = 1 << 30;
+/// Alignment the region's base address must have (the header's cache lines).
+pub const REGION_ALIGN: usize = 64;
+
+/// Bytes a record with `payload_len` bytes of payload occupies in the data area.
+pub const fn record_size(payload_len: usize) -> usize {
+    (LENGTH_SIZE + payload_len + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)
+}
+
+/// Data-area capacity of a region of `len` bytes: the largest power of two that fits after the
+/// header (at most [`MAX_CAPACITY`]), or `None` if that is below [`MIN_CAPACITY`].
+///
+/// A 4 KiB page therefore carries a 2 KiB ring; give the ring `region_len(4096)` bytes (two
+/// pages) to get a full 4 KiB data area.
+pub const fn capacity_for(len: usize) -> Option<usize> {
+    if len < HEADER_SIZE + MIN_CAPACITY {
+        return None;
+    }
+    let mut room = len - HEADER_SIZE;
+    if room > MAX_CAPACITY {
+        room = MAX_CAPACITY;
+    }
+    // Largest power of two <= room (room >= MIN_CAPACITY > 0).
+    Some(1 << (usize::BITS - 1 - room.leading_zeros()))
+}
+
+/// Region length needed for a data area of `capacity` bytes.
+pub const fn region_len(capacity: usize) -> usize {
+    HEADER_SIZE + capacity
+}
+
+/// What was wrong with the shared indices or a length: the ring cannot be trusted any more.
+///
+/// Each variant carries the offending values as read from shared memory. The ring stays in
+/// this state until the peer fixes it (or is restarted and the ring re-initialised): every
+/// later call checks again and reports again, none of them acts on the bad value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingCorrupt {
+    /// The consumer saw a `head` that is not within `capacity` bytes ahead of its `tail`, or
+    /// not [`RECORD_ALIGN`]-aligned.
+    Head { head: u32, tail: u32 },
+    /// The producer saw a `tail` that is ahead of its `head` or more than `capacity` behind, or
+    /// not [`RECORD_ALIGN`]-aligned.
+    Tail { head: u32, tail: u32 },
+    /// A record's length field is above [`MAX_RECORD`] or its record runs past `head`.
+    Length { at: u32, len: u32, available: u32 },
+}
+
+impl fmt::Display for RingCorrupt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Head { head, tail } => write!(f, "ring corrupt: head {head:#x} vs tail {tail:#x}"),
+            Self::Tail { head, tail } => write!(f, "ring corrupt: tail {tail:#x} vs head {head:#x}"),
+            Self::Length { at, len, available } => write!(
+                f,
+                "ring corrupt: record at {at:#x} claims {len} bytes, {available} published"
+            ),
+        }
+    }
+}
+
+/// Why a push did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PushError {
+    /// Not enough free space for the record right now.
+    Full { needed: u32, free: u32 },
+    /// The payload is longer than [`MAX_RECORD`] or than the data area can ever hold.
+    TooLarge { len: usize },
+    /// The consumer's `tail` is not believable.
+    Corrupt(RingCorrupt),
+}
+
+impl fmt::Display for PushError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full { needed, free } => write!(f, "ring full: need {needed} bytes, {free} free"),
+            Self::TooLarge { len } => write!(f, "record of {len} bytes exceeds the ring's limit"),
+            Self::Corrupt(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Why a region could not be used as a ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachError {
+    /// The base address is not [`REGION_ALIGN`]-aligned.
+    Misaligned { addr: usize },
+    /// The region cannot hold the header and a [`MIN_CAPACITY`] data area.
+    TooSmall { len: usize },
+    /// The indices already in the region are not believable.
+    Corrupt(RingCorrupt),
+}
+
+impl fmt::Display for AttachError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Misaligned { addr } => write!(f, "ring region at {addr:#x} is not 64-byte aligned"),
+            Self::TooSmall { len } => write!(f, "ring region of {len} bytes is too small"),
+            Self::Corrupt(e) => e.fmt(f),
+        }
+    }
+}
+
+/// One 64-byte cache line holding `T`, so the producer's and consumer's lines never share.
+#[repr(C, align(64))]
+struct CacheLine<T>(T);
+
+/// Fields written only by the producer.
+#[repr(C)]
+struct ProducerLine {
+    head: AtomicU32,
+    dropped: AtomicU32,
+}
+
+/// Fields written only by the consumer.
+#[repr(C)]
+struct ConsumerLine {
+    tail: AtomicU32,
+}
+
+/// The header at the start of the region (see the layout table above).
+#[repr(C)]
+pub struct RingHeader {
+    producer: CacheLine<ProducerLine>,
+    consumer: CacheLine<ConsumerLine>,
+}
+
+// The layout is the ABI; loom's atomics are bigger, so only real builds check it.
+#[cfg(not(loom))]
+const _: () = {
+    assert!(size_of::<RingHeader>() == HEADER_SIZE);
+    assert!(core::mem::align_of::<RingHeader>() == REGION_ALIGN);
+    assert!(offset_of!(RingHeader, producer) + offset_of!(ProducerLine, head) == HEAD_OFFSET);
+    assert!(offset_of!(RingHeader, producer) + offset_of!(ProducerLine, dropped) == DROPPED_OFFSET);
+    assert!(offset_of!(RingHeader, consumer) + offset_of!(ConsumerLine, tail) == TAIL_OFFSET);
+    assert!(record_size(MAX_RECORD) <= MAX_CAPACITY);
+};
+const _: () = assert!(MIN_CAPACITY.is_power_of_two() && MIN_CAPACITY >= 2 * RECORD_ALIGN);
+
+impl RingHeader {
+    /// An empty ring: all indices and the drop counter zero (an all-zero page is the same).
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        Self {
+            producer: CacheLine(ProducerLine { head: AtomicU32::new(0), dropped: AtomicU32::new(0) }),
+            consumer: CacheLine(ConsumerLine { tail: AtomicU32::new(0) }),
+        }
+    }
+
+    /// An empty ring (loom's atomics cannot be built in a `const fn`).
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self {
+            producer: CacheLine(ProducerLine { head: AtomicU32::new(0), dropped: AtomicU32::new(0) }),
+            consumer: CacheLine(ConsumerLine { tail: AtomicU32::new(0) }),
+        }
+    }
+}
+
+impl Default for RingHeader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Checks that `head` is at most `capacity` bytes ahead of `tail` and both are aligned.
+const fn indices_ok(head: u32, tail: u32, capacity: u32) -> bool {
+    let aligned = (head | tail).is_multiple_of(RECORD_ALIGN as u32);
+    aligned && head.wrapping_sub(tail) <= capacity
+}
+
+/// Where the ring lives: the header and the data area, as seen from this address space.
+///
+/// Every access to the data area goes through the four accessors below, which mask the
+/// position with `capacity - 1` and clamp the length to `capacity`, so they stay inside the
+/// data area whatever the caller computed.
+#[derive(Clone, Copy)]
+struct Region {
+    header: *const RingHeader,
+    data: *mut u8,
+    /// A power of two in `MIN_CAPACITY..=MAX_CAPACITY`.
+    capacity: u32,
+    /// Loom builds: one tracked cell per 8-byte granule of the data area, or none (attached).
+    #[cfg(loom)]
+    shadow: *const crate::sync::ShadowCell,
+    #[cfg(loom)]
+    shadow_len: usize,
+}
+
+impl Region {
+    /// # Safety
+    ///
+    /// `base` is [`REGION_ALIGN`]-aligned and valid for reads and writes of
+    /// `HEADER_SIZE + capacity` bytes for as long as the returned value (or any copy) is used,
+    /// `capacity` is a power of two in `MIN_CAPACITY..=MAX_CAPACITY`, and the first
+    /// `HEADER_SIZE` bytes hold a [`RingHeader`] (for real builds any bit pattern does: it is
+    /// three `AtomicU32`s and padding).
+    unsafe fn new(base: *mut u8, capacity: usize) -> Self {
+        Self {
+            header: base.cast::<RingHeader>(),
+            // SAFETY: the caller guarantees `HEADER_SIZE + capacity` bytes from `base`, so
+            // `base + HEADER_SIZE` is inside (or one past) the same allocation.
+            data: unsafe { base.add(HEADER_SIZE) },
+            capacity: capacity as u32,
+            #[cfg(loom)]
+            shadow: ptr::null(),
+            #[cfg(loom)]
+            shadow_len: 0,
+        }
+    }
+
+    fn header(&self) -> &RingHeader {
+        // SAFETY: `Region::new`'s contract: the header is valid for the life of the handle
+        // that owns this `Region`; it consists of atomics only, so a shared reference is sound
+        // even though the peer writes to it concurrently.
+        unsafe { &*self.header }
+    }
+
+    const fn mask(&self) -> u32 {
+        self.capacity - 1
+    }
+
+    /// Copies `src` to ring position `pos`, wrapping at the end of the data area.
+    fn write_bytes(&self, pos: u32, src: &[u8]) {
+        let capacity = self.capacity as usize;
+        let offset = (pos & self.mask()) as usize;
+        let src = &src[..src.len().min(capacity)];
+        self.track(pos, src.len(), true);
+        let (first, second) = src.split_at(src.len().min(capacity - offset));
+        // SAFETY: `offset < capacity` and `first.len() <= capacity - offset`, so the
+        // destination lies inside the data area, which `Region::new`'s contract makes valid for
+        // writes; `src` is private memory, so the ranges cannot overlap.
+        unsafe { ptr::copy_nonoverlapping(first.as_ptr(), self.data.add(offset), first.len()) };
+        // SAFETY: `second` is non-empty only when the copy wrapped, and then
+        // `second.len() = src.len() - (capacity - offset) <= offset < capacity`: it fits at the
+        // start of the data area. Same validity and non-overlap argument as above.
+        unsafe { ptr::copy_nonoverlapping(second.as_ptr(), self.data, second.len()) };
+    }
+
+    /// Copies the bytes at ring position `pos` into `dst`, wrapping at the end of the data area.
+    fn read_bytes(&self, pos: u32, dst: &mut [u8]) {
+        let capacity = self.capacity as usize;
+        let offset = (pos & self.mask()) as usize;
+        let len = dst.len().min(capacity);
+        let dst = &mut dst[..len];
+        self.track(pos, len, false);
+        let (first, second) = dst.split_at_mut(len.min(capacity - offset));
+        // SAFETY: as in `write_bytes`: `[offset, offset + first.len())` is inside the data
+        // area, valid for reads; `dst` is private memory, so the ranges cannot overlap. The
+        // peer may be writing these bytes concurrently only if it breaks the protocol; then
+        // we copy garbage, which the caller treats as an allegation like any other bytes.
+        unsafe { ptr::copy_nonoverlapping(self.data.add(offset), first.as_mut_ptr(), first.len()) };
+        // SAFETY: `second.len() <= offset < capacity` as in `write_bytes`.
+        unsafe { ptr::copy_nonoverlapping(self.data, second.as_mut_ptr(), second.len()) };
+    }
+
+    /// Writes a record's length field at `pos` (which the producer keeps 8-byte aligned).
+    fn write_length(&self, pos: u32, len: u32) {
+        self.write_bytes(pos, &len.to_le_bytes());
+    }
+
+    /// Reads a record's length field at `pos` with a single load the compiler cannot repeat,
+    /// so the value we check is the value we use.
+    fn read_length(&self, pos: u32) -> u32 {
+        // Clearing the low two bits keeps the 4-byte field inside the data area even for a
+        // misaligned `pos` (capacity is a multiple of 8); callers pass aligned positions.
+        let offset = (pos & self.mask() & !3) as usize;
+        self.track(pos & !3, LENGTH_SIZE, false);
+        // SAFETY: `offset + 4 <= capacity` (offset is a multiple of 4 below the capacity, a
+        // multiple of 8), so the read is inside the data area; `[u8; 4]` has alignment 1.
+        let bytes = unsafe { ptr::read_volatile(self.data.add(offset).cast::<[u8; LENGTH_SIZE]>()) };
+        u32::from_le_bytes(bytes)
+    }
+
+    /// Loom builds: records an access to ring bytes `[pos, pos + len)` in the shadow cells,
+    /// which panics if it is not ordered with the accesses before it.
+    #[cfg(loom)]
+    fn track(&self, pos: u32, len: usize, write: bool) {
+        if self.shadow.is_null() || len == 0 {
+            return;
+        }
+        let first = pos as usize / RECORD_ALIGN;
+        let last = (pos as usize + len - 1) / RECORD_ALIGN;
+        for granule in first..=last {
+            let index = granule & (self.shadow_len - 1);
+            // SAFETY: `index < shadow_len`, and the shadow slice lives as long as the
+            // `RingStorage` this region was split from (the handles borrow it).
+            let cell = unsafe { &*self.shadow.add(index) };
+            if write {
+                cell.with_mut(|_| ());
+            } else {
+                cell.with(|_| ());
+            }
+        }
+    }
+
+    #[cfg(not(loom))]
+    #[inline(always)]
+    fn track(&self, _pos: u32, _len: usize, _write: bool) {}
+}
+
+/// A validated region: checks alignment and size, and returns the capacity.
+fn check_region(base: *mut u8, len: usize) -> Result<usize, AttachError> {
+    if base.is_null() || !(base as usize).is_multiple_of(REGION_ALIGN) {
+        return Err(AttachError::Misaligned { addr: base as usize });
+    }
+    capacity_for(len).ok_or(AttachError::TooSmall { len })
+}
+
+/// Writes an empty header into a region, making it a fresh ring.
+///
+/// The nucleus does this once when it creates a ring page, before either side attaches.
+/// (A zero-filled page is already an empty ring; this is for reused memory.)
+///
+/// # Safety
+///
+/// `base` must be valid for writes of `len` bytes and no [`Producer`] or [`Consumer`] may be
+/// attached to the region while this runs.
+pub unsafe fn init(base: *mut u8, len: usize) -> Result<usize, AttachError> {
+    let capacity = check_region(base, len)?;
+    // SAFETY: `check_region` proved `base` is aligned for `RingHeader` and `len` covers the
+    // header; the caller guarantees validity for writes and that nobody else uses the region.
+    unsafe { ptr::write(base.cast::<RingHeader>(), RingHeader::new()) };
+    Ok(capacity)
+}
+
+/// The writing half of a ring.
+pub struct Producer<'a> {
+    region: Region,
+    /// Our index: where the next record goes. Published to `head`, never read back.
+    head: u32,
+    /// The last believable `tail` we loaded.
+    cached_tail: u32,
+    /// Pushes refused because the ring was full. Published to `dropped`, never read back.
+    dropped: u32,
+    _region: PhantomData<&'a mut [u8]>,
+}
+
+// SAFETY: a `Producer` is the only writer of `head`, `dropped` and the free part of the data
+// area of its ring; moving it to another thread moves that role with it and shares nothing.
+unsafe impl Send for Producer<'_> {}
+
+/// The reading half of a ring.
+pub struct Consumer<'a> {
+    region: Region,
+    /// Our index: where the next record starts. Published to `tail`, never read back.
+    tail: u32,
+    /// The last believable `head` we loaded.
+    cached_head: u32,
+    _region: PhantomData<&'a mut [u8]>,
+}
+
+// SAFETY: a `Consumer` is the only writer of `tail` and the only reader of the published part
+// of the data area; moving it to another thread moves that role with it and shares nothing.
+unsafe impl Send for Consumer<'_> {}
+
+impl Producer<'static> {
+    /// Attaches the producing side to a ring region (for example a shared page).
+    ///
+    /// The producer resumes at the `head` found in the region (0 for a fresh ring), after
+    /// checking it against `tail`.
+    ///
+    /// # Safety
+    ///
+    /// * `base` must be valid for reads and writes of `len` bytes for as long as the returned
+    ///   producer (or anything derived from it) is used: mapped, and not freed or remapped.
+    /// * At most one `Producer` may be attached to a region at a time; the only other party
+    ///   writing to the region is its consumer (which may be hostile: that is handled).
+    /// * Both sides must be given the same `len`, or they disagree about the capacity and
+    ///   exchange garbage (which stays inside the region, but is garbage).
+    pub unsafe fn attach(base: *mut u8, len: usize) -> Result<Self, AttachError> {
+        let capacity = check_region(base, len)?;
+        // SAFETY: `check_region` proved alignment and `len >= HEADER_SIZE + capacity`; the
+        // caller guarantees validity for the producer's lifetime.
+        let region = unsafe { Region::new(base, capacity) };
+        let header = region.header();
+        let head = header.producer.0.head.load(Ordering::Relaxed);
+        let tail = header.consumer.0.tail.load(Ordering::Acquire);
+        if !indices_ok(head, tail, region.capacity) {
+            return Err(AttachError::Corrupt(RingCorrupt::Tail { head, tail }));
+        }
+        let dropped = header.producer.0.dropped.load(Ordering::Relaxed);
+        Ok(Self { region, head, cached_tail: tail, dropped, _region: PhantomData })
+    }
+}
+
+impl Consumer<'static> {
+    /// Attaches the consuming side to a ring region (for example a shared page).
+    ///
+    /// The consumer resumes at the `tail` found in the region (0 for a fresh ring), after
+    /// checking it against `head`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Producer::attach`], with "at most one `Consumer`".
+    pub unsafe fn attach(base: *mut u8, len: usize) -> Result<Self, AttachError> {
+        let capacity = check_region(base, len)?;
+        // SAFETY: `check_region` proved alignment and `len >= HEADER_SIZE + capacity`; the
+        // caller guarantees validity for the consumer's lifetime.
+        let region = unsafe { Region::new(base, capacity) };
+        let header = region.header();
+        let tail = header.consumer.0.tail.load(Ordering::Relaxed);
+        let head = header.producer.0.head.load(Ordering::Acquire);
+        if !indices_ok(head, tail, region.capacity) {
+            return Err(AttachError::Corrupt(RingCorrupt::Head { head, tail }));
+        }
+        Ok(Self { region, tail, cached_head: head, _region: PhantomData })
+    }
+}
+
+impl<'a> Producer<'a> {
+    /// Size of the data area in bytes.
+    pub const fn capacity(&self) -> usize {
+        self.region.capacity as usize
+    }
+
+    /// Pushes refused because the ring was full, since the ring was created.
+    pub const fn dropped(&self) -> u32 {
+        self.dropped
+    }
+
+    /// Loads the consumer's `tail` and checks it against our `head`.
+    fn load_tail(&self) -> Result<u32, RingCorrupt> {
+        // Acquire: the consumer's reads of the bytes below `tail` happen before we reuse them.
+        let tail = self.region.header().consumer.0.tail.load(Ordering::Acquire);
+        if indices_ok(self.head, tail, self.region.capacity) {
+            Ok(tail)
+        } else {
+            Err(RingCorrupt::Tail { head: self.head, tail })
+        }
+    }
+
+    /// Bytes in use (published and not yet consumed), from a fresh look at `tail`.
+    pub fn len(&self) -> Result<usize, RingCorrupt> {
+        Ok(self.head.wrapping_sub(self.load_tail()?) as usize)
+    }
+
+    /// Whether nothing is waiting for the consumer.
+    pub fn is_empty(&self) -> Result<bool, RingCorrupt> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Whether not even an empty record fits.
+    pub fn is_full(&self) -> Result<bool, RingCorrupt> {
+        Ok(self.capacity() - self.len()? < RECORD_ALIGN)
+    }
+
+    /// Makes room for `needed` bytes, reloading `tail` only if the cached one says no.
+    fn reserve(&mut self, needed: u32) -> Result<(), PushError> {
+        let free = self.region.capacity - self.head.wrapping_sub(self.cached_tail);
+        if free >= needed {
+            return Ok(());
+        }
+        self.cached_tail = self.load_tail().map_err(PushError::Corrupt)?;
+        let free = self.region.capacity - self.head.wrapping_sub(self.cached_tail);
+        if free >= needed { Ok(()) } else { Err(PushError::Full { needed, free }) }
+    }
+
+    /// Writes one record at `head` and advances our private `head`; does not publish.
+    fn write_record(&mut self, payload: &[u8], count_drop: bool) -> Result<(), PushError> {
+        let size = record_size(payload.len());
+        if payload.len() > MAX_RECORD || size > self.capacity() {
+            return Err(PushError::TooLarge { len: payload.len() });
+        }
+        if let Err(e) = self.reserve(size as u32) {
+            if count_drop && matches!(e, PushError::Full { .. }) {
+                self.dropped = self.dropped.wrapping_add(1);
+                // Relaxed: a statistic for diagnostics; it orders nothing.
+                self.region.header().producer.0.dropped.store(self.dropped, Ordering::Relaxed);
+            }
+            return Err(e);
+        }
+        self.region.write_length(self.head, payload.len() as u32);
+        self.region.write_bytes(self.head.wrapping_add(LENGTH_SIZE as u32), payload);
+        self.head = self.head.wrapping_add(size as u32);
+        Ok(())
+    }
+
+    /// Makes every record written so far visible to the consumer.
+    fn publish(&self) {
+        // Release: the record bytes written before this store are visible to a consumer that
+        // loads this `head` with Acquire.
+        self.region.header().producer.0.head.store(self.head, Ordering::Release);
+    }
+
+    /// Pushes one record and publishes it. If the ring is full the record is dropped, the drop
+    /// counter goes up and `Full` is returned (the nucleus never waits for a server).
+    pub fn push(&mut self, payload: &[u8]) -> Result<(), PushError> {
+        self.write_record(payload, true)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Like [`push`](Self::push), but a full ring is not counted as a drop: for a caller that
+    /// will wait and try again (a guest thread blocked on its trap).
+    pub fn try_push(&mut self, payload: &[u8]) -> Result<(), PushError> {
+        self.write_record(payload, false)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// Starts a batch: records pushed into it are published together, with one store, when
+    /// the batch is committed or dropped.
+    pub fn batch(&mut self) -> Batch<'_, 'a> {
+        Batch { producer: self, pushed: 0 }
+    }
+
+    /// Pushes records from `payloads` until one does not fit, publishing them once; returns how
+    /// many were pushed. The one that did not fit is *not* counted as dropped: the caller still
+    /// has it.
+    pub fn push_batch<'p, I>(&mut self, payloads: I) -> Result<usize, PushError>
+    where
+        I: IntoIterator<Item = &'p [u8]>,
+    {
+        let mut batch = self.batch();
+        for payload in payloads {
+            match batch.try_push(payload) {
+                Ok(()) => {}
+                Err(PushError::Full { .. }) => break,
+                Err(e) => return Err(e), // earlier records are still published by the drop
+            }
+        }
+        Ok(batch.commit())
+    }
+}
+
+/// Records pushed but not yet published; publishing happens on [`commit`](Self::commit) or drop.
+pub struct Batch<'p, 'a> {
+    producer: &'p mut Producer<'a>,
+    pushed: usize,
+}
+
+impl Batch<'_, '_> {
+    /// Adds a record to the batch; a full ring counts a drop, as [`Producer::push`] does.
+    pub fn push(&mut self, payload: &[u8]) -> Result<(), PushError> {
+        self.producer.write_record(payload, true)?;
+        self.pushed += 1;
+        Ok(())
+    }
+
+    /// Adds a record to the batch; a full ring is not counted, as [`Producer::try_push`].
+    pub fn try_push(&mut self, payload: &[u8]) -> Result<(), PushError> {
+        self.producer.write_record(payload, false)?;
+        self.pushed += 1;
+        Ok(())
+    }
+
+    /// Publishes the batch and returns how many records it held.
+    pub fn commit(self) -> usize {
+        self.pushed // publishing happens in `drop`
+    }
+}
+
+impl Drop for Batch<'_, '_> {
+    fn drop(&mut self) {
+        if self.pushed > 0 {
+            self.producer.publish();
+        }
+    }
+}
+
+/// One record copied out of the ring.
+#[derive(Clone)]
+pub struct Record {
+    len: usize,
+    bytes: [u8; MAX_RECORD],
+}
+
+impl Record {
+    const fn empty() -> Self {
+        Self { len: 0, bytes: [0; MAX_RECORD] }
+    }
+}
+
+impl core::ops::Deref for Record {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Record").field(&&**self).finish()
+    }
+}
+
+impl<'a> Consumer<'a> {
+    /// Size of the data area in bytes.
+    pub const fn capacity(&self) -> usize {
+        self.region.capacity as usize
+    }
+
+    /// The producer's drop counter, as it claims it (diagnostics only).
+    pub fn dropped_by_producer(&self) -> u32 {
+        self.region.header().producer.0.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Loads the producer's `head` and checks it against our `tail`.
+    fn load_head(&self) -> Result<u32, RingCorrupt> {
+        // Acquire: the producer's writes of the bytes below `head` happen before our reads.
+        let head = self.region.header().producer.0.head.load(Ordering::Acquire);
+        if indices_ok(head, self.tail, self.region.capacity) {
+            Ok(head)
+        } else {
+            Err(RingCorrupt::Head { head, tail: self.tail })
+        }
+    }
+
+    /// Bytes published and not yet consumed, from a fresh look at `head`.
+    pub fn len(&self) -> Result<usize, RingCorrupt> {
+        Ok(self.load_head()?.wrapping_sub(self.tail) as usize)
+    }
+
+    /// Whether no record is waiting.
+    pub fn is_empty(&self) -> Result<bool, RingCorrupt> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Whether the producer could not add even an empty record.
+    pub fn is_full(&self) -> Result<bool, RingCorrupt> {
+        Ok(self.capacity() - self.len()? < RECORD_ALIGN)
+    }
+
+    /// Copies the next record into `out` and advances our private `tail` (not published).
+    /// Reloads `head` only when the cached one says the ring is empty.
+    fn read_record(&mut self, out: &mut Record) -> Result<bool, RingCorrupt> {
+        if self.cached_head == self.tail {
+            self.cached_head = self.load_head()?;
+            if self.cached_head == self.tail {
+                return Ok(false);
+            }
+        }
+        // `cached_head` passed `indices_ok`, so 8 <= available <= capacity.
+        let available = self.cached_head.wrapping_sub(self.tail);
+        let len = self.region.read_length(self.tail);
+        if len as usize > MAX_RECORD || record_size(len as usize) > available as usize {
+            return Err(RingCorrupt::Length { at: self.tail, len, available });
+        }
+        let len = len as usize;
+        self.region.read_bytes(self.tail.wrapping_add(LENGTH_SIZE as u32), &mut out.bytes[..len]);
+        out.len = len;
+        self.tail = self.tail.wrapping_add(record_size(len) as u32);
+        Ok(true)
+    }
+
+    /// Tells the producer the space below our `tail` is free again.
+    fn release(&self) {
+        // Release: our copies out of the freed bytes happen before the producer reuses them.
+        self.region.header().consumer.0.tail.store(self.tail, Ordering::Release);
+    }
+
+    /// Takes the next record, copied out of the ring; `None` if the ring is empty.
+    pub fn pop(&mut self) -> Result<Option<Record>, RingCorrupt> {
+        let mut record = Record::empty();
+        if self.read_record(&mut record)? {
+            self.release();
+            Ok(Some(record))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Takes the next record and hands a private copy of it to `f`; `None` if the ring is empty.
+    pub fn pop_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, RingCorrupt> {
+        Ok(self.pop()?.map(|record| f(&record)))
+    }
+
+    /// Takes up to `max` records, handing each to `f` in order, and frees their space with one
+    /// store at the end. Returns how many were taken. On a corrupt record the ones before it
+    /// have been delivered and freed, and the error is returned.
+    pub fn pop_batch(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> Result<usize, RingCorrupt> {
+        let mut record = Record::empty();
+        let mut taken = 0;
+        let mut result = Ok(());
+        while taken < max {
+            match self.read_record(&mut record) {
+                Ok(true) => {
+                    f(&record);
+                    taken += 1;
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        if taken > 0 {
+            self.release();
+        }
+        result.map(|()| taken)
+    }
+}
+
+/// A ring in memory the caller owns: the safe way to build one (tests, benches, and rings a
+/// single address space uses). `CAPACITY` is the data-area size, a power of two in
+/// `MIN_CAPACITY..=MAX_CAPACITY`. The layout is the same as a shared region's.
+#[repr(C)]
+pub struct RingStorage<const CAPACITY: usize> {
+    header: RingHeader,
+    data: UnsafeCell<[u8; CAPACITY]>,
+    #[cfg(loom)]
+    shadow: std::boxed::Box<[crate::sync::ShadowCell]>,
+}
+
+impl<const CAPACITY: usize> RingStorage<CAPACITY> {
+    const VALID: () = assert!(
+        CAPACITY.is_power_of_two() && CAPACITY >= MIN_CAPACITY && CAPACITY <= MAX_CAPACITY,
+        "ring capacity must be a power of two in MIN_CAPACITY..=MAX_CAPACITY"
+    );
+
+    /// An empty ring.
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        let () = Self::VALID;
+        Self { header: RingHeader::new(), data: UnsafeCell::new([0; CAPACITY]) }
+    }
+
+    /// An empty ring whose data-area accesses loom checks.
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        let () = Self::VALID;
+        let shadow = (0..CAPACITY / RECORD_ALIGN).map(|_| crate::sync::ShadowCell::new(())).collect();
+        Self { header: RingHeader::new(), data: UnsafeCell::new([0; CAPACITY]), shadow }
+    }
+
+    /// Splits the ring into its two halves, which borrow it. The ring keeps its contents and
+    /// indices across splits.
+    pub fn split(&mut self) -> (Producer<'_>, Consumer<'_>) {
+        let base = ptr::from_mut(self).cast::<u8>();
+        // SAFETY: `Self` is `repr(C)` with the header (64-byte aligned, `HEADER_SIZE` bytes)
+        // first and the `CAPACITY`-byte data area right after it, so `base` is a valid,
+        // aligned region of `HEADER_SIZE + CAPACITY` bytes; `VALID` checked `CAPACITY`. The
+        // data area is inside an `UnsafeCell`, so writing it through the handles is allowed,
+        // and the `&mut self` borrow held by both handles keeps anyone else out.
+        #[allow(unused_mut)]
+        let mut region = unsafe { Region::new(base, CAPACITY) };
+        #[cfg(loom)]
+        {
+            region.shadow = self.shadow.as_ptr();
+            region.shadow_len = self.shadow.len();
+        }
+        let header = region.header();
+        // The indices were only ever written by earlier handles of this storage, but the
+        // storage is ordinary memory: check them like any other.
+        let head = header.producer.0.head.load(Ordering::Acquire);
+        let tail = header.consumer.0.tail.load(Ordering::Acquire);
+        let dropped = header.producer.0.dropped.load(Ordering::Relaxed);
+        let (head, tail) = if indices_ok(head, tail, CAPACITY as u32) { (head, tail) } else { (0, 0) };
+        (
+            Producer { region, head, cached_tail: tail, dropped, _region: PhantomData },
+            Consumer { region, tail, cached_head: head, _region: PhantomData },
+        )
+    }
+}
+
+#[cfg(not(loom))]
+impl<const CAPACITY: usize> Default for RingStorage<CAPACITY> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::boxed::Box;
+    use std::vec::Vec;
+
+    /// A 64-byte aligned buffer standing in for a shared page.
+    #[repr(C, align(64))]
+    struct Page([u8; 1024]);
+
+    fn page() -> Box<Page> {
+        Box::new(Page([0; 1024]))
+    }
+
+    fn write_u32(page: &mut Page, offset: usize, value: u32) {
+        page.0[offset..offset + 4].copy_from_slice(&value.to_le_bytes());
+    }
+
+    #[test]
+    fn geometry() {
+        assert_eq!(capacity_for(4096), Some(2048));
+        assert_eq!(capacity_for(region_len(4096)), Some(4096));
+        assert_eq!(capacity_for(HEADER_SIZE + MIN_CAPACITY), Some(MIN_CAPACITY));
+        assert_eq!(capacity_for(HEADER_SIZE + MIN_CAPACITY - 1), None);
+        assert_eq!(capacity_for(usize::MAX), Some(MAX_CAPACITY));
+        assert_eq!(record_size(0), 8);
+        assert_eq!(record_size(4), 8);
+        assert_eq!(record_size(5), 16);
+        assert_eq!(record_size(MAX_RECORD), 264);
+    }
+
+    #[test]
+    fn push_pop_in_order_across_wraps() {
+        let mut ring = RingStorage::<64>::new();
+        let (mut producer, mut consumer) = ring.split();
+        for round in 0u32..100 {
+            let len = (round % 20) as usize;
+            let payload: Vec<u8> = (0..len).map(|i| (round as u8).wrapping_add(i as u8)).collect();
+            producer.push(&payload).unwrap();
+            assert_eq!(consumer.len().unwrap(), record_size(len));
+            let record = consumer.pop().unwrap().unwrap();
+            assert_eq!(&*record, &payload[..]);
+            assert_eq!(consumer.pop().unwrap().map(|r| r.len()), None);
+        }
+        assert_eq!(producer.dropped(), 0);
+    }
+
+    #[test]
+    fn full_ring_counts_drops_and_recovers() {
+        let mut ring = RingStorage::<32>::new();
+        let (mut producer, mut consumer) = ring.split();
+        for i in 0..4u8 {
+            producer.push(&[i; 3]).unwrap(); // 8 bytes each
+        }
+        assert!(producer.is_full().unwrap());
+        assert!(consumer.is_full().unwrap());
+        assert_eq!(producer.push(&[9]), Err(PushError::Full { needed: 8, free: 0 }));
+        assert_eq!(producer.try_push(&[9]), Err(PushError::Full { needed: 8, free: 0 }));
+        assert_eq!(producer.dropped(), 1, "try_push must not count");
+        assert_eq!(consumer.dropped_by_producer(), 1);
+        assert_eq!(&*consumer.pop().unwrap().unwrap(), &[0; 3]);
+        producer.push(&[4; 2]).unwrap();
+        let mut seen = Vec::new();
+        assert_eq!(consumer.pop_batch(10, |r| seen.push(r.to_vec())).unwrap(), 4);
+        assert_eq!(seen, [vec![1; 3], vec![2; 3], vec![3; 3], vec![4; 2]]);
+        assert!(consumer.is_empty().unwrap() && producer.is_empty().unwrap());
+    }
+
+    #[test]
+    fn too_large_is_refused_not_dropped() {
+        let mut ring = RingStorage::<16>::new();
+        let (mut producer, _consumer) = ring.split();
+        producer.try_push(&[0; 12]).unwrap(); // 4 + 12 = 16: exactly the whole ring
+        assert_eq!(producer.push(&[0; 13]), Err(PushError::TooLarge { len: 13 })); // 24 > 16
+        assert_eq!(producer.dropped(), 0);
+    }
+
+    #[test]
+    fn max_record_limit() {
+        let mut ring = RingStorage::<1024>::new();
+        let (mut producer, mut consumer) = ring.split();
+        producer.push(&[7; MAX_RECORD]).unwrap();
+        assert_eq!(producer.push(&[7; MAX_RECORD + 1]), Err(PushError::TooLarge { len: MAX_RECORD + 1 }));
+        assert_eq!(consumer.pop().unwrap().unwrap().len(), MAX_RECORD);
+    }
+
+    #[test]
+    fn batches_publish_once_and_stop_when_full() {
+        let mut ring = RingStorage::<64>::new();
+        let (mut producer, mut consumer) = ring.split();
+        {
+            let mut batch = producer.batch();
+            batch.push(b"one").unwrap();
+            batch.push(b"two").unwrap();
+            assert!(consumer.is_empty().unwrap(), "nothing visible before the batch ends");
+            assert_eq!(batch.commit(), 2);
+        }
+        assert_eq!(consumer.len().unwrap(), 16);
+        let records: [&[u8]; 8] = [b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h"];
+        assert_eq!(producer.push_batch(records).unwrap(), 6);
+        assert_eq!(producer.dropped(), 0);
+        let mut seen = Vec::new();
+        assert_eq!(consumer.pop_batch(3, |r| seen.push(r.to_vec())).unwrap(), 3);
+        assert_eq!(consumer.pop_batch(usize::MAX, |r| seen.push(r.to_vec())).unwrap(), 5);
+        let expected: Vec<Vec<u8>> = [&b"one"[..], b"two", b"a", b"b", b"c", b"d", b"e", b"f"]
+            .iter()
+            .map(|r| r.to_vec())
+            .collect();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn split_again_keeps_contents() {
+        let mut ring = RingStorage::<64>::new();
+        ring.split().0.push(b"kept").unwrap();
+        let (_, mut consumer) = ring.split();
+        assert_eq!(&*consumer.pop().unwrap().unwrap(), b"kept");
+    }
+
+    #[test]
+    fn attach_checks_the_region() {
+        let mut page = page();
+        let base = page.0.as_mut_ptr();
+        // SAFETY: `page` outlives every handle in this test; one producer and one consumer.
+        let misaligned = unsafe { Producer::attach(base.wrapping_add(8), 512) };
+        assert_eq!(misaligned.err(), Some(AttachError::Misaligned { addr: base as usize + 8 }));
+        // SAFETY: as above.
+        let small = unsafe { Consumer::attach(base, HEADER_SIZE + 8) };
+        assert_eq!(small.err(), Some(AttachError::TooSmall { len: HEADER_SIZE + 8 }));
+        write_u32(&mut page, HEAD_OFFSET, 12);
+        let base = page.0.as_mut_ptr();
+        // SAFETY: as above.
+        let corrupt = unsafe { Consumer::attach(base, 1024) };
+        assert_eq!(corrupt.err(), Some(AttachError::Corrupt(RingCorrupt::Head { head: 12, tail: 0 })));
+        // SAFETY: as above.
+        assert_eq!(unsafe { init(base, 1024) }, Ok(512));
+        // SAFETY: as above.
+        let mut producer = unsafe { Producer::attach(base, 1024) }.unwrap();
+        // SAFETY: as above.
+        let mut consumer = unsafe { Consumer::attach(base, 1024) }.unwrap();
+        assert_eq!(producer.capacity(), 512);
+        producer.push(b"through a page").unwrap();
+        assert_eq!(&*consumer.pop().unwrap().unwrap(), b"through a page");
+    }
+
+    /// The peer (here: this test, writing the page directly) scribbles over the header.
+    #[test]
+    fn hostile_indices_and_lengths_are_typed_errors() {
+        let mut page = page();
+        let base = page.0.as_mut_ptr();
+        // SAFETY: `page` outlives the handles; the raw writes below stand in for a hostile
+        // peer and happen while no handle method runs.
+        let mut producer = unsafe { Producer::attach(base, 1024) }.unwrap();
+        // SAFETY: as above.
+        let mut consumer = unsafe { Consumer::attach(base, 1024) }.unwrap();
+        producer.push(b"hello").unwrap();
+
+        // SAFETY: `base` is valid for the whole page; no handle is running.
+        let poke = |offset: usize, value: u32| unsafe {
+            ptr::write_unaligned(base.add(offset).cast::<u32>(), value.to_le())
+        };
+
+        poke(HEAD_OFFSET, 4096);
+        assert_eq!(consumer.pop().err(), Some(RingCorrupt::Head { head: 4096, tail: 0 }));
+        assert_eq!(consumer.len(), Err(RingCorrupt::Head { head: 4096, tail: 0 }));
+        poke(HEAD_OFFSET, 4); // misaligned
+        assert!(consumer.pop().is_err());
+        poke(HEAD_OFFSET, 16);
+        poke(HEADER_SIZE, 1000); // the length of the first record
+        assert_eq!(
+            consumer.pop().err(),
+            Some(RingCorrupt::Length { at: 0, len: 1000, available: 16 })
+        );
+        poke(HEADER_SIZE, 13); // would need 24 bytes, 16 published
+        assert!(matches!(consumer.pop(), Err(RingCorrupt::Length { len: 13, .. })));
+        poke(HEADER_SIZE, 5);
+        assert_eq!(&*consumer.pop().unwrap().unwrap(), b"hello");
+
+        // The producer's head is 16 (one 16-byte record).
+        poke(TAIL_OFFSET, 0xffff_fff8); // 24 behind head: legal, if odd
+        assert_eq!(producer.len(), Ok(24));
+        poke(TAIL_OFFSET, 0x1000); // ahead of head
+        assert_eq!(producer.len(), Err(RingCorrupt::Tail { head: 16, tail: 0x1000 }));
+        for _ in 0..100 {
+            // The cached tail still has room for a few; then the bad tail is seen.
+            if let Err(e) = producer.push(&[1; 40]) {
+                assert!(matches!(e, PushError::Corrupt(RingCorrupt::Tail { .. })));
+                return;
+            }
+        }
+        panic!("a corrupt tail was never reported");
+    }
+
+    #[test]
+    fn errors_display_one_line() {
+        let text = std::format!("{}", RingCorrupt::Length { at: 8, len: 999, available: 16 });
+        assert_eq!(text, "ring corrupt: record at 0x8 claims 999 bytes, 16 published");
+        let text = std::format!("{}", PushError::Full { needed: 16, free: 8 });
+        assert_eq!(text, "ring full: need 16 bytes, 8 free");
+    }
+}

@@ -1,0 +1,147 @@
+//! Syscall numbers and error codes of the Ring3 server ABI.
+//!
+//! A server enters the nucleus with `syscall`: the number ([`Syscall`]) in `rax`, arguments in
+//! `rdi, rsi, rdx, r10, r8, r9` (`rcx` and `r11` are clobbered by the instruction). The result
+//! comes back in `rax`: a value `>= 0` is success, a negative value is a [`SyscallError`].
+//! The numbers are the ABI: they never change meaning, new calls get new numbers.
+//! Arguments are allegations: the nucleus checks every pointer and index a server passes.
+
+use core::fmt;
+
+/// What a server asks of the nucleus.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Syscall {
+    /// `console_write(ptr, len) -> len`: print bytes on COM1 (the nucleus prefixes the server's
+    /// name).
+    ConsoleWrite = 0,
+    /// `ring_wait(ring) -> 0`: sleep until the peer of ring `ring` notifies or has published
+    /// records since the last wait.
+    RingWait = 1,
+    /// `ring_notify(ring) -> 0`: wake the peer waiting on ring `ring` (records were pushed or
+    /// space was freed).
+    RingNotify = 2,
+    /// `yield() -> 0`: give up the rest of the time slice.
+    Yield = 3,
+    /// `exit(code) -> !`: end the server; the nucleus reports the code (and may restart it).
+    Exit = 4,
+}
+
+/// A number that is not a [`Syscall`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownSyscall(pub u64);
+
+impl fmt::Display for UnknownSyscall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown syscall {}", self.0)
+    }
+}
+
+impl TryFrom<u64> for Syscall {
+    type Error = UnknownSyscall;
+
+    fn try_from(number: u64) -> Result<Self, UnknownSyscall> {
+        Ok(match number {
+            0 => Self::ConsoleWrite,
+            1 => Self::RingWait,
+            2 => Self::RingNotify,
+            3 => Self::Yield,
+            4 => Self::Exit,
+            _ => return Err(UnknownSyscall(number)),
+        })
+    }
+}
+
+/// Why a syscall failed; returned in `rax` as the negative number.
+#[repr(i64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SyscallError {
+    /// `rax` held a number that is not a [`Syscall`].
+    NoSuchSyscall = -1,
+    /// A pointer argument is not mapped readable/writable for the server, or not canonical.
+    BadPointer = -2,
+    /// A non-pointer argument is out of range (a length too long, a reserved value).
+    BadArgument = -3,
+    /// The ring index is not one of the server's rings.
+    NoSuchRing = -4,
+}
+
+impl SyscallError {
+    /// The value the nucleus puts in `rax`.
+    pub const fn code(self) -> i64 {
+        self as i64
+    }
+
+    /// The error a negative `rax` stands for, if it is one of ours.
+    pub const fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            -1 => Self::NoSuchSyscall,
+            -2 => Self::BadPointer,
+            -3 => Self::BadArgument,
+            -4 => Self::NoSuchRing,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for SyscallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NoSuchSyscall => "no such syscall",
+            Self::BadPointer => "bad pointer argument",
+            Self::BadArgument => "bad argument",
+            Self::NoSuchRing => "no such ring",
+        })
+    }
+}
+
+/// Encodes a syscall's outcome into `rax`. Success values must be below 2⁶³ (they are lengths
+/// and small numbers); a larger one is reported as `BadArgument` rather than read back as an
+/// error code.
+pub const fn to_rax(result: Result<u64, SyscallError>) -> u64 {
+    match result {
+        Ok(value) if value <= i64::MAX as u64 => value,
+        Ok(_) => SyscallError::BadArgument.code() as u64,
+        Err(error) => error.code() as u64,
+    }
+}
+
+/// Decodes `rax` after a syscall returned (the server side of [`to_rax`]). A negative value
+/// that is not a known code is returned as `Err(None)`.
+pub const fn from_rax(rax: u64) -> Result<u64, Option<SyscallError>> {
+    let signed = rax as i64;
+    if signed >= 0 { Ok(rax) } else { Err(SyscallError::from_code(signed)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_stable() {
+        assert_eq!(Syscall::ConsoleWrite as u64, 0);
+        assert_eq!(Syscall::Exit as u64, 4);
+        for number in 0..5 {
+            assert_eq!(Syscall::try_from(number).map(|s| s as u64), Ok(number));
+        }
+        assert_eq!(Syscall::try_from(5), Err(UnknownSyscall(5)));
+        assert_eq!(Syscall::try_from(u64::MAX), Err(UnknownSyscall(u64::MAX)));
+    }
+
+    #[test]
+    fn error_codes_round_trip_through_rax() {
+        for error in [
+            SyscallError::NoSuchSyscall,
+            SyscallError::BadPointer,
+            SyscallError::BadArgument,
+            SyscallError::NoSuchRing,
+        ] {
+            assert!(error.code() < 0);
+            assert_eq!(from_rax(to_rax(Err(error))), Err(Some(error)));
+        }
+        assert_eq!(from_rax(to_rax(Ok(42))), Ok(42));
+        assert_eq!(from_rax(to_rax(Ok(u64::MAX))), Err(Some(SyscallError::BadArgument)));
+        assert_eq!(from_rax(-99i64 as u64), Err(None));
+        assert_eq!(SyscallError::NoSuchRing.to_string(), "no such ring");
+    }
+}
