@@ -140,18 +140,19 @@ impl Boot {
     }
 
     /// The first serial line that starts with `prefix` (after trimming `\r`).
-    pub fn line_starting_with(&self, prefix: &str) -> Option<&str> {
+    pub fn line_starting_with(&self, prefix: &str) -> Option<String> {
         self.lines().find(|line| line.starts_with(prefix))
     }
 
-    /// Serial lines without their `\r`.
-    pub fn lines(&self) -> impl Iterator<Item = &str> {
-        self.serial.lines().map(|l| l.trim_end_matches('\r'))
+    /// Serial lines without `\r` and terminal escape sequences (OVMF's console, which
+    /// shares COM1 under UEFI, leaves colour codes in front of the nucleus's first line).
+    pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
+        self.serial.lines().map(clean_line)
     }
 
     /// The first serial line for which `matches` holds, or an error (with the log) that
     /// says `what` was expected.
-    pub fn expect_line(&self, what: &str, matches: impl Fn(&str) -> bool) -> Result<&str> {
+    pub fn expect_line(&self, what: &str, matches: impl Fn(&str) -> bool) -> Result<String> {
         match self.lines().find(|l| matches(l)) {
             Some(line) => Ok(line),
             None => bail!("{}", self.report(&format!("expected a serial line with {what}"))),
@@ -178,6 +179,30 @@ impl Boot {
         text += "\n--- end of serial log ---";
         text
     }
+}
+
+/// `line` without carriage returns and ANSI escape sequences (`ESC [ … final`, `ESC x`).
+pub fn clean_line(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {}
+            // CSI: parameters and intermediates up to a final byte in '@'..='~'; any other
+            // escape is two characters.
+            '\x1b' => {
+                if chars.next() == Some('[') {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl Drop for Boot {
@@ -244,9 +269,17 @@ mod tests {
     }
 
     #[test]
+    fn lines_drop_terminal_escapes() {
+        let ovmf = "\x1b[2J\x1b[01;01H\x1b[=3hBdsDxe: x\r\n\r\x1b[0m\x1b[37m\x1b[40mfredvisor 0.1.0\r\n";
+        let b = boot(ovmf, QemuExit::Success);
+        assert_eq!(b.lines().collect::<Vec<_>>(), ["BdsDxe: x", "fredvisor 0.1.0"]);
+        assert_eq!(clean_line("a\x1bcb"), "ab");
+    }
+
+    #[test]
     fn lines_drop_carriage_returns() {
         let b = boot("a\r\ncmdline: x y\r\n", QemuExit::Success);
-        assert_eq!(b.line_starting_with("cmdline: "), Some("cmdline: x y"));
+        assert_eq!(b.line_starting_with("cmdline: ").as_deref(), Some("cmdline: x y"));
         assert_eq!(b.expect_line("y", |l| l.ends_with(" y")).unwrap(), "cmdline: x y");
         assert!(b.expect_line("z", |l| l.contains('z')).is_err());
         assert!(b.expect_absent("PANIC").is_ok() && b.expect_absent("cmdline").is_err());
