@@ -406,6 +406,46 @@ mod tests {
         }
     }
 
+    fn current(read: fn() -> u16) -> Selector {
+        Selector::from_raw(read())
+    }
+
+    fn cs() -> u16 {
+        let value: u16;
+        // SAFETY: reading a segment register is unprivileged and has no side effects.
+        unsafe { asm!("mov {:x}, cs", out(reg) value, options(nomem, nostack, preserves_flags)) };
+        value
+    }
+
+    fn ss() -> u16 {
+        let value: u16;
+        // SAFETY: as for `cs`.
+        unsafe { asm!("mov {:x}, ss", out(reg) value, options(nomem, nostack, preserves_flags)) };
+        value
+    }
+
+    fn ds() -> u16 {
+        let value: u16;
+        // SAFETY: as for `cs`.
+        unsafe { asm!("mov {:x}, ds", out(reg) value, options(nomem, nostack, preserves_flags)) };
+        value
+    }
+
+    #[test]
+    fn segment_loads_work_at_ring3_with_current_selectors() {
+        // Reloading the selectors the host process already runs with is legal at CPL 3, so the
+        // far-return trick and the moves execute for real here.
+        let (cs_before, ss_before, ds_before) = (current(cs), current(ss), current(ds));
+        assert_eq!(cs_before.rpl(), 3);
+        // SAFETY: same code segment, same privilege: execution continues after the retfq.
+        unsafe { reload_cs(cs_before) };
+        // SAFETY: the stack segment the process already uses.
+        unsafe { load_ss(ss_before) };
+        // SAFETY: the data selector the process already uses (null or a flat data segment).
+        unsafe { load_ds_es(ds_before) };
+        assert_eq!((current(cs), current(ss), current(ds)), (cs_before, ss_before, ds_before));
+    }
+
     #[test]
     fn rdtsc_advances() {
         let first = rdtsc();
