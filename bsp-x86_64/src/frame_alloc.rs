@@ -96,6 +96,11 @@ fn push_or_drop(ranges: &mut Vec<Range<u64>, MAX_RANGES>, range: Range<u64>, dro
 }
 
 impl FrameAllocator {
+    /// An allocator with no frames, for a `static` that boot code later replaces with [`Self::new`].
+    pub const fn empty() -> Self {
+        Self { owned: Vec::new(), free: Vec::new(), recycled: Vec::new(), total_frames: 0, dropped_frames: 0 }
+    }
+
     /// Builds the allocator from the usable RAM ranges of the memory map and the ranges in use
     /// inside them (kernel image, modules, boot info, the memory map itself). Byte ranges,
     /// end exclusive, in any order.
@@ -273,6 +278,15 @@ mod tests {
 
     fn drain(allocator: &mut FrameAllocator) -> std::vec::Vec<u64> {
         std::iter::from_fn(|| allocator.alloc().map(PhysAddr::as_u64)).collect()
+    }
+
+    #[test]
+    fn empty_hands_out_nothing() {
+        static EMPTY: FrameAllocator = FrameAllocator::empty();
+        assert_eq!((EMPTY.total_frames(), EMPTY.free_frames()), (0, 0));
+        let mut allocator = FrameAllocator::empty();
+        assert_eq!(allocator.alloc(), None);
+        assert_eq!(allocator.free(PhysAddr::new(MIB)), Err(FreeError::NotOwned(PhysAddr::new(MIB))));
     }
 
     #[test]
