@@ -6,8 +6,8 @@
 //! the nucleus decides when (after the TSS address is known).
 //!
 //! The order of the entries is not free (fred-facts.md §11 point 2, SDM vol. 3 §5.8.8):
-//! SYSCALL loads CS from STAR[47:32] and SS from STAR[47:32] + 8, and SYSRET/FRED's ERETU
-//! fast path load the user compat CS from STAR[63:48], user SS from +8 and the user 64-bit CS
+//! SYSCALL loads CS from STAR\[47:32\] and SS from STAR\[47:32\] + 8, and SYSRET/FRED's ERETU
+//! fast path load the user compat CS from STAR\[63:48\], user SS from +8 and the user 64-bit CS
 //! from +16. Hence kernel CS, kernel DS, user CS32, user DS, user CS64, in that order.
 
 use core::mem::{offset_of, size_of};

@@ -261,7 +261,7 @@ pub unsafe fn reload_cs(selector: Selector) {
 /// ModRM 0xF7 = register DI) because assemblers may not know the mnemonic.
 ///
 /// # Safety
-/// CPL 0 only and CPUID.(7,1):EAX[18] (LKGS) set, else `#UD`. `selector` must be null or name a
+/// CPL 0 only and CPUID.(7,1):EAX\[18\] (LKGS) set, else `#UD`. `selector` must be null or name a
 /// readable data segment (`#GP(sel)`, `#NP(sel)`). Replaces the kernel GS base: the caller
 /// must not rely on the old one (under FRED it is the user's GS base).
 #[inline]
