@@ -178,3 +178,21 @@ entry64:
     stack_size = const BOOT_STACK_SIZE,
     kernel_entry = sym crate::kernel_entry,
 );
+
+global_asm!(
+    ".global continue_on_stack",
+    // In: RDI = new stack top (16-byte aligned), RSI = function that never returns.
+    "continue_on_stack:",
+    "mov rsp, rdi",
+    "xor ebp, ebp",
+    "call rsi",
+    "ud2",
+);
+
+unsafe extern "C" {
+    /// Switches to the stack whose top is `top` and calls `next` there.
+    ///
+    /// # Safety
+    /// `top` must be the 16-byte aligned top of a mapped, otherwise unused stack.
+    pub fn continue_on_stack(top: u64, next: extern "C" fn() -> !) -> !;
+}

@@ -17,68 +17,167 @@
 mod console;
 
 #[cfg(target_os = "none")]
-#[allow(unsafe_code)] // multiboot2 header, 32→64-bit trampoline
+#[allow(unsafe_code)] // multiboot2 header, 32→64-bit trampoline, the stack switch
 mod boot;
 #[cfg(target_os = "none")]
 #[allow(unsafe_code)] // reads GRUB's structure through a raw pointer
 mod bootinfo;
 #[cfg(target_os = "none")]
+#[allow(unsafe_code)] // lgdt/lidt/ltr and the descriptor tables they point at
+mod cpu;
+#[cfg(target_os = "none")]
+#[allow(unsafe_code)] // the entry stubs (global_asm) and the #DF scratch area
+mod dispatch;
+#[cfg(target_os = "none")]
 #[allow(unsafe_code)] // port writes that end an emulator run
 mod exit;
 #[cfg(target_os = "none")]
+#[allow(unsafe_code)] // FRED MSRs and CR4.FRED
+mod fred;
+#[cfg(target_os = "none")]
+mod interrupts;
+#[cfg(target_os = "none")]
+#[allow(unsafe_code)] // page tables through the direct map, CR3
+mod memory;
+#[cfg(target_os = "none")]
 mod panic;
+#[cfg(target_os = "none")]
+#[allow(unsafe_code)] // the `RacyCell` wrapper itself
+mod racy;
+#[cfg(target_os = "none")]
+#[allow(unsafe_code)] // control registers, and reading the nucleus' own stack for the dump
+mod report;
+#[cfg(target_os = "none")]
+#[allow(unsafe_code)] // the fault probes the self-tests execute
+mod selftest;
+#[cfg(target_os = "none")]
+mod stacks;
 
 #[cfg(target_os = "none")]
 pub use kernel::kernel_entry;
 
 #[cfg(target_os = "none")]
 mod kernel {
-    use crate::bootinfo::{self, Escaped};
-    use crate::exit;
+    use crate::bootinfo::{self, BootSummary, Escaped};
+    use crate::exit::{self, Status};
+    use crate::racy::RacyCell;
+    use bsp_x86_64::cmdline::{self, Options, SelfTests, TestExit};
+    use core::sync::atomic::Ordering;
+
+    /// Boot state handed from the boot stack to the stack block.
+    struct Handoff {
+        boot: BootSummary,
+        options: Options,
+    }
+
+    static HANDOFF: RacyCell<Option<Handoff>> = RacyCell::new(None);
 
     /// Rust entry from `boot.rs`: EDI = multiboot2 magic, ESI = boot information (physical).
     pub extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
+        // First of all: exceptions are reported from here on (design note, "Initialisation").
+        crate::cpu::install_early_idt();
         crate::console::init();
         println!("{}{}", ipc::markers::BANNER, env!("CARGO_PKG_VERSION"));
 
         // SAFETY: called once on the boot page tables, which identity-map the first 4 GiB
         // where GRUB placed its structure.
         #[allow(unsafe_code)]
-        let summary = match unsafe { bootinfo::read(magic, info) } {
-            Ok(summary) => summary,
+        let boot = match unsafe { bootinfo::read(magic, info) } {
+            Ok(boot) => boot,
             Err(e) => {
                 println!("{e}");
                 println!("nucleus: cannot continue without boot information; halting");
                 exit::halt_forever();
             }
         };
-        early_arm_exit(&summary.cmdline);
+        early_arm_exit(&boot.cmdline);
+        if words(&boot.cmdline).any(|w| w == b"selftest=early-fault") {
+            crate::selftest::early_fault();
+        }
 
-        println!("cmdline: {}", Escaped(&summary.cmdline));
-        if summary.cmdline_truncated {
+        println!("cmdline: {}", Escaped(&boot.cmdline));
+        if boot.cmdline_truncated {
             println!("cmdline: longer than {} bytes, cut", bootinfo::CMDLINE_MAX);
         }
-        println!(
-            "memory: {} MiB usable in {} regions",
-            summary.usable_bytes() >> 20,
-            summary.regions.len()
-        );
-        for module in &summary.modules {
-            println!(
-                "module: {} ({} bytes at {:#x})",
-                Escaped(&module.name),
-                module.size(),
-                module.range.start
-            );
+        let options = cmdline::parse(&boot.cmdline, |warning| println!("{warning}"));
+        crate::dispatch::BOOT_PARSED.store(true, Ordering::Relaxed);
+        match options.exit {
+            Some(TestExit::Qemu) => exit::arm_qemu(),
+            Some(TestExit::Bochs) => exit::arm_bochs(),
+            None => {}
         }
-        if summary.modules.is_empty() {
+
+        println!("memory: {} MiB usable in {} regions", boot.usable_bytes() >> 20, boot.regions.len());
+        if boot.regions_dropped > 0 {
+            println!("memory: {} more regions ignored", boot.regions_dropped);
+        }
+        for module in &boot.modules {
+            println!("module: {} ({} bytes at {:#x})", Escaped(&module.name), module.size(), module.range.start);
+        }
+        if boot.modules.is_empty() {
             println!("module: none");
         }
-        if words(&summary.cmdline).any(|w| w == b"selftest=panic") {
+
+        crate::cpu::install_gdt();
+        let layout = match crate::memory::init(&boot) {
+            Ok(layout) => layout,
+            Err(e) => {
+                println!("{e}");
+                exit::exit(Status::Failure);
+            }
+        };
+        println!(
+            "memory: nucleus text {} KiB, rodata {} KiB, data+bss {} KiB; {} MiB free",
+            layout.text_bytes >> 10,
+            layout.rodata_bytes >> 10,
+            layout.data_bytes >> 10,
+            layout.free_mib
+        );
+        crate::stacks::set_block(&layout.stack_block);
+        crate::cpu::use_stack_block(&layout.stack_block);
+        // SAFETY: boot, single CPU: written once before the switch, read once after it.
+        #[allow(unsafe_code)]
+        unsafe {
+            *HANDOFF.get() = Some(Handoff { boot, options })
+        };
+        // SAFETY: the primary stack of the block was just mapped and nothing uses it yet;
+        // its top (below cpu_info) is 64-byte aligned.
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::boot::continue_on_stack(layout.stack_block.primary_top(), on_stack_block)
+        }
+    }
+
+    /// Boot continues on CPU 0's primary stack (SL0 / TSS.RSP0).
+    extern "C" fn on_stack_block() -> ! {
+        // SAFETY: written once before the stack switch; nothing else accesses it.
+        #[allow(unsafe_code)]
+        let Some(Handoff { boot, options }) = (unsafe { (*HANDOFF.get()).take() }) else {
+            panic!("boot handoff missing");
+        };
+        crate::fred::init(&options);
+
+        if options.selftests.contains(SelfTests::PANIC) {
             panic!("selftest: forced panic");
         }
+        let selftest = crate::selftest::run(options.selftests);
+        let _ = boot;
         println!("{}", ipc::markers::READY);
-        exit::exit(exit::Status::Success);
+        match selftest {
+            Some(status) => exit::exit(status),
+            None if options.exit.is_some() => exit::exit(Status::Success),
+            None => idle(),
+        }
+    }
+
+    fn idle() -> ! {
+        loop {
+            // SAFETY: waits for the next interrupt with interrupts enabled.
+            #[allow(unsafe_code)]
+            unsafe {
+                bsp_x86_64::insn::enable_and_hlt()
+            };
+        }
     }
 
     fn words(cmdline: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -86,7 +185,7 @@ mod kernel {
     }
 
     /// Arms the test exit before anything else can fail, so even a fault reported by the
-    /// early IDT ends an emulator run.
+    /// early IDT ends an emulator run (the full parse re-arms it from the same option).
     fn early_arm_exit(cmdline: &[u8]) {
         for word in words(cmdline) {
             match word {

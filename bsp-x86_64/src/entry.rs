@@ -1,0 +1,268 @@
+//! The entry and exit stubs of both deliveries: all of fredvisor's event asm.
+//!
+//! [`entry_stubs!`] emits, in one `global_asm!`:
+//!
+//! * `idt_vector_stubs`: 256 stubs of 16 bytes each (`idt_vector_stubs + 16 * vector` is the
+//!   gate target). Each pushes a zero error code where the CPU pushes none, then the vector
+//!   and the FRED event type it stands for, and jumps to `idt_common`.
+//! * `idt_common`: copies the CPU's 5-qword IDT frame into the FRED layout (64-byte aligned,
+//!   type/vector in the SS qword, CR2 or DR6 as event data), saves the GPRs below it and calls
+//!   the dispatcher with `&mut Frame`. It returns with IRETQ from the *copy*, so whatever the
+//!   dispatcher changed in the frame takes effect. SWAPGS when the event came from ring 3.
+//! * `fred_entry_ring3` (4 KiB aligned, the `IA32_FRED_CONFIG` entry point) and
+//!   `fred_entry_ring0` at +256: the CPU has already written the 64-byte return state, so
+//!   they only save the GPRs and call the dispatcher; the exit returns with ERETU when the
+//!   saved CS has RPL 3 and with ERETS otherwise. No SWAPGS/SYSRET/IRET on this path.
+//!
+//! The macro takes the Rust handlers as paths, so the nucleus and the host trap-and-emulate
+//! harness assemble the *same* stub text around their own handlers. Every frame offset the asm
+//! uses is a `const` operand from [`crate::frame`]; GPRs are stored with `mov` to named
+//! offsets rather than pushed, so the save order cannot drift from the struct.
+//!
+//! Register contract at each label is written above it.
+
+/// Offsets inside the CPU's IDT frame as `idt_common` finds it, after the vector stub's two
+/// pushes and `idt_common`'s own `push rax` (SDM vol. 3 §6.14.1, 64-bit mode).
+pub mod idt_hw {
+    pub const SAVED_RAX: usize = 0;
+    pub const VECTOR_INFO: usize = 8;
+    pub const ERROR_CODE: usize = 16;
+    pub const RIP: usize = 24;
+    pub const CS: usize = 32;
+    pub const RFLAGS: usize = 40;
+    pub const RSP: usize = 48;
+    pub const SS: usize = 56;
+    /// CS as seen on entry to `idt_common`, before its `push rax`.
+    pub const CS_AT_COMMON: usize = CS - 8;
+}
+
+/// Size of one IDT vector stub: gate `v` points at `idt_vector_stubs + v * IDT_STUB_SIZE`.
+pub const IDT_STUB_SIZE: usize = 16;
+
+/// DR6 bits that read as 1 when clear; FRED reports DR6 with them flipped ("positive
+/// polarity", fred-facts.md §3.7), so the IDT stub XORs them to match.
+pub const DR6_POLARITY_FLIP: u64 = 0xffff_0ff0;
+
+/// Emits the IDT and FRED entry stubs around the given handlers, each an
+/// `extern "C" fn(&mut Frame)`:
+/// `entry_stubs!(idt: path::to::idt_handler, fred_ring3: ..., fred_ring0: ...)`.
+#[macro_export]
+macro_rules! entry_stubs {
+    (idt: $idt:path, fred_ring3: $ring3:path, fred_ring0: $ring0:path $(,)?) => {
+        ::core::arch::global_asm!(
+            // Stores every GPR but RAX/RCX into the frame at RSP. Uses no other register.
+            ".macro FREDVISOR_SAVE_GPRS_BUT_RAX_RCX",
+            "mov [rsp + {rdx}], rdx",
+            "mov [rsp + {rbx}], rbx",
+            "mov [rsp + {rsi}], rsi",
+            "mov [rsp + {rdi}], rdi",
+            "mov [rsp + {rbp}], rbp",
+            "mov [rsp + {r8}], r8",
+            "mov [rsp + {r9}], r9",
+            "mov [rsp + {r10}], r10",
+            "mov [rsp + {r11}], r11",
+            "mov [rsp + {r12}], r12",
+            "mov [rsp + {r13}], r13",
+            "mov [rsp + {r14}], r14",
+            "mov [rsp + {r15}], r15",
+            "mov qword ptr [rsp + {gprs_reserved}], 0",
+            ".endm",
+            // Loads every GPR from the frame at RSP.
+            ".macro FREDVISOR_RESTORE_GPRS",
+            "mov rax, [rsp + {rax}]",
+            "mov rcx, [rsp + {rcx}]",
+            "mov rdx, [rsp + {rdx}]",
+            "mov rbx, [rsp + {rbx}]",
+            "mov rsi, [rsp + {rsi}]",
+            "mov rdi, [rsp + {rdi}]",
+            "mov rbp, [rsp + {rbp}]",
+            "mov r8, [rsp + {r8}]",
+            "mov r9, [rsp + {r9}]",
+            "mov r10, [rsp + {r10}]",
+            "mov r11, [rsp + {r11}]",
+            "mov r12, [rsp + {r12}]",
+            "mov r13, [rsp + {r13}]",
+            "mov r14, [rsp + {r14}]",
+            "mov r15, [rsp + {r15}]",
+            ".endm",
+
+            // ---- FRED: one 4 KiB page, ring-3 entry at +0, ring-0 entry at +256 ----------
+            ".pushsection .text.fred, \"ax\"",
+            ".balign 4096",
+            ".global fred_entry_ring3",
+            // In: RSP = &ret.error_code (64-byte aligned), GS = nucleus (hardware swapped
+            // it), RFLAGS = 2. Out: ERETU/ERETS from the same frame.
+            "fred_entry_ring3:",
+            "sub rsp, {ret}",
+            "mov [rsp + {rax}], rax",
+            "mov [rsp + {rcx}], rcx",
+            "FREDVISOR_SAVE_GPRS_BUT_RAX_RCX",
+            "mov rdi, rsp",
+            "call {ring3}",
+            "jmp fred_exit",
+            ".org fred_entry_ring3 + 256, 0xcc",
+            ".global fred_entry_ring0",
+            // In: as above, on the current stack level (or a higher one).
+            "fred_entry_ring0:",
+            "sub rsp, {ret}",
+            "mov [rsp + {rax}], rax",
+            "mov [rsp + {rcx}], rcx",
+            "FREDVISOR_SAVE_GPRS_BUT_RAX_RCX",
+            "mov rdi, rsp",
+            "call {ring0}",
+            ".global fred_exit",
+            // In: RSP = &Frame. ERETx pop from &ret.rip themselves (they skip the error code).
+            "fred_exit:",
+            "FREDVISOR_RESTORE_GPRS",
+            "test byte ptr [rsp + {cs}], 3",
+            "lea rsp, [rsp + {ret}]",
+            "jnz 2f",
+            "erets",
+            "2:",
+            "eretu",
+            ".global fred_entry_page_end",
+            "fred_entry_page_end:",
+            ".popsection",
+
+            // ---- IDT: 256 vector stubs, then the common part -----------------------------
+            ".pushsection .text.idt, \"ax\"",
+            ".balign 16",
+            ".global idt_vector_stubs",
+            "idt_vector_stubs:",
+            ".set fredvisor_vec, 0",
+            ".rept 256",
+            "fredvisor_stub_start = .",
+            // Vectors with a CPU-pushed error code: 8, 10-14, 17, 21, 29, 30.
+            ".if (fredvisor_vec == 8) || ((fredvisor_vec >= 10) && (fredvisor_vec <= 14)) || (fredvisor_vec == 17) || (fredvisor_vec == 21) || (fredvisor_vec == 29) || (fredvisor_vec == 30)",
+            ".else",
+            "push 0",
+            ".endif",
+            // Vector | FRED event type << 16 (frame::idt_event_type, cross-checked by a test).
+            ".if fredvisor_vec == 2",
+            "push (fredvisor_vec | (2 << 16))",
+            ".elseif (fredvisor_vec == 3) || (fredvisor_vec == 4)",
+            "push (fredvisor_vec | (6 << 16))",
+            ".elseif fredvisor_vec < 32",
+            "push (fredvisor_vec | (3 << 16))",
+            ".else",
+            "push fredvisor_vec",
+            ".endif",
+            "jmp idt_common",
+            // Pads to exactly IDT_STUB_SIZE; the assembler refuses if a stub grew larger.
+            ".org fredvisor_stub_start + {stub_size}, 0xcc",
+            ".set fredvisor_vec, fredvisor_vec + 1",
+            ".endr",
+
+            // In: [rsp] = vector | type << 16, [rsp+8] = error code, then the CPU's frame.
+            ".global idt_common",
+            "idt_common:",
+            "test byte ptr [rsp + {hw_cs_at_common}], 3",
+            "jz 1f",
+            "swapgs",
+            "1:",
+            "push rax",
+            "mov rax, rsp",
+            "and rsp, -64",
+            "sub rsp, {frame_size}",
+            "mov [rsp + {rcx}], rcx",
+            "mov rcx, [rax + {hw_saved_rax}]",
+            "mov [rsp + {rax}], rcx",
+            "FREDVISOR_SAVE_GPRS_BUT_RAX_RCX",
+            "mov rcx, [rax + {hw_error}]",
+            "mov [rsp + {error_code}], rcx",
+            "mov rcx, [rax + {hw_rip}]",
+            "mov [rsp + {rip}], rcx",
+            "movzx ecx, word ptr [rax + {hw_cs}]",
+            "mov [rsp + {cs}], rcx",
+            "mov rcx, [rax + {hw_rflags}]",
+            "mov [rsp + {rflags}], rcx",
+            "mov rcx, [rax + {hw_rsp}]",
+            "mov [rsp + {rsp}], rcx",
+            // SS qword: selector | vector << 32 | type << 48 | 64-bit mode (bit 57): every
+            // context fredvisor runs is 64-bit code.
+            "mov edx, [rax + {hw_vector_info}]",
+            "shl rdx, 32",
+            "bts rdx, 57",
+            "movzx ecx, word ptr [rax + {hw_ss}]",
+            "or rcx, rdx",
+            "mov [rsp + {ss}], rcx",
+            // Event data as FRED would write it: CR2 for #PF, DR6 (positive polarity) for #DB.
+            "xor ecx, ecx",
+            "movzx edx, byte ptr [rax + {hw_vector_info}]",
+            "cmp edx, 14",
+            "jne 3f",
+            "mov rcx, cr2",
+            "jmp 4f",
+            "3:",
+            "cmp edx, 1",
+            "jne 4f",
+            "mov rcx, dr6",
+            "mov edx, {dr6_flip}",
+            "xor rcx, rdx",
+            "4:",
+            "mov [rsp + {event_data}], rcx",
+            "mov qword ptr [rsp + {reserved}], 0",
+            "mov rdi, rsp",
+            "call {idt}",
+            ".global idt_exit",
+            // In: RSP = &Frame. IRETQ from the frame's copy of RIP..SS; the CPU's original
+            // frame above it is abandoned (IRETQ loads RSP from the copy).
+            "idt_exit:",
+            "FREDVISOR_RESTORE_GPRS",
+            "test byte ptr [rsp + {cs}], 3",
+            "jz 5f",
+            "swapgs",
+            "5:",
+            "lea rsp, [rsp + {rip}]",
+            "iretq",
+            ".popsection",
+
+            ring3 = sym $ring3,
+            ring0 = sym $ring0,
+            idt = sym $idt,
+            stub_size = const $crate::entry::IDT_STUB_SIZE,
+            dr6_flip = const $crate::entry::DR6_POLARITY_FLIP,
+            frame_size = const $crate::frame::FRAME_SIZE,
+            ret = const $crate::frame::FRAME_RET,
+            error_code = const $crate::frame::FRAME_ERROR_CODE,
+            rip = const $crate::frame::FRAME_RIP,
+            cs = const $crate::frame::FRAME_CS,
+            rflags = const $crate::frame::FRAME_RFLAGS,
+            rsp = const $crate::frame::FRAME_RSP,
+            ss = const $crate::frame::FRAME_SS,
+            event_data = const $crate::frame::FRAME_EVENT_DATA,
+            reserved = const $crate::frame::FRAME_RESERVED,
+            gprs_reserved = const $crate::frame::FRAME_GPRS_RESERVED,
+            rax = const $crate::frame::FRAME_RAX,
+            rcx = const $crate::frame::FRAME_RCX,
+            rdx = const $crate::frame::FRAME_RDX,
+            rbx = const $crate::frame::FRAME_RBX,
+            rsi = const $crate::frame::FRAME_RSI,
+            rdi = const $crate::frame::FRAME_RDI,
+            rbp = const $crate::frame::FRAME_RBP,
+            r8 = const $crate::frame::FRAME_R8,
+            r9 = const $crate::frame::FRAME_R9,
+            r10 = const $crate::frame::FRAME_R10,
+            r11 = const $crate::frame::FRAME_R11,
+            r12 = const $crate::frame::FRAME_R12,
+            r13 = const $crate::frame::FRAME_R13,
+            r14 = const $crate::frame::FRAME_R14,
+            r15 = const $crate::frame::FRAME_R15,
+            hw_saved_rax = const $crate::entry::idt_hw::SAVED_RAX,
+            hw_vector_info = const $crate::entry::idt_hw::VECTOR_INFO,
+            hw_error = const $crate::entry::idt_hw::ERROR_CODE,
+            hw_rip = const $crate::entry::idt_hw::RIP,
+            hw_cs = const $crate::entry::idt_hw::CS,
+            hw_rflags = const $crate::entry::idt_hw::RFLAGS,
+            hw_rsp = const $crate::entry::idt_hw::RSP,
+            hw_ss = const $crate::entry::idt_hw::SS,
+            hw_cs_at_common = const $crate::entry::idt_hw::CS_AT_COMMON,
+        );
+    };
+}
+
+// The FRED return state must sit 64-byte aligned directly above the GPRs, and the frame must
+// keep RSP 16-byte aligned at the `call` (fred-facts.md §3.2, §8.4).
+const _: () = assert!(crate::frame::FRAME_RET % 64 == 0);
+const _: () = assert!(crate::frame::FRAME_SIZE == crate::frame::FRAME_RET + 64);
+const _: () = assert!(crate::frame::FRAME_SIZE % 64 == 0);

@@ -1,0 +1,58 @@
+//! The delivery decision and the switch from the IDT to FRED (issue 8 points 2 and 5).
+//!
+//! Early boot always runs on the IDT. Once the stack block exists, `init` asks the pure
+//! policy in `bsp_x86_64::fred`, prints its one-line decision, and — if FRED is on — has
+//! `bsp_x86_64::fred::enable` program STAR, the FRED MSRs and CR4.FRED from a plan computed
+//! from the stack block. The IDT stays loaded (unused under FRED), as a fallback for kexec.
+use bsp_x86_64::cmdline::{LogLevel, Options};
+use bsp_x86_64::fred::{self as policy, CpuFeatures, FredMsrPlan};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+unsafe extern "C" {
+    /// The FRED entry page (`bsp_x86_64::entry_stubs!`): ring-3 entry at +0, ring-0 at +256.
+    static fred_entry_ring3: u8;
+}
+
+static FRED_ON: AtomicBool = AtomicBool::new(false);
+
+/// True once this CPU delivers events through FRED.
+pub fn enabled() -> bool {
+    FRED_ON.load(Ordering::Relaxed)
+}
+
+pub fn init(options: &Options) {
+    let cpu = CpuFeatures::probe();
+    let decision = policy::decide(options.fred, options.pv_shim, cpu);
+    if let Some(warning) = decision.warning {
+        println!("{warning}");
+    }
+    println!("{decision}");
+    if !decision.enabled {
+        return;
+    }
+    let Some(block) = crate::stacks::block() else {
+        println!("fred: no stack block; staying on IDT delivery");
+        return;
+    };
+    // SAFETY: linker symbol; only its address is used.
+    let entry_page = core::ptr::from_ref(unsafe { &fred_entry_ring3 }) as u64;
+    let plan = match FredMsrPlan::new(&block, entry_page, false) {
+        Ok(plan) => plan,
+        Err(e) => {
+            println!("fred: cannot build the MSR plan ({e}); staying on IDT delivery");
+            return;
+        }
+    };
+    let debug = options.loglvl >= LogLevel::Debug;
+    // SAFETY: CPL 0 on the boot CPU with interrupts off; the plan's values come from the
+    // mapped stack block and the 4 KiB-aligned entry page, so every later event is delivered
+    // to mapped stubs on mapped stacks. GDT (KERNEL_DS for SS) is loaded.
+    unsafe {
+        policy::enable(&plan, |msr, value| {
+            if debug {
+                println!("fred: wrmsr {msr:#x} <- {value:#018x}");
+            }
+        })
+    };
+    FRED_ON.store(true, Ordering::Relaxed);
+}

@@ -1,0 +1,241 @@
+//! Physical memory and the nucleus' own address space (architecture.md §1, issue 4 point 3).
+//!
+//! Owns the frame allocator (built from the multiboot2 memory map minus the kernel image,
+//! modules and GRUB's structure) and the nucleus page tables: the image mapped W^X per
+//! section (text RX, rodata R+NX, data/bss RW+NX), a direct map of physical memory at
+//! [`DIRECT_MAP_BASE`] (RW+NX, 2 MiB pages) and the per-CPU stack block at [`STACKS_BASE`]
+//! with its guard pages left unmapped. The low identity map of the trampoline is dropped, so
+//! a stray low pointer faults.
+use crate::bootinfo::{BootSummary, RegionKind};
+use crate::racy::RacyCell;
+use bsp_x86_64::frame_alloc::FrameAllocator;
+use bsp_x86_64::paging::{MapError, Mapper, PageTable, PageTableFlags as F, PhysAddr, TableAccess, VirtAddr};
+use bsp_x86_64::stack_block::{self, StackBlock};
+use bsp_x86_64::insn;
+use core::fmt;
+
+/// Higher-half base the image is linked at (`build.rs`).
+pub const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
+/// Physical memory appears here, 1:1.
+pub const DIRECT_MAP_BASE: u64 = 0xffff_8000_0000_0000;
+/// Direct-map ceiling: 512 GiB fills one PML4 slot.
+const DIRECT_MAP_MAX: u64 = 512 << 30;
+/// Stack blocks live here: one 64 KiB slot per CPU, the block in its upper half, so the
+/// page below each block is an unmapped guard.
+pub const STACKS_BASE: u64 = 0xffff_fe00_0000_0000;
+const STACK_SLOT: u64 = 2 * stack_block::BLOCK_SIZE;
+
+unsafe extern "C" {
+    static __text_start: u8;
+    static __text_end: u8;
+    static __rodata_start: u8;
+    static __rodata_end: u8;
+    static __data_start: u8;
+    static __data_end: u8;
+    static __image_phys_start: u8;
+    static __image_phys_end: u8;
+}
+
+fn symbol(s: &u8) -> u64 {
+    core::ptr::from_ref(s) as u64
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum MemoryError {
+    Map(MapError),
+    OutOfFrames,
+    BadStackBlock,
+}
+
+impl fmt::Display for MemoryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Map(e) => write!(f, "memory: mapping failed: {e}"),
+            Self::OutOfFrames => write!(f, "memory: out of physical frames"),
+            Self::BadStackBlock => write!(f, "memory: stack block misaligned"),
+        }
+    }
+}
+
+impl From<MapError> for MemoryError {
+    fn from(e: MapError) -> Self {
+        Self::Map(e)
+    }
+}
+
+/// Page tables reached through a linear window onto physical memory: the boot identity map
+/// (offset 0) while the nucleus tables are built, the direct map afterwards.
+pub struct Window<'a> {
+    offset: u64,
+    frames: &'a mut FrameAllocator,
+}
+
+impl TableAccess for Window<'_> {
+    fn table(&self, phys: PhysAddr) -> &PageTable {
+        // SAFETY: `phys` is a table frame the mapper got from `alloc_table` or the root; the
+        // window maps all of physical memory at `offset`.
+        unsafe { &*((self.offset + phys.as_u64()) as *const PageTable) }
+    }
+
+    fn table_mut(&mut self, phys: PhysAddr) -> &mut PageTable {
+        // SAFETY: as above; the mapper holds the only reference while it edits the table.
+        unsafe { &mut *((self.offset + phys.as_u64()) as *mut PageTable) }
+    }
+
+    fn alloc_table(&mut self) -> Option<PhysAddr> {
+        self.frames.alloc()
+    }
+}
+
+struct State {
+    frames: FrameAllocator,
+    root: PhysAddr,
+    /// The window in use: 0 during boot, DIRECT_MAP_BASE once the nucleus tables are live.
+    offset: u64,
+}
+
+static STATE: RacyCell<Option<State>> = RacyCell::new(None);
+
+fn state() -> &'static mut State {
+    // SAFETY: single CPU; memory is only changed from the nucleus with interrupts off, and
+    // `init` fills the state before anything calls this.
+    match unsafe { &mut *STATE.get() } {
+        Some(state) => state,
+        None => panic!("memory used before memory::init"),
+    }
+}
+
+/// Runs `f` with a mapper over the nucleus tables and the frame allocator.
+pub fn with_mapper<R>(f: impl FnOnce(&mut Mapper<Window<'_>>, PhysAddr) -> R) -> R {
+    let state = state();
+    let root = state.root;
+    let mut mapper = Mapper::new(Window { offset: state.offset, frames: &mut state.frames });
+    f(&mut mapper, root)
+}
+
+/// A zeroed frame, or None when memory is exhausted.
+pub fn alloc_frame() -> Option<PhysAddr> {
+    let state = state();
+    let frame = state.frames.alloc()?;
+    // SAFETY: the frame was just handed out, so nobody else uses it; the window maps it.
+    unsafe { core::ptr::write_bytes((state.offset + frame.as_u64()) as *mut u8, 0, 4096) };
+    Some(frame)
+}
+
+pub fn free_frame(frame: PhysAddr) {
+    if let Err(e) = state().frames.free(frame) {
+        println!("memory: {e}");
+    }
+}
+
+/// Virtual address of physical `phys` in the direct map.
+pub fn phys_to_virt(phys: u64) -> u64 {
+    DIRECT_MAP_BASE + phys
+}
+
+pub struct Layout {
+    pub stack_block: StackBlock,
+    pub free_mib: u64,
+    pub text_bytes: u64,
+    pub rodata_bytes: u64,
+    pub data_bytes: u64,
+}
+
+/// Builds the frame allocator and the nucleus page tables, switches CR3 to them, and maps
+/// CPU 0's stack block.
+pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
+    let image = symbol(
+        // SAFETY: linker symbols; only their addresses are used.
+        unsafe { &__image_phys_start },
+    )..symbol(
+        // SAFETY: as above.
+        unsafe { &__image_phys_end },
+    );
+    let usable = boot.regions.iter().filter(|r| r.kind == RegionKind::Usable).map(|r| r.range.clone());
+    let reserved = boot
+        .modules
+        .iter()
+        .map(|m| m.range.clone())
+        .chain([image, boot.info.clone()]);
+    let frames = FrameAllocator::new(usable, reserved);
+    // SAFETY: boot, single CPU: the state is written once before any reader exists.
+    unsafe { *STATE.get() = Some(State { frames, root: PhysAddr::new(0), offset: 0 }) };
+
+    let root = alloc_frame().ok_or(MemoryError::OutOfFrames)?;
+    state().root = root;
+
+    let phys_top = boot
+        .regions
+        .iter()
+        .filter(|r| matches!(r.kind, RegionKind::Usable | RegionKind::AcpiReclaimable | RegionKind::AcpiNvs))
+        .map(|r| r.range.end)
+        .max()
+        .unwrap_or(0)
+        .min(DIRECT_MAP_MAX);
+
+    // SAFETY (all four): linker symbols; only their addresses are used.
+    let (text, rodata, data) = unsafe {
+        (
+            symbol(&__text_start)..symbol(&__text_end),
+            symbol(&__rodata_start)..symbol(&__rodata_end),
+            symbol(&__data_start)..symbol(&__data_end),
+        )
+    };
+
+    with_mapper(|mapper, root| -> Result<(), MemoryError> {
+        let mut phys = 0;
+        while phys < phys_top {
+            let virt = VirtAddr::new_truncate(DIRECT_MAP_BASE + phys);
+            mapper.map_2m(root, virt, PhysAddr::new(phys), F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::GLOBAL)?;
+            phys += 2 << 20;
+        }
+        for (section, flags) in [
+            (text.clone(), F::PRESENT | F::GLOBAL),
+            (rodata.clone(), F::PRESENT | F::GLOBAL | F::NO_EXECUTE),
+            (data.clone(), F::PRESENT | F::GLOBAL | F::WRITABLE | F::NO_EXECUTE),
+        ] {
+            let mut virt = section.start;
+            while virt < section.end {
+                mapper.map_4k(root, VirtAddr::new_truncate(virt), PhysAddr::new(virt - KERNEL_VMA), flags)?;
+                virt += 4096;
+            }
+        }
+        Ok(())
+    })?;
+
+    let block = map_stack_block(0)?;
+
+    // SAFETY: the new tables map the running code (text), its stack and statics (data/bss),
+    // the GDT/IDT/TSS (bss) and all RAM through the direct map, so execution continues.
+    unsafe { insn::write_cr3(root.as_u64()) };
+    state().offset = DIRECT_MAP_BASE;
+
+    Ok(Layout {
+        stack_block: block,
+        free_mib: state().frames.free_frames() * 4096 >> 20,
+        text_bytes: text.end - text.start,
+        rodata_bytes: rodata.end - rodata.start,
+        data_bytes: data.end - data.start,
+    })
+}
+
+/// Maps the stack block of `cpu`: the guard pages (primary and IST shadow-stack pages while
+/// CET is off, and the page below the block) stay unmapped.
+fn map_stack_block(cpu: u64) -> Result<StackBlock, MemoryError> {
+    let base = STACKS_BASE + cpu * STACK_SLOT + stack_block::BLOCK_SIZE;
+    let block = StackBlock::new(base).map_err(|_| MemoryError::BadStackBlock)?;
+    for page in block.mapped_pages() {
+        let frame = alloc_frame().ok_or(MemoryError::OutOfFrames)?;
+        let mut flags = F::PRESENT | F::NO_EXECUTE | F::GLOBAL;
+        if page.writable {
+            flags |= F::WRITABLE;
+        }
+        with_mapper(|mapper, root| mapper.map_4k(root, VirtAddr::new_truncate(page.address), frame, flags))?;
+    }
+    Ok(block)
+}
+
+/// Free memory, for the boot log.
+pub fn free_frames() -> u64 {
+    state().frames.free_frames()
+}

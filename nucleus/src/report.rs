@@ -1,0 +1,100 @@
+//! Captures a frame and the CPU state around it into an `ipc::dump::RegisterDump`.
+//!
+//! The rendering (`show_registers`) lives in `ipc::dump`, so the nucleus' fatal path and
+//! `fred-server` print the very same layout. This module only reads registers: control
+//! registers, EFER and the segment bases, plus a few qwords of the interrupted stack when
+//! that stack is the nucleus' own (a Ring3 stack is never read here).
+use bsp_x86_64::frame::Frame;
+use bsp_x86_64::insn;
+use bsp_x86_64::stack_block::StackPage;
+use ipc::dump::{Delivery, GprValues, RegisterDump, StackName, StackWords, Text};
+
+const STACK_WORDS: usize = 16;
+
+fn stack_name(page: Option<StackPage>) -> StackName {
+    match page {
+        Some(StackPage::Primary) => StackName::Primary,
+        Some(StackPage::Df) => StackName::DoubleFault,
+        Some(StackPage::Db) => StackName::Debug,
+        Some(StackPage::Nmi) => StackName::Nmi,
+        Some(StackPage::Mc) => StackName::MachineCheck,
+        Some(StackPage::IstShadowStacks | StackPage::PrimaryShadow) | None => StackName::Unknown,
+    }
+}
+
+/// The stack level an event arrived on, from where its frame lies (delivery-blind): the
+/// `#DF` page is SL3/IST1, the other IST pages their IST index, the primary stack SL0.
+fn stack_level(delivery: Delivery, page: Option<StackPage>) -> u8 {
+    match (delivery, page) {
+        (Delivery::Fred, Some(StackPage::Df)) => 3,
+        (Delivery::Fred, _) => 0,
+        (Delivery::Idt, Some(StackPage::Df)) => crate::cpu::IST_DF.get(),
+        (Delivery::Idt, Some(StackPage::Db)) => crate::cpu::IST_DB.get(),
+        (Delivery::Idt, Some(StackPage::Nmi)) => crate::cpu::IST_NMI.get(),
+        (Delivery::Idt, Some(StackPage::Mc)) => crate::cpu::IST_MC.get(),
+        (Delivery::Idt, _) => 0,
+    }
+}
+
+/// Captures everything `show_registers` shows. Allocation-free and lock-free: safe on `#DF`.
+pub fn capture(prefix: &str, frame: &Frame, delivery: Delivery) -> RegisterDump {
+    let frame_addr = core::ptr::from_ref(frame) as u64;
+    let page = crate::stacks::classify(frame_addr);
+    let ret = &frame.ret;
+    let g = &frame.gprs;
+    let mut dump = RegisterDump {
+        prefix: Text::truncated(prefix),
+        cpu: 0,
+        delivery,
+        stack: stack_name(page),
+        stack_level: stack_level(delivery, page),
+        event_type: ret.ss.event_type_raw(),
+        vector: ret.ss.vector(),
+        error_code: ret.error_code,
+        event_data: ret.event_data,
+        event: frame.ret.decode().ok(),
+        rip: ret.rip,
+        symbol: None,
+        cs: ret.cs.selector().raw(),
+        ss: ret.ss.selector().raw(),
+        rflags: ret.rflags,
+        rsp: ret.rsp,
+        gprs: GprValues {
+            rax: g.rax,
+            rbx: g.rbx,
+            rcx: g.rcx,
+            rdx: g.rdx,
+            rsi: g.rsi,
+            rdi: g.rdi,
+            rbp: g.rbp,
+            r8: g.r8,
+            r9: g.r9,
+            r10: g.r10,
+            r11: g.r11,
+            r12: g.r12,
+            r13: g.r13,
+            r14: g.r14,
+            r15: g.r15,
+        },
+        // SAFETY (all seven): CPL 0; reading control registers and these MSRs has no side
+        // effects, and every one of them exists on a 64-bit CPU.
+        cr0: unsafe { insn::read_cr0() },
+        cr2: unsafe { insn::read_cr2() },
+        cr3: unsafe { insn::read_cr3() },
+        cr4: unsafe { insn::read_cr4() },
+        efer: bsp_x86_64::msr::read::<bsp_x86_64::regs::Efer>().bits(),
+        fs_base: unsafe { insn::read_fs_base() },
+        gs_base: unsafe { insn::read_gs_base() },
+        kernel_gs_base: unsafe { insn::read_kernel_gs_base() },
+        stack_words: StackWords::default(),
+    };
+    if ret.cs.selector().rpl() == 0 && crate::stacks::is_mapped_stack(ret.rsp, STACK_WORDS as u64 * 8) {
+        for i in 0..STACK_WORDS as u64 {
+            // SAFETY: the range [rsp, rsp + 128) lies in a mapped page of the nucleus'
+            // stack block (checked above); stacks hold plain qwords.
+            let word = unsafe { core::ptr::read_volatile((ret.rsp + i * 8) as *const u64) };
+            let _ = dump.stack_words.0.push(word);
+        }
+    }
+    dump
+}
