@@ -124,7 +124,10 @@ impl SelfTests {
         if name == b"all" {
             return Some(Self::ALL_RESUMABLE);
         }
-        Self::NAMES.iter().find(|(known, _)| known.as_bytes() == name).map(|&(_, test)| test)
+        Self::NAMES
+            .iter()
+            .find(|(known, _)| known.as_bytes() == name)
+            .map(|&(_, test)| test)
     }
 }
 
@@ -195,9 +198,18 @@ pub enum Warning<'a> {
     /// A word that is not UTF-8.
     NotUtf8 { word: Echo<'a> },
     /// `key=value` with a value the option does not take; `kept` is what stays in effect.
-    BadValue { key: &'static str, value: Echo<'a>, expected: &'static str, kept: &'static str },
+    BadValue {
+        key: &'static str,
+        value: Echo<'a>,
+        expected: &'static str,
+        kept: &'static str,
+    },
     /// `key` alone for an option that needs a value.
-    MissingValue { key: &'static str, expected: &'static str, kept: &'static str },
+    MissingValue {
+        key: &'static str,
+        expected: &'static str,
+        kept: &'static str,
+    },
     /// `key=value` for a flag that takes no value; the word is ignored.
     UnexpectedValue { key: &'static str, value: Echo<'a> },
     /// A name in `selftest=` that names no test; the other names still count.
@@ -211,10 +223,22 @@ impl fmt::Display for Warning<'_> {
         match self {
             Self::UnknownOption { word } => write!(f, "cmdline: unknown option '{word}' ignored"),
             Self::NotUtf8 { word } => write!(f, "cmdline: option '{word}' is not UTF-8, ignored"),
-            Self::BadValue { key, value, expected, kept } => {
-                write!(f, "cmdline: {key}={value}: expected {expected}, using {kept}")
+            Self::BadValue {
+                key,
+                value,
+                expected,
+                kept,
+            } => {
+                write!(
+                    f,
+                    "cmdline: {key}={value}: expected {expected}, using {kept}"
+                )
             }
-            Self::MissingValue { key, expected, kept } => {
+            Self::MissingValue {
+                key,
+                expected,
+                kept,
+            } => {
                 write!(f, "cmdline: {key}: expected {key}={expected}, using {kept}")
             }
             Self::UnexpectedValue { key, value } => {
@@ -272,22 +296,36 @@ impl<'a, F: FnMut(Warning<'a>)> Parser<'a, F> {
                         expected: "on|off|auto",
                         kept,
                     }),
-                    None => self.warn(Warning::MissingValue { key: "fred", expected: "on|off|auto", kept }),
+                    None => self.warn(Warning::MissingValue {
+                        key: "fred",
+                        expected: "on|off|auto",
+                        kept,
+                    }),
                 }
             }
             b"pv-shim" => match value {
                 None => self.options.pv_shim = true,
-                Some(value) => self.warn(Warning::UnexpectedValue { key: "pv-shim", value: Echo(value) }),
+                Some(value) => self.warn(Warning::UnexpectedValue {
+                    key: "pv-shim",
+                    value: Echo(value),
+                }),
             },
             b"loglvl" => {
                 let kept = self.options.loglvl.as_str();
                 let expected = "error|warn|info|debug";
                 match value.map(|v| (v, LogLevel::from_bytes(v))) {
                     Some((_, Some(level))) => self.options.loglvl = level,
-                    Some((value, None)) => {
-                        self.warn(Warning::BadValue { key: "loglvl", value: Echo(value), expected, kept })
-                    }
-                    None => self.warn(Warning::MissingValue { key: "loglvl", expected, kept }),
+                    Some((value, None)) => self.warn(Warning::BadValue {
+                        key: "loglvl",
+                        value: Echo(value),
+                        expected,
+                        kept,
+                    }),
+                    None => self.warn(Warning::MissingValue {
+                        key: "loglvl",
+                        expected,
+                        kept,
+                    }),
                 }
             }
             b"exit" => {
@@ -303,7 +341,11 @@ impl<'a, F: FnMut(Warning<'a>)> Parser<'a, F> {
                         expected: "qemu|bochs",
                         kept,
                     }),
-                    None => self.warn(Warning::MissingValue { key: "exit", expected: "qemu|bochs", kept }),
+                    None => self.warn(Warning::MissingValue {
+                        key: "exit",
+                        expected: "qemu|bochs",
+                        kept,
+                    }),
                 }
             }
             b"selftest" => match value {
@@ -315,7 +357,11 @@ impl<'a, F: FnMut(Warning<'a>)> Parser<'a, F> {
                         }
                     }
                 }
-                _ => self.warn(Warning::MissingValue { key: "selftest", expected: "name[,name...]", kept: "none" }),
+                _ => self.warn(Warning::MissingValue {
+                    key: "selftest",
+                    expected: "name[,name...]",
+                    kept: "none",
+                }),
             },
             _ => self.warn(Warning::UnknownOption { word: Echo(word) }),
         }
@@ -330,15 +376,27 @@ pub fn parse<'a>(line: &'a [u8], warn: impl FnMut(Warning<'a>)) -> Options {
         Some(end) => &line[..end],
         None => line,
     };
-    let mut parser = Parser { options: Options::default(), reported: 0, suppressed: 0, sink: warn, line: PhantomData };
-    for (index, word) in line.split(|&b| is_space(b)).filter(|word| !word.is_empty()).enumerate() {
+    let mut parser = Parser {
+        options: Options::default(),
+        reported: 0,
+        suppressed: 0,
+        sink: warn,
+        line: PhantomData,
+    };
+    for (index, word) in line
+        .split(|&b| is_space(b))
+        .filter(|word| !word.is_empty())
+        .enumerate()
+    {
         if index == 0 && word.first() == Some(&b'/') {
             continue;
         }
         parser.word(word);
     }
     if parser.suppressed > 0 {
-        (parser.sink)(Warning::Suppressed { count: parser.suppressed });
+        (parser.sink)(Warning::Suppressed {
+            count: parser.suppressed,
+        });
     }
     parser.options
 }
@@ -365,8 +423,9 @@ mod tests {
 
     #[test]
     fn every_option() {
-        let (options, warnings) =
-            parse_all(b"/boot/nucleus fred=on  pv-shim\tloglvl=debug exit=bochs selftest=int3,pf-nx\0garbage");
+        let (options, warnings) = parse_all(
+            b"/boot/nucleus fred=on  pv-shim\tloglvl=debug exit=bochs selftest=int3,pf-nx\0garbage",
+        );
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(
             options,
@@ -378,7 +437,10 @@ mod tests {
                 selftests: SelfTests::INT3 | SelfTests::PF_NX,
             }
         );
-        assert_eq!(parse_all(b"fred=off exit=qemu").0.exit, Some(TestExit::Qemu));
+        assert_eq!(
+            parse_all(b"fred=off exit=qemu").0.exit,
+            Some(TestExit::Qemu)
+        );
         assert_eq!(parse_all(b"fred=on fred=off").0.fred, FredMode::Off);
     }
 
@@ -419,7 +481,10 @@ mod tests {
     fn bad_value_keeps_earlier_setting() {
         let (options, warnings) = parse_all(b"fred=off fred=maybe");
         assert_eq!(options.fred, FredMode::Off);
-        assert_eq!(warnings, ["cmdline: fred=maybe: expected on|off|auto, using off"]);
+        assert_eq!(
+            warnings,
+            ["cmdline: fred=maybe: expected on|off|auto, using off"]
+        );
     }
 
     #[test]
@@ -435,7 +500,13 @@ mod tests {
         );
         let long = [b'x'; 100];
         let (_, warnings) = parse_all(&long);
-        assert_eq!(warnings, [format!("cmdline: unknown option '{}...' ignored", "x".repeat(48))]);
+        assert_eq!(
+            warnings,
+            [format!(
+                "cmdline: unknown option '{}...' ignored",
+                "x".repeat(48)
+            )]
+        );
     }
 
     #[test]
@@ -443,7 +514,10 @@ mod tests {
         let line = "a ".repeat(20);
         let (_, warnings) = parse_all(line.as_bytes());
         assert_eq!(warnings.len(), MAX_WARNINGS + 1);
-        assert_eq!(warnings[MAX_WARNINGS], "cmdline: 12 more warnings suppressed");
+        assert_eq!(
+            warnings[MAX_WARNINGS],
+            "cmdline: 12 more warnings suppressed"
+        );
     }
 
     #[test]
@@ -454,10 +528,23 @@ mod tests {
 
     fn arbitrary_options() -> impl Strategy<Value = Options> {
         (
-            prop_oneof![Just(FredMode::On), Just(FredMode::Off), Just(FredMode::Auto)],
+            prop_oneof![
+                Just(FredMode::On),
+                Just(FredMode::Off),
+                Just(FredMode::Auto)
+            ],
             any::<bool>(),
-            prop_oneof![Just(LogLevel::Error), Just(LogLevel::Warn), Just(LogLevel::Info), Just(LogLevel::Debug)],
-            prop_oneof![Just(None), Just(Some(TestExit::Qemu)), Just(Some(TestExit::Bochs))],
+            prop_oneof![
+                Just(LogLevel::Error),
+                Just(LogLevel::Warn),
+                Just(LogLevel::Info),
+                Just(LogLevel::Debug)
+            ],
+            prop_oneof![
+                Just(None),
+                Just(Some(TestExit::Qemu)),
+                Just(Some(TestExit::Bochs))
+            ],
             any::<u16>(),
         )
             .prop_map(|(fred, pv_shim, loglvl, exit, tests)| Options {

@@ -14,6 +14,7 @@
 use core::fmt;
 use core::mem::{offset_of, size_of};
 
+use ipc::dump::{GprValues, RegisterDump};
 use ipc::{Event, EventKind};
 
 use crate::fred::StackLevel;
@@ -176,7 +177,11 @@ impl SsQword {
         Self(raw)
     }
     const fn with(self, bit: u64, on: bool) -> Self {
-        if on { Self(self.0 | bit) } else { Self(self.0 & !bit) }
+        if on {
+            Self(self.0 | bit)
+        } else {
+            Self(self.0 & !bit)
+        }
     }
     /// Sets or clears STI blocking (bit 16).
     pub const fn with_sti(self, on: bool) -> Self {
@@ -361,12 +366,17 @@ pub fn decode(ret: &FredState) -> Result<EventKind, DecodeError> {
         },
         EventType::Nmi => match vector {
             // The NMI-source bitmap is 16 bits wide (§3.7); higher bits are zero.
-            2 => EventKind::Nmi { sources: (ret.event_data & 0xffff) as u16 },
+            2 => EventKind::Nmi {
+                sources: (ret.event_data & 0xffff) as u16,
+            },
             _ => return Err(mismatch),
         },
         EventType::HardwareException => match vector {
             // Vector 2 is always type 2 (NMI).
-            0 | 1 | 3..=31 => EventKind::Exception { vector, error_code: ret.error_code },
+            0 | 1 | 3..=31 => EventKind::Exception {
+                vector,
+                error_code: ret.error_code,
+            },
             _ => return Err(mismatch),
         },
         EventType::SoftwareInterrupt => EventKind::SoftwareInterrupt { vector },
@@ -410,6 +420,42 @@ impl Frame {
             from_ring: cs.rpl(),
             owner,
         })
+    }
+}
+
+impl Frame {
+    /// Copies what the frame knows into a register dump: event, return state and GPRs. The
+    /// caller adds the rest (CPU, delivery, stack, control registers, bases, stack words).
+    pub fn fill_dump(&self, dump: &mut RegisterDump) {
+        let ret = &self.ret;
+        let g = &self.gprs;
+        dump.event_type = ret.ss.event_type_raw();
+        dump.vector = ret.ss.vector();
+        dump.error_code = ret.error_code;
+        dump.event_data = ret.event_data;
+        dump.event = decode(ret).ok();
+        dump.rip = ret.rip;
+        dump.cs = ret.cs.selector().raw();
+        dump.ss = ret.ss.selector().raw();
+        dump.rflags = ret.rflags;
+        dump.rsp = ret.rsp;
+        dump.gprs = GprValues {
+            rax: g.rax,
+            rbx: g.rbx,
+            rcx: g.rcx,
+            rdx: g.rdx,
+            rsi: g.rsi,
+            rdi: g.rdi,
+            rbp: g.rbp,
+            r8: g.r8,
+            r9: g.r9,
+            r10: g.r10,
+            r11: g.r11,
+            r12: g.r12,
+            r13: g.r13,
+            r14: g.r14,
+            r15: g.r15,
+        };
     }
 }
 
@@ -466,8 +512,21 @@ mod tests {
         assert_eq!(FRAME_SIZE, 192);
         // Same order as Linux's pt_regs (fred-facts.md §8.4), orig_ax replaced by `reserved`.
         let gprs = [
-            FRAME_R15, FRAME_R14, FRAME_R13, FRAME_R12, FRAME_RBP, FRAME_RBX, FRAME_R11, FRAME_R10,
-            FRAME_R9, FRAME_R8, FRAME_RAX, FRAME_RCX, FRAME_RDX, FRAME_RSI, FRAME_RDI,
+            FRAME_R15,
+            FRAME_R14,
+            FRAME_R13,
+            FRAME_R12,
+            FRAME_RBP,
+            FRAME_RBX,
+            FRAME_R11,
+            FRAME_R10,
+            FRAME_R9,
+            FRAME_R8,
+            FRAME_RAX,
+            FRAME_RCX,
+            FRAME_RDX,
+            FRAME_RSI,
+            FRAME_RDI,
             FRAME_GPRS_RESERVED,
         ];
         for (slot, offset) in gprs.iter().enumerate() {
@@ -491,18 +550,37 @@ mod tests {
     #[test]
     fn ss_qword_fields() {
         // A SYSCALL from 64-bit ring 3 (instruction length 2), as Bochs writes it.
-        let ss = SsQword::new(gdt::USER_DS, EventType::Other, 1).with_64bit(true).with_insn_len(2).unwrap();
+        let ss = SsQword::new(gdt::USER_DS, EventType::Other, 1)
+            .with_64bit(true)
+            .with_insn_len(2)
+            .unwrap();
         assert_eq!(ss.raw(), 0x2207_0001_0002_0023);
         assert_eq!(ss.selector().raw(), 0x23);
-        assert!(ss.swevent() && ss.is_64bit() && !ss.nmi() && !ss.sti() && !ss.nested() && !ss.enclave());
-        assert_eq!((ss.vector(), ss.event_type(), ss.insn_len()), (1, Ok(EventType::Other), 2));
+        assert!(
+            ss.swevent()
+                && ss.is_64bit()
+                && !ss.nmi()
+                && !ss.sti()
+                && !ss.nested()
+                && !ss.enclave()
+        );
+        assert_eq!(
+            (ss.vector(), ss.event_type(), ss.insn_len()),
+            (1, Ok(EventType::Other), 2)
+        );
         let nmi = SsQword::new(gdt::KERNEL_DS, EventType::Nmi, 2);
         assert_eq!(nmi.raw(), 0x0002_0002_0004_0010);
         assert!(nmi.nmi());
         let nested = SsQword::from_raw(0).with_nested(true).with_sti(true);
         assert_eq!(nested.raw(), (1 << 58) | (1 << 16));
         assert_eq!(SsQword::from_raw(0).with_insn_len(16), None);
-        assert_eq!(SsQword::from_raw(1 << 56).with_nmi(true).with_swevent(false).raw(), (1 << 56) | (1 << 18));
+        assert_eq!(
+            SsQword::from_raw(1 << 56)
+                .with_nmi(true)
+                .with_swevent(false)
+                .raw(),
+            (1 << 56) | (1 << 18)
+        );
     }
 
     #[test]
@@ -533,20 +611,44 @@ mod tests {
             if vector == 2 {
                 assert_eq!(
                     decoded,
-                    Err(DecodeError::VectorMismatch { event_type: EventType::HardwareException, vector: 2 })
+                    Err(DecodeError::VectorMismatch {
+                        event_type: EventType::HardwareException,
+                        vector: 2
+                    })
                 );
             } else {
-                assert_eq!(decoded, Ok(EventKind::Exception { vector, error_code: 0x1234 }));
+                assert_eq!(
+                    decoded,
+                    Ok(EventKind::Exception {
+                        vector,
+                        error_code: 0x1234
+                    })
+                );
             }
         }
         // #PF with CR2 in event data: the decoder keeps the error code, the event the data.
-        let mut frame = Frame { gprs: Gprs::default(), ret: state(3, 14, 0x2, 0xdead_beef_0000) };
+        let mut frame = Frame {
+            gprs: Gprs::default(),
+            ret: state(3, 14, 0x2, 0xdead_beef_0000),
+        };
         frame.ret.cs = CsQword::new(gdt::USER_CS64, StackLevel::SL0, false);
         let event = frame.event(1, 7).unwrap();
-        assert_eq!(event.kind, EventKind::Exception { vector: 14, error_code: 2 });
-        assert_eq!((event.cpu, event.owner, event.event_data), (1, 7, 0xdead_beef_0000));
+        assert_eq!(
+            event.kind,
+            EventKind::Exception {
+                vector: 14,
+                error_code: 2
+            }
+        );
+        assert_eq!(
+            (event.cpu, event.owner, event.event_data),
+            (1, 7, 0xdead_beef_0000)
+        );
         assert_eq!((event.cs, event.ss, event.from_ring), (0x2b, 0x10, 3));
-        assert_eq!((event.rip, event.rflags, event.rsp), (0xffff_8000_0012_3456, 0x202, 0xffff_8000_0010_7f00));
+        assert_eq!(
+            (event.rip, event.rflags, event.rsp),
+            (0xffff_8000_0012_3456, 0x202, 0xffff_8000_0010_7f00)
+        );
     }
 
     #[test]
@@ -558,41 +660,77 @@ mod tests {
             } else {
                 assert_eq!(
                     decoded,
-                    Err(DecodeError::VectorMismatch { event_type: EventType::ExternalInterrupt, vector })
+                    Err(DecodeError::VectorMismatch {
+                        event_type: EventType::ExternalInterrupt,
+                        vector
+                    })
                 );
             }
-            assert_eq!(decode(&state(4, vector, 0, 0)), Ok(EventKind::SoftwareInterrupt { vector }));
+            assert_eq!(
+                decode(&state(4, vector, 0, 0)),
+                Ok(EventKind::SoftwareInterrupt { vector })
+            );
         }
     }
 
     #[test]
     fn nmi_and_software_exceptions_and_other() {
-        assert_eq!(decode(&state(2, 2, 0, 0x8005)), Ok(EventKind::Nmi { sources: 0x8005 }));
+        assert_eq!(
+            decode(&state(2, 2, 0, 0x8005)),
+            Ok(EventKind::Nmi { sources: 0x8005 })
+        );
         assert_eq!(
             decode(&state(2, 3, 0, 0)),
-            Err(DecodeError::VectorMismatch { event_type: EventType::Nmi, vector: 3 })
+            Err(DecodeError::VectorMismatch {
+                event_type: EventType::Nmi,
+                vector: 3
+            })
         );
-        assert_eq!(decode(&state(5, 1, 0, 0)), Ok(EventKind::PrivilegedSoftwareException));
+        assert_eq!(
+            decode(&state(5, 1, 0, 0)),
+            Ok(EventKind::PrivilegedSoftwareException)
+        );
         assert_eq!(
             decode(&state(5, 3, 0, 0)),
-            Err(DecodeError::VectorMismatch { event_type: EventType::PrivilegedSoftwareException, vector: 3 })
+            Err(DecodeError::VectorMismatch {
+                event_type: EventType::PrivilegedSoftwareException,
+                vector: 3
+            })
         );
-        assert_eq!(decode(&state(6, 3, 0, 0)), Ok(EventKind::SoftwareException { vector: 3 }));
-        assert_eq!(decode(&state(6, 4, 0, 0)), Ok(EventKind::SoftwareException { vector: 4 }));
+        assert_eq!(
+            decode(&state(6, 3, 0, 0)),
+            Ok(EventKind::SoftwareException { vector: 3 })
+        );
+        assert_eq!(
+            decode(&state(6, 4, 0, 0)),
+            Ok(EventKind::SoftwareException { vector: 4 })
+        );
         assert_eq!(
             decode(&state(6, 5, 0, 0)),
-            Err(DecodeError::VectorMismatch { event_type: EventType::SoftwareException, vector: 5 })
+            Err(DecodeError::VectorMismatch {
+                event_type: EventType::SoftwareException,
+                vector: 5
+            })
         );
         assert_eq!(decode(&state(7, 1, 0, 0)), Ok(EventKind::Syscall));
         assert_eq!(decode(&state(7, 2, 0, 0)), Ok(EventKind::Sysenter));
         for vector in [0u8, 3, 0x80] {
             assert_eq!(
                 decode(&state(7, vector, 0, 0)),
-                Err(DecodeError::VectorMismatch { event_type: EventType::Other, vector })
+                Err(DecodeError::VectorMismatch {
+                    event_type: EventType::Other,
+                    vector
+                })
             );
         }
-        assert_eq!(decode(&state(1, 2, 0, 0)), Err(DecodeError::UnknownType(UnknownEventType(1))));
-        assert_eq!(decode(&state(9, 2, 0, 0)), Err(DecodeError::UnknownType(UnknownEventType(9))));
+        assert_eq!(
+            decode(&state(1, 2, 0, 0)),
+            Err(DecodeError::UnknownType(UnknownEventType(1)))
+        );
+        assert_eq!(
+            decode(&state(9, 2, 0, 0)),
+            Err(DecodeError::UnknownType(UnknownEventType(9)))
+        );
     }
 
     #[test]
@@ -629,9 +767,61 @@ mod tests {
     }
 
     #[test]
+    fn fills_a_dump() {
+        let mut frame = Frame {
+            gprs: Gprs {
+                rax: 0xa,
+                r15: 0xf,
+                rdi: 0xd1,
+                ..Gprs::default()
+            },
+            ret: state(3, 14, 2, 0xdead),
+        };
+        frame.ret.ss = frame.ret.ss.with_nested(true);
+        let mut dump = RegisterDump::default();
+        frame.fill_dump(&mut dump);
+        assert_eq!(
+            (
+                dump.event_type,
+                dump.vector,
+                dump.error_code,
+                dump.event_data
+            ),
+            (3, 14, 2, 0xdead)
+        );
+        assert_eq!(
+            dump.event,
+            Some(EventKind::Exception {
+                vector: 14,
+                error_code: 2
+            })
+        );
+        assert_eq!(
+            (dump.cs, dump.ss, dump.rip, dump.rflags),
+            (0x08, 0x10, 0xffff_8000_0012_3456, 0x202)
+        );
+        assert_eq!(
+            (dump.gprs.rax, dump.gprs.r15, dump.gprs.rdi),
+            (0xa, 0xf, 0xd1)
+        );
+        frame.ret = state(1, 2, 0, 0);
+        frame.fill_dump(&mut dump);
+        assert_eq!((dump.event, dump.event_type, dump.vector), (None, 1, 2));
+    }
+
+    #[test]
     fn decode_error_display() {
-        let error = DecodeError::VectorMismatch { event_type: EventType::ExternalInterrupt, vector: 14 };
-        assert_eq!(error.to_string(), "frame: vector 14 is impossible for event type 0 (external interrupt)");
-        assert_eq!(DecodeError::UnknownType(UnknownEventType(1)).to_string(), "frame: event type 1 is reserved");
+        let error = DecodeError::VectorMismatch {
+            event_type: EventType::ExternalInterrupt,
+            vector: 14,
+        };
+        assert_eq!(
+            error.to_string(),
+            "frame: vector 14 is impossible for event type 0 (external interrupt)"
+        );
+        assert_eq!(
+            DecodeError::UnknownType(UnknownEventType(1)).to_string(),
+            "frame: event type 1 is reserved"
+        );
     }
 }

@@ -22,7 +22,7 @@ use core::fmt;
 
 use crate::gdt::{self, Selector};
 use crate::insn;
-use crate::msr::{self, check_address, sealed::FromRaw, GsBase, KernelGsBase, Msr, MsrWrite, Star};
+use crate::msr::{self, GsBase, KernelGsBase, Msr, MsrWrite, Star, check_address, sealed::FromRaw};
 use crate::regs::Cr4;
 use crate::stack_block::StackBlock;
 
@@ -48,7 +48,12 @@ pub struct CpuFeatures {
 
 impl CpuFeatures {
     /// A CPU with none of the features.
-    pub const NONE: Self = Self { fred: false, lkgs: false, wrmsrns: false, nmi_source: false };
+    pub const NONE: Self = Self {
+        fred: false,
+        lkgs: false,
+        wrmsrns: false,
+        nmi_source: false,
+    };
 
     /// Decodes CPUID.(7,1):EAX.
     pub const fn from_leaf7_1_eax(eax: u32) -> Self {
@@ -148,7 +153,11 @@ pub struct OnRefused {
 
 impl fmt::Display for OnRefused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "fred: warning: fred=on refused ({}), staying on IDT delivery", self.reason)
+        write!(
+            f,
+            "fred: warning: fred=on refused ({}), staying on IDT delivery",
+            self.reason
+        )
     }
 }
 
@@ -187,8 +196,16 @@ pub const fn decide(mode: FredMode, pv_shim: bool, cpu: CpuFeatures) -> Decision
         }
     };
     let enabled = matches!(reason, Reason::CpuHasFredAndLkgs);
-    let warning = if matches!(mode, FredMode::On) && !enabled { Some(OnRefused { reason }) } else { None };
-    Decision { enabled, reason, warning }
+    let warning = if matches!(mode, FredMode::On) && !enabled {
+        Some(OnRefused { reason })
+    } else {
+        None
+    };
+    Decision {
+        enabled,
+        reason,
+        warning,
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -246,23 +263,36 @@ impl FredConfig {
 
     /// `entry_page` must be 4 KiB aligned and canonical (ring-0 entry = +256),
     /// `redzone_lines` 0..=7 (× 64 bytes). CSL is written as 0.
-    pub const fn new(entry_page: u64, redzone_lines: u8, int_stack_level: StackLevel) -> Result<Self, FredMsrError> {
+    pub const fn new(
+        entry_page: u64,
+        redzone_lines: u8,
+        int_stack_level: StackLevel,
+    ) -> Result<Self, FredMsrError> {
         if let Err(error) = check_address(entry_page, 4096) {
             return Err(error);
         }
         if redzone_lines > 7 {
-            return Err(FredMsrError::RedZoneTooLarge { lines: redzone_lines });
+            return Err(FredMsrError::RedZoneTooLarge {
+                lines: redzone_lines,
+            });
         }
-        Ok(Self(entry_page | (redzone_lines as u64) << 6 | (int_stack_level.get() as u64) << 9))
+        Ok(Self(
+            entry_page | (redzone_lines as u64) << 6 | (int_stack_level.get() as u64) << 9,
+        ))
     }
 
     /// Accepts a raw value whose reserved bits are clear and entry point canonical.
     pub const fn try_from_raw(raw: u64) -> Result<Self, FredMsrError> {
         if raw & Self::RESERVED_MASK != 0 {
-            return Err(FredMsrError::ReservedBits { value: raw, mask: Self::RESERVED_MASK });
+            return Err(FredMsrError::ReservedBits {
+                value: raw,
+                mask: Self::RESERVED_MASK,
+            });
         }
         if !msr::is_canonical(raw & Self::ENTRY_MASK) {
-            return Err(FredMsrError::NotCanonical { value: raw & Self::ENTRY_MASK });
+            return Err(FredMsrError::NotCanonical {
+                value: raw & Self::ENTRY_MASK,
+            });
         }
         Ok(Self(raw))
     }
@@ -419,7 +449,10 @@ impl<const L: u8> FromRaw for FredSsp<L> {
 }
 impl<const L: u8> Msr for FredSsp<L> {
     const ADDR: u32 = {
-        assert!(L >= 1 && L <= 3, "FRED_SSP1..3 only; level 0 is IA32_PL0_SSP");
+        assert!(
+            L >= 1 && L <= 3,
+            "FRED_SSP1..3 only; level 0 is IA32_PL0_SSP"
+        );
         0x1D1 + (L as u32 - 1)
     };
     fn raw(self) -> u64 {
@@ -462,10 +495,18 @@ impl FredMsrPlan {
     /// 7. with `shadow_stacks` only: SSP1 = SSP2 = the block base (top of the unmapped page
     ///    below the block, the regular-stack guard, so the pairs point at each other's kind
     ///    of guard), SSP3 = top of page 0 (IST shadow stacks), PL0_SSP = top of page 5.
-    pub fn new(block: &StackBlock, entry_page: u64, shadow_stacks: bool) -> Result<Self, FredMsrError> {
+    pub fn new(
+        block: &StackBlock,
+        entry_page: u64,
+        shadow_stacks: bool,
+    ) -> Result<Self, FredMsrError> {
         let base = [
             MsrWrite::of(Star::new(gdt::KERNEL_CS, gdt::USER_CS32)),
-            MsrWrite::of(FredConfig::new(entry_page, NUCLEUS_REDZONE_LINES, StackLevel::SL0)?),
+            MsrWrite::of(FredConfig::new(
+                entry_page,
+                NUCLEUS_REDZONE_LINES,
+                StackLevel::SL0,
+            )?),
             MsrWrite::of(FredRsp::<0>::new(block.primary_top())?),
             MsrWrite::of(FredRsp::<1>::new(block.primary_shadow_top())?),
             MsrWrite::of(FredRsp::<2>::new(block.ist_shadow_top())?),
@@ -495,7 +536,10 @@ impl FredMsrPlan {
 
     /// The planned value of MSR `addr`, if the plan writes it.
     pub fn value_of(&self, addr: u32) -> Option<u64> {
-        self.writes().iter().find(|write| write.addr() == addr).map(|write| write.value())
+        self.writes()
+            .iter()
+            .find(|write| write.addr() == addr)
+            .map(|write| write.value())
     }
 }
 
@@ -587,7 +631,11 @@ mod tests {
     const ENTRY_PAGE: u64 = 0xffff_ffff_8020_0000;
 
     fn cpu(fred: bool, lkgs: bool) -> CpuFeatures {
-        CpuFeatures { fred, lkgs, ..CpuFeatures::NONE }
+        CpuFeatures {
+            fred,
+            lkgs,
+            ..CpuFeatures::NONE
+        }
     }
 
     #[test]
@@ -597,7 +645,12 @@ mod tests {
         assert_eq!(CpuFeatures::from_leaf7_1_eax(1 << 18), cpu(false, true));
         assert_eq!(
             CpuFeatures::from_leaf7_1_eax(0x001e_0000),
-            CpuFeatures { fred: true, lkgs: true, wrmsrns: true, nmi_source: true }
+            CpuFeatures {
+                fred: true,
+                lkgs: true,
+                wrmsrns: true,
+                nmi_source: true
+            }
         );
         assert_eq!(
             CpuFeatures::from_leaf7_1_eax(!(0xf << 17)),
@@ -644,7 +697,11 @@ mod tests {
             let expected_warning = warned.then_some(OnRefused { reason });
             assert_eq!(
                 decision,
-                Decision { enabled, reason, warning: expected_warning },
+                Decision {
+                    enabled,
+                    reason,
+                    warning: expected_warning
+                },
                 "{mode:?} pv_shim={pv_shim} fred={fred} lkgs={lkgs}"
             );
         }
@@ -653,13 +710,33 @@ mod tests {
     #[test]
     fn decision_lines() {
         let line = |mode, pv_shim, fred, lkgs| decide(mode, pv_shim, cpu(fred, lkgs)).to_string();
-        assert_eq!(line(FredMode::Auto, false, true, true), "fred: enabled (cpu has FRED+LKGS)");
-        assert_eq!(line(FredMode::Off, false, true, true), "fred: disabled (fred=off)");
-        assert_eq!(line(FredMode::Auto, true, true, true), "fred: disabled (pv-shim)");
-        assert_eq!(line(FredMode::Auto, false, false, false), "fred: disabled (cpu lacks FRED)");
-        assert_eq!(line(FredMode::Auto, false, true, false), "fred: disabled (cpu lacks LKGS)");
-        let warning = decide(FredMode::On, false, CpuFeatures::NONE).warning.unwrap();
-        assert_eq!(warning.to_string(), "fred: warning: fred=on refused (cpu lacks FRED), staying on IDT delivery");
+        assert_eq!(
+            line(FredMode::Auto, false, true, true),
+            "fred: enabled (cpu has FRED+LKGS)"
+        );
+        assert_eq!(
+            line(FredMode::Off, false, true, true),
+            "fred: disabled (fred=off)"
+        );
+        assert_eq!(
+            line(FredMode::Auto, true, true, true),
+            "fred: disabled (pv-shim)"
+        );
+        assert_eq!(
+            line(FredMode::Auto, false, false, false),
+            "fred: disabled (cpu lacks FRED)"
+        );
+        assert_eq!(
+            line(FredMode::Auto, false, true, false),
+            "fred: disabled (cpu lacks LKGS)"
+        );
+        let warning = decide(FredMode::On, false, CpuFeatures::NONE)
+            .warning
+            .unwrap();
+        assert_eq!(
+            warning.to_string(),
+            "fred: warning: fred=on refused (cpu lacks FRED), staying on IDT delivery"
+        );
         assert_eq!(FredMode::default(), FredMode::Auto);
     }
 
@@ -700,11 +777,16 @@ mod tests {
         assert_eq!(max.raw() & FredConfig::RESERVED_MASK, 0);
         assert_eq!(
             FredConfig::new(ENTRY_PAGE + 0x100, 0, StackLevel::SL0),
-            Err(FredMsrError::Misaligned { value: ENTRY_PAGE + 0x100, align: 4096 })
+            Err(FredMsrError::Misaligned {
+                value: ENTRY_PAGE + 0x100,
+                align: 4096
+            })
         );
         assert_eq!(
             FredConfig::new(0x0000_8000_0000_0000, 0, StackLevel::SL0),
-            Err(FredMsrError::NotCanonical { value: 0x0000_8000_0000_0000 })
+            Err(FredMsrError::NotCanonical {
+                value: 0x0000_8000_0000_0000
+            })
         );
         assert_eq!(
             FredConfig::new(ENTRY_PAGE, 8, StackLevel::SL0),
@@ -714,31 +796,51 @@ mod tests {
             let raw = ENTRY_PAGE | 1 << bit;
             assert_eq!(
                 FredConfig::try_from_raw(raw),
-                Err(FredMsrError::ReservedBits { value: raw, mask: 0x834 })
+                Err(FredMsrError::ReservedBits {
+                    value: raw,
+                    mask: 0x834
+                })
             );
         }
-        assert_eq!(FredConfig::try_from_raw(ENTRY_PAGE | 0x3 | 0x8).map(FredConfig::csl), Ok(StackLevel::SL3));
+        assert_eq!(
+            FredConfig::try_from_raw(ENTRY_PAGE | 0x3 | 0x8).map(FredConfig::csl),
+            Ok(StackLevel::SL3)
+        );
     }
 
     #[test]
     fn rsp_and_ssp_checks() {
-        assert_eq!(FredRsp::<0>::new(0xffff_8000_0010_7fc0).map(FredRsp::top), Ok(0xffff_8000_0010_7fc0));
+        assert_eq!(
+            FredRsp::<0>::new(0xffff_8000_0010_7fc0).map(FredRsp::top),
+            Ok(0xffff_8000_0010_7fc0)
+        );
         assert_eq!(
             FredRsp::<0>::new(0xffff_8000_0010_7fc8),
-            Err(FredMsrError::Misaligned { value: 0xffff_8000_0010_7fc8, align: 64 })
+            Err(FredMsrError::Misaligned {
+                value: 0xffff_8000_0010_7fc8,
+                align: 64
+            })
         );
         assert_eq!(
             FredRsp::<3>::new(0x8000_0000_0000_0000),
-            Err(FredMsrError::NotCanonical { value: 0x8000_0000_0000_0000 })
+            Err(FredMsrError::NotCanonical {
+                value: 0x8000_0000_0000_0000
+            })
         );
         assert!(FredSsp::<1>::new(0xffff_8000_0010_0008).is_ok());
         assert_eq!(
             FredSsp::<2>::new(0xffff_8000_0010_0004),
-            Err(FredMsrError::Misaligned { value: 0xffff_8000_0010_0004, align: 8 })
+            Err(FredMsrError::Misaligned {
+                value: 0xffff_8000_0010_0004,
+                align: 8
+            })
         );
         assert_eq!(
             Pl0Ssp::new(0xffff_8000_0010_5ffc),
-            Err(FredMsrError::Misaligned { value: 0xffff_8000_0010_5ffc, align: 8 })
+            Err(FredMsrError::Misaligned {
+                value: 0xffff_8000_0010_5ffc,
+                align: 8
+            })
         );
     }
 
@@ -747,7 +849,11 @@ mod tests {
         let levels = FredStackLevels::nucleus();
         assert_eq!(levels.raw(), 0x3_0000, "#DF (vector 8) at bits 17:16 = 3");
         for vector in 0..32 {
-            let expected = if vector == 8 { StackLevel::SL3 } else { StackLevel::SL0 };
+            let expected = if vector == 8 {
+                StackLevel::SL3
+            } else {
+                StackLevel::SL0
+            };
             assert_eq!(levels.level(vector), Some(expected));
         }
         assert_eq!(levels.level(32), None);
@@ -760,15 +866,25 @@ mod tests {
             .unwrap();
         assert_eq!(linux.raw(), (1 << 2) | (2 << 4) | (3 << 16) | (2 << 36));
         assert_eq!(linux.with(31, StackLevel::SL1).unwrap().raw() >> 62, 1);
-        assert_eq!(linux.with(32, StackLevel::SL1), Err(FredMsrError::NotAnExceptionVector { vector: 32 }));
-        assert_eq!(linux.with(8, StackLevel::SL0).unwrap().level(8), Some(StackLevel::SL0));
+        assert_eq!(
+            linux.with(32, StackLevel::SL1),
+            Err(FredMsrError::NotAnExceptionVector { vector: 32 })
+        );
+        assert_eq!(
+            linux.with(8, StackLevel::SL0).unwrap().level(8),
+            Some(StackLevel::SL0)
+        );
     }
 
     #[test]
     fn plan_values() {
         let block = StackBlock::new(BLOCK_BASE).unwrap();
         let plan = FredMsrPlan::new(&block, ENTRY_PAGE, false).unwrap();
-        let writes: Vec<(u32, u64)> = plan.writes().iter().map(|w| (w.addr(), w.value())).collect();
+        let writes: Vec<(u32, u64)> = plan
+            .writes()
+            .iter()
+            .map(|w| (w.addr(), w.value()))
+            .collect();
         assert_eq!(
             writes,
             [
@@ -787,7 +903,11 @@ mod tests {
         }
         // RSP0 and RSP3 push into mapped pages.
         for rsp in [plan.value_of(0x1CC).unwrap(), plan.value_of(0x1CF).unwrap()] {
-            assert!(block.mapped_pages().any(|p| p.address == (rsp - 64) & !0xfff));
+            assert!(
+                block
+                    .mapped_pages()
+                    .any(|p| p.address == (rsp - 64) & !0xfff)
+            );
         }
         assert_eq!(plan.value_of(0x6A4), None);
     }
@@ -796,7 +916,10 @@ mod tests {
     fn plan_with_shadow_stacks() {
         let block = StackBlock::new(BLOCK_BASE).unwrap();
         let plan = FredMsrPlan::new(&block, ENTRY_PAGE, true).unwrap();
-        let tail: Vec<(u32, u64)> = plan.writes()[7..].iter().map(|w| (w.addr(), w.value())).collect();
+        let tail: Vec<(u32, u64)> = plan.writes()[7..]
+            .iter()
+            .map(|w| (w.addr(), w.value()))
+            .collect();
         assert_eq!(
             tail,
             [
@@ -808,18 +931,29 @@ mod tests {
         );
         assert_eq!(
             FredMsrPlan::new(&block, ENTRY_PAGE + 8, false),
-            Err(FredMsrError::Misaligned { value: ENTRY_PAGE + 8, align: 4096 })
+            Err(FredMsrError::Misaligned {
+                value: ENTRY_PAGE + 8,
+                align: 4096
+            })
         );
     }
 
     #[test]
     fn error_display() {
         assert_eq!(
-            FredMsrError::Misaligned { value: 0x1008, align: 64 }.to_string(),
+            FredMsrError::Misaligned {
+                value: 0x1008,
+                align: 64
+            }
+            .to_string(),
             "0x1008 is not 64-byte aligned"
         );
         assert_eq!(
-            FredMsrError::ReservedBits { value: 0x804, mask: 0x834 }.to_string(),
+            FredMsrError::ReservedBits {
+                value: 0x804,
+                mask: 0x834
+            }
+            .to_string(),
             "0x804 sets reserved bits 0x804"
         );
     }

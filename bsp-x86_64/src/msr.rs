@@ -67,7 +67,10 @@ pub struct MsrWrite {
 impl MsrWrite {
     /// The write that [`write`] would perform for `value`.
     pub fn of<T: Msr>(value: T) -> Self {
-        Self { addr: T::ADDR, value: value.raw() }
+        Self {
+            addr: T::ADDR,
+            value: value.raw(),
+        }
     }
     /// The MSR address.
     pub const fn addr(&self) -> u32 {
@@ -99,12 +102,17 @@ impl fmt::Display for ValueError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Self::NotCanonical { value } => write!(f, "{value:#x} is not a canonical address"),
-            Self::Misaligned { value, align } => write!(f, "{value:#x} is not {align}-byte aligned"),
+            Self::Misaligned { value, align } => {
+                write!(f, "{value:#x} is not {align}-byte aligned")
+            }
             Self::ReservedBits { value, mask } => {
                 write!(f, "{value:#x} sets reserved bits {:#x}", value & mask)
             }
             Self::RedZoneTooLarge { lines } => {
-                write!(f, "red zone of {lines} cache lines exceeds the maximum of 7")
+                write!(
+                    f,
+                    "red zone of {lines} cache lines exceeds the maximum of 7"
+                )
             }
             Self::NotAnExceptionVector { vector } => {
                 write!(f, "vector {vector} has no stack level (only 0..=31 do)")
@@ -294,7 +302,13 @@ mod tests {
         assert_eq!(star.kernel_cs() + 8, gdt::KERNEL_DS.raw());
         assert_eq!(star.user_cs32() + 8, gdt::USER_DS.raw());
         assert_eq!(star.user_cs32() + 16, gdt::USER_CS64.raw());
-        assert_eq!(MsrWrite::of(star), MsrWrite { addr: 0xC000_0081, value: 0x001b_0008_0000_0000 });
+        assert_eq!(
+            MsrWrite::of(star),
+            MsrWrite {
+                addr: 0xC000_0081,
+                value: 0x001b_0008_0000_0000
+            }
+        );
     }
 
     #[test]
@@ -312,8 +326,13 @@ mod tests {
         assert!(is_canonical(0xffff_8000_0000_0000));
         assert_eq!(
             KernelGsBase::new(0x0000_8000_0000_0000),
-            Err(ValueError::NotCanonical { value: 0x0000_8000_0000_0000 })
+            Err(ValueError::NotCanonical {
+                value: 0x0000_8000_0000_0000
+            })
         );
-        assert_eq!(GsBase::new(0xffff_8000_0010_0000).map(GsBase::address), Ok(0xffff_8000_0010_0000));
+        assert_eq!(
+            GsBase::new(0xffff_8000_0010_0000).map(GsBase::address),
+            Ok(0xffff_8000_0010_0000)
+        );
     }
 }

@@ -192,13 +192,19 @@ mod tests {
         assert_eq!(Cr4::SMEP.bits(), 0x10_0000);
         assert_eq!(Cr4::SMAP.bits(), 0x20_0000);
         assert_eq!(Cr4::CET.bits(), 0x80_0000);
-        assert_eq!(Cr4::PAE.bits() | Cr4::PGE.bits() | Cr4::OSFXSR.bits(), 0x2a0);
+        assert_eq!(
+            Cr4::PAE.bits() | Cr4::PGE.bits() | Cr4::OSFXSR.bits(),
+            0x2a0
+        );
     }
 
     #[test]
     fn cr0_and_efer_bits() {
         assert_eq!((Cr0::PE | Cr0::WP | Cr0::PG).bits(), 0x8001_0001);
-        assert_eq!((Efer::SCE | Efer::LME | Efer::LMA | Efer::NXE).bits(), 0xd01);
+        assert_eq!(
+            (Efer::SCE | Efer::LME | Efer::LMA | Efer::NXE).bits(),
+            0xd01
+        );
     }
 
     #[test]

@@ -13,6 +13,8 @@
 
 use core::fmt;
 
+use ipc::dump::StackName;
+
 /// Bytes per page.
 pub const PAGE_SIZE: u64 = 4096;
 /// Pages per block.
@@ -125,7 +127,10 @@ impl StackBlock {
             return Err(StackBlockError::NotCanonical { base });
         };
         let last = base + (BLOCK_SIZE - 1);
-        if !crate::msr::is_canonical(below) || !crate::msr::is_canonical(last) || (below >> 63) != (last >> 63) {
+        if !crate::msr::is_canonical(below)
+            || !crate::msr::is_canonical(last)
+            || (below >> 63) != (last >> 63)
+        {
             return Err(StackBlockError::NotCanonical { base });
         }
         Ok(Self { base })
@@ -217,6 +222,21 @@ impl StackBlock {
         StackPage::from_index((addr - self.base) / PAGE_SIZE)
     }
 
+    /// The register dump's name for the stack `rsp` is on: a page of this block, `User` for a
+    /// lower-half address, `Unknown` otherwise (e.g. another CPU's block or a guard page).
+    pub const fn stack_name(&self, rsp: u64) -> StackName {
+        match self.classify_stack_pointer(rsp) {
+            Some(StackPage::Primary) => StackName::Primary,
+            Some(StackPage::Df) => StackName::DoubleFault,
+            Some(StackPage::Db) => StackName::Debug,
+            Some(StackPage::Nmi) => StackName::Nmi,
+            Some(StackPage::Mc) => StackName::MachineCheck,
+            Some(StackPage::IstShadowStacks | StackPage::PrimaryShadow) => StackName::Unknown,
+            None if rsp >> 63 == 0 => StackName::User,
+            None => StackName::Unknown,
+        }
+    }
+
     /// Like [`classify`](Self::classify), but for a stack *top*: an empty stack's pointer
     /// equals the top, which is the first byte of the next page.
     pub const fn classify_stack_pointer(&self, rsp: u64) -> Option<StackPage> {
@@ -235,19 +255,33 @@ mod tests {
 
     #[test]
     fn rejects_bad_bases() {
-        assert_eq!(StackBlock::new(BASE + 0x1000), Err(StackBlockError::Misaligned { base: BASE + 0x1000 }));
-        assert_eq!(StackBlock::new(0), Err(StackBlockError::NotCanonical { base: 0 }));
+        assert_eq!(
+            StackBlock::new(BASE + 0x1000),
+            Err(StackBlockError::Misaligned {
+                base: BASE + 0x1000
+            })
+        );
+        assert_eq!(
+            StackBlock::new(0),
+            Err(StackBlockError::NotCanonical { base: 0 })
+        );
         assert_eq!(
             StackBlock::new(0xffff_8000_0000_0000),
-            Err(StackBlockError::NotCanonical { base: 0xffff_8000_0000_0000 })
+            Err(StackBlockError::NotCanonical {
+                base: 0xffff_8000_0000_0000
+            })
         );
         assert_eq!(
             StackBlock::new(0x0000_7fff_ffff_8000),
-            Ok(StackBlock { base: 0x0000_7fff_ffff_8000 })
+            Ok(StackBlock {
+                base: 0x0000_7fff_ffff_8000
+            })
         );
         assert_eq!(
             StackBlock::new(0x0000_8000_0000_0000),
-            Err(StackBlockError::NotCanonical { base: 0x0000_8000_0000_0000 })
+            Err(StackBlockError::NotCanonical {
+                base: 0x0000_8000_0000_0000
+            })
         );
     }
 
@@ -262,16 +296,32 @@ mod tests {
         assert_eq!(block.nmi_top(), 0xffff_8000_0010_3000);
         assert_eq!(block.mc_top(), 0xffff_8000_0010_2000);
         assert_eq!(block.ist_shadow_top(), 0xffff_8000_0010_1000);
-        for top in [block.primary_top(), block.df_top(), block.db_top(), block.nmi_top(), block.mc_top()] {
+        for top in [
+            block.primary_top(),
+            block.df_top(),
+            block.db_top(),
+            block.nmi_top(),
+            block.mc_top(),
+        ] {
             assert_eq!(top % 64, 0);
         }
-        assert_eq!(block.guard_pages(), [0xffff_8000_000f_f000, 0xffff_8000_0010_0000, 0xffff_8000_0010_5000]);
+        assert_eq!(
+            block.guard_pages(),
+            [
+                0xffff_8000_000f_f000,
+                0xffff_8000_0010_0000,
+                0xffff_8000_0010_5000
+            ]
+        );
     }
 
     #[test]
     fn mapped_pages_skip_guards() {
         let block = StackBlock::new(BASE).unwrap();
-        let pages: Vec<(u8, u64, bool)> = block.mapped_pages().map(|p| (p.index, p.address, p.writable)).collect();
+        let pages: Vec<(u8, u64, bool)> = block
+            .mapped_pages()
+            .map(|p| (p.index, p.address, p.writable))
+            .collect();
         assert_eq!(
             pages,
             vec![
@@ -297,11 +347,45 @@ mod tests {
         assert_eq!(block.classify(BASE + 0x2000), Some(StackPage::Nmi));
         assert_eq!(block.classify(BASE + 0x3800), Some(StackPage::Db));
         assert_eq!(block.classify(block.df_top() - 8), Some(StackPage::Df));
-        assert_eq!(block.classify(BASE + 0x5000), Some(StackPage::PrimaryShadow));
+        assert_eq!(
+            block.classify(BASE + 0x5000),
+            Some(StackPage::PrimaryShadow)
+        );
         assert_eq!(block.classify(BASE + 0x6000), Some(StackPage::Primary));
         assert_eq!(block.classify(block.cpu_info()), Some(StackPage::Primary));
         assert_eq!(block.classify(BASE + BLOCK_SIZE), None);
-        assert_eq!(block.classify_stack_pointer(block.df_top()), Some(StackPage::Df));
-        assert_eq!(block.classify_stack_pointer(block.primary_top()), Some(StackPage::Primary));
+        assert_eq!(
+            block.classify_stack_pointer(block.df_top()),
+            Some(StackPage::Df)
+        );
+        assert_eq!(
+            block.classify_stack_pointer(block.primary_top()),
+            Some(StackPage::Primary)
+        );
+    }
+
+    #[test]
+    fn stack_names_for_the_dump() {
+        let block = StackBlock::new(BASE).unwrap();
+        assert_eq!(
+            block.stack_name(block.primary_top() - 0xc0),
+            StackName::Primary
+        );
+        assert_eq!(
+            block.stack_name(block.df_top() - 0xc0),
+            StackName::DoubleFault
+        );
+        assert_eq!(block.stack_name(block.db_top()), StackName::Debug);
+        assert_eq!(block.stack_name(block.nmi_top() - 8), StackName::Nmi);
+        assert_eq!(
+            block.stack_name(block.mc_top() - 8),
+            StackName::MachineCheck
+        );
+        assert_eq!(
+            block.stack_name(block.primary_shadow_top() - 8),
+            StackName::Unknown
+        );
+        assert_eq!(block.stack_name(0x7fff_ffff_e000), StackName::User);
+        assert_eq!(block.stack_name(0xffff_8000_0020_0000), StackName::Unknown);
     }
 }

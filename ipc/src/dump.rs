@@ -57,7 +57,8 @@ impl<'de, const N: usize> Deserialize<'de> for Text<N> {
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
                 let mut out = heapless::String::new();
                 // Longer than N: refused, not cut, as any oversized field from a peer is.
-                out.push_str(text).map_err(|_| E::invalid_length(text.len(), &self))?;
+                out.push_str(text)
+                    .map_err(|_| E::invalid_length(text.len(), &self))?;
                 Ok(Text(out))
             }
         }
@@ -90,7 +91,9 @@ impl<'de> Deserialize<'de> for StackWords {
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut words = heapless::Vec::new();
                 while let Some(word) = seq.next_element::<u64>()? {
-                    words.push(word).map_err(|_| de::Error::invalid_length(17, &self))?;
+                    words
+                        .push(word)
+                        .map_err(|_| de::Error::invalid_length(17, &self))?;
                 }
                 Ok(StackWords(words))
             }
@@ -220,14 +223,22 @@ const RFLAGS_NAMES: [(u32, &str); 16] = [
 ];
 
 /// `#PF` error-code bits (SDM vol. 3 §4.7).
-const PF_ERROR_NAMES: [(u32, &str); 8] =
-    [(0, "P"), (1, "W"), (2, "U"), (3, "RSVD"), (4, "I"), (5, "PK"), (6, "SS"), (15, "SGX")];
+const PF_ERROR_NAMES: [(u32, &str); 8] = [
+    (0, "P"),
+    (1, "W"),
+    (2, "U"),
+    (3, "RSVD"),
+    (4, "I"),
+    (5, "PK"),
+    (6, "SS"),
+    (15, "SGX"),
+];
 
 /// Exception mnemonics by vector.
 const EXCEPTION_NAMES: [&str; 32] = [
-    "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#CSO", "#TS", "#NP", "#SS", "#GP",
-    "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "#22", "#23", "#24", "#25", "#26", "#27",
-    "#HV", "#VC", "#SX", "#31",
+    "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#CSO", "#TS", "#NP", "#SS",
+    "#GP", "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "#22", "#23", "#24", "#25",
+    "#26", "#27", "#HV", "#VC", "#SX", "#31",
 ];
 
 /// FRED event type names (fred-facts.md §3.6).
@@ -260,7 +271,8 @@ fn bit_names(f: &mut fmt::Formatter<'_>, value: u64, names: &[(u32, &str)]) -> f
 fn event_data_label(kind: Option<EventKind>) -> &'static str {
     match kind {
         Some(EventKind::Exception { vector: 14, .. }) => "CR2",
-        Some(EventKind::Exception { vector: 1, .. }) | Some(EventKind::PrivilegedSoftwareException) => "DR6",
+        Some(EventKind::Exception { vector: 1, .. })
+        | Some(EventKind::PrivilegedSoftwareException) => "DR6",
         Some(EventKind::Exception { vector: 7, .. }) => "XFD_ERR",
         Some(EventKind::Nmi { .. }) => "NMI sources",
         _ => "raw",
@@ -308,22 +320,41 @@ impl RegisterDump {
                         _ => "IDT",
                     };
                     let ext = if self.error_code & 1 != 0 { " EXT" } else { "" };
-                    write!(f, " [{table} index {}{ext}]", (self.error_code >> 3) & 0x1fff)?;
+                    write!(
+                        f,
+                        " [{table} index {}{ext}]",
+                        (self.error_code >> 3) & 0x1fff
+                    )?;
                 }
                 _ => {}
             }
         }
         if self.event_data != 0 || matches!(vector, Some(14)) {
-            write!(f, " data ({}) {:#x}", event_data_label(self.event), self.event_data)?;
+            write!(
+                f,
+                " data ({}) {:#x}",
+                event_data_label(self.event),
+                self.event_data
+            )?;
         }
         Ok(())
     }
 
     fn delivery_line(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.delivery {
-            Delivery::Fred => write!(f, "delivery: FRED, stack level {} ({})", self.stack_level, self.stack),
-            Delivery::Idt if self.stack_level == 0 => write!(f, "delivery: IDT, stack: {}", self.stack),
-            Delivery::Idt => write!(f, "delivery: IDT, stack: {} (IST{})", self.stack, self.stack_level),
+            Delivery::Fred => write!(
+                f,
+                "delivery: FRED, stack level {} ({})",
+                self.stack_level, self.stack
+            ),
+            Delivery::Idt if self.stack_level == 0 => {
+                write!(f, "delivery: IDT, stack: {}", self.stack)
+            }
+            Delivery::Idt => write!(
+                f,
+                "delivery: IDT, stack: {} (IST{})",
+                self.stack, self.stack_level
+            ),
         }
     }
 }
@@ -344,10 +375,20 @@ impl Prefixed<'_, '_> {
 
 impl fmt::Display for RegisterDump {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let prefix = if self.prefix.as_str().is_empty() { "dump" } else { self.prefix.as_str() };
+        let prefix = if self.prefix.as_str().is_empty() {
+            "dump"
+        } else {
+            self.prefix.as_str()
+        };
         let mut out = Prefixed { f, prefix };
         let ring = self.cs & 3;
-        out.line(|f| write!(f, "----[ register dump, cpu {}, ring {ring} ]----", self.cpu))?;
+        out.line(|f| {
+            write!(
+                f,
+                "----[ register dump, cpu {}, ring {ring} ]----",
+                self.cpu
+            )
+        })?;
         out.line(|f| self.event_line(f))?;
         out.line(|f| self.delivery_line(f))?;
         out.line(|f| {
@@ -366,7 +407,13 @@ impl fmt::Display for RegisterDump {
             }
             f.write_str("]")
         })?;
-        out.line(|f| write!(f, "CS: {:04x}   SS: {:04x}   RSP: {:016x}", self.cs, self.ss, self.rsp))?;
+        out.line(|f| {
+            write!(
+                f,
+                "CS: {:04x}   SS: {:04x}   RSP: {:016x}",
+                self.cs, self.ss, self.rsp
+            )
+        })?;
         let g = &self.gprs;
         let rows: [[(&str, u64); 3]; 5] = [
             [("rax", g.rax), ("rbx", g.rbx), ("rcx", g.rcx)],
@@ -381,9 +428,21 @@ impl fmt::Display for RegisterDump {
                 write!(f, "{n0}: {v0:016x}   {n1}: {v1:016x}   {n2}: {v2:016x}")
             })?;
         }
-        out.line(|f| write!(f, "cr0: {:016x}   cr2: {:016x}   cr3: {:016x}", self.cr0, self.cr2, self.cr3))?;
+        out.line(|f| {
+            write!(
+                f,
+                "cr0: {:016x}   cr2: {:016x}   cr3: {:016x}",
+                self.cr0, self.cr2, self.cr3
+            )
+        })?;
         out.line(|f| write!(f, "cr4: {:016x}   efer: {:016x}", self.cr4, self.efer))?;
-        out.line(|f| write!(f, "fs_base: {:016x}   gs_base: {:016x}", self.fs_base, self.gs_base))?;
+        out.line(|f| {
+            write!(
+                f,
+                "fs_base: {:016x}   gs_base: {:016x}",
+                self.fs_base, self.gs_base
+            )
+        })?;
         out.line(|f| write!(f, "kernel_gs_base: {:016x}", self.kernel_gs_base))?;
         out.line(|f| write!(f, "stack ({} words from RSP):", self.stack_words.0.len()))?;
         for (row, words) in self.stack_words.0.chunks(4).enumerate() {
@@ -415,14 +474,24 @@ mod tests {
             vector: 14,
             error_code: 0x2,
             event_data: 0xdead_0000_beef,
-            event: Some(EventKind::Exception { vector: 14, error_code: 0x2 }),
+            event: Some(EventKind::Exception {
+                vector: 14,
+                error_code: 0x2,
+            }),
             rip: 0xffff_ffff_8010_2345,
-            symbol: Some(Symbol { name: Text::truncated("nucleus::selftest::pf_unmapped"), offset: 0x1c }),
+            symbol: Some(Symbol {
+                name: Text::truncated("nucleus::selftest::pf_unmapped"),
+                offset: 0x1c,
+            }),
             cs: 0x08,
             ss: 0x10,
             rflags: 0x10246,
             rsp: 0xffff_8000_0010_4fc0,
-            gprs: GprValues { rax: 0x1111, r15: 0xf15, ..GprValues::default() },
+            gprs: GprValues {
+                rax: 0x1111,
+                r15: 0xf15,
+                ..GprValues::default()
+            },
             cr0: 0x8005_0033,
             cr2: 0xdead_0000_beef,
             cr3: 0x0010_3000,
@@ -439,28 +508,58 @@ mod tests {
     fn renders_key_lines() {
         let text = sample().to_string();
         let lines: Vec<&str> = text.lines().collect();
-        assert!(lines.iter().all(|line| line.starts_with("nucleus: ")), "{text}");
-        assert_eq!(lines[0], "nucleus: ----[ register dump, cpu 1, ring 0 ]----");
+        assert!(
+            lines.iter().all(|line| line.starts_with("nucleus: ")),
+            "{text}"
+        );
+        assert_eq!(
+            lines[0],
+            "nucleus: ----[ register dump, cpu 1, ring 0 ]----"
+        );
         assert_eq!(
             lines[1],
             "nucleus: event: #PF (type 3 HW exception, vector 14) error 0x2 [W] data (CR2) 0xdead0000beef"
         );
         assert_eq!(lines[2], "nucleus: delivery: FRED, stack level 3 (#DF)");
-        assert_eq!(lines[3], "nucleus: RIP:    0008:ffffffff80102345 <nucleus::selftest::pf_unmapped+0x1c>");
+        assert_eq!(
+            lines[3],
+            "nucleus: RIP:    0008:ffffffff80102345 <nucleus::selftest::pf_unmapped+0x1c>"
+        );
         assert_eq!(lines[4], "nucleus: RFLAGS: 0000000000010246 [PF ZF IF RF]");
-        assert_eq!(lines[5], "nucleus: CS: 0008   SS: 0010   RSP: ffff800000104fc0");
-        assert_eq!(lines[6], "nucleus: rax: 0000000000001111   rbx: 0000000000000000   rcx: 0000000000000000");
-        assert_eq!(lines[10], "nucleus: r13: 0000000000000000   r14: 0000000000000000   r15: 0000000000000f15");
-        assert_eq!(lines[11], "nucleus: cr0: 0000000080050033   cr2: 0000dead0000beef   cr3: 0000000000103000");
-        assert_eq!(lines[12], "nucleus: cr4: 00000001000006a0   efer: 0000000000000d01");
-        assert_eq!(lines[13], "nucleus: fs_base: 0000000000000000   gs_base: ffff800000107fc0");
+        assert_eq!(
+            lines[5],
+            "nucleus: CS: 0008   SS: 0010   RSP: ffff800000104fc0"
+        );
+        assert_eq!(
+            lines[6],
+            "nucleus: rax: 0000000000001111   rbx: 0000000000000000   rcx: 0000000000000000"
+        );
+        assert_eq!(
+            lines[10],
+            "nucleus: r13: 0000000000000000   r14: 0000000000000000   r15: 0000000000000f15"
+        );
+        assert_eq!(
+            lines[11],
+            "nucleus: cr0: 0000000080050033   cr2: 0000dead0000beef   cr3: 0000000000103000"
+        );
+        assert_eq!(
+            lines[12],
+            "nucleus: cr4: 00000001000006a0   efer: 0000000000000d01"
+        );
+        assert_eq!(
+            lines[13],
+            "nucleus: fs_base: 0000000000000000   gs_base: ffff800000107fc0"
+        );
         assert_eq!(lines[14], "nucleus: kernel_gs_base: 0000000070000000");
         assert_eq!(lines[15], "nucleus: stack (6 words from RSP):");
         assert_eq!(
             lines[16],
             "nucleus:   ffff800000104fc0: 0000000000000001 0000000000000002 0000000000000003 0000000000000004"
         );
-        assert_eq!(lines[17], "nucleus:   ffff800000104fe0: 0000000000000005 0000000000000006");
+        assert_eq!(
+            lines[17],
+            "nucleus:   ffff800000104fe0: 0000000000000005 0000000000000006"
+        );
         assert_eq!(lines.len(), 18);
     }
 
@@ -470,7 +569,10 @@ mod tests {
         dump.prefix = Text::truncated("fred-server");
         dump.delivery = Delivery::Idt;
         dump.stack_level = 1;
-        dump.event = Some(EventKind::Exception { vector: 13, error_code: 0x1a });
+        dump.event = Some(EventKind::Exception {
+            vector: 13,
+            error_code: 0x1a,
+        });
         dump.event_type = 3;
         dump.vector = 13;
         dump.error_code = 0x1a;
@@ -480,35 +582,59 @@ mod tests {
         dump.symbol = None;
         let text = dump.to_string();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "fred-server: ----[ register dump, cpu 1, ring 3 ]----");
-        assert_eq!(lines[1], "fred-server: event: #GP (type 3 HW exception, vector 13) error 0x1a [IDT index 3]");
+        assert_eq!(
+            lines[0],
+            "fred-server: ----[ register dump, cpu 1, ring 3 ]----"
+        );
+        assert_eq!(
+            lines[1],
+            "fred-server: event: #GP (type 3 HW exception, vector 13) error 0x1a [IDT index 3]"
+        );
         assert_eq!(lines[2], "fred-server: delivery: IDT, stack: #DF (IST1)");
         assert_eq!(lines[3], "fred-server: RIP:    002b:ffffffff80102345");
-        assert_eq!(lines[4], "fred-server: RFLAGS: 0000000000003202 [IF IOPL=3]");
+        assert_eq!(
+            lines[4],
+            "fred-server: RFLAGS: 0000000000003202 [IF IOPL=3]"
+        );
 
-        dump.event = Some(EventKind::Exception { vector: 13, error_code: 0x18 });
+        dump.event = Some(EventKind::Exception {
+            vector: 13,
+            error_code: 0x18,
+        });
         dump.error_code = 0x18;
         dump.stack_level = 0;
         dump.stack = StackName::Primary;
         let text = dump.to_string();
         assert!(text.contains("error 0x18 [GDT index 3]\n"), "{text}");
-        assert!(text.contains("fred-server: delivery: IDT, stack: primary\n"), "{text}");
+        assert!(
+            text.contains("fred-server: delivery: IDT, stack: primary\n"),
+            "{text}"
+        );
 
         dump.event = Some(EventKind::Syscall);
         dump.event_type = 7;
         dump.vector = 1;
         dump.error_code = 0;
-        assert!(dump.to_string().contains("fred-server: event: SYSCALL (type 7 other, vector 1)\n"));
+        assert!(
+            dump.to_string()
+                .contains("fred-server: event: SYSCALL (type 7 other, vector 1)\n")
+        );
 
         dump.event = None;
         dump.event_type = 1;
         dump.vector = 9;
-        assert!(dump.to_string().contains("fred-server: event: undecodable (type 1 reserved, vector 9)\n"));
+        assert!(
+            dump.to_string()
+                .contains("fred-server: event: undecodable (type 1 reserved, vector 9)\n")
+        );
 
         dump.event = Some(EventKind::Interrupt { vector: 0x30 });
         dump.event_type = 0;
         dump.vector = 0x30;
-        assert!(dump.to_string().contains("event: interrupt (type 0 external interrupt, vector 48)\n"));
+        assert!(
+            dump.to_string()
+                .contains("event: interrupt (type 0 external interrupt, vector 48)\n")
+        );
     }
 
     #[test]
