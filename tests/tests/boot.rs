@@ -3,7 +3,7 @@
 use std::fs;
 
 use anyhow::{Context, Result, ensure};
-use tests::{Boot, Firmware, Image, QemuExit, banner, boot_bios, boot_image, markers};
+use tests::{Boot, Firmware, Image, Qemu, QemuExit, banner, boot_bios, boot_image, boot_timeout, markers};
 
 /// Name and size of the extra module: an odd size, so a page-rounded size cannot pass.
 const MODULE_NAME: &str = "hello-module";
@@ -56,4 +56,11 @@ fn forced_panic_reports_message_and_location_then_fails() -> Result<()> {
     let has_line_number = location.is_some_and(|l| l.split(':').nth(1).is_some_and(|n| n.parse::<u32>().is_ok()));
     ensure!(has_line_number, "{}", boot.report("panic location nucleus/src/<file>:<line> missing"));
     boot.expect_absent(markers::READY)?.expect_exit(QemuExit::Failure)
+}
+
+#[test]
+fn boot_without_exit_option_is_stopped_by_the_harness_at_ready() -> Result<()> {
+    let iso = Image::new().build_shared()?;
+    let boot = Qemu::new(&iso).timeout(boot_timeout()).until(markers::READY).run()?;
+    boot.expect_in_order(&[markers::BANNER, markers::READY])?.expect_exit(QemuExit::Stopped)
 }
