@@ -116,7 +116,10 @@ impl Boot {
                         0 => String::new(),
                         _ => format!(" after {:?}", markers[i - 1]),
                     };
-                    bail!("{}", self.report(&format!("expected {marker:?}{after} in the serial output")));
+                    bail!(
+                        "{}",
+                        self.report(&format!("expected {marker:?}{after} in the serial output"))
+                    );
                 }
             }
         }
@@ -126,7 +129,10 @@ impl Boot {
     /// Fails unless the boot ended with `expected`.
     pub fn expect_exit(&self, expected: QemuExit) -> Result<()> {
         if self.exit != expected {
-            bail!("{}", self.report(&format!("expected the boot to end with {expected}")));
+            bail!(
+                "{}",
+                self.report(&format!("expected the boot to end with {expected}"))
+            );
         }
         Ok(())
     }
@@ -134,7 +140,10 @@ impl Boot {
     /// Fails if `text` appears anywhere in the serial log.
     pub fn expect_absent(&self, text: &str) -> Result<&Self> {
         if self.serial.contains(text) {
-            bail!("{}", self.report(&format!("did not expect {text:?} in the serial output")));
+            bail!(
+                "{}",
+                self.report(&format!("did not expect {text:?} in the serial output"))
+            );
         }
         Ok(self)
     }
@@ -155,7 +164,10 @@ impl Boot {
     pub fn expect_line(&self, what: &str, matches: impl Fn(&str) -> bool) -> Result<String> {
         match self.lines().find(|l| matches(l)) {
             Some(line) => Ok(line),
-            None => bail!("{}", self.report(&format!("expected a serial line with {what}"))),
+            None => bail!(
+                "{}",
+                self.report(&format!("expected a serial line with {what}"))
+            ),
         }
     }
 
@@ -208,7 +220,10 @@ pub fn clean_line(line: &str) -> String {
 impl Drop for Boot {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("{}", self.report("the test panicked while this boot was alive"));
+            eprintln!(
+                "{}",
+                self.report("the test panicked while this boot was alive")
+            );
         }
     }
 }
@@ -242,18 +257,36 @@ mod tests {
 
     #[test]
     fn cli_exit_codes_are_distinct() {
-        let codes = [QemuExit::Success, QemuExit::Failure, QemuExit::Other(0), QemuExit::Timeout]
-            .map(QemuExit::cli_exit_code);
+        let codes = [
+            QemuExit::Success,
+            QemuExit::Failure,
+            QemuExit::Other(0),
+            QemuExit::Timeout,
+        ]
+        .map(QemuExit::cli_exit_code);
         assert_eq!(codes, [0, 1, 3, 124]);
     }
 
     #[test]
     fn markers_must_appear_in_order() {
-        let b = boot("fredvisor 0.1.0\r\ncmdline: exit=qemu\r\nnucleus: ready\r\n", QemuExit::Success);
-        b.expect_in_order(&["fredvisor ", "cmdline: exit=qemu", "nucleus: ready"]).unwrap();
-        let err = b.expect_in_order(&["nucleus: ready", "cmdline: "]).unwrap_err().to_string();
-        assert!(err.starts_with("expected \"cmdline: \" after \"nucleus: ready\""), "{err}");
-        assert!(err.contains("--- serial log ---\nfredvisor 0.1.0"), "the log is in the error: {err}");
+        let b = boot(
+            "fredvisor 0.1.0\r\ncmdline: exit=qemu\r\nnucleus: ready\r\n",
+            QemuExit::Success,
+        );
+        b.expect_in_order(&["fredvisor ", "cmdline: exit=qemu", "nucleus: ready"])
+            .unwrap();
+        let err = b
+            .expect_in_order(&["nucleus: ready", "cmdline: "])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("expected \"cmdline: \" after \"nucleus: ready\""),
+            "{err}"
+        );
+        assert!(
+            err.contains("--- serial log ---\nfredvisor 0.1.0"),
+            "the log is in the error: {err}"
+        );
         // A marker is consumed: the same text twice needs two occurrences.
         assert!(b.expect_in_order(&["ready", "ready"]).is_err());
     }
@@ -263,24 +296,37 @@ mod tests {
         let b = boot("nucleus: PANIC\n", QemuExit::Timeout);
         b.expect_exit(QemuExit::Timeout).unwrap();
         let err = b.expect_exit(QemuExit::Success).unwrap_err().to_string();
-        assert!(err.contains("expected the boot to end with success"), "{err}");
+        assert!(
+            err.contains("expected the boot to end with success"),
+            "{err}"
+        );
         assert!(err.contains("ended with timeout"), "{err}");
         assert!(err.contains("nucleus: PANIC"), "{err}");
     }
 
     #[test]
     fn lines_drop_terminal_escapes() {
-        let ovmf = "\x1b[2J\x1b[01;01H\x1b[=3hBdsDxe: x\r\n\r\x1b[0m\x1b[37m\x1b[40mfredvisor 0.1.0\r\n";
+        let ovmf =
+            "\x1b[2J\x1b[01;01H\x1b[=3hBdsDxe: x\r\n\r\x1b[0m\x1b[37m\x1b[40mfredvisor 0.1.0\r\n";
         let b = boot(ovmf, QemuExit::Success);
-        assert_eq!(b.lines().collect::<Vec<_>>(), ["BdsDxe: x", "fredvisor 0.1.0"]);
+        assert_eq!(
+            b.lines().collect::<Vec<_>>(),
+            ["BdsDxe: x", "fredvisor 0.1.0"]
+        );
         assert_eq!(clean_line("a\x1bcb"), "ab");
     }
 
     #[test]
     fn lines_drop_carriage_returns() {
         let b = boot("a\r\ncmdline: x y\r\n", QemuExit::Success);
-        assert_eq!(b.line_starting_with("cmdline: ").as_deref(), Some("cmdline: x y"));
-        assert_eq!(b.expect_line("y", |l| l.ends_with(" y")).unwrap(), "cmdline: x y");
+        assert_eq!(
+            b.line_starting_with("cmdline: ").as_deref(),
+            Some("cmdline: x y")
+        );
+        assert_eq!(
+            b.expect_line("y", |l| l.ends_with(" y")).unwrap(),
+            "cmdline: x y"
+        );
         assert!(b.expect_line("z", |l| l.contains('z')).is_err());
         assert!(b.expect_absent("PANIC").is_ok() && b.expect_absent("cmdline").is_err());
     }

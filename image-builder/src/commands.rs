@@ -83,7 +83,11 @@ pub fn run(options: &RunOptions) -> Result<QemuExit> {
     if options.stay {
         eprintln!("note: the nucleus halts after it is ready; stop QEMU with Ctrl-C");
     }
-    let boot = Qemu::new(&iso).uefi(options.uefi).timeout(options.timeout).serial_stdio().run()?;
+    let boot = Qemu::new(&iso)
+        .uefi(options.uefi)
+        .timeout(options.timeout)
+        .serial_stdio()
+        .run()?;
     Ok(boot.exit)
 }
 
@@ -93,8 +97,16 @@ mod tests {
 
     #[test]
     fn run_adds_exit_qemu_after_user_options_unless_staying() {
-        let options = BuildOptions { cmdline: "loglvl=3".into(), ..Default::default() };
-        assert_eq!(options.image(EXIT_QEMU_OPTION, "x.iso".into()).get_cmdline(), "loglvl=3 exit=qemu");
+        let options = BuildOptions {
+            cmdline: "loglvl=3".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            options
+                .image(EXIT_QEMU_OPTION, "x.iso".into())
+                .get_cmdline(),
+            "loglvl=3 exit=qemu"
+        );
         assert_eq!(options.image("", "x.iso".into()).get_cmdline(), "loglvl=3");
     }
 }

@@ -31,12 +31,16 @@ pub struct TargetBuild {
 }
 
 /// The Ring0 nucleus: linked for the higher half.
-pub const NUCLEUS_BUILD: TargetBuild =
-    TargetBuild { target_dir: "kernel", rustflags: "-C relocation-model=static -C code-model=kernel" };
+pub const NUCLEUS_BUILD: TargetBuild = TargetBuild {
+    target_dir: "kernel",
+    rustflags: "-C relocation-model=static -C code-model=kernel",
+};
 
 /// Ring3 servers: static ELFs at a fixed low address.
-pub const SERVER_BUILD: TargetBuild =
-    TargetBuild { target_dir: "servers", rustflags: "-C relocation-model=static -C code-model=small" };
+pub const SERVER_BUILD: TargetBuild = TargetBuild {
+    target_dir: "servers",
+    rustflags: "-C relocation-model=static -C code-model=small",
+};
 
 /// A Ring3 server shipped as a GRUB module `module2 /boot/<name> <name>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +51,12 @@ pub struct ServerSpec {
 
 /// The servers of architecture.md §6. Each is built only once its crate exists in the
 /// workspace, so adding a server is one line here.
-pub const SERVERS: &[ServerSpec] = &[ServerSpec { name: "fred-server" }, ServerSpec { name: "pv-server" }];
+pub const SERVERS: &[ServerSpec] = &[
+    ServerSpec {
+        name: "fred-server",
+    },
+    ServerSpec { name: "pv-server" },
+];
 
 impl ServerSpec {
     /// True once `<workspace>/<name>/Cargo.toml` exists.
@@ -75,15 +84,24 @@ pub fn build_target(
     let cargo = tools.find(Tool::Cargo)?;
     tools.rust_target()?;
     let target_dir = workspace.join("target").join(kind.target_dir);
-    fs::create_dir_all(&target_dir).with_context(|| format!("cannot create {}", target_dir.display()))?;
+    fs::create_dir_all(&target_dir)
+        .with_context(|| format!("cannot create {}", target_dir.display()))?;
     let lock_path = target_dir.join(".image-builder.lock");
-    let lock = File::create(&lock_path).with_context(|| format!("cannot create {}", lock_path.display()))?;
-    lock.lock().with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    let lock = File::create(&lock_path)
+        .with_context(|| format!("cannot create {}", lock_path.display()))?;
+    lock.lock()
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
 
     let mut command = Command::new(&cargo);
     command
         .current_dir(workspace)
-        .args(["build", "--release", "--target", KERNEL_TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            KERNEL_TARGET,
+            "--target-dir",
+        ])
         .arg(&target_dir)
         .env("PATH", tools.search_path())
         .env("RUSTFLAGS", kind.rustflags)
@@ -96,11 +114,18 @@ pub fn build_target(
         command.args(["-p", package]);
     }
     let (success, stderr) = if verbose {
-        let status = command.status().with_context(|| format!("cannot run {}", cargo.display()))?;
+        let status = command
+            .status()
+            .with_context(|| format!("cannot run {}", cargo.display()))?;
         (status.success(), String::new())
     } else {
-        let output = command.output().with_context(|| format!("cannot run {}", cargo.display()))?;
-        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+        let output = command
+            .output()
+            .with_context(|| format!("cannot run {}", cargo.display()))?;
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     };
     drop(lock);
     if !success {
@@ -129,7 +154,10 @@ pub fn check_elf(path: &Path) -> Result<()> {
         .and_then(|mut f| f.read_exact(&mut magic))
         .with_context(|| format!("cannot read {}", path.display()))?;
     if magic != *b"\x7fELF" {
-        bail!("{} is not an ELF file (it does not start with \\x7fELF)", path.display());
+        bail!(
+            "{} is not an ELF file (it does not start with \\x7fELF)",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -144,14 +172,22 @@ pub fn nucleus_once(tools: &Toolbox, verbose: bool) -> Result<PathBuf> {
         return built.clone().map_err(anyhow::Error::msg);
     }
     // One thread builds; the others wait here and then find the result.
-    let _building = BUILDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _building = BUILDING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some(built) = NUCLEUS.get() {
         Step::cached("build nucleus");
         return built.clone().map_err(anyhow::Error::msg);
     }
     let step = Step::start("build nucleus");
-    let result = build_target(tools, &workspace_root(), NUCLEUS_BUILD, &["nucleus"], verbose)
-        .and_then(|mut elves| elves.pop().context("cargo produced no nucleus"));
+    let result = build_target(
+        tools,
+        &workspace_root(),
+        NUCLEUS_BUILD,
+        &["nucleus"],
+        verbose,
+    )
+    .and_then(|mut elves| elves.pop().context("cargo produced no nucleus"));
     match result {
         Ok(elf) => {
             step.done("");
@@ -182,12 +218,17 @@ mod tests {
     #[test]
     fn servers_only_when_their_crate_exists() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = ServerSpec { name: "fred-server" };
+        let spec = ServerSpec {
+            name: "fred-server",
+        };
         assert!(!spec.present_in(dir.path()));
         fs::create_dir_all(dir.path().join("fred-server")).unwrap();
         fs::write(dir.path().join("fred-server/Cargo.toml"), "").unwrap();
         assert!(spec.present_in(dir.path()));
-        assert_eq!(ServerSpec::by_name("pv-server"), Some(ServerSpec { name: "pv-server" }));
+        assert_eq!(
+            ServerSpec::by_name("pv-server"),
+            Some(ServerSpec { name: "pv-server" })
+        );
         assert_eq!(ServerSpec::by_name("nucleus"), None);
     }
 
@@ -197,17 +238,32 @@ mod tests {
         let path = dir.path().join("x");
         fs::write(&path, b"#!/bin/sh\n").unwrap();
         let err = format!("{:#}", check_elf(&path).unwrap_err());
-        assert!(err.contains("is not an ELF file") && !err.contains('\n'), "{err}");
+        assert!(
+            err.contains("is not an ELF file") && !err.contains('\n'),
+            "{err}"
+        );
         fs::write(&path, b"\x7fELF\x02\x01\x01").unwrap();
         check_elf(&path).unwrap();
         let err = format!("{:#}", check_elf(&dir.path().join("missing")).unwrap_err());
-        assert!(err.starts_with("cannot read") && !err.contains('\n'), "{err}");
+        assert!(
+            err.starts_with("cannot read") && !err.contains('\n'),
+            "{err}"
+        );
     }
 
     #[test]
     fn build_flags_match_the_contract() {
-        assert_eq!(NUCLEUS_BUILD.rustflags, "-C relocation-model=static -C code-model=kernel");
-        assert_eq!(SERVER_BUILD.rustflags, "-C relocation-model=static -C code-model=small");
-        assert_eq!((NUCLEUS_BUILD.target_dir, SERVER_BUILD.target_dir), ("kernel", "servers"));
+        assert_eq!(
+            NUCLEUS_BUILD.rustflags,
+            "-C relocation-model=static -C code-model=kernel"
+        );
+        assert_eq!(
+            SERVER_BUILD.rustflags,
+            "-C relocation-model=static -C code-model=small"
+        );
+        assert_eq!(
+            (NUCLEUS_BUILD.target_dir, SERVER_BUILD.target_dir),
+            ("kernel", "servers")
+        );
     }
 }

@@ -11,17 +11,40 @@ pub const MENU_TIMEOUT_SECONDS: u32 = 1;
 
 /// Menu entries: title suffix and the options that entry puts before the user's.
 /// Titles avoid the lowercase banner `fredvisor ` so they can never pass for nucleus output.
-pub const MENU_ENTRIES: [(&str, &str); 3] =
-    [("Fredvisor", ""), ("Fredvisor, fred=off", "fred=off"), ("Fredvisor, fred=on", "fred=on")];
+pub const MENU_ENTRIES: [(&str, &str); 3] = [
+    ("Fredvisor", ""),
+    ("Fredvisor, fred=off", "fred=off"),
+    ("Fredvisor, fred=on", "fred=on"),
+];
 
 /// GRUB modules the generated `grub.cfg` needs; `grub-mkrescue` installs only these (and
 /// what they depend on). Adding a command to the config may mean adding its module here.
 /// The `part_*` modules are there because GRUB's EFI image loads every partition map it
 /// knows of at start-up and prints an error for each missing one.
 pub const MODULES: [&str; 23] = [
-    "normal", "configfile", "boot", "multiboot2", "iso9660", "test", "echo", "terminal", "font",
-    "gfxterm", "all_video", "sleep", "part_acorn", "part_amiga", "part_apple", "part_bsd", "part_dfly",
-    "part_dvh", "part_gpt", "part_msdos", "part_plan", "part_sun", "part_sunpc",
+    "normal",
+    "configfile",
+    "boot",
+    "multiboot2",
+    "iso9660",
+    "test",
+    "echo",
+    "terminal",
+    "font",
+    "gfxterm",
+    "all_video",
+    "sleep",
+    "part_acorn",
+    "part_amiga",
+    "part_apple",
+    "part_bsd",
+    "part_dfly",
+    "part_dvh",
+    "part_gpt",
+    "part_msdos",
+    "part_plan",
+    "part_sun",
+    "part_sunpc",
 ];
 
 /// A multiboot2 module: `module2 <path> <name>`.
@@ -83,12 +106,20 @@ pub fn check_module_name(name: &str) -> Result<(), ConfigError> {
 
 /// Joins option lists, dropping empty parts and extra spaces.
 pub fn join_cmdline<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
-    parts.into_iter().flat_map(str::split_whitespace).collect::<Vec<_>>().join(" ")
+    parts
+        .into_iter()
+        .flat_map(str::split_whitespace)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The whole `grub.cfg`: one entry per [`MENU_ENTRIES`], each loading the nucleus from
 /// `kernel_path` with `extra_cmdline` appended, and every module.
-pub fn config(kernel_path: &str, extra_cmdline: &str, modules: &[ModuleEntry]) -> Result<String, ConfigError> {
+pub fn config(
+    kernel_path: &str,
+    extra_cmdline: &str,
+    modules: &[ModuleEntry],
+) -> Result<String, ConfigError> {
     check_cmdline(extra_cmdline)?;
     for module in modules {
         check_module_name(&module.name)?;
@@ -103,7 +134,10 @@ pub fn config(kernel_path: &str, extra_cmdline: &str, modules: &[ModuleEntry]) -
     let _ = writeln!(cfg, "if [ \"${{grub_platform}}\" = \"efi\" ]; then");
     let _ = writeln!(cfg, "    insmod all_video");
     let _ = writeln!(cfg, "    insmod gfxterm");
-    let _ = writeln!(cfg, "    if loadfont unicode; then terminal_output gfxterm; fi");
+    let _ = writeln!(
+        cfg,
+        "    if loadfont unicode; then terminal_output gfxterm; fi"
+    );
     let _ = writeln!(cfg, "else");
     let _ = writeln!(cfg, "    terminal_output console");
     let _ = writeln!(cfg, "fi");
@@ -126,13 +160,20 @@ mod tests {
     use super::*;
 
     fn module(name: &str) -> ModuleEntry {
-        ModuleEntry { path: format!("/boot/modules/{name}"), name: name.into() }
+        ModuleEntry {
+            path: format!("/boot/modules/{name}"),
+            name: name.into(),
+        }
     }
 
     #[test]
     fn three_entries_default_first_with_user_options_last() {
         let cfg = config("/boot/nucleus", "exit=qemu loglvl=3", &[]).unwrap();
-        let lines: Vec<&str> = cfg.lines().map(str::trim).filter(|l| l.starts_with("multiboot2")).collect();
+        let lines: Vec<&str> = cfg
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("multiboot2"))
+            .collect();
         assert_eq!(
             lines,
             [
@@ -143,14 +184,29 @@ mod tests {
         );
         assert!(cfg.contains("set default=0\n"));
         assert!(cfg.contains(&format!("set timeout={MENU_TIMEOUT_SECONDS}\n")));
-        assert!(!cfg.contains("serial"), "GRUB must not write to the serial port:\n{cfg}");
+        assert!(
+            !cfg.contains("serial"),
+            "GRUB must not write to the serial port:\n{cfg}"
+        );
     }
 
     #[test]
     fn every_entry_loads_every_module() {
-        let cfg = config("/boot/nucleus", "", &[module("hello-module"), module("x.bin")]).unwrap();
-        assert_eq!(cfg.matches("module2 /boot/modules/hello-module hello-module\n").count(), 3);
-        assert_eq!(cfg.matches("module2 /boot/modules/x.bin x.bin\n").count(), 3);
+        let cfg = config(
+            "/boot/nucleus",
+            "",
+            &[module("hello-module"), module("x.bin")],
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.matches("module2 /boot/modules/hello-module hello-module\n")
+                .count(),
+            3
+        );
+        assert_eq!(
+            cfg.matches("module2 /boot/modules/x.bin x.bin\n").count(),
+            3
+        );
         assert_eq!(cfg.matches("menuentry ").count(), 3);
     }
 
@@ -162,17 +218,29 @@ mod tests {
 
     #[test]
     fn grub_syntax_in_cmdline_is_rejected() {
-        for bad in ["a;b", "x=$y", "\"q\"", "'q'", "a\nb", "{", "}", "a#b", "a\\b", "é"] {
-            assert!(matches!(check_cmdline(bad), Err(ConfigError::CommandLineCharacter(_))), "{bad:?}");
+        for bad in [
+            "a;b", "x=$y", "\"q\"", "'q'", "a\nb", "{", "}", "a#b", "a\\b", "é",
+        ] {
+            assert!(
+                matches!(
+                    check_cmdline(bad),
+                    Err(ConfigError::CommandLineCharacter(_))
+                ),
+                "{bad:?}"
+            );
             assert!(config("/boot/nucleus", bad, &[]).is_err(), "{bad:?}");
         }
-        check_cmdline("fred=on loglvl=debug selftest=panic exit=qemu console=com1,115200 p=/a/b").unwrap();
+        check_cmdline("fred=on loglvl=debug selftest=panic exit=qemu console=com1,115200 p=/a/b")
+            .unwrap();
     }
 
     #[test]
     fn module_names_are_plain() {
         for bad in ["", ".hidden", "a b", "a/b", "a;b", &"x".repeat(65)] {
-            assert_eq!(check_module_name(bad), Err(ConfigError::ModuleName(bad.to_owned())));
+            assert_eq!(
+                check_module_name(bad),
+                Err(ConfigError::ModuleName(bad.to_owned()))
+            );
         }
         for good in ["fred-server", "pv_server", "hello-module", "guest.elf"] {
             check_module_name(good).unwrap();
@@ -181,7 +249,15 @@ mod tests {
 
     #[test]
     fn errors_are_one_line() {
-        assert!(!ConfigError::CommandLineCharacter('\n').to_string().contains('\n'));
-        assert!(!ConfigError::ModuleName("a\nb".into()).to_string().contains('\n'));
+        assert!(
+            !ConfigError::CommandLineCharacter('\n')
+                .to_string()
+                .contains('\n')
+        );
+        assert!(
+            !ConfigError::ModuleName("a\nb".into())
+                .to_string()
+                .contains('\n')
+        );
     }
 }

@@ -34,12 +34,17 @@ impl std::str::FromStr for NamedFile {
     type Err = String;
 
     fn from_str(arg: &str) -> Result<Self, String> {
-        let (name, path) = arg.split_once('=').ok_or_else(|| format!("expected NAME=PATH, got {arg:?}"))?;
+        let (name, path) = arg
+            .split_once('=')
+            .ok_or_else(|| format!("expected NAME=PATH, got {arg:?}"))?;
         grub::check_module_name(name).map_err(|e| e.to_string())?;
         if path.is_empty() {
             return Err(format!("expected NAME=PATH, got {arg:?} (empty path)"));
         }
-        Ok(Self { name: name.to_owned(), path: PathBuf::from(path) })
+        Ok(Self {
+            name: name.to_owned(),
+            path: PathBuf::from(path),
+        })
     }
 }
 
@@ -69,13 +74,19 @@ impl Image {
 
     /// Adds `path` as boot module `module2 /boot/modules/<name> <name>`.
     pub fn module(mut self, name: &str, path: impl Into<PathBuf>) -> Self {
-        self.modules.push(NamedFile { name: name.into(), path: path.into() });
+        self.modules.push(NamedFile {
+            name: name.into(),
+            path: path.into(),
+        });
         self
     }
 
     /// Ships the ELF at `path` as server `name` instead of building that server.
     pub fn server(mut self, name: &str, path: impl Into<PathBuf>) -> Self {
-        self.servers.push(NamedFile { name: name.into(), path: path.into() });
+        self.servers.push(NamedFile {
+            name: name.into(),
+            path: path.into(),
+        });
         self
     }
 
@@ -134,7 +145,13 @@ impl Image {
             .collect();
         if !to_build.is_empty() {
             let step = Step::start("build servers");
-            let built = compile::build_target(&self.tools, &workspace, SERVER_BUILD, &to_build, self.verbose);
+            let built = compile::build_target(
+                &self.tools,
+                &workspace,
+                SERVER_BUILD,
+                &to_build,
+                self.verbose,
+            );
             let built = match built {
                 Ok(built) => built,
                 Err(err) => {
@@ -143,7 +160,10 @@ impl Image {
                 }
             };
             step.done(&format!(" ({})", to_build.join(", ")));
-            servers.extend(to_build.iter().zip(built).map(|(name, path)| NamedFile { name: (*name).into(), path }));
+            servers.extend(to_build.iter().zip(built).map(|(name, path)| NamedFile {
+                name: (*name).into(),
+                path,
+            }));
         }
         // Servers first, in the order of SERVERS, so the nucleus sees a stable module list.
         servers.sort_by_key(|s| SERVERS.iter().position(|spec| spec.name == s.name));
@@ -162,15 +182,22 @@ impl Image {
         let mut entries = Vec::new();
         for server in &servers {
             copy(&server.path, &boot.join(&server.name))?;
-            entries.push(ModuleEntry { path: format!("/boot/{}", server.name), name: server.name.clone() });
+            entries.push(ModuleEntry {
+                path: format!("/boot/{}", server.name),
+                name: server.name.clone(),
+            });
         }
         for module in &modules {
             copy(&module.path, &boot.join("modules").join(&module.name))?;
-            entries.push(ModuleEntry { path: format!("/boot/modules/{}", module.name), name: module.name.clone() });
+            entries.push(ModuleEntry {
+                path: format!("/boot/modules/{}", module.name),
+                name: module.name.clone(),
+            });
         }
         let cfg = grub::config("/boot/nucleus", &self.cmdline, &entries)?;
         let cfg_path = boot.join("grub/grub.cfg");
-        fs::write(&cfg_path, &cfg).with_context(|| format!("cannot write {}", cfg_path.display()))?;
+        fs::write(&cfg_path, &cfg)
+            .with_context(|| format!("cannot write {}", cfg_path.display()))?;
         step.done("");
 
         // 4. The ISO.
@@ -190,7 +217,9 @@ impl Image {
             step.failed();
             return Err(err);
         }
-        let size = fs::metadata(&path).with_context(|| format!("cannot stat {}", path.display()))?.len();
+        let size = fs::metadata(&path)
+            .with_context(|| format!("cannot stat {}", path.display()))?
+            .len();
         step.done(&format!(" ({})", format_size(size)));
         Ok(Iso {
             path,
@@ -206,12 +235,27 @@ impl Image {
     /// the same inputs in this process. The ISO (and its temporary directory) goes away with
     /// its last user, so nothing is left behind when the process ends.
     pub fn build_shared(&self) -> Result<Arc<Iso>> {
-        type Key = (String, Vec<NamedFile>, Vec<NamedFile>, Option<PathBuf>, Option<PathBuf>);
+        type Key = (
+            String,
+            Vec<NamedFile>,
+            Vec<NamedFile>,
+            Option<PathBuf>,
+            Option<PathBuf>,
+        );
         static SHARED: Mutex<Option<HashMap<Key, Weak<Iso>>>> = Mutex::new(None);
-        let key: Key = (self.cmdline.clone(), self.modules.clone(), self.servers.clone(), self.nucleus.clone(), self.output.clone());
+        let key: Key = (
+            self.cmdline.clone(),
+            self.modules.clone(),
+            self.servers.clone(),
+            self.nucleus.clone(),
+            self.output.clone(),
+        );
         let lookup = || {
             let guard = SHARED.lock().unwrap_or_else(|p| p.into_inner());
-            guard.as_ref().and_then(|map| map.get(&key)).and_then(Weak::upgrade)
+            guard
+                .as_ref()
+                .and_then(|map| map.get(&key))
+                .and_then(Weak::upgrade)
         };
         if let Some(iso) = lookup() {
             Step::cached("iso");
@@ -232,13 +276,25 @@ impl Image {
         for module in &self.modules {
             grub::check_module_name(&module.name)?;
             if seen.contains(&module.name.as_str()) || ServerSpec::by_name(&module.name).is_some() {
-                bail!("module name {:?} is given twice (or is a server name: use --server)", module.name);
+                bail!(
+                    "module name {:?} is given twice (or is a server name: use --server)",
+                    module.name
+                );
             }
             seen.push(&module.name);
-            let meta = fs::metadata(&module.path)
-                .with_context(|| format!("module {}: cannot read {}", module.name, module.path.display()))?;
+            let meta = fs::metadata(&module.path).with_context(|| {
+                format!(
+                    "module {}: cannot read {}",
+                    module.name,
+                    module.path.display()
+                )
+            })?;
             if !meta.is_file() {
-                bail!("module {}: {} is not a file", module.name, module.path.display());
+                bail!(
+                    "module {}: {} is not a file",
+                    module.name,
+                    module.path.display()
+                );
             }
         }
         Ok(self.modules.clone())
@@ -249,7 +305,11 @@ impl Image {
         for server in &self.servers {
             if ServerSpec::by_name(&server.name).is_none() {
                 let known: Vec<&str> = SERVERS.iter().map(|s| s.name).collect();
-                bail!("unknown server {:?}: the servers are {}", server.name, known.join(", "));
+                bail!(
+                    "unknown server {:?}: the servers are {}",
+                    server.name,
+                    known.join(", ")
+                );
             }
             if seen.contains(&server.name.as_str()) {
                 bail!("server {:?} is given twice", server.name);
@@ -262,15 +322,23 @@ impl Image {
 }
 
 fn copy(from: &Path, to: &Path) -> Result<()> {
-    fs::copy(from, to).with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
+    fs::copy(from, to)
+        .with_context(|| format!("cannot copy {} to {}", from.display(), to.display()))?;
     Ok(())
 }
 
 /// Runs `grub-mkrescue` on `staging`, writing `output` atomically (a partial ISO never
 /// appears under the final name).
-fn mkrescue_iso(tools: &Toolbox, mkrescue: &Path, xorriso: &Path, staging: &Path, output: &Path) -> Result<()> {
+fn mkrescue_iso(
+    tools: &Toolbox,
+    mkrescue: &Path,
+    xorriso: &Path,
+    staging: &Path,
+    output: &Path,
+) -> Result<()> {
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let partial = output.with_extension(format!("iso.partial-{}", std::process::id()));
     let result = Command::new(mkrescue)
@@ -342,7 +410,13 @@ mod tests {
     #[test]
     fn named_file_parses_name_equals_path() {
         let parsed: NamedFile = "hello-module=/tmp/a=b".parse().unwrap();
-        assert_eq!(parsed, NamedFile { name: "hello-module".into(), path: "/tmp/a=b".into() });
+        assert_eq!(
+            parsed,
+            NamedFile {
+                name: "hello-module".into(),
+                path: "/tmp/a=b".into()
+            }
+        );
         for bad in ["nopath", "=x", "a b=x", "name="] {
             assert!(bad.parse::<NamedFile>().is_err(), "{bad}");
         }
@@ -360,12 +434,27 @@ mod tests {
         let not_elf = dir.path().join("server");
         fs::write(&not_elf, "text").unwrap();
         let cases = [
-            (Image::new().server("fred-server", &not_elf), "is not an ELF file"),
-            (Image::new().server("fred-server", dir.path().join("none")), "cannot read"),
-            (Image::new().server("nosuch", &not_elf), "unknown server \"nosuch\""),
-            (Image::new().module("m", dir.path().join("none")), "module m: cannot read"),
+            (
+                Image::new().server("fred-server", &not_elf),
+                "is not an ELF file",
+            ),
+            (
+                Image::new().server("fred-server", dir.path().join("none")),
+                "cannot read",
+            ),
+            (
+                Image::new().server("nosuch", &not_elf),
+                "unknown server \"nosuch\"",
+            ),
+            (
+                Image::new().module("m", dir.path().join("none")),
+                "module m: cannot read",
+            ),
             (Image::new().module("m", dir.path()), "is not a file"),
-            (Image::new().module("m", &not_elf).module("m", &not_elf), "given twice"),
+            (
+                Image::new().module("m", &not_elf).module("m", &not_elf),
+                "given twice",
+            ),
             (Image::new().cmdline("a;b"), "GRUB would interpret"),
             (Image::new().nucleus(&not_elf), "nucleus: "),
         ];

@@ -79,7 +79,14 @@ struct RunArgs {
 
 impl From<BuildArgs> for BuildOptions {
     fn from(args: BuildArgs) -> Self {
-        Self { cmdline: args.cmdline, modules: args.modules, servers: args.servers, nucleus: args.nucleus, output: args.output, verbose: args.verbose }
+        Self {
+            cmdline: args.cmdline,
+            modules: args.modules,
+            servers: args.servers,
+            nucleus: args.nucleus,
+            output: args.output,
+            verbose: args.verbose,
+        }
     }
 }
 
@@ -89,10 +96,17 @@ fn main() -> ExitCode {
         Command::Build(args) => commands::build(&args.into()).map(|_| 0),
         Command::Run(args) => match Duration::try_from_secs_f64(args.timeout) {
             Ok(timeout) => {
-                let options = RunOptions { build: args.build.into(), uefi: args.uefi, timeout, stay: args.stay };
+                let options = RunOptions {
+                    build: args.build.into(),
+                    uefi: args.uefi,
+                    timeout,
+                    stay: args.stay,
+                };
                 commands::run(&options).map(|exit| exit.cli_exit_code())
             }
-            Err(_) => Err(anyhow::anyhow!("--timeout must be a number of seconds >= 0")),
+            Err(_) => Err(anyhow::anyhow!(
+                "--timeout must be a number of seconds >= 0"
+            )),
         },
     };
     match result {

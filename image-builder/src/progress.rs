@@ -19,18 +19,30 @@ impl Step {
     pub fn start(name: &'static str) -> Self {
         eprint!("{name} ... ");
         let _ = std::io::stderr().flush();
-        Self { name, started: Instant::now(), own_line: false }
+        Self {
+            name,
+            started: Instant::now(),
+            own_line: false,
+        }
     }
 
     /// For a step whose own output (a serial console) goes to the terminal meanwhile: the
     /// name is announced on its own line and repeated with the duration at the end.
     pub fn start_own_line(name: &'static str, announcement: &str) -> Self {
         eprintln!("{name}: {announcement}");
-        Self { name, started: Instant::now(), own_line: true }
+        Self {
+            name,
+            started: Instant::now(),
+            own_line: true,
+        }
     }
 
     fn prefix(&self) -> String {
-        if self.own_line { format!("{} ... ", self.name) } else { String::new() }
+        if self.own_line {
+            format!("{} ... ", self.name)
+        } else {
+            String::new()
+        }
     }
 
     /// A step that was skipped because its result is already there.
@@ -50,7 +62,11 @@ impl Step {
     }
 
     pub fn failed(self) {
-        eprintln!("{}failed after {}", self.prefix(), format_duration(self.elapsed()));
+        eprintln!(
+            "{}failed after {}",
+            self.prefix(),
+            format_duration(self.elapsed())
+        );
     }
 }
 

@@ -108,7 +108,11 @@ impl Qemu {
     }
 
     fn firmware(&self) -> Firmware {
-        if self.uefi { Firmware::Uefi } else { Firmware::Bios }
+        if self.uefi {
+            Firmware::Uefi
+        } else {
+            Firmware::Bios
+        }
     }
 
     /// Checks that QEMU (and OVMF for UEFI) are installed, without running anything.
@@ -124,7 +128,10 @@ impl Qemu {
     pub fn run(&self) -> Result<Boot> {
         let qemu = self.tools.find(Tool::QemuSystem)?;
         let ovmf = if self.uefi { Some(Ovmf::find()?) } else { None };
-        let dir = tempfile::Builder::new().prefix("fredvisor-qemu-").tempdir().context("cannot create a run directory")?;
+        let dir = tempfile::Builder::new()
+            .prefix("fredvisor-qemu-")
+            .tempdir()
+            .context("cannot create a run directory")?;
         let serial_path = match &self.serial {
             Serial::Stdio => None,
             Serial::File(Some(path)) => Some(path.clone()),
@@ -141,19 +148,29 @@ impl Qemu {
         if let Some(ovmf) = &ovmf {
             command.args(firmware_args(ovmf, dir.path())?);
         }
-        command.args(serial_args(serial_path.as_deref())?).args(&self.extra_args);
+        command
+            .args(serial_args(serial_path.as_deref())?)
+            .args(&self.extra_args);
         if serial_path.is_some() {
             let stderr = fs::File::create(&stderr_path)
                 .with_context(|| format!("cannot create {}", stderr_path.display()))?;
-            command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+            command
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr);
         }
 
         let step = match serial_path {
             Some(_) => Step::start("boot"),
-            None => Step::start_own_line("boot", &format!("{}, serial console follows", self.firmware())),
+            None => Step::start_own_line(
+                "boot",
+                &format!("{}, serial console follows", self.firmware()),
+            ),
         };
         let started = Instant::now();
-        let child = command.spawn().with_context(|| format!("cannot start {}", qemu.display()))?;
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {}", qemu.display()))?;
         let mut guard = KillOnDrop(child);
         let deadline = self.timeout.map(|t| started + t);
         let exit = loop {
@@ -162,7 +179,8 @@ impl Qemu {
                 break QemuExit::from_status(status.code(), status.signal());
             }
             if let (Some(marker), Some(path)) = (&self.until, &serial_path)
-                && fs::read(path).is_ok_and(|log| String::from_utf8_lossy(&log).contains(marker.as_str()))
+                && fs::read(path)
+                    .is_ok_and(|log| String::from_utf8_lossy(&log).contains(marker.as_str()))
             {
                 guard.kill();
                 break QemuExit::Stopped;
@@ -188,7 +206,11 @@ impl Qemu {
             && !qemu_stderr.is_empty()
         {
             // QEMU refused to start (bad option, unreadable image): that is not a boot.
-            bail!("{} failed to start: {}", qemu.display(), qemu_stderr.trim_end());
+            bail!(
+                "{} failed to start: {}",
+                qemu.display(),
+                qemu_stderr.trim_end()
+            );
         }
         Ok(Boot {
             exit,
@@ -227,10 +249,22 @@ fn machine_args() -> Vec<OsString> {
         "isa-debug-exit,iobase={:#x},iosize=0x04",
         ipc::markers::QEMU_EXIT_PORT
     );
-    ["-accel", "tcg", "-m", MEMORY, "-display", "none", "-no-reboot", "-monitor", "none", "-device", &exit_device]
-        .into_iter()
-        .map(OsString::from)
-        .collect()
+    [
+        "-accel",
+        "tcg",
+        "-m",
+        MEMORY,
+        "-display",
+        "none",
+        "-no-reboot",
+        "-monitor",
+        "none",
+        "-device",
+        &exit_device,
+    ]
+    .into_iter()
+    .map(OsString::from)
+    .collect()
 }
 
 /// The ISO as a CD-ROM, booted first.
@@ -249,8 +283,13 @@ fn firmware_args(ovmf: &Ovmf, run_dir: &Path) -> Result<Vec<OsString>> {
         return Ok(vec!["-bios".into(), ovmf.code.clone().into()]);
     };
     let vars = run_dir.join("OVMF_VARS.fd");
-    fs::copy(vars_template, &vars)
-        .with_context(|| format!("cannot copy {} to {}", vars_template.display(), vars.display()))?;
+    fs::copy(vars_template, &vars).with_context(|| {
+        format!(
+            "cannot copy {} to {}",
+            vars_template.display(),
+            vars.display()
+        )
+    })?;
     Ok(vec![
         "-drive".into(),
         drive_option("if=pflash,unit=0,readonly=on", &ovmf.code)?,
@@ -298,8 +337,15 @@ mod tests {
     fn machine_has_tcg_debug_exit_and_no_reboot() {
         let args = strings(machine_args()).join(" ");
         assert!(args.contains("-accel tcg"));
-        assert!(args.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"), "{args}");
-        assert!(args.contains("-no-reboot") && args.contains("-display none") && args.contains("-m 256M"));
+        assert!(
+            args.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"),
+            "{args}"
+        );
+        assert!(
+            args.contains("-no-reboot")
+                && args.contains("-display none")
+                && args.contains("-m 256M")
+        );
     }
 
     #[test]
@@ -314,17 +360,47 @@ mod tests {
         let (code, vars) = (dir.path().join("CODE.fd"), dir.path().join("VARS.fd"));
         fs::write(&vars, "template").unwrap();
         let run = tempfile::tempdir().unwrap();
-        let args = strings(firmware_args(&Ovmf { code: code.clone(), vars: Some(vars) }, run.path()).unwrap());
-        assert_eq!(args[1], format!("if=pflash,unit=0,readonly=on,format=raw,file={}", code.display()));
+        let args = strings(
+            firmware_args(
+                &Ovmf {
+                    code: code.clone(),
+                    vars: Some(vars),
+                },
+                run.path(),
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            args[1],
+            format!(
+                "if=pflash,unit=0,readonly=on,format=raw,file={}",
+                code.display()
+            )
+        );
         assert!(args[3].ends_with(&format!("file={}/OVMF_VARS.fd", run.path().display())));
-        assert_eq!(fs::read_to_string(run.path().join("OVMF_VARS.fd")).unwrap(), "template");
-        let bios = strings(firmware_args(&Ovmf { code: code.clone(), vars: None }, run.path()).unwrap());
+        assert_eq!(
+            fs::read_to_string(run.path().join("OVMF_VARS.fd")).unwrap(),
+            "template"
+        );
+        let bios = strings(
+            firmware_args(
+                &Ovmf {
+                    code: code.clone(),
+                    vars: None,
+                },
+                run.path(),
+            )
+            .unwrap(),
+        );
         assert_eq!(bios, ["-bios".to_owned(), code.display().to_string()]);
     }
 
     #[test]
     fn serial_goes_to_file_or_terminal() {
         assert_eq!(strings(serial_args(None).unwrap()), ["-serial", "stdio"]);
-        assert_eq!(strings(serial_args(Some(Path::new("/t/s.log"))).unwrap()), ["-serial", "file:/t/s.log"]);
+        assert_eq!(
+            strings(serial_args(Some(Path::new("/t/s.log"))).unwrap()),
+            ["-serial", "file:/t/s.log"]
+        );
     }
 }

@@ -29,7 +29,11 @@ pub struct MissingTool {
 
 impl fmt::Display for MissingTool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} not found {}: install it with '{}'", self.tool, self.looked, self.install)
+        write!(
+            f,
+            "{} not found {}: install it with '{}'",
+            self.tool, self.looked, self.install
+        )
     }
 }
 
@@ -97,12 +101,18 @@ impl Default for Toolbox {
 impl Toolbox {
     /// The process's `PATH`, plus the `CARGO` and `RUSTC` overrides.
     pub fn from_env() -> Self {
-        Self { search_path: env::var_os("PATH").unwrap_or_default(), use_overrides: true }
+        Self {
+            search_path: env::var_os("PATH").unwrap_or_default(),
+            use_overrides: true,
+        }
     }
 
     /// Only `search_path` (a `PATH`-style list); environment overrides are ignored.
     pub fn with_search_path(search_path: impl Into<OsString>) -> Self {
-        Self { search_path: search_path.into(), use_overrides: false }
+        Self {
+            search_path: search_path.into(),
+            use_overrides: false,
+        }
     }
 
     /// The search path, to hand to child processes as their `PATH`.
@@ -164,7 +174,10 @@ impl Toolbox {
         if !output.status.success() || sysroot.is_empty() {
             return Err(missing());
         }
-        let lib = Path::new(&sysroot).join("lib/rustlib").join(KERNEL_TARGET).join("lib");
+        let lib = Path::new(&sysroot)
+            .join("lib/rustlib")
+            .join(KERNEL_TARGET)
+            .join("lib");
         if lib.is_dir() { Ok(()) } else { Err(missing()) }
     }
 }
@@ -180,7 +193,10 @@ const GRUB_PLATFORMS: [(&str, &str); 2] = [
 pub fn grub_platforms(mkrescue: &Path) -> Result<(), MissingTool> {
     // Through symlinks: the modules sit beside the real program, not beside a link to it.
     let mkrescue = std::fs::canonicalize(mkrescue).unwrap_or_else(|_| mkrescue.to_path_buf());
-    let prefix = mkrescue.parent().and_then(Path::parent).unwrap_or(Path::new("/usr"));
+    let prefix = mkrescue
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("/usr"));
     let lib = prefix.join("lib/grub");
     for (platform, install) in GRUB_PLATFORMS {
         if !lib.join(platform).join("modinfo.sh").is_file() {
@@ -204,7 +220,8 @@ pub fn search(search_path: &OsStr, program: &str) -> Option<PathBuf> {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// UEFI firmware for QEMU: a read-only code image with (optionally) a template of its
@@ -219,10 +236,22 @@ pub struct Ovmf {
 /// Where distributions install OVMF, best first: Debian 12 / Ubuntu (`ovmf`), older Debian,
 /// Arch (`edk2-ovmf`), Fedora (`edk2-ovmf`), then the combined images.
 const OVMF_PFLASH: [(&str, &str); 4] = [
-    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
-    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
-    ("/usr/share/edk2/x64/OVMF_CODE.4m.fd", "/usr/share/edk2/x64/OVMF_VARS.4m.fd"),
-    ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"),
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    ),
+    (
+        "/usr/share/OVMF/OVMF_CODE.fd",
+        "/usr/share/OVMF/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/edk2/x64/OVMF_CODE.4m.fd",
+        "/usr/share/edk2/x64/OVMF_VARS.4m.fd",
+    ),
+    (
+        "/usr/share/edk2/ovmf/OVMF_CODE.fd",
+        "/usr/share/edk2/ovmf/OVMF_VARS.fd",
+    ),
 ];
 const OVMF_COMBINED: [&str; 2] = ["/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd"];
 
@@ -250,11 +279,22 @@ impl Ovmf {
     }
 
     fn find_in(pflash: &[(&str, &str)], combined: &[&str]) -> Option<Self> {
-        let pair = pflash.iter().find(|(code, vars)| Path::new(code).is_file() && Path::new(vars).is_file());
+        let pair = pflash
+            .iter()
+            .find(|(code, vars)| Path::new(code).is_file() && Path::new(vars).is_file());
         if let Some((code, vars)) = pair {
-            return Some(Self { code: code.into(), vars: Some(vars.into()) });
+            return Some(Self {
+                code: code.into(),
+                vars: Some(vars.into()),
+            });
         }
-        combined.iter().find(|c| Path::new(c).is_file()).map(|c| Self { code: c.into(), vars: None })
+        combined
+            .iter()
+            .find(|c| Path::new(c).is_file())
+            .map(|c| Self {
+                code: c.into(),
+                vars: None,
+            })
     }
 }
 
@@ -264,7 +304,9 @@ mod tests {
 
     #[test]
     fn missing_tool_is_one_line_naming_tool_and_package() {
-        let err = Toolbox::with_search_path("").find(Tool::GrubMkrescue).unwrap_err();
+        let err = Toolbox::with_search_path("")
+            .find(Tool::GrubMkrescue)
+            .unwrap_err();
         let line = err.to_string();
         assert_eq!(
             line,
@@ -276,8 +318,17 @@ mod tests {
 
     #[test]
     fn every_tool_names_its_installer() {
-        for tool in [Tool::GrubMkrescue, Tool::Xorriso, Tool::Mformat, Tool::QemuSystem, Tool::Cargo, Tool::Rustc] {
-            let err = Toolbox::with_search_path("/nonexistent").find(tool).unwrap_err();
+        for tool in [
+            Tool::GrubMkrescue,
+            Tool::Xorriso,
+            Tool::Mformat,
+            Tool::QemuSystem,
+            Tool::Cargo,
+            Tool::Rustc,
+        ] {
+            let err = Toolbox::with_search_path("/nonexistent")
+                .find(tool)
+                .unwrap_err();
             assert!(err.to_string().starts_with(tool.program()), "{err}");
             assert!(err.to_string().contains(tool.install()), "{err}");
         }
@@ -299,7 +350,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("bin/grub-mkrescue");
         let err = grub_platforms(&bin).unwrap_err();
-        assert!(err.to_string().starts_with("GRUB i386-pc modules not found"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("GRUB i386-pc modules not found"),
+            "{err}"
+        );
         assert!(err.to_string().contains("grub-pc-bin"), "{err}");
         std::fs::create_dir_all(dir.path().join("lib/grub/i386-pc")).unwrap();
         std::fs::write(dir.path().join("lib/grub/i386-pc/modinfo.sh"), "").unwrap();
@@ -314,7 +369,10 @@ mod tests {
         let (code, vars, combined) = (p("CODE.fd"), p("VARS.fd"), p("OVMF.fd"));
         assert_eq!(Ovmf::find_in(&[(&code, &vars)], &[&combined]), None);
         std::fs::write(&combined, "").unwrap();
-        assert_eq!(Ovmf::find_in(&[(&code, &vars)], &[&combined]).unwrap().vars, None);
+        assert_eq!(
+            Ovmf::find_in(&[(&code, &vars)], &[&combined]).unwrap().vars,
+            None
+        );
         std::fs::write(&code, "").unwrap();
         std::fs::write(&vars, "").unwrap();
         let found = Ovmf::find_in(&[(&code, &vars)], &[&combined]).unwrap();

@@ -6,8 +6,17 @@ use std::process::Command;
 fn path_without(hidden: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for tool in ["grub-mkrescue", "xorriso", "mformat", "qemu-system-x86_64", "cargo", "rustc"] {
-        let found = std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file());
+    for tool in [
+        "grub-mkrescue",
+        "xorriso",
+        "mformat",
+        "qemu-system-x86_64",
+        "cargo",
+        "rustc",
+    ] {
+        let found = std::env::split_paths(&path)
+            .map(|d| d.join(tool))
+            .find(|p| p.is_file());
         if let Some(found) = found.filter(|_| tool != hidden) {
             std::os::unix::fs::symlink(found, dir.path().join(tool)).unwrap();
         }
@@ -51,8 +60,14 @@ fn run_checks_qemu_before_building() {
 #[test]
 fn every_subcommand_has_help() {
     for args in [&["--help"][..], &["build", "--help"], &["run", "--help"]] {
-        let output = Command::new(env!("CARGO_BIN_EXE_image-builder")).args(args).output().unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_image-builder"))
+            .args(args)
+            .output()
+            .unwrap();
         assert!(output.status.success(), "{args:?}");
-        assert!(String::from_utf8_lossy(&output.stdout).contains("Usage: image-builder"), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("Usage: image-builder"),
+            "{args:?}"
+        );
     }
 }

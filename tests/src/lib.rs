@@ -36,7 +36,10 @@ pub fn boot_timeout() -> Duration {
 /// Builds (or reuses) the ISO for `image` and boots it with `firmware` and the deadline.
 pub fn boot_image(image: &Image, firmware: Firmware) -> Result<Boot> {
     let iso = image.build_shared()?;
-    Qemu::new(&iso).uefi(firmware == Firmware::Uefi).timeout(boot_timeout()).run()
+    Qemu::new(&iso)
+        .uefi(firmware == Firmware::Uefi)
+        .timeout(boot_timeout())
+        .run()
 }
 
 /// Boots the nucleus with `cmdline` under BIOS (SeaBIOS).

@@ -3,7 +3,9 @@
 use std::fs;
 
 use anyhow::{Context, Result, ensure};
-use tests::{Boot, Firmware, Image, Qemu, QemuExit, banner, boot_bios, boot_image, boot_timeout, markers};
+use tests::{
+    Boot, Firmware, Image, Qemu, QemuExit, banner, boot_bios, boot_image, boot_timeout, markers,
+};
 
 /// Name and size of the extra module: an odd size, so a page-rounded size cannot pass.
 const MODULE_NAME: &str = "hello-module";
@@ -15,26 +17,39 @@ fn boot_with_module(firmware: Firmware) -> Result<()> {
     let module = dir.path().join(MODULE_NAME);
     let contents: Vec<u8> = (0..MODULE_SIZE).map(|i| (i % 251) as u8).collect();
     fs::write(&module, contents).context("cannot write the test module")?;
-    let cmdline = format!("exit=qemu boot-test={}", firmware.to_string().to_lowercase());
-    let boot = boot_image(&Image::new().cmdline(&cmdline).module(MODULE_NAME, &module), firmware)?;
+    let cmdline = format!(
+        "exit=qemu boot-test={}",
+        firmware.to_string().to_lowercase()
+    );
+    let boot = boot_image(
+        &Image::new().cmdline(&cmdline).module(MODULE_NAME, &module),
+        firmware,
+    )?;
 
     boot.expect_in_order(&[markers::BANNER, "cmdline: ", "module: ", markers::READY])?;
     expect_exact_line(&boot, &banner())?;
     expect_exact_line(&boot, &format!("cmdline: {cmdline}"))?;
     let module_line = boot.expect_line(&format!("module {MODULE_NAME}"), |l| {
-        l.strip_prefix("module: ").is_some_and(|rest| rest.split_whitespace().next() == Some(MODULE_NAME))
+        l.strip_prefix("module: ")
+            .is_some_and(|rest| rest.split_whitespace().next() == Some(MODULE_NAME))
     })?;
     let size = MODULE_SIZE.to_string();
     ensure!(
-        module_line.split(|c: char| !c.is_ascii_digit()).any(|number| number == size),
+        module_line
+            .split(|c: char| !c.is_ascii_digit())
+            .any(|number| number == size),
         "{}",
-        boot.report(&format!("module line {module_line:?} lacks the size {size}"))
+        boot.report(&format!(
+            "module line {module_line:?} lacks the size {size}"
+        ))
     );
-    boot.expect_absent(markers::PANIC)?.expect_exit(QemuExit::Success)
+    boot.expect_absent(markers::PANIC)?
+        .expect_exit(QemuExit::Success)
 }
 
 fn expect_exact_line(boot: &Boot, expected: &str) -> Result<()> {
-    boot.expect_line(&format!("exactly {expected:?}"), |l| l == expected).map(drop)
+    boot.expect_line(&format!("exactly {expected:?}"), |l| l == expected)
+        .map(drop)
 }
 
 #[test]
@@ -51,16 +66,35 @@ fn uefi_boot_reports_banner_cmdline_modules_and_ready() -> Result<()> {
 fn forced_panic_reports_message_and_location_then_fails() -> Result<()> {
     let boot = boot_bios("selftest=panic exit=qemu")?;
     let panic = boot.expect_line("the panic report", |l| l.starts_with(markers::PANIC))?;
-    ensure!(panic.contains("selftest: forced panic"), "{}", boot.report("panic message missing"));
-    let location = panic.split_whitespace().find(|w| w.starts_with("nucleus/src/"));
-    let has_line_number = location.is_some_and(|l| l.split(':').nth(1).is_some_and(|n| n.parse::<u32>().is_ok()));
-    ensure!(has_line_number, "{}", boot.report("panic location nucleus/src/<file>:<line> missing"));
-    boot.expect_absent(markers::READY)?.expect_exit(QemuExit::Failure)
+    ensure!(
+        panic.contains("selftest: forced panic"),
+        "{}",
+        boot.report("panic message missing")
+    );
+    let location = panic
+        .split_whitespace()
+        .find(|w| w.starts_with("nucleus/src/"));
+    let has_line_number = location.is_some_and(|l| {
+        l.split(':')
+            .nth(1)
+            .is_some_and(|n| n.parse::<u32>().is_ok())
+    });
+    ensure!(
+        has_line_number,
+        "{}",
+        boot.report("panic location nucleus/src/<file>:<line> missing")
+    );
+    boot.expect_absent(markers::READY)?
+        .expect_exit(QemuExit::Failure)
 }
 
 #[test]
 fn boot_without_exit_option_is_stopped_by_the_harness_at_ready() -> Result<()> {
     let iso = Image::new().build_shared()?;
-    let boot = Qemu::new(&iso).timeout(boot_timeout()).until(markers::READY).run()?;
-    boot.expect_in_order(&[markers::BANNER, markers::READY])?.expect_exit(QemuExit::Stopped)
+    let boot = Qemu::new(&iso)
+        .timeout(boot_timeout())
+        .until(markers::READY)
+        .run()?;
+    boot.expect_in_order(&[markers::BANNER, markers::READY])?
+        .expect_exit(QemuExit::Stopped)
 }

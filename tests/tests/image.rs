@@ -20,7 +20,10 @@ fn iso_has_bios_and_uefi_boot_images() -> Result<()> {
         .filter_map(|l| l.strip_prefix("El Torito boot img :"))
         .filter_map(|columns| columns.split_whitespace().nth(1)) // N, then Pltf
         .collect();
-    ensure!(platforms == ["BIOS", "UEFI"], "El Torito boot images {platforms:?}:\n{report}");
+    ensure!(
+        platforms == ["BIOS", "UEFI"],
+        "El Torito boot images {platforms:?}:\n{report}"
+    );
     Ok(())
 }
 
@@ -29,8 +32,19 @@ fn swapped_server_is_shipped_as_its_module() -> Result<()> {
     // Any ELF passes the check; the nucleus is the one at hand.
     let elf = image_builder::compile::nucleus_once(&Toolbox::from_env(), false)?;
     let iso = Image::new().server("fred-server", &elf).build()?;
-    ensure!(iso.modules().first().is_some_and(|m| m == "fred-server"), "modules: {:?}", iso.modules());
-    let entries = iso.grub_cfg().matches("    module2 /boot/fred-server fred-server\n").count();
-    ensure!(entries == 3, "every menu entry loads the server:\n{}", iso.grub_cfg());
+    ensure!(
+        iso.modules().first().is_some_and(|m| m == "fred-server"),
+        "modules: {:?}",
+        iso.modules()
+    );
+    let entries = iso
+        .grub_cfg()
+        .matches("    module2 /boot/fred-server fred-server\n")
+        .count();
+    ensure!(
+        entries == 3,
+        "every menu entry loads the server:\n{}",
+        iso.grub_cfg()
+    );
     Ok(())
 }
