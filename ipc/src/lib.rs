@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 
 pub mod event;
+pub mod layout;
 pub mod markers;
 
 pub use event::{Event, EventKind};
