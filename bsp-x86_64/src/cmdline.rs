@@ -139,6 +139,91 @@ pub struct Options {
     pub loglvl: LogLevel,
     pub exit: Option<TestExit>,
     pub selftests: SelfTests,
+    /// `bench`: run the measurement build's benchmarks after boot.
+    pub bench: bool,
+    /// `server-args=NAME:ARG[,ARG…]`: options handed to one server in its start page.
+    pub server_args: ServerArgsTable,
+}
+
+/// Longest server name in `server-args=` (the start page holds 32 bytes).
+pub const SERVER_NAME_MAX: usize = 31;
+/// Longest argument string in `server-args=` (the start page holds 128 bytes).
+pub const SERVER_ARGS_MAX: usize = 127;
+/// How many servers can get `server-args=`.
+pub const SERVER_ARGS_SLOTS: usize = 4;
+
+/// One `server-args=NAME:ARGS` option: ARGS with commas turned into spaces.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ServerArgs {
+    name: [u8; SERVER_NAME_MAX],
+    name_len: u8,
+    args: [u8; SERVER_ARGS_MAX],
+    args_len: u8,
+}
+
+impl ServerArgs {
+    /// Parses `NAME:ARG[,ARG…]`; `None` if it is not of that form or too long.
+    pub fn parse(value: &[u8]) -> Option<Self> {
+        let colon = value.iter().position(|&b| b == b':')?;
+        let (name, args) = (&value[..colon], &value[colon + 1..]);
+        if name.is_empty() || name.len() > SERVER_NAME_MAX || args.len() > SERVER_ARGS_MAX {
+            return None;
+        }
+        let mut this = Self { name: [0; SERVER_NAME_MAX], name_len: name.len() as u8, args: [0; SERVER_ARGS_MAX], args_len: args.len() as u8 };
+        this.name[..name.len()].copy_from_slice(name);
+        for (slot, &b) in this.args.iter_mut().zip(args) {
+            *slot = if b == b',' { b' ' } else { b };
+        }
+        Some(this)
+    }
+
+    pub fn name(&self) -> &[u8] {
+        &self.name[..usize::from(self.name_len)]
+    }
+
+    /// Space-separated arguments as the server sees them.
+    pub fn args(&self) -> &[u8] {
+        &self.args[..usize::from(self.args_len)]
+    }
+}
+
+impl fmt::Debug for ServerArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", Echo(self.name()), Echo(self.args()))
+    }
+}
+
+/// The `server-args=` options, one per server name (a later option for the same server
+/// replaces the earlier one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServerArgsTable {
+    slots: [Option<ServerArgs>; SERVER_ARGS_SLOTS],
+}
+
+impl ServerArgsTable {
+    /// Adds or replaces; `false` if the table is full.
+    pub fn insert(&mut self, args: ServerArgs) -> bool {
+        if let Some(slot) = self.slots.iter_mut().flatten().find(|s| s.name() == args.name()) {
+            *slot = args;
+            return true;
+        }
+        match self.slots.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => {
+                *slot = Some(args);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The arguments for server `name`.
+    pub fn get(&self, name: &[u8]) -> Option<&ServerArgs> {
+        self.slots.iter().flatten().find(|s| s.name() == name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ServerArgs> {
+        self.slots.iter().flatten()
+    }
 }
 
 /// Renders the options as a command line that parses back to them (defaults included,
@@ -151,6 +236,16 @@ impl fmt::Display for Options {
         }
         if let Some(exit) = self.exit {
             write!(f, " exit={}", exit.as_str())?;
+        }
+        if self.bench {
+            f.write_str(" bench")?;
+        }
+        for args in self.server_args.iter() {
+            write!(f, " server-args={}:", Echo(args.name()))?;
+            for &b in args.args() {
+                let b = if b == b' ' { b',' } else { b };
+                write!(f, "{}", Echo(&[b]))?;
+            }
         }
         let mut separator = " selftest=";
         for (name, test) in SelfTests::NAMES {
@@ -363,6 +458,33 @@ impl<'a, F: FnMut(Warning<'a>)> Parser<'a, F> {
                     kept: "none",
                 }),
             },
+            b"bench" => match value {
+                None => self.options.bench = true,
+                Some(value) => self.warn(Warning::UnexpectedValue { key: "bench", value: Echo(value) }),
+            },
+            b"server-args" => match value.map(|v| (v, ServerArgs::parse(v))) {
+                Some((value, Some(args))) => {
+                    if !self.options.server_args.insert(args) {
+                        self.warn(Warning::BadValue {
+                            key: "server-args",
+                            value: Echo(value),
+                            expected: "at most 4 servers",
+                            kept: "the first 4",
+                        });
+                    }
+                }
+                Some((value, None)) => self.warn(Warning::BadValue {
+                    key: "server-args",
+                    value: Echo(value),
+                    expected: "NAME:ARG[,ARG...] (name <= 31, args <= 127 bytes)",
+                    kept: "none",
+                }),
+                None => self.warn(Warning::MissingValue {
+                    key: "server-args",
+                    expected: "NAME:ARG[,ARG...]",
+                    kept: "none",
+                }),
+            },
             _ => self.warn(Warning::UnknownOption { word: Echo(word) }),
         }
     }
@@ -435,6 +557,8 @@ mod tests {
                 loglvl: LogLevel::Debug,
                 exit: Some(TestExit::Bochs),
                 selftests: SelfTests::INT3 | SelfTests::PF_NX,
+                bench: false,
+                server_args: ServerArgsTable::default(),
             }
         );
         assert_eq!(
@@ -510,6 +634,22 @@ mod tests {
     }
 
     #[test]
+    fn server_args_and_bench() {
+        let (options, warnings) = parse_all(b"bench server-args=pv-server:fault=null,selfcheck server-args=x server-args=fred-server:");
+        assert_eq!(warnings, ["cmdline: server-args=x: expected NAME:ARG[,ARG...] (name <= 31, args <= 127 bytes), using none"]);
+        assert!(options.bench);
+        let pv = options.server_args.get(b"pv-server").expect("pv-server args");
+        assert_eq!(pv.args(), b"fault=null selfcheck");
+        assert_eq!(options.server_args.get(b"fred-server").map(ServerArgs::args), Some(&b""[..]));
+        assert!(options.server_args.get(b"x").is_none());
+        let (later, _) = parse_all(b"server-args=a:1 server-args=a:2");
+        assert_eq!(later.server_args.get(b"a").map(ServerArgs::args), Some(&b"2"[..]));
+        let (full, warnings) = parse_all(b"server-args=a:1 server-args=b:1 server-args=c:1 server-args=d:1 server-args=e:1");
+        assert_eq!(full.server_args.iter().count(), 4);
+        assert_eq!(warnings.len(), 1);
+    }
+
+    #[test]
     fn warnings_are_capped() {
         let line = "a ".repeat(20);
         let (_, warnings) = parse_all(line.as_bytes());
@@ -546,13 +686,24 @@ mod tests {
                 Just(Some(TestExit::Bochs))
             ],
             any::<u16>(),
+            any::<bool>(),
+            proptest::collection::vec(("[a-z][a-z-]{0,30}", "[a-z0-9=]{0,20}(,[a-z0-9=]{1,20}){0,3}"), 0..3),
         )
-            .prop_map(|(fred, pv_shim, loglvl, exit, tests)| Options {
-                fred,
-                pv_shim,
-                loglvl,
-                exit,
-                selftests: SelfTests::from_bits_truncate(tests),
+            .prop_map(|(fred, pv_shim, loglvl, exit, tests, bench, servers)| {
+                let mut server_args = ServerArgsTable::default();
+                for (name, args) in servers {
+                    let value = format!("{name}:{args}");
+                    server_args.insert(ServerArgs::parse(value.as_bytes()).expect("valid by construction"));
+                }
+                Options {
+                    fred,
+                    pv_shim,
+                    loglvl,
+                    exit,
+                    selftests: SelfTests::from_bits_truncate(tests),
+                    bench,
+                    server_args,
+                }
             })
     }
 

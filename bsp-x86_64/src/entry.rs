@@ -9,6 +9,9 @@
 //!   type/vector in the SS qword, CR2 or DR6 as event data), saves the GPRs below it and calls
 //!   the dispatcher with `&mut Frame`. It returns with IRETQ from the *copy*, so whatever the
 //!   dispatcher changed in the frame takes effect. SWAPGS when the event came from ring 3.
+//! * `syscall_entry` (IDT delivery only, the `IA32_LSTAR` target): SYSCALL does not switch
+//!   stacks, so it SWAPGSes, takes the stack from `cpu_info`, builds the frame FRED would have
+//!   written for a SYSCALL (type 7, vector 1, instruction length 2) and joins `idt_exit`.
 //! * `fred_entry_ring3` (4 KiB aligned, the `IA32_FRED_CONFIG` entry point) and
 //!   `fred_entry_ring0` at +256: the CPU has already written the 64-byte return state, so
 //!   they only save the GPRs and call the dispatcher; the exit returns with ERETU when the
@@ -42,6 +45,12 @@ pub const IDT_STUB_SIZE: usize = 16;
 /// DR6 bits that read as 1 when clear; FRED reports DR6 with them flipped ("positive
 /// polarity", fred-facts.md §3.7), so the IDT stub XORs them to match.
 pub const DR6_POLARITY_FLIP: u64 = 0xffff_0ff0;
+
+/// The SS qword FRED writes for a 64-bit SYSCALL from ring 3 (fred-facts.md §3.5): user DS,
+/// SWEVENT, vector 1, type 7 (other), 64-bit mode, instruction length 2. The IDT `syscall`
+/// stub writes the same, so both deliveries decode to the same event.
+pub const SYSCALL_SS_QWORD: u64 =
+    crate::gdt::USER_DS.raw() as u64 | (1 << 17) | (1 << 32) | (7 << 48) | (1 << 57) | (2 << 60);
 
 /// Emits the IDT and FRED entry stubs around the given handlers, each an
 /// `extern "C" fn(&mut Frame)`:
@@ -215,8 +224,37 @@ macro_rules! entry_stubs {
             "5:",
             "lea rsp, [rsp + {rip}]",
             "iretq",
+
+            // In: RCX = user RIP, R11 = user RFLAGS, RSP = user RSP, GS = user (IDT only).
+            ".global syscall_entry",
+            "syscall_entry:",
+            "swapgs",
+            "mov gs:[{ci_scratch}], rsp",
+            "mov rsp, gs:[{ci_kernel_rsp}]",
+            "sub rsp, {frame_size}",
+            "mov [rsp + {rax}], rax",
+            "mov [rsp + {rcx}], rcx",
+            "FREDVISOR_SAVE_GPRS_BUT_RAX_RCX",
+            "mov [rsp + {rip}], rcx",
+            "mov [rsp + {rflags}], r11",
+            "mov rcx, gs:[{ci_scratch}]",
+            "mov [rsp + {rsp}], rcx",
+            "mov qword ptr [rsp + {cs}], {user_cs}",
+            "mov rcx, {syscall_ss}",
+            "mov [rsp + {ss}], rcx",
+            "xor ecx, ecx",
+            "mov [rsp + {error_code}], rcx",
+            "mov [rsp + {event_data}], rcx",
+            "mov [rsp + {reserved}], rcx",
+            "mov rdi, rsp",
+            "call {idt}",
+            "jmp idt_exit",
             ".popsection",
 
+            ci_scratch = const $crate::cpu_info::CPU_INFO_SCRATCH_RSP,
+            ci_kernel_rsp = const $crate::cpu_info::CPU_INFO_KERNEL_RSP,
+            user_cs = const $crate::gdt::USER_CS64.raw() as u64,
+            syscall_ss = const $crate::entry::SYSCALL_SS_QWORD,
             ring3 = sym $ring3,
             ring0 = sym $ring0,
             idt = sym $idt,
@@ -266,3 +304,38 @@ macro_rules! entry_stubs {
 const _: () = assert!(crate::frame::FRAME_RET % 64 == 0);
 const _: () = assert!(crate::frame::FRAME_SIZE == crate::frame::FRAME_RET + 64);
 const _: () = assert!(crate::frame::FRAME_SIZE % 64 == 0);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{EventType, FredState, SsQword, decode};
+    use crate::gdt::USER_DS;
+
+    #[test]
+    fn syscall_ss_qword_is_what_fred_writes() {
+        let fred = SsQword::new(USER_DS, EventType::Other, 1)
+            .with_swevent(true)
+            .with_64bit(true)
+            .with_insn_len(2)
+            .map(SsQword::raw);
+        assert_eq!(fred, Some(SYSCALL_SS_QWORD));
+        let ret = FredState { ss: SsQword::from_raw(SYSCALL_SS_QWORD), ..FredState::default() };
+        assert_eq!(decode(&ret), Ok(ipc::EventKind::Syscall));
+    }
+
+    #[test]
+    fn idt_stub_table_matches_the_decoder_table() {
+        // The `.if` chain in `entry_stubs!` encodes these types; this is the same table.
+        for vector in 0..=255u8 {
+            let expected = match vector {
+                2 => EventType::Nmi,
+                3 | 4 => EventType::SoftwareException,
+                0..32 => EventType::HardwareException,
+                _ => EventType::ExternalInterrupt,
+            };
+            assert_eq!(crate::frame::idt_event_type(vector), expected, "vector {vector}");
+            let pushes = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30);
+            assert_eq!(crate::frame::idt_pushes_error_code(vector), pushes, "vector {vector}");
+        }
+    }
+}

@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod cmdline;
+pub mod cpu_info;
 pub mod entry;
 pub mod error_code;
 pub mod frame;

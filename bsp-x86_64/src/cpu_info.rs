@@ -1,0 +1,24 @@
+//! `cpu_info`: the 64-byte per-CPU block at the top of the primary stack (architecture.md §4).
+//!
+//! GS_BASE points here while the nucleus runs (both deliveries: FRED swaps GS on ring-3
+//! delivery and ERETU, the IDT stubs SWAPGS). The IDT `syscall` stub reaches its stack through
+//! it, because SYSCALL does not switch stacks; everything else finds it by address.
+use core::mem::{offset_of, size_of};
+
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuInfo {
+    /// Where the IDT `syscall` stub builds its frame: the primary stack top (= FRED RSP0 =
+    /// TSS.RSP0), 64-byte aligned.
+    pub kernel_rsp: u64,
+    /// The user RSP while the `syscall` stub switches stacks.
+    pub scratch_rsp: u64,
+    /// CPU number.
+    pub cpu: u64,
+    pub reserved: [u64; 5],
+}
+
+pub const CPU_INFO_KERNEL_RSP: usize = offset_of!(CpuInfo, kernel_rsp);
+pub const CPU_INFO_SCRATCH_RSP: usize = offset_of!(CpuInfo, scratch_rsp);
+
+const _: () = assert!(size_of::<CpuInfo>() as u64 == crate::stack_block::CPU_INFO_SIZE);
