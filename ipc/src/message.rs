@@ -16,6 +16,7 @@ use core::fmt;
 use heapless::{String, Vec};
 use serde::{Deserialize, Serialize};
 
+pub use crate::dump_parts::DumpPart;
 use crate::event::Event;
 
 /// Names the event a reply answers. The nucleus hands out a fresh token per forwarded event
@@ -38,8 +39,17 @@ pub enum NucleusMessage {
     /// One piece of a diagnostic dump the nucleus captured (for `fred-server` to render).
     DumpRecord(DumpRecord),
     /// A PV guest's hypercall (for `pv-server`); answered with a [`Reply`] whose `token`
-    /// matches, usually `ResumeWith` setting `rax`.
+    /// matches, usually `Return` setting `rax`.
     Hypercall(Hypercall),
+    /// One part of a full [`crate::dump::RegisterDump`] (for `fred-server`): a faulting
+    /// server's frame, sent just before the `Event` whose token it carries, or the nucleus'
+    /// own `#DF` capture. Reassembled with [`crate::dump_parts::DumpAssembler`].
+    Dump(DumpPart),
+    /// A server (re)started (for `fred-server`, which names owners in its reports). `owner`
+    /// is the value `Event::owner` carries for this server; it stays the same across restarts.
+    ServerStarted { owner: u32, name: ServerName, generation: u32 },
+    /// Ring round-trip probe (benchmarks, liveness): answered with `Reply::Resume { token }`.
+    Ping { token: Token },
 }
 
 /// Server → nucleus.
@@ -117,6 +127,10 @@ pub enum Reply {
     Kill { token: Token },
     /// Kill it and start it again from its image (a crashed server).
     Restart { token: Token },
+    /// Resume after the trapping instruction with `rax = rax` and nothing else changed (a
+    /// hypercall's result; the server does not know the guest's `rip`, so `ResumeWith` cannot
+    /// express this).
+    Return { token: Token, rax: u64 },
 }
 
 impl Reply {
@@ -126,7 +140,8 @@ impl Reply {
             Self::Resume { token }
             | Self::ResumeWith { token, .. }
             | Self::Kill { token }
-            | Self::Restart { token } => token,
+            | Self::Restart { token }
+            | Self::Return { token, .. } => token,
         }
     }
 

@@ -12,8 +12,9 @@ use core::fmt;
 #[repr(u64)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Syscall {
-    /// `console_write(ptr, len) -> len`: print bytes on COM1 (the nucleus prefixes the server's
-    /// name).
+    /// `console_write(ptr, len) -> len`: print bytes on COM1. The server runtime sends whole
+    /// lines that already start with `<name>: `; the nucleus adds `<name>: ` in front of any
+    /// line that does not, so a server cannot print lines that look like another owner's.
     ConsoleWrite = 0,
     /// `ring_wait(ring) -> 0`: sleep until the peer of ring `ring` notifies or has published
     /// records since the last wait.
@@ -25,6 +26,9 @@ pub enum Syscall {
     Yield = 3,
     /// `exit(code) -> !`: end the server; the nucleus reports the code (and may restart it).
     Exit = 4,
+    /// `nop() -> 0`: enter and leave the nucleus, nothing else (the null syscall of the
+    /// round-trip benchmark).
+    Nop = 5,
 }
 
 /// A number that is not a [`Syscall`].
@@ -47,6 +51,7 @@ impl TryFrom<u64> for Syscall {
             2 => Self::RingNotify,
             3 => Self::Yield,
             4 => Self::Exit,
+            5 => Self::Nop,
             _ => return Err(UnknownSyscall(number)),
         })
     }
@@ -121,10 +126,11 @@ mod tests {
     fn numbers_are_stable() {
         assert_eq!(Syscall::ConsoleWrite as u64, 0);
         assert_eq!(Syscall::Exit as u64, 4);
-        for number in 0..5 {
+        assert_eq!(Syscall::Nop as u64, 5);
+        for number in 0..6 {
             assert_eq!(Syscall::try_from(number).map(|s| s as u64), Ok(number));
         }
-        assert_eq!(Syscall::try_from(5), Err(UnknownSyscall(5)));
+        assert_eq!(Syscall::try_from(6), Err(UnknownSyscall(6)));
         assert_eq!(Syscall::try_from(u64::MAX), Err(UnknownSyscall(u64::MAX)));
     }
 
