@@ -196,3 +196,11 @@ unsafe extern "C" {
     /// `top` must be the 16-byte aligned top of a mapped, otherwise unused stack.
     pub fn continue_on_stack(top: u64, next: extern "C" fn() -> !) -> !;
 }
+
+global_asm!(
+    ".global nucleus_idle",
+    // Entered through an IRET/ERETS with RFLAGS.IF = 1: wait for the next interrupt.
+    "nucleus_idle:",
+    "hlt",
+    "jmp nucleus_idle",
+);

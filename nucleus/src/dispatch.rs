@@ -43,7 +43,7 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
             NMI_COUNT.fetch_add(1, Ordering::Relaxed);
         }
         EventKind::Exception { vector: 8, .. } => double_fault(frame, delivery),
-        EventKind::Interrupt { vector } => crate::interrupts::handle(vector),
+        EventKind::Interrupt { vector } => crate::interrupts::handle(frame, vector, delivery),
         _ if event.from_ring == 3 => crate::interrupts::user_event(frame, &event, delivery),
         EventKind::SoftwareException { vector: 3 } => {
             // A trap: RIP already points after the int3, so returning resumes there.

@@ -17,6 +17,9 @@
 mod console;
 
 #[cfg(target_os = "none")]
+#[allow(unsafe_code)] // page tables of server address spaces, reading user memory
+mod addrspace;
+#[cfg(target_os = "none")]
 #[allow(unsafe_code)] // multiboot2 header, 32→64-bit trampoline, the stack switch
 mod boot;
 #[cfg(target_os = "none")]
@@ -51,10 +54,18 @@ mod report;
 #[allow(unsafe_code)] // the fault probes the self-tests execute
 mod selftest;
 #[cfg(target_os = "none")]
+#[allow(unsafe_code)] // module memory, ring pages, CR3, the idle context
+mod servers;
+#[cfg(target_os = "none")]
+mod server_image_shim;
+#[cfg(target_os = "none")]
 mod stacks;
+#[cfg(target_os = "none")]
+#[allow(unsafe_code)] // PIT and PIC ports
+mod timer;
 
 #[cfg(target_os = "none")]
-pub use kernel::kernel_entry;
+pub use kernel::{kernel_entry, ready};
 
 #[cfg(target_os = "none")]
 mod kernel {
@@ -150,23 +161,52 @@ mod kernel {
 
     /// Boot continues on CPU 0's primary stack (SL0 / TSS.RSP0).
     extern "C" fn on_stack_block() -> ! {
-        // SAFETY: written once before the stack switch; nothing else accesses it.
+        // SAFETY: written once before the stack switch and never written again; borrowed in
+        // place because the boot summary is far too large for the 8 KiB primary stack.
         #[allow(unsafe_code)]
-        let Some(Handoff { boot, options }) = (unsafe { (*HANDOFF.get()).take() }) else {
+        let Some(Handoff { boot, options }) = (unsafe { (*HANDOFF.get()).as_ref() }) else {
             panic!("boot handoff missing");
         };
-        crate::fred::init(&options);
+        if let Some(block) = crate::stacks::block() {
+            crate::cpu::init_syscall(&block);
+        }
+        crate::fred::init(options);
 
         if options.selftests.contains(SelfTests::PANIC) {
             panic!("selftest: forced panic");
         }
-        let selftest = crate::selftest::run(options.selftests);
-        let _ = boot;
+        if let Some(status) = crate::selftest::run(options.selftests) {
+            // SAFETY: boot, single CPU: written before interrupts are enabled.
+            #[allow(unsafe_code)]
+            unsafe {
+                *SELFTEST_STATUS.get() = Some(status)
+            };
+        }
+        // SAFETY: as above.
+        #[allow(unsafe_code)]
+        unsafe {
+            *EXIT_WANTED.get() = options.exit.is_some()
+        };
+        let started = crate::servers::start_all(boot, options);
+        println!("nucleus: {started} server(s) started");
+        crate::timer::init();
+        crate::servers::boot_done();
+        idle()
+    }
+
+    static SELFTEST_STATUS: RacyCell<Option<Status>> = RacyCell::new(None);
+    static EXIT_WANTED: RacyCell<bool> = RacyCell::new(false);
+
+    /// Every started server said hello: boot is complete.
+    pub fn ready() {
         println!("{}", ipc::markers::READY);
+        // SAFETY: written during boot, read here with interrupts off on the single CPU.
+        #[allow(unsafe_code)]
+        let (selftest, exit_wanted) = unsafe { (*SELFTEST_STATUS.get(), *EXIT_WANTED.get()) };
         match selftest {
             Some(status) => exit::exit(status),
-            None if options.exit.is_some() => exit::exit(Status::Success),
-            None => idle(),
+            None if exit_wanted => exit::exit(Status::Success),
+            None => {}
         }
     }
 

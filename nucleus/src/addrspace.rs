@@ -1,0 +1,118 @@
+//! Server address spaces: a PML4 per server, the nucleus half shared (architecture.md §6).
+//!
+//! The upper half (PML4 slots 256..512) is copied from the nucleus tables, so the nucleus
+//! stays mapped — supervisor-only — in every space and events can land on its stacks. The
+//! lower half holds only what the nucleus put there for the server: ELF segments, start
+//! page, rings, stack. A pointer a server passes is an allegation until [`AddressSpace::check`]
+//! found every byte of it mapped user-accessible (and writable when the nucleus will write).
+use crate::memory::{self, MemoryError};
+use bsp_x86_64::paging::{PageTable, PageTableFlags as F, PhysAddr, VirtAddr};
+
+const KERNEL_HALF: core::ops::Range<usize> = 256..512;
+
+pub struct AddressSpace {
+    root: PhysAddr,
+}
+
+/// A user pointer that does not name memory the server may use that way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadPointer;
+
+fn table(phys: PhysAddr) -> &'static mut PageTable {
+    // SAFETY: `phys` is a page-table frame of a space the nucleus built; the direct map covers
+    // it. The nucleus edits tables only with interrupts off on its single CPU.
+    unsafe { &mut *(memory::phys_to_virt(phys.as_u64()) as *mut PageTable) }
+}
+
+impl AddressSpace {
+    pub fn new() -> Result<Self, MemoryError> {
+        let root = memory::alloc_frame().ok_or(MemoryError::OutOfFrames)?;
+        let kernel = table(memory::kernel_root());
+        let new = table(root);
+        for slot in KERNEL_HALF {
+            new[slot] = kernel[slot];
+        }
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// Maps a fresh zeroed frame at `virt` with `flags` (USER is added) and returns it.
+    pub fn map_new(&mut self, virt: u64, flags: F) -> Result<PhysAddr, MemoryError> {
+        let frame = memory::alloc_frame().ok_or(MemoryError::OutOfFrames)?;
+        let root = self.root;
+        let result = memory::with_mapper(|mapper, _| {
+            mapper.map_4k(root, VirtAddr::new_truncate(virt), frame, flags | F::PRESENT | F::USER)
+        });
+        if let Err(e) = result {
+            memory::free_frame(frame);
+            return Err(e.into());
+        }
+        Ok(frame)
+    }
+
+    /// Checks that `[ptr, ptr + len)` is mapped for the server (and writable if `write`).
+    pub fn check(&self, ptr: u64, len: u64, write: bool) -> Result<(), BadPointer> {
+        if len == 0 {
+            return Ok(());
+        }
+        let end = ptr.checked_add(len).ok_or(BadPointer)?;
+        if end > ipc::layout::USER_END {
+            return Err(BadPointer);
+        }
+        let mut page = ptr & !0xfff;
+        while page < end {
+            let (_, flags) = self.translate(page).ok_or(BadPointer)?;
+            if !flags.contains(F::USER) || (write && !flags.contains(F::WRITABLE)) {
+                return Err(BadPointer);
+            }
+            page += 4096;
+        }
+        Ok(())
+    }
+
+    fn translate(&self, virt: u64) -> Option<(PhysAddr, F)> {
+        let root = self.root;
+        let virt = VirtAddr::try_new(virt).ok()?;
+        memory::with_mapper(|mapper, _| mapper.translate(root, virt))
+    }
+
+    /// Copies checked user bytes into `buf` through the direct map.
+    pub fn read(&self, ptr: u64, buf: &mut [u8]) -> Result<(), BadPointer> {
+        self.check(ptr, buf.len() as u64, false)?;
+        for (i, byte) in buf.iter_mut().enumerate() {
+            let va = ptr + i as u64;
+            let (phys, _) = self.translate(va & !0xfff).ok_or(BadPointer)?;
+            // SAFETY: `check` found the page mapped for the server; the direct map covers
+            // every frame, and a byte read has no alignment needs.
+            *byte = unsafe { core::ptr::read_volatile(memory::phys_to_virt(phys.as_u64() + (va & 0xfff)) as *const u8) };
+        }
+        Ok(())
+    }
+
+    /// Frees every frame of the lower half (leaves and tables) and the root.
+    pub fn destroy(self) {
+        let root = table(self.root);
+        for pml4e in root.entries().iter().take(KERNEL_HALF.start) {
+            if !pml4e.is_present() {
+                continue;
+            }
+            let pdpt_phys = pml4e.addr();
+            for pdpte in table(pdpt_phys).entries().iter().filter(|e| e.is_present()) {
+                let pd_phys = pdpte.addr();
+                for pde in table(pd_phys).entries().iter().filter(|e| e.is_present()) {
+                    let pt_phys = pde.addr();
+                    for pte in table(pt_phys).entries().iter().filter(|e| e.is_present()) {
+                        memory::free_frame(pte.addr());
+                    }
+                    memory::free_frame(pt_phys);
+                }
+                memory::free_frame(pd_phys);
+            }
+            memory::free_frame(pdpt_phys);
+        }
+        memory::free_frame(self.root);
+    }
+}

@@ -1,0 +1,724 @@
+//! Ring3 servers: loading, the scheduler, syscalls and event forwarding (issue 7).
+//!
+//! Each server is one thread in its own address space, started from the boot module whose
+//! string names it. The nucleus keeps mechanism only: it validates and maps the ELF, hands
+//! the server two `ipc` rings, switches between servers on the timer tick and on blocking
+//! syscalls, and forwards every event of a Ring3 thread — faults, `int3`, a hung thread
+//! caught by the tick — to `fred-server`, whose `Reply` decides (resume, kill, restart).
+//! Only when `fred-server` itself is the one in trouble does the nucleus decide: it prints
+//! the dump and restarts it, a bounded number of times.
+//!
+//! Context switches copy frames: one kernel stack per CPU, so a server's whole kernel-side
+//! state is the `Frame` of its last event, and switching means saving the live frame into
+//! the old server and loading the new server's frame in its place before the stub returns.
+use crate::addrspace::{AddressSpace, BadPointer};
+use crate::bootinfo::{BootSummary, Escaped};
+use crate::memory::{self, MemoryError};
+use crate::racy::RacyCell;
+use bsp_x86_64::cmdline::Options;
+use bsp_x86_64::frame::{CsQword, Frame, SsQword};
+use bsp_x86_64::gdt;
+use bsp_x86_64::paging::PageTableFlags as F;
+use crate::server_image_shim::{self as server_image, ServerImage};
+use core::fmt;
+use ipc::dump::Delivery;
+use ipc::layout::{self, StartInfo};
+use ipc::message::{Reply, ServerMessage};
+use ipc::ring::{Consumer, Producer};
+use ipc::syscall::{Syscall, SyscallError, to_rax};
+use ipc::{Event, NucleusMessage, Token};
+
+/// Module strings that name servers, in start order.
+pub const SERVER_NAMES: [&str; 2] = ["fred-server", "pv-server"];
+const FRED_SERVER: usize = 0;
+/// How often the nucleus restarts a crashed fred-server before giving up on it.
+const FRED_SERVER_RESTARTS: u32 = 3;
+/// A server running this many ticks without a syscall is considered hung (2 s).
+const HUNG_TICKS: u64 = 2 * crate::timer::HZ as u64;
+/// Longest console write.
+const CONSOLE_WRITE_MAX: u64 = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Not started: missing module, rejected image, or killed.
+    Absent,
+    Ready,
+    /// Waiting in `RingWait` for the nucleus to push to its event ring.
+    WaitingForEvents,
+    /// Waiting for fred-server's reply about its event `Token`.
+    WaitingForReply(Token),
+}
+
+struct Server {
+    name: &'static str,
+    module: Option<core::ops::Range<u64>>,
+    state: State,
+    space: Option<AddressSpace>,
+    frame: Frame,
+    events: Option<Producer<'static>>,
+    replies: Option<Consumer<'static>>,
+    hello: bool,
+    generation: u32,
+    restarts: u32,
+    last_syscall_tick: u64,
+}
+
+impl Server {
+    const fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            module: None,
+            state: State::Absent,
+            space: None,
+            frame: zero_frame(),
+            events: None,
+            replies: None,
+            hello: false,
+            generation: 0,
+            restarts: 0,
+            last_syscall_tick: 0,
+        }
+    }
+
+    fn runnable(&self) -> bool {
+        self.state == State::Ready
+    }
+}
+
+const fn zero_frame() -> Frame {
+    // SAFETY: `Frame` is plain integers (repr(C) u64 newtypes); all-zero is a valid value.
+    unsafe { core::mem::zeroed() }
+}
+
+struct Scheduler {
+    servers: [Server; SERVER_NAMES.len()],
+    /// The server whose context is live, `None` while the nucleus idles.
+    current: Option<usize>,
+    next_token: u64,
+    ready_printed: bool,
+    options: Option<Options>,
+    /// CR3 currently loaded.
+    loaded_root: u64,
+}
+
+static SCHED: RacyCell<Scheduler> = RacyCell::new(Scheduler {
+    servers: [Server::new(SERVER_NAMES[0]), Server::new(SERVER_NAMES[1])],
+    current: None,
+    next_token: 1,
+    ready_printed: false,
+    options: None,
+    loaded_root: 0,
+});
+
+fn sched() -> &'static mut Scheduler {
+    // SAFETY: the scheduler is touched only by the nucleus on its single CPU with interrupts
+    // off (from the dispatcher or from boot before interrupts are enabled); no reference
+    // outlives one such call.
+    unsafe { &mut *SCHED.get() }
+}
+
+/// Why a server module was not started.
+#[derive(Clone, Copy, Debug)]
+enum LoadError {
+    Image(server_image::ImageError),
+    Memory(MemoryError),
+    Ring,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Image(e) => write!(f, "{e}"),
+            Self::Memory(e) => write!(f, "{e}"),
+            Self::Ring => f.write_str("ring setup failed"),
+        }
+    }
+}
+
+impl From<MemoryError> for LoadError {
+    fn from(e: MemoryError) -> Self {
+        Self::Memory(e)
+    }
+}
+
+// ---- boot --------------------------------------------------------------------------------
+
+/// Finds, validates and starts every server module. Returns how many were started.
+pub fn start_all(boot: &BootSummary, options: &Options) -> usize {
+    sched().options = Some(*options);
+    let mut started = 0;
+    for index in 0..SERVER_NAMES.len() {
+        let name = SERVER_NAMES[index];
+        let Some(module) = boot.modules.iter().find(|m| m.name.as_slice() == name.as_bytes()) else {
+            println!("server {name}: rejected: no boot module named {name}");
+            continue;
+        };
+        sched().servers[index].module = Some(module.range.clone());
+        match load(index) {
+            Ok(()) => started += 1,
+            Err(e) => println!("server {name}: rejected: {e}"),
+        }
+    }
+    started
+}
+
+/// The module's bytes, through the direct map (modules are reserved from the allocator).
+fn module_bytes(range: &core::ops::Range<u64>) -> &'static [u8] {
+    let len = (range.end - range.start) as usize;
+    // SAFETY: GRUB placed the module there, the frame allocator never hands those frames
+    // out, and the direct map covers all RAM; nobody writes module memory.
+    unsafe { core::slice::from_raw_parts(memory::phys_to_virt(range.start) as *const u8, len) }
+}
+
+/// Builds a fresh address space for server `index` from its module and makes it runnable.
+fn load(index: usize) -> Result<(), LoadError> {
+    let Some(range) = sched().servers[index].module.clone() else { return Err(LoadError::Ring) };
+    let bytes = module_bytes(&range);
+    let image = server_image::validate(bytes).map_err(LoadError::Image)?;
+    let mut space = AddressSpace::new()?;
+    if let Err(e) = populate(&mut space, index, bytes, &image) {
+        space.destroy();
+        return Err(e);
+    }
+    let mut frame = zero_frame();
+    frame.ret.rip = image.entry;
+    frame.ret.cs = CsQword::from_raw(u64::from(gdt::USER_CS64.raw()));
+    frame.ret.ss = SsQword::from_raw(u64::from(gdt::USER_DS.raw()));
+    frame.ret.rsp = layout::STACK_TOP;
+    frame.ret.rflags = RFLAGS_USER;
+    frame.gprs.rdi = layout::START_INFO;
+    let server = &mut sched().servers[index];
+    server.frame = frame;
+    server.space = Some(space);
+    server.state = State::Ready;
+    server.hello = false;
+    server.last_syscall_tick = crate::timer::ticks();
+    println!(
+        "server {}: loaded (slot {index}, entry {:#x}, {} bytes, {} segments, generation {})",
+        server.name,
+        image.entry,
+        bytes.len(),
+        image.segments.len(),
+        server.generation
+    );
+    announce(index);
+    Ok(())
+}
+
+/// IF set, everything else clear (IOPL 0: FRED's ERETU insists, and servers get no ports).
+const RFLAGS_USER: u64 = 0x202;
+
+fn populate(space: &mut AddressSpace, index: usize, bytes: &[u8], image: &ServerImage) -> Result<(), LoadError> {
+    for segment in image.segments.iter() {
+        let mut flags = F::empty();
+        if segment.writable() {
+            flags |= F::WRITABLE;
+        }
+        if !segment.executable() {
+            flags |= F::NO_EXECUTE;
+        }
+        let start = segment.vaddr & !0xfff;
+        let end = (segment.vaddr + segment.memsz + 0xfff) & !0xfff;
+        let file = &bytes[segment.file_offset as usize..(segment.file_offset + segment.filesz) as usize];
+        let mut page = start;
+        while page < end {
+            let frame = space.map_new(page, flags)?;
+            // Bytes of the file image that fall into this page.
+            let lo = page.max(segment.vaddr);
+            let hi = (page + 4096).min(segment.vaddr + segment.filesz);
+            if lo < hi {
+                let src = &file[(lo - segment.vaddr) as usize..(hi - segment.vaddr) as usize];
+                let dst = memory::phys_to_virt(frame.as_u64()) + (lo - page);
+                // SAFETY: `dst..dst+len` lies inside the fresh frame (lo and hi are within
+                // one page); the source is the validated module slice.
+                unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
+            }
+            page += 4096;
+        }
+    }
+    // Stack with an unmapped guard page below it.
+    let mut page = layout::STACK_TOP - layout::STACK_BYTES;
+    while page < layout::STACK_TOP {
+        space.map_new(page, F::WRITABLE | F::NO_EXECUTE)?;
+        page += 4096;
+    }
+    // Rings: zero-filled pages are empty rings; the nucleus attaches its ends.
+    let event = space.map_new(layout::EVENT_RING, F::WRITABLE | F::NO_EXECUTE)?;
+    let reply = space.map_new(layout::REPLY_RING, F::WRITABLE | F::NO_EXECUTE)?;
+    let event_va = memory::phys_to_virt(event.as_u64()) as *mut u8;
+    let reply_va = memory::phys_to_virt(reply.as_u64()) as *mut u8;
+    // SAFETY: both pages were just allocated for this server and mapped once in its space;
+    // the nucleus holds the only producer of `event` and the only consumer of `reply`. The
+    // server may scribble on them: the ring checks every index it reads.
+    unsafe {
+        ipc::ring::init(event_va, layout::RING_BYTES as usize).map_err(|_| LoadError::Ring)?;
+        ipc::ring::init(reply_va, layout::RING_BYTES as usize).map_err(|_| LoadError::Ring)?;
+        let server = &mut sched().servers[index];
+        server.events = Some(Producer::attach(event_va, layout::RING_BYTES as usize).map_err(|_| LoadError::Ring)?);
+        server.replies = Some(Consumer::attach(reply_va, layout::RING_BYTES as usize).map_err(|_| LoadError::Ring)?);
+    }
+    // Start page, read-only for the server.
+    let start = space.map_new(layout::START_INFO, F::NO_EXECUTE)?;
+    let server = &sched().servers[index];
+    let mut info = StartInfo {
+        magic: layout::START_INFO_MAGIC,
+        version: layout::START_INFO_VERSION,
+        generation: server.generation,
+        name: [0; 32],
+        args: [0; 128],
+        event_ring: layout::EVENT_RING,
+        reply_ring: layout::REPLY_RING,
+        ring_bytes: layout::RING_BYTES,
+    };
+    info.name[..server.name.len()].copy_from_slice(server.name.as_bytes());
+    if let Some(args) = sched().options.as_ref().and_then(|o| o.server_args.get(server.name.as_bytes())) {
+        let n = args.args().len().min(info.args.len());
+        info.args[..n].copy_from_slice(&args.args()[..n]);
+    }
+    // SAFETY: the start page is a fresh frame of this space; StartInfo fits in a page.
+    unsafe { core::ptr::write(memory::phys_to_virt(start.as_u64()) as *mut StartInfo, info) };
+    Ok(())
+}
+
+/// Tells fred-server which owner number a (re)started server has, so its reports name it.
+fn announce(index: usize) {
+    let s = sched();
+    if s.servers[FRED_SERVER].state == State::Absent {
+        return;
+    }
+    let targets: &[usize] = if index == FRED_SERVER { &[0, 1] } else { core::slice::from_ref(&index) };
+    for &target in targets {
+        let server = &s.servers[target];
+        if server.state == State::Absent && target != index {
+            continue;
+        }
+        let Ok(name) = ipc::message::ServerName::new(server.name) else { continue };
+        let message = NucleusMessage::ServerStarted { owner: target as u32, name, generation: server.generation };
+        if let Err(e) = send(FRED_SERVER, &message) {
+            println!("nucleus: cannot tell fred-server about {}: {e}", server.name);
+        }
+    }
+}
+
+// ---- context switching --------------------------------------------------------------------
+
+unsafe extern "C" {
+    /// `hlt` loop with interrupts on (`boot.rs`), where the CPU waits when no server runs.
+    fn nucleus_idle() -> !;
+}
+
+static IDLE_STACK: RacyCell<[u64; 512]> = RacyCell::new([0; 512]);
+
+fn idle_frame() -> Frame {
+    let mut frame = zero_frame();
+    frame.ret.rip = nucleus_idle as *const () as u64;
+    frame.ret.cs = CsQword::from_raw(u64::from(gdt::KERNEL_CS.raw()));
+    frame.ret.ss = SsQword::from_raw(u64::from(gdt::KERNEL_DS.raw()));
+    frame.ret.rflags = RFLAGS_USER;
+    frame.ret.rsp = (IDLE_STACK.get() as u64 + 512 * 8) & !0xf;
+    frame
+}
+
+fn load_cr3(root: u64) {
+    let s = sched();
+    if s.loaded_root != root {
+        // SAFETY: `root` is the nucleus PML4 or a server PML4 sharing its upper half, so the
+        // running code, stacks and data stay mapped.
+        unsafe { bsp_x86_64::insn::write_cr3(root) };
+        s.loaded_root = root;
+    }
+}
+
+/// Saves the live frame into the current server and makes `next` (or idle) live.
+fn switch(frame: &mut Frame, next: Option<usize>) {
+    let s = sched();
+    if let Some(cur) = s.current
+        && frame.ret.cs.selector().rpl() == 3
+    {
+        s.servers[cur].frame = *frame;
+    }
+    match next {
+        Some(i) => {
+            let server = &s.servers[i];
+            let mut restored = server.frame;
+            // The saved SS qword carries the event bits of *that* event; ERETU would act on
+            // its STI/SWEVENT/NMI bits (fred-facts.md §4.3), so only the selector survives.
+            restored.ret.ss = SsQword::from_raw(restored.ret.ss.raw() & 0xffff);
+            restored.ret.cs = CsQword::from_raw(restored.ret.cs.raw() & 0xffff);
+            let root = server.space.as_ref().map(|sp| sp.root().as_u64()).unwrap_or(memory::kernel_root().as_u64());
+            *frame = restored;
+            load_cr3(root);
+        }
+        None => {
+            *frame = idle_frame();
+            load_cr3(memory::kernel_root().as_u64());
+        }
+    }
+    s.current = next;
+}
+
+/// The next runnable server after the current one, round robin.
+fn pick_next() -> Option<usize> {
+    let s = sched();
+    let n = s.servers.len();
+    let start = s.current.map_or(0, |c| c + 1);
+    (0..n).map(|k| (start + k) % n).find(|&i| s.servers[i].runnable())
+}
+
+/// Switches to whatever should run now (the current server if it is still runnable and
+/// nothing else is).
+fn reschedule(frame: &mut Frame) {
+    let next = pick_next();
+    if next != sched().current || frame.ret.cs.selector().rpl() != 3 {
+        switch(frame, next);
+    }
+}
+
+/// Timer tick: preemption, and the hung-server watchdog.
+pub fn on_tick(frame: &mut Frame, delivery: Delivery) {
+    let s = sched();
+    if let Some(cur) = s.current
+        && frame.ret.cs.selector().rpl() == 3
+    {
+        let now = crate::timer::ticks();
+        if now.saturating_sub(s.servers[cur].last_syscall_tick) > HUNG_TICKS {
+            println!("nucleus: {} made no syscall for {} ticks: treating it as hung", s.servers[cur].name, HUNG_TICKS);
+            let event = match frame.event(0, cur as u32) {
+                Ok(event) => event,
+                Err(_) => return,
+            };
+            return forward_fault(frame, cur, &event, delivery);
+        }
+    }
+    if s.current.is_none() || frame.ret.cs.selector().rpl() == 3 {
+        reschedule(frame);
+    }
+}
+
+// ---- faults -------------------------------------------------------------------------------
+
+/// An event from a server thread that is not a syscall or an interrupt.
+pub fn on_user_event(frame: &mut Frame, event: &Event, delivery: Delivery) {
+    let Some(cur) = sched().current else {
+        crate::dispatch::fatal(frame, delivery, format_args!("ring-3 event with no current server"));
+    };
+    forward_fault(frame, cur, event, delivery);
+}
+
+fn forward_fault(frame: &mut Frame, cur: usize, event: &Event, delivery: Delivery) {
+    let s = sched();
+    s.servers[cur].frame = *frame;
+    let fred_alive = s.servers[FRED_SERVER].state != State::Absent && cur != FRED_SERVER;
+    let dump = crate::report::capture("fred-server", frame, delivery);
+    if fred_alive {
+        let token = Token(s.next_token);
+        s.next_token += 1;
+        let event = Event { owner: cur as u32, ..*event };
+        let sent = send_dump(&dump, token).and_then(|()| send(FRED_SERVER, &NucleusMessage::Event { token, event }));
+        match sent {
+            Ok(()) => {
+                s.servers[cur].state = State::WaitingForReply(token);
+                s.current = None;
+                reschedule_from(frame);
+                return;
+            }
+            Err(e) => println!("nucleus: cannot forward {}'s fault to fred-server ({e}); restarting it", s.servers[cur].name),
+        }
+    } else {
+        let mut dump = crate::report::capture("nucleus", frame, delivery);
+        dump.cpu = 0;
+        println!("nucleus: {} faulted and fred-server cannot handle it:", s.servers[cur].name);
+        println!("{dump}");
+    }
+    s.current = None;
+    if cur == FRED_SERVER && s.servers[cur].restarts >= FRED_SERVER_RESTARTS {
+        println!("nucleus: fred-server crashed {} times, giving up on it", s.servers[cur].restarts + 1);
+        kill(cur);
+    } else {
+        restart(cur);
+    }
+    reschedule_from(frame);
+}
+
+/// Sends a faulting server's register dump to fred-server, in ring-sized parts.
+fn send_dump(dump: &ipc::dump::RegisterDump, token: Token) -> Result<(), SendFailure> {
+    let mut buf = [0u8; ipc::dump_parts::DUMP_BYTES_MAX];
+    let parts = ipc::dump_parts::split(dump, token, ipc::message::DumpReason::ServerCrash, 0, &mut buf)
+        .map_err(|_| SendFailure::DumpTooLarge)?;
+    for part in parts {
+        send(FRED_SERVER, &NucleusMessage::Dump(part))?;
+    }
+    Ok(())
+}
+
+/// After the current server stopped running: pick the next context without saving the
+/// live frame into anyone.
+fn reschedule_from(frame: &mut Frame) {
+    sched().current = None;
+    let next = pick_next();
+    switch(frame, next);
+}
+
+fn kill(index: usize) {
+    let server = &mut sched().servers[index];
+    if let Some(space) = server.space.take() {
+        load_cr3(memory::kernel_root().as_u64());
+        space.destroy();
+    }
+    server.events = None;
+    server.replies = None;
+    server.state = State::Absent;
+    server.hello = false;
+    println!("nucleus: {} stopped", server.name);
+    check_ready();
+}
+
+fn restart(index: usize) {
+    kill(index);
+    let server = &mut sched().servers[index];
+    server.restarts += 1;
+    server.generation += 1;
+    let name = server.name;
+    println!("nucleus: restarting {name} (restart {})", server.restarts);
+    if let Err(e) = load(index) {
+        println!("server {name}: rejected on restart: {e}");
+    }
+}
+
+// ---- rings --------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+enum SendFailure {
+    NoRing,
+    DumpTooLarge,
+    Ring(ipc::SendError),
+}
+
+impl fmt::Display for SendFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoRing => f.write_str("server has no ring"),
+            Self::DumpTooLarge => f.write_str("register dump too large"),
+            Self::Ring(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Pushes a message into a server's event ring and wakes it if it waits for one.
+fn send(index: usize, message: &NucleusMessage) -> Result<(), SendFailure> {
+    let server = &mut sched().servers[index];
+    let ring = server.events.as_mut().ok_or(SendFailure::NoRing)?;
+    ring.try_push_message(message).map_err(SendFailure::Ring)?;
+    if server.state == State::WaitingForEvents {
+        server.state = State::Ready;
+    }
+    Ok(())
+}
+
+/// Drains a server's reply ring: every message is an allegation, checked and counted.
+fn drain_replies(from: usize, frame: &mut Frame) {
+    loop {
+        let server = &mut sched().servers[from];
+        let Some(ring) = server.replies.as_mut() else { return };
+        let message: ServerMessage = match ring.pop_message() {
+            Ok(Some(message)) => message,
+            Ok(None) => return,
+            Err(e) => {
+                println!("nucleus: {}: dropped a message: {e}", server.name);
+                continue;
+            }
+        };
+        match message {
+            ServerMessage::Hello(hello) => {
+                server.hello = true;
+                println!("nucleus: {} says hello (protocol {}, generation {})", server.name, hello.protocol, server.generation);
+                check_ready();
+            }
+            ServerMessage::Log(line) => println!("{}: {}", server.name, line.text),
+            ServerMessage::Reply(reply) if from == FRED_SERVER => apply_reply(reply, frame),
+            other => println!("nucleus: {}: unexpected message {other:?}", server.name),
+        }
+    }
+}
+
+fn apply_reply(reply: Reply, frame: &mut Frame) {
+    let s = sched();
+    let token = reply.token();
+    let Some(index) = s.servers.iter().position(|sv| sv.state == State::WaitingForReply(token)) else {
+        println!("nucleus: fred-server: reply for unknown event {token}, ignored");
+        return;
+    };
+    let _ = frame;
+    let server = &mut s.servers[index];
+    match reply {
+        Reply::Resume { .. } => server.state = State::Ready,
+        Reply::ResumeWith { changes, .. } => {
+            if let Err(e) = apply_changes(&mut server.frame, &changes) {
+                println!("nucleus: fred-server: refused changes for {}: {e}; killing it", server.name);
+                return kill(index);
+            }
+            server.state = State::Ready;
+        }
+        Reply::Return { rax, .. } => {
+            server.frame.gprs.rax = rax;
+            server.state = State::Ready;
+        }
+        Reply::Kill { .. } => kill(index),
+        Reply::Restart { .. } => restart(index),
+    }
+    server.last_syscall_tick = crate::timer::ticks();
+}
+
+#[derive(Clone, Copy, Debug)]
+enum ChangeError {
+    RipNotUser(u64),
+    RspNotUser(u64),
+}
+
+impl fmt::Display for ChangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::RipNotUser(v) => write!(f, "rip {v:#x} outside user space"),
+            Self::RspNotUser(v) => write!(f, "rsp {v:#x} outside user space"),
+        }
+    }
+}
+
+fn apply_changes(frame: &mut Frame, changes: &ipc::message::ResumeChanges) -> Result<(), ChangeError> {
+    if changes.rip >= layout::USER_END {
+        return Err(ChangeError::RipNotUser(changes.rip));
+    }
+    if changes.rsp >= layout::USER_END {
+        return Err(ChangeError::RspNotUser(changes.rsp));
+    }
+    frame.ret.rip = changes.rip;
+    frame.ret.rsp = changes.rsp;
+    // Arithmetic flags, TF, DF, AC only; IF stays on and IOPL 0 (ERETU demands it).
+    const ALLOWED: u64 = 0x0000_0000_0004_0dd5;
+    frame.ret.rflags = (changes.rflags & ALLOWED) | RFLAGS_USER;
+    for write in changes.gprs.iter() {
+        use ipc::message::Gpr;
+        let g = &mut frame.gprs;
+        let slot = match write.gpr {
+            Gpr::Rax => &mut g.rax,
+            Gpr::Rbx => &mut g.rbx,
+            Gpr::Rcx => &mut g.rcx,
+            Gpr::Rdx => &mut g.rdx,
+            Gpr::Rsi => &mut g.rsi,
+            Gpr::Rdi => &mut g.rdi,
+            Gpr::Rbp => &mut g.rbp,
+            Gpr::R8 => &mut g.r8,
+            Gpr::R9 => &mut g.r9,
+            Gpr::R10 => &mut g.r10,
+            Gpr::R11 => &mut g.r11,
+            Gpr::R12 => &mut g.r12,
+            Gpr::R13 => &mut g.r13,
+            Gpr::R14 => &mut g.r14,
+            Gpr::R15 => &mut g.r15,
+        };
+        *slot = write.value;
+    }
+    Ok(())
+}
+
+/// Prints `nucleus: ready` once every started server has said hello.
+fn check_ready() {
+    let s = sched();
+    if s.ready_printed {
+        return;
+    }
+    let waiting = s.servers.iter().any(|sv| sv.state != State::Absent && !sv.hello);
+    if !waiting {
+        s.ready_printed = true;
+        crate::kernel::ready();
+    }
+}
+
+/// Called once servers are started: prints ready at once if none was.
+pub fn boot_done() {
+    check_ready();
+}
+
+// ---- syscalls -----------------------------------------------------------------------------
+
+/// A `syscall` from the current server (type 7 vector 1 under FRED, LSTAR under IDT).
+pub fn on_syscall(frame: &mut Frame) {
+    let s = sched();
+    let Some(cur) = s.current else { return };
+    s.servers[cur].last_syscall_tick = crate::timer::ticks();
+    let g = frame.gprs;
+    let result = match Syscall::try_from(g.rax) {
+        Ok(Syscall::ConsoleWrite) => console_write(cur, g.rdi, g.rsi),
+        Ok(Syscall::Nop) => Ok(0),
+        Ok(Syscall::Yield) => {
+            frame.gprs.rax = 0;
+            return reschedule(frame);
+        }
+        Ok(Syscall::RingNotify) => match g.rdi {
+            layout::REPLY_RING_ID => {
+                frame.gprs.rax = 0;
+                s.servers[cur].frame = *frame;
+                drain_replies(cur, frame);
+                // The reply may have restarted or killed the caller; go on with whoever runs.
+                if s.current == Some(cur) && s.servers[cur].state == State::Ready {
+                    *frame = s.servers[cur].frame;
+                    return;
+                }
+                return reschedule_from(frame);
+            }
+            layout::EVENT_RING_ID => Ok(0),
+            _ => Err(SyscallError::NoSuchRing),
+        },
+        Ok(Syscall::RingWait) => match g.rdi {
+            layout::EVENT_RING_ID => {
+                let pending = s.servers[cur].events.as_ref().is_some_and(|r| !r.is_empty().unwrap_or(true));
+                frame.gprs.rax = 0;
+                if pending {
+                    return;
+                }
+                s.servers[cur].state = State::WaitingForEvents;
+                s.servers[cur].frame = *frame;
+                return reschedule_from(frame);
+            }
+            layout::REPLY_RING_ID => Err(SyscallError::BadArgument),
+            _ => Err(SyscallError::NoSuchRing),
+        },
+        Ok(Syscall::Exit) => {
+            println!("nucleus: {} exited with code {}", s.servers[cur].name, g.rdi as i64);
+            s.current = None;
+            kill(cur);
+            return reschedule_from(frame);
+        }
+        Err(_) => Err(SyscallError::NoSuchSyscall),
+    };
+    frame.gprs.rax = to_rax(result);
+}
+
+fn console_write(cur: usize, ptr: u64, len: u64) -> Result<u64, SyscallError> {
+    if len > CONSOLE_WRITE_MAX {
+        return Err(SyscallError::BadArgument);
+    }
+    let mut buf = [0u8; CONSOLE_WRITE_MAX as usize];
+    let buf = &mut buf[..len as usize];
+    let space = sched().servers[cur].space.as_ref().ok_or(SyscallError::BadPointer)?;
+    space.read(ptr, buf).map_err(|BadPointer| SyscallError::BadPointer)?;
+    // Printable ASCII and newlines pass; anything else is escaped so a server cannot drive
+    // the terminal.
+    for line in buf.split_inclusive(|&b| b == b'\n') {
+        let (text, newline) = match line.split_last() {
+            Some((b'\n', text)) => (text, true),
+            _ => (line, false),
+        };
+        print!("{}", Escaped(text));
+        if newline {
+            println!();
+        }
+    }
+    Ok(len)
+}
+
+/// Is a server context live (for the dispatcher's sanity checks)?
+pub fn current_name() -> Option<&'static str> {
+    let s = sched();
+    s.current.map(|i| s.servers[i].name)
+}
