@@ -187,6 +187,11 @@ mod kernel {
         unsafe {
             *EXIT_WANTED.get() = options.exit.is_some()
         };
+        // SAFETY: as above.
+        #[allow(unsafe_code)]
+        unsafe {
+            *BENCH_WANTED.get() = options.bench
+        };
         let started = crate::servers::start_all(boot, options);
         println!("nucleus: {started} server(s) started");
         crate::timer::init();
@@ -196,13 +201,18 @@ mod kernel {
 
     static SELFTEST_STATUS: RacyCell<Option<Status>> = RacyCell::new(None);
     static EXIT_WANTED: RacyCell<bool> = RacyCell::new(false);
+    static BENCH_WANTED: RacyCell<bool> = RacyCell::new(false);
 
     /// Every started server said hello: boot is complete.
     pub fn ready() {
         println!("{}", ipc::markers::READY);
         // SAFETY: written during boot, read here with interrupts off on the single CPU.
         #[allow(unsafe_code)]
-        let (selftest, exit_wanted) = unsafe { (*SELFTEST_STATUS.get(), *EXIT_WANTED.get()) };
+        let (selftest, exit_wanted, bench) = unsafe { (*SELFTEST_STATUS.get(), *EXIT_WANTED.get(), *BENCH_WANTED.get()) };
+        if bench {
+            // The benchmarks end the run themselves (image-builder stops at their last line).
+            return crate::servers::start_ring_bench();
+        }
         match selftest {
             Some(status) => exit::exit(status),
             None if exit_wanted => exit::exit(Status::Success),

@@ -347,7 +347,10 @@ fn switch(frame: &mut Frame, next: Option<usize>) {
             restored.ret.cs = CsQword::from_raw(restored.ret.cs.raw() & 0xffff);
             let root = server.space.as_ref().map(|sp| sp.root().as_u64()).unwrap_or(memory::kernel_root().as_u64());
             *frame = restored;
-            load_cr3(root);
+            if s.current != Some(i) {
+                load_cr3(root);
+                load_user_gs();
+            }
         }
         None => {
             *frame = idle_frame();
@@ -355,6 +358,16 @@ fn switch(frame: &mut Frame, next: Option<usize>) {
         }
     }
     s.current = next;
+}
+
+/// Gives the next server a clean user GS: null selector, base 0 (servers have no TLS yet).
+/// Under FRED this is LKGS plus IA32_KERNEL_GS_BASE, never SWAPGS (design note, "GS
+/// handling"); ERETU swaps the base in.
+fn load_user_gs() {
+    let base = bsp_x86_64::msr::KernelGsBase::new(0).unwrap_or_else(|_| panic!("0 is canonical"));
+    // SAFETY: ring 0 with interrupts off; LKGS is only used when FRED (and so LKGS, which the
+    // policy requires) is enabled; the null selector is always loadable.
+    unsafe { bsp_x86_64::fred::load_user_gs(crate::fred::enabled(), gdt::Selector::NULL, base) };
 }
 
 /// The next runnable server after the current one, round robin.
@@ -535,6 +548,7 @@ fn drain_replies(from: usize, frame: &mut Frame) {
                 check_ready();
             }
             ServerMessage::Log(line) => println!("{}: {}", server.name, line.text),
+            ServerMessage::Reply(reply) if from == FRED_SERVER && bench_owns(reply.token()) => bench_reply(),
             ServerMessage::Reply(reply) if from == FRED_SERVER => apply_reply(reply, frame),
             other => println!("nucleus: {}: unexpected message {other:?}", server.name),
         }
@@ -721,4 +735,77 @@ fn console_write(cur: usize, ptr: u64, len: u64) -> Result<u64, SyscallError> {
 pub fn current_name() -> Option<&'static str> {
     let s = sched();
     s.current.map(|i| s.servers[i].name)
+}
+
+// ---- ring benchmark -----------------------------------------------------------------------
+
+/// Round trips the `bench` option measures.
+const BENCH_ROUNDS: u32 = 1000;
+
+struct RingBench {
+    token: Option<Token>,
+    started_at: u64,
+    rounds: u32,
+    min: u64,
+    max: u64,
+    rdtsc_cost: u64,
+}
+
+static BENCH: RacyCell<RingBench> =
+    RacyCell::new(RingBench { token: None, started_at: 0, rounds: 0, min: u64::MAX, max: 0, rdtsc_cost: 0 });
+
+fn bench() -> &'static mut RingBench {
+    // SAFETY: as for `sched()`: nucleus-only, single CPU, interrupts off.
+    unsafe { &mut *BENCH.get() }
+}
+
+fn bench_owns(token: Token) -> bool {
+    bench().token == Some(token)
+}
+
+/// Cost of an empty `rdtsc` pair, subtracted from every sample.
+fn rdtsc_pair_cost() -> u64 {
+    (0..64)
+        .map(|_| {
+            let a = bsp_x86_64::insn::rdtsc();
+            let b = bsp_x86_64::insn::rdtsc();
+            b.wrapping_sub(a)
+        })
+        .min()
+        .unwrap_or(0)
+}
+
+/// `bench`: measures nucleus → fred-server → reply round trips over the rings.
+pub fn start_ring_bench() {
+    let b = bench();
+    b.rdtsc_cost = rdtsc_pair_cost();
+    println!("bench: rdtsc pair costs {} ticks", b.rdtsc_cost);
+    send_ping();
+}
+
+fn send_ping() {
+    let s = sched();
+    let token = Token(s.next_token);
+    s.next_token += 1;
+    let b = bench();
+    b.token = Some(token);
+    b.started_at = bsp_x86_64::insn::rdtsc();
+    if let Err(e) = send(FRED_SERVER, &NucleusMessage::Ping { token }) {
+        println!("bench: ring-roundtrip: cannot reach fred-server ({e})");
+        b.token = None;
+    }
+}
+
+fn bench_reply() {
+    let now = bsp_x86_64::insn::rdtsc();
+    let b = bench();
+    let sample = now.wrapping_sub(b.started_at).saturating_sub(b.rdtsc_cost);
+    b.min = b.min.min(sample);
+    b.max = b.max.max(sample);
+    b.rounds += 1;
+    if b.rounds < BENCH_ROUNDS {
+        return send_ping();
+    }
+    b.token = None;
+    println!("bench: ring-roundtrip min={} max={} rounds={}", b.min, b.max, b.rounds);
 }
