@@ -1,0 +1,77 @@
+//! Console output for servers: a line buffer on the stack, flushed with `console_write`.
+//!
+//! A server has no console of its own; each `console_write` goes to COM1 through the
+//! nucleus. [`Console`] collects one line (up to [`LINE_MAX`] bytes) and writes it in one
+//! call, so lines of different servers do not interleave mid-line. [`crate::println!`] starts
+//! every line with `<name>: ` (the StartInfo name), as style.md §2 item 14 asks.
+
+use core::fmt;
+
+use super::sys;
+
+/// Longest piece written in one `console_write`; a longer line goes out in several pieces.
+pub const LINE_MAX: usize = 160;
+
+/// A `fmt::Write` sink that writes whole lines to the console.
+pub struct Console {
+    buf: [u8; LINE_MAX],
+    len: usize,
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Console {
+    pub const fn new() -> Self {
+        Self { buf: [0; LINE_MAX], len: 0 }
+    }
+
+    /// Writes what is buffered.
+    pub fn flush(&mut self) {
+        if self.len > 0 {
+            // Nothing useful to do if the console refuses our own buffer.
+            let _ = sys::console_write(&self.buf[..self.len]);
+            self.len = 0;
+        }
+    }
+
+    fn push(&mut self, byte: u8) {
+        if self.len == LINE_MAX {
+            self.flush();
+        }
+        self.buf[self.len] = byte;
+        self.len += 1;
+        if byte == b'\n' {
+            self.flush();
+        }
+    }
+}
+
+impl fmt::Write for Console {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        text.bytes().for_each(|byte| self.push(byte));
+        Ok(())
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Prints one line `<name>: <args>` (the body of [`crate::println!`]).
+pub fn print_line(args: fmt::Arguments<'_>) {
+    use fmt::Write as _;
+    let mut console = Console::new();
+    let _ = write!(console, "{}: {}\n", super::name(), args);
+}
+
+/// Prints a line prefixed with this server's name: `println!("ready, {} guests", n)`.
+#[macro_export]
+macro_rules! println {
+    ($($arg:tt)*) => { $crate::rt::console::print_line(::core::format_args!($($arg)*)) };
+}

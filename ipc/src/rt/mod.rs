@@ -1,0 +1,307 @@
+//! rt: the Ring3 server runtime — entry, syscalls, console, rings, panics (architecture.md §6).
+//!
+//! A server is a static `ET_EXEC` linked at `layout::SERVER_LINK_BASE` (see `server.ld`
+//! beside this file). The nucleus enters it at `_start` with `rdi = layout::START_INFO` and
+//! `rsp = layout::STACK_TOP`; [`declare_server!`](crate::declare_server) emits that `_start`
+//! and the panic handler *in the server crate*, so nothing here defines a global symbol or a
+//! lang item: a build that links `ipc` with this feature into the nucleus by accident gets
+//! unused code, not a second panic handler.
+//!
+//! [`start`] checks the StartInfo page, attaches the two rings (a [`Consumer`] on the event
+//! ring, a [`Producer`] on the reply ring) and hands the server a [`Server`]: the only way to
+//! reach the rings, created at most once per process, so each ring has exactly one attached
+//! side in this address space, as `ring::attach` requires.
+//!
+//! This is the one place servers' `unsafe` lives: the `syscall` instruction ([`sys`]), the
+//! instructions of [`cpu`], and the two fixed pages (StartInfo, rings) the nucleus maps.
+
+pub mod console;
+pub mod cpu;
+pub mod sys;
+pub mod testopts;
+
+use core::fmt;
+use core::panic::PanicInfo;
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+use crate::codec::SendError;
+use crate::layout::{
+    self, EVENT_RING, REPLY_RING, RING_BYTES, START_INFO, START_INFO_MAGIC, START_INFO_VERSION,
+    StartInfo,
+};
+use crate::message::{Hello, NucleusMessage, SERVER_NAME_MAX, ServerMessage, ServerName};
+use crate::ring::{AttachError, Consumer, Producer, PushError};
+use crate::{PROTOCOL_VERSION, RecvError};
+
+pub use sys::{RingId, SysError};
+
+/// Exit codes a server reports through `exit` (the nucleus prints them).
+pub mod exit_code {
+    /// The server finished on purpose.
+    pub const SUCCESS: u64 = 0;
+    /// The StartInfo page is missing, of another layout version, or inconsistent.
+    pub const BAD_START_INFO: u64 = 1;
+    /// A ring region could not be attached (misaligned, too small, corrupt indices).
+    pub const BAD_RING: u64 = 2;
+    /// `Hello` could not be sent.
+    pub const NO_HELLO: u64 = 3;
+    /// The server panicked.
+    pub const PANIC: u64 = 101;
+}
+
+/// Set once [`start`] has validated the StartInfo page; read by [`name`] for console lines.
+static START_INFO_PAGE: AtomicPtr<StartInfo> = AtomicPtr::new(core::ptr::null_mut());
+/// [`start`] ran: the rings are attached (at most once per process).
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// The validated StartInfo page, once [`start`] has checked it.
+pub fn start_info() -> Option<&'static StartInfo> {
+    let page = START_INFO_PAGE.load(Ordering::Acquire);
+    if page.is_null() {
+        return None;
+    }
+    // SAFETY: only `start` stores a non-null value: `layout::START_INFO`, after checking the
+    // magic and version there. The nucleus maps that page read-only for the whole life of the
+    // server and never changes it, so a shared `'static` reference is valid.
+    Some(unsafe { &*page })
+}
+
+/// The server's name from StartInfo (`server` before [`start`] or if it is not UTF-8).
+pub fn name() -> &'static str {
+    start_info().and_then(|info| core::str::from_utf8(info.name()).ok()).unwrap_or("server")
+}
+
+/// Why the StartInfo page or the rings cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartError {
+    /// `_start` was not given `layout::START_INFO` in `rdi`.
+    EntryArgument { rdi: u64 },
+    BadMagic { found: u64 },
+    BadVersion { found: u32 },
+    /// The ring addresses or size in StartInfo differ from the fixed layout.
+    RingLayout { event_ring: u64, reply_ring: u64, ring_bytes: u64 },
+    EventRing(AttachError),
+    ReplyRing(AttachError),
+    /// [`start`] was called a second time.
+    AlreadyStarted,
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EntryArgument { rdi } => {
+                write!(f, "entered with rdi {rdi:#x}, expected StartInfo at {START_INFO:#x}")
+            }
+            Self::BadMagic { found } => write!(f, "StartInfo magic {found:#x} is wrong"),
+            Self::BadVersion { found } => {
+                write!(f, "StartInfo version {found}, expected {START_INFO_VERSION}")
+            }
+            Self::RingLayout { event_ring, reply_ring, ring_bytes } => write!(
+                f,
+                "StartInfo rings at {event_ring:#x}/{reply_ring:#x} ({ring_bytes} bytes) \
+                 differ from the layout"
+            ),
+            Self::EventRing(e) => write!(f, "event ring: {e}"),
+            Self::ReplyRing(e) => write!(f, "reply ring: {e}"),
+            Self::AlreadyStarted => f.write_str("the runtime was started twice"),
+        }
+    }
+}
+
+/// The running server: its StartInfo and both ends of its rings.
+pub struct Server {
+    info: &'static StartInfo,
+    events: Consumer<'static>,
+    replies: Producer<'static>,
+    bad_messages: u32,
+}
+
+/// How often [`Server::send`] notifies, yields and retries while the reply ring is full.
+const SEND_RETRIES: u32 = 64;
+
+impl Server {
+    pub fn info(&self) -> &'static StartInfo {
+        self.info
+    }
+
+    /// The name this server was started as (its module string).
+    pub fn name(&self) -> &'static str {
+        core::str::from_utf8(self.info.name()).unwrap_or("server")
+    }
+
+    /// How many times the nucleus restarted this server (0 on the first start).
+    pub fn generation(&self) -> u32 {
+        self.info.generation
+    }
+
+    /// Sends `Hello` with this server's name and protocol version.
+    pub fn hello(&mut self) -> Result<(), SendError> {
+        // Names longer than the protocol allows are cut (at a character boundary).
+        let full = self.name();
+        let mut end = full.len().min(SERVER_NAME_MAX);
+        while !full.is_char_boundary(end) {
+            end -= 1;
+        }
+        let Ok(name) = ServerName::new(&full[..end]) else {
+            return Err(SendError::Encode(crate::EncodeError::TooLarge { limit: SERVER_NAME_MAX }));
+        };
+        self.send(&ServerMessage::Hello(Hello { name, protocol: PROTOCOL_VERSION }))
+    }
+
+    /// Pushes `message` on the reply ring and notifies the nucleus. A full ring is retried
+    /// (notify, yield) a bounded number of times before the error is returned.
+    pub fn send(&mut self, message: &ServerMessage) -> Result<(), SendError> {
+        let mut attempt = 0;
+        loop {
+            match self.replies.try_push_message(message) {
+                Ok(()) => break,
+                Err(SendError::Push(PushError::Full { .. })) if attempt < SEND_RETRIES => {
+                    attempt += 1;
+                    let _ = sys::ring_notify(RingId::Reply);
+                    sys::yield_now();
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        // A failed notify leaves the message in the ring; the nucleus finds it on its next
+        // look, so there is nothing better to do than carry on.
+        let _ = sys::ring_notify(RingId::Reply);
+        Ok(())
+    }
+
+    /// The next decodable message from the nucleus, `None` when the ring is empty. Records
+    /// that do not decode are consumed, counted and reported; a corrupt ring is reported
+    /// and reads as empty (it stays corrupt until the nucleus re-initialises it).
+    pub fn recv(&mut self) -> Option<NucleusMessage> {
+        loop {
+            match self.events.pop_message::<NucleusMessage>() {
+                Ok(message) => return message,
+                Err(RecvError::Decode(error)) => {
+                    self.bad_messages = self.bad_messages.wrapping_add(1);
+                    crate::println!("dropped a bad message from the nucleus: {error}");
+                }
+                Err(RecvError::Corrupt(error)) => {
+                    self.bad_messages = self.bad_messages.wrapping_add(1);
+                    crate::println!("event ring unusable: {error}");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Sleeps until the nucleus published events since the last wait.
+    pub fn wait(&mut self) {
+        if let Err(error) = sys::ring_wait(RingId::Event) {
+            crate::println!("ring_wait failed: {error}");
+            sys::yield_now();
+        }
+    }
+
+    /// Records received that did not decode, or reads of a corrupt ring.
+    pub fn bad_messages(&self) -> u32 {
+        self.bad_messages
+    }
+}
+
+/// Checks the StartInfo page at `rdi` and attaches the rings (at most once).
+fn attach(rdi: u64) -> Result<Server, StartError> {
+    if STARTED.swap(true, Ordering::AcqRel) {
+        return Err(StartError::AlreadyStarted);
+    }
+    if rdi != START_INFO {
+        return Err(StartError::EntryArgument { rdi });
+    }
+    let page = START_INFO as *mut StartInfo;
+    // SAFETY: the nucleus maps the StartInfo page read-only at `layout::START_INFO` before it
+    // enters `_start` and keeps it for the life of the server (the layout ABI); it is
+    // 4 KiB-aligned and `StartInfo` fits in it (const-asserted in `layout`).
+    let info: &'static StartInfo = unsafe { &*page };
+    if info.magic != START_INFO_MAGIC {
+        return Err(StartError::BadMagic { found: info.magic });
+    }
+    if info.version != START_INFO_VERSION {
+        return Err(StartError::BadVersion { found: info.version });
+    }
+    START_INFO_PAGE.store(page, Ordering::Release);
+    if info.event_ring != EVENT_RING || info.reply_ring != REPLY_RING || info.ring_bytes != RING_BYTES
+    {
+        return Err(StartError::RingLayout {
+            event_ring: info.event_ring,
+            reply_ring: info.reply_ring,
+            ring_bytes: info.ring_bytes,
+        });
+    }
+    let len = layout::RING_BYTES as usize;
+    // SAFETY: the nucleus maps `EVENT_RING` (one page, read-write, shared with it only) for
+    // the life of the server; `STARTED` makes this the only `Consumer` in this address space;
+    // both sides use `RING_BYTES` as the region length (the layout ABI).
+    let events = unsafe { Consumer::attach(EVENT_RING as *mut u8, len) }.map_err(StartError::EventRing)?;
+    // SAFETY: as above for `REPLY_RING`, and the only `Producer`.
+    let replies =
+        unsafe { Producer::attach(REPLY_RING as *mut u8, len) }.map_err(StartError::ReplyRing)?;
+    Ok(Server { info, events, replies, bad_messages: 0 })
+}
+
+/// The Rust side of `_start` (see [`declare_server!`](crate::declare_server)): checks the
+/// start state, then runs `main`. Never returns; a second call exits the server.
+pub fn start(rdi: u64, main: fn(Server) -> !) -> ! {
+    match attach(rdi) {
+        Ok(server) => main(server),
+        Err(error) => {
+            crate::println!("cannot start: {error}");
+            let code = match error {
+                StartError::EventRing(_) | StartError::ReplyRing(_) => exit_code::BAD_RING,
+                _ => exit_code::BAD_START_INFO,
+            };
+            sys::exit(code)
+        }
+    }
+}
+
+/// The body of the server's `#[panic_handler]`: prints the message and exits.
+pub fn panic(info: &PanicInfo<'_>) -> ! {
+    match info.location() {
+        Some(location) => crate::println!(
+            "panic at {}:{}: {}",
+            location.file(),
+            location.line(),
+            info.message()
+        ),
+        None => crate::println!("panic: {}", info.message()),
+    }
+    sys::exit(exit_code::PANIC)
+}
+
+/// Declares `$main: fn(ipc::rt::Server) -> !` as the server's entry: emits `_start` and the
+/// panic handler in the calling crate.
+///
+/// `_start` contract: `rdi = layout::START_INFO`, `rsp = layout::STACK_TOP` (16-byte
+/// aligned; realigned anyway), no return address. It clears `rbp` (end of the frame chain)
+/// and calls [`start`] with the SysV alignment (`rsp + 8` a multiple of 16 in the callee).
+#[macro_export]
+macro_rules! declare_server {
+    ($main:path) => {
+        ::core::arch::global_asm!(
+            ".pushsection .text._start, \"ax\"",
+            ".globl _start",
+            ".type _start, @function",
+            "_start:",
+            "and rsp, -16",
+            "xor ebp, ebp",
+            "call {entry}",
+            "ud2",
+            ".size _start, . - _start",
+            ".popsection",
+            entry = sym __fredvisor_server_entry,
+        );
+
+        extern "C" fn __fredvisor_server_entry(start_info: u64) -> ! {
+            $crate::rt::start(start_info, $main)
+        }
+
+        #[panic_handler]
+        fn __fredvisor_panic(info: &::core::panic::PanicInfo<'_>) -> ! {
+            $crate::rt::panic(info)
+        }
+    };
+}

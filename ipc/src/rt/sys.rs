@@ -1,0 +1,139 @@
+//! The `syscall` instruction and one safe wrapper per [`Syscall`] (ipc::syscall's ABI).
+//!
+//! Only [`raw`] executes the instruction. The wrappers are safe because none of our syscalls
+//! writes to the caller's memory: `console_write` only *reads* `[ptr, ptr + len)`, and the
+//! nucleus checks that range (a bad one is [`SyscallError::BadPointer`], never a fault in the
+//! server). That is also why [`console_write_raw`] may take any address: the selfcheck passes
+//! kernel and unmapped pointers on purpose.
+
+use core::arch::asm;
+use core::fmt;
+
+use crate::layout::{EVENT_RING_ID, REPLY_RING_ID};
+use crate::syscall::{Syscall, SyscallError, from_rax};
+
+/// Why a syscall failed, as the server sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SysError {
+    /// One of the documented [`SyscallError`]s.
+    Known(SyscallError),
+    /// A negative `rax` that is not a documented code (a nucleus/runtime mismatch).
+    Unknown(u64),
+}
+
+impl fmt::Display for SysError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Known(error) => error.fmt(f),
+            Self::Unknown(rax) => write!(f, "unknown syscall error {:#x}", rax),
+        }
+    }
+}
+
+/// Which of the server's two rings a wait or notify is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingId {
+    /// Nucleus → server ([`crate::layout::EVENT_RING`]).
+    Event,
+    /// Server → nucleus ([`crate::layout::REPLY_RING`]).
+    Reply,
+}
+
+impl RingId {
+    const fn number(self) -> u64 {
+        match self {
+            Self::Event => EVENT_RING_ID,
+            Self::Reply => REPLY_RING_ID,
+        }
+    }
+}
+
+/// Executes `syscall` with `number` in `rax` and `args` in `rdi, rsi, rdx, r10, r8, r9`.
+/// Returns `rax`. The nucleus preserves every other register but `rcx` and `r11`.
+///
+/// # Safety
+///
+/// The call's effects on this address space must be the ones `ipc::syscall` documents for
+/// `number`, and they must be acceptable to the caller: every pointer argument must be one
+/// the caller may let the nucleus access in the documented way.
+#[inline(always)]
+pub unsafe fn raw(number: u64, args: [u64; 6]) -> u64 {
+    let rax: u64;
+    // SAFETY: `syscall` saves RIP/RFLAGS in rcx/r11 (declared clobbered) and enters the
+    // nucleus, which returns with every other register intact (the ABI in ipc::syscall). It
+    // does not use our stack. The memory effects are the caller's contract (see above); the
+    // asm is not `nomem`, so the compiler assumes memory may have been read or written.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") number => rax,
+            in("rdi") args[0],
+            in("rsi") args[1],
+            in("rdx") args[2],
+            in("r10") args[3],
+            in("r8") args[4],
+            in("r9") args[5],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    rax
+}
+
+/// A syscall whose only memory effect is reading what its pointer arguments describe.
+fn call(number: Syscall, args: [u64; 6]) -> Result<u64, SysError> {
+    // SAFETY: every `Syscall` so far writes nothing in our address space; the nucleus only
+    // reads through pointer arguments, and checks them first (ipc::syscall).
+    let rax = unsafe { raw(number as u64, args) };
+    from_rax(rax).map_err(|known| match known {
+        Some(error) => SysError::Known(error),
+        None => SysError::Unknown(rax),
+    })
+}
+
+/// Prints `bytes` on the console; returns how many were written.
+pub fn console_write(bytes: &[u8]) -> Result<u64, SysError> {
+    console_write_raw(bytes.as_ptr() as u64, bytes.len() as u64)
+}
+
+/// `console_write` with an arbitrary (possibly bad) address: the nucleus must refuse a
+/// pointer that is not ours with [`SyscallError::BadPointer`].
+pub fn console_write_raw(address: u64, len: u64) -> Result<u64, SysError> {
+    call(Syscall::ConsoleWrite, [address, len, 0, 0, 0, 0])
+}
+
+/// Sleeps until the peer published to `ring` (or notified) since our last wait.
+pub fn ring_wait(ring: RingId) -> Result<(), SysError> {
+    call(Syscall::RingWait, [ring.number(), 0, 0, 0, 0, 0]).map(drop)
+}
+
+/// Wakes the peer of `ring` (we pushed records, or freed space).
+pub fn ring_notify(ring: RingId) -> Result<(), SysError> {
+    call(Syscall::RingNotify, [ring.number(), 0, 0, 0, 0, 0]).map(drop)
+}
+
+/// `ring_wait` with an unchecked ring number (tests of the nucleus' argument checks).
+pub fn ring_wait_raw(ring: u64) -> Result<(), SysError> {
+    call(Syscall::RingWait, [ring, 0, 0, 0, 0, 0]).map(drop)
+}
+
+/// Gives up the rest of the time slice.
+pub fn yield_now() {
+    // Cannot fail (no arguments); a failure would only mean we did not yield.
+    let _ = call(Syscall::Yield, [0; 6]);
+}
+
+/// Enters and leaves the nucleus, nothing else (the benchmark's null syscall).
+pub fn nop() -> Result<(), SysError> {
+    call(Syscall::Nop, [0; 6]).map(drop)
+}
+
+/// Ends this server with `code`; the nucleus reports it (and may restart the server).
+pub fn exit(code: u64) -> ! {
+    let _ = call(Syscall::Exit, [code, 0, 0, 0, 0, 0]);
+    // The nucleus never returns from `exit`; if it did, stop here rather than run on.
+    loop {
+        yield_now();
+    }
+}

@@ -1,0 +1,120 @@
+//! Test-only server options from StartInfo `args`: `selfcheck`, `fault=KIND [faults=N]`.
+//!
+//! Every server honours them the same way, so the boot tests can crash or probe any of them
+//! (issue 7 items 7 and the syscall acceptance test). They run after `Hello`, so the nucleus
+//! already counts the server as ready when it crashes.
+//!
+//! * `selfcheck`: `console_write` with a kernel pointer and with an unmapped user pointer;
+//!   each must fail, and the outcome is printed as
+//!   `<name>: selfcheck: console_write(kernel pointer) -> bad pointer argument`.
+//! * `fault=null|ud2|loop`: a null write (`#PF`), a `ud2` (`#UD`) or an endless loop without
+//!   syscalls. `faults=N` (default 1) limits it to the first `N` generations, so a restarted
+//!   server comes back healthy (`faults=1`) or keeps crashing until fred-server gives up
+//!   (`faults=9`).
+
+use core::fmt;
+
+use super::{Server, cpu, sys};
+use crate::println;
+
+/// Address in the nucleus' half: the nucleus must refuse it.
+pub const KERNEL_POINTER: u64 = 0xffff_ffff_8000_0000;
+/// Address below `layout::IMAGE_START`: never mapped in a server.
+pub const UNMAPPED_POINTER: u64 = 0x1000;
+
+/// What `fault=` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    NullWrite,
+    InvalidOpcode,
+    EndlessLoop,
+}
+
+/// A `fault=` or `faults=` value we do not know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionError {
+    UnknownFault,
+    BadCount,
+}
+
+impl fmt::Display for OptionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::UnknownFault => "unknown fault= value (null, ud2, loop), ignored",
+            Self::BadCount => "faults= is not a number, using 1",
+        })
+    }
+}
+
+impl FaultKind {
+    pub fn parse(value: &[u8]) -> Result<Self, OptionError> {
+        match value {
+            b"null" => Ok(Self::NullWrite),
+            b"ud2" => Ok(Self::InvalidOpcode),
+            b"loop" => Ok(Self::EndlessLoop),
+            _ => Err(OptionError::UnknownFault),
+        }
+    }
+
+    const fn name(self) -> &'static str {
+        match self {
+            Self::NullWrite => "null",
+            Self::InvalidOpcode => "ud2",
+            Self::EndlessLoop => "loop",
+        }
+    }
+}
+
+fn parse_count(value: &[u8]) -> Result<u32, OptionError> {
+    core::str::from_utf8(value).ok().and_then(|text| text.parse().ok()).ok_or(OptionError::BadCount)
+}
+
+/// Runs the test options of `server` (call after `Hello`). Returns unless a fault was asked.
+pub fn run(server: &Server) {
+    let info = server.info();
+    if info.has_arg(b"selfcheck") {
+        selfcheck();
+    }
+    let Some(value) = info.arg_value(b"fault") else { return };
+    let kind = match FaultKind::parse(value) {
+        Ok(kind) => kind,
+        Err(error) => return println!("test option: {error}"),
+    };
+    let faults = match info.arg_value(b"faults").map(parse_count) {
+        None => 1,
+        Some(Ok(count)) => count,
+        Some(Err(error)) => {
+            println!("test option: {error}");
+            1
+        }
+    };
+    if server.generation() >= faults {
+        return println!(
+            "test option: fault={} skipped in generation {} (faults={faults})",
+            kind.name(),
+            server.generation()
+        );
+    }
+    println!("test option: fault={} in generation {}", kind.name(), server.generation());
+    match kind {
+        FaultKind::NullWrite => cpu::null_write(),
+        FaultKind::InvalidOpcode => cpu::invalid_opcode(),
+        FaultKind::EndlessLoop => cpu::spin_forever(),
+    }
+}
+
+/// Passes bad pointers to `console_write` and prints what the nucleus answered.
+pub fn selfcheck() {
+    for (what, address) in [("kernel pointer", KERNEL_POINTER), ("unmapped pointer", UNMAPPED_POINTER)] {
+        match sys::console_write_raw(address, 16) {
+            Err(error) => println!("selfcheck: console_write({what}) -> {error}"),
+            Ok(written) => {
+                println!("selfcheck: console_write({what}) -> accepted {written} bytes (should fail)")
+            }
+        }
+    }
+    match sys::ring_wait_raw(u64::MAX) {
+        Err(error) => println!("selfcheck: ring_wait(bad ring) -> {error}"),
+        Ok(()) => println!("selfcheck: ring_wait(bad ring) -> accepted (should fail)"),
+    }
+}
