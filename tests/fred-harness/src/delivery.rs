@@ -21,7 +21,10 @@ use bsp_x86_64::frame::{CsQword, EventType, FredState, Gprs, SsQword, idt_pushes
 use bsp_x86_64::fred::StackLevel;
 use bsp_x86_64::gdt;
 
-use crate::machine::{Log, Machine, Record};
+use crate::machine::{ARITHMETIC_FLAGS, Log, Machine, Record};
+
+/// RFLAGS.DF.
+pub const DF: u64 = 1 << 10;
 use crate::stubs::{self, Seen};
 use crate::trap::Session;
 
@@ -37,6 +40,9 @@ pub struct Trampoline {
     pub entry: u64,
     /// RSP at the jump (what the CPU leaves in RSP after delivery).
     pub entry_rsp: u64,
+    /// RFLAGS at the jump (what the CPU leaves in RFLAGS after delivery); only the bits a
+    /// CPL-3 POPFQ may change and that are safe to set here: arithmetic flags and DF.
+    pub entry_rflags: u64,
     /// RSP at the landing pad.
     pub landing_rsp: u64,
     /// RFLAGS at the landing pad.
@@ -55,6 +61,7 @@ static TRAMPOLINE: TrampolineCell = TrampolineCell(UnsafeCell::new(Trampoline {
     output: ZERO_GPRS,
     entry: 0,
     entry_rsp: 0,
+    entry_rflags: 0,
     landing_rsp: 0,
     landing_rflags: 0,
     host_rsp: 0,
@@ -113,6 +120,8 @@ global_asm!(
     "harness_deliver:",
     "push rbx", "push rbp", "push r12", "push r13", "push r14", "push r15",
     "mov [rip + {t} + {host_rsp}], rsp",
+    "push qword ptr [rip + {t} + {entry_rflags}]",
+    "popfq",
     "mov rsp, [rip + {t} + {entry_rsp}]",
     "mov rax, [rip + {t} + {i0}]",
     "mov rcx, [rip + {t} + {i1}]",
@@ -159,6 +168,7 @@ global_asm!(
     t = sym TRAMPOLINE,
     host_rsp = const offset_of!(Trampoline, host_rsp),
     entry_rsp = const offset_of!(Trampoline, entry_rsp),
+    entry_rflags = const offset_of!(Trampoline, entry_rflags),
     entry = const offset_of!(Trampoline, entry),
     landing_rsp = const offset_of!(Trampoline, landing_rsp),
     landing_rflags = const offset_of!(Trampoline, landing_rflags),
@@ -464,6 +474,13 @@ pub fn deliver(
             )
         }
     };
+    // FRED delivery sets RFLAGS to 0x2 (fred-facts.md §3.8). An IDT interrupt/trap gate
+    // clears only TF, NT, RF, VM (and IF for interrupt gates): DF and the arithmetic flags
+    // of the interrupted context are still live when the stub runs.
+    let entry_rflags = match via {
+        Via::Fred | Via::BrokenFredRing0 => 0x2,
+        Via::Idt => 0x2 | (event.rflags & (ARITHMETIC_FLAGS | DF)),
+    };
     let first = Log::len();
     {
         // SAFETY: the session serialises access to TRAMPOLINE; no asm runs right now.
@@ -472,6 +489,7 @@ pub fn deliver(
             input,
             entry,
             entry_rsp,
+            entry_rflags,
             ..Trampoline::default()
         };
     }

@@ -39,6 +39,8 @@ pub struct Seen {
     pub event: Result<Event, DecodeError>,
     /// How many handler calls this delivery made (1 expected).
     pub calls: u64,
+    /// RFLAGS when the handler was called: the SysV ABI requires DF = 0 at a call.
+    pub rflags: u64,
 }
 
 static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
@@ -63,7 +65,7 @@ pub fn seen() -> Option<Seen> {
     *SEEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn record(entry: Entry, frame: &mut Frame) {
+fn record(entry: Entry, frame: &mut Frame, rflags: u64) {
     let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
     let seen = Seen {
         entry,
@@ -71,6 +73,7 @@ fn record(entry: Entry, frame: &mut Frame) {
         frame: *frame,
         event: frame.event(0, 0),
         calls,
+        rflags,
     };
     *SEEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(seen);
     if SET_RAX.load(Ordering::Relaxed) {
@@ -97,16 +100,30 @@ fn clobber_caller_saved() {
     };
 }
 
+/// RFLAGS as the stub left them, then DF cleared: a stub that calls Rust with DF = 1 is
+/// recorded, but the harness' own Rust code (whose `memcpy` may use `rep movsb`) then runs
+/// with the direction the ABI requires.
+#[inline(always)]
+fn entry_rflags() -> u64 {
+    let rflags: u64;
+    // SAFETY: pushes and pops one qword on the current stack; `cld` only clears DF.
+    unsafe { asm!("pushfq", "pop {}", "cld", out(reg) rflags) };
+    rflags
+}
+
 extern "C" fn harness_idt(frame: &mut Frame) {
-    record(Entry::Idt, frame);
+    let rflags = entry_rflags();
+    record(Entry::Idt, frame, rflags);
 }
 
 extern "C" fn harness_ring3(frame: &mut Frame) {
-    record(Entry::FredRing3, frame);
+    let rflags = entry_rflags();
+    record(Entry::FredRing3, frame, rflags);
 }
 
 extern "C" fn harness_ring0(frame: &mut Frame) {
-    record(Entry::FredRing0, frame);
+    let rflags = entry_rflags();
+    record(Entry::FredRing0, frame, rflags);
 }
 
 // TEST-ONLY broken stub: `fred_entry_ring0` with `mov [rsp + rbx], rbx` removed. It shares

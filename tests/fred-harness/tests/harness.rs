@@ -359,6 +359,7 @@ fn through_fred(event: &HwEvent, kind: EventKind, handler_rax: Option<u64>) -> E
     assert_eq!(outcome.entry_rsp % 64, 0);
     assert_eq!(seen.frame.ret, event.fred_state(outcome.return_rip, outcome.return_rsp), "return state untouched");
     assert_eq!(seen.frame.gprs.reserved, 0);
+    assert_eq!(seen.rflags & delivery::DF, 0, "{}: handler called with DF = 1", event.name);
     let expected = expected_event(event, kind, &outcome);
     assert_eq!(seen.event, Ok(expected), "{}: decoded event", event.name);
     assert_eq!(delivery::preservation_mismatches(&outcome, handler_rax), Vec::<String>::new(), "{}", event.name);
@@ -393,6 +394,7 @@ fn through_idt(event: &HwEvent, kind: EventKind) -> Event {
     let seen = outcome.seen.unwrap_or_else(|| panic!("{}: handler did not run", event.name));
     assert_eq!((seen.entry, seen.calls), (Entry::Idt, 1), "{}", event.name);
     assert_eq!(seen.frame_addr % 64, 0);
+    assert_eq!(seen.rflags & delivery::DF, 0, "{}: handler called with DF = 1", event.name);
     // What the IDT stub fills in: everything FRED would write, except what an IDT frame
     // cannot know: the instruction length and SWEVENT/STI/NMI/NESTED bits of the SS qword,
     // and the CS qword's stack level (0 here anyway).
@@ -467,6 +469,19 @@ fn external_interrupt() {
 #[test]
 fn int3_from_ring3() {
     fred_matches_idt(&INT3_RING3, EventKind::SoftwareException { vector: 3 });
+}
+
+#[test]
+fn int3_from_ring3_with_df_set() {
+    // User code may leave DF = 1; the dispatcher is Rust (SysV ABI: DF = 0 at a call).
+    // FRED clears it by delivering with RFLAGS = 0x2; the IDT gate does not, so the IDT
+    // stub must.
+    let event = HwEvent {
+        name: "int3 from ring 3 with DF = 1",
+        rflags: 0x646,
+        ..INT3_RING3
+    };
+    fred_matches_idt(&event, EventKind::SoftwareException { vector: 3 });
 }
 
 #[test]
