@@ -211,6 +211,9 @@ macro_rules! entry_stubs {
             "4:",
             "mov [rsp + {event_data}], rcx",
             "mov qword ptr [rsp + {reserved}], 0",
+            // An IDT gate leaves the interrupted DF live (FRED delivers with RFLAGS = 2);
+            // Rust requires DF = 0 at a call. Found by the fred-harness.
+            "cld",
             "mov rdi, rsp",
             "call {idt}",
             ".global idt_exit",
