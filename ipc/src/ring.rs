@@ -56,7 +56,6 @@
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomData;
-use core::mem::{offset_of, size_of};
 use core::ptr;
 
 use crate::sync::{AtomicU32, Ordering};
@@ -208,6 +207,7 @@ pub struct RingHeader {
 // The layout is the ABI; loom's atomics are bigger, so only real builds check it.
 #[cfg(not(loom))]
 const _: () = {
+    use core::mem::{offset_of, size_of};
     assert!(size_of::<RingHeader>() == HEADER_SIZE);
     assert!(core::mem::align_of::<RingHeader>() == REGION_ALIGN);
     assert!(offset_of!(RingHeader, producer) + offset_of!(ProducerLine, head) == HEAD_OFFSET);
@@ -623,6 +623,16 @@ impl Batch<'_, '_> {
         self.producer.write_record(payload, false)?;
         self.pushed += 1;
         Ok(())
+    }
+
+    /// Records added so far.
+    pub const fn len(&self) -> usize {
+        self.pushed
+    }
+
+    /// Whether no record was added yet.
+    pub const fn is_empty(&self) -> bool {
+        self.pushed == 0
     }
 
     /// Publishes the batch and returns how many records it held.
