@@ -1,0 +1,60 @@
+//! fred-server: Ring3 diagnostics and fault policy for fredvisor (architecture.md §6).
+//!
+//! Receives the events the nucleus forwards (every fault of a Ring3 server), reports them
+//! with the shared `show_registers` renderer and answers resume / restart / kill. One module
+//! per duty: [`diagnostics`] (fault lines, dumps, `#DF` records), [`policy`] (restart up to
+//! three times, then give up), [`callgate`] (`#GP[sel]` → call-gate requests, refused until
+//! PV guests exist), [`kexec`] (the hand-off request state machine); [`dispatch`] routes
+//! messages between them. Options (StartInfo `args`): the runtime's `selfcheck` and
+//! `fault=` (`ipc::rt::testopts`).
+//!
+//! No `unsafe` here: the syscalls, `_start` and the ring pages are `ipc::rt`'s. On the host
+//! this is a stub `main`, so `cargo test --workspace` runs the modules' tests.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+#![cfg_attr(not(target_os = "none"), allow(dead_code))]
+#![forbid(unsafe_code)]
+
+mod callgate;
+mod diagnostics;
+mod dispatch;
+// The hand-off request has no trigger yet (issue 7); its state machine is host-tested.
+#[allow(dead_code)]
+mod kexec;
+mod policy;
+
+#[cfg(target_os = "none")]
+mod server {
+    use ipc::println;
+    use ipc::rt::console::Console;
+    use ipc::rt::{Server, exit_code, sys, testopts};
+
+    use crate::dispatch::Fred;
+
+    fn main(mut server: Server) -> ! {
+        if let Err(error) = server.hello() {
+            println!("cannot say Hello: {error}");
+            sys::exit(exit_code::NO_HELLO);
+        }
+        println!("started (generation {})", server.generation());
+        testopts::run(&server);
+        let mut fred = Fred::new();
+        loop {
+            server.wait();
+            while let Some(message) = server.recv() {
+                let mut console = Console::new();
+                let reply = fred.handle(message, &mut console);
+                drop(console);
+                if let Some(reply) = reply
+                    && let Err(error) = server.send(&reply)
+                {
+                    println!("reply not sent: {error}");
+                }
+            }
+        }
+    }
+
+    ipc::declare_server!(main);
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {}
