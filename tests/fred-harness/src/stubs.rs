@@ -197,8 +197,8 @@ pub struct Symbols {
 
 /// The stub labels.
 pub fn symbols() -> Symbols {
-    // SAFETY (all seven): labels defined by the global_asm above and by `entry_stubs!`;
-    // only their addresses are taken, nothing is read through them.
+    // Labels defined by the global_asm above and by `entry_stubs!`: only their addresses
+    // are taken (safe for extern statics), nothing is read through them.
     Symbols {
         fred_entry_ring3: (&raw const fred_entry_ring3) as u64,
         fred_entry_ring0: (&raw const fred_entry_ring0) as u64,
