@@ -199,7 +199,8 @@ pub fn landing() -> u64 {
 
 /// GPRs with distinct, recognisable values.
 pub fn distinct_gprs(seed: u64) -> Gprs {
-    let value = |index: u64| 0x5eed_0000_0000_0000 | (seed << 40) | (index << 32) | (index * 0x0101_0101);
+    let value =
+        |index: u64| 0x5eed_0000_0000_0000 | (seed << 40) | (index << 32) | (index * 0x0101_0101);
     Gprs {
         rax: value(1),
         rcx: value(2),
@@ -290,7 +291,10 @@ impl TestStack {
         }
     }
     fn write(&self, address: u64, words: &[u64]) {
-        assert!(address >= self.base() && address + 8 * words.len() as u64 <= self.base() + STACK_SIZE as u64);
+        assert!(
+            address >= self.base()
+                && address + 8 * words.len() as u64 <= self.base() + STACK_SIZE as u64
+        );
         for (index, word) in words.iter().enumerate() {
             // SAFETY: inside the mapping (checked above), 8-byte aligned by construction.
             unsafe { (address as *mut u64).add(index).write(*word) };
@@ -455,7 +459,13 @@ pub fn deliver(
             let (cs, ss) = event.selectors();
             stack.write(
                 top - 40,
-                &[rip, cs.raw() as u64, event.rflags, return_rsp, ss.raw() as u64],
+                &[
+                    rip,
+                    cs.raw() as u64,
+                    event.rflags,
+                    return_rsp,
+                    ss.raw() as u64,
+                ],
             );
             let mut frame = top - 40;
             if idt_pushes_error_code(event.vector) {

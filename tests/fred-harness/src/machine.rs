@@ -434,8 +434,20 @@ impl fmt::Display for Record {
         let o = &self.operands;
         write!(f, "{:#x}: ", self.rip)?;
         match self.insn {
-            Insn::Wrmsr => write!(f, "wrmsr  {} ({:#x}) <- {:#018x}", msr_name(o[0] as u32), o[0], o[1])?,
-            Insn::Rdmsr => write!(f, "rdmsr  {} ({:#x}) -> {:#018x}", msr_name(o[0] as u32), o[0], o[1])?,
+            Insn::Wrmsr => write!(
+                f,
+                "wrmsr  {} ({:#x}) <- {:#018x}",
+                msr_name(o[0] as u32),
+                o[0],
+                o[1]
+            )?,
+            Insn::Rdmsr => write!(
+                f,
+                "rdmsr  {} ({:#x}) -> {:#018x}",
+                msr_name(o[0] as u32),
+                o[0],
+                o[1]
+            )?,
             Insn::MovSs => write!(f, "mov ss, {:#x}", o[0])?,
             Insn::ReadCr4 => write!(f, "mov reg, cr4 -> {:#x}", o[0])?,
             Insn::WriteCr4 => write!(f, "mov cr4, {:#x} (was {:#x})", o[0], o[1])?,
@@ -445,7 +457,11 @@ impl fmt::Display for Record {
             Insn::Erets | Insn::Eretu => write!(
                 f,
                 "{} from {:#x}: rip {:#x} cs {:#x} rflags {:#x} rsp {:#x} ss {:#x}",
-                if self.insn == Insn::Erets { "erets" } else { "eretu" },
+                if self.insn == Insn::Erets {
+                    "erets"
+                } else {
+                    "eretu"
+                },
                 o[0],
                 o[1],
                 o[2],
@@ -453,7 +469,11 @@ impl fmt::Display for Record {
                 o[4],
                 o[5]
             )?,
-            Insn::Swapgs => write!(f, "swapgs (gs base {:#x}, kernel gs base {:#x})", o[0], o[1])?,
+            Insn::Swapgs => write!(
+                f,
+                "swapgs (gs base {:#x}, kernel gs base {:#x})",
+                o[0], o[1]
+            )?,
             Insn::Iretq => write!(
                 f,
                 "iretq from {:#x}: rip {:#x} cs {:#x} rflags {:#x} rsp {:#x} ss {:#x}",

@@ -47,7 +47,9 @@ pub struct Session {
 impl Session {
     /// Starts a session (blocks while another thread has one).
     pub fn begin() -> Self {
-        let serial = SESSIONS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let serial = SESSIONS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         Machine::reset();
         Log::clear();
         ABORT_TARGET.store(0, Ordering::Relaxed);
@@ -63,7 +65,11 @@ impl Session {
                 0,
             )
         };
-        assert_ne!(altstack, libc::MAP_FAILED, "mmap of the signal stack failed");
+        assert_ne!(
+            altstack,
+            libc::MAP_FAILED,
+            "mmap of the signal stack failed"
+        );
         let stack = libc::stack_t {
             ss_sp: altstack,
             ss_flags: 0,
@@ -212,7 +218,8 @@ fn emulate(insn: &Instruction, context: &mut Context<'_>) -> Outcome {
     match insn.code() {
         Code::Wrmsr => {
             let msr = context.reg(libc::REG_RCX) as u32;
-            let value = (context.reg(libc::REG_RDX) << 32) | (context.reg(libc::REG_RAX) & 0xffff_ffff);
+            let value =
+                (context.reg(libc::REG_RDX) << 32) | (context.reg(libc::REG_RAX) & 0xffff_ffff);
             let fault = wrmsr_check(msr, value).err();
             if fault.is_none() {
                 Machine::store_msr(msr, value);
@@ -260,7 +267,8 @@ fn emulate(insn: &Instruction, context: &mut Context<'_>) -> Outcome {
                 return Outcome::Refuse;
             };
             let old = Machine::cr4();
-            let fault = ((value ^ old) & !crate::machine::CR4_FRED != 0).then_some(Fault::Cr4OtherBits);
+            let fault =
+                ((value ^ old) & !crate::machine::CR4_FRED != 0).then_some(Fault::Cr4OtherBits);
             if fault.is_none() {
                 Machine::set_cr4(value);
             }
@@ -289,12 +297,24 @@ fn emulate(insn: &Instruction, context: &mut Context<'_>) -> Outcome {
             Outcome::Next
         }
         Code::Erets | Code::Eretu => {
-            let which = if insn.code() == Code::Erets { Eret::Erets } else { Eret::Eretu };
+            let which = if insn.code() == Code::Erets {
+                Eret::Erets
+            } else {
+                Eret::Eretu
+            };
             let frame = context.reg(libc::REG_RSP);
             // SAFETY: RSP points at the stub's frame on the test stack (error code, then the
             // five qwords ERETx pops); the delivery mapped it.
             let popped = unsafe { pop_state(frame + 8) };
-            let fault = eret_check(which, fred_on, &popped, RING0_CS, Machine::ss(), Machine::csl()).err();
+            let fault = eret_check(
+                which,
+                fred_on,
+                &popped,
+                RING0_CS,
+                Machine::ss(),
+                Machine::csl(),
+            )
+            .err();
             let kind = match which {
                 Eret::Erets => Insn::Erets,
                 Eret::Eretu => {
@@ -305,7 +325,19 @@ fn emulate(insn: &Instruction, context: &mut Context<'_>) -> Outcome {
                     Insn::Eretu
                 }
             };
-            Log::push(kind, rip, [frame, popped.rip, popped.cs, popped.rflags, popped.rsp, popped.ss], fault);
+            Log::push(
+                kind,
+                rip,
+                [
+                    frame,
+                    popped.rip,
+                    popped.cs,
+                    popped.rflags,
+                    popped.rsp,
+                    popped.ss,
+                ],
+                fault,
+            );
             Outcome::Jump {
                 rip: popped.rip,
                 rsp: popped.rsp,
@@ -317,7 +349,19 @@ fn emulate(insn: &Instruction, context: &mut Context<'_>) -> Outcome {
             // SAFETY: RSP points at the IDT stub's copy of RIP..SS on the test stack.
             let popped = unsafe { pop_state(frame) };
             let fault = fred_on.then_some(Fault::ForbiddenUnderFred);
-            Log::push(Insn::Iretq, rip, [frame, popped.rip, popped.cs, popped.rflags, popped.rsp, popped.ss], fault);
+            Log::push(
+                Insn::Iretq,
+                rip,
+                [
+                    frame,
+                    popped.rip,
+                    popped.cs,
+                    popped.rflags,
+                    popped.rsp,
+                    popped.ss,
+                ],
+                fault,
+            );
             Outcome::Jump {
                 rip: popped.rip,
                 rsp: popped.rsp,
@@ -335,7 +379,11 @@ fn emulate(insn: &Instruction, context: &mut Context<'_>) -> Outcome {
             Outcome::Next
         }
         Code::Sysretd | Code::Sysretq | Code::Sysexitd | Code::Sysexitq => {
-            let kind = if matches!(insn.code(), Code::Sysretd | Code::Sysretq) { Insn::Sysret } else { Insn::Sysexit };
+            let kind = if matches!(insn.code(), Code::Sysretd | Code::Sysretq) {
+                Insn::Sysret
+            } else {
+                Insn::Sysexit
+            };
             let fault = fred_on.then_some(Fault::ForbiddenUnderFred);
             Log::push(kind, rip, [0; 6], fault);
             // Nothing sensible follows a return the harness cannot model: end the delivery.
@@ -390,7 +438,10 @@ extern "C" fn on_trap(signal: libc::c_int, _info: *mut libc::siginfo_t, context:
             context.set_reg(libc::REG_RIP, rip);
             context.set_reg(libc::REG_RSP, rsp);
             let host = context.reg(libc::REG_EFL);
-            context.set_reg(libc::REG_EFL, (host & !ARITHMETIC_FLAGS) | (rflags & ARITHMETIC_FLAGS));
+            context.set_reg(
+                libc::REG_EFL,
+                (host & !ARITHMETIC_FLAGS) | (rflags & ARITHMETIC_FLAGS),
+            );
         }
         Outcome::Refuse => refuse(signal),
     }

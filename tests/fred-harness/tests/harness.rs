@@ -12,8 +12,8 @@ use bsp_x86_64::msr::KernelGsBase;
 use bsp_x86_64::stack_block::StackBlock;
 use fred_harness::delivery::{self, HwEvent, Outcome, TestStack, Via};
 use fred_harness::machine::{
-    self, ARITHMETIC_FLAGS, CR4_FRED, CR4_INITIAL, Eret, Fault, Insn, Log, Machine, Popped,
-    Record, addr,
+    self, ARITHMETIC_FLAGS, CR4_FRED, CR4_INITIAL, Eret, Fault, Insn, Log, Machine, Popped, Record,
+    addr,
 };
 use fred_harness::stubs::{self, Entry};
 use fred_harness::trap::Session;
@@ -54,7 +54,11 @@ fn enable(plan: &FredMsrPlan) -> Vec<(u32, u64)> {
 #[test]
 fn entry_page_layout() {
     let symbols = stubs::symbols();
-    assert_eq!(symbols.fred_entry_ring3 % 4096, 0, "IA32_FRED_CONFIG needs a 4 KiB page");
+    assert_eq!(
+        symbols.fred_entry_ring3 % 4096,
+        0,
+        "IA32_FRED_CONFIG needs a 4 KiB page"
+    );
     assert_eq!(symbols.fred_entry_ring0 - symbols.fred_entry_ring3, 256);
     assert!(symbols.fred_exit > symbols.fred_entry_ring0);
     assert!(symbols.fred_entry_page_end - symbols.fred_entry_ring3 <= 4096);
@@ -77,12 +81,16 @@ fn enable_sequence_writes_the_plan_in_order() {
         (addr::STAR, 0x001b_0008_0000_0000),
         (addr::FRED_CONFIG, entry_page), // REDZONE 0, INT_STKLVL 0, CSL 0: low 12 bits 0
         (addr::FRED_RSP0, BLOCK_BASE + 0x8000 - 64), // below cpu_info
-        (addr::FRED_RSP1, BLOCK_BASE + 0x6000),      // top of page 5
-        (addr::FRED_RSP2, BLOCK_BASE + 0x1000),      // top of page 0
-        (addr::FRED_RSP3, BLOCK_BASE + 0x5000),      // top of page 4 (#DF)
-        (addr::FRED_STKLVLS, 3 << 16),               // #DF (vector 8) on SL3
+        (addr::FRED_RSP1, BLOCK_BASE + 0x6000), // top of page 5
+        (addr::FRED_RSP2, BLOCK_BASE + 0x1000), // top of page 0
+        (addr::FRED_RSP3, BLOCK_BASE + 0x5000), // top of page 4 (#DF)
+        (addr::FRED_STKLVLS, 3 << 16),   // #DF (vector 8) on SL3
     ];
-    let planned: Vec<(u32, u64)> = plan.writes().iter().map(|w| (w.addr(), w.value())).collect();
+    let planned: Vec<(u32, u64)> = plan
+        .writes()
+        .iter()
+        .map(|w| (w.addr(), w.value()))
+        .collect();
     assert_eq!(planned, expected_writes, "the pure plan");
     assert_eq!(logged, expected_writes, "enable's log callback");
 
@@ -91,27 +99,50 @@ fn enable_sequence_writes_the_plan_in_order() {
         expected.push((Insn::Wrmsr, [msr as u64, value, 0, 0, 0, 0]));
     }
     expected.push((Insn::ReadCr4, [CR4_INITIAL, 0, 0, 0, 0, 0]));
-    expected.push((Insn::WriteCr4, [CR4_INITIAL | CR4_FRED, CR4_INITIAL, 0, 0, 0, 0]));
+    expected.push((
+        Insn::WriteCr4,
+        [CR4_INITIAL | CR4_FRED, CR4_INITIAL, 0, 0, 0, 0],
+    ));
     let seen: Vec<(Insn, [u64; 6])> = records.iter().map(|r| (r.insn, r.operands)).collect();
-    assert_eq!(seen, expected, "SS first, then the plan's WRMSRs in order, then CR4.FRED");
-    assert!(records.iter().all(|r| r.fault.is_none()), "a write the CPU would #GP");
+    assert_eq!(
+        seen, expected,
+        "SS first, then the plan's WRMSRs in order, then CR4.FRED"
+    );
+    assert!(
+        records.iter().all(|r| r.fault.is_none()),
+        "a write the CPU would #GP"
+    );
 
     // SS = KERNEL_DS strictly before CR4.FRED; every WRMSR before CR4.FRED.
-    let position = |insn| records.iter().position(|r| r.insn == insn).expect("present");
+    let position = |insn| {
+        records
+            .iter()
+            .position(|r| r.insn == insn)
+            .expect("present")
+    };
     assert!(position(Insn::MovSs) < position(Insn::WriteCr4));
-    assert!(records.iter().rposition(|r| r.insn == Insn::Wrmsr).unwrap() < position(Insn::WriteCr4));
+    assert!(
+        records.iter().rposition(|r| r.insn == Insn::Wrmsr).unwrap() < position(Insn::WriteCr4)
+    );
     assert_eq!(Machine::ss(), gdt::KERNEL_DS.raw() as u64);
     assert!(Machine::fred_on());
     for (msr, value) in expected_writes {
         assert_eq!(Machine::msr(msr), Some(value), "{}", machine::msr_name(msr));
     }
     let config = Machine::msr(addr::FRED_CONFIG).unwrap();
-    assert_eq!(config & 0xfff, 0, "CSL, REDZONE, INT_STKLVL and reserved bits all 0");
+    assert_eq!(
+        config & 0xfff,
+        0,
+        "CSL, REDZONE, INT_STKLVL and reserved bits all 0"
+    );
     assert_eq!((config & !0xfff) + 256, stubs::symbols().fred_entry_ring0);
 
     println!("MSR writes seen:");
     for (msr, value) in &logged {
-        println!("    {:<18} {msr:#010x} <- {value:#018x}", machine::msr_name(*msr));
+        println!(
+            "    {:<18} {msr:#010x} <- {value:#018x}",
+            machine::msr_name(*msr)
+        );
     }
 }
 
@@ -146,22 +177,54 @@ fn wrmsr_rejects_what_the_cpu_rejects() {
     // Pure checks (fred-facts.md §2.3).
     let cases: [(u32, u64, Result<(), Fault>); 14] = [
         (addr::FRED_RSP0, 0xffff_8000_0010_7fc0, Ok(())),
-        (addr::FRED_RSP1, 0xffff_8000_0010_7fc8, Err(Fault::Misaligned)),
-        (addr::FRED_RSP3, 0x0000_8000_0000_0000, Err(Fault::NotCanonical)),
+        (
+            addr::FRED_RSP1,
+            0xffff_8000_0010_7fc8,
+            Err(Fault::Misaligned),
+        ),
+        (
+            addr::FRED_RSP3,
+            0x0000_8000_0000_0000,
+            Err(Fault::NotCanonical),
+        ),
         (addr::FRED_SSP2, 0xffff_8000_0010_0008, Ok(())),
-        (addr::FRED_SSP2, 0xffff_8000_0010_0004, Err(Fault::Misaligned)),
+        (
+            addr::FRED_SSP2,
+            0xffff_8000_0010_0004,
+            Err(Fault::Misaligned),
+        ),
         (addr::PL0_SSP, 0xffff_8000_0010_0004, Ok(())),
         (addr::PL0_SSP, 0xffff_8000_0010_0002, Err(Fault::Misaligned)),
         (addr::FRED_CONFIG, 0xffff_ffff_8020_0040, Ok(())),
-        (addr::FRED_CONFIG, 0xffff_ffff_8020_0004, Err(Fault::ReservedBits)),
-        (addr::FRED_CONFIG, 0xffff_ffff_8020_0800, Err(Fault::ReservedBits)),
-        (addr::FRED_CONFIG, 0x1234_0000_0000_0000, Err(Fault::NotCanonical)),
+        (
+            addr::FRED_CONFIG,
+            0xffff_ffff_8020_0004,
+            Err(Fault::ReservedBits),
+        ),
+        (
+            addr::FRED_CONFIG,
+            0xffff_ffff_8020_0800,
+            Err(Fault::ReservedBits),
+        ),
+        (
+            addr::FRED_CONFIG,
+            0x1234_0000_0000_0000,
+            Err(Fault::NotCanonical),
+        ),
         (addr::FRED_STKLVLS, u64::MAX, Ok(())),
-        (addr::KERNEL_GS_BASE, 0x0000_8000_0000_0000, Err(Fault::NotCanonical)),
+        (
+            addr::KERNEL_GS_BASE,
+            0x0000_8000_0000_0000,
+            Err(Fault::NotCanonical),
+        ),
         (0x1D5, 0, Err(Fault::UnknownMsr)),
     ];
     for (msr, value, expected) in cases {
-        assert_eq!(machine::wrmsr_check(msr, value), expected, "{msr:#x} <- {value:#x}");
+        assert_eq!(
+            machine::wrmsr_check(msr, value),
+            expected,
+            "{msr:#x} <- {value:#x}"
+        );
     }
 
     // The same through the real `insn::wrmsr` and the trap handler: a plan-like write of a
@@ -179,11 +242,18 @@ fn wrmsr_rejects_what_the_cpu_rejects() {
     let records = Log::all();
     print_records("negative WRMSRs", &records);
     assert_eq!(
-        records.iter().map(|r| (r.insn, r.operands[0], r.fault)).collect::<Vec<_>>(),
+        records
+            .iter()
+            .map(|r| (r.insn, r.operands[0], r.fault))
+            .collect::<Vec<_>>(),
         [
             (Insn::Wrmsr, addr::FRED_RSP1 as u64, None),
             (Insn::Wrmsr, addr::FRED_RSP1 as u64, Some(Fault::Misaligned)),
-            (Insn::Wrmsr, addr::FRED_CONFIG as u64, Some(Fault::ReservedBits)),
+            (
+                Insn::Wrmsr,
+                addr::FRED_CONFIG as u64,
+                Some(Fault::ReservedBits)
+            ),
             (Insn::Rdmsr, addr::FRED_RSP1 as u64, None),
         ]
     );
@@ -203,7 +273,10 @@ fn load_user_gs_uses_lkgs_and_never_swapgs() {
     let records = Log::since(first);
     print_records("fred::load_user_gs (FRED on)", &records);
     assert_eq!(
-        records.iter().map(|r| (r.insn, r.operands[0], r.operands[1], r.fault)).collect::<Vec<_>>(),
+        records
+            .iter()
+            .map(|r| (r.insn, r.operands[0], r.operands[1], r.fault))
+            .collect::<Vec<_>>(),
         [
             (Insn::Lkgs, 0x23, 0, None),
             (Insn::Wrmsr, addr::KERNEL_GS_BASE as u64, USER_GS, None),
@@ -211,7 +284,11 @@ fn load_user_gs_uses_lkgs_and_never_swapgs() {
     );
     assert_eq!(Machine::gs_selector(), 0x23);
     assert_eq!(Machine::msr(addr::KERNEL_GS_BASE), Some(USER_GS));
-    assert_eq!(Machine::msr(addr::GS_BASE), Some(NUCLEUS_GS), "live (nucleus) base untouched");
+    assert_eq!(
+        Machine::msr(addr::GS_BASE),
+        Some(NUCLEUS_GS),
+        "live (nucleus) base untouched"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -329,7 +406,16 @@ fn set_gs_for(event: &HwEvent) {
 
 fn assert_gs_restored(event: &HwEvent) {
     let gs = Machine::msr(addr::GS_BASE);
-    assert_eq!(gs, Some(if event.from_ring3 { USER_GS } else { NUCLEUS_GS }), "{}: GS base after return", event.name);
+    assert_eq!(
+        gs,
+        Some(if event.from_ring3 {
+            USER_GS
+        } else {
+            NUCLEUS_GS
+        }),
+        "{}: GS base after return",
+        event.name
+    );
 }
 
 fn assert_landing_flags(event: &HwEvent, outcome: &Outcome) {
@@ -352,28 +438,68 @@ fn through_fred(event: &HwEvent, kind: EventKind, handler_rax: Option<u64>) -> E
     let outcome = delivery::deliver(&session, &stack, Via::Fred, event, input, handler_rax);
     print_records(&format!("FRED: {}", event.name), &outcome.records);
 
-    let seen = outcome.seen.unwrap_or_else(|| panic!("{}: handler did not run", event.name));
-    let entry = if event.from_ring3 { Entry::FredRing3 } else { Entry::FredRing0 };
+    let seen = outcome
+        .seen
+        .unwrap_or_else(|| panic!("{}: handler did not run", event.name));
+    let entry = if event.from_ring3 {
+        Entry::FredRing3
+    } else {
+        Entry::FredRing0
+    };
     assert_eq!((seen.entry, seen.calls), (entry, 1), "{}", event.name);
-    assert_eq!(seen.frame_addr, outcome.entry_rsp - frame::FRAME_RET as u64, "frame right below the CPU's state");
+    assert_eq!(
+        seen.frame_addr,
+        outcome.entry_rsp - frame::FRAME_RET as u64,
+        "frame right below the CPU's state"
+    );
     assert_eq!(outcome.entry_rsp % 64, 0);
-    assert_eq!(seen.frame.ret, event.fred_state(outcome.return_rip, outcome.return_rsp), "return state untouched");
+    assert_eq!(
+        seen.frame.ret,
+        event.fred_state(outcome.return_rip, outcome.return_rsp),
+        "return state untouched"
+    );
     assert_eq!(seen.frame.gprs.reserved, 0);
-    assert_eq!(seen.rflags & delivery::DF, 0, "{}: handler called with DF = 1", event.name);
+    assert_eq!(
+        seen.rflags & delivery::DF,
+        0,
+        "{}: handler called with DF = 1",
+        event.name
+    );
     let expected = expected_event(event, kind, &outcome);
     assert_eq!(seen.event, Ok(expected), "{}: decoded event", event.name);
-    assert_eq!(delivery::preservation_mismatches(&outcome, handler_rax), Vec::<String>::new(), "{}", event.name);
+    assert_eq!(
+        delivery::preservation_mismatches(&outcome, handler_rax),
+        Vec::<String>::new(),
+        "{}",
+        event.name
+    );
     assert_landing_flags(event, &outcome);
 
     // Exactly one instruction emulated: the right ERET, from the frame the CPU wrote.
-    let eret = if event.from_ring3 { Insn::Eretu } else { Insn::Erets };
-    assert_eq!(kinds(&outcome.records), [eret], "{}: no SWAPGS/IRETQ/SYSRET on the FRED path", event.name);
+    let eret = if event.from_ring3 {
+        Insn::Eretu
+    } else {
+        Insn::Erets
+    };
+    assert_eq!(
+        kinds(&outcome.records),
+        [eret],
+        "{}: no SWAPGS/IRETQ/SYSRET on the FRED path",
+        event.name
+    );
     let record = outcome.records[0];
     assert_eq!(record.fault, None, "{}: {record}", event.name);
     let state = seen.frame.ret;
     assert_eq!(
         record.operands,
-        [outcome.entry_rsp, state.rip, state.cs.raw(), state.rflags, state.rsp, state.ss.raw()],
+        [
+            outcome.entry_rsp,
+            state.rip,
+            state.cs.raw(),
+            state.rflags,
+            state.rsp,
+            state.ss.raw()
+        ],
         "{}: ERET popped the CPU's state",
         event.name
     );
@@ -391,20 +517,37 @@ fn through_idt(event: &HwEvent, kind: EventKind) -> Event {
     let outcome = delivery::deliver(&session, &stack, Via::Idt, event, input, None);
     print_records(&format!("IDT: {}", event.name), &outcome.records);
 
-    let seen = outcome.seen.unwrap_or_else(|| panic!("{}: handler did not run", event.name));
+    let seen = outcome
+        .seen
+        .unwrap_or_else(|| panic!("{}: handler did not run", event.name));
     assert_eq!((seen.entry, seen.calls), (Entry::Idt, 1), "{}", event.name);
     assert_eq!(seen.frame_addr % 64, 0);
-    assert_eq!(seen.rflags & delivery::DF, 0, "{}: handler called with DF = 1", event.name);
+    assert_eq!(
+        seen.rflags & delivery::DF,
+        0,
+        "{}: handler called with DF = 1",
+        event.name
+    );
     // What the IDT stub fills in: everything FRED would write, except what an IDT frame
     // cannot know: the instruction length and SWEVENT/STI/NMI/NESTED bits of the SS qword,
     // and the CS qword's stack level (0 here anyway).
     let (_, ss) = event.selectors();
     let mut expected_ret = event.fred_state(outcome.return_rip, outcome.return_rsp);
-    expected_ret.ss = SsQword::new(ss, frame::idt_event_type(event.vector), event.vector).with_64bit(true);
-    assert_eq!(seen.frame.ret, expected_ret, "{}: IDT stub's FRED layout", event.name);
+    expected_ret.ss =
+        SsQword::new(ss, frame::idt_event_type(event.vector), event.vector).with_64bit(true);
+    assert_eq!(
+        seen.frame.ret, expected_ret,
+        "{}: IDT stub's FRED layout",
+        event.name
+    );
     let expected = expected_event(event, kind, &outcome);
     assert_eq!(seen.event, Ok(expected), "{}: decoded event", event.name);
-    assert_eq!(delivery::preservation_mismatches(&outcome, None), Vec::<String>::new(), "{}", event.name);
+    assert_eq!(
+        delivery::preservation_mismatches(&outcome, None),
+        Vec::<String>::new(),
+        "{}",
+        event.name
+    );
     assert_landing_flags(event, &outcome);
 
     let mut expected_kinds = Vec::new();
@@ -421,9 +564,17 @@ fn through_idt(event: &HwEvent, kind: EventKind) -> Event {
     }
     expected_kinds.push(Insn::Iretq);
     assert_eq!(kinds(&outcome.records), expected_kinds, "{}", event.name);
-    assert!(outcome.records.iter().all(|r| r.fault.is_none()), "{}", event.name);
+    assert!(
+        outcome.records.iter().all(|r| r.fault.is_none()),
+        "{}",
+        event.name
+    );
     let iretq = outcome.records.last().expect("iretq");
-    assert_eq!(iretq.operands[0], seen.frame_addr + frame::FRAME_RIP as u64, "IRETQ from the frame copy");
+    assert_eq!(
+        iretq.operands[0],
+        seen.frame_addr + frame::FRAME_RIP as u64,
+        "IRETQ from the frame copy"
+    );
     assert_gs_restored(event);
     expected
 }
@@ -433,7 +584,11 @@ fn fred_matches_idt(event: &HwEvent, kind: EventKind) {
     let idt = through_idt(event, kind);
     // RIP/RSP/RFLAGS/CS/SS are the same by construction (one HwEvent, one test-stack layout);
     // everything the dispatcher sees must then be identical.
-    assert_eq!(fred, idt, "{}: FRED and IDT deliveries decode differently", event.name);
+    assert_eq!(
+        fred, idt,
+        "{}: FRED and IDT deliveries decode differently",
+        event.name
+    );
 }
 
 #[test]
@@ -443,22 +598,46 @@ fn int3_from_ring0() {
 
 #[test]
 fn page_fault_with_cr2_in_event_data() {
-    fred_matches_idt(&PAGE_FAULT, EventKind::Exception { vector: 14, error_code: 0x2 });
+    fred_matches_idt(
+        &PAGE_FAULT,
+        EventKind::Exception {
+            vector: 14,
+            error_code: 0x2,
+        },
+    );
 }
 
 #[test]
 fn general_protection_with_selector_error_code() {
-    fred_matches_idt(&GP_SELECTOR, EventKind::Exception { vector: 13, error_code: 0x28 });
+    fred_matches_idt(
+        &GP_SELECTOR,
+        EventKind::Exception {
+            vector: 13,
+            error_code: 0x28,
+        },
+    );
 }
 
 #[test]
 fn invalid_opcode() {
-    fred_matches_idt(&INVALID_OPCODE, EventKind::Exception { vector: 6, error_code: 0 });
+    fred_matches_idt(
+        &INVALID_OPCODE,
+        EventKind::Exception {
+            vector: 6,
+            error_code: 0,
+        },
+    );
 }
 
 #[test]
 fn debug_with_dr6_in_event_data() {
-    fred_matches_idt(&DEBUG, EventKind::Exception { vector: 1, error_code: 0 });
+    fred_matches_idt(
+        &DEBUG,
+        EventKind::Exception {
+            vector: 1,
+            error_code: 0,
+        },
+    );
 }
 
 #[test]
@@ -488,7 +667,11 @@ fn int3_from_ring3_with_df_set() {
 fn syscall_from_ring3() {
     // No IDT counterpart: under IDT delivery SYSCALL goes through LSTAR, not these stubs.
     // The handler writes a return value into the frame's RAX, which ERETU must deliver.
-    through_fred(&SYSCALL_RING3, EventKind::Syscall, Some(0x5157_ca11_0000_002a));
+    through_fred(
+        &SYSCALL_RING3,
+        EventKind::Syscall,
+        Some(0x5157_ca11_0000_002a),
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -501,7 +684,14 @@ fn broken_stub_is_caught() {
     enable(&plan(false));
     let stack = TestStack::new();
     let input = delivery::distinct_gprs(3);
-    let outcome = delivery::deliver(&session, &stack, Via::BrokenFredRing0, &INT3_RING0, input, None);
+    let outcome = delivery::deliver(
+        &session,
+        &stack,
+        Via::BrokenFredRing0,
+        &INT3_RING0,
+        input,
+        None,
+    );
     print_records("FRED, broken ring-0 stub (no RBX store)", &outcome.records);
     let mismatches = delivery::preservation_mismatches(&outcome, None);
     println!("mismatches reported for the broken stub:");
@@ -513,13 +703,25 @@ fn broken_stub_is_caught() {
     assert_eq!(
         mismatches,
         [
-            format!("frame.rbx: {:#x}, interrupted {:#x}", delivery::POISON, input.rbx),
-            format!("landing rbx: {:#x}, expected {:#x}", delivery::POISON, input.rbx),
+            format!(
+                "frame.rbx: {:#x}, interrupted {:#x}",
+                delivery::POISON,
+                input.rbx
+            ),
+            format!(
+                "landing rbx: {:#x}, expected {:#x}",
+                delivery::POISON,
+                input.rbx
+            ),
         ]
     );
     // The same check passes for the real stub on the same event (through_fred asserts it).
     drop(session);
-    through_fred(&INT3_RING0, EventKind::SoftwareException { vector: 3 }, None);
+    through_fred(
+        &INT3_RING0,
+        EventKind::SoftwareException { vector: 3 },
+        None,
+    );
 }
 
 #[test]
@@ -529,10 +731,21 @@ fn idt_path_under_fred_is_flagged() {
     enable(&plan(false));
     set_gs_for(&INT3_RING3);
     let stack = TestStack::new();
-    let outcome = delivery::deliver(&session, &stack, Via::Idt, &INT3_RING3, delivery::distinct_gprs(4), None);
+    let outcome = delivery::deliver(
+        &session,
+        &stack,
+        Via::Idt,
+        &INT3_RING3,
+        delivery::distinct_gprs(4),
+        None,
+    );
     print_records("IDT stub while FRED is on", &outcome.records);
     assert_eq!(
-        outcome.records.iter().map(|r| (r.insn, r.fault)).collect::<Vec<_>>(),
+        outcome
+            .records
+            .iter()
+            .map(|r| (r.insn, r.fault))
+            .collect::<Vec<_>>(),
         [
             (Insn::Swapgs, Some(Fault::ForbiddenUnderFred)),
             (Insn::Swapgs, Some(Fault::ForbiddenUnderFred)),
@@ -553,10 +766,21 @@ fn eretu_refuses_a_bad_ring3_frame() {
     let session = Session::begin();
     enable(&plan(false));
     let stack = TestStack::new();
-    let outcome = delivery::deliver(&session, &stack, Via::Fred, &bad, delivery::distinct_gprs(5), None);
+    let outcome = delivery::deliver(
+        &session,
+        &stack,
+        Via::Fred,
+        &bad,
+        delivery::distinct_gprs(5),
+        None,
+    );
     print_records("FRED, ring-3 frame with IOPL 3", &outcome.records);
     assert_eq!(
-        outcome.records.iter().map(|r| (r.insn, r.fault)).collect::<Vec<_>>(),
+        outcome
+            .records
+            .iter()
+            .map(|r| (r.insn, r.fault))
+            .collect::<Vec<_>>(),
         [(Insn::Eretu, Some(Fault::BadRflags))]
     );
 }
@@ -580,19 +804,105 @@ fn eret_checks() {
     let check = |which, popped: &Popped| machine::eret_check(which, true, popped, 0x08, 0x10, 0);
     assert_eq!(check(Eret::Eretu, &user), Ok(()));
     assert_eq!(check(Eret::Erets, &kernel), Ok(()));
-    assert_eq!(check(Eret::Erets, &Popped { cs: 0x3_0008, ..kernel }), Ok(()), "SL bits are ignored");
-    assert_eq!(machine::eret_check(Eret::Erets, false, &kernel, 0x08, 0x10, 0), Err(Fault::EretWithoutFred));
-    assert_eq!(machine::eret_check(Eret::Eretu, true, &user, 0x08, 0x10, 1), Err(Fault::EretuAtNonZeroCsl));
-    assert_eq!(check(Eret::Eretu, &Popped { cs: 0x28, ..user }), Err(Fault::BadCs));
-    assert_eq!(check(Eret::Eretu, &Popped { cs: 0x1_002b, ..user }), Err(Fault::BadCs), "SL must be 0");
-    assert_eq!(check(Eret::Eretu, &Popped { rflags: 0x1246, ..user }), Err(Fault::BadRflags), "IOPL 1");
-    assert_eq!(check(Eret::Eretu, &Popped { ss: 0x20, ..user }), Err(Fault::BadSs));
-    assert_eq!(check(Eret::Eretu, &Popped { rip: 0x0000_8000_0000_0000, ..user }), Err(Fault::RipNotCanonical));
-    assert_eq!(check(Eret::Erets, &Popped { cs: 0x10, ..kernel }), Err(Fault::BadCs));
-    assert_eq!(check(Eret::Erets, &Popped { rflags: 0x246 | (1 << 17), ..kernel }), Err(Fault::BadRflags), "VM");
-    assert_eq!(check(Eret::Erets, &Popped { rflags: 0x240, ..kernel }), Err(Fault::BadRflags), "bit 1 clear");
-    assert_eq!(check(Eret::Erets, &Popped { ss: 0x18, ..kernel }), Err(Fault::BadSs));
-    assert_eq!(check(Eret::Erets, &Popped { rip: 0x1234_0000_0000_0000, ..kernel }), Err(Fault::RipNotCanonical));
+    assert_eq!(
+        check(
+            Eret::Erets,
+            &Popped {
+                cs: 0x3_0008,
+                ..kernel
+            }
+        ),
+        Ok(()),
+        "SL bits are ignored"
+    );
+    assert_eq!(
+        machine::eret_check(Eret::Erets, false, &kernel, 0x08, 0x10, 0),
+        Err(Fault::EretWithoutFred)
+    );
+    assert_eq!(
+        machine::eret_check(Eret::Eretu, true, &user, 0x08, 0x10, 1),
+        Err(Fault::EretuAtNonZeroCsl)
+    );
+    assert_eq!(
+        check(Eret::Eretu, &Popped { cs: 0x28, ..user }),
+        Err(Fault::BadCs)
+    );
+    assert_eq!(
+        check(
+            Eret::Eretu,
+            &Popped {
+                cs: 0x1_002b,
+                ..user
+            }
+        ),
+        Err(Fault::BadCs),
+        "SL must be 0"
+    );
+    assert_eq!(
+        check(
+            Eret::Eretu,
+            &Popped {
+                rflags: 0x1246,
+                ..user
+            }
+        ),
+        Err(Fault::BadRflags),
+        "IOPL 1"
+    );
+    assert_eq!(
+        check(Eret::Eretu, &Popped { ss: 0x20, ..user }),
+        Err(Fault::BadSs)
+    );
+    assert_eq!(
+        check(
+            Eret::Eretu,
+            &Popped {
+                rip: 0x0000_8000_0000_0000,
+                ..user
+            }
+        ),
+        Err(Fault::RipNotCanonical)
+    );
+    assert_eq!(
+        check(Eret::Erets, &Popped { cs: 0x10, ..kernel }),
+        Err(Fault::BadCs)
+    );
+    assert_eq!(
+        check(
+            Eret::Erets,
+            &Popped {
+                rflags: 0x246 | (1 << 17),
+                ..kernel
+            }
+        ),
+        Err(Fault::BadRflags),
+        "VM"
+    );
+    assert_eq!(
+        check(
+            Eret::Erets,
+            &Popped {
+                rflags: 0x240,
+                ..kernel
+            }
+        ),
+        Err(Fault::BadRflags),
+        "bit 1 clear"
+    );
+    assert_eq!(
+        check(Eret::Erets, &Popped { ss: 0x18, ..kernel }),
+        Err(Fault::BadSs)
+    );
+    assert_eq!(
+        check(
+            Eret::Erets,
+            &Popped {
+                rip: 0x1234_0000_0000_0000,
+                ..kernel
+            }
+        ),
+        Err(Fault::RipNotCanonical)
+    );
 }
 
 #[test]
@@ -606,6 +916,9 @@ fn return_state_round_trip_of_a_frame() {
     let int3 = INT3_RING0.fred_state(0, 0);
     assert_eq!(int3.ss.raw(), 0x1206_0003_0000_0010);
     let pf = PAGE_FAULT.fred_state(0, 0);
-    assert_eq!((pf.ss.raw(), pf.error_code, pf.event_data), (0x0203_000e_0000_0010, 2, 0xffff_c900_0012_3458));
+    assert_eq!(
+        (pf.ss.raw(), pf.error_code, pf.event_data),
+        (0x0203_000e_0000_0010, 2, 0xffff_c900_0012_3458)
+    );
     let _: Gprs = delivery::distinct_gprs(0);
 }
