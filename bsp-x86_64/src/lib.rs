@@ -21,4 +21,5 @@ pub mod paging;
 pub mod stack_block;
 pub mod port;
 pub mod regs;
+pub mod server_image;
 pub mod uart;
