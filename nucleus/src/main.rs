@@ -57,8 +57,6 @@ mod selftest;
 #[allow(unsafe_code)] // module memory, ring pages, CR3, the idle context
 mod servers;
 #[cfg(target_os = "none")]
-mod server_image_shim;
-#[cfg(target_os = "none")]
 mod stacks;
 #[cfg(target_os = "none")]
 #[allow(unsafe_code)] // PIT and PIC ports

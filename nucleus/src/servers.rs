@@ -19,7 +19,7 @@ use bsp_x86_64::cmdline::Options;
 use bsp_x86_64::frame::{CsQword, Frame, SsQword};
 use bsp_x86_64::gdt;
 use bsp_x86_64::paging::PageTableFlags as F;
-use crate::server_image_shim::{self as server_image, ServerImage};
+use bsp_x86_64::server_image::{self, ServerImage};
 use core::fmt;
 use ipc::dump::Delivery;
 use ipc::layout::{self, StartInfo};
@@ -211,10 +211,10 @@ const RFLAGS_USER: u64 = 0x202;
 fn populate(space: &mut AddressSpace, index: usize, bytes: &[u8], image: &ServerImage) -> Result<(), LoadError> {
     for segment in image.segments.iter() {
         let mut flags = F::empty();
-        if segment.writable() {
+        if segment.flags.write {
             flags |= F::WRITABLE;
         }
-        if !segment.executable() {
+        if !segment.flags.execute {
             flags |= F::NO_EXECUTE;
         }
         let start = segment.vaddr & !0xfff;
