@@ -36,7 +36,7 @@ enum Command {
     ///
     /// Exit status: 0 success, 1 the nucleus reported failure (panic), 2 error before the
     /// boot (missing tool, build failure), 3 QEMU ended otherwise (e.g. triple fault),
-    /// 124 timeout.
+    /// 124 timeout. Under --bochs, 0 and 1 come from the serial log (see --bochs).
     Run(RunArgs),
 }
 
