@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::bochs::{Bochs, EXIT_BOCHS_OPTION};
 use crate::boot::QemuExit;
 use crate::compile::workspace_root;
 use crate::image::{Image, Iso, NamedFile, default_iso_path};
@@ -69,11 +70,16 @@ pub struct RunOptions {
     pub timeout: Duration,
     /// Do not add `exit=qemu`: the nucleus halts after `nucleus: ready` until Ctrl-C.
     pub stay: bool,
+    /// Boot in Bochs (Wildcat Lake model, FRED) instead of QEMU, with `exit=bochs`.
+    pub bochs: bool,
 }
 
 /// `run`: builds `target/fredvisor-run.iso` (so the bare-metal ISO never carries
 /// `exit=qemu`), boots it with COM1 on the terminal and returns how it ended.
 pub fn run(options: &RunOptions) -> Result<QemuExit> {
+    if options.bochs {
+        return run_bochs(options);
+    }
     // QEMU and OVMF are checked before the (long) build.
     let default_output = workspace_root().join("target/fredvisor-run.iso");
     let probe = Qemu::from_path(&default_output).uefi(options.uefi);
@@ -88,6 +94,36 @@ pub fn run(options: &RunOptions) -> Result<QemuExit> {
         .timeout(options.timeout)
         .serial_stdio()
         .run()?;
+    Ok(boot.exit)
+}
+
+/// Where `run --bochs` keeps its `bochsrc`, serial log and Bochs' own log.
+pub fn bochs_run_dir() -> PathBuf {
+    workspace_root().join("target/bochs")
+}
+
+/// `run --bochs`: builds `target/fredvisor-bochs.iso` with `exit=bochs` (unless staying) and
+/// boots it in Bochs, copying COM1 to the terminal. Bochs is looked for before the build.
+fn run_bochs(options: &RunOptions) -> Result<QemuExit> {
+    let default_output = workspace_root().join("target/fredvisor-bochs.iso");
+    Bochs::from_path(&default_output).check_tools()?;
+    let extra = if options.stay { "" } else { EXIT_BOCHS_OPTION };
+    let iso = options.build.image(extra, default_output).build()?;
+    let run_dir = bochs_run_dir();
+    if options.stay {
+        eprintln!("note: the nucleus halts after it is ready; stop Bochs with Ctrl-C");
+    }
+    let boot = Bochs::new(&iso)
+        .timeout(options.timeout)
+        .run_dir(&run_dir)
+        .echo_serial(true)
+        .run()?;
+    if boot.exit != QemuExit::Success {
+        eprintln!(
+            "note: bochsrc, serial.log and bochs.log are in {}",
+            run_dir.display()
+        );
+    }
     Ok(boot.exit)
 }
 
@@ -108,5 +144,19 @@ mod tests {
             "loglvl=3 exit=qemu"
         );
         assert_eq!(options.image("", "x.iso".into()).get_cmdline(), "loglvl=3");
+    }
+
+    #[test]
+    fn run_bochs_adds_exit_bochs_after_user_options() {
+        let options = BuildOptions {
+            cmdline: "selftest=all".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            options
+                .image(EXIT_BOCHS_OPTION, "x.iso".into())
+                .get_cmdline(),
+            "selftest=all exit=bochs"
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! image-builder: builds fredvisor's binaries, makes a hybrid BIOS+UEFI ISO, boots it in QEMU.
+//! image-builder: builds fredvisor's binaries, makes a hybrid BIOS+UEFI ISO, boots it in QEMU
+//! (or in Bochs, whose Wildcat Lake model has FRED).
 //!
 //! The CLI (`main.rs`) only parses arguments; everything it does is here, so boot tests call
 //! the same code (style.md §2.13):
@@ -14,10 +15,12 @@
 //!
 //! Modules: `tools` finds host tools (one clear line when one is missing), `compile` runs
 //! cargo for the target binaries, `grub` writes `grub.cfg`, `image` makes the ISO, `qemu`
-//! boots it, `boot` holds the outcome and the assertions, `commands` is the CLI's work.
+//! boots it (`bochs` on Bochs' FRED CPU model), `boot` holds the outcome and the assertions,
+//! `commands` is the CLI's work.
 //! Only host code lives here, none of it `unsafe`.
 #![forbid(unsafe_code)]
 
+pub mod bochs;
 pub mod boot;
 pub mod commands;
 pub mod compile;
@@ -27,6 +30,7 @@ pub mod progress;
 pub mod qemu;
 pub mod tools;
 
+pub use bochs::Bochs;
 pub use boot::{Boot, Firmware, QemuExit};
 pub use image::{Image, Iso, NamedFile};
 pub use qemu::Qemu;

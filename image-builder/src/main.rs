@@ -28,7 +28,7 @@ enum Command {
     /// The ISO boots under BIOS and UEFI; write it to a USB stick with dd. GRUB's menu has
     /// three entries: default (fred=auto), fred=off and fred=on.
     Build(BuildArgs),
-    /// Build, then boot in QEMU (TCG) with COM1 on this terminal.
+    /// Build, then boot in QEMU (TCG) or Bochs (--bochs) with COM1 on this terminal.
     ///
     /// Adds `exit=qemu` to the nucleus command line so the run ends by itself after
     /// `nucleus: ready` (or a panic); --stay keeps the nucleus halted instead. The image is
@@ -36,7 +36,7 @@ enum Command {
     ///
     /// Exit status: 0 success, 1 the nucleus reported failure (panic), 2 error before the
     /// boot (missing tool, build failure), 3 QEMU ended otherwise (e.g. triple fault),
-    /// 124 timeout.
+    /// 124 timeout. Under --bochs, 0 and 1 come from the serial log (see --bochs).
     Run(RunArgs),
 }
 
@@ -75,6 +75,13 @@ struct RunArgs {
     /// Do not add `exit=qemu`: the nucleus stays halted after boot until Ctrl-C.
     #[arg(long)]
     stay: bool,
+    /// Boot in Bochs (CPU model wildcat_lake, with FRED) instead of QEMU.
+    ///
+    /// Uses $FREDVISOR_BOCHS, else `bochs` on PATH (Bochs 3.1 dev built with --enable-fred).
+    /// Adds `exit=bochs` instead of `exit=qemu`; the verdict is read from the serial log.
+    /// Files of the run: target/bochs/ (bochsrc, serial.log, bochs.log).
+    #[arg(long, conflicts_with = "uefi")]
+    bochs: bool,
 }
 
 impl From<BuildArgs> for BuildOptions {
@@ -101,6 +108,7 @@ fn main() -> ExitCode {
                     uefi: args.uefi,
                     timeout,
                     stay: args.stay,
+                    bochs: args.bochs,
                 };
                 commands::run(&options).map(|exit| exit.cli_exit_code())
             }

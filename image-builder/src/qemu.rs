@@ -225,10 +225,10 @@ impl Qemu {
 }
 
 /// Kills and reaps QEMU when dropped, so no run leaves a process behind.
-struct KillOnDrop(Child);
+pub(crate) struct KillOnDrop(pub(crate) Child);
 
 impl KillOnDrop {
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         // Already exited is fine; then `wait` only reaps it.
         let _ = self.0.kill();
         let _ = self.0.wait();

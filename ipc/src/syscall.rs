@@ -12,9 +12,9 @@ use core::fmt;
 #[repr(u64)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Syscall {
-    /// `console_write(ptr, len) -> len`: print bytes on COM1. The server runtime sends whole
-    /// lines that already start with `<name>: `; the nucleus adds `<name>: ` in front of any
-    /// line that does not, so a server cannot print lines that look like another owner's.
+    /// `console_write(ptr, len) -> len`: print bytes on COM1 as given (the nucleus escapes
+    /// non-printable bytes). The server runtime (`ipc::rt`) sends whole lines that already
+    /// start with `<name>: `, so the nucleus adds no prefix of its own.
     ConsoleWrite = 0,
     /// `ring_wait(ring) -> 0`: sleep until the peer of ring `ring` notifies or has published
     /// records since the last wait.

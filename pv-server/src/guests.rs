@@ -4,7 +4,7 @@
 //!
 //! * [`PublicRegisters`] is the guest-visible register block with the layout of Xen's public
 //!   `struct cpu_user_regs` (x86-64), under a new name; [`CpuUserRegs`] is the compatibility
-//!   alias. Only `get/set` of a vCPU's context goes through it ([`PvVcpu::to_public`],
+//!   alias. Only `get/set` of a vCPU's context goes through it ([`PvVcpu::public_registers`],
 //!   [`PvVcpu::set_from_public`]).
 //! * [`GuestFrame`] is the internal state: GPRs and the return state, the same fields the
 //!   nucleus' FRED-compatible frame has, and *no* data selectors.
@@ -134,7 +134,7 @@ impl PvVcpu {
     }
 
     /// The guest-visible block (`arch_get_info_guest`): frame plus the separate selectors.
-    pub fn to_public(&self) -> PublicRegisters {
+    pub fn public_registers(&self) -> PublicRegisters {
         let [rax, rbx, rcx, rdx, rsi, rdi, rbp, r8, r9, r10, r11, r12, r13, r14, r15] =
             self.frame.gprs;
         PublicRegisters {
@@ -222,7 +222,7 @@ mod tests {
         assert_eq!(vcpu.frame.gprs[0], 1);
         assert_eq!(vcpu.frame.gprs[14], 15);
         assert_eq!(vcpu.selectors, DataSelectors { ds: 0x2b, es: 0, fs: 0, gs: 0x63 });
-        assert_eq!(vcpu.to_public(), regs);
+        assert_eq!(vcpu.public_registers(), regs);
     }
 
     #[test]

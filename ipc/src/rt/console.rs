@@ -67,7 +67,7 @@ impl Drop for Console {
 pub fn print_line(args: fmt::Arguments<'_>) {
     use fmt::Write as _;
     let mut console = Console::new();
-    let _ = write!(console, "{}: {}\n", super::name(), args);
+    let _ = writeln!(console, "{}: {}", super::name(), args);
 }
 
 /// Prints a line prefixed with this server's name: `println!("ready, {} guests", n)`.
