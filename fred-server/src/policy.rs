@@ -74,7 +74,9 @@ impl Policy {
         }
         match event.kind {
             EventKind::SoftwareException { vector: 3 } => Decision::Resume,
-            EventKind::Exception { .. } => match self.count_crash(event.owner) {
+            // The nucleus forwards an interrupt only when it caught the thread hung (no
+            // syscall for seconds) with it: as much a crash as a fault.
+            EventKind::Exception { .. } | EventKind::Interrupt { .. } => match self.count_crash(event.owner) {
                 Some(crash) if crash <= MAX_RESTARTS => Decision::Restart { crash },
                 Some(crashes) => Decision::GiveUp { crashes },
                 None => Decision::Kill(KillReason::TooManyOwners),
@@ -126,13 +128,15 @@ mod tests {
     }
 
     #[test]
-    fn int3_resumes_and_the_rest_is_killed() {
+    fn int3_resumes_hangs_restart_and_the_rest_is_killed() {
         let mut policy = Policy::new();
         let int3 = EventKind::SoftwareException { vector: 3 };
         assert_eq!(policy.decide(&event(int3, 2)), Decision::Resume);
         assert_eq!(policy.crashes(2), 0);
         let irq = EventKind::Interrupt { vector: 32 };
-        assert_eq!(policy.decide(&event(irq, 2)), Decision::Kill(KillReason::Unexpected(irq)));
+        assert_eq!(policy.decide(&event(irq, 2)), Decision::Restart { crash: 1 });
+        let syscall = EventKind::Syscall;
+        assert_eq!(policy.decide(&event(syscall, 2)), Decision::Kill(KillReason::Unexpected(syscall)));
         let mut ring0 = event(EventKind::Exception { vector: 13, error_code: 0 }, 2);
         ring0.from_ring = 0;
         assert_eq!(policy.decide(&ring0), Decision::Kill(KillReason::NotFromRing3 { ring: 0 }));

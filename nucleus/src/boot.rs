@@ -18,6 +18,12 @@ pub struct BootStack(pub [u8; BOOT_STACK_SIZE]);
 #[unsafe(no_mangle)]
 pub static mut BOOT_STACK: BootStack = BootStack([0; BOOT_STACK_SIZE]);
 
+/// True if `[addr, addr + len)` lies inside the boot stack.
+pub fn on_boot_stack(addr: u64, len: u64) -> bool {
+    let base = core::ptr::addr_of!(BOOT_STACK) as u64;
+    addr >= base && addr.checked_add(len).is_some_and(|end| end <= base + BOOT_STACK_SIZE as u64)
+}
+
 global_asm!(
     r#"
     .section .multiboot2, "a"

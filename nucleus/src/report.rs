@@ -88,10 +88,11 @@ pub fn capture(prefix: &str, frame: &Frame, delivery: Delivery) -> RegisterDump 
         kernel_gs_base: unsafe { insn::read_kernel_gs_base() },
         stack_words: StackWords::default(),
     };
-    if ret.cs.selector().rpl() == 0 && crate::stacks::is_mapped_stack(ret.rsp, STACK_WORDS as u64 * 8) {
+    let span = STACK_WORDS as u64 * 8;
+    if ret.cs.selector().rpl() == 0 && (crate::stacks::is_mapped_stack(ret.rsp, span) || crate::boot::on_boot_stack(ret.rsp, span)) {
         for i in 0..STACK_WORDS as u64 {
             // SAFETY: the range [rsp, rsp + 128) lies in a mapped page of the nucleus'
-            // stack block (checked above); stacks hold plain qwords.
+            // stack block or in the boot stack (checked above); stacks hold plain qwords.
             let word = unsafe { core::ptr::read_volatile((ret.rsp + i * 8) as *const u64) };
             let _ = dump.stack_words.0.push(word);
         }

@@ -422,7 +422,8 @@ fn forward_fault(frame: &mut Frame, cur: usize, event: &Event, delivery: Deliver
     let s = sched();
     s.servers[cur].frame = *frame;
     let fred_alive = s.servers[FRED_SERVER].state != State::Absent && cur != FRED_SERVER;
-    let dump = crate::report::capture("fred-server", frame, delivery);
+    let mut dump = crate::report::capture("fred-server", frame, delivery);
+    user_stack_words(cur, frame.ret.rsp, &mut dump);
     if fred_alive {
         let token = Token(s.next_token);
         s.next_token += 1;
@@ -439,8 +440,9 @@ fn forward_fault(frame: &mut Frame, cur: usize, event: &Event, delivery: Deliver
         }
     } else {
         let mut dump = crate::report::capture("nucleus", frame, delivery);
-        dump.cpu = 0;
-        println!("nucleus: {} faulted and fred-server cannot handle it:", s.servers[cur].name);
+        user_stack_words(cur, frame.ret.rsp, &mut dump);
+        let who = if cur == FRED_SERVER { "fred-server faulted itself" } else { "fred-server is not running" };
+        println!("nucleus: {} faulted and {who}: the nucleus reports it", s.servers[cur].name);
         println!("{dump}");
     }
     s.current = None;
@@ -451,6 +453,20 @@ fn forward_fault(frame: &mut Frame, cur: usize, event: &Event, delivery: Deliver
         restart(cur);
     }
     reschedule_from(frame);
+}
+
+/// Fills the dump's raw stack words from the server's own stack, read through its address
+/// space (checked: a wild RSP yields no words, never a nucleus fault).
+fn user_stack_words(index: usize, rsp: u64, dump: &mut ipc::dump::RegisterDump) {
+    let Some(space) = sched().servers[index].space.as_ref() else { return };
+    dump.stack_words.0.clear();
+    for i in 0..16u64 {
+        let mut word = [0u8; 8];
+        if space.read(rsp.wrapping_add(i * 8), &mut word).is_err() {
+            break;
+        }
+        let _ = dump.stack_words.0.push(u64::from_le_bytes(word));
+    }
 }
 
 /// Sends a faulting server's register dump to fred-server, in ring-sized parts.
@@ -475,7 +491,10 @@ fn reschedule_from(frame: &mut Frame) {
 fn kill(index: usize) {
     let server = &mut sched().servers[index];
     if let Some(space) = server.space.take() {
-        load_cr3(memory::kernel_root().as_u64());
+        // Never free the tables the CPU is walking: leave them for the nucleus' own first.
+        if sched().loaded_root == space.root().as_u64() {
+            load_cr3(memory::kernel_root().as_u64());
+        }
         space.destroy();
     }
     server.events = None;
@@ -676,6 +695,9 @@ pub fn on_syscall(frame: &mut Frame) {
                 // The reply may have restarted or killed the caller; go on with whoever runs.
                 if s.current == Some(cur) && s.servers[cur].state == State::Ready {
                     *frame = s.servers[cur].frame;
+                    if let Some(space) = s.servers[cur].space.as_ref() {
+                        load_cr3(space.root().as_u64());
+                    }
                     return;
                 }
                 return reschedule_from(frame);
