@@ -21,10 +21,6 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
     let _ = CONSOLE.lock().write_fmt(args);
 }
 
-/// Writes raw bytes (already sanitised by the caller).
-pub fn write_bytes(bytes: &[u8]) {
-    CONSOLE.lock().write_bytes(bytes);
-}
 
 /// Waits until the UART has sent everything, so an emulator exit does not truncate output.
 pub fn drain() {

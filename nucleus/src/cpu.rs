@@ -114,14 +114,4 @@ pub fn init_syscall(block: &StackBlock) {
     }
 }
 
-/// TSS.RSP0: where IDT delivery from Ring3 lands.
-pub fn set_rsp0(top: u64) {
-    // SAFETY: single CPU; called with interrupts off on the way back to Ring3.
-    unsafe { (*TSS.get()).set_rsp0(top) };
-}
 
-/// The TSS I/O permission bitmap, for servers given ports.
-pub fn allow_port(port: u16, allowed: bool) {
-    // SAFETY: single CPU, interrupts off.
-    unsafe { (*TSS.get()).set_port_allowed(port, allowed) };
-}

@@ -235,10 +235,6 @@ fn map_stack_block(cpu: u64) -> Result<StackBlock, MemoryError> {
     Ok(block)
 }
 
-/// Free memory, for the boot log.
-pub fn free_frames() -> u64 {
-    state().frames.free_frames()
-}
 
 /// The nucleus' own PML4 (the upper half every address space shares).
 pub fn kernel_root() -> PhysAddr {

@@ -7,20 +7,9 @@
 use bsp_x86_64::frame::Frame;
 use bsp_x86_64::insn;
 use bsp_x86_64::stack_block::StackPage;
-use ipc::dump::{Delivery, GprValues, RegisterDump, StackName, StackWords, Text};
+use ipc::dump::{Delivery, RegisterDump, StackName, Text};
 
 const STACK_WORDS: usize = 16;
-
-fn stack_name(page: Option<StackPage>) -> StackName {
-    match page {
-        Some(StackPage::Primary) => StackName::Primary,
-        Some(StackPage::Df) => StackName::DoubleFault,
-        Some(StackPage::Db) => StackName::Debug,
-        Some(StackPage::Nmi) => StackName::Nmi,
-        Some(StackPage::Mc) => StackName::MachineCheck,
-        Some(StackPage::IstShadowStacks | StackPage::PrimaryShadow) | None => StackName::Unknown,
-    }
-}
 
 /// The stack level an event arrived on, from where its frame lies (delivery-blind): the
 /// `#DF` page is SL3/IST1, the other IST pages their IST index, the primary stack SL0.
@@ -40,42 +29,15 @@ fn stack_level(delivery: Delivery, page: Option<StackPage>) -> u8 {
 pub fn capture(prefix: &str, frame: &Frame, delivery: Delivery) -> RegisterDump {
     let frame_addr = core::ptr::from_ref(frame) as u64;
     let page = crate::stacks::classify(frame_addr);
+    // Which stack the *frame* is on: the one the event was delivered to.
+    let stack = crate::stacks::block().map_or(StackName::Unknown, |b| b.stack_name(frame_addr));
     let ret = &frame.ret;
-    let g = &frame.gprs;
     let mut dump = RegisterDump {
         prefix: Text::truncated(prefix),
         cpu: 0,
         delivery,
-        stack: stack_name(page),
+        stack,
         stack_level: stack_level(delivery, page),
-        event_type: ret.ss.event_type_raw(),
-        vector: ret.ss.vector(),
-        error_code: ret.error_code,
-        event_data: ret.event_data,
-        event: frame.ret.decode().ok(),
-        rip: ret.rip,
-        symbol: None,
-        cs: ret.cs.selector().raw(),
-        ss: ret.ss.selector().raw(),
-        rflags: ret.rflags,
-        rsp: ret.rsp,
-        gprs: GprValues {
-            rax: g.rax,
-            rbx: g.rbx,
-            rcx: g.rcx,
-            rdx: g.rdx,
-            rsi: g.rsi,
-            rdi: g.rdi,
-            rbp: g.rbp,
-            r8: g.r8,
-            r9: g.r9,
-            r10: g.r10,
-            r11: g.r11,
-            r12: g.r12,
-            r13: g.r13,
-            r14: g.r14,
-            r15: g.r15,
-        },
         // SAFETY (all seven): CPL 0; reading control registers and these MSRs has no side
         // effects, and every one of them exists on a 64-bit CPU.
         cr0: unsafe { insn::read_cr0() },
@@ -86,8 +48,9 @@ pub fn capture(prefix: &str, frame: &Frame, delivery: Delivery) -> RegisterDump 
         fs_base: unsafe { insn::read_fs_base() },
         gs_base: unsafe { insn::read_gs_base() },
         kernel_gs_base: unsafe { insn::read_kernel_gs_base() },
-        stack_words: StackWords::default(),
+        ..RegisterDump::default()
     };
+    frame.fill_dump(&mut dump);
     let span = STACK_WORDS as u64 * 8;
     if ret.cs.selector().rpl() == 0 && (crate::stacks::is_mapped_stack(ret.rsp, span) || crate::boot::on_boot_stack(ret.rsp, span)) {
         for i in 0..STACK_WORDS as u64 {

@@ -753,11 +753,6 @@ fn console_write(cur: usize, ptr: u64, len: u64) -> Result<u64, SyscallError> {
     Ok(len)
 }
 
-/// Is a server context live (for the dispatcher's sanity checks)?
-pub fn current_name() -> Option<&'static str> {
-    let s = sched();
-    s.current.map(|i| s.servers[i].name)
-}
 
 // ---- ring benchmark -----------------------------------------------------------------------
 
