@@ -56,6 +56,7 @@
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomData;
+use core::mem::MaybeUninit;
 use core::ptr;
 
 use crate::sync::{AtomicU32, Ordering};
@@ -311,32 +312,49 @@ impl Region {
         // destination lies inside the data area, which `Region::new`'s contract makes valid for
         // writes; `src` is private memory, so the ranges cannot overlap.
         unsafe { ptr::copy_nonoverlapping(first.as_ptr(), self.data.add(offset), first.len()) };
-        // SAFETY: `second` is non-empty only when the copy wrapped, and then
-        // `second.len() = src.len() - (capacity - offset) <= offset < capacity`: it fits at the
-        // start of the data area. Same validity and non-overlap argument as above.
-        unsafe { ptr::copy_nonoverlapping(second.as_ptr(), self.data, second.len()) };
+        if !second.is_empty() {
+            // SAFETY: the copy wrapped, so `second.len() = src.len() - (capacity - offset)
+            // <= offset < capacity`: it fits at the start of the data area. Same validity and
+            // non-overlap argument as above.
+            unsafe { ptr::copy_nonoverlapping(second.as_ptr(), self.data, second.len()) };
+        }
     }
 
-    /// Copies the bytes at ring position `pos` into `dst`, wrapping at the end of the data area.
-    fn read_bytes(&self, pos: u32, dst: &mut [u8]) {
+    /// Copies `len` bytes at ring position `pos` into private memory at `dst`, wrapping at the
+    /// end of the data area; returns how many bytes it wrote there (`len`, or `capacity` if
+    /// `len` was larger).
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for writes of `len` bytes and must not point into the region.
+    unsafe fn read_bytes(&self, pos: u32, dst: *mut u8, len: usize) -> usize {
         let capacity = self.capacity as usize;
         let offset = (pos & self.mask()) as usize;
-        let len = dst.len().min(capacity);
-        let dst = &mut dst[..len];
+        let len = len.min(capacity);
         self.track(pos, len, false);
-        let (first, second) = dst.split_at_mut(len.min(capacity - offset));
-        // SAFETY: as in `write_bytes`: `[offset, offset + first.len())` is inside the data
-        // area, valid for reads; `dst` is private memory, so the ranges cannot overlap. The
-        // peer may be writing these bytes concurrently only if it breaks the protocol; then
-        // we copy garbage, which the caller treats as an allegation like any other bytes.
-        unsafe { ptr::copy_nonoverlapping(self.data.add(offset), first.as_mut_ptr(), first.len()) };
-        // SAFETY: `second.len() <= offset < capacity` as in `write_bytes`.
-        unsafe { ptr::copy_nonoverlapping(self.data, second.as_mut_ptr(), second.len()) };
+        let first = len.min(capacity - offset);
+        // SAFETY: `[offset, offset + first)` is inside the data area (as in `write_bytes`),
+        // valid for reads; the caller guarantees `dst` is valid for `len >= first` bytes and
+        // outside the region, so the ranges cannot overlap. The peer may be writing these bytes
+        // concurrently only if it breaks the protocol; then we copy garbage, which the caller
+        // treats as an allegation like any other bytes.
+        unsafe { ptr::copy_nonoverlapping(self.data.add(offset), dst, first) };
+        if first < len {
+            // SAFETY: the copy wrapped: `len - first <= offset < capacity` bytes from the start
+            // of the data area, into `dst + first`, which is within the caller's `len` bytes.
+            unsafe { ptr::copy_nonoverlapping(self.data, dst.add(first), len - first) };
+        }
+        len
     }
 
-    /// Writes a record's length field at `pos` (which the producer keeps 8-byte aligned).
+    /// Writes a record's length field at `pos` with one store.
     fn write_length(&self, pos: u32, len: u32) {
-        self.write_bytes(pos, &len.to_le_bytes());
+        // As in `read_length`: a 4-byte field at a multiple of 4 below the capacity.
+        let offset = (pos & self.mask() & !3) as usize;
+        self.track(pos & !3, LENGTH_SIZE, true);
+        // SAFETY: `offset + 4 <= capacity`, inside the data area, valid for writes;
+        // `[u8; 4]` has alignment 1.
+        unsafe { ptr::write_volatile(self.data.add(offset).cast::<[u8; LENGTH_SIZE]>(), len.to_le_bytes()) };
     }
 
     /// Reads a record's length field at `pos` with a single load the compiler cannot repeat,
@@ -405,6 +423,10 @@ pub unsafe fn init(base: *mut u8, len: usize) -> Result<usize, AttachError> {
 }
 
 /// The writing half of a ring.
+///
+/// Its private state changes on every push; the alignment keeps it off the cache line of a
+/// consumer that happens to live next to it (in one struct, or one stack frame).
+#[repr(align(64))]
 pub struct Producer<'a> {
     region: Region,
     /// Our index: where the next record goes. Published to `head`, never read back.
@@ -421,6 +443,9 @@ pub struct Producer<'a> {
 unsafe impl Send for Producer<'_> {}
 
 /// The reading half of a ring.
+///
+/// Aligned for the same reason as [`Producer`].
+#[repr(align(64))]
 pub struct Consumer<'a> {
     region: Region,
     /// Our index: where the next record starts. Published to `tail`, never read back.
@@ -656,9 +681,13 @@ pub struct Record {
     bytes: [u8; MAX_RECORD],
 }
 
-impl Record {
-    const fn empty() -> Self {
-        Self { len: 0, bytes: [0; MAX_RECORD] }
+/// Private buffer a record is copied into; left uninitialised, since it is written before it is
+/// read and zeroing it would cost as much as the copy.
+struct Scratch([MaybeUninit<u8>; MAX_RECORD]);
+
+impl Scratch {
+    const fn new() -> Self {
+        Self([MaybeUninit::uninit(); MAX_RECORD])
     }
 }
 
@@ -712,13 +741,13 @@ impl<'a> Consumer<'a> {
         Ok(self.capacity() - self.len()? < RECORD_ALIGN)
     }
 
-    /// Copies the next record into `out` and advances our private `tail` (not published).
-    /// Reloads `head` only when the cached one says the ring is empty.
-    fn read_record(&mut self, out: &mut Record) -> Result<bool, RingCorrupt> {
+    /// Copies the next record into `scratch` and advances our private `tail` (not published);
+    /// returns the copy. Reloads `head` only when the cached one says the ring is empty.
+    fn read_record<'s>(&mut self, scratch: &'s mut Scratch) -> Result<Option<&'s [u8]>, RingCorrupt> {
         if self.cached_head == self.tail {
             self.cached_head = self.load_head()?;
             if self.cached_head == self.tail {
-                return Ok(false);
+                return Ok(None);
             }
         }
         // `cached_head` passed `indices_ok`, so 8 <= available <= capacity.
@@ -728,10 +757,12 @@ impl<'a> Consumer<'a> {
             return Err(RingCorrupt::Length { at: self.tail, len, available });
         }
         let len = len as usize;
-        self.region.read_bytes(self.tail.wrapping_add(LENGTH_SIZE as u32), &mut out.bytes[..len]);
-        out.len = len;
+        let payload = self.tail.wrapping_add(LENGTH_SIZE as u32);
+        // SAFETY: `scratch` is private memory of `MAX_RECORD >= len` bytes.
+        let copied = unsafe { self.region.read_bytes(payload, scratch.0.as_mut_ptr().cast(), len) };
         self.tail = self.tail.wrapping_add(record_size(len) as u32);
-        Ok(true)
+        // SAFETY: `read_bytes` initialised the first `copied` (<= len <= MAX_RECORD) bytes.
+        Ok(Some(unsafe { core::slice::from_raw_parts(scratch.0.as_ptr().cast::<u8>(), copied) }))
     }
 
     /// Tells the producer the space below our `tail` is free again.
@@ -742,34 +773,39 @@ impl<'a> Consumer<'a> {
 
     /// Takes the next record, copied out of the ring; `None` if the ring is empty.
     pub fn pop(&mut self) -> Result<Option<Record>, RingCorrupt> {
-        let mut record = Record::empty();
-        if self.read_record(&mut record)? {
-            self.release();
-            Ok(Some(record))
-        } else {
-            Ok(None)
-        }
+        self.pop_with(|bytes| {
+            let mut record = Record { len: bytes.len(), bytes: [0; MAX_RECORD] };
+            record.bytes[..bytes.len()].copy_from_slice(bytes);
+            record
+        })
     }
 
     /// Takes the next record and hands a private copy of it to `f`; `None` if the ring is empty.
     pub fn pop_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, RingCorrupt> {
-        Ok(self.pop()?.map(|record| f(&record)))
+        let mut scratch = Scratch::new();
+        match self.read_record(&mut scratch)? {
+            Some(record) => {
+                self.release();
+                Ok(Some(f(record)))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Takes up to `max` records, handing each to `f` in order, and frees their space with one
     /// store at the end. Returns how many were taken. On a corrupt record the ones before it
     /// have been delivered and freed, and the error is returned.
     pub fn pop_batch(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> Result<usize, RingCorrupt> {
-        let mut record = Record::empty();
+        let mut scratch = Scratch::new();
         let mut taken = 0;
         let mut result = Ok(());
         while taken < max {
-            match self.read_record(&mut record) {
-                Ok(true) => {
-                    f(&record);
+            match self.read_record(&mut scratch) {
+                Ok(Some(record)) => {
+                    f(record);
                     taken += 1;
                 }
-                Ok(false) => break,
+                Ok(None) => break,
                 Err(e) => {
                     result = Err(e);
                     break;
