@@ -13,9 +13,14 @@
 //!
 //! | offset | size | written by | contents |
 //! |---|---|---|---|
-//! | 0 ([`HEAD_OFFSET`]) | 64 | producer | `head: u32`, then `dropped: u32` at [`DROPPED_OFFSET`] |
-//! | 64 ([`TAIL_OFFSET`]) | 64 | consumer | `tail: u32` |
-//! | 128 ([`HEADER_SIZE`]) | `capacity` | producer | data area, `capacity` = [`capacity_for`]`(len)` |
+//! | 0 ([`HEAD_OFFSET`]) | 128 | producer | `head: u32`, then `dropped: u32` at [`DROPPED_OFFSET`] |
+//! | 128 ([`TAIL_OFFSET`]) | 128 | consumer | `tail: u32` |
+//! | 256 ([`HEADER_SIZE`]) | `capacity` | producer | data area, `capacity` = [`capacity_for`]`(len)` |
+//!
+//! `head` and `tail` each sit alone on their 64-byte cache line, and the line after each is
+//! padding too: x86 cores prefetch cache lines in aligned pairs, so two indices 64 bytes apart
+//! would still bounce between the cores together. The handles ([`Producer`], [`Consumer`]) are
+//! 128-byte aligned for the same reason.
 //!
 //! `head` and `tail` are free-running byte counts (they wrap at 2³²); a position `p` lives at
 //! data offset `p & (capacity - 1)`. A record is a little-endian `u32` payload length, the
@@ -61,14 +66,14 @@ use core::ptr;
 
 use crate::sync::{AtomicU32, Ordering};
 
-/// Size of the header in front of the data area: two cache lines.
-pub const HEADER_SIZE: usize = 128;
+/// Size of the header in front of the data area: two pairs of cache lines.
+pub const HEADER_SIZE: usize = 256;
 /// Offset of the producer's `head` index in the region.
 pub const HEAD_OFFSET: usize = 0;
 /// Offset of the producer's drop counter in the region.
 pub const DROPPED_OFFSET: usize = 4;
 /// Offset of the consumer's `tail` index in the region.
-pub const TAIL_OFFSET: usize = 64;
+pub const TAIL_OFFSET: usize = 128;
 /// Records start at multiples of this many bytes; `head` and `tail` always are multiples of it.
 pub const RECORD_ALIGN: usize = 8;
 /// The length prefix in front of every payload.
@@ -80,7 +85,7 @@ pub const MIN_CAPACITY: usize = 16;
 /// Largest data area: indices are `u32`, so the distance between them must stay well below 2³².
 pub const MAX_CAPACITY: usize = 1 << 30;
 /// Alignment the region's base address must have (the header's cache lines).
-pub const REGION_ALIGN: usize = 64;
+pub const REGION_ALIGN: usize = 128;
 
 /// Bytes a record with `payload_len` bytes of payload occupies in the data area.
 pub const fn record_size(payload_len: usize) -> usize {
@@ -174,15 +179,16 @@ pub enum AttachError {
 impl fmt::Display for AttachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Misaligned { addr } => write!(f, "ring region at {addr:#x} is not 64-byte aligned"),
+            Self::Misaligned { addr } => write!(f, "ring region at {addr:#x} is not {REGION_ALIGN}-byte aligned"),
             Self::TooSmall { len } => write!(f, "ring region of {len} bytes is too small"),
             Self::Corrupt(e) => e.fmt(f),
         }
     }
 }
 
-/// One 64-byte cache line holding `T`, so the producer's and consumer's lines never share.
-#[repr(C, align(64))]
+/// A pair of 64-byte cache lines holding `T`, so the producer's and consumer's fields are
+/// never in the same line or in the same prefetch pair.
+#[repr(C, align(128))]
 struct CacheLine<T>(T);
 
 /// Fields written only by the producer.
@@ -311,7 +317,7 @@ impl Region {
         // SAFETY: `offset < capacity` and `first.len() <= capacity - offset`, so the
         // destination lies inside the data area, which `Region::new`'s contract makes valid for
         // writes; `src` is private memory, so the ranges cannot overlap.
-        unsafe { ptr::copy_nonoverlapping(first.as_ptr(), self.data.add(offset), first.len()) };
+        unsafe { copy_bytes(first.as_ptr(), self.data.add(offset), first.len()) };
         if !second.is_empty() {
             // SAFETY: the copy wrapped, so `second.len() = src.len() - (capacity - offset)
             // <= offset < capacity`: it fits at the start of the data area. Same validity and
@@ -338,7 +344,7 @@ impl Region {
         // outside the region, so the ranges cannot overlap. The peer may be writing these bytes
         // concurrently only if it breaks the protocol; then we copy garbage, which the caller
         // treats as an allegation like any other bytes.
-        unsafe { ptr::copy_nonoverlapping(self.data.add(offset), dst, first) };
+        unsafe { copy_bytes(self.data.add(offset), dst, first) };
         if first < len {
             // SAFETY: the copy wrapped: `len - first <= offset < capacity` bytes from the start
             // of the data area, into `dst + first`, which is within the caller's `len` bytes.
@@ -397,6 +403,29 @@ impl Region {
     fn track(&self, _pos: u32, _len: usize, _write: bool) {}
 }
 
+/// Copies `len` bytes from `src` to `dst`: inline for the short payloads most messages are
+/// (8..=16 bytes, as two possibly overlapping 8-byte moves), `memcpy` otherwise.
+///
+/// # Safety
+///
+/// As for `ptr::copy_nonoverlapping(src, dst, len)`.
+#[inline(always)]
+unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
+    if (8..=16).contains(&len) {
+        // SAFETY: `len >= 8`, so `[0, 8)` and `[len - 8, len)` are within both ranges, which
+        // the caller guarantees valid and non-overlapping; unaligned accesses are allowed.
+        unsafe {
+            let head = ptr::read_unaligned(src.cast::<u64>());
+            let tail = ptr::read_unaligned(src.add(len - 8).cast::<u64>());
+            ptr::write_unaligned(dst.cast::<u64>(), head);
+            ptr::write_unaligned(dst.add(len - 8).cast::<u64>(), tail);
+        }
+    } else {
+        // SAFETY: the caller's guarantee.
+        unsafe { ptr::copy_nonoverlapping(src, dst, len) };
+    }
+}
+
 /// A validated region: checks alignment and size, and returns the capacity.
 fn check_region(base: *mut u8, len: usize) -> Result<usize, AttachError> {
     if base.is_null() || !(base as usize).is_multiple_of(REGION_ALIGN) {
@@ -424,9 +453,10 @@ pub unsafe fn init(base: *mut u8, len: usize) -> Result<usize, AttachError> {
 
 /// The writing half of a ring.
 ///
-/// Its private state changes on every push; the alignment keeps it off the cache line of a
-/// consumer that happens to live next to it (in one struct, or one stack frame).
-#[repr(align(64))]
+/// Its private state changes on every push; the alignment keeps it off the cache lines (and
+/// their prefetch pair) of a consumer that happens to live next to it (in one struct, or one
+/// stack frame).
+#[repr(align(128))]
 pub struct Producer<'a> {
     region: Region,
     /// Our index: where the next record goes. Published to `head`, never read back.
@@ -445,7 +475,7 @@ unsafe impl Send for Producer<'_> {}
 /// The reading half of a ring.
 ///
 /// Aligned for the same reason as [`Producer`].
-#[repr(align(64))]
+#[repr(align(128))]
 pub struct Consumer<'a> {
     region: Region,
     /// Our index: where the next record starts. Published to `tail`, never read back.
@@ -855,7 +885,7 @@ impl<const CAPACITY: usize> RingStorage<CAPACITY> {
     /// indices across splits.
     pub fn split(&mut self) -> (Producer<'_>, Consumer<'_>) {
         let base = ptr::from_mut(self).cast::<u8>();
-        // SAFETY: `Self` is `repr(C)` with the header (64-byte aligned, `HEADER_SIZE` bytes)
+        // SAFETY: `Self` is `repr(C)` with the header (128-byte aligned, `HEADER_SIZE` bytes)
         // first and the `CAPACITY`-byte data area right after it, so `base` is a valid,
         // aligned region of `HEADER_SIZE + CAPACITY` bytes; `VALID` checked `CAPACITY`. The
         // data area is inside an `UnsafeCell`, so writing it through the handles is allowed,
@@ -894,8 +924,8 @@ mod tests {
     use std::boxed::Box;
     use std::vec::Vec;
 
-    /// A 64-byte aligned buffer standing in for a shared page.
-    #[repr(C, align(64))]
+    /// A 128-byte aligned buffer standing in for a shared page.
+    #[repr(C, align(128))]
     struct Page([u8; 1024]);
 
     fn page() -> Box<Page> {
