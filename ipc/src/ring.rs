@@ -88,6 +88,7 @@ pub const MAX_CAPACITY: usize = 1 << 30;
 pub const REGION_ALIGN: usize = 128;
 
 /// Bytes a record with `payload_len` bytes of payload occupies in the data area.
+#[inline]
 pub const fn record_size(payload_len: usize) -> usize {
     (LENGTH_SIZE + payload_len + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)
 }
@@ -251,6 +252,7 @@ impl Default for RingHeader {
 }
 
 /// Checks that `head` is at most `capacity` bytes ahead of `tail` and both are aligned.
+#[inline]
 const fn indices_ok(head: u32, tail: u32, capacity: u32) -> bool {
     let aligned = (head | tail).is_multiple_of(RECORD_ALIGN as u32);
     aligned && head.wrapping_sub(tail) <= capacity
@@ -296,6 +298,7 @@ impl Region {
         }
     }
 
+    #[inline]
     fn header(&self) -> &RingHeader {
         // SAFETY: `Region::new`'s contract: the header is valid for the life of the handle
         // that owns this `Region`; it consists of atomics only, so a shared reference is sound
@@ -303,11 +306,13 @@ impl Region {
         unsafe { &*self.header }
     }
 
+    #[inline]
     const fn mask(&self) -> u32 {
         self.capacity - 1
     }
 
     /// Copies `src` to ring position `pos`, wrapping at the end of the data area.
+    #[inline]
     fn write_bytes(&self, pos: u32, src: &[u8]) {
         let capacity = self.capacity as usize;
         let offset = (pos & self.mask()) as usize;
@@ -333,6 +338,7 @@ impl Region {
     /// # Safety
     ///
     /// `dst` must be valid for writes of `len` bytes and must not point into the region.
+    #[inline]
     unsafe fn read_bytes(&self, pos: u32, dst: *mut u8, len: usize) -> usize {
         let capacity = self.capacity as usize;
         let offset = (pos & self.mask()) as usize;
@@ -354,26 +360,29 @@ impl Region {
     }
 
     /// Writes a record's length field at `pos` with one store.
+    #[inline]
     fn write_length(&self, pos: u32, len: u32) {
         // As in `read_length`: a 4-byte field at a multiple of 4 below the capacity.
         let offset = (pos & self.mask() & !3) as usize;
         self.track(pos & !3, LENGTH_SIZE, true);
-        // SAFETY: `offset + 4 <= capacity`, inside the data area, valid for writes;
-        // `[u8; 4]` has alignment 1.
-        unsafe { ptr::write_volatile(self.data.add(offset).cast::<[u8; LENGTH_SIZE]>(), len.to_le_bytes()) };
+        // SAFETY: `offset + 4 <= capacity`, inside the data area, valid for writes, and
+        // 4-byte aligned as in `read_length`.
+        unsafe { ptr::write_volatile(self.data.add(offset).cast::<u32>(), len.to_le()) };
     }
 
     /// Reads a record's length field at `pos` with a single load the compiler cannot repeat,
     /// so the value we check is the value we use.
+    #[inline]
     fn read_length(&self, pos: u32) -> u32 {
         // Clearing the low two bits keeps the 4-byte field inside the data area even for a
         // misaligned `pos` (capacity is a multiple of 8); callers pass aligned positions.
         let offset = (pos & self.mask() & !3) as usize;
         self.track(pos & !3, LENGTH_SIZE, false);
         // SAFETY: `offset + 4 <= capacity` (offset is a multiple of 4 below the capacity, a
-        // multiple of 8), so the read is inside the data area; `[u8; 4]` has alignment 1.
-        let bytes = unsafe { ptr::read_volatile(self.data.add(offset).cast::<[u8; LENGTH_SIZE]>()) };
-        u32::from_le_bytes(bytes)
+        // multiple of 8), so the read is inside the data area, and 4-byte aligned (the data
+        // area starts at `REGION_ALIGN + HEADER_SIZE`).
+        let raw = unsafe { ptr::read_volatile(self.data.add(offset).cast::<u32>()) };
+        u32::from_le(raw)
     }
 
     /// Loom builds: records an access to ring bytes `[pos, pos + len)` in the shadow cells,
@@ -555,6 +564,7 @@ impl<'a> Producer<'a> {
     }
 
     /// Loads the consumer's `tail` and checks it against our `head`.
+    #[inline]
     fn load_tail(&self) -> Result<u32, RingCorrupt> {
         // Acquire: the consumer's reads of the bytes below `tail` happen before we reuse them.
         let tail = self.region.header().consumer.0.tail.load(Ordering::Acquire);
@@ -581,6 +591,7 @@ impl<'a> Producer<'a> {
     }
 
     /// Makes room for `needed` bytes, reloading `tail` only if the cached one says no.
+    #[inline]
     fn reserve(&mut self, needed: u32) -> Result<(), PushError> {
         let free = self.region.capacity - self.head.wrapping_sub(self.cached_tail);
         if free >= needed {
@@ -592,6 +603,7 @@ impl<'a> Producer<'a> {
     }
 
     /// Writes one record at `head` and advances our private `head`; does not publish.
+    #[inline]
     fn write_record(&mut self, payload: &[u8], count_drop: bool) -> Result<(), PushError> {
         let size = record_size(payload.len());
         if payload.len() > MAX_RECORD || size > self.capacity() {
@@ -612,6 +624,7 @@ impl<'a> Producer<'a> {
     }
 
     /// Makes every record written so far visible to the consumer.
+    #[inline]
     fn publish(&self) {
         // Release: the record bytes written before this store are visible to a consumer that
         // loads this `head` with Acquire.
@@ -620,6 +633,7 @@ impl<'a> Producer<'a> {
 
     /// Pushes one record and publishes it. If the ring is full the record is dropped, the drop
     /// counter goes up and `Full` is returned (the nucleus never waits for a server).
+    #[inline]
     pub fn push(&mut self, payload: &[u8]) -> Result<(), PushError> {
         self.write_record(payload, true)?;
         self.publish();
@@ -628,6 +642,7 @@ impl<'a> Producer<'a> {
 
     /// Like [`push`](Self::push), but a full ring is not counted as a drop: for a caller that
     /// will wait and try again (a guest thread blocked on its trap).
+    #[inline]
     pub fn try_push(&mut self, payload: &[u8]) -> Result<(), PushError> {
         self.write_record(payload, false)?;
         self.publish();
@@ -636,6 +651,7 @@ impl<'a> Producer<'a> {
 
     /// Starts a batch: records pushed into it are published together, with one store, when
     /// the batch is committed or dropped.
+    #[inline]
     pub fn batch(&mut self) -> Batch<'_, 'a> {
         Batch { producer: self, pushed: 0 }
     }
@@ -667,6 +683,7 @@ pub struct Batch<'p, 'a> {
 
 impl Batch<'_, '_> {
     /// Adds a record to the batch; a full ring counts a drop, as [`Producer::push`] does.
+    #[inline]
     pub fn push(&mut self, payload: &[u8]) -> Result<(), PushError> {
         self.producer.write_record(payload, true)?;
         self.pushed += 1;
@@ -674,6 +691,7 @@ impl Batch<'_, '_> {
     }
 
     /// Adds a record to the batch; a full ring is not counted, as [`Producer::try_push`].
+    #[inline]
     pub fn try_push(&mut self, payload: &[u8]) -> Result<(), PushError> {
         self.producer.write_record(payload, false)?;
         self.pushed += 1;
@@ -691,6 +709,7 @@ impl Batch<'_, '_> {
     }
 
     /// Publishes the batch and returns how many records it held.
+    #[inline]
     pub fn commit(self) -> usize {
         self.pushed // publishing happens in `drop`
     }
@@ -716,6 +735,7 @@ pub struct Record {
 struct Scratch([MaybeUninit<u8>; MAX_RECORD]);
 
 impl Scratch {
+    #[inline]
     const fn new() -> Self {
         Self([MaybeUninit::uninit(); MAX_RECORD])
     }
@@ -746,6 +766,7 @@ impl<'a> Consumer<'a> {
     }
 
     /// Loads the producer's `head` and checks it against our `tail`.
+    #[inline]
     fn load_head(&self) -> Result<u32, RingCorrupt> {
         // Acquire: the producer's writes of the bytes below `head` happen before our reads.
         let head = self.region.header().producer.0.head.load(Ordering::Acquire);
@@ -773,6 +794,7 @@ impl<'a> Consumer<'a> {
 
     /// Copies the next record into `scratch` and advances our private `tail` (not published);
     /// returns the copy. Reloads `head` only when the cached one says the ring is empty.
+    #[inline]
     fn read_record<'s>(&mut self, scratch: &'s mut Scratch) -> Result<Option<&'s [u8]>, RingCorrupt> {
         if self.cached_head == self.tail {
             self.cached_head = self.load_head()?;
@@ -796,12 +818,14 @@ impl<'a> Consumer<'a> {
     }
 
     /// Tells the producer the space below our `tail` is free again.
+    #[inline]
     fn release(&self) {
         // Release: our copies out of the freed bytes happen before the producer reuses them.
         self.region.header().consumer.0.tail.store(self.tail, Ordering::Release);
     }
 
     /// Takes the next record, copied out of the ring; `None` if the ring is empty.
+    #[inline]
     pub fn pop(&mut self) -> Result<Option<Record>, RingCorrupt> {
         self.pop_with(|bytes| {
             let mut record = Record { len: bytes.len(), bytes: [0; MAX_RECORD] };
@@ -811,6 +835,7 @@ impl<'a> Consumer<'a> {
     }
 
     /// Takes the next record and hands a private copy of it to `f`; `None` if the ring is empty.
+    #[inline]
     pub fn pop_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, RingCorrupt> {
         let mut scratch = Scratch::new();
         match self.read_record(&mut scratch)? {
@@ -825,6 +850,7 @@ impl<'a> Consumer<'a> {
     /// Takes up to `max` records, handing each to `f` in order, and frees their space with one
     /// store at the end. Returns how many were taken. On a corrupt record the ones before it
     /// have been delivered and freed, and the error is returned.
+    #[inline]
     pub fn pop_batch(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> Result<usize, RingCorrupt> {
         let mut scratch = Scratch::new();
         let mut taken = 0;
