@@ -204,8 +204,8 @@ impl Consumer<'_> {
     /// Takes the next record and decodes it; `Ok(None)` if the ring is empty. A record that
     /// does not decode is consumed and reported as [`RecvError::Decode`].
     pub fn pop_message<T: DeserializeOwned>(&mut self) -> Result<Option<T>, RecvError> {
-        match self.pop() {
-            Ok(Some(record)) => decode(&record).map(Some).map_err(RecvError::Decode),
+        match self.pop_with(decode::<T>) {
+            Ok(Some(decoded)) => decoded.map(Some).map_err(RecvError::Decode),
             Ok(None) => Ok(None),
             Err(e) => Err(RecvError::Corrupt(e)),
         }

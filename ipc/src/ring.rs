@@ -13,9 +13,14 @@
 //!
 //! | offset | size | written by | contents |
 //! |---|---|---|---|
-//! | 0 ([`HEAD_OFFSET`]) | 64 | producer | `head: u32`, then `dropped: u32` at [`DROPPED_OFFSET`] |
-//! | 64 ([`TAIL_OFFSET`]) | 64 | consumer | `tail: u32` |
-//! | 128 ([`HEADER_SIZE`]) | `capacity` | producer | data area, `capacity` = [`capacity_for`]`(len)` |
+//! | 0 ([`HEAD_OFFSET`]) | 128 | producer | `head: u32`, then `dropped: u32` at [`DROPPED_OFFSET`] |
+//! | 128 ([`TAIL_OFFSET`]) | 128 | consumer | `tail: u32` |
+//! | 256 ([`HEADER_SIZE`]) | `capacity` | producer | data area, `capacity` = [`capacity_for`]`(len)` |
+//!
+//! `head` and `tail` each sit alone on their 64-byte cache line, and the line after each is
+//! padding too: x86 cores prefetch cache lines in aligned pairs, so two indices 64 bytes apart
+//! would still bounce between the cores together. The handles ([`Producer`], [`Consumer`]) are
+//! 128-byte aligned for the same reason.
 //!
 //! `head` and `tail` are free-running byte counts (they wrap at 2³²); a position `p` lives at
 //! data offset `p & (capacity - 1)`. A record is a little-endian `u32` payload length, the
@@ -56,18 +61,19 @@
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomData;
+use core::mem::MaybeUninit;
 use core::ptr;
 
 use crate::sync::{AtomicU32, Ordering};
 
-/// Size of the header in front of the data area: two cache lines.
-pub const HEADER_SIZE: usize = 128;
+/// Size of the header in front of the data area: two pairs of cache lines.
+pub const HEADER_SIZE: usize = 256;
 /// Offset of the producer's `head` index in the region.
 pub const HEAD_OFFSET: usize = 0;
 /// Offset of the producer's drop counter in the region.
 pub const DROPPED_OFFSET: usize = 4;
 /// Offset of the consumer's `tail` index in the region.
-pub const TAIL_OFFSET: usize = 64;
+pub const TAIL_OFFSET: usize = 128;
 /// Records start at multiples of this many bytes; `head` and `tail` always are multiples of it.
 pub const RECORD_ALIGN: usize = 8;
 /// The length prefix in front of every payload.
@@ -79,9 +85,10 @@ pub const MIN_CAPACITY: usize = 16;
 /// Largest data area: indices are `u32`, so the distance between them must stay well below 2³².
 pub const MAX_CAPACITY: usize = 1 << 30;
 /// Alignment the region's base address must have (the header's cache lines).
-pub const REGION_ALIGN: usize = 64;
+pub const REGION_ALIGN: usize = 128;
 
 /// Bytes a record with `payload_len` bytes of payload occupies in the data area.
+#[inline]
 pub const fn record_size(payload_len: usize) -> usize {
     (LENGTH_SIZE + payload_len + RECORD_ALIGN - 1) & !(RECORD_ALIGN - 1)
 }
@@ -173,15 +180,16 @@ pub enum AttachError {
 impl fmt::Display for AttachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Misaligned { addr } => write!(f, "ring region at {addr:#x} is not 64-byte aligned"),
+            Self::Misaligned { addr } => write!(f, "ring region at {addr:#x} is not {REGION_ALIGN}-byte aligned"),
             Self::TooSmall { len } => write!(f, "ring region of {len} bytes is too small"),
             Self::Corrupt(e) => e.fmt(f),
         }
     }
 }
 
-/// One 64-byte cache line holding `T`, so the producer's and consumer's lines never share.
-#[repr(C, align(64))]
+/// A pair of 64-byte cache lines holding `T`, so the producer's and consumer's fields are
+/// never in the same line or in the same prefetch pair.
+#[repr(C, align(128))]
 struct CacheLine<T>(T);
 
 /// Fields written only by the producer.
@@ -244,6 +252,7 @@ impl Default for RingHeader {
 }
 
 /// Checks that `head` is at most `capacity` bytes ahead of `tail` and both are aligned.
+#[inline]
 const fn indices_ok(head: u32, tail: u32, capacity: u32) -> bool {
     let aligned = (head | tail).is_multiple_of(RECORD_ALIGN as u32);
     aligned && head.wrapping_sub(tail) <= capacity
@@ -289,6 +298,7 @@ impl Region {
         }
     }
 
+    #[inline]
     fn header(&self) -> &RingHeader {
         // SAFETY: `Region::new`'s contract: the header is valid for the life of the handle
         // that owns this `Region`; it consists of atomics only, so a shared reference is sound
@@ -296,11 +306,13 @@ impl Region {
         unsafe { &*self.header }
     }
 
+    #[inline]
     const fn mask(&self) -> u32 {
         self.capacity - 1
     }
 
     /// Copies `src` to ring position `pos`, wrapping at the end of the data area.
+    #[inline]
     fn write_bytes(&self, pos: u32, src: &[u8]) {
         let capacity = self.capacity as usize;
         let offset = (pos & self.mask()) as usize;
@@ -310,46 +322,67 @@ impl Region {
         // SAFETY: `offset < capacity` and `first.len() <= capacity - offset`, so the
         // destination lies inside the data area, which `Region::new`'s contract makes valid for
         // writes; `src` is private memory, so the ranges cannot overlap.
-        unsafe { ptr::copy_nonoverlapping(first.as_ptr(), self.data.add(offset), first.len()) };
-        // SAFETY: `second` is non-empty only when the copy wrapped, and then
-        // `second.len() = src.len() - (capacity - offset) <= offset < capacity`: it fits at the
-        // start of the data area. Same validity and non-overlap argument as above.
-        unsafe { ptr::copy_nonoverlapping(second.as_ptr(), self.data, second.len()) };
+        unsafe { copy_bytes(first.as_ptr(), self.data.add(offset), first.len()) };
+        if !second.is_empty() {
+            // SAFETY: the copy wrapped, so `second.len() = src.len() - (capacity - offset)
+            // <= offset < capacity`: it fits at the start of the data area. Same validity and
+            // non-overlap argument as above.
+            unsafe { ptr::copy_nonoverlapping(second.as_ptr(), self.data, second.len()) };
+        }
     }
 
-    /// Copies the bytes at ring position `pos` into `dst`, wrapping at the end of the data area.
-    fn read_bytes(&self, pos: u32, dst: &mut [u8]) {
+    /// Copies `len` bytes at ring position `pos` into private memory at `dst`, wrapping at the
+    /// end of the data area; returns how many bytes it wrote there (`len`, or `capacity` if
+    /// `len` was larger).
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for writes of `len` bytes and must not point into the region.
+    #[inline]
+    unsafe fn read_bytes(&self, pos: u32, dst: *mut u8, len: usize) -> usize {
         let capacity = self.capacity as usize;
         let offset = (pos & self.mask()) as usize;
-        let len = dst.len().min(capacity);
-        let dst = &mut dst[..len];
+        let len = len.min(capacity);
         self.track(pos, len, false);
-        let (first, second) = dst.split_at_mut(len.min(capacity - offset));
-        // SAFETY: as in `write_bytes`: `[offset, offset + first.len())` is inside the data
-        // area, valid for reads; `dst` is private memory, so the ranges cannot overlap. The
-        // peer may be writing these bytes concurrently only if it breaks the protocol; then
-        // we copy garbage, which the caller treats as an allegation like any other bytes.
-        unsafe { ptr::copy_nonoverlapping(self.data.add(offset), first.as_mut_ptr(), first.len()) };
-        // SAFETY: `second.len() <= offset < capacity` as in `write_bytes`.
-        unsafe { ptr::copy_nonoverlapping(self.data, second.as_mut_ptr(), second.len()) };
+        let first = len.min(capacity - offset);
+        // SAFETY: `[offset, offset + first)` is inside the data area (as in `write_bytes`),
+        // valid for reads; the caller guarantees `dst` is valid for `len >= first` bytes and
+        // outside the region, so the ranges cannot overlap. The peer may be writing these bytes
+        // concurrently only if it breaks the protocol; then we copy garbage, which the caller
+        // treats as an allegation like any other bytes.
+        unsafe { copy_bytes(self.data.add(offset), dst, first) };
+        if first < len {
+            // SAFETY: the copy wrapped: `len - first <= offset < capacity` bytes from the start
+            // of the data area, into `dst + first`, which is within the caller's `len` bytes.
+            unsafe { ptr::copy_nonoverlapping(self.data, dst.add(first), len - first) };
+        }
+        len
     }
 
-    /// Writes a record's length field at `pos` (which the producer keeps 8-byte aligned).
+    /// Writes a record's length field at `pos` with one store.
+    #[inline]
     fn write_length(&self, pos: u32, len: u32) {
-        self.write_bytes(pos, &len.to_le_bytes());
+        // As in `read_length`: a 4-byte field at a multiple of 4 below the capacity.
+        let offset = (pos & self.mask() & !3) as usize;
+        self.track(pos & !3, LENGTH_SIZE, true);
+        // SAFETY: `offset + 4 <= capacity`, inside the data area, valid for writes, and
+        // 4-byte aligned as in `read_length`.
+        unsafe { ptr::write_volatile(self.data.add(offset).cast::<u32>(), len.to_le()) };
     }
 
     /// Reads a record's length field at `pos` with a single load the compiler cannot repeat,
     /// so the value we check is the value we use.
+    #[inline]
     fn read_length(&self, pos: u32) -> u32 {
         // Clearing the low two bits keeps the 4-byte field inside the data area even for a
         // misaligned `pos` (capacity is a multiple of 8); callers pass aligned positions.
         let offset = (pos & self.mask() & !3) as usize;
         self.track(pos & !3, LENGTH_SIZE, false);
         // SAFETY: `offset + 4 <= capacity` (offset is a multiple of 4 below the capacity, a
-        // multiple of 8), so the read is inside the data area; `[u8; 4]` has alignment 1.
-        let bytes = unsafe { ptr::read_volatile(self.data.add(offset).cast::<[u8; LENGTH_SIZE]>()) };
-        u32::from_le_bytes(bytes)
+        // multiple of 8), so the read is inside the data area, and 4-byte aligned (the data
+        // area starts at `REGION_ALIGN + HEADER_SIZE`).
+        let raw = unsafe { ptr::read_volatile(self.data.add(offset).cast::<u32>()) };
+        u32::from_le(raw)
     }
 
     /// Loom builds: records an access to ring bytes `[pos, pos + len)` in the shadow cells,
@@ -379,6 +412,29 @@ impl Region {
     fn track(&self, _pos: u32, _len: usize, _write: bool) {}
 }
 
+/// Copies `len` bytes from `src` to `dst`: inline for the short payloads most messages are
+/// (8..=16 bytes, as two possibly overlapping 8-byte moves), `memcpy` otherwise.
+///
+/// # Safety
+///
+/// As for `ptr::copy_nonoverlapping(src, dst, len)`.
+#[inline(always)]
+unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
+    if (8..=16).contains(&len) {
+        // SAFETY: `len >= 8`, so `[0, 8)` and `[len - 8, len)` are within both ranges, which
+        // the caller guarantees valid and non-overlapping; unaligned accesses are allowed.
+        unsafe {
+            let head = ptr::read_unaligned(src.cast::<u64>());
+            let tail = ptr::read_unaligned(src.add(len - 8).cast::<u64>());
+            ptr::write_unaligned(dst.cast::<u64>(), head);
+            ptr::write_unaligned(dst.add(len - 8).cast::<u64>(), tail);
+        }
+    } else {
+        // SAFETY: the caller's guarantee.
+        unsafe { ptr::copy_nonoverlapping(src, dst, len) };
+    }
+}
+
 /// A validated region: checks alignment and size, and returns the capacity.
 fn check_region(base: *mut u8, len: usize) -> Result<usize, AttachError> {
     if base.is_null() || !(base as usize).is_multiple_of(REGION_ALIGN) {
@@ -405,6 +461,11 @@ pub unsafe fn init(base: *mut u8, len: usize) -> Result<usize, AttachError> {
 }
 
 /// The writing half of a ring.
+///
+/// Its private state changes on every push; the alignment keeps it off the cache lines (and
+/// their prefetch pair) of a consumer that happens to live next to it (in one struct, or one
+/// stack frame).
+#[repr(align(128))]
 pub struct Producer<'a> {
     region: Region,
     /// Our index: where the next record goes. Published to `head`, never read back.
@@ -421,6 +482,9 @@ pub struct Producer<'a> {
 unsafe impl Send for Producer<'_> {}
 
 /// The reading half of a ring.
+///
+/// Aligned for the same reason as [`Producer`].
+#[repr(align(128))]
 pub struct Consumer<'a> {
     region: Region,
     /// Our index: where the next record starts. Published to `tail`, never read back.
@@ -500,6 +564,7 @@ impl<'a> Producer<'a> {
     }
 
     /// Loads the consumer's `tail` and checks it against our `head`.
+    #[inline]
     fn load_tail(&self) -> Result<u32, RingCorrupt> {
         // Acquire: the consumer's reads of the bytes below `tail` happen before we reuse them.
         let tail = self.region.header().consumer.0.tail.load(Ordering::Acquire);
@@ -526,6 +591,7 @@ impl<'a> Producer<'a> {
     }
 
     /// Makes room for `needed` bytes, reloading `tail` only if the cached one says no.
+    #[inline]
     fn reserve(&mut self, needed: u32) -> Result<(), PushError> {
         let free = self.region.capacity - self.head.wrapping_sub(self.cached_tail);
         if free >= needed {
@@ -537,6 +603,7 @@ impl<'a> Producer<'a> {
     }
 
     /// Writes one record at `head` and advances our private `head`; does not publish.
+    #[inline]
     fn write_record(&mut self, payload: &[u8], count_drop: bool) -> Result<(), PushError> {
         let size = record_size(payload.len());
         if payload.len() > MAX_RECORD || size > self.capacity() {
@@ -557,6 +624,7 @@ impl<'a> Producer<'a> {
     }
 
     /// Makes every record written so far visible to the consumer.
+    #[inline]
     fn publish(&self) {
         // Release: the record bytes written before this store are visible to a consumer that
         // loads this `head` with Acquire.
@@ -565,6 +633,7 @@ impl<'a> Producer<'a> {
 
     /// Pushes one record and publishes it. If the ring is full the record is dropped, the drop
     /// counter goes up and `Full` is returned (the nucleus never waits for a server).
+    #[inline]
     pub fn push(&mut self, payload: &[u8]) -> Result<(), PushError> {
         self.write_record(payload, true)?;
         self.publish();
@@ -573,6 +642,7 @@ impl<'a> Producer<'a> {
 
     /// Like [`push`](Self::push), but a full ring is not counted as a drop: for a caller that
     /// will wait and try again (a guest thread blocked on its trap).
+    #[inline]
     pub fn try_push(&mut self, payload: &[u8]) -> Result<(), PushError> {
         self.write_record(payload, false)?;
         self.publish();
@@ -581,6 +651,7 @@ impl<'a> Producer<'a> {
 
     /// Starts a batch: records pushed into it are published together, with one store, when
     /// the batch is committed or dropped.
+    #[inline]
     pub fn batch(&mut self) -> Batch<'_, 'a> {
         Batch { producer: self, pushed: 0 }
     }
@@ -612,6 +683,7 @@ pub struct Batch<'p, 'a> {
 
 impl Batch<'_, '_> {
     /// Adds a record to the batch; a full ring counts a drop, as [`Producer::push`] does.
+    #[inline]
     pub fn push(&mut self, payload: &[u8]) -> Result<(), PushError> {
         self.producer.write_record(payload, true)?;
         self.pushed += 1;
@@ -619,6 +691,7 @@ impl Batch<'_, '_> {
     }
 
     /// Adds a record to the batch; a full ring is not counted, as [`Producer::try_push`].
+    #[inline]
     pub fn try_push(&mut self, payload: &[u8]) -> Result<(), PushError> {
         self.producer.write_record(payload, false)?;
         self.pushed += 1;
@@ -636,6 +709,7 @@ impl Batch<'_, '_> {
     }
 
     /// Publishes the batch and returns how many records it held.
+    #[inline]
     pub fn commit(self) -> usize {
         self.pushed // publishing happens in `drop`
     }
@@ -656,9 +730,14 @@ pub struct Record {
     bytes: [u8; MAX_RECORD],
 }
 
-impl Record {
-    const fn empty() -> Self {
-        Self { len: 0, bytes: [0; MAX_RECORD] }
+/// Private buffer a record is copied into; left uninitialised, since it is written before it is
+/// read and zeroing it would cost as much as the copy.
+struct Scratch([MaybeUninit<u8>; MAX_RECORD]);
+
+impl Scratch {
+    #[inline]
+    const fn new() -> Self {
+        Self([MaybeUninit::uninit(); MAX_RECORD])
     }
 }
 
@@ -687,6 +766,7 @@ impl<'a> Consumer<'a> {
     }
 
     /// Loads the producer's `head` and checks it against our `tail`.
+    #[inline]
     fn load_head(&self) -> Result<u32, RingCorrupt> {
         // Acquire: the producer's writes of the bytes below `head` happen before our reads.
         let head = self.region.header().producer.0.head.load(Ordering::Acquire);
@@ -712,13 +792,14 @@ impl<'a> Consumer<'a> {
         Ok(self.capacity() - self.len()? < RECORD_ALIGN)
     }
 
-    /// Copies the next record into `out` and advances our private `tail` (not published).
-    /// Reloads `head` only when the cached one says the ring is empty.
-    fn read_record(&mut self, out: &mut Record) -> Result<bool, RingCorrupt> {
+    /// Copies the next record into `scratch` and advances our private `tail` (not published);
+    /// returns the copy. Reloads `head` only when the cached one says the ring is empty.
+    #[inline]
+    fn read_record<'s>(&mut self, scratch: &'s mut Scratch) -> Result<Option<&'s [u8]>, RingCorrupt> {
         if self.cached_head == self.tail {
             self.cached_head = self.load_head()?;
             if self.cached_head == self.tail {
-                return Ok(false);
+                return Ok(None);
             }
         }
         // `cached_head` passed `indices_ok`, so 8 <= available <= capacity.
@@ -728,48 +809,59 @@ impl<'a> Consumer<'a> {
             return Err(RingCorrupt::Length { at: self.tail, len, available });
         }
         let len = len as usize;
-        self.region.read_bytes(self.tail.wrapping_add(LENGTH_SIZE as u32), &mut out.bytes[..len]);
-        out.len = len;
+        let payload = self.tail.wrapping_add(LENGTH_SIZE as u32);
+        // SAFETY: `scratch` is private memory of `MAX_RECORD >= len` bytes.
+        let copied = unsafe { self.region.read_bytes(payload, scratch.0.as_mut_ptr().cast(), len) };
         self.tail = self.tail.wrapping_add(record_size(len) as u32);
-        Ok(true)
+        // SAFETY: `read_bytes` initialised the first `copied` (<= len <= MAX_RECORD) bytes.
+        Ok(Some(unsafe { core::slice::from_raw_parts(scratch.0.as_ptr().cast::<u8>(), copied) }))
     }
 
     /// Tells the producer the space below our `tail` is free again.
+    #[inline]
     fn release(&self) {
         // Release: our copies out of the freed bytes happen before the producer reuses them.
         self.region.header().consumer.0.tail.store(self.tail, Ordering::Release);
     }
 
     /// Takes the next record, copied out of the ring; `None` if the ring is empty.
+    #[inline]
     pub fn pop(&mut self) -> Result<Option<Record>, RingCorrupt> {
-        let mut record = Record::empty();
-        if self.read_record(&mut record)? {
-            self.release();
-            Ok(Some(record))
-        } else {
-            Ok(None)
-        }
+        self.pop_with(|bytes| {
+            let mut record = Record { len: bytes.len(), bytes: [0; MAX_RECORD] };
+            record.bytes[..bytes.len()].copy_from_slice(bytes);
+            record
+        })
     }
 
     /// Takes the next record and hands a private copy of it to `f`; `None` if the ring is empty.
+    #[inline]
     pub fn pop_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, RingCorrupt> {
-        Ok(self.pop()?.map(|record| f(&record)))
+        let mut scratch = Scratch::new();
+        match self.read_record(&mut scratch)? {
+            Some(record) => {
+                self.release();
+                Ok(Some(f(record)))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Takes up to `max` records, handing each to `f` in order, and frees their space with one
     /// store at the end. Returns how many were taken. On a corrupt record the ones before it
     /// have been delivered and freed, and the error is returned.
+    #[inline]
     pub fn pop_batch(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> Result<usize, RingCorrupt> {
-        let mut record = Record::empty();
+        let mut scratch = Scratch::new();
         let mut taken = 0;
         let mut result = Ok(());
         while taken < max {
-            match self.read_record(&mut record) {
-                Ok(true) => {
-                    f(&record);
+            match self.read_record(&mut scratch) {
+                Ok(Some(record)) => {
+                    f(record);
                     taken += 1;
                 }
-                Ok(false) => break,
+                Ok(None) => break,
                 Err(e) => {
                     result = Err(e);
                     break;
@@ -819,7 +911,7 @@ impl<const CAPACITY: usize> RingStorage<CAPACITY> {
     /// indices across splits.
     pub fn split(&mut self) -> (Producer<'_>, Consumer<'_>) {
         let base = ptr::from_mut(self).cast::<u8>();
-        // SAFETY: `Self` is `repr(C)` with the header (64-byte aligned, `HEADER_SIZE` bytes)
+        // SAFETY: `Self` is `repr(C)` with the header (128-byte aligned, `HEADER_SIZE` bytes)
         // first and the `CAPACITY`-byte data area right after it, so `base` is a valid,
         // aligned region of `HEADER_SIZE + CAPACITY` bytes; `VALID` checked `CAPACITY`. The
         // data area is inside an `UnsafeCell`, so writing it through the handles is allowed,
@@ -858,8 +950,8 @@ mod tests {
     use std::boxed::Box;
     use std::vec::Vec;
 
-    /// A 64-byte aligned buffer standing in for a shared page.
-    #[repr(C, align(64))]
+    /// A 128-byte aligned buffer standing in for a shared page.
+    #[repr(C, align(128))]
     struct Page([u8; 1024]);
 
     fn page() -> Box<Page> {

@@ -143,10 +143,13 @@ fn arb_reply() -> impl Strategy<Value = Reply> {
 const CAPACITY: usize = 128;
 const GUARD: u8 = 0xa5;
 
-/// One 64-byte aligned block of the test memory.
+/// Size and alignment of one block of the test memory ([`ring::REGION_ALIGN`]).
+const BLOCK: usize = 128;
+const _: () = assert!(BLOCK == ring::REGION_ALIGN);
+
 #[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Block([u8; 64]);
+#[repr(C, align(128))]
+struct Block([u8; BLOCK]);
 
 /// A ring region with one block of guard bytes on each side, standing in for a shared page.
 struct Guarded {
@@ -157,9 +160,9 @@ impl Guarded {
     const REGION: usize = HEADER_SIZE + CAPACITY;
 
     fn new() -> Self {
-        let mut blocks = vec![Block([GUARD; 64]); Self::REGION / 64 + 2];
-        for block in &mut blocks[1..=Self::REGION / 64] {
-            block.0 = [0; 64];
+        let mut blocks = vec![Block([GUARD; BLOCK]); Self::REGION / BLOCK + 2];
+        for block in &mut blocks[1..=Self::REGION / BLOCK] {
+            block.0 = [0; BLOCK];
         }
         Self { blocks }
     }
@@ -179,8 +182,8 @@ impl Guarded {
 
     fn guards_intact(&mut self) -> bool {
         let all = self.blocks.as_mut_ptr().cast::<u8>();
-        let total = self.blocks.len() * 64;
-        (0..64).chain(64 + Self::REGION..total).all(|i| {
+        let total = self.blocks.len() * BLOCK;
+        (0..BLOCK).chain(BLOCK + Self::REGION..total).all(|i| {
             // SAFETY: `i < total`, inside `blocks`; read through the same raw pointer the
             // handles derive theirs from.
             unsafe { all.add(i).read() == GUARD }

@@ -120,7 +120,7 @@ fn a_million_records_arrive_exactly_once_in_order() {
             *seq += 1;
         };
         while seq < MESSAGES {
-            let taken = if seq % 3 == 0 {
+            let taken = if seq.is_multiple_of(3) {
                 match consumer.pop() {
                     Ok(Some(record)) => {
                         check(&record, &mut seq, &mut sum);
