@@ -79,15 +79,20 @@ impl AddressSpace {
         memory::with_mapper(|mapper, _| mapper.translate(root, virt))
     }
 
-    /// Copies checked user bytes into `buf` through the direct map.
+    /// Copies checked user bytes into `buf` through the direct map, a page at a time.
     pub fn read(&self, ptr: u64, buf: &mut [u8]) -> Result<(), BadPointer> {
         self.check(ptr, buf.len() as u64, false)?;
-        for (i, byte) in buf.iter_mut().enumerate() {
-            let va = ptr + i as u64;
+        let mut done = 0;
+        while done < buf.len() {
+            let va = ptr + done as u64;
+            let in_page = ((4096 - (va & 0xfff)) as usize).min(buf.len() - done);
             let (phys, _) = self.translate(va & !0xfff).ok_or(BadPointer)?;
-            // SAFETY: `check` found the page mapped for the server; the direct map covers
-            // every frame, and a byte read has no alignment needs.
-            *byte = unsafe { core::ptr::read_volatile(memory::phys_to_virt(phys.as_u64() + (va & 0xfff)) as *const u8) };
+            let src = memory::phys_to_virt(phys.as_u64() + (va & 0xfff)) as *const u8;
+            // SAFETY: `check` found the page mapped for the server; `in_page` bytes stay
+            // inside that one frame, which the direct map covers. The server may change the
+            // bytes concurrently only on another CPU, and there is one.
+            unsafe { core::ptr::copy_nonoverlapping(src, buf[done..].as_mut_ptr(), in_page) };
+            done += in_page;
         }
         Ok(())
     }

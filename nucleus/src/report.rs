@@ -38,15 +38,20 @@ pub fn capture(prefix: &str, frame: &Frame, delivery: Delivery) -> RegisterDump 
         delivery,
         stack,
         stack_level: stack_level(delivery, page),
-        // SAFETY (all seven): CPL 0; reading control registers and these MSRs has no side
-        // effects, and every one of them exists on a 64-bit CPU.
+        // SAFETY: CPL 0 (this runs in the dispatcher); reading CR0 has no side effects.
         cr0: unsafe { insn::read_cr0() },
+        // SAFETY: as above, CR2.
         cr2: unsafe { insn::read_cr2() },
+        // SAFETY: as above, CR3.
         cr3: unsafe { insn::read_cr3() },
+        // SAFETY: as above, CR4.
         cr4: unsafe { insn::read_cr4() },
         efer: bsp_x86_64::msr::read::<bsp_x86_64::regs::Efer>().bits(),
+        // SAFETY: CPL 0; IA32_FS_BASE exists on every 64-bit CPU and reading it is harmless.
         fs_base: unsafe { insn::read_fs_base() },
+        // SAFETY: as above, IA32_GS_BASE.
         gs_base: unsafe { insn::read_gs_base() },
+        // SAFETY: as above, IA32_KERNEL_GS_BASE.
         kernel_gs_base: unsafe { insn::read_kernel_gs_base() },
         ..RegisterDump::default()
     };

@@ -26,7 +26,7 @@ use ipc::layout::{self, StartInfo};
 use ipc::message::{Reply, ServerMessage};
 use ipc::ring::{Consumer, Producer};
 use ipc::syscall::{Syscall, SyscallError, to_rax};
-use ipc::{Event, NucleusMessage, Token};
+use ipc::{Event, EventKind, NucleusMessage, Token};
 
 /// Module strings that name servers, in start order.
 pub const SERVER_NAMES: [&str; 2] = ["fred-server", "pv-server"];
@@ -422,13 +422,20 @@ fn forward_fault(frame: &mut Frame, cur: usize, event: &Event, delivery: Deliver
     let s = sched();
     s.servers[cur].frame = *frame;
     let fred_alive = s.servers[FRED_SERVER].state != State::Absent && cur != FRED_SERVER;
-    let mut dump = crate::report::capture("fred-server", frame, delivery);
-    user_stack_words(cur, frame.ret.rsp, &mut dump);
     if fred_alive {
         let token = Token(s.next_token);
         s.next_token += 1;
         let event = Event { owner: cur as u32, ..*event };
-        let sent = send_dump(&dump, token).and_then(|()| send(FRED_SERVER, &NucleusMessage::Event { token, event }));
+        // A breakpoint is a debugging aid fred-server resumes at once: no dump, so `int3`
+        // costs one message each way. Faults and hangs get the full register dump first.
+        let sent = if matches!(event.kind, EventKind::SoftwareException { .. }) {
+            Ok(())
+        } else {
+            let mut dump = crate::report::capture("fred-server", frame, delivery);
+            user_stack_words(cur, frame.ret.rsp, &mut dump);
+            send_dump(&dump, token)
+        };
+        let sent = sent.and_then(|()| send(FRED_SERVER, &NucleusMessage::Event { token, event }));
         match sent {
             Ok(()) => {
                 s.servers[cur].state = State::WaitingForReply(token);
