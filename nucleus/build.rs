@@ -62,6 +62,7 @@ SECTIONS {{
         *(.data .data.*)
         *(.got .got.*)
     }} :data
+    __mb1_load_end = LOADADDR(.data) + SIZEOF(.data);
     .bss : AT(ADDR(.bss) - KERNEL_VMA) {{
         *(.bss .bss.*)
         *(COMMON)

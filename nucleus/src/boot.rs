@@ -41,6 +41,21 @@ mb2_header:
     .long 8
 mb2_header_end:
 
+    /* A multiboot (v1) header too, so that a v1 loader (QEMU's -kernel) starts the nucleus
+       and the nucleus can say in one line that it needs multiboot2 instead of faulting on a
+       structure it does not understand. The address fields let a v1 loader take the ELF64
+       file as a flat image: file offsets map linearly onto physical addresses. */
+    .balign 4
+mb1_header:
+    .long 0x1badb002
+    .long 0x00010000                              /* flags: the address fields are valid */
+    .long 0x100000000 - (0x1badb002 + 0x00010000)
+    .long mb1_header                              /* header_addr */
+    .long __image_phys_start                      /* load_addr */
+    .long __mb1_load_end                          /* load_end_addr: end of file data */
+    .long __image_phys_end                        /* bss_end_addr */
+    .long _start32                                /* entry_addr */
+
     .section .boot.bss, "aw", @nobits
     .balign 4096
 boot_pml4:      .skip 4096
