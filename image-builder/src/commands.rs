@@ -35,7 +35,7 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
-    fn image(&self, extra_cmdline: &str, default_output: PathBuf) -> Image {
+    pub(crate) fn image(&self, extra_cmdline: &str, default_output: PathBuf) -> Image {
         let mut image = Image::new()
             .cmdline(&self.cmdline)
             .cmdline(extra_cmdline)

@@ -16,10 +16,11 @@
 //! Modules: `tools` finds host tools (one clear line when one is missing), `compile` runs
 //! cargo for the target binaries, `grub` writes `grub.cfg`, `image` makes the ISO, `qemu`
 //! boots it (`bochs` on Bochs' FRED CPU model), `boot` holds the outcome and the assertions,
-//! `commands` is the CLI's work.
+//! `commands` is the CLI's work, `bench` the CLI's measurements under `-icount`.
 //! Only host code lives here, none of it `unsafe`.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod bochs;
 pub mod boot;
 pub mod commands;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use image_builder::NamedFile;
+use image_builder::bench::{self, BenchOptions};
 use image_builder::commands::{self, BuildOptions, EXIT_ERROR, RunOptions};
 
 /// Build fredvisor's hybrid BIOS+UEFI ISO and boot it in QEMU.
@@ -38,6 +39,18 @@ enum Command {
     /// boot (missing tool, build failure), 3 QEMU ended otherwise (e.g. triple fault),
     /// 124 timeout. Under --bochs, 0 and 1 come from the serial log (see --bochs).
     Run(RunArgs),
+    /// Build with `bench server-args=pv-server:bench`, boot in QEMU with a deterministic
+    /// instruction clock and print issue 7's measurements as a table.
+    ///
+    /// QEMU runs with `-icount shift=3,align=off,sleep=off -smp 1`: the guest TSC advances
+    /// exactly 8 ticks per instruction, so instructions = ticks / 8 on any host. Prints min
+    /// and max of the null syscall, the int3 round trip and the ring round trip, in ticks and
+    /// in instructions, with the targets to beat (L4Re/Fiasco). The image is
+    /// target/fredvisor-bench.iso.
+    ///
+    /// Exit status: 0 with the table, 2 on an error (missing tool, build failure, a
+    /// measurement line missing at the deadline, a panic).
+    Bench(BenchArgs),
 }
 
 #[derive(Args, Default)]
@@ -84,6 +97,15 @@ struct RunArgs {
     bochs: bool,
 }
 
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    build: BuildArgs,
+    /// Kill QEMU after this many seconds if a measurement line is still missing.
+    #[arg(long, value_name = "SECONDS", default_value_t = bench::DEFAULT_TIMEOUT.as_secs_f64())]
+    timeout: f64,
+}
+
 impl From<BuildArgs> for BuildOptions {
     fn from(args: BuildArgs) -> Self {
         Self {
@@ -101,6 +123,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Build(cli.build)) {
         Command::Build(args) => commands::build(&args.into()).map(|_| 0),
+        Command::Bench(args) => match Duration::try_from_secs_f64(args.timeout) {
+            Ok(timeout) if !timeout.is_zero() => {
+                let options = BenchOptions {
+                    build: args.build.into(),
+                    timeout,
+                };
+                bench::run(&options).map(|table| {
+                    print!("{table}");
+                    0
+                })
+            }
+            _ => Err(anyhow::anyhow!("--timeout must be a number of seconds > 0")),
+        },
         Command::Run(args) => match Duration::try_from_secs_f64(args.timeout) {
             Ok(timeout) => {
                 let options = RunOptions {

@@ -43,6 +43,7 @@ pub struct Qemu {
     timeout: Option<Duration>,
     serial: Serial,
     until: Option<String>,
+    until_serial: Option<fn(&str) -> bool>,
     tools: Toolbox,
     extra_args: Vec<OsString>,
 }
@@ -60,6 +61,7 @@ impl Qemu {
             timeout: None,
             serial: Serial::File(None),
             until: None,
+            until_serial: None,
             tools: Toolbox::from_env(),
             extra_args: Vec::new(),
         }
@@ -93,6 +95,14 @@ impl Qemu {
     /// for boots that do not end by themselves.
     pub fn until(mut self, marker: &str) -> Self {
         self.until = Some(marker.to_owned());
+        self
+    }
+
+    /// Stops QEMU as soon as `done` holds for the serial log up to its last complete line
+    /// ([`QemuExit::Stopped`]): for ends that one marker cannot express (several lines in
+    /// any order, a line after another), and so that no line is cut in the middle.
+    pub fn until_serial(mut self, done: fn(&str) -> bool) -> Self {
+        self.until_serial = Some(done);
         self
     }
 
@@ -178,9 +188,9 @@ impl Qemu {
                 use std::os::unix::process::ExitStatusExt;
                 break QemuExit::from_status(status.code(), status.signal());
             }
-            if let (Some(marker), Some(path)) = (&self.until, &serial_path)
-                && fs::read(path)
-                    .is_ok_and(|log| String::from_utf8_lossy(&log).contains(marker.as_str()))
+            if let Some(path) = &serial_path
+                && (self.until.is_some() || self.until_serial.is_some())
+                && fs::read(path).is_ok_and(|log| self.should_stop(&String::from_utf8_lossy(&log)))
             {
                 guard.kill();
                 break QemuExit::Stopped;
@@ -222,6 +232,23 @@ impl Qemu {
             _dir: Some(dir),
         })
     }
+}
+
+impl Qemu {
+    /// True once the awaited marker or the [`Qemu::until_serial`] condition shows in `log`.
+    fn should_stop(&self, log: &str) -> bool {
+        self.until
+            .as_ref()
+            .is_some_and(|marker| log.contains(marker.as_str()))
+            || self
+                .until_serial
+                .is_some_and(|done| done(complete_lines(log)))
+    }
+}
+
+/// `log` up to and including its last newline (a line still being written is left out).
+fn complete_lines(log: &str) -> &str {
+    log.rfind('\n').map_or("", |end| &log[..=end])
 }
 
 /// Kills and reaps QEMU when dropped, so no run leaves a process behind.
@@ -393,6 +420,19 @@ mod tests {
             .unwrap(),
         );
         assert_eq!(bios, ["-bios".to_owned(), code.display().to_string()]);
+    }
+
+    #[test]
+    fn until_serial_sees_only_complete_lines() {
+        assert_eq!(complete_lines("a\r\nb: 12"), "a\r\n");
+        assert_eq!(complete_lines("partial"), "");
+        let qemu =
+            Qemu::from_path(Path::new("x.iso")).until_serial(|log| log.contains("b: 12\r\n"));
+        assert!(!qemu.should_stop("a\r\nb: 12"));
+        assert!(qemu.should_stop("a\r\nb: 12\r\nc"));
+        let plain = Qemu::from_path(Path::new("x.iso"));
+        assert!(!plain.should_stop("anything\n"));
+        assert!(plain.until("ready").should_stop("nucleus: ready"));
     }
 
     #[test]

@@ -1,0 +1,412 @@
+//! `bench`: issue 7's measurements, booted under QEMU with an instruction-counting clock.
+//!
+//! Owns the benchmark boot (the command line that asks the nucleus for its ring round trip
+//! and pv-server for its null syscall and `int3` round trip, QEMU's `-icount` options), the
+//! parsing of the three `bench:` lines (pure, unit-tested) and the table the CLI prints,
+//! with the targets to beat. Under `-icount shift=3` TCG advances the guest TSC by exactly
+//! [`TICKS_PER_INSTRUCTION`] per instruction, so ticks / 8 = instructions, on any host. The
+//! figures are printed, never asserted (style.md §3).
+
+use std::fmt::{self, Write as _};
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use crate::boot::Boot;
+use crate::commands::BuildOptions;
+use crate::compile::workspace_root;
+use crate::image::Iso;
+use crate::qemu::Qemu;
+
+/// Nucleus options of the benchmark boot: the nucleus' ring round trip (`bench`) and
+/// pv-server's own measurements (`server-args=pv-server:bench`).
+pub const CMDLINE: &str = "bench server-args=pv-server:bench";
+/// `-icount shift=N`: every instruction advances the virtual clock (and the TSC) by 2^N ns.
+pub const ICOUNT_SHIFT: u32 = 3;
+/// TSC ticks per guest instruction under [`ICOUNT_SHIFT`].
+pub const TICKS_PER_INSTRUCTION: u64 = 1 << ICOUNT_SHIFT;
+/// Default deadline of the benchmark boot (icount makes TCG slower).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// QEMU options of the benchmark boot: deterministic instruction clock, one CPU.
+pub fn qemu_args() -> [String; 4] {
+    [
+        "-icount".into(),
+        format!("shift={ICOUNT_SHIFT},align=off,sleep=off"),
+        "-smp".into(),
+        "1".into(),
+    ]
+}
+
+/// One of the three measurements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Measurement {
+    /// pv-server: `nop` syscall, Ring3 → nucleus → Ring3.
+    NullSyscall,
+    /// pv-server: `int3` → nucleus → fred-server (policy: resume) → nucleus → pv-server.
+    Int3Roundtrip,
+    /// Nucleus: `Ping` over fred-server's event ring and its `Resume` back.
+    RingRoundtrip,
+}
+
+impl Measurement {
+    pub const ALL: [Self; 3] = [Self::NullSyscall, Self::Int3Roundtrip, Self::RingRoundtrip];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::NullSyscall => "null-syscall",
+            Self::Int3Roundtrip => "int3-roundtrip",
+            Self::RingRoundtrip => "ring-roundtrip",
+        }
+    }
+
+    /// The start of the serial line that carries the figures (`min=A max=B` follows).
+    pub const fn line_prefix(self) -> &'static str {
+        match self {
+            Self::NullSyscall => "pv-server: bench: null-syscall ",
+            Self::Int3Roundtrip => "pv-server: bench: int3-roundtrip ",
+            Self::RingRoundtrip => "bench: ring-roundtrip ",
+        }
+    }
+
+    /// The target to beat, in instructions (issue 7 point 9), and where it comes from.
+    pub const fn target(self) -> (u64, &'static str) {
+        match self {
+            Self::NullSyscall => (74, "L4Re/Fiasco null syscall"),
+            Self::Int3Roundtrip => (1174, "goal: 2 x 587 first, then 800"),
+            Self::RingRoundtrip => (1174, "2 x L4Re/Fiasco one-way IPC (587)"),
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::NullSyscall => 0,
+            Self::Int3Roundtrip => 1,
+            Self::RingRoundtrip => 2,
+        }
+    }
+}
+
+impl fmt::Display for Measurement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Smallest and largest sample of a measurement, in TSC ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Range {
+    pub min: u64,
+    pub max: u64,
+}
+
+/// Parses one serial line: `<prefix>min=A max=B` (further `key=value` fields such as
+/// `rounds=N` are ignored). `None` for any other line, including a malformed `bench:` line
+/// (a missing or non-decimal `min`/`max`, or `min > max`).
+pub fn parse_line(line: &str) -> Option<(Measurement, Range)> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let measurement = Measurement::ALL
+        .into_iter()
+        .find(|m| line.starts_with(m.line_prefix()))?;
+    let fields = &line[measurement.line_prefix().len()..];
+    let (mut min, mut max) = (None, None);
+    for field in fields.split_whitespace() {
+        let (key, value) = field.split_once('=')?;
+        let slot = match key {
+            "min" => &mut min,
+            "max" => &mut max,
+            _ => continue,
+        };
+        if slot.is_some() || value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        *slot = Some(value.parse::<u64>().ok()?);
+    }
+    let range = Range {
+        min: min?,
+        max: max?,
+    };
+    (range.min <= range.max).then_some((measurement, range))
+}
+
+/// The first well-formed line of each measurement in a serial log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Results([Option<Range>; 3]);
+
+impl Results {
+    pub fn parse(serial: &str) -> Self {
+        let mut results = Self::default();
+        for (measurement, range) in serial.lines().filter_map(parse_line) {
+            results.0[measurement.index()].get_or_insert(range);
+        }
+        results
+    }
+
+    pub fn get(&self, measurement: Measurement) -> Option<Range> {
+        self.0[measurement.index()]
+    }
+
+    /// Measurements without a well-formed line, in [`Measurement::ALL`] order.
+    pub fn missing(&self) -> Vec<Measurement> {
+        Measurement::ALL
+            .into_iter()
+            .filter(|m| self.get(*m).is_none())
+            .collect()
+    }
+
+    /// All three ranges, or the missing measurements.
+    pub fn complete(&self) -> Result<[Range; 3], Vec<Measurement>> {
+        match self.0 {
+            [Some(a), Some(b), Some(c)] => Ok([a, b, c]),
+            _ => Err(self.missing()),
+        }
+    }
+}
+
+/// True once the log has all three lines (the stop condition of the benchmark boot).
+pub fn all_lines_present(serial: &str) -> bool {
+    Results::parse(serial).missing().is_empty()
+}
+
+/// `ticks` as instructions: a whole number, or one decimal when `ticks` is not a multiple
+/// of [`TICKS_PER_INSTRUCTION`].
+pub fn instructions(ticks: u64) -> String {
+    if ticks.is_multiple_of(TICKS_PER_INSTRUCTION) {
+        (ticks / TICKS_PER_INSTRUCTION).to_string()
+    } else {
+        format!("{:.1}", ticks as f64 / TICKS_PER_INSTRUCTION as f64)
+    }
+}
+
+/// The table `image-builder bench` prints: per measurement min and max in ticks and in
+/// instructions, the minimum as a multiple of the target, the target (instructions) and
+/// where it comes from.
+pub fn table(ranges: &[Range; 3]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "QEMU TCG, -icount shift={ICOUNT_SHIFT} ({TICKS_PER_INSTRUCTION} TSC ticks = 1 instruction), 1 CPU; \
+         instructions = ticks / {TICKS_PER_INSTRUCTION}"
+    );
+    let _ = writeln!(
+        out,
+        "{:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>7}  source of the target",
+        "measurement", "min ticks", "max ticks", "min insns", "max insns", "min/target", "target"
+    );
+    for (measurement, range) in Measurement::ALL.into_iter().zip(ranges) {
+        let (target, source) = measurement.target();
+        let ratio = range.min as f64 / (target * TICKS_PER_INSTRUCTION) as f64;
+        let _ = writeln!(
+            out,
+            "{:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {target:>7}  {source}",
+            measurement.name(),
+            range.min,
+            range.max,
+            instructions(range.min),
+            instructions(range.max),
+            format!("{ratio:.1}x"),
+        );
+    }
+    out
+}
+
+/// Boots `iso` (built with [`CMDLINE`]) under `-icount` and stops once all three lines are
+/// in. Fails with the missing measurements (and the serial log) otherwise, or on a panic.
+pub fn measure(iso: &Iso, timeout: Duration) -> Result<([Range; 3], Boot)> {
+    let mut qemu = Qemu::new(iso)
+        .timeout(timeout)
+        .until_serial(all_lines_present);
+    for arg in qemu_args() {
+        qemu = qemu.arg(arg);
+    }
+    let boot = qemu.run()?;
+    if boot.serial.contains(ipc::markers::PANIC) {
+        bail!(
+            "{}",
+            boot.report("the nucleus panicked during the benchmark")
+        );
+    }
+    match Results::parse(&boot.serial).complete() {
+        Ok(ranges) => Ok((ranges, boot)),
+        Err(missing) => {
+            let lines: Vec<String> = missing
+                .iter()
+                .map(|m| format!("{} (`{}min=… max=…`)", m.name(), m.line_prefix()))
+                .collect();
+            bail!(
+                "{}",
+                boot.report(&format!(
+                    "bench: no {} line before the boot ended",
+                    lines.join(", ")
+                ))
+            )
+        }
+    }
+}
+
+/// Options of the CLI's `bench`.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Build inputs; [`CMDLINE`] is appended to the command line. Default ISO:
+    /// `target/fredvisor-bench.iso`.
+    pub build: BuildOptions,
+    pub timeout: Duration,
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            build: BuildOptions::default(),
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// `bench`: builds the benchmark ISO, boots it and returns the table to print.
+pub fn run(options: &BenchOptions) -> Result<String> {
+    let default_output = workspace_root().join("target/fredvisor-bench.iso");
+    Qemu::from_path(&default_output).check_tools()?;
+    let iso = options.build.image(CMDLINE, default_output).build()?;
+    let (ranges, _boot) = measure(&iso, options.timeout)?;
+    Ok(table(&ranges))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "nucleus: ready\r\n\
+        bench: rdtsc pair costs 24 ticks\r\n\
+        pv-server: bench: 1000 samples each, rdtsc pair overhead 40 ticks subtracted\r\n\
+        pv-server: bench: null-syscall min=1712 max=1720\r\n\
+        bench: ring-roundtrip min=17512 max=3189048 rounds=1000\r\n\
+        pv-server: bench: int3-roundtrip min=288400 max=10009048\r\n";
+
+    #[test]
+    fn the_three_lines_parse() {
+        let results = Results::parse(LOG);
+        assert_eq!(
+            results.complete(),
+            Ok([
+                Range {
+                    min: 1712,
+                    max: 1720
+                },
+                Range {
+                    min: 288_400,
+                    max: 10_009_048
+                },
+                Range {
+                    min: 17512,
+                    max: 3_189_048
+                },
+            ])
+        );
+        assert!(all_lines_present(LOG));
+    }
+
+    #[test]
+    fn malformed_or_foreign_lines_do_not_count() {
+        for line in [
+            "bench: rdtsc pair costs 24 ticks",
+            "pv-server: bench: null-syscall unavailable: nop -> bad syscall",
+            "pv-server: bench: null-syscall no samples",
+            "pv-server: bench: null-syscall min=12",
+            "pv-server: bench: null-syscall max=12",
+            "pv-server: bench: null-syscall min=-1 max=2",
+            "pv-server: bench: null-syscall min=0x10 max=20",
+            "pv-server: bench: null-syscall min=30 max=20",
+            "pv-server: bench: null-syscall min=1 min=2 max=3",
+            "pv-server: bench: null-syscall min=1 max=99999999999999999999999",
+            "pv-server: bench: null-syscall min= max=2",
+            "pv-server: bench: null-syscall min=1 max=2 junk",
+            "bench: null-syscall min=1 max=2",
+            "fred-server: bench: ring-roundtrip min=1 max=2",
+        ] {
+            assert_eq!(parse_line(line), None, "{line}");
+        }
+        assert_eq!(
+            parse_line("bench: ring-roundtrip min=5 max=5 rounds=1000\r"),
+            Some((Measurement::RingRoundtrip, Range { min: 5, max: 5 }))
+        );
+    }
+
+    #[test]
+    fn missing_lines_are_named_and_the_first_line_wins() {
+        let partial = "pv-server: bench: null-syscall min=8 max=16\n\
+                       pv-server: bench: null-syscall min=1 max=2\n";
+        let results = Results::parse(partial);
+        assert_eq!(
+            results.get(Measurement::NullSyscall),
+            Some(Range { min: 8, max: 16 })
+        );
+        assert_eq!(
+            results.complete(),
+            Err(vec![Measurement::Int3Roundtrip, Measurement::RingRoundtrip])
+        );
+        assert!(!all_lines_present(partial));
+        assert_eq!(Results::parse("").missing(), Measurement::ALL.to_vec());
+    }
+
+    #[test]
+    fn ticks_become_instructions() {
+        assert_eq!(TICKS_PER_INSTRUCTION, 8);
+        assert_eq!(instructions(1712), "214");
+        assert_eq!(instructions(1716), "214.5");
+        assert_eq!(instructions(0), "0");
+    }
+
+    #[test]
+    fn table_has_ticks_instructions_and_targets() {
+        let ranges = Results::parse(LOG).complete().unwrap();
+        let table = table(&ranges);
+        let rows: Vec<&str> = table.lines().collect();
+        assert_eq!(rows.len(), 5, "{table}");
+        let cells = |row: &str| -> Vec<String> {
+            row.split_whitespace().take(7).map(str::to_owned).collect()
+        };
+        assert_eq!(
+            cells(rows[2]),
+            ["null-syscall", "1712", "1720", "214", "215", "2.9x", "74"]
+        );
+        assert!(
+            rows[2].ends_with(" 2.9x      74  L4Re/Fiasco null syscall"),
+            "{table}"
+        );
+        assert_eq!(
+            cells(rows[3]),
+            [
+                "int3-roundtrip",
+                "288400",
+                "10009048",
+                "36050",
+                "1251131",
+                "30.7x",
+                "1174"
+            ]
+        );
+        assert!(rows[3].ends_with(" 1174  goal: 2 x 587 first, then 800"));
+        assert_eq!(
+            cells(rows[4]),
+            [
+                "ring-roundtrip",
+                "17512",
+                "3189048",
+                "2189",
+                "398631",
+                "1.9x",
+                "1174"
+            ]
+        );
+        assert!(rows[4].ends_with(" 1174  2 x L4Re/Fiasco one-way IPC (587)"));
+    }
+
+    #[test]
+    fn qemu_gets_a_deterministic_instruction_clock_and_one_cpu() {
+        assert_eq!(
+            qemu_args(),
+            ["-icount", "shift=3,align=off,sleep=off", "-smp", "1"]
+        );
+        assert_eq!(CMDLINE, "bench server-args=pv-server:bench");
+    }
+}
