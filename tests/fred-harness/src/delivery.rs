@@ -371,6 +371,9 @@ pub enum Via {
     BrokenFredRing0,
     /// `idt_vector_stubs + 16 * vector`.
     Idt,
+    /// `syscall_entry`, the IA32_LSTAR target of IDT delivery: SYSCALL itself changes only
+    /// RIP, RCX, R11 and RFLAGS (FMASK); the stub finds its stack through GS.
+    IdtSyscall,
 }
 
 /// Everything one delivery produced.
@@ -483,13 +486,26 @@ pub fn deliver(
                 frame,
             )
         }
+        // Nothing is written: the stub builds the whole frame at cpu_info.kernel_rsp.
+        Via::IdtSyscall => (symbols.syscall_entry, return_rsp),
     };
+    let mut input = input;
+    if via == Via::IdtSyscall {
+        // SYSCALL: RCX = next RIP, R11 = RFLAGS; RSP stays the user's.
+        input.rcx = rip;
+        input.r11 = event.rflags;
+    }
     // FRED delivery sets RFLAGS to 0x2 (fred-facts.md §3.8). An IDT interrupt/trap gate
     // clears only TF, NT, RF, VM (and IF for interrupt gates): DF and the arithmetic flags
     // of the interrupted context are still live when the stub runs.
     let entry_rflags = match via {
         Via::Fred | Via::BrokenFredRing0 => 0x2,
         Via::Idt => 0x2 | (event.rflags & (ARITHMETIC_FLAGS | DF)),
+        // SYSCALL clears the FMASK bits (DF among them) and keeps the rest.
+        Via::IdtSyscall => {
+            use bsp_x86_64::msr::Msr;
+            0x2 | (event.rflags & ARITHMETIC_FLAGS & !bsp_x86_64::msr::Fmask::nucleus().raw())
+        }
     };
     let first = Log::len();
     {

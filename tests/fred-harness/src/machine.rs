@@ -277,6 +277,9 @@ fn slot(msr: u32) -> Option<&'static AtomicU64> {
 
 /// The emulated machine: free functions over the statics above, safe to call from the
 /// signal handler.
+static GS_WINDOW_BASE: AtomicU64 = AtomicU64::new(0);
+static GS_WINDOW_LEN: AtomicU64 = AtomicU64::new(0);
+
 pub struct Machine;
 
 impl Machine {
@@ -291,6 +294,22 @@ impl Machine {
         CR2.store(0, Ordering::Relaxed);
         DR6.store(0, Ordering::Relaxed);
         GS_SELECTOR.store(0, Ordering::Relaxed);
+        GS_WINDOW_BASE.store(0, Ordering::Relaxed);
+        GS_WINDOW_LEN.store(0, Ordering::Relaxed);
+    }
+
+    /// Real memory that GS-relative accesses may touch (the test's `cpu_info` block); an
+    /// access outside it is refused, so a wrong GS base still crashes the test.
+    pub fn set_gs_window(base: u64, len: u64) {
+        GS_WINDOW_BASE.store(base, Ordering::Relaxed);
+        GS_WINDOW_LEN.store(len, Ordering::Relaxed);
+    }
+
+    /// True if the 8 bytes at `address` lie inside the GS window.
+    pub fn in_gs_window(address: u64) -> bool {
+        let base = GS_WINDOW_BASE.load(Ordering::Relaxed);
+        let len = GS_WINDOW_LEN.load(Ordering::Relaxed);
+        address >= base && address.checked_add(8).is_some_and(|end| end <= base + len)
     }
 
     /// The value of a modelled MSR, `None` for an unknown one.
@@ -393,6 +412,10 @@ pub enum Insn {
     Sysret,
     /// as Sysret
     Sysexit,
+    /// `mov gs:[disp], reg` (IDT `syscall_entry`): operands: linear address, value stored
+    GsStore,
+    /// `mov reg, gs:[disp]`: operands: linear address, value loaded
+    GsLoad,
 }
 
 impl Insn {
@@ -412,6 +435,8 @@ impl Insn {
             12 => Self::Iretq,
             13 => Self::Sysret,
             14 => Self::Sysexit,
+            15 => Self::GsStore,
+            16 => Self::GsLoad,
             _ => return None,
         })
     }
@@ -481,6 +506,8 @@ impl fmt::Display for Record {
             )?,
             Insn::Sysret => f.write_str("sysret")?,
             Insn::Sysexit => f.write_str("sysexit")?,
+            Insn::GsStore => write!(f, "mov gs:[..] ({:#x}), {:#x}", o[0], o[1])?,
+            Insn::GsLoad => write!(f, "mov reg, gs:[..] ({:#x}) -> {:#x}", o[0], o[1])?,
         }
         if let Some(fault) = self.fault {
             write!(f, "  !! {fault}")?;

@@ -181,6 +181,7 @@ unsafe extern "C" {
     static idt_vector_stubs: u8;
     static idt_common: u8;
     static fred_harness_broken_ring0: u8;
+    static syscall_entry: u8;
 }
 
 /// Addresses of the stub labels in this process.
@@ -193,6 +194,7 @@ pub struct Symbols {
     pub idt_vector_stubs: u64,
     pub idt_common: u64,
     pub broken_ring0: u64,
+    pub syscall_entry: u64,
 }
 
 /// The stub labels.
@@ -207,5 +209,6 @@ pub fn symbols() -> Symbols {
         idt_vector_stubs: (&raw const idt_vector_stubs) as u64,
         idt_common: (&raw const idt_common) as u64,
         broken_ring0: (&raw const fred_harness_broken_ring0) as u64,
+        syscall_entry: (&raw const syscall_entry) as u64,
     }
 }

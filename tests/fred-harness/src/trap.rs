@@ -396,6 +396,37 @@ fn emulate(insn: &Instruction, context: &mut Context<'_>) -> Outcome {
                 },
             }
         }
+        // `mov gs:[disp32], reg` / `mov reg, gs:[disp32]`: the IDT `syscall_entry` reaches
+        // `cpu_info` through GS. The process' real GS base is 0, so the access faults; it is
+        // redone at the *emulated* GS base, inside the window the test registered.
+        Code::Mov_rm64_r64 | Code::Mov_r64_rm64
+            if insn.memory_segment() == Register::GS
+                && insn.memory_base() == Register::None
+                && insn.memory_index() == Register::None =>
+        {
+            let base = Machine::msr(addr::GS_BASE).unwrap_or(0);
+            let address = base.wrapping_add(insn.memory_displacement64());
+            if !Machine::in_gs_window(address) {
+                return Outcome::Refuse;
+            }
+            if insn.code() == Code::Mov_rm64_r64 {
+                let Some(value) = register_operand(insn, 1).and_then(|r| context.get(r)) else {
+                    return Outcome::Refuse;
+                };
+                // SAFETY: `address` lies in the test's own cpu_info block (checked above),
+                // which stays allocated for the whole delivery.
+                unsafe { (address as *mut u64).write_unaligned(value) };
+                Log::push(Insn::GsStore, rip, [address, value, 0, 0, 0, 0], None);
+            } else {
+                // SAFETY: as above.
+                let value = unsafe { (address as *const u64).read_unaligned() };
+                if context.set(insn.op0_register(), value).is_none() {
+                    return Outcome::Refuse;
+                }
+                Log::push(Insn::GsLoad, rip, [address, value, 0, 0, 0, 0], None);
+            }
+            Outcome::Next
+        }
         _ => Outcome::Refuse,
     }
 }

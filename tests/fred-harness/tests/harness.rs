@@ -663,9 +663,109 @@ fn int3_from_ring3_with_df_set() {
     fred_matches_idt(&event, EventKind::SoftwareException { vector: 3 });
 }
 
+/// SYSCALL under IDT delivery: LSTAR's `syscall_entry` must build the frame FRED writes for
+/// a SYSCALL (type 7, vector 1) on the stack named by `cpu_info`, reached through GS after
+/// SWAPGS, and return through `idt_exit` (SWAPGS, IRETQ).
+fn through_idt_syscall(event: &HwEvent, kind: EventKind, handler_rax: Option<u64>) -> Event {
+    let session = Session::begin();
+    Machine::set_ss(gdt::KERNEL_DS.raw() as u64);
+    let stack = TestStack::new();
+    // The nucleus' cpu_info block: the stub's stack top and scratch slot.
+    let mut cpu_info = Box::new(bsp_x86_64::cpu_info::CpuInfo {
+        kernel_rsp: stack.kernel_top(),
+        ..Default::default()
+    });
+    let cpu_info_addr = &raw mut *cpu_info as u64;
+    Machine::set_gs_window(
+        cpu_info_addr,
+        core::mem::size_of::<bsp_x86_64::cpu_info::CpuInfo>() as u64,
+    );
+    Machine::store_msr(addr::GS_BASE, USER_GS);
+    Machine::store_msr(addr::KERNEL_GS_BASE, cpu_info_addr);
+    let input = delivery::distinct_gprs(4);
+    let outcome = delivery::deliver(&session, &stack, Via::IdtSyscall, event, input, handler_rax);
+    print_records(
+        &format!("IDT syscall_entry: {}", event.name),
+        &outcome.records,
+    );
+
+    let seen = outcome
+        .seen
+        .unwrap_or_else(|| panic!("{}: handler did not run", event.name));
+    assert_eq!((seen.entry, seen.calls), (Entry::Idt, 1), "{}", event.name);
+    assert_eq!(
+        seen.frame_addr,
+        stack.kernel_top() - frame::FRAME_SIZE as u64,
+        "frame at the top of the stack cpu_info names"
+    );
+    assert_eq!(seen.rflags & delivery::DF, 0, "handler called with DF = 1");
+    assert_eq!(seen.frame.ret.rip, outcome.return_rip, "RIP from RCX");
+    assert_eq!(
+        seen.frame.ret.rsp, outcome.return_rsp,
+        "user RSP via the scratch slot"
+    );
+    assert_eq!(seen.frame.ret.rflags, event.rflags, "RFLAGS from R11");
+    assert_eq!(seen.frame.ret.ss.raw(), bsp_x86_64::entry::SYSCALL_SS_QWORD);
+    let expected = expected_event(event, kind, &outcome);
+    assert_eq!(seen.event, Ok(expected), "{}: decoded event", event.name);
+    assert_eq!(
+        delivery::preservation_mismatches(&outcome, handler_rax),
+        Vec::<String>::new(),
+        "{}",
+        event.name
+    );
+    let scratch = cpu_info_addr + bsp_x86_64::cpu_info::CPU_INFO_SCRATCH_RSP as u64;
+    let kernel_rsp = cpu_info_addr + bsp_x86_64::cpu_info::CPU_INFO_KERNEL_RSP as u64;
+    let trace: Vec<(Insn, u64)> = outcome
+        .records
+        .iter()
+        .map(|r| (r.insn, r.operands[0]))
+        .collect();
+    assert_eq!(
+        trace,
+        [
+            (Insn::Swapgs, cpu_info_addr),
+            (Insn::GsStore, scratch),
+            (Insn::GsLoad, kernel_rsp),
+            (Insn::GsLoad, scratch),
+            (Insn::Swapgs, USER_GS),
+            (Insn::Iretq, seen.frame_addr + frame::FRAME_RIP as u64),
+        ],
+        "syscall_entry's privileged instructions"
+    );
+    assert!(outcome.records.iter().all(|r| r.fault.is_none()));
+    assert_eq!(
+        Machine::msr(addr::GS_BASE),
+        Some(USER_GS),
+        "user GS back after the return"
+    );
+    drop(cpu_info);
+    expected
+}
+
+#[test]
+fn syscall_idt_stub_matches_fred() {
+    // The same SYSCALL through FRED (type 7 vector 1 at the ring-3 entry) and through LSTAR's
+    // `syscall_entry`: the dispatcher must see the same event, and the handler's RAX must
+    // reach the caller on both paths.
+    let fred = through_fred(
+        &SYSCALL_RING3,
+        EventKind::Syscall,
+        Some(0x5157_ca11_0000_002a),
+    );
+    let idt = through_idt_syscall(
+        &SYSCALL_RING3,
+        EventKind::Syscall,
+        Some(0x5157_ca11_0000_002a),
+    );
+    assert_eq!(
+        fred, idt,
+        "FRED and IDT syscall deliveries decode differently"
+    );
+}
+
 #[test]
 fn syscall_from_ring3() {
-    // No IDT counterpart: under IDT delivery SYSCALL goes through LSTAR, not these stubs.
     // The handler writes a return value into the frame's RAX, which ERETU must deliver.
     through_fred(
         &SYSCALL_RING3,
