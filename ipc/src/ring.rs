@@ -269,6 +269,10 @@ struct Region {
     data: *mut u8,
     /// A power of two in `MIN_CAPACITY..=MAX_CAPACITY`.
     capacity: u32,
+    /// Longest payload a record may carry here: [`MAX_RECORD`], or less if the whole record
+    /// would not fit in `capacity` (`record_size(len) <= capacity` iff `len <= capacity - 4`,
+    /// the capacity being a multiple of [`RECORD_ALIGN`]). One comparison on the push path.
+    max_len: u32,
     /// Loom builds: one tracked cell per 8-byte granule of the data area, or none (attached).
     #[cfg(loom)]
     shadow: *const crate::sync::ShadowCell,
@@ -291,6 +295,7 @@ impl Region {
             // `base + HEADER_SIZE` is inside (or one past) the same allocation.
             data: unsafe { base.add(HEADER_SIZE) },
             capacity: capacity as u32,
+            max_len: if capacity - LENGTH_SIZE < MAX_RECORD { capacity - LENGTH_SIZE } else { MAX_RECORD } as u32,
             #[cfg(loom)]
             shadow: ptr::null(),
             #[cfg(loom)]
@@ -309,6 +314,88 @@ impl Region {
     #[inline]
     const fn mask(&self) -> u32 {
         self.capacity - 1
+    }
+
+    /// Data offset of the record at ring position `pos`: masked to the data area and rounded
+    /// down to [`RECORD_ALIGN`] (a no-op for the aligned positions callers pass), so at least
+    /// `RECORD_ALIGN` bytes remain between it and the end of the data area.
+    #[inline(always)]
+    const fn record_offset(&self, pos: u32) -> usize {
+        (pos & self.mask() & !(RECORD_ALIGN as u32 - 1)) as usize
+    }
+
+    /// Writes a whole record (length field, then payload) at ring position `pos`.
+    ///
+    /// The common case, a record that does not reach the end of the data area, is one length
+    /// store and one copy behind a single bounds test; a record that wraps takes
+    /// [`write_record_wrapping`](Self::write_record_wrapping).
+    #[inline(always)]
+    fn write_record(&self, pos: u32, payload: &[u8]) {
+        let offset = self.record_offset(pos);
+        let len = payload.len();
+        // `offset <= capacity - RECORD_ALIGN`, so this does not underflow.
+        if len <= self.capacity as usize - offset - LENGTH_SIZE {
+            self.track(pos & !(RECORD_ALIGN as u32 - 1), LENGTH_SIZE + len, true);
+            // SAFETY: `offset + LENGTH_SIZE + len <= capacity`, so both writes stay inside the
+            // data area, which `Region::new`'s contract makes valid for writes. `offset` is a
+            // multiple of 8 and the data area starts `REGION_ALIGN`-aligned, so the `u32`
+            // store is aligned. `payload` is private memory: the ranges cannot overlap.
+            unsafe {
+                let at = self.data.add(offset);
+                ptr::write_volatile(at.cast::<u32>(), (len as u32).to_le());
+                copy_bytes(payload.as_ptr(), at.add(LENGTH_SIZE), len);
+            }
+        } else {
+            self.write_record_wrapping(pos, payload);
+        }
+    }
+
+    /// [`write_record`](Self::write_record) for a record whose payload runs past the end of
+    /// the data area: the payload is copied in two parts. Once per lap at most.
+    #[cold]
+    #[inline(never)]
+    fn write_record_wrapping(&self, pos: u32, payload: &[u8]) {
+        self.write_length(pos, payload.len() as u32);
+        self.write_bytes(pos.wrapping_add(LENGTH_SIZE as u32), payload);
+    }
+
+    /// Copies the `len`-byte payload of the record at ring position `pos` (its length field
+    /// already read and checked) into private memory at `dst`; returns how many bytes it wrote
+    /// there (`len`, or `capacity` if `len` was larger). One copy behind a single bounds test
+    /// unless the payload wraps.
+    ///
+    /// # Safety
+    ///
+    /// As for [`read_bytes`](Self::read_bytes).
+    #[inline(always)]
+    unsafe fn read_payload(&self, pos: u32, dst: *mut u8, len: usize) -> usize {
+        let offset = self.record_offset(pos);
+        // `offset <= capacity - RECORD_ALIGN`, so this does not underflow.
+        if len <= self.capacity as usize - offset - LENGTH_SIZE {
+            self.track((pos & !(RECORD_ALIGN as u32 - 1)).wrapping_add(LENGTH_SIZE as u32), len, false);
+            // SAFETY: `[offset + LENGTH_SIZE, offset + LENGTH_SIZE + len)` is inside the data
+            // area, valid for reads; the caller guarantees `dst` valid for `len` bytes and
+            // outside the region. Concurrent writes by a peer that breaks the protocol only
+            // give us garbage bytes, as in `read_bytes`.
+            unsafe { copy_bytes(self.data.add(offset + LENGTH_SIZE), dst, len) };
+            len
+        } else {
+            // SAFETY: the caller's guarantee, passed on.
+            unsafe { self.read_payload_wrapping(pos, dst, len) }
+        }
+    }
+
+    /// [`read_payload`](Self::read_payload) for a payload that runs past the end of the data
+    /// area.
+    ///
+    /// # Safety
+    ///
+    /// As for [`read_bytes`](Self::read_bytes).
+    #[cold]
+    #[inline(never)]
+    unsafe fn read_payload_wrapping(&self, pos: u32, dst: *mut u8, len: usize) -> usize {
+        // SAFETY: the caller's guarantee, passed on.
+        unsafe { self.read_bytes(pos.wrapping_add(LENGTH_SIZE as u32), dst, len) }
     }
 
     /// Copies `src` to ring position `pos`, wrapping at the end of the data area.
@@ -374,11 +461,12 @@ impl Region {
     /// so the value we check is the value we use.
     #[inline]
     fn read_length(&self, pos: u32) -> u32 {
-        // Clearing the low two bits keeps the 4-byte field inside the data area even for a
-        // misaligned `pos` (capacity is a multiple of 8); callers pass aligned positions.
-        let offset = (pos & self.mask() & !3) as usize;
-        self.track(pos & !3, LENGTH_SIZE, false);
-        // SAFETY: `offset + 4 <= capacity` (offset is a multiple of 4 below the capacity, a
+        // Rounding down to RECORD_ALIGN keeps the 4-byte field inside the data area even for a
+        // misaligned `pos` (capacity is a multiple of 8); callers pass aligned positions. Same
+        // offset as `read_payload` computes, so the two share it.
+        let offset = self.record_offset(pos);
+        self.track(pos & !(RECORD_ALIGN as u32 - 1), LENGTH_SIZE, false);
+        // SAFETY: `offset + 8 <= capacity` (offset is a multiple of 8 below the capacity, a
         // multiple of 8), so the read is inside the data area, and 4-byte aligned (the data
         // area starts at `REGION_ALIGN + HEADER_SIZE`).
         let raw = unsafe { ptr::read_volatile(self.data.add(offset).cast::<u32>()) };
@@ -412,26 +500,45 @@ impl Region {
     fn track(&self, _pos: u32, _len: usize, _write: bool) {}
 }
 
-/// Copies `len` bytes from `src` to `dst`: inline for the short payloads most messages are
-/// (8..=16 bytes, as two possibly overlapping 8-byte moves), `memcpy` otherwise.
+/// Copies `len` bytes from `src` to `dst`: inline for the payloads messages have (up to 128
+/// bytes, as a few possibly overlapping moves of equal width from both ends), `memcpy` for
+/// longer ones and for the very short ones.
 ///
 /// # Safety
 ///
 /// As for `ptr::copy_nonoverlapping(src, dst, len)`.
 #[inline(always)]
 unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
-    if (8..=16).contains(&len) {
-        // SAFETY: `len >= 8`, so `[0, 8)` and `[len - 8, len)` are within both ranges, which
-        // the caller guarantees valid and non-overlapping; unaligned accesses are allowed.
+    /// Copies `[0, N·W)` and `[len - N·W, len)` in `W`-byte units: all of `[0, len)` when
+    /// `N·W <= len <= 2·N·W`.
+    ///
+    /// # Safety
+    ///
+    /// As for `copy_bytes`, and `N * size_of::<T>() <= len`.
+    #[inline(always)]
+    unsafe fn ends<T: Copy, const N: usize>(src: *const u8, dst: *mut u8, len: usize) {
+        let span = N * size_of::<T>();
+        // SAFETY: `span <= len`, so `[0, span)` and `[len - span, len)` are within both ranges,
+        // which the caller guarantees valid and non-overlapping; all accesses are unaligned
+        // ones, and every bit pattern is a valid `T` (integers only).
         unsafe {
-            let head = ptr::read_unaligned(src.cast::<u64>());
-            let tail = ptr::read_unaligned(src.add(len - 8).cast::<u64>());
-            ptr::write_unaligned(dst.cast::<u64>(), head);
-            ptr::write_unaligned(dst.add(len - 8).cast::<u64>(), tail);
+            let head: [T; N] = ptr::read_unaligned(src.cast::<[T; N]>());
+            let tail: [T; N] = ptr::read_unaligned(src.add(len - span).cast::<[T; N]>());
+            ptr::write_unaligned(dst.cast::<[T; N]>(), head);
+            ptr::write_unaligned(dst.add(len - span).cast::<[T; N]>(), tail);
         }
-    } else {
-        // SAFETY: the caller's guarantee.
-        unsafe { ptr::copy_nonoverlapping(src, dst, len) };
+    }
+    // SAFETY (all arms): the caller's guarantee; each arm's lower bound is the `span` of the
+    // `ends` it calls.
+    unsafe {
+        match len {
+            4..=7 => ends::<u32, 1>(src, dst, len),
+            8..=16 => ends::<u64, 1>(src, dst, len),
+            17..=32 => ends::<u128, 1>(src, dst, len),
+            33..=64 => ends::<u128, 2>(src, dst, len),
+            65..=128 => ends::<u128, 4>(src, dst, len),
+            _ => ptr::copy_nonoverlapping(src, dst, len),
+        }
     }
 }
 
@@ -590,41 +697,51 @@ impl<'a> Producer<'a> {
         Ok(self.capacity() - self.len()? < RECORD_ALIGN)
     }
 
-    /// Makes room for `needed` bytes, reloading `tail` only if the cached one says no.
-    #[inline]
-    fn reserve(&mut self, needed: u32) -> Result<(), PushError> {
-        let free = self.region.capacity - self.head.wrapping_sub(self.cached_tail);
+    /// Free bytes according to the cached `tail`: never more than there really are.
+    #[inline(always)]
+    const fn cached_free(&self) -> u32 {
+        // `cached_tail` passed `indices_ok` against a `head` at most this one, and `head` has
+        // advanced by at most the free space since, so the difference is at most `capacity`.
+        self.region.capacity - self.head.wrapping_sub(self.cached_tail)
+    }
+
+    /// The cached `tail` says there is no room for `needed` bytes: reloads it. On `Full`,
+    /// counts a drop if `count_drop`.
+    #[cold]
+    #[inline(never)]
+    fn make_room(&mut self, needed: u32, count_drop: bool) -> Result<(), PushError> {
+        self.cached_tail = self.load_tail().map_err(PushError::Corrupt)?;
+        let free = self.cached_free();
         if free >= needed {
             return Ok(());
         }
-        self.cached_tail = self.load_tail().map_err(PushError::Corrupt)?;
-        let free = self.region.capacity - self.head.wrapping_sub(self.cached_tail);
-        if free >= needed { Ok(()) } else { Err(PushError::Full { needed, free }) }
+        if count_drop {
+            self.dropped = self.dropped.wrapping_add(1);
+            // Relaxed: a statistic for diagnostics; it orders nothing.
+            self.region.header().producer.0.dropped.store(self.dropped, Ordering::Relaxed);
+        }
+        Err(PushError::Full { needed, free })
     }
 
-    /// Writes one record at `head` and advances our private `head`; does not publish.
-    #[inline]
+    /// Writes one record at `head` and advances our private `head`; does not publish. The fast
+    /// path touches no shared index: one comparison against the cached `tail`.
+    #[inline(always)]
     fn write_record(&mut self, payload: &[u8], count_drop: bool) -> Result<(), PushError> {
-        let size = record_size(payload.len());
-        if payload.len() > MAX_RECORD || size > self.capacity() {
+        if payload.len() > self.region.max_len as usize {
             return Err(PushError::TooLarge { len: payload.len() });
         }
-        if let Err(e) = self.reserve(size as u32) {
-            if count_drop && matches!(e, PushError::Full { .. }) {
-                self.dropped = self.dropped.wrapping_add(1);
-                // Relaxed: a statistic for diagnostics; it orders nothing.
-                self.region.header().producer.0.dropped.store(self.dropped, Ordering::Relaxed);
-            }
-            return Err(e);
+        // `len <= max_len` implies `size <= capacity`.
+        let size = record_size(payload.len()) as u32;
+        if self.cached_free() < size {
+            self.make_room(size, count_drop)?;
         }
-        self.region.write_length(self.head, payload.len() as u32);
-        self.region.write_bytes(self.head.wrapping_add(LENGTH_SIZE as u32), payload);
-        self.head = self.head.wrapping_add(size as u32);
+        self.region.write_record(self.head, payload);
+        self.head = self.head.wrapping_add(size);
         Ok(())
     }
 
     /// Makes every record written so far visible to the consumer.
-    #[inline]
+    #[inline(always)]
     fn publish(&self) {
         // Release: the record bytes written before this store are visible to a consumer that
         // loads this `head` with Acquire.
@@ -633,7 +750,7 @@ impl<'a> Producer<'a> {
 
     /// Pushes one record and publishes it. If the ring is full the record is dropped, the drop
     /// counter goes up and `Full` is returned (the nucleus never waits for a server).
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self, payload: &[u8]) -> Result<(), PushError> {
         self.write_record(payload, true)?;
         self.publish();
@@ -642,7 +759,7 @@ impl<'a> Producer<'a> {
 
     /// Like [`push`](Self::push), but a full ring is not counted as a drop: for a caller that
     /// will wait and try again (a guest thread blocked on its trap).
-    #[inline]
+    #[inline(always)]
     pub fn try_push(&mut self, payload: &[u8]) -> Result<(), PushError> {
         self.write_record(payload, false)?;
         self.publish();
@@ -651,7 +768,7 @@ impl<'a> Producer<'a> {
 
     /// Starts a batch: records pushed into it are published together, with one store, when
     /// the batch is committed or dropped.
-    #[inline]
+    #[inline(always)]
     pub fn batch(&mut self) -> Batch<'_, 'a> {
         Batch { producer: self, pushed: 0 }
     }
@@ -683,7 +800,7 @@ pub struct Batch<'p, 'a> {
 
 impl Batch<'_, '_> {
     /// Adds a record to the batch; a full ring counts a drop, as [`Producer::push`] does.
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self, payload: &[u8]) -> Result<(), PushError> {
         self.producer.write_record(payload, true)?;
         self.pushed += 1;
@@ -691,7 +808,7 @@ impl Batch<'_, '_> {
     }
 
     /// Adds a record to the batch; a full ring is not counted, as [`Producer::try_push`].
-    #[inline]
+    #[inline(always)]
     pub fn try_push(&mut self, payload: &[u8]) -> Result<(), PushError> {
         self.producer.write_record(payload, false)?;
         self.pushed += 1;
@@ -726,25 +843,40 @@ impl Drop for Batch<'_, '_> {
 /// One record copied out of the ring.
 #[derive(Clone)]
 pub struct Record {
+    /// At most `MAX_RECORD`; the first `len` bytes of `bytes` are initialised.
     len: usize,
-    bytes: [u8; MAX_RECORD],
+    bytes: Scratch,
 }
 
 /// Private buffer a record is copied into; left uninitialised, since it is written before it is
 /// read and zeroing it would cost as much as the copy.
+#[derive(Clone, Copy)]
 struct Scratch([MaybeUninit<u8>; MAX_RECORD]);
 
 impl Scratch {
-    #[inline]
+    #[inline(always)]
     const fn new() -> Self {
         Self([MaybeUninit::uninit(); MAX_RECORD])
+    }
+
+    /// The first `len` bytes.
+    ///
+    /// # Safety
+    ///
+    /// `len <= MAX_RECORD` and the first `len` bytes have been written.
+    #[inline(always)]
+    const unsafe fn prefix(&self, len: usize) -> &[u8] {
+        // SAFETY: the caller's guarantee: in bounds and initialised.
+        unsafe { core::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), len) }
     }
 }
 
 impl core::ops::Deref for Record {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
-        &self.bytes[..self.len]
+        // SAFETY: `Record`'s invariant: `len <= MAX_RECORD` bytes were copied in by `pop`.
+        unsafe { self.bytes.prefix(self.len) }
     }
 }
 
@@ -766,7 +898,7 @@ impl<'a> Consumer<'a> {
     }
 
     /// Loads the producer's `head` and checks it against our `tail`.
-    #[inline]
+    #[inline(always)]
     fn load_head(&self) -> Result<u32, RingCorrupt> {
         // Acquire: the producer's writes of the bytes below `head` happen before our reads.
         let head = self.region.header().producer.0.head.load(Ordering::Acquire);
@@ -794,8 +926,10 @@ impl<'a> Consumer<'a> {
 
     /// Copies the next record into `scratch` and advances our private `tail` (not published);
     /// returns the copy. Reloads `head` only when the cached one says the ring is empty.
-    #[inline]
-    fn read_record<'s>(&mut self, scratch: &'s mut Scratch) -> Result<Option<&'s [u8]>, RingCorrupt> {
+    /// The returned length is at most `MAX_RECORD`, and that many bytes of `scratch` are
+    /// initialised.
+    #[inline(always)]
+    fn read_record(&mut self, scratch: &mut Scratch) -> Result<Option<usize>, RingCorrupt> {
         if self.cached_head == self.tail {
             self.cached_head = self.load_head()?;
             if self.cached_head == self.tail {
@@ -809,16 +943,15 @@ impl<'a> Consumer<'a> {
             return Err(RingCorrupt::Length { at: self.tail, len, available });
         }
         let len = len as usize;
-        let payload = self.tail.wrapping_add(LENGTH_SIZE as u32);
         // SAFETY: `scratch` is private memory of `MAX_RECORD >= len` bytes.
-        let copied = unsafe { self.region.read_bytes(payload, scratch.0.as_mut_ptr().cast(), len) };
+        let copied = unsafe { self.region.read_payload(self.tail, scratch.0.as_mut_ptr().cast(), len) };
         self.tail = self.tail.wrapping_add(record_size(len) as u32);
-        // SAFETY: `read_bytes` initialised the first `copied` (<= len <= MAX_RECORD) bytes.
-        Ok(Some(unsafe { core::slice::from_raw_parts(scratch.0.as_ptr().cast::<u8>(), copied) }))
+        // `read_payload` initialised the first `copied` (<= len <= MAX_RECORD) bytes.
+        Ok(Some(copied))
     }
 
     /// Tells the producer the space below our `tail` is free again.
-    #[inline]
+    #[inline(always)]
     fn release(&self) {
         // Release: our copies out of the freed bytes happen before the producer reuses them.
         self.region.header().consumer.0.tail.store(self.tail, Ordering::Release);
@@ -827,21 +960,26 @@ impl<'a> Consumer<'a> {
     /// Takes the next record, copied out of the ring; `None` if the ring is empty.
     #[inline]
     pub fn pop(&mut self) -> Result<Option<Record>, RingCorrupt> {
-        self.pop_with(|bytes| {
-            let mut record = Record { len: bytes.len(), bytes: [0; MAX_RECORD] };
-            record.bytes[..bytes.len()].copy_from_slice(bytes);
-            record
-        })
+        // Copied straight into the record: no zeroing, no second copy.
+        let mut bytes = Scratch::new();
+        match self.read_record(&mut bytes)? {
+            Some(len) => {
+                self.release();
+                Ok(Some(Record { len, bytes }))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Takes the next record and hands a private copy of it to `f`; `None` if the ring is empty.
-    #[inline]
+    #[inline(always)]
     pub fn pop_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, RingCorrupt> {
         let mut scratch = Scratch::new();
         match self.read_record(&mut scratch)? {
-            Some(record) => {
+            Some(len) => {
                 self.release();
-                Ok(Some(f(record)))
+                // SAFETY: `read_record` initialised the first `len <= MAX_RECORD` bytes.
+                Ok(Some(f(unsafe { scratch.prefix(len) })))
             }
             None => Ok(None),
         }
@@ -857,8 +995,9 @@ impl<'a> Consumer<'a> {
         let mut result = Ok(());
         while taken < max {
             match self.read_record(&mut scratch) {
-                Ok(Some(record)) => {
-                    f(record);
+                Ok(Some(len)) => {
+                    // SAFETY: `read_record` initialised the first `len <= MAX_RECORD` bytes.
+                    f(unsafe { scratch.prefix(len) });
                     taken += 1;
                 }
                 Ok(None) => break,
