@@ -562,9 +562,16 @@ fn drain_replies(from: usize, frame: &mut Frame) {
         let message: ServerMessage = match ring.pop_message() {
             Ok(Some(message)) => message,
             Ok(None) => return,
-            Err(e) => {
+            Err(ipc::RecvError::Decode(e)) => {
+                // The record was consumed: report it and go on with the next.
                 println!("nucleus: {}: dropped a message: {e}", server.name);
                 continue;
+            }
+            Err(ipc::RecvError::Corrupt(e)) => {
+                // Nothing can be consumed from a ring whose indices are garbage; the server
+                // only hurt itself. Say so and stop draining (no loop on a broken ring).
+                println!("nucleus: {}: reply ring corrupt ({e}); ignoring it until the server restarts", server.name);
+                return;
             }
         };
         match message {
@@ -686,15 +693,15 @@ pub fn on_syscall(frame: &mut Frame) {
     let s = sched();
     let Some(cur) = s.current else { return };
     s.servers[cur].last_syscall_tick = crate::timer::ticks();
-    let g = frame.gprs;
-    let result = match Syscall::try_from(g.rax) {
-        Ok(Syscall::ConsoleWrite) => console_write(cur, g.rdi, g.rsi),
+    let (number, arg0, arg1) = (frame.gprs.rax, frame.gprs.rdi, frame.gprs.rsi);
+    let result = match Syscall::try_from(number) {
+        Ok(Syscall::ConsoleWrite) => console_write(cur, arg0, arg1),
         Ok(Syscall::Nop) => Ok(0),
         Ok(Syscall::Yield) => {
             frame.gprs.rax = 0;
             return reschedule(frame);
         }
-        Ok(Syscall::RingNotify) => match g.rdi {
+        Ok(Syscall::RingNotify) => match arg0 {
             layout::REPLY_RING_ID => {
                 frame.gprs.rax = 0;
                 s.servers[cur].frame = *frame;
@@ -712,7 +719,7 @@ pub fn on_syscall(frame: &mut Frame) {
             layout::EVENT_RING_ID => Ok(0),
             _ => Err(SyscallError::NoSuchRing),
         },
-        Ok(Syscall::RingWait) => match g.rdi {
+        Ok(Syscall::RingWait) => match arg0 {
             layout::EVENT_RING_ID => {
                 let pending = s.servers[cur].events.as_ref().is_some_and(|r| !r.is_empty().unwrap_or(true));
                 frame.gprs.rax = 0;
@@ -727,7 +734,7 @@ pub fn on_syscall(frame: &mut Frame) {
             _ => Err(SyscallError::NoSuchRing),
         },
         Ok(Syscall::Exit) => {
-            println!("nucleus: {} exited with code {}", s.servers[cur].name, g.rdi as i64);
+            println!("nucleus: {} exited with code {}", s.servers[cur].name, arg0 as i64);
             s.current = None;
             kill(cur);
             return reschedule_from(frame);
