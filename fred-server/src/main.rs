@@ -44,8 +44,10 @@ mod server {
                 let mut console = Console::new();
                 let reply = fred.handle(message, &mut console);
                 drop(console);
+                // Queued, not sent: the `wait` that ends this loop hands the replies over
+                // (one syscall to answer and sleep).
                 if let Some(reply) = reply
-                    && let Err(error) = server.send(&reply)
+                    && let Err(error) = server.queue(&reply)
                 {
                     println!("reply not sent: {error}");
                 }

@@ -17,7 +17,9 @@ pub enum Syscall {
     /// start with `<name>: `, so the nucleus adds no prefix of its own.
     ConsoleWrite = 0,
     /// `ring_wait(ring) -> 0`: sleep until the peer of ring `ring` notifies or has published
-    /// records since the last wait.
+    /// records since the last wait. Waiting on the event ring first lets the nucleus take
+    /// everything queued on the reply ring, as `RingNotify` would: a server answers and
+    /// sleeps in one syscall.
     RingWait = 1,
     /// `ring_notify(ring) -> 0`: wake the peer waiting on ring `ring` (records were pushed or
     /// space was freed).

@@ -721,8 +721,15 @@ pub fn on_syscall(frame: &mut Frame) {
         },
         Ok(Syscall::RingWait) => match arg0 {
             layout::EVENT_RING_ID => {
-                let pending = s.servers[cur].events.as_ref().is_some_and(|r| !r.is_empty().unwrap_or(true));
                 frame.gprs.rax = 0;
+                // Answer and sleep in one syscall: first take what the caller queued on its
+                // reply ring (as RingNotify would), then wait for events.
+                s.servers[cur].frame = *frame;
+                drain_replies(cur, frame);
+                if s.current != Some(cur) || s.servers[cur].state != State::Ready {
+                    return reschedule_from(frame);
+                }
+                let pending = s.servers[cur].events.as_ref().is_some_and(|r| !r.is_empty().unwrap_or(true));
                 if pending {
                     return;
                 }

@@ -54,7 +54,7 @@ mod server {
         let mut console = Console::new();
         if let Some(reply) = hypercall::handle(table, server.name(), message, &mut console) {
             drop(console);
-            if let Err(error) = server.send(&ServerMessage::Reply(reply)) {
+            if let Err(error) = server.queue(&ServerMessage::Reply(reply)) {
                 println!("reply not sent: {error}");
             }
         }

@@ -169,6 +169,24 @@ impl Server {
         Ok(())
     }
 
+    /// Queues `message` without notifying: the nucleus takes it at this server's next
+    /// [`Server::wait`] (or notify). Cheaper than [`Server::send`] for answers given just
+    /// before sleeping; a full ring is flushed with a notify and retried like `send`.
+    pub fn queue(&mut self, message: &ServerMessage) -> Result<(), SendError> {
+        let mut attempt = 0;
+        loop {
+            match self.replies.try_push_message(message) {
+                Ok(()) => return Ok(()),
+                Err(SendError::Push(PushError::Full { .. })) if attempt < SEND_RETRIES => {
+                    attempt += 1;
+                    let _ = sys::ring_notify(RingId::Reply);
+                    sys::yield_now();
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     /// The next decodable message from the nucleus, `None` when the ring is empty. Records
     /// that do not decode are consumed, counted and reported; a corrupt ring is reported
     /// and reads as empty (it stays corrupt until the nucleus re-initialises it).
@@ -189,7 +207,8 @@ impl Server {
         }
     }
 
-    /// Sleeps until the nucleus published events since the last wait.
+    /// Hands the nucleus everything [`Server::queue`]d, then sleeps until it published
+    /// events since the last wait.
     pub fn wait(&mut self) {
         if let Err(error) = sys::ring_wait(RingId::Event) {
             crate::println!("ring_wait failed: {error}");
