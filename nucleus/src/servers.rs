@@ -60,7 +60,9 @@ struct Server {
     hello: bool,
     generation: u32,
     restarts: u32,
-    last_syscall_tick: u64,
+    /// Timer ticks that found this server running in Ring3 since its last syscall: the
+    /// watchdog counts CPU time, not wall time, so a server that slept long is not hung.
+    ticks_without_syscall: u64,
 }
 
 impl Server {
@@ -76,7 +78,7 @@ impl Server {
             hello: false,
             generation: 0,
             restarts: 0,
-            last_syscall_tick: 0,
+            ticks_without_syscall: 0,
         }
     }
 
@@ -192,7 +194,7 @@ fn load(index: usize) -> Result<(), LoadError> {
     server.space = Some(space);
     server.state = State::Ready;
     server.hello = false;
-    server.last_syscall_tick = crate::timer::ticks();
+    server.ticks_without_syscall = 0;
     println!(
         "server {}: loaded (slot {index}, entry {:#x}, {} bytes, {} segments, generation {})",
         server.name,
@@ -393,8 +395,10 @@ pub fn on_tick(frame: &mut Frame, delivery: Delivery) {
     if let Some(cur) = s.current
         && frame.ret.cs.selector().rpl() == 3
     {
-        let now = crate::timer::ticks();
-        if now.saturating_sub(s.servers[cur].last_syscall_tick) > HUNG_TICKS {
+        let running = &mut s.servers[cur].ticks_without_syscall;
+        *running += 1;
+        if *running > HUNG_TICKS {
+            *running = 0;
             println!("nucleus: {} made no syscall for {} ticks: treating it as hung", s.servers[cur].name, HUNG_TICKS);
             let event = match frame.event(0, cur as u32) {
                 Ok(event) => event,
@@ -613,7 +617,7 @@ fn apply_reply(reply: Reply, frame: &mut Frame) {
         Reply::Kill { .. } => kill(index),
         Reply::Restart { .. } => restart(index),
     }
-    server.last_syscall_tick = crate::timer::ticks();
+    server.ticks_without_syscall = 0;
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -692,7 +696,7 @@ pub fn boot_done() {
 pub fn on_syscall(frame: &mut Frame) {
     let s = sched();
     let Some(cur) = s.current else { return };
-    s.servers[cur].last_syscall_tick = crate::timer::ticks();
+    s.servers[cur].ticks_without_syscall = 0;
     let (number, arg0, arg1) = (frame.gprs.rax, frame.gprs.rdi, frame.gprs.rsi);
     let result = match Syscall::try_from(number) {
         Ok(Syscall::ConsoleWrite) => console_write(cur, arg0, arg1),
