@@ -72,7 +72,3 @@ pub fn acknowledge(vector: u8) -> bool {
 pub fn tick() -> u64 {
     TICKS.fetch_add(1, Ordering::Relaxed) + 1
 }
-
-pub fn ticks() -> u64 {
-    TICKS.load(Ordering::Relaxed)
-}
