@@ -273,6 +273,9 @@ struct Region {
     /// would not fit in `capacity` (`record_size(len) <= capacity` iff `len <= capacity - 4`,
     /// the capacity being a multiple of [`RECORD_ALIGN`]). One comparison on the push path.
     max_len: u32,
+    /// `(capacity - 1) & !(RECORD_ALIGN - 1)`: masks a position to the aligned data offset of
+    /// a record (see [`record_offset`](Self::record_offset)) with one instruction.
+    offset_mask: u32,
     /// Loom builds: one tracked cell per 8-byte granule of the data area, or none (attached).
     #[cfg(loom)]
     shadow: *const crate::sync::ShadowCell,
@@ -296,6 +299,7 @@ impl Region {
             data: unsafe { base.add(HEADER_SIZE) },
             capacity: capacity as u32,
             max_len: if capacity - LENGTH_SIZE < MAX_RECORD { capacity - LENGTH_SIZE } else { MAX_RECORD } as u32,
+            offset_mask: (capacity as u32 - 1) & !(RECORD_ALIGN as u32 - 1),
             #[cfg(loom)]
             shadow: ptr::null(),
             #[cfg(loom)]
@@ -321,7 +325,7 @@ impl Region {
     /// `RECORD_ALIGN` bytes remain between it and the end of the data area.
     #[inline(always)]
     const fn record_offset(&self, pos: u32) -> usize {
-        (pos & self.mask() & !(RECORD_ALIGN as u32 - 1)) as usize
+        (pos & self.offset_mask) as usize
     }
 
     /// Writes a whole record (length field, then payload) at ring position `pos`.
@@ -519,25 +523,37 @@ unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
     unsafe fn ends<T: Copy, const N: usize>(src: *const u8, dst: *mut u8, len: usize) {
         let span = N * size_of::<T>();
         // SAFETY: `span <= len`, so `[0, span)` and `[len - span, len)` are within both ranges,
-        // which the caller guarantees valid and non-overlapping; all accesses are unaligned
-        // ones, and every bit pattern is a valid `T` (integers only).
+        // which the caller guarantees valid and non-overlapping (so no write below changes a
+        // later read); all accesses are unaligned ones, and every bit pattern is a valid `T`
+        // (integers only). One unit at a time keeps every unit in a register.
         unsafe {
-            let head: [T; N] = ptr::read_unaligned(src.cast::<[T; N]>());
-            let tail: [T; N] = ptr::read_unaligned(src.add(len - span).cast::<[T; N]>());
-            ptr::write_unaligned(dst.cast::<[T; N]>(), head);
-            ptr::write_unaligned(dst.add(len - span).cast::<[T; N]>(), tail);
+            for start in [0, len - span] {
+                for i in 0..N {
+                    let at = start + i * size_of::<T>();
+                    ptr::write_unaligned(dst.add(at).cast::<T>(), ptr::read_unaligned(src.add(at).cast::<T>()));
+                }
+            }
         }
     }
-    // SAFETY (all arms): the caller's guarantee; each arm's lower bound is the `span` of the
-    // `ends` it calls.
+    // SAFETY: (all branches) the caller's guarantee; each branch's lower bound on `len` is
+    // the `span` of the `ends` it calls. Tested in order of how common the sizes are.
     unsafe {
-        match len {
-            4..=7 => ends::<u32, 1>(src, dst, len),
-            8..=16 => ends::<u64, 1>(src, dst, len),
-            17..=32 => ends::<u128, 1>(src, dst, len),
-            33..=64 => ends::<u128, 2>(src, dst, len),
-            65..=128 => ends::<u128, 4>(src, dst, len),
-            _ => ptr::copy_nonoverlapping(src, dst, len),
+        if len <= 16 {
+            if len >= 8 {
+                ends::<u64, 1>(src, dst, len);
+            } else if len >= 4 {
+                ends::<u32, 1>(src, dst, len);
+            } else {
+                ptr::copy_nonoverlapping(src, dst, len);
+            }
+        } else if len <= 32 {
+            ends::<u128, 1>(src, dst, len);
+        } else if len <= 64 {
+            ends::<u128, 2>(src, dst, len);
+        } else if len <= 128 {
+            ends::<u128, 4>(src, dst, len);
+        } else {
+            ptr::copy_nonoverlapping(src, dst, len);
         }
     }
 }
@@ -735,8 +751,10 @@ impl<'a> Producer<'a> {
         if self.cached_free() < size {
             self.make_room(size, count_drop)?;
         }
-        self.region.write_record(self.head, payload);
-        self.head = self.head.wrapping_add(size);
+        // Advanced before the copy, so the compiler need not reload it after.
+        let head = self.head;
+        self.head = head.wrapping_add(size);
+        self.region.write_record(head, payload);
         Ok(())
     }
 
@@ -833,6 +851,7 @@ impl Batch<'_, '_> {
 }
 
 impl Drop for Batch<'_, '_> {
+    #[inline(always)]
     fn drop(&mut self) {
         if self.pushed > 0 {
             self.producer.publish();
@@ -930,22 +949,25 @@ impl<'a> Consumer<'a> {
     /// initialised.
     #[inline(always)]
     fn read_record(&mut self, scratch: &mut Scratch) -> Result<Option<usize>, RingCorrupt> {
-        if self.cached_head == self.tail {
+        // Our own fields are read once and written before the copy, so the compiler need not
+        // assume the copy into `scratch` changed them.
+        let tail = self.tail;
+        if self.cached_head == tail {
             self.cached_head = self.load_head()?;
-            if self.cached_head == self.tail {
+            if self.cached_head == tail {
                 return Ok(None);
             }
         }
         // `cached_head` passed `indices_ok`, so 8 <= available <= capacity.
-        let available = self.cached_head.wrapping_sub(self.tail);
-        let len = self.region.read_length(self.tail);
+        let available = self.cached_head.wrapping_sub(tail);
+        let len = self.region.read_length(tail);
         if len as usize > MAX_RECORD || record_size(len as usize) > available as usize {
-            return Err(RingCorrupt::Length { at: self.tail, len, available });
+            return Err(RingCorrupt::Length { at: tail, len, available });
         }
         let len = len as usize;
+        self.tail = tail.wrapping_add(record_size(len) as u32);
         // SAFETY: `scratch` is private memory of `MAX_RECORD >= len` bytes.
-        let copied = unsafe { self.region.read_payload(self.tail, scratch.0.as_mut_ptr().cast(), len) };
-        self.tail = self.tail.wrapping_add(record_size(len) as u32);
+        let copied = unsafe { self.region.read_payload(tail, scratch.0.as_mut_ptr().cast(), len) };
         // `read_payload` initialised the first `copied` (<= len <= MAX_RECORD) bytes.
         Ok(Some(copied))
     }
