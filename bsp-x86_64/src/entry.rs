@@ -304,9 +304,9 @@ macro_rules! entry_stubs {
 
 // The FRED return state must sit 64-byte aligned directly above the GPRs, and the frame must
 // keep RSP 16-byte aligned at the `call` (fred-facts.md §3.2, §8.4).
-const _: () = assert!(crate::frame::FRAME_RET % 64 == 0);
+const _: () = assert!(crate::frame::FRAME_RET.is_multiple_of(64));
 const _: () = assert!(crate::frame::FRAME_SIZE == crate::frame::FRAME_RET + 64);
-const _: () = assert!(crate::frame::FRAME_SIZE % 64 == 0);
+const _: () = assert!(crate::frame::FRAME_SIZE.is_multiple_of(64));
 
 #[cfg(test)]
 mod tests {

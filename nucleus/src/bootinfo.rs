@@ -98,7 +98,7 @@ pub unsafe fn read(magic: u32, info_phys: u32) -> Result<BootSummary, BootInfoEr
     if magic != MULTIBOOT2_MAGIC {
         return Err(BootInfoError::BadMagic(magic));
     }
-    if info_phys == 0 || info_phys % 8 != 0 {
+    if info_phys == 0 || !info_phys.is_multiple_of(8) {
         return Err(BootInfoError::BadPointer(info_phys));
     }
     // SAFETY: the magic says a multiboot2 loader passed this pointer; the caller guarantees

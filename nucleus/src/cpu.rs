@@ -100,7 +100,7 @@ pub fn init_syscall(block: &StackBlock) {
     // reserved for it (the stack starts below it).
     unsafe { core::ptr::write(block.cpu_info() as *mut CpuInfo, info) };
     let entry = core::ptr::addr_of!(syscall_entry) as u64;
-    // SAFETY (each write): CPL 0 during boot with interrupts off. STAR names the GDT's
+    // SAFETY: each write runs at CPL 0 during boot with interrupts off. STAR names the GDT's
     // selectors; LSTAR is the mapped syscall stub (canonical, kernel half); FMASK clears IF,
     // TF, DF, AC and NT so the stub runs like an interrupt gate; GS_BASE/KERNEL_GS_BASE set the
     // ring-0/ring-3 halves the stubs swap; EFER keeps LME/LMA/NXE and adds SCE.

@@ -173,7 +173,7 @@ pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
         .unwrap_or(0)
         .min(DIRECT_MAP_MAX);
 
-    // SAFETY (all four): linker symbols; only their addresses are used.
+    // SAFETY: linker symbols (all six); only their addresses are used.
     let (text, rodata, data) = unsafe {
         (
             symbol(&__text_start)..symbol(&__text_end),
@@ -212,7 +212,7 @@ pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
 
     Ok(Layout {
         stack_block: block,
-        free_mib: state().frames.free_frames() * 4096 >> 20,
+        free_mib: (state().frames.free_frames() * 4096) >> 20,
         text_bytes: text.end - text.start,
         rodata_bytes: rodata.end - rodata.start,
         data_bytes: data.end - data.start,

@@ -149,8 +149,7 @@ impl From<MemoryError> for LoadError {
 pub fn start_all(boot: &BootSummary, options: &Options) -> usize {
     sched().options = Some(*options);
     let mut started = 0;
-    for index in 0..SERVER_NAMES.len() {
-        let name = SERVER_NAMES[index];
+    for (index, name) in SERVER_NAMES.into_iter().enumerate() {
         let Some(module) = boot.modules.iter().find(|m| m.name.as_slice() == name.as_bytes()) else {
             println!("server {name}: rejected: no boot module named {name}");
             continue;
