@@ -23,6 +23,17 @@ const SYSCALL_VECTOR: u8 = ipc::EventKind::Syscall.vector();
 /// False until the command line has been parsed: faults then come from the early IDT.
 pub static BOOT_PARSED: AtomicBool = AtomicBool::new(false);
 static NMI_COUNT: AtomicU64 = AtomicU64::new(0);
+static NMI_REPORTED: AtomicU64 = AtomicU64::new(0);
+
+/// Reports NMIs counted since the last report. Called from a safe context (the timer tick),
+/// since the NMI handler itself must not print (it may have interrupted the console's holder).
+pub fn report_nmis() {
+    let seen = NMI_COUNT.load(Ordering::Relaxed);
+    let reported = NMI_REPORTED.swap(seen, Ordering::Relaxed);
+    if seen != reported {
+        println!("nucleus: {} NMI(s) received ({seen} since boot)", seen - reported);
+    }
+}
 
 extern "C" fn idt_entry(frame: &mut Frame) {
     dispatch(frame, Delivery::Idt);

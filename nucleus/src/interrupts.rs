@@ -13,6 +13,7 @@ pub fn handle(frame: &mut Frame, vector: u8, delivery: Delivery) {
         }
         if vector == timer::TIMER_VECTOR {
             timer::tick();
+            crate::dispatch::report_nmis();
             crate::servers::on_tick(frame, delivery);
             return;
         }
