@@ -55,6 +55,18 @@
 //! Batching ([`Batch`], [`Consumer::pop_batch`]) publishes once per batch: one `Release` store
 //! and at most one `Acquire` load per batch instead of per record.
 //!
+//! # The fast path
+//!
+//! A push whose record does not reach the end of the data area costs: one comparison of the
+//! length against a precomputed limit, one of the record size against the free space the
+//! *cached* `tail` leaves (no shared load), one bounds test, a length store and one inline copy
+//! (a few overlapping moves from both ends, up to 128 bytes), then the `Release` store of
+//! `head`. A pop: at most one `Acquire` load of `head` (only when the cached one is used up),
+//! the volatile length load and its two checks, one bounds test, one inline copy into an
+//! uninitialised private buffer, and the `Release` store of `tail`. Records that wrap, a full
+//! ring and drop counting take out-of-line `#[cold]` paths; the checks on everything read from
+//! the region are the same on both paths.
+//!
 //! `tests/loom.rs` model-checks these rules (loom also checks every data-area access against
 //! the happens-before order); `tests/stress.rs` pushes 10⁶ records through two threads.
 
