@@ -574,6 +574,7 @@ fn drain_replies(from: usize, frame: &mut Frame) {
                 // Nothing can be consumed from a ring whose indices are garbage; the server
                 // only hurt itself. Say so and stop draining (no loop on a broken ring).
                 println!("nucleus: {}: reply ring corrupt ({e}); ignoring it until the server restarts", server.name);
+                server.replies = None;
                 return;
             }
         };

@@ -16,6 +16,7 @@
 //! instructions of [`cpu`], and the two fixed pages (StartInfo, rings) the nucleus maps.
 
 pub mod console;
+pub mod hostile;
 pub mod cpu;
 pub mod sys;
 pub mod testopts;

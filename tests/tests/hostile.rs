@@ -1,0 +1,62 @@
+//! A hostile server: every kind of bad message it can send gets one clear line from the
+//! nucleus, and the nucleus keeps running it and everyone else (engineering rule "bad input
+//! never takes the system down silently"; issue 7, forwarding and syscalls).
+//!
+//! The `alt-server` fixture runs as pv-server with the start argument `hostile`: it sends
+//! an undecodable record, a `Kill` reply it has no right to send, an unknown syscall, and
+//! then overwrites the producer index of its reply ring.
+use anyhow::Result;
+use tests::{
+    Image, Qemu, QemuExit, boot_timeout, build_fixture_server, expect_exact_line,
+    expect_lines_in_order, markers,
+};
+
+#[test]
+fn hostile_server_messages_get_one_line_each_and_the_nucleus_keeps_running() -> Result<()> {
+    let alt = build_fixture_server("alt-server")?;
+    let image = Image::new()
+        .server("pv-server", &alt)
+        .cmdline("server-args=pv-server:hostile");
+    let iso = image.build_shared()?;
+    let last = "alt-server: hostile: still scheduled after all of it";
+    let boot = Qemu::new(&iso).timeout(boot_timeout()).until(last).run()?;
+    expect_lines_in_order(
+        &boot,
+        &[
+            markers::READY,
+            "alt-server: hostile: sent an undecodable record (queued)",
+            "alt-server: hostile: sent a Kill reply",
+            "alt-server: hostile: unknown syscall -> no such syscall",
+            "alt-server: hostile: corrupted the reply ring head",
+            last,
+        ],
+    )?;
+    // One line per offence, naming the server.
+    let dropped = boot.expect_line("the undecodable record reported", |l| {
+        l.starts_with("nucleus: pv-server: dropped a message: ")
+    })?;
+    let stray = boot.expect_line("the stray reply reported", |l| {
+        l.starts_with("nucleus: pv-server: unexpected message Reply(Kill")
+    })?;
+    let corrupt = boot.expect_line("the corrupt ring reported", |l| {
+        l.starts_with("nucleus: pv-server: reply ring corrupt (")
+            && l.ends_with("); ignoring it until the server restarts")
+    })?;
+    for line in [&dropped, &stray, &corrupt] {
+        anyhow::ensure!(
+            boot.lines().filter(|l| l == line).count() == 1,
+            "{}",
+            boot.report(&format!("{line:?} not exactly once"))
+        );
+    }
+    // Nobody was killed or restarted for it, and the nucleus never fell over.
+    expect_exact_line(
+        &boot,
+        "nucleus: pv-server says hello (protocol 2, generation 0)",
+    )?;
+    boot.expect_absent("nucleus: pv-server stopped")?;
+    boot.expect_absent("restarting")?;
+    boot.expect_absent("PANIC")?;
+    boot.expect_absent("FATAL")?;
+    boot.expect_exit(QemuExit::Stopped)
+}
