@@ -38,7 +38,11 @@ impl SelectorErrorCode {
     }
 
     pub const fn table(self) -> DescriptorTable {
-        if self.0 & 0b100 != 0 { DescriptorTable::Ldt } else { DescriptorTable::Gdt }
+        if self.0 & 0b100 != 0 {
+            DescriptorTable::Ldt
+        } else {
+            DescriptorTable::Gdt
+        }
     }
 
     /// The fault came from an external event, not from the instruction.
@@ -74,7 +78,10 @@ pub struct CallGateRequest {
 /// Recognises a `#GP[sel]` from Ring3 that may be a call through a gate.
 pub fn decode(event: &Event) -> Option<CallGateRequest> {
     match event.kind {
-        EventKind::Exception { vector: GENERAL_PROTECTION, error_code } if event.from_ring == 3 => {
+        EventKind::Exception {
+            vector: GENERAL_PROTECTION,
+            error_code,
+        } if event.from_ring == 3 => {
             let selector = SelectorErrorCode::try_from_raw(error_code)?;
             (!selector.external()).then_some(CallGateRequest {
                 owner: event.owner,
@@ -113,7 +120,10 @@ mod tests {
     fn gp(error_code: u64) -> Event {
         Event {
             cpu: 0,
-            kind: EventKind::Exception { vector: 13, error_code },
+            kind: EventKind::Exception {
+                vector: 13,
+                error_code,
+            },
             event_data: 0,
             rip: 0x40_2000,
             cs: 0x33,
@@ -128,7 +138,10 @@ mod tests {
     #[test]
     fn decode_keeps_gdt_and_ldt_selectors_only() {
         let gdt = decode(&gp(12 << 3)).unwrap();
-        assert_eq!((gdt.selector.index(), gdt.selector.table()), (12, DescriptorTable::Gdt));
+        assert_eq!(
+            (gdt.selector.index(), gdt.selector.table()),
+            (12, DescriptorTable::Gdt)
+        );
         assert_eq!(gdt.selector.to_string(), "#GP[GDT index 12]");
         let ldt = decode(&gp((3 << 3) | 0b100)).unwrap();
         assert_eq!(ldt.selector.table(), DescriptorTable::Ldt);
@@ -137,9 +150,15 @@ mod tests {
         assert_eq!(decode(&gp(1 << 20)), None); // reserved bits
         assert_eq!(decode(&gp((12 << 3) | 1)), None); // external event
         let mut pf = gp(12 << 3);
-        pf.kind = EventKind::Exception { vector: 14, error_code: 12 << 3 };
+        pf.kind = EventKind::Exception {
+            vector: 14,
+            error_code: 12 << 3,
+        };
         assert_eq!(decode(&pf), None);
         assert_eq!(emulate(&gdt), Err(CallGateError::NotEmulated));
-        assert_eq!(CallGateError::NotEmulated.to_string(), "call gates are not emulated for PV64 yet");
+        assert_eq!(
+            CallGateError::NotEmulated.to_string(),
+            "call gates are not emulated for PV64 yet"
+        );
     }
 }

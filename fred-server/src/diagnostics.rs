@@ -42,7 +42,10 @@ impl OwnerNames {
     }
 
     pub fn label(&self, owner: u32) -> OwnerLabel<'_> {
-        OwnerLabel { owner, name: self.names.iter().find(|(o, _)| *o == owner).map(|(_, n)| n) }
+        OwnerLabel {
+            owner,
+            name: self.names.iter().find(|(o, _)| *o == owner).map(|(_, n)| n),
+        }
     }
 }
 
@@ -84,9 +87,9 @@ impl fmt::Display for ShortLabel<'_> {
 /// Exception mnemonics (SDM vol. 3 §6.3.1; the same spelling as the dump's event line).
 fn exception_name(vector: u8) -> &'static str {
     const NAMES: [&str; 32] = [
-        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#CSO", "#TS", "#NP",
-        "#SS", "#GP", "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "#22", "#23",
-        "#24", "#25", "#26", "#27", "#HV", "#VC", "#SX", "#31",
+        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#CSO", "#TS", "#NP", "#SS",
+        "#GP", "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "#22", "#23", "#24", "#25",
+        "#26", "#27", "#HV", "#VC", "#SX", "#31",
     ];
     NAMES.get(usize::from(vector)).copied().unwrap_or("#??")
 }
@@ -98,13 +101,21 @@ impl fmt::Display for EventSummary<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let event = self.0;
         match event.kind {
-            EventKind::Exception { vector: 14, error_code } => write!(
+            EventKind::Exception {
+                vector: 14,
+                error_code,
+            } => write!(
                 f,
                 "#PF at {:#x} (error {error_code:#x}, address {:#x})",
                 event.rip, event.event_data
             ),
             EventKind::Exception { vector, error_code } => {
-                write!(f, "{} at {:#x} (error {error_code:#x})", exception_name(vector), event.rip)
+                write!(
+                    f,
+                    "{} at {:#x} (error {error_code:#x})",
+                    exception_name(vector),
+                    event.rip
+                )
             }
             EventKind::SoftwareException { vector: 3 } => write!(f, "int3 at {:#x}", event.rip),
             kind => write!(f, "{kind:?} at {:#x}", event.rip),
@@ -139,7 +150,11 @@ pub fn render_nucleus_dump(
     cpu: u16,
     dump: &mut RegisterDump,
 ) -> fmt::Result {
-    writeln!(out, "{PREFIX}: nucleus {} dump from cpu {cpu}:", reason_name(reason))?;
+    writeln!(
+        out,
+        "{PREFIX}: nucleus {} dump from cpu {cpu}:",
+        reason_name(reason)
+    )?;
     render_dump(out, dump)
 }
 

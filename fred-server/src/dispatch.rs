@@ -45,7 +45,11 @@ impl Fred {
 
     /// Handles one message; returns what to send back, if anything. Console write errors
     /// are ignored: a report that cannot be printed must not change the decision.
-    pub fn handle(&mut self, message: NucleusMessage, out: &mut impl Write) -> Option<ServerMessage> {
+    pub fn handle(
+        &mut self,
+        message: NucleusMessage,
+        out: &mut impl Write,
+    ) -> Option<ServerMessage> {
         match message {
             NucleusMessage::Event { token, event } => {
                 Some(ServerMessage::Reply(self.on_event(token, &event, out)))
@@ -57,7 +61,12 @@ impl Fred {
                         self.pending = Some((done.token, done.dump));
                     }
                     Ok(Some(mut done)) => {
-                        let _ = diagnostics::render_nucleus_dump(out, done.reason, done.cpu, &mut done.dump);
+                        let _ = diagnostics::render_nucleus_dump(
+                            out,
+                            done.reason,
+                            done.cpu,
+                            &mut done.dump,
+                        );
                     }
                     Err(error) => {
                         let _ = writeln!(out, "{PREFIX}: dropped a dump: {error}");
@@ -69,18 +78,32 @@ impl Fred {
                 let _ = diagnostics::render_record(out, &record);
                 None
             }
-            NucleusMessage::ServerStarted { owner, name, generation } => {
+            NucleusMessage::ServerStarted {
+                owner,
+                name,
+                generation,
+            } => {
                 if generation > 0 {
-                    let _ = writeln!(out, "{PREFIX}: {name} (owner {owner}) restarted, generation {generation}");
+                    let _ = writeln!(
+                        out,
+                        "{PREFIX}: {name} (owner {owner}) restarted, generation {generation}"
+                    );
                 }
                 if !self.names.set(owner, name) {
-                    let _ = writeln!(out, "{PREFIX}: owner table full, owner {owner} stays unnamed");
+                    let _ = writeln!(
+                        out,
+                        "{PREFIX}: owner table full, owner {owner} stays unnamed"
+                    );
                 }
                 None
             }
             NucleusMessage::Ping { token } => Some(ServerMessage::Reply(Reply::Resume { token })),
             NucleusMessage::Hypercall(call) => {
-                let _ = writeln!(out, "{PREFIX}: hypercall {} is pv-server's, killing the caller", call.number);
+                let _ = writeln!(
+                    out,
+                    "{PREFIX}: hypercall {} is pv-server's, killing the caller",
+                    call.number
+                );
                 Some(ServerMessage::Reply(Reply::Kill { token: call.token }))
             }
         }
@@ -110,7 +133,11 @@ impl Fred {
                 }
             }
             if verdict == Int3Verdict::PrintLast {
-                let _ = writeln!(out, "{PREFIX}: further int3 reports from {} are only counted", label.short());
+                let _ = writeln!(
+                    out,
+                    "{PREFIX}: further int3 reports from {} are only counted",
+                    label.short()
+                );
             }
             return Reply::Resume { token };
         }
@@ -123,7 +150,11 @@ impl Fred {
                 Ok(changes) => return Reply::ResumeWith { token, changes },
                 Err(error) => error,
             };
-            let _ = writeln!(out, "{PREFIX}: {label}: {} at {:#x}: {error}, killing it", request.selector, request.rip);
+            let _ = writeln!(
+                out,
+                "{PREFIX}: {label}: {} at {:#x}: {error}, killing it",
+                request.selector, request.rip
+            );
             return Reply::Kill { token };
         }
         match self.policy.decide(event) {
@@ -137,7 +168,11 @@ impl Fred {
                 Reply::Restart { token }
             }
             Decision::GiveUp { crashes } => {
-                let _ = writeln!(out, "{PREFIX}: {} crashed {crashes} times, giving up", label.short());
+                let _ = writeln!(
+                    out,
+                    "{PREFIX}: {} crashed {crashes} times, giving up",
+                    label.short()
+                );
                 Reply::Kill { token }
             }
             Decision::Kill(reason) => {
@@ -172,8 +207,11 @@ mod tests {
 
     fn started(fred: &mut Fred, owner: u32, name: &str, generation: u32) -> String {
         let mut out = String::new();
-        let message =
-            NucleusMessage::ServerStarted { owner, name: ServerName::new(name).unwrap(), generation };
+        let message = NucleusMessage::ServerStarted {
+            owner,
+            name: ServerName::new(name).unwrap(),
+            generation,
+        };
         assert_eq!(fred.handle(message, &mut out), None);
         out
     }
@@ -185,13 +223,19 @@ mod tests {
             stack: StackName::User,
             event_type: 3,
             vector: 14,
-            event: Some(EventKind::Exception { vector: 14, error_code: 6 }),
+            event: Some(EventKind::Exception {
+                vector: 14,
+                error_code: 6,
+            }),
             rip: 0x40_1234,
             cs: 0x33,
             ..RegisterDump::default()
         };
         let mut buf = [0; DUMP_BYTES_MAX];
-        split(&dump, token, reason, 0, &mut buf).unwrap().map(NucleusMessage::Dump).collect()
+        split(&dump, token, reason, 0, &mut buf)
+            .unwrap()
+            .map(NucleusMessage::Dump)
+            .collect()
     }
 
     fn reply(message: Option<ServerMessage>) -> Reply {
@@ -205,30 +249,52 @@ mod tests {
     fn a_crash_is_reported_with_its_dump_and_restarted_then_given_up() {
         let mut fred = Fred::new();
         started(&mut fred, 2, "pv-server", 0);
-        let pf = EventKind::Exception { vector: 14, error_code: 6 };
+        let pf = EventKind::Exception {
+            vector: 14,
+            error_code: 6,
+        };
         for crash in 1..=4u64 {
             let mut out = String::new();
             for part in dump_for(Token(crash), DumpReason::ServerCrash) {
                 assert_eq!(fred.handle(part, &mut out), None);
             }
-            let got = reply(fred.handle(NucleusMessage::Event { token: Token(crash), event: event(pf, 2) }, &mut out));
+            let got = reply(fred.handle(
+                NucleusMessage::Event {
+                    token: Token(crash),
+                    event: event(pf, 2),
+                },
+                &mut out,
+            ));
             assert!(out.starts_with(
                 "fred-server: pv-server (owner 2) faulted: #PF at 0x401234 (error 0x6, address 0x0)\n\
                  fred-server: ----[ register dump, cpu 0, ring 3 ]----\n"
             ), "{out}");
             assert!(!out.contains("nucleus:"), "{out}");
             if crash <= 3 {
-                assert_eq!(got, Reply::Restart { token: Token(crash) });
+                assert_eq!(
+                    got,
+                    Reply::Restart {
+                        token: Token(crash)
+                    }
+                );
                 assert!(out.ends_with(&format!(
                     "fred-server: restarting pv-server (crash {crash} of 3 allowed)\n"
                 )));
             } else {
-                assert_eq!(got, Reply::Kill { token: Token(crash) });
+                assert_eq!(
+                    got,
+                    Reply::Kill {
+                        token: Token(crash)
+                    }
+                );
                 assert!(out.ends_with("fred-server: pv-server crashed 4 times, giving up\n"));
             }
         }
         let out = started(&mut fred, 2, "pv-server", 1);
-        assert_eq!(out, "fred-server: pv-server (owner 2) restarted, generation 1\n");
+        assert_eq!(
+            out,
+            "fred-server: pv-server (owner 2) restarted, generation 1\n"
+        );
     }
 
     #[test]
@@ -238,8 +304,20 @@ mod tests {
         for part in dump_for(Token(7), DumpReason::ServerCrash) {
             fred.handle(part, &mut out);
         }
-        let ud = event(EventKind::Exception { vector: 6, error_code: 0 }, 9);
-        let got = reply(fred.handle(NucleusMessage::Event { token: Token(8), event: ud }, &mut out));
+        let ud = event(
+            EventKind::Exception {
+                vector: 6,
+                error_code: 0,
+            },
+            9,
+        );
+        let got = reply(fred.handle(
+            NucleusMessage::Event {
+                token: Token(8),
+                event: ud,
+            },
+            &mut out,
+        ));
         assert_eq!(got, Reply::Restart { token: Token(8) });
         assert_eq!(
             out,
@@ -255,12 +333,27 @@ mod tests {
         let mut out = String::new();
         for token in 0..1000 {
             let int3 = event(EventKind::SoftwareException { vector: 3 }, 2);
-            let got = reply(fred.handle(NucleusMessage::Event { token: Token(token), event: int3 }, &mut out));
-            assert_eq!(got, Reply::Resume { token: Token(token) });
+            let got = reply(fred.handle(
+                NucleusMessage::Event {
+                    token: Token(token),
+                    event: int3,
+                },
+                &mut out,
+            ));
+            assert_eq!(
+                got,
+                Reply::Resume {
+                    token: Token(token)
+                }
+            );
         }
         assert_eq!(out.lines().count(), 4, "{out}");
-        assert!(out.starts_with("fred-server: pv-server (owner 2) hit int3 at 0x401234, resuming\n"));
-        assert!(out.ends_with("fred-server: further int3 reports from pv-server are only counted\n"));
+        assert!(
+            out.starts_with("fred-server: pv-server (owner 2) hit int3 at 0x401234, resuming\n")
+        );
+        assert!(
+            out.ends_with("fred-server: further int3 reports from pv-server are only counted\n")
+        );
     }
 
     #[test]
@@ -268,13 +361,28 @@ mod tests {
         let mut fred = Fred::new();
         started(&mut fred, 3, "guest", 0);
         let mut out = String::new();
-        let gp = event(EventKind::Exception { vector: 13, error_code: 12 << 3 }, 3);
-        let got = reply(fred.handle(NucleusMessage::Event { token: Token(1), event: gp }, &mut out));
+        let gp = event(
+            EventKind::Exception {
+                vector: 13,
+                error_code: 12 << 3,
+            },
+            3,
+        );
+        let got = reply(fred.handle(
+            NucleusMessage::Event {
+                token: Token(1),
+                event: gp,
+            },
+            &mut out,
+        ));
         assert_eq!(got, Reply::Kill { token: Token(1) });
-        assert!(out.ends_with(
-            "fred-server: guest (owner 3): #GP[GDT index 12] at 0x401234: call gates are not \
+        assert!(
+            out.ends_with(
+                "fred-server: guest (owner 3): #GP[GDT index 12] at 0x401234: call gates are not \
              emulated for PV64 yet, killing it\n"
-        ), "{out}");
+            ),
+            "{out}"
+        );
     }
 
     #[test]
@@ -284,7 +392,9 @@ mod tests {
         for part in dump_for(Token(1), DumpReason::DoubleFault) {
             fred.handle(part, &mut out);
         }
-        assert!(out.starts_with("fred-server: nucleus #DF dump from cpu 0:\nfred-server: ----[ register dump"));
+        assert!(out.starts_with(
+            "fred-server: nucleus #DF dump from cpu 0:\nfred-server: ----[ register dump"
+        ));
         let mut out = String::new();
         let record = ipc::message::DumpRecord {
             cpu: 1,
@@ -296,7 +406,10 @@ mod tests {
         fred.handle(NucleusMessage::DumpRecord(record), &mut out);
         assert_eq!(out.lines().count(), 3);
         let pong = fred.handle(NucleusMessage::Ping { token: Token(4) }, &mut out);
-        assert_eq!(pong, Some(ServerMessage::Reply(Reply::Resume { token: Token(4) })));
+        assert_eq!(
+            pong,
+            Some(ServerMessage::Reply(Reply::Resume { token: Token(4) }))
+        );
     }
 
     #[test]
@@ -304,8 +417,17 @@ mod tests {
         let mut fred = Fred::new();
         let mut out = String::new();
         let sysenter = event(EventKind::Sysenter, 2);
-        let got = reply(fred.handle(NucleusMessage::Event { token: Token(1), event: sysenter }, &mut out));
+        let got = reply(fred.handle(
+            NucleusMessage::Event {
+                token: Token(1),
+                event: sysenter,
+            },
+            &mut out,
+        ));
         assert_eq!(got, Reply::Kill { token: Token(1) });
-        assert!(out.ends_with("fred-server: killing owner 2: unexpected event Sysenter\n"), "{out}");
+        assert!(
+            out.ends_with("fred-server: killing owner 2: unexpected event Sysenter\n"),
+            "{out}"
+        );
     }
 }

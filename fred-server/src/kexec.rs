@@ -54,7 +54,9 @@ impl Default for Kexec {
 
 impl Kexec {
     pub const fn new() -> Self {
-        Self { state: KexecState::Idle }
+        Self {
+            state: KexecState::Idle,
+        }
     }
 
     pub const fn state(&self) -> KexecState {
@@ -85,9 +87,18 @@ mod tests {
     fn one_request_at_a_time() {
         let mut kexec = Kexec::new();
         let message = kexec.request(2, 2).unwrap();
-        assert_eq!(message, ServerMessage::Kexec(KexecRequest { module: 2, generation: 2 }));
+        assert_eq!(
+            message,
+            ServerMessage::Kexec(KexecRequest {
+                module: 2,
+                generation: 2
+            })
+        );
         let busy = kexec.request(3, 2).unwrap_err();
-        assert_eq!(busy.to_string(), "a kexec into module 2 (generation 2) is already under way");
+        assert_eq!(
+            busy.to_string(),
+            "a kexec into module 2 (generation 2) is already under way"
+        );
         kexec.abandon();
         assert_eq!(kexec.state(), KexecState::Idle);
         assert!(kexec.request(3, 2).is_ok());

@@ -38,9 +38,16 @@ mod server {
         println!("started (generation {})", server.generation());
         testopts::run(&server);
         let mut fred = Fred::new();
+        // Test option: crash on the first event, before answering it, in generation 0 (the
+        // nucleus must hand the unanswered event to the restarted fred-server).
+        let crash_on_event = server.info().has_arg(b"fault-on-event") && server.generation() == 0;
         loop {
             server.wait();
             while let Some(message) = server.recv() {
+                if crash_on_event && matches!(message, ipc::NucleusMessage::Event { .. }) {
+                    println!("test option: fault-on-event: ud2 before answering");
+                    ipc::rt::cpu::invalid_opcode();
+                }
                 let mut console = Console::new();
                 let reply = fred.handle(message, &mut console);
                 drop(console);

@@ -44,9 +44,13 @@ pub enum Decision {
     /// Continue the thread (`int3`).
     Resume,
     /// Crash number `crash` (1..=MAX_RESTARTS): restart from the image.
-    Restart { crash: u32 },
+    Restart {
+        crash: u32,
+    },
     /// Crash number `crashes` > MAX_RESTARTS: kill for good.
-    GiveUp { crashes: u32 },
+    GiveUp {
+        crashes: u32,
+    },
     Kill(KillReason),
 }
 
@@ -58,29 +62,38 @@ pub struct Policy {
 
 impl Policy {
     pub const fn new() -> Self {
-        Self { crashes: Vec::new() }
+        Self {
+            crashes: Vec::new(),
+        }
     }
 
     /// Crashes counted for `owner` so far.
     #[cfg(test)]
     pub fn crashes(&self, owner: u32) -> u32 {
-        self.crashes.iter().find(|(o, _)| *o == owner).map_or(0, |&(_, count)| count)
+        self.crashes
+            .iter()
+            .find(|(o, _)| *o == owner)
+            .map_or(0, |&(_, count)| count)
     }
 
     /// Decides about `event` (and counts it if it is a crash).
     pub fn decide(&mut self, event: &Event) -> Decision {
         if event.from_ring != 3 {
-            return Decision::Kill(KillReason::NotFromRing3 { ring: event.from_ring });
+            return Decision::Kill(KillReason::NotFromRing3 {
+                ring: event.from_ring,
+            });
         }
         match event.kind {
             EventKind::SoftwareException { vector: 3 } => Decision::Resume,
             // The nucleus forwards an interrupt only when it caught the thread hung (no
             // syscall for seconds) with it: as much a crash as a fault.
-            EventKind::Exception { .. } | EventKind::Interrupt { .. } => match self.count_crash(event.owner) {
-                Some(crash) if crash <= MAX_RESTARTS => Decision::Restart { crash },
-                Some(crashes) => Decision::GiveUp { crashes },
-                None => Decision::Kill(KillReason::TooManyOwners),
-            },
+            EventKind::Exception { .. } | EventKind::Interrupt { .. } => {
+                match self.count_crash(event.owner) {
+                    Some(crash) if crash <= MAX_RESTARTS => Decision::Restart { crash },
+                    Some(crashes) => Decision::GiveUp { crashes },
+                    None => Decision::Kill(KillReason::TooManyOwners),
+                }
+            }
             kind => Decision::Kill(KillReason::Unexpected(kind)),
         }
     }
@@ -117,11 +130,17 @@ mod tests {
     #[test]
     fn three_restarts_then_give_up_per_owner() {
         let mut policy = Policy::new();
-        let pf = EventKind::Exception { vector: 14, error_code: 6 };
+        let pf = EventKind::Exception {
+            vector: 14,
+            error_code: 6,
+        };
         for crash in 1..=3 {
             assert_eq!(policy.decide(&event(pf, 2)), Decision::Restart { crash });
         }
-        assert_eq!(policy.decide(&event(pf, 2)), Decision::GiveUp { crashes: 4 });
+        assert_eq!(
+            policy.decide(&event(pf, 2)),
+            Decision::GiveUp { crashes: 4 }
+        );
         // Another owner has its own count.
         assert_eq!(policy.decide(&event(pf, 3)), Decision::Restart { crash: 1 });
         assert_eq!(policy.crashes(2), 4);
@@ -134,21 +153,42 @@ mod tests {
         assert_eq!(policy.decide(&event(int3, 2)), Decision::Resume);
         assert_eq!(policy.crashes(2), 0);
         let irq = EventKind::Interrupt { vector: 32 };
-        assert_eq!(policy.decide(&event(irq, 2)), Decision::Restart { crash: 1 });
+        assert_eq!(
+            policy.decide(&event(irq, 2)),
+            Decision::Restart { crash: 1 }
+        );
         let syscall = EventKind::Syscall;
-        assert_eq!(policy.decide(&event(syscall, 2)), Decision::Kill(KillReason::Unexpected(syscall)));
-        let mut ring0 = event(EventKind::Exception { vector: 13, error_code: 0 }, 2);
+        assert_eq!(
+            policy.decide(&event(syscall, 2)),
+            Decision::Kill(KillReason::Unexpected(syscall))
+        );
+        let mut ring0 = event(
+            EventKind::Exception {
+                vector: 13,
+                error_code: 0,
+            },
+            2,
+        );
         ring0.from_ring = 0;
-        assert_eq!(policy.decide(&ring0), Decision::Kill(KillReason::NotFromRing3 { ring: 0 }));
+        assert_eq!(
+            policy.decide(&ring0),
+            Decision::Kill(KillReason::NotFromRing3 { ring: 0 })
+        );
     }
 
     #[test]
     fn a_full_table_kills_instead_of_restarting() {
         let mut policy = Policy::new();
-        let ud = EventKind::Exception { vector: 6, error_code: 0 };
+        let ud = EventKind::Exception {
+            vector: 6,
+            error_code: 0,
+        };
         for owner in 0..MAX_OWNERS as u32 {
             policy.decide(&event(ud, owner));
         }
-        assert_eq!(policy.decide(&event(ud, 99)), Decision::Kill(KillReason::TooManyOwners));
+        assert_eq!(
+            policy.decide(&event(ud, 99)),
+            Decision::Kill(KillReason::TooManyOwners)
+        );
     }
 }

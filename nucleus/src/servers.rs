@@ -63,6 +63,16 @@ struct Server {
     /// Timer ticks that found this server running in Ring3 since its last syscall: the
     /// watchdog counts CPU time, not wall time, so a server that slept long is not hung.
     ticks_without_syscall: u64,
+    /// The event fred-server has not answered yet (with its dump, if it has one): kept so a
+    /// fred-server that dies before answering does not strand this server.
+    pending: Option<Pending>,
+}
+
+/// A forwarded event waiting for fred-server's reply.
+struct Pending {
+    token: Token,
+    event: Event,
+    dump: Option<ipc::dump::RegisterDump>,
 }
 
 impl Server {
@@ -79,6 +89,7 @@ impl Server {
             generation: 0,
             restarts: 0,
             ticks_without_syscall: 0,
+            pending: None,
         }
     }
 
@@ -431,22 +442,23 @@ fn forward_fault(frame: &mut Frame, cur: usize, event: &Event, delivery: Deliver
         let event = Event { owner: cur as u32, ..*event };
         // A breakpoint is a debugging aid fred-server resumes at once: no dump, so `int3`
         // costs one message each way. Faults and hangs get the full register dump first.
-        let sent = if matches!(event.kind, EventKind::SoftwareException { .. }) {
-            Ok(())
-        } else {
+        let dump = (!matches!(event.kind, EventKind::SoftwareException { .. })).then(|| {
             let mut dump = crate::report::capture("fred-server", frame, delivery);
             user_stack_words(cur, frame.ret.rsp, &mut dump);
-            send_dump(&dump, token)
-        };
-        let sent = sent.and_then(|()| send(FRED_SERVER, &NucleusMessage::Event { token, event }));
-        match sent {
+            dump
+        });
+        let pending = s.servers[cur].pending.insert(Pending { token, event, dump });
+        match send_pending(pending) {
             Ok(()) => {
                 s.servers[cur].state = State::WaitingForReply(token);
                 s.current = None;
                 reschedule_from(frame);
                 return;
             }
-            Err(e) => println!("nucleus: cannot forward {}'s fault to fred-server ({e}); restarting it", s.servers[cur].name),
+            Err(e) => {
+                s.servers[cur].pending = None;
+                println!("nucleus: cannot forward {}'s fault to fred-server ({e}); restarting it", s.servers[cur].name)
+            }
         }
     } else {
         let mut dump = crate::report::capture("nucleus", frame, delivery);
@@ -462,6 +474,9 @@ fn forward_fault(frame: &mut Frame, cur: usize, event: &Event, delivery: Deliver
     } else {
         restart(cur);
     }
+    if cur == FRED_SERVER {
+        rehome_pending();
+    }
     reschedule_from(frame);
 }
 
@@ -476,6 +491,34 @@ fn user_stack_words(index: usize, rsp: u64, dump: &mut ipc::dump::RegisterDump) 
             break;
         }
         let _ = dump.stack_words.0.push(u64::from_le_bytes(word));
+    }
+}
+
+/// Sends a forwarded event (dump first, then the event) to fred-server.
+fn send_pending(pending: &Pending) -> Result<(), SendFailure> {
+    if let Some(dump) = &pending.dump {
+        send_dump(dump, pending.token)?;
+    }
+    send(FRED_SERVER, &NucleusMessage::Event { token: pending.token, event: pending.event })
+}
+
+/// After fred-server (re)started, or gave up for good: the events its predecessor never
+/// answered go to the new one, or — with no fred-server left — the nucleus restarts those
+/// servers itself rather than leave them waiting forever.
+fn rehome_pending() {
+    for index in 0..SERVER_NAMES.len() {
+        if index == FRED_SERVER || sched().servers[index].pending.is_none() {
+            continue;
+        }
+        let fred_running = sched().servers[FRED_SERVER].state != State::Absent;
+        let resent = fred_running && sched().servers[index].pending.as_ref().is_some_and(|p| send_pending(p).is_ok());
+        let name = sched().servers[index].name;
+        if resent {
+            println!("nucleus: {name}'s unanswered event handed to the new fred-server");
+        } else {
+            println!("nucleus: {name}'s event has no fred-server to answer it; restarting {name}");
+            restart(index);
+        }
     }
 }
 
@@ -509,6 +552,7 @@ fn kill(index: usize) {
     }
     server.events = None;
     server.replies = None;
+    server.pending = None;
     server.state = State::Absent;
     server.hello = false;
     println!("nucleus: {} stopped", server.name);
@@ -601,6 +645,7 @@ fn apply_reply(reply: Reply, frame: &mut Frame) {
     };
     let _ = frame;
     let server = &mut s.servers[index];
+    server.pending = None;
     match reply {
         Reply::Resume { .. } => server.state = State::Ready,
         Reply::ResumeWith { changes, .. } => {
@@ -748,6 +793,9 @@ pub fn on_syscall(frame: &mut Frame) {
             println!("nucleus: {} exited with code {}", s.servers[cur].name, arg0 as i64);
             s.current = None;
             kill(cur);
+            if cur == FRED_SERVER {
+                rehome_pending();
+            }
             return reschedule_from(frame);
         }
         Err(_) => Err(SyscallError::NoSuchSyscall),

@@ -60,3 +60,30 @@ fn hostile_server_messages_get_one_line_each_and_the_nucleus_keeps_running() -> 
     boot.expect_absent("FATAL")?;
     boot.expect_exit(QemuExit::Stopped)
 }
+
+/// fred-server dies holding an event it has not answered: the nucleus restarts it and hands
+/// the event to the new one, which then deals with the faulting server as usual.
+#[test]
+fn an_event_fred_server_died_holding_goes_to_its_successor() -> Result<()> {
+    let image = Image::new()
+        .cmdline("server-args=fred-server:fault-on-event server-args=pv-server:fault=null");
+    let iso = image.build_shared()?;
+    let last = "nucleus: pv-server says hello (protocol 2, generation 1)";
+    let boot = Qemu::new(&iso).timeout(boot_timeout()).until(last).run()?;
+    expect_lines_in_order(
+        &boot,
+        &[
+            markers::READY,
+            "pv-server: test option: fault=null in generation 0",
+            "fred-server: test option: fault-on-event: ud2 before answering",
+            "nucleus: fred-server faulted and fred-server faulted itself: the nucleus reports it",
+            "nucleus: restarting fred-server (restart 1)",
+            "nucleus: pv-server's unanswered event handed to the new fred-server",
+            "fred-server: restarting pv-server (crash 1 of 3 allowed)",
+            "nucleus: restarting pv-server (restart 1)",
+            last,
+        ],
+    )?;
+    boot.expect_absent("PANIC")?;
+    boot.expect_exit(QemuExit::Stopped)
+}
