@@ -65,14 +65,10 @@ struct Server {
     ticks_without_syscall: u64,
     /// The event fred-server has not answered yet (with its dump, if it has one): kept so a
     /// fred-server that dies before answering does not strand this server.
-    pending: Option<Pending>,
-}
-
-/// A forwarded event waiting for fred-server's reply.
-struct Pending {
-    token: Token,
-    event: Event,
-    dump: Option<ipc::dump::RegisterDump>,
+    pending: Option<(Token, Event)>,
+    /// The register dump that went with `pending` (faults and hangs; not `int3`). Kept apart
+    /// so the hot `int3` path never moves a dump-sized value.
+    pending_dump: Option<ipc::dump::RegisterDump>,
 }
 
 impl Server {
@@ -90,6 +86,7 @@ impl Server {
             restarts: 0,
             ticks_without_syscall: 0,
             pending: None,
+            pending_dump: None,
         }
     }
 
@@ -442,13 +439,15 @@ fn forward_fault(frame: &mut Frame, cur: usize, event: &Event, delivery: Deliver
         let event = Event { owner: cur as u32, ..*event };
         // A breakpoint is a debugging aid fred-server resumes at once: no dump, so `int3`
         // costs one message each way. Faults and hangs get the full register dump first.
-        let dump = (!matches!(event.kind, EventKind::SoftwareException { .. })).then(|| {
+        s.servers[cur].pending = Some((token, event));
+        if matches!(event.kind, EventKind::SoftwareException { .. }) {
+            s.servers[cur].pending_dump = None;
+        } else {
             let mut dump = crate::report::capture("fred-server", frame, delivery);
             user_stack_words(cur, frame.ret.rsp, &mut dump);
-            dump
-        });
-        let pending = s.servers[cur].pending.insert(Pending { token, event, dump });
-        match send_pending(pending) {
+            s.servers[cur].pending_dump = Some(dump);
+        }
+        match send_pending(cur) {
             Ok(()) => {
                 s.servers[cur].state = State::WaitingForReply(token);
                 s.current = None;
@@ -494,12 +493,14 @@ fn user_stack_words(index: usize, rsp: u64, dump: &mut ipc::dump::RegisterDump) 
     }
 }
 
-/// Sends a forwarded event (dump first, then the event) to fred-server.
-fn send_pending(pending: &Pending) -> Result<(), SendFailure> {
-    if let Some(dump) = &pending.dump {
-        send_dump(dump, pending.token)?;
+/// Sends server `index`'s forwarded event (dump first, then the event) to fred-server.
+fn send_pending(index: usize) -> Result<(), SendFailure> {
+    let server = &sched().servers[index];
+    let Some((token, event)) = server.pending else { return Ok(()) };
+    if let Some(dump) = &server.pending_dump {
+        send_dump(dump, token)?;
     }
-    send(FRED_SERVER, &NucleusMessage::Event { token: pending.token, event: pending.event })
+    send(FRED_SERVER, &NucleusMessage::Event { token, event })
 }
 
 /// After fred-server (re)started, or gave up for good: the events its predecessor never
@@ -511,7 +512,7 @@ fn rehome_pending() {
             continue;
         }
         let fred_running = sched().servers[FRED_SERVER].state != State::Absent;
-        let resent = fred_running && sched().servers[index].pending.as_ref().is_some_and(|p| send_pending(p).is_ok());
+        let resent = fred_running && send_pending(index).is_ok();
         let name = sched().servers[index].name;
         if resent {
             println!("nucleus: {name}'s unanswered event handed to the new fred-server");
