@@ -603,7 +603,7 @@ fn send(index: usize, message: &NucleusMessage) -> Result<(), SendFailure> {
 }
 
 /// Drains a server's reply ring: every message is an allegation, checked and counted.
-fn drain_replies(from: usize, frame: &mut Frame) {
+fn drain_replies(from: usize) {
     loop {
         let server = &mut sched().servers[from];
         let Some(ring) = server.replies.as_mut() else { return };
@@ -631,20 +631,19 @@ fn drain_replies(from: usize, frame: &mut Frame) {
             }
             ServerMessage::Log(line) => println!("{}: {}", server.name, line.text),
             ServerMessage::Reply(reply) if from == FRED_SERVER && bench_owns(reply.token()) => bench_reply(),
-            ServerMessage::Reply(reply) if from == FRED_SERVER => apply_reply(reply, frame),
+            ServerMessage::Reply(reply) if from == FRED_SERVER => apply_reply(reply),
             other => println!("nucleus: {}: unexpected message {other:?}", server.name),
         }
     }
 }
 
-fn apply_reply(reply: Reply, frame: &mut Frame) {
+fn apply_reply(reply: Reply) {
     let s = sched();
     let token = reply.token();
     let Some(index) = s.servers.iter().position(|sv| sv.state == State::WaitingForReply(token)) else {
         println!("nucleus: fred-server: reply for unknown event {token}, ignored");
         return;
     };
-    let _ = frame;
     let server = &mut s.servers[index];
     server.pending = None;
     match reply {
@@ -753,18 +752,11 @@ pub fn on_syscall(frame: &mut Frame) {
         }
         Ok(Syscall::RingNotify) => match arg0 {
             layout::REPLY_RING_ID => {
+                // Replies only act on *other* servers (those waiting for fred-server), so the
+                // caller's live frame and CR3 stay as they are.
                 frame.gprs.rax = 0;
-                s.servers[cur].frame = *frame;
-                drain_replies(cur, frame);
-                // The reply may have restarted or killed the caller; go on with whoever runs.
-                if s.current == Some(cur) && s.servers[cur].state == State::Ready {
-                    *frame = s.servers[cur].frame;
-                    if let Some(space) = s.servers[cur].space.as_ref() {
-                        load_cr3(space.root().as_u64());
-                    }
-                    return;
-                }
-                return reschedule_from(frame);
+                drain_replies(cur);
+                return;
             }
             layout::EVENT_RING_ID => Ok(0),
             _ => Err(SyscallError::NoSuchRing),
@@ -774,11 +766,7 @@ pub fn on_syscall(frame: &mut Frame) {
                 frame.gprs.rax = 0;
                 // Answer and sleep in one syscall: first take what the caller queued on its
                 // reply ring (as RingNotify would), then wait for events.
-                s.servers[cur].frame = *frame;
-                drain_replies(cur, frame);
-                if s.current != Some(cur) || s.servers[cur].state != State::Ready {
-                    return reschedule_from(frame);
-                }
+                drain_replies(cur);
                 let pending = s.servers[cur].events.as_ref().is_some_and(|r| !r.is_empty().unwrap_or(true));
                 if pending {
                     return;
