@@ -194,6 +194,9 @@ mod kernel {
         println!("nucleus: {started} server(s) started");
         crate::timer::init();
         crate::servers::boot_done();
+        // Straight into the first server: boot does not wait for a timer tick (a machine
+        // without a working PIT still boots; it only loses preemption).
+        crate::servers::run_first();
         idle()
     }
 

@@ -312,6 +312,51 @@ fn announce(index: usize) {
 // ---- context switching --------------------------------------------------------------------
 
 unsafe extern "C" {
+    /// The exits of `bsp_x86_64::entry_stubs!`: in: RSP = &Frame; restore and return
+    /// (IRETQ with SWAPGS for ring 3 / ERETU or ERETS).
+    static idt_exit: u8;
+    static fred_exit: u8;
+}
+
+core::arch::global_asm!(
+    ".global nucleus_enter_frame",
+    // In: RDI = &Frame, RSI = exit stub. Never returns here.
+    "nucleus_enter_frame:",
+    "mov rsp, rdi",
+    "jmp rsi",
+);
+
+unsafe extern "C" {
+    /// Leaves the nucleus into `frame` through the exit stub `exit`.
+    ///
+    /// # Safety
+    /// `frame` must describe a context that is safe to run (a loaded server's, with its
+    /// address space in CR3), and `exit` must be the exit stub of the active delivery.
+    fn nucleus_enter_frame(frame: *const Frame, exit: u64) -> !;
+}
+
+/// Where the first server's frame waits for its first return to Ring3.
+static FIRST_FRAME: RacyCell<Frame> = RacyCell::new(zero_frame());
+
+/// Starts the first runnable server directly (no timer tick needed); returns only when no
+/// server is runnable.
+pub fn run_first() {
+    let Some(next) = pick_next() else { return };
+    // SAFETY: boot, single CPU, interrupts off: nothing else uses FIRST_FRAME.
+    let frame = unsafe { &mut *FIRST_FRAME.get() };
+    *frame = idle_frame();
+    switch(frame, Some(next));
+    let exit = if crate::fred::enabled() {
+        core::ptr::addr_of!(fred_exit) as u64
+    } else {
+        core::ptr::addr_of!(idt_exit) as u64
+    };
+    // SAFETY: `switch` loaded the server's frame and CR3 and its user GS; the exit stub of
+    // the active delivery restores the frame and enters Ring3 (SWAPGS+IRETQ or ERETU).
+    unsafe { nucleus_enter_frame(frame, exit) }
+}
+
+unsafe extern "C" {
     /// `hlt` loop with interrupts on (`boot.rs`), where the CPU waits when no server runs.
     fn nucleus_idle() -> !;
 }
