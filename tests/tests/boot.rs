@@ -43,6 +43,20 @@ fn boot_with_module(firmware: Firmware) -> Result<()> {
             "module line {module_line:?} lacks the size {size}"
         ))
     );
+    // Memory summary from the multiboot2 map: QEMU gets 256 MiB, of which firmware and the
+    // legacy holes keep a little.
+    let memory = boot.expect_line("the memory summary", |l| {
+        l.starts_with("memory: ") && l.contains(" MiB usable in ") && l.ends_with(" regions")
+    })?;
+    let numbers: Vec<u64> = memory
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    ensure!(
+        matches!(numbers.as_slice(), [mib, regions] if (200..=256).contains(mib) && *regions >= 2),
+        "{}",
+        boot.report(&format!("implausible memory summary {memory:?}"))
+    );
     boot.expect_absent(markers::PANIC)?
         .expect_exit(QemuExit::Success)
 }
