@@ -204,6 +204,17 @@ impl Image {
                 name: module.name.clone(),
             });
         }
+        // Last, so the servers stay the first modules: the nucleus' symbol map.
+        let nucleus_bytes =
+            fs::read(&nucleus).with_context(|| format!("cannot read {}", nucleus.display()))?;
+        let map = crate::symbols::symbol_map(&nucleus_bytes)?;
+        let map_path = boot.join(crate::symbols::MODULE_NAME);
+        fs::write(&map_path, map)
+            .with_context(|| format!("cannot write {}", map_path.display()))?;
+        entries.push(ModuleEntry {
+            path: format!("/boot/{}", crate::symbols::MODULE_NAME),
+            name: crate::symbols::MODULE_NAME.into(),
+        });
         let cfg = grub::config("/boot/nucleus", &self.cmdline, &entries)?;
         let cfg_path = boot.join("grub/grub.cfg");
         fs::write(&cfg_path, &cfg)

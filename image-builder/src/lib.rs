@@ -29,6 +29,7 @@ pub mod grub;
 pub mod image;
 pub mod progress;
 pub mod qemu;
+pub mod symbols;
 pub mod tools;
 
 pub use bochs::Bochs;

@@ -59,6 +59,9 @@ mod servers;
 #[cfg(target_os = "none")]
 mod stacks;
 #[cfg(target_os = "none")]
+#[allow(unsafe_code)] // reads the symbol-map module through the direct map
+mod symbols;
+#[cfg(target_os = "none")]
 #[allow(unsafe_code)] // PIT and PIC ports
 mod timer;
 
@@ -142,6 +145,7 @@ mod kernel {
             layout.data_bytes >> 10,
             layout.free_mib
         );
+        crate::symbols::init(&boot);
         crate::stacks::set_block(&layout.stack_block);
         crate::cpu::use_stack_block(&layout.stack_block);
         // SAFETY: boot, single CPU: written once before the switch, read once after it.

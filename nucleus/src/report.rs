@@ -56,6 +56,9 @@ pub fn capture(prefix: &str, frame: &Frame, delivery: Delivery) -> RegisterDump 
         ..RegisterDump::default()
     };
     frame.fill_dump(&mut dump);
+    if ret.cs.selector().rpl() == 0 {
+        dump.symbol = crate::symbols::lookup(ret.rip);
+    }
     let span = STACK_WORDS as u64 * 8;
     if ret.cs.selector().rpl() == 0 && (crate::stacks::is_mapped_stack(ret.rsp, span) || crate::boot::on_boot_stack(ret.rsp, span)) {
         for i in 0..STACK_WORDS as u64 {

@@ -190,10 +190,12 @@ fn unbounded_recursion_double_faults_onto_the_df_stack() -> Result<()> {
         boot.report(&format!("the dump's event is not vector 8: {event:?}"))
     );
     let rip_line = expect_one_line(&boot, "the dump's RIP", |l| l.starts_with("nucleus: RIP:"))?;
+    // `nucleus: RIP:    <cs>:<rip>` and, when the symbol map names it, ` <function+0x..>`.
     let rip = rip_line
-        .rsplit(':')
-        .next()
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .split_whitespace()
+        .nth(2)
+        .and_then(|cs_rip| cs_rip.split(':').nth(1))
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
         .with_context(|| boot.report(&format!("unreadable RIP line {rip_line:?}")))?;
     ensure!(
         rip >= KERNEL_VMA,
