@@ -120,10 +120,16 @@ static SCHED: RacyCell<Scheduler> = RacyCell::new(Scheduler {
     loaded_root: 0,
 });
 
+// FIXME(unsound): functions here take `sched()` afresh and keep the reference while calling
+// others that take it again, so two `&mut Scheduler` can be live at once. Nothing else runs
+// meanwhile (one CPU, interrupts off, no reentry) and the references are locals (no
+// `noalias` arguments), so the compiled code is what the source says; but it is aliasing
+// that Miri would reject. The fix is to thread one `&mut Scheduler` through (methods on
+// `Scheduler`), with `kernel::ready` no longer calling back into this module.
 fn sched() -> &'static mut Scheduler {
     // SAFETY: the scheduler is touched only by the nucleus on its single CPU with interrupts
-    // off (from the dispatcher or from boot before interrupts are enabled); no reference
-    // outlives one such call.
+    // off (from the dispatcher or from boot before interrupts are enabled); see the FIXME
+    // above for the overlapping references this module still creates.
     unsafe { &mut *SCHED.get() }
 }
 
