@@ -208,20 +208,21 @@ mod kernel {
     static EXIT_WANTED: RacyCell<bool> = RacyCell::new(false);
     static BENCH_WANTED: RacyCell<bool> = RacyCell::new(false);
 
-    /// Every started server said hello: boot is complete.
-    pub fn ready() {
+    /// Every started server said hello: boot is complete. Returns true when the caller
+    /// should start the benchmarks (which end the run themselves).
+    pub fn ready() -> bool {
         println!("{}", ipc::markers::READY);
         // SAFETY: written during boot, read here with interrupts off on the single CPU.
         #[allow(unsafe_code)]
         let (selftest, exit_wanted, bench) = unsafe { (*SELFTEST_STATUS.get(), *EXIT_WANTED.get(), *BENCH_WANTED.get()) };
         if bench {
-            // The benchmarks end the run themselves (image-builder stops at their last line).
-            return crate::servers::start_ring_bench();
+            // image-builder stops the run at the benchmarks' last line.
+            return true;
         }
         match selftest {
             Some(status) => exit::exit(status),
             None if exit_wanted => exit::exit(Status::Success),
-            None => {}
+            None => false,
         }
     }
 

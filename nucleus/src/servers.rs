@@ -120,16 +120,12 @@ static SCHED: RacyCell<Scheduler> = RacyCell::new(Scheduler {
     loaded_root: 0,
 });
 
-// FIXME(unsound): functions here take `sched()` afresh and keep the reference while calling
-// others that take it again, so two `&mut Scheduler` can be live at once. Nothing else runs
-// meanwhile (one CPU, interrupts off, no reentry) and the references are locals (no
-// `noalias` arguments), so the compiled code is what the source says; but it is aliasing
-// that Miri would reject. The fix is to thread one `&mut Scheduler` through (methods on
-// `Scheduler`), with `kernel::ready` no longer calling back into this module.
+/// The scheduler, for the module's entry points only: each takes it once and hands the one
+/// `&mut Scheduler` down, so no two references to it are ever live together.
 fn sched() -> &'static mut Scheduler {
-    // SAFETY: the scheduler is touched only by the nucleus on its single CPU with interrupts
-    // off (from the dispatcher or from boot before interrupts are enabled); see the FIXME
-    // above for the overlapping references this module still creates.
+    // SAFETY: only the `pub fn` entry points below call this, once each; they run on the
+    // single CPU with interrupts off (dispatcher, or boot before interrupts are enabled) and
+    // never nest (no entry point calls another), so the reference is unique while it lives.
     unsafe { &mut *SCHED.get() }
 }
 
@@ -161,15 +157,16 @@ impl From<MemoryError> for LoadError {
 
 /// Finds, validates and starts every server module. Returns how many were started.
 pub fn start_all(boot: &BootSummary, options: &Options) -> usize {
-    sched().options = Some(*options);
+    let s = sched();
+    s.options = Some(*options);
     let mut started = 0;
     for (index, name) in SERVER_NAMES.into_iter().enumerate() {
         let Some(module) = boot.modules.iter().find(|m| m.name.as_slice() == name.as_bytes()) else {
             println!("server {name}: rejected: no boot module named {name}");
             continue;
         };
-        sched().servers[index].module = Some(module.range.clone());
-        match load(index) {
+        s.servers[index].module = Some(module.range.clone());
+        match load(s, index) {
             Ok(()) => started += 1,
             Err(e) => println!("server {name}: rejected: {e}"),
         }
@@ -186,12 +183,12 @@ fn module_bytes(range: &core::ops::Range<u64>) -> &'static [u8] {
 }
 
 /// Builds a fresh address space for server `index` from its module and makes it runnable.
-fn load(index: usize) -> Result<(), LoadError> {
-    let Some(range) = sched().servers[index].module.clone() else { return Err(LoadError::Ring) };
+fn load(s: &mut Scheduler, index: usize) -> Result<(), LoadError> {
+    let Some(range) = s.servers[index].module.clone() else { return Err(LoadError::Ring) };
     let bytes = module_bytes(&range);
     let image = server_image::validate(bytes).map_err(LoadError::Image)?;
     let mut space = AddressSpace::new()?;
-    if let Err(e) = populate(&mut space, index, bytes, &image) {
+    if let Err(e) = populate(s, &mut space, index, bytes, &image) {
         space.destroy();
         return Err(e);
     }
@@ -202,7 +199,7 @@ fn load(index: usize) -> Result<(), LoadError> {
     frame.ret.rsp = layout::STACK_TOP;
     frame.ret.rflags = RFLAGS_USER;
     frame.gprs.rdi = layout::START_INFO;
-    let server = &mut sched().servers[index];
+    let server = &mut s.servers[index];
     server.frame = frame;
     server.space = Some(space);
     server.state = State::Ready;
@@ -216,14 +213,14 @@ fn load(index: usize) -> Result<(), LoadError> {
         image.segments.len(),
         server.generation
     );
-    announce(index);
+    announce(s, index);
     Ok(())
 }
 
 /// IF set, everything else clear (IOPL 0: FRED's ERETU insists, and servers get no ports).
 const RFLAGS_USER: u64 = 0x202;
 
-fn populate(space: &mut AddressSpace, index: usize, bytes: &[u8], image: &ServerImage) -> Result<(), LoadError> {
+fn populate(s: &mut Scheduler, space: &mut AddressSpace, index: usize, bytes: &[u8], image: &ServerImage) -> Result<(), LoadError> {
     for segment in image.segments.iter() {
         let mut flags = F::empty();
         if segment.flags.write {
@@ -268,13 +265,13 @@ fn populate(space: &mut AddressSpace, index: usize, bytes: &[u8], image: &Server
     unsafe {
         ipc::ring::init(event_va, layout::RING_BYTES as usize).map_err(|_| LoadError::Ring)?;
         ipc::ring::init(reply_va, layout::RING_BYTES as usize).map_err(|_| LoadError::Ring)?;
-        let server = &mut sched().servers[index];
+        let server = &mut s.servers[index];
         server.events = Some(Producer::attach(event_va, layout::RING_BYTES as usize).map_err(|_| LoadError::Ring)?);
         server.replies = Some(Consumer::attach(reply_va, layout::RING_BYTES as usize).map_err(|_| LoadError::Ring)?);
     }
     // Start page, read-only for the server.
     let start = space.map_new(layout::START_INFO, F::NO_EXECUTE)?;
-    let server = &sched().servers[index];
+    let server = &s.servers[index];
     let mut info = StartInfo {
         magic: layout::START_INFO_MAGIC,
         version: layout::START_INFO_VERSION,
@@ -286,7 +283,7 @@ fn populate(space: &mut AddressSpace, index: usize, bytes: &[u8], image: &Server
         ring_bytes: layout::RING_BYTES,
     };
     info.name[..server.name.len()].copy_from_slice(server.name.as_bytes());
-    if let Some(args) = sched().options.as_ref().and_then(|o| o.server_args.get(server.name.as_bytes())) {
+    if let Some(args) = s.options.as_ref().and_then(|o| o.server_args.get(server.name.as_bytes())) {
         let n = args.args().len().min(info.args.len());
         info.args[..n].copy_from_slice(&args.args()[..n]);
     }
@@ -296,21 +293,23 @@ fn populate(space: &mut AddressSpace, index: usize, bytes: &[u8], image: &Server
 }
 
 /// Tells fred-server which owner number a (re)started server has, so its reports name it.
-fn announce(index: usize) {
-    let s = sched();
-    if s.servers[FRED_SERVER].state == State::Absent {
+fn announce(s: &mut Scheduler, index: usize) {
+        if s.servers[FRED_SERVER].state == State::Absent {
         return;
     }
     let targets: &[usize] = if index == FRED_SERVER { &[0, 1] } else { core::slice::from_ref(&index) };
     for &target in targets {
-        let server = &s.servers[target];
-        if server.state == State::Absent && target != index {
+        let (state, server_name, generation) = {
+            let server = &s.servers[target];
+            (server.state, server.name, server.generation)
+        };
+        if state == State::Absent && target != index {
             continue;
         }
-        let Ok(name) = ipc::message::ServerName::new(server.name) else { continue };
-        let message = NucleusMessage::ServerStarted { owner: target as u32, name, generation: server.generation };
-        if let Err(e) = send(FRED_SERVER, &message) {
-            println!("nucleus: cannot tell fred-server about {}: {e}", server.name);
+        let Ok(name) = ipc::message::ServerName::new(server_name) else { continue };
+        let message = NucleusMessage::ServerStarted { owner: target as u32, name, generation };
+        if let Err(e) = send(s, FRED_SERVER, &message) {
+            println!("nucleus: cannot tell fred-server about {server_name}: {e}");
         }
     }
 }
@@ -347,11 +346,12 @@ static FIRST_FRAME: RacyCell<Frame> = RacyCell::new(zero_frame());
 /// Starts the first runnable server directly (no timer tick needed); returns only when no
 /// server is runnable.
 pub fn run_first() {
-    let Some(next) = pick_next() else { return };
+    let s = sched();
+    let Some(next) = pick_next(s) else { return };
     // SAFETY: boot, single CPU, interrupts off: nothing else uses FIRST_FRAME.
     let frame = unsafe { &mut *FIRST_FRAME.get() };
     *frame = idle_frame();
-    switch(frame, Some(next));
+    switch(s, frame, Some(next));
     let exit = if crate::fred::enabled() {
         core::ptr::addr_of!(fred_exit) as u64
     } else {
@@ -379,9 +379,8 @@ fn idle_frame() -> Frame {
     frame
 }
 
-fn load_cr3(root: u64) {
-    let s = sched();
-    if s.loaded_root != root {
+fn load_cr3(s: &mut Scheduler, root: u64) {
+        if s.loaded_root != root {
         // SAFETY: `root` is the nucleus PML4 or a server PML4 sharing its upper half, so the
         // running code, stacks and data stay mapped.
         unsafe { bsp_x86_64::insn::write_cr3(root) };
@@ -390,9 +389,8 @@ fn load_cr3(root: u64) {
 }
 
 /// Saves the live frame into the current server and makes `next` (or idle) live.
-fn switch(frame: &mut Frame, next: Option<usize>) {
-    let s = sched();
-    if let Some(cur) = s.current
+fn switch(s: &mut Scheduler, frame: &mut Frame, next: Option<usize>) {
+        if let Some(cur) = s.current
         && frame.ret.cs.selector().rpl() == 3
     {
         s.servers[cur].frame = *frame;
@@ -408,13 +406,13 @@ fn switch(frame: &mut Frame, next: Option<usize>) {
             let root = server.space.as_ref().map(|sp| sp.root().as_u64()).unwrap_or(memory::kernel_root().as_u64());
             *frame = restored;
             if s.current != Some(i) {
-                load_cr3(root);
+                load_cr3(s, root);
                 load_user_gs();
             }
         }
         None => {
             *frame = idle_frame();
-            load_cr3(memory::kernel_root().as_u64());
+            load_cr3(s, memory::kernel_root().as_u64());
         }
     }
     s.current = next;
@@ -431,26 +429,25 @@ fn load_user_gs() {
 }
 
 /// The next runnable server after the current one, round robin.
-fn pick_next() -> Option<usize> {
-    let s = sched();
-    let n = s.servers.len();
+fn pick_next(s: &Scheduler) -> Option<usize> {
+        let n = s.servers.len();
     let start = s.current.map_or(0, |c| c + 1);
     (0..n).map(|k| (start + k) % n).find(|&i| s.servers[i].runnable())
 }
 
 /// Switches to whatever should run now (the current server if it is still runnable and
 /// nothing else is).
-fn reschedule(frame: &mut Frame) {
-    let next = pick_next();
-    if next != sched().current || frame.ret.cs.selector().rpl() != 3 {
-        switch(frame, next);
+fn reschedule(s: &mut Scheduler, frame: &mut Frame) {
+    let next = pick_next(s);
+    if next != s.current || frame.ret.cs.selector().rpl() != 3 {
+        switch(s, frame, next);
     }
 }
 
 /// Timer tick: preemption, and the hung-server watchdog.
 pub fn on_tick(frame: &mut Frame, delivery: Delivery) {
     let s = sched();
-    if let Some(cur) = s.current
+        if let Some(cur) = s.current
         && frame.ret.cs.selector().rpl() == 3
     {
         let running = &mut s.servers[cur].ticks_without_syscall;
@@ -462,11 +459,11 @@ pub fn on_tick(frame: &mut Frame, delivery: Delivery) {
                 Ok(event) => event,
                 Err(_) => return,
             };
-            return forward_fault(frame, cur, &event, delivery);
+            return forward_fault(s, frame, cur, &event, delivery);
         }
     }
     if s.current.is_none() || frame.ret.cs.selector().rpl() == 3 {
-        reschedule(frame);
+        reschedule(s, frame);
     }
 }
 
@@ -474,15 +471,15 @@ pub fn on_tick(frame: &mut Frame, delivery: Delivery) {
 
 /// An event from a server thread that is not a syscall or an interrupt.
 pub fn on_user_event(frame: &mut Frame, event: &Event, delivery: Delivery) {
-    let Some(cur) = sched().current else {
+    let s = sched();
+    let Some(cur) = s.current else {
         crate::dispatch::fatal(frame, delivery, format_args!("ring-3 event with no current server"));
     };
-    forward_fault(frame, cur, event, delivery);
+    forward_fault(s, frame, cur, event, delivery);
 }
 
-fn forward_fault(frame: &mut Frame, cur: usize, event: &Event, delivery: Delivery) {
-    let s = sched();
-    s.servers[cur].frame = *frame;
+fn forward_fault(s: &mut Scheduler, frame: &mut Frame, cur: usize, event: &Event, delivery: Delivery) {
+        s.servers[cur].frame = *frame;
     let fred_alive = s.servers[FRED_SERVER].state != State::Absent && cur != FRED_SERVER;
     if fred_alive {
         let token = Token(s.next_token);
@@ -495,14 +492,14 @@ fn forward_fault(frame: &mut Frame, cur: usize, event: &Event, delivery: Deliver
             s.servers[cur].pending_dump = None;
         } else {
             let mut dump = crate::report::capture("fred-server", frame, delivery);
-            user_stack_words(cur, frame.ret.rsp, &mut dump);
+            user_stack_words(s, cur, frame.ret.rsp, &mut dump);
             s.servers[cur].pending_dump = Some(dump);
         }
-        match send_pending(cur) {
+        match send_pending(s, cur) {
             Ok(()) => {
                 s.servers[cur].state = State::WaitingForReply(token);
                 s.current = None;
-                reschedule_from(frame);
+                reschedule_from(s, frame);
                 return;
             }
             Err(e) => {
@@ -512,7 +509,7 @@ fn forward_fault(frame: &mut Frame, cur: usize, event: &Event, delivery: Deliver
         }
     } else {
         let mut dump = crate::report::capture("nucleus", frame, delivery);
-        user_stack_words(cur, frame.ret.rsp, &mut dump);
+        user_stack_words(s, cur, frame.ret.rsp, &mut dump);
         let who = if cur == FRED_SERVER { "fred-server faulted itself" } else { "fred-server is not running" };
         println!("nucleus: {} faulted and {who}: the nucleus reports it", s.servers[cur].name);
         println!("{dump}");
@@ -520,20 +517,20 @@ fn forward_fault(frame: &mut Frame, cur: usize, event: &Event, delivery: Deliver
     s.current = None;
     if cur == FRED_SERVER && s.servers[cur].restarts >= FRED_SERVER_RESTARTS {
         println!("nucleus: fred-server crashed {} times, giving up on it", s.servers[cur].restarts + 1);
-        kill(cur);
+        kill(s, cur);
     } else {
-        restart(cur);
+        restart(s, cur);
     }
     if cur == FRED_SERVER {
-        rehome_pending();
+        rehome_pending(s);
     }
-    reschedule_from(frame);
+    reschedule_from(s, frame);
 }
 
 /// Fills the dump's raw stack words from the server's own stack, read through its address
 /// space (checked: a wild RSP yields no words, never a nucleus fault).
-fn user_stack_words(index: usize, rsp: u64, dump: &mut ipc::dump::RegisterDump) {
-    let Some(space) = sched().servers[index].space.as_ref() else { return };
+fn user_stack_words(s: &Scheduler, index: usize, rsp: u64, dump: &mut ipc::dump::RegisterDump) {
+    let Some(space) = s.servers[index].space.as_ref() else { return };
     dump.stack_words.0.clear();
     for i in 0..16u64 {
         let mut word = [0u8; 8];
@@ -545,80 +542,81 @@ fn user_stack_words(index: usize, rsp: u64, dump: &mut ipc::dump::RegisterDump) 
 }
 
 /// Sends server `index`'s forwarded event (dump first, then the event) to fred-server.
-fn send_pending(index: usize) -> Result<(), SendFailure> {
-    let server = &sched().servers[index];
-    let Some((token, event)) = server.pending else { return Ok(()) };
-    if let Some(dump) = &server.pending_dump {
-        send_dump(dump, token)?;
+fn send_pending(s: &mut Scheduler, index: usize) -> Result<(), SendFailure> {
+    let Some((token, event)) = s.servers[index].pending else { return Ok(()) };
+    // A copy: the dump lives in the sender's slot while fred-server's ring is written. Only
+    // faults and re-sends pay for it, never `int3`.
+    if let Some(dump) = s.servers[index].pending_dump.clone() {
+        send_dump(s, &dump, token)?;
     }
-    send(FRED_SERVER, &NucleusMessage::Event { token, event })
+    send(s, FRED_SERVER, &NucleusMessage::Event { token, event })
 }
 
 /// After fred-server (re)started, or gave up for good: the events its predecessor never
 /// answered go to the new one, or — with no fred-server left — the nucleus restarts those
 /// servers itself rather than leave them waiting forever.
-fn rehome_pending() {
+fn rehome_pending(s: &mut Scheduler) {
     for index in 0..SERVER_NAMES.len() {
-        if index == FRED_SERVER || sched().servers[index].pending.is_none() {
+        if index == FRED_SERVER || s.servers[index].pending.is_none() {
             continue;
         }
-        let fred_running = sched().servers[FRED_SERVER].state != State::Absent;
-        let resent = fred_running && send_pending(index).is_ok();
-        let name = sched().servers[index].name;
+        let fred_running = s.servers[FRED_SERVER].state != State::Absent;
+        let resent = fred_running && send_pending(s, index).is_ok();
+        let name = s.servers[index].name;
         if resent {
             println!("nucleus: {name}'s unanswered event handed to the new fred-server");
         } else {
             println!("nucleus: {name}'s event has no fred-server to answer it; restarting {name}");
-            restart(index);
+            restart(s, index);
         }
     }
 }
 
 /// Sends a faulting server's register dump to fred-server, in ring-sized parts.
-fn send_dump(dump: &ipc::dump::RegisterDump, token: Token) -> Result<(), SendFailure> {
+fn send_dump(s: &mut Scheduler, dump: &ipc::dump::RegisterDump, token: Token) -> Result<(), SendFailure> {
     let mut buf = [0u8; ipc::dump_parts::DUMP_BYTES_MAX];
     let parts = ipc::dump_parts::split(dump, token, ipc::message::DumpReason::ServerCrash, 0, &mut buf)
         .map_err(|_| SendFailure::DumpTooLarge)?;
     for part in parts {
-        send(FRED_SERVER, &NucleusMessage::Dump(part))?;
+        send(s, FRED_SERVER, &NucleusMessage::Dump(part))?;
     }
     Ok(())
 }
 
 /// After the current server stopped running: pick the next context without saving the
 /// live frame into anyone.
-fn reschedule_from(frame: &mut Frame) {
-    sched().current = None;
-    let next = pick_next();
-    switch(frame, next);
+fn reschedule_from(s: &mut Scheduler, frame: &mut Frame) {
+    s.current = None;
+    let next = pick_next(s);
+    switch(s, frame, next);
 }
 
-fn kill(index: usize) {
-    let server = &mut sched().servers[index];
-    if let Some(space) = server.space.take() {
+fn kill(s: &mut Scheduler, index: usize) {
+    if let Some(space) = s.servers[index].space.take() {
         // Never free the tables the CPU is walking: leave them for the nucleus' own first.
-        if sched().loaded_root == space.root().as_u64() {
-            load_cr3(memory::kernel_root().as_u64());
+        if s.loaded_root == space.root().as_u64() {
+            load_cr3(s, memory::kernel_root().as_u64());
         }
         space.destroy();
     }
+    let server = &mut s.servers[index];
     server.events = None;
     server.replies = None;
     server.pending = None;
     server.state = State::Absent;
     server.hello = false;
     println!("nucleus: {} stopped", server.name);
-    check_ready();
+    check_ready(s);
 }
 
-fn restart(index: usize) {
-    kill(index);
-    let server = &mut sched().servers[index];
+fn restart(s: &mut Scheduler, index: usize) {
+    kill(s, index);
+    let server = &mut s.servers[index];
     server.restarts += 1;
     server.generation += 1;
     let name = server.name;
     println!("nucleus: restarting {name} (restart {})", server.restarts);
-    if let Err(e) = load(index) {
+    if let Err(e) = load(s, index) {
         println!("server {name}: rejected on restart: {e}");
     }
 }
@@ -643,8 +641,8 @@ impl fmt::Display for SendFailure {
 }
 
 /// Pushes a message into a server's event ring and wakes it if it waits for one.
-fn send(index: usize, message: &NucleusMessage) -> Result<(), SendFailure> {
-    let server = &mut sched().servers[index];
+fn send(s: &mut Scheduler, index: usize, message: &NucleusMessage) -> Result<(), SendFailure> {
+    let server = &mut s.servers[index];
     let ring = server.events.as_mut().ok_or(SendFailure::NoRing)?;
     ring.try_push_message(message).map_err(SendFailure::Ring)?;
     if server.state == State::WaitingForEvents {
@@ -654,9 +652,9 @@ fn send(index: usize, message: &NucleusMessage) -> Result<(), SendFailure> {
 }
 
 /// Drains a server's reply ring: every message is an allegation, checked and counted.
-fn drain_replies(from: usize) {
+fn drain_replies(s: &mut Scheduler, from: usize) {
     loop {
-        let server = &mut sched().servers[from];
+        let server = &mut s.servers[from];
         let Some(ring) = server.replies.as_mut() else { return };
         let message: ServerMessage = match ring.pop_message() {
             Ok(Some(message)) => message,
@@ -678,31 +676,31 @@ fn drain_replies(from: usize) {
             ServerMessage::Hello(hello) => {
                 server.hello = true;
                 println!("nucleus: {} says hello (protocol {}, generation {})", server.name, hello.protocol, server.generation);
-                check_ready();
+                check_ready(s);
             }
             ServerMessage::Log(line) => println!("{}: {}", server.name, line.text),
-            ServerMessage::Reply(reply) if from == FRED_SERVER && bench_owns(reply.token()) => bench_reply(),
-            ServerMessage::Reply(reply) if from == FRED_SERVER => apply_reply(reply),
+            ServerMessage::Reply(reply) if from == FRED_SERVER && bench_owns(reply.token()) => bench_reply(s),
+            ServerMessage::Reply(reply) if from == FRED_SERVER => apply_reply(s, reply),
             other => println!("nucleus: {}: unexpected message {other:?}", server.name),
         }
     }
 }
 
-fn apply_reply(reply: Reply) {
-    let s = sched();
-    let token = reply.token();
+fn apply_reply(s: &mut Scheduler, reply: Reply) {
+        let token = reply.token();
     let Some(index) = s.servers.iter().position(|sv| sv.state == State::WaitingForReply(token)) else {
         println!("nucleus: fred-server: reply for unknown event {token}, ignored");
         return;
     };
     let server = &mut s.servers[index];
     server.pending = None;
+    server.ticks_without_syscall = 0;
     match reply {
         Reply::Resume { .. } => server.state = State::Ready,
         Reply::ResumeWith { changes, .. } => {
             if let Err(e) = apply_changes(&mut server.frame, &changes) {
                 println!("nucleus: fred-server: refused changes for {}: {e}; killing it", server.name);
-                return kill(index);
+                return kill(s, index);
             }
             server.state = State::Ready;
         }
@@ -710,10 +708,9 @@ fn apply_reply(reply: Reply) {
             server.frame.gprs.rax = rax;
             server.state = State::Ready;
         }
-        Reply::Kill { .. } => kill(index),
-        Reply::Restart { .. } => restart(index),
+        Reply::Kill { .. } => kill(s, index),
+        Reply::Restart { .. } => restart(s, index),
     }
-    server.ticks_without_syscall = 0;
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -769,21 +766,23 @@ fn apply_changes(frame: &mut Frame, changes: &ipc::message::ResumeChanges) -> Re
 }
 
 /// Prints `nucleus: ready` once every started server has said hello.
-fn check_ready() {
-    let s = sched();
-    if s.ready_printed {
+fn check_ready(s: &mut Scheduler) {
+        if s.ready_printed {
         return;
     }
     let waiting = s.servers.iter().any(|sv| sv.state != State::Absent && !sv.hello);
     if !waiting {
         s.ready_printed = true;
-        crate::kernel::ready();
+        if crate::kernel::ready() {
+            start_ring_bench(s);
+        }
     }
 }
 
 /// Called once servers are started: prints ready at once if none was.
 pub fn boot_done() {
-    check_ready();
+    let s = sched();
+    check_ready(s);
 }
 
 // ---- syscalls -----------------------------------------------------------------------------
@@ -791,22 +790,22 @@ pub fn boot_done() {
 /// A `syscall` from the current server (type 7 vector 1 under FRED, LSTAR under IDT).
 pub fn on_syscall(frame: &mut Frame) {
     let s = sched();
-    let Some(cur) = s.current else { return };
+        let Some(cur) = s.current else { return };
     s.servers[cur].ticks_without_syscall = 0;
     let (number, arg0, arg1) = (frame.gprs.rax, frame.gprs.rdi, frame.gprs.rsi);
     let result = match Syscall::try_from(number) {
-        Ok(Syscall::ConsoleWrite) => console_write(cur, arg0, arg1),
+        Ok(Syscall::ConsoleWrite) => console_write(s, cur, arg0, arg1),
         Ok(Syscall::Nop) => Ok(0),
         Ok(Syscall::Yield) => {
             frame.gprs.rax = 0;
-            return reschedule(frame);
+            return reschedule(s, frame);
         }
         Ok(Syscall::RingNotify) => match arg0 {
             layout::REPLY_RING_ID => {
                 // Replies only act on *other* servers (those waiting for fred-server), so the
                 // caller's live frame and CR3 stay as they are.
                 frame.gprs.rax = 0;
-                drain_replies(cur);
+                drain_replies(s, cur);
                 return;
             }
             layout::EVENT_RING_ID => Ok(0),
@@ -817,14 +816,14 @@ pub fn on_syscall(frame: &mut Frame) {
                 frame.gprs.rax = 0;
                 // Answer and sleep in one syscall: first take what the caller queued on its
                 // reply ring (as RingNotify would), then wait for events.
-                drain_replies(cur);
+                drain_replies(s, cur);
                 let pending = s.servers[cur].events.as_ref().is_some_and(|r| !r.is_empty().unwrap_or(true));
                 if pending {
                     return;
                 }
                 s.servers[cur].state = State::WaitingForEvents;
                 s.servers[cur].frame = *frame;
-                return reschedule_from(frame);
+                return reschedule_from(s, frame);
             }
             layout::REPLY_RING_ID => Err(SyscallError::BadArgument),
             _ => Err(SyscallError::NoSuchRing),
@@ -832,24 +831,24 @@ pub fn on_syscall(frame: &mut Frame) {
         Ok(Syscall::Exit) => {
             println!("nucleus: {} exited with code {}", s.servers[cur].name, arg0 as i64);
             s.current = None;
-            kill(cur);
+            kill(s, cur);
             if cur == FRED_SERVER {
-                rehome_pending();
+                rehome_pending(s);
             }
-            return reschedule_from(frame);
+            return reschedule_from(s, frame);
         }
         Err(_) => Err(SyscallError::NoSuchSyscall),
     };
     frame.gprs.rax = to_rax(result);
 }
 
-fn console_write(cur: usize, ptr: u64, len: u64) -> Result<u64, SyscallError> {
+fn console_write(s: &mut Scheduler, cur: usize, ptr: u64, len: u64) -> Result<u64, SyscallError> {
     if len > CONSOLE_WRITE_MAX {
         return Err(SyscallError::BadArgument);
     }
     let mut buf = [0u8; CONSOLE_WRITE_MAX as usize];
     let buf = &mut buf[..len as usize];
-    let space = sched().servers[cur].space.as_ref().ok_or(SyscallError::BadPointer)?;
+    let space = s.servers[cur].space.as_ref().ok_or(SyscallError::BadPointer)?;
     space.read(ptr, buf).map_err(|BadPointer| SyscallError::BadPointer)?;
     // Printable ASCII and newlines pass; anything else is escaped so a server cannot drive
     // the terminal.
@@ -885,7 +884,7 @@ static BENCH: RacyCell<RingBench> =
     RacyCell::new(RingBench { token: None, started_at: 0, rounds: 0, min: u64::MAX, max: 0, rdtsc_cost: 0 });
 
 fn bench() -> &'static mut RingBench {
-    // SAFETY: as for `sched()`: nucleus-only, single CPU, interrupts off.
+    // SAFETY: as for `s`: nucleus-only, single CPU, interrupts off.
     unsafe { &mut *BENCH.get() }
 }
 
@@ -906,27 +905,26 @@ fn rdtsc_pair_cost() -> u64 {
 }
 
 /// `bench`: measures nucleus → fred-server → reply round trips over the rings.
-pub fn start_ring_bench() {
+fn start_ring_bench(s: &mut Scheduler) {
     let b = bench();
     b.rdtsc_cost = rdtsc_pair_cost();
     println!("bench: rdtsc pair costs {} ticks", b.rdtsc_cost);
-    send_ping();
+    send_ping(s);
 }
 
-fn send_ping() {
-    let s = sched();
-    let token = Token(s.next_token);
+fn send_ping(s: &mut Scheduler) {
+        let token = Token(s.next_token);
     s.next_token += 1;
     let b = bench();
     b.token = Some(token);
     b.started_at = bsp_x86_64::insn::rdtsc();
-    if let Err(e) = send(FRED_SERVER, &NucleusMessage::Ping { token }) {
+    if let Err(e) = send(s, FRED_SERVER, &NucleusMessage::Ping { token }) {
         println!("bench: ring-roundtrip: cannot reach fred-server ({e})");
         b.token = None;
     }
 }
 
-fn bench_reply() {
+fn bench_reply(s: &mut Scheduler) {
     let now = bsp_x86_64::insn::rdtsc();
     let b = bench();
     let sample = now.wrapping_sub(b.started_at).saturating_sub(b.rdtsc_cost);
@@ -934,7 +932,7 @@ fn bench_reply() {
     b.max = b.max.max(sample);
     b.rounds += 1;
     if b.rounds < BENCH_ROUNDS {
-        return send_ping();
+        return send_ping(s);
     }
     b.token = None;
     println!("bench: ring-roundtrip min={} max={} rounds={}", b.min, b.max, b.rounds);
