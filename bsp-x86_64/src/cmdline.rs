@@ -169,7 +169,12 @@ impl ServerArgs {
         if name.is_empty() || name.len() > SERVER_NAME_MAX || args.len() > SERVER_ARGS_MAX {
             return None;
         }
-        let mut this = Self { name: [0; SERVER_NAME_MAX], name_len: name.len() as u8, args: [0; SERVER_ARGS_MAX], args_len: args.len() as u8 };
+        let mut this = Self {
+            name: [0; SERVER_NAME_MAX],
+            name_len: name.len() as u8,
+            args: [0; SERVER_ARGS_MAX],
+            args_len: args.len() as u8,
+        };
         this.name[..name.len()].copy_from_slice(name);
         for (slot, &b) in this.args.iter_mut().zip(args) {
             *slot = if b == b',' { b' ' } else { b };
@@ -203,7 +208,12 @@ pub struct ServerArgsTable {
 impl ServerArgsTable {
     /// Adds or replaces; `false` if the table is full.
     pub fn insert(&mut self, args: ServerArgs) -> bool {
-        if let Some(slot) = self.slots.iter_mut().flatten().find(|s| s.name() == args.name()) {
+        if let Some(slot) = self
+            .slots
+            .iter_mut()
+            .flatten()
+            .find(|s| s.name() == args.name())
+        {
             *slot = args;
             return true;
         }
@@ -460,7 +470,10 @@ impl<'a, F: FnMut(Warning<'a>)> Parser<'a, F> {
             },
             b"bench" => match value {
                 None => self.options.bench = true,
-                Some(value) => self.warn(Warning::UnexpectedValue { key: "bench", value: Echo(value) }),
+                Some(value) => self.warn(Warning::UnexpectedValue {
+                    key: "bench",
+                    value: Echo(value),
+                }),
             },
             b"server-args" => match value.map(|v| (v, ServerArgs::parse(v))) {
                 Some((value, Some(args))) => {
@@ -636,15 +649,34 @@ mod tests {
     #[test]
     fn server_args_and_bench() {
         let (options, warnings) = parse_all(b"bench server-args=pv-server:fault=null,selfcheck server-args=x server-args=fred-server:");
-        assert_eq!(warnings, ["cmdline: server-args=x: expected NAME:ARG[,ARG...] (name <= 31, args <= 127 bytes), using none"]);
+        assert_eq!(
+            warnings,
+            [
+                "cmdline: server-args=x: expected NAME:ARG[,ARG...] (name <= 31, args <= 127 bytes), using none"
+            ]
+        );
         assert!(options.bench);
-        let pv = options.server_args.get(b"pv-server").expect("pv-server args");
+        let pv = options
+            .server_args
+            .get(b"pv-server")
+            .expect("pv-server args");
         assert_eq!(pv.args(), b"fault=null selfcheck");
-        assert_eq!(options.server_args.get(b"fred-server").map(ServerArgs::args), Some(&b""[..]));
+        assert_eq!(
+            options
+                .server_args
+                .get(b"fred-server")
+                .map(ServerArgs::args),
+            Some(&b""[..])
+        );
         assert!(options.server_args.get(b"x").is_none());
         let (later, _) = parse_all(b"server-args=a:1 server-args=a:2");
-        assert_eq!(later.server_args.get(b"a").map(ServerArgs::args), Some(&b"2"[..]));
-        let (full, warnings) = parse_all(b"server-args=a:1 server-args=b:1 server-args=c:1 server-args=d:1 server-args=e:1");
+        assert_eq!(
+            later.server_args.get(b"a").map(ServerArgs::args),
+            Some(&b"2"[..])
+        );
+        let (full, warnings) = parse_all(
+            b"server-args=a:1 server-args=b:1 server-args=c:1 server-args=d:1 server-args=e:1",
+        );
         assert_eq!(full.server_args.iter().count(), 4);
         assert_eq!(warnings.len(), 1);
     }
@@ -687,13 +719,21 @@ mod tests {
             ],
             any::<u16>(),
             any::<bool>(),
-            proptest::collection::vec(("[a-z][a-z-]{0,30}", "[a-z0-9=]{0,20}(,[a-z0-9=]{1,20}){0,3}"), 0..3),
+            proptest::collection::vec(
+                (
+                    "[a-z][a-z-]{0,30}",
+                    "[a-z0-9=]{0,20}(,[a-z0-9=]{1,20}){0,3}",
+                ),
+                0..3,
+            ),
         )
             .prop_map(|(fred, pv_shim, loglvl, exit, tests, bench, servers)| {
                 let mut server_args = ServerArgsTable::default();
                 for (name, args) in servers {
                     let value = format!("{name}:{args}");
-                    server_args.insert(ServerArgs::parse(value.as_bytes()).expect("valid by construction"));
+                    server_args.insert(
+                        ServerArgs::parse(value.as_bytes()).expect("valid by construction"),
+                    );
                 }
                 Options {
                     fred,

@@ -322,7 +322,10 @@ mod tests {
             .with_insn_len(2)
             .map(SsQword::raw);
         assert_eq!(fred, Some(SYSCALL_SS_QWORD));
-        let ret = FredState { ss: SsQword::from_raw(SYSCALL_SS_QWORD), ..FredState::default() };
+        let ret = FredState {
+            ss: SsQword::from_raw(SYSCALL_SS_QWORD),
+            ..FredState::default()
+        };
         assert_eq!(decode(&ret), Ok(ipc::EventKind::Syscall));
     }
 
@@ -336,9 +339,17 @@ mod tests {
                 0..32 => EventType::HardwareException,
                 _ => EventType::ExternalInterrupt,
             };
-            assert_eq!(crate::frame::idt_event_type(vector), expected, "vector {vector}");
+            assert_eq!(
+                crate::frame::idt_event_type(vector),
+                expected,
+                "vector {vector}"
+            );
             let pushes = matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30);
-            assert_eq!(crate::frame::idt_pushes_error_code(vector), pushes, "vector {vector}");
+            assert_eq!(
+                crate::frame::idt_pushes_error_code(vector),
+                pushes,
+                "vector {vector}"
+            );
         }
     }
 }

@@ -113,7 +113,11 @@ impl fmt::Display for ReservedBitsSet {
 impl SelectorErrorCode {
     /// Checks the error code as delivered (a full qword under FRED and in the IDT frame).
     pub const fn try_from_raw(raw: u64) -> Result<Self, ReservedBitsSet> {
-        if raw > u16::MAX as u64 { Err(ReservedBitsSet { raw }) } else { Ok(Self(raw as u16)) }
+        if raw > u16::MAX as u64 {
+            Err(ReservedBitsSet { raw })
+        } else {
+            Ok(Self(raw as u16))
+        }
     }
 
     pub const fn raw(self) -> u16 {
@@ -144,7 +148,9 @@ impl SelectorErrorCode {
     pub const fn vector(self) -> Option<Vector> {
         match self.table() {
             // An IDT index is a vector, 0..=255, unless the CPU delivered garbage.
-            DescriptorTable::Idt if self.index() <= u8::MAX as u16 => Some(Vector::new(self.index() as u8)),
+            DescriptorTable::Idt if self.index() <= u8::MAX as u16 => {
+                Some(Vector::new(self.index() as u8))
+            }
             _ => None,
         }
     }
@@ -204,12 +210,21 @@ mod tests {
     #[test]
     fn selector_error_code_fields() {
         let gdt = SelectorErrorCode::try_from_raw(0x31).unwrap();
-        assert_eq!((gdt.table(), gdt.index(), gdt.external()), (DescriptorTable::Gdt, 6, true));
+        assert_eq!(
+            (gdt.table(), gdt.index(), gdt.external()),
+            (DescriptorTable::Gdt, 6, true)
+        );
         // 0x33 looks like a ring-3 selector but, as an error code, bit 1 means IDT.
         let idt6 = SelectorErrorCode::try_from_raw(0x33).unwrap();
-        assert_eq!((idt6.table(), idt6.index(), idt6.external()), (DescriptorTable::Idt, 6, true));
+        assert_eq!(
+            (idt6.table(), idt6.index(), idt6.external()),
+            (DescriptorTable::Idt, 6, true)
+        );
         let gdt = SelectorErrorCode::try_from_raw(0x30).unwrap();
-        assert_eq!((gdt.table(), gdt.index(), gdt.external()), (DescriptorTable::Gdt, 6, false));
+        assert_eq!(
+            (gdt.table(), gdt.index(), gdt.external()),
+            (DescriptorTable::Gdt, 6, false)
+        );
         assert_eq!(gdt.vector(), None);
 
         let ldt = SelectorErrorCode::try_from_raw(0x0c).unwrap();
@@ -220,15 +235,30 @@ mod tests {
         assert_eq!(idt.vector(), Some(Vector::GP));
         // With IDT set, TI is ignored.
         let idt_ti = SelectorErrorCode::try_from_raw(0x80 << 3 | 0b111).unwrap();
-        assert_eq!((idt_ti.table(), idt_ti.vector(), idt_ti.external()), (DescriptorTable::Idt, Some(Vector::new(0x80)), true));
-        assert_eq!(SelectorErrorCode::try_from_raw(0xffff).unwrap().vector(), None);
+        assert_eq!(
+            (idt_ti.table(), idt_ti.vector(), idt_ti.external()),
+            (DescriptorTable::Idt, Some(Vector::new(0x80)), true)
+        );
+        assert_eq!(
+            SelectorErrorCode::try_from_raw(0xffff).unwrap().vector(),
+            None
+        );
     }
 
     #[test]
     fn selector_error_code_reserved_bits() {
-        assert_eq!(SelectorErrorCode::try_from_raw(0x1_0000), Err(ReservedBitsSet { raw: 0x1_0000 }));
-        assert_eq!(SelectorErrorCode::try_from_raw(u64::MAX), Err(ReservedBitsSet { raw: u64::MAX }));
-        assert_eq!(SelectorErrorCode::try_from_raw(0xffff).map(SelectorErrorCode::raw), Ok(0xffff));
+        assert_eq!(
+            SelectorErrorCode::try_from_raw(0x1_0000),
+            Err(ReservedBitsSet { raw: 0x1_0000 })
+        );
+        assert_eq!(
+            SelectorErrorCode::try_from_raw(u64::MAX),
+            Err(ReservedBitsSet { raw: u64::MAX })
+        );
+        assert_eq!(
+            SelectorErrorCode::try_from_raw(0xffff).map(SelectorErrorCode::raw),
+            Ok(0xffff)
+        );
         assert_eq!(
             ReservedBitsSet { raw: 0x1_0000 }.to_string(),
             "error code 0x10000: reserved bits 63:16 set"

@@ -84,7 +84,11 @@ const fn align_up(addr: u64, align: u64) -> Option<u64> {
 /// Pushes `range`; when full, keeps the larger of `range` and the smallest element.
 fn push_or_drop(ranges: &mut Vec<Range<u64>, MAX_RANGES>, range: Range<u64>, dropped: &mut u64) {
     if let Err(range) = ranges.push(range) {
-        let smallest = ranges.iter().enumerate().min_by_key(|(_, r)| frames(r)).map(|(i, r)| (i, frames(r)));
+        let smallest = ranges
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, r)| frames(r))
+            .map(|(i, r)| (i, frames(r)));
         match smallest {
             Some((index, size)) if size < frames(&range) => {
                 *dropped += size;
@@ -98,17 +102,28 @@ fn push_or_drop(ranges: &mut Vec<Range<u64>, MAX_RANGES>, range: Range<u64>, dro
 impl FrameAllocator {
     /// An allocator with no frames, for a `static` that boot code later replaces with [`Self::new`].
     pub const fn empty() -> Self {
-        Self { owned: Vec::new(), free: Vec::new(), recycled: Vec::new(), total_frames: 0, dropped_frames: 0 }
+        Self {
+            owned: Vec::new(),
+            free: Vec::new(),
+            recycled: Vec::new(),
+            total_frames: 0,
+            dropped_frames: 0,
+        }
     }
 
     /// Builds the allocator from the usable RAM ranges of the memory map and the ranges in use
     /// inside them (kernel image, modules, boot info, the memory map itself). Byte ranges,
     /// end exclusive, in any order.
-    pub fn new(usable: impl IntoIterator<Item = Range<u64>>, reserved: impl IntoIterator<Item = Range<u64>>) -> Self {
+    pub fn new(
+        usable: impl IntoIterator<Item = Range<u64>>,
+        reserved: impl IntoIterator<Item = Range<u64>>,
+    ) -> Self {
         let mut dropped = 0;
         let mut free: Vec<Range<u64>, MAX_RANGES> = Vec::new();
         for range in usable {
-            let Some(start) = align_up(range.start.max(LOW_MEMORY_END), SIZE_4K) else { continue };
+            let Some(start) = align_up(range.start.max(LOW_MEMORY_END), SIZE_4K) else {
+                continue;
+            };
             let end = align_down(range.end.min(PHYS_END), SIZE_4K);
             if start < end {
                 Self::add_merged(&mut free, start..end, &mut dropped);
@@ -124,7 +139,13 @@ impl FrameAllocator {
         }
         free.sort_unstable_by_key(|r| r.start);
         let total_frames = free.iter().map(frames).sum();
-        Self { owned: free.clone(), free, recycled: Vec::new(), total_frames, dropped_frames: dropped }
+        Self {
+            owned: free.clone(),
+            free,
+            recycled: Vec::new(),
+            total_frames,
+            dropped_frames: dropped,
+        }
     }
 
     /// Adds `range` to the disjoint, non-adjacent set `ranges`, merging what it touches.
@@ -142,7 +163,11 @@ impl FrameAllocator {
     }
 
     /// `ranges` without the bytes of `hole`.
-    fn subtract(ranges: &Vec<Range<u64>, MAX_RANGES>, hole: Range<u64>, dropped: &mut u64) -> Vec<Range<u64>, MAX_RANGES> {
+    fn subtract(
+        ranges: &Vec<Range<u64>, MAX_RANGES>,
+        hole: Range<u64>,
+        dropped: &mut u64,
+    ) -> Vec<Range<u64>, MAX_RANGES> {
         let mut out = Vec::new();
         for r in ranges {
             if r.end <= hole.start || hole.end <= r.start {
@@ -184,8 +209,12 @@ impl FrameAllocator {
         let bytes = count.checked_mul(SIZE_4K)?;
         for index in 0..self.free.len() {
             let range = self.free[index].clone();
-            let Some(start) = align_up(range.start, align) else { continue };
-            let Some(end) = start.checked_add(bytes) else { continue };
+            let Some(start) = align_up(range.start, align) else {
+                continue;
+            };
+            let Some(end) = start.checked_add(bytes) else {
+                continue;
+            };
             if end > range.end {
                 continue;
             }
@@ -224,7 +253,10 @@ impl FrameAllocator {
         // Grow a neighbouring range when possible: keeps free memory contiguous.
         if let Some(index) = self.free.iter().position(|r| r.end == addr) {
             self.free[index].end += SIZE_4K;
-            let joins_next = self.free.get(index + 1).is_some_and(|next| next.start == self.free[index].end);
+            let joins_next = self
+                .free
+                .get(index + 1)
+                .is_some_and(|next| next.start == self.free[index].end);
             if joins_next {
                 let next = self.free.remove(index + 1);
                 self.free[index].end = next.end;
@@ -239,8 +271,14 @@ impl FrameAllocator {
             return Ok(());
         }
         // List full: a spare range slot holds the frame as a one-frame range.
-        let index = self.free.iter().position(|r| r.start > addr).unwrap_or(self.free.len());
-        self.free.insert(index, addr..addr + SIZE_4K).map_err(|_| FreeError::RecycleListFull(frame))
+        let index = self
+            .free
+            .iter()
+            .position(|r| r.start > addr)
+            .unwrap_or(self.free.len());
+        self.free
+            .insert(index, addr..addr + SIZE_4K)
+            .map_err(|_| FreeError::RecycleListFull(frame))
     }
 
     /// Frames that `alloc` can still hand out.
@@ -286,7 +324,10 @@ mod tests {
         assert_eq!((EMPTY.total_frames(), EMPTY.free_frames()), (0, 0));
         let mut allocator = FrameAllocator::empty();
         assert_eq!(allocator.alloc(), None);
-        assert_eq!(allocator.free(PhysAddr::new(MIB)), Err(FreeError::NotOwned(PhysAddr::new(MIB))));
+        assert_eq!(
+            allocator.free(PhysAddr::new(MIB)),
+            Err(FreeError::NotOwned(PhysAddr::new(MIB)))
+        );
     }
 
     #[test]
@@ -323,7 +364,14 @@ mod tests {
         ];
         let reserved = [4 * MIB - SIZE_4K..4 * MIB + SIZE_4K, 8 * MIB..8 * MIB + 1];
         let allocator = FrameAllocator::new(usable, reserved);
-        assert_eq!(allocator.ranges(), &[2 * MIB..4 * MIB - SIZE_4K, 4 * MIB + SIZE_4K..5 * MIB, 8 * MIB + SIZE_4K..9 * MIB]);
+        assert_eq!(
+            allocator.ranges(),
+            &[
+                2 * MIB..4 * MIB - SIZE_4K,
+                4 * MIB + SIZE_4K..5 * MIB,
+                8 * MIB + SIZE_4K..9 * MIB
+            ]
+        );
         assert_eq!(allocator.total_frames(), 4 * 256 - 2 - 1);
         assert_eq!(allocator.free_frames(), allocator.total_frames());
         assert_eq!(allocator.dropped_frames(), 0);
@@ -331,18 +379,28 @@ mod tests {
 
     #[test]
     fn hostile_ranges() {
-        let usable = [u64::MAX - 10..u64::MAX, 5..3, MIB..MIB, (1 << 52) - SIZE_4K..u64::MAX, 16 * MIB..17 * MIB];
+        let usable = [
+            u64::MAX - 10..u64::MAX,
+            5..3,
+            MIB..MIB,
+            (1 << 52) - SIZE_4K..u64::MAX,
+            16 * MIB..17 * MIB,
+        ];
         let reserved = [10..5, 16 * MIB + 5..16 * MIB + 5, u64::MAX - 1..u64::MAX];
         let allocator = FrameAllocator::new(usable, reserved);
         // The top frame below 2^52 survives; the empty reservation takes nothing.
-        assert_eq!(allocator.ranges(), &[16 * MIB..17 * MIB, (1 << 52) - SIZE_4K..1 << 52]);
+        assert_eq!(
+            allocator.ranges(),
+            &[16 * MIB..17 * MIB, (1 << 52) - SIZE_4K..1 << 52]
+        );
         assert_eq!(allocator.total_frames(), 257);
     }
 
     #[test]
     fn too_many_ranges_drop_the_smallest() {
         // 70 separate single-frame ranges and one big one: 7 single frames cannot be kept.
-        let singles = (0..70).map(|i| 2 * MIB + i * 2 * SIZE_4K..2 * MIB + i * 2 * SIZE_4K + SIZE_4K);
+        let singles =
+            (0..70).map(|i| 2 * MIB + i * 2 * SIZE_4K..2 * MIB + i * 2 * SIZE_4K + SIZE_4K);
         let allocator = FrameAllocator::new(singles.chain([64 * MIB..128 * MIB]), []);
         assert_eq!(allocator.ranges().len(), MAX_RANGES);
         assert!(allocator.ranges().contains(&(64 * MIB..128 * MIB)));
@@ -377,13 +435,19 @@ mod tests {
     fn free_rejects_foreign_frames() {
         let mut allocator = FrameAllocator::new([0..4 * MIB], [2 * MIB..3 * MIB]);
         let frame = allocator.alloc().unwrap();
-        assert_eq!(allocator.free(PhysAddr::new(frame.as_u64() + 8)), Err(FreeError::Misaligned(PhysAddr::new(frame.as_u64() + 8))));
+        assert_eq!(
+            allocator.free(PhysAddr::new(frame.as_u64() + 8)),
+            Err(FreeError::Misaligned(PhysAddr::new(frame.as_u64() + 8)))
+        );
         for foreign in [0, 0x9_f000, 2 * MIB, 3 * MIB - SIZE_4K, 4 * MIB] {
             let foreign = PhysAddr::new(foreign);
             assert_eq!(allocator.free(foreign), Err(FreeError::NotOwned(foreign)));
         }
         assert_eq!(allocator.free(frame), Ok(()));
-        assert_eq!(FreeError::NotOwned(PhysAddr::new(0)).to_string(), "free 0x0: not an allocatable frame");
+        assert_eq!(
+            FreeError::NotOwned(PhysAddr::new(0)).to_string(),
+            "free 0x0: not an allocatable frame"
+        );
     }
 
     #[test]
@@ -399,7 +463,10 @@ mod tests {
             allocator.free(frame).unwrap();
         }
         let overflow = odd.next().unwrap();
-        assert_eq!(allocator.free(overflow), Err(FreeError::RecycleListFull(overflow)));
+        assert_eq!(
+            allocator.free(overflow),
+            Err(FreeError::RecycleListFull(overflow))
+        );
         assert_eq!(allocator.free_frames(), capacity as u64);
         // Frame 2 * MAX_RECYCLED + 2 sits between the first two one-frame ranges: freeing it
         // joins them, which frees a range slot for the overflow frame.
@@ -430,7 +497,8 @@ mod tests {
     /// Coalesces raw input ranges the way the test sees them: a byte is usable if any range
     /// covers it.
     fn union(ranges: &[Range<u64>]) -> std::vec::Vec<Range<u64>> {
-        let mut sorted: std::vec::Vec<_> = ranges.iter().filter(|r| r.start < r.end).cloned().collect();
+        let mut sorted: std::vec::Vec<_> =
+            ranges.iter().filter(|r| r.start < r.end).cloned().collect();
         sorted.sort_by_key(|r| r.start);
         let mut out: std::vec::Vec<Range<u64>> = std::vec::Vec::new();
         for r in sorted {
@@ -442,8 +510,15 @@ mod tests {
         out
     }
 
-    fn ranges(max_start: u64, max_len: u64, count: usize) -> impl Strategy<Value = std::vec::Vec<Range<u64>>> {
-        prop::collection::vec((0..max_start, 0..max_len).prop_map(|(start, len)| start..start + len), 0..count)
+    fn ranges(
+        max_start: u64,
+        max_len: u64,
+        count: usize,
+    ) -> impl Strategy<Value = std::vec::Vec<Range<u64>>> {
+        prop::collection::vec(
+            (0..max_start, 0..max_len).prop_map(|(start, len)| start..start + len),
+            0..count,
+        )
     }
 
     proptest! {

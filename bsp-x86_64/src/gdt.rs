@@ -52,7 +52,11 @@ impl Selector {
     }
 
     pub const fn ti(self) -> TableIndicator {
-        if self.0 & 0b100 == 0 { TableIndicator::Gdt } else { TableIndicator::Ldt }
+        if self.0 & 0b100 == 0 {
+            TableIndicator::Gdt
+        } else {
+            TableIndicator::Ldt
+        }
     }
 
     /// Requested privilege level, 0..=3 (for CS: the privilege the code runs at).
@@ -116,7 +120,15 @@ impl Descriptor {
 
     const fn flat(dpl: u8, kind: u64) -> Self {
         assert!(dpl <= 3, "DPL is 0..=3");
-        Self(FLAT_LIMIT | ACCESSED | CODE_OR_DATA | PRESENT | GRANULARITY_4K | ((dpl as u64) << DPL_SHIFT) | kind)
+        Self(
+            FLAT_LIMIT
+                | ACCESSED
+                | CODE_OR_DATA
+                | PRESENT
+                | GRANULARITY_4K
+                | ((dpl as u64) << DPL_SHIFT)
+                | kind,
+        )
     }
 
     /// A 64-bit code segment (L=1, D=0), execute/read.
@@ -168,7 +180,9 @@ pub const fn tss_descriptor(base: u64, limit: u32) -> [u64; 2] {
 
 /// Reassembles the base address of a TSS descriptor (the inverse of [`tss_descriptor`]).
 pub const fn tss_descriptor_base(descriptor: [u64; 2]) -> u64 {
-    ((descriptor[0] >> 16) & 0xff_ffff) | (((descriptor[0] >> 56) & 0xff) << 24) | (descriptor[1] << 32)
+    ((descriptor[0] >> 16) & 0xff_ffff)
+        | (((descriptor[0] >> 56) & 0xff) << 24)
+        | (descriptor[1] << 32)
 }
 
 /// The GDT: null, the five flat segments and this CPU's TSS (architecture.md: one GDT per CPU,
@@ -212,7 +226,10 @@ impl Gdt {
 
     /// The operand for `lgdt`. Only meaningful while `self` stays where it is.
     pub fn pointer(&self) -> DescriptorTablePointer {
-        DescriptorTablePointer { limit: (size_of::<Self>() - 1) as u16, base: core::ptr::from_ref(self) as u64 }
+        DescriptorTablePointer {
+            limit: (size_of::<Self>() - 1) as u16,
+            base: core::ptr::from_ref(self) as u64,
+        }
     }
 }
 
@@ -334,7 +351,10 @@ mod tests {
         assert_eq!(sel.rpl(), 3);
         assert_eq!(sel.ti(), TableIndicator::Gdt);
         let ldt = Selector::from_raw(0x0f);
-        assert_eq!((ldt.index(), ldt.ti(), ldt.rpl()), (1, TableIndicator::Ldt, 3));
+        assert_eq!(
+            (ldt.index(), ldt.ti(), ldt.rpl()),
+            (1, TableIndicator::Ldt, 3)
+        );
         assert_eq!(Selector::new(8191, TableIndicator::Ldt, 2).raw(), 0xfffe);
         assert!(Selector::from_raw(3).is_null());
         assert!(!KERNEL_CS.is_null());
@@ -391,7 +411,10 @@ mod tests {
 
         let gdt = Gdt::new(base);
         assert_eq!(tss_descriptor_base(gdt.tss_descriptor()), base);
-        assert_eq!(gdt.tss_descriptor()[0] & 0xffff, u64::from(TaskStateSegment::LIMIT));
+        assert_eq!(
+            gdt.tss_descriptor()[0] & 0xffff,
+            u64::from(TaskStateSegment::LIMIT)
+        );
         assert_eq!(TaskStateSegment::LIMIT, 0x206b);
     }
 
@@ -399,7 +422,10 @@ mod tests {
     fn gdt_with_tss_uses_its_address() {
         let tss = Box::new(TaskStateSegment::new());
         let gdt = Box::new(Gdt::with_tss(&tss));
-        assert_eq!(tss_descriptor_base(gdt.tss_descriptor()), core::ptr::from_ref(&*tss) as u64);
+        assert_eq!(
+            tss_descriptor_base(gdt.tss_descriptor()),
+            core::ptr::from_ref(&*tss) as u64
+        );
         let ptr = gdt.pointer();
         assert_eq!({ ptr.limit }, 63);
         assert_eq!({ ptr.base }, core::ptr::from_ref(&*gdt) as u64);
@@ -420,7 +446,10 @@ mod tests {
         // Check the raw bytes where the CPU looks for them.
         // SAFETY: TaskStateSegment is plain old data of exactly size_of bytes.
         let bytes = unsafe {
-            core::slice::from_raw_parts(core::ptr::from_ref(&*tss).cast::<u8>(), size_of::<TaskStateSegment>())
+            core::slice::from_raw_parts(
+                core::ptr::from_ref(&*tss).cast::<u8>(),
+                size_of::<TaskStateSegment>(),
+            )
         };
         let qword = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
         assert_eq!(qword(0x04), 0xffff_8000_0000_8000);

@@ -126,7 +126,11 @@ impl IstIndex {
 
     /// `None` unless `index` is 1..=7.
     pub const fn new(index: u8) -> Option<Self> {
-        if index >= 1 && index <= 7 { Some(Self(index)) } else { None }
+        if index >= 1 && index <= 7 {
+            Some(Self(index))
+        } else {
+            None
+        }
     }
 
     pub const fn get(self) -> u8 {
@@ -193,14 +197,20 @@ impl Gate {
     /// Switches to IST stack `ist` on delivery (for `#DF`, NMI, `#MC`, `#DB`: architecture.md §4).
     #[must_use]
     pub const fn with_ist(self, ist: IstIndex) -> Self {
-        Self([(self.0[0] & !IST_MASK) | ((ist.get() as u64) << IST_SHIFT), self.0[1]])
+        Self([
+            (self.0[0] & !IST_MASK) | ((ist.get() as u64) << IST_SHIFT),
+            self.0[1],
+        ])
     }
 
     /// Sets the gate's DPL: 3 lets ring 3 reach it with `int n`/`int3`/`into`. Panics above 3.
     #[must_use]
     pub const fn with_dpl(self, dpl: u8) -> Self {
         assert!(dpl <= 3, "DPL is 0..=3");
-        Self([(self.0[0] & !DPL_MASK) | ((dpl as u64) << DPL_SHIFT), self.0[1]])
+        Self([
+            (self.0[0] & !DPL_MASK) | ((dpl as u64) << DPL_SHIFT),
+            self.0[1],
+        ])
     }
 
     /// Takes a gate as it sits in memory (reading a live IDT, tests).
@@ -213,7 +223,9 @@ impl Gate {
     }
 
     pub const fn offset(self) -> u64 {
-        (self.0[0] & 0xffff) | (((self.0[0] >> 48) & 0xffff) << 16) | ((self.0[1] & 0xffff_ffff) << 32)
+        (self.0[0] & 0xffff)
+            | (((self.0[0] >> 48) & 0xffff) << 16)
+            | ((self.0[1] & 0xffff_ffff) << 32)
     }
 
     pub const fn selector(self) -> Selector {
@@ -283,7 +295,10 @@ impl Idt {
 
     /// The operand for `lidt`. Only meaningful while `self` stays where it is.
     pub fn pointer(&self) -> DescriptorTablePointer {
-        DescriptorTablePointer { limit: (size_of::<Self>() - 1) as u16, base: core::ptr::from_ref(self) as u64 }
+        DescriptorTablePointer {
+            limit: (size_of::<Self>() - 1) as u16,
+            base: core::ptr::from_ref(self) as u64,
+        }
     }
 }
 
@@ -303,7 +318,9 @@ mod tests {
 
     #[test]
     fn gate_fields_round_trip() {
-        let gate = Gate::interrupt(0xffff_ffff_8000_0abc, KERNEL_CS).with_ist(IstIndex::IST3).with_dpl(3);
+        let gate = Gate::interrupt(0xffff_ffff_8000_0abc, KERNEL_CS)
+            .with_ist(IstIndex::IST3)
+            .with_dpl(3);
         assert_eq!(
             gate.decode(),
             GateFields {
@@ -326,7 +343,10 @@ mod tests {
     fn gate_kinds() {
         assert_eq!(Gate::interrupt(0, KERNEL_CS).kind(), GateKind::Interrupt);
         assert_eq!(Gate::from_raw([0xf << 40, 0]).kind(), GateKind::Trap);
-        assert_eq!(Gate::from_raw([0xc << 40, 0]).kind(), GateKind::Invalid(0xc));
+        assert_eq!(
+            Gate::from_raw([0xc << 40, 0]).kind(),
+            GateKind::Invalid(0xc)
+        );
         assert!(!Gate::MISSING.is_present());
         assert_eq!(Gate::MISSING.ist(), None);
     }
@@ -356,19 +376,38 @@ mod tests {
 
     #[test]
     fn error_code_vectors() {
-        let with: Vec<u8> = (0..=255u8).filter(|&v| Vector::new(v).has_error_code()).collect();
+        let with: Vec<u8> = (0..=255u8)
+            .filter(|&v| Vector::new(v).has_error_code())
+            .collect();
         assert_eq!(with, [8, 10, 11, 12, 13, 14, 17, 21, 29, 30]);
     }
 
     #[test]
     fn mnemonics_and_display() {
         let named = [
-            (Vector::DE, "#DE"), (Vector::DB, "#DB"), (Vector::NMI, "NMI"), (Vector::BP, "#BP"),
-            (Vector::OF, "#OF"), (Vector::BR, "#BR"), (Vector::UD, "#UD"), (Vector::NM, "#NM"),
-            (Vector::DF, "#DF"), (Vector::TS, "#TS"), (Vector::NP, "#NP"), (Vector::SS, "#SS"),
-            (Vector::GP, "#GP"), (Vector::PF, "#PF"), (Vector::MF, "#MF"), (Vector::AC, "#AC"),
-            (Vector::MC, "#MC"), (Vector::XM, "#XM"), (Vector::VE, "#VE"), (Vector::CP, "#CP"),
-            (Vector::HV, "#HV"), (Vector::VC, "#VC"), (Vector::SX, "#SX"),
+            (Vector::DE, "#DE"),
+            (Vector::DB, "#DB"),
+            (Vector::NMI, "NMI"),
+            (Vector::BP, "#BP"),
+            (Vector::OF, "#OF"),
+            (Vector::BR, "#BR"),
+            (Vector::UD, "#UD"),
+            (Vector::NM, "#NM"),
+            (Vector::DF, "#DF"),
+            (Vector::TS, "#TS"),
+            (Vector::NP, "#NP"),
+            (Vector::SS, "#SS"),
+            (Vector::GP, "#GP"),
+            (Vector::PF, "#PF"),
+            (Vector::MF, "#MF"),
+            (Vector::AC, "#AC"),
+            (Vector::MC, "#MC"),
+            (Vector::XM, "#XM"),
+            (Vector::VE, "#VE"),
+            (Vector::CP, "#CP"),
+            (Vector::HV, "#HV"),
+            (Vector::VC, "#VC"),
+            (Vector::SX, "#SX"),
         ];
         for (vector, mnemonic) in named {
             assert_eq!(vector.mnemonic(), mnemonic, "vector {}", vector.raw());

@@ -27,7 +27,9 @@ const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
 pub unsafe fn rdmsr(msr: u32) -> u64 {
     let (low, high): (u32, u32);
     // SAFETY: the caller guarantees CPL 0 and an implemented MSR; rdmsr touches no memory.
-    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("rdmsr", in("ecx") msr, out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags))
+    };
     (u64::from(high) << 32) | u64::from(low)
 }
 
@@ -42,7 +44,9 @@ pub unsafe fn wrmsr(msr: u32, value: u64) {
     let (low, high) = (value as u32, (value >> 32) as u32);
     // SAFETY: the caller vouches for register, value and resulting state. No `nomem`: a new
     // GS base or paging-related MSR changes what later memory accesses mean.
-    unsafe { asm!("wrmsr", in("ecx") msr, in("eax") low, in("edx") high, options(nostack, preserves_flags)) };
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") low, in("edx") high, options(nostack, preserves_flags))
+    };
 }
 
 /// Reads CR0.
@@ -171,7 +175,12 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
             options(nomem, nostack, preserves_flags),
         )
     };
-    CpuidResult { eax, ebx: ebx as u32, ecx, edx }
+    CpuidResult {
+        eax,
+        ebx: ebx as u32,
+        ecx,
+        edx,
+    }
 }
 
 /// Loads the GDT register.
@@ -230,7 +239,9 @@ pub unsafe fn load_ss(selector: Selector) {
 #[inline]
 pub unsafe fn load_ds_es(selector: Selector) {
     // SAFETY: the caller guarantees a valid data segment; bases are ignored in long mode.
-    unsafe { asm!("mov ds, {0:x}", "mov es, {0:x}", in(reg) selector.raw(), options(nostack, preserves_flags)) };
+    unsafe {
+        asm!("mov ds, {0:x}", "mov es, {0:x}", in(reg) selector.raw(), options(nostack, preserves_flags))
+    };
 }
 
 /// Reloads CS by a far return to the next instruction (there is no `mov cs`).
@@ -268,7 +279,9 @@ pub unsafe fn reload_cs(selector: Selector) {
 pub unsafe fn lkgs(selector: Selector) {
     // SAFETY: the caller guarantees CPL 0, LKGS support and a loadable selector. The bytes are
     // `lkgs di`; only GS's selector and IA32_KERNEL_GS_BASE change.
-    unsafe { asm!(".byte 0xf2, 0x0f, 0x00, 0xf7", in("edi") u32::from(selector.raw()), options(nostack, preserves_flags)) };
+    unsafe {
+        asm!(".byte 0xf2, 0x0f, 0x00, 0xf7", in("edi") u32::from(selector.raw()), options(nostack, preserves_flags))
+    };
 }
 
 /// Reads IA32_FS_BASE.
@@ -363,7 +376,9 @@ pub unsafe fn enable_and_hlt() {
 pub fn rdtsc() -> u64 {
     let (low, high): (u32, u32);
     // SAFETY: rdtsc only writes eax and edx.
-    unsafe { asm!("rdtsc", out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("rdtsc", out("eax") low, out("edx") high, options(nomem, nostack, preserves_flags))
+    };
     (u64::from(high) << 32) | u64::from(low)
 }
 
@@ -391,7 +406,10 @@ mod tests {
         vendor[8..].copy_from_slice(&leaf0.ecx.to_le_bytes());
         // Cross-check against the compiler's intrinsic, which has its own rbx handling.
         let expected = core::arch::x86_64::__cpuid_count(0, 0);
-        assert_eq!((leaf0.ebx, leaf0.ecx, leaf0.edx), (expected.ebx, expected.ecx, expected.edx));
+        assert_eq!(
+            (leaf0.ebx, leaf0.ecx, leaf0.edx),
+            (expected.ebx, expected.ecx, expected.edx)
+        );
         assert!(vendor.iter().all(u8::is_ascii_graphic), "vendor {vendor:?}");
     }
 
@@ -402,7 +420,10 @@ mod tests {
         for subleaf in [0, 1] {
             let ours = cpuid(7, subleaf);
             let theirs = core::arch::x86_64::__cpuid_count(7, subleaf);
-            assert_eq!([ours.eax, ours.ebx, ours.ecx, ours.edx], [theirs.eax, theirs.ebx, theirs.ecx, theirs.edx]);
+            assert_eq!(
+                [ours.eax, ours.ebx, ours.ecx, ours.edx],
+                [theirs.eax, theirs.ebx, theirs.ecx, theirs.edx]
+            );
         }
     }
 
@@ -443,7 +464,10 @@ mod tests {
         unsafe { load_ss(ss_before) };
         // SAFETY: the data selector the process already uses (null or a flat data segment).
         unsafe { load_ds_es(ds_before) };
-        assert_eq!((current(cs), current(ss), current(ds)), (cs_before, ss_before, ds_before));
+        assert_eq!(
+            (current(cs), current(ss), current(ds)),
+            (cs_before, ss_before, ds_before)
+        );
     }
 
     #[test]

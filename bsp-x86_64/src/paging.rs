@@ -68,7 +68,11 @@ impl PhysAddr {
 
     /// `None` if `addr` has bits above 51 (use for addresses from boot info or servers).
     pub const fn try_new(addr: u64) -> Option<Self> {
-        if addr >> PHYS_BITS == 0 { Some(Self(addr)) } else { None }
+        if addr >> PHYS_BITS == 0 {
+            Some(Self(addr))
+        } else {
+            None
+        }
     }
 
     pub const fn as_u64(self) -> u64 {
@@ -113,7 +117,11 @@ pub struct VirtAddr(u64);
 impl VirtAddr {
     /// Checks the canonical form (use for addresses from boot info, ELF headers or servers).
     pub const fn try_new(addr: u64) -> Result<Self, NonCanonicalAddr> {
-        if Self::new_truncate(addr).0 == addr { Ok(Self(addr)) } else { Err(NonCanonicalAddr { addr }) }
+        if Self::new_truncate(addr).0 == addr {
+            Ok(Self(addr))
+        } else {
+            Err(NonCanonicalAddr { addr })
+        }
     }
 
     /// Makes `addr` canonical by copying bit 47 into bits 63:48.
@@ -160,7 +168,9 @@ impl VirtAddr {
     pub const fn checked_add(self, bytes: u64) -> Result<Self, NonCanonicalAddr> {
         match self.0.checked_add(bytes) {
             Some(sum) => Self::try_new(sum),
-            None => Err(NonCanonicalAddr { addr: self.0.wrapping_add(bytes) }),
+            None => Err(NonCanonicalAddr {
+                addr: self.0.wrapping_add(bytes),
+            }),
         }
     }
 }
@@ -347,7 +357,11 @@ impl<T: TableAccess + ?Sized> TableAccess for &mut T {
 pub enum MapError {
     /// A present entry already sits where the new leaf would go (`level` is the leaf's level;
     /// at `Pd` for a 2 MiB mapping this may be a page table of 4 KiB mappings).
-    AlreadyMapped { virt: VirtAddr, level: Level, existing: PageTableEntry },
+    AlreadyMapped {
+        virt: VirtAddr,
+        level: Level,
+        existing: PageTableEntry,
+    },
     /// `TableAccess::alloc_table` returned `None`.
     OutOfFrames,
     /// A 2 MiB or 1 GiB page covers `virt` at `level`, where a table was needed.
@@ -369,11 +383,22 @@ impl From<NonCanonicalAddr> for MapError {
 impl fmt::Display for MapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::AlreadyMapped { virt, level, existing } => {
-                write!(f, "{virt}: already mapped ({} entry {:#x})", level.name(), existing.raw())
+            Self::AlreadyMapped {
+                virt,
+                level,
+                existing,
+            } => {
+                write!(
+                    f,
+                    "{virt}: already mapped ({} entry {:#x})",
+                    level.name(),
+                    existing.raw()
+                )
             }
             Self::OutOfFrames => f.write_str("out of frames for page tables"),
-            Self::HugePageInTheWay { virt, level } => write!(f, "{virt}: inside a huge page at {}", level.name()),
+            Self::HugePageInTheWay { virt, level } => {
+                write!(f, "{virt}: inside a huge page at {}", level.name())
+            }
             Self::Misaligned { addr, align } => write!(f, "{addr:#x}: not aligned to {align:#x}"),
             Self::NonCanonical { addr } => write!(f, "{addr:#x}: not canonical"),
             Self::NotMapped { virt } => write!(f, "{virt}: not mapped"),
@@ -392,7 +417,12 @@ const INTERMEDIATE: PageTableFlags = PageTableFlags::PRESENT.union(PageTableFlag
 /// Where a walk stopped.
 enum Lookup {
     /// A present leaf at `level`, held in slot `index` of the table at `table`.
-    Leaf { table: PhysAddr, index: usize, level: Level, entry: PageTableEntry },
+    Leaf {
+        table: PhysAddr,
+        index: usize,
+        level: Level,
+        entry: PageTableEntry,
+    },
     /// No valid translation.
     Missing,
 }
@@ -418,15 +448,29 @@ impl<A: TableAccess> Mapper<A> {
 
     /// Maps the 4 KiB page at `virt` to `phys`. `PRESENT` is implied; `HUGE` is ignored (at the
     /// PT level that bit means PAT).
-    pub fn map_4k(&mut self, root: PhysAddr, virt: VirtAddr, phys: PhysAddr, flags: PageTableFlags) -> Result<(), MapError> {
+    pub fn map_4k(
+        &mut self,
+        root: PhysAddr,
+        virt: VirtAddr,
+        phys: PhysAddr,
+        flags: PageTableFlags,
+    ) -> Result<(), MapError> {
         check_aligned(virt.as_u64(), SIZE_4K)?;
         check_aligned(phys.as_u64(), SIZE_4K)?;
-        let leaf_flags = flags.difference(PageTableFlags::HUGE).union(PageTableFlags::PRESENT);
+        let leaf_flags = flags
+            .difference(PageTableFlags::HUGE)
+            .union(PageTableFlags::PRESENT);
         self.install_leaf(root, virt, Level::Pt, PageTableEntry::new(phys, leaf_flags))
     }
 
     /// Maps the 2 MiB page at `virt` to `phys`. `PRESENT` and `HUGE` are implied.
-    pub fn map_2m(&mut self, root: PhysAddr, virt: VirtAddr, phys: PhysAddr, flags: PageTableFlags) -> Result<(), MapError> {
+    pub fn map_2m(
+        &mut self,
+        root: PhysAddr,
+        virt: VirtAddr,
+        phys: PhysAddr,
+        flags: PageTableFlags,
+    ) -> Result<(), MapError> {
         check_aligned(virt.as_u64(), SIZE_2M)?;
         check_aligned(phys.as_u64(), SIZE_2M)?;
         let leaf_flags = flags.union(PageTableFlags::PRESENT | PageTableFlags::HUGE);
@@ -452,7 +496,9 @@ impl<A: TableAccess> Mapper<A> {
                 .as_u64()
                 .checked_add(offset)
                 .and_then(PhysAddr::try_new)
-                .ok_or(MapError::NonCanonical { addr: phys.as_u64().wrapping_add(offset) })?;
+                .ok_or(MapError::NonCanonical {
+                    addr: phys.as_u64().wrapping_add(offset),
+                })?;
             self.map_4k(root, page_virt, page_phys, flags)?;
         }
         Ok(())
@@ -463,7 +509,12 @@ impl<A: TableAccess> Mapper<A> {
     pub fn unmap_4k(&mut self, root: PhysAddr, virt: VirtAddr) -> Result<PhysAddr, MapError> {
         check_aligned(virt.as_u64(), SIZE_4K)?;
         match self.lookup(root, virt) {
-            Lookup::Leaf { table, index, level: Level::Pt, entry } => {
+            Lookup::Leaf {
+                table,
+                index,
+                level: Level::Pt,
+                entry,
+            } => {
                 self.tables.table_mut(table)[index] = PageTableEntry::EMPTY;
                 Ok(entry.addr())
             }
@@ -479,7 +530,10 @@ impl<A: TableAccess> Mapper<A> {
         match self.lookup(root, virt) {
             Lookup::Leaf { level, entry, .. } => {
                 let offset = virt.as_u64() & (level.page_size() - 1);
-                Some((PhysAddr(entry.leaf_addr(level).as_u64() + offset), entry.flags()))
+                Some((
+                    PhysAddr(entry.leaf_addr(level).as_u64() + offset),
+                    entry.flags(),
+                ))
             }
             Lookup::Missing => None,
         }
@@ -506,13 +560,26 @@ impl<A: TableAccess> Mapper<A> {
                     table = entry.addr();
                     level = lower;
                 }
-                _ => return Lookup::Leaf { table, index, level, entry },
+                _ => {
+                    return Lookup::Leaf {
+                        table,
+                        index,
+                        level,
+                        entry,
+                    };
+                }
             }
         }
     }
 
     /// Walks down to the table at `leaf_level`, creating missing tables, then stores `leaf`.
-    fn install_leaf(&mut self, root: PhysAddr, virt: VirtAddr, leaf_level: Level, leaf: PageTableEntry) -> Result<(), MapError> {
+    fn install_leaf(
+        &mut self,
+        root: PhysAddr,
+        virt: VirtAddr,
+        leaf_level: Level,
+        leaf: PageTableEntry,
+    ) -> Result<(), MapError> {
         let user = leaf.flags().contains(PageTableFlags::USER);
         let mut table = root;
         let mut level = Level::Pml4;
@@ -522,7 +589,11 @@ impl<A: TableAccess> Mapper<A> {
             let next = if !entry.is_present() {
                 let new = self.tables.alloc_table().ok_or(MapError::OutOfFrames)?;
                 self.tables.table_mut(new).zero();
-                let flags = if user { INTERMEDIATE.union(PageTableFlags::USER) } else { INTERMEDIATE };
+                let flags = if user {
+                    INTERMEDIATE.union(PageTableFlags::USER)
+                } else {
+                    INTERMEDIATE
+                };
                 self.tables.table_mut(table)[index] = PageTableEntry::new(new, flags);
                 new
             } else if entry.is_huge() {
@@ -530,7 +601,8 @@ impl<A: TableAccess> Mapper<A> {
             } else {
                 if user && !entry.flags().contains(PageTableFlags::USER) {
                     let widened = entry.flags().union(PageTableFlags::USER);
-                    self.tables.table_mut(table)[index] = PageTableEntry::new(entry.addr(), widened);
+                    self.tables.table_mut(table)[index] =
+                        PageTableEntry::new(entry.addr(), widened);
                 }
                 entry.addr()
             };
@@ -541,7 +613,11 @@ impl<A: TableAccess> Mapper<A> {
         let index = virt.index(leaf_level);
         let existing = self.tables.table(table)[index];
         if existing.is_present() {
-            return Err(MapError::AlreadyMapped { virt, level: leaf_level, existing });
+            return Err(MapError::AlreadyMapped {
+                virt,
+                level: leaf_level,
+                existing,
+            });
         }
         self.tables.table_mut(table)[index] = leaf;
         Ok(())
@@ -549,7 +625,11 @@ impl<A: TableAccess> Mapper<A> {
 }
 
 const fn check_aligned(addr: u64, align: u64) -> Result<(), MapError> {
-    if addr & (align - 1) == 0 { Ok(()) } else { Err(MapError::Misaligned { addr, align }) }
+    if addr & (align - 1) == 0 {
+        Ok(())
+    } else {
+        Err(MapError::Misaligned { addr, align })
+    }
 }
 
 #[cfg(test)]
@@ -567,7 +647,10 @@ mod tests {
 
     impl FakeTables {
         fn new(limit: usize) -> (Self, PhysAddr) {
-            let mut fake = Self { tables: Vec::new(), limit };
+            let mut fake = Self {
+                tables: Vec::new(),
+                limit,
+            };
             let root = fake.alloc_table().unwrap();
             fake.table_mut(root).zero();
             (fake, root)
@@ -594,9 +677,13 @@ mod tests {
             }
             // Garbage on purpose: the mapper must zero new tables itself.
             let mut table = Box::new(PageTable::new());
-            table.0.fill(PageTableEntry::from_raw(0xdead_beef_0000_0fff));
+            table
+                .0
+                .fill(PageTableEntry::from_raw(0xdead_beef_0000_0fff));
             self.tables.push(table);
-            Some(PhysAddr::new(TABLE_BASE + (self.tables.len() as u64 - 1) * SIZE_4K))
+            Some(PhysAddr::new(
+                TABLE_BASE + (self.tables.len() as u64 - 1) * SIZE_4K,
+            ))
         }
     }
 
@@ -614,18 +701,51 @@ mod tests {
     fn virt_addr_canonical() {
         assert!(VirtAddr::try_new(0x0000_7fff_ffff_ffff).is_ok());
         assert!(VirtAddr::try_new(0xffff_8000_0000_0000).is_ok());
-        assert_eq!(VirtAddr::try_new(0x0000_8000_0000_0000), Err(NonCanonicalAddr { addr: 0x0000_8000_0000_0000 }));
-        assert_eq!(VirtAddr::try_new(0xfff7_0000_0000_0000), Err(NonCanonicalAddr { addr: 0xfff7_0000_0000_0000 }));
-        assert_eq!(VirtAddr::new_truncate(0x0000_8000_0000_1000).as_u64(), 0xffff_8000_0000_1000);
-        assert_eq!(VirtAddr::new_truncate(0x1234_7fff_0000_0000).as_u64(), 0x0000_7fff_0000_0000);
-        assert_eq!(virt(0x0000_7fff_ffff_f000).checked_add(0x1000), Err(NonCanonicalAddr { addr: 0x0000_8000_0000_0000 }));
-        assert_eq!(virt(0xffff_ffff_ffff_f000).checked_add(0x1000), Err(NonCanonicalAddr { addr: 0 }));
-        assert_eq!(NonCanonicalAddr { addr: 0x8000_0000_0000 }.to_string(), "0x800000000000 is not a canonical address");
+        assert_eq!(
+            VirtAddr::try_new(0x0000_8000_0000_0000),
+            Err(NonCanonicalAddr {
+                addr: 0x0000_8000_0000_0000
+            })
+        );
+        assert_eq!(
+            VirtAddr::try_new(0xfff7_0000_0000_0000),
+            Err(NonCanonicalAddr {
+                addr: 0xfff7_0000_0000_0000
+            })
+        );
+        assert_eq!(
+            VirtAddr::new_truncate(0x0000_8000_0000_1000).as_u64(),
+            0xffff_8000_0000_1000
+        );
+        assert_eq!(
+            VirtAddr::new_truncate(0x1234_7fff_0000_0000).as_u64(),
+            0x0000_7fff_0000_0000
+        );
+        assert_eq!(
+            virt(0x0000_7fff_ffff_f000).checked_add(0x1000),
+            Err(NonCanonicalAddr {
+                addr: 0x0000_8000_0000_0000
+            })
+        );
+        assert_eq!(
+            virt(0xffff_ffff_ffff_f000).checked_add(0x1000),
+            Err(NonCanonicalAddr { addr: 0 })
+        );
+        assert_eq!(
+            NonCanonicalAddr {
+                addr: 0x8000_0000_0000
+            }
+            .to_string(),
+            "0x800000000000 is not a canonical address"
+        );
     }
 
     #[test]
     fn phys_addr_width() {
-        assert_eq!(PhysAddr::try_new(0x000f_ffff_ffff_ffff).map(PhysAddr::as_u64), Some(0x000f_ffff_ffff_ffff));
+        assert_eq!(
+            PhysAddr::try_new(0x000f_ffff_ffff_ffff).map(PhysAddr::as_u64),
+            Some(0x000f_ffff_ffff_ffff)
+        );
         assert_eq!(PhysAddr::try_new(0x0010_0000_0000_0000), None);
         assert!(phys(0x20_0000).is_aligned(SIZE_2M));
         assert!(!phys(0x20_1000).is_aligned(SIZE_2M));
@@ -634,22 +754,44 @@ mod tests {
     #[test]
     fn indices() {
         let addr = virt(0xffff_8000_4020_3abc);
-        assert_eq!((addr.pml4_index(), addr.pdpt_index(), addr.pd_index(), addr.pt_index()), (256, 1, 1, 3));
+        assert_eq!(
+            (
+                addr.pml4_index(),
+                addr.pdpt_index(),
+                addr.pd_index(),
+                addr.pt_index()
+            ),
+            (256, 1, 1, 3)
+        );
         assert_eq!(addr.page_offset(), 0xabc);
         let top = virt(0xffff_ffff_ffff_ffff);
-        assert_eq!([Level::Pml4, Level::Pdpt, Level::Pd, Level::Pt].map(|l| top.index(l)), [511; 4]);
-        assert_eq!((Level::Pt.page_size(), Level::Pd.page_size(), Level::Pdpt.page_size()), (SIZE_4K, SIZE_2M, SIZE_1G));
+        assert_eq!(
+            [Level::Pml4, Level::Pdpt, Level::Pd, Level::Pt].map(|l| top.index(l)),
+            [511; 4]
+        );
+        assert_eq!(
+            (
+                Level::Pt.page_size(),
+                Level::Pd.page_size(),
+                Level::Pdpt.page_size()
+            ),
+            (SIZE_4K, SIZE_2M, SIZE_1G)
+        );
         assert_eq!(Level::Pml4.shift(), 39);
     }
 
     #[test]
     fn entry_encoding() {
-        let entry = PageTableEntry::new(phys(0x1234_5000), F::PRESENT | F::WRITABLE | F::NO_EXECUTE);
+        let entry =
+            PageTableEntry::new(phys(0x1234_5000), F::PRESENT | F::WRITABLE | F::NO_EXECUTE);
         assert_eq!(entry.raw(), 0x8000_0000_1234_5003);
         assert_eq!(entry.addr(), phys(0x1234_5000));
         assert_eq!(entry.flags(), F::PRESENT | F::WRITABLE | F::NO_EXECUTE);
         // Stray flag bits cannot corrupt the address and vice versa.
-        let sneaky = PageTableEntry::new(phys(0x1234_5fff), F::from_bits_retain(0x0000_0000_0010_0001));
+        let sneaky = PageTableEntry::new(
+            phys(0x1234_5fff),
+            F::from_bits_retain(0x0000_0000_0010_0001),
+        );
         assert_eq!(sneaky.raw(), 0x1234_5001);
         // 2 MiB leaf with PAT (bit 12) set: the page base ignores it.
         let huge = PageTableEntry::from_raw(0x0020_1000 | 0x81);
@@ -663,8 +805,17 @@ mod tests {
         let mut mapper = Mapper::new(fake);
         let text = virt(0xffff_ffff_8000_0000);
         let data = virt(0xffff_ffff_8000_1000);
-        mapper.map_4k(root, text, phys(0x20_0000), F::GLOBAL).unwrap();
-        mapper.map_4k(root, data, phys(0x30_5000), F::WRITABLE | F::NO_EXECUTE | F::GLOBAL).unwrap();
+        mapper
+            .map_4k(root, text, phys(0x20_0000), F::GLOBAL)
+            .unwrap();
+        mapper
+            .map_4k(
+                root,
+                data,
+                phys(0x30_5000),
+                F::WRITABLE | F::NO_EXECUTE | F::GLOBAL,
+            )
+            .unwrap();
 
         let (text_phys, text_flags) = mapper.translate(root, virt(text.as_u64() + 0x123)).unwrap();
         assert_eq!(text_phys, phys(0x20_0123));
@@ -672,7 +823,10 @@ mod tests {
         assert!(!text_flags.contains(F::WRITABLE) && !text_flags.contains(F::NO_EXECUTE));
         let (data_phys, data_flags) = mapper.translate(root, data).unwrap();
         assert_eq!(data_phys, phys(0x30_5000));
-        assert_eq!(data_flags, F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::GLOBAL);
+        assert_eq!(
+            data_flags,
+            F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::GLOBAL
+        );
 
         assert_eq!(mapper.translate(root, virt(0xffff_ffff_8000_2000)), None);
         assert_eq!(mapper.translate(root, virt(0x1000)), None);
@@ -685,7 +839,9 @@ mod tests {
         let (fake, root) = FakeTables::new(16);
         let mut mapper = Mapper::new(fake);
         let addr = virt(0xffff_8000_0000_0000);
-        mapper.map_4k(root, addr, phys(0x1000), F::NO_EXECUTE).unwrap();
+        mapper
+            .map_4k(root, addr, phys(0x1000), F::NO_EXECUTE)
+            .unwrap();
         let tables = mapper.tables();
         let pml4e = tables.table(root)[256];
         assert_eq!(pml4e.flags(), F::PRESENT | F::WRITABLE);
@@ -693,7 +849,15 @@ mod tests {
         assert_eq!(pdpt.entries().iter().filter(|e| e.raw() != 0).count(), 1);
         assert_eq!(pdpt[0].flags(), F::PRESENT | F::WRITABLE);
         // Only the indices used are set in the fresh root too (it came back garbage-filled).
-        assert_eq!(tables.table(root).entries().iter().filter(|e| e.raw() != 0).count(), 1);
+        assert_eq!(
+            tables
+                .table(root)
+                .entries()
+                .iter()
+                .filter(|e| e.raw() != 0)
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -701,11 +865,20 @@ mod tests {
         let (fake, root) = FakeTables::new(16);
         let mut mapper = Mapper::new(fake);
         // A kernel page first creates a supervisor-only path ...
-        mapper.map_4k(root, virt(0x40_0000), phys(0x10_0000), F::WRITABLE).unwrap();
+        mapper
+            .map_4k(root, virt(0x40_0000), phys(0x10_0000), F::WRITABLE)
+            .unwrap();
         let pml4e = mapper.tables().table(root)[0];
         assert!(!pml4e.flags().contains(F::USER));
         // ... a user page below the same PML4/PDPT/PD entries widens exactly that path.
-        mapper.map_4k(root, virt(0x40_1000), phys(0x10_1000), F::USER | F::WRITABLE | F::NO_EXECUTE).unwrap();
+        mapper
+            .map_4k(
+                root,
+                virt(0x40_1000),
+                phys(0x10_1000),
+                F::USER | F::WRITABLE | F::NO_EXECUTE,
+            )
+            .unwrap();
         let tables = mapper.tables();
         let pml4e = tables.table(root)[0];
         let pdpte = tables.table(pml4e.addr())[0];
@@ -714,7 +887,10 @@ mod tests {
             assert_eq!(e.flags(), F::PRESENT | F::WRITABLE | F::USER);
         }
         let pt = tables.table(pde.addr());
-        assert!(!pt[0].flags().contains(F::USER), "kernel leaf stays supervisor");
+        assert!(
+            !pt[0].flags().contains(F::USER),
+            "kernel leaf stays supervisor"
+        );
         assert!(pt[1].flags().contains(F::USER));
         assert_eq!(tables.tables.len(), 4);
     }
@@ -724,8 +900,12 @@ mod tests {
         let (fake, root) = FakeTables::new(16);
         let mut mapper = Mapper::new(fake);
         let base = virt(0xffff_8000_0020_0000);
-        mapper.map_2m(root, base, phys(0x4000_0000), F::WRITABLE | F::NO_EXECUTE).unwrap();
-        let (p, flags) = mapper.translate(root, virt(base.as_u64() + 0x1f_f123)).unwrap();
+        mapper
+            .map_2m(root, base, phys(0x4000_0000), F::WRITABLE | F::NO_EXECUTE)
+            .unwrap();
+        let (p, flags) = mapper
+            .translate(root, virt(base.as_u64() + 0x1f_f123))
+            .unwrap();
         assert_eq!(p, phys(0x401f_f123));
         assert_eq!(flags, F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::HUGE);
         // Root + PDPT + PD: no PT for a 2 MiB page.
@@ -740,7 +920,10 @@ mod tests {
         fake.table_mut(root)[0] = PageTableEntry::new(pdpt, INTERMEDIATE);
         fake.table_mut(pdpt)[1] = PageTableEntry::new(phys(0x8000_0000), F::PRESENT | F::HUGE);
         let mapper = Mapper::new(fake);
-        assert_eq!(mapper.translate(root, virt(0x4abc_def0)), Some((phys(0x8abc_def0), F::PRESENT | F::HUGE)));
+        assert_eq!(
+            mapper.translate(root, virt(0x4abc_def0)),
+            Some((phys(0x8abc_def0), F::PRESENT | F::HUGE))
+        );
     }
 
     #[test]
@@ -751,10 +934,19 @@ mod tests {
         mapper.map_4k(root, page, phys(0x5000), F::USER).unwrap();
         assert_eq!(mapper.unmap_4k(root, page), Ok(phys(0x5000)));
         assert_eq!(mapper.translate(root, page), None);
-        assert_eq!(mapper.unmap_4k(root, page), Err(MapError::NotMapped { virt: page }));
+        assert_eq!(
+            mapper.unmap_4k(root, page),
+            Err(MapError::NotMapped { virt: page })
+        );
         mapper.map_4k(root, page, phys(0x6000), F::USER).unwrap();
-        assert_eq!(mapper.translate(root, page), Some((phys(0x6000), F::PRESENT | F::USER)));
-        assert_eq!(mapper.unmap_4k(root, virt(0x1000)), Err(MapError::NotMapped { virt: virt(0x1000) }));
+        assert_eq!(
+            mapper.translate(root, page),
+            Some((phys(0x6000), F::PRESENT | F::USER))
+        );
+        assert_eq!(
+            mapper.unmap_4k(root, virt(0x1000)),
+            Err(MapError::NotMapped { virt: virt(0x1000) })
+        );
     }
 
     #[test]
@@ -766,20 +958,36 @@ mod tests {
         let existing = PageTableEntry::new(phys(0x1000), F::PRESENT);
         assert_eq!(
             mapper.map_4k(root, page, phys(0x2000), F::WRITABLE),
-            Err(MapError::AlreadyMapped { virt: page, level: Level::Pt, existing })
+            Err(MapError::AlreadyMapped {
+                virt: page,
+                level: Level::Pt,
+                existing
+            })
         );
         // The original mapping is untouched.
-        assert_eq!(mapper.translate(root, page), Some((phys(0x1000), F::PRESENT)));
+        assert_eq!(
+            mapper.translate(root, page),
+            Some((phys(0x1000), F::PRESENT))
+        );
         // A 2 MiB mapping over the page table holding that 4 KiB page.
         match mapper.map_2m(root, page, phys(0x20_0000), F::empty()) {
-            Err(MapError::AlreadyMapped { level: Level::Pd, existing, .. }) => assert!(!existing.is_huge()),
+            Err(MapError::AlreadyMapped {
+                level: Level::Pd,
+                existing,
+                ..
+            }) => assert!(!existing.is_huge()),
             other => panic!("{other:?}"),
         }
         let huge = virt(0x40_0000);
-        mapper.map_2m(root, huge, phys(0x20_0000), F::empty()).unwrap();
+        mapper
+            .map_2m(root, huge, phys(0x20_0000), F::empty())
+            .unwrap();
         assert!(matches!(
             mapper.map_2m(root, huge, phys(0x40_0000), F::empty()),
-            Err(MapError::AlreadyMapped { level: Level::Pd, .. })
+            Err(MapError::AlreadyMapped {
+                level: Level::Pd,
+                ..
+            })
         ));
     }
 
@@ -787,14 +995,28 @@ mod tests {
     fn huge_page_in_the_way() {
         let (fake, root) = FakeTables::new(16);
         let mut mapper = Mapper::new(fake);
-        mapper.map_2m(root, virt(0x60_0000), phys(0x60_0000), F::WRITABLE).unwrap();
+        mapper
+            .map_2m(root, virt(0x60_0000), phys(0x60_0000), F::WRITABLE)
+            .unwrap();
         let inside = virt(0x60_3000);
         assert_eq!(
             mapper.map_4k(root, inside, phys(0x1000), F::empty()),
-            Err(MapError::HugePageInTheWay { virt: inside, level: Level::Pd })
+            Err(MapError::HugePageInTheWay {
+                virt: inside,
+                level: Level::Pd
+            })
         );
-        assert_eq!(mapper.unmap_4k(root, inside), Err(MapError::HugePageInTheWay { virt: inside, level: Level::Pd }));
-        assert_eq!(mapper.translate(root, inside), Some((phys(0x60_3000), F::PRESENT | F::WRITABLE | F::HUGE)));
+        assert_eq!(
+            mapper.unmap_4k(root, inside),
+            Err(MapError::HugePageInTheWay {
+                virt: inside,
+                level: Level::Pd
+            })
+        );
+        assert_eq!(
+            mapper.translate(root, inside),
+            Some((phys(0x60_3000), F::PRESENT | F::WRITABLE | F::HUGE))
+        );
     }
 
     #[test]
@@ -803,21 +1025,39 @@ mod tests {
         let mut mapper = Mapper::new(fake);
         assert_eq!(
             mapper.map_4k(root, virt(0x1234), phys(0x1000), F::empty()),
-            Err(MapError::Misaligned { addr: 0x1234, align: SIZE_4K })
+            Err(MapError::Misaligned {
+                addr: 0x1234,
+                align: SIZE_4K
+            })
         );
         assert_eq!(
             mapper.map_4k(root, virt(0x1000), phys(0x1001), F::empty()),
-            Err(MapError::Misaligned { addr: 0x1001, align: SIZE_4K })
+            Err(MapError::Misaligned {
+                addr: 0x1001,
+                align: SIZE_4K
+            })
         );
         assert_eq!(
             mapper.map_2m(root, virt(0x1000), phys(0), F::empty()),
-            Err(MapError::Misaligned { addr: 0x1000, align: SIZE_2M })
+            Err(MapError::Misaligned {
+                addr: 0x1000,
+                align: SIZE_2M
+            })
         );
         assert_eq!(
             mapper.map_2m(root, virt(0x20_0000), phys(0x10_0000), F::empty()),
-            Err(MapError::Misaligned { addr: 0x10_0000, align: SIZE_2M })
+            Err(MapError::Misaligned {
+                addr: 0x10_0000,
+                align: SIZE_2M
+            })
         );
-        assert_eq!(mapper.unmap_4k(root, virt(0x10)), Err(MapError::Misaligned { addr: 0x10, align: SIZE_4K }));
+        assert_eq!(
+            mapper.unmap_4k(root, virt(0x10)),
+            Err(MapError::Misaligned {
+                addr: 0x10,
+                align: SIZE_4K
+            })
+        );
         // Nothing was allocated by the refused calls.
         assert_eq!(mapper.tables().tables.len(), 1);
     }
@@ -827,30 +1067,47 @@ mod tests {
         // Root plus two tables: the PT cannot be allocated.
         let (fake, root) = FakeTables::new(3);
         let mut mapper = Mapper::new(fake);
-        assert_eq!(mapper.map_4k(root, virt(0x1000), phys(0x1000), F::empty()), Err(MapError::OutOfFrames));
+        assert_eq!(
+            mapper.map_4k(root, virt(0x1000), phys(0x1000), F::empty()),
+            Err(MapError::OutOfFrames)
+        );
         assert_eq!(mapper.translate(root, virt(0x1000)), None);
         // A 2 MiB page needs no PT, so it still fits.
-        mapper.map_2m(root, virt(0x20_0000), phys(0x20_0000), F::empty()).unwrap();
+        mapper
+            .map_2m(root, virt(0x20_0000), phys(0x20_0000), F::empty())
+            .unwrap();
     }
 
     #[test]
     fn map_range_4k_and_canonical_hole() {
         let (fake, root) = FakeTables::new(16);
         let mut mapper = Mapper::new(fake);
-        mapper.map_range_4k(root, virt(0x40_0000), phys(0x80_0000), 0x2001, F::USER).unwrap();
+        mapper
+            .map_range_4k(root, virt(0x40_0000), phys(0x80_0000), 0x2001, F::USER)
+            .unwrap();
         for (offset, expected) in [(0, 0x80_0000), (0x1000, 0x80_1000), (0x2fff, 0x80_2fff)] {
-            assert_eq!(mapper.translate(root, virt(0x40_0000 + offset)).map(|(p, _)| p), Some(phys(expected)));
+            assert_eq!(
+                mapper
+                    .translate(root, virt(0x40_0000 + offset))
+                    .map(|(p, _)| p),
+                Some(phys(expected))
+            );
         }
         assert_eq!(mapper.translate(root, virt(0x40_3000)), None);
 
         let last = virt(0x7fff_ffff_f000);
         assert_eq!(
             mapper.map_range_4k(root, last, phys(0x1000), 2 * SIZE_4K, F::USER),
-            Err(MapError::NonCanonical { addr: 0x8000_0000_0000 })
+            Err(MapError::NonCanonical {
+                addr: 0x8000_0000_0000
+            })
         );
         // The page below the hole was mapped before the error.
         assert!(mapper.translate(root, last).is_some());
-        assert_eq!(MapError::from(NonCanonicalAddr { addr: 5 }), MapError::NonCanonical { addr: 5 });
+        assert_eq!(
+            MapError::from(NonCanonicalAddr { addr: 5 }),
+            MapError::NonCanonical { addr: 5 }
+        );
     }
 
     #[test]
@@ -858,14 +1115,38 @@ mod tests {
         let virt = virt(0xffff_8000_0000_1000);
         let cases = [
             (
-                MapError::AlreadyMapped { virt, level: Level::Pt, existing: PageTableEntry::from_raw(0x5003) },
+                MapError::AlreadyMapped {
+                    virt,
+                    level: Level::Pt,
+                    existing: PageTableEntry::from_raw(0x5003),
+                },
                 "0xffff800000001000: already mapped (PT entry 0x5003)",
             ),
             (MapError::OutOfFrames, "out of frames for page tables"),
-            (MapError::HugePageInTheWay { virt, level: Level::Pd }, "0xffff800000001000: inside a huge page at PD"),
-            (MapError::Misaligned { addr: 0x1234, align: 0x1000 }, "0x1234: not aligned to 0x1000"),
-            (MapError::NonCanonical { addr: 0x8000_0000_0000 }, "0x800000000000: not canonical"),
-            (MapError::NotMapped { virt }, "0xffff800000001000: not mapped"),
+            (
+                MapError::HugePageInTheWay {
+                    virt,
+                    level: Level::Pd,
+                },
+                "0xffff800000001000: inside a huge page at PD",
+            ),
+            (
+                MapError::Misaligned {
+                    addr: 0x1234,
+                    align: 0x1000,
+                },
+                "0x1234: not aligned to 0x1000",
+            ),
+            (
+                MapError::NonCanonical {
+                    addr: 0x8000_0000_0000,
+                },
+                "0x800000000000: not canonical",
+            ),
+            (
+                MapError::NotMapped { virt },
+                "0xffff800000001000: not mapped",
+            ),
         ];
         for (error, text) in cases {
             assert_eq!(error.to_string(), text);

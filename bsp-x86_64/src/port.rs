@@ -8,7 +8,9 @@
 #[inline]
 pub unsafe fn outb(port: u16, value: u8) {
     // SAFETY: the caller guarantees the port write is meaningful; `out` touches no memory.
-    unsafe { core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Reads one byte from an I/O port.
@@ -19,7 +21,9 @@ pub unsafe fn outb(port: u16, value: u8) {
 pub unsafe fn inb(port: u16) -> u8 {
     let value: u8;
     // SAFETY: the caller owns the device; `in` touches no memory.
-    unsafe { core::arch::asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags))
+    };
     value
 }
 
@@ -30,5 +34,7 @@ pub unsafe fn inb(port: u16) -> u8 {
 #[inline]
 pub unsafe fn outl(port: u16, value: u32) {
     // SAFETY: the caller owns the device; `out` touches no memory.
-    unsafe { core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
 }

@@ -104,23 +104,33 @@ impl fmt::Display for ImageError {
             Self::NotX86_64 => f.write_str("not x86-64"),
             Self::NotExec => f.write_str("not ET_EXEC"),
             Self::ProgramHeaderSize { size } => {
-                write!(f, "program header size {size}, expected {PROGRAM_HEADER_SIZE}")
+                write!(
+                    f,
+                    "program header size {size}, expected {PROGRAM_HEADER_SIZE}"
+                )
             }
             Self::NoSegments => f.write_str("no loadable segment"),
             Self::TooManySegments => write!(f, "more than {MAX_SEGMENTS} loadable segments"),
             Self::OutsideUserSpace { segment } => write!(f, "segment {segment} outside user space"),
-            Self::OutsideFile { segment } => write!(f, "segment {segment} extends past the end of the file"),
+            Self::OutsideFile { segment } => {
+                write!(f, "segment {segment} extends past the end of the file")
+            }
             Self::FileSizeAboveMemSize { segment } => {
                 write!(f, "segment {segment} has a file size above its memory size")
             }
             Self::Misaligned { segment } => {
-                write!(f, "segment {segment} address and file offset differ modulo 4 KiB")
+                write!(
+                    f,
+                    "segment {segment} address and file offset differ modulo 4 KiB"
+                )
             }
             Self::WritableAndExecutable { segment } => {
                 write!(f, "segment {segment} is writable and executable")
             }
             Self::Overlap { first, second } => write!(f, "segments {first} and {second} overlap"),
-            Self::EntryOutside { entry } => write!(f, "entry {entry:#x} outside any executable segment"),
+            Self::EntryOutside { entry } => {
+                write!(f, "entry {entry:#x} outside any executable segment")
+            }
         }
     }
 }
@@ -192,7 +202,10 @@ fn load_segment(data: &[u8], at: usize, index: u16) -> Result<Option<Segment>, I
         },
     };
     let inside = segment.vaddr >= IMAGE_START
-        && segment.vaddr.checked_add(segment.memsz).is_some_and(|end| end <= IMAGE_END);
+        && segment
+            .vaddr
+            .checked_add(segment.memsz)
+            .is_some_and(|end| end <= IMAGE_END);
     if !inside {
         return Err(ImageError::OutsideUserSpace { segment: index });
     }
@@ -231,21 +244,33 @@ pub fn validate(data: &[u8]) -> Result<ServerImage, ImageError> {
     let mut indices: Vec<u16, MAX_SEGMENTS> = Vec::new();
     for index in 0..phnum {
         let at = phoff + usize::from(index) * PROGRAM_HEADER_SIZE;
-        let Some(segment) = load_segment(data, at, index)? else { continue };
+        let Some(segment) = load_segment(data, at, index)? else {
+            continue;
+        };
         let (start, end) = segment.pages();
         for (other, &other_index) in segments.iter().zip(indices.iter()) {
             let (other_start, other_end) = other.pages();
             if start < other_end && other_start < end {
-                return Err(ImageError::Overlap { first: other_index, second: index });
+                return Err(ImageError::Overlap {
+                    first: other_index,
+                    second: index,
+                });
             }
         }
-        segments.push(segment).map_err(|_| ImageError::TooManySegments)?;
-        indices.push(index).map_err(|_| ImageError::TooManySegments)?;
+        segments
+            .push(segment)
+            .map_err(|_| ImageError::TooManySegments)?;
+        indices
+            .push(index)
+            .map_err(|_| ImageError::TooManySegments)?;
     }
     if segments.is_empty() {
         return Err(ImageError::NoSegments);
     }
-    if !segments.iter().any(|s| s.flags.execute && s.contains(entry)) {
+    if !segments
+        .iter()
+        .any(|s| s.flags.execute && s.contains(entry))
+    {
         return Err(ImageError::EntryOutside { entry });
     }
     Ok(ServerImage { entry, segments })
@@ -272,7 +297,14 @@ mod tests {
     const RW: u32 = PF_R | PF_W;
 
     fn load(flags: u32, offset: u64, vaddr: u64, filesz: u64, memsz: u64) -> Ph {
-        Ph { kind: PT_LOAD, flags, offset, vaddr, filesz, memsz }
+        Ph {
+            kind: PT_LOAD,
+            flags,
+            offset,
+            vaddr,
+            filesz,
+            memsz,
+        }
     }
 
     /// A tiny ELF: header, program headers at 64, and zero bytes up to `file_len`.
@@ -333,7 +365,11 @@ mod tests {
                 memsz: 0x3000,
                 file_offset: 0x5000,
                 filesz: 0x40,
-                flags: SegmentFlags { read: true, write: true, execute: false },
+                flags: SegmentFlags {
+                    read: true,
+                    write: true,
+                    execute: false
+                },
             }
         );
     }
@@ -341,7 +377,10 @@ mod tests {
     #[test]
     fn header_errors() {
         assert_eq!(validate(&[]), Err(ImageError::NotElf));
-        assert_eq!(validate(b"MZ\x90\x00 not an elf at all"), Err(ImageError::NotElf));
+        assert_eq!(
+            validate(b"MZ\x90\x00 not an elf at all"),
+            Err(ImageError::NotElf)
+        );
         assert_eq!(validate(b"\x7fEL"), Err(ImageError::Truncated));
         assert_eq!(validate(&good()[..40]), Err(ImageError::Truncated));
         let mut elf32 = good();
@@ -358,7 +397,10 @@ mod tests {
         assert_eq!(validate(&dynamic), Err(ImageError::NotExec));
         let mut phsize = good();
         phsize[54] = 32;
-        assert_eq!(validate(&phsize), Err(ImageError::ProgramHeaderSize { size: 32 }));
+        assert_eq!(
+            validate(&phsize),
+            Err(ImageError::ProgramHeaderSize { size: 32 })
+        );
         // Program headers past the end of the file.
         let mut phnum = good();
         phnum[56..58].copy_from_slice(&u16::MAX.to_le_bytes());
@@ -373,7 +415,10 @@ mod tests {
         let mut s = good_segments();
         s[1].vaddr = 0xffff_ffff_8000_0000;
         assert_eq!(error_with(&s), ImageError::OutsideUserSpace { segment: 1 });
-        assert_eq!(ImageError::OutsideUserSpace { segment: 1 }.to_string(), "segment 1 outside user space");
+        assert_eq!(
+            ImageError::OutsideUserSpace { segment: 1 }.to_string(),
+            "segment 1 outside user space"
+        );
         let mut s = good_segments();
         s[2].memsz = u64::MAX; // end overflows
         assert_eq!(error_with(&s), ImageError::OutsideUserSpace { segment: 2 });
@@ -383,7 +428,10 @@ mod tests {
         assert_eq!(error_with(&s), ImageError::OutsideUserSpace { segment: 0 });
         let mut s = good_segments();
         s[1].filesz = 0x900;
-        assert_eq!(error_with(&s), ImageError::FileSizeAboveMemSize { segment: 1 });
+        assert_eq!(
+            error_with(&s),
+            ImageError::FileSizeAboveMemSize { segment: 1 }
+        );
         let mut s = good_segments();
         s[2].filesz = 0x2000; // runs past the 0x6000-byte file
         assert_eq!(error_with(&s), ImageError::OutsideFile { segment: 2 });
@@ -395,7 +443,10 @@ mod tests {
         assert_eq!(error_with(&s), ImageError::Misaligned { segment: 1 });
         let mut s = good_segments();
         s[2].flags = PF_R | PF_W | PF_X;
-        assert_eq!(error_with(&s), ImageError::WritableAndExecutable { segment: 2 });
+        assert_eq!(
+            error_with(&s),
+            ImageError::WritableAndExecutable { segment: 2 }
+        );
         assert_eq!(
             ImageError::WritableAndExecutable { segment: 2 }.to_string(),
             "segment 2 is writable and executable"
@@ -404,27 +455,65 @@ mod tests {
         let mut s = good_segments();
         s[1].vaddr = 0x40_2000;
         s[1].offset = 0x4000 - 0x1000;
-        assert_eq!(error_with(&s), ImageError::Overlap { first: 0, second: 1 });
-        assert_eq!(ImageError::Overlap { first: 0, second: 1 }.to_string(), "segments 0 and 1 overlap");
+        assert_eq!(
+            error_with(&s),
+            ImageError::Overlap {
+                first: 0,
+                second: 1
+            }
+        );
+        assert_eq!(
+            ImageError::Overlap {
+                first: 0,
+                second: 1
+            }
+            .to_string(),
+            "segments 0 and 1 overlap"
+        );
     }
 
     #[test]
     fn segment_count_and_entry() {
-        assert_eq!(validate(&elf(0x40_0000, &[], 0x1000)), Err(ImageError::NoSegments));
+        assert_eq!(
+            validate(&elf(0x40_0000, &[], 0x1000)),
+            Err(ImageError::NoSegments)
+        );
         // Non-LOAD headers are skipped, not counted.
         let mut s = good_segments();
-        s.insert(0, Ph { kind: 0x6474_e551, flags: RW, offset: 0, vaddr: 0, filesz: 0, memsz: 0 });
-        assert_eq!(validate(&elf(0x40_0000, &s, 0x6000)).unwrap().segments.len(), 3);
-        let many: std::vec::Vec<Ph> =
-            (0..9).map(|i| load(R, 0x1000, 0x40_0000 + i * 0x1000, 0, 0x10)).collect();
-        assert_eq!(validate(&elf(0x40_0000, &many, 0x2000)), Err(ImageError::TooManySegments));
+        s.insert(
+            0,
+            Ph {
+                kind: 0x6474_e551,
+                flags: RW,
+                offset: 0,
+                vaddr: 0,
+                filesz: 0,
+                memsz: 0,
+            },
+        );
+        assert_eq!(
+            validate(&elf(0x40_0000, &s, 0x6000))
+                .unwrap()
+                .segments
+                .len(),
+            3
+        );
+        let many: std::vec::Vec<Ph> = (0..9)
+            .map(|i| load(R, 0x1000, 0x40_0000 + i * 0x1000, 0, 0x10))
+            .collect();
+        assert_eq!(
+            validate(&elf(0x40_0000, &many, 0x2000)),
+            Err(ImageError::TooManySegments)
+        );
         // Entry in rodata (not executable), and past the end of text.
         assert_eq!(
             validate(&elf(0x40_3000, &good_segments(), 0x6000)),
             Err(ImageError::EntryOutside { entry: 0x40_3000 })
         );
         assert_eq!(
-            validate(&elf(0x40_2345, &good_segments(), 0x6000)).unwrap_err().to_string(),
+            validate(&elf(0x40_2345, &good_segments(), 0x6000))
+                .unwrap_err()
+                .to_string(),
             "entry 0x402345 outside any executable segment"
         );
     }
@@ -433,12 +522,19 @@ mod tests {
     /// Without the variable there is nothing to check (the boot tests load the real ones).
     #[test]
     fn built_servers_are_accepted_when_given() {
-        let Some(paths) = std::env::var_os("FREDVISOR_SERVER_ELFS") else { return };
+        let Some(paths) = std::env::var_os("FREDVISOR_SERVER_ELFS") else {
+            return;
+        };
         for path in std::env::split_paths(&paths) {
             let data = std::fs::read(&path).unwrap();
             let image = validate(&data).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert!(image.entry >= ipc::layout::SERVER_LINK_BASE);
-            std::println!("{}: entry {:#x}, {} segments", path.display(), image.entry, image.segments.len());
+            std::println!(
+                "{}: entry {:#x}, {} segments",
+                path.display(),
+                image.entry,
+                image.segments.len()
+            );
         }
     }
 

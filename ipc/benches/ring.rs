@@ -103,7 +103,8 @@ impl<const P: usize> Receiver<P> for ipc::Consumer<'_> {
     }
 
     fn receive_batch(&mut self, max: usize, sum: &mut u64) -> Option<usize> {
-        self.pop_batch(max, |record| *sum = sum.wrapping_add(sequence(record))).ok()
+        self.pop_batch(max, |record| *sum = sum.wrapping_add(sequence(record)))
+            .ok()
     }
 }
 
@@ -220,7 +221,11 @@ fn transfer<const P: usize>(
         sum
     });
     let elapsed = start.elapsed();
-    assert_eq!(sum, count.wrapping_mul(count.wrapping_sub(1)) / 2, "messages lost or duplicated");
+    assert_eq!(
+        sum,
+        count.wrapping_mul(count.wrapping_sub(1)) / 2,
+        "messages lost or duplicated"
+    );
     elapsed
 }
 
@@ -271,7 +276,12 @@ fn ping_pong<const P: usize>(
 static SAMPLES: Mutex<BTreeMap<String, Vec<(u64, Duration)>>> = Mutex::new(BTreeMap::new());
 
 fn record(name: &str, count: u64, elapsed: Duration) -> Duration {
-    SAMPLES.lock().unwrap().entry(name.to_string()).or_default().push((count, elapsed));
+    SAMPLES
+        .lock()
+        .unwrap()
+        .entry(name.to_string())
+        .or_default()
+        .push((count, elapsed));
     elapsed
 }
 
@@ -279,7 +289,10 @@ fn record(name: &str, count: u64, elapsed: Duration) -> Duration {
 fn median_rate(name: &str) -> Option<f64> {
     let samples = SAMPLES.lock().unwrap();
     let all = samples.get(name)?;
-    let big: Vec<_> = all.iter().filter(|(count, _)| *count >= MIN_MESSAGES_FOR_TABLE).collect();
+    let big: Vec<_> = all
+        .iter()
+        .filter(|(count, _)| *count >= MIN_MESSAGES_FOR_TABLE)
+        .collect();
     let use_all = big.is_empty();
     let mut rates: Vec<f64> = all
         .iter()
@@ -299,7 +312,11 @@ fn throughput<const P: usize>(c: &mut Criterion) {
         {
             let mut storage = Box::new(RingStorage::<{ 128 * 1024 }>::new());
             let mut small = Box::new(RingStorage::<{ 32 * 1024 }>::new());
-            let (mut tx, mut rx) = if P <= 16 { small.split() } else { storage.split() };
+            let (mut tx, mut rx) = if P <= 16 {
+                small.split()
+            } else {
+                storage.split()
+            };
             let name = format!("{P}B {mode}/{}", QUEUES[0]);
             group.bench_function(&name, |b| {
                 b.iter_custom(|n| record(&name, n, transfer::<P>(&mut tx, &mut rx, n, batched)))
@@ -319,7 +336,9 @@ fn throughput<const P: usize>(c: &mut Criterion) {
             let queue = ArrayQueue::<[u8; P]>::new(ELEMENTS);
             let name = format!("{P}B {mode}/{}", QUEUES[2]);
             group.bench_function(&name, |b| {
-                b.iter_custom(|n| record(&name, n, transfer::<P>(&mut &queue, &mut &queue, n, false)))
+                b.iter_custom(|n| {
+                    record(&name, n, transfer::<P>(&mut &queue, &mut &queue, n, false))
+                })
             });
         }
         {
@@ -344,7 +363,11 @@ fn round_trip(c: &mut Criterion) {
         let name = format!("ping-pong/{}", QUEUES[0]);
         group.bench_function(&name, |b| {
             b.iter_custom(|n| {
-                record(&name, n, ping_pong::<P>(&mut ab_tx, &mut ab_rx, &mut ba_tx, &mut ba_rx, n))
+                record(
+                    &name,
+                    n,
+                    ping_pong::<P>(&mut ab_tx, &mut ab_rx, &mut ba_tx, &mut ba_rx, n),
+                )
             })
         });
     }
@@ -354,15 +377,28 @@ fn round_trip(c: &mut Criterion) {
         let name = format!("ping-pong/{}", QUEUES[1]);
         group.bench_function(&name, |b| {
             b.iter_custom(|n| {
-                record(&name, n, ping_pong::<P>(&mut ab_tx, &mut ab_rx, &mut ba_tx, &mut ba_rx, n))
+                record(
+                    &name,
+                    n,
+                    ping_pong::<P>(&mut ab_tx, &mut ab_rx, &mut ba_tx, &mut ba_rx, n),
+                )
             })
         });
     }
     {
-        let (ab, ba) = (ArrayQueue::<[u8; P]>::new(ELEMENTS), ArrayQueue::<[u8; P]>::new(ELEMENTS));
+        let (ab, ba) = (
+            ArrayQueue::<[u8; P]>::new(ELEMENTS),
+            ArrayQueue::<[u8; P]>::new(ELEMENTS),
+        );
         let name = format!("ping-pong/{}", QUEUES[2]);
         group.bench_function(&name, |b| {
-            b.iter_custom(|n| record(&name, n, ping_pong::<P>(&mut &ab, &mut &ab, &mut &ba, &mut &ba, n)))
+            b.iter_custom(|n| {
+                record(
+                    &name,
+                    n,
+                    ping_pong::<P>(&mut &ab, &mut &ab, &mut &ba, &mut &ba, n),
+                )
+            })
         });
     }
     {
@@ -372,7 +408,11 @@ fn round_trip(c: &mut Criterion) {
         let name = format!("ping-pong/{}", QUEUES[3]);
         group.bench_function(&name, |b| {
             b.iter_custom(|n| {
-                record(&name, n, ping_pong::<P>(&mut ab_tx, &mut ab_rx, &mut ba_tx, &mut ba_rx, n))
+                record(
+                    &name,
+                    n,
+                    ping_pong::<P>(&mut ab_tx, &mut ab_rx, &mut ba_tx, &mut ba_rx, n),
+                )
             })
         });
     }
@@ -388,7 +428,9 @@ fn print_table() {
         }
     }
     println!();
-    println!("ring comparison (median of criterion's samples; throughput in messages/s, higher is better;");
+    println!(
+        "ring comparison (median of criterion's samples; throughput in messages/s, higher is better;"
+    );
     println!("ping-pong: round-trip time, lower is better)");
     println!();
     print!("| {:<20} |", "benchmark");
@@ -409,8 +451,10 @@ fn print_table() {
         ("ping-pong", true),
     ];
     for (row, latency) in rows {
-        let rates: Vec<Option<f64>> =
-            QUEUES.iter().map(|queue| median_rate(&format!("{row}/{queue}"))).collect();
+        let rates: Vec<Option<f64>> = QUEUES
+            .iter()
+            .map(|queue| median_rate(&format!("{row}/{queue}")))
+            .collect();
         print!("| {row:<20} |");
         for rate in &rates {
             print!(" {:>20} |", cell(*rate, latency));
@@ -421,9 +465,12 @@ fn print_table() {
         let best_other = QUEUES[1..]
             .iter()
             .filter_map(|queue| {
-                median_rate(&format!("{row}/{queue}")).or_else(|| median_rate(&format!("{single_row}/{queue}")))
+                median_rate(&format!("{row}/{queue}"))
+                    .or_else(|| median_rate(&format!("{single_row}/{queue}")))
             })
-            .fold(None, |best: Option<f64>, rate| Some(best.map_or(rate, |b| b.max(rate))));
+            .fold(None, |best: Option<f64>, rate| {
+                Some(best.map_or(rate, |b| b.max(rate)))
+            });
         let ratio = match (rates[0], best_other) {
             (Some(ours), Some(best)) => format!("{:.2}x", ours / best),
             _ => "n/a".to_string(),
@@ -433,7 +480,10 @@ fn print_table() {
 }
 
 fn main() {
-    let seconds = std::env::var("IPC_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2.0);
+    let seconds = std::env::var("IPC_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
     let mut criterion = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))

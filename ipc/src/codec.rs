@@ -112,7 +112,10 @@ impl fmt::Display for DecodeError {
 
 /// Encodes `message` (version byte first) into `buf`, using at most [`MAX_MESSAGE`] bytes of
 /// it; returns the encoded record.
-pub fn encode<'b, T: Serialize + ?Sized>(message: &T, buf: &'b mut [u8]) -> Result<&'b [u8], EncodeError> {
+pub fn encode<'b, T: Serialize + ?Sized>(
+    message: &T,
+    buf: &'b mut [u8],
+) -> Result<&'b [u8], EncodeError> {
     let limit = buf.len().min(MAX_MESSAGE);
     let buf = &mut buf[..limit];
     let Some((version, body)) = buf.split_first_mut() else {
@@ -138,7 +141,11 @@ pub fn decode<T: DeserializeOwned>(record: &[u8]) -> Result<T, DecodeError> {
         return Err(DecodeError::UnsupportedVersion { found: version });
     }
     let (value, rest) = postcard::take_from_bytes(body).map_err(DecodeError::from_postcard)?;
-    if rest.is_empty() { Ok(value) } else { Err(DecodeError::TrailingBytes { count: rest.len() }) }
+    if rest.is_empty() {
+        Ok(value)
+    } else {
+        Err(DecodeError::TrailingBytes { count: rest.len() })
+    }
 }
 
 /// Why a message was not sent.
@@ -184,7 +191,10 @@ impl Producer<'_> {
     }
 
     /// Encodes `message` and pushes it ([`Producer::try_push`]: a full ring is not counted).
-    pub fn try_push_message<T: Serialize + ?Sized>(&mut self, message: &T) -> Result<(), SendError> {
+    pub fn try_push_message<T: Serialize + ?Sized>(
+        &mut self,
+        message: &T,
+    ) -> Result<(), SendError> {
         let mut buf = [0; MAX_MESSAGE];
         let record = encode(message, &mut buf).map_err(SendError::Encode)?;
         self.try_push(record).map_err(SendError::Push)
@@ -193,7 +203,10 @@ impl Producer<'_> {
 
 impl Batch<'_, '_> {
     /// Encodes `message` and adds it to the batch (a full ring is not counted as a drop).
-    pub fn try_push_message<T: Serialize + ?Sized>(&mut self, message: &T) -> Result<(), SendError> {
+    pub fn try_push_message<T: Serialize + ?Sized>(
+        &mut self,
+        message: &T,
+    ) -> Result<(), SendError> {
         let mut buf = [0; MAX_MESSAGE];
         let record = encode(message, &mut buf).map_err(SendError::Encode)?;
         self.try_push(record).map_err(SendError::Push)
@@ -239,7 +252,10 @@ mod tests {
     fn max_event() -> Event {
         Event {
             cpu: u16::MAX,
-            kind: EventKind::Exception { vector: u8::MAX, error_code: u64::MAX },
+            kind: EventKind::Exception {
+                vector: u8::MAX,
+                error_code: u64::MAX,
+            },
             event_data: u64::MAX,
             rip: u64::MAX,
             cs: u16::MAX,
@@ -253,17 +269,22 @@ mod tests {
 
     fn all_gprs(value: u64) -> Vec<GprWrite, GPR_COUNT> {
         use Gpr::*;
-        [Rax, Rbx, Rcx, Rdx, Rsi, Rdi, Rbp, R8, R9, R10, R11, R12, R13, R14, R15]
-            .into_iter()
-            .map(|gpr| GprWrite { gpr, value })
-            .collect()
+        [
+            Rax, Rbx, Rcx, Rdx, Rsi, Rdi, Rbp, R8, R9, R10, R11, R12, R13, R14, R15,
+        ]
+        .into_iter()
+        .map(|gpr| GprWrite { gpr, value })
+        .collect()
     }
 
     fn nucleus_messages() -> std::vec::Vec<NucleusMessage> {
         let kinds = [
             EventKind::Interrupt { vector: 32 },
             EventKind::Nmi { sources: 0x8001 },
-            EventKind::Exception { vector: 14, error_code: 6 },
+            EventKind::Exception {
+                vector: 14,
+                error_code: 6,
+            },
             EventKind::SoftwareInterrupt { vector: 0x80 },
             EventKind::PrivilegedSoftwareException,
             EventKind::SoftwareException { vector: 3 },
@@ -273,10 +294,20 @@ mod tests {
         let mut messages: std::vec::Vec<_> = kinds
             .into_iter()
             .enumerate()
-            .map(|(i, kind)| NucleusMessage::Event { token: Token(i as u64), event: event(kind) })
+            .map(|(i, kind)| NucleusMessage::Event {
+                token: Token(i as u64),
+                event: event(kind),
+            })
             .collect();
-        messages.push(NucleusMessage::Event { token: Token(u64::MAX), event: max_event() });
-        for reason in [DumpReason::DoubleFault, DumpReason::MachineCheck, DumpReason::Nmi] {
+        messages.push(NucleusMessage::Event {
+            token: Token(u64::MAX),
+            event: max_event(),
+        });
+        for reason in [
+            DumpReason::DoubleFault,
+            DumpReason::MachineCheck,
+            DumpReason::Nmi,
+        ] {
             messages.push(NucleusMessage::DumpRecord(DumpRecord {
                 cpu: 1,
                 reason,
@@ -302,30 +333,62 @@ mod tests {
     }
 
     fn server_messages() -> std::vec::Vec<ServerMessage> {
-        let changes = ResumeChanges { rip: 0x1000, rsp: 0x2000, rflags: 0x202, gprs: Vec::new() };
-        let max_changes =
-            ResumeChanges { rip: u64::MAX, rsp: u64::MAX, rflags: u64::MAX, gprs: all_gprs(u64::MAX) };
+        let changes = ResumeChanges {
+            rip: 0x1000,
+            rsp: 0x2000,
+            rflags: 0x202,
+            gprs: Vec::new(),
+        };
+        let max_changes = ResumeChanges {
+            rip: u64::MAX,
+            rsp: u64::MAX,
+            rflags: u64::MAX,
+            gprs: all_gprs(u64::MAX),
+        };
         let mut messages = std::vec![
-            ServerMessage::Hello(Hello { name: ServerName::new("fred-server").unwrap(), protocol: 1 }),
+            ServerMessage::Hello(Hello {
+                name: ServerName::new("fred-server").unwrap(),
+                protocol: 1
+            }),
             ServerMessage::Hello(Hello {
                 name: ServerName::new(&"n".repeat(SERVER_NAME_MAX)).unwrap(),
                 protocol: u8::MAX,
             }),
             ServerMessage::Reply(Reply::Resume { token: Token(1) }),
-            ServerMessage::Reply(Reply::ResumeWith { token: Token(2), changes }),
-            ServerMessage::Reply(Reply::ResumeWith { token: Token(u64::MAX), changes: max_changes }),
+            ServerMessage::Reply(Reply::ResumeWith {
+                token: Token(2),
+                changes
+            }),
+            ServerMessage::Reply(Reply::ResumeWith {
+                token: Token(u64::MAX),
+                changes: max_changes
+            }),
             ServerMessage::Reply(Reply::Kill { token: Token(3) }),
             ServerMessage::Reply(Reply::Restart { token: Token(4) }),
-            ServerMessage::Kexec(KexecRequest { module: 2, generation: 2 }),
-            ServerMessage::Kexec(KexecRequest { module: u16::MAX, generation: u32::MAX }),
+            ServerMessage::Kexec(KexecRequest {
+                module: 2,
+                generation: 2
+            }),
+            ServerMessage::Kexec(KexecRequest {
+                module: u16::MAX,
+                generation: u32::MAX
+            }),
         ];
-        for level in [LogLevel::Error, LogLevel::Warn, LogLevel::Info, LogLevel::Debug] {
+        for level in [
+            LogLevel::Error,
+            LogLevel::Warn,
+            LogLevel::Info,
+            LogLevel::Debug,
+        ] {
             let text = String::try_from("fred-server: hello").unwrap();
             messages.push(ServerMessage::Log(LogLine { level, text }));
         }
         let mut long = String::new();
         long.push_str(&"é".repeat(LOG_TEXT_MAX / 2)).unwrap();
-        messages.push(ServerMessage::Log(LogLine { level: LogLevel::Debug, text: long }));
+        messages.push(ServerMessage::Log(LogLine {
+            level: LogLevel::Debug,
+            text: long,
+        }));
         messages
     }
 
@@ -337,7 +400,10 @@ mod tests {
         assert_eq!(&decode::<T>(record).unwrap(), message);
         // Every strict prefix is incomplete, never a different message.
         for cut in 1..record.len() {
-            assert!(decode::<T>(&record[..cut]).is_err(), "prefix {cut} of {message:?} decoded");
+            assert!(
+                decode::<T>(&record[..cut]).is_err(),
+                "prefix {cut} of {message:?} decoded"
+            );
         }
     }
 
@@ -361,11 +427,17 @@ mod tests {
         let (mut producer, mut consumer) = ring.split();
         for message in nucleus_messages() {
             producer.push_message(&message).unwrap();
-            assert_eq!(consumer.pop_message::<NucleusMessage>().unwrap(), Some(message));
+            assert_eq!(
+                consumer.pop_message::<NucleusMessage>().unwrap(),
+                Some(message)
+            );
         }
         for message in server_messages() {
             producer.push_message(&message).unwrap();
-            assert_eq!(consumer.pop_message::<ServerMessage>().unwrap(), Some(message));
+            assert_eq!(
+                consumer.pop_message::<ServerMessage>().unwrap(),
+                Some(message)
+            );
         }
         assert_eq!(consumer.pop_message::<ServerMessage>().unwrap(), None);
     }
@@ -381,13 +453,24 @@ mod tests {
     #[test]
     fn decode_errors_are_typed() {
         assert_eq!(decode::<ServerMessage>(&[]), Err(DecodeError::Empty));
-        assert_eq!(decode::<ServerMessage>(&[0; 300]), Err(DecodeError::TooLong { len: 300 }));
+        assert_eq!(
+            decode::<ServerMessage>(&[0; 300]),
+            Err(DecodeError::TooLong { len: 300 })
+        );
         assert_eq!(
             decode::<ServerMessage>(&[PROTOCOL_VERSION + 1, 0]),
-            Err(DecodeError::UnsupportedVersion { found: PROTOCOL_VERSION + 1 })
+            Err(DecodeError::UnsupportedVersion {
+                found: PROTOCOL_VERSION + 1
+            })
         );
-        assert_eq!(decode::<ServerMessage>(&[PROTOCOL_VERSION]), Err(DecodeError::Truncated));
-        assert_eq!(decode::<ServerMessage>(&[PROTOCOL_VERSION, 4]), Err(DecodeError::BadValue));
+        assert_eq!(
+            decode::<ServerMessage>(&[PROTOCOL_VERSION]),
+            Err(DecodeError::Truncated)
+        );
+        assert_eq!(
+            decode::<ServerMessage>(&[PROTOCOL_VERSION, 4]),
+            Err(DecodeError::BadValue)
+        );
         // Reply::Resume { token: 1 }, then a stray byte.
         assert_eq!(
             decode::<ServerMessage>(&[PROTOCOL_VERSION, 1, 0, 1, 0xaa]),
@@ -403,15 +486,29 @@ mod tests {
         hello.push(1);
         assert_eq!(decode::<ServerMessage>(&hello), Err(DecodeError::BadValue));
         // Hello whose name is not UTF-8.
-        assert_eq!(decode::<ServerMessage>(&[PROTOCOL_VERSION, 0, 1, 0xff, 1]), Err(DecodeError::BadText));
-        assert_eq!(std::format!("{}", DecodeError::TrailingBytes { count: 2 }), "2 bytes after the message");
+        assert_eq!(
+            decode::<ServerMessage>(&[PROTOCOL_VERSION, 0, 1, 0xff, 1]),
+            Err(DecodeError::BadText)
+        );
+        assert_eq!(
+            std::format!("{}", DecodeError::TrailingBytes { count: 2 }),
+            "2 bytes after the message"
+        );
     }
 
     #[test]
     fn encode_refuses_a_short_buffer() {
-        let message = ServerMessage::Reply(Reply::Resume { token: Token(u64::MAX) });
-        assert_eq!(encode(&message, &mut [0; 4]), Err(EncodeError::TooLarge { limit: 4 }));
-        assert_eq!(encode(&message, &mut []), Err(EncodeError::TooLarge { limit: 0 }));
+        let message = ServerMessage::Reply(Reply::Resume {
+            token: Token(u64::MAX),
+        });
+        assert_eq!(
+            encode(&message, &mut [0; 4]),
+            Err(EncodeError::TooLarge { limit: 4 })
+        );
+        assert_eq!(
+            encode(&message, &mut []),
+            Err(EncodeError::TooLarge { limit: 0 })
+        );
     }
 
     #[test]
@@ -419,14 +516,18 @@ mod tests {
         let mut ring = RingStorage::<256>::new();
         let (mut producer, mut consumer) = ring.split();
         producer.push(&[PROTOCOL_VERSION, 9]).unwrap();
-        producer.push_message(&ServerMessage::Reply(Reply::Resume { token: Token(1) })).unwrap();
+        producer
+            .push_message(&ServerMessage::Reply(Reply::Resume { token: Token(1) }))
+            .unwrap();
         assert_eq!(
             consumer.pop_message::<ServerMessage>(),
             Err(RecvError::Decode(DecodeError::BadValue))
         );
         assert_eq!(
             consumer.pop_message::<ServerMessage>(),
-            Ok(Some(ServerMessage::Reply(Reply::Resume { token: Token(1) })))
+            Ok(Some(ServerMessage::Reply(Reply::Resume {
+                token: Token(1)
+            })))
         );
     }
 }

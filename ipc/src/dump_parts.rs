@@ -49,7 +49,10 @@ pub struct DumpTooLarge;
 
 impl fmt::Display for DumpTooLarge {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "register dump encodes to more than {DUMP_BYTES_MAX} bytes")
+        write!(
+            f,
+            "register dump encodes to more than {DUMP_BYTES_MAX} bytes"
+        )
     }
 }
 
@@ -71,7 +74,14 @@ pub fn split<'b>(
         let mut bytes = Vec::new();
         // `end - start <= DUMP_PART_BYTES`: always fits.
         let _ = bytes.extend_from_slice(&encoded[start..end]);
-        DumpPart { token, reason, cpu, part, parts, bytes }
+        DumpPart {
+            token,
+            reason,
+            cpu,
+            part,
+            parts,
+            bytes,
+        }
     }))
 }
 
@@ -91,7 +101,9 @@ pub enum DumpPartError {
 impl fmt::Display for DumpPartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::BadCount { part, parts } => write!(f, "dump part {part} of {parts} is impossible"),
+            Self::BadCount { part, parts } => {
+                write!(f, "dump part {part} of {parts} is impossible")
+            }
             Self::OutOfOrder { expected, found } => {
                 write!(f, "dump part {found} arrived, expected part {expected}")
             }
@@ -126,7 +138,11 @@ impl Default for DumpAssembler {
 
 impl DumpAssembler {
     pub const fn new() -> Self {
-        Self { current: None, len: 0, buf: [0; DUMP_BYTES_MAX] }
+        Self {
+            current: None,
+            len: 0,
+            buf: [0; DUMP_BYTES_MAX],
+        }
     }
 
     /// Adds one part; returns the dump when this was its last part.
@@ -141,7 +157,10 @@ impl DumpAssembler {
 
     fn accept(&mut self, part: &DumpPart) -> Result<Option<AssembledDump>, DumpPartError> {
         if part.parts == 0 || usize::from(part.parts) > DUMP_PARTS_MAX || part.part >= part.parts {
-            return Err(DumpPartError::BadCount { part: part.part, parts: part.parts });
+            return Err(DumpPartError::BadCount {
+                part: part.part,
+                parts: part.parts,
+            });
         }
         if part.part == 0 {
             self.current = Some((part.token, part.reason, part.cpu, part.parts, 0));
@@ -156,17 +175,33 @@ impl DumpAssembler {
             {
                 next
             }
-            Some((.., next)) => return Err(DumpPartError::OutOfOrder { expected: next, found: part.part }),
-            None => return Err(DumpPartError::OutOfOrder { expected: 0, found: part.part }),
+            Some((.., next)) => {
+                return Err(DumpPartError::OutOfOrder {
+                    expected: next,
+                    found: part.part,
+                });
+            }
+            None => {
+                return Err(DumpPartError::OutOfOrder {
+                    expected: 0,
+                    found: part.part,
+                });
+            }
         };
         if part.part != expected {
-            return Err(DumpPartError::OutOfOrder { expected, found: part.part });
+            return Err(DumpPartError::OutOfOrder {
+                expected,
+                found: part.part,
+            });
         }
         let last = part.part + 1 == part.parts;
         let len = part.bytes.len();
         // Every part but the last is full, so a part's offset is fixed by its index.
         if (!last && len != DUMP_PART_BYTES) || self.len + len > DUMP_BYTES_MAX {
-            return Err(DumpPartError::BadLength { part: part.part, len });
+            return Err(DumpPartError::BadLength {
+                part: part.part,
+                len,
+            });
         }
         self.buf[self.len..self.len + len].copy_from_slice(&part.bytes);
         self.len += len;
@@ -175,9 +210,12 @@ impl DumpAssembler {
             return Ok(None);
         }
         match postcard::take_from_bytes::<RegisterDump>(&self.buf[..self.len]) {
-            Ok((dump, [])) => {
-                Ok(Some(AssembledDump { token: part.token, reason: part.reason, cpu: part.cpu, dump }))
-            }
+            Ok((dump, [])) => Ok(Some(AssembledDump {
+                token: part.token,
+                reason: part.reason,
+                cpu: part.cpu,
+                dump,
+            })),
             _ => Err(DumpPartError::Undecodable),
         }
     }
@@ -204,16 +242,35 @@ mod tests {
             vector: u8::MAX,
             error_code: m,
             event_data: m,
-            event: Some(EventKind::Exception { vector: u8::MAX, error_code: m }),
+            event: Some(EventKind::Exception {
+                vector: u8::MAX,
+                error_code: m,
+            }),
             rip: m,
-            symbol: Some(Symbol { name: Text::truncated(&"s".repeat(48)), offset: m }),
+            symbol: Some(Symbol {
+                name: Text::truncated(&"s".repeat(48)),
+                offset: m,
+            }),
             cs: u16::MAX,
             ss: u16::MAX,
             rflags: m,
             rsp: m,
             gprs: GprValues {
-                rax: m, rbx: m, rcx: m, rdx: m, rsi: m, rdi: m, rbp: m, r8: m,
-                r9: m, r10: m, r11: m, r12: m, r13: m, r14: m, r15: m,
+                rax: m,
+                rbx: m,
+                rcx: m,
+                rdx: m,
+                rsi: m,
+                rdi: m,
+                rbp: m,
+                r8: m,
+                r9: m,
+                r10: m,
+                r11: m,
+                r12: m,
+                r13: m,
+                r14: m,
+                r15: m,
             },
             cr0: m,
             cr2: m,
@@ -229,7 +286,9 @@ mod tests {
 
     fn send_all(dump: &RegisterDump, token: u64) -> std::vec::Vec<DumpPart> {
         let mut buf = [0; DUMP_BYTES_MAX];
-        split(dump, Token(token), DumpReason::ServerCrash, 1, &mut buf).unwrap().collect()
+        split(dump, Token(token), DumpReason::ServerCrash, 1, &mut buf)
+            .unwrap()
+            .collect()
     }
 
     #[test]
@@ -270,14 +329,20 @@ mod tests {
         // Part 1 without part 0.
         assert_eq!(
             assembler.push(&parts[1]),
-            Err(DumpPartError::OutOfOrder { expected: 0, found: 1 })
+            Err(DumpPartError::OutOfOrder {
+                expected: 0,
+                found: 1
+            })
         );
         // Part 0 twice is a restart, then part 2 skips part 1.
         assert_eq!(assembler.push(&parts[0]), Ok(None));
         assert_eq!(assembler.push(&parts[0]), Ok(None));
         assert_eq!(
             assembler.push(&parts[2]),
-            Err(DumpPartError::OutOfOrder { expected: 1, found: 2 })
+            Err(DumpPartError::OutOfOrder {
+                expected: 1,
+                found: 2
+            })
         );
         // Another token in the middle.
         assert_eq!(assembler.push(&parts[0]), Ok(None));
@@ -285,15 +350,24 @@ mod tests {
         other.token = Token(8);
         assert_eq!(
             assembler.push(&other),
-            Err(DumpPartError::OutOfOrder { expected: 1, found: 1 })
+            Err(DumpPartError::OutOfOrder {
+                expected: 1,
+                found: 1
+            })
         );
         // Impossible counts and a short middle part.
         let mut bad = parts[0].clone();
         bad.parts = DUMP_PARTS_MAX as u8 + 1;
-        assert_eq!(assembler.push(&bad), Err(DumpPartError::BadCount { part: 0, parts: 5 }));
+        assert_eq!(
+            assembler.push(&bad),
+            Err(DumpPartError::BadCount { part: 0, parts: 5 })
+        );
         let mut short = parts[0].clone();
         short.bytes.truncate(3);
-        assert_eq!(assembler.push(&short), Err(DumpPartError::BadLength { part: 0, len: 3 }));
+        assert_eq!(
+            assembler.push(&short),
+            Err(DumpPartError::BadLength { part: 0, len: 3 })
+        );
         // Garbage that claims to be a whole dump.
         let junk = DumpPart {
             token: Token(1),

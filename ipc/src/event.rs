@@ -151,7 +151,8 @@ impl Event {
     /// Parses the wire form; every byte string of the right length with a known tag is an
     /// event (the values are allegations the receiver judges).
     pub fn from_wire(w: &[u8]) -> Result<Self, EventWireError> {
-        let w: &[u8; Self::WIRE_BYTES] = w.try_into().map_err(|_| EventWireError::Length(w.len()))?;
+        let w: &[u8; Self::WIRE_BYTES] =
+            w.try_into().map_err(|_| EventWireError::Length(w.len()))?;
         let u16_at = |i: usize| u16::from_le_bytes([w[i], w[i + 1]]);
         let u64_at = |i: usize| {
             let mut b = [0u8; 8];
@@ -161,8 +162,13 @@ impl Event {
         let (vector, payload) = (w[3], u64_at(4));
         let kind = match w[2] {
             tag::INTERRUPT => EventKind::Interrupt { vector },
-            tag::NMI => EventKind::Nmi { sources: payload as u16 },
-            tag::EXCEPTION => EventKind::Exception { vector, error_code: payload },
+            tag::NMI => EventKind::Nmi {
+                sources: payload as u16,
+            },
+            tag::EXCEPTION => EventKind::Exception {
+                vector,
+                error_code: payload,
+            },
             tag::SOFTWARE_INTERRUPT => EventKind::SoftwareInterrupt { vector },
             tag::PRIVILEGED_SOFTWARE_EXCEPTION => EventKind::PrivilegedSoftwareException,
             tag::SOFTWARE_EXCEPTION => EventKind::SoftwareException { vector },
@@ -202,7 +208,9 @@ impl<'de> Deserialize<'de> for Event {
             fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Event, E> {
                 Event::from_wire(bytes).map_err(|e| match e {
                     EventWireError::Length(len) => E::invalid_length(len, &self),
-                    EventWireError::Kind(tag) => E::invalid_value(de::Unexpected::Unsigned(u64::from(tag)), &self),
+                    EventWireError::Kind(tag) => {
+                        E::invalid_value(de::Unexpected::Unsigned(u64::from(tag)), &self)
+                    }
                 })
             }
             fn visit_borrowed_bytes<E: de::Error>(self, bytes: &'de [u8]) -> Result<Event, E> {
@@ -237,7 +245,10 @@ mod tests {
         let kinds = [
             EventKind::Interrupt { vector: 32 },
             EventKind::Nmi { sources: 0x8001 },
-            EventKind::Exception { vector: 14, error_code: u64::MAX },
+            EventKind::Exception {
+                vector: 14,
+                error_code: u64::MAX,
+            },
             EventKind::SoftwareInterrupt { vector: 0x80 },
             EventKind::PrivilegedSoftwareException,
             EventKind::SoftwareException { vector: 3 },
@@ -249,7 +260,11 @@ mod tests {
             assert_eq!(Event::from_wire(&event.to_wire()), Ok(event));
             let mut buf = [0u8; 128];
             let bytes = postcard::to_slice(&event, &mut buf).expect("fits");
-            assert_eq!(bytes.len(), 1 + Event::WIRE_BYTES, "length prefix + fixed layout");
+            assert_eq!(
+                bytes.len(),
+                1 + Event::WIRE_BYTES,
+                "length prefix + fixed layout"
+            );
             assert_eq!(postcard::from_bytes::<Event>(bytes), Ok(event));
         }
     }
@@ -257,9 +272,15 @@ mod tests {
     #[test]
     fn bad_length_and_unknown_tags_are_refused() {
         let mut wire = sample(EventKind::Syscall).to_wire();
-        assert_eq!(Event::from_wire(&wire[..55]), Err(EventWireError::Length(55)));
+        assert_eq!(
+            Event::from_wire(&wire[..55]),
+            Err(EventWireError::Length(55))
+        );
         wire[2] = 9;
         assert_eq!(Event::from_wire(&wire), Err(EventWireError::Kind(9)));
-        assert_eq!(EventWireError::Kind(9).to_string(), "event kind tag 9 is unknown");
+        assert_eq!(
+            EventWireError::Kind(9).to_string(),
+            "event kind tag 9 is unknown"
+        );
     }
 }

@@ -83,8 +83,13 @@ fn until_nul(bytes: &[u8]) -> &[u8] {
 }
 
 const _: () = assert!(core::mem::size_of::<StartInfo>() <= 4096);
-const _: () = assert!(EVENT_RING.is_multiple_of(4096) && REPLY_RING.is_multiple_of(4096) && START_INFO.is_multiple_of(4096));
-const _: () = assert!(STACK_TOP.is_multiple_of(16) && STACK_TOP < USER_END && IMAGE_END <= START_INFO);
+const _: () = assert!(
+    EVENT_RING.is_multiple_of(4096)
+        && REPLY_RING.is_multiple_of(4096)
+        && START_INFO.is_multiple_of(4096)
+);
+const _: () =
+    assert!(STACK_TOP.is_multiple_of(16) && STACK_TOP < USER_END && IMAGE_END <= START_INFO);
 
 #[cfg(test)]
 mod tests {

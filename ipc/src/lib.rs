@@ -23,11 +23,11 @@ pub mod dump_parts;
 pub mod message;
 #[allow(unsafe_code)]
 pub mod ring;
-mod sync;
-pub mod syscall;
 #[cfg(all(feature = "rt", target_os = "none"))]
 #[allow(unsafe_code)] // the Ring3 runtime: `syscall`, `_start`, the StartInfo and ring pages
 pub mod rt;
+mod sync;
+pub mod syscall;
 
 pub use codec::{DecodeError, EncodeError, PROTOCOL_VERSION, RecvError, SendError};
 pub use message::{Hello, NucleusMessage, Reply, ServerMessage, Token};

@@ -47,7 +47,11 @@ pub enum NucleusMessage {
     Dump(DumpPart),
     /// A server (re)started (for `fred-server`, which names owners in its reports). `owner`
     /// is the value `Event::owner` carries for this server; it stays the same across restarts.
-    ServerStarted { owner: u32, name: ServerName, generation: u32 },
+    ServerStarted {
+        owner: u32,
+        name: ServerName,
+        generation: u32,
+    },
     /// Ring round-trip probe (benchmarks, liveness): answered with `Reply::Resume { token }`.
     Ping { token: Token },
 }
@@ -91,14 +95,19 @@ pub struct NameTooLong {
 
 impl fmt::Display for NameTooLong {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "server name of {} bytes exceeds {SERVER_NAME_MAX}", self.len)
+        write!(
+            f,
+            "server name of {} bytes exceeds {SERVER_NAME_MAX}",
+            self.len
+        )
     }
 }
 
 impl ServerName {
     pub fn new(name: &str) -> Result<Self, NameTooLong> {
         let mut text = String::new();
-        text.push_str(name).map_err(|_| NameTooLong { len: name.len() })?;
+        text.push_str(name)
+            .map_err(|_| NameTooLong { len: name.len() })?;
         Ok(Self(text))
     }
 
@@ -122,7 +131,10 @@ pub enum Reply {
     /// Return to the interrupted context unchanged.
     Resume { token: Token },
     /// Return with new register values (emulated instruction, bounced trap, hypercall result).
-    ResumeWith { token: Token, changes: ResumeChanges },
+    ResumeWith {
+        token: Token,
+        changes: ResumeChanges,
+    },
     /// Kill the thread or guest that caused the event.
     Kill { token: Token },
     /// Kill it and start it again from its image (a crashed server).

@@ -147,8 +147,12 @@ pub enum RingCorrupt {
 impl fmt::Display for RingCorrupt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Self::Head { head, tail } => write!(f, "ring corrupt: head {head:#x} vs tail {tail:#x}"),
-            Self::Tail { head, tail } => write!(f, "ring corrupt: tail {tail:#x} vs head {head:#x}"),
+            Self::Head { head, tail } => {
+                write!(f, "ring corrupt: head {head:#x} vs tail {tail:#x}")
+            }
+            Self::Tail { head, tail } => {
+                write!(f, "ring corrupt: tail {tail:#x} vs head {head:#x}")
+            }
             Self::Length { at, len, available } => write!(
                 f,
                 "ring corrupt: record at {at:#x} claims {len} bytes, {available} published"
@@ -192,7 +196,10 @@ pub enum AttachError {
 impl fmt::Display for AttachError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Misaligned { addr } => write!(f, "ring region at {addr:#x} is not {REGION_ALIGN}-byte aligned"),
+            Self::Misaligned { addr } => write!(
+                f,
+                "ring region at {addr:#x} is not {REGION_ALIGN}-byte aligned"
+            ),
             Self::TooSmall { len } => write!(f, "ring region of {len} bytes is too small"),
             Self::Corrupt(e) => e.fmt(f),
         }
@@ -242,8 +249,13 @@ impl RingHeader {
     #[cfg(not(loom))]
     pub const fn new() -> Self {
         Self {
-            producer: CacheLine(ProducerLine { head: AtomicU32::new(0), dropped: AtomicU32::new(0) }),
-            consumer: CacheLine(ConsumerLine { tail: AtomicU32::new(0) }),
+            producer: CacheLine(ProducerLine {
+                head: AtomicU32::new(0),
+                dropped: AtomicU32::new(0),
+            }),
+            consumer: CacheLine(ConsumerLine {
+                tail: AtomicU32::new(0),
+            }),
         }
     }
 
@@ -251,8 +263,13 @@ impl RingHeader {
     #[cfg(loom)]
     pub fn new() -> Self {
         Self {
-            producer: CacheLine(ProducerLine { head: AtomicU32::new(0), dropped: AtomicU32::new(0) }),
-            consumer: CacheLine(ConsumerLine { tail: AtomicU32::new(0) }),
+            producer: CacheLine(ProducerLine {
+                head: AtomicU32::new(0),
+                dropped: AtomicU32::new(0),
+            }),
+            consumer: CacheLine(ConsumerLine {
+                tail: AtomicU32::new(0),
+            }),
         }
     }
 }
@@ -310,7 +327,11 @@ impl Region {
             // `base + HEADER_SIZE` is inside (or one past) the same allocation.
             data: unsafe { base.add(HEADER_SIZE) },
             capacity: capacity as u32,
-            max_len: if capacity - LENGTH_SIZE < MAX_RECORD { capacity - LENGTH_SIZE } else { MAX_RECORD } as u32,
+            max_len: if capacity - LENGTH_SIZE < MAX_RECORD {
+                capacity - LENGTH_SIZE
+            } else {
+                MAX_RECORD
+            } as u32,
             offset_mask: (capacity as u32 - 1) & !(RECORD_ALIGN as u32 - 1),
             #[cfg(loom)]
             shadow: ptr::null(),
@@ -388,7 +409,11 @@ impl Region {
         let offset = self.record_offset(pos);
         // `offset <= capacity - RECORD_ALIGN`, so this does not underflow.
         if len <= self.capacity as usize - offset - LENGTH_SIZE {
-            self.track((pos & !(RECORD_ALIGN as u32 - 1)).wrapping_add(LENGTH_SIZE as u32), len, false);
+            self.track(
+                (pos & !(RECORD_ALIGN as u32 - 1)).wrapping_add(LENGTH_SIZE as u32),
+                len,
+                false,
+            );
             // SAFETY: `[offset + LENGTH_SIZE, offset + LENGTH_SIZE + len)` is inside the data
             // area, valid for reads; the caller guarantees `dst` valid for `len` bytes and
             // outside the region. Concurrent writes by a peer that breaks the protocol only
@@ -542,7 +567,10 @@ unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
             for start in [0, len - span] {
                 for i in 0..N {
                     let at = start + i * size_of::<T>();
-                    ptr::write_unaligned(dst.add(at).cast::<T>(), ptr::read_unaligned(src.add(at).cast::<T>()));
+                    ptr::write_unaligned(
+                        dst.add(at).cast::<T>(),
+                        ptr::read_unaligned(src.add(at).cast::<T>()),
+                    );
                 }
             }
         }
@@ -573,7 +601,9 @@ unsafe fn copy_bytes(src: *const u8, dst: *mut u8, len: usize) {
 /// A validated region: checks alignment and size, and returns the capacity.
 fn check_region(base: *mut u8, len: usize) -> Result<usize, AttachError> {
     if base.is_null() || !(base as usize).is_multiple_of(REGION_ALIGN) {
-        return Err(AttachError::Misaligned { addr: base as usize });
+        return Err(AttachError::Misaligned {
+            addr: base as usize,
+        });
     }
     capacity_for(len).ok_or(AttachError::TooSmall { len })
 }
@@ -659,7 +689,13 @@ impl Producer<'static> {
             return Err(AttachError::Corrupt(RingCorrupt::Tail { head, tail }));
         }
         let dropped = header.producer.0.dropped.load(Ordering::Relaxed);
-        Ok(Self { region, head, cached_tail: tail, dropped, _region: PhantomData })
+        Ok(Self {
+            region,
+            head,
+            cached_tail: tail,
+            dropped,
+            _region: PhantomData,
+        })
     }
 }
 
@@ -683,7 +719,12 @@ impl Consumer<'static> {
         if !indices_ok(head, tail, region.capacity) {
             return Err(AttachError::Corrupt(RingCorrupt::Head { head, tail }));
         }
-        Ok(Self { region, tail, cached_head: head, _region: PhantomData })
+        Ok(Self {
+            region,
+            tail,
+            cached_head: head,
+            _region: PhantomData,
+        })
     }
 }
 
@@ -706,7 +747,10 @@ impl<'a> Producer<'a> {
         if indices_ok(self.head, tail, self.region.capacity) {
             Ok(tail)
         } else {
-            Err(RingCorrupt::Tail { head: self.head, tail })
+            Err(RingCorrupt::Tail {
+                head: self.head,
+                tail,
+            })
         }
     }
 
@@ -746,7 +790,12 @@ impl<'a> Producer<'a> {
         if count_drop {
             self.dropped = self.dropped.wrapping_add(1);
             // Relaxed: a statistic for diagnostics; it orders nothing.
-            self.region.header().producer.0.dropped.store(self.dropped, Ordering::Relaxed);
+            self.region
+                .header()
+                .producer
+                .0
+                .dropped
+                .store(self.dropped, Ordering::Relaxed);
         }
         Err(PushError::Full { needed, free })
     }
@@ -775,7 +824,12 @@ impl<'a> Producer<'a> {
     fn publish(&self) {
         // Release: the record bytes written before this store are visible to a consumer that
         // loads this `head` with Acquire.
-        self.region.header().producer.0.head.store(self.head, Ordering::Release);
+        self.region
+            .header()
+            .producer
+            .0
+            .head
+            .store(self.head, Ordering::Release);
     }
 
     /// Pushes one record and publishes it. If the ring is full the record is dropped, the drop
@@ -800,7 +854,10 @@ impl<'a> Producer<'a> {
     /// the batch is committed or dropped.
     #[inline(always)]
     pub fn batch(&mut self) -> Batch<'_, 'a> {
-        Batch { producer: self, pushed: 0 }
+        Batch {
+            producer: self,
+            pushed: 0,
+        }
     }
 
     /// Pushes records from `payloads` until one does not fit, publishing them once; returns how
@@ -925,7 +982,12 @@ impl<'a> Consumer<'a> {
 
     /// The producer's drop counter, as it claims it (diagnostics only).
     pub fn dropped_by_producer(&self) -> u32 {
-        self.region.header().producer.0.dropped.load(Ordering::Relaxed)
+        self.region
+            .header()
+            .producer
+            .0
+            .dropped
+            .load(Ordering::Relaxed)
     }
 
     /// Loads the producer's `head` and checks it against our `tail`.
@@ -936,7 +998,10 @@ impl<'a> Consumer<'a> {
         if indices_ok(head, self.tail, self.region.capacity) {
             Ok(head)
         } else {
-            Err(RingCorrupt::Head { head, tail: self.tail })
+            Err(RingCorrupt::Head {
+                head,
+                tail: self.tail,
+            })
         }
     }
 
@@ -974,12 +1039,19 @@ impl<'a> Consumer<'a> {
         let available = self.cached_head.wrapping_sub(tail);
         let len = self.region.read_length(tail);
         if len as usize > MAX_RECORD || record_size(len as usize) > available as usize {
-            return Err(RingCorrupt::Length { at: tail, len, available });
+            return Err(RingCorrupt::Length {
+                at: tail,
+                len,
+                available,
+            });
         }
         let len = len as usize;
         self.tail = tail.wrapping_add(record_size(len) as u32);
         // SAFETY: `scratch` is private memory of `MAX_RECORD >= len` bytes.
-        let copied = unsafe { self.region.read_payload(tail, scratch.0.as_mut_ptr().cast(), len) };
+        let copied = unsafe {
+            self.region
+                .read_payload(tail, scratch.0.as_mut_ptr().cast(), len)
+        };
         // `read_payload` initialised the first `copied` (<= len <= MAX_RECORD) bytes.
         Ok(Some(copied))
     }
@@ -988,7 +1060,12 @@ impl<'a> Consumer<'a> {
     #[inline(always)]
     fn release(&self) {
         // Release: our copies out of the freed bytes happen before the producer reuses them.
-        self.region.header().consumer.0.tail.store(self.tail, Ordering::Release);
+        self.region
+            .header()
+            .consumer
+            .0
+            .tail
+            .store(self.tail, Ordering::Release);
     }
 
     /// Takes the next record, copied out of the ring; `None` if the ring is empty.
@@ -1023,7 +1100,11 @@ impl<'a> Consumer<'a> {
     /// store at the end. Returns how many were taken. On a corrupt record the ones before it
     /// have been delivered and freed, and the error is returned.
     #[inline]
-    pub fn pop_batch(&mut self, max: usize, mut f: impl FnMut(&[u8])) -> Result<usize, RingCorrupt> {
+    pub fn pop_batch(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<usize, RingCorrupt> {
         let mut scratch = Scratch::new();
         let mut taken = 0;
         let mut result = Ok(());
@@ -1069,15 +1150,24 @@ impl<const CAPACITY: usize> RingStorage<CAPACITY> {
     #[cfg(not(loom))]
     pub const fn new() -> Self {
         let () = Self::VALID;
-        Self { header: RingHeader::new(), data: UnsafeCell::new([0; CAPACITY]) }
+        Self {
+            header: RingHeader::new(),
+            data: UnsafeCell::new([0; CAPACITY]),
+        }
     }
 
     /// An empty ring whose data-area accesses loom checks.
     #[cfg(loom)]
     pub fn new() -> Self {
         let () = Self::VALID;
-        let shadow = (0..CAPACITY / RECORD_ALIGN).map(|_| crate::sync::ShadowCell::new(())).collect();
-        Self { header: RingHeader::new(), data: UnsafeCell::new([0; CAPACITY]), shadow }
+        let shadow = (0..CAPACITY / RECORD_ALIGN)
+            .map(|_| crate::sync::ShadowCell::new(()))
+            .collect();
+        Self {
+            header: RingHeader::new(),
+            data: UnsafeCell::new([0; CAPACITY]),
+            shadow,
+        }
     }
 
     /// Splits the ring into its two halves, which borrow it. The ring keeps its contents and
@@ -1102,10 +1192,25 @@ impl<const CAPACITY: usize> RingStorage<CAPACITY> {
         let head = header.producer.0.head.load(Ordering::Acquire);
         let tail = header.consumer.0.tail.load(Ordering::Acquire);
         let dropped = header.producer.0.dropped.load(Ordering::Relaxed);
-        let (head, tail) = if indices_ok(head, tail, CAPACITY as u32) { (head, tail) } else { (0, 0) };
+        let (head, tail) = if indices_ok(head, tail, CAPACITY as u32) {
+            (head, tail)
+        } else {
+            (0, 0)
+        };
         (
-            Producer { region, head, cached_tail: tail, dropped, _region: PhantomData },
-            Consumer { region, tail, cached_head: head, _region: PhantomData },
+            Producer {
+                region,
+                head,
+                cached_tail: tail,
+                dropped,
+                _region: PhantomData,
+            },
+            Consumer {
+                region,
+                tail,
+                cached_head: head,
+                _region: PhantomData,
+            },
         )
     }
 }
@@ -1154,7 +1259,9 @@ mod tests {
         let (mut producer, mut consumer) = ring.split();
         for round in 0u32..100 {
             let len = (round % 20) as usize;
-            let payload: Vec<u8> = (0..len).map(|i| (round as u8).wrapping_add(i as u8)).collect();
+            let payload: Vec<u8> = (0..len)
+                .map(|i| (round as u8).wrapping_add(i as u8))
+                .collect();
             producer.push(&payload).unwrap();
             assert_eq!(consumer.len().unwrap(), record_size(len));
             let record = consumer.pop().unwrap().unwrap();
@@ -1173,14 +1280,23 @@ mod tests {
         }
         assert!(producer.is_full().unwrap());
         assert!(consumer.is_full().unwrap());
-        assert_eq!(producer.push(&[9]), Err(PushError::Full { needed: 8, free: 0 }));
-        assert_eq!(producer.try_push(&[9]), Err(PushError::Full { needed: 8, free: 0 }));
+        assert_eq!(
+            producer.push(&[9]),
+            Err(PushError::Full { needed: 8, free: 0 })
+        );
+        assert_eq!(
+            producer.try_push(&[9]),
+            Err(PushError::Full { needed: 8, free: 0 })
+        );
         assert_eq!(producer.dropped(), 1, "try_push must not count");
         assert_eq!(consumer.dropped_by_producer(), 1);
         assert_eq!(&*consumer.pop().unwrap().unwrap(), &[0; 3]);
         producer.push(&[4; 2]).unwrap();
         let mut seen = Vec::new();
-        assert_eq!(consumer.pop_batch(10, |r| seen.push(r.to_vec())).unwrap(), 4);
+        assert_eq!(
+            consumer.pop_batch(10, |r| seen.push(r.to_vec())).unwrap(),
+            4
+        );
         assert_eq!(seen, [vec![1; 3], vec![2; 3], vec![3; 3], vec![4; 2]]);
         assert!(consumer.is_empty().unwrap() && producer.is_empty().unwrap());
     }
@@ -1190,7 +1306,10 @@ mod tests {
         let mut ring = RingStorage::<16>::new();
         let (mut producer, _consumer) = ring.split();
         producer.try_push(&[0; 12]).unwrap(); // 4 + 12 = 16: exactly the whole ring
-        assert_eq!(producer.push(&[0; 13]), Err(PushError::TooLarge { len: 13 })); // 24 > 16
+        assert_eq!(
+            producer.push(&[0; 13]),
+            Err(PushError::TooLarge { len: 13 })
+        ); // 24 > 16
         assert_eq!(producer.dropped(), 0);
     }
 
@@ -1199,7 +1318,12 @@ mod tests {
         let mut ring = RingStorage::<1024>::new();
         let (mut producer, mut consumer) = ring.split();
         producer.push(&[7; MAX_RECORD]).unwrap();
-        assert_eq!(producer.push(&[7; MAX_RECORD + 1]), Err(PushError::TooLarge { len: MAX_RECORD + 1 }));
+        assert_eq!(
+            producer.push(&[7; MAX_RECORD + 1]),
+            Err(PushError::TooLarge {
+                len: MAX_RECORD + 1
+            })
+        );
         assert_eq!(consumer.pop().unwrap().unwrap().len(), MAX_RECORD);
     }
 
@@ -1211,7 +1335,10 @@ mod tests {
             let mut batch = producer.batch();
             batch.push(b"one").unwrap();
             batch.push(b"two").unwrap();
-            assert!(consumer.is_empty().unwrap(), "nothing visible before the batch ends");
+            assert!(
+                consumer.is_empty().unwrap(),
+                "nothing visible before the batch ends"
+            );
             assert_eq!(batch.commit(), 2);
         }
         assert_eq!(consumer.len().unwrap(), 16);
@@ -1220,7 +1347,12 @@ mod tests {
         assert_eq!(producer.dropped(), 0);
         let mut seen = Vec::new();
         assert_eq!(consumer.pop_batch(3, |r| seen.push(r.to_vec())).unwrap(), 3);
-        assert_eq!(consumer.pop_batch(usize::MAX, |r| seen.push(r.to_vec())).unwrap(), 5);
+        assert_eq!(
+            consumer
+                .pop_batch(usize::MAX, |r| seen.push(r.to_vec()))
+                .unwrap(),
+            5
+        );
         let expected: Vec<Vec<u8>> = [&b"one"[..], b"two", b"a", b"b", b"c", b"d", b"e", b"f"]
             .iter()
             .map(|r| r.to_vec())
@@ -1242,15 +1374,31 @@ mod tests {
         let base = page.0.as_mut_ptr();
         // SAFETY: `page` outlives every handle in this test; one producer and one consumer.
         let misaligned = unsafe { Producer::attach(base.wrapping_add(8), 512) };
-        assert_eq!(misaligned.err(), Some(AttachError::Misaligned { addr: base as usize + 8 }));
+        assert_eq!(
+            misaligned.err(),
+            Some(AttachError::Misaligned {
+                addr: base as usize + 8
+            })
+        );
         // SAFETY: as above.
         let small = unsafe { Consumer::attach(base, HEADER_SIZE + 8) };
-        assert_eq!(small.err(), Some(AttachError::TooSmall { len: HEADER_SIZE + 8 }));
+        assert_eq!(
+            small.err(),
+            Some(AttachError::TooSmall {
+                len: HEADER_SIZE + 8
+            })
+        );
         write_u32(&mut page, HEAD_OFFSET, 12);
         let base = page.0.as_mut_ptr();
         // SAFETY: as above.
         let corrupt = unsafe { Consumer::attach(base, 1024) };
-        assert_eq!(corrupt.err(), Some(AttachError::Corrupt(RingCorrupt::Head { head: 12, tail: 0 })));
+        assert_eq!(
+            corrupt.err(),
+            Some(AttachError::Corrupt(RingCorrupt::Head {
+                head: 12,
+                tail: 0
+            }))
+        );
         // SAFETY: as above.
         assert_eq!(unsafe { init(base, 1024) }, Ok(512));
         // SAFETY: as above.
@@ -1280,18 +1428,37 @@ mod tests {
         };
 
         poke(HEAD_OFFSET, 4096);
-        assert_eq!(consumer.pop().err(), Some(RingCorrupt::Head { head: 4096, tail: 0 }));
-        assert_eq!(consumer.len(), Err(RingCorrupt::Head { head: 4096, tail: 0 }));
+        assert_eq!(
+            consumer.pop().err(),
+            Some(RingCorrupt::Head {
+                head: 4096,
+                tail: 0
+            })
+        );
+        assert_eq!(
+            consumer.len(),
+            Err(RingCorrupt::Head {
+                head: 4096,
+                tail: 0
+            })
+        );
         poke(HEAD_OFFSET, 4); // misaligned
         assert!(consumer.pop().is_err());
         poke(HEAD_OFFSET, 16);
         poke(HEADER_SIZE, 1000); // the length of the first record
         assert_eq!(
             consumer.pop().err(),
-            Some(RingCorrupt::Length { at: 0, len: 1000, available: 16 })
+            Some(RingCorrupt::Length {
+                at: 0,
+                len: 1000,
+                available: 16
+            })
         );
         poke(HEADER_SIZE, 13); // would need 24 bytes, 16 published
-        assert!(matches!(consumer.pop(), Err(RingCorrupt::Length { len: 13, .. })));
+        assert!(matches!(
+            consumer.pop(),
+            Err(RingCorrupt::Length { len: 13, .. })
+        ));
         poke(HEADER_SIZE, 5);
         assert_eq!(&*consumer.pop().unwrap().unwrap(), b"hello");
 
@@ -1299,7 +1466,13 @@ mod tests {
         poke(TAIL_OFFSET, 0xffff_fff8); // 24 behind head: legal, if odd
         assert_eq!(producer.len(), Ok(24));
         poke(TAIL_OFFSET, 0x1000); // ahead of head
-        assert_eq!(producer.len(), Err(RingCorrupt::Tail { head: 16, tail: 0x1000 }));
+        assert_eq!(
+            producer.len(),
+            Err(RingCorrupt::Tail {
+                head: 16,
+                tail: 0x1000
+            })
+        );
         for _ in 0..100 {
             // The cached tail still has room for a few; then the bad tail is seen.
             if let Err(e) = producer.push(&[1; 40]) {
@@ -1312,9 +1485,25 @@ mod tests {
 
     #[test]
     fn errors_display_one_line() {
-        let text = std::format!("{}", RingCorrupt::Length { at: 8, len: 999, available: 16 });
-        assert_eq!(text, "ring corrupt: record at 0x8 claims 999 bytes, 16 published");
-        let text = std::format!("{}", PushError::Full { needed: 16, free: 8 });
+        let text = std::format!(
+            "{}",
+            RingCorrupt::Length {
+                at: 8,
+                len: 999,
+                available: 16
+            }
+        );
+        assert_eq!(
+            text,
+            "ring corrupt: record at 0x8 claims 999 bytes, 16 published"
+        );
+        let text = std::format!(
+            "{}",
+            PushError::Full {
+                needed: 16,
+                free: 8
+            }
+        );
         assert_eq!(text, "ring full: need 16 bytes, 8 free");
     }
 }

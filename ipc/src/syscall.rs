@@ -117,7 +117,11 @@ pub const fn to_rax(result: Result<u64, SyscallError>) -> u64 {
 /// that is not a known code is returned as `Err(None)`.
 pub const fn from_rax(rax: u64) -> Result<u64, Option<SyscallError>> {
     let signed = rax as i64;
-    if signed >= 0 { Ok(rax) } else { Err(SyscallError::from_code(signed)) }
+    if signed >= 0 {
+        Ok(rax)
+    } else {
+        Err(SyscallError::from_code(signed))
+    }
 }
 
 #[cfg(test)]
@@ -148,7 +152,10 @@ mod tests {
             assert_eq!(from_rax(to_rax(Err(error))), Err(Some(error)));
         }
         assert_eq!(from_rax(to_rax(Ok(42))), Ok(42));
-        assert_eq!(from_rax(to_rax(Ok(u64::MAX))), Err(Some(SyscallError::BadArgument)));
+        assert_eq!(
+            from_rax(to_rax(Ok(u64::MAX))),
+            Err(Some(SyscallError::BadArgument))
+        );
         assert_eq!(from_rax(-99i64 as u64), Err(None));
         assert_eq!(SyscallError::NoSuchRing.to_string(), "no such ring");
     }

@@ -14,7 +14,9 @@ use std::collections::VecDeque;
 use ipc::codec::{self, DecodeError, MAX_MESSAGE};
 use ipc::event::{Event, EventKind};
 use ipc::message::{Gpr, GprWrite, ResumeChanges};
-use ipc::ring::{self, DROPPED_OFFSET, HEAD_OFFSET, HEADER_SIZE, MAX_RECORD, PushError, TAIL_OFFSET};
+use ipc::ring::{
+    self, DROPPED_OFFSET, HEAD_OFFSET, HEADER_SIZE, MAX_RECORD, PushError, TAIL_OFFSET,
+};
 use ipc::{Consumer, NucleusMessage, Producer, Reply, ServerMessage, Token};
 use proptest::prelude::*;
 
@@ -82,7 +84,8 @@ fn arb_event_kind() -> impl Strategy<Value = EventKind> {
     prop_oneof![
         any::<u8>().prop_map(|vector| EventKind::Interrupt { vector }),
         any::<u16>().prop_map(|sources| EventKind::Nmi { sources }),
-        (any::<u8>(), any::<u64>()).prop_map(|(vector, error_code)| EventKind::Exception { vector, error_code }),
+        (any::<u8>(), any::<u64>())
+            .prop_map(|(vector, error_code)| EventKind::Exception { vector, error_code }),
         any::<u8>().prop_map(|vector| EventKind::SoftwareInterrupt { vector }),
         Just(EventKind::PrivilegedSoftwareException),
         any::<u8>().prop_map(|vector| EventKind::SoftwareException { vector }),
@@ -93,26 +96,42 @@ fn arb_event_kind() -> impl Strategy<Value = EventKind> {
 
 fn arb_event() -> impl Strategy<Value = Event> {
     (
-        (any::<u16>(), arb_event_kind(), any::<u64>(), any::<u64>(), any::<u16>()),
-        (any::<u64>(), any::<u64>(), any::<u16>(), any::<u8>(), any::<u32>()),
+        (
+            any::<u16>(),
+            arb_event_kind(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u16>(),
+        ),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u16>(),
+            any::<u8>(),
+            any::<u32>(),
+        ),
     )
-        .prop_map(|((cpu, kind, event_data, rip, cs), (rflags, rsp, ss, from_ring, owner))| Event {
-            cpu,
-            kind,
-            event_data,
-            rip,
-            cs,
-            rflags,
-            rsp,
-            ss,
-            from_ring,
-            owner,
-        })
+        .prop_map(
+            |((cpu, kind, event_data, rip, cs), (rflags, rsp, ss, from_ring, owner))| Event {
+                cpu,
+                kind,
+                event_data,
+                rip,
+                cs,
+                rflags,
+                rsp,
+                ss,
+                from_ring,
+                owner,
+            },
+        )
 }
 
 fn arb_gpr() -> impl Strategy<Value = Gpr> {
     use Gpr::*;
-    prop::sample::select(vec![Rax, Rbx, Rcx, Rdx, Rsi, Rdi, Rbp, R8, R9, R10, R11, R12, R13, R14, R15])
+    prop::sample::select(vec![
+        Rax, Rbx, Rcx, Rdx, Rsi, Rdi, Rbp, R8, R9, R10, R11, R12, R13, R14, R15,
+    ])
 }
 
 fn arb_reply() -> impl Strategy<Value = Reply> {
@@ -126,11 +145,17 @@ fn arb_reply() -> impl Strategy<Value = Reply> {
             rip,
             rsp,
             rflags,
-            gprs: writes.into_iter().map(|(gpr, value)| GprWrite { gpr, value }).collect(),
+            gprs: writes
+                .into_iter()
+                .map(|(gpr, value)| GprWrite { gpr, value })
+                .collect(),
         });
     prop_oneof![
         any::<u64>().prop_map(|t| Reply::Resume { token: Token(t) }),
-        (any::<u64>(), changes).prop_map(|(t, changes)| Reply::ResumeWith { token: Token(t), changes }),
+        (any::<u64>(), changes).prop_map(|(t, changes)| Reply::ResumeWith {
+            token: Token(t),
+            changes
+        }),
         any::<u64>().prop_map(|t| Reply::Kill { token: Token(t) }),
         any::<u64>().prop_map(|t| Reply::Restart { token: Token(t) }),
     ]
@@ -202,12 +227,19 @@ enum Op {
     Head(u32),
     Tail(u32),
     Dropped(u32),
-    DataWord { offset: usize, value: u32 },
+    DataWord {
+        offset: usize,
+        value: u32,
+    },
 }
 
 fn arb_index() -> impl Strategy<Value = u32> {
     // Mostly values near the real indices (the interesting ones), some anything.
-    prop_oneof![0u32..512, any::<u32>(), (0u32..64).prop_map(|d| 0u32.wrapping_sub(d))]
+    prop_oneof![
+        0u32..512,
+        any::<u32>(),
+        (0u32..64).prop_map(|d| 0u32.wrapping_sub(d))
+    ]
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {
@@ -226,11 +258,17 @@ fn arb_op() -> impl Strategy<Value = Op> {
 }
 
 fn payload(serial: u32, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (serial as u8).wrapping_mul(31).wrapping_add(i as u8)).collect()
+    (0..len)
+        .map(|i| (serial as u8).wrapping_mul(31).wrapping_add(i as u8))
+        .collect()
 }
 
 /// Checks a popped record: always within limits; exactly the expected one while trusted.
-fn check_pop(record: &[u8], model: &mut VecDeque<Vec<u8>>, trusted: bool) -> Result<(), TestCaseError> {
+fn check_pop(
+    record: &[u8],
+    model: &mut VecDeque<Vec<u8>>,
+    trusted: bool,
+) -> Result<(), TestCaseError> {
     prop_assert!(record.len() <= MAX_RECORD);
     if trusted {
         prop_assert_eq!(Some(record.to_vec()), model.pop_front());
@@ -244,9 +282,11 @@ fn run_ops(ops: &[Op]) -> Result<(), TestCaseError> {
     // SAFETY: `memory` outlives both handles (they are dropped at the end of this function,
     // before it); one producer and one consumer; the test's own writes to the region happen
     // between handle calls, in this one thread.
-    let mut producer: Producer<'static> = unsafe { Producer::attach(base, Guarded::REGION) }.unwrap();
+    let mut producer: Producer<'static> =
+        unsafe { Producer::attach(base, Guarded::REGION) }.unwrap();
     // SAFETY: as above.
-    let mut consumer: Consumer<'static> = unsafe { Consumer::attach(base, Guarded::REGION) }.unwrap();
+    let mut consumer: Consumer<'static> =
+        unsafe { Consumer::attach(base, Guarded::REGION) }.unwrap();
     prop_assert_eq!(producer.capacity(), CAPACITY);
 
     let mut model = VecDeque::new();
@@ -328,7 +368,11 @@ fn run_ops(ops: &[Op]) -> Result<(), TestCaseError> {
                 trusted = false;
             }
         }
-        prop_assert!(memory.guards_intact(), "a write escaped the region after {:?}", op);
+        prop_assert!(
+            memory.guards_intact(),
+            "a write escaped the region after {:?}",
+            op
+        );
     }
     // Draining a ring in any state ends: every record is at least 8 bytes of at most
     // `CAPACITY` published ones, or the ring reports corruption.
@@ -336,7 +380,10 @@ fn run_ops(ops: &[Op]) -> Result<(), TestCaseError> {
     while let Ok(Some(record)) = consumer.pop() {
         check_pop(&record, &mut model, trusted)?;
         drained += 1;
-        prop_assert!(drained <= CAPACITY / ring::RECORD_ALIGN + 1, "drain did not end");
+        prop_assert!(
+            drained <= CAPACITY / ring::RECORD_ALIGN + 1,
+            "drain did not end"
+        );
         // A hostile producer may keep republishing; ours does not, so this terminates.
     }
     if trusted {

@@ -86,7 +86,12 @@ fn batches_publish_together() {
     loom::model(|| {
         let (mut producer, mut consumer) = leaked::<32>().split();
         let writer = thread::spawn(move || {
-            let records = [payload(10, 3), payload(20, 1), payload(30, 4), payload(40, 2)];
+            let records = [
+                payload(10, 3),
+                payload(20, 1),
+                payload(30, 4),
+                payload(40, 2),
+            ];
             let mut sent = 0;
             while sent < records.len() {
                 let batch = records[sent..].iter().map(Vec::as_slice);
@@ -106,7 +111,15 @@ fn batches_publish_together() {
             }
         }
         writer.join().unwrap();
-        assert_eq!(seen, [payload(10, 3), payload(20, 1), payload(30, 4), payload(40, 2)]);
+        assert_eq!(
+            seen,
+            [
+                payload(10, 3),
+                payload(20, 1),
+                payload(30, 4),
+                payload(40, 2)
+            ]
+        );
     });
 }
 
@@ -138,8 +151,14 @@ fn a_full_ring_drops_with_a_count_and_loses_nothing_else() {
             assert_eq!(&*record, &[record[0]; 3]);
             seen.push(record[0]);
         }
-        assert_eq!(seen, accepted, "every accepted record arrives once, in order");
-        assert!(accepted.len() >= 2, "an empty 16-byte ring takes two 8-byte records");
+        assert_eq!(
+            seen, accepted,
+            "every accepted record arrives once, in order"
+        );
+        assert!(
+            accepted.len() >= 2,
+            "an empty 16-byte ring takes two 8-byte records"
+        );
         assert_eq!(consumer.dropped_by_producer() as usize, 4 - accepted.len());
     });
 }
@@ -150,7 +169,9 @@ fn typed_messages_cross_the_ring() {
         let (mut producer, mut consumer) = leaked::<32>().split();
         let writer = thread::spawn(move || {
             for token in 0..3 {
-                let reply = ServerMessage::Reply(Reply::Resume { token: Token(token) });
+                let reply = ServerMessage::Reply(Reply::Resume {
+                    token: Token(token),
+                });
                 loop {
                     match producer.try_push_message(&reply) {
                         Ok(()) => break,
@@ -168,7 +189,12 @@ fn typed_messages_cross_the_ring() {
                     Err(e) => panic!("receive failed: {e}"),
                 }
             };
-            assert_eq!(message, ServerMessage::Reply(Reply::Resume { token: Token(token) }));
+            assert_eq!(
+                message,
+                ServerMessage::Reply(Reply::Resume {
+                    token: Token(token)
+                })
+            );
         }
         writer.join().unwrap();
     });

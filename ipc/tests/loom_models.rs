@@ -17,7 +17,10 @@ const MODELS: usize = 5;
 fn loom_target_dir(manifest_dir: &str) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => PathBuf::from(dir).join("loom"),
-        None => PathBuf::from(manifest_dir).join("..").join("target").join("loom"),
+        None => PathBuf::from(manifest_dir)
+            .join("..")
+            .join("target")
+            .join("loom"),
     }
 }
 
@@ -38,7 +41,15 @@ fn loom_models_pass() {
     rustflags.push_str(" --cfg loom");
     let output = Command::new(cargo)
         .current_dir(manifest_dir)
-        .args(["test", "-p", "ipc", "--test", "loom", "--release", "--target-dir"])
+        .args([
+            "test",
+            "-p",
+            "ipc",
+            "--test",
+            "loom",
+            "--release",
+            "--target-dir",
+        ])
         .arg(loom_target_dir(manifest_dir))
         // The encoded form would win over RUSTFLAGS and drop `--cfg loom`.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -50,13 +61,24 @@ fn loom_models_pass() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
     eprintln!("{stderr}");
-    assert!(output.status.success(), "loom models failed ({})", output.status);
-    assert_eq!(passed(&stdout), Some(MODELS), "expected {MODELS} loom models to pass");
+    assert!(
+        output.status.success(),
+        "loom models failed ({})",
+        output.status
+    );
+    assert_eq!(
+        passed(&stdout),
+        Some(MODELS),
+        "expected {MODELS} loom models to pass"
+    );
 }
 
 #[test]
 fn result_line_is_parsed() {
-    assert_eq!(passed("running 5 tests\ntest result: ok. 5 passed; 0 failed; 0 ignored"), Some(5));
+    assert_eq!(
+        passed("running 5 tests\ntest result: ok. 5 passed; 0 failed; 0 ignored"),
+        Some(5)
+    );
     assert_eq!(passed("test result: FAILED. 4 passed; 1 failed"), None);
     assert_eq!(passed("no tests here"), None);
 }

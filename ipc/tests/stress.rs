@@ -27,7 +27,11 @@ fn mix(seq: u64) -> u64 {
 /// sequence number in the first 8 bytes, then bytes derived from the hash.
 fn fill(seq: u64, buf: &mut [u8; MAX_RECORD]) -> usize {
     let hash = mix(seq);
-    let len = if hash & 7 == 0 { 8 + (hash >> 8) as usize % (MAX_RECORD - 7) } else { 8 + (hash >> 8) as usize % 57 };
+    let len = if hash & 7 == 0 {
+        8 + (hash >> 8) as usize % (MAX_RECORD - 7)
+    } else {
+        8 + (hash >> 8) as usize % 57
+    };
     buf[..8].copy_from_slice(&seq.to_le_bytes());
     let seed = (hash >> 32) as u8;
     for (i, byte) in buf[8..len].iter_mut().enumerate() {
@@ -114,7 +118,10 @@ fn a_million_records_arrive_exactly_once_in_order() {
             let len = fill(*seq, &mut expected);
             assert!(record.len() >= 8, "record {seq}: {} bytes", record.len());
             let got = u64::from_le_bytes(record[..8].try_into().unwrap());
-            assert_eq!(got, *seq, "expected record {seq}, got {got} (lost, duplicated or reordered)");
+            assert_eq!(
+                got, *seq,
+                "expected record {seq}, got {got} (lost, duplicated or reordered)"
+            );
             assert_eq!(record, &expected[..len], "record {seq} torn or misframed");
             *sum = checksum(*sum, record);
             *seq += 1;
@@ -139,8 +146,15 @@ fn a_million_records_arrive_exactly_once_in_order() {
                 thread::yield_now();
             }
         }
-        assert_eq!(consumer.pop().map(|r| r.is_none()), Ok(true), "nothing after the last record");
+        assert_eq!(
+            consumer.pop().map(|r| r.is_none()),
+            Ok(true),
+            "nothing after the last record"
+        );
         (writer.join().unwrap(), sum)
     });
-    assert_eq!(sent_sum, received_sum, "checksums of all payload bytes differ");
+    assert_eq!(
+        sent_sum, received_sum,
+        "checksums of all payload bytes differ"
+    );
 }

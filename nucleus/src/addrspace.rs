@@ -44,7 +44,12 @@ impl AddressSpace {
         let frame = memory::alloc_frame().ok_or(MemoryError::OutOfFrames)?;
         let root = self.root;
         let result = memory::with_mapper(|mapper, _| {
-            mapper.map_4k(root, VirtAddr::new_truncate(virt), frame, flags | F::PRESENT | F::USER)
+            mapper.map_4k(
+                root,
+                VirtAddr::new_truncate(virt),
+                frame,
+                flags | F::PRESENT | F::USER,
+            )
         });
         if let Err(e) = result {
             memory::free_frame(frame);

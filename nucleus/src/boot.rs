@@ -21,7 +21,10 @@ pub static mut BOOT_STACK: BootStack = BootStack([0; BOOT_STACK_SIZE]);
 /// True if `[addr, addr + len)` lies inside the boot stack.
 pub fn on_boot_stack(addr: u64, len: u64) -> bool {
     let base = core::ptr::addr_of!(BOOT_STACK) as u64;
-    addr >= base && addr.checked_add(len).is_some_and(|end| end <= base + BOOT_STACK_SIZE as u64)
+    addr >= base
+        && addr
+            .checked_add(len)
+            .is_some_and(|end| end <= base + BOOT_STACK_SIZE as u64)
 }
 
 global_asm!(

@@ -72,8 +72,12 @@ pub enum BootInfoError {
 impl fmt::Display for BootInfoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::BadMagic(m) => write!(f, "boot: not started by a multiboot2 loader (magic {m:#x})"),
-            Self::BadPointer(p) => write!(f, "boot: multiboot2 information pointer {p:#x} is invalid"),
+            Self::BadMagic(m) => {
+                write!(f, "boot: not started by a multiboot2 loader (magic {m:#x})")
+            }
+            Self::BadPointer(p) => {
+                write!(f, "boot: multiboot2 information pointer {p:#x} is invalid")
+            }
             Self::Malformed => write!(f, "boot: multiboot2 information is malformed"),
             Self::NoMemoryMap => write!(f, "boot: multiboot2 information has no memory map"),
         }
@@ -129,7 +133,10 @@ pub unsafe fn read(magic: u32, info_phys: u32) -> Result<BootSummary, BootInfoEr
     for area in map.memory_areas() {
         let start = area.start_address();
         let end = start.saturating_add(area.size());
-        let region = Region { range: start..end, kind: region_kind(area.typ()) };
+        let region = Region {
+            range: start..end,
+            kind: region_kind(area.typ()),
+        };
         if summary.regions.push(region).is_err() {
             summary.regions_dropped += 1;
         }
@@ -143,7 +150,14 @@ pub unsafe fn read(magic: u32, info_phys: u32) -> Result<BootSummary, BootInfoEr
         for &b in raw.iter().take_while(|&&b| b != 0).take(NAME_MAX) {
             let _ = name.push(b);
         }
-        if summary.modules.push(Module { name, range: start..end }).is_err() {
+        if summary
+            .modules
+            .push(Module {
+                name,
+                range: start..end,
+            })
+            .is_err()
+        {
             summary.modules_dropped += 1;
         }
     }

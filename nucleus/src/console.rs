@@ -21,7 +21,6 @@ pub fn write_fmt(args: fmt::Arguments<'_>) {
     let _ = CONSOLE.lock().write_fmt(args);
 }
 
-
 /// Waits until the UART has sent everything, so an emulator exit does not truncate output.
 pub fn drain() {
     CONSOLE.lock().drain();

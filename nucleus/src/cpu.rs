@@ -78,8 +78,16 @@ pub fn use_stack_block(block: &StackBlock) {
     tss.set_ist(IST_MC, block.mc_top());
     // SAFETY: as above for the IDT.
     let idt = unsafe { &mut *IDT.get() };
-    for (vector, ist) in [(Vector::DF, IST_DF), (Vector::DB, IST_DB), (Vector::NMI, IST_NMI), (Vector::MC, IST_MC)] {
-        idt.set(vector, Gate::interrupt(stub_address(vector.raw()), gdt::KERNEL_CS).with_ist(ist));
+    for (vector, ist) in [
+        (Vector::DF, IST_DF),
+        (Vector::DB, IST_DB),
+        (Vector::NMI, IST_NMI),
+        (Vector::MC, IST_MC),
+    ] {
+        idt.set(
+            vector,
+            Gate::interrupt(stub_address(vector.raw()), gdt::KERNEL_CS).with_ist(ist),
+        );
     }
 }
 
@@ -95,7 +103,12 @@ pub fn init_syscall(block: &StackBlock) {
     use bsp_x86_64::cpu_info::CpuInfo;
     use bsp_x86_64::msr::{self, Fmask, GsBase, KernelGsBase, Lstar, Star};
     use bsp_x86_64::regs::Efer;
-    let info = CpuInfo { kernel_rsp: block.primary_top(), scratch_rsp: 0, cpu: 0, reserved: [0; 5] };
+    let info = CpuInfo {
+        kernel_rsp: block.primary_top(),
+        scratch_rsp: 0,
+        cpu: 0,
+        reserved: [0; 5],
+    };
     // SAFETY: `cpu_info()` is the 64-byte block at the top of the mapped primary stack page,
     // reserved for it (the stack starts below it).
     unsafe { core::ptr::write(block.cpu_info() as *mut CpuInfo, info) };
@@ -108,10 +121,10 @@ pub fn init_syscall(block: &StackBlock) {
         msr::write(Star::new(gdt::KERNEL_CS, gdt::USER_CS32));
         msr::write(Lstar::new(entry).unwrap_or_else(|_| panic!("syscall stub not canonical")));
         msr::write(Fmask::nucleus());
-        msr::write(GsBase::new(block.cpu_info()).unwrap_or_else(|_| panic!("cpu_info not canonical")));
+        msr::write(
+            GsBase::new(block.cpu_info()).unwrap_or_else(|_| panic!("cpu_info not canonical")),
+        );
         msr::write(KernelGsBase::new(0).unwrap_or_else(|_| panic!("0 is canonical")));
         msr::write(msr::read::<Efer>() | Efer::SCE);
     }
 }
-
-

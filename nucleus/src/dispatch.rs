@@ -31,7 +31,10 @@ pub fn report_nmis() {
     let seen = NMI_COUNT.load(Ordering::Relaxed);
     let reported = NMI_REPORTED.swap(seen, Ordering::Relaxed);
     if seen != reported {
-        println!("nucleus: {} NMI(s) received ({seen} since boot)", seen - reported);
+        println!(
+            "nucleus: {} NMI(s) received ({seen} since boot)",
+            seen - reported
+        );
     }
 }
 
@@ -51,12 +54,19 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
     // The hot path first: a server's `syscall` (type 7, vector 1, from ring 3) needs none of
     // the decoded event's other fields.
     let ss = frame.ret.ss;
-    if ss.event_type_raw() == SYSCALL_TYPE && ss.vector() == SYSCALL_VECTOR && frame.ret.cs.selector().rpl() == 3 {
+    if ss.event_type_raw() == SYSCALL_TYPE
+        && ss.vector() == SYSCALL_VECTOR
+        && frame.ret.cs.selector().rpl() == 3
+    {
         return crate::servers::on_syscall(frame);
     }
     let event = match frame.event(0, 0) {
         Ok(event) => event,
-        Err(error) => fatal(frame, delivery, format_args!("undecodable event frame: {error}")),
+        Err(error) => fatal(
+            frame,
+            delivery,
+            format_args!("undecodable event frame: {error}"),
+        ),
     };
     match event.kind {
         EventKind::Nmi { .. } => {
@@ -75,13 +85,21 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
             if crate::selftest::recover(frame, &event) {
                 return;
             }
-            fatal(frame, delivery, format_args!("unrecoverable {} in the nucleus", Vector::new(vector)));
+            fatal(
+                frame,
+                delivery,
+                format_args!("unrecoverable {} in the nucleus", Vector::new(vector)),
+            );
         }
         EventKind::SoftwareInterrupt { .. }
         | EventKind::PrivilegedSoftwareException
         | EventKind::SoftwareException { .. }
         | EventKind::Syscall
-        | EventKind::Sysenter => fatal(frame, delivery, format_args!("unexpected {:?} in the nucleus", event.kind)),
+        | EventKind::Sysenter => fatal(
+            frame,
+            delivery,
+            format_args!("unexpected {:?} in the nucleus", event.kind),
+        ),
     }
 }
 
@@ -95,12 +113,22 @@ fn report_exception(event: &Event, vector: u8, error_code: u64) {
             event.event_data,
             PageFaultError::from_raw(error_code)
         ),
-        Vector::GP | Vector::TS | Vector::NP | Vector::SS if error_code != 0 => match SelectorErrorCode::try_from_raw(error_code) {
-            Ok(sel) => println!("nucleus: {v} at {:#x}: error {error_code:#x}: {sel}", event.rip),
-            Err(e) => println!("nucleus: {v} at {:#x}: {e}", event.rip),
-        },
-        Vector::DB => println!("nucleus: {v} at {:#x}: DR6 (positive) {:#x}", event.rip, event.event_data),
-        _ if v.has_error_code() => println!("nucleus: {v} at {:#x}: error {error_code:#x}", event.rip),
+        Vector::GP | Vector::TS | Vector::NP | Vector::SS if error_code != 0 => {
+            match SelectorErrorCode::try_from_raw(error_code) {
+                Ok(sel) => println!(
+                    "nucleus: {v} at {:#x}: error {error_code:#x}: {sel}",
+                    event.rip
+                ),
+                Err(e) => println!("nucleus: {v} at {:#x}: {e}", event.rip),
+            }
+        }
+        Vector::DB => println!(
+            "nucleus: {v} at {:#x}: DR6 (positive) {:#x}",
+            event.rip, event.event_data
+        ),
+        _ if v.has_error_code() => {
+            println!("nucleus: {v} at {:#x}: error {error_code:#x}", event.rip)
+        }
         _ => println!("nucleus: {v} at {:#x}", event.rip),
     }
 }
@@ -120,7 +148,8 @@ pub fn fatal(frame: &Frame, delivery: Delivery, why: core::fmt::Arguments<'_>) -
 /// Register scratch area of `#DF`: filled before anything is printed (design note, "#DF
 /// path uses the fields as scratch storage"), so the dump shows the state at delivery even
 /// if printing faults again.
-static DF_SCRATCH: crate::racy::RacyCell<Option<ipc::dump::RegisterDump>> = crate::racy::RacyCell::new(None);
+static DF_SCRATCH: crate::racy::RacyCell<Option<ipc::dump::RegisterDump>> =
+    crate::racy::RacyCell::new(None);
 
 fn double_fault(frame: &Frame, delivery: Delivery) -> ! {
     let captured = report::capture("nucleus", frame, delivery);

@@ -119,12 +119,21 @@ mod kernel {
             None => {}
         }
 
-        println!("memory: {} MiB usable in {} regions", boot.usable_bytes() >> 20, boot.regions.len());
+        println!(
+            "memory: {} MiB usable in {} regions",
+            boot.usable_bytes() >> 20,
+            boot.regions.len()
+        );
         if boot.regions_dropped > 0 {
             println!("memory: {} more regions ignored", boot.regions_dropped);
         }
         for module in &boot.modules {
-            println!("module: {} ({} bytes at {:#x})", Escaped(&module.name), module.size(), module.range.start);
+            println!(
+                "module: {} ({} bytes at {:#x})",
+                Escaped(&module.name),
+                module.size(),
+                module.range.start
+            );
         }
         if boot.modules.is_empty() {
             println!("module: none");
@@ -214,7 +223,13 @@ mod kernel {
         println!("{}", ipc::markers::READY);
         // SAFETY: written during boot, read here with interrupts off on the single CPU.
         #[allow(unsafe_code)]
-        let (selftest, exit_wanted, bench) = unsafe { (*SELFTEST_STATUS.get(), *EXIT_WANTED.get(), *BENCH_WANTED.get()) };
+        let (selftest, exit_wanted, bench) = unsafe {
+            (
+                *SELFTEST_STATUS.get(),
+                *EXIT_WANTED.get(),
+                *BENCH_WANTED.get(),
+            )
+        };
         if bench {
             // image-builder stops the run at the benchmarks' last line.
             return true;
@@ -237,7 +252,9 @@ mod kernel {
     }
 
     fn words(cmdline: &[u8]) -> impl Iterator<Item = &[u8]> {
-        cmdline.split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty())
+        cmdline
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty())
     }
 
     /// Arms the test exit before anything else can fail, so even a fault reported by the
@@ -255,5 +272,7 @@ mod kernel {
 
 #[cfg(not(target_os = "none"))]
 fn main() {
-    eprintln!("nucleus runs on bare metal: build and boot it with `cargo run -p image-builder -- run`");
+    eprintln!(
+        "nucleus runs on bare metal: build and boot it with `cargo run -p image-builder -- run`"
+    );
 }

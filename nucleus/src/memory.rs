@@ -9,9 +9,11 @@
 use crate::bootinfo::{BootSummary, RegionKind};
 use crate::racy::RacyCell;
 use bsp_x86_64::frame_alloc::FrameAllocator;
-use bsp_x86_64::paging::{MapError, Mapper, PageTable, PageTableFlags as F, PhysAddr, TableAccess, VirtAddr};
-use bsp_x86_64::stack_block::{self, StackBlock};
 use bsp_x86_64::insn;
+use bsp_x86_64::paging::{
+    MapError, Mapper, PageTable, PageTableFlags as F, PhysAddr, TableAccess, VirtAddr,
+};
+use bsp_x86_64::stack_block::{self, StackBlock};
 use core::fmt;
 
 /// Higher-half base the image is linked at (`build.rs`).
@@ -109,7 +111,10 @@ fn state() -> &'static mut State {
 pub fn with_mapper<R>(f: impl FnOnce(&mut Mapper<Window<'_>>, PhysAddr) -> R) -> R {
     let state = state();
     let root = state.root;
-    let mut mapper = Mapper::new(Window { offset: state.offset, frames: &mut state.frames });
+    let mut mapper = Mapper::new(Window {
+        offset: state.offset,
+        frames: &mut state.frames,
+    });
     f(&mut mapper, root)
 }
 
@@ -147,11 +152,16 @@ pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
     let image = symbol(
         // SAFETY: linker symbols; only their addresses are used.
         unsafe { &__image_phys_start },
-    )..symbol(
-        // SAFETY: as above.
-        unsafe { &__image_phys_end },
-    );
-    let usable = boot.regions.iter().filter(|r| r.kind == RegionKind::Usable).map(|r| r.range.clone());
+    )
+        ..symbol(
+            // SAFETY: as above.
+            unsafe { &__image_phys_end },
+        );
+    let usable = boot
+        .regions
+        .iter()
+        .filter(|r| r.kind == RegionKind::Usable)
+        .map(|r| r.range.clone());
     let reserved = boot
         .modules
         .iter()
@@ -159,7 +169,13 @@ pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
         .chain([image, boot.info.clone()]);
     let frames = FrameAllocator::new(usable, reserved);
     // SAFETY: boot, single CPU: the state is written once before any reader exists.
-    unsafe { *STATE.get() = Some(State { frames, root: PhysAddr::new(0), offset: 0 }) };
+    unsafe {
+        *STATE.get() = Some(State {
+            frames,
+            root: PhysAddr::new(0),
+            offset: 0,
+        })
+    };
 
     let root = alloc_frame().ok_or(MemoryError::OutOfFrames)?;
     state().root = root;
@@ -167,7 +183,12 @@ pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
     let phys_top = boot
         .regions
         .iter()
-        .filter(|r| matches!(r.kind, RegionKind::Usable | RegionKind::AcpiReclaimable | RegionKind::AcpiNvs))
+        .filter(|r| {
+            matches!(
+                r.kind,
+                RegionKind::Usable | RegionKind::AcpiReclaimable | RegionKind::AcpiNvs
+            )
+        })
         .map(|r| r.range.end)
         .max()
         .unwrap_or(0)
@@ -186,17 +207,30 @@ pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
         let mut phys = 0;
         while phys < phys_top {
             let virt = VirtAddr::new_truncate(DIRECT_MAP_BASE + phys);
-            mapper.map_2m(root, virt, PhysAddr::new(phys), F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::GLOBAL)?;
+            mapper.map_2m(
+                root,
+                virt,
+                PhysAddr::new(phys),
+                F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::GLOBAL,
+            )?;
             phys += 2 << 20;
         }
         for (section, flags) in [
             (text.clone(), F::PRESENT | F::GLOBAL),
             (rodata.clone(), F::PRESENT | F::GLOBAL | F::NO_EXECUTE),
-            (data.clone(), F::PRESENT | F::GLOBAL | F::WRITABLE | F::NO_EXECUTE),
+            (
+                data.clone(),
+                F::PRESENT | F::GLOBAL | F::WRITABLE | F::NO_EXECUTE,
+            ),
         ] {
             let mut virt = section.start;
             while virt < section.end {
-                mapper.map_4k(root, VirtAddr::new_truncate(virt), PhysAddr::new(virt - KERNEL_VMA), flags)?;
+                mapper.map_4k(
+                    root,
+                    VirtAddr::new_truncate(virt),
+                    PhysAddr::new(virt - KERNEL_VMA),
+                    flags,
+                )?;
                 virt += 4096;
             }
         }
@@ -230,11 +264,12 @@ fn map_stack_block(cpu: u64) -> Result<StackBlock, MemoryError> {
         if page.writable {
             flags |= F::WRITABLE;
         }
-        with_mapper(|mapper, root| mapper.map_4k(root, VirtAddr::new_truncate(page.address), frame, flags))?;
+        with_mapper(|mapper, root| {
+            mapper.map_4k(root, VirtAddr::new_truncate(page.address), frame, flags)
+        })?;
     }
     Ok(block)
 }
-
 
 /// The nucleus' own PML4 (the upper half every address space shares).
 pub fn kernel_root() -> PhysAddr {

@@ -60,7 +60,10 @@ pub fn capture(prefix: &str, frame: &Frame, delivery: Delivery) -> RegisterDump 
         dump.symbol = crate::symbols::lookup(ret.rip);
     }
     let span = STACK_WORDS as u64 * 8;
-    if ret.cs.selector().rpl() == 0 && (crate::stacks::is_mapped_stack(ret.rsp, span) || crate::boot::on_boot_stack(ret.rsp, span)) {
+    if ret.cs.selector().rpl() == 0
+        && (crate::stacks::is_mapped_stack(ret.rsp, span)
+            || crate::boot::on_boot_stack(ret.rsp, span))
+    {
         for i in 0..STACK_WORDS as u64 {
             // SAFETY: the range [rsp, rsp + 128) lies in a mapped page of the nucleus'
             // stack block or in the boot stack (checked above); stacks hold plain qwords.

@@ -90,8 +90,12 @@ fn arm(vector: u8, resume: u64) {
 /// Called by the dispatcher for a nucleus exception: if a self-test expects exactly this
 /// vector, records it and resumes at the test's recovery address.
 pub fn recover(frame: &mut Frame, event: &Event) -> bool {
-    let EventKind::Exception { vector, error_code } = event.kind else { return false };
-    if !EXPECT.armed.load(Ordering::Acquire) || EXPECT.vector.load(Ordering::Relaxed) != u32::from(vector) {
+    let EventKind::Exception { vector, error_code } = event.kind else {
+        return false;
+    };
+    if !EXPECT.armed.load(Ordering::Acquire)
+        || EXPECT.vector.load(Ordering::Relaxed) != u32::from(vector)
+    {
         return false;
     }
     EXPECT.armed.store(false, Ordering::Relaxed);
@@ -138,19 +142,29 @@ fn int3() {
 fn ud2() {
     let probe = selftest_ud2 as *const () as u64;
     // SAFETY: linker symbol; only its address is used.
-    arm(bsp_x86_64::idt::Vector::UD.raw(), addr_of_symbol(unsafe { &selftest_ud2_resume }));
+    arm(
+        bsp_x86_64::idt::Vector::UD.raw(),
+        addr_of_symbol(unsafe { &selftest_ud2_resume }),
+    );
     println!("selftest: ud2: executing ud2 at {probe:#x}");
     // SAFETY: the probe executes `ud2`; the armed expectation resumes at its `ret`.
     unsafe { selftest_ud2() };
     match seen() {
-        Some(s) => verdict("ud2", s.rip == probe, format_args!("#UD at {:#x}, expected {probe:#x}", s.rip)),
+        Some(s) => verdict(
+            "ud2",
+            s.rip == probe,
+            format_args!("#UD at {:#x}, expected {probe:#x}", s.rip),
+        ),
         None => verdict("ud2", false, format_args!("no #UD seen")),
     }
 }
 
 fn pf_unmapped() {
     // SAFETY: linker symbol; only its address is used.
-    arm(bsp_x86_64::idt::Vector::PF.raw(), addr_of_symbol(unsafe { &selftest_read_resume }));
+    arm(
+        bsp_x86_64::idt::Vector::PF.raw(),
+        addr_of_symbol(unsafe { &selftest_read_resume }),
+    );
     println!("selftest: pf-unmapped: reading {UNMAPPED_ADDRESS:#x}");
     // SAFETY: the read faults (the address is unmapped); the expectation resumes at `ret`.
     unsafe { selftest_read(UNMAPPED_ADDRESS) };
@@ -172,7 +186,10 @@ static NX_DATA: crate::racy::RacyCell<[u8; 4096]> = crate::racy::RacyCell::new([
 fn pf_nx() {
     let target = NX_DATA.get() as u64;
     // SAFETY: linker symbol; only its address is used.
-    arm(bsp_x86_64::idt::Vector::PF.raw(), addr_of_symbol(unsafe { &selftest_ret }));
+    arm(
+        bsp_x86_64::idt::Vector::PF.raw(),
+        addr_of_symbol(unsafe { &selftest_ret }),
+    );
     println!("selftest: pf-nx: calling data at {target:#x}");
     // SAFETY: the call faults on fetch (data is mapped NX); the expectation resumes at a
     // `ret` that pops the return address `call` pushed.
@@ -182,7 +199,9 @@ fn pf_nx() {
     match seen() {
         Some(s) => verdict(
             "pf-nx",
-            s.event_data == target && s.rip == target && s.error_code & (FETCH | PRESENT) == FETCH | PRESENT,
+            s.event_data == target
+                && s.rip == target
+                && s.error_code & (FETCH | PRESENT) == FETCH | PRESENT,
             format_args!("CR2 {:#x}, error {:#x}", s.event_data, s.error_code),
         ),
         None => verdict("pf-nx", false, format_args!("no #PF seen: data executed")),
@@ -191,8 +210,14 @@ fn pf_nx() {
 
 fn gp_selector() {
     // SAFETY: linker symbol; only its address is used.
-    arm(bsp_x86_64::idt::Vector::GP.raw(), addr_of_symbol(unsafe { &selftest_load_ds_resume }));
-    println!("selftest: gp-selector: loading DS with {:#x}", BAD_SELECTOR.raw());
+    arm(
+        bsp_x86_64::idt::Vector::GP.raw(),
+        addr_of_symbol(unsafe { &selftest_load_ds_resume }),
+    );
+    println!(
+        "selftest: gp-selector: loading DS with {:#x}",
+        BAD_SELECTOR.raw()
+    );
     // SAFETY: the load faults (beyond the GDT limit) before DS changes; resumes at `ret`.
     unsafe { selftest_load_ds(BAD_SELECTOR.raw()) };
     match seen() {
@@ -243,9 +268,16 @@ pub fn run(tests: SelfTests) -> Option<Status> {
 }
 
 fn summary() -> Status {
-    let (passed, failed) = (PASSED.load(Ordering::Relaxed), FAILED.load(Ordering::Relaxed));
+    let (passed, failed) = (
+        PASSED.load(Ordering::Relaxed),
+        FAILED.load(Ordering::Relaxed),
+    );
     println!("selftest: {passed} passed, {failed} failed");
-    if failed == 0 { Status::Success } else { Status::Failure }
+    if failed == 0 {
+        Status::Success
+    } else {
+        Status::Failure
+    }
 }
 
 pub fn double_fault_expected() -> bool {
@@ -255,7 +287,11 @@ pub fn double_fault_expected() -> bool {
 /// The `#DF` handler calls this when `df-recursion` was running: the test passed if the
 /// `#DF` arrived on the `#DF` stack.
 pub fn double_fault_passed() -> Status {
-    verdict("df-recursion", true, format_args!("#DF delivered on the #DF stack"));
+    verdict(
+        "df-recursion",
+        true,
+        format_args!("#DF delivered on the #DF stack"),
+    );
     summary()
 }
 

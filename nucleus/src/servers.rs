@@ -161,7 +161,11 @@ pub fn start_all(boot: &BootSummary, options: &Options) -> usize {
     s.options = Some(*options);
     let mut started = 0;
     for (index, name) in SERVER_NAMES.into_iter().enumerate() {
-        let Some(module) = boot.modules.iter().find(|m| m.name.as_slice() == name.as_bytes()) else {
+        let Some(module) = boot
+            .modules
+            .iter()
+            .find(|m| m.name.as_slice() == name.as_bytes())
+        else {
             println!("server {name}: rejected: no boot module named {name}");
             continue;
         };
@@ -184,7 +188,9 @@ fn module_bytes(range: &core::ops::Range<u64>) -> &'static [u8] {
 
 /// Builds a fresh address space for server `index` from its module and makes it runnable.
 fn load(s: &mut Scheduler, index: usize) -> Result<(), LoadError> {
-    let Some(range) = s.servers[index].module.clone() else { return Err(LoadError::Ring) };
+    let Some(range) = s.servers[index].module.clone() else {
+        return Err(LoadError::Ring);
+    };
     let bytes = module_bytes(&range);
     let image = server_image::validate(bytes).map_err(LoadError::Image)?;
     let mut space = AddressSpace::new()?;
@@ -220,7 +226,13 @@ fn load(s: &mut Scheduler, index: usize) -> Result<(), LoadError> {
 /// IF set, everything else clear (IOPL 0: FRED's ERETU insists, and servers get no ports).
 const RFLAGS_USER: u64 = 0x202;
 
-fn populate(s: &mut Scheduler, space: &mut AddressSpace, index: usize, bytes: &[u8], image: &ServerImage) -> Result<(), LoadError> {
+fn populate(
+    s: &mut Scheduler,
+    space: &mut AddressSpace,
+    index: usize,
+    bytes: &[u8],
+    image: &ServerImage,
+) -> Result<(), LoadError> {
     for segment in image.segments.iter() {
         let mut flags = F::empty();
         if segment.flags.write {
@@ -231,7 +243,8 @@ fn populate(s: &mut Scheduler, space: &mut AddressSpace, index: usize, bytes: &[
         }
         let start = segment.vaddr & !0xfff;
         let end = (segment.vaddr + segment.memsz + 0xfff) & !0xfff;
-        let file = &bytes[segment.file_offset as usize..(segment.file_offset + segment.filesz) as usize];
+        let file =
+            &bytes[segment.file_offset as usize..(segment.file_offset + segment.filesz) as usize];
         let mut page = start;
         while page < end {
             let frame = space.map_new(page, flags)?;
@@ -266,8 +279,12 @@ fn populate(s: &mut Scheduler, space: &mut AddressSpace, index: usize, bytes: &[
         ipc::ring::init(event_va, layout::RING_BYTES as usize).map_err(|_| LoadError::Ring)?;
         ipc::ring::init(reply_va, layout::RING_BYTES as usize).map_err(|_| LoadError::Ring)?;
         let server = &mut s.servers[index];
-        server.events = Some(Producer::attach(event_va, layout::RING_BYTES as usize).map_err(|_| LoadError::Ring)?);
-        server.replies = Some(Consumer::attach(reply_va, layout::RING_BYTES as usize).map_err(|_| LoadError::Ring)?);
+        server.events = Some(
+            Producer::attach(event_va, layout::RING_BYTES as usize).map_err(|_| LoadError::Ring)?,
+        );
+        server.replies = Some(
+            Consumer::attach(reply_va, layout::RING_BYTES as usize).map_err(|_| LoadError::Ring)?,
+        );
     }
     // Start page, read-only for the server.
     let start = space.map_new(layout::START_INFO, F::NO_EXECUTE)?;
@@ -283,7 +300,11 @@ fn populate(s: &mut Scheduler, space: &mut AddressSpace, index: usize, bytes: &[
         ring_bytes: layout::RING_BYTES,
     };
     info.name[..server.name.len()].copy_from_slice(server.name.as_bytes());
-    if let Some(args) = s.options.as_ref().and_then(|o| o.server_args.get(server.name.as_bytes())) {
+    if let Some(args) = s
+        .options
+        .as_ref()
+        .and_then(|o| o.server_args.get(server.name.as_bytes()))
+    {
         let n = args.args().len().min(info.args.len());
         info.args[..n].copy_from_slice(&args.args()[..n]);
     }
@@ -294,10 +315,14 @@ fn populate(s: &mut Scheduler, space: &mut AddressSpace, index: usize, bytes: &[
 
 /// Tells fred-server which owner number a (re)started server has, so its reports name it.
 fn announce(s: &mut Scheduler, index: usize) {
-        if s.servers[FRED_SERVER].state == State::Absent {
+    if s.servers[FRED_SERVER].state == State::Absent {
         return;
     }
-    let targets: &[usize] = if index == FRED_SERVER { &[0, 1] } else { core::slice::from_ref(&index) };
+    let targets: &[usize] = if index == FRED_SERVER {
+        &[0, 1]
+    } else {
+        core::slice::from_ref(&index)
+    };
     for &target in targets {
         let (state, server_name, generation) = {
             let server = &s.servers[target];
@@ -306,8 +331,14 @@ fn announce(s: &mut Scheduler, index: usize) {
         if state == State::Absent && target != index {
             continue;
         }
-        let Ok(name) = ipc::message::ServerName::new(server_name) else { continue };
-        let message = NucleusMessage::ServerStarted { owner: target as u32, name, generation };
+        let Ok(name) = ipc::message::ServerName::new(server_name) else {
+            continue;
+        };
+        let message = NucleusMessage::ServerStarted {
+            owner: target as u32,
+            name,
+            generation,
+        };
         if let Err(e) = send(s, FRED_SERVER, &message) {
             println!("nucleus: cannot tell fred-server about {server_name}: {e}");
         }
@@ -380,7 +411,7 @@ fn idle_frame() -> Frame {
 }
 
 fn load_cr3(s: &mut Scheduler, root: u64) {
-        if s.loaded_root != root {
+    if s.loaded_root != root {
         // SAFETY: `root` is the nucleus PML4 or a server PML4 sharing its upper half, so the
         // running code, stacks and data stay mapped.
         unsafe { bsp_x86_64::insn::write_cr3(root) };
@@ -390,7 +421,7 @@ fn load_cr3(s: &mut Scheduler, root: u64) {
 
 /// Saves the live frame into the current server and makes `next` (or idle) live.
 fn switch(s: &mut Scheduler, frame: &mut Frame, next: Option<usize>) {
-        if let Some(cur) = s.current
+    if let Some(cur) = s.current
         && frame.ret.cs.selector().rpl() == 3
     {
         s.servers[cur].frame = *frame;
@@ -403,7 +434,11 @@ fn switch(s: &mut Scheduler, frame: &mut Frame, next: Option<usize>) {
             // its STI/SWEVENT/NMI bits (fred-facts.md §4.3), so only the selector survives.
             restored.ret.ss = SsQword::from_raw(restored.ret.ss.raw() & 0xffff);
             restored.ret.cs = CsQword::from_raw(restored.ret.cs.raw() & 0xffff);
-            let root = server.space.as_ref().map(|sp| sp.root().as_u64()).unwrap_or(memory::kernel_root().as_u64());
+            let root = server
+                .space
+                .as_ref()
+                .map(|sp| sp.root().as_u64())
+                .unwrap_or(memory::kernel_root().as_u64());
             *frame = restored;
             if s.current != Some(i) {
                 load_cr3(s, root);
@@ -430,9 +465,11 @@ fn load_user_gs() {
 
 /// The next runnable server after the current one, round robin.
 fn pick_next(s: &Scheduler) -> Option<usize> {
-        let n = s.servers.len();
+    let n = s.servers.len();
     let start = s.current.map_or(0, |c| c + 1);
-    (0..n).map(|k| (start + k) % n).find(|&i| s.servers[i].runnable())
+    (0..n)
+        .map(|k| (start + k) % n)
+        .find(|&i| s.servers[i].runnable())
 }
 
 /// Switches to whatever should run now (the current server if it is still runnable and
@@ -447,14 +484,17 @@ fn reschedule(s: &mut Scheduler, frame: &mut Frame) {
 /// Timer tick: preemption, and the hung-server watchdog.
 pub fn on_tick(frame: &mut Frame, delivery: Delivery) {
     let s = sched();
-        if let Some(cur) = s.current
+    if let Some(cur) = s.current
         && frame.ret.cs.selector().rpl() == 3
     {
         let running = &mut s.servers[cur].ticks_without_syscall;
         *running += 1;
         if *running > HUNG_TICKS {
             *running = 0;
-            println!("nucleus: {} made no syscall for {} ticks: treating it as hung", s.servers[cur].name, HUNG_TICKS);
+            println!(
+                "nucleus: {} made no syscall for {} ticks: treating it as hung",
+                s.servers[cur].name, HUNG_TICKS
+            );
             let event = match frame.event(0, cur as u32) {
                 Ok(event) => event,
                 Err(_) => return,
@@ -473,18 +513,31 @@ pub fn on_tick(frame: &mut Frame, delivery: Delivery) {
 pub fn on_user_event(frame: &mut Frame, event: &Event, delivery: Delivery) {
     let s = sched();
     let Some(cur) = s.current else {
-        crate::dispatch::fatal(frame, delivery, format_args!("ring-3 event with no current server"));
+        crate::dispatch::fatal(
+            frame,
+            delivery,
+            format_args!("ring-3 event with no current server"),
+        );
     };
     forward_fault(s, frame, cur, event, delivery);
 }
 
-fn forward_fault(s: &mut Scheduler, frame: &mut Frame, cur: usize, event: &Event, delivery: Delivery) {
-        s.servers[cur].frame = *frame;
+fn forward_fault(
+    s: &mut Scheduler,
+    frame: &mut Frame,
+    cur: usize,
+    event: &Event,
+    delivery: Delivery,
+) {
+    s.servers[cur].frame = *frame;
     let fred_alive = s.servers[FRED_SERVER].state != State::Absent && cur != FRED_SERVER;
     if fred_alive {
         let token = Token(s.next_token);
         s.next_token += 1;
-        let event = Event { owner: cur as u32, ..*event };
+        let event = Event {
+            owner: cur as u32,
+            ..*event
+        };
         // A breakpoint is a debugging aid fred-server resumes at once: no dump, so `int3`
         // costs one message each way. Faults and hangs get the full register dump first.
         s.servers[cur].pending = Some((token, event));
@@ -504,19 +557,32 @@ fn forward_fault(s: &mut Scheduler, frame: &mut Frame, cur: usize, event: &Event
             }
             Err(e) => {
                 s.servers[cur].pending = None;
-                println!("nucleus: cannot forward {}'s fault to fred-server ({e}); restarting it", s.servers[cur].name)
+                println!(
+                    "nucleus: cannot forward {}'s fault to fred-server ({e}); restarting it",
+                    s.servers[cur].name
+                )
             }
         }
     } else {
         let mut dump = crate::report::capture("nucleus", frame, delivery);
         user_stack_words(s, cur, frame.ret.rsp, &mut dump);
-        let who = if cur == FRED_SERVER { "fred-server faulted itself" } else { "fred-server is not running" };
-        println!("nucleus: {} faulted and {who}: the nucleus reports it", s.servers[cur].name);
+        let who = if cur == FRED_SERVER {
+            "fred-server faulted itself"
+        } else {
+            "fred-server is not running"
+        };
+        println!(
+            "nucleus: {} faulted and {who}: the nucleus reports it",
+            s.servers[cur].name
+        );
         println!("{dump}");
     }
     s.current = None;
     if cur == FRED_SERVER && s.servers[cur].restarts >= FRED_SERVER_RESTARTS {
-        println!("nucleus: fred-server crashed {} times, giving up on it", s.servers[cur].restarts + 1);
+        println!(
+            "nucleus: fred-server crashed {} times, giving up on it",
+            s.servers[cur].restarts + 1
+        );
         kill(s, cur);
     } else {
         restart(s, cur);
@@ -530,7 +596,9 @@ fn forward_fault(s: &mut Scheduler, frame: &mut Frame, cur: usize, event: &Event
 /// Fills the dump's raw stack words from the server's own stack, read through its address
 /// space (checked: a wild RSP yields no words, never a nucleus fault).
 fn user_stack_words(s: &Scheduler, index: usize, rsp: u64, dump: &mut ipc::dump::RegisterDump) {
-    let Some(space) = s.servers[index].space.as_ref() else { return };
+    let Some(space) = s.servers[index].space.as_ref() else {
+        return;
+    };
     dump.stack_words.0.clear();
     for i in 0..16u64 {
         let mut word = [0u8; 8];
@@ -543,7 +611,9 @@ fn user_stack_words(s: &Scheduler, index: usize, rsp: u64, dump: &mut ipc::dump:
 
 /// Sends server `index`'s forwarded event (dump first, then the event) to fred-server.
 fn send_pending(s: &mut Scheduler, index: usize) -> Result<(), SendFailure> {
-    let Some((token, event)) = s.servers[index].pending else { return Ok(()) };
+    let Some((token, event)) = s.servers[index].pending else {
+        return Ok(());
+    };
     // A copy: the dump lives in the sender's slot while fred-server's ring is written. Only
     // faults and re-sends pay for it, never `int3`.
     if let Some(dump) = s.servers[index].pending_dump.clone() {
@@ -573,10 +643,20 @@ fn rehome_pending(s: &mut Scheduler) {
 }
 
 /// Sends a faulting server's register dump to fred-server, in ring-sized parts.
-fn send_dump(s: &mut Scheduler, dump: &ipc::dump::RegisterDump, token: Token) -> Result<(), SendFailure> {
+fn send_dump(
+    s: &mut Scheduler,
+    dump: &ipc::dump::RegisterDump,
+    token: Token,
+) -> Result<(), SendFailure> {
     let mut buf = [0u8; ipc::dump_parts::DUMP_BYTES_MAX];
-    let parts = ipc::dump_parts::split(dump, token, ipc::message::DumpReason::ServerCrash, 0, &mut buf)
-        .map_err(|_| SendFailure::DumpTooLarge)?;
+    let parts = ipc::dump_parts::split(
+        dump,
+        token,
+        ipc::message::DumpReason::ServerCrash,
+        0,
+        &mut buf,
+    )
+    .map_err(|_| SendFailure::DumpTooLarge)?;
     for part in parts {
         send(s, FRED_SERVER, &NucleusMessage::Dump(part))?;
     }
@@ -655,7 +735,9 @@ fn send(s: &mut Scheduler, index: usize, message: &NucleusMessage) -> Result<(),
 fn drain_replies(s: &mut Scheduler, from: usize) {
     loop {
         let server = &mut s.servers[from];
-        let Some(ring) = server.replies.as_mut() else { return };
+        let Some(ring) = server.replies.as_mut() else {
+            return;
+        };
         let message: ServerMessage = match ring.pop_message() {
             Ok(Some(message)) => message,
             Ok(None) => return,
@@ -667,7 +749,10 @@ fn drain_replies(s: &mut Scheduler, from: usize) {
             Err(ipc::RecvError::Corrupt(e)) => {
                 // Nothing can be consumed from a ring whose indices are garbage; the server
                 // only hurt itself. Say so and stop draining (no loop on a broken ring).
-                println!("nucleus: {}: reply ring corrupt ({e}); ignoring it until the server restarts", server.name);
+                println!(
+                    "nucleus: {}: reply ring corrupt ({e}); ignoring it until the server restarts",
+                    server.name
+                );
                 server.replies = None;
                 return;
             }
@@ -675,11 +760,16 @@ fn drain_replies(s: &mut Scheduler, from: usize) {
         match message {
             ServerMessage::Hello(hello) => {
                 server.hello = true;
-                println!("nucleus: {} says hello (protocol {}, generation {})", server.name, hello.protocol, server.generation);
+                println!(
+                    "nucleus: {} says hello (protocol {}, generation {})",
+                    server.name, hello.protocol, server.generation
+                );
                 check_ready(s);
             }
             ServerMessage::Log(line) => println!("{}: {}", server.name, line.text),
-            ServerMessage::Reply(reply) if from == FRED_SERVER && bench_owns(reply.token()) => bench_reply(s),
+            ServerMessage::Reply(reply) if from == FRED_SERVER && bench_owns(reply.token()) => {
+                bench_reply(s)
+            }
             ServerMessage::Reply(reply) if from == FRED_SERVER => apply_reply(s, reply),
             other => println!("nucleus: {}: unexpected message {other:?}", server.name),
         }
@@ -687,8 +777,12 @@ fn drain_replies(s: &mut Scheduler, from: usize) {
 }
 
 fn apply_reply(s: &mut Scheduler, reply: Reply) {
-        let token = reply.token();
-    let Some(index) = s.servers.iter().position(|sv| sv.state == State::WaitingForReply(token)) else {
+    let token = reply.token();
+    let Some(index) = s
+        .servers
+        .iter()
+        .position(|sv| sv.state == State::WaitingForReply(token))
+    else {
         println!("nucleus: fred-server: reply for unknown event {token}, ignored");
         return;
     };
@@ -699,7 +793,10 @@ fn apply_reply(s: &mut Scheduler, reply: Reply) {
         Reply::Resume { .. } => server.state = State::Ready,
         Reply::ResumeWith { changes, .. } => {
             if let Err(e) = apply_changes(&mut server.frame, &changes) {
-                println!("nucleus: fred-server: refused changes for {}: {e}; killing it", server.name);
+                println!(
+                    "nucleus: fred-server: refused changes for {}: {e}; killing it",
+                    server.name
+                );
                 return kill(s, index);
             }
             server.state = State::Ready;
@@ -728,7 +825,10 @@ impl fmt::Display for ChangeError {
     }
 }
 
-fn apply_changes(frame: &mut Frame, changes: &ipc::message::ResumeChanges) -> Result<(), ChangeError> {
+fn apply_changes(
+    frame: &mut Frame,
+    changes: &ipc::message::ResumeChanges,
+) -> Result<(), ChangeError> {
     if changes.rip >= layout::USER_END {
         return Err(ChangeError::RipNotUser(changes.rip));
     }
@@ -767,10 +867,13 @@ fn apply_changes(frame: &mut Frame, changes: &ipc::message::ResumeChanges) -> Re
 
 /// Prints `nucleus: ready` once every started server has said hello.
 fn check_ready(s: &mut Scheduler) {
-        if s.ready_printed {
+    if s.ready_printed {
         return;
     }
-    let waiting = s.servers.iter().any(|sv| sv.state != State::Absent && !sv.hello);
+    let waiting = s
+        .servers
+        .iter()
+        .any(|sv| sv.state != State::Absent && !sv.hello);
     if !waiting {
         s.ready_printed = true;
         if crate::kernel::ready() {
@@ -790,7 +893,7 @@ pub fn boot_done() {
 /// A `syscall` from the current server (type 7 vector 1 under FRED, LSTAR under IDT).
 pub fn on_syscall(frame: &mut Frame) {
     let s = sched();
-        let Some(cur) = s.current else { return };
+    let Some(cur) = s.current else { return };
     s.servers[cur].ticks_without_syscall = 0;
     let (number, arg0, arg1) = (frame.gprs.rax, frame.gprs.rdi, frame.gprs.rsi);
     let result = match Syscall::try_from(number) {
@@ -817,7 +920,10 @@ pub fn on_syscall(frame: &mut Frame) {
                 // Answer and sleep in one syscall: first take what the caller queued on its
                 // reply ring (as RingNotify would), then wait for events.
                 drain_replies(s, cur);
-                let pending = s.servers[cur].events.as_ref().is_some_and(|r| !r.is_empty().unwrap_or(true));
+                let pending = s.servers[cur]
+                    .events
+                    .as_ref()
+                    .is_some_and(|r| !r.is_empty().unwrap_or(true));
                 if pending {
                     return;
                 }
@@ -829,7 +935,10 @@ pub fn on_syscall(frame: &mut Frame) {
             _ => Err(SyscallError::NoSuchRing),
         },
         Ok(Syscall::Exit) => {
-            println!("nucleus: {} exited with code {}", s.servers[cur].name, arg0 as i64);
+            println!(
+                "nucleus: {} exited with code {}",
+                s.servers[cur].name, arg0 as i64
+            );
             s.current = None;
             kill(s, cur);
             if cur == FRED_SERVER {
@@ -848,8 +957,13 @@ fn console_write(s: &mut Scheduler, cur: usize, ptr: u64, len: u64) -> Result<u6
     }
     let mut buf = [0u8; CONSOLE_WRITE_MAX as usize];
     let buf = &mut buf[..len as usize];
-    let space = s.servers[cur].space.as_ref().ok_or(SyscallError::BadPointer)?;
-    space.read(ptr, buf).map_err(|BadPointer| SyscallError::BadPointer)?;
+    let space = s.servers[cur]
+        .space
+        .as_ref()
+        .ok_or(SyscallError::BadPointer)?;
+    space
+        .read(ptr, buf)
+        .map_err(|BadPointer| SyscallError::BadPointer)?;
     // Printable ASCII and newlines pass; anything else is escaped so a server cannot drive
     // the terminal.
     for line in buf.split_inclusive(|&b| b == b'\n') {
@@ -865,7 +979,6 @@ fn console_write(s: &mut Scheduler, cur: usize, ptr: u64, len: u64) -> Result<u6
     Ok(len)
 }
 
-
 // ---- ring benchmark -----------------------------------------------------------------------
 
 /// Round trips the `bench` option measures.
@@ -880,8 +993,14 @@ struct RingBench {
     rdtsc_cost: u64,
 }
 
-static BENCH: RacyCell<RingBench> =
-    RacyCell::new(RingBench { token: None, started_at: 0, rounds: 0, min: u64::MAX, max: 0, rdtsc_cost: 0 });
+static BENCH: RacyCell<RingBench> = RacyCell::new(RingBench {
+    token: None,
+    started_at: 0,
+    rounds: 0,
+    min: u64::MAX,
+    max: 0,
+    rdtsc_cost: 0,
+});
 
 fn bench() -> &'static mut RingBench {
     // SAFETY: as for `s`: nucleus-only, single CPU, interrupts off.
@@ -913,7 +1032,7 @@ fn start_ring_bench(s: &mut Scheduler) {
 }
 
 fn send_ping(s: &mut Scheduler) {
-        let token = Token(s.next_token);
+    let token = Token(s.next_token);
     s.next_token += 1;
     let b = bench();
     b.token = Some(token);
@@ -935,5 +1054,8 @@ fn bench_reply(s: &mut Scheduler) {
         return send_ping(s);
     }
     b.token = None;
-    println!("bench: ring-roundtrip min={} max={} rounds={}", b.min, b.max, b.rounds);
+    println!(
+        "bench: ring-roundtrip min={} max={} rounds={}",
+        b.min, b.max, b.rounds
+    );
 }

@@ -10,7 +10,9 @@ pub fn set_block(block: &StackBlock) {
 }
 
 pub fn block() -> Option<StackBlock> {
-    StackBlock::new(BLOCK_BASE.load(Ordering::Relaxed)).ok().filter(|b| b.base() != 0)
+    StackBlock::new(BLOCK_BASE.load(Ordering::Relaxed))
+        .ok()
+        .filter(|b| b.base() != 0)
 }
 
 /// The stack page `addr` lies in, if it is in this CPU's block.
@@ -20,7 +22,9 @@ pub fn classify(addr: u64) -> Option<StackPage> {
 
 /// True if `[addr, addr + len)` lies within one mapped, ordinary stack page of the block.
 pub fn is_mapped_stack(addr: u64, len: u64) -> bool {
-    let Some(end) = addr.checked_add(len) else { return false };
+    let Some(end) = addr.checked_add(len) else {
+        return false;
+    };
     match (classify(addr), classify(end - 1)) {
         (Some(a), Some(b)) => a == b && !a.is_shadow_stack(),
         _ => false,

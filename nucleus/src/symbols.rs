@@ -18,7 +18,11 @@ static END: AtomicU64 = AtomicU64::new(0);
 
 /// Remembers where the map is; called once the direct map is live.
 pub fn init(boot: &BootSummary) {
-    if let Some(module) = boot.modules.iter().find(|m| m.name.as_slice() == MODULE_NAME) {
+    if let Some(module) = boot
+        .modules
+        .iter()
+        .find(|m| m.name.as_slice() == MODULE_NAME)
+    {
         let Range { start, end } = module.range;
         START.store(start, Ordering::Relaxed);
         END.store(end, Ordering::Relaxed);
@@ -32,22 +36,33 @@ fn map() -> &'static [u8] {
     }
     // SAFETY: the module's frames are reserved from the allocator (never reused) and the
     // direct map covers them; `init` ran after the direct map went live.
-    unsafe { core::slice::from_raw_parts(crate::memory::phys_to_virt(start) as *const u8, (end - start) as usize) }
+    unsafe {
+        core::slice::from_raw_parts(
+            crate::memory::phys_to_virt(start) as *const u8,
+            (end - start) as usize,
+        )
+    }
 }
 
 fn parse_hex(text: &[u8]) -> Option<u64> {
     if text.is_empty() || text.len() > 16 {
         return None;
     }
-    text.iter().try_fold(0u64, |acc, &b| Some((acc << 4) | u64::from((b as char).to_digit(16)?)))
+    text.iter().try_fold(0u64, |acc, &b| {
+        Some((acc << 4) | u64::from((b as char).to_digit(16)?))
+    })
 }
 
 /// The function `rip` lies in, if the map names one within [`MAX_OFFSET`].
 pub fn lookup(rip: u64) -> Option<Symbol> {
     let mut best: Option<(u64, &[u8])> = None;
     for line in map().split(|&b| b == b'\n') {
-        let Some(space) = line.iter().position(|&b| b == b' ') else { continue };
-        let Some(address) = parse_hex(&line[..space]) else { continue };
+        let Some(space) = line.iter().position(|&b| b == b' ') else {
+            continue;
+        };
+        let Some(address) = parse_hex(&line[..space]) else {
+            continue;
+        };
         if address > rip {
             break;
         }
@@ -59,5 +74,8 @@ pub fn lookup(rip: u64) -> Option<Symbol> {
         return None;
     }
     let name = core::str::from_utf8(name).unwrap_or("?");
-    Some(Symbol { name: Text::truncated(name), offset })
+    Some(Symbol {
+        name: Text::truncated(name),
+        offset,
+    })
 }

@@ -32,7 +32,8 @@ fn out(port: u16, value: u8) {
 /// Remaps the PIC, masks everything but IRQ 0 and starts the PIT at [`HZ`].
 pub fn init() {
     // ICW1: init + ICW4; ICW2: vector offsets; ICW3: cascade on IRQ 2; ICW4: 8086 mode.
-    for (cmd, data, offset, cascade) in [(PIC1_CMD, PIC1_DATA, 32, 4), (PIC2_CMD, PIC2_DATA, 40, 2)] {
+    for (cmd, data, offset, cascade) in [(PIC1_CMD, PIC1_DATA, 32, 4), (PIC2_CMD, PIC2_DATA, 40, 2)]
+    {
         out(cmd, 0x11);
         out(data, offset);
         out(data, cascade);
@@ -51,7 +52,11 @@ pub fn init() {
 pub fn acknowledge(vector: u8) -> bool {
     let irq = vector - PIC_VECTORS.start;
     if irq == 7 || irq == 15 {
-        let (cmd, bit) = if irq == 7 { (PIC1_CMD, 7) } else { (PIC2_CMD, 7) };
+        let (cmd, bit) = if irq == 7 {
+            (PIC1_CMD, 7)
+        } else {
+            (PIC2_CMD, 7)
+        };
         out(cmd, 0x0b); // read ISR
         // SAFETY: as in `out`.
         let isr = unsafe { inb(cmd) };

@@ -26,15 +26,24 @@ pub struct Samples {
 
 impl Samples {
     pub const fn new(overhead: u64) -> Self {
-        Self { overhead, range: None }
+        Self {
+            overhead,
+            range: None,
+        }
     }
 
     /// Adds the sample `start..end` (a TSC that went backwards counts as 0).
     pub fn add(&mut self, start: u64, end: u64) {
         let ticks = end.saturating_sub(start).saturating_sub(self.overhead);
         self.range = Some(match self.range {
-            None => MinMax { min: ticks, max: ticks },
-            Some(MinMax { min, max }) => MinMax { min: min.min(ticks), max: max.max(ticks) },
+            None => MinMax {
+                min: ticks,
+                max: ticks,
+            },
+            Some(MinMax { min, max }) => MinMax {
+                min: min.min(ticks),
+                max: max.max(ticks),
+            },
         });
     }
 

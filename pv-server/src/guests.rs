@@ -135,10 +135,39 @@ impl PvVcpu {
 
     /// The guest-visible block (`arch_get_info_guest`): frame plus the separate selectors.
     pub fn public_registers(&self) -> PublicRegisters {
-        let [rax, rbx, rcx, rdx, rsi, rdi, rbp, r8, r9, r10, r11, r12, r13, r14, r15] =
-            self.frame.gprs;
+        let [
+            rax,
+            rbx,
+            rcx,
+            rdx,
+            rsi,
+            rdi,
+            rbp,
+            r8,
+            r9,
+            r10,
+            r11,
+            r12,
+            r13,
+            r14,
+            r15,
+        ] = self.frame.gprs;
         PublicRegisters {
-            r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi,
+            r15,
+            r14,
+            r13,
+            r12,
+            rbp,
+            rbx,
+            r11,
+            r10,
+            r9,
+            r8,
+            rax,
+            rcx,
+            rdx,
+            rsi,
+            rdi,
             error_code: self.frame.error_code,
             entry_vector: u32::from(self.frame.vector),
             rip: self.frame.rip,
@@ -159,8 +188,8 @@ impl PvVcpu {
     /// selectors into [`DataSelectors`]. Event fields (error code, vector) are not settable.
     pub fn set_from_public(&mut self, regs: &PublicRegisters) {
         self.frame.gprs = [
-            regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rbp, regs.r8,
-            regs.r9, regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15,
+            regs.rax, regs.rbx, regs.rcx, regs.rdx, regs.rsi, regs.rdi, regs.rbp, regs.r8, regs.r9,
+            regs.r10, regs.r11, regs.r12, regs.r13, regs.r14, regs.r15,
         ];
         self.frame.rip = regs.rip;
         self.frame.cs = regs.cs;
@@ -168,7 +197,12 @@ impl PvVcpu {
         self.frame.rsp = regs.rsp;
         self.frame.ss = regs.ss;
         self.upcall_mask = regs.saved_upcall_mask;
-        self.selectors = DataSelectors { ds: regs.ds, es: regs.es, fs: regs.fs, gs: regs.gs };
+        self.selectors = DataSelectors {
+            ds: regs.ds,
+            es: regs.es,
+            fs: regs.fs,
+            gs: regs.gs,
+        };
     }
 }
 
@@ -214,20 +248,38 @@ mod tests {
     #[test]
     fn public_block_round_trips_and_keeps_selectors_apart() {
         let mut vcpu = PvVcpu::default();
-        let mut regs = PublicRegisters { rax: 1, r15: 15, rip: 0x1000, cs: 0xe033, ..Default::default() };
+        let mut regs = PublicRegisters {
+            rax: 1,
+            r15: 15,
+            rip: 0x1000,
+            cs: 0xe033,
+            ..Default::default()
+        };
         regs.ds = 0x2b;
         regs.gs = 0x63;
         regs.saved_upcall_mask = 1;
         vcpu.set_from_public(&regs);
         assert_eq!(vcpu.frame.gprs[0], 1);
         assert_eq!(vcpu.frame.gprs[14], 15);
-        assert_eq!(vcpu.selectors, DataSelectors { ds: 0x2b, es: 0, fs: 0, gs: 0x63 });
+        assert_eq!(
+            vcpu.selectors,
+            DataSelectors {
+                ds: 0x2b,
+                es: 0,
+                fs: 0,
+                gs: 0x63
+            }
+        );
         assert_eq!(vcpu.public_registers(), regs);
     }
 
     #[test]
     fn gs_base_follows_the_mode() {
-        let mut vcpu = PvVcpu { gs_base_user: 0x1000, gs_base_kernel: 0x2000, ..Default::default() };
+        let mut vcpu = PvVcpu {
+            gs_base_user: 0x1000,
+            gs_base_kernel: 0x2000,
+            ..Default::default()
+        };
         assert_eq!(vcpu.active_gs_base(), 0x2000);
         vcpu.mode = GuestMode::User;
         assert_eq!(vcpu.active_gs_base(), 0x1000);

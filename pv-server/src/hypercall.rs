@@ -40,8 +40,15 @@ impl fmt::Display for XenErrno {
 
 /// Answers one hypercall.
 pub fn answer(table: &GuestTable, call: &Hypercall) -> Reply {
-    let error = if table.is_empty() { XenErrno::Esrch } else { XenErrno::Enosys };
-    Reply::Return { token: call.token, rax: error.rax() }
+    let error = if table.is_empty() {
+        XenErrno::Esrch
+    } else {
+        XenErrno::Enosys
+    };
+    Reply::Return {
+        token: call.token,
+        rax: error.rax(),
+    }
 }
 
 /// Handles one message; returns the reply to send, if any. Lines for the console go to `out`
@@ -76,7 +83,10 @@ pub fn handle(
         NucleusMessage::DumpRecord(_)
         | NucleusMessage::Dump(_)
         | NucleusMessage::ServerStarted { .. } => {
-            let _ = writeln!(out, "{name}: ignored a diagnostics message meant for fred-server");
+            let _ = writeln!(
+                out,
+                "{name}: ignored a diagnostics message meant for fred-server"
+            );
             None
         }
     }
@@ -89,10 +99,26 @@ mod tests {
 
     #[test]
     fn hypercalls_without_guests_return_esrch() {
-        let call = Hypercall { token: Token(5), vcpu: 0, number: 17, args: [0; 6] };
+        let call = Hypercall {
+            token: Token(5),
+            vcpu: 0,
+            number: 17,
+            args: [0; 6],
+        };
         let mut out = String::new();
-        let reply = handle(&GuestTable::new(), "pv-server", NucleusMessage::Hypercall(call), &mut out);
-        assert_eq!(reply, Some(Reply::Return { token: Token(5), rax: (-3i64) as u64 }));
+        let reply = handle(
+            &GuestTable::new(),
+            "pv-server",
+            NucleusMessage::Hypercall(call),
+            &mut out,
+        );
+        assert_eq!(
+            reply,
+            Some(Reply::Return {
+                token: Token(5),
+                rax: (-3i64) as u64
+            })
+        );
         assert_eq!(
             out,
             "pv-server: hypercall 17 from vcpu 0 -> 0xfffffffffffffffd (no such guest)\n"
@@ -104,11 +130,19 @@ mod tests {
     fn pings_are_resumed_and_stray_events_killed() {
         let mut out = String::new();
         let table = GuestTable::new();
-        let ping = handle(&table, "pv-server", NucleusMessage::Ping { token: Token(9) }, &mut out);
+        let ping = handle(
+            &table,
+            "pv-server",
+            NucleusMessage::Ping { token: Token(9) },
+            &mut out,
+        );
         assert_eq!(ping, Some(Reply::Resume { token: Token(9) }));
         let event = ipc::Event {
             cpu: 0,
-            kind: ipc::EventKind::Exception { vector: 13, error_code: 0 },
+            kind: ipc::EventKind::Exception {
+                vector: 13,
+                error_code: 0,
+            },
             event_data: 0,
             rip: 0,
             cs: 0x33,
@@ -118,7 +152,15 @@ mod tests {
             from_ring: 3,
             owner: 4,
         };
-        let kill = handle(&table, "pv-server", NucleusMessage::Event { token: Token(1), event }, &mut out);
+        let kill = handle(
+            &table,
+            "pv-server",
+            NucleusMessage::Event {
+                token: Token(1),
+                event,
+            },
+            &mut out,
+        );
         assert_eq!(kill, Some(Reply::Kill { token: Token(1) }));
     }
 }

@@ -26,7 +26,10 @@ impl Default for Console {
 
 impl Console {
     pub const fn new() -> Self {
-        Self { buf: [0; LINE_MAX], len: 0 }
+        Self {
+            buf: [0; LINE_MAX],
+            len: 0,
+        }
     }
 
     /// Writes what is buffered.

@@ -16,8 +16,8 @@
 //! instructions of [`cpu`], and the two fixed pages (StartInfo, rings) the nucleus maps.
 
 pub mod console;
-pub mod hostile;
 pub mod cpu;
+pub mod hostile;
 pub mod sys;
 pub mod testopts;
 
@@ -69,18 +69,30 @@ pub fn start_info() -> Option<&'static StartInfo> {
 
 /// The server's name from StartInfo (`server` before [`start`] or if it is not UTF-8).
 pub fn name() -> &'static str {
-    start_info().and_then(|info| core::str::from_utf8(info.name()).ok()).unwrap_or("server")
+    start_info()
+        .and_then(|info| core::str::from_utf8(info.name()).ok())
+        .unwrap_or("server")
 }
 
 /// Why the StartInfo page or the rings cannot be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartError {
     /// `_start` was not given `layout::START_INFO` in `rdi`.
-    EntryArgument { rdi: u64 },
-    BadMagic { found: u64 },
-    BadVersion { found: u32 },
+    EntryArgument {
+        rdi: u64,
+    },
+    BadMagic {
+        found: u64,
+    },
+    BadVersion {
+        found: u32,
+    },
     /// The ring addresses or size in StartInfo differ from the fixed layout.
-    RingLayout { event_ring: u64, reply_ring: u64, ring_bytes: u64 },
+    RingLayout {
+        event_ring: u64,
+        reply_ring: u64,
+        ring_bytes: u64,
+    },
     EventRing(AttachError),
     ReplyRing(AttachError),
     /// [`start`] was called a second time.
@@ -91,13 +103,23 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::EntryArgument { rdi } => {
-                write!(f, "entered with rdi {rdi:#x}, expected StartInfo at {START_INFO:#x}")
+                write!(
+                    f,
+                    "entered with rdi {rdi:#x}, expected StartInfo at {START_INFO:#x}"
+                )
             }
             Self::BadMagic { found } => write!(f, "StartInfo magic {found:#x} is wrong"),
             Self::BadVersion { found } => {
-                write!(f, "StartInfo version {found}, expected {START_INFO_VERSION}")
+                write!(
+                    f,
+                    "StartInfo version {found}, expected {START_INFO_VERSION}"
+                )
             }
-            Self::RingLayout { event_ring, reply_ring, ring_bytes } => write!(
+            Self::RingLayout {
+                event_ring,
+                reply_ring,
+                ring_bytes,
+            } => write!(
                 f,
                 "StartInfo rings at {event_ring:#x}/{reply_ring:#x} ({ring_bytes} bytes) \
                  differ from the layout"
@@ -144,9 +166,14 @@ impl Server {
             end -= 1;
         }
         let Ok(name) = ServerName::new(&full[..end]) else {
-            return Err(SendError::Encode(crate::EncodeError::TooLarge { limit: SERVER_NAME_MAX }));
+            return Err(SendError::Encode(crate::EncodeError::TooLarge {
+                limit: SERVER_NAME_MAX,
+            }));
         };
-        self.send(&ServerMessage::Hello(Hello { name, protocol: PROTOCOL_VERSION }))
+        self.send(&ServerMessage::Hello(Hello {
+            name,
+            protocol: PROTOCOL_VERSION,
+        }))
     }
 
     /// Pushes `message` on the reply ring and notifies the nucleus. A full ring is retried
@@ -240,10 +267,14 @@ fn attach(rdi: u64) -> Result<Server, StartError> {
         return Err(StartError::BadMagic { found: info.magic });
     }
     if info.version != START_INFO_VERSION {
-        return Err(StartError::BadVersion { found: info.version });
+        return Err(StartError::BadVersion {
+            found: info.version,
+        });
     }
     START_INFO_PAGE.store(page, Ordering::Release);
-    if info.event_ring != EVENT_RING || info.reply_ring != REPLY_RING || info.ring_bytes != RING_BYTES
+    if info.event_ring != EVENT_RING
+        || info.reply_ring != REPLY_RING
+        || info.ring_bytes != RING_BYTES
     {
         return Err(StartError::RingLayout {
             event_ring: info.event_ring,
@@ -255,11 +286,17 @@ fn attach(rdi: u64) -> Result<Server, StartError> {
     // SAFETY: the nucleus maps `EVENT_RING` (one page, read-write, shared with it only) for
     // the life of the server; `STARTED` makes this the only `Consumer` in this address space;
     // both sides use `RING_BYTES` as the region length (the layout ABI).
-    let events = unsafe { Consumer::attach(EVENT_RING as *mut u8, len) }.map_err(StartError::EventRing)?;
+    let events =
+        unsafe { Consumer::attach(EVENT_RING as *mut u8, len) }.map_err(StartError::EventRing)?;
     // SAFETY: as above for `REPLY_RING`, and the only `Producer`.
     let replies =
         unsafe { Producer::attach(REPLY_RING as *mut u8, len) }.map_err(StartError::ReplyRing)?;
-    Ok(Server { info, events, replies, bad_messages: 0 })
+    Ok(Server {
+        info,
+        events,
+        replies,
+        bad_messages: 0,
+    })
 }
 
 /// The Rust side of `_start` (see [`declare_server!`](crate::declare_server)): checks the

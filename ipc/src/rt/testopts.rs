@@ -66,7 +66,10 @@ impl FaultKind {
 }
 
 fn parse_count(value: &[u8]) -> Result<u32, OptionError> {
-    core::str::from_utf8(value).ok().and_then(|text| text.parse().ok()).ok_or(OptionError::BadCount)
+    core::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or(OptionError::BadCount)
 }
 
 /// Runs the test options of `server` (call after `Hello`). Returns unless a fault was asked.
@@ -75,7 +78,9 @@ pub fn run(server: &Server) {
     if info.has_arg(b"selfcheck") {
         selfcheck();
     }
-    let Some(value) = info.arg_value(b"fault") else { return };
+    let Some(value) = info.arg_value(b"fault") else {
+        return;
+    };
     let kind = match FaultKind::parse(value) {
         Ok(kind) => kind,
         Err(error) => return println!("test option: {error}"),
@@ -95,7 +100,11 @@ pub fn run(server: &Server) {
             server.generation()
         );
     }
-    println!("test option: fault={} in generation {}", kind.name(), server.generation());
+    println!(
+        "test option: fault={} in generation {}",
+        kind.name(),
+        server.generation()
+    );
     match kind {
         FaultKind::NullWrite => cpu::null_write(),
         FaultKind::InvalidOpcode => cpu::invalid_opcode(),
@@ -105,11 +114,16 @@ pub fn run(server: &Server) {
 
 /// Passes bad pointers to `console_write` and prints what the nucleus answered.
 pub fn selfcheck() {
-    for (what, address) in [("kernel pointer", KERNEL_POINTER), ("unmapped pointer", UNMAPPED_POINTER)] {
+    for (what, address) in [
+        ("kernel pointer", KERNEL_POINTER),
+        ("unmapped pointer", UNMAPPED_POINTER),
+    ] {
         match sys::console_write_raw(address, 16) {
             Err(error) => println!("selfcheck: console_write({what}) -> {error}"),
             Ok(written) => {
-                println!("selfcheck: console_write({what}) -> accepted {written} bytes (should fail)")
+                println!(
+                    "selfcheck: console_write({what}) -> accepted {written} bytes (should fail)"
+                )
             }
         }
     }
