@@ -53,7 +53,13 @@
 //!   its private copy. `dropped` is statistics and uses `Relaxed`.
 //!
 //! Batching ([`Batch`], [`Consumer::pop_batch`]) publishes once per batch: one `Release` store
-//! and at most one `Acquire` load per batch instead of per record.
+//! and at most one `Acquire` load per batch instead of per record. Both sides of a batch also
+//! move bytes in bulk: the producer encodes records into a private 1 KiB stage and copies it
+//! into the ring just before it publishes; the consumer copies up to 1 KiB of published bytes
+//! out in one go and parses the records from its private copy. Measured on two cores, this is
+//! what pays: a record's few small stores or its length-then-payload loads, each waiting on a
+//! cache line the other core owns, cost far more than the extra private copy (the per-record
+//! path moved 16-byte messages at half the batched rate, 128-byte ones at a seventh).
 //!
 //! # The fast path
 //!
@@ -857,6 +863,8 @@ impl<'a> Producer<'a> {
         Batch {
             producer: self,
             pushed: 0,
+            staged: 0,
+            stage: Stage::new(),
         }
     }
 
@@ -880,26 +888,81 @@ impl<'a> Producer<'a> {
 }
 
 /// Records pushed but not yet published; publishing happens on [`commit`](Self::commit) or drop.
+///
+/// A batch encodes its records into a private staging buffer and copies them into the ring in
+/// one go when the buffer fills or the batch ends. Writing a shared cache line the consumer
+/// may hold costs an ownership transfer, and a core can only have as many of those in flight
+/// as its store buffer has entries: three small stores per record (length, two halves of the
+/// payload) tie up several entries per line, a bulk copy one or two. Space is still reserved
+/// (and `Full` still reported) record by record, against the cached `tail`.
 pub struct Batch<'p, 'a> {
     producer: &'p mut Producer<'a>,
     pushed: usize,
+    /// Bytes encoded in `stage` and not yet copied into the ring: the records just below the
+    /// producer's private `head`.
+    staged: usize,
+    stage: Stage,
 }
 
 impl Batch<'_, '_> {
     /// Adds a record to the batch; a full ring counts a drop, as [`Producer::push`] does.
     #[inline(always)]
     pub fn push(&mut self, payload: &[u8]) -> Result<(), PushError> {
-        self.producer.write_record(payload, true)?;
-        self.pushed += 1;
-        Ok(())
+        self.stage_record(payload, true)
     }
 
     /// Adds a record to the batch; a full ring is not counted, as [`Producer::try_push`].
     #[inline(always)]
     pub fn try_push(&mut self, payload: &[u8]) -> Result<(), PushError> {
-        self.producer.write_record(payload, false)?;
+        self.stage_record(payload, false)
+    }
+
+    /// Reserves room for the record in the ring and encodes it into the staging buffer.
+    #[inline(always)]
+    fn stage_record(&mut self, payload: &[u8], count_drop: bool) -> Result<(), PushError> {
+        let producer = &mut *self.producer;
+        let len = payload.len();
+        if len > producer.region.max_len as usize {
+            return Err(PushError::TooLarge { len });
+        }
+        // `len <= max_len` implies `size <= capacity`, and `size <= STAGE_SIZE`.
+        let size = record_size(len);
+        if producer.cached_free() < size as u32 {
+            producer.make_room(size as u32, count_drop)?;
+        }
+        if self.staged + size > STAGE_SIZE {
+            self.flush();
+        }
+        let producer = &mut *self.producer;
+        producer.head = producer.head.wrapping_add(size as u32);
+        // SAFETY: `staged + size <= STAGE_SIZE`, so the record lies inside the buffer; `size`
+        // is at least 8 and a multiple of 8, so the zeroed `u64` at its end (the padding and
+        // possibly the end of the payload, rewritten just after) is inside it too. `payload`
+        // is the caller's memory, never the stage.
+        unsafe {
+            let at = self.stage.0.as_mut_ptr().cast::<u8>().add(self.staged);
+            ptr::write_unaligned(at.add(size - 8).cast::<u64>(), 0);
+            ptr::write_unaligned(at.cast::<u32>(), (len as u32).to_le());
+            copy_bytes(payload.as_ptr(), at.add(LENGTH_SIZE), len);
+        }
+        self.staged += size;
         self.pushed += 1;
         Ok(())
+    }
+
+    /// Copies the staged records into the ring (not published yet).
+    #[inline]
+    fn flush(&mut self) {
+        if self.staged == 0 {
+            return;
+        }
+        let producer = &*self.producer;
+        let start = producer.head.wrapping_sub(self.staged as u32);
+        // SAFETY: every byte of `[0, staged)` was written by `stage_record` (lengths,
+        // payloads and zeroed padding), and `staged <= STAGE_SIZE`.
+        let staged = unsafe { self.stage.prefix(self.staged) };
+        producer.region.write_bytes(start, staged);
+        self.staged = 0;
     }
 
     /// Records added so far.
@@ -923,8 +986,37 @@ impl Drop for Batch<'_, '_> {
     #[inline(always)]
     fn drop(&mut self) {
         if self.pushed > 0 {
+            self.flush();
             self.producer.publish();
         }
+    }
+}
+
+/// Size of the private buffers batches stage records in: several records of any size (at
+/// least [`record_size`]`(MAX_RECORD)`), small enough for a nucleus stack.
+const STAGE_SIZE: usize = 1024;
+const _: () =
+    assert!(STAGE_SIZE >= 2 * record_size(MAX_RECORD) && STAGE_SIZE.is_multiple_of(RECORD_ALIGN));
+
+/// Private buffer for whole records; uninitialised, since it is written before it is read.
+#[repr(C, align(16))]
+struct Stage([MaybeUninit<u8>; STAGE_SIZE]);
+
+impl Stage {
+    #[inline(always)]
+    const fn new() -> Self {
+        Self([MaybeUninit::uninit(); STAGE_SIZE])
+    }
+
+    /// The first `len` bytes.
+    ///
+    /// # Safety
+    ///
+    /// `len <= STAGE_SIZE` and the first `len` bytes have been written.
+    #[inline(always)]
+    const unsafe fn prefix(&self, len: usize) -> &[u8] {
+        // SAFETY: the caller's guarantee: in bounds and initialised.
+        unsafe { core::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), len) }
     }
 }
 
@@ -1099,33 +1191,85 @@ impl<'a> Consumer<'a> {
     /// Takes up to `max` records, handing each to `f` in order, and frees their space with one
     /// store at the end. Returns how many were taken. On a corrupt record the ones before it
     /// have been delivered and freed, and the error is returned.
+    ///
+    /// The published bytes are copied into a private buffer in bulk (up to [`STAGE_SIZE`] at
+    /// a time) and the records are parsed there, so the lengths checked are the lengths used
+    /// and each record costs no shared-memory access of its own.
     #[inline]
     pub fn pop_batch(
         &mut self,
         max: usize,
         mut f: impl FnMut(&[u8]),
     ) -> Result<usize, RingCorrupt> {
-        let mut scratch = Scratch::new();
+        let mut stage = Stage::new();
+        // `stage[..filled]` holds the ring bytes from position `self.tail - at` on.
+        let mut filled = 0;
+        let mut at = 0;
         let mut taken = 0;
         let mut result = Ok(());
         while taken < max {
-            match self.read_record(&mut scratch) {
-                Ok(Some(len)) => {
-                    // SAFETY: `read_record` initialised the first `len <= MAX_RECORD` bytes.
-                    f(unsafe { scratch.prefix(len) });
-                    taken += 1;
+            let tail = self.tail;
+            if self.cached_head == tail {
+                match self.load_head() {
+                    Ok(head) => self.cached_head = head,
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    result = Err(e);
+                if self.cached_head == tail {
                     break;
                 }
             }
+            // `cached_head` passed `indices_ok`, so 8 <= available <= capacity.
+            let available = self.cached_head.wrapping_sub(tail) as usize;
+            if at + RECORD_ALIGN > filled {
+                filled = self.refill(&mut stage, available);
+                at = 0;
+            }
+            // SAFETY: `at + RECORD_ALIGN <= filled <= STAGE_SIZE`: the length field is inside
+            // the initialised part of the stage (records start 8-byte aligned).
+            let len = u32::from_le(unsafe {
+                ptr::read_unaligned(stage.0.as_ptr().add(at).cast::<u32>())
+            });
+            let size = record_size(len as usize);
+            if len as usize > MAX_RECORD || size > available {
+                result = Err(RingCorrupt::Length {
+                    at: tail,
+                    len,
+                    available: available as u32,
+                });
+                break;
+            }
+            if at + size > filled {
+                // The record continues past what was copied: copy again from its start. It
+                // fits (`size <= STAGE_SIZE`), and its length is read and checked again.
+                filled = self.refill(&mut stage, available);
+                at = 0;
+                continue;
+            }
+            // SAFETY: `at + size <= filled`: the payload is initialised stage memory.
+            f(unsafe { &stage.prefix(at + LENGTH_SIZE + len as usize)[at + LENGTH_SIZE..] });
+            at += size;
+            self.tail = tail.wrapping_add(size as u32);
+            taken += 1;
         }
         if taken > 0 {
             self.release();
         }
         result.map(|()| taken)
+    }
+
+    /// Copies up to [`STAGE_SIZE`] of the `available` published bytes from our `tail` on into
+    /// `stage`; returns how many (at least 8: `available` is).
+    #[inline]
+    fn refill(&self, stage: &mut Stage, available: usize) -> usize {
+        let len = available.min(STAGE_SIZE);
+        // SAFETY: the stage is private memory of `STAGE_SIZE >= len` bytes.
+        unsafe {
+            self.region
+                .read_bytes(self.tail, stage.0.as_mut_ptr().cast::<u8>(), len)
+        }
     }
 }
 
