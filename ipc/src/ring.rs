@@ -58,8 +58,8 @@
 //! into the ring just before it publishes; the consumer copies up to 1 KiB of published bytes
 //! out in one go and parses the records from its private copy. Measured on two cores, this is
 //! what pays: a record's few small stores or its length-then-payload loads, each waiting on a
-//! cache line the other core owns, cost far more than the extra private copy (the per-record
-//! path moved 16-byte messages at half the batched rate, 128-byte ones at a seventh).
+//! cache line the other core owns, cost far more than the extra private copy (record by
+//! record, batches of 16- and 128-byte messages moved at half the rate they move now).
 //!
 //! # The fast path
 //!
