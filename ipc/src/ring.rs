@@ -1198,7 +1198,7 @@ impl<'a> Consumer<'a> {
     /// store at the end. Returns how many were taken. On a corrupt record the ones before it
     /// have been delivered and freed, and the error is returned.
     ///
-    /// The published bytes are copied into a private buffer in bulk (up to [`STAGE_SIZE`] at
+    /// The published bytes are copied into a private buffer in bulk (up to 1 KiB at
     /// a time) and the records are parsed there, so the lengths checked are the lengths used
     /// and each record costs no shared-memory access of its own.
     #[inline]
