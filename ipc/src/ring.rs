@@ -1004,21 +1004,28 @@ const STAGE_SIZE: usize = 1024;
 const _: () =
     assert!(STAGE_SIZE >= 2 * record_size(MAX_RECORD) && STAGE_SIZE.is_multiple_of(RECORD_ALIGN));
 
-/// Private buffer for whole records; uninitialised, since it is written before it is read.
+/// Private bytes a record (or, for batches, several) is copied into; left uninitialised, since
+/// it is written before it is read and zeroing it would cost as much as the copy.
+#[derive(Clone, Copy)]
 #[repr(C, align(16))]
-struct Stage([MaybeUninit<u8>; STAGE_SIZE]);
+struct Private<const N: usize>([MaybeUninit<u8>; N]);
 
-impl Stage {
+/// Where one record is copied out.
+type Scratch = Private<MAX_RECORD>;
+/// Where a batch stages its records, or a consumer its bulk copy.
+type Stage = Private<STAGE_SIZE>;
+
+impl<const N: usize> Private<N> {
     #[inline(always)]
     const fn new() -> Self {
-        Self([MaybeUninit::uninit(); STAGE_SIZE])
+        Self([MaybeUninit::uninit(); N])
     }
 
     /// The first `len` bytes.
     ///
     /// # Safety
     ///
-    /// `len <= STAGE_SIZE` and the first `len` bytes have been written.
+    /// `len <= N` and the first `len` bytes have been written.
     #[inline(always)]
     const unsafe fn prefix(&self, len: usize) -> &[u8] {
         // SAFETY: the caller's guarantee: in bounds and initialised.
@@ -1032,29 +1039,6 @@ pub struct Record {
     /// At most `MAX_RECORD`; the first `len` bytes of `bytes` are initialised.
     len: usize,
     bytes: Scratch,
-}
-
-/// Private buffer a record is copied into; left uninitialised, since it is written before it is
-/// read and zeroing it would cost as much as the copy.
-#[derive(Clone, Copy)]
-struct Scratch([MaybeUninit<u8>; MAX_RECORD]);
-
-impl Scratch {
-    #[inline(always)]
-    const fn new() -> Self {
-        Self([MaybeUninit::uninit(); MAX_RECORD])
-    }
-
-    /// The first `len` bytes.
-    ///
-    /// # Safety
-    ///
-    /// `len <= MAX_RECORD` and the first `len` bytes have been written.
-    #[inline(always)]
-    const unsafe fn prefix(&self, len: usize) -> &[u8] {
-        // SAFETY: the caller's guarantee: in bounds and initialised.
-        unsafe { core::slice::from_raw_parts(self.0.as_ptr().cast::<u8>(), len) }
-    }
 }
 
 impl core::ops::Deref for Record {
