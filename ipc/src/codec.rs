@@ -130,6 +130,50 @@ pub fn encode<'b, T: Serialize + ?Sized>(
     Ok(&buf[..1 + body_len])
 }
 
+/// [`encode`] into a `heapless::Vec`, whose storage is not initialised up front: the push
+/// paths encode every message into a fresh buffer, and zeroing a `[u8; MAX_MESSAGE]` for it
+/// cost more instructions than encoding an `Event`.
+fn encode_into<T: Serialize + ?Sized>(
+    message: &T,
+    out: &mut heapless::Vec<u8, MAX_MESSAGE>,
+) -> Result<(), EncodeError> {
+    out.clear();
+    // Cannot fail: the vector is empty and holds MAX_MESSAGE >= 1 bytes.
+    let _ = out.push(PROTOCOL_VERSION);
+    match postcard::serialize_with_flavor(message, Output(out)) {
+        Ok(()) => Ok(()),
+        Err(postcard::Error::SerializeBufferFull) => Err(EncodeError::TooLarge {
+            limit: MAX_MESSAGE,
+        }),
+        Err(_) => Err(EncodeError::Unsupported),
+    }
+}
+
+/// postcard's output for [`encode_into`].
+struct Output<'b>(&'b mut heapless::Vec<u8, MAX_MESSAGE>);
+
+impl postcard::ser_flavors::Flavor for Output<'_> {
+    type Output = ();
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0
+            .push(byte)
+            .map_err(|_| postcard::Error::SerializeBufferFull)
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0
+            .extend_from_slice(bytes)
+            .map_err(|_| postcard::Error::SerializeBufferFull)
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 /// Decodes one record into a `T`, rejecting anything but exactly one well-formed message of
 /// this protocol version.
 pub fn decode<T: DeserializeOwned>(record: &[u8]) -> Result<T, DecodeError> {
@@ -185,9 +229,9 @@ impl fmt::Display for RecvError {
 impl Producer<'_> {
     /// Encodes `message` and pushes it ([`Producer::push`]: a full ring counts a drop).
     pub fn push_message<T: Serialize + ?Sized>(&mut self, message: &T) -> Result<(), SendError> {
-        let mut buf = [0; MAX_MESSAGE];
-        let record = encode(message, &mut buf).map_err(SendError::Encode)?;
-        self.push(record).map_err(SendError::Push)
+        let mut record = heapless::Vec::new();
+        encode_into(message, &mut record).map_err(SendError::Encode)?;
+        self.push(&record).map_err(SendError::Push)
     }
 
     /// Encodes `message` and pushes it ([`Producer::try_push`]: a full ring is not counted).
@@ -195,9 +239,9 @@ impl Producer<'_> {
         &mut self,
         message: &T,
     ) -> Result<(), SendError> {
-        let mut buf = [0; MAX_MESSAGE];
-        let record = encode(message, &mut buf).map_err(SendError::Encode)?;
-        self.try_push(record).map_err(SendError::Push)
+        let mut record = heapless::Vec::new();
+        encode_into(message, &mut record).map_err(SendError::Encode)?;
+        self.try_push(&record).map_err(SendError::Push)
     }
 }
 
@@ -207,9 +251,9 @@ impl Batch<'_, '_> {
         &mut self,
         message: &T,
     ) -> Result<(), SendError> {
-        let mut buf = [0; MAX_MESSAGE];
-        let record = encode(message, &mut buf).map_err(SendError::Encode)?;
-        self.try_push(record).map_err(SendError::Push)
+        let mut record = heapless::Vec::new();
+        encode_into(message, &mut record).map_err(SendError::Encode)?;
+        self.try_push(&record).map_err(SendError::Push)
     }
 }
 
