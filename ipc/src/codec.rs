@@ -176,6 +176,7 @@ impl postcard::ser_flavors::Flavor for Output<'_> {
 
 /// Decodes one record into a `T`, rejecting anything but exactly one well-formed message of
 /// this protocol version.
+#[inline(always)]
 pub fn decode<T: DeserializeOwned>(record: &[u8]) -> Result<T, DecodeError> {
     if record.len() > MAX_MESSAGE {
         return Err(DecodeError::TooLong { len: record.len() });
@@ -260,6 +261,7 @@ impl Batch<'_, '_> {
 impl Consumer<'_> {
     /// Takes the next record and decodes it; `Ok(None)` if the ring is empty. A record that
     /// does not decode is consumed and reported as [`RecvError::Decode`].
+    #[inline(always)]
     pub fn pop_message<T: DeserializeOwned>(&mut self) -> Result<Option<T>, RecvError> {
         match self.pop_with(decode::<T>) {
             Ok(Some(decoded)) => decoded.map(Some).map_err(RecvError::Decode),
