@@ -429,17 +429,17 @@ fn switch(s: &mut Scheduler, frame: &mut Frame, next: Option<usize>) {
     match next {
         Some(i) => {
             let server = &s.servers[i];
-            let mut restored = server.frame;
+            // Straight into the live frame: one copy of the 192 bytes, not two.
+            *frame = server.frame;
             // The saved SS qword carries the event bits of *that* event; ERETU would act on
             // its STI/SWEVENT/NMI bits (fred-facts.md §4.3), so only the selector survives.
-            restored.ret.ss = SsQword::from_raw(restored.ret.ss.raw() & 0xffff);
-            restored.ret.cs = CsQword::from_raw(restored.ret.cs.raw() & 0xffff);
+            frame.ret.ss = SsQword::from_raw(frame.ret.ss.raw() & 0xffff);
+            frame.ret.cs = CsQword::from_raw(frame.ret.cs.raw() & 0xffff);
             let root = server
                 .space
                 .as_ref()
                 .map(|sp| sp.root().as_u64())
                 .unwrap_or(memory::kernel_root().as_u64());
-            *frame = restored;
             if s.current != Some(i) {
                 load_cr3(s, root);
                 load_user_gs();
