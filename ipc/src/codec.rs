@@ -13,6 +13,7 @@ use core::fmt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use crate::hot_path::{Message, Wire};
 use crate::ring::{Batch, Consumer, MAX_RECORD, Producer, PushError, RingCorrupt};
 
 /// Version of the message protocol; the first byte of every record. Bump it whenever the
@@ -133,24 +134,28 @@ pub fn encode<'b, T: Serialize + ?Sized>(
 /// [`encode`] into a `heapless::Vec`, whose storage is not initialised up front: the push
 /// paths encode every message into a fresh buffer, and zeroing a `[u8; MAX_MESSAGE]` for it
 /// cost more instructions than encoding an `Event`.
-fn encode_into<T: Serialize + ?Sized>(
-    message: &T,
-    out: &mut heapless::Vec<u8, MAX_MESSAGE>,
-) -> Result<(), EncodeError> {
+///
+/// The event path's messages take [`Message::encode_hot`], which writes the same bytes.
+#[inline]
+fn encode_into<T: Message>(message: &T, out: &mut Wire) -> Result<(), EncodeError> {
     out.clear();
     // Cannot fail: the vector is empty and holds MAX_MESSAGE >= 1 bytes.
     let _ = out.push(PROTOCOL_VERSION);
+    if message.encode_hot(out) {
+        return Ok(());
+    }
+    out.truncate(1);
     match postcard::serialize_with_flavor(message, Output(out)) {
         Ok(()) => Ok(()),
-        Err(postcard::Error::SerializeBufferFull) => Err(EncodeError::TooLarge {
-            limit: MAX_MESSAGE,
-        }),
+        Err(postcard::Error::SerializeBufferFull) => {
+            Err(EncodeError::TooLarge { limit: MAX_MESSAGE })
+        }
         Err(_) => Err(EncodeError::Unsupported),
     }
 }
 
 /// postcard's output for [`encode_into`].
-struct Output<'b>(&'b mut heapless::Vec<u8, MAX_MESSAGE>);
+struct Output<'b>(&'b mut Wire);
 
 impl postcard::ser_flavors::Flavor for Output<'_> {
     type Output = ();
@@ -175,9 +180,21 @@ impl postcard::ser_flavors::Flavor for Output<'_> {
 }
 
 /// Decodes one record into a `T`, rejecting anything but exactly one well-formed message of
-/// this protocol version.
+/// this protocol version. The event path's messages take [`Message::decode_hot`] when the
+/// record is their canonical encoding; everything else is postcard's, as in
+/// [`decode_with_postcard`], so both give the same answer.
 #[inline(always)]
-pub fn decode<T: DeserializeOwned>(record: &[u8]) -> Result<T, DecodeError> {
+pub fn decode<T: Message>(record: &[u8]) -> Result<T, DecodeError> {
+    if let [PROTOCOL_VERSION, body @ ..] = record
+        && let Some(value) = T::decode_hot(body)
+    {
+        return Ok(value);
+    }
+    decode_with_postcard(record)
+}
+
+/// [`decode`] without the shortcut: the reference the shortcut is tested against.
+pub fn decode_with_postcard<T: DeserializeOwned>(record: &[u8]) -> Result<T, DecodeError> {
     if record.len() > MAX_MESSAGE {
         return Err(DecodeError::TooLong { len: record.len() });
     }
@@ -229,17 +246,14 @@ impl fmt::Display for RecvError {
 
 impl Producer<'_> {
     /// Encodes `message` and pushes it ([`Producer::push`]: a full ring counts a drop).
-    pub fn push_message<T: Serialize + ?Sized>(&mut self, message: &T) -> Result<(), SendError> {
+    pub fn push_message<T: Message>(&mut self, message: &T) -> Result<(), SendError> {
         let mut record = heapless::Vec::new();
         encode_into(message, &mut record).map_err(SendError::Encode)?;
         self.push(&record).map_err(SendError::Push)
     }
 
     /// Encodes `message` and pushes it ([`Producer::try_push`]: a full ring is not counted).
-    pub fn try_push_message<T: Serialize + ?Sized>(
-        &mut self,
-        message: &T,
-    ) -> Result<(), SendError> {
+    pub fn try_push_message<T: Message>(&mut self, message: &T) -> Result<(), SendError> {
         let mut record = heapless::Vec::new();
         encode_into(message, &mut record).map_err(SendError::Encode)?;
         self.try_push(&record).map_err(SendError::Push)
@@ -248,10 +262,7 @@ impl Producer<'_> {
 
 impl Batch<'_, '_> {
     /// Encodes `message` and adds it to the batch (a full ring is not counted as a drop).
-    pub fn try_push_message<T: Serialize + ?Sized>(
-        &mut self,
-        message: &T,
-    ) -> Result<(), SendError> {
+    pub fn try_push_message<T: Message>(&mut self, message: &T) -> Result<(), SendError> {
         let mut record = heapless::Vec::new();
         encode_into(message, &mut record).map_err(SendError::Encode)?;
         self.try_push(&record).map_err(SendError::Push)
@@ -262,7 +273,7 @@ impl Consumer<'_> {
     /// Takes the next record and decodes it; `Ok(None)` if the ring is empty. A record that
     /// does not decode is consumed and reported as [`RecvError::Decode`].
     #[inline(always)]
-    pub fn pop_message<T: DeserializeOwned>(&mut self) -> Result<Option<T>, RecvError> {
+    pub fn pop_message<T: Message>(&mut self) -> Result<Option<T>, RecvError> {
         match self.pop_with(decode::<T>) {
             Ok(Some(decoded)) => decoded.map(Some).map_err(RecvError::Decode),
             Ok(None) => Ok(None),
@@ -438,7 +449,7 @@ mod tests {
         messages
     }
 
-    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + fmt::Debug>(message: &T) {
+    fn round_trip<T: Message + PartialEq + fmt::Debug>(message: &T) {
         let mut buf = [0; MAX_MESSAGE];
         let record = encode(message, &mut buf).unwrap();
         assert_eq!(record[0], PROTOCOL_VERSION);

@@ -20,6 +20,7 @@ pub mod dump;
 
 pub mod codec;
 pub mod dump_parts;
+mod hot_path;
 pub mod message;
 #[allow(unsafe_code)]
 pub mod ring;

@@ -1,0 +1,229 @@
+//! Hand-written encodings of the two messages on the event path.
+//!
+//! Every forwarded event is a `NucleusMessage::Event` one way and, most of the time, a
+//! `ServerMessage::Reply(Reply::Resume)` back (the nucleus' ring probe is a `Ping` and the
+//! same reply). postcard's generic serializer spends more instructions on these few bytes
+//! than the ring and a context switch together, so this module writes and reads exactly these
+//! shapes by hand.
+//!
+//! The wire format keeps one definition, postcard's: the shortcut writes byte for byte what
+//! postcard writes, and reads only byte strings that are the *canonical* encoding of such a
+//! value (shortest varints, the exact length). Anything else it leaves to postcard, which then
+//! accepts or rejects it exactly as before. `tests/hostile.rs` compares the two on random
+//! values and random bytes.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::codec::MAX_MESSAGE;
+use crate::event::Event;
+use crate::message::{NucleusMessage, Reply, ServerMessage, Token};
+
+/// An encoded message being built: the version byte, then the body.
+pub type Wire = heapless::Vec<u8, MAX_MESSAGE>;
+
+/// A type that crosses a ring. Its shortcut covers its hot variants, or nothing.
+pub trait Message: Serialize + DeserializeOwned {
+    /// Appends the body of `self` to `out` by hand; `false` if `self` has no shortcut (then
+    /// `out` may hold a partial body, which the caller discards).
+    fn encode_hot(&self, out: &mut Wire) -> bool;
+
+    /// Reads `body` (the record after its version byte) by hand if it is the canonical
+    /// encoding of a value with a shortcut; `None` leaves the decision to postcard.
+    fn decode_hot(body: &[u8]) -> Option<Self>;
+}
+
+// postcard writes an enum variant as its index, a varint; these are the indices of the
+// variants with a shortcut (declaration order in `message.rs`). The tests pin them.
+const NUCLEUS_EVENT: u8 = 0;
+const NUCLEUS_PING: u8 = 5;
+const SERVER_REPLY: u8 = 1;
+const REPLY_RESUME: u8 = 0;
+
+/// An `Event` is a byte string of this length; postcard prefixes it with the length as a
+/// varint, one byte since the length is below 128.
+const EVENT_LEN_PREFIX: u8 = Event::WIRE_BYTES as u8;
+const _: () = assert!(Event::WIRE_BYTES < 128);
+
+impl Message for NucleusMessage {
+    #[inline]
+    fn encode_hot(&self, out: &mut Wire) -> bool {
+        match self {
+            Self::Event { token, event } => {
+                out.push(NUCLEUS_EVENT).is_ok()
+                    && put_varint(out, token.0)
+                    && out.push(EVENT_LEN_PREFIX).is_ok()
+                    && out.extend_from_slice(&event.to_wire()).is_ok()
+            }
+            Self::Ping { token } => out.push(NUCLEUS_PING).is_ok() && put_varint(out, token.0),
+            _ => false,
+        }
+    }
+
+    #[inline]
+    fn decode_hot(body: &[u8]) -> Option<Self> {
+        let (&variant, rest) = body.split_first()?;
+        let (token, rest) = take_varint(rest)?;
+        let token = Token(token);
+        match variant {
+            NUCLEUS_EVENT => match rest.split_first()? {
+                (&EVENT_LEN_PREFIX, bytes) if bytes.len() == Event::WIRE_BYTES => {
+                    // A byte string `from_wire` refuses is postcard's to report.
+                    let event = Event::from_wire(bytes).ok()?;
+                    Some(Self::Event { token, event })
+                }
+                _ => None,
+            },
+            NUCLEUS_PING if rest.is_empty() => Some(Self::Ping { token }),
+            _ => None,
+        }
+    }
+}
+
+impl Message for ServerMessage {
+    #[inline]
+    fn encode_hot(&self, out: &mut Wire) -> bool {
+        match self {
+            Self::Reply(Reply::Resume { token }) => {
+                out.extend_from_slice(&[SERVER_REPLY, REPLY_RESUME]).is_ok()
+                    && put_varint(out, token.0)
+            }
+            _ => false,
+        }
+    }
+
+    #[inline]
+    fn decode_hot(body: &[u8]) -> Option<Self> {
+        let rest = body.strip_prefix(&[SERVER_REPLY, REPLY_RESUME])?;
+        match take_varint(rest)? {
+            (token, []) => Some(Self::Reply(Reply::Resume {
+                token: Token(token),
+            })),
+            _ => None,
+        }
+    }
+}
+
+/// A bare `Event` is only sent inside a `NucleusMessage`; decoding one (tests do) is
+/// postcard's job.
+impl Message for Event {
+    fn encode_hot(&self, _out: &mut Wire) -> bool {
+        false
+    }
+
+    fn decode_hot(_body: &[u8]) -> Option<Self> {
+        None
+    }
+}
+
+/// Appends `value` as postcard does: 7 bits per byte, low bits first, high bit = more.
+#[inline]
+fn put_varint(out: &mut Wire, mut value: u64) -> bool {
+    loop {
+        let low = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            return out.push(low).is_ok();
+        }
+        if out.push(low | 0x80).is_err() {
+            return false;
+        }
+    }
+}
+
+/// A canonical varint of at most 9 bytes (values below 2⁶³) at the start of `bytes`, and the
+/// bytes after it. Longer or non-canonical ones (a zero last byte after the first) are left
+/// to postcard.
+#[inline]
+fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0;
+    for (i, &byte) in bytes.iter().enumerate().take(9) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            if byte == 0 && i > 0 {
+                return None;
+            }
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::codec;
+    use crate::event::EventKind;
+
+    fn postcard_body<T: Serialize>(message: &T) -> std::vec::Vec<u8> {
+        let mut buf = [0; MAX_MESSAGE];
+        codec::encode(message, &mut buf).unwrap()[1..].to_vec()
+    }
+
+    fn hot_body<T: Message>(message: &T) -> Option<std::vec::Vec<u8>> {
+        let mut out = Wire::new();
+        message.encode_hot(&mut out).then(|| out.to_vec())
+    }
+
+    #[test]
+    fn the_shortcuts_write_what_postcard_writes() {
+        let event = Event {
+            cpu: 1,
+            kind: EventKind::Exception {
+                vector: 3,
+                error_code: 0,
+            },
+            event_data: 0,
+            rip: 0x4006bd,
+            cs: 0x2b,
+            rflags: 0x202,
+            rsp: 0x7fff_f000,
+            ss: 0x23,
+            from_ring: 3,
+            owner: 1,
+        };
+        for token in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
+            let token = Token(token);
+            let messages = [
+                NucleusMessage::Event { token, event },
+                NucleusMessage::Ping { token },
+            ];
+            for message in messages {
+                let body = postcard_body(&message);
+                assert_eq!(hot_body(&message), Some(body.clone()), "{message:?}");
+                // Tokens of 2^63 and more need a tenth varint byte: postcard's to read.
+                let expected = (token.0 < 1 << 63).then_some(message);
+                assert_eq!(NucleusMessage::decode_hot(&body), expected);
+            }
+            let reply = ServerMessage::Reply(Reply::Resume { token });
+            let body = postcard_body(&reply);
+            assert_eq!(hot_body(&reply), Some(body.clone()));
+            assert_eq!(
+                ServerMessage::decode_hot(&body),
+                (token.0 < 1 << 63).then_some(reply)
+            );
+        }
+    }
+
+    #[test]
+    fn other_values_and_odd_bytes_are_left_to_postcard() {
+        let kill = ServerMessage::Reply(Reply::Kill { token: Token(1) });
+        assert_eq!(hot_body(&kill), None);
+        assert_eq!(ServerMessage::decode_hot(&postcard_body(&kill)), None);
+        // Non-canonical varint for token 1, trailing bytes, a cut record.
+        assert_eq!(
+            ServerMessage::decode_hot(&[SERVER_REPLY, REPLY_RESUME, 0x81, 0x00]),
+            None
+        );
+        assert_eq!(
+            ServerMessage::decode_hot(&[SERVER_REPLY, REPLY_RESUME, 1, 0]),
+            None
+        );
+        assert_eq!(
+            ServerMessage::decode_hot(&[SERVER_REPLY, REPLY_RESUME]),
+            None
+        );
+        assert_eq!(NucleusMessage::decode_hot(&[NUCLEUS_EVENT, 1, 56, 0]), None);
+        assert_eq!(NucleusMessage::decode_hot(&[NUCLEUS_PING, 1, 0]), None);
+    }
+}
