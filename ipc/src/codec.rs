@@ -13,7 +13,7 @@ use core::fmt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use crate::hot_path::{Message, Wire};
+pub use crate::hot_path::{Message, Wire, resume_token};
 use crate::ring::{Batch, Consumer, MAX_RECORD, Producer, PushError, RingCorrupt};
 
 /// Version of the message protocol; the first byte of every record. Bump it whenever the

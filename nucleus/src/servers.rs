@@ -738,15 +738,31 @@ fn drain_replies(s: &mut Scheduler, from: usize) {
         let Some(ring) = server.replies.as_mut() else {
             return;
         };
-        let message: ServerMessage = match ring.pop_message() {
-            Ok(Some(message)) => message,
-            Ok(None) => return,
-            Err(ipc::RecvError::Decode(e)) => {
+        // A plain `Resume`, the reply to almost every event, is read by hand as just its token;
+        // anything else is decoded into `other` (a `ServerMessage` is hundreds of bytes, not
+        // worth building and moving for a token).
+        let mut other = None;
+        let popped = ring.pop_with(|record| {
+            let token = ipc::codec::resume_token(record);
+            if token.is_none() {
+                other = Some(ipc::codec::decode::<ServerMessage>(record));
+            }
+            token
+        });
+        let message = match (popped, other) {
+            (Ok(None), _) => return,
+            (Ok(Some(Some(token))), _) => {
+                on_reply(s, from, &Reply::Resume { token });
+                continue;
+            }
+            (Ok(Some(None)), Some(Ok(message))) => message,
+            (Ok(Some(None)), Some(Err(e))) => {
                 // The record was consumed: report it and go on with the next.
                 println!("nucleus: {}: dropped a message: {e}", server.name);
                 continue;
             }
-            Err(ipc::RecvError::Corrupt(e)) => {
+            (Ok(Some(None)), None) => continue, // not reached: no token means `other` is set
+            (Err(e), _) => {
                 // Nothing can be consumed from a ring whose indices are garbage; the server
                 // only hurt itself. Say so and stop draining (no loop on a broken ring).
                 println!(
@@ -767,16 +783,27 @@ fn drain_replies(s: &mut Scheduler, from: usize) {
                 check_ready(s);
             }
             ServerMessage::Log(line) => println!("{}: {}", server.name, line.text),
-            ServerMessage::Reply(reply) if from == FRED_SERVER && bench_owns(reply.token()) => {
-                bench_reply(s)
-            }
-            ServerMessage::Reply(reply) if from == FRED_SERVER => apply_reply(s, reply),
+            ServerMessage::Reply(reply) => on_reply(s, from, &reply),
             other => println!("nucleus: {}: unexpected message {other:?}", server.name),
         }
     }
 }
 
-fn apply_reply(s: &mut Scheduler, reply: Reply) {
+/// A reply from server `from`: only fred-server decides about events.
+fn on_reply(s: &mut Scheduler, from: usize, reply: &Reply) {
+    if from != FRED_SERVER {
+        println!(
+            "nucleus: {}: unexpected message Reply({reply:?})",
+            s.servers[from].name
+        );
+    } else if bench_owns(reply.token()) {
+        bench_reply(s)
+    } else {
+        apply_reply(s, reply)
+    }
+}
+
+fn apply_reply(s: &mut Scheduler, reply: &Reply) {
     let token = reply.token();
     let Some(index) = s
         .servers
@@ -792,7 +819,7 @@ fn apply_reply(s: &mut Scheduler, reply: Reply) {
     match reply {
         Reply::Resume { .. } => server.state = State::Ready,
         Reply::ResumeWith { changes, .. } => {
-            if let Err(e) = apply_changes(&mut server.frame, &changes) {
+            if let Err(e) = apply_changes(&mut server.frame, changes) {
                 println!(
                     "nucleus: fred-server: refused changes for {}: {e}; killing it",
                     server.name
@@ -802,7 +829,7 @@ fn apply_reply(s: &mut Scheduler, reply: Reply) {
             server.state = State::Ready;
         }
         Reply::Return { rax, .. } => {
-            server.frame.gprs.rax = rax;
+            server.frame.gprs.rax = *rax;
             server.state = State::Ready;
         }
         Reply::Kill { .. } => kill(s, index),
