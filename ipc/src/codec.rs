@@ -7,6 +7,8 @@
 //! is told so on its first message (its `Hello`) instead of being misread.
 //!
 //! Also here: `push_message` / `pop_message`, the typed layer over the ring's byte records.
+//! The event path's messages (an `Event` out, a plain `Resume` back, the `Ping` probe) take a
+//! hand-written shortcut ([`Message`]) that produces and accepts exactly postcard's bytes.
 
 use core::fmt;
 
