@@ -25,6 +25,7 @@ use core::fmt;
 use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
+use crate::PROTOCOL_VERSION;
 use crate::codec::SendError;
 use crate::layout::{
     self, EVENT_RING, REPLY_RING, RING_BYTES, START_INFO, START_INFO_MAGIC, START_INFO_VERSION,
@@ -32,7 +33,6 @@ use crate::layout::{
 };
 use crate::message::{Hello, NucleusMessage, SERVER_NAME_MAX, ServerMessage, ServerName};
 use crate::ring::{AttachError, Consumer, Producer, PushError};
-use crate::{PROTOCOL_VERSION, RecvError};
 
 pub use sys::{RingId, SysError};
 
@@ -220,13 +220,20 @@ impl Server {
     /// and reads as empty (it stays corrupt until the nucleus re-initialises it).
     pub fn recv(&mut self) -> Option<NucleusMessage> {
         loop {
-            match self.events.pop_message::<NucleusMessage>() {
-                Ok(message) => return message,
-                Err(RecvError::Decode(error)) => {
+            // Decoded straight into `decoded`: a `NucleusMessage` is ~160 bytes, and passing
+            // it out through `pop_message`'s nested results cost three copies of it.
+            let mut decoded = None;
+            let popped = self
+                .events
+                .pop_with(|record| decoded = Some(crate::codec::decode(record)));
+            match (popped, decoded) {
+                (Ok(Some(())), Some(Ok(message))) => return Some(message),
+                (Ok(Some(())), Some(Err(error))) => {
                     self.bad_messages = self.bad_messages.wrapping_add(1);
                     crate::println!("dropped a bad message from the nucleus: {error}");
                 }
-                Err(RecvError::Corrupt(error)) => {
+                (Ok(_), _) => return None,
+                (Err(error), _) => {
                     self.bad_messages = self.bad_messages.wrapping_add(1);
                     crate::println!("event ring unusable: {error}");
                     return None;
