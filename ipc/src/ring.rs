@@ -382,6 +382,16 @@ impl Region {
     fn write_record(&self, pos: u32, payload: &[u8]) {
         let offset = self.record_offset(pos);
         let len = payload.len();
+        if (8..=16).contains(&len) {
+            // SAFETY: `8 <= len`, so both 8-byte loads are inside `payload`.
+            let (first, last) = unsafe {
+                (
+                    ptr::read_unaligned(payload.as_ptr().cast::<u64>()),
+                    ptr::read_unaligned(payload.as_ptr().add(len - 8).cast::<u64>()),
+                )
+            };
+            return self.write_small_record(pos, offset, len, first, last);
+        }
         // `offset <= capacity - RECORD_ALIGN`, so this does not underflow.
         if len <= self.capacity as usize - offset - LENGTH_SIZE {
             self.track(pos & !(RECORD_ALIGN as u32 - 1), LENGTH_SIZE + len, true);
@@ -397,6 +407,40 @@ impl Region {
         } else {
             self.write_record_wrapping(pos, payload);
         }
+    }
+
+    /// [`write_record`](Self::write_record) of an 8- to 16-byte payload, given as its first and
+    /// last eight bytes. Passed by value, even to the cold wrapping path, so a caller's small
+    /// message can stay in registers: between two cores every store the producer issues waits
+    /// its turn for a contended cache line, and the two stores that spilled the message to the
+    /// stack first cost a third of the single-message rate.
+    #[inline(always)]
+    fn write_small_record(&self, pos: u32, offset: usize, len: usize, first: u64, last: u64) {
+        // `offset <= capacity - RECORD_ALIGN`, so this does not underflow.
+        if len <= self.capacity as usize - offset - LENGTH_SIZE {
+            self.track(pos & !(RECORD_ALIGN as u32 - 1), LENGTH_SIZE + len, true);
+            // SAFETY: `offset + LENGTH_SIZE + len <= capacity` and `len >= 8`: all three stores
+            // are inside the data area, valid for writes; the `u32` store is aligned as in
+            // `write_record`.
+            unsafe {
+                let at = self.data.add(offset);
+                ptr::write_volatile(at.cast::<u32>(), (len as u32).to_le());
+                ptr::write_unaligned(at.add(LENGTH_SIZE).cast::<u64>(), first);
+                ptr::write_unaligned(at.add(LENGTH_SIZE + len - 8).cast::<u64>(), last);
+            }
+        } else {
+            self.write_small_record_wrapping(pos, len, first, last);
+        }
+    }
+
+    /// [`write_small_record`](Self::write_small_record) for a record that wraps.
+    #[cold]
+    #[inline(never)]
+    fn write_small_record_wrapping(&self, pos: u32, len: usize, first: u64, last: u64) {
+        let mut payload = [0; 16];
+        payload[len - 8..len].copy_from_slice(&last.to_ne_bytes());
+        payload[..8].copy_from_slice(&first.to_ne_bytes());
+        self.write_record_wrapping(pos, &payload[..len]);
     }
 
     /// [`write_record`](Self::write_record) for a record whose payload runs past the end of
