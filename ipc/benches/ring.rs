@@ -2,8 +2,13 @@
 //!
 //! Two-thread throughput (messages/s) with 16- and 128-byte payloads, one message per
 //! operation and in batches of 32 (only this ring and `rtrb` have a batch API), and a ping-pong
-//! round trip over two queues. Criterion prints its own report per benchmark; at the end the
-//! bench prints one comparison table from the same runs (median over criterion's samples).
+//! round trip over two queues. Criterion prints its own report per benchmark. The comparison
+//! table at the end comes from a separate, interleaved measurement: in each of [`ROUNDS`]
+//! rounds every queue runs the same workload once, in turn (each round starting with the next
+//! queue), and the table shows the median
+//! rate per queue and the median of the per-round ratios. On a shared machine whose speed
+//! changes from minute to minute (the development VM's does, 3-4x), criterion's one-queue-
+//! after-another runs compared queues measured in different conditions; rounds do not.
 //!
 //! Every message carries its sequence number in its first 8 bytes and the receiver checks the
 //! sum, so a queue that loses or duplicates messages fails the bench instead of winning it.
@@ -12,9 +17,7 @@
 //!
 //! `IPC_BENCH_SECONDS` sets criterion's measurement time per benchmark (default 2).
 
-use std::collections::BTreeMap;
 use std::hint::{black_box, spin_loop};
-use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -26,9 +29,6 @@ use ipc::ring::RingStorage;
 const BATCH: usize = 32;
 /// Capacity of the queues that count elements.
 const ELEMENTS: usize = 1024;
-/// Calls with fewer messages than this (criterion's first warm-up calls) are left out of the
-/// table: thread start-up dominates them.
-const MIN_MESSAGES_FOR_TABLE: u64 = 20_000;
 
 const QUEUES: [&str; 4] = ["fredvisor", "rtrb", "crossbeam ArrayQueue", "heapless spsc"];
 
@@ -167,6 +167,38 @@ impl<const P: usize> Receiver<P> for heapless::spsc::Consumer<'_, [u8; P]> {
     }
 }
 
+/// A queue handle alone on its pair of cache lines. Every handle in this bench is wrapped, so
+/// no queue is slowed by where its handles happen to land: rtrb's handles update their cached
+/// indices on every operation, and two of them side by side in one stack frame or closure
+/// share a cache line between the two threads (this ring's handles are aligned already).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<const P: usize, S: Sender<P>> Sender<P> for Padded<S> {
+    fn send(&mut self, seq: u64) -> bool {
+        self.0.send(seq)
+    }
+
+    fn send_batch(&mut self, seq: u64, count: usize) -> Option<usize> {
+        self.0.send_batch(seq, count)
+    }
+}
+
+impl<const P: usize, R: Receiver<P>> Receiver<P> for Padded<R> {
+    fn receive(&mut self) -> Option<u64> {
+        self.0.receive()
+    }
+
+    fn receive_batch(&mut self, max: usize, sum: &mut u64) -> Option<usize> {
+        self.0.receive_batch(max, sum)
+    }
+}
+
+/// Both halves of a queue, each [`Padded`].
+fn padded<T, U>((tx, rx): (T, U)) -> (Padded<T>, Padded<U>) {
+    (Padded(tx), Padded(rx))
+}
+
 /// Moves `count` messages from `tx` to `rx` on two threads; returns the elapsed time, or `None`
 /// if a batched run was asked of a queue without a batch API.
 fn transfer<const P: usize>(
@@ -272,37 +304,6 @@ fn ping_pong<const P: usize>(
     start.elapsed()
 }
 
-/// Per benchmark: (messages, elapsed) of every criterion call.
-static SAMPLES: Mutex<BTreeMap<String, Vec<(u64, Duration)>>> = Mutex::new(BTreeMap::new());
-
-fn record(name: &str, count: u64, elapsed: Duration) -> Duration {
-    SAMPLES
-        .lock()
-        .unwrap()
-        .entry(name.to_string())
-        .or_default()
-        .push((count, elapsed));
-    elapsed
-}
-
-/// Median rate (messages per second) of the calls big enough to count.
-fn median_rate(name: &str) -> Option<f64> {
-    let samples = SAMPLES.lock().unwrap();
-    let all = samples.get(name)?;
-    let big: Vec<_> = all
-        .iter()
-        .filter(|(count, _)| *count >= MIN_MESSAGES_FOR_TABLE)
-        .collect();
-    let use_all = big.is_empty();
-    let mut rates: Vec<f64> = all
-        .iter()
-        .filter(|(count, _)| use_all || *count >= MIN_MESSAGES_FOR_TABLE)
-        .map(|(count, elapsed)| *count as f64 / elapsed.as_secs_f64())
-        .collect();
-    rates.sort_by(f64::total_cmp);
-    rates.get(rates.len() / 2).copied()
-}
-
 fn throughput<const P: usize>(c: &mut Criterion) {
     let mut group = c.benchmark_group(format!("throughput/{P}B"));
     group.throughput(Throughput::Elements(1));
@@ -312,21 +313,21 @@ fn throughput<const P: usize>(c: &mut Criterion) {
         {
             let mut storage = Box::new(RingStorage::<{ 128 * 1024 }>::new());
             let mut small = Box::new(RingStorage::<{ 32 * 1024 }>::new());
-            let (mut tx, mut rx) = if P <= 16 {
+            let (mut tx, mut rx) = padded(if P <= 16 {
                 small.split()
             } else {
                 storage.split()
-            };
+            });
             let name = format!("{P}B {mode}/{}", QUEUES[0]);
             group.bench_function(&name, |b| {
-                b.iter_custom(|n| record(&name, n, transfer::<P>(&mut tx, &mut rx, n, batched)))
+                b.iter_custom(|n| transfer::<P>(&mut tx, &mut rx, n, batched))
             });
         }
         {
-            let (mut tx, mut rx) = rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS);
+            let (mut tx, mut rx) = padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
             let name = format!("{P}B {mode}/{}", QUEUES[1]);
             group.bench_function(&name, |b| {
-                b.iter_custom(|n| record(&name, n, transfer::<P>(&mut tx, &mut rx, n, batched)))
+                b.iter_custom(|n| transfer::<P>(&mut tx, &mut rx, n, batched))
             });
         }
         if batched {
@@ -336,17 +337,15 @@ fn throughput<const P: usize>(c: &mut Criterion) {
             let queue = ArrayQueue::<[u8; P]>::new(ELEMENTS);
             let name = format!("{P}B {mode}/{}", QUEUES[2]);
             group.bench_function(&name, |b| {
-                b.iter_custom(|n| {
-                    record(&name, n, transfer::<P>(&mut &queue, &mut &queue, n, false))
-                })
+                b.iter_custom(|n| transfer::<P>(&mut &queue, &mut &queue, n, false))
             });
         }
         {
             let mut queue = Box::new(heapless::spsc::Queue::<[u8; P], ELEMENTS>::new());
-            let (mut tx, mut rx) = queue.split();
+            let (mut tx, mut rx) = padded(queue.split());
             let name = format!("{P}B {mode}/{}", QUEUES[3]);
             group.bench_function(&name, |b| {
-                b.iter_custom(|n| record(&name, n, transfer::<P>(&mut tx, &mut rx, n, false)))
+                b.iter_custom(|n| transfer::<P>(&mut tx, &mut rx, n, false))
             });
         }
     }
@@ -359,30 +358,19 @@ fn round_trip(c: &mut Criterion) {
     {
         let mut ab = Box::new(RingStorage::<{ 32 * 1024 }>::new());
         let mut ba = Box::new(RingStorage::<{ 32 * 1024 }>::new());
-        let ((mut ab_tx, mut ab_rx), (mut ba_tx, mut ba_rx)) = (ab.split(), ba.split());
+        let ((mut ab_tx, mut ab_rx), (mut ba_tx, mut ba_rx)) =
+            (padded(ab.split()), padded(ba.split()));
         let name = format!("ping-pong/{}", QUEUES[0]);
         group.bench_function(&name, |b| {
-            b.iter_custom(|n| {
-                record(
-                    &name,
-                    n,
-                    ping_pong::<P>(&mut ab_tx, &mut ab_rx, &mut ba_tx, &mut ba_rx, n),
-                )
-            })
+            b.iter_custom(|n| ping_pong::<P>(&mut ab_tx, &mut ab_rx, &mut ba_tx, &mut ba_rx, n))
         });
     }
     {
-        let (mut ab_tx, mut ab_rx) = rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS);
-        let (mut ba_tx, mut ba_rx) = rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS);
+        let (mut ab_tx, mut ab_rx) = padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
+        let (mut ba_tx, mut ba_rx) = padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
         let name = format!("ping-pong/{}", QUEUES[1]);
         group.bench_function(&name, |b| {
-            b.iter_custom(|n| {
-                record(
-                    &name,
-                    n,
-                    ping_pong::<P>(&mut ab_tx, &mut ab_rx, &mut ba_tx, &mut ba_rx, n),
-                )
-            })
+            b.iter_custom(|n| ping_pong::<P>(&mut ab_tx, &mut ab_rx, &mut ba_tx, &mut ba_rx, n))
         });
     }
     {
@@ -392,90 +380,203 @@ fn round_trip(c: &mut Criterion) {
         );
         let name = format!("ping-pong/{}", QUEUES[2]);
         group.bench_function(&name, |b| {
-            b.iter_custom(|n| {
-                record(
-                    &name,
-                    n,
-                    ping_pong::<P>(&mut &ab, &mut &ab, &mut &ba, &mut &ba, n),
-                )
-            })
+            b.iter_custom(|n| ping_pong::<P>(&mut &ab, &mut &ab, &mut &ba, &mut &ba, n))
         });
     }
     {
         let mut ab = Box::new(heapless::spsc::Queue::<[u8; P], ELEMENTS>::new());
         let mut ba = Box::new(heapless::spsc::Queue::<[u8; P], ELEMENTS>::new());
-        let ((mut ab_tx, mut ab_rx), (mut ba_tx, mut ba_rx)) = (ab.split(), ba.split());
+        let ((mut ab_tx, mut ab_rx), (mut ba_tx, mut ba_rx)) =
+            (padded(ab.split()), padded(ba.split()));
         let name = format!("ping-pong/{}", QUEUES[3]);
         group.bench_function(&name, |b| {
-            b.iter_custom(|n| {
-                record(
-                    &name,
-                    n,
-                    ping_pong::<P>(&mut ab_tx, &mut ab_rx, &mut ba_tx, &mut ba_rx, n),
-                )
-            })
+            b.iter_custom(|n| ping_pong::<P>(&mut ab_tx, &mut ab_rx, &mut ba_tx, &mut ba_rx, n))
         });
     }
     group.finish();
 }
 
-fn print_table() {
-    fn cell(rate: Option<f64>, latency: bool) -> String {
-        match rate {
-            Some(rate) if latency => format!("{:.0} ns", 1e9 / rate),
-            Some(rate) => format!("{:.1} M/s", rate / 1e6),
-            None => "n/a".to_string(),
-        }
-    }
+/// Rounds of the interleaved comparison.
+const ROUNDS: usize = 7;
+
+/// One workload run once on one queue: its rate in messages (or round trips) per second.
+type Run = Box<dyn FnMut() -> f64>;
+
+/// A row of the table: one workload, a run per queue (`None`: the queue has no such API).
+struct Row {
+    name: &'static str,
+    latency: bool,
+    runs: [Option<Run>; 4],
+}
+
+fn rate(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64()
+}
+
+/// The four queues moving `count` messages of `P` bytes, single or batched.
+fn throughput_runs<const P: usize>(count: u64, batched: bool) -> [Option<Run>; 4] {
+    let ours = Box::leak(Box::new(RingStorage::<{ 128 * 1024 }>::new()));
+    let (mut ours_tx, mut ours_rx) = padded(ours.split());
+    let (mut rtrb_tx, mut rtrb_rx) = padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
+    let crossbeam: &'static ArrayQueue<[u8; P]> = Box::leak(Box::new(ArrayQueue::new(ELEMENTS)));
+    let heapless = Box::leak(Box::new(heapless::spsc::Queue::<[u8; P], ELEMENTS>::new()));
+    let (mut heapless_tx, mut heapless_rx) = padded(heapless.split());
+    // Queues without a batch API are compared by their single-message rate.
+    [
+        Some(Box::new(move || {
+            rate(
+                count,
+                transfer::<P>(&mut ours_tx, &mut ours_rx, count, batched),
+            )
+        })),
+        Some(Box::new(move || {
+            rate(
+                count,
+                transfer::<P>(&mut rtrb_tx, &mut rtrb_rx, count, batched),
+            )
+        })),
+        Some(Box::new(move || {
+            rate(
+                count,
+                transfer::<P>(&mut &*crossbeam, &mut &*crossbeam, count, false),
+            )
+        })),
+        Some(Box::new(move || {
+            rate(
+                count,
+                transfer::<P>(&mut heapless_tx, &mut heapless_rx, count, false),
+            )
+        })),
+    ]
+}
+
+/// The four queues in pairs bouncing `count` 16-byte messages.
+fn ping_pong_runs(count: u64) -> [Option<Run>; 4] {
+    const P: usize = 16;
+    let (ab, ba) = (
+        Box::leak(Box::new(RingStorage::<{ 32 * 1024 }>::new())),
+        Box::leak(Box::new(RingStorage::<{ 32 * 1024 }>::new())),
+    );
+    let ((mut a1, mut a2), (mut a3, mut a4)) = (padded(ab.split()), padded(ba.split()));
+    let (mut b1, mut b2) = padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
+    let (mut b3, mut b4) = padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
+    let c_ab: &'static ArrayQueue<[u8; P]> = Box::leak(Box::new(ArrayQueue::new(ELEMENTS)));
+    let c_ba: &'static ArrayQueue<[u8; P]> = Box::leak(Box::new(ArrayQueue::new(ELEMENTS)));
+    let (h_ab, h_ba) = (
+        Box::leak(Box::new(heapless::spsc::Queue::<[u8; P], ELEMENTS>::new())),
+        Box::leak(Box::new(heapless::spsc::Queue::<[u8; P], ELEMENTS>::new())),
+    );
+    let ((mut d1, mut d2), (mut d3, mut d4)) = (padded(h_ab.split()), padded(h_ba.split()));
+    [
+        Some(Box::new(move || {
+            rate(
+                count,
+                ping_pong::<P>(&mut a1, &mut a2, &mut a3, &mut a4, count),
+            )
+        })),
+        Some(Box::new(move || {
+            rate(
+                count,
+                ping_pong::<P>(&mut b1, &mut b2, &mut b3, &mut b4, count),
+            )
+        })),
+        Some(Box::new(move || {
+            let (mut ab, mut ba) = (c_ab, c_ba);
+            let (mut ab2, mut ba2) = (c_ab, c_ba);
+            rate(
+                count,
+                ping_pong::<P>(&mut ab, &mut ab2, &mut ba, &mut ba2, count),
+            )
+        })),
+        Some(Box::new(move || {
+            rate(
+                count,
+                ping_pong::<P>(&mut d1, &mut d2, &mut d3, &mut d4, count),
+            )
+        })),
+    ]
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Runs every row's queues in turn, [`ROUNDS`] times, and prints the comparison table.
+fn interleaved_table() {
+    let mut rows = [
+        Row {
+            name: "16B single",
+            latency: false,
+            runs: throughput_runs::<16>(2_000_000, false),
+        },
+        Row {
+            name: "16B batched",
+            latency: false,
+            runs: throughput_runs::<16>(4_000_000, true),
+        },
+        Row {
+            name: "128B single",
+            latency: false,
+            runs: throughput_runs::<128>(500_000, false),
+        },
+        Row {
+            name: "128B batched",
+            latency: false,
+            runs: throughput_runs::<128>(1_000_000, true),
+        },
+        Row {
+            name: "ping-pong",
+            latency: true,
+            runs: ping_pong_runs(100_000),
+        },
+    ];
     println!();
     println!(
-        "ring comparison (median of criterion's samples; throughput in messages/s, higher is better;"
+        "ring comparison, {ROUNDS} interleaved rounds (every queue once per round, in turn): median \
+         rate; throughput in messages/s, higher is better; ping-pong: round-trip time, lower is \
+         better. Queues without a batch API appear in the batched rows with their single rate."
     );
-    println!("ping-pong: round-trip time, lower is better)");
     println!();
-    print!("| {:<20} |", "benchmark");
+    print!("| {:<14} |", "benchmark");
     for queue in QUEUES {
         print!(" {queue:>20} |");
     }
     println!(" {:>17} |", "fredvisor / best");
-    print!("|{:-<22}|", "");
+    print!("|{:-<16}|", "");
     for _ in QUEUES {
         print!("{:-<21}:|", "");
     }
     println!("{:-<18}:|", "");
-    let rows = [
-        ("16B single", false),
-        ("16B batched", false),
-        ("128B single", false),
-        ("128B batched", false),
-        ("ping-pong", true),
-    ];
-    for (row, latency) in rows {
-        let rates: Vec<Option<f64>> = QUEUES
-            .iter()
-            .map(|queue| median_rate(&format!("{row}/{queue}")))
-            .collect();
-        print!("| {row:<20} |");
-        for rate in &rates {
-            print!(" {:>20} |", cell(*rate, latency));
+    for row in &mut rows {
+        let mut rates: [Vec<f64>; 4] = Default::default();
+        let mut ratios = Vec::new();
+        for r in 0..ROUNDS {
+            // Each round starts with another queue, so none always runs first.
+            let mut round = [f64::NAN; 4];
+            for k in 0..4 {
+                let q = (r + k) % 4;
+                if let Some(run) = row.runs[q].as_mut() {
+                    round[q] = run();
+                }
+            }
+            for (all, r) in rates.iter_mut().zip(&round) {
+                all.push(*r);
+            }
+            let best_other = round[1..].iter().copied().fold(0.0, f64::max);
+            ratios.push(round[0] / best_other);
         }
-        // Batched rows compare against the best of the other queues in *any* mode: a queue
-        // without a batch API is compared with its single-message rate.
-        let single_row = row.replace("batched", "single");
-        let best_other = QUEUES[1..]
-            .iter()
-            .filter_map(|queue| {
-                median_rate(&format!("{row}/{queue}"))
-                    .or_else(|| median_rate(&format!("{single_row}/{queue}")))
-            })
-            .fold(None, |best: Option<f64>, rate| {
-                Some(best.map_or(rate, |b| b.max(rate)))
-            });
-        let ratio = match (rates[0], best_other) {
-            (Some(ours), Some(best)) => format!("{:.2}x", ours / best),
-            _ => "n/a".to_string(),
-        };
-        println!(" {ratio:>17} |");
+        print!("| {:<14} |", row.name);
+        for all in &mut rates {
+            let rate = median(all);
+            let cell = if row.latency {
+                format!("{:.0} ns", 1e9 / rate)
+            } else {
+                format!("{:.1} M/s", rate / 1e6)
+            };
+            print!(" {cell:>20} |");
+        }
+        println!(" {:>16.2}x |", median(&mut ratios));
     }
 }
 
@@ -493,6 +594,6 @@ fn main() {
     throughput::<128>(&mut criterion);
     round_trip(&mut criterion);
     criterion.final_summary();
-    print_table();
+    interleaved_table();
     black_box(());
 }
