@@ -5,10 +5,10 @@
 //! round trip over two queues. Criterion prints its own report per benchmark. The comparison
 //! table at the end comes from a separate, interleaved measurement: in each of [`ROUNDS`]
 //! rounds every queue runs the same workload once, in turn (each round starting with the next
-//! queue), and the table shows the median
-//! rate per queue and the median of the per-round ratios. On a shared machine whose speed
-//! changes from minute to minute (the development VM's does, 3-4x), criterion's one-queue-
-//! after-another runs compared queues measured in different conditions; rounds do not.
+//! queue), and the table shows the median rate per queue and the median of the per-round
+//! ratios. On a shared machine whose speed changes from minute to minute (the development
+//! VM's does, 3-4x), criterion's one-queue-after-another runs compare queues measured in
+//! different conditions; rounds do not.
 //!
 //! Every message carries its sequence number in its first 8 bytes and the receiver checks the
 //! sum, so a queue that loses or duplicates messages fails the bench instead of winning it.
