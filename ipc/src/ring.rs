@@ -829,8 +829,13 @@ impl<'a> Producer<'a> {
     #[inline(always)]
     const fn cached_free(&self) -> u32 {
         // `cached_tail` passed `indices_ok` against a `head` at most this one, and `head` has
-        // advanced by at most the free space since, so the difference is at most `capacity`.
-        self.region.capacity - self.head.wrapping_sub(self.cached_tail)
+        // advanced by at most the free space since, so the difference is at most `capacity`;
+        // unless a consumer moved `tail` back while a batch held staged bytes it had already
+        // reserved (the batch still writes them). Then there is no room, and the next reload
+        // of `tail` reports the lie.
+        self.region
+            .capacity
+            .saturating_sub(self.head.wrapping_sub(self.cached_tail))
     }
 
     /// The cached `tail` says there is no room for `needed` bytes: reloads it. On `Full`,
@@ -970,21 +975,16 @@ impl Batch<'_, '_> {
     /// Reserves room for the record in the ring and encodes it into the staging buffer.
     #[inline(always)]
     fn stage_record(&mut self, payload: &[u8], count_drop: bool) -> Result<(), PushError> {
-        let producer = &mut *self.producer;
         let len = payload.len();
-        if len > producer.region.max_len as usize {
+        if len > self.producer.region.max_len as usize {
             return Err(PushError::TooLarge { len });
         }
         // `len <= max_len` implies `size <= capacity`, and `size <= STAGE_SIZE`.
         let size = record_size(len);
-        if producer.cached_free() < size as u32 {
-            producer.make_room(size as u32, count_drop)?;
-        }
         if self.staged + size > STAGE_SIZE {
             self.flush();
         }
-        let producer = &mut *self.producer;
-        producer.head = producer.head.wrapping_add(size as u32);
+        self.reserve(size as u32, count_drop)?;
         // SAFETY: `staged + size <= STAGE_SIZE`, so the record lies inside the buffer; `size`
         // is at least 8 and a multiple of 8, so the zeroed `u64` at its end (the padding and
         // possibly the end of the payload, rewritten just after) is inside it too. `payload`
@@ -1000,18 +1000,39 @@ impl Batch<'_, '_> {
         Ok(())
     }
 
-    /// Copies the staged records into the ring (not published yet).
+    /// Checks, against the cached `tail` (reloaded if need be), that `size` more bytes fit
+    /// after the staged ones. The producer's `head` does not move until the staged bytes are
+    /// in the ring, so a batch that is leaked instead of dropped leaves the ring as it was.
+    #[inline(always)]
+    fn reserve(&mut self, size: u32, count_drop: bool) -> Result<(), PushError> {
+        let staged = self.staged as u32;
+        // `saturating_sub`: a consumer that moves `tail` back can make the cached free space
+        // smaller than what was staged; that is its own problem, not a reason to overflow.
+        if self.producer.cached_free().saturating_sub(staged) >= size {
+            return Ok(());
+        }
+        match self.producer.make_room(staged + size, count_drop) {
+            Err(PushError::Full { free, .. }) => Err(PushError::Full {
+                needed: size,
+                free: free.saturating_sub(staged),
+            }),
+            result => result,
+        }
+    }
+
+    /// Copies the staged records into the ring at the producer's `head` and advances it (not
+    /// published yet).
     #[inline]
     fn flush(&mut self) {
         if self.staged == 0 {
             return;
         }
-        let producer = &*self.producer;
-        let start = producer.head.wrapping_sub(self.staged as u32);
+        let producer = &mut *self.producer;
         // SAFETY: every byte of `[0, staged)` was written by `stage_record` (lengths,
         // payloads and zeroed padding), and `staged <= STAGE_SIZE`.
         let staged = unsafe { self.stage.prefix(self.staged) };
-        producer.region.write_bytes(start, staged);
+        producer.region.write_bytes(producer.head, staged);
+        producer.head = producer.head.wrapping_add(self.staged as u32);
         self.staged = 0;
     }
 
@@ -1536,6 +1557,20 @@ mod tests {
             .map(|r| r.to_vec())
             .collect();
         assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn a_leaked_batch_leaves_the_ring_as_it_was() {
+        let mut ring = RingStorage::<64>::new();
+        let (mut producer, mut consumer) = ring.split();
+        producer.push(b"before").unwrap();
+        let mut batch = producer.batch();
+        batch.push(b"staged, never written").unwrap();
+        core::mem::forget(batch);
+        producer.push(b"after").unwrap();
+        assert_eq!(&*consumer.pop().unwrap().unwrap(), b"before");
+        assert_eq!(&*consumer.pop().unwrap().unwrap(), b"after");
+        assert_eq!(consumer.pop().unwrap().map(|r| r.len()), None);
     }
 
     #[test]
