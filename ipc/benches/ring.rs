@@ -413,87 +413,65 @@ fn rate(count: u64, elapsed: Duration) -> f64 {
     count as f64 / elapsed.as_secs_f64()
 }
 
-/// The four queues moving `count` messages of `P` bytes, single or batched.
+/// A run moving `count` messages of `P` bytes from `tx` to `rx`.
+fn transfer_run<const P: usize>(
+    mut tx: impl Sender<P> + 'static,
+    mut rx: impl Receiver<P> + 'static,
+    count: u64,
+    batched: bool,
+) -> Option<Run> {
+    Some(Box::new(move || {
+        rate(count, transfer::<P>(&mut tx, &mut rx, count, batched))
+    }))
+}
+
+/// A run bouncing `count` messages of `P` bytes over a pair of queues.
+fn ping_pong_run<const P: usize>(
+    (mut ab_tx, mut ab_rx): (impl Sender<P> + 'static, impl Receiver<P> + 'static),
+    (mut ba_tx, mut ba_rx): (impl Sender<P> + 'static, impl Receiver<P> + 'static),
+    count: u64,
+) -> Option<Run> {
+    Some(Box::new(move || {
+        rate(
+            count,
+            ping_pong::<P>(&mut ab_tx, &mut ab_rx, &mut ba_tx, &mut ba_rx, count),
+        )
+    }))
+}
+
+/// The four queues moving `count` messages of `P` bytes, single or batched. Queues without a
+/// batch API are compared by their single-message rate.
 fn throughput_runs<const P: usize>(count: u64, batched: bool) -> [Option<Run>; 4] {
     let ours = Box::leak(Box::new(RingStorage::<{ 128 * 1024 }>::new()));
-    let (mut ours_tx, mut ours_rx) = padded(ours.split());
-    let (mut rtrb_tx, mut rtrb_rx) = padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
+    let (ours_tx, ours_rx) = padded(ours.split());
+    let (rtrb_tx, rtrb_rx) = padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
     let crossbeam: &'static ArrayQueue<[u8; P]> = Box::leak(Box::new(ArrayQueue::new(ELEMENTS)));
     let heapless = Box::leak(Box::new(heapless::spsc::Queue::<[u8; P], ELEMENTS>::new()));
-    let (mut heapless_tx, mut heapless_rx) = padded(heapless.split());
-    // Queues without a batch API are compared by their single-message rate.
+    let (heapless_tx, heapless_rx) = padded(heapless.split());
     [
-        Some(Box::new(move || {
-            rate(
-                count,
-                transfer::<P>(&mut ours_tx, &mut ours_rx, count, batched),
-            )
-        })),
-        Some(Box::new(move || {
-            rate(
-                count,
-                transfer::<P>(&mut rtrb_tx, &mut rtrb_rx, count, batched),
-            )
-        })),
-        Some(Box::new(move || {
-            rate(
-                count,
-                transfer::<P>(&mut &*crossbeam, &mut &*crossbeam, count, false),
-            )
-        })),
-        Some(Box::new(move || {
-            rate(
-                count,
-                transfer::<P>(&mut heapless_tx, &mut heapless_rx, count, false),
-            )
-        })),
+        transfer_run::<P>(ours_tx, ours_rx, count, batched),
+        transfer_run::<P>(rtrb_tx, rtrb_rx, count, batched),
+        transfer_run::<P>(crossbeam, crossbeam, count, false),
+        transfer_run::<P>(heapless_tx, heapless_rx, count, false),
     ]
 }
 
 /// The four queues in pairs bouncing `count` 16-byte messages.
 fn ping_pong_runs(count: u64) -> [Option<Run>; 4] {
     const P: usize = 16;
-    let (ab, ba) = (
-        Box::leak(Box::new(RingStorage::<{ 32 * 1024 }>::new())),
-        Box::leak(Box::new(RingStorage::<{ 32 * 1024 }>::new())),
-    );
-    let ((mut a1, mut a2), (mut a3, mut a4)) = (padded(ab.split()), padded(ba.split()));
-    let (mut b1, mut b2) = padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
-    let (mut b3, mut b4) = padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
-    let c_ab: &'static ArrayQueue<[u8; P]> = Box::leak(Box::new(ArrayQueue::new(ELEMENTS)));
-    let c_ba: &'static ArrayQueue<[u8; P]> = Box::leak(Box::new(ArrayQueue::new(ELEMENTS)));
-    let (h_ab, h_ba) = (
-        Box::leak(Box::new(heapless::spsc::Queue::<[u8; P], ELEMENTS>::new())),
-        Box::leak(Box::new(heapless::spsc::Queue::<[u8; P], ELEMENTS>::new())),
-    );
-    let ((mut d1, mut d2), (mut d3, mut d4)) = (padded(h_ab.split()), padded(h_ba.split()));
+    let ours = || padded(Box::leak(Box::new(RingStorage::<{ 32 * 1024 }>::new())).split());
+    let rtrb = || padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
+    let crossbeam = || {
+        let queue: &'static ArrayQueue<[u8; P]> = Box::leak(Box::new(ArrayQueue::new(ELEMENTS)));
+        (queue, queue)
+    };
+    let heapless =
+        || padded(Box::leak(Box::new(heapless::spsc::Queue::<[u8; P], ELEMENTS>::new())).split());
     [
-        Some(Box::new(move || {
-            rate(
-                count,
-                ping_pong::<P>(&mut a1, &mut a2, &mut a3, &mut a4, count),
-            )
-        })),
-        Some(Box::new(move || {
-            rate(
-                count,
-                ping_pong::<P>(&mut b1, &mut b2, &mut b3, &mut b4, count),
-            )
-        })),
-        Some(Box::new(move || {
-            let (mut ab, mut ba) = (c_ab, c_ba);
-            let (mut ab2, mut ba2) = (c_ab, c_ba);
-            rate(
-                count,
-                ping_pong::<P>(&mut ab, &mut ab2, &mut ba, &mut ba2, count),
-            )
-        })),
-        Some(Box::new(move || {
-            rate(
-                count,
-                ping_pong::<P>(&mut d1, &mut d2, &mut d3, &mut d4, count),
-            )
-        })),
+        ping_pong_run::<P>(ours(), ours(), count),
+        ping_pong_run::<P>(rtrb(), rtrb(), count),
+        ping_pong_run::<P>(crossbeam(), crossbeam(), count),
+        ping_pong_run::<P>(heapless(), heapless(), count),
     ]
 }
 
