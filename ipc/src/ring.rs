@@ -38,11 +38,12 @@
 //! the wrap. Records are always *copied out* of the region before anyone looks at them: the
 //! peer may rewrite the bytes under us, so we never hand out a reference into shared memory.
 //!
-//! The other price is bytes: a 16-byte payload takes a 24-byte record. Between two cores the
-//! cache-line traffic sets the rate, so the bench (`cargo bench -p ipc`) sees queues of bare
-//! 16-byte elements move single messages 2–3× faster than this ring, while the same queues
-//! with 24-byte elements move them at about this ring's rate. Within one address space of a
-//! single CPU (the nucleus today) only instructions count.
+//! The other price is bytes and stores: a 16-byte payload takes a 24-byte record, written
+//! with three stores (length and two payload words) besides the index. Between two cores the
+//! cache-line traffic and the stores waiting on it set the rate, so the bench (`cargo bench
+//! -p ipc`) sees queues of bare 16-byte elements (one store each) move single messages about
+//! twice as fast as this ring; with 24-byte elements they are no faster than it. Within one
+//! address space of a single CPU (the nucleus today) only instructions count.
 //!
 //! # Memory ordering
 //!
