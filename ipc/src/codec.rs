@@ -113,6 +113,16 @@ impl fmt::Display for DecodeError {
     }
 }
 
+impl EncodeError {
+    /// A postcard serializer error, for a record of at most `limit` bytes.
+    fn from_postcard(error: postcard::Error, limit: usize) -> Self {
+        match error {
+            postcard::Error::SerializeBufferFull => Self::TooLarge { limit },
+            _ => Self::Unsupported,
+        }
+    }
+}
+
 /// Encodes `message` (version byte first) into `buf`, using at most [`MAX_MESSAGE`] bytes of
 /// it; returns the encoded record.
 pub fn encode<'b, T: Serialize + ?Sized>(
@@ -125,11 +135,9 @@ pub fn encode<'b, T: Serialize + ?Sized>(
         return Err(EncodeError::TooLarge { limit });
     };
     *version = PROTOCOL_VERSION;
-    let body_len = match postcard::to_slice(message, body) {
-        Ok(encoded) => encoded.len(),
-        Err(postcard::Error::SerializeBufferFull) => return Err(EncodeError::TooLarge { limit }),
-        Err(_) => return Err(EncodeError::Unsupported),
-    };
+    let body_len = postcard::to_slice(message, body)
+        .map_err(|e| EncodeError::from_postcard(e, limit))?
+        .len();
     Ok(&buf[..1 + body_len])
 }
 
@@ -147,13 +155,8 @@ fn encode_into<T: Message>(message: &T, out: &mut Wire) -> Result<(), EncodeErro
         return Ok(());
     }
     out.truncate(1);
-    match postcard::serialize_with_flavor(message, Output(out)) {
-        Ok(()) => Ok(()),
-        Err(postcard::Error::SerializeBufferFull) => {
-            Err(EncodeError::TooLarge { limit: MAX_MESSAGE })
-        }
-        Err(_) => Err(EncodeError::Unsupported),
-    }
+    postcard::serialize_with_flavor(message, Output(out))
+        .map_err(|e| EncodeError::from_postcard(e, MAX_MESSAGE))
 }
 
 /// postcard's output for [`encode_into`].

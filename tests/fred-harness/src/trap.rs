@@ -143,6 +143,29 @@ enum Outcome {
     Refuse,
 }
 
+/// Logs a return instruction (ERETS, ERETU, IRETQ) with the frame it popped, and continues
+/// at the popped context.
+fn return_to(insn: Insn, rip: u64, frame: u64, popped: &Popped, fault: Option<Fault>) -> Outcome {
+    Log::push(
+        insn,
+        rip,
+        [
+            frame,
+            popped.rip,
+            popped.cs,
+            popped.rflags,
+            popped.rsp,
+            popped.ss,
+        ],
+        fault,
+    );
+    Outcome::Jump {
+        rip: popped.rip,
+        rsp: popped.rsp,
+        rflags: popped.rflags,
+    }
+}
+
 /// The interrupted context's registers.
 struct Context<'a> {
     gregs: &'a mut [libc::greg_t; 23],
@@ -325,48 +348,14 @@ fn emulate(insn: &Instruction, context: &mut Context<'_>) -> Outcome {
                     Insn::Eretu
                 }
             };
-            Log::push(
-                kind,
-                rip,
-                [
-                    frame,
-                    popped.rip,
-                    popped.cs,
-                    popped.rflags,
-                    popped.rsp,
-                    popped.ss,
-                ],
-                fault,
-            );
-            Outcome::Jump {
-                rip: popped.rip,
-                rsp: popped.rsp,
-                rflags: popped.rflags,
-            }
+            return_to(kind, rip, frame, &popped, fault)
         }
         Code::Iretq => {
             let frame = context.reg(libc::REG_RSP);
             // SAFETY: RSP points at the IDT stub's copy of RIP..SS on the test stack.
             let popped = unsafe { pop_state(frame) };
             let fault = fred_on.then_some(Fault::ForbiddenUnderFred);
-            Log::push(
-                Insn::Iretq,
-                rip,
-                [
-                    frame,
-                    popped.rip,
-                    popped.cs,
-                    popped.rflags,
-                    popped.rsp,
-                    popped.ss,
-                ],
-                fault,
-            );
-            Outcome::Jump {
-                rip: popped.rip,
-                rsp: popped.rsp,
-                rflags: popped.rflags,
-            }
+            return_to(Insn::Iretq, rip, frame, &popped, fault)
         }
         Code::Swapgs => {
             let fault = fred_on.then_some(Fault::ForbiddenUnderFred);
