@@ -97,6 +97,10 @@ bitflags! {
         const EARLY_FAULT = 1 << 6;
         /// `panic`: the panic handler (terminal).
         const PANIC = 1 << 7;
+        /// `nested-tick`: a timer tick taken inside nucleus code returns to it (issue 14).
+        const NESTED_TICK = 1 << 8;
+        /// `console-nested`: an event nested in a console write prints and returns.
+        const CONSOLE_NESTED = 1 << 9;
     }
 }
 
@@ -109,12 +113,14 @@ impl SelfTests {
         .union(Self::GP_SELECTOR);
 
     /// Test names as spelled on the command line, in the order they run.
-    pub const NAMES: [(&'static str, Self); 8] = [
+    pub const NAMES: [(&'static str, Self); 10] = [
         ("int3", Self::INT3),
         ("ud2", Self::UD2),
         ("pf-unmapped", Self::PF_UNMAPPED),
         ("pf-nx", Self::PF_NX),
         ("gp-selector", Self::GP_SELECTOR),
+        ("nested-tick", Self::NESTED_TICK),
+        ("console-nested", Self::CONSOLE_NESTED),
         ("df-recursion", Self::DF_RECURSION),
         ("early-fault", Self::EARLY_FAULT),
         ("panic", Self::PANIC),
@@ -349,11 +355,16 @@ impl fmt::Display for Warning<'_> {
             Self::UnexpectedValue { key, value } => {
                 write!(f, "cmdline: {key}={value}: {key} takes no value, ignored")
             }
-            Self::UnknownSelfTest { name } => write!(
-                f,
-                "cmdline: selftest: unknown test '{name}' ignored (known: all, int3, ud2, \
-                 pf-unmapped, pf-nx, gp-selector, df-recursion, early-fault, panic)"
-            ),
+            Self::UnknownSelfTest { name } => {
+                write!(
+                    f,
+                    "cmdline: selftest: unknown test '{name}' ignored (known: all"
+                )?;
+                for (known, _) in SelfTests::NAMES {
+                    write!(f, ", {known}")?;
+                }
+                f.write_str(")")
+            }
             Self::Suppressed { count } => write!(f, "cmdline: {count} more warnings suppressed"),
         }
     }
@@ -607,7 +618,7 @@ mod tests {
                 "cmdline: pv-shim=yes: pv-shim takes no value, ignored",
                 "cmdline: exit=xen: expected qemu|bochs, using none",
                 "cmdline: selftest: unknown test 'nope' ignored (known: all, int3, ud2, pf-unmapped, \
-                 pf-nx, gp-selector, df-recursion, early-fault, panic)",
+                 pf-nx, gp-selector, nested-tick, console-nested, df-recursion, early-fault, panic)",
                 "cmdline: selftest: expected selftest=name[,name...], using none",
                 "cmdline: fred: expected fred=on|off|auto, using auto",
             ]

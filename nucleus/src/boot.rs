@@ -222,9 +222,36 @@ unsafe extern "C" {
 }
 
 global_asm!(
-    ".global nucleus_idle",
+    // The nucleus' only interruptible code: a timer tick that lands in here interrupted no
+    // work, so it may replace the context (servers.rs); anywhere else it must return to it.
+    ".global nucleus_idle_start, nucleus_idle, nucleus_idle_end",
+    // In: IF = 0 (boot, once no server is runnable). Enables interrupts and waits.
+    "nucleus_idle_start:",
+    "sti",
     // Entered through an IRET/ERETS with RFLAGS.IF = 1: wait for the next interrupt.
     "nucleus_idle:",
     "hlt",
     "jmp nucleus_idle",
+    "nucleus_idle_end:",
 );
+
+unsafe extern "C" {
+    /// Enables interrupts and halts until the next one, forever.
+    fn nucleus_idle_start() -> !;
+    static nucleus_idle_end: u8;
+}
+
+/// Whether `rip` lies in the idle loop (a ring-0 RIP an interrupt may have interrupted).
+pub fn in_idle_loop(rip: u64) -> bool {
+    let start = nucleus_idle_start as *const () as u64;
+    // A linker symbol: only its address is taken, never its value.
+    let end = core::ptr::addr_of!(nucleus_idle_end) as u64;
+    (start..end).contains(&rip)
+}
+
+/// Boot's end once no server is runnable: the idle loop, with interrupts on.
+pub fn idle_forever() -> ! {
+    // SAFETY: CPL 0 with the dispatcher installed: every interrupt that wakes the loop is
+    // handled, and the timer tick switches to a server from here once one is runnable.
+    unsafe { nucleus_idle_start() }
+}

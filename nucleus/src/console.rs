@@ -1,29 +1,76 @@
 //! The COM1 console: every line the nucleus prints goes through here.
 //!
-//! One spin lock around the UART. Fatal paths (`#DF`, panic) must print even when the
-//! interrupted code held the lock, so they use [`force_unlock`] first: on the single boot CPU
-//! the holder can never run again, so breaking the lock cannot cause a second writer.
+//! One spin lock around the UART, but nobody ever waits for it. There is one CPU, so a
+//! console that is already locked is held by a context this one interrupted (an event nested
+//! in a `println!`: an exception in a `Display` impl, an NMI, an interrupt a CPU model let
+//! through): that holder cannot run again before this context returns, so waiting would
+//! deadlock (issue 14). The nested writer instead writes its text straight to the UART,
+//! starting on a fresh line; the holder's line goes on after it. Port writes are one byte
+//! each, so nothing is torn below a byte. Fatal paths (`#DF`, panic) break the lock first
+//! with [`force_unlock`], since the holder never runs again.
 use bsp_x86_64::uart::{COM1, Uart16550};
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
 use spin::Mutex;
 
 // SAFETY: COM1 belongs to the nucleus; no server is given access to its ports.
 static CONSOLE: Mutex<Uart16550> = Mutex::new(unsafe { Uart16550::new(COM1) });
 
+/// Whether the last byte sent was a newline (or nothing was sent yet): a nested writer
+/// starts a fresh line only when it cut one.
+static AT_LINE_START: AtomicBool = AtomicBool::new(true);
+
+/// A UART that remembers whether it ended a line.
+struct Lines<'a>(&'a mut Uart16550);
+
+impl Write for Lines<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if let Some(&last) = s.as_bytes().last() {
+            self.0.write_bytes(s.as_bytes());
+            AT_LINE_START.store(last == b'\n', Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// The UART behind a console some interrupted context holds.
+fn nested_uart() -> Uart16550 {
+    // SAFETY: single CPU: the lock holder is suspended under this context until it returns,
+    // so only one context drives COM1 at a time; a second handle is just the port number.
+    unsafe { Uart16550::new(COM1) }
+}
+
 /// Programs the UART. Safe to call more than once (early IDT may print before `init`).
 pub fn init() {
-    CONSOLE.lock().init();
+    match CONSOLE.try_lock() {
+        Some(mut uart) => uart.init(),
+        None => nested_uart().init(),
+    }
 }
 
 #[doc(hidden)]
 pub fn write_fmt(args: fmt::Arguments<'_>) {
     // Printing can only fail if a `Display` impl fails; nothing useful to do then.
-    let _ = CONSOLE.lock().write_fmt(args);
+    match CONSOLE.try_lock() {
+        Some(mut uart) => {
+            let _ = Lines(&mut uart).write_fmt(args);
+        }
+        None => {
+            let mut uart = nested_uart();
+            if !AT_LINE_START.load(Ordering::Relaxed) {
+                uart.write_bytes(b"\n");
+            }
+            let _ = Lines(&mut uart).write_fmt(args);
+        }
+    }
 }
 
 /// Waits until the UART has sent everything, so an emulator exit does not truncate output.
 pub fn drain() {
-    CONSOLE.lock().drain();
+    match CONSOLE.try_lock() {
+        Some(mut uart) => uart.drain(),
+        None => nested_uart().drain(),
+    }
 }
 
 /// Breaks the console lock for a fatal path that will never return to the holder.

@@ -242,13 +242,7 @@ mod kernel {
     }
 
     fn idle() -> ! {
-        loop {
-            // SAFETY: waits for the next interrupt with interrupts enabled.
-            #[allow(unsafe_code)]
-            unsafe {
-                bsp_x86_64::insn::enable_and_hlt()
-            };
-        }
+        crate::boot::idle_forever()
     }
 
     fn words(cmdline: &[u8]) -> impl Iterator<Item = &[u8]> {

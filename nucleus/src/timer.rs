@@ -74,6 +74,11 @@ pub fn acknowledge(vector: u8) -> bool {
     true
 }
 
+/// Ticks counted since boot.
+pub fn ticks() -> u64 {
+    TICKS.load(Ordering::Relaxed)
+}
+
 pub fn tick() -> u64 {
     TICKS.fetch_add(1, Ordering::Relaxed) + 1
 }
