@@ -6,44 +6,19 @@
 //! (the ring benchmark); anything else is not ours and is reported, and an event that
 //! waits for an answer is answered `Kill` so that nothing waits forever.
 
-use core::fmt::{self, Write};
+use core::fmt::Write;
 
 use ipc::message::{Hypercall, NucleusMessage, Reply};
+use xen_abi::Errno;
 
 use crate::guests::GuestTable;
-
-/// Xen error numbers a hypercall may return (negated in `rax`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(i64)]
-pub enum XenErrno {
-    /// No such domain (or vCPU).
-    Esrch = 3,
-    /// Hypercall not implemented.
-    Enosys = 38,
-}
-
-impl XenErrno {
-    /// The value for `rax`: `-errno` as two's complement.
-    pub const fn rax(self) -> u64 {
-        (-(self as i64)) as u64
-    }
-}
-
-impl fmt::Display for XenErrno {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Esrch => "-ESRCH",
-            Self::Enosys => "-ENOSYS",
-        })
-    }
-}
 
 /// Answers one hypercall.
 pub fn answer(table: &GuestTable, call: &Hypercall) -> Reply {
     let error = if table.is_empty() {
-        XenErrno::Esrch
+        Errno::Esrch
     } else {
-        XenErrno::Enosys
+        Errno::Enosys
     };
     Reply::Return {
         token: call.token,
@@ -123,7 +98,7 @@ mod tests {
             out,
             "pv-server: hypercall 17 from vcpu 0 -> 0xfffffffffffffffd (no such guest)\n"
         );
-        assert_eq!(XenErrno::Enosys.rax(), (-38i64) as u64);
+        assert_eq!(Errno::Enosys.rax(), (-38i64) as u64);
     }
 
     #[test]
