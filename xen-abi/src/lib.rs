@@ -21,6 +21,7 @@ mod wire;
 pub mod console;
 pub mod elfnote;
 pub mod errno;
+pub mod frame;
 pub mod hypercall;
 pub mod layout;
 pub mod mm;
@@ -33,6 +34,7 @@ pub mod version;
 pub mod vm_assist;
 
 pub use errno::Errno;
+pub use frame::{Mfn, Pfn};
 pub use hypercall::Hypercall;
 pub use shared_info::{ArchSharedInfo, ArchVcpuInfo, SharedInfo, VcpuInfo, VcpuTimeInfo};
 pub use start_info::{SifFlags, StartInfo};

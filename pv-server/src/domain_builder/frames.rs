@@ -6,19 +6,9 @@
 //! manages), the tests with a map of byte arrays. Frames handed to a new domain are zero
 //! (the nucleus clears them), so the builder writes only what is not zero.
 
+pub use xen_abi::{Mfn, Pfn};
+
 use super::error::BuildError;
-use super::layout::Pfn;
-
-/// A machine frame number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Mfn(pub u64);
-
-impl Mfn {
-    /// Its machine address.
-    pub const fn addr(self) -> u64 {
-        self.0 << 12
-    }
-}
 
 /// Why a frame write failed; the builder reports it as [`BuildError::Write`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,6 +10,7 @@
 use core::ops::Range;
 
 use xen_abi::PAGE_SIZE;
+pub use xen_abi::Pfn;
 use xen_abi::layout::{HYPERVISOR_VIRT_START, in_hypervisor_window};
 
 use super::error::BuildError;
@@ -24,10 +25,6 @@ const L1_SPAN: u64 = 1 << 12;
 const L2_SPAN: u64 = 1 << 21;
 const L3_SPAN: u64 = 1 << 30;
 const L4_SPAN: u64 = 1 << 39;
-
-/// A guest pseudo-physical frame number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Pfn(pub u64);
 
 /// How many tables of each level map a region.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
