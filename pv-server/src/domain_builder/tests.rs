@@ -737,6 +737,68 @@ fn bigger_domains_need_more_tables() {
     assert!(layout.boot_stack.0 + 1 + 128 <= layout.v_end);
 }
 
+// --- a real guest ---------------------------------------------------------------------
+
+/// The project's `guest-hello`, built for x86_64-unknown-none as the boot tests build it,
+/// goes through the parser and the builder: its notes (emitted from its own source) are
+/// found, entry and hypercall page are its `_start` and `hypercall_page` symbols, and the
+/// frames hold its segments and the stubs.
+#[test]
+fn the_hello_guest_parses_and_builds() {
+    let path = ::tests::build_fixture_server("guest-hello").expect("build guest-hello");
+    let bytes = std::fs::read(&path).unwrap();
+    let image = GuestImage::parse(&bytes).unwrap();
+
+    let file = elf::ElfBytes::<elf::endian::LittleEndian>::minimal_parse(&bytes).unwrap();
+    let (symbols, names) = file.symbol_table().unwrap().unwrap();
+    let symbol = |wanted: &str| {
+        symbols
+            .iter()
+            .find(|s| names.get(s.st_name as usize).ok() == Some(wanted))
+            .map(|s| s.st_value)
+            .unwrap_or_else(|| panic!("no symbol {wanted}"))
+    };
+    let notes = &image.notes;
+    assert_eq!(notes.guest_os, Some(&b"fredvisor-hello"[..]));
+    assert_eq!(notes.xen_version, Some(&b"xen-3.0"[..]));
+    assert_eq!(notes.loader, Some(&b"generic"[..]));
+    assert_eq!((notes.virt_base, notes.paddr_offset), (Some(0), Some(0)));
+    assert_eq!(notes.hypercall_page, Some(symbol("hypercall_page")));
+    assert_eq!(notes.count, 7);
+    assert_eq!(image.virt_base, 0);
+    assert_eq!(image.virt_kstart, 0x1000, "linked at 4 KiB");
+    assert_eq!(image.entry, symbol("_start"));
+    assert!((image.virt_kstart..image.virt_kend).contains(&image.entry));
+    assert_eq!(symbol("hypercall_page") % 4096, 0);
+
+    // A 16 MiB domain, as `--guest` gives by default.
+    let layout = Layout::plan(&image, 4096, 4096).unwrap();
+    let p2m = p2m(4096);
+    let frames = DomainFrames {
+        p2m: &p2m,
+        shared_info: SHARED_INFO,
+    };
+    let mut memory = FakeMemory::default();
+    let built = build(&image, &layout, &frames, b"", &mut memory).unwrap();
+    assert_eq!(built.registers.rip, symbol("_start"));
+    let page_pfn = symbol("hypercall_page") / 4096;
+    assert_eq!(
+        memory.frame(p2m[page_pfn as usize]),
+        super::hypercall_page::contents()
+    );
+    // The first text page holds the file's bytes at `_start`.
+    let text = image
+        .segments
+        .iter()
+        .find(|s| s.pseudo_phys == 0x1000)
+        .unwrap();
+    assert_eq!(&memory.frame(p2m[1])[..64], &text.data[..64]);
+    assert_eq!(
+        memory.translate(built.registers.cr3, image.entry),
+        Some((p2m[1].0, 0x23))
+    );
+}
+
 // --- properties ---------------------------------------------------------------------------
 
 proptest! {
