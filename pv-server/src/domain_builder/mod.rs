@@ -38,6 +38,37 @@ pub struct BuiltDomain {
     pub registers: StartRegisters,
 }
 
+impl BuiltDomain {
+    /// The lifecycle line's text after `guest NAME: ` (issue 15 point 5).
+    pub fn started(&self, domain: u16) -> Started {
+        Started {
+            domain,
+            mib: self.layout.nr_pages / 256,
+            entry: self.registers.rip,
+            start_info: self.registers.rsi,
+        }
+    }
+}
+
+/// `started (domain D, M MiB, entry 0x…, start_info 0x…)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Started {
+    pub domain: u16,
+    pub mib: u64,
+    pub entry: u64,
+    pub start_info: u64,
+}
+
+impl core::fmt::Display for Started {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "started (domain {}, {} MiB, entry {:#x}, start_info {:#x})",
+            self.domain, self.mib, self.entry, self.start_info
+        )
+    }
+}
+
 /// Writes the start-of-day state of `image` into `frames` as `layout` places it.
 ///
 /// `frames.p2m` must hold one frame per page of the domain; the frames are zero (see

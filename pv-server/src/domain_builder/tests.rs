@@ -581,6 +581,10 @@ fn start_info_and_registers_are_exact() {
             kernel_sp: 0x17000,
         }
     );
+    assert_eq!(
+        built.started(1).to_string(),
+        "started (domain 1, 16 MiB, entry 0x1010, start_info 0xe000)"
+    );
     let vcpu = built.registers.vcpu();
     assert_eq!(vcpu.frame.gprs[ipc::message::Gpr::Rsi as usize], 0xe000);
     assert_eq!(vcpu.frame.gprs.iter().filter(|&&r| r != 0).count(), 1);

@@ -1,10 +1,10 @@
 //! guest-rt: what every project PV64 test guest (`tests/guests/`) shares.
 //!
 //! * `_start`: takes start_info from `rsi` (pv64-abi.md §2.3), moves to a 16 KiB stack of
-//!   its own and calls the guest's `main(Boot)` (declared with [`guest_main!`]).
+//!   its own and calls the guest's `main(Boot)` (declared with `guest_main!`).
 //! * The hypercall page (§3): one page the guest's HYPERCALL_PAGE note names, filled by the
-//!   domain builder; [`hypercall`] calls stub `n` in it.
-//! * [`Console`]: `console_io(write)` by lines; [`shutdown`]: `sched_op(shutdown)`; a panic
+//!   domain builder; `hypercall` calls stub `n` in it.
+//! * `Console`: `console_io(write)` by lines; `shutdown`: `sched_op(shutdown)`; a panic
 //!   prints its message and shuts down with `crash`.
 //! * [`xen_note_str!`] / [`xen_note_int!`]: Xen ELF notes, emitted from the guest's own
 //!   source (the guest names its OS, version and loader; the runtime adds nothing).
