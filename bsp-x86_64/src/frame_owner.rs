@@ -273,6 +273,11 @@ impl<S: AsRef<[FrameInfo]> + AsMut<[FrameInfo]>> FrameTable<S> {
             .ok_or(OwnershipError::NotRam(mfn))
     }
 
+    /// Every record, in frame order (for diagnostics and tests).
+    pub fn infos(&self) -> &[FrameInfo] {
+        self.frames.as_ref()
+    }
+
     /// The record of `mfn` (`None` outside the table: not RAM).
     pub fn info(&self, mfn: Mfn) -> Option<&FrameInfo> {
         let index = self.index(mfn).ok()?;

@@ -16,6 +16,7 @@ pub mod frame_owner;
 pub mod fred;
 pub mod gdt;
 pub mod guest_pte;
+pub mod guest_tables;
 pub mod idt;
 pub mod insn;
 pub mod msr;
