@@ -26,6 +26,7 @@ pub mod hypercall;
 pub mod layout;
 pub mod mm;
 pub mod sched;
+pub mod segment;
 pub mod shared_info;
 pub mod start_info;
 pub mod traps;

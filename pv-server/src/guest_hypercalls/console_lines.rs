@@ -1,0 +1,140 @@
+//! A guest's console output as lines (issue 15 point 5): `guest NAME: <text>`.
+//!
+//! Bytes arrive in `console_io` writes of any size; a line ends at LF, CR or CR LF (one end,
+//! not two), and is cut at [`MAX_LINE`] bytes so that a guest that never sends a newline still
+//! gets its text out. Printable ASCII passes as it is; every other byte, and the backslash
+//! itself, is escaped (`\x1b`, `\\`), so a guest can neither move the cursor of the
+//! operator's terminal nor forge another guest's prefix on a fresh line.
+
+use core::fmt::{self, Write};
+
+use heapless::Vec;
+
+/// Longest line kept before it is cut (bytes of guest text, before escaping).
+pub const MAX_LINE: usize = 160;
+
+/// Line assembly for one guest.
+#[derive(Debug, Default)]
+pub struct ConsoleLines {
+    line: Vec<u8, MAX_LINE>,
+    /// The last byte was a CR: an LF right after it ends nothing.
+    after_cr: bool,
+}
+
+struct Escaped<'a>(&'a [u8]);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &byte in self.0 {
+            match byte {
+                b'\\' => f.write_str("\\\\")?,
+                0x20..=0x7e => f.write_char(char::from(byte))?,
+                b'\t' => f.write_str("\\t")?,
+                _ => write!(f, "\\x{byte:02x}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ConsoleLines {
+    pub const fn new() -> Self {
+        Self {
+            line: Vec::new(),
+            after_cr: false,
+        }
+    }
+
+    /// Adds `bytes`; every completed line is written to `out` as `guest NAME: <text>\n`.
+    pub fn feed(&mut self, name: &str, bytes: &[u8], out: &mut impl Write) {
+        for &byte in bytes {
+            let after_cr = core::mem::replace(&mut self.after_cr, byte == b'\r');
+            match byte {
+                b'\n' if after_cr => {}
+                b'\n' | b'\r' => self.emit(name, out),
+                _ => {
+                    if self.line.is_full() {
+                        self.emit(name, out);
+                    }
+                    let _ = self.line.push(byte);
+                }
+            }
+        }
+    }
+
+    /// Writes out a partial line (when the guest ends).
+    pub fn flush(&mut self, name: &str, out: &mut impl Write) {
+        if !self.line.is_empty() {
+            self.emit(name, out);
+        }
+    }
+
+    fn emit(&mut self, name: &str, out: &mut impl Write) {
+        let _ = writeln!(out, "guest {name}: {}", Escaped(&self.line));
+        self.line.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn run(chunks: &[&[u8]]) -> String {
+        let mut lines = ConsoleLines::new();
+        let mut out = String::new();
+        for chunk in chunks {
+            lines.feed("hello", chunk, &mut out);
+        }
+        lines.flush("hello", &mut out);
+        out
+    }
+
+    #[test]
+    fn line_ends_and_chunking() {
+        assert_eq!(
+            run(&[b"one\ntwo\r\nthree\rfour"]),
+            "guest hello: one\nguest hello: two\nguest hello: three\nguest hello: four\n"
+        );
+        // A line split over writes, a CR LF split over writes, an empty line.
+        assert_eq!(
+            run(&[b"ab", b"c\r", b"\n\n"]),
+            "guest hello: abc\nguest hello: \n"
+        );
+        assert_eq!(run(&[]), "");
+    }
+
+    #[test]
+    fn non_printable_bytes_are_escaped() {
+        assert_eq!(
+            run(&[b"\x1b[2J\tok\\ \xff\x00\n"]),
+            "guest hello: \\x1b[2J\\tok\\\\ \\xff\\x00\n"
+        );
+    }
+
+    #[test]
+    fn long_lines_are_cut() {
+        let text = [b'x'; MAX_LINE + 5];
+        let out = run(&[&text]);
+        let lines: std::vec::Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].len(), "guest hello: ".len() + MAX_LINE);
+        assert_eq!(lines[1], "guest hello: xxxxx");
+    }
+
+    proptest! {
+        #[test]
+        fn every_output_line_is_one_prefixed_printable_line(
+            chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 0..6)
+        ) {
+            let refs: std::vec::Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
+            let out = run(&refs);
+            for line in out.lines() {
+                prop_assert!(line.starts_with("guest hello: "));
+                prop_assert!(line.bytes().all(|b| (0x20..=0x7e).contains(&b)), "{:?}", line);
+            }
+            prop_assert!(out.is_empty() || out.ends_with('\n'));
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The hypercalls pv-server answers itself (issue 15 point 4; pv64-abi.md §4): `console_io`,
+//! `sched_op`, `xen_version`, `vm_assist`, `vcpu_op(is_up)` and `set_segment_base`.
+//! Page-table hypercalls go to the nucleus' checks (`bsp_x86_64::guest_tables`) and are not
+//! here; anything else is `-ENOSYS` and counted.
+//!
+//! Pure policy over a [`GuestMemory`]: every argument the guest points at is copied through
+//! it (the nucleus' copy call on the target, a fake in the tests), and a copy that faults is
+//! `-EFAULT` with nothing changed. The answer is an [`Outcome`] for the caller to apply.
+
+mod console_lines;
+
+use core::fmt::Write;
+
+pub use console_lines::{ConsoleLines, MAX_LINE};
+use xen_abi::console::ConsoleIoCmd;
+use xen_abi::layout::in_hypervisor_window;
+use xen_abi::sched::{SchedOpCmd, SchedShutdown, ShutdownReason};
+use xen_abi::segment::SegmentBaseWhich;
+use xen_abi::vcpu::VcpuOpCmd;
+use xen_abi::version::{CAPABILITIES_LEN, EXTRAVERSION_LEN, FeatureInfo, XenVersionCmd, feature};
+use xen_abi::vm_assist::{PV64_VALID_MASK, VmAssistCmd};
+use xen_abi::{Errno, Hypercall, PAGE_SIZE};
+
+/// The Xen version pv-server reports (`xen_version(0)`).
+pub const VERSION_MAJOR: u64 = 4;
+pub const VERSION_MINOR: u64 = 21;
+/// `XENVER_extraversion`.
+pub const EXTRAVERSION: &[u8] = b".0-fredvisor";
+/// `XENVER_capabilities`.
+pub const CAPABILITIES: &[u8] = b"xen-3.0-x86_64 ";
+/// Submap 0 of `XENVER_get_features` for a PV domU (pv64-abi.md §4.10).
+pub const FEATURES_SUBMAP0: u32 = (1 << feature::MMU_PT_UPDATE_PRESERVE_AD)
+    | (1 << feature::GNTTAB_MAP_AVAIL_BITS)
+    | (1 << feature::DIRECT_MAPPED);
+/// Bytes of guest console text copied per step (the guest may pass any count).
+const CONSOLE_CHUNK: usize = 256;
+
+/// A guest address the copy could not reach.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuestFault {
+    pub va: u64,
+}
+
+/// Guest memory as the current vCPU's kernel mode sees it.
+pub trait GuestMemory {
+    /// Copies `buf.len()` bytes from guest VA `va`.
+    fn read(&mut self, va: u64, buf: &mut [u8]) -> Result<(), GuestFault>;
+    /// Copies `bytes` to guest VA `va`.
+    fn write(&mut self, va: u64, bytes: &[u8]) -> Result<(), GuestFault>;
+}
+
+/// Refuses what can never be a guest buffer before asking the nucleus: non-canonical, the
+/// hypervisor's window, or wrapping past the top. The nucleus checks again (allegations).
+fn guest_range(va: u64, len: usize) -> Result<(), Errno> {
+    let canonical = |a: u64| ((a << 16) as i64 >> 16) as u64 == a;
+    let Some(last) = va.checked_add(len.saturating_sub(1) as u64) else {
+        return Err(Errno::Efault);
+    };
+    let crosses_window = va < xen_abi::layout::HYPERVISOR_VIRT_START
+        && last >= xen_abi::layout::HYPERVISOR_VIRT_START;
+    if !canonical(va)
+        || !canonical(last)
+        || in_hypervisor_window(va)
+        || in_hypervisor_window(last)
+        || crosses_window
+    {
+        return Err(Errno::Efault);
+    }
+    Ok(())
+}
+
+fn read(memory: &mut impl GuestMemory, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
+    guest_range(va, buf.len())?;
+    memory.read(va, buf).map_err(|_| Errno::Efault)
+}
+
+fn write(memory: &mut impl GuestMemory, va: u64, bytes: &[u8]) -> Result<(), Errno> {
+    guest_range(va, bytes.len())?;
+    memory.write(va, bytes).map_err(|_| Errno::Efault)
+}
+
+/// What the caller does with the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Resume the vCPU with this `rax`.
+    Return(u64),
+    /// Resume with `rax = 0` after letting others run.
+    Yield,
+    /// The domain asked to stop.
+    Shutdown(ShutdownReason),
+    /// Load a segment base into the vCPU (applied by the nucleus), then return 0.
+    SetSegmentBase { which: SegmentBaseWhich, base: u64 },
+}
+
+impl From<Errno> for Outcome {
+    fn from(errno: Errno) -> Self {
+        Self::Return(errno.rax())
+    }
+}
+
+/// The per-domain state these hypercalls read and change.
+#[derive(Debug, Default)]
+pub struct DomainCalls {
+    pub console: ConsoleLines,
+    /// VMASST bits enabled.
+    pub vm_assist: u64,
+    /// The reason latched by `SCHEDOP_shutdown_code`.
+    pub shutdown_code: Option<ShutdownReason>,
+    /// vCPUs the domain has, and which are up (bit n = vCPU n).
+    pub vcpus: u32,
+    pub vcpus_up: u32,
+    /// Hypercalls answered `-ENOSYS`.
+    pub unimplemented: u32,
+}
+
+impl DomainCalls {
+    /// A domain with `vcpus` vCPUs, vCPU 0 up (pv64-abi.md §2.3).
+    pub fn new(vcpus: u32) -> Self {
+        Self {
+            vcpus,
+            vcpus_up: 1,
+            ..Self::default()
+        }
+    }
+
+    /// Answers hypercall `number` with `args` (`rdi, rsi, rdx, r10, r8`). Console lines go
+    /// to `out` as `guest NAME: …`.
+    pub fn answer(
+        &mut self,
+        name: &str,
+        number: u64,
+        args: [u64; 5],
+        memory: &mut impl GuestMemory,
+        out: &mut impl Write,
+    ) -> Outcome {
+        let result = match Hypercall::from_raw(number) {
+            Some(Hypercall::ConsoleIo) => self.console_io(name, args, memory, out),
+            Some(Hypercall::SchedOp) => self.sched_op(args, memory),
+            Some(Hypercall::XenVersion) => xen_version(args, memory),
+            Some(Hypercall::VmAssist) => self.vm_assist(args),
+            Some(Hypercall::VcpuOp) => self.vcpu_op(args),
+            Some(Hypercall::SetSegmentBase) => set_segment_base(args),
+            _ => Err(Errno::Enosys),
+        };
+        match result {
+            Ok(outcome) => outcome,
+            Err(Errno::Enosys) => {
+                self.unimplemented = self.unimplemented.saturating_add(1);
+                Errno::Enosys.into()
+            }
+            Err(errno) => errno.into(),
+        }
+    }
+
+    fn console_io(
+        &mut self,
+        name: &str,
+        [cmd, count, buf, ..]: [u64; 5],
+        memory: &mut impl GuestMemory,
+        out: &mut impl Write,
+    ) -> Result<Outcome, Errno> {
+        match ConsoleIoCmd::from_raw(cmd) {
+            Some(ConsoleIoCmd::Write) => {
+                let count = usize::try_from(count).map_err(|_| Errno::Efault)?;
+                guest_range(buf, count)?;
+                let mut chunk = [0u8; CONSOLE_CHUNK];
+                let mut done = 0;
+                while done < count {
+                    let take = (count - done).min(CONSOLE_CHUNK);
+                    // What was copied before a fault has been printed, as on Xen.
+                    read(memory, buf + done as u64, &mut chunk[..take])?;
+                    self.console.feed(name, &chunk[..take], out);
+                    done += take;
+                }
+                Ok(Outcome::Return(0))
+            }
+            // No console input exists yet: nothing pending.
+            Some(ConsoleIoCmd::Read) if count > i32::MAX as u64 => Err(Errno::E2big),
+            Some(ConsoleIoCmd::Read) => Ok(Outcome::Return(0)),
+            None => Err(Errno::Enosys),
+        }
+    }
+
+    fn sched_op(
+        &mut self,
+        [cmd, arg, ..]: [u64; 5],
+        memory: &mut impl GuestMemory,
+    ) -> Result<Outcome, Errno> {
+        let reason = |memory: &mut _| -> Result<ShutdownReason, Errno> {
+            let mut bytes = [0; SchedShutdown::SIZE];
+            read(memory, arg, &mut bytes)?;
+            let raw = SchedShutdown::from_bytes(&bytes).reason;
+            ShutdownReason::from_raw(u64::from(raw)).ok_or(Errno::Einval)
+        };
+        match SchedOpCmd::from_raw(cmd) {
+            Some(SchedOpCmd::Yield) => Ok(Outcome::Yield),
+            Some(SchedOpCmd::Shutdown) => Ok(Outcome::Shutdown(reason(memory)?)),
+            Some(SchedOpCmd::ShutdownCode) => {
+                self.shutdown_code = Some(reason(memory)?);
+                Ok(Outcome::Return(0))
+            }
+            // block and poll need event channels (issue 16).
+            Some(SchedOpCmd::Block | SchedOpCmd::Poll) | None => Err(Errno::Enosys),
+        }
+    }
+
+    fn vm_assist(&mut self, [cmd, kind, ..]: [u64; 5]) -> Result<Outcome, Errno> {
+        if kind >= 64 || PV64_VALID_MASK & (1 << kind) == 0 {
+            return Err(Errno::Einval);
+        }
+        match VmAssistCmd::from_raw(cmd) {
+            Some(VmAssistCmd::Enable) => self.vm_assist |= 1 << kind,
+            Some(VmAssistCmd::Disable) => self.vm_assist &= !(1 << kind),
+            None => return Err(Errno::Enosys),
+        }
+        Ok(Outcome::Return(0))
+    }
+
+    fn vcpu_op(&mut self, [cmd, vcpu, ..]: [u64; 5]) -> Result<Outcome, Errno> {
+        if vcpu >= u64::from(self.vcpus) {
+            return Err(Errno::Enoent);
+        }
+        match VcpuOpCmd::from_raw(cmd) {
+            Some(VcpuOpCmd::IsUp) => Ok(Outcome::Return(u64::from(self.vcpus_up >> vcpu & 1))),
+            _ => Err(Errno::Enosys),
+        }
+    }
+}
+
+fn xen_version([cmd, arg, ..]: [u64; 5], memory: &mut impl GuestMemory) -> Result<Outcome, Errno> {
+    let fixed = |text: &[u8], len: usize, memory: &mut _| -> Result<Outcome, Errno> {
+        let mut bytes = [0u8; CAPABILITIES_LEN];
+        bytes[..text.len()].copy_from_slice(text);
+        write(memory, arg, &bytes[..len])?;
+        Ok(Outcome::Return(0))
+    };
+    match XenVersionCmd::from_raw(cmd) {
+        Some(XenVersionCmd::Version) => Ok(Outcome::Return((VERSION_MAJOR << 16) | VERSION_MINOR)),
+        Some(XenVersionCmd::Extraversion) => fixed(EXTRAVERSION, EXTRAVERSION_LEN, memory),
+        Some(XenVersionCmd::Capabilities) => fixed(CAPABILITIES, CAPABILITIES_LEN, memory),
+        Some(XenVersionCmd::PlatformParameters) => {
+            write(
+                memory,
+                arg,
+                &xen_abi::layout::HYPERVISOR_VIRT_START.to_le_bytes(),
+            )?;
+            Ok(Outcome::Return(0))
+        }
+        Some(XenVersionCmd::GetFeatures) => {
+            let mut bytes = [0; FeatureInfo::SIZE];
+            read(memory, arg, &mut bytes)?;
+            let mut info = FeatureInfo::from_bytes(&bytes);
+            if info.submap_idx != 0 {
+                return Err(Errno::Einval);
+            }
+            info.submap = FEATURES_SUBMAP0;
+            write(memory, arg, &info.to_bytes())?;
+            Ok(Outcome::Return(0))
+        }
+        Some(XenVersionCmd::Pagesize) if arg != 0 => Err(Errno::Einval),
+        Some(XenVersionCmd::Pagesize) => Ok(Outcome::Return(PAGE_SIZE)),
+        _ => Err(Errno::Enosys),
+    }
+}
+
+fn set_segment_base([which, base, ..]: [u64; 5]) -> Result<Outcome, Errno> {
+    let which = SegmentBaseWhich::from_raw(which).ok_or(Errno::Einval)?;
+    if ((base << 16) as i64 >> 16) as u64 != base {
+        return Err(Errno::Einval);
+    }
+    match which {
+        // Loading a selector from the guest's GDT needs descriptor tables (issue 16).
+        SegmentBaseWhich::GsUserSel => Err(Errno::Enosys),
+        _ => Ok(Outcome::SetSegmentBase { which, base }),
+    }
+}
+
+#[cfg(test)]
+mod tests;
