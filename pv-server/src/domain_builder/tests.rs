@@ -741,6 +741,76 @@ fn bigger_domains_need_more_tables() {
     assert!(layout.boot_stack.0 + 1 + 128 <= layout.v_end);
 }
 
+// --- the nucleus' side --------------------------------------------------------------------
+
+impl bsp_x86_64::guest_tables::TableMemory for FakeMemory {
+    fn read(&self, table: Mfn, index: usize) -> u64 {
+        self.u64_at(table, index)
+    }
+    fn write(&mut self, table: Mfn, index: usize, entry: u64) {
+        FrameWriter::write(self, table, index * 8, &entry.to_le_bytes()).unwrap();
+    }
+    fn hypervisor_l4_entry(&self, slot: usize) -> u64 {
+        0x8000_0000_0000_0063 | ((slot as u64) << 12)
+    }
+}
+
+/// The bootstrap tables the builder writes pass the nucleus' validation as they are: every
+/// entry accepted, the table frames typed as tables, every other page of the region typed
+/// writable once, nothing past `v_end` touched, and releasing the L4 undoes it all.
+#[test]
+fn bootstrap_tables_pass_the_nucleus_checks() {
+    use bsp_x86_64::frame_owner::{DomainId, FrameInfo, FrameTable, PageType, TableLevel};
+    use bsp_x86_64::guest_pte::CpuLimits;
+    use bsp_x86_64::guest_tables::GuestTables;
+
+    let (built, mut memory, p2m) = build_standard(4096);
+    let domain = DomainId(1);
+    let base = p2m[0].0;
+    let span = (p2m[4095].0 - base + 1) as usize;
+    let mut frames = FrameTable::new(Mfn(base), vec![FrameInfo::FREE; span]);
+    for &mfn in &p2m {
+        frames.assign(mfn, domain).unwrap();
+    }
+    let before = frames.infos().to_vec();
+    let l4 = Mfn::containing(built.registers.cr3);
+    let mut tables = GuestTables {
+        frames: &mut frames,
+        memory: &mut memory,
+        cpu: CpuLimits { phys_addr_bits: 46 },
+        domain,
+    };
+    tables.get_table(l4, TableLevel::L4).unwrap();
+    let layout = &built.layout;
+    let level_of = |pfn: u64| {
+        let first_l1 = layout.page_tables.end - layout.tables.l1;
+        match pfn - layout.page_tables.start {
+            0 => TableLevel::L4,
+            1 => TableLevel::L3,
+            2 => TableLevel::L2,
+            _ if pfn >= first_l1 => TableLevel::L1,
+            _ => unreachable!(),
+        }
+    };
+    for pfn in 0..4096u64 {
+        let info = tables.frames.info(p2m[pfn as usize]).unwrap();
+        let expected = if layout.is_page_table(pfn) {
+            (PageType::PageTable(level_of(pfn)), 1, 1)
+        } else if pfn < layout.v_end {
+            (PageType::Writable, 1, 0)
+        } else {
+            (PageType::None, 0, 0)
+        };
+        assert_eq!(
+            (info.current_type(), info.type_count(), info.general_count()),
+            expected,
+            "pfn {pfn}"
+        );
+    }
+    tables.put_table(l4).unwrap();
+    assert_eq!(frames.infos(), &before[..]);
+}
+
 // --- a real guest ---------------------------------------------------------------------
 
 /// The project's `guest-hello`, built for x86_64-unknown-none as the boot tests build it,
