@@ -12,6 +12,10 @@
 //! * `syscall_entry` (IDT delivery only, the `IA32_LSTAR` target): SYSCALL does not switch
 //!   stacks, so it SWAPGSes, takes the stack from `cpu_info`, builds the frame FRED would have
 //!   written for a SYSCALL (type 7, vector 1, instruction length 2) and joins `idt_exit`.
+//! * `syscall_compat_entry` (IDT delivery only, the `IA32_CSTAR` target): a SYSCALL from
+//!   compatibility mode. fredvisor has no 32-bit user segment, so this is only a backstop:
+//!   it switches stacks like `syscall_entry` and builds the frame of the `#UD` Intel CPUs
+//!   raise there, so the dispatcher forwards it as the server's fault.
 //! * `fred_entry_ring3` (4 KiB aligned, the `IA32_FRED_CONFIG` entry point) and
 //!   `fred_entry_ring0` at +256: the CPU has already written the 64-byte return state, so
 //!   they only save the GPRs and call the dispatcher; the exit returns with ERETU when the
@@ -51,6 +55,11 @@ pub const DR6_POLARITY_FLIP: u64 = 0xffff_0ff0;
 /// stub writes the same, so both deliveries decode to the same event.
 pub const SYSCALL_SS_QWORD: u64 =
     crate::gdt::USER_DS.raw() as u64 | (1 << 17) | (1 << 32) | (7 << 48) | (1 << 57) | (2 << 60);
+
+/// The SS qword `syscall_compat_entry` writes: user DS, vector 6 (`#UD`), type 3 (hardware
+/// exception), not 64-bit mode. A compat-mode SYSCALL is the caller's fault, as on Intel CPUs.
+pub const COMPAT_SYSCALL_SS_QWORD: u64 =
+    crate::gdt::USER_DS.raw() as u64 | (6 << 32) | (3 << 48);
 
 /// Emits the IDT and FRED entry stubs around the given handlers, each an
 /// `extern "C" fn(&mut Frame)`:
@@ -211,9 +220,11 @@ macro_rules! entry_stubs {
             "4:",
             "mov [rsp + {event_data}], rcx",
             "mov qword ptr [rsp + {reserved}], 0",
-            // An IDT gate leaves the interrupted DF live (FRED delivers with RFLAGS = 2);
-            // Rust requires DF = 0 at a call. Found by the fred-harness.
-            "cld",
+            // RFLAGS as FRED delivers it (2). An IDT gate leaves the interrupted DF live
+            // (Rust requires DF = 0 at a call; found by the fred-harness) and AC too, which
+            // a server sets with `popf` to switch SMAP off for the nucleus (issue 13).
+            "push 2",
+            "popfq",
             "mov rdi, rsp",
             "call {idt}",
             ".global idt_exit",
@@ -252,11 +263,41 @@ macro_rules! entry_stubs {
             "mov rdi, rsp",
             "call {idt}",
             "jmp idt_exit",
+
+            // In: RCX = user RIP after the SYSCALL, R11 = user RFLAGS, RSP = user RSP,
+            // GS = user, FMASK applied (IDT only). Out: idt_exit with a #UD frame.
+            ".global syscall_compat_entry",
+            "syscall_compat_entry:",
+            "swapgs",
+            "mov gs:[{ci_scratch}], rsp",
+            "mov rsp, gs:[{ci_kernel_rsp}]",
+            "sub rsp, {frame_size}",
+            "mov [rsp + {rax}], rax",
+            "mov [rsp + {rcx}], rcx",
+            "FREDVISOR_SAVE_GPRS_BUT_RAX_RCX",
+            // The fault is at the SYSCALL itself (two bytes).
+            "sub rcx, 2",
+            "mov [rsp + {rip}], rcx",
+            "mov [rsp + {rflags}], r11",
+            "mov rcx, gs:[{ci_scratch}]",
+            "mov [rsp + {rsp}], rcx",
+            "mov qword ptr [rsp + {cs}], {user_cs32}",
+            "mov rcx, {compat_syscall_ss}",
+            "mov [rsp + {ss}], rcx",
+            "xor ecx, ecx",
+            "mov [rsp + {error_code}], rcx",
+            "mov [rsp + {event_data}], rcx",
+            "mov [rsp + {reserved}], rcx",
+            "mov rdi, rsp",
+            "call {idt}",
+            "jmp idt_exit",
             ".popsection",
 
             ci_scratch = const $crate::cpu_info::CPU_INFO_SCRATCH_RSP,
             ci_kernel_rsp = const $crate::cpu_info::CPU_INFO_KERNEL_RSP,
             user_cs = const $crate::gdt::USER_CS64.raw() as u64,
+            user_cs32 = const $crate::gdt::USER_CS32.raw() as u64,
+            compat_syscall_ss = const $crate::entry::COMPAT_SYSCALL_SS_QWORD,
             syscall_ss = const $crate::entry::SYSCALL_SS_QWORD,
             ring3 = sym $ring3,
             ring0 = sym $ring0,
@@ -327,6 +368,23 @@ mod tests {
             ..FredState::default()
         };
         assert_eq!(decode(&ret), Ok(ipc::EventKind::Syscall));
+    }
+
+    #[test]
+    fn a_compat_syscall_decodes_as_a_ud_from_ring_3() {
+        let ret = FredState {
+            ss: SsQword::from_raw(COMPAT_SYSCALL_SS_QWORD),
+            cs: crate::frame::CsQword::from_raw(u64::from(crate::gdt::USER_CS32.raw())),
+            ..FredState::default()
+        };
+        assert_eq!(
+            decode(&ret),
+            Ok(ipc::EventKind::Exception {
+                vector: 6,
+                error_code: 0
+            })
+        );
+        assert!(!ret.ss.is_64bit());
     }
 
     #[test]

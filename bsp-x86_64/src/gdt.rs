@@ -9,6 +9,13 @@
 //! SYSCALL loads CS from STAR\[47:32\] and SS from STAR\[47:32\] + 8, and SYSRET/FRED's ERETU
 //! fast path load the user compat CS from STAR\[63:48\], user SS from +8 and the user 64-bit CS
 //! from +16. Hence kernel CS, kernel DS, user CS32, user DS, user CS64, in that order.
+//!
+//! The user CS32 slot is only a place in that arithmetic: it holds a null descriptor, so no
+//! server can enter compatibility mode (a far transfer to 0x1b raises #GP(0x18)). Nothing
+//! needs it: SYSRET is never used (servers return with IRETQ or ERETU to [`USER_CS64`]), and
+//! SYSRET and ERETU's fast paths load CS from STAR with fixed attributes, never from the
+//! GDT. With a usable 32-bit DPL-3 segment, a compat-mode SYSCALL entered ring 0 through
+//! IA32_CSTAR on the server's own stack (issue 13 finding 1).
 
 use core::mem::{offset_of, size_of};
 
@@ -201,7 +208,8 @@ impl Gdt {
         let mut entries = [0; GDT_ENTRIES];
         entries[KERNEL_CS_INDEX as usize] = Descriptor::code64(0).raw();
         entries[KERNEL_DS_INDEX as usize] = Descriptor::data(0).raw();
-        entries[USER_CS32_INDEX as usize] = Descriptor::code32(3).raw();
+        // No compatibility mode for anyone (module header).
+        entries[USER_CS32_INDEX as usize] = Descriptor::NULL.raw();
         entries[USER_DS_INDEX as usize] = Descriptor::data(3).raw();
         entries[USER_CS64_INDEX as usize] = Descriptor::code64(3).raw();
         entries[TSS_INDEX as usize] = tss[0];
@@ -394,7 +402,7 @@ mod tests {
         assert_eq!(e[0], 0);
         assert_eq!(e[usize::from(KERNEL_CS.index())], 0x00af_9b00_0000_ffff);
         assert_eq!(e[usize::from(KERNEL_DS.index())], 0x00cf_9300_0000_ffff);
-        assert_eq!(e[usize::from(USER_CS32.index())], 0x00cf_fb00_0000_ffff);
+        assert_eq!(e[usize::from(USER_CS32.index())], 0, "no usable 32-bit user code segment");
         assert_eq!(e[usize::from(USER_DS.index())], 0x00cf_f300_0000_ffff);
         assert_eq!(e[usize::from(USER_CS64.index())], 0x00af_fb00_0000_ffff);
     }

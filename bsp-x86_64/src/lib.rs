@@ -24,6 +24,7 @@ pub mod insn;
 pub mod msr;
 pub mod paging;
 pub mod port;
+pub mod protection;
 pub mod regs;
 pub mod server_image;
 pub mod stack_block;

@@ -214,6 +214,20 @@ address_msr!(
     Lstar = 0xC000_0082
 );
 address_msr!(
+    /// IA32_CSTAR: the SYSCALL target from compatibility mode under IDT delivery (ignored
+    /// under FRED). Never 0: with CSTAR unset a compat-mode SYSCALL enters ring 0 at RIP 0
+    /// on the caller's stack (issue 13 finding 1).
+    Cstar = 0xC000_0083
+);
+address_msr!(
+    /// IA32_SYSENTER_ESP: the stack SYSENTER loads (unused: see [`SysenterCs`]).
+    SysenterEsp = 0x0000_0175
+);
+address_msr!(
+    /// IA32_SYSENTER_EIP: the entry SYSENTER jumps to (unused: see [`SysenterCs`]).
+    SysenterEip = 0x0000_0176
+);
+address_msr!(
     /// IA32_FS_BASE.
     FsBase = 0xC000_0100
 );
@@ -226,6 +240,28 @@ address_msr!(
     /// ERETU (FRED) or SWAPGS (IDT) swaps in on the way to ring 3 (see `fred`).
     KernelGsBase = 0xC000_0102
 );
+
+/// IA32_SYSENTER_CS: the ring-0 CS of SYSENTER. fredvisor has no SYSENTER entry, so it is
+/// [`SysenterCs::DISABLED`]: 0 makes every SYSENTER and SYSEXIT raise #GP(0) (SDM vol. 2B),
+/// a fault of the server that tried (FRED ignores the MSR and delivers an event instead).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysenterCs(u64);
+
+impl SysenterCs {
+    pub const DISABLED: Self = Self(0);
+}
+
+impl sealed::FromRaw for SysenterCs {
+    fn from_raw(raw: u64) -> Self {
+        Self(raw)
+    }
+}
+impl Msr for SysenterCs {
+    const ADDR: u32 = 0x0000_0174;
+    fn raw(self) -> u64 {
+        self.0
+    }
+}
 
 /// IA32_FMASK: RFLAGS bits SYSCALL clears under IDT delivery (FRED ignores it and always
 /// delivers with RFLAGS = 0x2, fred-facts.md §2.4).
@@ -289,6 +325,12 @@ mod tests {
         assert_eq!(Efer::ADDR, 0xC000_0080);
         assert_eq!(Star::ADDR, 0xC000_0081);
         assert_eq!(Lstar::ADDR, 0xC000_0082);
+        assert_eq!(Cstar::ADDR, 0xC000_0083);
+        assert_eq!(
+            (SysenterCs::ADDR, SysenterEsp::ADDR, SysenterEip::ADDR),
+            (0x174, 0x175, 0x176)
+        );
+        assert_eq!(SysenterCs::DISABLED.raw(), 0);
         assert_eq!(Fmask::ADDR, 0xC000_0084);
         assert_eq!(FsBase::ADDR, 0xC000_0100);
         assert_eq!(GsBase::ADDR, 0xC000_0101);

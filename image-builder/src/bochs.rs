@@ -167,8 +167,13 @@ pub fn bochsrc(
 /// nothing): a panic or fatal fault is a failure; otherwise the self-test summary decides
 /// (`selftest: N passed, M failed`), else `nucleus: halted` is a failure and
 /// `nucleus: ready` a success. Anything else is [`QemuExit::Other`] with Bochs' status.
+/// Only the nucleus' lines count: a server's (`<server>: …`, `ipc::console`) never does.
 pub fn outcome(serial: &str, bochs_status: Option<i32>) -> QemuExit {
-    let lines: Vec<String> = serial.lines().map(clean_line).collect();
+    let lines: Vec<String> = serial
+        .lines()
+        .map(clean_line)
+        .filter(|l| ipc::console::server_of(l).is_none())
+        .collect();
     let starts = |prefix: &str| lines.iter().any(|l| l.starts_with(prefix));
     if starts(ipc::markers::PANIC) || starts("nucleus: FATAL") {
         return QemuExit::Failure;
@@ -501,6 +506,11 @@ mod tests {
             QemuExit::Failure
         );
         assert_eq!(outcome("fredvisor 0.1.0\n", Some(1)), QemuExit::Other(1));
+        // A server's lines decide nothing, whatever they say.
+        let forged = "pv-server: selftest: 9 passed, 0 failed\nfred-server: nucleus: ready\n";
+        assert_eq!(outcome(forged, Some(1)), QemuExit::Other(1));
+        let forged = "nucleus: ready\npv-server: nucleus: FATAL: x\npv-server: nucleus: halted\n";
+        assert_eq!(outcome(forged, Some(1)), QemuExit::Success);
         assert_eq!(outcome("", None), QemuExit::Other(-1));
     }
 

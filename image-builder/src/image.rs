@@ -189,7 +189,19 @@ impl Image {
             .and_then(|()| fs::create_dir_all(boot.join("modules")))
             .with_context(|| format!("cannot create {}", boot.display()))?;
         copy(&nucleus, &boot.join("nucleus"))?;
-        let mut entries = Vec::new();
+        // The nucleus' own module first, then the servers, then the extra modules: the
+        // nucleus keeps only its first modules (it says how many it ignored), and the symbol
+        // map must not be the one that goes.
+        let nucleus_bytes =
+            fs::read(&nucleus).with_context(|| format!("cannot read {}", nucleus.display()))?;
+        let map = crate::symbols::symbol_map(&nucleus_bytes)?;
+        let map_path = boot.join(crate::symbols::MODULE_NAME);
+        fs::write(&map_path, map)
+            .with_context(|| format!("cannot write {}", map_path.display()))?;
+        let mut entries = vec![ModuleEntry {
+            path: format!("/boot/{}", crate::symbols::MODULE_NAME),
+            name: crate::symbols::MODULE_NAME.into(),
+        }];
         for server in &servers {
             copy(&server.path, &boot.join(&server.name))?;
             entries.push(ModuleEntry {
@@ -204,17 +216,6 @@ impl Image {
                 name: module.name.clone(),
             });
         }
-        // Last, so the servers stay the first modules: the nucleus' symbol map.
-        let nucleus_bytes =
-            fs::read(&nucleus).with_context(|| format!("cannot read {}", nucleus.display()))?;
-        let map = crate::symbols::symbol_map(&nucleus_bytes)?;
-        let map_path = boot.join(crate::symbols::MODULE_NAME);
-        fs::write(&map_path, map)
-            .with_context(|| format!("cannot write {}", map_path.display()))?;
-        entries.push(ModuleEntry {
-            path: format!("/boot/{}", crate::symbols::MODULE_NAME),
-            name: crate::symbols::MODULE_NAME.into(),
-        });
         let cfg = grub::config("/boot/nucleus", &self.cmdline, &entries)?;
         let cfg_path = boot.join("grub/grub.cfg");
         fs::write(&cfg_path, &cfg)

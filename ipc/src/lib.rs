@@ -19,6 +19,7 @@ pub use event::{Event, EventKind};
 pub mod dump;
 
 pub mod codec;
+pub mod console;
 pub mod dump_parts;
 mod hot_path;
 pub mod message;

@@ -912,11 +912,25 @@ impl<'a> Producer<'a> {
         Ok(())
     }
 
+    /// Counts `records` messages the caller could not send (a batch it abandoned because the
+    /// ring was full) in the ring's `dropped` counter, which the consumer can read.
+    pub fn count_drops(&mut self, records: u32) {
+        self.dropped = self.dropped.wrapping_add(records);
+        // Relaxed: a statistic for diagnostics; it orders nothing.
+        self.region
+            .header()
+            .producer
+            .0
+            .dropped
+            .store(self.dropped, Ordering::Relaxed);
+    }
+
     /// Starts a batch: records pushed into it are published together, with one store, when
     /// the batch is committed or dropped.
     #[inline(always)]
     pub fn batch(&mut self) -> Batch<'_, 'a> {
         Batch {
+            start: self.head,
             producer: self,
             pushed: 0,
             staged: 0,
@@ -952,6 +966,8 @@ impl<'a> Producer<'a> {
 /// payload) tie up several entries per line, a bulk copy one or two. Space is still reserved
 /// (and `Full` still reported) record by record, against the cached `tail`.
 pub struct Batch<'p, 'a> {
+    /// The producer's private `head` when the batch began: where [`Batch::abandon`] goes back.
+    start: u32,
     producer: &'p mut Producer<'a>,
     pushed: usize,
     /// Bytes encoded in `stage` and not yet copied into the ring: the records just below the
@@ -1051,6 +1067,19 @@ impl Batch<'_, '_> {
     #[inline]
     pub fn commit(self) -> usize {
         self.pushed // publishing happens in `drop`
+    }
+
+    /// Forgets every record of the batch: nothing is published, the ring is as it was before
+    /// [`Producer::batch`]. For messages that belong together (a dump and its event), so that
+    /// a full ring gets all of them or none. Returns how many records were forgotten.
+    pub fn abandon(mut self) -> usize {
+        let forgotten = self.pushed;
+        // Bytes already copied past the published `head` stay invisible to the consumer,
+        // which reads only up to the published index; the next push overwrites them.
+        self.producer.head = self.start;
+        self.staged = 0;
+        self.pushed = 0;
+        forgotten
     }
 }
 
@@ -1572,6 +1601,27 @@ mod tests {
         assert_eq!(&*consumer.pop().unwrap().unwrap(), b"before");
         assert_eq!(&*consumer.pop().unwrap().unwrap(), b"after");
         assert_eq!(consumer.pop().unwrap().map(|r| r.len()), None);
+    }
+
+    #[test]
+    fn an_abandoned_batch_publishes_nothing_even_after_flushing() {
+        let mut ring = RingStorage::<1024>::new();
+        let (mut producer, mut consumer) = ring.split();
+        producer.push(b"before").unwrap();
+        let mut batch = producer.batch();
+        // Enough records to overflow the staging buffer, so some bytes reach the ring.
+        let mut pushed = 0;
+        while batch.try_push(&[7u8; 200]).is_ok() {
+            pushed += 1;
+        }
+        assert!(pushed >= 3);
+        assert_eq!(batch.abandon(), pushed);
+        producer.count_drops(pushed as u32 + 1);
+        producer.push(b"after").unwrap();
+        assert_eq!(&*consumer.pop().unwrap().unwrap(), b"before");
+        assert_eq!(&*consumer.pop().unwrap().unwrap(), b"after");
+        assert_eq!(consumer.pop().unwrap().map(|r| r.len()), None);
+        assert_eq!(consumer.dropped_by_producer(), pushed as u32 + 1);
     }
 
     #[test]

@@ -94,14 +94,20 @@ pub fn use_stack_block(block: &StackBlock) {
 unsafe extern "C" {
     /// The IDT path's SYSCALL entry (`bsp_x86_64::entry_stubs!`).
     static syscall_entry: u8;
+    /// Its compat-mode twin, which turns the SYSCALL into the caller's #UD.
+    static syscall_compat_entry: u8;
 }
 
-/// Programs SYSCALL (STAR, LSTAR, FMASK, EFER.SCE) and the per-CPU `cpu_info` block that
-/// GS_BASE points at in ring 0. Under FRED, LSTAR and FMASK are unused but harmless, and
-/// EFER.SCE still gates SYSCALL (fred-facts.md §1.3 point 7).
+/// Programs SYSCALL (STAR, LSTAR, CSTAR, FMASK, EFER.SCE), parks SYSENTER, and fills the
+/// per-CPU `cpu_info` block that GS_BASE points at in ring 0. Under FRED, LSTAR, CSTAR,
+/// FMASK and the SYSENTER MSRs are unused but harmless, and EFER.SCE still gates SYSCALL
+/// (fred-facts.md §1.3 point 7).
 pub fn init_syscall(block: &StackBlock) {
     use bsp_x86_64::cpu_info::CpuInfo;
-    use bsp_x86_64::msr::{self, Fmask, GsBase, KernelGsBase, Lstar, Star};
+    use bsp_x86_64::msr::{
+        self, Cstar, Fmask, GsBase, KernelGsBase, Lstar, Star, SysenterCs, SysenterEip,
+        SysenterEsp,
+    };
     use bsp_x86_64::regs::Efer;
     let info = CpuInfo {
         kernel_rsp: block.primary_top(),
@@ -113,13 +119,21 @@ pub fn init_syscall(block: &StackBlock) {
     // reserved for it (the stack starts below it).
     unsafe { core::ptr::write(block.cpu_info() as *mut CpuInfo, info) };
     let entry = core::ptr::addr_of!(syscall_entry) as u64;
+    let compat_entry = core::ptr::addr_of!(syscall_compat_entry) as u64;
     // SAFETY: each write runs at CPL 0 during boot with interrupts off. STAR names the GDT's
-    // selectors; LSTAR is the mapped syscall stub (canonical, kernel half); FMASK clears IF,
-    // TF, DF, AC and NT so the stub runs like an interrupt gate; GS_BASE/KERNEL_GS_BASE set the
+    // selectors; LSTAR and CSTAR are mapped syscall stubs (canonical, kernel half); FMASK
+    // clears IF, TF, DF, AC and NT so the stubs run like an interrupt gate; SYSENTER_CS = 0
+    // makes SYSENTER fault (#GP) in whoever executes it; GS_BASE/KERNEL_GS_BASE set the
     // ring-0/ring-3 halves the stubs swap; EFER keeps LME/LMA/NXE and adds SCE.
     unsafe {
         msr::write(Star::new(gdt::KERNEL_CS, gdt::USER_CS32));
         msr::write(Lstar::new(entry).unwrap_or_else(|_| panic!("syscall stub not canonical")));
+        msr::write(
+            Cstar::new(compat_entry).unwrap_or_else(|_| panic!("syscall stub not canonical")),
+        );
+        msr::write(SysenterCs::DISABLED);
+        msr::write(SysenterEsp::new(0).unwrap_or_else(|_| panic!("0 is canonical")));
+        msr::write(SysenterEip::new(0).unwrap_or_else(|_| panic!("0 is canonical")));
         msr::write(Fmask::nucleus());
         msr::write(
             GsBase::new(block.cpu_info()).unwrap_or_else(|_| panic!("cpu_info not canonical")),
@@ -127,4 +141,27 @@ pub fn init_syscall(block: &StackBlock) {
         msr::write(KernelGsBase::new(0).unwrap_or_else(|_| panic!("0 is canonical")));
         msr::write(msr::read::<Efer>() | Efer::SCE);
     }
+}
+
+/// Turns on the CPU's protections against Ring3 code (`bsp_x86_64::protection`): SMEP,
+/// SMAP, UMIP and PGE where CPUID has them, and CR0.EM|MP|TS so every x87/MMX/SSE
+/// instruction faults. Runs once the nucleus' own (global) mappings are live, before any
+/// server starts; prints which protections are on.
+pub fn protect() {
+    use bsp_x86_64::protection::{self, Protections};
+    use bsp_x86_64::regs::{Cr0, Cr4};
+    let found = Protections::probe();
+    // SAFETY: ring 0, boot, interrupts off. SMEP/SMAP: the nucleus runs only on its own
+    // supervisor pages and reaches server memory through the direct map; UMIP affects CPL 3
+    // only; PGE keeps the (global) nucleus mappings across CR3 loads, and nothing remaps them
+    // after boot; the bits are set only where CPUID reports them, so the write cannot #GP.
+    // CR0.EM|MP|TS: nothing in the nucleus executes an FPU instruction (soft-float target).
+    unsafe {
+        let cr4 = Cr4::from_bits_retain(insn::read_cr4()) | found.cr4();
+        insn::write_cr4(cr4.bits());
+        let cr0 = Cr0::from_bits_retain(insn::read_cr0()) | protection::NO_FPU;
+        insn::write_cr0(cr0.bits());
+    }
+    println!("cpu: {found}");
+    println!("cpu: x87, MMX and SSE fault in servers (CR0.EM, TS)");
 }

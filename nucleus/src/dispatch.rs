@@ -51,11 +51,12 @@ extern "C" fn fred_from_ring0(frame: &mut Frame) {
 }
 
 fn dispatch(frame: &mut Frame, delivery: Delivery) {
-    // The hot path first: a server's `syscall` (type 7, vector 1, from ring 3) needs none of
-    // the decoded event's other fields.
+    // The hot path first: a server's `syscall` (type 7, vector 1, from ring 3, 64-bit mode)
+    // needs none of the decoded event's other fields.
     let ss = frame.ret.ss;
     if ss.event_type_raw() == SYSCALL_TYPE
         && ss.vector() == SYSCALL_VECTOR
+        && ss.is_64bit()
         && frame.ret.cs.selector().rpl() == 3
     {
         return crate::servers::on_syscall(frame);

@@ -27,9 +27,11 @@ pub fn handle(frame: &mut Frame, vector: u8, delivery: Delivery) {
 }
 
 /// An event from Ring3 that is not an interrupt: a syscall, or something for fred-server.
+/// A SYSCALL from compatibility mode (FRED delivers it as a SYSCALL event with the 64-bit bit
+/// clear) is not a syscall of fredvisor's ABI: it goes to fred-server like any fault.
 pub fn user_event(frame: &mut Frame, event: &Event, delivery: Delivery) {
     match event.kind {
-        ipc::EventKind::Syscall => crate::servers::on_syscall(frame),
+        ipc::EventKind::Syscall if frame.ret.ss.is_64bit() => crate::servers::on_syscall(frame),
         _ => crate::servers::on_user_event(frame, event, delivery),
     }
 }

@@ -138,6 +138,9 @@ mod kernel {
         if boot.modules.is_empty() {
             println!("module: none");
         }
+        if boot.modules_dropped > 0 {
+            println!("module: {} more ignored", boot.modules_dropped);
+        }
 
         crate::cpu::install_gdt();
         let layout = match crate::memory::init(&boot) {
@@ -181,6 +184,7 @@ mod kernel {
         if let Some(block) = crate::stacks::block() {
             crate::cpu::init_syscall(&block);
         }
+        crate::cpu::protect();
         crate::fred::init(options);
 
         if options.selftests.contains(SelfTests::PANIC) {

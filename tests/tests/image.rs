@@ -33,7 +33,7 @@ fn swapped_server_is_shipped_as_its_module() -> Result<()> {
     let elf = image_builder::compile::nucleus_once(&Toolbox::from_env(), false)?;
     let iso = Image::new().server("fred-server", &elf).build()?;
     ensure!(
-        iso.modules().first().is_some_and(|m| m == "fred-server"),
+        iso.modules() == ["nucleus.sym", "fred-server", "pv-server"],
         "modules: {:?}",
         iso.modules()
     );

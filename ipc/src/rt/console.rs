@@ -3,7 +3,8 @@
 //! A server has no console of its own; each `console_write` goes to COM1 through the
 //! nucleus. [`Console`] collects one line (up to [`LINE_MAX`] bytes) and writes it in one
 //! call, so lines of different servers do not interleave mid-line. [`crate::println!`] starts
-//! every line with `<name>: ` (the StartInfo name), as style.md §2 item 14 asks.
+//! every line with `<name>: ` (the StartInfo name), as style.md §2 item 14 asks; the nucleus
+//! adds that prefix itself to any line that lacks it (`crate::console`).
 
 use core::fmt;
 
@@ -32,13 +33,19 @@ impl Console {
         }
     }
 
-    /// Writes what is buffered.
+    /// Writes what is buffered. The nucleus may take less than all of it (its console budget
+    /// per tick, `crate::console`): the rest is written once it takes more.
     pub fn flush(&mut self) {
-        if self.len > 0 {
-            // Nothing useful to do if the console refuses our own buffer.
-            let _ = sys::console_write(&self.buf[..self.len]);
-            self.len = 0;
+        let mut rest = &self.buf[..self.len];
+        while !rest.is_empty() {
+            match sys::console_write(rest) {
+                Ok(0) => sys::yield_now(),
+                Ok(n) => rest = rest.get(n as usize..).unwrap_or(&[]),
+                // Nothing useful to do if the console refuses our own buffer.
+                Err(_) => break,
+            }
         }
+        self.len = 0;
     }
 
     fn push(&mut self, byte: u8) {

@@ -35,3 +35,52 @@ pub fn unknown_syscall() -> Result<u64, sys::SysError> {
         None => sys::SysError::Unknown(rax),
     })
 }
+
+/// The shared index words of this server's event ring, for a consumer that lies about them
+/// (the `hostile-server` fixture): the nucleus' published `head` and `dropped`, and `tail`.
+pub mod event_ring {
+    use crate::layout::{EVENT_RING, RING_BYTES};
+    use crate::ring::{DROPPED_OFFSET, HEAD_OFFSET, TAIL_OFFSET, capacity_for};
+
+    const _: () = assert!(TAIL_OFFSET + 4 <= RING_BYTES as usize);
+
+    fn word(offset: usize) -> *mut u32 {
+        (EVENT_RING as usize + offset) as *mut u32
+    }
+
+    /// Bytes of the ring's data area.
+    pub const fn capacity() -> u32 {
+        match capacity_for(RING_BYTES as usize) {
+            Some(capacity) => capacity as u32,
+            None => 0,
+        }
+    }
+
+    /// The producer (nucleus) index as published.
+    pub fn head() -> u32 {
+        // SAFETY: the event ring page is mapped (readable) for this server at `EVENT_RING`
+        // (the layout contract); the word is 4-byte aligned inside it. A racing write by the
+        // producer only makes the value stale.
+        unsafe { word(HEAD_OFFSET).read_volatile() }
+    }
+
+    /// Pushes the producer refused because the ring was full (its `dropped` counter).
+    pub fn dropped() -> u32 {
+        // SAFETY: as for `head`.
+        unsafe { word(DROPPED_OFFSET).read_volatile() }
+    }
+
+    /// The consumer index as published.
+    pub fn tail() -> u32 {
+        // SAFETY: as for `head`.
+        unsafe { word(TAIL_OFFSET).read_volatile() }
+    }
+
+    /// Publishes `value` as the consumer index without consuming anything: a lie the
+    /// producer must survive. Popping through the runtime afterwards publishes the real one.
+    pub fn set_tail(value: u32) {
+        // SAFETY: the page is mapped writable for this server, which is the ring's only
+        // consumer; the write can mislead only the producer, which checks every index.
+        unsafe { word(TAIL_OFFSET).write_volatile(value) }
+    }
+}
