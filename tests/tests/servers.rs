@@ -152,7 +152,9 @@ fn pv_server_fault_is_reported_and_restarted(fault: PvFault) -> Result<()> {
     let option = fault.option;
     let skipped = fault_skipped_line("pv-server", option, 1);
     let image = Image::new().cmdline(&format!("server-args=pv-server:fault={option},selfcheck"));
-    let (iso, boot) = boot_until(image, &skipped)?;
+    // Both ends of the story: the restarted pv-server and fred-server's line about it run in
+    // either order, so the boot waits for both.
+    let (iso, boot) = boot_until_serial(image, restarted_and_skipped)?;
     let pv = shipped(&iso, "pv-server")?;
 
     let rip = fault_rip(&boot, "fred-server: pv-server (owner 1) faulted: ")?;
@@ -218,6 +220,12 @@ fn pv_server_fault_is_reported_and_restarted(fault: PvFault) -> Result<()> {
     boot.expect_absent("the nucleus reports it")?
         .expect_absent("nucleus: fred-server stopped")?;
     Ok(())
+}
+
+/// fred-server heard of pv-server's restart, and the restarted one skipped its test fault.
+fn restarted_and_skipped(log: &str) -> bool {
+    log.contains("fred-server: pv-server (owner 1) restarted, generation 1")
+        && log.contains(" skipped in generation 1 (faults=1)")
 }
 
 fn null_store_at(code: &[u8], _rip: u64) -> bool {
