@@ -37,40 +37,31 @@ pub fn symbol_map(bytes: &[u8]) -> Result<String> {
         .collect())
 }
 
-/// `_ZN7nucleus8dispatch8dispatch17h0123456789abcdefE` → `nucleus::dispatch::dispatch`;
-/// anything else is returned as it is.
+/// A symbol's readable name: Rust's legacy (`_ZN…E`) and v0 (`_R…`) manglings through
+/// `rustc-demangle` (what std's backtraces use), without the hash and without the
+/// `.llvm.NNN` suffix LLVM adds to names it made local; anything else as it is, less that
+/// suffix.
 pub fn demangle(raw: &str) -> String {
-    let Some(mut rest) = raw.strip_prefix("_ZN").and_then(|r| r.strip_suffix('E')) else {
-        return raw.to_string();
-    };
-    let mut parts = Vec::new();
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let Ok(len) = rest[..digits].parse::<usize>() else {
-            return raw.to_string();
-        };
-        let Some(part) = rest.get(digits..digits + len) else {
-            return raw.to_string();
-        };
-        parts.push(part);
-        rest = &rest[digits + len..];
+    let raw = without_llvm_suffix(raw);
+    match rustc_demangle::try_demangle(raw) {
+        // `{:#}`: the path without the trailing hash.
+        Ok(name) => format!("{name:#}"),
+        Err(_) => raw.to_owned(),
     }
-    if parts.last().is_some_and(|p| {
-        p.len() == 17 && p.starts_with('h') && p[1..].bytes().all(|b| b.is_ascii_hexdigit())
-    }) {
-        parts.pop();
+}
+
+/// `name` without a trailing `.llvm.<digits/hex>` (LLVM's suffix for promoted locals).
+fn without_llvm_suffix(name: &str) -> &str {
+    match name.rfind(".llvm.") {
+        Some(at)
+            if name[at + 6..]
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b'@') =>
+        {
+            &name[..at]
+        }
+        _ => name,
     }
-    parts
-        .iter()
-        .map(|p| {
-            p.replace("$LT$", "<")
-                .replace("$GT$", ">")
-                .replace("$u20$", " ")
-                .replace("..", "::")
-                .replace("$C$", ",")
-        })
-        .collect::<Vec<_>>()
-        .join("::")
 }
 
 #[cfg(test)]
@@ -89,8 +80,22 @@ mod tests {
         );
         assert_eq!(
             demangle("_ZN36_$LT$T$u20$as$u20$core..any..Any$GT$7type_id17h0000000000000000E"),
-            "_<T as core::any::Any>::type_id"
+            "<T as core::any::Any>::type_id"
         );
+    }
+
+    #[test]
+    fn v0_names_and_llvm_suffixes_are_read() {
+        assert_eq!(
+            demangle("_RNvCs1234_7nucleus4main"),
+            "nucleus::main"
+        );
+        assert_eq!(
+            demangle("_RNvNtCs1234_7nucleus8dispatch8dispatch.llvm.1234567890123"),
+            "nucleus::dispatch::dispatch"
+        );
+        assert_eq!(demangle("memcpy.llvm.42"), "memcpy");
+        assert_eq!(demangle("a.llvm.not-hex"), "a.llvm.not-hex");
     }
 
     #[test]
@@ -98,6 +103,7 @@ mod tests {
         assert_eq!(demangle("kernel_entry"), "kernel_entry");
         assert_eq!(demangle("_ZN99tooshortE"), "_ZN99tooshortE");
         assert_eq!(demangle("_ZNxE"), "_ZNxE");
+        assert_eq!(demangle("_R"), "_R");
     }
 
     #[test]
