@@ -42,16 +42,68 @@ impl LogLevel {
             Self::Debug => "debug",
         }
     }
+    /// The option value; Xen's words are read where one of ours means the same (`warning`,
+    /// and `all` for the most verbose), so a Xen habit does not cost a warning.
     fn from_bytes(value: &[u8]) -> Option<Self> {
         match value {
             b"error" => Some(Self::Error),
-            b"warn" => Some(Self::Warn),
+            b"warn" | b"warning" => Some(Self::Warn),
             b"info" => Some(Self::Info),
-            b"debug" => Some(Self::Debug),
+            b"debug" | b"all" => Some(Self::Debug),
             _ => None,
         }
     }
 }
+
+/// One option as a help text lists it: syntax, one line of meaning, and an example word
+/// that sets it (a test parses every example, so the list cannot name an option the
+/// parser does not know).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionHelp {
+    pub syntax: &'static str,
+    pub help: &'static str,
+    pub example: &'static str,
+}
+
+/// Every option the parser knows, in the order of [`Options`]' fields.
+pub const OPTIONS: [OptionHelp; 7] = [
+    OptionHelp {
+        syntax: "fred=on|off|auto",
+        help: "event delivery: FRED, the IDT, or FRED when the CPU has FRED and LKGS (auto)",
+        example: "fred=off",
+    },
+    OptionHelp {
+        syntax: "pv-shim",
+        help: "PV shim mode: no FRED, since PV32 guests need rings 1 and 2",
+        example: "pv-shim",
+    },
+    OptionHelp {
+        syntax: "loglvl=error|warn|info|debug",
+        help: "console verbosity (info); Xen's warning and all mean warn and debug",
+        example: "loglvl=all",
+    },
+    OptionHelp {
+        syntax: "exit=qemu|bochs",
+        help: "after `nucleus: ready` or a panic, end the emulator (run adds exit=qemu)",
+        example: "exit=bochs",
+    },
+    OptionHelp {
+        syntax: "selftest=NAME[,NAME...]",
+        help: "self-tests at boot: all, int3, ud2, pf-unmapped, pf-nx, gp-selector, \
+               df-recursion, early-fault, panic",
+        example: "selftest=all",
+    },
+    OptionHelp {
+        syntax: "bench",
+        help: "run the measurements after boot (what `image-builder bench` adds)",
+        example: "bench",
+    },
+    OptionHelp {
+        syntax: "server-args=NAME:ARG[,ARG...]",
+        help: "arguments for server NAME, commas read as spaces (at most 4 servers)",
+        example: "server-args=pv-server:selfcheck",
+    },
+];
 
 /// How a test run ends (`exit=`): through QEMU's `isa-debug-exit` or Bochs' shutdown port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -623,6 +675,58 @@ mod tests {
                 "cmdline: fred: expected fred=on|off|auto, using auto",
             ]
         );
+    }
+
+    #[test]
+    fn xen_log_levels_are_aliases() {
+        assert_eq!(
+            parse_all(b"loglvl=warning"),
+            (
+                Options {
+                    loglvl: LogLevel::Warn,
+                    ..Options::default()
+                },
+                vec![]
+            )
+        );
+        assert_eq!(parse_all(b"loglvl=all").0.loglvl, LogLevel::Debug);
+        // Xen's words that have no meaning here stay warnings.
+        assert_eq!(parse_all(b"loglvl=none").1.len(), 1);
+        assert_eq!(
+            parse_all(b"console=com1").1,
+            ["cmdline: unknown option 'console=com1' ignored"]
+        );
+    }
+
+    #[test]
+    fn every_listed_option_is_known_and_every_option_is_listed() {
+        for option in OPTIONS {
+            let (options, warnings) = parse_all(option.example.as_bytes());
+            assert!(warnings.is_empty(), "{option:?}: {warnings:?}");
+            assert_ne!(options, Options::default(), "{option:?} changes nothing");
+            let key = option.syntax.split(['=', ' ']).next().unwrap_or_default();
+            assert!(option.example.starts_with(key), "{option:?}");
+            assert!(!option.help.contains('\n'), "{option:?}");
+        }
+        // Every key a rendered command line uses is in the list.
+        let all = Options {
+            pv_shim: true,
+            exit: Some(TestExit::Qemu),
+            selftests: SelfTests::INT3,
+            bench: true,
+            server_args: parse_all(b"server-args=a:b").0.server_args,
+            ..Options::default()
+        }
+        .to_string();
+        for word in all.split(' ') {
+            let key = word.split('=').next().unwrap_or_default();
+            assert!(
+                OPTIONS
+                    .iter()
+                    .any(|o| o.syntax.split('=').next() == Some(key)),
+                "{key} is not in OPTIONS"
+            );
+        }
     }
 
     #[test]

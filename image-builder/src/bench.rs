@@ -264,6 +264,7 @@ impl Default for BenchOptions {
 
 /// `bench`: builds the benchmark ISO, boots it and returns the table to print.
 pub fn run(options: &BenchOptions) -> Result<String> {
+    options.build.check_cmdline()?;
     let default_output = workspace_root().join("target/fredvisor-bench.iso");
     Qemu::from_path(&default_output).check_tools()?;
     let iso = options.build.image(CMDLINE, default_output).build()?;

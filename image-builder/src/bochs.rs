@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use crate::boot::{Boot, Firmware, QemuExit, clean_line};
 use crate::image::Iso;
 use crate::progress::Step;
-use crate::qemu::KillOnDrop;
+use crate::shutdown::OwnedChild;
 use crate::tools::{self, MissingTool};
 
 /// Environment variable naming the `bochs` executable to use instead of the `PATH` search.
@@ -270,9 +270,7 @@ impl Bochs {
                 (None, dir.clone())
             }
             None => {
-                let temp = tempfile::Builder::new()
-                    .prefix("fredvisor-bochs-")
-                    .tempdir()
+                let temp = crate::shutdown::OwnedDir::new("fredvisor-bochs-")
                     .context("cannot create a run directory")?;
                 let dir = temp.path().to_path_buf();
                 (Some(temp), dir)
@@ -314,17 +312,15 @@ impl Bochs {
             Step::start("boot")
         };
         let started = Instant::now();
-        let child = command
-            .spawn()
+        let guard = OwnedChild::spawn(&mut command)
             .with_context(|| format!("cannot start {}", bochs.display()))?;
-        let mut guard = KillOnDrop(child);
         let deadline = self.timeout.map(|t| started + t);
         let mut echoed = 0;
         let status = loop {
             if self.echo {
                 echoed = echo_new_bytes(&serial_path, echoed);
             }
-            if let Some(status) = guard.0.try_wait().context("cannot wait for Bochs")? {
+            if let Some(status) = guard.try_wait().context("cannot wait for Bochs")? {
                 break Some(status);
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -101,7 +101,7 @@ pub struct Boot {
     /// The serial log file QEMU wrote, while the `Boot` lives (if captured to a file).
     pub serial_path: Option<PathBuf>,
     /// Keeps the run's temporary directory (serial log, firmware variables) alive.
-    pub(crate) _dir: Option<tempfile::TempDir>,
+    pub(crate) _dir: Option<crate::shutdown::OwnedDir>,
 }
 
 impl Boot {

@@ -3,6 +3,7 @@
 //! Owns the defaults a human gets (`run` ends by itself, where the ISO goes) and the
 //! mapping from outcomes to process exit codes. Parsing is `main.rs`'s job.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,7 +13,8 @@ use crate::bochs::{Bochs, EXIT_BOCHS_OPTION};
 use crate::boot::QemuExit;
 use crate::compile::workspace_root;
 use crate::image::{Image, Iso, NamedFile, default_iso_path};
-use crate::qemu::Qemu;
+use crate::nucleus_options;
+use crate::qemu::{Accel, GDB_PORT, Qemu};
 
 /// Exit code for errors before or around the boot (missing tool, failed build, bad input).
 pub const EXIT_ERROR: u8 = 2;
@@ -32,9 +34,21 @@ pub struct BuildOptions {
     /// Default: `target/fredvisor.iso` (`target/fredvisor-run.iso` for `run`).
     pub output: Option<PathBuf>,
     pub verbose: bool,
+    /// Pass options the nucleus does not know (or bad values) through to its own warnings
+    /// instead of refusing them before the build.
+    pub allow_unknown_options: bool,
 }
 
 impl BuildOptions {
+    /// The user's command line, parsed as the nucleus will (unless unknown options are
+    /// allowed): a typo costs one line and no build.
+    pub fn check_cmdline(&self) -> Result<()> {
+        if !self.allow_unknown_options {
+            nucleus_options::check(&self.cmdline)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn image(&self, extra_cmdline: &str, default_output: PathBuf) -> Image {
         let mut image = Image::new()
             .cmdline(&self.cmdline)
@@ -56,8 +70,10 @@ impl BuildOptions {
 
 /// `build`: the ISO at `target/fredvisor.iso` (or `--output`), as written to a USB stick.
 pub fn build(options: &BuildOptions) -> Result<Iso> {
+    options.check_cmdline()?;
     let iso = options.image("", default_iso_path()).build()?;
     eprintln!("wrote {}", iso.path().display());
+    eprintln!("boot it: cargo fv run (= cargo run -p image-builder -- run); more: cargo fv --help");
     Ok(iso)
 }
 
@@ -72,28 +88,57 @@ pub struct RunOptions {
     pub stay: bool,
     /// Boot in Bochs (Wildcat Lake model, FRED) instead of QEMU, with `exit=bochs`.
     pub bochs: bool,
+    /// QEMU's accelerator.
+    pub accel: Accel,
+    /// QEMU waits for GDB on [`GDB_PORT`] before the first instruction.
+    pub gdb: bool,
+    /// A copy of COM1 (the terminal still shows it).
+    pub serial_log: Option<PathBuf>,
+    /// Appended to QEMU's command line as they are.
+    pub qemu_args: Vec<OsString>,
 }
 
 /// `run`: builds `target/fredvisor-run.iso` (so the bare-metal ISO never carries
 /// `exit=qemu`), boots it with COM1 on the terminal and returns how it ended.
 pub fn run(options: &RunOptions) -> Result<QemuExit> {
+    options.build.check_cmdline()?;
     if options.bochs {
         return run_bochs(options);
     }
-    // QEMU and OVMF are checked before the (long) build.
+    // QEMU, OVMF and KVM are checked before the (long) build.
     let default_output = workspace_root().join("target/fredvisor-run.iso");
-    let probe = Qemu::from_path(&default_output).uefi(options.uefi);
+    let probe = Qemu::from_path(&default_output)
+        .uefi(options.uefi)
+        .accel(options.accel);
     probe.check_tools()?;
     let extra = if options.stay { "" } else { EXIT_QEMU_OPTION };
     let iso = options.build.image(extra, default_output).build()?;
     if options.stay {
         eprintln!("note: the nucleus halts after it is ready; stop QEMU with Ctrl-C");
     }
-    let boot = Qemu::new(&iso)
+    if options.gdb {
+        eprintln!(
+            "note: QEMU waits for a debugger on port {GDB_PORT}; in another terminal: \
+             gdb {} -ex 'target remote localhost:{GDB_PORT}'",
+            iso.nucleus_elf().display()
+        );
+    }
+    let mut qemu = Qemu::new(&iso)
         .uefi(options.uefi)
-        .timeout(options.timeout)
-        .serial_stdio()
-        .run()?;
+        .accel(options.accel)
+        .gdb(options.gdb)
+        .timeout(options.timeout);
+    qemu = match &options.serial_log {
+        Some(path) => qemu.serial_stdio_logged(path),
+        None => qemu.serial_stdio(),
+    };
+    for arg in &options.qemu_args {
+        qemu = qemu.arg(arg);
+    }
+    let boot = qemu.run()?;
+    if let Some(path) = &options.serial_log {
+        eprintln!("note: the serial log is in {}", path.display());
+    }
     Ok(boot.exit)
 }
 

@@ -6,6 +6,7 @@
 //! directory serialises concurrent test binaries. Does not touch the ISO.
 
 use std::fs::{self, File};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -13,6 +14,7 @@ use std::sync::{Mutex, OnceLock};
 use anyhow::{Context, Result, bail};
 
 use crate::progress::Step;
+use crate::shutdown::OwnedChild;
 use crate::tools::{KERNEL_TARGET, Tool, Toolbox};
 
 /// The workspace root: the parent of this crate's manifest directory.
@@ -113,27 +115,35 @@ pub fn build_target(
     for package in packages {
         command.args(["-p", package]);
     }
-    let (success, stderr) = if verbose {
-        let status = command
-            .status()
-            .with_context(|| format!("cannot run {}", cargo.display()))?;
-        (status.success(), String::new())
+    // Verbose: cargo's `Compiling` lines and, on a terminal, its progress bar. Otherwise
+    // (tests, CI logs) captured and shown only on failure.
+    let shown = verbose;
+    if shown {
+        command.stdout(Stdio::null()).stderr(Stdio::inherit());
     } else {
-        let output = command
-            .output()
-            .with_context(|| format!("cannot run {}", cargo.display()))?;
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
+        command.stdout(Stdio::null()).stderr(Stdio::piped());
+    }
+    let child = OwnedChild::spawn(&mut command)
+        .with_context(|| format!("cannot run {}", cargo.display()))?;
+    let pipe = child.take_stderr();
+    let mut stderr = Vec::new();
+    if let Some(mut pipe) = pipe {
+        // Until cargo closes it, i.e. ends; a read error only loses the error text.
+        let _ = pipe.read_to_end(&mut stderr);
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("cannot wait for {}", cargo.display()))?;
     drop(lock);
-    if !success {
+    if !status.success() {
+        let output = match shown {
+            true => "its output is above".to_owned(),
+            false => String::from_utf8_lossy(&stderr).trim_end().to_owned(),
+        };
         bail!(
-            "cargo build of {} for {KERNEL_TARGET} failed (RUSTFLAGS=\"{}\"):\n{}",
+            "cargo build of {} for {KERNEL_TARGET} failed (RUSTFLAGS=\"{}\"):\n{output}",
             packages.join(", "),
             kind.rustflags,
-            stderr.trim_end()
         );
     }
     let out_dir = target_dir.join(KERNEL_TARGET).join("release");
@@ -144,6 +154,16 @@ pub fn build_target(
             check_elf(&elf).map(|()| elf)
         })
         .collect()
+}
+
+/// Starts the progress line of a build step: on a line of its own when cargo's output
+/// (`verbose`) follows.
+pub fn build_step(name: &'static str, verbose: bool) -> Step {
+    if verbose {
+        Step::start_own_line(name, "cargo's output follows")
+    } else {
+        Step::start(name)
+    }
 }
 
 /// Fails with one line unless `path` is a readable file starting with the ELF magic.
@@ -179,15 +199,21 @@ pub fn nucleus_once(tools: &Toolbox, verbose: bool) -> Result<PathBuf> {
         Step::cached("build nucleus");
         return built.clone().map_err(anyhow::Error::msg);
     }
-    let step = Step::start("build nucleus");
-    let result = build_target(
-        tools,
-        &workspace_root(),
-        NUCLEUS_BUILD,
-        &["nucleus"],
-        verbose,
-    )
-    .and_then(|mut elves| elves.pop().context("cargo produced no nucleus"));
+    let workspace = workspace_root();
+    let previous = workspace
+        .join("target")
+        .join(NUCLEUS_BUILD.target_dir)
+        .join(KERNEL_TARGET)
+        .join("release/nucleus");
+    if !previous.is_file() {
+        eprintln!(
+            "note: the first build compiles the nucleus, the servers and their dependencies \
+             for {KERNEL_TARGET}: a few minutes; later builds take seconds"
+        );
+    }
+    let step = build_step("build nucleus", verbose);
+    let result = build_target(tools, &workspace, NUCLEUS_BUILD, &["nucleus"], verbose)
+        .and_then(|mut elves| elves.pop().context("cargo produced no nucleus"));
     match result {
         Ok(elf) => {
             step.done("");

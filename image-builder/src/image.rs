@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, Weak};
 
+use crate::reproducible;
+use crate::shutdown::{OwnedChild, OwnedDir, OwnedFile};
 use anyhow::{Context, Result, bail};
-use tempfile::TempDir;
 
 use crate::compile::{self, SERVER_BUILD, SERVERS, ServerSpec};
 use crate::grub::{self, ModuleEntry};
@@ -154,7 +155,7 @@ impl Image {
             .map(|s| s.name)
             .collect();
         if !to_build.is_empty() {
-            let step = Step::start("build servers");
+            let step = compile::build_step("build servers", self.verbose);
             let built = compile::build_target(
                 &self.tools,
                 &workspace,
@@ -180,10 +181,8 @@ impl Image {
 
         // 3. Staging tree and grub.cfg.
         let step = Step::start("grub.cfg");
-        let staging = tempfile::Builder::new()
-            .prefix("fredvisor-iso-")
-            .tempdir()
-            .context("cannot create a staging directory")?;
+        let staging =
+            OwnedDir::new("fredvisor-iso-").context("cannot create a staging directory")?;
         let boot = staging.path().join("boot");
         fs::create_dir_all(boot.join("grub"))
             .and_then(|()| fs::create_dir_all(boot.join("modules")))
@@ -216,7 +215,8 @@ impl Image {
                 name: module.name.clone(),
             });
         }
-        let cfg = grub::config("/boot/nucleus", &self.cmdline, &entries)?;
+        let source = reproducible::source(&workspace);
+        let cfg = grub::config("/boot/nucleus", &self.cmdline, &entries, &source.revision)?;
         let cfg_path = boot.join("grub/grub.cfg");
         fs::write(&cfg_path, &cfg)
             .with_context(|| format!("cannot write {}", cfg_path.display()))?;
@@ -227,15 +227,20 @@ impl Image {
         let (dir, path) = match &self.output {
             Some(path) => (None, path.clone()),
             None => {
-                let dir = tempfile::Builder::new()
-                    .prefix("fredvisor-")
-                    .tempdir()
-                    .context("cannot create a directory for the ISO")?;
+                let dir =
+                    OwnedDir::new("fredvisor-").context("cannot create a directory for the ISO")?;
                 let path = dir.path().join("fredvisor.iso");
                 (Some(dir), path)
             }
         };
-        if let Err(err) = mkrescue_iso(&self.tools, &mkrescue, &xorriso, staging.path(), &path) {
+        if let Err(err) = mkrescue_iso(
+            &self.tools,
+            &mkrescue,
+            &xorriso,
+            staging.path(),
+            &path,
+            source,
+        ) {
             step.failed();
             return Err(err);
         }
@@ -246,6 +251,7 @@ impl Image {
         Ok(Iso {
             path,
             size,
+            nucleus,
             cmdline: self.cmdline.clone(),
             modules: entries.into_iter().map(|e| e.name).collect(),
             grub_cfg: cfg,
@@ -299,9 +305,13 @@ impl Image {
         let mut seen = Vec::new();
         for module in &self.modules {
             grub::check_module_name(&module.name)?;
-            if seen.contains(&module.name.as_str()) || ServerSpec::by_name(&module.name).is_some() {
+            if seen.contains(&module.name.as_str()) {
+                bail!("module name {:?} is given twice", module.name);
+            }
+            if ServerSpec::by_name(&module.name).is_some() {
                 bail!(
-                    "module name {:?} is given twice (or is a server name: use --server)",
+                    "module name {:?} is a server's: ship a server with --server {}=PATH",
+                    module.name,
                     module.name
                 );
             }
@@ -369,42 +379,59 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Runs `grub-mkrescue` on `staging`, writing `output` atomically (a partial ISO never
-/// appears under the final name).
+/// appears under the final name) and reproducibly (every date at the source's epoch, the
+/// EFI image's serial from its revision, see [`reproducible`]).
 fn mkrescue_iso(
     tools: &Toolbox,
     mkrescue: &Path,
     xorriso: &Path,
     staging: &Path,
     output: &Path,
+    source: &reproducible::Source,
 ) -> Result<()> {
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)
             .with_context(|| format!("cannot create {}", parent.display()))?;
     }
-    let partial = output.with_extension(format!("iso.partial-{}", std::process::id()));
-    let result = Command::new(mkrescue)
+    let partial =
+        OwnedFile::new(output.with_extension(format!("iso.partial-{}", std::process::id())));
+    // grub-mkrescue's own scratch folders go in here, so a signal leaves none behind.
+    let scratch =
+        OwnedDir::new("fredvisor-mkrescue-").context("cannot create a scratch directory")?;
+    let mut command = Command::new(mkrescue);
+    command
         .arg("--xorriso")
         .arg(xorriso)
         // Only what grub.cfg uses (plus their dependencies): a third of the default size.
         .arg(format!("--install-modules={}", grub::MODULES.join(" ")))
         .args(["--fonts=unicode", "--locales=", "--themes="])
+        .args(reproducible::xorriso_args(source.epoch))
         .arg("-o")
-        .arg(&partial)
+        .arg(partial.path())
         .arg(staging)
         .env("PATH", tools.search_path())
+        .env("SOURCE_DATE_EPOCH", source.epoch.to_string())
+        .env("TMPDIR", scratch.path())
         .stdin(Stdio::null())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = OwnedChild::spawn(&mut command)
         .with_context(|| format!("cannot run {}", mkrescue.display()))?;
-    if !result.status.success() {
-        let _ = fs::remove_file(&partial);
+    let mut stderr = Vec::new();
+    if let Some(mut pipe) = child.take_stderr() {
+        let _ = std::io::Read::read_to_end(&mut pipe, &mut stderr);
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("cannot wait for {}", mkrescue.display()))?;
+    if !status.success() {
         bail!(
-            "grub-mkrescue failed ({}):\n{}",
-            result.status,
-            String::from_utf8_lossy(&result.stderr).trim_end()
+            "grub-mkrescue failed ({status}):\n{}",
+            String::from_utf8_lossy(&stderr).trim_end()
         );
     }
-    fs::rename(&partial, output)
-        .with_context(|| format!("cannot move {} to {}", partial.display(), output.display()))
+    reproducible::fix_efi_serial(partial.path(), reproducible::fat_serial(&source.revision))?;
+    partial.rename(output)
 }
 
 /// A built ISO. When built without [`Image::output`], it lives in a temporary directory
@@ -413,10 +440,12 @@ fn mkrescue_iso(
 pub struct Iso {
     path: PathBuf,
     size: u64,
+    /// The nucleus ELF that went in, with its symbols and debug information.
+    nucleus: PathBuf,
     cmdline: String,
     modules: Vec<String>,
     grub_cfg: String,
-    _dir: Option<TempDir>,
+    _dir: Option<OwnedDir>,
 }
 
 impl Iso {
@@ -427,6 +456,11 @@ impl Iso {
     /// Size in bytes.
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// The nucleus ELF inside (unstripped: what a debugger loads).
+    pub fn nucleus_elf(&self) -> &Path {
+        &self.nucleus
     }
 
     /// The user part of the command line (every menu entry has it).
@@ -503,6 +537,10 @@ mod tests {
             (
                 Image::new().module("m", &not_elf).module("m", &not_elf),
                 "given twice",
+            ),
+            (
+                Image::new().module("fred-server", &not_elf),
+                "module name \"fred-server\" is a server's: ship a server with --server fred-server=PATH",
             ),
             (Image::new().cmdline("a;b"), "GRUB would interpret"),
             (Image::new().nucleus(&not_elf), "nucleus: "),

@@ -14,21 +14,29 @@
 //! ```
 //!
 //! Modules: `tools` finds host tools (one clear line when one is missing), `compile` runs
-//! cargo for the target binaries, `grub` writes `grub.cfg`, `image` makes the ISO, `qemu`
-//! boots it (`bochs` on Bochs' FRED CPU model), `boot` holds the outcome and the assertions,
-//! `commands` is the CLI's work, `bench` the CLI's measurements under `-icount`.
-//! Only host code lives here, none of it `unsafe`.
-#![forbid(unsafe_code)]
+//! cargo for the target binaries, `grub` writes `grub.cfg`, `image` makes the ISO
+//! (`reproducible`: byte-identical builds, the source revision; `symbols`: `nucleus.sym`),
+//! `qemu` boots it (`bochs` on Bochs' FRED CPU model, `console` filters the interactive
+//! console), `boot` holds the outcome and the assertions, `commands` is the CLI's work
+//! (`nucleus_options` checks `--cmdline` with the nucleus' own parser), `bench` the CLI's
+//! measurements under `-icount`, `shutdown` ends every child and removes every temporary
+//! folder, also on SIGINT/SIGTERM/SIGHUP.
+//! Only host code lives here; the one `unsafe` module is `shutdown`'s signal handler.
+#![deny(unsafe_code)]
 
 pub mod bench;
 pub mod bochs;
 pub mod boot;
 pub mod commands;
 pub mod compile;
+pub mod console;
 pub mod grub;
 pub mod image;
+pub mod nucleus_options;
 pub mod progress;
 pub mod qemu;
+pub mod reproducible;
+pub mod shutdown;
 pub mod symbols;
 pub mod tools;
 

@@ -1,20 +1,25 @@
 //! image-builder CLI: parses arguments and calls `image_builder::commands`.
 #![forbid(unsafe_code)]
 
+use std::ffi::OsString;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use image_builder::NamedFile;
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use image_builder::bench::{self, BenchOptions};
 use image_builder::commands::{self, BuildOptions, EXIT_ERROR, RunOptions};
+use image_builder::qemu::Accel;
+use image_builder::{NamedFile, nucleus_options, shutdown};
 
 /// Build fredvisor's hybrid BIOS+UEFI ISO and boot it in QEMU.
 ///
-/// Without a subcommand, `build` runs.
+/// Without a subcommand, `build` runs. The build options may come before or after the
+/// subcommand. From anywhere in the repository, `cargo fv ARGS` is
+/// `cargo run -p image-builder -- ARGS`.
 #[derive(Parser)]
-#[command(version, args_conflicts_with_subcommands = true)]
+#[command(version)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -28,7 +33,7 @@ enum Command {
     ///
     /// The ISO boots under BIOS and UEFI; write it to a USB stick with dd. GRUB's menu has
     /// three entries: default (fred=auto), fred=off and fred=on.
-    Build(BuildArgs),
+    Build,
     /// Build, then boot in QEMU (TCG) or Bochs (--bochs) with COM1 on this terminal.
     ///
     /// Adds `exit=qemu` to the nucleus command line so the run ends by itself after
@@ -36,8 +41,9 @@ enum Command {
     /// target/fredvisor-run.iso, so target/fredvisor.iso stays free of `exit=qemu`.
     ///
     /// Exit status: 0 success, 1 the nucleus reported failure (panic), 2 error before the
-    /// boot (missing tool, build failure), 3 QEMU ended otherwise (e.g. triple fault),
-    /// 124 timeout. Under --bochs, 0 and 1 come from the serial log (see --bochs).
+    /// boot (missing tool, build failure, bad option), 3 QEMU ended otherwise (e.g. triple
+    /// fault), 124 timeout, 128 + N when image-builder got signal N (QEMU is ended first).
+    /// Under --bochs, 0 and 1 come from the serial log (see --bochs).
     Run(RunArgs),
     /// Build with `bench server-args=pv-server:bench`, boot in QEMU with a deterministic
     /// instruction clock and print issue 7's measurements as a table.
@@ -53,37 +59,56 @@ enum Command {
     Bench(BenchArgs),
 }
 
+/// Build options: accepted before or after the subcommand.
 #[derive(Args, Default)]
 struct BuildArgs {
-    /// Options appended to the nucleus command line of every menu entry.
-    #[arg(long, value_name = "OPTIONS", default_value = "")]
+    /// Options appended to the nucleus command line of every menu entry (listed in
+    /// `run --help`); checked with the nucleus' own parser before the build.
+    #[arg(long, value_name = "OPTIONS", default_value = "", global = true)]
     cmdline: String,
+    /// Boot anyway with options the nucleus does not know or values it refuses (it then
+    /// warns on its console and uses its defaults).
+    #[arg(long, global = true)]
+    allow_unknown_options: bool,
     /// Extra boot module `module2 /boot/modules/NAME NAME` (repeatable).
-    #[arg(long = "module", value_name = "NAME=PATH")]
+    #[arg(long = "module", value_name = "NAME=PATH", global = true)]
     modules: Vec<NamedFile>,
     /// Ship the ELF at PATH as server NAME instead of building it (repeatable).
-    #[arg(long = "server", value_name = "NAME=PATH")]
+    #[arg(long = "server", value_name = "NAME=PATH", global = true)]
     servers: Vec<NamedFile>,
     /// Ship this nucleus ELF instead of building one.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     nucleus: Option<PathBuf>,
     /// Where to write the ISO.
-    #[arg(long, short, value_name = "PATH")]
+    #[arg(long, short, value_name = "PATH", global = true)]
     output: Option<PathBuf>,
-    /// Show cargo's output while building.
-    #[arg(long, short)]
+    /// Show cargo's output while building (always when stderr is a terminal).
+    #[arg(long, short, global = true)]
     verbose: bool,
+}
+
+/// `--accel`.
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum AccelArg {
+    /// Translation, the same on every host.
+    #[default]
+    Tcg,
+    /// The host CPU (`-cpu host`) through /dev/kvm.
+    Kvm,
 }
 
 #[derive(Args)]
 struct RunArgs {
-    #[command(flatten)]
-    build: BuildArgs,
     /// Boot with UEFI firmware (OVMF) instead of BIOS.
     #[arg(long)]
     uefi: bool,
     /// Kill QEMU after this many seconds (0: never).
-    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
     timeout: f64,
     /// Do not add `exit=qemu`: the nucleus stays halted after boot until Ctrl-C.
     #[arg(long)]
@@ -93,16 +118,32 @@ struct RunArgs {
     /// Uses $FREDVISOR_BOCHS, else `bochs` on PATH (Bochs 3.1 dev built with --enable-fred).
     /// Adds `exit=bochs` instead of `exit=qemu`; the verdict is read from the serial log.
     /// Files of the run: target/bochs/ (bochsrc, serial.log, bochs.log).
-    #[arg(long, conflicts_with = "uefi")]
+    #[arg(long, conflicts_with_all = ["uefi", "gdb", "accel", "serial_log", "qemu_args"])]
     bochs: bool,
+    /// QEMU's accelerator; kvm runs the host CPU (`-cpu host`) and needs a usable /dev/kvm.
+    #[arg(long, value_enum, default_value_t = AccelArg::Tcg)]
+    accel: AccelArg,
+    /// QEMU waits for GDB on localhost:1234 before the first instruction (`-s -S`); the
+    /// exact gdb command, with the unstripped nucleus ELF, is printed.
+    #[arg(long)]
+    gdb: bool,
+    /// Also write COM1 to FILE (the terminal still shows it).
+    #[arg(long, value_name = "FILE")]
+    serial_log: Option<PathBuf>,
+    /// Extra QEMU arguments, after `--` (e.g. `-- -smp 2 -d int`).
+    #[arg(last = true, value_name = "QEMU ARGS")]
+    qemu_args: Vec<OsString>,
 }
 
 #[derive(Args)]
 struct BenchArgs {
-    #[command(flatten)]
-    build: BuildArgs,
     /// Kill QEMU after this many seconds if a measurement line is still missing.
-    #[arg(long, value_name = "SECONDS", default_value_t = bench::DEFAULT_TIMEOUT.as_secs_f64())]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = bench::DEFAULT_TIMEOUT.as_secs_f64(),
+        allow_negative_numbers = true
+    )]
     timeout: f64,
 }
 
@@ -114,21 +155,34 @@ impl From<BuildArgs> for BuildOptions {
             servers: args.servers,
             nucleus: args.nucleus,
             output: args.output,
-            verbose: args.verbose,
+            // On a terminal a first build is minutes: show cargo's progress.
+            verbose: args.verbose || std::io::stderr().is_terminal(),
+            allow_unknown_options: args.allow_unknown_options,
         }
     }
 }
 
+/// The CLI with the nucleus' options listed under `run --help` and `build --help`.
+fn parse() -> Cli {
+    let options = nucleus_options::help();
+    let command = Cli::command()
+        .mut_subcommand("run", |run| run.after_help(options.clone()))
+        .mut_subcommand("build", |build| build.after_help(options.clone()));
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|err| err.exit())
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Build(cli.build)) {
-        Command::Build(args) => commands::build(&args.into()).map(|_| 0),
+    if let Err(err) = shutdown::handle_signals() {
+        eprintln!("warning: cannot handle signals ({err}): Ctrl-C may leave QEMU running");
+    }
+    let cli = parse();
+    let build: BuildOptions = cli.build.into();
+    let result = match cli.command.unwrap_or(Command::Build) {
+        Command::Build => commands::build(&build).map(|_| 0),
         Command::Bench(args) => match Duration::try_from_secs_f64(args.timeout) {
             Ok(timeout) if !timeout.is_zero() => {
-                let options = BenchOptions {
-                    build: args.build.into(),
-                    timeout,
-                };
+                let options = BenchOptions { build, timeout };
                 bench::run(&options).map(|table| {
                     print!("{table}");
                     0
@@ -139,11 +193,18 @@ fn main() -> ExitCode {
         Command::Run(args) => match Duration::try_from_secs_f64(args.timeout) {
             Ok(timeout) => {
                 let options = RunOptions {
-                    build: args.build.into(),
+                    build,
                     uefi: args.uefi,
                     timeout,
                     stay: args.stay,
                     bochs: args.bochs,
+                    accel: match args.accel {
+                        AccelArg::Tcg => Accel::Tcg,
+                        AccelArg::Kvm => Accel::Kvm,
+                    },
+                    gdb: args.gdb,
+                    serial_log: args.serial_log,
+                    qemu_args: args.qemu_args,
                 };
                 commands::run(&options).map(|exit| exit.cli_exit_code())
             }
@@ -153,10 +214,11 @@ fn main() -> ExitCode {
         },
     };
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => ExitCode::from(shutdown::exit_code(code)),
         Err(err) => {
+            let code = shutdown::exit_code(EXIT_ERROR);
             eprintln!("error: {err:#}");
-            ExitCode::from(EXIT_ERROR)
+            ExitCode::from(code)
         }
     }
 }

@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use anyhow::{Context, Result, bail};
 use crate::boot::{Boot, Firmware, QemuExit};
 use crate::image::Iso;
 use crate::progress::Step;
+use crate::shutdown::{OwnedChild, OwnedDir};
 use crate::tools::{Ovmf, Tool, Toolbox};
 
 /// Guest memory.
@@ -26,11 +27,62 @@ pub const MEMORY: &str = "256M";
 /// How often the process and the serial log are looked at while waiting.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
+/// Port of QEMU's GDB server under `-s`.
+pub const GDB_PORT: u16 = 1234;
+
+/// QEMU's accelerator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Accel {
+    /// Instruction translation: the same on every host (what the tests use).
+    #[default]
+    Tcg,
+    /// The host CPU through `/dev/kvm`, with `-cpu host`: full speed, and on a FRED host
+    /// the way to run the FRED path outside Bochs.
+    Kvm,
+}
+
+impl Accel {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcg => "tcg",
+            Self::Kvm => "kvm",
+        }
+    }
+
+    /// Fails with one line unless this accelerator can be used here.
+    pub fn check(self) -> Result<()> {
+        match self {
+            Self::Tcg => Ok(()),
+            Self::Kvm => check_kvm(Path::new(KVM_DEVICE)),
+        }
+    }
+}
+
+/// The KVM device QEMU opens for `-accel kvm`.
+pub const KVM_DEVICE: &str = "/dev/kvm";
+
+/// `/dev/kvm` must exist and open read-write, as QEMU will open it.
+fn check_kvm(device: &Path) -> Result<()> {
+    match fs::OpenOptions::new().read(true).write(true).open(device) {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
+            "--accel kvm: {} does not exist (no KVM on this host, or the kvm module is not \
+             loaded): use --accel tcg",
+            device.display()
+        ),
+        Err(err) => bail!(
+            "--accel kvm: cannot open {}: {err} (add yourself to the kvm group, or use --accel tcg)",
+            device.display()
+        ),
+    }
+}
+
 /// Where COM1 goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Serial {
-    /// The terminal (interactive `run`): nothing is captured.
-    Stdio,
+    /// The terminal (interactive `run`): nothing is captured; a copy goes to the file if
+    /// one is given.
+    Stdio(Option<PathBuf>),
     /// A file: this one, or `serial.log` in the run's temporary directory.
     File(Option<PathBuf>),
 }
@@ -40,6 +92,8 @@ enum Serial {
 pub struct Qemu {
     iso: PathBuf,
     uefi: bool,
+    accel: Accel,
+    gdb: bool,
     timeout: Option<Duration>,
     serial: Serial,
     until: Option<String>,
@@ -58,6 +112,8 @@ impl Qemu {
         Self {
             iso: iso.to_path_buf(),
             uefi: false,
+            accel: Accel::Tcg,
+            gdb: false,
             timeout: None,
             serial: Serial::File(None),
             until: None,
@@ -70,6 +126,19 @@ impl Qemu {
     /// Boots with OVMF (UEFI) instead of SeaBIOS.
     pub fn uefi(mut self, uefi: bool) -> Self {
         self.uefi = uefi;
+        self
+    }
+
+    /// Runs with this accelerator (default TCG).
+    pub fn accel(mut self, accel: Accel) -> Self {
+        self.accel = accel;
+        self
+    }
+
+    /// Starts QEMU's GDB server on port [`GDB_PORT`] and holds the CPU until a debugger
+    /// continues it (`-s -S`).
+    pub fn gdb(mut self, gdb: bool) -> Self {
+        self.gdb = gdb;
         self
     }
 
@@ -86,8 +155,16 @@ impl Qemu {
     }
 
     /// Sends COM1 to the terminal and lets the user type into it (nothing is captured).
+    /// Escape sequences that would clear the terminal are filtered out
+    /// ([`crate::console`]).
     pub fn serial_stdio(mut self) -> Self {
-        self.serial = Serial::Stdio;
+        self.serial = Serial::Stdio(None);
+        self
+    }
+
+    /// Like [`Qemu::serial_stdio`], and QEMU also writes COM1 to `path`.
+    pub fn serial_stdio_logged(mut self, path: impl Into<PathBuf>) -> Self {
+        self.serial = Serial::Stdio(Some(path.into()));
         self
     }
 
@@ -131,19 +208,16 @@ impl Qemu {
         if self.uefi {
             Ovmf::find()?;
         }
-        Ok(())
+        self.accel.check()
     }
 
     /// Boots and waits until QEMU exits, the marker shows, or the deadline passes.
     pub fn run(&self) -> Result<Boot> {
         let qemu = self.tools.find(Tool::QemuSystem)?;
         let ovmf = if self.uefi { Some(Ovmf::find()?) } else { None };
-        let dir = tempfile::Builder::new()
-            .prefix("fredvisor-qemu-")
-            .tempdir()
-            .context("cannot create a run directory")?;
+        let dir = OwnedDir::new("fredvisor-qemu-").context("cannot create a run directory")?;
         let serial_path = match &self.serial {
-            Serial::Stdio => None,
+            Serial::Stdio(_) => None,
             Serial::File(Some(path)) => Some(path.clone()),
             Serial::File(None) => Some(dir.path().join("serial.log")),
         };
@@ -154,14 +228,25 @@ impl Qemu {
         let stderr_path = dir.path().join("qemu.stderr");
 
         let mut command = Command::new(&qemu);
-        command.args(machine_args()).args(boot_args(&self.iso)?);
+        self.accel.check()?;
+        command
+            .args(machine_args(self.accel))
+            .args(boot_args(&self.iso)?);
         if let Some(ovmf) = &ovmf {
             command.args(firmware_args(ovmf, dir.path())?);
         }
-        command
-            .args(serial_args(serial_path.as_deref())?)
-            .args(&self.extra_args);
-        if serial_path.is_some() {
+        match &self.serial {
+            Serial::Stdio(log) => command.args(stdio_serial_args(log.as_deref())?),
+            Serial::File(_) => command.args(serial_args(serial_path.as_deref())?),
+        };
+        if self.gdb {
+            command.args(["-s", "-S"]);
+        }
+        command.args(&self.extra_args);
+        if serial_path.is_none() {
+            // The console goes through the filter; the keyboard goes straight to QEMU.
+            command.stdout(Stdio::piped());
+        } else {
             let stderr = fs::File::create(&stderr_path)
                 .with_context(|| format!("cannot create {}", stderr_path.display()))?;
             command
@@ -178,13 +263,14 @@ impl Qemu {
             ),
         };
         let started = Instant::now();
-        let child = command
-            .spawn()
+        let guard = OwnedChild::spawn(&mut command)
             .with_context(|| format!("cannot start {}", qemu.display()))?;
-        let mut guard = KillOnDrop(child);
+        let console = guard.take_stdout().map(|out| {
+            thread::spawn(move || crate::console::copy_filtered(out, std::io::stdout().lock()))
+        });
         let deadline = self.timeout.map(|t| started + t);
         let exit = loop {
-            if let Some(status) = guard.0.try_wait().context("cannot wait for QEMU")? {
+            if let Some(status) = guard.try_wait().context("cannot wait for QEMU")? {
                 use std::os::unix::process::ExitStatusExt;
                 break QemuExit::from_status(status.code(), status.signal());
             }
@@ -202,6 +288,10 @@ impl Qemu {
             thread::sleep(POLL_INTERVAL);
         };
         drop(guard);
+        if let Some(console) = console {
+            // QEMU is gone, so its end of the pipe is closed and the copy ends.
+            let _ = console.join();
+        }
         let elapsed = started.elapsed();
         step.done(&format!(" ({}, {exit})", self.firmware()));
 
@@ -251,47 +341,33 @@ fn complete_lines(log: &str) -> &str {
     log.rfind('\n').map_or("", |end| &log[..=end])
 }
 
-/// Kills and reaps QEMU when dropped, so no run leaves a process behind.
-pub(crate) struct KillOnDrop(pub(crate) Child);
-
-impl KillOnDrop {
-    pub(crate) fn kill(&mut self) {
-        // Already exited is fine; then `wait` only reaps it.
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            self.kill();
-        }
-    }
-}
-
-/// Machine: TCG, no display, no reboot on triple fault, the debug-exit device.
-fn machine_args() -> Vec<OsString> {
+/// Machine: the accelerator (KVM with the host's CPU model), no display, no reboot on
+/// triple fault, the debug-exit device.
+fn machine_args(accel: Accel) -> Vec<OsString> {
     let exit_device = format!(
         "isa-debug-exit,iobase={:#x},iosize=0x04",
         ipc::markers::QEMU_EXIT_PORT
     );
-    [
-        "-accel",
-        "tcg",
-        "-m",
-        MEMORY,
-        "-display",
-        "none",
-        "-no-reboot",
-        "-monitor",
-        "none",
-        "-device",
-        &exit_device,
-    ]
-    .into_iter()
-    .map(OsString::from)
-    .collect()
+    let cpu: &[&str] = match accel {
+        Accel::Tcg => &[],
+        Accel::Kvm => &["-cpu", "host"],
+    };
+    ["-accel", accel.as_str()]
+        .iter()
+        .chain(cpu)
+        .chain(&[
+            "-m",
+            MEMORY,
+            "-display",
+            "none",
+            "-no-reboot",
+            "-monitor",
+            "none",
+            "-device",
+            &exit_device,
+        ])
+        .map(OsString::from)
+        .collect()
 }
 
 /// The ISO as a CD-ROM, booted first.
@@ -338,6 +414,22 @@ fn serial_args(path: Option<&Path>) -> Result<Vec<OsString>> {
     Ok(vec!["-serial".into(), target])
 }
 
+/// COM1 to the terminal (a chardev, so QEMU can also log it to `log`). `signal=on`: Ctrl-C
+/// on the terminal still ends QEMU.
+fn stdio_serial_args(log: Option<&Path>) -> Result<Vec<OsString>> {
+    let mut chardev = OsString::from("stdio,id=com1,signal=on");
+    if let Some(log) = log {
+        chardev.push(",logfile=");
+        chardev.push(qemu_path(log)?.replace(',', ",,"));
+    }
+    Ok(vec![
+        "-chardev".into(),
+        chardev,
+        "-serial".into(),
+        "chardev:com1".into(),
+    ])
+}
+
 /// `-drive` value: `options,format=raw,file=<path>` with QEMU's comma escaping.
 fn drive_option(options: &str, path: &Path) -> Result<OsString> {
     let mut value = OsString::from(format!("{options},format=raw,file="));
@@ -362,8 +454,10 @@ mod tests {
 
     #[test]
     fn machine_has_tcg_debug_exit_and_no_reboot() {
-        let args = strings(machine_args()).join(" ");
-        assert!(args.contains("-accel tcg"));
+        let args = strings(machine_args(Accel::Tcg)).join(" ");
+        assert!(args.contains("-accel tcg") && !args.contains("-cpu"));
+        let kvm = strings(machine_args(Accel::Kvm)).join(" ");
+        assert!(kvm.starts_with("-accel kvm -cpu host -m 256M"), "{kvm}");
         assert!(
             args.contains("-device isa-debug-exit,iobase=0xf4,iosize=0x04"),
             "{args}"
@@ -433,6 +527,47 @@ mod tests {
         let plain = Qemu::from_path(Path::new("x.iso"));
         assert!(!plain.should_stop("anything\n"));
         assert!(plain.until("ready").should_stop("nucleus: ready"));
+    }
+
+    #[test]
+    fn kvm_is_refused_in_one_line_without_a_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = format!("{:#}", check_kvm(&dir.path().join("kvm")).unwrap_err());
+        assert!(
+            err.contains("does not exist") && err.ends_with("use --accel tcg"),
+            "{err}"
+        );
+        let file = dir.path().join("ro");
+        fs::write(&file, "").unwrap();
+        let mut perms = fs::metadata(&file).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o400);
+        fs::set_permissions(&file, perms).unwrap();
+        // Root opens anything; then only the missing device can be shown here.
+        if let Err(err) = check_kvm(&file) {
+            let err = format!("{err:#}");
+            assert!(
+                err.starts_with("--accel kvm: cannot open") && !err.contains('\n'),
+                "{err}"
+            );
+        }
+        Accel::Tcg.check().unwrap();
+    }
+
+    #[test]
+    fn terminal_serial_is_a_chardev_that_can_log() {
+        assert_eq!(
+            strings(stdio_serial_args(None).unwrap()),
+            [
+                "-chardev",
+                "stdio,id=com1,signal=on",
+                "-serial",
+                "chardev:com1"
+            ]
+        );
+        assert_eq!(
+            strings(stdio_serial_args(Some(Path::new("/t/a,b.log"))).unwrap())[1],
+            "stdio,id=com1,signal=on,logfile=/t/a,,b.log"
+        );
     }
 
     #[test]

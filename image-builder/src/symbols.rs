@@ -86,10 +86,7 @@ mod tests {
 
     #[test]
     fn v0_names_and_llvm_suffixes_are_read() {
-        assert_eq!(
-            demangle("_RNvCs1234_7nucleus4main"),
-            "nucleus::main"
-        );
+        assert_eq!(demangle("_RNvCs1234_7nucleus4main"), "nucleus::main");
         assert_eq!(
             demangle("_RNvNtCs1234_7nucleus8dispatch8dispatch.llvm.1234567890123"),
             "nucleus::dispatch::dispatch"

@@ -152,3 +152,141 @@ fn bench_rejects_a_zero_timeout_before_building() {
     assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
     assert_eq!(stderr, "error: --timeout must be a number of seconds > 0\n");
 }
+
+/// Runs the CLI with `args` and a PATH without grub-mkrescue, so that nothing past the
+/// input checks can run; returns the status and stderr.
+fn run_checks_only(args: &[&str]) -> (Option<i32>, String) {
+    let path = path_without("grub-mkrescue");
+    let output = Command::new(env!("CARGO_BIN_EXE_image-builder"))
+        .args(args)
+        .env("PATH", path.path())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+const NO_GRUB: &str = "error: grub-mkrescue not found on PATH: install it with \
+                       'apt-get install grub-pc-bin grub-efi-amd64-bin'\n";
+
+#[test]
+fn nucleus_option_typos_are_refused_before_building_in_the_nucleus_wording() {
+    for subcommand in ["build", "run", "bench"] {
+        let (status, stderr) = run_checks_only(&[
+            subcommand,
+            "--cmdline",
+            "fred=maybe loglvl=verbose selftest=bogus frd=off",
+        ]);
+        assert_eq!(status, Some(2), "{subcommand}: {stderr}");
+        assert_eq!(
+            stderr,
+            "error: the nucleus would not take this command line: \
+             cmdline: fred=maybe: expected on|off|auto, using auto; \
+             cmdline: loglvl=verbose: expected error|warn|info|debug, using info; \
+             cmdline: selftest: unknown test 'bogus' ignored (known: all, int3, ud2, \
+             pf-unmapped, pf-nx, gp-selector, df-recursion, early-fault, panic); \
+             cmdline: unknown option 'frd=off' ignored \
+             (--allow-unknown-options boots it anyway)\n",
+            "{subcommand}"
+        );
+    }
+    let (status, stderr) = run_checks_only(&["build", "--cmdline", "console=com1"]);
+    assert_eq!(status, Some(2));
+    assert!(
+        stderr.contains("(console= is Xen's: the nucleus always logs to COM1)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn allowed_unknown_options_and_xen_log_levels_pass_the_check() {
+    for args in [
+        &["build", "--cmdline", "frd=off", "--allow-unknown-options"][..],
+        &["build", "--cmdline", "loglvl=all"],
+        &["build", "--cmdline", "loglvl=warning fred=off selftest=all"],
+    ] {
+        assert_eq!(
+            run_checks_only(args),
+            (Some(2), NO_GRUB.to_owned()),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn build_options_are_accepted_before_the_subcommand() {
+    let (status, stderr) = run_checks_only(&["--cmdline", "frd", "run", "--timeout", "1"]);
+    assert_eq!(status, Some(2));
+    assert!(
+        stderr.starts_with(
+            "error: the nucleus would not take this command line: cmdline: unknown option 'frd'"
+        ),
+        "{stderr}"
+    );
+    let (status, stderr) = run_checks_only(&["-v", "--server", "nosuch=/bin/true", "build"]);
+    assert_eq!(status, Some(2));
+    assert_eq!(
+        stderr,
+        "error: unknown server \"nosuch\": the servers are fred-server, pv-server\n"
+    );
+}
+
+#[test]
+fn a_negative_timeout_is_a_value_not_a_flag() {
+    for subcommand in ["run", "bench"] {
+        let (status, stderr) = run_checks_only(&[subcommand, "--timeout", "-1"]);
+        assert_eq!(status, Some(2), "{stderr}");
+        assert!(
+            stderr.starts_with("error: --timeout must be a number of seconds >"),
+            "{subcommand}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_module_with_a_server_name_says_so_not_given_twice() {
+    let (status, stderr) = run_checks_only(&["build", "--module", "fred-server=/bin/true"]);
+    assert_eq!(status, Some(2));
+    assert_eq!(
+        stderr,
+        "error: module name \"fred-server\" is a server's: \
+         ship a server with --server fred-server=PATH\n"
+    );
+}
+
+#[test]
+fn run_help_lists_every_nucleus_option_on_one_line() {
+    let output = Command::new(env!("CARGO_BIN_EXE_image-builder"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    for option in bsp_x86_64::cmdline::OPTIONS {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(option.syntax))
+            .unwrap_or_else(|| panic!("{} is not listed:\n{help}", option.syntax));
+        assert!(line.ends_with(option.help), "{line:?}");
+    }
+    for flag in ["--gdb", "--accel", "--serial-log", "[QEMU ARGS]"] {
+        assert!(help.contains(flag), "{flag} is not in run --help:\n{help}");
+    }
+}
+
+#[test]
+fn bochs_refuses_qemu_only_options() {
+    for flag in [
+        &["--gdb"][..],
+        &["--accel", "kvm"],
+        &["--serial-log", "x"],
+        &["--", "-smp", "2"],
+    ] {
+        let mut args = vec!["run", "--bochs"];
+        args.extend(flag);
+        let (status, stderr) = run_checks_only(&args);
+        assert_eq!(status, Some(2), "{args:?}");
+        assert!(stderr.contains("cannot be used with"), "{args:?}: {stderr}");
+    }
+}
