@@ -89,8 +89,7 @@ pub const OPTIONS: [OptionHelp; 7] = [
     },
     OptionHelp {
         syntax: "selftest=NAME[,NAME...]",
-        help: "self-tests at boot: all, int3, ud2, pf-unmapped, pf-nx, gp-selector, \
-               df-recursion, early-fault, panic",
+        help: "self-tests at boot: `all` (every one after which boot goes on) or names",
         example: "selftest=all",
     },
     OptionHelp {

@@ -210,6 +210,50 @@ pub fn table(ranges: &[Range; 3]) -> String {
     out
 }
 
+/// The first line of [`table`], which also marks the table's fenced block in README.md.
+const TABLE_HEAD: &str = "QEMU TCG, -icount shift=";
+
+/// The byte range of the table inside README.md's fenced block that starts with
+/// [`TABLE_HEAD`] (the lines between the fences).
+fn readme_table_range(readme: &str) -> Option<std::ops::Range<usize>> {
+    let start = readme.find(&format!("```\n{TABLE_HEAD}"))? + "```\n".len();
+    let len = readme[start..].find("```")?;
+    Some(start..start + len)
+}
+
+/// The table as README.md shows it.
+pub fn readme_table(readme: &str) -> Option<&str> {
+    readme_table_range(readme).map(|range| &readme[range])
+}
+
+/// README.md with `table` in place of the one it shows.
+pub fn readme_with_table(readme: &str, table: &str) -> Result<String> {
+    let Some(range) = readme_table_range(readme) else {
+        bail!("README.md has no fenced block starting with {TABLE_HEAD:?}");
+    };
+    Ok(format!(
+        "{}{table}{}",
+        &readme[..range.start],
+        &readme[range.end..]
+    ))
+}
+
+/// The minimum ticks per measurement in a table (as [`table`] prints it), for comparing the
+/// README's figures with a new run.
+pub fn table_minimums(table: &str) -> Vec<(Measurement, Option<u64>)> {
+    Measurement::ALL
+        .into_iter()
+        .map(|m| {
+            let min = table
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(m.name()))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|n| n.parse().ok());
+            (m, min)
+        })
+        .collect()
+}
+
 /// Boots `iso` (built with [`CMDLINE`]) under `-icount` and stops once all three lines are
 /// in. Fails with the missing measurements (and the serial log) otherwise, or on a panic.
 pub fn measure(iso: &Iso, timeout: Duration) -> Result<([Range; 3], Boot)> {
@@ -251,6 +295,8 @@ pub struct BenchOptions {
     /// `target/fredvisor-bench.iso`.
     pub build: BuildOptions,
     pub timeout: Duration,
+    /// Also write the table into README.md (its `## Measuring` block).
+    pub update_readme: bool,
 }
 
 impl Default for BenchOptions {
@@ -258,6 +304,7 @@ impl Default for BenchOptions {
         Self {
             build: BuildOptions::default(),
             timeout: DEFAULT_TIMEOUT,
+            update_readme: false,
         }
     }
 }
@@ -269,12 +316,60 @@ pub fn run(options: &BenchOptions) -> Result<String> {
     Qemu::from_path(&default_output).check_tools()?;
     let iso = options.build.image(CMDLINE, default_output).build()?;
     let (ranges, _boot) = measure(&iso, options.timeout)?;
-    Ok(table(&ranges))
+    let table = table(&ranges);
+    if options.update_readme {
+        let path = workspace_root().join("README.md");
+        let readme = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        std::fs::write(&path, readme_with_table(&readme, &table)?)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote the table into {}", path.display());
+    }
+    Ok(table)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readme_table_is_found_replaced_and_read() {
+        let ranges = [
+            Range {
+                min: 992,
+                max: 1000,
+            },
+            Range {
+                min: 14752,
+                max: 7931888,
+            },
+            Range {
+                min: 7488,
+                max: 1424984,
+            },
+        ];
+        let readme = "# x\n\n```sh\ncargo fv bench\n```\n\n```\nQEMU TCG, -icount shift=3 old\nnull-syscall 1 2\n```\n\nafter\n";
+        let updated = readme_with_table(readme, &table(&ranges)).unwrap();
+        assert!(updated.starts_with("# x\n\n```sh\ncargo fv bench\n```\n\n```\nQEMU TCG"));
+        assert!(updated.ends_with("```\n\nafter\n"));
+        assert_eq!(readme_table(&updated), Some(table(&ranges).as_str()));
+        let minimums: Vec<Option<u64>> = table_minimums(&table(&ranges))
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(minimums, [Some(992), Some(14752), Some(7488)]);
+        assert!(readme_with_table("no table", "t").is_err());
+    }
+
+    #[test]
+    fn the_repository_readme_has_the_table() {
+        let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+        let table = readme_table(&readme).expect("README.md shows the bench table");
+        assert!(
+            table_minimums(table).iter().all(|(_, min)| min.is_some()),
+            "{table}"
+        );
+    }
 
     const LOG: &str = "nucleus: ready\r\n\
         bench: rdtsc pair costs 24 ticks\r\n\

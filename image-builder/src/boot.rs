@@ -6,7 +6,7 @@
 //! so a later Bochs runner can return the same `Boot`.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
@@ -171,7 +171,9 @@ impl Boot {
         }
     }
 
-    /// `problem`, then the outcome, QEMU's stderr and the whole serial log.
+    /// `problem`, then the outcome, QEMU's stderr and the whole serial log. The log is kept
+    /// under `target/test-logs/` (the run's own file goes with its temporary folder), and
+    /// the report names that copy.
     pub fn report(&self, problem: &str) -> String {
         let mut text = format!(
             "{problem}\n{} boot ended with {} after {}\n",
@@ -182,15 +184,52 @@ impl Boot {
         if !self.qemu_stderr.trim().is_empty() {
             text += &format!("--- QEMU stderr ---\n{}\n", self.qemu_stderr.trim_end());
         }
-        let source = self.serial_path.as_deref().map(Path::display);
-        text += &match source {
-            Some(path) => format!("--- serial log ({path}) ---\n"),
+        let kept = match self.serial_path {
+            Some(_) => keep_log(&self.serial),
+            None => None,
+        };
+        text += &match kept {
+            Some(path) => format!("--- serial log (kept in {}) ---\n", path.display()),
             None => "--- serial log ---\n".to_owned(),
         };
         text += self.serial.trim_end();
         text += "\n--- end of serial log ---";
         text
     }
+}
+
+/// Where failed boots' serial logs are kept.
+pub fn test_log_dir() -> PathBuf {
+    crate::compile::workspace_root().join("target/test-logs")
+}
+
+/// Writes `serial` to a new file in [`test_log_dir`], named after the current thread (the
+/// test harness names it after the test), and returns its path; `None` if that fails.
+fn keep_log(serial: &str) -> Option<PathBuf> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNT: AtomicU32 = AtomicU32::new(0);
+    let dir = test_log_dir();
+    std::fs::create_dir_all(&dir).ok()?;
+    let thread = std::thread::current();
+    let name: String = thread
+        .name()
+        .unwrap_or("boot")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = dir.join(format!(
+        "{name}-{}-{}.log",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, serial).ok()?;
+    Some(path)
 }
 
 /// `line` without carriage returns and ANSI escape sequences (`ESC [ … final`, `ESC x`).
@@ -289,6 +328,28 @@ mod tests {
         );
         // A marker is consumed: the same text twice needs two occurrences.
         assert!(b.expect_in_order(&["ready", "ready"]).is_err());
+    }
+
+    #[test]
+    fn a_failed_expectation_keeps_the_log_under_target_test_logs() {
+        let mut b = boot("nucleus: PANIC at kept-log-test\n", QemuExit::Failure);
+        b.serial_path = Some("/tmp/gone/serial.log".into());
+        let err = b.expect_exit(QemuExit::Success).unwrap_err().to_string();
+        let kept = err
+            .split("--- serial log (kept in ")
+            .nth(1)
+            .and_then(|rest| rest.split(") ---").next())
+            .unwrap_or_else(|| panic!("no kept log named in {err}"));
+        assert!(kept.contains("/target/test-logs/"), "{kept}");
+        assert!(
+            kept.contains("a_failed_expectation_keeps_the_log"),
+            "named after the test: {kept}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(kept).unwrap(),
+            "nucleus: PANIC at kept-log-test\n"
+        );
+        std::fs::remove_file(kept).unwrap();
     }
 
     #[test]

@@ -145,6 +145,9 @@ struct BenchArgs {
         allow_negative_numbers = true
     )]
     timeout: f64,
+    /// Also write the table into README.md (the block under "Measuring").
+    #[arg(long)]
+    update_readme: bool,
 }
 
 impl From<BuildArgs> for BuildOptions {
@@ -182,7 +185,11 @@ fn main() -> ExitCode {
         Command::Build => commands::build(&build).map(|_| 0),
         Command::Bench(args) => match Duration::try_from_secs_f64(args.timeout) {
             Ok(timeout) if !timeout.is_zero() => {
-                let options = BenchOptions { build, timeout };
+                let options = BenchOptions {
+                    build,
+                    timeout,
+                    update_readme: args.update_readme,
+                };
                 bench::run(&options).map(|table| {
                     print!("{table}");
                     0

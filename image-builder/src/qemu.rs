@@ -98,6 +98,7 @@ pub struct Qemu {
     serial: Serial,
     until: Option<String>,
     until_serial: Option<fn(&str) -> bool>,
+    until_lines: Vec<String>,
     tools: Toolbox,
     extra_args: Vec<OsString>,
 }
@@ -118,6 +119,7 @@ impl Qemu {
             serial: Serial::File(None),
             until: None,
             until_serial: None,
+            until_lines: Vec::new(),
             tools: Toolbox::from_env(),
             extra_args: Vec::new(),
         }
@@ -180,6 +182,14 @@ impl Qemu {
     /// any order, a line after another), and so that no line is cut in the middle.
     pub fn until_serial(mut self, done: fn(&str) -> bool) -> Self {
         self.until_serial = Some(done);
+        self
+    }
+
+    /// Stops QEMU as soon as each of `lines` is a whole serial line ([`QemuExit::Stopped`]):
+    /// for lines that servers print, which may come after `nucleus: ready` and so after an
+    /// `exit=qemu` end.
+    pub fn until_lines(mut self, lines: &[&str]) -> Self {
+        self.until_lines = lines.iter().map(|l| (*l).to_owned()).collect();
         self
     }
 
@@ -275,7 +285,9 @@ impl Qemu {
                 break QemuExit::from_status(status.code(), status.signal());
             }
             if let Some(path) = &serial_path
-                && (self.until.is_some() || self.until_serial.is_some())
+                && (self.until.is_some()
+                    || self.until_serial.is_some()
+                    || !self.until_lines.is_empty())
                 && fs::read(path).is_ok_and(|log| self.should_stop(&String::from_utf8_lossy(&log)))
             {
                 guard.kill();
@@ -333,6 +345,13 @@ impl Qemu {
             || self
                 .until_serial
                 .is_some_and(|done| done(complete_lines(log)))
+            || (!self.until_lines.is_empty() && {
+                let lines: Vec<String> = complete_lines(log)
+                    .lines()
+                    .map(crate::boot::clean_line)
+                    .collect();
+                self.until_lines.iter().all(|want| lines.contains(want))
+            })
     }
 }
 
@@ -524,6 +543,13 @@ mod tests {
             Qemu::from_path(Path::new("x.iso")).until_serial(|log| log.contains("b: 12\r\n"));
         assert!(!qemu.should_stop("a\r\nb: 12"));
         assert!(qemu.should_stop("a\r\nb: 12\r\nc"));
+        let lines = Qemu::from_path(Path::new("x.iso")).until_lines(&["b: 1", "a"]);
+        assert!(!lines.should_stop("a\r\nb: 12\r\n"));
+        assert!(
+            !lines.should_stop("a\r\nb: 1"),
+            "a line still being written"
+        );
+        assert!(lines.should_stop("b: 1\r\n\x1b[0ma\r\n"));
         let plain = Qemu::from_path(Path::new("x.iso"));
         assert!(!plain.should_stop("anything\n"));
         assert!(plain.until("ready").should_stop("nucleus: ready"));

@@ -19,11 +19,16 @@ fn hostile_server_messages_get_one_line_each_and_the_nucleus_keeps_running() -> 
         .cmdline("server-args=pv-server:hostile");
     let iso = image.build_shared()?;
     let last = "alt-server: hostile: still scheduled after all of it";
-    let boot = Qemu::new(&iso).timeout(boot_timeout()).until(last).run()?;
+    // `nucleus: ready` waits for fred-server's Hello, which may come before, among or after
+    // the hostile lines: wait for both ends, expect no order between them.
+    let boot = Qemu::new(&iso)
+        .timeout(boot_timeout())
+        .until_lines(&[markers::READY, last])
+        .run()?;
+    expect_exact_line(&boot, markers::READY)?;
     expect_lines_in_order(
         &boot,
         &[
-            markers::READY,
             "alt-server: hostile: sent an undecodable record (queued)",
             "alt-server: hostile: sent a Kill reply",
             "alt-server: hostile: unknown syscall -> no such syscall",
@@ -69,11 +74,15 @@ fn an_event_fred_server_died_holding_goes_to_its_successor() -> Result<()> {
         .cmdline("server-args=fred-server:fault-on-event server-args=pv-server:fault=null");
     let iso = image.build_shared()?;
     let last = "nucleus: pv-server says hello (protocol 2, generation 1)";
-    let boot = Qemu::new(&iso).timeout(boot_timeout()).until(last).run()?;
+    // pv-server may print its option before fred-server's Hello, so before `nucleus: ready`.
+    let boot = Qemu::new(&iso)
+        .timeout(boot_timeout())
+        .until_lines(&[markers::READY, last])
+        .run()?;
+    expect_exact_line(&boot, markers::READY)?;
     expect_lines_in_order(
         &boot,
         &[
-            markers::READY,
             "pv-server: test option: fault=null in generation 0",
             "fred-server: test option: fault-on-event: ud2 before answering",
             "nucleus: fred-server faulted and fred-server faulted itself: the nucleus reports it",
