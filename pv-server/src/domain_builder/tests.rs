@@ -300,6 +300,48 @@ fn linux_style_addresses() {
     let layout = Layout::plan(&image, 16384, 16384).unwrap();
     assert_eq!(layout.va(0), base);
     assert_eq!(layout.p2m, 0x1101..0x1101 + 32);
+    // Region: image 0x1101 + p2m 32 + 3 + tables + stack + slack → 20 MiB, 10 L1s.
+    assert_eq!(layout.v_end, 5120);
+    assert_eq!(
+        layout.tables,
+        TableCounts {
+            l4: 1,
+            l3: 1,
+            l2: 1,
+            l1: 10
+        }
+    );
+
+    let p2m = p2m(16384);
+    let frames = DomainFrames {
+        p2m: &p2m,
+        shared_info: SHARED_INFO,
+    };
+    let mut memory = FakeMemory::default();
+    let built = build(&image, &layout, &frames, b"console=hvc0", &mut memory).unwrap();
+    assert_eq!(built.registers.rip, base + 0x100_0000);
+    assert_eq!(built.registers.rsi, base + (0x1101 + 32) * 4096);
+    assert_eq!(
+        built.start_info.pt_base,
+        base + layout.page_tables.start * 4096
+    );
+    let cr3 = built.registers.cr3;
+    // Slot 511, then 510 of the L3: virt == virt_base + pfn << 12 over the whole region.
+    assert_eq!(
+        memory.u64_at(p2m[layout.page_tables.start as usize], 511) & 0xfff,
+        0x67
+    );
+    for pfn in (0..layout.v_end).step_by(97).chain([layout.v_end - 1]) {
+        assert_eq!(
+            memory.translate(cr3, base + pfn * 4096).map(|(mfn, _)| mfn),
+            Some(p2m[pfn as usize].0),
+            "pfn {pfn}"
+        );
+    }
+    assert_eq!(memory.translate(cr3, base + layout.v_end * 4096), None);
+    assert_eq!(memory.translate(cr3, 0), None);
+    // The per-cpu segment landed at its physical address.
+    assert_eq!(&memory.frame(p2m[0x1100])[..16], &[1; 16]);
 }
 
 fn rejection(bytes: &[u8]) -> String {
