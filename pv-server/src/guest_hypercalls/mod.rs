@@ -34,6 +34,9 @@ pub const FEATURES_SUBMAP0: u32 = (1 << feature::MMU_PT_UPDATE_PRESERVE_AD)
     | (1 << feature::DIRECT_MAPPED);
 /// Bytes of guest console text copied per step (the guest may pass any count).
 const CONSOLE_CHUNK: usize = 256;
+/// Bytes one `console_io` write handles before it continues (§3: `rip -= 2`), so a huge
+/// count cannot hold pv-server for long.
+pub const CONSOLE_BUDGET: usize = 16 * CONSOLE_CHUNK;
 
 /// A guest address the copy could not reach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +93,9 @@ pub enum Outcome {
     Shutdown(ShutdownReason),
     /// Load a segment base into the vCPU (applied by the nucleus), then return 0.
     SetSegmentBase { which: SegmentBaseWhich, base: u64 },
+    /// Not finished: resume at the `syscall` again (`rip -= 2`) with these arguments in
+    /// `rdi, rsi, rdx, r10, r8` (Xen's hypercall continuation, pv64-abi.md §3).
+    Continue([u64; 5]),
 }
 
 impl From<Errno> for Outcome {
@@ -164,13 +170,18 @@ impl DomainCalls {
                 let count = usize::try_from(count).map_err(|_| Errno::Efault)?;
                 guest_range(buf, count)?;
                 let mut chunk = [0u8; CONSOLE_CHUNK];
+                let now = count.min(CONSOLE_BUDGET);
                 let mut done = 0;
-                while done < count {
-                    let take = (count - done).min(CONSOLE_CHUNK);
+                while done < now {
+                    let take = (now - done).min(CONSOLE_CHUNK);
                     // What was copied before a fault has been printed, as on Xen.
                     read(memory, buf + done as u64, &mut chunk[..take])?;
                     self.console.feed(name, &chunk[..take], out);
                     done += take;
+                }
+                if now < count {
+                    let rest = (count - now) as u64;
+                    return Ok(Outcome::Continue([cmd, rest, buf + now as u64, 0, 0]));
                 }
                 Ok(Outcome::Return(0))
             }

@@ -174,6 +174,49 @@ fn console_write_prints_lines_and_faults_cleanly() {
 }
 
 #[test]
+fn long_console_writes_continue() {
+    let mut domain = DomainCalls::new(1);
+    let pages: std::vec::Vec<u64> = (0..8).map(|i| 0x10_0000 + i * 0x1000).collect();
+    let mut memory = Fake::with_pages(&pages);
+    let text: std::vec::Vec<u8> = (0..0x8000)
+        .map(|i| {
+            if i % 64 == 63 {
+                b'\n'
+            } else {
+                b'a' + (i % 26) as u8
+            }
+        })
+        .collect();
+    memory.put(0x10_0000, &text);
+    let mut args = [0, 0x8000, 0x10_0000, 0, 0];
+    let mut printed = String::new();
+    let mut calls = 0;
+    loop {
+        let (outcome, out) = call(&mut domain, &mut memory, Hypercall::ConsoleIo, args);
+        printed.push_str(&out);
+        calls += 1;
+        match outcome {
+            Outcome::Continue(next) => {
+                assert_eq!(next[1], args[1] - CONSOLE_BUDGET as u64);
+                assert_eq!(next[2], args[2] + CONSOLE_BUDGET as u64);
+                args = next;
+            }
+            other => {
+                assert_eq!(other, Outcome::Return(0));
+                break;
+            }
+        }
+    }
+    assert_eq!(calls, 0x8000 / CONSOLE_BUDGET);
+    assert_eq!(printed.lines().count(), 0x8000 / 64);
+    assert!(
+        printed
+            .lines()
+            .all(|l| l.len() == "guest hello: ".len() + 63)
+    );
+}
+
+#[test]
 fn sched_op_yield_shutdown_and_code() {
     let mut domain = DomainCalls::new(1);
     let mut memory = Fake::with_pages(&[0x5000]);
