@@ -1,46 +1,36 @@
 //! A guest's console output as lines (issue 15 point 5): `guest NAME: <text>`.
 //!
 //! Bytes arrive in `console_io` writes of any size; a line ends at LF, CR or CR LF (one end,
-//! not two), and is cut at [`MAX_LINE`] bytes so that a guest that never sends a newline still
-//! gets its text out. Printable ASCII passes as it is; every other byte, and the backslash
-//! itself, is escaped (`\x1b`, `\\`), so a guest can neither move the cursor of the
-//! operator's terminal nor forge another guest's prefix on a fresh line.
+//! not two), and is cut once its escaped text reaches [`MAX_LINE`] bytes, so that a guest that
+//! never sends a newline still gets its text out and every line fits one console write of
+//! pv-server's (`ipc::console::WRITE_BYTES_MAX`, prefixes included). Bytes are escaped by the
+//! same rule as every server's console text (`ipc::console::Escaped`: printable ASCII as it
+//! is, anything else `\xNN`), so a guest can neither move the cursor of the operator's
+//! terminal nor start a fresh line that forges another prefix.
 
-use core::fmt::{self, Write};
+use core::fmt::Write;
 
 use heapless::Vec;
+use ipc::console::{Escaped, escaped_len};
 
-/// Longest line kept before it is cut (bytes of guest text, before escaping).
+/// Longest line, in escaped bytes, before it is cut.
 pub const MAX_LINE: usize = 160;
 
 /// Line assembly for one guest.
 #[derive(Debug, Default)]
 pub struct ConsoleLines {
     line: Vec<u8, MAX_LINE>,
+    /// Escaped length of `line`.
+    escaped: usize,
     /// The last byte was a CR: an LF right after it ends nothing.
     after_cr: bool,
-}
-
-struct Escaped<'a>(&'a [u8]);
-
-impl fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for &byte in self.0 {
-            match byte {
-                b'\\' => f.write_str("\\\\")?,
-                0x20..=0x7e => f.write_char(char::from(byte))?,
-                b'\t' => f.write_str("\\t")?,
-                _ => write!(f, "\\x{byte:02x}")?,
-            }
-        }
-        Ok(())
-    }
 }
 
 impl ConsoleLines {
     pub const fn new() -> Self {
         Self {
             line: Vec::new(),
+            escaped: 0,
             after_cr: false,
         }
     }
@@ -53,10 +43,11 @@ impl ConsoleLines {
                 b'\n' if after_cr => {}
                 b'\n' | b'\r' => self.emit(name, out),
                 _ => {
-                    if self.line.is_full() {
+                    if self.escaped + escaped_len(byte) > MAX_LINE {
                         self.emit(name, out);
                     }
                     let _ = self.line.push(byte);
+                    self.escaped += escaped_len(byte);
                 }
             }
         }
@@ -72,6 +63,7 @@ impl ConsoleLines {
     fn emit(&mut self, name: &str, out: &mut impl Write) {
         let _ = writeln!(out, "guest {name}: {}", Escaped(&self.line));
         self.line.clear();
+        self.escaped = 0;
     }
 }
 
@@ -109,7 +101,17 @@ mod tests {
     fn non_printable_bytes_are_escaped() {
         assert_eq!(
             run(&[b"\x1b[2J\tok\\ \xff\x00\n"]),
-            "guest hello: \\x1b[2J\\tok\\\\ \\xff\\x00\n"
+            "guest hello: \\x1b[2J\\x09ok\\ \\xff\\x00\n"
+        );
+        // Escaped bytes count four towards the cut: 40 of them fill a line.
+        let out = run(&[&[0x07; 41]]);
+        let lines: std::vec::Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "guest hello: ".to_string() + &"\\x07".repeat(40),
+                "guest hello: \\x07".to_string()
+            ]
         );
     }
 
