@@ -198,8 +198,11 @@ pub struct RegisterDump {
     pub fs_base: u64,
     pub gs_base: u64,
     pub kernel_gs_base: u64,
-    /// Qwords from `rsp` upwards.
+    /// Qwords from `rsp + stack_skipped` upwards.
     pub stack_words: StackWords,
+    /// Bytes between RSP and the first of `stack_words`: 0, or the distance to the first
+    /// readable page when RSP points into an unmapped guard page (a stack overflow's `#DF`).
+    pub stack_skipped: u16,
 }
 
 /// RFLAGS bits by name (SDM vol. 1 §3.4.3); IOPL is printed as a number.
@@ -444,10 +447,20 @@ impl fmt::Display for RegisterDump {
             )
         })?;
         out.line(|f| write!(f, "kernel_gs_base: {:016x}", self.kernel_gs_base))?;
-        out.line(|f| write!(f, "stack ({} words from RSP):", self.stack_words.0.len()))?;
+        let words = self.stack_words.0.len();
+        let from = self.rsp.wrapping_add(u64::from(self.stack_skipped));
+        out.line(|f| match (words, self.stack_skipped) {
+            (0, _) => write!(f, "stack: nothing readable at RSP"),
+            (_, 0) => write!(f, "stack ({words} words from RSP):"),
+            (_, skipped) => write!(
+                f,
+                "stack ({words} words from RSP+{skipped:#x}, the first mapped address above \
+                 RSP):"
+            ),
+        })?;
         for (row, words) in self.stack_words.0.chunks(4).enumerate() {
             out.line(|f| {
-                let address = self.rsp.wrapping_add(row as u64 * 32);
+                let address = from.wrapping_add(row as u64 * 32);
                 write!(f, "  {address:016x}:")?;
                 for word in words {
                     write!(f, " {word:016x}")?;
@@ -501,7 +514,30 @@ mod tests {
             gs_base: 0xffff_8000_0010_7fc0,
             kernel_gs_base: 0x7000_0000,
             stack_words: StackWords((1..=6).collect()),
+            stack_skipped: 0,
         }
+    }
+
+    #[test]
+    fn a_stack_above_a_guard_page_and_none_at_all_say_where_they_stand() {
+        let mut dump = sample();
+        dump.stack_skipped = 0x40;
+        let text = dump.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[15],
+            "nucleus: stack (6 words from RSP+0x40, the first mapped address above RSP):"
+        );
+        assert_eq!(
+            lines[16],
+            "nucleus:   ffff800000105000: 0000000000000001 0000000000000002 0000000000000003 0000000000000004"
+        );
+        dump.stack_words.0.clear();
+        let text = dump.to_string();
+        assert!(
+            text.ends_with("nucleus: stack: nothing readable at RSP\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -281,6 +281,7 @@ mod tests {
             gs_base: m,
             kernel_gs_base: m,
             stack_words: StackWords(heapless::Vec::from_slice(&[m; 16]).unwrap()),
+            stack_skipped: u16::MAX,
         }
     }
 

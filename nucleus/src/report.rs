@@ -59,17 +59,31 @@ pub fn capture(prefix: &str, frame: &Frame, delivery: Delivery) -> RegisterDump 
     if ret.cs.selector().rpl() == 0 {
         dump.symbol = crate::symbols::lookup(ret.rip);
     }
-    let span = STACK_WORDS as u64 * 8;
     if ret.cs.selector().rpl() == 0
-        && (crate::stacks::is_mapped_stack(ret.rsp, span)
-            || crate::boot::on_boot_stack(ret.rsp, span))
+        && let Some(from) = readable_stack(ret.rsp)
     {
         for i in 0..STACK_WORDS as u64 {
-            // SAFETY: the range [rsp, rsp + 128) lies in a mapped page of the nucleus'
-            // stack block or in the boot stack (checked above); stacks hold plain qwords.
-            let word = unsafe { core::ptr::read_volatile((ret.rsp + i * 8) as *const u64) };
+            // SAFETY: `readable_stack` checked that [from, from + 128) lies in one mapped page
+            // of the nucleus' stack block or in the boot stack; stacks hold plain qwords.
+            let word = unsafe { core::ptr::read_volatile((from + i * 8) as *const u64) };
             let _ = dump.stack_words.0.push(word);
         }
+        dump.stack_skipped = (from - ret.rsp) as u16;
     }
     dump
+}
+
+/// Where the dump's stack words can be read for a ring-0 RSP: at RSP itself, or — when RSP
+/// points into the unmapped guard page under a stack, as in a stack overflow's `#DF` — at
+/// the start of the stack page right above it (the overflowing code's last frames).
+fn readable_stack(rsp: u64) -> Option<u64> {
+    let span = STACK_WORDS as u64 * 8;
+    let readable =
+        |at: u64| crate::stacks::is_mapped_stack(at, span) || crate::boot::on_boot_stack(at, span);
+    if readable(rsp) {
+        return Some(rsp);
+    }
+    let above = rsp.checked_add(0xfff)? & !0xfff;
+    let in_block_guard = crate::stacks::classify(rsp).is_some_and(|p| p.is_shadow_stack());
+    (in_block_guard && readable(above)).then_some(above)
 }
