@@ -200,6 +200,8 @@ pub struct Bochs {
     timeout: Option<Duration>,
     run_dir: Option<PathBuf>,
     echo: bool,
+    until: Option<String>,
+    until_serial: Option<fn(&str) -> bool>,
     search_path: OsString,
     override_path: Option<OsString>,
 }
@@ -217,6 +219,8 @@ impl Bochs {
             timeout: None,
             run_dir: None,
             echo: false,
+            until: None,
+            until_serial: None,
             search_path: std::env::var_os("PATH").unwrap_or_default(),
             override_path: std::env::var_os(BOCHS_ENV),
         }
@@ -232,6 +236,29 @@ impl Bochs {
     pub fn run_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.run_dir = Some(dir.into());
         self
+    }
+
+    /// Stops Bochs as soon as the serial log contains `marker` ([`QemuExit::Stopped`]), for
+    /// boots that do not end by themselves (as [`crate::Qemu::until`]).
+    pub fn until(mut self, marker: &str) -> Self {
+        self.until = Some(marker.to_owned());
+        self
+    }
+
+    /// Stops Bochs once `done` holds for the serial log up to its last complete line
+    /// ([`QemuExit::Stopped`]; as [`crate::Qemu::until_serial`]).
+    pub fn until_serial(mut self, done: fn(&str) -> bool) -> Self {
+        self.until_serial = Some(done);
+        self
+    }
+
+    /// True once the awaited marker or the `until_serial` condition shows in `log`.
+    fn should_stop(&self, log: &str) -> bool {
+        let complete = log.rfind('\n').map_or("", |end| &log[..=end]);
+        self.until
+            .as_ref()
+            .is_some_and(|marker| log.contains(marker.as_str()))
+            || self.until_serial.is_some_and(|done| done(complete))
     }
 
     /// Copies COM1 to this process's stdout while the run goes on.
@@ -316,16 +343,24 @@ impl Bochs {
             .with_context(|| format!("cannot start {}", bochs.display()))?;
         let deadline = self.timeout.map(|t| started + t);
         let mut echoed = 0;
+        let waits_for_a_line = self.until.is_some() || self.until_serial.is_some();
         let status = loop {
             if self.echo {
                 echoed = echo_new_bytes(&serial_path, echoed);
             }
             if let Some(status) = guard.try_wait().context("cannot wait for Bochs")? {
-                break Some(status);
+                break End::Exited(status);
+            }
+            if waits_for_a_line
+                && fs::read(&serial_path)
+                    .is_ok_and(|log| self.should_stop(&String::from_utf8_lossy(&log)))
+            {
+                guard.kill();
+                break End::Stopped;
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 guard.kill();
-                break None;
+                break End::Timeout;
             }
             thread::sleep(POLL_INTERVAL);
         };
@@ -339,8 +374,9 @@ impl Bochs {
             read(&serial_path).with_context(|| format!("cannot read {}", serial_path.display()))?;
         let bochs_output = read(&out_path).unwrap_or_default();
         let exit = match status {
-            None => QemuExit::Timeout,
-            Some(status) => {
+            End::Timeout => QemuExit::Timeout,
+            End::Stopped => QemuExit::Stopped,
+            End::Exited(status) => {
                 use std::os::unix::process::ExitStatusExt;
                 let code = status.code().or(status.signal().map(|s| 128 + s));
                 outcome(&serial, code)
@@ -369,13 +405,20 @@ impl Bochs {
     }
 }
 
+/// Why the wait for Bochs ended.
+enum End {
+    Exited(std::process::ExitStatus),
+    Stopped,
+    Timeout,
+}
+
 /// `exit` in Bochs' terms (`QemuExit`'s own text names QEMU's debug-exit device).
 pub fn describe(exit: QemuExit) -> String {
     match exit {
         QemuExit::Success => "success (serial log)".into(),
         QemuExit::Failure => "failure (serial log)".into(),
         QemuExit::Timeout => "timeout (Bochs killed)".into(),
-        QemuExit::Stopped => "stopped".into(),
+        QemuExit::Stopped => "stopped after the awaited line".into(),
         QemuExit::Other(code) => format!("no verdict in the serial log, Bochs status {code}"),
     }
 }

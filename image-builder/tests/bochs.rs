@@ -138,3 +138,37 @@ fn bochs_that_writes_no_serial_output_did_not_boot() {
     assert!(error.contains("failed to start"), "{error}");
     assert!(error.contains("shutdown requested"), "{error}");
 }
+
+#[test]
+fn a_bochs_run_can_stop_at_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let iso = dir.path().join("fredvisor.iso");
+    fs::write(&iso, "not really an ISO").unwrap();
+    // A Bochs that prints two lines and then runs on (as a nucleus without `exit=bochs`).
+    let script = dir.path().join("bochs");
+    fs::write(
+        &script,
+        "#!/bin/sh\nlog=$(sed -n 's/^com1: enabled=1, mode=file, dev=\"\\(.*\\)\"$/\\1/p' \"$3\")\n\
+         printf 'nucleus: ready\\r\\nfred-server: done\\r\\n' >> \"$log\"\nexec sleep 60\n",
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let started = std::time::Instant::now();
+    let boot = Bochs::from_path(&iso)
+        .search(dir.path(), None)
+        .timeout(Duration::from_secs(30))
+        .until("fred-server: done")
+        .run()
+        .unwrap();
+    boot.expect_exit(QemuExit::Stopped).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(20));
+    boot.expect_in_order(&["nucleus: ready", "fred-server: done"])
+        .unwrap();
+    let lines = Bochs::from_path(&iso)
+        .search(dir.path(), None)
+        .timeout(Duration::from_secs(30))
+        .until_serial(|log| log.ends_with("done\r\n"))
+        .run()
+        .unwrap();
+    lines.expect_exit(QemuExit::Stopped).unwrap();
+}
