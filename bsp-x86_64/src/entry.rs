@@ -58,8 +58,7 @@ pub const SYSCALL_SS_QWORD: u64 =
 
 /// The SS qword `syscall_compat_entry` writes: user DS, vector 6 (`#UD`), type 3 (hardware
 /// exception), not 64-bit mode. A compat-mode SYSCALL is the caller's fault, as on Intel CPUs.
-pub const COMPAT_SYSCALL_SS_QWORD: u64 =
-    crate::gdt::USER_DS.raw() as u64 | (6 << 32) | (3 << 48);
+pub const COMPAT_SYSCALL_SS_QWORD: u64 = crate::gdt::USER_DS.raw() as u64 | (6 << 32) | (3 << 48);
 
 /// Emits the IDT and FRED entry stubs around the given handlers, each an
 /// `extern "C" fn(&mut Frame)`:

@@ -402,7 +402,11 @@ mod tests {
         assert_eq!(e[0], 0);
         assert_eq!(e[usize::from(KERNEL_CS.index())], 0x00af_9b00_0000_ffff);
         assert_eq!(e[usize::from(KERNEL_DS.index())], 0x00cf_9300_0000_ffff);
-        assert_eq!(e[usize::from(USER_CS32.index())], 0, "no usable 32-bit user code segment");
+        assert_eq!(
+            e[usize::from(USER_CS32.index())],
+            0,
+            "no usable 32-bit user code segment"
+        );
         assert_eq!(e[usize::from(USER_DS.index())], 0x00cf_f300_0000_ffff);
         assert_eq!(e[usize::from(USER_CS64.index())], 0x00af_fb00_0000_ffff);
     }

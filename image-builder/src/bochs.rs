@@ -202,6 +202,7 @@ pub struct Bochs {
     echo: bool,
     until: Option<String>,
     until_serial: Option<fn(&str) -> bool>,
+    until_lines: Vec<String>,
     search_path: OsString,
     override_path: Option<OsString>,
 }
@@ -221,6 +222,7 @@ impl Bochs {
             echo: false,
             until: None,
             until_serial: None,
+            until_lines: Vec::new(),
             search_path: std::env::var_os("PATH").unwrap_or_default(),
             override_path: std::env::var_os(BOCHS_ENV),
         }
@@ -252,13 +254,29 @@ impl Bochs {
         self
     }
 
-    /// True once the awaited marker or the `until_serial` condition shows in `log`.
+    /// Stops Bochs once each of `lines` is a whole serial line ([`QemuExit::Stopped`]; as
+    /// [`crate::Qemu::until_lines`]).
+    pub fn until_lines(mut self, lines: &[&str]) -> Self {
+        self.until_lines = lines.iter().map(|l| (*l).to_owned()).collect();
+        self
+    }
+
+    fn waits_for_a_line(&self) -> bool {
+        self.until.is_some() || self.until_serial.is_some() || !self.until_lines.is_empty()
+    }
+
+    /// True once the awaited marker, the `until_serial` condition or all `until_lines` show
+    /// in `log`.
     fn should_stop(&self, log: &str) -> bool {
         let complete = log.rfind('\n').map_or("", |end| &log[..=end]);
         self.until
             .as_ref()
             .is_some_and(|marker| log.contains(marker.as_str()))
             || self.until_serial.is_some_and(|done| done(complete))
+            || (!self.until_lines.is_empty() && {
+                let lines: Vec<String> = complete.lines().map(clean_line).collect();
+                self.until_lines.iter().all(|want| lines.contains(want))
+            })
     }
 
     /// Copies COM1 to this process's stdout while the run goes on.
@@ -343,7 +361,7 @@ impl Bochs {
             .with_context(|| format!("cannot start {}", bochs.display()))?;
         let deadline = self.timeout.map(|t| started + t);
         let mut echoed = 0;
-        let waits_for_a_line = self.until.is_some() || self.until_serial.is_some();
+        let waits_for_a_line = self.waits_for_a_line();
         let status = loop {
             if self.echo {
                 echoed = echo_new_bytes(&serial_path, echoed);

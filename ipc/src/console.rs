@@ -238,7 +238,10 @@ mod tests {
             budget.tick();
             ticks += 1;
         }
-        assert_eq!(ticks, (WRITE_BYTES_MAX as i32 / SERVER_BYTES_PER_TICK) as usize);
+        assert_eq!(
+            ticks,
+            (WRITE_BYTES_MAX as i32 / SERVER_BYTES_PER_TICK) as usize
+        );
         assert!(render("pv-server", &junk, &mut budget).1 > 0);
     }
 
@@ -270,6 +273,9 @@ mod tests {
     fn empty_lines_and_a_bare_newline_are_printed_prefixed() {
         let mut budget = Budget::new();
         let (out, consumed) = render("fred-server", b"\n\n", &mut budget);
-        assert_eq!((out.as_str(), consumed), ("fred-server: \nfred-server: \n", 2));
+        assert_eq!(
+            (out.as_str(), consumed),
+            ("fred-server: \nfred-server: \n", 2)
+        );
     }
 }

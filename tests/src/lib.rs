@@ -27,6 +27,9 @@ use image_builder::compile::{self, SERVER_BUILD, SERVERS};
 pub use image_builder::{Boot, Firmware, Image, Iso, MissingTool, Qemu, QemuExit, Toolbox};
 pub use ipc::markers;
 
+pub mod machine;
+pub mod scenarios;
+
 /// Deadline of one boot under TCG, generous for a slow two-core CI machine.
 /// `FREDVISOR_BOOT_TIMEOUT=<seconds>` overrides it.
 pub fn boot_timeout() -> Duration {

@@ -1,68 +1,17 @@
-//! Issue 14 point 1: events nested inside nucleus work, on QEMU (IDT delivery).
-//!
-//! Under Bochs' FRED model a crashing fred-server hung the nucleus: the CPU model delivered
-//! a timer tick while the nucleus was restarting fred-server (FRED delivery clears
-//! RFLAGS.IF there without masking interrupts), the tick found no current server, took the
-//! nucleus for idle and switched to pv-server, abandoning the restart with the console lock
-//! held; pv-server's next `println!` in the nucleus spun on that lock forever. QEMU masks
-//! interrupts correctly, so these self-tests open the same two doors on purpose:
-//! `nested-tick` takes a tick in nucleus code outside the idle loop (before the fix boot
-//! never went on), `console-nested` takes a breakpoint in the middle of a console write
-//! (before the fix its report spun on the console lock). Both hung; a hang here is a
-//! timeout, which fails the test.
+//! Issue 14 point 1: events nested inside nucleus work, on QEMU (IDT delivery), where the
+//! self-tests reproduce what hung under Bochs' FRED model (see `tests::scenarios::nesting`;
+//! `fred_cpu.rs` runs the same scenarios, and the crashing-fred-server one, under Bochs).
 
 use anyhow::Result;
-use tests::{
-    QemuExit, boot_bios, expect_exact_line, expect_lines_in_order, markers, selftest_summary,
-};
+use tests::machine::Machine;
+use tests::scenarios::nesting;
 
 #[test]
 fn a_tick_in_nucleus_code_comes_back_to_it() -> Result<()> {
-    let boot = boot_bios("selftest=nested-tick exit=qemu")?;
-    boot.expect_in_order(&[
-        "selftest: nested-tick: taking a timer tick in nucleus code",
-        "selftest: nested-tick: passed (",
-        " window(s), resumed in the nucleus)",
-        &selftest_summary(1, 0),
-        markers::READY,
-    ])?
-    .expect_absent(": FAILED")?
-    .expect_absent(markers::PANIC)?;
-    // The servers started after the self-test, so the tick did not leave the nucleus for idle.
-    expect_exact_line(&boot, "nucleus: 2 server(s) started")?;
-    boot.expect_exit(QemuExit::Success)
+    nesting::a_tick_in_nucleus_code_comes_back_to_it(Machine::QEMU_BIOS)
 }
 
 #[test]
 fn an_event_inside_a_console_write_prints_and_the_line_goes_on() -> Result<()> {
-    let boot = boot_bios("selftest=console-nested exit=qemu")?;
-    // The nested report starts on a line of its own; the interrupted line ends after it.
-    expect_lines_in_order(
-        &boot,
-        &[
-            "selftest: console-nested: a breakpoint inside [",
-            "] this line",
-            "selftest: console-nested: passed (the nested report printed and the line went on)",
-            &selftest_summary(1, 0),
-            markers::READY,
-        ],
-    )?;
-    let lines: Vec<String> = boot.lines().collect();
-    let cut = lines
-        .iter()
-        .position(|l| l == "selftest: console-nested: a breakpoint inside [")
-        .unwrap_or(usize::MAX);
-    let nested = lines
-        .get(cut.wrapping_add(1))
-        .map(String::as_str)
-        .unwrap_or("");
-    anyhow::ensure!(
-        nested.starts_with("nucleus: #BP (int3) at 0xffffffff8") && nested.ends_with(", resuming"),
-        "{}",
-        boot.report(&format!(
-            "expected the #BP report right after the cut line, found {nested:?}"
-        ))
-    );
-    boot.expect_absent(": FAILED")?;
-    boot.expect_exit(QemuExit::Success)
+    nesting::an_event_inside_a_console_write_prints_and_the_line_goes_on(Machine::QEMU_BIOS)
 }

@@ -1,0 +1,154 @@
+//! Issue 14 point 2: the boot scenarios on a FRED CPU — Bochs' Wildcat Lake model (FRED +
+//! LKGS), named by `$FREDVISOR_BOCHS` — with `fred=on`: the scenarios of `events.rs`,
+//! `fred_decision.rs`, `servers.rs`, `hostile.rs` and `nesting.rs` (`tests::scenarios`), which
+//! assert the same lines as on QEMU, with `fred: enabled (cpu has FRED+LKGS)` (checked for
+//! every `fred=on` boot by `Machine::Bochs`) and `delivery: FRED` in every dump instead of
+//! the IDT's lines. Left out: the UEFI boot (Bochs boots BIOS here), the two corrupt-module
+//! cases that only vary the ELF check, the NMI test (QEMU's monitor) and the benchmark
+//! (`image-builder bench --bochs`).
+//!
+//! CI has no Bochs, so every test is `#[ignore]`d: run them with
+//! `FREDVISOR_BOCHS=/path/to/bochs cargo test -p tests --test fred_cpu -- --ignored`
+//! (see README, "Running on Bochs"). Without Bochs they fail with the one-line "not found".
+
+use anyhow::Result;
+use tests::machine::Machine;
+use tests::scenarios::{events, fred_decision, hostile, nesting, servers};
+
+const FRED_CPU: Machine = Machine::Bochs;
+
+// ---- events ------------------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn selftest_all_reports_each_event_with_exact_values() -> Result<()> {
+    events::selftest_all_reports_each_event_with_exact_values(FRED_CPU)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn unbounded_recursion_double_faults_onto_the_df_stack() -> Result<()> {
+    events::unbounded_recursion_double_faults_onto_the_df_stack(FRED_CPU)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn fault_before_the_command_line_is_parsed_is_reported_by_the_early_idt() -> Result<()> {
+    events::fault_before_the_command_line_is_parsed_is_reported_by_the_early_idt(FRED_CPU)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn garbage_command_line_warns_caps_warnings_and_boots() -> Result<()> {
+    events::garbage_command_line_warns_caps_warnings_and_boots(FRED_CPU)
+}
+
+// ---- fred_decision -----------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn fred_on_is_honoured_where_the_cpu_can_and_selftests_pass() -> Result<()> {
+    fred_decision::fred_on_is_honoured_where_the_cpu_can_and_selftests_pass(FRED_CPU)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn fred_auto_follows_the_cpu_silently_and_selftests_pass() -> Result<()> {
+    fred_decision::fred_auto_follows_the_cpu_silently_and_selftests_pass(FRED_CPU)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn fred_off_names_the_command_line_and_selftests_pass() -> Result<()> {
+    fred_decision::fred_off_names_the_command_line_and_selftests_pass(FRED_CPU)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn pv_shim_disables_fred_and_says_so() -> Result<()> {
+    fred_decision::pv_shim_disables_fred_and_says_so(FRED_CPU)
+}
+
+// ---- servers -----------------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn each_server_is_loaded_from_its_module_and_says_hello_before_ready() -> Result<()> {
+    servers::each_server_is_loaded_from_its_module_and_says_hello_before_ready(FRED_CPU)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn pv_server_null_write_is_shown_by_fred_server_and_restarted() -> Result<()> {
+    servers::pv_server_null_write_is_shown_by_fred_server_and_restarted(FRED_CPU)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn pv_server_ud2_is_shown_by_fred_server_and_restarted() -> Result<()> {
+    servers::pv_server_ud2_is_shown_by_fred_server_and_restarted(FRED_CPU)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn hung_pv_server_is_caught_by_the_watchdog_and_restarted() -> Result<()> {
+    servers::hung_pv_server_is_caught_by_the_watchdog_and_restarted(FRED_CPU)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn crashing_fred_server_is_reported_by_the_nucleus_and_restarted() -> Result<()> {
+    servers::crashing_fred_server_is_reported_by_the_nucleus_and_restarted(FRED_CPU)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn fourth_crash_makes_fred_server_give_up_and_it_keeps_running() -> Result<()> {
+    servers::fourth_crash_makes_fred_server_give_up_and_it_keeps_running(FRED_CPU)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn server_cut_inside_its_headers_is_rejected_as_truncated() -> Result<()> {
+    servers::server_cut_inside_its_headers_is_rejected_as_truncated(FRED_CPU)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn server_with_a_segment_in_kernel_space_is_rejected() -> Result<()> {
+    servers::server_with_a_segment_in_kernel_space_is_rejected(FRED_CPU)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn alt_server_swapped_in_as_pv_server_runs_under_that_name() -> Result<()> {
+    servers::alt_server_swapped_in_as_pv_server_runs_under_that_name(FRED_CPU)
+}
+
+// ---- hostile -----------------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn hostile_server_messages_get_one_line_each_and_the_nucleus_keeps_running() -> Result<()> {
+    hostile::hostile_server_messages_get_one_line_each_and_the_nucleus_keeps_running(FRED_CPU)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn an_event_fred_server_died_holding_goes_to_its_successor() -> Result<()> {
+    hostile::an_event_fred_server_died_holding_goes_to_its_successor(FRED_CPU)
+}
+
+// ---- nesting -----------------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn a_tick_in_nucleus_code_comes_back_to_it() -> Result<()> {
+    nesting::a_tick_in_nucleus_code_comes_back_to_it(FRED_CPU)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn an_event_inside_a_console_write_prints_and_the_line_goes_on() -> Result<()> {
+    nesting::an_event_inside_a_console_write_prints_and_the_line_goes_on(FRED_CPU)
+}
