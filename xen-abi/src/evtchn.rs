@@ -1,0 +1,144 @@
+//! `event_channel_op` (hypercall 32, pv64-abi.md §4.17): the 2-level event channels.
+
+abi_enum! {
+    /// `event_channel_op` commands.
+    pub enum EvtchnOpCmd: u32 {
+        BindInterdomain = 0,
+        BindVirq = 1,
+        BindPirq = 2,
+        Close = 3,
+        Send = 4,
+        Status = 5,
+        AllocUnbound = 6,
+        BindIpi = 7,
+        BindVcpu = 8,
+        Unmask = 9,
+        Reset = 10,
+        /// FIFO ABI setup: answered `-ENOSYS` so guests stay on 2-level.
+        InitControl = 11,
+        ExpandArray = 12,
+        SetPriority = 13,
+    }
+}
+
+abi_enum! {
+    /// Virtual interrupts a port may be bound to (`VIRQ_*`); below 24.
+    pub enum Virq: u32 {
+        /// Per vCPU: the single-shot or periodic timer.
+        Timer = 0,
+        Debug = 1,
+        /// Global (vCPU 0): console input.
+        Console = 2,
+    }
+}
+
+/// Virtual interrupt numbers are below this.
+pub const NR_VIRQS: u32 = 24;
+/// Ports of the 2-level ABI (64 words of 64 bits).
+pub const NR_EVENT_CHANNELS: u32 = 4096;
+
+abi_enum! {
+    /// `evtchn_status.status`.
+    pub enum EvtchnStatus: u32 {
+        Closed = 0,
+        Unbound = 1,
+        Interdomain = 2,
+        Pirq = 3,
+        Virq = 4,
+        Ipi = 5,
+    }
+}
+
+/// `struct evtchn_alloc_unbound` (8 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnAllocUnbound {
+    pub dom: u16,
+    pub remote_dom: u16,
+    /// Out.
+    pub port: u32,
+}
+
+/// `struct evtchn_bind_virq` (12 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnBindVirq {
+    pub virq: u32,
+    pub vcpu: u32,
+    /// Out.
+    pub port: u32,
+}
+
+/// `struct evtchn_bind_ipi` (8 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnBindIpi {
+    pub vcpu: u32,
+    /// Out.
+    pub port: u32,
+}
+
+/// `struct evtchn_close`, `evtchn_send`, `evtchn_unmask` (4 bytes): one port.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnPort {
+    pub port: u32,
+}
+
+/// `struct evtchn_bind_vcpu` (8 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnBindVcpu {
+    pub port: u32,
+    pub vcpu: u32,
+}
+
+/// `struct evtchn_status` (24 bytes); `detail` is the union (unbound `{u16 dom}`,
+/// interdomain `{u16 dom, u32 port @4}`, virq `u32`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnStatusArg {
+    pub dom: u16,
+    pub _pad0: u16,
+    pub port: u32,
+    /// Out: an [`EvtchnStatus`].
+    pub status: u32,
+    /// Out.
+    pub vcpu: u32,
+    /// Out.
+    pub detail: [u32; 2],
+}
+
+// pv64-abi.md §4.17.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<EvtchnAllocUnbound>() == 8);
+    assert!(offset_of!(EvtchnAllocUnbound, remote_dom) == 2);
+    assert!(offset_of!(EvtchnAllocUnbound, port) == 4);
+    assert!(size_of::<EvtchnBindVirq>() == 12);
+    assert!(offset_of!(EvtchnBindVirq, vcpu) == 4);
+    assert!(offset_of!(EvtchnBindVirq, port) == 8);
+    assert!(size_of::<EvtchnBindIpi>() == 8);
+    assert!(size_of::<EvtchnPort>() == 4);
+    assert!(size_of::<EvtchnBindVcpu>() == 8);
+    assert!(size_of::<EvtchnStatusArg>() == 24);
+    assert!(offset_of!(EvtchnStatusArg, port) == 4);
+    assert!(offset_of!(EvtchnStatusArg, status) == 8);
+    assert!(offset_of!(EvtchnStatusArg, vcpu) == 12);
+    assert!(offset_of!(EvtchnStatusArg, detail) == 16);
+    assert!(NR_EVENT_CHANNELS as usize == crate::shared_info::EVTCHN_WORDS * 64);
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers() {
+        for (index, cmd) in EvtchnOpCmd::ALL.iter().enumerate() {
+            assert_eq!(cmd.raw() as usize, index);
+        }
+        assert_eq!(Virq::Console.raw(), 2);
+        assert_eq!(EvtchnStatus::Ipi.raw(), 5);
+    }
+}
