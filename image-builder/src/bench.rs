@@ -6,12 +6,17 @@
 //! with the targets to beat. Under `-icount shift=3` TCG advances the guest TSC by exactly
 //! [`TICKS_PER_INSTRUCTION`] per instruction, so ticks / 8 = instructions, on any host. The
 //! figures are printed, never asserted (style.md §3).
+//!
+//! `bench --bochs` (issue 14) boots the same benchmark twice in Bochs' FRED CPU model, once
+//! with `fred=on` and once with `fred=off`, and prints both deliveries side by side with their
+//! ratio. Bochs' TSC advances one tick per instruction, so its ticks are instructions too.
 
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
 use anyhow::{Result, bail};
 
+use crate::bochs::Bochs;
 use crate::boot::Boot;
 use crate::commands::BuildOptions;
 use crate::compile::workspace_root;
@@ -288,6 +293,77 @@ pub fn measure(iso: &Iso, timeout: Duration) -> Result<([Range; 3], Boot)> {
     }
 }
 
+/// Fails unless the benchmark boot's FRED decision is `decision` (so a column says which
+/// delivery it really measured), or on a panic; else the three ranges.
+fn bench_ranges(boot: &Boot, decision: &str) -> Result<[Range; 3]> {
+    if boot.serial.contains(ipc::markers::PANIC) {
+        bail!(
+            "{}",
+            boot.report("the nucleus panicked during the benchmark")
+        );
+    }
+    if !boot.lines().any(|l| l == decision) {
+        bail!(
+            "{}",
+            boot.report(&format!("the benchmark boot did not decide {decision:?}"))
+        );
+    }
+    Results::parse(&boot.serial).complete().map_err(|missing| {
+        let names: Vec<&str> = missing.iter().map(|m| m.name()).collect();
+        anyhow::anyhow!(
+            "{}",
+            boot.report(&format!(
+                "bench: no {} line before the boot ended",
+                names.join(", ")
+            ))
+        )
+    })
+}
+
+/// The FRED decision lines of the two Bochs benchmark boots.
+pub const BOCHS_FRED_DECISION: &str = "fred: enabled (cpu has FRED+LKGS)";
+pub const BOCHS_IDT_DECISION: &str = "fred: disabled (fred=off)";
+
+/// Boots `iso` in Bochs and stops once all three lines are in; checks the decision line.
+pub fn measure_bochs(iso: &Iso, timeout: Duration, decision: &str) -> Result<([Range; 3], Boot)> {
+    let boot = Bochs::new(iso)
+        .timeout(timeout)
+        .until_serial(all_lines_present)
+        .run()?;
+    let ranges = bench_ranges(&boot, decision)?;
+    Ok((ranges, boot))
+}
+
+/// The table of `bench --bochs`: per measurement FRED's and the IDT's min and max (ticks =
+/// instructions) and FRED's minimum as a fraction of the IDT's.
+pub fn bochs_table(fred: &[Range; 3], idt: &[Range; 3]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Bochs {} (FRED+LKGS), 1 CPU, TSC = 1 tick per instruction; FRED: fred=on, IDT: fred=off",
+        crate::bochs::CPU_MODEL
+    );
+    let _ = writeln!(
+        out,
+        "{:<16} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "measurement", "FRED min", "FRED max", "IDT min", "IDT max", "FRED/IDT"
+    );
+    for ((measurement, f), i) in Measurement::ALL.into_iter().zip(fred).zip(idt) {
+        let ratio = f.min as f64 / i.min.max(1) as f64;
+        let _ = writeln!(
+            out,
+            "{:<16} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            measurement.name(),
+            f.min,
+            f.max,
+            i.min,
+            i.max,
+            format!("{ratio:.2}"),
+        );
+    }
+    out
+}
+
 /// Options of the CLI's `bench`.
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
@@ -297,6 +373,8 @@ pub struct BenchOptions {
     pub timeout: Duration,
     /// Also write the table into README.md (its `## Measuring` block).
     pub update_readme: bool,
+    /// Boot in Bochs twice (`fred=on`, `fred=off`) instead of QEMU.
+    pub bochs: bool,
 }
 
 impl Default for BenchOptions {
@@ -305,13 +383,40 @@ impl Default for BenchOptions {
             build: BuildOptions::default(),
             timeout: DEFAULT_TIMEOUT,
             update_readme: false,
+            bochs: false,
         }
     }
+}
+
+/// `bench --bochs`: the benchmark ISO with `fred=on` and with `fred=off`, each booted in
+/// Bochs; the side-by-side table.
+fn run_bochs(options: &BenchOptions) -> Result<String> {
+    if options.update_readme {
+        bail!("--update-readme writes the QEMU table; run it without --bochs");
+    }
+    let target = workspace_root().join("target");
+    Bochs::from_path(&target.join("fredvisor-bench-fred.iso")).check_tools()?;
+    let mut ranges = Vec::new();
+    for (fred, decision, iso) in [
+        ("fred=on", BOCHS_FRED_DECISION, "fredvisor-bench-fred.iso"),
+        ("fred=off", BOCHS_IDT_DECISION, "fredvisor-bench-idt.iso"),
+    ] {
+        let image = options
+            .build
+            .image(&format!("{CMDLINE} {fred}"), target.join(iso));
+        let iso = image.build()?;
+        let (range, _boot) = measure_bochs(&iso, options.timeout, decision)?;
+        ranges.push(range);
+    }
+    Ok(bochs_table(&ranges[0], &ranges[1]))
 }
 
 /// `bench`: builds the benchmark ISO, boots it and returns the table to print.
 pub fn run(options: &BenchOptions) -> Result<String> {
     options.build.check_cmdline()?;
+    if options.bochs {
+        return run_bochs(options);
+    }
     let default_output = workspace_root().join("target/fredvisor-bench.iso");
     Qemu::from_path(&default_output).check_tools()?;
     let iso = options.build.image(CMDLINE, default_output).build()?;
@@ -495,6 +600,48 @@ mod tests {
             ]
         );
         assert!(rows[4].ends_with(" 1174  2 x L4Re/Fiasco one-way IPC (587)"));
+    }
+
+    #[test]
+    fn the_bochs_table_puts_fred_and_idt_side_by_side_with_the_ratio() {
+        let r = |min, max| Range { min, max };
+        let fred = [r(100, 150), r(900, 1000), r(400, 480)];
+        let idt = [r(125, 160), r(1800, 2000), r(400, 500)];
+        let table = bochs_table(&fred, &idt);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        assert!(
+            lines[0].starts_with("Bochs wildcat_lake (FRED+LKGS)"),
+            "{table}"
+        );
+        let words = |i: usize| lines[i].split_whitespace().collect::<Vec<_>>();
+        assert_eq!(
+            words(1),
+            [
+                "measurement",
+                "FRED",
+                "min",
+                "FRED",
+                "max",
+                "IDT",
+                "min",
+                "IDT",
+                "max",
+                "FRED/IDT"
+            ]
+        );
+        assert_eq!(
+            words(2),
+            ["null-syscall", "100", "150", "125", "160", "0.80"]
+        );
+        assert_eq!(
+            words(3),
+            ["int3-roundtrip", "900", "1000", "1800", "2000", "0.50"]
+        );
+        assert_eq!(
+            words(4),
+            ["ring-roundtrip", "400", "480", "400", "500", "1.00"]
+        );
     }
 
     #[test]

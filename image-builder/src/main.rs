@@ -148,6 +148,10 @@ struct BenchArgs {
     /// Also write the table into README.md (the block under "Measuring").
     #[arg(long)]
     update_readme: bool,
+    /// Boot in Bochs' FRED CPU model instead, twice (fred=on, fred=off), and print FRED's
+    /// and the IDT's figures side by side with their ratio (Bochs: 1 TSC tick = 1 instruction).
+    #[arg(long)]
+    bochs: bool,
 }
 
 impl From<BuildArgs> for BuildOptions {
@@ -189,6 +193,7 @@ fn main() -> ExitCode {
                     build,
                     timeout,
                     update_readme: args.update_readme,
+                    bochs: args.bochs,
                 };
                 bench::run(&options).map(|table| {
                     print!("{table}");
