@@ -152,6 +152,18 @@ bitflags! {
         const NESTED_TICK = 1 << 8;
         /// `console-nested`: an event nested in a console write prints and returns.
         const CONSOLE_NESTED = 1 << 9;
+        /// `fred-nested`: a ring-0 event comes in at the entry +256 on the current stack.
+        const FRED_NESTED = 1 << 10;
+        /// `fred-event-data`: `#PF` event data is CR2, `#DB`'s is DR6 in FRED polarity.
+        const FRED_EVENT_DATA = 1 << 11;
+        /// `fred-erets`: ERETS from an SL3 event returns to stack level 0.
+        const FRED_ERETS = 1 << 12;
+        /// `fred-ring3`: a server's event comes in at the base entry on SL0, user GS kept.
+        const FRED_RING3 = 1 << 13;
+        /// `fred-sl1-df`: a `#PF` configured for SL1 escalates to `#DF` on SL3 (terminal).
+        const FRED_SL1_DF = 1 << 14;
+        /// `fred-sl2-df`: the same for SL2 (terminal).
+        const FRED_SL2_DF = 1 << 15;
     }
 }
 
@@ -164,7 +176,7 @@ impl SelfTests {
         .union(Self::GP_SELECTOR);
 
     /// Test names as spelled on the command line, in the order they run.
-    pub const NAMES: [(&'static str, Self); 10] = [
+    pub const NAMES: [(&'static str, Self); 16] = [
         ("int3", Self::INT3),
         ("ud2", Self::UD2),
         ("pf-unmapped", Self::PF_UNMAPPED),
@@ -172,6 +184,12 @@ impl SelfTests {
         ("gp-selector", Self::GP_SELECTOR),
         ("nested-tick", Self::NESTED_TICK),
         ("console-nested", Self::CONSOLE_NESTED),
+        ("fred-nested", Self::FRED_NESTED),
+        ("fred-event-data", Self::FRED_EVENT_DATA),
+        ("fred-erets", Self::FRED_ERETS),
+        ("fred-ring3", Self::FRED_RING3),
+        ("fred-sl1-df", Self::FRED_SL1_DF),
+        ("fred-sl2-df", Self::FRED_SL2_DF),
         ("df-recursion", Self::DF_RECURSION),
         ("early-fault", Self::EARLY_FAULT),
         ("panic", Self::PANIC),
@@ -669,7 +687,8 @@ mod tests {
                 "cmdline: pv-shim=yes: pv-shim takes no value, ignored",
                 "cmdline: exit=xen: expected qemu|bochs, using none",
                 "cmdline: selftest: unknown test 'nope' ignored (known: all, int3, ud2, pf-unmapped, \
-                 pf-nx, gp-selector, nested-tick, console-nested, df-recursion, early-fault, panic)",
+                 pf-nx, gp-selector, nested-tick, console-nested, fred-nested, fred-event-data, \
+                 fred-erets, fred-ring3, fred-sl1-df, fred-sl2-df, df-recursion, early-fault, panic)",
                 "cmdline: selftest: expected selftest=name[,name...], using none",
                 "cmdline: fred: expected fred=on|off|auto, using auto",
             ]

@@ -43,10 +43,17 @@ extern "C" fn idt_entry(frame: &mut Frame) {
 }
 
 extern "C" fn fred_from_ring3(frame: &mut Frame) {
+    if crate::selftest_fred::RING3_ARMED.load(Ordering::Relaxed) {
+        crate::selftest_fred::ring3_event(frame);
+    }
     dispatch(frame, Delivery::Fred);
 }
 
+/// Events that came in through the ring-0 FRED entry (+256), for the FRED self-tests.
+pub static FRED_RING0_ENTRIES: AtomicU64 = AtomicU64::new(0);
+
 extern "C" fn fred_from_ring0(frame: &mut Frame) {
+    FRED_RING0_ENTRIES.fetch_add(1, Ordering::Relaxed);
     dispatch(frame, Delivery::Fred);
 }
 
@@ -80,6 +87,7 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
         EventKind::SoftwareException { vector: 3 } => {
             // A trap: RIP already points after the int3, so returning resumes there.
             println!("nucleus: #BP (int3) at {:#x}, resuming", event.rip);
+            crate::selftest_fred::breakpoint(frame);
         }
         EventKind::Exception { vector, error_code } => {
             report_exception(&event, vector, error_code);
@@ -162,7 +170,7 @@ fn double_fault(frame: &Frame, delivery: Delivery) -> ! {
     println!("nucleus: #DF (double fault) on the {} stack", dump.stack);
     println!("{dump}");
     let status = if crate::selftest::double_fault_expected() {
-        crate::selftest::double_fault_passed()
+        crate::selftest::double_fault_passed(dump)
     } else {
         Status::Failure
     };

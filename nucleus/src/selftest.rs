@@ -9,7 +9,7 @@ use crate::exit::Status;
 use bsp_x86_64::cmdline::SelfTests;
 use bsp_x86_64::frame::Frame;
 use bsp_x86_64::gdt::{Selector, TableIndicator};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use ipc::{Event, EventKind};
 
 // Probes: each faulting instruction has a label, and each probe a resume label right after
@@ -62,6 +62,11 @@ struct Expectation {
     rip: AtomicU64,
     error_code: AtomicU64,
     event_data: AtomicU64,
+    frame: AtomicU64,
+    cs: AtomicU64,
+    rsp: AtomicU64,
+    cr2: AtomicU64,
+    dr6: AtomicU64,
 }
 
 static EXPECT: Expectation = Expectation {
@@ -72,9 +77,27 @@ static EXPECT: Expectation = Expectation {
     rip: AtomicU64::new(0),
     error_code: AtomicU64::new(0),
     event_data: AtomicU64::new(0),
+    frame: AtomicU64::new(0),
+    cs: AtomicU64::new(0),
+    rsp: AtomicU64::new(0),
+    cr2: AtomicU64::new(0),
+    dr6: AtomicU64::new(0),
 };
 
-static DF_EXPECTED: AtomicBool = AtomicBool::new(false);
+/// The `#DF` a terminal self-test provokes, and how its dump proves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExpectedDoubleFault {
+    None = 0,
+    /// `df-recursion`: a stack overflow.
+    Recursion = 1,
+    /// `fred-sl1-df` / `fred-sl2-df`: a `#PF` configured for SL1 / SL2 in STKLVLS, whose
+    /// delivery faults in the guard page RSP1 / RSP2 point at.
+    StackLevel1 = 2,
+    StackLevel2 = 3,
+}
+
+static DF_EXPECTED: AtomicU8 = AtomicU8::new(ExpectedDoubleFault::None as u8);
 static PASSED: AtomicU32 = AtomicU32::new(0);
 static FAILED: AtomicU32 = AtomicU32::new(0);
 
@@ -87,7 +110,7 @@ fn addr_of_symbol(s: &u8) -> u64 {
     core::ptr::from_ref(s) as u64
 }
 
-fn arm(vector: u8, resume: u64) {
+pub(crate) fn arm(vector: u8, resume: u64) {
     EXPECT.hit.store(false, Ordering::Relaxed);
     EXPECT.vector.store(u32::from(vector), Ordering::Relaxed);
     EXPECT.resume.store(resume, Ordering::Relaxed);
@@ -109,27 +132,54 @@ pub fn recover(frame: &mut Frame, event: &Event) -> bool {
     EXPECT.rip.store(event.rip, Ordering::Relaxed);
     EXPECT.error_code.store(error_code, Ordering::Relaxed);
     EXPECT.event_data.store(event.event_data, Ordering::Relaxed);
+    EXPECT
+        .frame
+        .store(core::ptr::from_ref(frame) as u64, Ordering::Relaxed);
+    EXPECT.cs.store(frame.ret.cs.raw(), Ordering::Relaxed);
+    EXPECT.rsp.store(frame.ret.rsp, Ordering::Relaxed);
+    // SAFETY: CPL 0 (the dispatcher); reading CR2 and DR6 has no side effects.
+    let (cr2, dr6) = unsafe { (bsp_x86_64::insn::read_cr2(), bsp_x86_64::insn::read_dr6()) };
+    EXPECT.cr2.store(cr2, Ordering::Relaxed);
+    EXPECT.dr6.store(dr6, Ordering::Relaxed);
     EXPECT.hit.store(true, Ordering::Release);
     frame.ret.rip = EXPECT.resume.load(Ordering::Relaxed);
+    // A single-step test leaves TF set in the interrupted RFLAGS: resume without it.
+    frame.ret.rflags &= !RFLAGS_TF;
     true
 }
 
-struct Seen {
-    rip: u64,
-    error_code: u64,
-    event_data: u64,
+const RFLAGS_TF: u64 = 1 << 8;
+
+/// What the dispatcher recorded for the armed event.
+pub(crate) struct Seen {
+    pub rip: u64,
+    pub error_code: u64,
+    pub event_data: u64,
+    /// Address of the frame (`&Frame`, the GPRs below the CPU-written return state).
+    pub frame: u64,
+    pub cs: bsp_x86_64::frame::CsQword,
+    /// The interrupted RSP.
+    pub rsp: u64,
+    /// CR2 and DR6 as the handler read them.
+    pub cr2: u64,
+    pub dr6: u64,
 }
 
-fn seen() -> Option<Seen> {
+pub(crate) fn seen() -> Option<Seen> {
     EXPECT.armed.store(false, Ordering::Relaxed);
     EXPECT.hit.load(Ordering::Acquire).then(|| Seen {
         rip: EXPECT.rip.load(Ordering::Relaxed),
         error_code: EXPECT.error_code.load(Ordering::Relaxed),
         event_data: EXPECT.event_data.load(Ordering::Relaxed),
+        frame: EXPECT.frame.load(Ordering::Relaxed),
+        cs: bsp_x86_64::frame::CsQword::from_raw(EXPECT.cs.load(Ordering::Relaxed)),
+        rsp: EXPECT.rsp.load(Ordering::Relaxed),
+        cr2: EXPECT.cr2.load(Ordering::Relaxed),
+        dr6: EXPECT.dr6.load(Ordering::Relaxed),
     })
 }
 
-fn verdict(name: &str, ok: bool, detail: core::fmt::Arguments<'_>) {
+pub(crate) fn verdict(name: &str, ok: bool, detail: core::fmt::Arguments<'_>) {
     if ok {
         PASSED.fetch_add(1, Ordering::Relaxed);
         println!("selftest: {name}: passed ({detail})");
@@ -314,17 +364,65 @@ pub fn run(tests: SelfTests) -> Option<Status> {
             ran = true;
         }
     }
+    for (flag, test) in crate::selftest_fred::RESUMABLE {
+        if tests.contains(flag) {
+            test();
+            ran = true;
+        }
+    }
+    for (flag, level) in [
+        (SelfTests::FRED_SL1_DF, ExpectedDoubleFault::StackLevel1),
+        (SelfTests::FRED_SL2_DF, ExpectedDoubleFault::StackLevel2),
+    ] {
+        if tests.contains(flag) {
+            ran = true;
+            DF_EXPECTED.store(level as u8, Ordering::Release);
+            // Returns only when it cannot run (no FRED): the #DF ends the boot otherwise.
+            crate::selftest_fred::stack_level_double_fault(level);
+            DF_EXPECTED.store(ExpectedDoubleFault::None as u8, Ordering::Release);
+        }
+    }
     if tests.contains(SelfTests::DF_RECURSION) {
-        DF_EXPECTED.store(true, Ordering::Release);
+        DF_EXPECTED.store(ExpectedDoubleFault::Recursion as u8, Ordering::Release);
         println!("selftest: df-recursion: recursing until the guard page");
         core::hint::black_box(recurse(0));
         verdict("df-recursion", false, format_args!("recursion returned"));
         ran = true;
     }
+    if crate::selftest_fred::ring3_pending() {
+        // `fred-ring3` decides at the first event from a server: the summary comes then.
+        return None;
+    }
     ran.then(summary)
 }
 
-fn summary() -> Status {
+/// The summary status of a run whose last test decided after boot (`fred-ring3`):
+/// 0 none yet, 1 success, 2 failure.
+static DEFERRED: AtomicU8 = AtomicU8::new(0);
+
+/// Prints the summary once the deferred test has its verdict.
+pub fn deferred_summary() {
+    let code = match summary() {
+        Status::Success => 1,
+        Status::Failure => 2,
+    };
+    DEFERRED.store(code, Ordering::Release);
+}
+
+/// At `nucleus: ready`: the deferred summary's status (a deferred test that still waits
+/// fails now: no server event reached it).
+pub fn deferred_status() -> Option<Status> {
+    if crate::selftest_fred::ring3_pending() {
+        crate::selftest_fred::ring3_gave_up();
+    }
+    match DEFERRED.load(Ordering::Acquire) {
+        1 => Some(Status::Success),
+        2 => Some(Status::Failure),
+        _ => None,
+    }
+}
+
+pub(crate) fn summary() -> Status {
     let (passed, failed) = (
         PASSED.load(Ordering::Relaxed),
         FAILED.load(Ordering::Relaxed),
@@ -338,17 +436,26 @@ fn summary() -> Status {
 }
 
 pub fn double_fault_expected() -> bool {
-    DF_EXPECTED.load(Ordering::Acquire)
+    DF_EXPECTED.load(Ordering::Acquire) != ExpectedDoubleFault::None as u8
 }
 
-/// The `#DF` handler calls this when `df-recursion` was running: the test passed if the
-/// `#DF` arrived on the `#DF` stack.
-pub fn double_fault_passed() -> Status {
-    verdict(
-        "df-recursion",
-        true,
-        format_args!("#DF delivered on the #DF stack"),
-    );
+/// The `#DF` handler calls this when a `#DF` test was running (its dump in hand): the test
+/// passed if the `#DF` arrived on the `#DF` stack, and for the FRED stack-level tests, on
+/// SL3 after a fault in the guard page that RSP1 / RSP2 point at.
+pub fn double_fault_passed(dump: &ipc::dump::RegisterDump) -> Status {
+    match DF_EXPECTED.load(Ordering::Acquire) {
+        x if x == ExpectedDoubleFault::StackLevel1 as u8 => {
+            crate::selftest_fred::stack_level_double_fault_seen(1, dump)
+        }
+        x if x == ExpectedDoubleFault::StackLevel2 as u8 => {
+            crate::selftest_fred::stack_level_double_fault_seen(2, dump)
+        }
+        _ => verdict(
+            "df-recursion",
+            true,
+            format_args!("#DF delivered on the #DF stack"),
+        ),
+    }
     summary()
 }
 

@@ -3,7 +3,7 @@
 //! `fred_decision.rs`, `servers.rs`, `hostile.rs` and `nesting.rs` (`tests::scenarios`), which
 //! assert the same lines as on QEMU, with `fred: enabled (cpu has FRED+LKGS)` (checked for
 //! every `fred=on` boot by `Machine::Bochs`) and `delivery: FRED` in every dump instead of
-//! the IDT's lines. Left out: the UEFI boot (Bochs boots BIOS here), the two corrupt-module
+//! the IDT's lines; and the FRED-only self-tests (`fred_only`), which QEMU skips. Left out: the UEFI boot (Bochs boots BIOS here), the two corrupt-module
 //! cases that only vary the ELF check, the NMI test (QEMU's monitor) and the benchmark
 //! (`image-builder bench --bochs`).
 //!
@@ -13,7 +13,7 @@
 
 use anyhow::Result;
 use tests::machine::Machine;
-use tests::scenarios::{events, fred_decision, hostile, nesting, servers};
+use tests::scenarios::{events, fred_decision, fred_only, hostile, nesting, servers};
 
 const FRED_CPU: Machine = Machine::Bochs;
 
@@ -151,4 +151,24 @@ fn a_tick_in_nucleus_code_comes_back_to_it() -> Result<()> {
 #[ignore = "needs FREDVISOR_BOCHS"]
 fn an_event_inside_a_console_write_prints_and_the_line_goes_on() -> Result<()> {
     nesting::an_event_inside_a_console_write_prints_and_the_line_goes_on(FRED_CPU)
+}
+
+// ---- FRED-only self-tests ------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn fred_only_selftests_pass_on_fred() -> Result<()> {
+    fred_only::fred_only_selftests_pass_on_fred_and_are_skipped_on_the_idt(FRED_CPU)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn a_pf_on_sl1_escalates_to_df_on_sl3() -> Result<()> {
+    fred_only::a_pf_on_a_guard_stack_level_escalates_to_df_on_sl3(FRED_CPU, 1)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn a_pf_on_sl2_escalates_to_df_on_sl3() -> Result<()> {
+    fred_only::a_pf_on_a_guard_stack_level_escalates_to_df_on_sl3(FRED_CPU, 2)
 }

@@ -4,6 +4,7 @@
 //! with the delivery-dependent ones (decision, `delivery:` line) asked from the machine.
 pub mod events;
 pub mod fred_decision;
+pub mod fred_only;
 pub mod hostile;
 pub mod nesting;
 pub mod servers;
