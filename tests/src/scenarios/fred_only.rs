@@ -4,9 +4,7 @@
 use anyhow::{Result, ensure};
 
 use crate::machine::Machine;
-use crate::{
-    Boot, Image, QemuExit, expect_exact_line, expect_one_line, hex_after, markers, selftest_summary,
-};
+use crate::{Boot, Image, QemuExit, expect_one_line, hex_after, markers, selftest_summary};
 
 /// The resumable FRED-only self-tests, in the order the nucleus runs them.
 pub const RESUMABLE: [&str; 4] = ["fred-nested", "fred-event-data", "fred-erets", "fred-ring3"];
