@@ -55,6 +55,37 @@ impl LogLevel {
     }
 }
 
+/// What the binary trace on COM2 records (`trace=`); the default is off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TraceLevel {
+    /// Nothing is recorded; each emitter costs one load and one branch.
+    #[default]
+    Off,
+    /// Events delivered, forwarded and replied to; server start, stop and restart.
+    Events,
+    /// Also context switches and syscalls.
+    All,
+}
+
+impl TraceLevel {
+    /// The option value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Events => "events",
+            Self::All => "all",
+        }
+    }
+    fn from_bytes(value: &[u8]) -> Option<Self> {
+        match value {
+            b"off" => Some(Self::Off),
+            b"events" => Some(Self::Events),
+            b"all" => Some(Self::All),
+            _ => None,
+        }
+    }
+}
+
 /// One option as a help text lists it: syntax, one line of meaning, and an example word
 /// that sets it (a test parses every example, so the list cannot name an option the
 /// parser does not know).
@@ -66,7 +97,7 @@ pub struct OptionHelp {
 }
 
 /// Every option the parser knows, in the order of [`Options`]' fields.
-pub const OPTIONS: [OptionHelp; 7] = [
+pub const OPTIONS: [OptionHelp; 8] = [
     OptionHelp {
         syntax: "fred=on|off|auto",
         help: "event delivery: FRED, the IDT, or FRED when the CPU has FRED and LKGS (auto)",
@@ -101,6 +132,11 @@ pub const OPTIONS: [OptionHelp; 7] = [
         syntax: "server-args=NAME:ARG[,ARG...]",
         help: "arguments for server NAME, commas read as spaces (at most 4 servers)",
         example: "server-args=pv-server:selfcheck",
+    },
+    OptionHelp {
+        syntax: "trace=off|events|all",
+        help: "binary trace on COM2 (off); `run --trace FILE` decodes it; all adds switches, syscalls",
+        example: "trace=events",
     },
 ];
 
@@ -218,6 +254,8 @@ pub struct Options {
     pub bench: bool,
     /// `server-args=NAME:ARG[,ARG…]`: options handed to one server in its start page.
     pub server_args: ServerArgsTable,
+    /// `trace=off|events|all`: what the binary trace on COM2 records.
+    pub trace: TraceLevel,
 }
 
 /// Longest server name in `server-args=` (the start page holds 32 bytes).
@@ -331,6 +369,9 @@ impl fmt::Display for Options {
                 let b = if b == b' ' { b',' } else { b };
                 write!(f, "{}", Echo(&[b]))?;
             }
+        }
+        if self.trace != TraceLevel::Off {
+            write!(f, " trace={}", self.trace.as_str())?;
         }
         let mut separator = " selftest=";
         for (name, test) in SelfTests::NAMES {
@@ -578,6 +619,24 @@ impl<'a, F: FnMut(Warning<'a>)> Parser<'a, F> {
                     kept: "none",
                 }),
             },
+            b"trace" => {
+                let kept = self.options.trace.as_str();
+                let expected = "off|events|all";
+                match value.map(|v| (v, TraceLevel::from_bytes(v))) {
+                    Some((_, Some(level))) => self.options.trace = level,
+                    Some((value, None)) => self.warn(Warning::BadValue {
+                        key: "trace",
+                        value: Echo(value),
+                        expected,
+                        kept,
+                    }),
+                    None => self.warn(Warning::MissingValue {
+                        key: "trace",
+                        expected,
+                        kept,
+                    }),
+                }
+            }
             _ => self.warn(Warning::UnknownOption { word: Echo(word) }),
         }
     }
@@ -652,6 +711,7 @@ mod tests {
                 selftests: SelfTests::INT3 | SelfTests::PF_NX,
                 bench: false,
                 server_args: ServerArgsTable::default(),
+                trace: TraceLevel::Off,
             }
         );
         assert_eq!(
@@ -733,6 +793,7 @@ mod tests {
             selftests: SelfTests::INT3,
             bench: true,
             server_args: parse_all(b"server-args=a:b").0.server_args,
+            trace: TraceLevel::All,
             ..Options::default()
         }
         .to_string();
@@ -815,6 +876,22 @@ mod tests {
     }
 
     #[test]
+    fn trace_levels() {
+        assert_eq!(parse_all(b"").0.trace, TraceLevel::Off);
+        assert_eq!(parse_all(b"trace=events").0.trace, TraceLevel::Events);
+        assert_eq!(parse_all(b"trace=all trace=off").0.trace, TraceLevel::Off);
+        let (options, warnings) = parse_all(b"trace=all trace=verbose trace");
+        assert_eq!(options.trace, TraceLevel::All);
+        assert_eq!(
+            warnings,
+            [
+                "cmdline: trace=verbose: expected off|events|all, using all",
+                "cmdline: trace: expected trace=off|events|all, using all",
+            ]
+        );
+    }
+
+    #[test]
     fn warnings_are_capped() {
         let line = "a ".repeat(20);
         let (_, warnings) = parse_all(line.as_bytes());
@@ -852,6 +929,11 @@ mod tests {
             ],
             any::<u16>(),
             any::<bool>(),
+            prop_oneof![
+                Just(TraceLevel::Off),
+                Just(TraceLevel::Events),
+                Just(TraceLevel::All)
+            ],
             proptest::collection::vec(
                 (
                     "[a-z][a-z-]{0,30}",
@@ -860,7 +942,7 @@ mod tests {
                 0..3,
             ),
         )
-            .prop_map(|(fred, pv_shim, loglvl, exit, tests, bench, servers)| {
+            .prop_map(|(fred, pv_shim, loglvl, exit, tests, bench, trace, servers)| {
                 let mut server_args = ServerArgsTable::default();
                 for (name, args) in servers {
                     let value = format!("{name}:{args}");
@@ -876,6 +958,7 @@ mod tests {
                     selftests: SelfTests::from_bits_truncate(tests),
                     bench,
                     server_args,
+                    trace,
                 }
             })
     }

@@ -30,6 +30,7 @@ pub mod ring;
 pub mod rt;
 mod sync;
 pub mod syscall;
+pub mod trace;
 
 pub use codec::{DecodeError, EncodeError, PROTOCOL_VERSION, RecvError, SendError};
 pub use message::{Hello, NucleusMessage, Reply, ServerMessage, Token};
