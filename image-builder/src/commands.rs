@@ -96,6 +96,29 @@ pub struct RunOptions {
     pub serial_log: Option<PathBuf>,
     /// Appended to QEMU's command line as they are.
     pub qemu_args: Vec<OsString>,
+    /// Capture COM2 and write the decoded binary trace here (adds `trace=events` unless the
+    /// command line sets `trace=`).
+    pub trace: Option<PathBuf>,
+}
+
+/// What `run --trace` adds when the command line does not choose a trace level.
+pub const TRACE_DEFAULT_OPTION: &str = "trace=events";
+
+/// `trace=events` unless the user's command line already has a `trace=` word.
+fn trace_option(cmdline: &str) -> &'static str {
+    if cmdline.split_whitespace().any(|w| w.starts_with("trace=")) {
+        ""
+    } else {
+        TRACE_DEFAULT_OPTION
+    }
+}
+
+/// Where `run --trace FILE` keeps COM2's raw bytes: `FILE.raw` (`image-builder trace` decodes
+/// it again).
+pub fn raw_trace_path(decoded: &std::path::Path) -> PathBuf {
+    let mut raw = decoded.as_os_str().to_owned();
+    raw.push(".raw");
+    PathBuf::from(raw)
 }
 
 /// `run`: builds `target/fredvisor-run.iso` (so the bare-metal ISO never carries
@@ -111,8 +134,16 @@ pub fn run(options: &RunOptions) -> Result<QemuExit> {
         .uefi(options.uefi)
         .accel(options.accel);
     probe.check_tools()?;
-    let extra = if options.stay { "" } else { EXIT_QEMU_OPTION };
-    let iso = options.build.image(extra, default_output).build()?;
+    if let Some(trace) = &options.trace {
+        crate::trace::check_output(trace)?;
+    }
+    let exit = if options.stay { "" } else { EXIT_QEMU_OPTION };
+    let trace = match options.trace {
+        Some(_) => trace_option(&options.build.cmdline),
+        None => "",
+    };
+    let extra = crate::grub::join_cmdline([exit, trace]);
+    let iso = options.build.image(&extra, default_output).build()?;
     if options.stay {
         eprintln!("note: the nucleus halts after it is ready; stop QEMU with Ctrl-C");
     }
@@ -135,9 +166,27 @@ pub fn run(options: &RunOptions) -> Result<QemuExit> {
     for arg in &options.qemu_args {
         qemu = qemu.arg(arg);
     }
+    if let Some(trace) = &options.trace {
+        qemu = qemu.com2_file(raw_trace_path(trace));
+    }
     let boot = qemu.run()?;
     if let Some(path) = &options.serial_log {
         eprintln!("note: the serial log is in {}", path.display());
+    }
+    if let Some(trace) = &options.trace {
+        let raw = raw_trace_path(trace);
+        let decoded = crate::trace::decode_file(&raw, &iso.elfs(), Some(trace))?;
+        eprintln!(
+            "note: {} trace records in {} (raw: {}){}",
+            decoded.records,
+            trace.display(),
+            raw.display(),
+            decoded
+                .stopped
+                .as_deref()
+                .map(|s| format!("; {s}"))
+                .unwrap_or_default()
+        );
     }
     Ok(boot.exit)
 }
@@ -189,6 +238,16 @@ mod tests {
             "loglvl=3 exit=qemu"
         );
         assert_eq!(options.image("", "x.iso".into()).get_cmdline(), "loglvl=3");
+    }
+
+    #[test]
+    fn run_trace_adds_trace_events_unless_a_level_is_given() {
+        assert_eq!(trace_option("selftest=all"), TRACE_DEFAULT_OPTION);
+        assert_eq!(trace_option("selftest=all trace=all"), "");
+        assert_eq!(
+            raw_trace_path(std::path::Path::new("/t/trace.txt")),
+            std::path::Path::new("/t/trace.txt.raw")
+        );
     }
 
     #[test]

@@ -252,6 +252,7 @@ impl Image {
             path,
             size,
             nucleus,
+            servers,
             cmdline: self.cmdline.clone(),
             modules: entries.into_iter().map(|e| e.name).collect(),
             grub_cfg: cfg,
@@ -442,6 +443,8 @@ pub struct Iso {
     size: u64,
     /// The nucleus ELF that went in, with its symbols and debug information.
     nucleus: PathBuf,
+    /// The server ELFs that went in (unstripped), by module name.
+    servers: Vec<NamedFile>,
     cmdline: String,
     modules: Vec<String>,
     grub_cfg: String,
@@ -461,6 +464,14 @@ impl Iso {
     /// The nucleus ELF inside (unstripped: what a debugger loads).
     pub fn nucleus_elf(&self) -> &Path {
         &self.nucleus
+    }
+
+    /// The ELFs inside, whose `defmt` tables decode the boot's trace.
+    pub fn elfs(&self) -> crate::trace::Elfs {
+        crate::trace::Elfs {
+            nucleus: self.nucleus.clone(),
+            servers: self.servers.clone(),
+        }
     }
 
     /// The user part of the command line (every menu entry has it).

@@ -39,6 +39,7 @@ pub mod reproducible;
 pub mod shutdown;
 pub mod symbols;
 pub mod tools;
+pub mod trace;
 
 pub use bochs::Bochs;
 pub use boot::{Boot, Firmware, QemuExit};

@@ -11,6 +11,7 @@ use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, V
 use image_builder::bench::{self, BenchOptions};
 use image_builder::commands::{self, BuildOptions, EXIT_ERROR, RunOptions};
 use image_builder::qemu::Accel;
+use image_builder::trace::{self, Elfs};
 use image_builder::{NamedFile, nucleus_options, shutdown};
 
 /// Build fredvisor's hybrid BIOS+UEFI ISO and boot it in QEMU.
@@ -57,6 +58,21 @@ enum Command {
     /// Exit status: 0 with the table, 2 on an error (missing tool, build failure, a
     /// measurement line missing at the deadline, a panic).
     Bench(BenchArgs),
+    /// Decode a raw binary trace (COM2 of a `trace=` boot, e.g. the FILE.raw that
+    /// `run --trace FILE` keeps) with the nucleus' and servers' ELFs; prints one line per
+    /// record, timestamp (TSC) first.
+    ///
+    /// The ELFs are the last build's under target/ (unstripped), or --nucleus/--server. A
+    /// truncated or corrupt stream is decoded up to the damage and one line says where it
+    /// stopped; the exit status is then 1.
+    Trace(TraceArgs),
+}
+
+#[derive(Args)]
+struct TraceArgs {
+    /// The raw COM2 capture.
+    #[arg(value_name = "RAW")]
+    raw: PathBuf,
 }
 
 /// Build options: accepted before or after the subcommand.
@@ -118,7 +134,7 @@ struct RunArgs {
     /// Uses $FREDVISOR_BOCHS, else `bochs` on PATH (Bochs 3.1 dev built with --enable-fred).
     /// Adds `exit=bochs` instead of `exit=qemu`; the verdict is read from the serial log.
     /// Files of the run: target/bochs/ (bochsrc, serial.log, bochs.log).
-    #[arg(long, conflicts_with_all = ["uefi", "gdb", "accel", "serial_log", "qemu_args"])]
+    #[arg(long, conflicts_with_all = ["uefi", "gdb", "accel", "serial_log", "qemu_args", "trace"])]
     bochs: bool,
     /// QEMU's accelerator; kvm runs the host CPU (`-cpu host`) and needs a usable /dev/kvm.
     #[arg(long, value_enum, default_value_t = AccelArg::Tcg)]
@@ -130,6 +146,10 @@ struct RunArgs {
     /// Also write COM1 to FILE (the terminal still shows it).
     #[arg(long, value_name = "FILE")]
     serial_log: Option<PathBuf>,
+    /// Capture COM2 and write the decoded binary trace to FILE (COM2's raw bytes stay in
+    /// FILE.raw); adds `trace=events` unless --cmdline sets `trace=`.
+    #[arg(long, value_name = "FILE")]
+    trace: Option<PathBuf>,
     /// Extra QEMU arguments, after `--` (e.g. `-- -smp 2 -d int`).
     #[arg(last = true, value_name = "QEMU ARGS")]
     qemu_args: Vec<OsString>,
@@ -202,6 +222,11 @@ fn main() -> ExitCode {
             }
             _ => Err(anyhow::anyhow!("--timeout must be a number of seconds > 0")),
         },
+        Command::Trace(args) => {
+            let elfs = Elfs::built(build.nucleus.as_deref(), &build.servers);
+            trace::decode_file(&args.raw, &elfs, None)
+                .map(|decoded| u8::from(decoded.stopped.is_some()))
+        }
         Command::Run(args) => match Duration::try_from_secs_f64(args.timeout) {
             Ok(timeout) => {
                 let options = RunOptions {
@@ -217,6 +242,7 @@ fn main() -> ExitCode {
                     gdb: args.gdb,
                     serial_log: args.serial_log,
                     qemu_args: args.qemu_args,
+                    trace: args.trace,
                 };
                 commands::run(&options).map(|exit| exit.cli_exit_code())
             }

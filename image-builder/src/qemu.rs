@@ -99,6 +99,7 @@ pub struct Qemu {
     until: Option<String>,
     until_serial: Option<fn(&str) -> bool>,
     until_lines: Vec<String>,
+    com2: Option<PathBuf>,
     tools: Toolbox,
     extra_args: Vec<OsString>,
 }
@@ -120,6 +121,7 @@ impl Qemu {
             until: None,
             until_serial: None,
             until_lines: Vec::new(),
+            com2: None,
             tools: Toolbox::from_env(),
             extra_args: Vec::new(),
         }
@@ -193,6 +195,12 @@ impl Qemu {
         self
     }
 
+    /// Writes COM2 (the nucleus' binary trace, `trace=`) to `path`, byte for byte.
+    pub fn com2_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.com2 = Some(path.into());
+        self
+    }
+
     pub fn tools(mut self, tools: Toolbox) -> Self {
         self.tools = tools;
         self
@@ -249,6 +257,11 @@ impl Qemu {
             Serial::Stdio(log) => command.args(stdio_serial_args(log.as_deref())?),
             Serial::File(_) => command.args(serial_args(serial_path.as_deref())?),
         };
+        if let Some(com2) = &self.com2 {
+            fs::write(com2, "").with_context(|| format!("cannot create {}", com2.display()))?;
+            // The second -serial is COM2.
+            command.args(serial_args(Some(com2))?);
+        }
         if self.gdb {
             command.args(["-s", "-S"]);
         }
