@@ -1,4 +1,4 @@
-//! 16550 UART (COM1): the nucleus console.
+//! 16550 UART: COM1 is the nucleus console, COM2 carries the binary trace.
 //!
 //! Polled, no interrupts: the console must work from the first instruction of the 64-bit
 //! entry and inside `#DF`, where nothing else is set up. Writes go through `core::fmt` and
@@ -7,6 +7,10 @@ use crate::port::{inb, outb};
 
 /// I/O base of COM1 on every PC and in QEMU/Bochs.
 pub const COM1: u16 = 0x3f8;
+/// I/O base of COM2.
+pub const COM2: u16 = 0x2f8;
+/// Bytes the transmit FIFO takes once LSR says it is empty (16550A).
+pub const TX_FIFO_BYTES: usize = 16;
 
 /// Line status register bits (offset 5).
 const LSR: u16 = 5;
@@ -56,6 +60,23 @@ impl Uart16550 {
             }
             core::hint::spin_loop();
         }
+        // SAFETY: THR is offset 0 of our own UART.
+        unsafe { outb(self.base, byte) };
+    }
+
+    /// Bytes that can be written now without waiting: the whole FIFO when it is empty,
+    /// else none. A missing UART (reading 0xff) looks empty: its bytes are lost, nothing waits.
+    pub fn room(&self) -> usize {
+        if self.line_status() & LSR_THR_EMPTY != 0 {
+            TX_FIFO_BYTES
+        } else {
+            0
+        }
+    }
+
+    /// Writes one byte without looking at LSR: only after [`Uart16550::room`] said there is
+    /// room for it.
+    pub fn put_byte(&mut self, byte: u8) {
         // SAFETY: THR is offset 0 of our own UART.
         unsafe { outb(self.base, byte) };
     }
