@@ -404,6 +404,40 @@ impl FredState {
 }
 
 impl Frame {
+    /// Every register zero: the start of a frame built by hand (a thread's first entry).
+    pub const ZERO: Self = Self {
+        gprs: Gprs {
+            r15: 0,
+            r14: 0,
+            r13: 0,
+            r12: 0,
+            rbp: 0,
+            rbx: 0,
+            r11: 0,
+            r10: 0,
+            r9: 0,
+            r8: 0,
+            rax: 0,
+            rcx: 0,
+            rdx: 0,
+            rsi: 0,
+            rdi: 0,
+            reserved: 0,
+        },
+        ret: FredState {
+            error_code: 0,
+            rip: 0,
+            cs: CsQword(0),
+            rflags: 0,
+            rsp: 0,
+            ss: SsQword(0),
+            event_data: 0,
+            reserved: 0,
+        },
+    };
+}
+
+impl Frame {
     /// The decoded event with its interrupted context, ready to handle or forward.
     pub fn event(&self, cpu: u16, owner: u32) -> Result<Event, DecodeError> {
         let kind = decode(&self.ret)?;

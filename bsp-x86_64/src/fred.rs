@@ -4,7 +4,7 @@
 //! (fred-facts.md §1.1), the decision that combines them with `fred=` and `pv-shim`
 //! (architecture.md §2 step 5), the checked values of the FRED MSRs (§2.1–§2.3), the plan
 //! that derives them from a [`StackBlock`] (architecture.md §4) and the ordered enable
-//! sequence (§1.3). Does not own the entry stubs (nucleus `entry`) nor the stack block's
+//! sequence (§1.3). Does not own the entry stubs (`entry::entry_stubs!`) nor the stack block's
 //! mapping. Everything but [`enable`] and [`load_user_gs`] is pure and host-tested; those two
 //! touch hardware only through `insn`, so the host trap-and-emulate harness runs them as is.
 //!

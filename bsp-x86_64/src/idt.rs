@@ -1,15 +1,16 @@
 //! IDT gates and exception vectors: the legacy delivery path and the early IDT.
 //!
 //! Owns the 16-byte interrupt-gate encoding, the 256-entry table, the `Vector` newtype with
-//! the architectural exception names, and `IstIndex`. The nucleus needs an IDT twice: as the
+//! the architectural exception names (`IstIndex`, the gate's stack field, is `tss`'s). The nucleus needs an IDT twice: as the
 //! early IDT right after entering long mode (architecture.md §2 step 3), and as the delivery
 //! path on CPUs without FRED. Under FRED the IDT is unused (fred-facts.md §11 point 4).
-//! Does not own the stubs the gates point at (`nucleus::entry`) nor `lidt` (`insn`).
+//! Does not own the stubs the gates point at (`entry::entry_stubs!`) nor `lidt` (`insn`).
 
 use core::fmt;
 use core::mem::size_of;
 
 use crate::gdt::{DescriptorTablePointer, Selector};
+pub use crate::tss::IstIndex;
 
 /// An interrupt vector, 0..=255. Vectors 0..=31 are exceptions, the rest interrupts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -108,33 +109,6 @@ impl fmt::Display for Vector {
         } else {
             write!(f, "IRQ {}", self.0)
         }
-    }
-}
-
-/// Index into the TSS's Interrupt Stack Table, 1..=7 (0 in a gate means "no stack switch").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IstIndex(u8);
-
-impl IstIndex {
-    pub const IST1: Self = Self(1);
-    pub const IST2: Self = Self(2);
-    pub const IST3: Self = Self(3);
-    pub const IST4: Self = Self(4);
-    pub const IST5: Self = Self(5);
-    pub const IST6: Self = Self(6);
-    pub const IST7: Self = Self(7);
-
-    /// `None` unless `index` is 1..=7.
-    pub const fn new(index: u8) -> Option<Self> {
-        if index >= 1 && index <= 7 {
-            Some(Self(index))
-        } else {
-            None
-        }
-    }
-
-    pub const fn get(self) -> u8 {
-        self.0
     }
 }
 

@@ -28,4 +28,5 @@ pub mod protection;
 pub mod regs;
 pub mod server_image;
 pub mod stack_block;
+pub mod tss;
 pub mod uart;
