@@ -4,9 +4,12 @@
 //! magic and EBX = the physical address of the boot information. The trampoline lives in
 //! `.boot` (linked at its physical address), builds throw-away page tables that identity-map
 //! the first 4 GiB and alias the first 2 GiB at the higher half, enters long mode and jumps
-//! to [`crate::kernel_entry`] on a higher-half boot stack. Nothing here is used after
+//! to [`kernel_entry`] on a higher-half boot stack, which hands the loader's registers to
+//! `startup`. Nothing here is used after
 //! `memory::init` replaces these tables with the nucleus' own W^X mappings.
+use bsp_x86_64::stack_block::StackBlock;
 use core::arch::global_asm;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Size of the stack the nucleus boots on, before the per-CPU stack block exists.
 pub const BOOT_STACK_SIZE: usize = 64 * 1024;
@@ -200,7 +203,7 @@ entry64:
     ud2
 "#,
     stack_size = const BOOT_STACK_SIZE,
-    kernel_entry = sym crate::kernel_entry,
+    kernel_entry = sym kernel_entry,
 );
 
 global_asm!(
@@ -218,12 +221,48 @@ unsafe extern "C" {
     ///
     /// # Safety
     /// `top` must be the 16-byte aligned top of a mapped, otherwise unused stack.
-    pub fn continue_on_stack(top: u64, next: extern "C" fn() -> !) -> !;
+    fn continue_on_stack(top: u64, next: extern "C" fn() -> !) -> !;
+}
+
+/// What the boot loader handed over: EAX = multiboot2 magic, EBX = its structure
+/// (physical). Made only by [`kernel_entry`]; read at most once, on the boot tables.
+pub struct LoaderHandoff {
+    magic: u32,
+    info: u32,
+}
+
+impl LoaderHandoff {
+    /// Reads GRUB's structure. Must run before `memory::init` replaces the boot tables
+    /// (startup does it first thing).
+    pub fn read(self) -> Result<crate::bootinfo::BootSummary, crate::bootinfo::BootInfoError> {
+        // SAFETY: the boot tables identity-map the first 4 GiB where GRUB placed its
+        // structure, and `self` exists once (made by `kernel_entry`, consumed here).
+        unsafe { crate::bootinfo::read(self.magic, self.info) }
+    }
+}
+
+/// Rust entry from the trampoline: EDI = multiboot2 magic, ESI = boot information.
+extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
+    crate::startup::kernel(LoaderHandoff { magic, info })
+}
+
+static SWITCHED: AtomicBool = AtomicBool::new(false);
+
+/// Leaves the boot stack for CPU 0's primary stack in `block` and calls `next` there.
+/// Only the first call switches; a second one panics.
+pub fn continue_on_primary(block: &StackBlock, next: extern "C" fn() -> !) -> ! {
+    if SWITCHED.swap(true, Ordering::Relaxed) {
+        panic!("boot: second switch to the stack block");
+    }
+    // SAFETY: `memory::init` just mapped the block and nothing ran on its primary stack yet
+    // (this is the first switch); its top (below cpu_info) is 64-byte aligned.
+    unsafe { continue_on_stack(block.primary_top(), next) }
 }
 
 global_asm!(
     // The nucleus' only interruptible code: a timer tick that lands in here interrupted no
-    // work, so it may replace the context (servers.rs); anywhere else it must return to it.
+    // work, so it may replace the context (`dispatch`, `thread::sched`); anywhere else it must
+    // return to it.
     ".global nucleus_idle_start, nucleus_idle, nucleus_idle_end",
     // In: IF = 0 (boot, once no server is runnable). Enables interrupts and waits.
     "nucleus_idle_start:",

@@ -1,16 +1,20 @@
-//! The one dispatcher both deliveries feed (architecture.md §3).
+//! The one dispatcher both deliveries feed (architecture.md §3): decode, route, and — once,
+//! on the way out — switch to whatever should run next.
 //!
 //! `bsp_x86_64::entry_stubs!` assembles the IDT stubs and the FRED entry page around the
 //! three `extern "C"` functions below; from here on nothing knows which delivery ran except
-//! the label on the dump. Order as in Xen: NMI, `#DF` and interrupts first, then the
-//! synchronous events. A fault the nucleus cannot recover from ends in `show_registers` and
-//! a halt; Ring3 events go to the owning server (their own issue).
-use crate::exit::{self, Status};
-use crate::report;
-use bsp_x86_64::error_code::{PageFaultError, SelectorErrorCode};
+//! the label on the dump. NMI, `#DF` and interrupts first, then the synchronous events. A
+//! fault the nucleus cannot recover from ends in `fatal`; Ring3 events go to the thread's
+//! fault handler (`forward`). Every handler returns a `NextTask`, and only
+//! [`sched::finish`] here switches.
+use crate::fatal::{self, fatal};
+use crate::thread::sched::{self, NextTask, Tick};
+use crate::thread::{self, ThreadId, Threads};
+use crate::timer;
 use bsp_x86_64::frame::Frame;
 use bsp_x86_64::idt::Vector;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use bsp_x86_64::regs::Rflags;
+use core::sync::atomic::{AtomicU64, Ordering};
 use ipc::dump::Delivery;
 use ipc::{Event, EventKind};
 
@@ -20,23 +24,8 @@ bsp_x86_64::entry_stubs!(idt: idt_entry, fred_ring3: fred_from_ring3, fred_ring0
 const SYSCALL_TYPE: u8 = ipc::EventKind::Syscall.fred_type();
 const SYSCALL_VECTOR: u8 = ipc::EventKind::Syscall.vector();
 
-/// False until the command line has been parsed: faults then come from the early IDT.
-pub static BOOT_PARSED: AtomicBool = AtomicBool::new(false);
 static NMI_COUNT: AtomicU64 = AtomicU64::new(0);
 static NMI_REPORTED: AtomicU64 = AtomicU64::new(0);
-
-/// Reports NMIs counted since the last report. Called from a safe context (the timer tick),
-/// since the NMI handler itself must not print (it may have interrupted the console's holder).
-pub fn report_nmis() {
-    let seen = NMI_COUNT.load(Ordering::Relaxed);
-    let reported = NMI_REPORTED.swap(seen, Ordering::Relaxed);
-    if seen != reported {
-        println!(
-            "nucleus: {} NMI(s) received ({seen} since boot)",
-            seen - reported
-        );
-    }
-}
 
 extern "C" fn idt_entry(frame: &mut Frame) {
     dispatch(frame, Delivery::Idt);
@@ -49,24 +38,32 @@ extern "C" fn fred_from_ring3(frame: &mut Frame) {
     dispatch(frame, Delivery::Fred);
 }
 
-/// Events that came in through the ring-0 FRED entry (+256), for the FRED self-tests.
-pub static FRED_RING0_ENTRIES: AtomicU64 = AtomicU64::new(0);
-
 extern "C" fn fred_from_ring0(frame: &mut Frame) {
-    FRED_RING0_ENTRIES.fetch_add(1, Ordering::Relaxed);
+    crate::selftest_fred::FRED_RING0_ENTRIES.fetch_add(1, Ordering::Relaxed);
     dispatch(frame, Delivery::Fred);
 }
 
+/// Runs `handler` on the thread table and carries out its verdict.
+#[inline(always)]
+fn handle(frame: &mut Frame, handler: impl FnOnce(&mut Threads, &mut Frame) -> NextTask) {
+    thread::with(|t| {
+        let next = handler(t, frame);
+        sched::finish(t, frame, next);
+    });
+}
+
 fn dispatch(frame: &mut Frame, delivery: Delivery) {
-    // The hot path first: a server's `syscall` (type 7, vector 1, from ring 3, 64-bit mode)
-    // needs none of the decoded event's other fields.
+    // The hot path first: a thread's `syscall` (type 7, vector 1, from ring 3, 64-bit mode)
+    // needs none of the decoded event's other fields. A SYSCALL from compatibility mode (FRED
+    // delivers it with the 64-bit bit clear) is not a syscall of fredvisor's ABI: it falls
+    // through to the Ring3 arm and goes to the fault handler like any fault.
     let ss = frame.ret.ss;
     if ss.event_type_raw() == SYSCALL_TYPE
         && ss.vector() == SYSCALL_VECTOR
         && ss.is_64bit()
         && frame.ret.cs.selector().rpl() == 3
     {
-        return crate::servers::on_syscall(frame);
+        return handle(frame, crate::syscall::handle);
     }
     let event = match frame.event(0, 0) {
         Ok(event) => event,
@@ -81,16 +78,25 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
             // Nothing prints from NMI context (it may have interrupted the console's holder).
             NMI_COUNT.fetch_add(1, Ordering::Relaxed);
         }
-        EventKind::Exception { vector: 8, .. } => double_fault(frame, delivery),
-        EventKind::Interrupt { vector } => crate::interrupts::handle(frame, vector, delivery),
-        _ if event.from_ring == 3 => crate::interrupts::user_event(frame, &event, delivery),
+        EventKind::Exception { vector: 8, .. } => fatal::double_fault(frame, delivery),
+        EventKind::Interrupt { vector } => interrupt(frame, vector, delivery),
+        _ if event.from_ring == 3 => handle(frame, |t, frame| {
+            let Some(cur) = t.current() else {
+                fatal(
+                    frame,
+                    delivery,
+                    format_args!("ring-3 event with no current server"),
+                );
+            };
+            forward(t, frame, cur, &event, delivery)
+        }),
         EventKind::SoftwareException { vector: 3 } => {
             // A trap: RIP already points after the int3, so returning resumes there.
             println!("nucleus: #BP (int3) at {:#x}, resuming", event.rip);
             crate::selftest_fred::breakpoint(frame);
         }
         EventKind::Exception { vector, error_code } => {
-            report_exception(&event, vector, error_code);
+            fatal::report_exception(&event, vector, error_code);
             if crate::selftest::recover(frame, &event) {
                 return;
             }
@@ -112,68 +118,83 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
     }
 }
 
-/// One line per exception with its decoded error code.
-fn report_exception(event: &Event, vector: u8, error_code: u64) {
-    let v = Vector::new(vector);
-    match v {
-        Vector::PF => println!(
-            "nucleus: {v} at {:#x}: address (CR2) {:#x}, error {error_code:#x} {}",
-            event.rip,
-            event.event_data,
-            PageFaultError::from_raw(error_code)
-        ),
-        Vector::GP | Vector::TS | Vector::NP | Vector::SS if error_code != 0 => {
-            match SelectorErrorCode::try_from_raw(error_code) {
-                Ok(sel) => println!(
-                    "nucleus: {v} at {:#x}: error {error_code:#x}: {sel}",
-                    event.rip
-                ),
-                Err(e) => println!("nucleus: {v} at {:#x}: {e}", event.rip),
+/// An event of thread `cur` to its fault handler, with the dump labelled by `delivery`.
+fn forward(
+    t: &mut Threads,
+    frame: &Frame,
+    cur: ThreadId,
+    event: &Event,
+    delivery: Delivery,
+) -> NextTask {
+    let capture = |prefix: &str, frame: &Frame| fatal::capture(prefix, frame, delivery);
+    crate::forward::event(t, frame, cur, event, &capture)
+}
+
+/// An external interrupt: the timer's tick (preemption, the watchdog), or one line.
+fn interrupt(frame: &mut Frame, vector: u8, delivery: Delivery) {
+    if timer::PIC_VECTORS.contains(&vector) {
+        if !timer::acknowledge(vector) {
+            return; // spurious IRQ 7/15
+        }
+        if vector == timer::TIMER_VECTOR {
+            timer::tick();
+            if interrupted_nucleus_work(frame) {
+                return;
             }
+            report_nmis();
+            report_masked_ticks();
+            return handle(frame, |t, frame| match sched::tick(t, frame) {
+                Tick::Run(next) => next,
+                Tick::Hung(cur) => match frame.event(0, cur.owner()) {
+                    Ok(event) => forward(t, frame, cur, &event, delivery),
+                    Err(_) => NextTask::Same,
+                },
+            });
         }
-        Vector::DB => println!(
-            "nucleus: {v} at {:#x}: DR6 (positive) {:#x}",
-            event.rip, event.event_data
-        ),
-        _ if v.has_error_code() => {
-            println!("nucleus: {v} at {:#x}: error {error_code:#x}", event.rip)
-        }
-        _ => println!("nucleus: {v} at {:#x}", event.rip),
+    }
+    println!("nucleus: unexpected interrupt, vector {vector}");
+}
+
+/// Reports NMIs counted since the last report. Called from a safe context (the timer tick),
+/// since the NMI handler itself must not print (it may have interrupted the console's holder).
+fn report_nmis() {
+    let seen = NMI_COUNT.load(Ordering::Relaxed);
+    let reported = NMI_REPORTED.swap(seen, Ordering::Relaxed);
+    if seen != reported {
+        println!(
+            "nucleus: {} NMI(s) received ({seen} since boot)",
+            seen - reported
+        );
     }
 }
 
-/// Dumps the frame with `show_registers` and stops the system.
-pub fn fatal(frame: &Frame, delivery: Delivery, why: core::fmt::Arguments<'_>) -> ! {
-    crate::console::force_unlock();
-    if !BOOT_PARSED.load(Ordering::Relaxed) {
-        println!("nucleus: fault before the command line was parsed (early IDT)");
+/// Ticks that interrupted the nucleus with RFLAGS.IF = 0, and how many were reported.
+static MASKED_TICKS: AtomicU64 = AtomicU64::new(0);
+static MASKED_TICKS_REPORTED: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the tick interrupted nucleus code that is not the idle loop. The nucleus runs with
+/// interrupts off everywhere else, but not every CPU model masks them as it should (Bochs'
+/// FRED delivery clears RFLAGS.IF without masking INTR, issue 14). Such a tick interrupted
+/// work in progress — a half-printed line, a server half restarted, the thread table
+/// borrowed — so it only counts: it must neither switch contexts (the interrupted code would
+/// never resume, still holding what it held) nor print.
+fn interrupted_nucleus_work(frame: &Frame) -> bool {
+    if frame.ret.cs.selector().rpl() == 3 || crate::boot::in_idle_loop(frame.ret.rip) {
+        return false;
     }
-    println!("nucleus: FATAL: {why}");
-    println!("{}", report::capture("nucleus", frame, delivery));
-    println!("nucleus: halted");
-    exit::exit(Status::Failure)
+    if !Rflags::from_bits_retain(frame.ret.rflags).contains(Rflags::IF) {
+        MASKED_TICKS.fetch_add(1, Ordering::Relaxed);
+    }
+    true
 }
 
-/// Register scratch area of `#DF`: filled before anything is printed (design note, "#DF
-/// path uses the fields as scratch storage"), so the dump shows the state at delivery even
-/// if printing faults again.
-static DF_SCRATCH: crate::racy::RacyCell<Option<ipc::dump::RegisterDump>> =
-    crate::racy::RacyCell::new(None);
-
-fn double_fault(frame: &Frame, delivery: Delivery) -> ! {
-    let captured = report::capture("nucleus", frame, delivery);
-    // SAFETY: #DF is the last event this CPU handles (it never returns); nothing else
-    // touches the scratch area.
-    let scratch = unsafe { &mut *DF_SCRATCH.get() };
-    let dump = scratch.insert(captured);
-    crate::console::force_unlock();
-    println!("nucleus: #DF (double fault) on the {} stack", dump.stack);
-    println!("{dump}");
-    let status = if crate::selftest::double_fault_expected() {
-        crate::selftest::double_fault_passed(dump)
-    } else {
-        Status::Failure
-    };
-    println!("nucleus: halted after #DF");
-    exit::exit(status)
+/// Says once, from a tick that may print, that the CPU delivered ticks with IF = 0.
+fn report_masked_ticks() {
+    let seen = MASKED_TICKS.load(Ordering::Relaxed);
+    if seen != 0 && MASKED_TICKS_REPORTED.swap(seen, Ordering::Relaxed) == 0 {
+        println!(
+            "nucleus: the CPU delivered {seen} timer interrupt(s) while the nucleus ran with \
+             RFLAGS.IF=0; counted, not acted on"
+        );
+    }
 }

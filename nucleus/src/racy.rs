@@ -1,10 +1,12 @@
-//! `RacyCell`: a static the single boot CPU initialises and then only it touches.
+//! Statics of the single CPU: [`RacyCell`] (the owner states its argument at each access)
+//! and [`Exclusive`] (the borrow is checked, so uniqueness rests on no convention).
 //!
 //! The descriptor tables and the per-CPU block are written during boot (before interrupts
 //! are enabled) and afterwards by the CPU that owns them with interrupts off. There is one
-//! CPU, so "owned by this CPU" is the whole synchronisation argument; each access site
-//! states it in its SAFETY comment.
+//! CPU, so "owned by this CPU" is the whole synchronisation argument for `RacyCell`; each
+//! access site states it in its SAFETY comment.
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 pub struct RacyCell<T>(UnsafeCell<T>);
 
@@ -18,5 +20,40 @@ impl<T> RacyCell<T> {
 
     pub const fn get(&self) -> *mut T {
         self.0.get()
+    }
+}
+
+/// A static lent out as `&mut T` to one closure at a time: a second borrow while the first
+/// lives (a handler re-entering the table) panics instead of aliasing.
+pub struct Exclusive<T> {
+    taken: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: `with` hands out the `&mut T` only while `taken` is set, and sets it first. The
+// nucleus runs on one CPU with interrupts off in every borrower, so the flag needs no atomic
+// read-modify-write (a relaxed load and store: no `lock` prefix on the hot path).
+unsafe impl<T: Send> Sync for Exclusive<T> {}
+
+impl<T> Exclusive<T> {
+    pub const fn new(value: T) -> Self {
+        Self {
+            taken: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// Runs `f` with the only reference to the value.
+    #[inline(always)]
+    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        if self.taken.load(Ordering::Relaxed) {
+            panic!("nested borrow of an exclusive static");
+        }
+        self.taken.store(true, Ordering::Relaxed);
+        // SAFETY: `taken` was clear and is now set, so no other reference exists until it is
+        // cleared again below (single CPU, see the `Sync` impl).
+        let result = f(unsafe { &mut *self.value.get() });
+        self.taken.store(false, Ordering::Relaxed);
+        result
     }
 }

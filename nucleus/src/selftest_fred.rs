@@ -18,6 +18,10 @@ use bsp_x86_64::stack_block::StackPage;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use ipc::dump::{Delivery, RegisterDump};
 
+/// Events that came in through the ring-0 FRED entry (+256), counted by `dispatch` for the
+/// FRED self-tests.
+pub static FRED_RING0_ENTRIES: AtomicU64 = AtomicU64::new(0);
+
 core::arch::global_asm!(
     ".pushsection .text.selftest, \"ax\"",
     // Sets TF: the instruction after POPFQ (the NOP) traps; the #DB RIP is the resume label.
@@ -56,7 +60,7 @@ fn address_of(symbol: &u8) -> u64 {
 
 /// False (after saying so) when events do not come through FRED.
 fn needs_fred(name: &str) -> bool {
-    let on = crate::fred::enabled();
+    let on = crate::cpu::fred::enabled();
     if !on {
         println!("selftest: {name}: skipped (needs FRED delivery; this boot uses the IDT)");
     }
@@ -78,7 +82,7 @@ fn with_level(vector: Vector, level: StackLevel) -> FredStackLevels {
 }
 
 fn page_of(address: u64) -> Option<StackPage> {
-    crate::stacks::classify(address)
+    crate::cpu::stacks::classify(address)
 }
 
 /// The return state FRED wrote for `frame` starts 64 bytes below this address.
@@ -94,7 +98,7 @@ fn nested() {
     if !needs_fred(NAME) {
         return;
     }
-    let before = crate::dispatch::FRED_RING0_ENTRIES.load(Ordering::Relaxed);
+    let before = FRED_RING0_ENTRIES.load(Ordering::Relaxed);
     // SAFETY: linker symbol; only its address is used.
     arm(
         Vector::UD.raw(),
@@ -103,7 +107,7 @@ fn nested() {
     println!("selftest: {NAME}: ud2 in ring 0");
     // SAFETY: the probe executes `ud2`; the armed expectation resumes at its `ret`.
     unsafe { selftest_ud2() };
-    let entries = crate::dispatch::FRED_RING0_ENTRIES.load(Ordering::Relaxed) - before;
+    let entries = FRED_RING0_ENTRIES.load(Ordering::Relaxed) - before;
     let Some(s) = seen() else {
         return verdict(NAME, false, format_args!("no #UD seen"));
     };
@@ -281,7 +285,7 @@ pub fn ring3_event(frame: &Frame) {
     if !RING3_ARMED.swap(false, Ordering::AcqRel) {
         return;
     }
-    let Some(block) = crate::stacks::block() else {
+    let Some(block) = crate::cpu::stacks::block() else {
         return;
     };
     let top = return_state_top(core::ptr::from_ref(frame) as u64);

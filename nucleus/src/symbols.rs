@@ -34,14 +34,9 @@ fn map() -> &'static [u8] {
     if start == 0 || end <= start {
         return &[];
     }
-    // SAFETY: the module's frames are reserved from the allocator (never reused) and the
-    // direct map covers them; `init` ran after the direct map went live.
-    unsafe {
-        core::slice::from_raw_parts(
-            crate::memory::phys_to_virt(start) as *const u8,
-            (end - start) as usize,
-        )
-    }
+    // The module's frames are reserved from the allocator (never reused) and `init` ran
+    // after the direct map went live.
+    crate::mm::module_bytes(&(start..end))
 }
 
 fn parse_hex(text: &[u8]) -> Option<u64> {

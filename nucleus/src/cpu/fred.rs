@@ -30,7 +30,7 @@ pub fn init(options: &Options) {
     if !decision.enabled {
         return;
     }
-    let Some(block) = crate::stacks::block() else {
+    let Some(block) = super::stacks::block() else {
         println!("fred: no stack block; staying on IDT delivery");
         return;
     };

@@ -5,7 +5,7 @@
 //! lower half holds only what the nucleus put there for the server: ELF segments, start
 //! page, rings, stack. A pointer a server passes is an allegation until [`AddressSpace::check`]
 //! found every byte of it mapped user-accessible (and writable when the nucleus will write).
-use crate::memory::{self, MemoryError};
+use super::memory::{self, MemoryError};
 use bsp_x86_64::paging::{PageTable, PageTableFlags as F, PhysAddr, VirtAddr};
 
 const KERNEL_HALF: core::ops::Range<usize> = 256..512;
@@ -104,6 +104,10 @@ impl AddressSpace {
 
     /// Frees every frame of the lower half (leaves and tables) and the root.
     pub fn destroy(self) {
+        // Never free the tables the CPU is walking: leave them for the nucleus' own first.
+        if super::is_loaded(self.root) {
+            super::load_root(memory::kernel_root());
+        }
         let root = table(self.root);
         for pml4e in root.entries().iter().take(KERNEL_HALF.start) {
             if !pml4e.is_present() {

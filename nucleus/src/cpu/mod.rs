@@ -1,0 +1,13 @@
+//! This CPU: its descriptor tables ([`tables`]), the FRED switch ([`fred`]), its stack
+//! block ([`stacks`]), its `cpu_info` block and SYSCALL MSRs ([`percpu`]), the protections against Ring3 code
+//! ([`protect`]), entering a frame
+//! from Rust ([`enter`]) and the control registers a dump shows ([`control`]).
+pub mod control;
+pub mod enter;
+pub mod fred;
+pub mod percpu;
+pub mod protect;
+pub mod stacks;
+pub mod tables;
+
+pub use enter::{idle_frame, load_user_gs};

@@ -1,0 +1,54 @@
+//! Where this CPU's stack block is, and which of its pages an address falls in.
+use bsp_x86_64::stack_block::{StackBlock, StackPage};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Base of CPU 0's stack block; 0 until `memory::init` mapped it.
+static BLOCK_BASE: AtomicU64 = AtomicU64::new(0);
+
+pub fn set_block(block: &StackBlock) {
+    BLOCK_BASE.store(block.base(), Ordering::Relaxed);
+}
+
+pub fn block() -> Option<StackBlock> {
+    StackBlock::new(BLOCK_BASE.load(Ordering::Relaxed))
+        .ok()
+        .filter(|b| b.base() != 0)
+}
+
+/// The stack page `addr` lies in, if it is in this CPU's block.
+pub fn classify(addr: u64) -> Option<StackPage> {
+    block()?.classify(addr)
+}
+
+/// True if `[addr, addr + len)` lies within one mapped, ordinary stack page of the block.
+pub fn is_mapped_stack(addr: u64, len: u64) -> bool {
+    let Some(end) = addr.checked_add(len) else {
+        return false;
+    };
+    match (classify(addr), classify(end - 1)) {
+        (Some(a), Some(b)) => a == b && !a.is_shadow_stack(),
+        _ => false,
+    }
+}
+
+/// Fills `out` with qwords of a nucleus stack for a ring-0 RSP and returns where they were
+/// read: at RSP itself, or — when RSP points into the unmapped guard page under a stack, as
+/// in a stack overflow's `#DF` — at the start of the stack page right above it (the
+/// overflowing code's last frames). `None` (and nothing read) if neither is readable.
+pub fn read_words(rsp: u64, out: &mut [u64]) -> Option<u64> {
+    let span = out.len() as u64 * 8;
+    let readable = |at: u64| is_mapped_stack(at, span) || crate::boot::on_boot_stack(at, span);
+    let from = if readable(rsp) {
+        rsp
+    } else {
+        let above = rsp.checked_add(0xfff)? & !0xfff;
+        let in_block_guard = classify(rsp).is_some_and(|p| p.is_shadow_stack());
+        (in_block_guard && readable(above)).then_some(above)?
+    };
+    for (i, word) in out.iter_mut().enumerate() {
+        // SAFETY: `[from, from + span)` lies in one mapped page of the stack block or in the
+        // boot stack (checked above); stacks hold plain qwords.
+        *word = unsafe { core::ptr::read_volatile((from + i as u64 * 8) as *const u64) };
+    }
+    Some(from)
+}

@@ -1,0 +1,181 @@
+//! Events of Ring3 threads to their fault handler, and the handler's replies back
+//! (architecture.md §5).
+//!
+//! An event of a thread (a fault, `int3`, a hang the watchdog caught) goes into the event
+//! ring of the thread's fault handler with a fresh token, and the thread waits for the
+//! handler's `Reply` ([`reply`]): resume (possibly with changed registers, checked by
+//! [`changes`]), kill or restart. A thread without a live fault handler, or whose handler
+//! cannot be reached, is reported and restarted by the nucleus — a thread with no fault
+//! handler at all (fred-server) a bounded number of times.
+pub mod changes;
+pub mod reply;
+
+pub use reply::drain_replies;
+
+use crate::lifecycle;
+use crate::thread::sched::NextTask;
+use crate::thread::{Pending, SendFailure, ThreadId, Threads};
+use bsp_x86_64::frame::Frame;
+use ipc::dump::RegisterDump;
+use ipc::{Event, EventKind, NucleusMessage, Token};
+
+/// How often the nucleus restarts a crashed thread that has no fault handler before giving
+/// up on it.
+pub const UNHANDLED_RESTARTS: u32 = 3;
+
+/// Captures the register dump of the event in `frame`, labelled with the given prefix.
+pub type Capture<'a> = &'a dyn Fn(&str, &Frame) -> RegisterDump;
+
+/// An event of thread `cur` (the one whose context `frame` is): to its fault handler, or
+/// reported and restarted here.
+pub fn event(
+    t: &mut Threads,
+    frame: &Frame,
+    cur: ThreadId,
+    event: &Event,
+    capture: Capture<'_>,
+) -> NextTask {
+    t.get_mut(cur).frame = *frame;
+    if let Some(handler) = t.live_fault_handler(cur) {
+        let token = t.next_token();
+        let event = Event {
+            owner: cur.owner(),
+            ..*event
+        };
+        // A breakpoint is a debugging aid the handler resumes at once: no dump, so `int3`
+        // costs one message each way. Faults and hangs get the full register dump first.
+        let dump = if matches!(event.kind, EventKind::SoftwareException { .. }) {
+            None
+        } else {
+            let mut dump = capture(t.get(handler).name(), frame);
+            user_stack_words(t, cur, frame.ret.rsp, &mut dump);
+            Some(dump)
+        };
+        let thread = t.get_mut(cur);
+        thread.pending = Some(Pending { token, event });
+        thread.pending_dump = dump;
+        match send_pending(t, cur) {
+            Ok(()) => {
+                t.get_mut(cur).block_on_reply(token);
+                return NextTask::Other;
+            }
+            Err(e) => {
+                t.get_mut(cur).pending = None;
+                println!(
+                    "nucleus: cannot forward {}'s fault to {} ({e}); restarting it",
+                    t.get(cur).name(),
+                    t.get(handler).name()
+                )
+            }
+        }
+    } else {
+        let mut dump = capture("nucleus", frame);
+        user_stack_words(t, cur, frame.ret.rsp, &mut dump);
+        let thread = t.get(cur);
+        match thread.fault_handler() {
+            None => println!(
+                "nucleus: {} faulted and {} faulted itself: the nucleus reports it",
+                thread.name(),
+                thread.name()
+            ),
+            Some(handler) => println!(
+                "nucleus: {} faulted and {} is not running: the nucleus reports it",
+                thread.name(),
+                t.get(handler).name()
+            ),
+        }
+        println!("{dump}");
+    }
+    let thread = t.get(cur);
+    if thread.fault_handler().is_none() && thread.restarts() >= UNHANDLED_RESTARTS {
+        println!(
+            "nucleus: {} crashed {} times, giving up on it",
+            thread.name(),
+            thread.restarts() + 1
+        );
+        lifecycle::kill(t, cur);
+    } else {
+        lifecycle::restart(t, cur);
+    }
+    if t.is_fault_handler(cur) {
+        rehome_pending(t, cur);
+    }
+    NextTask::Other
+}
+
+/// Fills the dump's raw stack words from the thread's own stack, read through its address
+/// space (checked: a wild RSP yields no words, never a nucleus fault).
+fn user_stack_words(t: &Threads, id: ThreadId, rsp: u64, dump: &mut RegisterDump) {
+    let Some(space) = t.get(id).space.as_ref() else {
+        return;
+    };
+    dump.stack_words.0.clear();
+    for i in 0..16u64 {
+        let mut word = [0u8; 8];
+        if space.read(rsp.wrapping_add(i * 8), &mut word).is_err() {
+            break;
+        }
+        let _ = dump.stack_words.0.push(u64::from_le_bytes(word));
+    }
+}
+
+/// Sends thread `id`'s forwarded event (dump first, then the event) to its fault handler.
+fn send_pending(t: &mut Threads, id: ThreadId) -> Result<(), SendFailure> {
+    let thread = t.get(id);
+    let (Some(Pending { token, event }), Some(handler)) = (thread.pending, thread.fault_handler())
+    else {
+        return Ok(());
+    };
+    // A copy: the dump lives in the sender's slot while the handler's ring is written. Only
+    // faults and re-sends pay for it, never `int3`.
+    if let Some(dump) = thread.pending_dump.clone() {
+        send_dump(t, handler, &dump, token)?;
+    }
+    t.send(handler, &NucleusMessage::Event { token, event })
+}
+
+/// Sends a faulting thread's register dump to `handler`, in ring-sized parts.
+fn send_dump(
+    t: &mut Threads,
+    handler: ThreadId,
+    dump: &RegisterDump,
+    token: Token,
+) -> Result<(), SendFailure> {
+    let mut buf = [0u8; ipc::dump_parts::DUMP_BYTES_MAX];
+    let parts = ipc::dump_parts::split(
+        dump,
+        token,
+        ipc::message::DumpReason::ServerCrash,
+        0,
+        &mut buf,
+    )
+    .map_err(|_| SendFailure::DumpTooLarge)?;
+    for part in parts {
+        t.send(handler, &NucleusMessage::Dump(part))?;
+    }
+    Ok(())
+}
+
+/// After fault handler `handler` (re)started, or gave up for good: the events its
+/// predecessor never answered go to the new one, or — with no handler left — the nucleus
+/// restarts those threads itself rather than leave them waiting forever.
+pub fn rehome_pending(t: &mut Threads, handler: ThreadId) {
+    for id in t.ids() {
+        let thread = t.get(id);
+        if id == handler || thread.fault_handler() != Some(handler) || thread.pending.is_none() {
+            continue;
+        }
+        let running = !t.get(handler).is_absent();
+        let resent = running && send_pending(t, id).is_ok();
+        let name = t.get(id).name();
+        let handler_name = t.get(handler).name();
+        if resent {
+            println!("nucleus: {name}'s unanswered event handed to the new {handler_name}");
+        } else {
+            println!(
+                "nucleus: {name}'s event has no {handler_name} to answer it; restarting {name}"
+            );
+            lifecycle::restart(t, id);
+        }
+    }
+}

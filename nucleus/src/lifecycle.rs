@@ -1,0 +1,137 @@
+//! Starting and stopping threads: start from a boot module, kill, restart, and telling the
+//! fault handler who is running ("announce"); `nucleus: ready` once all said hello.
+use crate::forward::changes::RFLAGS_USER;
+use crate::loader::{self, LoadError, StartParams};
+use crate::thread::{AfterReady, ThreadId, Threads};
+use bsp_x86_64::frame::{CsQword, Frame, SsQword};
+use bsp_x86_64::gdt;
+use ipc::NucleusMessage;
+use ipc::layout;
+
+/// Starts thread `id` from its boot module (`None`: the module is missing). True if it runs.
+pub fn start(t: &mut Threads, id: ThreadId, module: Option<core::ops::Range<u64>>) -> bool {
+    let name = t.get(id).name();
+    let Some(module) = module else {
+        println!("server {name}: rejected: no boot module named {name}");
+        return false;
+    };
+    t.get_mut(id).set_module(module);
+    match load(t, id) {
+        Ok(()) => true,
+        Err(e) => {
+            println!("server {name}: rejected: {e}");
+            false
+        }
+    }
+}
+
+/// Stops thread `id` and frees its address space.
+pub fn kill(t: &mut Threads, id: ThreadId) {
+    let thread = t.get_mut(id);
+    if let Some(space) = thread.space.take() {
+        space.destroy();
+    }
+    thread.stop();
+    println!("nucleus: {} stopped", thread.name());
+    check_ready(t);
+}
+
+/// Kills thread `id` and loads it again from its module, as the next generation.
+pub fn restart(t: &mut Threads, id: ThreadId) {
+    kill(t, id);
+    let thread = t.get_mut(id);
+    thread.count_restart();
+    let name = thread.name();
+    println!("nucleus: restarting {name} (restart {})", thread.restarts());
+    if let Err(e) = load(t, id) {
+        println!("server {name}: rejected on restart: {e}");
+    }
+}
+
+/// Prints `nucleus: ready` once every started thread has said hello, and starts the ring
+/// benchmark if the command line asked for it.
+pub fn check_ready(t: &mut Threads) {
+    if t.check_ready() == Some(AfterReady::Bench) {
+        crate::bench::start(t);
+    }
+}
+
+/// The frame a freshly loaded thread starts from: its entry point, on its stack, with the
+/// start page in RDI.
+fn entry_frame(entry: u64) -> Frame {
+    let mut frame = Frame::ZERO;
+    frame.ret.rip = entry;
+    frame.ret.cs = CsQword::from_raw(u64::from(gdt::USER_CS64.raw()));
+    frame.ret.ss = SsQword::from_raw(u64::from(gdt::USER_DS.raw()));
+    frame.ret.rsp = layout::STACK_TOP;
+    frame.ret.rflags = RFLAGS_USER.bits();
+    frame.gprs.rdi = layout::START_INFO;
+    frame
+}
+
+/// Loads thread `id`'s module into a fresh address space, makes it runnable and announces it.
+fn load(t: &mut Threads, id: ThreadId) -> Result<(), LoadError> {
+    let thread = t.get(id);
+    let module = thread.module().ok_or(LoadError::NoModule)?;
+    let name = thread.name();
+    let args = t
+        .options
+        .as_ref()
+        .and_then(|o| o.server_args.get(name.as_bytes()))
+        .map_or(&[][..], |a| a.args());
+    let params = StartParams {
+        name,
+        generation: thread.generation(),
+        args,
+    };
+    let image = loader::load(&module, &params)?;
+    let thread = t.get_mut(id);
+    thread.events = Some(image.events);
+    thread.replies = Some(image.replies);
+    thread.start(image.space, entry_frame(image.entry));
+    println!(
+        "server {name}: loaded (slot {}, entry {:#x}, {} bytes, {} segments, generation {})",
+        id.index(),
+        image.entry,
+        image.bytes,
+        image.segments,
+        thread.generation()
+    );
+    announce(t, id);
+    Ok(())
+}
+
+/// Tells the fault handlers which owner number a (re)started thread has, so their reports
+/// name it. A (re)started fault handler learns about itself and every thread it answers for.
+fn announce(t: &mut Threads, id: ThreadId) {
+    if t.is_fault_handler(id) {
+        for target in t.ids() {
+            let other = t.get(target);
+            if target == id || (other.fault_handler() == Some(id) && !other.is_absent()) {
+                tell(t, id, target);
+            }
+        }
+    } else if let Some(handler) = t.live_fault_handler(id) {
+        tell(t, handler, id);
+    }
+}
+
+/// Sends `handler` the `ServerStarted` of thread `about`.
+fn tell(t: &mut Threads, handler: ThreadId, about: ThreadId) {
+    let thread = t.get(about);
+    let Ok(name) = ipc::message::ServerName::new(thread.name()) else {
+        return;
+    };
+    let message = NucleusMessage::ServerStarted {
+        owner: about.owner(),
+        name,
+        generation: thread.generation(),
+    };
+    if let Err(e) = t.send(handler, &message) {
+        println!(
+            "nucleus: cannot tell {} about {}: {e}",
+            t.get(handler).name(),
+            t.get(about).name()
+        );
+    }
+}

@@ -1,0 +1,38 @@
+//! Memory: physical frames and the nucleus' own tables ([`memory`]), the address spaces of
+//! threads ([`addrspace`]), and which of them the CPU walks (CR3).
+pub mod addrspace;
+pub mod memory;
+
+pub use addrspace::{AddressSpace, BadPointer};
+pub use memory::{MemoryError, kernel_root, phys_to_virt};
+
+use bsp_x86_64::paging::PhysAddr;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// The root CR3 holds (0 until the first switch).
+static LOADED_ROOT: AtomicU64 = AtomicU64::new(0);
+
+/// Makes `root` the tables the CPU walks (no CR3 write if it already is).
+pub fn load_root(root: PhysAddr) {
+    let root = root.as_u64();
+    if LOADED_ROOT.load(Ordering::Relaxed) != root {
+        // SAFETY: `root` is the nucleus PML4 or a thread PML4 sharing its upper half, so the
+        // running code, stacks and data stay mapped.
+        unsafe { bsp_x86_64::insn::write_cr3(root) };
+        LOADED_ROOT.store(root, Ordering::Relaxed);
+    }
+}
+
+/// True if the CPU walks `root` now.
+pub fn is_loaded(root: PhysAddr) -> bool {
+    LOADED_ROOT.load(Ordering::Relaxed) == root.as_u64()
+}
+
+/// A boot module's bytes, through the direct map.
+pub fn module_bytes(range: &core::ops::Range<u64>) -> &'static [u8] {
+    let len = range.end.saturating_sub(range.start) as usize;
+    // SAFETY: `range` comes from the boot summary: GRUB placed the module there, the frame
+    // allocator never hands those frames out, and the direct map covers all RAM; nobody
+    // writes module memory.
+    unsafe { core::slice::from_raw_parts(phys_to_virt(range.start) as *const u8, len) }
+}

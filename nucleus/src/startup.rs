@@ -1,0 +1,192 @@
+//! The boot sequence (architecture.md §2): from the trampoline's first Rust call to the
+//! first thread, and the `nucleus: ready` decision once every thread said hello.
+use crate::boot::LoaderHandoff;
+use crate::bootinfo::{self, BootSummary};
+use crate::exit::{self, Status};
+use crate::text::Escaped;
+use crate::thread::{self, AfterReady, BOOT_THREADS};
+use bsp_x86_64::cmdline::{self, Options, SelfTests, TestExit};
+use core::sync::atomic::Ordering;
+use spin::Once;
+
+/// Boot state handed from the boot stack to the stack block (far too large for the 8 KiB
+/// primary stack, so it stays in place here).
+struct Handoff {
+    boot: BootSummary,
+    options: Options,
+}
+
+static HANDOFF: Once<Handoff> = Once::new();
+
+/// What the command line asked for once boot is complete.
+#[derive(Clone, Copy)]
+struct WhenReady {
+    selftest: Option<Status>,
+    exit_wanted: bool,
+    bench: bool,
+}
+
+static WHEN_READY: Once<WhenReady> = Once::new();
+
+/// From `boot::kernel_entry`, on the boot stack.
+pub fn kernel(loader: LoaderHandoff) -> ! {
+    // First of all: exceptions are reported from here on (design note, "Initialisation").
+    crate::cpu::tables::install_early_idt();
+    crate::console::init();
+    println!("{}{}", ipc::markers::BANNER, env!("CARGO_PKG_VERSION"));
+
+    let boot = match loader.read() {
+        Ok(boot) => boot,
+        Err(e) => {
+            println!("{e}");
+            println!("nucleus: cannot continue without boot information; halting");
+            exit::halt_forever();
+        }
+    };
+    early_arm_exit(&boot.cmdline);
+    if words(&boot.cmdline).any(|w| w == b"selftest=early-fault") {
+        crate::selftest::early_fault();
+    }
+
+    println!("cmdline: {}", Escaped(&boot.cmdline));
+    if boot.cmdline_truncated {
+        println!("cmdline: longer than {} bytes, cut", bootinfo::CMDLINE_MAX);
+    }
+    let options = cmdline::parse(&boot.cmdline, |warning| println!("{warning}"));
+    crate::fatal::BOOT_PARSED.store(true, Ordering::Relaxed);
+    match options.exit {
+        Some(TestExit::Qemu) => exit::arm_qemu(),
+        Some(TestExit::Bochs) => exit::arm_bochs(),
+        None => {}
+    }
+
+    println!(
+        "memory: {} MiB usable in {} regions",
+        boot.usable_bytes() >> 20,
+        boot.regions.len()
+    );
+    if boot.regions_dropped > 0 {
+        println!("memory: {} more regions ignored", boot.regions_dropped);
+    }
+    for module in &boot.modules {
+        println!(
+            "module: {} ({} bytes at {:#x})",
+            Escaped(&module.name),
+            module.size(),
+            module.range.start
+        );
+    }
+    if boot.modules.is_empty() {
+        println!("module: none");
+    }
+    if boot.modules_dropped > 0 {
+        println!("module: {} more ignored", boot.modules_dropped);
+    }
+
+    crate::cpu::tables::install_gdt();
+    let layout = match crate::mm::memory::init(&boot) {
+        Ok(layout) => layout,
+        Err(e) => {
+            println!("{e}");
+            exit::exit(Status::Failure);
+        }
+    };
+    println!(
+        "memory: nucleus text {} KiB, rodata {} KiB, data+bss {} KiB; {} MiB free",
+        layout.text_bytes >> 10,
+        layout.rodata_bytes >> 10,
+        layout.data_bytes >> 10,
+        layout.free_mib
+    );
+    crate::symbols::init(&boot);
+    crate::cpu::stacks::set_block(&layout.stack_block);
+    crate::cpu::tables::use_stack_block(&layout.stack_block);
+    HANDOFF.call_once(|| Handoff { boot, options });
+    crate::boot::continue_on_primary(&layout.stack_block, on_stack_block)
+}
+
+/// Boot continues on CPU 0's primary stack (SL0 / TSS.RSP0).
+extern "C" fn on_stack_block() -> ! {
+    let Some(Handoff { boot, options }) = HANDOFF.get() else {
+        panic!("boot handoff missing");
+    };
+    if let Some(block) = crate::cpu::stacks::block() {
+        crate::cpu::percpu::init_syscall(&block);
+    }
+    crate::cpu::protect::protect();
+    crate::cpu::fred::init(options);
+
+    if options.selftests.contains(SelfTests::PANIC) {
+        panic!("selftest: forced panic");
+    }
+    let selftest = crate::selftest::run(options.selftests);
+    WHEN_READY.call_once(|| WhenReady {
+        selftest,
+        exit_wanted: options.exit.is_some(),
+        bench: options.bench,
+    });
+    let started = thread::with(|t| {
+        t.options = Some(*options);
+        t.set_on_ready(servers_ready);
+        let mut started = 0;
+        for id in t.ids() {
+            let name = BOOT_THREADS[id.index()].name;
+            let module = boot
+                .modules
+                .iter()
+                .find(|m| m.name.as_slice() == name.as_bytes())
+                .map(|m| m.range.clone());
+            if crate::lifecycle::start(t, id, module) {
+                started += 1;
+            }
+        }
+        started
+    });
+    println!("nucleus: {started} server(s) started");
+    crate::timer::init();
+    // Prints ready at once if no thread was started.
+    thread::with(crate::lifecycle::check_ready);
+    // Straight into the first thread: boot does not wait for a timer tick (a machine
+    // without a working PIT still boots; it only loses preemption).
+    crate::cpu::enter::enter_first(|frame| thread::with(|t| thread::sched::start(t, frame)));
+    crate::boot::idle_forever()
+}
+
+/// Every started thread said hello: boot is complete. Prints the marker, ends the run if
+/// the command line asked for that, or says whether to start the benchmarks (which end the
+/// run themselves).
+fn servers_ready() -> AfterReady {
+    println!("{}", ipc::markers::READY);
+    let when = WHEN_READY.get().copied().unwrap_or(WhenReady {
+        selftest: None,
+        exit_wanted: false,
+        bench: false,
+    });
+    if when.bench {
+        // image-builder stops the run at the benchmarks' last line.
+        return AfterReady::Bench;
+    }
+    match when.selftest.or_else(crate::selftest::deferred_status) {
+        Some(status) => exit::exit(status),
+        None if when.exit_wanted => exit::exit(Status::Success),
+        None => AfterReady::Run,
+    }
+}
+
+fn words(cmdline: &[u8]) -> impl Iterator<Item = &[u8]> {
+    cmdline
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty())
+}
+
+/// Arms the test exit before anything else can fail, so even a fault reported by the
+/// early IDT ends an emulator run (the full parse re-arms it from the same option).
+fn early_arm_exit(cmdline: &[u8]) {
+    for word in words(cmdline) {
+        match word {
+            b"exit=qemu" => exit::arm_qemu(),
+            b"exit=bochs" => exit::arm_bochs(),
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The thread table: every Ring3 thread the nucleus runs, and its state (issue 7, issue 12).
+//!
+//! Each server is one thread in its own address space, started from the boot module whose
+//! string names it. A thread's kernel-side state is the `Frame` of its last event (one
+//! kernel stack per CPU), its address space, its two ring ends and its *fault handler*: the
+//! thread that gets its events (faults, `int3`, a hang) and decides with a `Reply`. A thread
+//! without one (fred-server) is the nucleus' to report and restart.
+//!
+//! The table is reached only through [`with`], which lends the one `&mut Threads` to one
+//! closure at a time and panics on a nested borrow. State changes go through verbs
+//! ([`Thread::wake`], [`Thread::block_on_events`], …), never raw field writes from outside.
+pub mod sched;
+
+use crate::mm::AddressSpace;
+use crate::racy::Exclusive;
+use bsp_x86_64::cmdline::Options;
+use bsp_x86_64::frame::Frame;
+use core::fmt;
+use ipc::ring::{Consumer, Producer};
+use ipc::{Event, NucleusMessage, Token};
+
+/// The threads started at boot: module string, and whose fault handler each is.
+pub const BOOT_THREADS: [BootThread; 2] = [
+    BootThread {
+        name: "fred-server",
+        fault_handler: None,
+    },
+    BootThread {
+        name: "pv-server",
+        fault_handler: Some(ThreadId(0)),
+    },
+];
+
+/// How many threads the table holds.
+pub const MAX_THREADS: usize = BOOT_THREADS.len();
+
+/// One entry of [`BOOT_THREADS`].
+#[derive(Clone, Copy, Debug)]
+pub struct BootThread {
+    pub name: &'static str,
+    pub fault_handler: Option<ThreadId>,
+}
+
+/// A slot of the thread table; also the owner number servers see in events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ThreadId(usize);
+
+impl ThreadId {
+    pub const fn index(self) -> usize {
+        self.0
+    }
+
+    /// The owner number in `Event`s and `ServerStarted`.
+    pub const fn owner(self) -> u32 {
+        self.0 as u32
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Not started: missing module, rejected image, or killed.
+    Absent,
+    Ready,
+    /// Waiting in `RingWait` for the nucleus to push to its event ring.
+    WaitingForEvents,
+    /// Waiting for its fault handler's reply about its event `Token`.
+    WaitingForReply(Token),
+}
+
+/// An event forwarded to the fault handler and not answered yet, kept so a handler that dies
+/// before answering does not strand the thread.
+#[derive(Clone, Copy, Debug)]
+pub struct Pending {
+    pub token: Token,
+    pub event: Event,
+}
+
+pub struct Thread {
+    name: &'static str,
+    /// Who gets this thread's events; `None`: the nucleus reports them itself.
+    fault_handler: Option<ThreadId>,
+    /// Some thread's fault handler (fixed at boot, so the reply path need not search).
+    handles_faults: bool,
+    /// The boot module the thread is (re)loaded from.
+    module: Option<core::ops::Range<u64>>,
+    state: State,
+    pub space: Option<AddressSpace>,
+    pub frame: Frame,
+    pub events: Option<Producer<'static>>,
+    pub replies: Option<Consumer<'static>>,
+    hello: bool,
+    generation: u32,
+    restarts: u32,
+    /// Timer ticks that found this thread running in Ring3 since its last syscall: the
+    /// watchdog counts CPU time, not wall time, so a thread that slept long is not hung.
+    ticks_without_syscall: u64,
+    pub pending: Option<Pending>,
+    /// The register dump that went with `pending` (faults and hangs; not `int3`). Kept apart
+    /// so the hot `int3` path never moves a dump-sized value.
+    pub pending_dump: Option<ipc::dump::RegisterDump>,
+}
+
+impl Thread {
+    const fn new(id: ThreadId) -> Self {
+        let boot = BOOT_THREADS[id.0];
+        let mut handles_faults = false;
+        let mut i = 0;
+        while i < MAX_THREADS {
+            if let Some(ThreadId(h)) = BOOT_THREADS[i].fault_handler
+                && h == id.0
+            {
+                handles_faults = true;
+            }
+            i += 1;
+        }
+        Self {
+            name: boot.name,
+            fault_handler: boot.fault_handler,
+            handles_faults,
+            module: None,
+            state: State::Absent,
+            space: None,
+            frame: Frame::ZERO,
+            events: None,
+            replies: None,
+            hello: false,
+            generation: 0,
+            restarts: 0,
+            ticks_without_syscall: 0,
+            pending: None,
+            pending_dump: None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn fault_handler(&self) -> Option<ThreadId> {
+        self.fault_handler
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn module(&self) -> Option<core::ops::Range<u64>> {
+        self.module.clone()
+    }
+
+    pub fn set_module(&mut self, range: core::ops::Range<u64>) {
+        self.module = Some(range);
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+
+    pub fn said_hello(&self) -> bool {
+        self.hello
+    }
+
+    pub fn is_absent(&self) -> bool {
+        self.state == State::Absent
+    }
+
+    pub fn runnable(&self) -> bool {
+        self.state == State::Ready
+    }
+
+    pub fn waits_for(&self, token: Token) -> bool {
+        self.state == State::WaitingForReply(token)
+    }
+
+    /// A freshly loaded image: runnable from `frame`, no hello yet, watchdog reset.
+    pub fn start(&mut self, space: AddressSpace, frame: Frame) {
+        self.frame = frame;
+        self.space = Some(space);
+        self.state = State::Ready;
+        self.hello = false;
+        self.ticks_without_syscall = 0;
+    }
+
+    /// Stopped for good (until restarted): rings and the unanswered event go with it. The
+    /// caller has taken the address space.
+    pub fn stop(&mut self) {
+        self.events = None;
+        self.replies = None;
+        self.pending = None;
+        self.state = State::Absent;
+        self.hello = false;
+    }
+
+    /// Counts a restart: the next image is a new generation.
+    pub fn count_restart(&mut self) {
+        self.restarts += 1;
+        self.generation += 1;
+    }
+
+    pub fn greet(&mut self) {
+        self.hello = true;
+    }
+
+    /// An event arrived: a thread sleeping in `RingWait` becomes runnable.
+    pub fn wake(&mut self) {
+        if self.state == State::WaitingForEvents {
+            self.state = State::Ready;
+        }
+    }
+
+    pub fn block_on_events(&mut self) {
+        self.state = State::WaitingForEvents;
+    }
+
+    pub fn block_on_reply(&mut self, token: Token) {
+        self.state = State::WaitingForReply(token);
+    }
+
+    /// Its fault handler answered: the pending event is settled (what happens to the thread
+    /// is the answer's business).
+    pub fn settle(&mut self) {
+        self.pending = None;
+        self.ticks_without_syscall = 0;
+    }
+
+    /// It may run again.
+    pub fn resume(&mut self) {
+        self.state = State::Ready;
+    }
+
+    /// It made a syscall: the watchdog starts over.
+    pub fn made_syscall(&mut self) {
+        self.ticks_without_syscall = 0;
+    }
+
+    /// One more tick in Ring3 without a syscall; true (and the count starts over) once it
+    /// exceeds `limit`.
+    pub fn tick_exceeds(&mut self, limit: u64) -> bool {
+        self.ticks_without_syscall += 1;
+        if self.ticks_without_syscall > limit {
+            self.ticks_without_syscall = 0;
+            return true;
+        }
+        false
+    }
+
+    /// Whether its event ring holds messages it has not taken yet.
+    pub fn has_events(&self) -> bool {
+        self.events
+            .as_ref()
+            .is_some_and(|r| !r.is_empty().unwrap_or(true))
+    }
+}
+
+/// Every thread started at boot has said hello (or is gone): `nucleus: ready`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterReady {
+    /// Carry on scheduling.
+    Run,
+    /// Start the ring benchmark.
+    Bench,
+}
+
+pub struct Threads {
+    threads: [Thread; MAX_THREADS],
+    /// The thread whose context is live, `None` while the nucleus idles.
+    current: Option<ThreadId>,
+    next_token: u64,
+    ready_printed: bool,
+    /// Called once, when every started thread said hello (`startup` prints the marker).
+    on_ready: Option<fn() -> AfterReady>,
+    pub options: Option<Options>,
+}
+
+static THREADS: Exclusive<Threads> = Exclusive::new(Threads::new());
+
+/// The thread table, for `dispatch` and `startup` only: each event borrows it once.
+#[inline(always)]
+pub fn with<R>(f: impl FnOnce(&mut Threads) -> R) -> R {
+    THREADS.with(f)
+}
+
+impl Threads {
+    pub const fn new() -> Self {
+        Self {
+            threads: [Thread::new(ThreadId(0)), Thread::new(ThreadId(1))],
+            current: None,
+            next_token: 1,
+            ready_printed: false,
+            on_ready: None,
+            options: None,
+        }
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = ThreadId> + use<> {
+        (0..MAX_THREADS).map(ThreadId)
+    }
+
+    pub fn get(&self, id: ThreadId) -> &Thread {
+        &self.threads[id.0]
+    }
+
+    pub fn get_mut(&mut self, id: ThreadId) -> &mut Thread {
+        &mut self.threads[id.0]
+    }
+
+    pub fn current(&self) -> Option<ThreadId> {
+        self.current
+    }
+
+    pub fn set_current(&mut self, id: Option<ThreadId>) {
+        self.current = id;
+    }
+
+    pub fn set_on_ready(&mut self, on_ready: fn() -> AfterReady) {
+        self.on_ready = Some(on_ready);
+    }
+
+    /// A fresh token for a message that expects a reply.
+    pub fn next_token(&mut self) -> Token {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        token
+    }
+
+    /// True if `id` handles some thread's faults.
+    pub fn is_fault_handler(&self, id: ThreadId) -> bool {
+        self.get(id).handles_faults
+    }
+
+    /// The first thread that handles faults (the ring benchmark's peer).
+    pub fn first_fault_handler(&self) -> Option<ThreadId> {
+        self.ids().find(|&id| self.is_fault_handler(id))
+    }
+
+    /// `id`'s fault handler if that one is running, for forwarding.
+    pub fn live_fault_handler(&self, id: ThreadId) -> Option<ThreadId> {
+        self.get(id)
+            .fault_handler
+            .filter(|&h| h != id && !self.get(h).is_absent())
+    }
+
+    /// The thread waiting for `handler`'s reply about `token`.
+    pub fn waiting_for(&self, handler: ThreadId, token: Token) -> Option<ThreadId> {
+        self.ids().find(|&id| {
+            let t = self.get(id);
+            t.fault_handler == Some(handler) && t.waits_for(token)
+        })
+    }
+
+    /// Pushes a message into a thread's event ring and wakes it if it waits for one.
+    pub fn send(&mut self, to: ThreadId, message: &NucleusMessage) -> Result<(), SendFailure> {
+        let thread = self.get_mut(to);
+        let ring = thread.events.as_mut().ok_or(SendFailure::NoRing)?;
+        ring.try_push_message(message).map_err(SendFailure::Ring)?;
+        thread.wake();
+        Ok(())
+    }
+
+    /// Prints `nucleus: ready` (through `on_ready`) once every started thread has said
+    /// hello. Returns what `on_ready` asked for, the first time only.
+    pub fn check_ready(&mut self) -> Option<AfterReady> {
+        if self.ready_printed {
+            return None;
+        }
+        let waiting = self.threads.iter().any(|t| !t.is_absent() && !t.hello);
+        if waiting {
+            return None;
+        }
+        self.ready_printed = true;
+        Some(self.on_ready.map_or(AfterReady::Run, |f| f()))
+    }
+}
+
+/// Why a message did not reach a thread's event ring.
+#[derive(Clone, Copy, Debug)]
+pub enum SendFailure {
+    NoRing,
+    DumpTooLarge,
+    Ring(ipc::SendError),
+}
+
+impl fmt::Display for SendFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoRing => f.write_str("server has no ring"),
+            Self::DumpTooLarge => f.write_str("register dump too large"),
+            Self::Ring(e) => write!(f, "{e}"),
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Who runs next: round robin over the runnable threads, the watchdog tick, and the one
+//! context switch at the end of every event ([`finish`]).
+//!
+//! Context switches copy frames: one kernel stack per CPU, so switching means saving the
+//! live frame into the old thread and loading the new thread's frame in its place before the
+//! entry stub returns. Handlers never switch; they say what should run next ([`NextTask`])
+//! and `dispatch` calls [`finish`] once, on its way out.
+use super::{ThreadId, Threads};
+use bsp_x86_64::frame::{CsQword, Frame, SsQword};
+
+/// A thread running this many ticks without a syscall is considered hung (2 s).
+pub const HUNG_TICKS: u64 = 2 * crate::timer::HZ as u64;
+
+/// A handler's verdict: what runs when the event is done.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NextTask {
+    /// Back into the live frame as it is (the current thread goes on, or the nucleus code
+    /// that was interrupted).
+    Same,
+    /// Whoever is next in turn; the current thread goes on if nobody else is runnable
+    /// (yield, preemption).
+    NextInTurn,
+    /// The current thread stopped running (it waits, was killed or restarted): pick another
+    /// without saving the live frame into it.
+    Other,
+}
+
+/// What the timer tick found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tick {
+    /// Nothing wrong: this is what runs next.
+    Run(NextTask),
+    /// The current thread ran [`HUNG_TICKS`] ticks without a syscall: its fault handler
+    /// should hear of it.
+    Hung(ThreadId),
+}
+
+fn from_ring3(frame: &Frame) -> bool {
+    frame.ret.cs.selector().rpl() == 3
+}
+
+/// Carries out `next`: the one place the live frame is switched.
+#[inline]
+pub fn finish(t: &mut Threads, frame: &mut Frame, next: NextTask) {
+    match next {
+        NextTask::Same => {}
+        NextTask::NextInTurn => {
+            let pick = pick_next(t);
+            if pick != t.current() || !from_ring3(frame) {
+                switch(t, frame, pick);
+            }
+        }
+        NextTask::Other => {
+            t.set_current(None);
+            let pick = pick_next(t);
+            switch(t, frame, pick);
+        }
+    }
+}
+
+/// Boot: loads the first runnable thread into `frame` (from idle). False if none is.
+pub fn start(t: &mut Threads, frame: &mut Frame) -> bool {
+    let Some(next) = pick_next(t) else {
+        return false;
+    };
+    *frame = crate::cpu::idle_frame();
+    switch(t, frame, Some(next));
+    true
+}
+
+/// Timer tick: preemption, and the hung-thread watchdog.
+pub fn tick(t: &mut Threads, frame: &Frame) -> Tick {
+    if let Some(cur) = t.current()
+        && from_ring3(frame)
+        && t.get_mut(cur).tick_exceeds(HUNG_TICKS)
+    {
+        println!(
+            "nucleus: {} made no syscall for {} ticks: treating it as hung",
+            t.get(cur).name(),
+            HUNG_TICKS
+        );
+        return Tick::Hung(cur);
+    }
+    if t.current().is_none() || from_ring3(frame) {
+        Tick::Run(NextTask::NextInTurn)
+    } else {
+        Tick::Run(NextTask::Same)
+    }
+}
+
+/// The next runnable thread after the current one, round robin.
+fn pick_next(t: &Threads) -> Option<ThreadId> {
+    let n = super::MAX_THREADS;
+    let start = t.current().map_or(0, |c| c.index() + 1);
+    (0..n)
+        .map(|k| ThreadId((start + k) % n))
+        .find(|&id| t.get(id).runnable())
+}
+
+/// Saves the live frame into the current thread and makes `next` (or idle) live.
+fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
+    if let Some(cur) = t.current()
+        && from_ring3(frame)
+    {
+        t.get_mut(cur).frame = *frame;
+    }
+    match next {
+        Some(id) => {
+            let thread = t.get(id);
+            // Straight into the live frame: one copy of the 192 bytes, not two.
+            *frame = thread.frame;
+            // The saved SS qword carries the event bits of *that* event; ERETU would act on
+            // its STI/SWEVENT/NMI bits (fred-facts.md §4.3), so only the selector survives.
+            frame.ret.ss = SsQword::from_raw(frame.ret.ss.raw() & 0xffff);
+            frame.ret.cs = CsQword::from_raw(frame.ret.cs.raw() & 0xffff);
+            let root = thread
+                .space
+                .as_ref()
+                .map_or(crate::mm::kernel_root(), |sp| sp.root());
+            if t.current() != Some(id) {
+                crate::mm::load_root(root);
+                crate::cpu::load_user_gs();
+            }
+        }
+        None => {
+            *frame = crate::cpu::idle_frame();
+            crate::mm::load_root(crate::mm::kernel_root());
+        }
+    }
+    t.set_current(next);
+}
