@@ -135,3 +135,86 @@ fn tell(t: &mut Threads, handler: ThreadId, about: ThreadId) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::kit::{self, fred, pv};
+
+    #[test]
+    fn a_missing_or_refused_module_is_one_line_and_the_thread_stays_absent() {
+        let mut t = Threads::new();
+        assert!(!start(&mut t, pv(), None));
+        assert_eq!(
+            kit::output(),
+            "server pv-server: rejected: no boot module named pv-server\n"
+        );
+        crate::host::loader::refuse(true);
+        assert!(!start(&mut t, pv(), Some(0..10)));
+        crate::host::loader::refuse(false);
+        assert_eq!(kit::output(), "server pv-server: rejected: refused by the test\n");
+        assert!(t.get(pv()).is_absent());
+    }
+
+    #[test]
+    fn a_started_thread_runs_from_its_entry_and_is_announced() {
+        let mut t = Threads::new();
+        assert!(start(&mut t, fred(), Some(0..10)));
+        assert!(start(&mut t, pv(), Some(0..10)));
+        assert_eq!(
+            kit::output(),
+            "server fred-server: loaded (slot 0, entry 0x401000, 4096 bytes, 2 segments, generation 0)\n\
+             server pv-server: loaded (slot 1, entry 0x401000, 4096 bytes, 2 segments, generation 0)\n"
+        );
+        let frame = &t.get(pv()).frame;
+        assert_eq!(frame.ret.rip, 0x40_1000);
+        assert_eq!(frame.ret.rsp, layout::STACK_TOP);
+        assert_eq!(frame.gprs.rdi, layout::START_INFO);
+        assert_eq!(frame.ret.cs.selector().rpl(), 3);
+        let owners: Vec<u32> = kit::recv_all(&mut kit::server_ends("fred-server"))
+            .into_iter()
+            .filter_map(|m| match m {
+                NucleusMessage::ServerStarted { owner, .. } => Some(owner),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(owners, [0, 1]);
+    }
+
+    #[test]
+    fn a_restarted_fault_handler_learns_about_every_thread_it_answers_for() {
+        let mut t = kit::booted();
+        restart(&mut t, fred());
+        let owners: Vec<(u32, u32)> = kit::recv_all(&mut kit::server_ends("fred-server"))
+            .into_iter()
+            .filter_map(|m| match m {
+                NucleusMessage::ServerStarted {
+                    owner, generation, ..
+                } => Some((owner, generation)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(owners, [(0, 1), (1, 0)]);
+    }
+
+    #[test]
+    fn kill_frees_the_space_after_leaving_it() {
+        let mut t = kit::booted();
+        let root = t.get(pv()).space.as_ref().unwrap().root();
+        crate::mm::load_root(root);
+        kill(&mut t, pv());
+        assert_eq!(crate::host::mm::destroyed().last(), Some(&root.as_u64()));
+        assert_eq!(crate::host::mm::loaded_root(), crate::mm::kernel_root().as_u64());
+        assert_eq!(kit::output(), "nucleus: pv-server stopped\n");
+    }
+
+    #[test]
+    fn a_failed_restart_leaves_the_thread_absent_with_one_line() {
+        let mut t = kit::booted();
+        crate::host::loader::refuse(true);
+        restart(&mut t, pv());
+        crate::host::loader::refuse(false);
+        assert!(kit::output().ends_with("server pv-server: rejected on restart: refused by the test\n"));
+        assert!(t.get(pv()).is_absent());
+    }
+}

@@ -71,3 +71,57 @@ pub fn apply_changes(frame: &mut Frame, changes: &ResumeChanges) -> Result<(), C
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ipc::message::GprWrite;
+
+    fn changes(rip: u64, rsp: u64, rflags: u64) -> ResumeChanges {
+        ResumeChanges {
+            rip,
+            rsp,
+            rflags,
+            gprs: heapless::Vec::new(),
+        }
+    }
+
+    #[test]
+    fn changes_inside_user_space_are_applied() {
+        let mut frame = Frame::ZERO;
+        let mut c = changes(0x40_2000, 0x7000_0000, 0);
+        c.gprs
+            .push(GprWrite {
+                gpr: Gpr::R12,
+                value: 12,
+            })
+            .unwrap();
+        apply_changes(&mut frame, &c).unwrap();
+        assert_eq!(frame.ret.rip, 0x40_2000);
+        assert_eq!(frame.ret.rsp, 0x7000_0000);
+        assert_eq!(frame.gprs.r12, 12);
+        assert_eq!(frame.ret.rflags, 0x202);
+    }
+
+    #[test]
+    fn rip_or_rsp_outside_user_space_is_refused_and_nothing_changes() {
+        let mut frame = Frame::ZERO;
+        let err = apply_changes(&mut frame, &changes(layout::USER_END, 0, 0));
+        assert_eq!(err, Err(ChangeError::RipNotUser(layout::USER_END)));
+        let err = apply_changes(&mut frame, &changes(0x1000, u64::MAX, 0));
+        assert_eq!(err, Err(ChangeError::RspNotUser(u64::MAX)));
+        assert_eq!(frame, Frame::ZERO);
+    }
+
+    #[test]
+    fn a_handler_cannot_clear_if_or_raise_iopl() {
+        let mut frame = Frame::ZERO;
+        let asked = (Rflags::IOPL | Rflags::NT | Rflags::VM | Rflags::CF | Rflags::AC).bits();
+        apply_changes(&mut frame, &changes(0x1000, 0x2000, asked)).unwrap();
+        let got = Rflags::from_bits_retain(frame.ret.rflags);
+        assert_eq!(got, Rflags::IF | Rflags::FIXED | Rflags::CF | Rflags::AC);
+        assert_eq!(got.iopl(), 0);
+        // The mask as it was written by hand before it had names.
+        assert_eq!(RFLAGS_CHANGEABLE.bits(), 0x0000_0000_0004_0dd5);
+    }
+}

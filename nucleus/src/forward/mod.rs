@@ -179,3 +179,150 @@ pub fn rehome_pending(t: &mut Threads, handler: ThreadId) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::kit::{self, fred, pv};
+    use crate::thread::State;
+    use ipc::message::{Reply, ServerMessage};
+
+    fn no_dump(prefix: &str, _frame: &Frame) -> RegisterDump {
+        RegisterDump {
+            prefix: ipc::dump::Text::truncated(prefix),
+            ..RegisterDump::default()
+        }
+    }
+
+    fn event_of(frame: &Frame, kind: EventKind) -> Event {
+        Event {
+            cpu: 0,
+            kind,
+            event_data: 0,
+            rip: frame.ret.rip,
+            cs: frame.ret.cs.selector().raw(),
+            rflags: frame.ret.rflags,
+            rsp: frame.ret.rsp,
+            ss: frame.ret.ss.selector().raw(),
+            from_ring: 3,
+            owner: 0,
+        }
+    }
+
+    /// The table booted with both threads' boot messages drained, and `cur` running.
+    fn running(cur: ThreadId) -> (Threads, kit::ServerEnds, kit::ServerEnds) {
+        let mut t = kit::booted();
+        let mut fred_ends = kit::server_ends("fred-server");
+        let pv_ends = kit::server_ends("pv-server");
+        kit::recv_all(&mut fred_ends);
+        t.set_current(Some(cur));
+        (t, fred_ends, pv_ends)
+    }
+
+    fn int3(t: &mut Threads, cur: ThreadId) -> NextTask {
+        let frame = kit::user_frame(0x40_0100);
+        let ev = event_of(&frame, EventKind::SoftwareException { vector: 3 });
+        event(t, &frame, cur, &ev, &no_dump)
+    }
+
+    #[test]
+    fn int3_goes_to_the_fault_handler_without_a_dump_and_the_thread_waits() {
+        let (mut t, mut fred_ends, _) = running(pv());
+        assert_eq!(int3(&mut t, pv()), NextTask::Other);
+        let messages = kit::recv_all(&mut fred_ends);
+        let [NucleusMessage::Event { token, event }] = messages.as_slice() else {
+            panic!("expected one event, got {messages:?}");
+        };
+        assert_eq!(event.owner, pv().owner());
+        assert_eq!(event.rip, 0x40_0100);
+        assert_eq!(t.get(pv()).state(), State::WaitingForReply(*token));
+        assert!(t.get(pv()).pending_dump.is_none());
+        assert_eq!(t.get(pv()).frame.ret.rip, 0x40_0100);
+        // fred-server's answer lets it run again.
+        kit::send(&mut fred_ends, &ServerMessage::Reply(Reply::Resume { token: *token }));
+        reply::drain_replies(&mut t, fred());
+        assert!(t.get(pv()).runnable());
+        assert!(t.get(pv()).pending.is_none());
+    }
+
+    #[test]
+    fn a_fault_sends_the_dump_first() {
+        let (mut t, mut fred_ends, _) = running(pv());
+        let frame = kit::user_frame(0x40_0200);
+        let ev = event_of(
+            &frame,
+            EventKind::Exception {
+                vector: 6,
+                error_code: 0,
+            },
+        );
+        assert_eq!(event(&mut t, &frame, pv(), &ev, &no_dump), NextTask::Other);
+        let messages = kit::recv_all(&mut fred_ends);
+        assert!(matches!(messages.first(), Some(NucleusMessage::Dump(_))));
+        assert!(matches!(messages.last(), Some(NucleusMessage::Event { .. })));
+        assert_eq!(t.get(pv()).pending_dump.as_ref().unwrap().prefix.as_str(), "fred-server");
+    }
+
+    #[test]
+    fn a_fault_of_a_thread_without_handler_is_reported_and_restarted_a_bounded_number_of_times() {
+        let (mut t, _, _) = running(fred());
+        for restart in 1..=UNHANDLED_RESTARTS {
+            assert_eq!(int3(&mut t, fred()), NextTask::Other);
+            let out = kit::output();
+            assert!(out.contains(
+                "nucleus: fred-server faulted and fred-server faulted itself: the nucleus reports it"
+            ));
+            assert!(out.contains(&format!("nucleus: restarting fred-server (restart {restart})")));
+            assert_eq!(t.get(fred()).generation(), restart);
+            t.set_current(Some(fred()));
+        }
+        assert_eq!(int3(&mut t, fred()), NextTask::Other);
+        assert!(kit::output().contains("nucleus: fred-server crashed 4 times, giving up on it"));
+        assert!(t.get(fred()).is_absent());
+    }
+
+    #[test]
+    fn with_its_handler_gone_a_fault_is_the_nucleus_to_handle() {
+        let (mut t, _, _) = running(pv());
+        crate::lifecycle::kill(&mut t, fred());
+        kit::output();
+        assert_eq!(int3(&mut t, pv()), NextTask::Other);
+        let out = kit::output();
+        assert!(out.contains(
+            "nucleus: pv-server faulted and fred-server is not running: the nucleus reports it"
+        ));
+        assert!(out.contains("nucleus: restarting pv-server (restart 1)"));
+        assert!(t.get(pv()).runnable());
+    }
+
+    #[test]
+    fn an_unanswered_event_goes_to_the_restarted_handler() {
+        let (mut t, mut fred_ends, _) = running(pv());
+        assert_eq!(int3(&mut t, pv()), NextTask::Other);
+        let sent = kit::recv_all(&mut fred_ends);
+        // fred-server crashes before answering: the nucleus restarts it and re-sends.
+        t.set_current(Some(fred()));
+        assert_eq!(int3(&mut t, fred()), NextTask::Other);
+        assert!(
+            kit::output()
+                .contains("nucleus: pv-server's unanswered event handed to the new fred-server")
+        );
+        let mut new_fred = kit::server_ends("fred-server");
+        let resent = kit::recv_all(&mut new_fred);
+        assert_eq!(resent.last(), sent.last());
+        assert!(matches!(t.get(pv()).state(), State::WaitingForReply(_)));
+    }
+
+    #[test]
+    fn an_unanswered_event_without_any_handler_left_restarts_the_thread() {
+        let (mut t, _, _) = running(pv());
+        assert_eq!(int3(&mut t, pv()), NextTask::Other);
+        crate::lifecycle::kill(&mut t, fred());
+        kit::output();
+        rehome_pending(&mut t, fred());
+        assert!(kit::output().contains(
+            "nucleus: pv-server's event has no fred-server to answer it; restarting pv-server"
+        ));
+        assert!(t.get(pv()).runnable());
+    }
+}

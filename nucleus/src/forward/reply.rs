@@ -114,3 +114,119 @@ fn settle(t: &mut Threads, from: ThreadId, reply: &Reply) {
         Reply::Restart { .. } => lifecycle::restart(t, id),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::kit::{self, fred, pv};
+    use crate::thread::State;
+    use ipc::Token;
+    use ipc::message::ResumeChanges;
+
+    /// pv-server waits for fred-server's reply about token 42.
+    fn waiting() -> (Threads, kit::ServerEnds, kit::ServerEnds) {
+        let mut t = kit::booted();
+        let fred_ends = kit::server_ends("fred-server");
+        let pv_ends = kit::server_ends("pv-server");
+        t.get_mut(pv()).block_on_reply(Token(42));
+        (t, fred_ends, pv_ends)
+    }
+
+    #[test]
+    fn return_sets_rax_and_resumes() {
+        let (mut t, mut fred_ends, _) = waiting();
+        kit::send(
+            &mut fred_ends,
+            &ServerMessage::Reply(Reply::Return {
+                token: Token(42),
+                rax: 7,
+            }),
+        );
+        drain_replies(&mut t, fred());
+        assert!(t.get(pv()).runnable());
+        assert_eq!(t.get(pv()).frame.gprs.rax, 7);
+    }
+
+    #[test]
+    fn refused_changes_kill_the_thread() {
+        let (mut t, mut fred_ends, _) = waiting();
+        let changes = ResumeChanges {
+            rip: u64::MAX,
+            rsp: 0,
+            rflags: 0,
+            gprs: heapless::Vec::new(),
+        };
+        kit::send(
+            &mut fred_ends,
+            &ServerMessage::Reply(Reply::ResumeWith {
+                token: Token(42),
+                changes,
+            }),
+        );
+        drain_replies(&mut t, fred());
+        assert!(t.get(pv()).is_absent());
+        assert!(kit::output().contains(
+            "nucleus: fred-server: refused changes for pv-server: rip 0xffffffffffffffff outside user space; killing it"
+        ));
+    }
+
+    #[test]
+    fn restart_and_kill_replies() {
+        let (mut t, mut fred_ends, _) = waiting();
+        kit::send(&mut fred_ends, &ServerMessage::Reply(Reply::Restart { token: Token(42) }));
+        drain_replies(&mut t, fred());
+        assert_eq!(t.get(pv()).generation(), 1);
+        assert!(t.get(pv()).runnable());
+        t.get_mut(pv()).block_on_reply(Token(43));
+        kit::send(&mut fred_ends, &ServerMessage::Reply(Reply::Kill { token: Token(43) }));
+        drain_replies(&mut t, fred());
+        assert!(t.get(pv()).is_absent());
+    }
+
+    #[test]
+    fn only_a_fault_handler_may_reply_and_only_to_a_known_token() {
+        let (mut t, mut fred_ends, mut pv_ends) = waiting();
+        kit::send(&mut pv_ends, &ServerMessage::Reply(Reply::Kill { token: Token(42) }));
+        drain_replies(&mut t, pv());
+        assert!(
+            kit::output()
+                .contains("nucleus: pv-server: unexpected message Reply(Kill { token: Token(42) })")
+        );
+        kit::send(&mut fred_ends, &ServerMessage::Reply(Reply::Kill { token: Token(9) }));
+        drain_replies(&mut t, fred());
+        assert_eq!(
+            kit::output(),
+            "nucleus: fred-server: reply for unknown event #9, ignored\n"
+        );
+        assert_eq!(t.get(pv()).state(), State::WaitingForReply(Token(42)));
+    }
+
+    #[test]
+    fn an_undecodable_record_is_reported_and_draining_goes_on() {
+        let (mut t, mut fred_ends, _) = waiting();
+        fred_ends.replies.try_push(&[0xff; 20]).unwrap();
+        kit::send(&mut fred_ends, &ServerMessage::Reply(Reply::Resume { token: Token(42) }));
+        drain_replies(&mut t, fred());
+        assert!(kit::output().starts_with("nucleus: fred-server: dropped a message: "));
+        assert!(t.get(pv()).runnable());
+    }
+
+    #[test]
+    fn hello_is_printed_with_the_generation() {
+        let (mut t, mut fred_ends, _) = waiting();
+        let hello = ipc::Hello {
+            name: ipc::message::ServerName::new("fred-server").unwrap(),
+            protocol: ipc::PROTOCOL_VERSION,
+        };
+        kit::send(&mut fred_ends, &ServerMessage::Hello(hello));
+        drain_replies(&mut t, fred());
+        assert_eq!(
+            kit::output(),
+            format!(
+                "nucleus: fred-server says hello (protocol {}, generation 0)\n",
+                ipc::PROTOCOL_VERSION
+            )
+        );
+        assert!(t.get(fred()).said_hello());
+    }
+}

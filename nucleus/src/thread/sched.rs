@@ -130,3 +130,110 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
     }
     t.set_current(next);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::cpu::IDLE_RIP;
+    use crate::host::kit::{self, fred, pv};
+
+    #[test]
+    fn start_enters_the_first_runnable_thread_with_its_space() {
+        let mut t = kit::booted();
+        let mut frame = Frame::ZERO;
+        assert!(start(&mut t, &mut frame));
+        assert_eq!(t.current(), Some(fred()));
+        assert_eq!(frame.ret.rip, 0x40_1000);
+        let root = t.get(fred()).space.as_ref().unwrap().root().as_u64();
+        assert_eq!(crate::host::mm::loaded_root(), root);
+    }
+
+    #[test]
+    fn next_in_turn_saves_the_live_frame_and_rotates() {
+        let mut t = kit::booted();
+        let mut frame = Frame::ZERO;
+        assert!(start(&mut t, &mut frame));
+        frame.gprs.rbx = 0xb0b;
+        finish(&mut t, &mut frame, NextTask::NextInTurn);
+        assert_eq!(t.current(), Some(pv()));
+        assert_eq!(t.get(fred()).frame.gprs.rbx, 0xb0b);
+        finish(&mut t, &mut frame, NextTask::NextInTurn);
+        assert_eq!(t.current(), Some(fred()));
+        assert_eq!(frame.gprs.rbx, 0xb0b);
+    }
+
+    #[test]
+    fn next_in_turn_keeps_the_only_runnable_thread_untouched() {
+        let mut t = kit::booted();
+        let mut frame = Frame::ZERO;
+        assert!(start(&mut t, &mut frame));
+        t.get_mut(pv()).block_on_events();
+        frame.gprs.rcx = 0xc;
+        finish(&mut t, &mut frame, NextTask::NextInTurn);
+        assert_eq!(t.current(), Some(fred()));
+        assert_eq!(frame.gprs.rcx, 0xc);
+    }
+
+    #[test]
+    fn other_does_not_save_the_live_frame_and_idles_when_nobody_runs() {
+        let mut t = kit::booted();
+        let mut frame = Frame::ZERO;
+        assert!(start(&mut t, &mut frame));
+        t.get_mut(pv()).block_on_events();
+        t.get_mut(fred()).block_on_events();
+        let saved = t.get(fred()).frame;
+        frame.gprs.rdx = 0xdead;
+        finish(&mut t, &mut frame, NextTask::Other);
+        assert_eq!(t.get(fred()).frame, saved);
+        assert_eq!(t.current(), None);
+        assert_eq!(frame.ret.rip, IDLE_RIP);
+        assert_eq!(crate::host::mm::loaded_root(), crate::mm::kernel_root().as_u64());
+    }
+
+    #[test]
+    fn same_leaves_everything_as_it_is() {
+        let mut t = kit::booted();
+        let mut frame = Frame::ZERO;
+        assert!(start(&mut t, &mut frame));
+        let before = frame;
+        finish(&mut t, &mut frame, NextTask::Same);
+        assert_eq!(frame, before);
+        assert_eq!(t.current(), Some(fred()));
+    }
+
+    #[test]
+    fn switching_in_drops_the_saved_event_bits() {
+        let mut t = kit::booted();
+        t.get_mut(fred()).frame.ret.ss = SsQword::from_raw(0x1_0000_002b);
+        let mut frame = Frame::ZERO;
+        assert!(start(&mut t, &mut frame));
+        assert_eq!(frame.ret.ss.raw(), 0x2b);
+    }
+
+    #[test]
+    fn tick_reports_a_thread_hung_after_the_limit_once() {
+        let mut t = kit::booted();
+        let mut frame = Frame::ZERO;
+        assert!(start(&mut t, &mut frame));
+        for _ in 0..HUNG_TICKS {
+            assert_eq!(tick(&mut t, &frame), Tick::Run(NextTask::NextInTurn));
+        }
+        assert_eq!(tick(&mut t, &frame), Tick::Hung(fred()));
+        assert_eq!(
+            kit::output(),
+            "nucleus: fred-server made no syscall for 200 ticks: treating it as hung\n"
+        );
+        assert_eq!(tick(&mut t, &frame), Tick::Run(NextTask::NextInTurn));
+    }
+
+    #[test]
+    fn tick_in_the_nucleus_does_not_preempt() {
+        let mut t = kit::booted();
+        let mut frame = Frame::ZERO;
+        assert!(start(&mut t, &mut frame));
+        let ring0 = crate::host::cpu::idle_frame();
+        assert_eq!(tick(&mut t, &ring0), Tick::Run(NextTask::Same));
+        t.set_current(None);
+        assert_eq!(tick(&mut t, &ring0), Tick::Run(NextTask::NextInTurn));
+    }
+}
