@@ -2,13 +2,13 @@
 //! the rings, timed with `rdtsc` (image-builder prints the table).
 use crate::racy::Exclusive;
 use crate::thread::Threads;
+use core::sync::atomic::{AtomicU64, Ordering};
 use ipc::{NucleusMessage, Token};
 
 /// Round trips the `bench` option measures.
 const ROUNDS: u32 = 1000;
 
 struct RingBench {
-    token: Option<Token>,
     started_at: u64,
     rounds: u32,
     min: u64,
@@ -16,8 +16,11 @@ struct RingBench {
     rdtsc_cost: u64,
 }
 
+/// The outstanding ping's token, 0 for none (tokens start at 1). Apart from [`BENCH`], so
+/// the reply path's check of every token is one load.
+static TOKEN: AtomicU64 = AtomicU64::new(0);
+
 static BENCH: Exclusive<RingBench> = Exclusive::new(RingBench {
-    token: None,
     started_at: 0,
     rounds: 0,
     min: u64::MAX,
@@ -26,8 +29,9 @@ static BENCH: Exclusive<RingBench> = Exclusive::new(RingBench {
 });
 
 /// True if `token` is the benchmark's ping (its reply is not about any thread's event).
+#[inline(always)]
 pub fn owns(token: Token) -> bool {
-    BENCH.with(|b| b.token == Some(token))
+    TOKEN.load(Ordering::Relaxed) == token.0 && token.0 != 0
 }
 
 /// Cost of an empty `rdtsc` pair, subtracted from every sample.
@@ -56,13 +60,11 @@ fn send_ping(t: &mut Threads) {
         return;
     };
     let token = t.next_token();
-    BENCH.with(|b| {
-        b.token = Some(token);
-        b.started_at = bsp_x86_64::insn::rdtsc();
-    });
+    TOKEN.store(token.0, Ordering::Relaxed);
+    BENCH.with(|b| b.started_at = bsp_x86_64::insn::rdtsc());
     if let Err(e) = t.send(peer, &NucleusMessage::Ping { token }) {
         println!("bench: ring-roundtrip: cannot reach fred-server ({e})");
-        BENCH.with(|b| b.token = None);
+        TOKEN.store(0, Ordering::Relaxed);
     }
 }
 
@@ -77,7 +79,7 @@ pub fn on_reply(t: &mut Threads) {
         if b.rounds < ROUNDS {
             return true;
         }
-        b.token = None;
+        TOKEN.store(0, Ordering::Relaxed);
         println!(
             "bench: ring-roundtrip min={} max={} rounds={}",
             b.min, b.max, b.rounds

@@ -65,7 +65,9 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
     {
         return handle(frame, crate::syscall::handle);
     }
-    let event = match frame.event(0, 0) {
+    // Borrowed in place: moving the decoded event out of its `Result` cost a copy of it.
+    let decoded = frame.event(0, 0);
+    let event = match &decoded {
         Ok(event) => event,
         Err(error) => fatal(
             frame,
@@ -88,7 +90,7 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
                     format_args!("ring-3 event with no current server"),
                 );
             };
-            forward(t, frame, cur, &event, delivery)
+            forward(t, frame, cur, event, delivery)
         }),
         EventKind::SoftwareException { vector: 3 } => {
             // A trap: RIP already points after the int3, so returning resumes there.
@@ -96,8 +98,8 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
             crate::selftest_fred::breakpoint(frame);
         }
         EventKind::Exception { vector, error_code } => {
-            fatal::report_exception(&event, vector, error_code);
-            if crate::selftest::recover(frame, &event) {
+            fatal::report_exception(event, vector, error_code);
+            if crate::selftest::recover(frame, event) {
                 return;
             }
             fatal(

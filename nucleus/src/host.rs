@@ -195,7 +195,10 @@ pub mod loader {
             .unwrap_or_else(|| panic!("no image loaded as {name}"))
     }
 
-    pub fn load(_module: &core::ops::Range<u64>, start: &StartParams<'_>) -> Result<Image, LoadError> {
+    pub fn load(
+        _module: &core::ops::Range<u64>,
+        start: &StartParams<'_>,
+    ) -> Result<Image, LoadError> {
         if REFUSE.get() {
             return Err(LoadError::Refused);
         }
@@ -269,7 +272,9 @@ pub mod kit {
 
     /// Queues `message` on a thread's reply ring.
     pub fn send(ends: &mut ServerEnds, message: &ServerMessage) {
-        ends.replies.try_push_message(message).expect("reply ring has room");
+        ends.replies
+            .try_push_message(message)
+            .expect("reply ring has room");
     }
 
     /// A Ring3 frame at `rip`, as an event from a thread leaves it.

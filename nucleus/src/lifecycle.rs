@@ -152,7 +152,10 @@ mod tests {
         crate::host::loader::refuse(true);
         assert!(!start(&mut t, pv(), Some(0..10)));
         crate::host::loader::refuse(false);
-        assert_eq!(kit::output(), "server pv-server: rejected: refused by the test\n");
+        assert_eq!(
+            kit::output(),
+            "server pv-server: rejected: refused by the test\n"
+        );
         assert!(t.get(pv()).is_absent());
     }
 
@@ -204,7 +207,10 @@ mod tests {
         crate::mm::load_root(root);
         kill(&mut t, pv());
         assert_eq!(crate::host::mm::destroyed().last(), Some(&root.as_u64()));
-        assert_eq!(crate::host::mm::loaded_root(), crate::mm::kernel_root().as_u64());
+        assert_eq!(
+            crate::host::mm::loaded_root(),
+            crate::mm::kernel_root().as_u64()
+        );
         assert_eq!(kit::output(), "nucleus: pv-server stopped\n");
     }
 
@@ -214,7 +220,9 @@ mod tests {
         crate::host::loader::refuse(true);
         restart(&mut t, pv());
         crate::host::loader::refuse(false);
-        assert!(kit::output().ends_with("server pv-server: rejected on restart: refused by the test\n"));
+        assert!(
+            kit::output().ends_with("server pv-server: rejected on restart: refused by the test\n")
+        );
         assert!(t.get(pv()).is_absent());
     }
 }

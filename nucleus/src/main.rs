@@ -28,11 +28,11 @@ use host::{cpu, loader, mm};
 mod bench;
 mod forward;
 mod lifecycle;
+#[allow(unsafe_code)] // the two cells' own `Sync` and borrow (each argued in racy.rs)
+mod racy;
 mod syscall;
 mod text;
 mod thread;
-#[allow(unsafe_code)] // the two cells' own `Sync` and borrow (each argued in racy.rs)
-mod racy;
 #[allow(unsafe_code)] // PIC and PIT ports (the nucleus' own, never a server's)
 mod timer;
 

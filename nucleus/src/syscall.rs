@@ -12,7 +12,8 @@ use ipc::syscall::{Syscall, SyscallError, to_rax};
 const CONSOLE_WRITE_MAX: u64 = 1024;
 
 /// A `syscall` from the current thread: its number in RAX, arguments in RDI and RSI, the
-/// result back in RAX.
+/// result back in RAX. Each handler sets RAX when it succeeds and says what runs next; an
+/// error is the caller's return code, never a fault.
 #[inline]
 pub fn handle(t: &mut Threads, frame: &mut Frame) -> NextTask {
     let Some(cur) = t.current() else {
@@ -21,76 +22,77 @@ pub fn handle(t: &mut Threads, frame: &mut Frame) -> NextTask {
     t.get_mut(cur).made_syscall();
     let (number, arg0, arg1) = (frame.gprs.rax, frame.gprs.rdi, frame.gprs.rsi);
     let result = match Syscall::try_from(number) {
-        Ok(Syscall::ConsoleWrite) => console_write(t, cur, arg0, arg1).map(Done::Value),
-        Ok(Syscall::Nop) => Ok(Done::Value(0)),
-        Ok(Syscall::Yield) => Ok(Done::Then(NextTask::NextInTurn)),
-        Ok(Syscall::RingNotify) => ring_notify(t, cur, arg0),
+        Ok(Syscall::ConsoleWrite) => console_write(t, cur, arg0, arg1).map(|n| ok(frame, n)),
+        Ok(Syscall::Nop) => Ok(ok(frame, 0)),
+        Ok(Syscall::Yield) => {
+            frame.gprs.rax = 0;
+            Ok(NextTask::NextInTurn)
+        }
+        Ok(Syscall::RingNotify) => ring_notify(t, cur, arg0, frame),
         Ok(Syscall::RingWait) => ring_wait(t, cur, arg0, frame),
-        Ok(Syscall::Exit) => Ok(Done::Then(exit(t, cur, arg0))),
+        Ok(Syscall::Exit) => Ok(exit(t, cur, arg0)),
         Err(_) => Err(SyscallError::NoSuchSyscall),
     };
-    match result {
-        Ok(Done::Value(value)) => {
-            frame.gprs.rax = to_rax(Ok(value));
-            NextTask::Same
-        }
-        Ok(Done::Then(next)) => {
-            frame.gprs.rax = 0;
-            next
-        }
-        Err(error) => {
-            frame.gprs.rax = to_rax(Err(error));
-            NextTask::Same
-        }
-    }
+    result.unwrap_or_else(|error| {
+        frame.gprs.rax = to_rax(Err(error));
+        NextTask::Same
+    })
 }
 
-/// How a syscall that did not fail ends.
-enum Done {
-    /// The caller goes on with this in RAX.
-    Value(u64),
-    /// RAX = 0, and this runs next.
-    Then(NextTask),
+/// The caller goes on with `value` in RAX.
+#[inline(always)]
+fn ok(frame: &mut Frame, value: u64) -> NextTask {
+    frame.gprs.rax = to_rax(Ok(value));
+    NextTask::Same
 }
 
-fn ring_notify(t: &mut Threads, cur: ThreadId, ring: u64) -> Result<Done, SyscallError> {
+#[inline]
+fn ring_notify(
+    t: &mut Threads,
+    cur: ThreadId,
+    ring: u64,
+    frame: &mut Frame,
+) -> Result<NextTask, SyscallError> {
     match ring {
         layout::REPLY_RING_ID => {
             // Replies only act on *other* threads (those waiting for this fault handler), so
             // the caller's live frame and CR3 stay as they are.
+            frame.gprs.rax = 0;
             crate::forward::drain_replies(t, cur);
-            Ok(Done::Then(NextTask::Same))
+            Ok(NextTask::Same)
         }
-        layout::EVENT_RING_ID => Ok(Done::Value(0)),
+        layout::EVENT_RING_ID => Ok(ok(frame, 0)),
         _ => Err(SyscallError::NoSuchRing),
     }
 }
 
+#[inline]
 fn ring_wait(
     t: &mut Threads,
     cur: ThreadId,
     ring: u64,
     frame: &mut Frame,
-) -> Result<Done, SyscallError> {
+) -> Result<NextTask, SyscallError> {
     match ring {
         layout::EVENT_RING_ID => {
             frame.gprs.rax = 0;
             // Answer and sleep in one syscall: first take what the caller queued on its
             // reply ring (as RingNotify would), then wait for events.
             crate::forward::drain_replies(t, cur);
-            if t.get(cur).has_events() {
-                return Ok(Done::Then(NextTask::Same));
-            }
             let thread = t.get_mut(cur);
+            if thread.has_events() {
+                return Ok(NextTask::Same);
+            }
             thread.block_on_events();
             thread.frame = *frame;
-            Ok(Done::Then(NextTask::Other))
+            Ok(NextTask::Other)
         }
         layout::REPLY_RING_ID => Err(SyscallError::BadArgument),
         _ => Err(SyscallError::NoSuchRing),
     }
 }
 
+#[cold]
 fn exit(t: &mut Threads, cur: ThreadId, code: u64) -> NextTask {
     println!(
         "nucleus: {} exited with code {}",
@@ -178,7 +180,8 @@ mod tests {
     #[test]
     fn console_write_prints_the_callers_bytes_escaped() {
         let (mut t, mut frame) = calling(pv(), Syscall::ConsoleWrite, 0x5000, 9);
-        t.get_mut(pv()).space = Some(AddressSpace::fake(0x9000).with_bytes(0x5000, b"hi\x1b[2J\nok"));
+        t.get_mut(pv()).space =
+            Some(AddressSpace::fake(0x9000).with_bytes(0x5000, b"hi\x1b[2J\nok"));
         assert_eq!(handle(&mut t, &mut frame), NextTask::Same);
         assert_eq!(frame.gprs.rax, 9);
         assert_eq!(kit::output(), "hi\\x1b[2J\nok");

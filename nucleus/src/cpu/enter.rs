@@ -76,6 +76,7 @@ pub fn idle_frame() -> Frame {
 /// Gives the next thread a clean user GS: null selector, base 0 (threads have no TLS yet).
 /// Under FRED this is LKGS plus IA32_KERNEL_GS_BASE, never SWAPGS (design note, "GS
 /// handling"); ERETU swaps the base in.
+#[inline]
 pub fn load_user_gs() {
     let base = bsp_x86_64::msr::KernelGsBase::new(0).unwrap_or_else(|_| panic!("0 is canonical"));
     // SAFETY: ring 0 with interrupts off; LKGS is only used when FRED (and so LKGS, which the

@@ -7,11 +7,11 @@
 use crate::racy::RacyCell;
 use bsp_x86_64::entry::IDT_STUB_SIZE;
 use bsp_x86_64::gdt::{self, Gdt};
-use bsp_x86_64::tss::TaskStateSegment;
 use bsp_x86_64::idt::{Gate, Idt, Vector};
-use bsp_x86_64::tss::{IST_DB, IST_DF, IST_MC, IST_NMI};
 use bsp_x86_64::insn;
 use bsp_x86_64::stack_block::StackBlock;
+use bsp_x86_64::tss::TaskStateSegment;
+use bsp_x86_64::tss::{IST_DB, IST_DF, IST_MC, IST_NMI};
 
 unsafe extern "C" {
     /// First of the 256 IDT vector stubs (`bsp_x86_64::entry_stubs!`).

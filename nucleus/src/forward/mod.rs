@@ -43,18 +43,18 @@ pub fn event(
             ..*event
         };
         // A breakpoint is a debugging aid the handler resumes at once: no dump, so `int3`
-        // costs one message each way. Faults and hangs get the full register dump first.
-        let dump = if matches!(event.kind, EventKind::SoftwareException { .. }) {
-            None
+        // costs one message each way. Faults and hangs get the full register dump first
+        // (built in place: the `int3` path never moves a dump-sized value).
+        t.get_mut(cur).pending = Some(Pending { token, event });
+        let sent = if matches!(event.kind, EventKind::SoftwareException { .. }) {
+            // Straight from here: the pending copy is only for a re-send.
+            t.get_mut(cur).pending_dump = None;
+            t.send(handler, &NucleusMessage::Event { token, event })
         } else {
-            let mut dump = capture(t.get(handler).name(), frame);
-            user_stack_words(t, cur, frame.ret.rsp, &mut dump);
-            Some(dump)
+            keep_dump(t, cur, handler, frame, capture);
+            send_pending(t, cur)
         };
-        let thread = t.get_mut(cur);
-        thread.pending = Some(Pending { token, event });
-        thread.pending_dump = dump;
-        match send_pending(t, cur) {
+        match sent {
             Ok(()) => {
                 t.get_mut(cur).block_on_reply(token);
                 return NextTask::Other;
@@ -101,6 +101,21 @@ pub fn event(
         rehome_pending(t, cur);
     }
     NextTask::Other
+}
+
+/// Captures the dump that goes with thread `cur`'s pending event. Not inlined: merged into
+/// [`event`], the compiler built the `int3` path's `None` as a whole dump-sized copy.
+#[inline(never)]
+fn keep_dump(
+    t: &mut Threads,
+    cur: ThreadId,
+    handler: ThreadId,
+    frame: &Frame,
+    capture: Capture<'_>,
+) {
+    let mut dump = capture(t.get(handler).name(), frame);
+    user_stack_words(t, cur, frame.ret.rsp, &mut dump);
+    t.get_mut(cur).pending_dump = Some(dump);
 }
 
 /// Fills the dump's raw stack words from the thread's own stack, read through its address
@@ -239,7 +254,10 @@ mod tests {
         assert!(t.get(pv()).pending_dump.is_none());
         assert_eq!(t.get(pv()).frame.ret.rip, 0x40_0100);
         // fred-server's answer lets it run again.
-        kit::send(&mut fred_ends, &ServerMessage::Reply(Reply::Resume { token: *token }));
+        kit::send(
+            &mut fred_ends,
+            &ServerMessage::Reply(Reply::Resume { token: *token }),
+        );
         reply::drain_replies(&mut t, fred());
         assert!(t.get(pv()).runnable());
         assert!(t.get(pv()).pending.is_none());
@@ -259,8 +277,14 @@ mod tests {
         assert_eq!(event(&mut t, &frame, pv(), &ev, &no_dump), NextTask::Other);
         let messages = kit::recv_all(&mut fred_ends);
         assert!(matches!(messages.first(), Some(NucleusMessage::Dump(_))));
-        assert!(matches!(messages.last(), Some(NucleusMessage::Event { .. })));
-        assert_eq!(t.get(pv()).pending_dump.as_ref().unwrap().prefix.as_str(), "fred-server");
+        assert!(matches!(
+            messages.last(),
+            Some(NucleusMessage::Event { .. })
+        ));
+        assert_eq!(
+            t.get(pv()).pending_dump.as_ref().unwrap().prefix.as_str(),
+            "fred-server"
+        );
     }
 
     #[test]
@@ -272,7 +296,9 @@ mod tests {
             assert!(out.contains(
                 "nucleus: fred-server faulted and fred-server faulted itself: the nucleus reports it"
             ));
-            assert!(out.contains(&format!("nucleus: restarting fred-server (restart {restart})")));
+            assert!(out.contains(&format!(
+                "nucleus: restarting fred-server (restart {restart})"
+            )));
             assert_eq!(t.get(fred()).generation(), restart);
             t.set_current(Some(fred()));
         }

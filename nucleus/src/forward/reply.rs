@@ -6,29 +6,36 @@ use crate::thread::{ThreadId, Threads};
 use ipc::message::{Reply, ServerMessage};
 
 /// One record taken from a reply ring.
-enum Record {
+enum Record<'a> {
     /// A plain `Resume`, the reply to almost every event, read by hand as just its token (a
     /// `ServerMessage` is hundreds of bytes, not worth building and moving for a token).
     Resume(ipc::Token),
-    /// Anything else, decoded (or not).
-    Other(Result<ServerMessage, ipc::DecodeError>),
+    /// Anything else, decoded (or not) into the caller's slot: the record stays small, so
+    /// the hot `Resume` never moves a message-sized value.
+    Other(&'a Result<ServerMessage, ipc::DecodeError>),
 }
 
 /// Drains thread `from`'s reply ring.
+#[inline]
 pub fn drain_replies(t: &mut Threads, from: ThreadId) {
     loop {
         let thread = t.get_mut(from);
         let Some(ring) = thread.replies.as_mut() else {
             return;
         };
-        let popped = ring.pop_with(|record| match ipc::codec::resume_token(record) {
+        let mut slot = None;
+        let slot_ref = &mut slot;
+        let popped = ring.pop_with(move |record| match ipc::codec::resume_token(record) {
             Some(token) => Record::Resume(token),
-            None => Record::Other(ipc::codec::decode::<ServerMessage>(record)),
+            None => Record::Other(Option::insert(
+                slot_ref,
+                ipc::codec::decode::<ServerMessage>(record),
+            )),
         });
         let message = match popped {
             Ok(None) => return,
             Ok(Some(Record::Resume(token))) => {
-                on_reply(t, from, &Reply::Resume { token });
+                on_reply(t, from, token, &Reply::Resume { token });
                 continue;
             }
             Ok(Some(Record::Other(Ok(message)))) => message,
@@ -60,29 +67,30 @@ pub fn drain_replies(t: &mut Threads, from: ThreadId) {
                 lifecycle::check_ready(t);
             }
             ServerMessage::Log(line) => println!("{}: {}", thread.name(), line.text),
-            ServerMessage::Reply(reply) => on_reply(t, from, &reply),
+            ServerMessage::Reply(reply) => on_reply(t, from, reply.token(), reply),
             other => println!("nucleus: {}: unexpected message {other:?}", thread.name()),
         }
     }
 }
 
-/// A reply from thread `from`: only a fault handler decides about events.
-fn on_reply(t: &mut Threads, from: ThreadId, reply: &Reply) {
+/// A reply from thread `from` about `token` (`reply.token()`, which the caller has at hand):
+/// only a fault handler decides about events.
+#[inline(always)]
+fn on_reply(t: &mut Threads, from: ThreadId, token: ipc::Token, reply: &Reply) {
     if !t.is_fault_handler(from) {
         println!(
             "nucleus: {}: unexpected message Reply({reply:?})",
             t.get(from).name()
         );
-    } else if crate::bench::owns(reply.token()) {
+    } else if crate::bench::owns(token) {
         crate::bench::on_reply(t)
     } else {
-        settle(t, from, reply)
+        settle(t, from, token, reply)
     }
 }
 
 /// Carries out fault handler `from`'s decision about the event its token names.
-fn settle(t: &mut Threads, from: ThreadId, reply: &Reply) {
-    let token = reply.token();
+fn settle(t: &mut Threads, from: ThreadId, token: ipc::Token, reply: &Reply) {
     let Some(id) = t.waiting_for(from, token) else {
         println!(
             "nucleus: {}: reply for unknown event {token}, ignored",
@@ -173,12 +181,18 @@ mod tests {
     #[test]
     fn restart_and_kill_replies() {
         let (mut t, mut fred_ends, _) = waiting();
-        kit::send(&mut fred_ends, &ServerMessage::Reply(Reply::Restart { token: Token(42) }));
+        kit::send(
+            &mut fred_ends,
+            &ServerMessage::Reply(Reply::Restart { token: Token(42) }),
+        );
         drain_replies(&mut t, fred());
         assert_eq!(t.get(pv()).generation(), 1);
         assert!(t.get(pv()).runnable());
         t.get_mut(pv()).block_on_reply(Token(43));
-        kit::send(&mut fred_ends, &ServerMessage::Reply(Reply::Kill { token: Token(43) }));
+        kit::send(
+            &mut fred_ends,
+            &ServerMessage::Reply(Reply::Kill { token: Token(43) }),
+        );
         drain_replies(&mut t, fred());
         assert!(t.get(pv()).is_absent());
     }
@@ -186,13 +200,20 @@ mod tests {
     #[test]
     fn only_a_fault_handler_may_reply_and_only_to_a_known_token() {
         let (mut t, mut fred_ends, mut pv_ends) = waiting();
-        kit::send(&mut pv_ends, &ServerMessage::Reply(Reply::Kill { token: Token(42) }));
+        kit::send(
+            &mut pv_ends,
+            &ServerMessage::Reply(Reply::Kill { token: Token(42) }),
+        );
         drain_replies(&mut t, pv());
         assert!(
-            kit::output()
-                .contains("nucleus: pv-server: unexpected message Reply(Kill { token: Token(42) })")
+            kit::output().contains(
+                "nucleus: pv-server: unexpected message Reply(Kill { token: Token(42) })"
+            )
         );
-        kit::send(&mut fred_ends, &ServerMessage::Reply(Reply::Kill { token: Token(9) }));
+        kit::send(
+            &mut fred_ends,
+            &ServerMessage::Reply(Reply::Kill { token: Token(9) }),
+        );
         drain_replies(&mut t, fred());
         assert_eq!(
             kit::output(),
@@ -205,7 +226,10 @@ mod tests {
     fn an_undecodable_record_is_reported_and_draining_goes_on() {
         let (mut t, mut fred_ends, _) = waiting();
         fred_ends.replies.try_push(&[0xff; 20]).unwrap();
-        kit::send(&mut fred_ends, &ServerMessage::Reply(Reply::Resume { token: Token(42) }));
+        kit::send(
+            &mut fred_ends,
+            &ServerMessage::Reply(Reply::Resume { token: Token(42) }),
+        );
         drain_replies(&mut t, fred());
         assert!(kit::output().starts_with("nucleus: fred-server: dropped a message: "));
         assert!(t.get(pv()).runnable());

@@ -13,6 +13,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 static LOADED_ROOT: AtomicU64 = AtomicU64::new(0);
 
 /// Makes `root` the tables the CPU walks (no CR3 write if it already is).
+#[inline]
 pub fn load_root(root: PhysAddr) {
     let root = root.as_u64();
     if LOADED_ROOT.load(Ordering::Relaxed) != root {

@@ -251,6 +251,7 @@ impl Thread {
     }
 
     /// Whether its event ring holds messages it has not taken yet.
+    #[inline]
     pub fn has_events(&self) -> bool {
         self.events
             .as_ref()
@@ -350,7 +351,7 @@ impl Threads {
     pub fn waiting_for(&self, handler: ThreadId, token: Token) -> Option<ThreadId> {
         self.ids().find(|&id| {
             let t = self.get(id);
-            t.fault_handler == Some(handler) && t.waits_for(token)
+            t.waits_for(token) && t.fault_handler == Some(handler)
         })
     }
 

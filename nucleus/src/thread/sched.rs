@@ -90,6 +90,7 @@ pub fn tick(t: &mut Threads, frame: &Frame) -> Tick {
 }
 
 /// The next runnable thread after the current one, round robin.
+#[inline]
 fn pick_next(t: &Threads) -> Option<ThreadId> {
     let n = super::MAX_THREADS;
     let start = t.current().map_or(0, |c| c.index() + 1);
@@ -187,7 +188,10 @@ mod tests {
         assert_eq!(t.get(fred()).frame, saved);
         assert_eq!(t.current(), None);
         assert_eq!(frame.ret.rip, IDLE_RIP);
-        assert_eq!(crate::host::mm::loaded_root(), crate::mm::kernel_root().as_u64());
+        assert_eq!(
+            crate::host::mm::loaded_root(),
+            crate::mm::kernel_root().as_u64()
+        );
     }
 
     #[test]
