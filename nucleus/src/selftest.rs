@@ -301,7 +301,7 @@ fn nested_tick() {
     let mut windows = 0;
     while crate::timer::ticks() == before && windows < TICK_WINDOWS {
         // SAFETY: CPL 0 with the dispatcher installed; the only unmasked line is the PIT's,
-        // whose handler acknowledges it and returns here (interrupts.rs).
+        // whose handler acknowledges it and returns here (dispatch.rs).
         unsafe { selftest_interrupt_window() };
         windows += 1;
     }

@@ -35,7 +35,7 @@ const NULL_STORE: [u8; 8] = [0x48, 0x89, 0x04, 0x25, 0, 0, 0, 0];
 const UD2: [u8; 2] = [0x0f, 0x0b];
 const PAUSE: [u8; 2] = [0xf3, 0x90];
 
-/// The watchdog's limit: 2 s of 100 Hz ticks without a syscall (`nucleus/src/servers.rs`).
+/// The watchdog's limit: 2 s of 100 Hz ticks without a syscall (`nucleus/src/thread/sched.rs`).
 const HUNG_TICKS: u32 = 200;
 
 // ---- expected lines -----------------------------------------------------------------------
