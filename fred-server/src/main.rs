@@ -25,7 +25,6 @@ mod policy;
 #[cfg(target_os = "none")]
 mod server {
     use ipc::println;
-    use ipc::rt::console::Console;
     use ipc::rt::{Server, exit_code, sys, testopts};
 
     use crate::dispatch::Fred;
@@ -41,25 +40,13 @@ mod server {
         // Test option: crash on the first event, before answering it, in generation 0 (the
         // nucleus must hand the unanswered event to the restarted fred-server).
         let crash_on_event = server.info().has_arg(b"fault-on-event") && server.generation() == 0;
-        loop {
-            server.wait();
-            while let Some(message) = server.recv() {
-                if crash_on_event && matches!(message, ipc::NucleusMessage::Event { .. }) {
-                    println!("test option: fault-on-event: ud2 before answering");
-                    ipc::rt::cpu::invalid_opcode();
-                }
-                let mut console = Console::new();
-                let reply = fred.handle(message, &mut console);
-                drop(console);
-                // Queued, not sent: the `wait` that ends this loop hands the replies over
-                // (one syscall to answer and sleep).
-                if let Some(reply) = reply
-                    && let Err(error) = server.queue(&reply)
-                {
-                    println!("reply not sent: {error}");
-                }
+        server.serve(|message, console| {
+            if crash_on_event && matches!(message, ipc::NucleusMessage::Event { .. }) {
+                println!("test option: fault-on-event: ud2 before answering");
+                ipc::rt::cpu::invalid_opcode();
             }
-        }
+            fred.handle(message, console)
+        })
     }
 
     ipc::declare_server!(main);

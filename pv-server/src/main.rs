@@ -25,10 +25,9 @@ mod guest_hypercalls;
 
 #[cfg(target_os = "none")]
 mod server {
+    use ipc::ServerMessage;
     use ipc::println;
-    use ipc::rt::console::Console;
     use ipc::rt::{Server, exit_code, sys, testopts};
-    use ipc::{ServerMessage, message::NucleusMessage};
 
     use crate::{bench, guests::GuestTable, hypercall};
 
@@ -48,22 +47,10 @@ mod server {
         if server.info().has_arg(b"bench") {
             bench::run();
         }
-        loop {
-            server.wait();
-            while let Some(message) = server.recv() {
-                serve(&mut server, &table, message);
-            }
-        }
-    }
-
-    fn serve(server: &mut Server, table: &GuestTable, message: NucleusMessage) {
-        let mut console = Console::new();
-        if let Some(reply) = hypercall::handle(table, server.name(), message, &mut console) {
-            drop(console);
-            if let Err(error) = server.queue(&ServerMessage::Reply(reply)) {
-                println!("reply not sent: {error}");
-            }
-        }
+        let name = server.name();
+        server.serve(|message, console| {
+            hypercall::handle(&table, name, message, console).map(ServerMessage::Reply)
+        })
     }
 
     ipc::declare_server!(main);

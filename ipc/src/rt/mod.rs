@@ -33,6 +33,7 @@ use crate::layout::{
 };
 use crate::message::{Hello, NucleusMessage, SERVER_NAME_MAX, ServerMessage, ServerName};
 use crate::ring::{AttachError, Consumer, Producer, PushError};
+use console::Console;
 
 pub use sys::{RingId, SysError};
 
@@ -254,6 +255,30 @@ impl Server {
     /// Records received that did not decode, or reads of a corrupt ring.
     pub fn bad_messages(&self) -> u32 {
         self.bad_messages
+    }
+
+    /// The server main loop: sleeps until the nucleus publishes events, hands each message
+    /// to `handle` with a console for the lines it prints, and queues the answer `handle`
+    /// gives (the next [`Server::wait`] hands the answers over: one syscall to answer and
+    /// sleep). The console is flushed before the answer is queued, so a report's lines come
+    /// out before the nucleus acts on the answer.
+    pub fn serve(
+        mut self,
+        mut handle: impl FnMut(NucleusMessage, &mut Console) -> Option<ServerMessage>,
+    ) -> ! {
+        loop {
+            self.wait();
+            while let Some(message) = self.recv() {
+                let mut console = Console::new();
+                let answer = handle(message, &mut console);
+                drop(console);
+                if let Some(answer) = answer
+                    && let Err(error) = self.queue(&answer)
+                {
+                    crate::println!("reply not sent: {error}");
+                }
+            }
+        }
     }
 }
 
