@@ -43,23 +43,15 @@ pub fn capture(prefix: &str, frame: &Frame, delivery: Delivery) -> RegisterDump 
     let stack =
         crate::cpu::stacks::block().map_or(StackName::Unknown, |b| b.stack_name(frame_addr));
     let ret = &frame.ret;
-    let control = crate::cpu::control::read();
     let mut dump = RegisterDump {
         prefix: Text::truncated(prefix),
         cpu: 0,
         delivery,
         stack,
         stack_level: stack_level(delivery, page),
-        cr0: control.cr0,
-        cr2: control.cr2,
-        cr3: control.cr3,
-        cr4: control.cr4,
-        efer: control.efer,
-        fs_base: control.fs_base,
-        gs_base: control.gs_base,
-        kernel_gs_base: control.kernel_gs_base,
         ..RegisterDump::default()
     };
+    crate::cpu::control::fill(&mut dump);
     frame.fill_dump(&mut dump);
     if ret.cs.selector().rpl() == 0 {
         dump.symbol = crate::symbols::lookup(ret.rip);

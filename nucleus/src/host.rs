@@ -141,20 +141,7 @@ pub mod loader {
     /// Ring capacity of the stand-in images.
     const RING: usize = 2048;
 
-    pub struct StartParams<'a> {
-        pub name: &'static str,
-        pub generation: u32,
-        pub args: &'a [u8],
-    }
-
-    pub struct Image {
-        pub space: AddressSpace,
-        pub entry: u64,
-        pub events: Producer<'static>,
-        pub replies: Consumer<'static>,
-        pub bytes: usize,
-        pub segments: usize,
-    }
+    pub use crate::image::{Image, StartParams};
 
     #[derive(Clone, Copy, Debug)]
     pub enum LoadError {
@@ -260,7 +247,7 @@ pub mod kit {
     /// The next message in a thread's event ring, as the thread would decode it.
     pub fn recv(ends: &mut ServerEnds) -> Option<NucleusMessage> {
         ends.events
-            .pop_with(|record| ipc::codec::decode::<NucleusMessage>(record))
+            .pop_with(ipc::codec::decode::<NucleusMessage>)
             .expect("event ring intact")
             .map(|decoded| decoded.expect("decodable message"))
     }

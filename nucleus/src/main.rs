@@ -27,6 +27,7 @@ use host::{cpu, loader, mm};
 // The safe core: host-tested.
 mod bench;
 mod forward;
+mod image;
 mod lifecycle;
 #[allow(unsafe_code)] // the two cells' own `Sync` and borrow (each argued in racy.rs)
 mod racy;

@@ -1,0 +1,85 @@
+//! The thread table's verbs and lookups.
+use super::*;
+use crate::host::kit::{self, fred, pv};
+
+#[test]
+fn boot_table_names_fred_server_as_pv_servers_fault_handler() {
+    let t = Threads::new();
+    assert_eq!(t.get(pv()).fault_handler(), Some(fred()));
+    assert_eq!(t.get(fred()).fault_handler(), None);
+    assert!(t.is_fault_handler(fred()));
+    assert!(!t.is_fault_handler(pv()));
+    assert_eq!(t.first_fault_handler(), Some(fred()));
+}
+
+#[test]
+fn state_changes_through_verbs() {
+    let mut t = kit::booted();
+    let thread = t.get_mut(pv());
+    assert_eq!(thread.state(), State::Ready);
+    thread.block_on_events();
+    assert!(!thread.runnable());
+    thread.wake();
+    assert_eq!(thread.state(), State::Ready);
+    thread.block_on_reply(Token(7));
+    assert!(thread.waits_for(Token(7)));
+    thread.wake(); // an event does not end a wait for a reply
+    assert!(thread.waits_for(Token(7)));
+    thread.resume();
+    assert!(thread.runnable());
+    thread.stop();
+    assert!(thread.is_absent());
+    assert!(thread.events.is_none() && thread.replies.is_none());
+}
+
+#[test]
+fn live_fault_handler_is_none_once_the_handler_is_gone() {
+    let mut t = kit::booted();
+    assert_eq!(t.live_fault_handler(pv()), Some(fred()));
+    assert_eq!(t.live_fault_handler(fred()), None);
+    crate::lifecycle::kill(&mut t, fred());
+    assert_eq!(t.live_fault_handler(pv()), None);
+}
+
+#[test]
+fn watchdog_fires_after_the_limit_and_starts_over() {
+    let mut t = kit::booted();
+    let thread = t.get_mut(pv());
+    assert!(!(0..3).any(|_| thread.tick_exceeds(3)));
+    assert!(thread.tick_exceeds(3));
+    assert!(!thread.tick_exceeds(3));
+    thread.made_syscall();
+    assert!(!(0..3).any(|_| thread.tick_exceeds(3)));
+}
+
+#[test]
+fn send_wakes_a_thread_waiting_for_events() {
+    let mut t = kit::booted();
+    t.get_mut(fred()).block_on_events();
+    t.send(fred(), &NucleusMessage::Ping { token: Token(3) })
+        .unwrap();
+    assert!(t.get(fred()).runnable());
+    let mut ends = kit::server_ends("fred-server");
+    let messages = kit::recv_all(&mut ends);
+    assert!(matches!(
+        messages.last(),
+        Some(NucleusMessage::Ping { token: Token(3) })
+    ));
+}
+
+#[test]
+fn ready_is_reported_once_when_every_started_thread_said_hello() {
+    fn on_ready() -> AfterReady {
+        println!("READY");
+        AfterReady::Run
+    }
+    let mut t = kit::booted();
+    t.set_on_ready(on_ready);
+    assert_eq!(t.check_ready(), None);
+    t.get_mut(fred()).greet();
+    assert_eq!(t.check_ready(), None);
+    t.get_mut(pv()).greet();
+    assert_eq!(t.check_ready(), Some(AfterReady::Run));
+    assert_eq!(t.check_ready(), None);
+    assert_eq!(kit::output(), "READY\n");
+}
