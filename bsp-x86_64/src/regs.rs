@@ -164,6 +164,10 @@ bitflags! {
 }
 
 impl Rflags {
+    /// IF and the always-set bit 1, nothing else (IOPL 0): what a context the nucleus
+    /// enters from scratch starts with.
+    pub const INTERRUPTS_ON: Self = Self::IF.union(Self::FIXED);
+
     /// The I/O privilege level, 0..=3.
     pub const fn iopl(self) -> u8 {
         ((self.bits() >> 12) & 0b11) as u8

@@ -4,31 +4,10 @@
 //! magic and EBX = the physical address of the boot information. The trampoline lives in
 //! `.boot` (linked at its physical address), builds throw-away page tables that identity-map
 //! the first 4 GiB and alias the first 2 GiB at the higher half, enters long mode and jumps
-//! to [`kernel_entry`] on a higher-half boot stack, which hands the loader's registers to
-//! `startup`. Nothing here is used after
-//! `memory::init` replaces these tables with the nucleus' own W^X mappings.
-use bsp_x86_64::stack_block::StackBlock;
+//! to [`kernel_entry`] on the higher-half boot stack (`cpu::stacks::BOOT_STACK`), which hands
+//! the loader's registers to `startup`. Nothing here is used after `memory::init` replaces
+//! these tables with the nucleus' own W^X mappings.
 use core::arch::global_asm;
-use core::sync::atomic::{AtomicBool, Ordering};
-
-/// Size of the stack the nucleus boots on, before the per-CPU stack block exists.
-pub const BOOT_STACK_SIZE: usize = 64 * 1024;
-
-#[repr(C, align(4096))]
-pub struct BootStack(pub [u8; BOOT_STACK_SIZE]);
-
-/// The boot stack; `entry64` points RSP at its end.
-#[unsafe(no_mangle)]
-pub static mut BOOT_STACK: BootStack = BootStack([0; BOOT_STACK_SIZE]);
-
-/// True if `[addr, addr + len)` lies inside the boot stack.
-pub fn on_boot_stack(addr: u64, len: u64) -> bool {
-    let base = core::ptr::addr_of!(BOOT_STACK) as u64;
-    addr >= base
-        && addr
-            .checked_add(len)
-            .is_some_and(|end| end <= base + BOOT_STACK_SIZE as u64)
-}
 
 global_asm!(
     r#"
@@ -202,95 +181,13 @@ entry64:
     call {kernel_entry}
     ud2
 "#,
-    stack_size = const BOOT_STACK_SIZE,
+    stack_size = const crate::cpu::stacks::BOOT_STACK_SIZE,
     kernel_entry = sym kernel_entry,
 );
 
-global_asm!(
-    ".global continue_on_stack",
-    // In: RDI = new stack top (16-byte aligned), RSI = function that never returns.
-    "continue_on_stack:",
-    "mov rsp, rdi",
-    "xor ebp, ebp",
-    "call rsi",
-    "ud2",
-);
-
-unsafe extern "C" {
-    /// Switches to the stack whose top is `top` and calls `next` there.
-    ///
-    /// # Safety
-    /// `top` must be the 16-byte aligned top of a mapped, otherwise unused stack.
-    fn continue_on_stack(top: u64, next: extern "C" fn() -> !) -> !;
-}
-
-/// What the boot loader handed over: EAX = multiboot2 magic, EBX = its structure
-/// (physical). Made only by [`kernel_entry`]; read at most once, on the boot tables.
-pub struct LoaderHandoff {
-    magic: u32,
-    info: u32,
-}
-
-impl LoaderHandoff {
-    /// Reads GRUB's structure. Must run before `memory::init` replaces the boot tables
-    /// (startup does it first thing).
-    pub fn read(self) -> Result<crate::bootinfo::BootSummary, crate::bootinfo::BootInfoError> {
-        // SAFETY: the boot tables identity-map the first 4 GiB where GRUB placed its
-        // structure, and `self` exists once (made by `kernel_entry`, consumed here).
-        unsafe { crate::bootinfo::read(self.magic, self.info) }
-    }
-}
-
 /// Rust entry from the trampoline: EDI = multiboot2 magic, ESI = boot information.
 extern "C" fn kernel_entry(magic: u32, info: u32) -> ! {
-    crate::startup::kernel(LoaderHandoff { magic, info })
-}
-
-static SWITCHED: AtomicBool = AtomicBool::new(false);
-
-/// Leaves the boot stack for CPU 0's primary stack in `block` and calls `next` there.
-/// Only the first call switches; a second one panics.
-pub fn continue_on_primary(block: &StackBlock, next: extern "C" fn() -> !) -> ! {
-    if SWITCHED.swap(true, Ordering::Relaxed) {
-        panic!("boot: second switch to the stack block");
-    }
-    // SAFETY: `memory::init` just mapped the block and nothing ran on its primary stack yet
-    // (this is the first switch); its top (below cpu_info) is 64-byte aligned.
-    unsafe { continue_on_stack(block.primary_top(), next) }
-}
-
-global_asm!(
-    // The nucleus' only interruptible code: a timer tick that lands in here interrupted no
-    // work, so it may replace the context (`dispatch`, `thread::sched`); anywhere else it must
-    // return to it.
-    ".global nucleus_idle_start, nucleus_idle, nucleus_idle_end",
-    // In: IF = 0 (boot, once no server is runnable). Enables interrupts and waits.
-    "nucleus_idle_start:",
-    "sti",
-    // Entered through an IRET/ERETS with RFLAGS.IF = 1: wait for the next interrupt.
-    "nucleus_idle:",
-    "hlt",
-    "jmp nucleus_idle",
-    "nucleus_idle_end:",
-);
-
-unsafe extern "C" {
-    /// Enables interrupts and halts until the next one, forever.
-    fn nucleus_idle_start() -> !;
-    static nucleus_idle_end: u8;
-}
-
-/// Whether `rip` lies in the idle loop (a ring-0 RIP an interrupt may have interrupted).
-pub fn in_idle_loop(rip: u64) -> bool {
-    let start = nucleus_idle_start as *const () as u64;
-    // A linker symbol: only its address is taken, never its value.
-    let end = core::ptr::addr_of!(nucleus_idle_end) as u64;
-    (start..end).contains(&rip)
-}
-
-/// Boot's end once no server is runnable: the idle loop, with interrupts on.
-pub fn idle_forever() -> ! {
-    // SAFETY: CPL 0 with the dispatcher installed: every interrupt that wakes the loop is
-    // handled, and the timer tick switches to a server from here once one is runnable.
-    unsafe { nucleus_idle_start() }
+    // SAFETY: these are the loader's registers as the trampoline received them, and the boot
+    // tables that map its structure are still live (startup reads it first thing).
+    crate::startup::start_nucleus(unsafe { crate::bootinfo::LoaderHandoff::new(magic, info) })
 }

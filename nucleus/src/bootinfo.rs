@@ -94,6 +94,30 @@ fn region_kind(typ: MemoryAreaType) -> RegionKind {
     }
 }
 
+/// What the boot loader handed over: EAX = multiboot2 magic, EBX = its structure
+/// (physical). Made once, by the trampoline's Rust entry; read at most once.
+pub struct LoaderHandoff {
+    magic: u32,
+    info: u32,
+}
+
+impl LoaderHandoff {
+    /// # Safety
+    /// `magic` and `info` must be the loader's registers, and the boot tables that
+    /// identity-map its structure must stay live until [`LoaderHandoff::read`].
+    pub unsafe fn new(magic: u32, info: u32) -> Self {
+        Self { magic, info }
+    }
+
+    /// Reads GRUB's structure. Must run before `memory::init` replaces the boot tables
+    /// (startup does it first thing).
+    pub fn read(self) -> Result<BootSummary, BootInfoError> {
+        // SAFETY: `new`'s contract: the boot tables map the structure, and `self` is
+        // consumed here, so it is read once.
+        unsafe { read(self.magic, self.info) }
+    }
+}
+
 /// Reads GRUB's structure at physical `info_phys` (identity-mapped during boot).
 ///
 /// # Safety

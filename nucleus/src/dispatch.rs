@@ -181,7 +181,7 @@ static MASKED_TICKS_REPORTED: AtomicU64 = AtomicU64::new(0);
 /// borrowed — so it only counts: it must neither switch contexts (the interrupted code would
 /// never resume, still holding what it held) nor print.
 fn interrupted_nucleus_work(frame: &Frame) -> bool {
-    if frame.ret.cs.selector().rpl() == 3 || crate::boot::in_idle_loop(frame.ret.rip) {
+    if frame.ret.cs.selector().rpl() == 3 || crate::cpu::enter::in_idle_loop(frame.ret.rip) {
         return false;
     }
     if !Rflags::from_bits_retain(frame.ret.rflags).contains(Rflags::IF) {

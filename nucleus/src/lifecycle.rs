@@ -1,10 +1,10 @@
 //! Starting and stopping threads: start from a boot module, kill, restart, and telling the
 //! fault handler who is running ("announce"); `nucleus: ready` once all said hello.
-use crate::forward::changes::RFLAGS_USER;
 use crate::loader::{self, LoadError, StartParams};
 use crate::thread::{AfterReady, ThreadId, Threads};
 use bsp_x86_64::frame::{CsQword, Frame, SsQword};
 use bsp_x86_64::gdt;
+use bsp_x86_64::regs::Rflags;
 use ipc::NucleusMessage;
 use ipc::layout;
 
@@ -64,7 +64,8 @@ fn entry_frame(entry: u64) -> Frame {
     frame.ret.cs = CsQword::from_raw(u64::from(gdt::USER_CS64.raw()));
     frame.ret.ss = SsQword::from_raw(u64::from(gdt::USER_DS.raw()));
     frame.ret.rsp = layout::STACK_TOP;
-    frame.ret.rflags = RFLAGS_USER.bits();
+    // IF on, IOPL 0 (FRED's ERETU insists, and threads get no ports).
+    frame.ret.rflags = Rflags::INTERRUPTS_ON.bits();
     frame.gprs.rdi = layout::START_INFO;
     frame
 }

@@ -1,7 +1,6 @@
 //! The boot sequence (architecture.md §2): from the trampoline's first Rust call to the
 //! first thread, and the `nucleus: ready` decision once every thread said hello.
-use crate::boot::LoaderHandoff;
-use crate::bootinfo::{self, BootSummary};
+use crate::bootinfo::{self, BootSummary, LoaderHandoff};
 use crate::exit::{self, Status};
 use crate::text::Escaped;
 use crate::thread::{self, AfterReady, BOOT_THREADS};
@@ -28,8 +27,8 @@ struct WhenReady {
 
 static WHEN_READY: Once<WhenReady> = Once::new();
 
-/// From `boot::kernel_entry`, on the boot stack.
-pub fn kernel(loader: LoaderHandoff) -> ! {
+/// From the trampoline's Rust entry (`boot.rs`), on the boot stack.
+pub fn start_nucleus(loader: LoaderHandoff) -> ! {
     // First of all: exceptions are reported from here on (design note, "Initialisation").
     crate::cpu::tables::install_early_idt();
     crate::console::init();
@@ -44,7 +43,7 @@ pub fn kernel(loader: LoaderHandoff) -> ! {
         }
     };
     early_arm_exit(&boot.cmdline);
-    if words(&boot.cmdline).any(|w| w == b"selftest=early-fault") {
+    if cmdline_words(&boot.cmdline).any(|w| w == b"selftest=early-fault") {
         crate::selftest::early_fault();
     }
 
@@ -102,7 +101,7 @@ pub fn kernel(loader: LoaderHandoff) -> ! {
     crate::cpu::stacks::set_block(&layout.stack_block);
     crate::cpu::tables::use_stack_block(&layout.stack_block);
     HANDOFF.call_once(|| Handoff { boot, options });
-    crate::boot::continue_on_primary(&layout.stack_block, on_stack_block)
+    crate::cpu::enter::continue_on_primary(&layout.stack_block, on_stack_block)
 }
 
 /// Boot continues on CPU 0's primary stack (SL0 / TSS.RSP0).
@@ -149,7 +148,7 @@ extern "C" fn on_stack_block() -> ! {
     // Straight into the first thread: boot does not wait for a timer tick (a machine
     // without a working PIT still boots; it only loses preemption).
     crate::cpu::enter::enter_first(|frame| thread::with(|t| thread::sched::start(t, frame)));
-    crate::boot::idle_forever()
+    crate::cpu::enter::idle_forever()
 }
 
 /// Every started thread said hello: boot is complete. Prints the marker, ends the run if
@@ -173,7 +172,7 @@ fn servers_ready() -> AfterReady {
     }
 }
 
-fn words(cmdline: &[u8]) -> impl Iterator<Item = &[u8]> {
+fn cmdline_words(cmdline: &[u8]) -> impl Iterator<Item = &[u8]> {
     cmdline
         .split(|b| b.is_ascii_whitespace())
         .filter(|w| !w.is_empty())
@@ -182,7 +181,7 @@ fn words(cmdline: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// Arms the test exit before anything else can fail, so even a fault reported by the
 /// early IDT ends an emulator run (the full parse re-arms it from the same option).
 fn early_arm_exit(cmdline: &[u8]) {
-    for word in words(cmdline) {
+    for word in cmdline_words(cmdline) {
         match word {
             b"exit=qemu" => exit::arm_qemu(),
             b"exit=bochs" => exit::arm_bochs(),

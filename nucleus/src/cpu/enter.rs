@@ -1,9 +1,11 @@
-//! Entering a frame from Rust: the first thread's at boot, the idle context, and the user
-//! GS a thread starts with. Every later entry is the exit half of the entry stubs.
-use crate::forward::changes::RFLAGS_USER;
+//! Entering a context from Rust: the primary stack at boot, the first thread's frame, the
+//! idle loop (the nucleus' only interruptible code), and the user GS a thread starts with.
+//! Every later entry is the exit half of the entry stubs.
 use crate::racy::RacyCell;
 use bsp_x86_64::frame::{CsQword, Frame, SsQword};
 use bsp_x86_64::gdt;
+use bsp_x86_64::regs::Rflags;
+use bsp_x86_64::stack_block::StackBlock;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 unsafe extern "C" {
@@ -11,7 +13,7 @@ unsafe extern "C" {
     /// (IRETQ with SWAPGS for ring 3 / ERETU or ERETS).
     static idt_exit: u8;
     static fred_exit: u8;
-    /// `hlt` loop with interrupts on (`boot.rs`), where the CPU waits when no thread runs.
+    /// `hlt` loop with interrupts on (below), where the CPU waits when no thread runs.
     fn nucleus_idle() -> !;
 }
 
@@ -68,7 +70,7 @@ pub fn idle_frame() -> Frame {
     frame.ret.rip = nucleus_idle as *const () as u64;
     frame.ret.cs = CsQword::from_raw(u64::from(gdt::KERNEL_CS.raw()));
     frame.ret.ss = SsQword::from_raw(u64::from(gdt::KERNEL_DS.raw()));
-    frame.ret.rflags = RFLAGS_USER.bits();
+    frame.ret.rflags = Rflags::INTERRUPTS_ON.bits();
     frame.ret.rsp = (IDLE_STACK.get() as u64 + 512 * 8) & !0xf;
     frame
 }
@@ -82,4 +84,71 @@ pub fn load_user_gs() {
     // SAFETY: ring 0 with interrupts off; LKGS is only used when FRED (and so LKGS, which the
     // policy requires) is enabled; the null selector is always loadable.
     unsafe { bsp_x86_64::fred::load_user_gs(super::fred::enabled(), gdt::Selector::NULL, base) };
+}
+
+core::arch::global_asm!(
+    ".global continue_on_stack",
+    // In: RDI = new stack top (16-byte aligned), RSI = function that never returns.
+    "continue_on_stack:",
+    "mov rsp, rdi",
+    "xor ebp, ebp",
+    "call rsi",
+    "ud2",
+);
+
+unsafe extern "C" {
+    /// Switches to the stack whose top is `top` and calls `next` there.
+    ///
+    /// # Safety
+    /// `top` must be the 16-byte aligned top of a mapped, otherwise unused stack.
+    fn continue_on_stack(top: u64, next: extern "C" fn() -> !) -> !;
+}
+
+static SWITCHED: AtomicBool = AtomicBool::new(false);
+
+/// Leaves the boot stack for CPU 0's primary stack in `block` and calls `next` there.
+/// Only the first call switches; a second one panics.
+pub fn continue_on_primary(block: &StackBlock, next: extern "C" fn() -> !) -> ! {
+    if SWITCHED.swap(true, Ordering::Relaxed) {
+        panic!("boot: second switch to the stack block");
+    }
+    // SAFETY: `memory::init` just mapped the block and nothing ran on its primary stack yet
+    // (this is the first switch); its top (below cpu_info) is 64-byte aligned.
+    unsafe { continue_on_stack(block.primary_top(), next) }
+}
+
+core::arch::global_asm!(
+    // The nucleus' only interruptible code: a timer tick that lands in here interrupted no
+    // work, so it may replace the context (`dispatch`, `thread::sched`); anywhere else it must
+    // return to it.
+    ".global nucleus_idle_start, nucleus_idle, nucleus_idle_end",
+    // In: IF = 0 (boot, once no server is runnable). Enables interrupts and waits.
+    "nucleus_idle_start:",
+    "sti",
+    // Entered through an IRET/ERETS with RFLAGS.IF = 1: wait for the next interrupt.
+    "nucleus_idle:",
+    "hlt",
+    "jmp nucleus_idle",
+    "nucleus_idle_end:",
+);
+
+unsafe extern "C" {
+    /// Enables interrupts and halts until the next one, forever.
+    fn nucleus_idle_start() -> !;
+    static nucleus_idle_end: u8;
+}
+
+/// Whether `rip` lies in the idle loop (a ring-0 RIP an interrupt may have interrupted).
+pub fn in_idle_loop(rip: u64) -> bool {
+    let start = nucleus_idle_start as *const () as u64;
+    // A linker symbol: only its address is taken, never its value.
+    let end = core::ptr::addr_of!(nucleus_idle_end) as u64;
+    (start..end).contains(&rip)
+}
+
+/// Boot's end once no server is runnable: the idle loop, with interrupts on.
+pub fn idle_forever() -> ! {
+    // SAFETY: CPL 0 with the dispatcher installed: every interrupt that wakes the loop is
+    // handled, and the timer tick switches to a server from here once one is runnable.
+    unsafe { nucleus_idle_start() }
 }

@@ -37,7 +37,7 @@ pub fn is_mapped_stack(addr: u64, len: u64) -> bool {
 /// overflowing code's last frames). `None` (and nothing read) if neither is readable.
 pub fn read_words(rsp: u64, out: &mut [u64]) -> Option<u64> {
     let span = out.len() as u64 * 8;
-    let readable = |at: u64| is_mapped_stack(at, span) || crate::boot::on_boot_stack(at, span);
+    let readable = |at: u64| is_mapped_stack(at, span) || on_boot_stack(at, span);
     let from = if readable(rsp) {
         rsp
     } else {
@@ -51,4 +51,23 @@ pub fn read_words(rsp: u64, out: &mut [u64]) -> Option<u64> {
         *word = unsafe { core::ptr::read_volatile((from + i as u64 * 8) as *const u64) };
     }
     Some(from)
+}
+
+/// Size of the stack the nucleus boots on, before the per-CPU stack block exists.
+pub const BOOT_STACK_SIZE: usize = 64 * 1024;
+
+#[repr(C, align(4096))]
+pub struct BootStack(pub [u8; BOOT_STACK_SIZE]);
+
+/// The boot stack; `entry64` points RSP at its end.
+#[unsafe(no_mangle)]
+pub static mut BOOT_STACK: BootStack = BootStack([0; BOOT_STACK_SIZE]);
+
+/// True if `[addr, addr + len)` lies inside the boot stack.
+pub fn on_boot_stack(addr: u64, len: u64) -> bool {
+    let base = core::ptr::addr_of!(BOOT_STACK) as u64;
+    addr >= base
+        && addr
+            .checked_add(len)
+            .is_some_and(|end| end <= base + BOOT_STACK_SIZE as u64)
 }

@@ -8,7 +8,7 @@ use ipc::message::{Gpr, ResumeChanges};
 
 /// RFLAGS of every Ring3 thread: IF set, everything else clear (IOPL 0: FRED's ERETU
 /// insists, and servers get no ports).
-pub const RFLAGS_USER: Rflags = Rflags::IF.union(Rflags::FIXED);
+pub const RFLAGS_USER: Rflags = Rflags::INTERRUPTS_ON;
 
 /// The flags a handler may change: arithmetic flags, TF, DF, AC. IF stays on and IOPL 0.
 const RFLAGS_CHANGEABLE: Rflags = Rflags::CF
