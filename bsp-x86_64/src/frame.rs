@@ -45,6 +45,28 @@ pub struct Gprs {
     pub reserved: u64,
 }
 
+impl Gprs {
+    /// Every register zero.
+    pub const ZERO: Self = Self {
+        r15: 0,
+        r14: 0,
+        r13: 0,
+        r12: 0,
+        rbp: 0,
+        rbx: 0,
+        r11: 0,
+        r10: 0,
+        r9: 0,
+        r8: 0,
+        rax: 0,
+        rcx: 0,
+        rdx: 0,
+        rsi: 0,
+        rdi: 0,
+        reserved: 0,
+    };
+}
+
 /// The CS qword of the return state (frame +0x10, fred-facts.md §3.4).
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -406,24 +428,7 @@ impl FredState {
 impl Frame {
     /// Every register zero: the start of a frame built by hand (a thread's first entry).
     pub const ZERO: Self = Self {
-        gprs: Gprs {
-            r15: 0,
-            r14: 0,
-            r13: 0,
-            r12: 0,
-            rbp: 0,
-            rbx: 0,
-            r11: 0,
-            r10: 0,
-            r9: 0,
-            r8: 0,
-            rax: 0,
-            rcx: 0,
-            rdx: 0,
-            rsi: 0,
-            rdi: 0,
-            reserved: 0,
-        },
+        gprs: Gprs::ZERO,
         ret: FredState {
             error_code: 0,
             rip: 0,

@@ -67,24 +67,7 @@ static TRAMPOLINE: TrampolineCell = TrampolineCell(UnsafeCell::new(Trampoline {
     host_rsp: 0,
 }));
 
-const ZERO_GPRS: Gprs = Gprs {
-    r15: 0,
-    r14: 0,
-    r13: 0,
-    r12: 0,
-    rbp: 0,
-    rbx: 0,
-    r11: 0,
-    r10: 0,
-    r9: 0,
-    r8: 0,
-    rax: 0,
-    rcx: 0,
-    rdx: 0,
-    rsi: 0,
-    rdi: 0,
-    reserved: 0,
-};
+const ZERO_GPRS: Gprs = Gprs::ZERO;
 
 macro_rules! gpr_offsets {
     ($field:ident) => {
