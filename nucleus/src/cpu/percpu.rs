@@ -17,8 +17,7 @@ unsafe extern "C" {
 pub fn init_syscall(block: &StackBlock) {
     use bsp_x86_64::cpu_info::CpuInfo;
     use bsp_x86_64::msr::{
-        self, Cstar, Fmask, GsBase, KernelGsBase, Lstar, Star, SysenterCs, SysenterEip,
-        SysenterEsp,
+        self, Cstar, Fmask, GsBase, KernelGsBase, Lstar, Star, SysenterCs, SysenterEip, SysenterEsp,
     };
     use bsp_x86_64::regs::Efer;
     let info = CpuInfo {
