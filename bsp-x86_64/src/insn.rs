@@ -219,6 +219,18 @@ pub unsafe fn ltr(selector: Selector) {
     unsafe { asm!("ltr {:x}", in(reg) selector.raw(), options(nostack, preserves_flags)) };
 }
 
+/// Loads LDTR. fredvisor has no LDT: the nucleus loads the null selector, so that any
+/// reference to the LDT raises #GP instead of reading descriptors at the reset value of
+/// LDTR's base (linear address 0, limit 0xffff: the bottom of a server's address space).
+///
+/// # Safety
+/// `selector` must be null or name a present LDT descriptor in the GDT; CPL 0.
+#[inline]
+pub unsafe fn lldt(selector: Selector) {
+    // SAFETY: the caller guarantees a null or valid LDT selector; lldt only loads LDTR.
+    unsafe { asm!("lldt {:x}", in(reg) selector.raw(), options(nostack, preserves_flags)) };
+}
+
 /// Loads SS (with FRED, SS = kernel DS before CR4.FRED: fred-facts.md §11 point 3).
 ///
 /// # Safety

@@ -145,16 +145,24 @@ fn interrupt(frame: &mut Frame, vector: u8, delivery: Delivery) {
             }
             report_nmis();
             report_masked_ticks();
-            return handle(frame, |t, frame| match sched::tick(t, frame) {
-                Tick::Run(next) => next,
-                Tick::Hung(cur) => match frame.event(0, cur.owner()) {
-                    Ok(event) => forward(t, frame, cur, &event, delivery),
-                    Err(_) => NextTask::Same,
-                },
+            return handle(frame, |t, frame| {
+                crate::lifecycle::tick(t);
+                tick_verdict(t, frame, delivery)
             });
         }
     }
     println!("nucleus: unexpected interrupt, vector {vector}");
+}
+
+/// What the timer tick found, carried out: preemption, or the hung thread forwarded.
+fn tick_verdict(t: &mut Threads, frame: &mut Frame, delivery: Delivery) -> NextTask {
+    match sched::tick(t, frame) {
+        Tick::Run(next) => next,
+        Tick::Hung(cur) => match frame.event(0, cur.owner()) {
+            Ok(event) => forward(t, frame, cur, &event, delivery),
+            Err(_) => NextTask::Same,
+        },
+    }
 }
 
 /// Reports NMIs counted since the last report. Called from a safe context (the timer tick),

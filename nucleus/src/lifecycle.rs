@@ -1,5 +1,10 @@
 //! Starting and stopping threads: start from a boot module, kill, restart, and telling the
 //! fault handler who is running ("announce"); `nucleus: ready` once all said hello.
+//!
+//! Every restart, whoever asks for it (a fault handler's reply, a fault nobody could be told
+//! about, a fault handler's own crash), comes out of the thread's restart budget: the first
+//! at once, each later one after a doubling backoff, and once the budget is spent the
+//! nucleus gives up on the thread and it stays down (issue 13).
 use crate::loader::{self, LoadError, StartParams};
 use crate::thread::{AfterReady, ThreadId, Threads};
 use bsp_x86_64::frame::{CsQword, Frame, SsQword};
@@ -36,15 +41,64 @@ pub fn kill(t: &mut Threads, id: ThreadId) {
     check_ready(t);
 }
 
-/// Kills thread `id` and loads it again from its module, as the next generation.
+/// Restarts the nucleus grants one thread within [`RESTART_WINDOW_TICKS`], whoever asked.
+/// More than fred-server's policy grants, so that policy speaks first.
+pub const RESTART_BUDGET: u32 = 5;
+/// A thread that ran this long after its last restart starts with a fresh budget (60 s).
+pub const RESTART_WINDOW_TICKS: u64 = 60 * crate::timer::HZ as u64;
+/// The backoff before the second restart of a run; it doubles for each one after (50 ms).
+pub const RESTART_BACKOFF_TICKS: u64 = 5;
+
+/// Kills thread `id` and loads it again from its module, as the next generation: at once
+/// the first time, after a backoff later, and not at all once its budget is spent.
 pub fn restart(t: &mut Threads, id: ThreadId) {
     kill(t, id);
+    let now = crate::timer::ticks();
     let thread = t.get_mut(id);
-    thread.count_restart();
     let name = thread.name();
-    println!("nucleus: restarting {name} (restart {})", thread.restarts());
+    match thread.count_restart(now, RESTART_BUDGET, RESTART_WINDOW_TICKS) {
+        Err(restarts) => println!(
+            "nucleus: gave up on {name} ({restarts} restarts in {} s did not help); it stays down",
+            RESTART_WINDOW_TICKS / u64::from(crate::timer::HZ)
+        ),
+        Ok(n) => {
+            println!("nucleus: restarting {name} (restart {})", thread.restarts());
+            match n {
+                1 => reload(t, id),
+                n => thread.restart_at(now + (RESTART_BACKOFF_TICKS << (n - 2))),
+            }
+        }
+    }
+}
+
+/// Loads a restarted thread again.
+fn reload(t: &mut Threads, id: ThreadId) {
     if let Err(e) = load(t, id) {
-        println!("server {name}: rejected on restart: {e}");
+        println!("server {}: rejected on restart: {e}", t.get(id).name());
+    }
+}
+
+/// The timer tick's share: console allowances refilled (and what they withheld reported),
+/// and the threads whose restart backoff is over loaded again; a fault handler coming back
+/// gets the events its predecessor left unanswered.
+pub fn tick(t: &mut Threads) {
+    let now = crate::timer::ticks();
+    for id in t.ids() {
+        let thread = t.get_mut(id);
+        let name = thread.name();
+        let (logs, complaints) = thread.console_tick();
+        if complaints > 0 {
+            println!("nucleus: {name}: {complaints} more complaint(s) about its messages not shown");
+        }
+        if logs > 0 {
+            println!("nucleus: {name}: {logs} log line(s) dropped (console budget)");
+        }
+        if thread.restart_due(now) {
+            reload(t, id);
+            if t.is_fault_handler(id) {
+                crate::forward::rehome_pending(t, id);
+            }
+        }
     }
 }
 

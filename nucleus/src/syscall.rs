@@ -8,7 +8,7 @@ use bsp_x86_64::frame::Frame;
 use ipc::layout;
 use ipc::syscall::{Syscall, SyscallError, to_rax};
 
-/// Longest console write.
+/// Longest console write (of which one call prints at most `ipc::console::WRITE_BYTES_MAX`).
 const CONSOLE_WRITE_MAX: u64 = 1024;
 
 /// A `syscall` from the current thread: its number in RAX, arguments in RDI and RSI, the
@@ -106,29 +106,34 @@ fn exit(t: &mut Threads, cur: ThreadId, code: u64) -> NextTask {
     NextTask::Other
 }
 
-fn console_write(t: &Threads, cur: ThreadId, ptr: u64, len: u64) -> Result<u64, SyscallError> {
+fn console_write(t: &mut Threads, cur: ThreadId, ptr: u64, len: u64) -> Result<u64, SyscallError> {
     if len > CONSOLE_WRITE_MAX {
         return Err(SyscallError::BadArgument);
     }
     let mut buf = [0u8; CONSOLE_WRITE_MAX as usize];
     let buf = &mut buf[..len as usize];
-    let space = t.get(cur).space.as_ref().ok_or(SyscallError::BadPointer)?;
+    let thread = t.get_mut(cur);
+    let space = thread.space.as_ref().ok_or(SyscallError::BadPointer)?;
     space
         .read(ptr, buf)
         .map_err(|BadPointer| SyscallError::BadPointer)?;
-    // Printable ASCII and newlines pass; anything else is escaped so a server cannot drive
-    // the terminal.
-    for line in buf.split_inclusive(|&b| b == b'\n') {
-        let (text, newline) = match line.split_last() {
-            Some((b'\n', text)) => (text, true),
-            _ => (line, false),
-        };
-        print!("{}", Escaped(text));
-        if newline {
-            println!();
-        }
+    // Every line prefixed with the thread's name and escaped, within its console budget: the
+    // caller learns how much was taken and writes the rest later (`ipc::console`).
+    let name = thread.name();
+    let taken = ipc::console::write(name, buf, &mut thread.console, |line| {
+        print_server_line(name, line)
+    });
+    Ok(taken as u64)
+}
+
+/// One line of thread `name`'s: the prefix where `ipc::console` says it is missing, the text
+/// escaped, the nucleus' own newline.
+pub fn print_server_line(name: &str, line: ipc::console::Line<'_>) {
+    if line.prefix {
+        println!("{name}: {}", Escaped(line.text));
+    } else {
+        println!("{}", Escaped(line.text));
     }
-    Ok(len)
 }
 
 #[cfg(test)]
@@ -184,7 +189,24 @@ mod tests {
             Some(AddressSpace::fake(0x9000).with_bytes(0x5000, b"hi\x1b[2J\nok"));
         assert_eq!(handle(&mut t, &mut frame), NextTask::Same);
         assert_eq!(frame.gprs.rax, 9);
-        assert_eq!(kit::output(), "hi\\x1b[2J\nok");
+        // Every line gets the caller's name and its own newline (issue 13).
+        assert_eq!(kit::output(), "pv-server: hi\\x1b[2J\npv-server: ok\n");
+    }
+
+    #[test]
+    fn console_write_takes_only_what_the_tick_allows() {
+        let junk = [1u8; 1024];
+        let (mut t, mut frame) = calling(pv(), Syscall::ConsoleWrite, 0x5000, 1024);
+        t.get_mut(pv()).space = Some(AddressSpace::fake(0x9000).with_bytes(0x5000, &junk));
+        assert_eq!(handle(&mut t, &mut frame), NextTask::Same);
+        let taken = frame.gprs.rax;
+        assert!(taken > 0 && 12 + taken * 4 <= ipc::console::WRITE_BYTES_MAX as u64);
+        kit::output();
+        // The budget is spent: the next write takes nothing until the ticks refill it.
+        frame.gprs.rax = Syscall::ConsoleWrite as u64;
+        assert_eq!(handle(&mut t, &mut frame), NextTask::Same);
+        assert_eq!(frame.gprs.rax, 0);
+        assert_eq!(kit::output(), "");
     }
 
     #[test]

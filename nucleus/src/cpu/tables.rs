@@ -60,6 +60,10 @@ pub fn install_gdt() {
     unsafe { insn::load_ds_es(gdt::KERNEL_DS) };
     // SAFETY: the TSS descriptor is present and not busy (loaded once per boot).
     unsafe { insn::ltr(gdt::TSS) };
+    // SAFETY: the null selector is always loadable into LDTR at CPL 0. LDTR's reset value is
+    // a "present" LDT at linear address 0: an LDT selector would read descriptors there, in
+    // a server's half (issue 13: a far call through selector 0x07 read address 0).
+    unsafe { insn::lldt(gdt::Selector::NULL) };
 }
 
 /// Points TSS.RSP0 and the IST slots into the stack block and switches the IDT's `#DF`,

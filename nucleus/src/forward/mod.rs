@@ -5,8 +5,8 @@
 //! ring of the thread's fault handler with a fresh token, and the thread waits for the
 //! handler's `Reply` ([`reply`]): resume (possibly with changed registers, checked by
 //! [`changes`]), kill or restart. A thread without a live fault handler, or whose handler
-//! cannot be reached, is reported and restarted by the nucleus — a thread with no fault
-//! handler at all (fred-server) a bounded number of times.
+//! cannot be reached, is reported and restarted by the nucleus, within the thread's restart
+//! budget (`lifecycle`). An event and its dump go into the handler's ring all or nothing.
 pub mod changes;
 pub mod reply;
 
@@ -17,11 +17,7 @@ use crate::thread::sched::NextTask;
 use crate::thread::{Pending, SendFailure, ThreadId, Threads};
 use bsp_x86_64::frame::Frame;
 use ipc::dump::RegisterDump;
-use ipc::{Event, EventKind, NucleusMessage, Token};
-
-/// How often the nucleus restarts a crashed thread that has no fault handler before giving
-/// up on it.
-pub const UNHANDLED_RESTARTS: u32 = 3;
+use ipc::{Event, EventKind, NucleusMessage};
 
 /// Captures the register dump of the event in `frame`, labelled with the given prefix.
 pub type Capture<'a> = &'a dyn Fn(&str, &Frame) -> RegisterDump;
@@ -60,12 +56,27 @@ pub fn event(
                 return NextTask::Other;
             }
             Err(e) => {
-                t.get_mut(cur).pending = None;
-                println!(
-                    "nucleus: cannot forward {}'s fault to {} ({e}); restarting it",
-                    t.get(cur).name(),
-                    t.get(handler).name()
-                )
+                let thread = t.get_mut(cur);
+                thread.pending = None;
+                thread.pending_dump = None;
+                let name = thread.name();
+                let handler_name = t.get(handler).name();
+                let dropped = t.get(handler).events.as_ref().map_or(0, |r| r.dropped());
+                match e {
+                    SendFailure::Ring(ipc::SendError::Push(ipc::ring::PushError::Full {
+                        ..
+                    })) => println!(
+                        "nucleus: {handler_name}'s event ring is full: {name}'s fault is not \
+                         forwarded ({dropped} message(s) dropped so far); the nucleus reports it"
+                    ),
+                    e => println!(
+                        "nucleus: cannot forward {name}'s fault to {handler_name} ({e}); the \
+                         nucleus reports it"
+                    ),
+                }
+                let mut dump = capture("nucleus", frame);
+                user_stack_words(t, cur, frame.ret.rsp, &mut dump);
+                println!("{dump}");
             }
         }
     } else {
@@ -86,17 +97,7 @@ pub fn event(
         }
         println!("{dump}");
     }
-    let thread = t.get(cur);
-    if thread.fault_handler().is_none() && thread.restarts() >= UNHANDLED_RESTARTS {
-        println!(
-            "nucleus: {} crashed {} times, giving up on it",
-            thread.name(),
-            thread.restarts() + 1
-        );
-        lifecycle::kill(t, cur);
-    } else {
-        lifecycle::restart(t, cur);
-    }
+    lifecycle::restart(t, cur);
     if t.is_fault_handler(cur) {
         rehome_pending(t, cur);
     }
@@ -134,40 +135,48 @@ fn user_stack_words(t: &Threads, id: ThreadId, rsp: u64, dump: &mut RegisterDump
     }
 }
 
-/// Sends thread `id`'s forwarded event (dump first, then the event) to its fault handler.
+/// Sends thread `id`'s forwarded event (dump first, then the event) to its fault handler,
+/// all or nothing: a ring without room for every part gets none of them (the handler never
+/// sees a dump without its event), and each message is counted in the ring's `dropped`.
 fn send_pending(t: &mut Threads, id: ThreadId) -> Result<(), SendFailure> {
     let thread = t.get(id);
     let (Some(Pending { token, event }), Some(handler)) = (thread.pending, thread.fault_handler())
     else {
         return Ok(());
     };
-    // A copy: the dump lives in the sender's slot while the handler's ring is written. Only
-    // faults and re-sends pay for it, never `int3`.
-    if let Some(dump) = thread.pending_dump.clone() {
-        send_dump(t, handler, &dump, token)?;
+    if handler == id {
+        return Err(SendFailure::NoRing);
     }
-    t.send(handler, &NucleusMessage::Event { token, event })
-}
-
-/// Sends a faulting thread's register dump to `handler`, in ring-sized parts.
-fn send_dump(
-    t: &mut Threads,
-    handler: ThreadId,
-    dump: &RegisterDump,
-    token: Token,
-) -> Result<(), SendFailure> {
     let mut buf = [0u8; ipc::dump_parts::DUMP_BYTES_MAX];
-    let parts = ipc::dump_parts::split(
-        dump,
-        token,
-        ipc::message::DumpReason::ServerCrash,
-        0,
-        &mut buf,
-    )
-    .map_err(|_| SendFailure::DumpTooLarge)?;
-    for part in parts {
-        t.send(handler, &NucleusMessage::Dump(part))?;
+    let (waiting, receiver) = t.pair_mut(id, handler);
+    let ring = receiver.events.as_mut().ok_or(SendFailure::NoRing)?;
+    let mut batch = ring.batch();
+    let mut result = Ok(());
+    let mut messages = 1u32;
+    // A breakpoint has no dump (only faults and hangs pay for one).
+    if let Some(dump) = waiting.pending_dump.as_ref() {
+        let reason = ipc::message::DumpReason::ServerCrash;
+        let Ok(parts) = ipc::dump_parts::split(dump, token, reason, 0, &mut buf) else {
+            batch.abandon();
+            return Err(SendFailure::DumpTooLarge);
+        };
+        for part in parts {
+            messages += 1;
+            if result.is_ok() {
+                result = batch.try_push_message(&NucleusMessage::Dump(part));
+            }
+        }
     }
+    if result.is_ok() {
+        result = batch.try_push_message(&NucleusMessage::Event { token, event });
+    }
+    if let Err(e) = result {
+        batch.abandon();
+        ring.count_drops(messages);
+        return Err(SendFailure::Ring(e));
+    }
+    drop(batch);
+    receiver.wake();
     Ok(())
 }
 
@@ -179,6 +188,9 @@ pub fn rehome_pending(t: &mut Threads, handler: ThreadId) {
         let thread = t.get(id);
         if id == handler || thread.fault_handler() != Some(handler) || thread.pending.is_none() {
             continue;
+        }
+        if t.get(handler).is_restarting() {
+            continue; // handed over once its backoff is over (`lifecycle::tick`)
         }
         let running = !t.get(handler).is_absent();
         let resent = running && send_pending(t, id).is_ok();
@@ -288,9 +300,10 @@ mod tests {
     }
 
     #[test]
-    fn a_fault_of_a_thread_without_handler_is_reported_and_restarted_a_bounded_number_of_times() {
+    fn a_fault_of_a_thread_without_handler_is_reported_and_restarted_within_its_budget() {
+        use crate::lifecycle::RESTART_BUDGET;
         let (mut t, _, _) = running(fred());
-        for restart in 1..=UNHANDLED_RESTARTS {
+        for restart in 1..=RESTART_BUDGET {
             assert_eq!(int3(&mut t, fred()), NextTask::Other);
             let out = kit::output();
             assert!(out.contains(
@@ -299,12 +312,24 @@ mod tests {
             assert!(out.contains(&format!(
                 "nucleus: restarting fred-server (restart {restart})"
             )));
+            // The first restart is at once; each later one waits out its backoff.
+            assert_eq!(t.get(fred()).is_restarting(), restart > 1);
+            while t.get(fred()).is_restarting() {
+                crate::timer::tick();
+                crate::lifecycle::tick(&mut t);
+            }
             assert_eq!(t.get(fred()).generation(), restart);
             t.set_current(Some(fred()));
         }
+        kit::output();
         assert_eq!(int3(&mut t, fred()), NextTask::Other);
-        assert!(kit::output().contains("nucleus: fred-server crashed 4 times, giving up on it"));
-        assert!(t.get(fred()).is_absent());
+        assert!(kit::output().contains(
+            "nucleus: gave up on fred-server (5 restarts in 60 s did not help); it stays down"
+        ));
+        assert!(t.get(fred()).is_absent() && !t.get(fred()).is_restarting());
+        crate::timer::tick();
+        crate::lifecycle::tick(&mut t);
+        assert!(t.get(fred()).is_absent(), "it stays down");
     }
 
     #[test]
@@ -350,5 +375,37 @@ mod tests {
             "nucleus: pv-server's event has no fred-server to answer it; restarting pv-server"
         ));
         assert!(t.get(pv()).runnable());
+    }
+
+    #[test]
+    fn a_full_handler_ring_gets_none_of_a_dump_and_its_event_and_counts_them() {
+        let (mut t, mut fred_ends, _) = running(pv());
+        // fred-server takes nothing: fill its ring with pings.
+        let mut n = 0;
+        while t.send(fred(), &NucleusMessage::Ping { token: ipc::Token(n) }).is_ok() {
+            n += 1;
+        }
+        let frame = kit::user_frame(0x40_0200);
+        let ev = event_of(
+            &frame,
+            EventKind::Exception {
+                vector: 6,
+                error_code: 0,
+            },
+        );
+        kit::output();
+        assert_eq!(event(&mut t, &frame, pv(), &ev, &no_dump), NextTask::Other);
+        let out = kit::output();
+        assert!(out.contains(
+            "nucleus: fred-server's event ring is full: pv-server's fault is not forwarded ("
+        ));
+        assert!(out.contains("nucleus: ----[ register dump"));
+        assert!(out.contains("nucleus: restarting pv-server (restart 1)"));
+        // Nothing but the pings went in: no dump part without its event.
+        let messages = kit::recv_all(&mut fred_ends);
+        assert_eq!(messages.len() as u64, n);
+        assert!(messages.iter().all(|m| matches!(m, NucleusMessage::Ping { .. })));
+        // The refused ping, the dump's part and the event (and the restart's ServerStarted).
+        assert!(fred_ends.events.dropped_by_producer() >= 3);
     }
 }

@@ -5,6 +5,9 @@ use crate::lifecycle;
 use crate::thread::{ThreadId, Threads};
 use ipc::message::{Reply, ServerMessage};
 
+/// Complaints about one thread's messages printed per tick; the rest are counted.
+pub const COMPLAINTS_PER_TICK: u32 = 4;
+
 /// One record taken from a reply ring.
 enum Record<'a> {
     /// A plain `Resume`, the reply to almost every event, read by hand as just its token (a
@@ -41,7 +44,9 @@ pub fn drain_replies(t: &mut Threads, from: ThreadId) {
             Ok(Some(Record::Other(Ok(message)))) => message,
             Ok(Some(Record::Other(Err(e)))) => {
                 // The record was consumed: report it and go on with the next.
-                println!("nucleus: {}: dropped a message: {e}", thread.name());
+                if thread.may_complain(COMPLAINTS_PER_TICK) {
+                    println!("nucleus: {}: dropped a message: {e}", thread.name());
+                }
                 continue;
             }
             Err(e) => {
@@ -66,9 +71,19 @@ pub fn drain_replies(t: &mut Threads, from: ThreadId) {
                 );
                 lifecycle::check_ready(t);
             }
-            ServerMessage::Log(line) => println!("{}: {}", thread.name(), line.text),
+            ServerMessage::Log(line) => {
+                let name = thread.name();
+                match ipc::console::log_line(name, line.text.as_bytes(), &mut thread.console) {
+                    Some(line) => crate::syscall::print_server_line(name, line),
+                    None => thread.drop_log(),
+                }
+            }
             ServerMessage::Reply(reply) => on_reply(t, from, reply.token(), reply),
-            other => println!("nucleus: {}: unexpected message {other:?}", thread.name()),
+            other => {
+                if thread.may_complain(COMPLAINTS_PER_TICK) {
+                    println!("nucleus: {}: unexpected message {other:?}", thread.name());
+                }
+            }
         }
     }
 }
@@ -78,10 +93,12 @@ pub fn drain_replies(t: &mut Threads, from: ThreadId) {
 #[inline(always)]
 fn on_reply(t: &mut Threads, from: ThreadId, token: ipc::Token, reply: &Reply) {
     if !t.is_fault_handler(from) {
-        println!(
-            "nucleus: {}: unexpected message Reply({reply:?})",
-            t.get(from).name()
-        );
+        if t.get_mut(from).may_complain(COMPLAINTS_PER_TICK) {
+            println!(
+                "nucleus: {}: unexpected message Reply({reply:?})",
+                t.get(from).name()
+            );
+        }
     } else if crate::bench::owns(token) {
         crate::bench::on_reply(t)
     } else {
@@ -252,5 +269,52 @@ mod tests {
             )
         );
         assert!(t.get(fred()).said_hello());
+    }
+
+    fn log(text: &str) -> ServerMessage {
+        ServerMessage::Log(ipc::message::LogLine {
+            level: ipc::message::LogLevel::Info,
+            text: text.try_into().unwrap(),
+        })
+    }
+
+    #[test]
+    fn a_log_line_is_prefixed_and_escaped_and_dropped_over_budget() {
+        let (mut t, _fred_ends, mut pv_ends) = waiting();
+        kit::send(&mut pv_ends, &log("x\nnucleus: FATAL: forged\r"));
+        let long = "y".repeat(100);
+        kit::send(&mut pv_ends, &log(&long));
+        kit::send(&mut pv_ends, &log(&long));
+        drain_replies(&mut t, pv());
+        assert_eq!(
+            kit::output(),
+            format!("pv-server: x\\x0anucleus: FATAL: forged\\x0d\npv-server: {long}\n")
+        );
+        // The tick reports what the spent budget dropped.
+        crate::lifecycle::tick(&mut t);
+        while !t.get(pv()).console.available() {
+            crate::lifecycle::tick(&mut t);
+        }
+        crate::lifecycle::tick(&mut t);
+        assert!(kit::output().contains("nucleus: pv-server: 1 log line(s) dropped (console budget)\n"));
+    }
+
+    #[test]
+    fn complaints_about_one_threads_messages_are_limited_per_tick() {
+        let (mut t, _fred_ends, mut pv_ends) = waiting();
+        for _ in 0..COMPLAINTS_PER_TICK + 2 {
+            pv_ends.replies.try_push(&[0xff; 8]).unwrap();
+        }
+        drain_replies(&mut t, pv());
+        let out = kit::output();
+        assert_eq!(
+            out.matches("nucleus: pv-server: dropped a message: ").count(),
+            COMPLAINTS_PER_TICK as usize
+        );
+        crate::lifecycle::tick(&mut t);
+        assert_eq!(
+            kit::output(),
+            "nucleus: pv-server: 2 more complaint(s) about its messages not shown\n"
+        );
     }
 }

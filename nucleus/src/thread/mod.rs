@@ -65,6 +65,8 @@ pub enum State {
     WaitingForEvents,
     /// Waiting for its fault handler's reply about its event `Token`.
     WaitingForReply(Token),
+    /// Killed, to be loaded again from its module at tick `at` (the restart backoff).
+    Restarting { at: u64 },
 }
 
 /// An event forwarded to the fault handler and not answered yet, kept so a handler that dies
@@ -98,6 +100,16 @@ pub struct Thread {
     /// The register dump that went with `pending` (faults and hangs; not `int3`). Kept apart
     /// so the hot `int3` path never moves a dump-sized value.
     pub pending_dump: Option<ipc::dump::RegisterDump>,
+    /// What it may still print before the next tick (`ipc::console`).
+    pub console: ipc::console::Budget,
+    /// `Log` messages dropped for want of console budget, not reported yet.
+    logs_dropped: u32,
+    /// Restarts since its budget was last fresh, and the tick of the last one.
+    recent_restarts: u32,
+    last_restart: u64,
+    /// Complaint lines about its messages printed in this tick, and those withheld.
+    complaints: u32,
+    complaints_withheld: u32,
 }
 
 impl Thread {
@@ -129,6 +141,12 @@ impl Thread {
             ticks_without_syscall: 0,
             pending: None,
             pending_dump: None,
+            console: ipc::console::Budget::new(),
+            logs_dropped: 0,
+            recent_restarts: 0,
+            last_restart: 0,
+            complaints: 0,
+            complaints_withheld: 0,
         }
     }
 
@@ -166,8 +184,27 @@ impl Thread {
         self.hello
     }
 
+    /// Not running and not coming back by itself: never started, killed, given up. A thread
+    /// waiting out its restart backoff is absent too (no rings, no frame), but
+    /// [`Thread::restart_due`] brings it back.
     pub fn is_absent(&self) -> bool {
-        self.state == State::Absent
+        matches!(self.state, State::Absent | State::Restarting { .. })
+    }
+
+    /// Waiting out its restart backoff.
+    pub fn is_restarting(&self) -> bool {
+        matches!(self.state, State::Restarting { .. })
+    }
+
+    /// Its backoff is over at tick `now`: it becomes absent, to be loaded by the caller.
+    pub fn restart_due(&mut self, now: u64) -> bool {
+        match self.state {
+            State::Restarting { at } if now >= at => {
+                self.state = State::Absent;
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn runnable(&self) -> bool {
@@ -197,10 +234,57 @@ impl Thread {
         self.hello = false;
     }
 
-    /// Counts a restart: the next image is a new generation.
-    pub fn count_restart(&mut self) {
+    /// Counts a restart at tick `now` against the budget, which refills once the thread ran
+    /// `window` ticks since its last restart. `Ok(n)`: restart `n` of this run of restarts
+    /// (the next image is a new generation); `Err(n)`: the budget of `budget` restarts is
+    /// spent, after `n`.
+    pub fn count_restart(&mut self, now: u64, budget: u32, window: u64) -> Result<u32, u32> {
+        if self.recent_restarts > 0 && now.saturating_sub(self.last_restart) > window {
+            self.recent_restarts = 0;
+        }
+        if self.recent_restarts >= budget {
+            return Err(self.recent_restarts);
+        }
+        self.recent_restarts += 1;
+        self.last_restart = now;
         self.restarts += 1;
         self.generation += 1;
+        Ok(self.recent_restarts)
+    }
+
+    /// Waits out a restart backoff until tick `at`.
+    pub fn restart_at(&mut self, at: u64) {
+        self.state = State::Restarting { at };
+    }
+
+    /// May one more line complaining about its messages be printed now? (A server must not
+    /// make the nucleus flood the console on its behalf either.)
+    pub fn may_complain(&mut self, per_tick: u32) -> bool {
+        if self.complaints < per_tick {
+            self.complaints += 1;
+            true
+        } else {
+            self.complaints_withheld = self.complaints_withheld.saturating_add(1);
+            false
+        }
+    }
+
+    /// A `Log` message found no console budget.
+    pub fn drop_log(&mut self) {
+        self.logs_dropped = self.logs_dropped.saturating_add(1);
+    }
+
+    /// The tick: a fresh console allowance; returns the `Log` lines and complaints withheld
+    /// since the last report, for one line each (and starts counting again).
+    pub fn console_tick(&mut self) -> (u32, u32) {
+        self.console.tick();
+        self.complaints = 0;
+        let withheld = core::mem::take(&mut self.complaints_withheld);
+        let logs = match self.console.available() {
+            true => core::mem::take(&mut self.logs_dropped),
+            false => 0,
+        };
+        (logs, withheld)
     }
 
     pub fn greet(&mut self) {
@@ -225,8 +309,9 @@ impl Thread {
     /// Its fault handler answered: the pending event is settled (what happens to the thread
     /// is the answer's business).
     pub fn settle(&mut self) {
+        // The watchdog's count stays: an answered event is not a syscall, and a thread that
+        // only ever traps (an `int3` loop) is as hung as one that spins.
         self.pending = None;
-        self.ticks_without_syscall = 0;
     }
 
     /// It may run again.
@@ -311,6 +396,18 @@ impl Threads {
         &mut self.threads[id.0]
     }
 
+    /// Two different threads at once (a waiting thread and its fault handler).
+    pub fn pair_mut(&mut self, a: ThreadId, b: ThreadId) -> (&mut Thread, &mut Thread) {
+        assert_ne!(a, b, "pair_mut needs two threads");
+        if a.0 < b.0 {
+            let (low, high) = self.threads.split_at_mut(b.0);
+            (&mut low[a.0], &mut high[0])
+        } else {
+            let (low, high) = self.threads.split_at_mut(a.0);
+            (&mut high[0], &mut low[b.0])
+        }
+    }
+
     pub fn current(&self) -> Option<ThreadId> {
         self.current
     }
@@ -359,7 +456,9 @@ impl Threads {
     pub fn send(&mut self, to: ThreadId, message: &NucleusMessage) -> Result<(), SendFailure> {
         let thread = self.get_mut(to);
         let ring = thread.events.as_mut().ok_or(SendFailure::NoRing)?;
-        ring.try_push_message(message).map_err(SendFailure::Ring)?;
+        // A full ring counts the message in its `dropped` (the nucleus never waits for a
+        // thread).
+        ring.push_message(message).map_err(SendFailure::Ring)?;
         thread.wake();
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! and `dispatch` calls [`finish`] once, on its way out.
 use super::{ThreadId, Threads};
 use bsp_x86_64::frame::{CsQword, Frame, SsQword};
+use bsp_x86_64::gdt;
 
 /// A thread running this many ticks without a syscall is considered hung (2 s).
 pub const HUNG_TICKS: u64 = 2 * crate::timer::HZ as u64;
@@ -115,6 +116,13 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
             // its STI/SWEVENT/NMI bits (fred-facts.md §4.3), so only the selector survives.
             frame.ret.ss = SsQword::from_raw(frame.ret.ss.raw() & 0xffff);
             frame.ret.cs = CsQword::from_raw(frame.ret.cs.raw() & 0xffff);
+            if from_ring3(frame) {
+                // Threads run on the 64-bit user segments only. A frame that says otherwise
+                // (a compat-mode SYSCALL's, issue 13) is never resumed in that mode: under
+                // FRED, ERETU to STAR's compat selector would not even look at the GDT.
+                frame.ret.cs = CsQword::from_raw(u64::from(gdt::USER_CS64.raw()));
+                frame.ret.ss = SsQword::from_raw(u64::from(gdt::USER_DS.raw()));
+            }
             let root = thread
                 .space
                 .as_ref()
@@ -208,10 +216,22 @@ mod tests {
     #[test]
     fn switching_in_drops_the_saved_event_bits() {
         let mut t = kit::booted();
-        t.get_mut(fred()).frame.ret.ss = SsQword::from_raw(0x1_0000_002b);
+        t.get_mut(fred()).frame.ret.ss = SsQword::from_raw(0x1_0000_0023);
         let mut frame = Frame::ZERO;
         assert!(start(&mut t, &mut frame));
-        assert_eq!(frame.ret.ss.raw(), 0x2b);
+        assert_eq!(frame.ret.ss.raw(), 0x23);
+    }
+
+    #[test]
+    fn a_thread_is_only_ever_entered_on_the_64_bit_user_segments() {
+        let mut t = kit::booted();
+        // A compat-mode SYSCALL's frame (syscall_compat_entry) names the compat slot.
+        t.get_mut(fred()).frame.ret.cs = CsQword::from_raw(0x1b);
+        t.get_mut(fred()).frame.ret.ss = SsQword::from_raw(0x1b);
+        let mut frame = Frame::ZERO;
+        assert!(start(&mut t, &mut frame));
+        assert_eq!(frame.ret.cs.raw(), u64::from(gdt::USER_CS64.raw()));
+        assert_eq!(frame.ret.ss.raw(), u64::from(gdt::USER_DS.raw()));
     }
 
     #[test]

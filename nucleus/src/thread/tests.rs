@@ -83,3 +83,25 @@ fn ready_is_reported_once_when_every_started_thread_said_hello() {
     assert_eq!(t.check_ready(), None);
     assert_eq!(kit::output(), "READY\n");
 }
+
+#[test]
+fn an_answered_event_does_not_reset_the_watchdog() {
+    let mut t = kit::booted();
+    let thread = t.get_mut(pv());
+    assert!(!(0..3).any(|_| thread.tick_exceeds(3)));
+    // An int3 loop: every event answered, never a syscall.
+    thread.settle();
+    assert!(thread.tick_exceeds(3));
+}
+
+#[test]
+fn the_restart_budget_refills_after_the_window_only() {
+    let mut t = kit::booted();
+    let thread = t.get_mut(pv());
+    assert_eq!(thread.count_restart(10, 2, 100), Ok(1));
+    assert_eq!(thread.count_restart(20, 2, 100), Ok(2));
+    assert_eq!(thread.count_restart(30, 2, 100), Err(2));
+    // A long quiet run since the last restart: a fresh budget.
+    assert_eq!(thread.count_restart(200, 2, 100), Ok(1));
+    assert_eq!(thread.generation(), 3);
+}

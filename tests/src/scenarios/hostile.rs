@@ -20,7 +20,7 @@ pub fn hostile_server_messages_get_one_line_each_and_the_nucleus_keeps_running(
     let image = Image::new()
         .server("pv-server", &alt)
         .cmdline(&machine.options("server-args=pv-server:hostile"));
-    let last = "alt-server: hostile: still scheduled after all of it";
+    let last = "pv-server: alt-server: hostile: still scheduled after all of it";
     // `nucleus: ready` waits for fred-server's Hello, which may come before, among or after
     // the hostile lines: wait for both ends, expect no order between them.
     let (_, boot) = machine.boot_until(&image, Stop::Lines(&[markers::READY, last]))?;
@@ -28,10 +28,10 @@ pub fn hostile_server_messages_get_one_line_each_and_the_nucleus_keeps_running(
     expect_lines_in_order(
         &boot,
         &[
-            "alt-server: hostile: sent an undecodable record (queued)",
-            "alt-server: hostile: sent a Kill reply",
-            "alt-server: hostile: unknown syscall -> no such syscall",
-            "alt-server: hostile: corrupted the reply ring head",
+            "pv-server: alt-server: hostile: sent an undecodable record (queued)",
+            "pv-server: alt-server: hostile: sent a Kill reply",
+            "pv-server: alt-server: hostile: unknown syscall -> no such syscall",
+            "pv-server: alt-server: hostile: corrupted the reply ring head",
             last,
         ],
     )?;

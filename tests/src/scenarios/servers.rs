@@ -597,7 +597,9 @@ pub fn random_bytes_are_rejected_as_not_elf(machine: Machine) -> Result<()> {
 
 // ---- swap ---------------------------------------------------------------------------------
 
-const ALT_GREETING: &str = "alt-server: hello from the swapped-in server (running as pv-server)";
+/// The fixture's own line, behind the prefix the nucleus gives every line of pv-server's.
+const ALT_GREETING: &str =
+    "pv-server: alt-server: hello from the swapped-in server (running as pv-server)";
 
 fn alt_greeted_and_ready(log: &str) -> bool {
     log.contains(ALT_GREETING) && log.contains(markers::READY)
