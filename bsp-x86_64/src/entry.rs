@@ -1,6 +1,6 @@
 //! The entry and exit stubs of both deliveries: all of fredvisor's event asm.
 //!
-//! [`entry_stubs!`] emits, in one `global_asm!`:
+//! [`entry_stubs!`](crate::entry_stubs) emits, in one `global_asm!`:
 //!
 //! * `idt_vector_stubs`: 256 stubs of 16 bytes each (`idt_vector_stubs + 16 * vector` is the
 //!   gate target). Each pushes a zero error code where the CPU pushes none, then the vector

@@ -65,7 +65,7 @@ pub struct MsrWrite {
 }
 
 impl MsrWrite {
-    /// The write that [`write`] would perform for `value`.
+    /// The write that [`write()`] would perform for `value`.
     pub fn of<T: Msr>(value: T) -> Self {
         Self {
             addr: T::ADDR,

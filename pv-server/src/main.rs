@@ -2,7 +2,7 @@
 //!
 //! Says `Hello`, owns the (for now empty) [`guests::GuestTable`], answers hypercalls against
 //! it and pings for the ring benchmark. Options (StartInfo `args`): `bench` runs the Ring3
-//! side of the syscall/`int3` measurements ([`bench`]); `selfcheck` and `fault=` are the
+//! side of the syscall/`int3` measurements ([`bench`](mod@bench)); `selfcheck` and `fault=` are the
 //! runtime's test options (`ipc::rt::testopts`).
 //!
 //! No `unsafe` here: the syscalls, `_start` and the ring pages are `ipc::rt`'s. On the host

@@ -362,7 +362,7 @@ impl Machine {
     pub fn set_gs_selector(selector: u64) {
         GS_SELECTOR.store(selector, Ordering::Relaxed);
     }
-    /// Current stack level, IA32_FRED_CONFIG[1:0].
+    /// Current stack level, IA32_FRED_CONFIG\[1:0\].
     pub fn csl() -> u64 {
         Self::msr(addr::FRED_CONFIG).unwrap_or(0) & 3
     }
