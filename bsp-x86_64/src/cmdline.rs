@@ -942,25 +942,27 @@ mod tests {
                 0..3,
             ),
         )
-            .prop_map(|(fred, pv_shim, loglvl, exit, tests, bench, trace, servers)| {
-                let mut server_args = ServerArgsTable::default();
-                for (name, args) in servers {
-                    let value = format!("{name}:{args}");
-                    server_args.insert(
-                        ServerArgs::parse(value.as_bytes()).expect("valid by construction"),
-                    );
-                }
-                Options {
-                    fred,
-                    pv_shim,
-                    loglvl,
-                    exit,
-                    selftests: SelfTests::from_bits_truncate(tests),
-                    bench,
-                    server_args,
-                    trace,
-                }
-            })
+            .prop_map(
+                |(fred, pv_shim, loglvl, exit, tests, bench, trace, servers)| {
+                    let mut server_args = ServerArgsTable::default();
+                    for (name, args) in servers {
+                        let value = format!("{name}:{args}");
+                        server_args.insert(
+                            ServerArgs::parse(value.as_bytes()).expect("valid by construction"),
+                        );
+                    }
+                    Options {
+                        fred,
+                        pv_shim,
+                        loglvl,
+                        exit,
+                        selftests: SelfTests::from_bits_truncate(tests),
+                        bench,
+                        server_args,
+                        trace,
+                    }
+                },
+            )
     }
 
     proptest! {

@@ -23,6 +23,9 @@ pub fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
+/// Environment variable that carries the source revision into target builds.
+pub const REVISION_VAR: &str = "FREDVISOR_REVISION";
+
 /// One kind of target binary: which crates, where they are built, with which flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TargetBuild {
@@ -107,6 +110,11 @@ pub fn build_target(
         .arg(&target_dir)
         .env("PATH", tools.search_path())
         .env("RUSTFLAGS", kind.rustflags)
+        // The nucleus prints it in its banner (`option_env!`, so cargo rebuilds on a change).
+        .env(
+            REVISION_VAR,
+            &crate::reproducible::source(workspace).revision,
+        )
         // Both would take precedence over RUSTFLAGS, or leak the host's into the target build.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS")

@@ -14,7 +14,10 @@ use bsp_x86_64::cmdline::{self, OPTIONS, SelfTests, Warning};
 const XEN_HINTS: [(&str, &str); 3] = [
     ("console", "the nucleus always logs to COM1"),
     ("com1", "COM1 is always 115200 8n1"),
-    ("com2", "COM2 carries the binary trace: trace=events and run --trace FILE"),
+    (
+        "com2",
+        "COM2 carries the binary trace: trace=events and run --trace FILE",
+    ),
 ];
 
 /// The warnings the nucleus would print for a command line.

@@ -69,7 +69,12 @@ impl Elfs {
     /// they name.
     pub fn built(nucleus: Option<&Path>, servers: &[NamedFile]) -> Self {
         let target = compile::workspace_root().join("target");
-        let release = |dir: &str| target.join(dir).join(crate::tools::KERNEL_TARGET).join("release");
+        let release = |dir: &str| {
+            target
+                .join(dir)
+                .join(crate::tools::KERNEL_TARGET)
+                .join("release")
+        };
         let mut all: Vec<NamedFile> = servers.to_vec();
         for spec in SERVERS {
             if !all.iter().any(|s| s.name == spec.name) {
@@ -355,13 +360,15 @@ mod tests {
                 path: "/x/pv".into(),
             }],
         );
-        assert!(elfs.nucleus.ends_with("target/kernel/x86_64-unknown-none/release/nucleus"));
-        assert_eq!(elfs.servers[0].path, Path::new("/x/pv"));
         assert!(
-            elfs.servers
-                .iter()
-                .any(|s| s.path.ends_with("target/servers/x86_64-unknown-none/release/fred-server"))
+            elfs.nucleus
+                .ends_with("target/kernel/x86_64-unknown-none/release/nucleus")
         );
+        assert_eq!(elfs.servers[0].path, Path::new("/x/pv"));
+        assert!(elfs.servers.iter().any(|s| {
+            s.path
+                .ends_with("target/servers/x86_64-unknown-none/release/fred-server")
+        }));
     }
 
     #[test]

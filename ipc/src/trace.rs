@@ -347,10 +347,7 @@ mod tests {
         let read: Vec<_> = records(&bytes).collect::<Result<_, _>>().unwrap();
         assert_eq!(read.len(), 2);
         assert_eq!((read[0].at, read[0].payload), (0, &[1, 2, 3][..]));
-        assert_eq!(
-            (read[1].at, read[1].source.server_slot()),
-            (7, Some(1))
-        );
+        assert_eq!((read[1].at, read[1].source.server_slot()), (7, Some(1)));
     }
 
     #[test]

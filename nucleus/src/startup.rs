@@ -32,7 +32,13 @@ pub fn start_nucleus(loader: LoaderHandoff) -> ! {
     // First of all: exceptions are reported from here on (design note, "Initialisation").
     crate::cpu::tables::install_early_idt();
     crate::console::init();
-    println!("{}{}", ipc::markers::BANNER, env!("CARGO_PKG_VERSION"));
+    // The source revision comes from image-builder's build (unknown for other builds).
+    let revision = option_env!("FREDVISOR_REVISION").unwrap_or("unknown revision");
+    println!(
+        "{}{} ({revision})",
+        ipc::markers::BANNER,
+        env!("CARGO_PKG_VERSION")
+    );
 
     let boot = match loader.read() {
         Ok(boot) => boot,

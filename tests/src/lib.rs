@@ -58,9 +58,16 @@ pub fn boot_uefi(cmdline: &str) -> Result<Boot> {
     boot_image(&Image::new().cmdline(cmdline), Firmware::Uefi)
 }
 
-/// The banner line the nucleus prints: `fredvisor <version>` (one version for the workspace).
+/// The banner line the nucleus prints: `fredvisor <version> (<source revision>)` (one
+/// version for the workspace; the revision image-builder passes to the nucleus build).
 pub fn banner() -> String {
-    format!("{}{}", markers::BANNER, env!("CARGO_PKG_VERSION"))
+    let workspace = compile::workspace_root();
+    format!(
+        "{}{} ({})",
+        markers::BANNER,
+        env!("CARGO_PKG_VERSION"),
+        image_builder::reproducible::source(&workspace).revision
+    )
 }
 
 /// The first `0x…` number in `text`, parsed as hexadecimal.

@@ -5,7 +5,7 @@
 //! are `tests::scenarios::servers`, shared with `fred_cpu.rs` (every expected line is spelled
 //! out there, addresses checked against the shipped ELF).
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use image_builder::bench;
 use tests::machine::Machine;
 use tests::scenarios::servers;
@@ -105,6 +105,16 @@ fn bench_boot_prints_three_parsable_measurements() -> Result<()> {
             .any(|l| l.ends_with(" rounds=1000") && l.starts_with("bench: ring-roundtrip ")),
         "{}",
         boot.report("the ring round trip did not run 1000 rounds")
+    );
+    // README.md shows what bench measures (instruction counts: the same on every host).
+    let readme =
+        std::fs::read_to_string(image_builder::compile::workspace_root().join("README.md"))?;
+    let shown = bench::readme_table(&readme).context("README.md has no bench table")?;
+    let measured = bench::table(&ranges);
+    ensure!(
+        bench::table_minimums(shown) == bench::table_minimums(&measured),
+        "README.md's bench figures are not what bench measures now; \
+         `cargo fv bench --update-readme` writes them:\n{measured}"
     );
     Ok(())
 }
