@@ -88,7 +88,9 @@ pub fn tick(t: &mut Threads) {
         let name = thread.name();
         let (logs, complaints) = thread.console_tick();
         if complaints > 0 {
-            println!("nucleus: {name}: {complaints} more complaint(s) about its messages not shown");
+            println!(
+                "nucleus: {name}: {complaints} more complaint(s) about its messages not shown"
+            );
         }
         if logs > 0 {
             println!("nucleus: {name}: {logs} log line(s) dropped (console budget)");

@@ -12,8 +12,8 @@
 use anyhow::{Context, Result, ensure};
 use image_builder::bochs;
 use tests::{
-    Boot, Image, Qemu, QemuExit, boot_timeout, build_fixture_server,
-    expect_exact_line, expect_lines_in_order, expect_one_line, markers,
+    Boot, Image, Qemu, QemuExit, boot_timeout, build_fixture_server, expect_exact_line,
+    expect_lines_in_order, expect_one_line, markers,
 };
 
 /// A line of the fixture as the nucleus prints it: `<server>: hostile: <text>`.
@@ -294,7 +294,9 @@ fn a_console_flood_is_cut_to_the_per_tick_budget() -> Result<()> {
         ))
     );
     // The budget is spent: the writes right after it print (almost) nothing.
-    let rest = expect_one_line(&boot, "the other writes' total", |l| l.starts_with(&last_prefix))?;
+    let rest = expect_one_line(&boot, "the other writes' total", |l| {
+        l.starts_with(&last_prefix)
+    })?;
     let more: u64 = rest[last_prefix.len()..]
         .strip_suffix(" bytes")
         .and_then(|n| n.parse().ok())
@@ -302,7 +304,9 @@ fn a_console_flood_is_cut_to_the_per_tick_budget() -> Result<()> {
     ensure!(
         more < 1024,
         "{}",
-        boot.report(&format!("64 writes right after a flood printed {more} bytes"))
+        boot.report(&format!(
+            "64 writes right after a flood printed {more} bytes"
+        ))
     );
     for line in boot.lines().filter(|l| l.starts_with("pv-server: ")) {
         ensure!(
@@ -405,10 +409,14 @@ fn a_full_event_ring_drops_whole_messages_counted_and_reported() -> Result<()> {
     ensure!(
         verdict.contains(": 0 dump(s) without their event") && !verdict.ends_with(" 0 drop(s)"),
         "{}",
-        boot.report(&format!("{verdict:?}: a half-sent dump or an uncounted drop"))
+        boot.report(&format!(
+            "{verdict:?}: a half-sent dump or an uncounted drop"
+        ))
     );
     let report = expect_one_line(&boot, "the nucleus' report of the drop", |l| {
-        l.starts_with("nucleus: fred-server's event ring is full: pv-server's fault is not forwarded (")
+        l.starts_with(
+            "nucleus: fred-server's event ring is full: pv-server's fault is not forwarded (",
+        )
     })?;
     // The nucleus reported and restarted pv-server itself, and the fixture's fred-server
     // still serves the restarted one.

@@ -382,7 +382,15 @@ mod tests {
         let (mut t, mut fred_ends, _) = running(pv());
         // fred-server takes nothing: fill its ring with pings.
         let mut n = 0;
-        while t.send(fred(), &NucleusMessage::Ping { token: ipc::Token(n) }).is_ok() {
+        while t
+            .send(
+                fred(),
+                &NucleusMessage::Ping {
+                    token: ipc::Token(n),
+                },
+            )
+            .is_ok()
+        {
             n += 1;
         }
         let frame = kit::user_frame(0x40_0200);
@@ -404,7 +412,11 @@ mod tests {
         // Nothing but the pings went in: no dump part without its event.
         let messages = kit::recv_all(&mut fred_ends);
         assert_eq!(messages.len() as u64, n);
-        assert!(messages.iter().all(|m| matches!(m, NucleusMessage::Ping { .. })));
+        assert!(
+            messages
+                .iter()
+                .all(|m| matches!(m, NucleusMessage::Ping { .. }))
+        );
         // The refused ping, the dump's part and the event (and the restart's ServerStarted).
         assert!(fred_ends.events.dropped_by_producer() >= 3);
     }

@@ -296,7 +296,9 @@ mod tests {
             crate::lifecycle::tick(&mut t);
         }
         crate::lifecycle::tick(&mut t);
-        assert!(kit::output().contains("nucleus: pv-server: 1 log line(s) dropped (console budget)\n"));
+        assert!(
+            kit::output().contains("nucleus: pv-server: 1 log line(s) dropped (console budget)\n")
+        );
     }
 
     #[test]
@@ -308,7 +310,8 @@ mod tests {
         drain_replies(&mut t, pv());
         let out = kit::output();
         assert_eq!(
-            out.matches("nucleus: pv-server: dropped a message: ").count(),
+            out.matches("nucleus: pv-server: dropped a message: ")
+                .count(),
             COMPLAINTS_PER_TICK as usize
         );
         crate::lifecycle::tick(&mut t);

@@ -66,7 +66,9 @@ pub enum State {
     /// Waiting for its fault handler's reply about its event `Token`.
     WaitingForReply(Token),
     /// Killed, to be loaded again from its module at tick `at` (the restart backoff).
-    Restarting { at: u64 },
+    Restarting {
+        at: u64,
+    },
 }
 
 /// An event forwarded to the fault handler and not answered yet, kept so a handler that dies
