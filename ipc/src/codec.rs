@@ -387,9 +387,13 @@ mod tests {
         }));
         messages.push(NucleusMessage::Hypercall(Hypercall {
             token: Token(u64::MAX),
+            domain: u16::MAX,
             vcpu: u16::MAX,
             number: u64::MAX,
             args: [u64::MAX; 6],
+            rip: u64::MAX,
+            rsp: u64::MAX,
+            rflags: u64::MAX,
         }));
         messages
     }

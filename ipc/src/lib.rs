@@ -16,6 +16,7 @@ pub mod layout;
 pub mod markers;
 
 pub use event::{Event, EventKind};
+pub mod domain;
 pub mod dump;
 
 pub mod codec;

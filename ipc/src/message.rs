@@ -232,12 +232,18 @@ pub struct DumpRecord {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hypercall {
     pub token: Token,
+    /// The calling domain (`domain_create`'s number).
+    pub domain: u16,
     /// Guest-relative vCPU number.
     pub vcpu: u16,
     /// Hypercall number (guest `rax`).
     pub number: u64,
     /// Arguments in ABI order (guest `rdi, rsi, rdx, r10, r8, r9`).
     pub args: [u64; 6],
+    /// Where the guest made it (after its `syscall`), for a continuation's `rip -= 2`.
+    pub rip: u64,
+    pub rsp: u64,
+    pub rflags: u64,
 }
 
 /// How loud a [`LogLine`] is.

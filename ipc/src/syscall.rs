@@ -31,7 +31,47 @@ pub enum Syscall {
     /// `nop() -> 0`: enter and leave the nucleus, nothing else (the null syscall of the
     /// round-trip benchmark).
     Nop = 5,
+    // The guest-manager calls (issue 15): only the thread that manages guests (pv-server)
+    // may make them, and only about domains it created. Xen-ABI results (mmu, start) come
+    // back as `0` or a positive Xen errno number, so a refusal is an answer, not a fault.
+    /// `guest_module(index, buf, len) -> string length`: copies the command-line text of
+    /// guest boot module `index` (after the leading `guest `) into `buf` (at most `len`
+    /// bytes, not NUL-terminated). `BadArgument` when there is no such module.
+    GuestModule = 6,
+    /// `guest_module_read(index, offset, buf, len) -> bytes`: copies bytes of guest module
+    /// `index`'s image from `offset` (fewer at its end, 0 past it).
+    GuestModuleRead = 7,
+    /// `domain_create(frames, name_ptr, name_len, mfns_ptr) -> domain`: a new domain named
+    /// `name` (1-24 bytes of `[A-Za-z0-9_.-]`) owning `frames` zeroed RAM frames plus a
+    /// zeroed shared_info frame shared with it; writes `frames + 1` little-endian u64 MFNs to
+    /// `mfns_ptr`: the shared_info frame first, then the domain's frames in pfn order.
+    /// `BadArgument` when there is not that much free memory.
+    DomainCreate = 8,
+    /// `domain_write(domain, mfn, offset, ptr, len) -> 0`: copies bytes into a frame the
+    /// domain owns (or shares) that is not a validated page table.
+    DomainWrite = 9,
+    /// `guest_copy(domain, va, ptr, len | direction) -> 0 or Xen errno`: copies between the
+    /// caller and guest virtual memory as vCPU 0's kernel sees it (walked in its current
+    /// tables with the guest's U/RW rights). Bit 63 of the last argument set: to the guest.
+    GuestCopy = 10,
+    /// `domain_mmu(domain, op, a, b) -> 0 or Xen errno`: one page-table operation
+    /// ([`crate::domain::MmuOp`]), checked entry by entry by the nucleus.
+    DomainMmu = 11,
+    /// `vcpu_start(domain, regs_ptr) -> 0 or Xen errno`: starts vCPU 0 with the
+    /// [`crate::domain::VcpuStart`] block at `regs_ptr` (cr3 must be a pinned L4).
+    VcpuStart = 12,
+    /// `domain_destroy(domain) -> frames freed`: stops the domain's vCPU and gives every
+    /// frame it owned back to the allocator.
+    DomainDestroy = 13,
+    /// `guest_console_write(domain, ptr, len) -> len`: prints bytes as the domain's console:
+    /// each line as `guest NAME: <text>`, escaped like any console text.
+    GuestConsoleWrite = 14,
+    /// `free_frames() -> count`: free RAM frames (the lifecycle's free-memory figure).
+    FreeFrames = 15,
 }
+
+/// Highest syscall number.
+pub const SYSCALL_MAX: u64 = Syscall::FreeFrames as u64;
 
 /// A number that is not a [`Syscall`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +94,16 @@ impl TryFrom<u64> for Syscall {
             3 => Self::Yield,
             4 => Self::Exit,
             5 => Self::Nop,
+            6 => Self::GuestModule,
+            7 => Self::GuestModuleRead,
+            8 => Self::DomainCreate,
+            9 => Self::DomainWrite,
+            10 => Self::GuestCopy,
+            11 => Self::DomainMmu,
+            12 => Self::VcpuStart,
+            13 => Self::DomainDestroy,
+            14 => Self::GuestConsoleWrite,
+            15 => Self::FreeFrames,
             _ => return Err(UnknownSyscall(number)),
         })
     }
@@ -71,6 +121,9 @@ pub enum SyscallError {
     BadArgument = -3,
     /// The ring index is not one of the server's rings.
     NoSuchRing = -4,
+    /// The caller may not make this call (a guest-manager call from another server), or the
+    /// domain it names is not one it manages.
+    NotPermitted = -5,
 }
 
 impl SyscallError {
@@ -86,6 +139,7 @@ impl SyscallError {
             -2 => Self::BadPointer,
             -3 => Self::BadArgument,
             -4 => Self::NoSuchRing,
+            -5 => Self::NotPermitted,
             _ => return None,
         })
     }
@@ -98,6 +152,7 @@ impl fmt::Display for SyscallError {
             Self::BadPointer => "bad pointer argument",
             Self::BadArgument => "bad argument",
             Self::NoSuchRing => "no such ring",
+            Self::NotPermitted => "not permitted",
         })
     }
 }
@@ -133,10 +188,15 @@ mod tests {
         assert_eq!(Syscall::ConsoleWrite as u64, 0);
         assert_eq!(Syscall::Exit as u64, 4);
         assert_eq!(Syscall::Nop as u64, 5);
-        for number in 0..6 {
+        assert_eq!(Syscall::GuestModule as u64, 6);
+        assert_eq!(Syscall::FreeFrames as u64, 15);
+        for number in 0..=SYSCALL_MAX {
             assert_eq!(Syscall::try_from(number).map(|s| s as u64), Ok(number));
         }
-        assert_eq!(Syscall::try_from(6), Err(UnknownSyscall(6)));
+        assert_eq!(
+            Syscall::try_from(SYSCALL_MAX + 1),
+            Err(UnknownSyscall(SYSCALL_MAX + 1))
+        );
         assert_eq!(Syscall::try_from(u64::MAX), Err(UnknownSyscall(u64::MAX)));
     }
 
@@ -147,6 +207,7 @@ mod tests {
             SyscallError::BadPointer,
             SyscallError::BadArgument,
             SyscallError::NoSuchRing,
+            SyscallError::NotPermitted,
         ] {
             assert!(error.code() < 0);
             assert_eq!(from_rax(to_rax(Err(error))), Err(Some(error)));

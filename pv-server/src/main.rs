@@ -1,9 +1,9 @@
-//! pv-server: the Ring3 owner of PV64 guest state (architecture.md §6, issue 7 item 6).
+//! pv-server: the Ring3 owner of PV64 guest state (architecture.md §6, issue 15).
 //!
-//! Says `Hello`, owns the (for now empty) [`guests::GuestTable`], answers hypercalls against
-//! it and pings for the ring benchmark. Options (StartInfo `args`): `bench` runs the Ring3
-//! side of the syscall/`int3` measurements ([`bench`](mod@bench)); `selfcheck` and `fault=` are the
-//! runtime's test options (`ipc::rt::testopts`).
+//! Says `Hello`, boots every guest shipped as a boot module ([`guest_boot`]), then answers
+//! the guests' hypercalls and events ([`domains`]) and pings for the ring benchmark. Options
+//! (StartInfo `args`): `bench` runs the Ring3 side of the syscall/`int3` measurements
+//! ([`bench`](mod@bench)); `selfcheck` and `fault=` are the runtime's test options (`ipc::rt::testopts`).
 //!
 //! No `unsafe` here: the syscalls, `_start` and the ring pages are `ipc::rt`'s. On the host
 //! this is a stub `main`, so `cargo test --workspace` runs the modules' tests.
@@ -12,44 +12,71 @@
 #![forbid(unsafe_code)]
 
 mod bench;
-// The builder is host-tested now and wired to the nucleus' guest-memory calls next.
+// Some of the builder's layout figures and pv-server's vCPU view are for part 2 and tests.
 #[allow(dead_code, unused_imports)]
 mod domain_builder;
-// The per-vCPU conversions and GS logic are host-tested now and used once guests exist.
+mod domains;
+mod guest_boot;
+// The public register block and per-vCPU GS logic, used once part 2 saves vCPU contexts.
+#[allow(dead_code)]
+mod guest_hypercalls;
+mod guest_mmu;
 #[allow(dead_code)]
 mod guests;
-mod hypercall;
-// The hypercalls pv-server answers itself, host-tested; called once guests run.
-#[allow(dead_code, unused_imports)]
-mod guest_hypercalls;
+mod hypervisor;
+mod prefixed;
 
 #[cfg(target_os = "none")]
 mod server {
     use ipc::ServerMessage;
     use ipc::println;
+    use ipc::rt::console::Console;
     use ipc::rt::{Server, exit_code, sys, testopts};
 
-    use crate::{bench, guests::GuestTable, hypercall};
+    use crate::bench;
+    use crate::domain_builder::Mfn;
+    use crate::domains::Guests;
+    use crate::guest_boot::{IMAGE_MAX, Scratch};
+    use crate::hypervisor::{MAX_GUEST_FRAMES, Nucleus};
+    use crate::prefixed::Prefixed;
+
+    /// The guest image being booted and its frame list (one boot at a time).
+    static IMAGE: spin::Mutex<[u8; IMAGE_MAX]> = spin::Mutex::new([0; IMAGE_MAX]);
+    static MFNS: spin::Mutex<[Mfn; MAX_GUEST_FRAMES + 1]> =
+        spin::Mutex::new([Mfn(0); MAX_GUEST_FRAMES + 1]);
 
     fn main(mut server: Server) -> ! {
         if let Err(error) = server.hello() {
             println!("cannot say Hello: {error}");
             sys::exit(exit_code::NO_HELLO);
         }
-        let table = GuestTable::new();
         println!(
-            "started (generation {}), {} of {} PV guest slots in use",
+            "started (generation {}), {} PV guest slots",
             server.generation(),
-            table.len(),
-            table.capacity()
+            ipc::domain::MAX_DOMAINS
         );
         testopts::run(&server);
         if server.info().has_arg(b"bench") {
             bench::run();
         }
+        let mut guests = Guests::new();
+        // A restarted pv-server does not boot the guests again: their domains died with it.
+        if server.generation() == 0 {
+            let mut image = IMAGE.lock();
+            let mut mfns = MFNS.lock();
+            let mut scratch = Scratch {
+                image: &mut image[..],
+                mfns: &mut mfns[..],
+            };
+            let mut out = Prefixed::new(server.name(), Console::new());
+            guests.boot_all(&mut Nucleus, &mut scratch, &mut out);
+        }
         let name = server.name();
         server.serve(|message, console| {
-            hypercall::handle(&table, name, message, console).map(ServerMessage::Reply)
+            let mut out = Prefixed::new(name, console);
+            guests
+                .handle(&mut Nucleus, &message, &mut out)
+                .map(ServerMessage::Reply)
         })
     }
 

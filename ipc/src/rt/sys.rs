@@ -81,7 +81,7 @@ pub unsafe fn raw(number: u64, args: [u64; 6]) -> u64 {
     rax
 }
 
-/// A syscall whose only memory effect is reading what its pointer arguments describe.
+/// A syscall whose only memory effect on us is reading what its pointer arguments describe.
 fn call(number: Syscall, args: [u64; 6]) -> Result<u64, SysError> {
     // SAFETY: every `Syscall` so far writes nothing in our address space; the nucleus only
     // reads through pointer arguments, and checks them first (ipc::syscall).
@@ -136,4 +136,139 @@ pub fn exit(code: u64) -> ! {
     loop {
         yield_now();
     }
+}
+
+/// A syscall that writes into `out` (and reads nothing else of ours but its other pointer
+/// arguments): the nucleus checks `out` is mapped writable for us and writes at most
+/// `out.len()` bytes there.
+fn call_into(
+    number: Syscall,
+    mut args: [u64; 6],
+    out: &mut [u8],
+    at: usize,
+) -> Result<u64, SysError> {
+    args[at] = out.as_mut_ptr() as u64;
+    // SAFETY: the nucleus writes only inside `out` (an exclusive borrow for the duration of
+    // the call; its pointer and length are the arguments it checks), as ipc::syscall
+    // documents for every call that has an output buffer.
+    let rax = unsafe { raw(number as u64, args) };
+    from_rax(rax).map_err(|known| match known {
+        Some(error) => SysError::Known(error),
+        None => SysError::Unknown(rax),
+    })
+}
+
+/// The text of guest boot module `index` (after `guest `); its length.
+pub fn guest_module(index: u64, out: &mut [u8]) -> Result<usize, SysError> {
+    let len = out.len() as u64;
+    call_into(Syscall::GuestModule, [index, 0, len, 0, 0, 0], out, 1).map(|n| n as usize)
+}
+
+/// Bytes of guest module `index`'s image from `offset`; how many were copied.
+pub fn guest_module_read(index: u64, offset: u64, out: &mut [u8]) -> Result<usize, SysError> {
+    let len = out.len() as u64;
+    call_into(
+        Syscall::GuestModuleRead,
+        [index, offset, 0, len, 0, 0],
+        out,
+        2,
+    )
+    .map(|n| n as usize)
+}
+
+/// A new domain of `frames` frames named `name`; `mfns` gets `frames + 1` little-endian u64
+/// MFNs (shared_info first). Returns the domain number.
+pub fn domain_create(frames: u64, name: &[u8], mfns: &mut [u8]) -> Result<u16, SysError> {
+    if (mfns.len() as u64) < (frames + 1) * 8 {
+        return Err(SysError::Known(SyscallError::BadArgument));
+    }
+    call_into(
+        Syscall::DomainCreate,
+        [frames, name.as_ptr() as u64, name.len() as u64, 0, 0, 0],
+        mfns,
+        3,
+    )
+    .map(|n| n as u16)
+}
+
+/// Writes `bytes` at `offset` in frame `mfn` of `domain`.
+pub fn domain_write(domain: u16, mfn: u64, offset: u64, bytes: &[u8]) -> Result<(), SysError> {
+    call(
+        Syscall::DomainWrite,
+        [
+            u64::from(domain),
+            mfn,
+            offset,
+            bytes.as_ptr() as u64,
+            bytes.len() as u64,
+            0,
+        ],
+    )
+    .map(drop)
+}
+
+/// Copies guest VA `va` of `domain` into `out`; `Ok(errno)` is Xen's answer (0: done).
+pub fn guest_read(domain: u16, va: u64, out: &mut [u8]) -> Result<u64, SysError> {
+    let len = out.len() as u64;
+    call_into(
+        Syscall::GuestCopy,
+        [u64::from(domain), va, 0, len, 0, 0],
+        out,
+        2,
+    )
+}
+
+/// Copies `bytes` to guest VA `va` of `domain`; `Ok(errno)` is Xen's answer (0: done).
+pub fn guest_write(domain: u16, va: u64, bytes: &[u8]) -> Result<u64, SysError> {
+    call(
+        Syscall::GuestCopy,
+        [
+            u64::from(domain),
+            va,
+            bytes.as_ptr() as u64,
+            bytes.len() as u64 | crate::domain::COPY_TO_GUEST,
+            0,
+            0,
+        ],
+    )
+}
+
+/// One page-table operation; `Ok(errno)` is Xen's answer (0: done).
+pub fn domain_mmu(domain: u16, op: crate::domain::MmuOp) -> Result<u64, SysError> {
+    let (op, a, b) = op.encode();
+    call(Syscall::DomainMmu, [u64::from(domain), op, a, b, 0, 0])
+}
+
+/// Starts vCPU 0 of `domain`; `Ok(errno)` is the nucleus' verdict (0: running).
+pub fn vcpu_start(domain: u16, regs: &crate::domain::VcpuStart) -> Result<u64, SysError> {
+    let bytes = regs.to_bytes();
+    call(
+        Syscall::VcpuStart,
+        [u64::from(domain), bytes.as_ptr() as u64, 0, 0, 0, 0],
+    )
+}
+
+/// Ends `domain`; returns how many frames went back to the allocator.
+pub fn domain_destroy(domain: u16) -> Result<u64, SysError> {
+    call(Syscall::DomainDestroy, [u64::from(domain), 0, 0, 0, 0, 0])
+}
+
+/// Prints `bytes` as `domain`'s console (`guest NAME: …` lines).
+pub fn guest_console_write(domain: u16, bytes: &[u8]) -> Result<u64, SysError> {
+    call(
+        Syscall::GuestConsoleWrite,
+        [
+            u64::from(domain),
+            bytes.as_ptr() as u64,
+            bytes.len() as u64,
+            0,
+            0,
+            0,
+        ],
+    )
+}
+
+/// Free RAM frames.
+pub fn free_frames() -> Result<u64, SysError> {
+    call(Syscall::FreeFrames, [0; 6])
 }

@@ -11,7 +11,7 @@ mod console_lines;
 
 use core::fmt::Write;
 
-pub use console_lines::{ConsoleLines, MAX_LINE};
+pub use console_lines::ConsoleLines;
 use xen_abi::console::ConsoleIoCmd;
 use xen_abi::layout::in_hypervisor_window;
 use xen_abi::sched::{SchedOpCmd, SchedShutdown, ShutdownReason};

@@ -1,0 +1,546 @@
+//! The running guests and what pv-server does with each message about them (issue 15
+//! points 4 and 5): hypercalls answered (page-table ones through the nucleus' checks, the
+//! rest by `guest_hypercalls`), shutdowns and crashes ended with their lifecycle line and the
+//! domain destroyed, and once the last guest ended one summary line with the free-memory
+//! figures, which image-builder's `run --guest` waits for.
+
+use core::cell::RefCell;
+use core::fmt::{self, Write};
+
+use heapless::{String, Vec};
+use ipc::domain::{MAX_DOMAINS, owner_domain};
+use ipc::dump::{RegisterDump, Text};
+use ipc::dump_parts::DumpAssembler;
+use ipc::message::{Gpr, GprWrite, Hypercall, Reply, ResumeChanges};
+use ipc::{Event, EventKind, NucleusMessage, Token};
+use xen_abi::Errno;
+use xen_abi::sched::ShutdownReason;
+
+use crate::guest_boot::{self, Booted, Scratch};
+use crate::guest_hypercalls::{DomainCalls, GuestFault, GuestMemory, Outcome};
+use crate::guest_mmu;
+use crate::hypervisor::Hypervisor;
+
+/// The summary line's start (image-builder waits for it).
+pub const ALL_ENDED: &str = "guests: all ended";
+
+struct Running {
+    domain: u16,
+    name: String<24>,
+    calls: DomainCalls,
+}
+
+/// Every guest pv-server started and how the others ended.
+pub struct Guests {
+    running: Vec<Running, MAX_DOMAINS>,
+    /// Guest modules seen at boot.
+    total: u32,
+    powered_off: u32,
+    free_before: u64,
+    dump: DumpAssembler,
+    pending_dump: Option<(Token, RegisterDump)>,
+}
+
+impl Default for Guests {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Guests {
+    pub const fn new() -> Self {
+        Self {
+            running: Vec::new(),
+            total: 0,
+            powered_off: 0,
+            free_before: 0,
+            dump: DumpAssembler::new(),
+            pending_dump: None,
+        }
+    }
+
+    /// Boots every guest module; lines go to `out`.
+    pub fn boot_all(
+        &mut self,
+        hv: &mut impl Hypervisor,
+        scratch: &mut Scratch<'_>,
+        out: &mut impl Write,
+    ) {
+        self.free_before = hv.free_frames();
+        let mut index = 0;
+        while let Some(result) = guest_boot::boot(hv, index, scratch, out) {
+            self.total += 1;
+            index += 1;
+            let Ok(Booted { domain, name }) = result else {
+                continue;
+            };
+            let running = Running {
+                domain,
+                name,
+                calls: DomainCalls::new(1),
+            };
+            if let Err(running) = self.running.push(running) {
+                let _ = writeln!(out, "guest {}: rejected: no guest slot left", running.name);
+                hv.destroy(running.domain);
+            }
+        }
+        if self.total > 0 && self.running.is_empty() {
+            self.summary(hv, out);
+        }
+    }
+
+    /// Handles one message; the reply to send, if any.
+    pub fn handle(
+        &mut self,
+        hv: &mut impl Hypervisor,
+        message: &NucleusMessage,
+        out: &mut impl Write,
+    ) -> Option<Reply> {
+        match message {
+            NucleusMessage::Hypercall(call) => self.hypercall(hv, call, out),
+            NucleusMessage::Event { token, event } => self.event(hv, *token, event, out),
+            NucleusMessage::Dump(part) => {
+                if let Ok(Some(done)) = self.dump.push(part) {
+                    self.pending_dump = Some((done.token, done.dump));
+                }
+                None
+            }
+            NucleusMessage::Ping { token } => Some(Reply::Resume { token: *token }),
+            NucleusMessage::DumpRecord(_) | NucleusMessage::ServerStarted { .. } => None,
+        }
+    }
+
+    fn find(&self, domain: u16) -> Option<usize> {
+        self.running.iter().position(|r| r.domain == domain)
+    }
+
+    fn hypercall(
+        &mut self,
+        hv: &mut impl Hypervisor,
+        call: &Hypercall,
+        out: &mut impl Write,
+    ) -> Option<Reply> {
+        let token = call.token;
+        let Some(at) = self.find(call.domain) else {
+            return Some(Reply::Return {
+                token,
+                rax: Errno::Esrch.rax(),
+            });
+        };
+        let [a0, a1, a2, a3, a4, _] = call.args;
+        let args = [a0, a1, a2, a3, a4];
+        let outcome = if guest_mmu::handles(call.number) {
+            guest_mmu::answer(hv, call.domain, call.number, args)
+        } else {
+            let running = &mut self.running[at];
+            let cell = RefCell::new(&mut *hv);
+            let mut memory = Memory {
+                hv: &cell,
+                domain: running.domain,
+            };
+            let mut console = Console {
+                hv: &cell,
+                domain: running.domain,
+                prefix_len: "guest ".len() + running.name.len() + 2,
+                line: String::new(),
+            };
+            running
+                .calls
+                .answer(&running.name, call.number, args, &mut memory, &mut console)
+        };
+        match outcome {
+            Outcome::Return(rax) => Some(Reply::Return { token, rax }),
+            Outcome::Yield => Some(Reply::Return { token, rax: 0 }),
+            // Loading segment bases into a vCPU is not wired yet: refused, nothing changed.
+            Outcome::SetSegmentBase { .. } => Some(Reply::Return {
+                token,
+                rax: Errno::Enosys.rax(),
+            }),
+            Outcome::Continue(next) => Some(continuation(call, next)),
+            Outcome::Shutdown(reason) => {
+                self.end(hv, at, Ending::Shutdown(reason), out);
+                None
+            }
+        }
+    }
+
+    fn event(
+        &mut self,
+        hv: &mut impl Hypervisor,
+        token: Token,
+        event: &Event,
+        out: &mut impl Write,
+    ) -> Option<Reply> {
+        let dump = match self.pending_dump.take() {
+            Some((t, dump)) if t == token => Some(dump),
+            _ => None,
+        };
+        let Some(at) = owner_domain(event.owner).and_then(|d| self.find(d)) else {
+            let _ = writeln!(
+                out,
+                "event {:?} for owner {} is not ours, killing it",
+                event.kind, event.owner
+            );
+            return Some(Reply::Kill { token });
+        };
+        let ending = match event.kind {
+            // The watchdog's tick: the vCPU ran without a hypercall for too long.
+            EventKind::Interrupt { .. } => Ending::Shutdown(ShutdownReason::Watchdog),
+            _ => Ending::Crashed(*event),
+        };
+        let name = self.running[at].name.clone();
+        self.end(hv, at, ending, out);
+        if let (Some(mut dump), Ending::Crashed(_)) = (dump, ending) {
+            let mut label: String<16> = String::new();
+            let _ = write!(label, "guest {}", name);
+            dump.prefix = Text(label);
+            let _ = write!(out, "{dump}");
+        }
+        None
+    }
+
+    /// Ends guest `at`: its last console text, the lifecycle line, the domain destroyed.
+    fn end(&mut self, hv: &mut impl Hypervisor, at: usize, ending: Ending, out: &mut impl Write) {
+        let mut running = self.running.swap_remove(at);
+        {
+            let cell = RefCell::new(&mut *hv);
+            let mut console = Console {
+                hv: &cell,
+                domain: running.domain,
+                prefix_len: "guest ".len() + running.name.len() + 2,
+                line: String::new(),
+            };
+            running.calls.console.flush(&running.name, &mut console);
+        }
+        let _ = writeln!(out, "guest {}: {ending}", running.name);
+        if ending == Ending::Shutdown(ShutdownReason::Poweroff) {
+            self.powered_off += 1;
+        }
+        hv.destroy(running.domain);
+        if self.running.is_empty() {
+            self.summary(hv, out);
+        }
+    }
+
+    fn summary(&self, hv: &mut impl Hypervisor, out: &mut impl Write) {
+        let _ = writeln!(
+            out,
+            "{ALL_ENDED} ({} of {} powered off; free memory {} KiB, {} KiB before the first)",
+            self.powered_off,
+            self.total,
+            hv.free_frames() * 4,
+            self.free_before * 4
+        );
+    }
+}
+
+/// How a guest ended: the lifecycle line after `guest NAME: `.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ending {
+    Shutdown(ShutdownReason),
+    Crashed(Event),
+}
+
+impl fmt::Display for Ending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Shutdown(reason) => write!(f, "shut down ({reason})"),
+            Self::Crashed(event) => write!(f, "crashed: {}", CrashReason(event)),
+        }
+    }
+}
+
+/// The reason in `crashed: <reason>`: part 1 has no trap table, so every fault ends a guest.
+struct CrashReason<'a>(&'a Event);
+
+impl fmt::Display for CrashReason<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let event = self.0;
+        match event.kind {
+            EventKind::Exception {
+                vector: 14,
+                error_code,
+            } => write!(
+                f,
+                "#PF at {:#x} (address {:#x}, error {error_code:#x}) with no trap table",
+                event.rip, event.event_data
+            ),
+            EventKind::Exception { vector, error_code } => write!(
+                f,
+                "{} at {:#x} (error {error_code:#x}) with no trap table",
+                exception_name(vector),
+                event.rip
+            ),
+            EventKind::SoftwareException { vector: 3 } => {
+                write!(f, "#BP at {:#x} with no trap table", event.rip)
+            }
+            kind => write!(f, "{kind:?} at {:#x} with no trap table", event.rip),
+        }
+    }
+}
+
+fn exception_name(vector: u8) -> &'static str {
+    const NAMES: [&str; 22] = [
+        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#CSO", "#TS", "#NP", "#SS",
+        "#GP", "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP",
+    ];
+    NAMES
+        .get(usize::from(vector))
+        .copied()
+        .unwrap_or("exception")
+}
+
+/// `rip -= 2` (back onto the `syscall`) with the continued arguments.
+fn continuation(call: &Hypercall, next: [u64; 5]) -> Reply {
+    let mut gprs = Vec::new();
+    for (gpr, value) in [Gpr::Rdi, Gpr::Rsi, Gpr::Rdx, Gpr::R10, Gpr::R8]
+        .into_iter()
+        .zip(next)
+    {
+        let _ = gprs.push(GprWrite { gpr, value });
+    }
+    let _ = gprs.push(GprWrite {
+        gpr: Gpr::Rax,
+        value: call.number,
+    });
+    Reply::ResumeWith {
+        token: call.token,
+        changes: ResumeChanges {
+            rip: call.rip.wrapping_sub(2),
+            rsp: call.rsp,
+            rflags: call.rflags,
+            gprs,
+        },
+    }
+}
+
+/// Guest memory through the nucleus' copy call.
+struct Memory<'c, 'h, H> {
+    hv: &'c RefCell<&'h mut H>,
+    domain: u16,
+}
+
+impl<H: Hypervisor> GuestMemory for Memory<'_, '_, H> {
+    fn read(&mut self, va: u64, buf: &mut [u8]) -> Result<(), GuestFault> {
+        self.hv
+            .borrow_mut()
+            .guest_read(self.domain, va, buf)
+            .map_err(|_| GuestFault { va })
+    }
+
+    fn write(&mut self, va: u64, bytes: &[u8]) -> Result<(), GuestFault> {
+        self.hv
+            .borrow_mut()
+            .guest_write(self.domain, va, bytes)
+            .map_err(|_| GuestFault { va })
+    }
+}
+
+/// Takes `guest NAME: <text>\n` lines and hands `<text>` to the nucleus, which prints it
+/// under the domain's name (pv-server cannot print a line as another server or the nucleus).
+struct Console<'c, 'h, H> {
+    hv: &'c RefCell<&'h mut H>,
+    domain: u16,
+    prefix_len: usize,
+    line: String<256>,
+}
+
+impl<H: Hypervisor> Write for Console<'_, '_, H> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if c == '\n' {
+                let text = self.line.as_bytes().get(self.prefix_len..).unwrap_or(b"");
+                self.hv.borrow_mut().console_line(self.domain, text);
+                self.line.clear();
+            } else {
+                let _ = self.line.push(c);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hypervisor::tests::FakeHypervisor;
+
+    fn guests_with(domain: u16, name: &str) -> Guests {
+        let mut guests = Guests::new();
+        let mut label = String::new();
+        label.push_str(name).unwrap();
+        guests.total = 1;
+        guests
+            .running
+            .push(Running {
+                domain,
+                name: label,
+                calls: DomainCalls::new(1),
+            })
+            .ok()
+            .unwrap();
+        guests
+    }
+
+    fn hypercall(domain: u16, number: u64, args: [u64; 6]) -> NucleusMessage {
+        NucleusMessage::Hypercall(Hypercall {
+            token: Token(7),
+            domain,
+            vcpu: 0,
+            number,
+            args,
+            rip: 0x1002,
+            rsp: 0x8000,
+            rflags: 0x202,
+        })
+    }
+
+    #[test]
+    fn console_lines_go_to_the_nucleus_under_the_domains_name() {
+        let mut hv = FakeHypervisor::default();
+        hv.memory.insert(0x4000, b"hi\nthere\n".to_vec());
+        let mut guests = guests_with(3, "hello");
+        let mut out = std::string::String::new();
+        let reply = guests.handle(
+            &mut hv,
+            &hypercall(3, 18, [0, 9, 0x4000, 0, 0, 0]),
+            &mut out,
+        );
+        assert_eq!(
+            reply,
+            Some(Reply::Return {
+                token: Token(7),
+                rax: 0
+            })
+        );
+        assert_eq!(hv.lines, vec![(3, "hi".into()), (3, "there".into())]);
+        assert_eq!(out, "");
+    }
+
+    #[test]
+    fn xen_version_and_unknown_domains() {
+        let mut hv = FakeHypervisor::default();
+        let mut guests = guests_with(3, "hello");
+        let mut out = std::string::String::new();
+        let reply = guests.handle(&mut hv, &hypercall(3, 17, [0; 6]), &mut out);
+        assert_eq!(
+            reply,
+            Some(Reply::Return {
+                token: Token(7),
+                rax: 4 << 16 | 21
+            })
+        );
+        let reply = guests.handle(&mut hv, &hypercall(9, 17, [0; 6]), &mut out);
+        assert_eq!(
+            reply,
+            Some(Reply::Return {
+                token: Token(7),
+                rax: Errno::Esrch.rax()
+            })
+        );
+    }
+
+    #[test]
+    fn poweroff_ends_the_guest_destroys_it_and_sums_up() {
+        let mut hv = FakeHypervisor {
+            free: 500,
+            ..Default::default()
+        };
+        hv.memory.insert(0x4000, vec![0; 4]);
+        let mut guests = guests_with(3, "hello");
+        guests.free_before = 500;
+        let mut out = std::string::String::new();
+        let reply = guests.handle(
+            &mut hv,
+            &hypercall(3, 29, [2, 0x4000, 0, 0, 0, 0]),
+            &mut out,
+        );
+        assert_eq!(reply, None);
+        assert_eq!(hv.destroyed, vec![3]);
+        assert_eq!(
+            out,
+            "guest hello: shut down (poweroff)\n\
+             guests: all ended (1 of 1 powered off; free memory 2000 KiB, 2000 KiB before the first)\n"
+        );
+        assert!(guests.running.is_empty());
+    }
+
+    #[test]
+    fn a_fault_is_a_crash_with_its_dump_and_a_tick_is_the_watchdog() {
+        let mut hv = FakeHypervisor::default();
+        let mut guests = guests_with(2, "bad");
+        let mut out = std::string::String::new();
+        let event = Event {
+            cpu: 0,
+            kind: EventKind::Exception {
+                vector: 14,
+                error_code: 2,
+            },
+            event_data: 0xdead_0000,
+            rip: 0x1234,
+            cs: 0xe033,
+            rflags: 0x202,
+            rsp: 0x8000,
+            ss: 0xe02b,
+            from_ring: 3,
+            owner: ipc::domain::guest_owner(2),
+        };
+        let reply = guests.handle(
+            &mut hv,
+            &NucleusMessage::Event {
+                token: Token(1),
+                event,
+            },
+            &mut out,
+        );
+        assert_eq!(reply, None);
+        assert!(out.starts_with(
+            "guest bad: crashed: #PF at 0x1234 (address 0xdead0000, error 0x2) with no trap table\n"
+        ), "{out}");
+        let mut guests = guests_with(4, "spin");
+        let mut out = std::string::String::new();
+        let tick = Event {
+            kind: EventKind::Interrupt { vector: 32 },
+            owner: ipc::domain::guest_owner(4),
+            ..event
+        };
+        guests.handle(
+            &mut hv,
+            &NucleusMessage::Event {
+                token: Token(2),
+                event: tick,
+            },
+            &mut out,
+        );
+        assert!(
+            out.starts_with("guest spin: shut down (watchdog)\n"),
+            "{out}"
+        );
+        assert_eq!(hv.destroyed, vec![2, 4]);
+    }
+
+    #[test]
+    fn a_long_console_write_continues_at_the_syscall() {
+        let mut hv = FakeHypervisor::default();
+        hv.memory.insert(0x4000, vec![b'x'; 5000]);
+        let mut guests = guests_with(3, "hello");
+        let mut out = std::string::String::new();
+        let reply = guests.handle(
+            &mut hv,
+            &hypercall(3, 18, [0, 5000, 0x4000, 0, 0, 0]),
+            &mut out,
+        );
+        let Some(Reply::ResumeWith { changes, .. }) = reply else {
+            panic!("expected a continuation, got {reply:?}");
+        };
+        assert_eq!(changes.rip, 0x1000);
+        assert!(changes.gprs.contains(&GprWrite {
+            gpr: Gpr::Rsi,
+            value: 5000 - 4096
+        }));
+        assert!(changes.gprs.contains(&GprWrite {
+            gpr: Gpr::Rax,
+            value: 18
+        }));
+    }
+}
