@@ -12,6 +12,7 @@ use anyhow::Result;
 use crate::bochs::{Bochs, EXIT_BOCHS_OPTION};
 use crate::boot::QemuExit;
 use crate::compile::workspace_root;
+use crate::guest::{GuestFile, GuestsEnded};
 use crate::image::{Image, Iso, NamedFile, default_iso_path};
 use crate::nucleus_options;
 use crate::qemu::{Accel, GDB_PORT, Qemu};
@@ -29,6 +30,8 @@ pub struct BuildOptions {
     pub cmdline: String,
     pub modules: Vec<NamedFile>,
     pub servers: Vec<NamedFile>,
+    /// PV64 guests started at boot (`--guest`).
+    pub guests: Vec<GuestFile>,
     /// A nucleus ELF to ship instead of building one.
     pub nucleus: Option<PathBuf>,
     /// Default: `target/fredvisor.iso` (`target/fredvisor-run.iso` for `run`).
@@ -63,6 +66,9 @@ impl BuildOptions {
         }
         for server in &self.servers {
             image = image.server(&server.name, &server.path);
+        }
+        for guest in &self.guests {
+            image = image.guest(guest.clone());
         }
         image
     }
@@ -137,7 +143,13 @@ pub fn run(options: &RunOptions) -> Result<QemuExit> {
     if let Some(trace) = &options.trace {
         crate::trace::check_output(trace)?;
     }
-    let exit = if options.stay { "" } else { EXIT_QEMU_OPTION };
+    // With guests the run ends at pv-server's summary line, not at `nucleus: ready`.
+    let guests = !options.build.guests.is_empty();
+    let exit = if options.stay || guests {
+        ""
+    } else {
+        EXIT_QEMU_OPTION
+    };
     let trace = match options.trace {
         Some(_) => trace_option(&options.build.cmdline),
         None => "",
@@ -159,10 +171,20 @@ pub fn run(options: &RunOptions) -> Result<QemuExit> {
         .accel(options.accel)
         .gdb(options.gdb)
         .timeout(options.timeout);
-    qemu = match &options.serial_log {
-        Some(path) => qemu.serial_stdio_logged(path),
-        None => qemu.serial_stdio(),
+    // Guests: the console is also logged, so the run can stop at the summary line.
+    let guest_log = guests.then(|| {
+        options
+            .serial_log
+            .clone()
+            .unwrap_or_else(|| workspace_root().join("target/fredvisor-run-serial.log"))
+    });
+    qemu = match (&options.serial_log, &guest_log) {
+        (Some(path), _) | (None, Some(path)) => qemu.serial_stdio_logged(path),
+        (None, None) => qemu.serial_stdio(),
     };
+    if guests && !options.stay {
+        qemu = qemu.until(crate::guest::ALL_ENDED);
+    }
     for arg in &options.qemu_args {
         qemu = qemu.arg(arg);
     }
@@ -187,6 +209,13 @@ pub fn run(options: &RunOptions) -> Result<QemuExit> {
                 .map(|s| format!("; {s}"))
                 .unwrap_or_default()
         );
+    }
+    if let (Some(path), QemuExit::Stopped) = (&guest_log, boot.exit) {
+        let serial = std::fs::read_to_string(path).unwrap_or_default();
+        return Ok(match GuestsEnded::from_serial(&serial) {
+            Some(ended) if ended.all_powered_off() => QemuExit::Success,
+            _ => QemuExit::Failure,
+        });
     }
     Ok(boot.exit)
 }

@@ -124,7 +124,10 @@ pub fn config(
 ) -> Result<String, ConfigError> {
     check_cmdline(extra_cmdline)?;
     for module in modules {
-        check_module_name(&module.name)?;
+        // A module's text is its name, then (guests) options checked like a command line.
+        let (name, args) = module.name.split_once(' ').unwrap_or((&module.name, ""));
+        check_module_name(name)?;
+        check_cmdline(args)?;
     }
     let mut cfg = String::new();
     // `writeln!` into a String cannot fail; the results are ignored through `let _`.

@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::compile::{self, SERVER_BUILD, SERVERS, ServerSpec};
 use crate::grub::{self, ModuleEntry};
+use crate::guest::GuestFile;
 use crate::progress::{Step, format_size};
 use crate::tools::Toolbox;
 
@@ -58,6 +59,7 @@ pub struct Image {
     servers: Vec<NamedFile>,
     /// Names of `servers` shipped without the ELF check ([`Image::server_unchecked`]).
     unchecked: Vec<String>,
+    guests: Vec<GuestFile>,
     nucleus: Option<PathBuf>,
     output: Option<PathBuf>,
     tools: Toolbox,
@@ -81,6 +83,14 @@ impl Image {
             name: name.into(),
             path: path.into(),
         });
+        self
+    }
+
+    /// Ships a PV64 guest as boot module `guest NAME mem=MIB cmdline=TEXT` in
+    /// `/boot/guests/NAME`. The file is not checked: pv-server rejects what it cannot boot
+    /// (the boot tests ship broken images on purpose).
+    pub fn guest(mut self, guest: GuestFile) -> Self {
+        self.guests.push(guest);
         self
     }
 
@@ -215,6 +225,21 @@ impl Image {
                 name: module.name.clone(),
             });
         }
+        if !self.guests.is_empty() {
+            fs::create_dir_all(boot.join("guests"))
+                .with_context(|| format!("cannot create {}", boot.display()))?;
+        }
+        for (i, guest) in self.guests.iter().enumerate() {
+            guest.check().map_err(anyhow::Error::msg)?;
+            if self.guests[..i].iter().any(|g| g.name == guest.name) {
+                bail!("two guests are named {}", guest.name);
+            }
+            copy(&guest.path, &boot.join("guests").join(&guest.name))?;
+            entries.push(ModuleEntry {
+                path: format!("/boot/guests/{}", guest.name),
+                name: guest.module_text(),
+            });
+        }
         let source = reproducible::source(&workspace);
         let cfg = grub::config("/boot/nucleus", &self.cmdline, &entries, &source.revision)?;
         let cfg_path = boot.join("grub/grub.cfg");
@@ -269,6 +294,7 @@ impl Image {
             Vec<NamedFile>,
             Vec<NamedFile>,
             Vec<String>,
+            Vec<GuestFile>,
             Option<PathBuf>,
             Option<PathBuf>,
         );
@@ -278,6 +304,7 @@ impl Image {
             self.modules.clone(),
             self.servers.clone(),
             self.unchecked.clone(),
+            self.guests.clone(),
             self.nucleus.clone(),
             self.output.clone(),
         );

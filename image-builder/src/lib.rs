@@ -31,6 +31,7 @@ pub mod commands;
 pub mod compile;
 pub mod console;
 pub mod grub;
+pub mod guest;
 pub mod image;
 pub mod nucleus_options;
 pub mod progress;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand, ValueEnum};
 use image_builder::bench::{self, BenchOptions};
 use image_builder::commands::{self, BuildOptions, EXIT_ERROR, RunOptions};
+use image_builder::guest::GuestFile;
 use image_builder::qemu::Accel;
 use image_builder::trace::{self, Elfs};
 use image_builder::{NamedFile, nucleus_options, shutdown};
@@ -38,7 +39,8 @@ enum Command {
     /// Build, then boot in QEMU (TCG) or Bochs (--bochs) with COM1 on this terminal.
     ///
     /// Adds `exit=qemu` to the nucleus command line so the run ends by itself after
-    /// `nucleus: ready` (or a panic); --stay keeps the nucleus halted instead. The image is
+    /// `nucleus: ready` (or a panic); --stay keeps the nucleus halted instead. With
+    /// --guest, the run ends when the last guest ended (see --guest). The image is
     /// target/fredvisor-run.iso, so target/fredvisor.iso stays free of `exit=qemu`.
     ///
     /// Exit status: 0 success, 1 the nucleus reported failure (panic), 2 error before the
@@ -92,6 +94,18 @@ struct BuildArgs {
     /// Ship the ELF at PATH as server NAME instead of building it (repeatable).
     #[arg(long = "server", value_name = "NAME=PATH", global = true)]
     servers: Vec<NamedFile>,
+    /// Start the Xen PV64 guest kernel ELF at PATH as guest NAME at boot (repeatable), with
+    /// MIB MiB of memory (default 16, at most 64) and TEXT as its command line (cmdline= goes
+    /// last and takes the rest). pv-server prints `pv-server: guest NAME: started (...)`,
+    /// the guest's console as `guest NAME: ...`, and how it ended. `run` with guests ends when
+    /// the last guest ends: status 0 if every guest shut down with reason poweroff, 1
+    /// otherwise (crash, reboot, watchdog, rejected image).
+    #[arg(
+        long = "guest",
+        value_name = "NAME=PATH[,mem=MIB][,cmdline=TEXT]",
+        global = true
+    )]
+    guests: Vec<GuestFile>,
     /// Ship this nucleus ELF instead of building one.
     #[arg(long, value_name = "PATH", global = true)]
     nucleus: Option<PathBuf>,
@@ -180,6 +194,7 @@ impl From<BuildArgs> for BuildOptions {
             cmdline: args.cmdline,
             modules: args.modules,
             servers: args.servers,
+            guests: args.guests,
             nucleus: args.nucleus,
             output: args.output,
             // On a terminal a first build is minutes: show cargo's progress.

@@ -244,6 +244,14 @@ impl Qemu {
             fs::write(path, "").with_context(|| format!("cannot create {}", path.display()))?;
         }
         let stderr_path = dir.path().join("qemu.stderr");
+        // What `until` watches: the serial file, or the log of a console on the terminal.
+        let watched = match &self.serial {
+            Serial::Stdio(Some(log)) => {
+                fs::write(log, "").with_context(|| format!("cannot create {}", log.display()))?;
+                Some(log.clone())
+            }
+            _ => serial_path.clone(),
+        };
 
         let mut command = Command::new(&qemu);
         self.accel.check()?;
@@ -297,7 +305,7 @@ impl Qemu {
                 use std::os::unix::process::ExitStatusExt;
                 break QemuExit::from_status(status.code(), status.signal());
             }
-            if let Some(path) = &serial_path
+            if let Some(path) = &watched
                 && (self.until.is_some()
                     || self.until_serial.is_some()
                     || !self.until_lines.is_empty())

@@ -19,6 +19,10 @@ mod target;
 #[cfg(target_os = "none")]
 pub use target::*;
 
+/// Page-table hypercalls and a walk of the bootstrap tables.
+#[cfg(target_os = "none")]
+pub mod tables;
+
 /// One Xen ELF note with a NUL-terminated string descriptor (pv64-abi.md §1.1), in the
 /// `.note.Xen` section the guest linker script keeps in its PT_NOTE.
 #[macro_export]

@@ -1,0 +1,233 @@
+//! guest-hostile (issue 15 point 6): misbehaves on purpose, one case per command line:
+//!
+//! * `foreign-frame`: maps a frame it does not own (MMIO, then RAM of nobody's) → `-EPERM`,
+//!   `-EINVAL`;
+//! * `writable-table`: maps one of its own page tables writable → `-EBUSY`;
+//! * `write-table`: writes to its read-only mapping of its L4 → `#PF`, crashed (no trap
+//!   table);
+//! * `bad-pointers`: kernel, non-canonical and unmapped pointers to every hypercall that
+//!   takes one → `-EFAULT` each, bad values to the others → `-EINVAL`/`-ENOENT`;
+//! * `spin`: loops without a hypercall → the watchdog ends it;
+//! * `fault`: `ud2` with no trap table → crashed.
+//!
+//! The cases that get an answer print `hostile: CASE: N checks passed` (or the first wrong
+//! answer) and power off.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+mod guest {
+    use guest_rt::tables::{PAGE_RW, l1_entry_of, p2m, region_end, update_va_mapping};
+    use guest_rt::{Boot, guest_main, hypercall, println, shutdown, xen_note_int, xen_note_str};
+    use xen_abi::elfnote::XenNote;
+    use xen_abi::layout::DOMID_SELF;
+    use xen_abi::sched::ShutdownReason;
+    use xen_abi::{Errno, Hypercall};
+
+    xen_note_str!(XenNote::GuestOs, "fredvisor-hostile");
+    xen_note_str!(XenNote::GuestVersion, "0.1");
+    xen_note_str!(XenNote::XenVersion, "xen-3.0");
+    xen_note_str!(XenNote::Loader, "generic");
+    xen_note_int!(XenNote::VirtBase, 0);
+    xen_note_int!(XenNote::PaddrOffset, 0);
+    xen_note_int!(XenNote::HypercallPage, sym hypercall_page);
+
+    struct Checks {
+        case: &'static str,
+        passed: u32,
+    }
+
+    impl Checks {
+        fn expect(&mut self, what: &str, got: u64, want: Errno) {
+            if got != want.rax() {
+                println!(
+                    "hostile: {}: WRONG {what}: got {:#x}, want -{}",
+                    self.case,
+                    got,
+                    want.name()
+                );
+                shutdown(ShutdownReason::Crash);
+            }
+            self.passed += 1;
+        }
+
+        fn done(self) -> ! {
+            println!("hostile: {}: {} checks passed", self.case, self.passed);
+            shutdown(ShutdownReason::Poweroff)
+        }
+    }
+
+    fn call(number: Hypercall, args: [u64; 5]) -> u64 {
+        // SAFETY: the pointers passed are bad on purpose: the hypervisor must refuse them
+        // without touching our memory (or its own).
+        unsafe { hypercall(number, args) }
+    }
+
+    const KERNEL: u64 = 0xffff_8000_0010_0000;
+    const NON_CANONICAL: u64 = 0x0000_8000_0000_0000;
+
+    fn main(boot: Boot) -> ! {
+        let info = boot.start_info;
+        let case = match info.cmdline() {
+            b"foreign-frame" => "foreign-frame",
+            b"writable-table" => "writable-table",
+            b"write-table" => "write-table",
+            b"bad-pointers" => "bad-pointers",
+            b"spin" => "spin",
+            b"fault" => "fault",
+            _ => {
+                println!(
+                    "hostile: unknown case; use cmdline=foreign-frame|writable-table|write-table|bad-pointers|spin|fault"
+                );
+                shutdown(ShutdownReason::Crash)
+            }
+        };
+        println!("hostile: {case}");
+        let mut c = Checks { case, passed: 0 };
+        let va = region_end(info) - 4096;
+        let unmapped = region_end(info) + (64 << 20);
+        match case {
+            "foreign-frame" => {
+                // The local APIC: not RAM at all.
+                c.expect(
+                    "map MMIO",
+                    update_va_mapping(va, 0xfee0_0000 | PAGE_RW),
+                    Errno::Eperm,
+                );
+                // RAM below our first frame: the hypervisor's or free, never ours.
+                let lowest = p2m(info).iter().copied().min().unwrap_or(0);
+                let theirs = lowest.saturating_sub(1);
+                c.expect(
+                    "map RAM not ours",
+                    update_va_mapping(va, theirs << 12 | PAGE_RW),
+                    Errno::Einval,
+                );
+                c.expect(
+                    "map RAM not ours read-only",
+                    update_va_mapping(va, theirs << 12 | 0x25),
+                    Errno::Einval,
+                );
+                c.done()
+            }
+            "writable-table" => {
+                let Some((l1, _)) = l1_entry_of(info, va) else {
+                    shutdown(ShutdownReason::Crash)
+                };
+                let l4 = p2m(info)[(info.pt_base >> 12) as usize];
+                c.expect(
+                    "map own L1 writable",
+                    update_va_mapping(va, l1 << 12 | PAGE_RW),
+                    Errno::Ebusy,
+                );
+                c.expect(
+                    "map own L4 writable",
+                    update_va_mapping(va, l4 << 12 | PAGE_RW),
+                    Errno::Ebusy,
+                );
+                c.expect(
+                    "map PCD",
+                    update_va_mapping(
+                        va,
+                        p2m(info)[info.nr_pages as usize - 1] << 12 | PAGE_RW | 0x10,
+                    ),
+                    Errno::Einval,
+                );
+                c.done()
+            }
+            "write-table" => {
+                println!("hostile: writing to the L4 at {:#x}", info.pt_base);
+                // SAFETY: none: the page is mapped read-only and the write must fault.
+                unsafe { (info.pt_base as *mut u64).write_volatile(0) };
+                println!("hostile: WRONG the write to a page table went through");
+                shutdown(ShutdownReason::Crash)
+            }
+            "bad-pointers" => {
+                for (label, ptr) in [
+                    ("kernel", KERNEL),
+                    ("non-canonical", NON_CANONICAL),
+                    ("unmapped", unmapped),
+                ] {
+                    let _ = label;
+                    c.expect(
+                        "console_io",
+                        call(Hypercall::ConsoleIo, [0, 16, ptr, 0, 0]),
+                        Errno::Efault,
+                    );
+                    c.expect(
+                        "sched_op shutdown",
+                        call(Hypercall::SchedOp, [2, ptr, 0, 0, 0]),
+                        Errno::Efault,
+                    );
+                    c.expect(
+                        "xen_version extraversion",
+                        call(Hypercall::XenVersion, [1, ptr, 0, 0, 0]),
+                        Errno::Efault,
+                    );
+                    c.expect(
+                        "xen_version capabilities",
+                        call(Hypercall::XenVersion, [3, ptr, 0, 0, 0]),
+                        Errno::Efault,
+                    );
+                    c.expect(
+                        "xen_version get_features",
+                        call(Hypercall::XenVersion, [6, ptr, 0, 0, 0]),
+                        Errno::Efault,
+                    );
+                    c.expect(
+                        "mmu_update",
+                        call(Hypercall::MmuUpdate, [ptr, 1, 0, u64::from(DOMID_SELF), 0]),
+                        Errno::Efault,
+                    );
+                    c.expect(
+                        "mmuext_op",
+                        call(Hypercall::MmuextOp, [ptr, 1, 0, u64::from(DOMID_SELF), 0]),
+                        Errno::Efault,
+                    );
+                    c.expect(
+                        "update_va_mapping at it",
+                        call(Hypercall::UpdateVaMapping, [ptr, 0, 2, 0, 0]),
+                        Errno::Einval,
+                    );
+                }
+                c.expect(
+                    "vm_assist bad type",
+                    call(Hypercall::VmAssist, [0, 63, 0, 0, 0]),
+                    Errno::Einval,
+                );
+                c.expect(
+                    "vcpu_op is_up vcpu 7",
+                    call(Hypercall::VcpuOp, [9, 7, 0, 0, 0]),
+                    Errno::Enoent,
+                );
+                c.expect(
+                    "set_segment_base bad which",
+                    call(Hypercall::SetSegmentBase, [9, 0, 0, 0, 0]),
+                    Errno::Einval,
+                );
+                c.expect(
+                    "set_segment_base non-canonical",
+                    call(Hypercall::SetSegmentBase, [0, NON_CANONICAL, 0, 0, 0]),
+                    Errno::Einval,
+                );
+                c.expect(
+                    "unknown hypercall",
+                    call(Hypercall::PhysdevOp, [0, 0, 0, 0, 0]),
+                    Errno::Enosys,
+                );
+                c.done()
+            }
+            "spin" => loop {
+                core::hint::spin_loop();
+            },
+            _ => {
+                // SAFETY: none: the instruction must fault and, with no trap table, end us.
+                unsafe { core::arch::asm!("ud2") };
+                shutdown(ShutdownReason::Crash)
+            }
+        }
+    }
+
+    guest_main!(main);
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {}

@@ -1,0 +1,146 @@
+//! guest-pagetables (issue 15 point 6): maps, remaps and unmaps one page of its own with
+//! `update_va_mapping` and `mmu_update`, reading back through the mapping and through the
+//! (read-only) L1 table each time, and pins/unpins a spare table with `mmuext_op`. Prints
+//! `pagetables: N checks passed` and powers off, or names the first check that failed and
+//! shuts down with `crash`.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(target_os = "none")]
+mod guest {
+    use guest_rt::tables::{
+        PAGE_RW, l1_entry_of, mmu_update, mmuext_op, p2m, read_entry, region_end, update_va_mapping,
+    };
+    use guest_rt::{Boot, guest_main, println, shutdown, xen_note_int, xen_note_str};
+    use xen_abi::elfnote::XenNote;
+    use xen_abi::mm::{MmuUpdate, MmuextOp};
+    use xen_abi::sched::ShutdownReason;
+
+    xen_note_str!(XenNote::GuestOs, "fredvisor-pagetables");
+    xen_note_str!(XenNote::GuestVersion, "0.1");
+    xen_note_str!(XenNote::XenVersion, "xen-3.0");
+    xen_note_str!(XenNote::Loader, "generic");
+    xen_note_int!(XenNote::VirtBase, 0);
+    xen_note_int!(XenNote::PaddrOffset, 0);
+    xen_note_int!(XenNote::HypercallPage, sym hypercall_page);
+
+    struct Checks(u32);
+
+    impl Checks {
+        fn check(&mut self, what: &str, got: u64, want: u64) {
+            if got != want {
+                println!("pagetables: FAILED {what}: got {got:#x}, want {want:#x}");
+                shutdown(ShutdownReason::Crash);
+            }
+            self.0 += 1;
+        }
+    }
+
+    fn read(va: u64) -> u64 {
+        // SAFETY: `va` is mapped readable when called (the checks just mapped it).
+        unsafe { (va as *const u64).read_volatile() }
+    }
+
+    fn write(va: u64, value: u64) {
+        // SAFETY: `va` is mapped writable when called.
+        unsafe { (va as *mut u64).write_volatile(value) }
+    }
+
+    fn main(boot: Boot) -> ! {
+        let info = boot.start_info;
+        let p2m = p2m(info);
+        let nr = info.nr_pages as usize;
+        // Two frames past the mapped region: owned, unmapped, zero.
+        let (a, b) = (p2m[nr - 1], p2m[nr - 2]);
+        let va = region_end(info) - 4096;
+        let Some((l1, entry_ma)) = l1_entry_of(info, va) else {
+            println!("pagetables: FAILED no L1 behind {va:#x}");
+            shutdown(ShutdownReason::Crash)
+        };
+        let index = ((va >> 12) & 511) as usize;
+        println!("pagetables: page {va:#x}, frames {a:#x} {b:#x}, L1 {l1:#x}");
+        let mut c = Checks(0);
+
+        // Map frame A with update_va_mapping, write through it.
+        c.check("map A", update_va_mapping(va, a << 12 | PAGE_RW), 0);
+        let entry = read_entry(info, l1, index).unwrap_or(0);
+        c.check("L1 names A", entry >> 12 & 0xff_ffff_ffff, a);
+        c.check("L1 not global", entry & 0x100, 0);
+        c.check("A starts zero", read(va), 0);
+        write(va, 0x5a0);
+        c.check("A holds what was written", read(va), 0x5a0);
+
+        // Remap to B: a fresh zero frame behind the same VA.
+        c.check("remap to B", update_va_mapping(va, b << 12 | PAGE_RW), 0);
+        c.check("B starts zero", read(va), 0);
+        write(va, 0x6b0);
+
+        // Back to A with mmu_update on the L1 entry's machine address.
+        let (rax, done) = mmu_update(&[MmuUpdate {
+            ptr: entry_ma,
+            val: a << 12 | PAGE_RW,
+        }]);
+        c.check("mmu_update to A", rax, 0);
+        c.check("mmu_update done", u64::from(done), 1);
+        c.check("A kept its value", read(va), 0x5a0);
+
+        // Unmap with mmu_update, then with update_va_mapping (already empty: still fine).
+        let (rax, _) = mmu_update(&[MmuUpdate {
+            ptr: entry_ma,
+            val: 0,
+        }]);
+        c.check("unmap", rax, 0);
+        c.check(
+            "L1 entry empty",
+            read_entry(info, l1, index).unwrap_or(1),
+            0,
+        );
+        c.check("unmap again", update_va_mapping(va, 0), 0);
+
+        // Map B read-only: the contents are B's.
+        c.check("map B read-only", update_va_mapping(va, b << 12 | 0x25), 0);
+        c.check("B kept its value", read(va), 0x6b0);
+        c.check("unmap B", update_va_mapping(va, 0), 0);
+
+        // Pin A as an L1 table (its one word is a non-present entry without an address, so
+        // it validates), then it cannot be mapped writable.
+        let pin = MmuextOp {
+            cmd: 0,
+            arg1: a,
+            ..Default::default()
+        };
+        c.check("pin A as L1", mmuext_op(&[pin]), 0);
+        c.check(
+            "pinned table not writable",
+            update_va_mapping(va, a << 12 | PAGE_RW),
+            (-16i64) as u64,
+        );
+        let unpin = MmuextOp {
+            cmd: 4,
+            arg1: a,
+            ..Default::default()
+        };
+        c.check("unpin A", mmuext_op(&[unpin]), 0);
+        c.check(
+            "A writable again",
+            update_va_mapping(va, a << 12 | PAGE_RW),
+            0,
+        );
+        c.check("A still holds its value", read(va), 0x5a0);
+        c.check("unmap A", update_va_mapping(va, 0), 0);
+
+        // Flushes are accepted.
+        let flush = MmuextOp {
+            cmd: 6,
+            ..Default::default()
+        };
+        c.check("TLB_FLUSH_LOCAL", mmuext_op(&[flush]), 0);
+
+        println!("pagetables: {} checks passed", c.0);
+        shutdown(ShutdownReason::Poweroff)
+    }
+
+    guest_main!(main);
+}
+
+#[cfg(not(target_os = "none"))]
+fn main() {}
