@@ -52,16 +52,29 @@ pub enum Measurement {
     Int3Roundtrip,
     /// Nucleus: `Ping` over fred-server's event ring and its `Resume` back.
     RingRoundtrip,
+    /// The `bench` guest: `xen_version(0)` → nucleus → pv-server → nucleus → guest.
+    HypercallRoundtrip,
 }
 
+/// How many measurements the benchmark boot takes.
+pub const MEASUREMENTS: usize = 4;
+/// The guest the benchmark boot ships for [`Measurement::HypercallRoundtrip`].
+pub const BENCH_GUEST: &str = "guest-bench";
+
 impl Measurement {
-    pub const ALL: [Self; 3] = [Self::NullSyscall, Self::Int3Roundtrip, Self::RingRoundtrip];
+    pub const ALL: [Self; MEASUREMENTS] = [
+        Self::NullSyscall,
+        Self::Int3Roundtrip,
+        Self::RingRoundtrip,
+        Self::HypercallRoundtrip,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
             Self::NullSyscall => "null-syscall",
             Self::Int3Roundtrip => "int3-roundtrip",
             Self::RingRoundtrip => "ring-roundtrip",
+            Self::HypercallRoundtrip => "hypercall-roundtrip",
         }
     }
 
@@ -71,6 +84,7 @@ impl Measurement {
             Self::NullSyscall => "pv-server: bench: null-syscall ",
             Self::Int3Roundtrip => "pv-server: bench: int3-roundtrip ",
             Self::RingRoundtrip => "bench: ring-roundtrip ",
+            Self::HypercallRoundtrip => "guest bench: bench: hypercall-roundtrip ",
         }
     }
 
@@ -80,6 +94,7 @@ impl Measurement {
             Self::NullSyscall => (74, "L4Re/Fiasco null syscall"),
             Self::Int3Roundtrip => (1174, "goal: 2 x 587 first, then 800"),
             Self::RingRoundtrip => (1174, "2 x L4Re/Fiasco one-way IPC (587)"),
+            Self::HypercallRoundtrip => (1948, "issue 15: int3 round trip (1848) + 100"),
         }
     }
 
@@ -88,6 +103,7 @@ impl Measurement {
             Self::NullSyscall => 0,
             Self::Int3Roundtrip => 1,
             Self::RingRoundtrip => 2,
+            Self::HypercallRoundtrip => 3,
         }
     }
 }
@@ -136,7 +152,7 @@ pub fn parse_line(line: &str) -> Option<(Measurement, Range)> {
 
 /// The first well-formed line of each measurement in a serial log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Results([Option<Range>; 3]);
+pub struct Results([Option<Range>; MEASUREMENTS]);
 
 impl Results {
     pub fn parse(serial: &str) -> Self {
@@ -159,10 +175,10 @@ impl Results {
             .collect()
     }
 
-    /// All three ranges, or the missing measurements.
-    pub fn complete(&self) -> Result<[Range; 3], Vec<Measurement>> {
+    /// Every range, or the missing measurements.
+    pub fn complete(&self) -> Result<[Range; MEASUREMENTS], Vec<Measurement>> {
         match self.0 {
-            [Some(a), Some(b), Some(c)] => Ok([a, b, c]),
+            [Some(a), Some(b), Some(c), Some(d)] => Ok([a, b, c, d]),
             _ => Err(self.missing()),
         }
     }
@@ -186,7 +202,7 @@ pub fn instructions(ticks: u64) -> String {
 /// The table `image-builder bench` prints: per measurement min and max in ticks and in
 /// instructions, the minimum as a multiple of the target, the target (instructions) and
 /// where it comes from.
-pub fn table(ranges: &[Range; 3]) -> String {
+pub fn table(ranges: &[Range; MEASUREMENTS]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -195,7 +211,7 @@ pub fn table(ranges: &[Range; 3]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {:>7}  source of the target",
+        "{:<19} {:>11} {:>11} {:>11} {:>11} {:>11} {:>7}  source of the target",
         "measurement", "min ticks", "max ticks", "min insns", "max insns", "min/target", "target"
     );
     for (measurement, range) in Measurement::ALL.into_iter().zip(ranges) {
@@ -203,7 +219,7 @@ pub fn table(ranges: &[Range; 3]) -> String {
         let ratio = range.min as f64 / (target * TICKS_PER_INSTRUCTION) as f64;
         let _ = writeln!(
             out,
-            "{:<16} {:>11} {:>11} {:>11} {:>11} {:>11} {target:>7}  {source}",
+            "{:<19} {:>11} {:>11} {:>11} {:>11} {:>11} {target:>7}  {source}",
             measurement.name(),
             range.min,
             range.max,
@@ -261,7 +277,7 @@ pub fn table_minimums(table: &str) -> Vec<(Measurement, Option<u64>)> {
 
 /// Boots `iso` (built with [`CMDLINE`]) under `-icount` and stops once all three lines are
 /// in. Fails with the missing measurements (and the serial log) otherwise, or on a panic.
-pub fn measure(iso: &Iso, timeout: Duration) -> Result<([Range; 3], Boot)> {
+pub fn measure(iso: &Iso, timeout: Duration) -> Result<([Range; MEASUREMENTS], Boot)> {
     let mut qemu = Qemu::new(iso)
         .timeout(timeout)
         .until_serial(all_lines_present);
@@ -295,7 +311,7 @@ pub fn measure(iso: &Iso, timeout: Duration) -> Result<([Range; 3], Boot)> {
 
 /// Fails unless the benchmark boot's FRED decision is `decision` (so a column says which
 /// delivery it really measured), or on a panic; else the three ranges.
-fn bench_ranges(boot: &Boot, decision: &str) -> Result<[Range; 3]> {
+fn bench_ranges(boot: &Boot, decision: &str) -> Result<[Range; MEASUREMENTS]> {
     if boot.serial.contains(ipc::markers::PANIC) {
         bail!(
             "{}",
@@ -325,7 +341,11 @@ pub const BOCHS_FRED_DECISION: &str = "fred: enabled (cpu has FRED+LKGS)";
 pub const BOCHS_IDT_DECISION: &str = "fred: disabled (fred=off)";
 
 /// Boots `iso` in Bochs and stops once all three lines are in; checks the decision line.
-pub fn measure_bochs(iso: &Iso, timeout: Duration, decision: &str) -> Result<([Range; 3], Boot)> {
+pub fn measure_bochs(
+    iso: &Iso,
+    timeout: Duration,
+    decision: &str,
+) -> Result<([Range; MEASUREMENTS], Boot)> {
     let boot = Bochs::new(iso)
         .timeout(timeout)
         .until_serial(all_lines_present)
@@ -336,7 +356,7 @@ pub fn measure_bochs(iso: &Iso, timeout: Duration, decision: &str) -> Result<([R
 
 /// The table of `bench --bochs`: per measurement FRED's and the IDT's min and max (ticks =
 /// instructions) and FRED's minimum as a fraction of the IDT's.
-pub fn bochs_table(fred: &[Range; 3], idt: &[Range; 3]) -> String {
+pub fn bochs_table(fred: &[Range; MEASUREMENTS], idt: &[Range; MEASUREMENTS]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -345,14 +365,14 @@ pub fn bochs_table(fred: &[Range; 3], idt: &[Range; 3]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:<16} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "{:<19} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "measurement", "FRED min", "FRED max", "IDT min", "IDT max", "FRED/IDT"
     );
     for ((measurement, f), i) in Measurement::ALL.into_iter().zip(fred).zip(idt) {
         let ratio = f.min as f64 / i.min.max(1) as f64;
         let _ = writeln!(
             out,
-            "{:<16} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "{:<19} {:>9} {:>9} {:>9} {:>9} {:>9}",
             measurement.name(),
             f.min,
             f.max,
@@ -388,6 +408,30 @@ impl Default for BenchOptions {
     }
 }
 
+/// The benchmark image: the build options, `extra` on the command line, and the `bench`
+/// guest (built here) for the hypercall round trip.
+fn bench_image(
+    options: &BenchOptions,
+    extra: &str,
+    output: std::path::PathBuf,
+) -> Result<crate::image::Image> {
+    let workspace = workspace_root();
+    let built = crate::compile::build_target(
+        &crate::tools::Toolbox::from_env(),
+        &workspace,
+        crate::compile::SERVER_BUILD,
+        &[BENCH_GUEST],
+        options.build.verbose,
+    )?;
+    let Some(path) = built.into_iter().next() else {
+        bail!("cargo built no {BENCH_GUEST}");
+    };
+    Ok(options
+        .build
+        .image(extra, output)
+        .guest(crate::guest::GuestFile::new("bench", path).mem(4)))
+}
+
 /// `bench --bochs`: the benchmark ISO with `fred=on` and with `fred=off`, each booted in
 /// Bochs; the side-by-side table.
 fn run_bochs(options: &BenchOptions) -> Result<String> {
@@ -401,9 +445,7 @@ fn run_bochs(options: &BenchOptions) -> Result<String> {
         ("fred=on", BOCHS_FRED_DECISION, "fredvisor-bench-fred.iso"),
         ("fred=off", BOCHS_IDT_DECISION, "fredvisor-bench-idt.iso"),
     ] {
-        let image = options
-            .build
-            .image(&format!("{CMDLINE} {fred}"), target.join(iso));
+        let image = bench_image(options, &format!("{CMDLINE} {fred}"), target.join(iso))?;
         let iso = image.build()?;
         let (range, _boot) = measure_bochs(&iso, options.timeout, decision)?;
         ranges.push(range);
@@ -419,7 +461,7 @@ pub fn run(options: &BenchOptions) -> Result<String> {
     }
     let default_output = workspace_root().join("target/fredvisor-bench.iso");
     Qemu::from_path(&default_output).check_tools()?;
-    let iso = options.build.image(CMDLINE, default_output).build()?;
+    let iso = bench_image(options, CMDLINE, default_output)?.build()?;
     let (ranges, _boot) = measure(&iso, options.timeout)?;
     let table = table(&ranges);
     if options.update_readme {
@@ -452,6 +494,10 @@ mod tests {
                 min: 7488,
                 max: 1424984,
             },
+            Range {
+                min: 30328,
+                max: 33488,
+            },
         ];
         let readme = "# x\n\n```sh\ncargo fv bench\n```\n\n```\nQEMU TCG, -icount shift=3 old\nnull-syscall 1 2\n```\n\nafter\n";
         let updated = readme_with_table(readme, &table(&ranges)).unwrap();
@@ -462,7 +508,7 @@ mod tests {
             .into_iter()
             .map(|(_, m)| m)
             .collect();
-        assert_eq!(minimums, [Some(992), Some(14752), Some(7488)]);
+        assert_eq!(minimums, [Some(992), Some(14752), Some(7488), Some(30328)]);
         assert!(readme_with_table("no table", "t").is_err());
     }
 
@@ -481,10 +527,11 @@ mod tests {
         pv-server: bench: 1000 samples each, rdtsc pair overhead 40 ticks subtracted\r\n\
         pv-server: bench: null-syscall min=1712 max=1720\r\n\
         bench: ring-roundtrip min=17512 max=3189048 rounds=1000\r\n\
-        pv-server: bench: int3-roundtrip min=288400 max=10009048\r\n";
+        pv-server: bench: int3-roundtrip min=288400 max=10009048\r\n\
+        guest bench: bench: hypercall-roundtrip min=30328 max=33488 samples=1000 version=0x40015\r\n";
 
     #[test]
-    fn the_three_lines_parse() {
+    fn the_four_lines_parse() {
         let results = Results::parse(LOG);
         assert_eq!(
             results.complete(),
@@ -500,6 +547,10 @@ mod tests {
                 Range {
                     min: 17512,
                     max: 3_189_048
+                },
+                Range {
+                    min: 30328,
+                    max: 33488
                 },
             ])
         );
@@ -523,6 +574,8 @@ mod tests {
             "pv-server: bench: null-syscall min=1 max=2 junk",
             "bench: null-syscall min=1 max=2",
             "fred-server: bench: ring-roundtrip min=1 max=2",
+            "pv-server: guest bench: bench: hypercall-roundtrip min=1 max=2",
+            "guest other: bench: hypercall-roundtrip min=1 max=2",
         ] {
             assert_eq!(parse_line(line), None, "{line}");
         }
@@ -543,7 +596,11 @@ mod tests {
         );
         assert_eq!(
             results.complete(),
-            Err(vec![Measurement::Int3Roundtrip, Measurement::RingRoundtrip])
+            Err(vec![
+                Measurement::Int3Roundtrip,
+                Measurement::RingRoundtrip,
+                Measurement::HypercallRoundtrip
+            ])
         );
         assert!(!all_lines_present(partial));
         assert_eq!(Results::parse("").missing(), Measurement::ALL.to_vec());
@@ -562,7 +619,7 @@ mod tests {
         let ranges = Results::parse(LOG).complete().unwrap();
         let table = table(&ranges);
         let rows: Vec<&str> = table.lines().collect();
-        assert_eq!(rows.len(), 5, "{table}");
+        assert_eq!(rows.len(), 6, "{table}");
         let cells = |row: &str| -> Vec<String> {
             row.split_whitespace().take(7).map(str::to_owned).collect()
         };
@@ -600,16 +657,29 @@ mod tests {
             ]
         );
         assert!(rows[4].ends_with(" 1174  2 x L4Re/Fiasco one-way IPC (587)"));
+        assert_eq!(
+            cells(rows[5]),
+            [
+                "hypercall-roundtrip",
+                "30328",
+                "33488",
+                "3791",
+                "4186",
+                "1.9x",
+                "1948"
+            ]
+        );
+        assert!(rows[5].ends_with(" 1948  issue 15: int3 round trip (1848) + 100"));
     }
 
     #[test]
     fn the_bochs_table_puts_fred_and_idt_side_by_side_with_the_ratio() {
         let r = |min, max| Range { min, max };
-        let fred = [r(100, 150), r(900, 1000), r(400, 480)];
-        let idt = [r(125, 160), r(1800, 2000), r(400, 500)];
+        let fred = [r(100, 150), r(900, 1000), r(400, 480), r(1000, 1100)];
+        let idt = [r(125, 160), r(1800, 2000), r(400, 500), r(2000, 2100)];
         let table = bochs_table(&fred, &idt);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 5, "{table}");
+        assert_eq!(lines.len(), 6, "{table}");
         assert!(
             lines[0].starts_with("Bochs wildcat_lake (FRED+LKGS)"),
             "{table}"
@@ -641,6 +711,17 @@ mod tests {
         assert_eq!(
             words(4),
             ["ring-roundtrip", "400", "480", "400", "500", "1.00"]
+        );
+        assert_eq!(
+            words(5),
+            [
+                "hypercall-roundtrip",
+                "1000",
+                "1100",
+                "2000",
+                "2100",
+                "0.50"
+            ]
         );
     }
 

@@ -230,17 +230,31 @@ pub fn bochs_run_dir() -> PathBuf {
 fn run_bochs(options: &RunOptions) -> Result<QemuExit> {
     let default_output = workspace_root().join("target/fredvisor-bochs.iso");
     Bochs::from_path(&default_output).check_tools()?;
-    let extra = if options.stay { "" } else { EXIT_BOCHS_OPTION };
+    let guests = !options.build.guests.is_empty();
+    let extra = if options.stay || guests {
+        ""
+    } else {
+        EXIT_BOCHS_OPTION
+    };
     let iso = options.build.image(extra, default_output).build()?;
     let run_dir = bochs_run_dir();
     if options.stay {
         eprintln!("note: the nucleus halts after it is ready; stop Bochs with Ctrl-C");
     }
-    let boot = Bochs::new(&iso)
+    let mut bochs = Bochs::new(&iso)
         .timeout(options.timeout)
         .run_dir(&run_dir)
-        .echo_serial(true)
-        .run()?;
+        .echo_serial(true);
+    if guests && !options.stay {
+        bochs = bochs.until(crate::guest::ALL_ENDED);
+    }
+    let mut boot = bochs.run()?;
+    if guests && boot.exit == QemuExit::Stopped {
+        boot.exit = match GuestsEnded::from_serial(&boot.serial) {
+            Some(ended) if ended.all_powered_off() => QemuExit::Success,
+            _ => QemuExit::Failure,
+        };
+    }
     if boot.exit != QemuExit::Success {
         eprintln!(
             "note: bochsrc, serial.log and bochs.log are in {}",

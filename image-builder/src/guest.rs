@@ -9,8 +9,9 @@ use crate::grub;
 
 /// Memory of a guest without `mem=`.
 pub const DEFAULT_MIB: u32 = 16;
-/// Most memory one guest may ask for (pv-server's frame list holds 64 MiB).
-pub const MAX_MIB: u32 = 64;
+/// Most memory one guest may ask for here; pv-server refuses what is not free (and more
+/// than 64 MiB, its frame list's size) with a `rejected` line.
+pub const MAX_MIB: u32 = 65536;
 /// The module name every guest module's text starts with.
 pub const MODULE_WORD: &str = "guest";
 /// The line pv-server prints once every guest ended (after its `pv-server: ` prefix).
@@ -171,7 +172,7 @@ mod tests {
         assert!("x".parse::<GuestFile>().is_err());
         assert!("x=".parse::<GuestFile>().is_err());
         assert!("x=p,mem=0".parse::<GuestFile>().is_err());
-        assert!("x=p,mem=65".parse::<GuestFile>().is_err());
+        assert!("x=p,mem=65537".parse::<GuestFile>().is_err());
         assert!("x=p,mem=lots".parse::<GuestFile>().is_err());
         assert!("x=p,cpus=2".parse::<GuestFile>().is_err());
         assert!("a b=p".parse::<GuestFile>().is_err());

@@ -36,9 +36,11 @@ pub trait Message: Serialize + DeserializeOwned {
 // postcard writes an enum variant as its index, a varint; these are the indices of the
 // variants with a shortcut (declaration order in `message.rs`). The tests pin them.
 const NUCLEUS_EVENT: u8 = 0;
+const NUCLEUS_HYPERCALL: u8 = 2;
 const NUCLEUS_PING: u8 = 5;
 const SERVER_REPLY: u8 = 1;
 const REPLY_RESUME: u8 = 0;
+const REPLY_RETURN: u8 = 4;
 
 /// An `Event` is a byte string of this length; postcard prefixes it with the length as a
 /// varint, one byte since the length is below 128.
@@ -56,6 +58,20 @@ impl Message for NucleusMessage {
                     && out.extend_from_slice(&event.to_wire()).is_ok()
             }
             Self::Ping { token } => out.push(NUCLEUS_PING).is_ok() && put_varint(out, token.0),
+            // A guest's hypercall: the hot message of the PV path (issue 15 point 8).
+            Self::Hypercall(call) => {
+                out.push(NUCLEUS_HYPERCALL).is_ok()
+                    && [
+                        call.token.0,
+                        u64::from(call.domain),
+                        u64::from(call.vcpu),
+                        call.number,
+                    ]
+                    .into_iter()
+                    .chain(call.args)
+                    .chain([call.rip, call.rsp, call.rflags])
+                    .all(|value| put_varint(out, value))
+            }
             _ => false,
         }
     }
@@ -75,6 +91,42 @@ impl Message for NucleusMessage {
                 _ => None,
             },
             NUCLEUS_PING if rest.is_empty() => Some(Self::Ping { token }),
+            NUCLEUS_HYPERCALL => {
+                let mut words = [0u64; 12];
+                let mut rest = rest;
+                for word in &mut words {
+                    let (value, after) = take_varint(rest)?;
+                    *word = value;
+                    rest = after;
+                }
+                let [
+                    domain,
+                    vcpu,
+                    number,
+                    a0,
+                    a1,
+                    a2,
+                    a3,
+                    a4,
+                    a5,
+                    rip,
+                    rsp,
+                    rflags,
+                ] = words;
+                if !rest.is_empty() {
+                    return None;
+                }
+                Some(Self::Hypercall(crate::message::Hypercall {
+                    token,
+                    domain: u16::try_from(domain).ok()?,
+                    vcpu: u16::try_from(vcpu).ok()?,
+                    number,
+                    args: [a0, a1, a2, a3, a4, a5],
+                    rip,
+                    rsp,
+                    rflags,
+                }))
+            }
             _ => None,
         }
     }
@@ -88,13 +140,21 @@ impl Message for ServerMessage {
                 out.extend_from_slice(&[SERVER_REPLY, REPLY_RESUME]).is_ok()
                     && put_varint(out, token.0)
             }
+            Self::Reply(Reply::Return { token, rax }) => {
+                out.extend_from_slice(&[SERVER_REPLY, REPLY_RETURN]).is_ok()
+                    && put_varint(out, token.0)
+                    && put_varint(out, *rax)
+            }
             _ => false,
         }
     }
 
     #[inline]
     fn decode_hot(body: &[u8]) -> Option<Self> {
-        resume_token_of(body).map(|token| Self::Reply(Reply::Resume { token }))
+        if let Some(token) = resume_token_of(body) {
+            return Some(Self::Reply(Reply::Resume { token }));
+        }
+        return_of(body).map(|(token, rax)| Self::Reply(Reply::Return { token, rax }))
     }
 }
 
@@ -106,6 +166,27 @@ impl Message for ServerMessage {
 pub fn resume_token(record: &[u8]) -> Option<Token> {
     match record {
         [crate::codec::PROTOCOL_VERSION, body @ ..] => resume_token_of(body),
+        _ => None,
+    }
+}
+
+/// The token and RAX of a record (version byte included) that is a
+/// `ServerMessage::Reply(Reply::Return)`, read by hand (a guest's hypercall answer, the PV
+/// path's `Resume`); `None` for any other record.
+#[inline]
+pub fn return_reply(record: &[u8]) -> Option<(Token, u64)> {
+    match record {
+        [crate::codec::PROTOCOL_VERSION, body @ ..] => return_of(body),
+        _ => None,
+    }
+}
+
+#[inline]
+fn return_of(body: &[u8]) -> Option<(Token, u64)> {
+    let rest = body.strip_prefix(&[SERVER_REPLY, REPLY_RETURN])?;
+    let (token, rest) = take_varint(rest)?;
+    match take_varint(rest)? {
+        (rax, []) => Some((Token(token), rax)),
         _ => None,
     }
 }
@@ -223,6 +304,58 @@ mod tests {
                 (token.0 < 1 << 63).then_some(reply)
             );
         }
+    }
+
+    #[test]
+    fn hypercalls_and_returns_are_written_as_postcard_writes_them() {
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            0x4_0015,
+            u64::from(u32::MAX),
+            (1 << 63) - 1,
+            1 << 63,
+        ] {
+            let call = NucleusMessage::Hypercall(crate::message::Hypercall {
+                token: Token(value),
+                domain: 3,
+                vcpu: 0,
+                number: 17,
+                args: [value, 0, 1, 300, 2, 7],
+                rip: 0x1002,
+                rsp: value,
+                rflags: 0x202,
+            });
+            let body = postcard_body(&call);
+            assert_eq!(hot_body(&call), Some(body.clone()), "{call:?}");
+            let expected = (value < 1 << 63).then(|| call.clone());
+            assert_eq!(NucleusMessage::decode_hot(&body), expected);
+            let ret = ServerMessage::Reply(Reply::Return {
+                token: Token(5),
+                rax: value,
+            });
+            let body = postcard_body(&ret);
+            assert_eq!(hot_body(&ret), Some(body.clone()));
+            let mut record = std::vec![codec::PROTOCOL_VERSION];
+            record.extend_from_slice(&body);
+            assert_eq!(
+                return_reply(&record),
+                (value < 1 << 63).then_some((Token(5), value))
+            );
+            let expected = (value < 1 << 63).then(|| ret.clone());
+            assert_eq!(ServerMessage::decode_hot(&body), expected);
+        }
+        // A domain beyond u16 is postcard's to refuse.
+        let mut body = std::vec![NUCLEUS_HYPERCALL, 1, 0x80, 0x80, 0x04];
+        body.extend([0u8; 11]);
+        assert_eq!(NucleusMessage::decode_hot(&body), None);
+        // Trailing bytes after a Return.
+        assert_eq!(
+            ServerMessage::decode_hot(&[SERVER_REPLY, REPLY_RETURN, 1, 0, 0]),
+            None
+        );
     }
 
     #[test]

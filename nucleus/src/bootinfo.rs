@@ -15,7 +15,7 @@ pub const MULTIBOOT2_MAGIC: u32 = 0x36d7_6289;
 pub const CMDLINE_MAX: usize = 8192;
 const REGIONS_MAX: usize = 128;
 const MODULES_MAX: usize = 16;
-const NAME_MAX: usize = 64;
+const NAME_MAX: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegionKind {

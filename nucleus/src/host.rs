@@ -237,7 +237,7 @@ pub mod kit {
     pub fn booted() -> Threads {
         super::loader::refuse(false);
         let mut t = Threads::new();
-        for id in t.ids() {
+        for id in t.server_ids() {
             assert!(crate::lifecycle::start(&mut t, id, Some(0..4096)));
         }
         output();

@@ -50,6 +50,9 @@ mod cpu;
 #[cfg(target_os = "none")]
 mod dispatch;
 #[cfg(target_os = "none")]
+#[allow(unsafe_code)] // guest frames through the direct map, the frame table's storage
+mod domains;
+#[cfg(target_os = "none")]
 #[allow(unsafe_code)] // port writes that end an emulator run
 mod exit;
 #[cfg(target_os = "none")]

@@ -104,6 +104,7 @@ pub fn start_nucleus(loader: LoaderHandoff) -> ! {
         layout.free_mib
     );
     crate::symbols::init(&boot);
+    crate::domains::init(&boot);
     crate::cpu::stacks::set_block(&layout.stack_block);
     crate::cpu::tables::use_stack_block(&layout.stack_block);
     HANDOFF.call_once(|| Handoff { boot, options });
@@ -134,7 +135,7 @@ extern "C" fn on_stack_block() -> ! {
         t.options = Some(*options);
         t.set_on_ready(servers_ready);
         let mut started = 0;
-        for id in t.ids() {
+        for id in t.server_ids() {
             let name = BOOT_THREADS[id.index()].name;
             let module = boot
                 .modules

@@ -3,7 +3,7 @@
 use crate::mm::BadPointer;
 use crate::text::Escaped;
 use crate::thread::sched::NextTask;
-use crate::thread::{ThreadId, Threads};
+use crate::thread::{GUEST_MANAGER, ThreadId, Threads};
 use bsp_x86_64::frame::Frame;
 use ipc::layout;
 use ipc::syscall::{Syscall, SyscallError, to_rax};
@@ -20,6 +20,10 @@ pub fn handle(t: &mut Threads, frame: &mut Frame) -> NextTask {
         return NextTask::Same;
     };
     t.get_mut(cur).made_syscall();
+    if t.get(cur).domain().is_some() {
+        // A guest kernel's `syscall` is a hypercall, never one of ours.
+        return crate::forward::hypercall(t, frame, cur);
+    }
     let (number, arg0, arg1) = (frame.gprs.rax, frame.gprs.rdi, frame.gprs.rsi);
     let result = match Syscall::try_from(number) {
         Ok(Syscall::ConsoleWrite) => console_write(t, cur, arg0, arg1).map(|n| ok(frame, n)),
@@ -31,6 +35,7 @@ pub fn handle(t: &mut Threads, frame: &mut Frame) -> NextTask {
         Ok(Syscall::RingNotify) => ring_notify(t, cur, arg0, frame),
         Ok(Syscall::RingWait) => ring_wait(t, cur, arg0, frame),
         Ok(Syscall::Exit) => Ok(exit(t, cur, arg0)),
+        Ok(guest_call) => guest_manager(t, cur, guest_call, frame),
         Err(_) => Err(SyscallError::NoSuchSyscall),
     };
     result.unwrap_or_else(|error| {
@@ -89,6 +94,29 @@ fn ring_wait(
         }
         layout::REPLY_RING_ID => Err(SyscallError::BadArgument),
         _ => Err(SyscallError::NoSuchRing),
+    }
+}
+
+/// The guest-manager calls (issue 15): only [`GUEST_MANAGER`] may make them; the checks
+/// that protect frames, tables and other domains are `crate::domains`'.
+fn guest_manager(
+    t: &mut Threads,
+    cur: ThreadId,
+    call: Syscall,
+    frame: &mut Frame,
+) -> Result<NextTask, SyscallError> {
+    if cur != GUEST_MANAGER {
+        return Err(SyscallError::NotPermitted);
+    }
+    #[cfg(target_os = "none")]
+    {
+        let value = crate::domains::syscall(t, cur, call, frame)?;
+        Ok(ok(frame, value))
+    }
+    #[cfg(not(target_os = "none"))]
+    {
+        let _ = (t, call, frame);
+        Err(SyscallError::NoSuchSyscall)
     }
 }
 

@@ -159,6 +159,7 @@ impl Guests {
             Outcome::Continue(next) => Some(continuation(call, next)),
             Outcome::Shutdown(reason) => {
                 self.end(hv, at, Ending::Shutdown(reason), out);
+                self.sum_up_if_done(hv, out);
                 None
             }
         }
@@ -196,6 +197,7 @@ impl Guests {
             dump.prefix = Text(label);
             let _ = write!(out, "{dump}");
         }
+        self.sum_up_if_done(hv, out);
         None
     }
 
@@ -217,6 +219,9 @@ impl Guests {
             self.powered_off += 1;
         }
         hv.destroy(running.domain);
+    }
+
+    fn sum_up_if_done(&self, hv: &mut impl Hypervisor, out: &mut impl Write) {
         if self.running.is_empty() {
             self.summary(hv, out);
         }

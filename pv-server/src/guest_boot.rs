@@ -18,6 +18,8 @@ use crate::hypervisor::{Hypervisor, MAX_GUEST_FRAMES};
 pub const DEFAULT_MIB: u64 = 16;
 /// Longest module text pv-server reads.
 pub const TEXT_MAX: usize = 512;
+/// Largest `mem=` the text may ask for (whether it is free is the layout's question).
+pub const MAX_MIB: u64 = 65536;
 /// Largest guest image pv-server reads.
 pub const IMAGE_MAX: usize = 2 << 20;
 
@@ -41,7 +43,7 @@ impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::BadName => "the guest name is not 1-24 characters of [A-Za-z0-9_.-]",
-            Self::BadMem => "mem= is not a number of MiB between 1 and 64",
+            Self::BadMem => "mem= is not a number of MiB between 1 and 65536",
             Self::UnknownOption => "unknown guest module option",
         })
     }
@@ -69,7 +71,7 @@ pub fn parse_spec(text: &[u8]) -> Result<GuestSpec<'_>, SpecError> {
         match word.strip_prefix("mem=") {
             Some(mib) => {
                 spec.mib = mib.parse().map_err(|_| SpecError::BadMem)?;
-                if spec.mib == 0 || spec.mib * 256 > MAX_GUEST_FRAMES as u64 {
+                if spec.mib == 0 || spec.mib > MAX_MIB {
                     return Err(SpecError::BadMem);
                 }
             }
@@ -94,6 +96,7 @@ pub enum Rejected {
     TooLarge,
     Build(BuildError),
     NoDomain { pages: u64 },
+    TooManyPages { pages: u64 },
     Tables(xen_abi::Errno),
     Start(xen_abi::Errno),
 }
@@ -107,6 +110,10 @@ impl fmt::Display for Rejected {
             Self::NoDomain { pages } => {
                 write!(f, "the hypervisor cannot give a domain of {pages} pages")
             }
+            Self::TooManyPages { pages } => write!(
+                f,
+                "{pages} pages are more than pv-server's {MAX_GUEST_FRAMES} per guest"
+            ),
             Self::Tables(errno) => write!(f, "bootstrap page tables refused ({errno})"),
             Self::Start(errno) => write!(f, "start registers refused ({errno})"),
         }
@@ -184,6 +191,9 @@ fn boot_spec(
     // The domain also needs its shared_info frame.
     let free = hv.free_frames().saturating_sub(1);
     let layout = Layout::plan(&image, pages, free).map_err(Rejected::Build)?;
+    if pages as usize > MAX_GUEST_FRAMES {
+        return Err(Rejected::TooManyPages { pages });
+    }
     let mfns = &mut scratch.mfns[..pages as usize + 1];
     let domain = hv
         .create(pages, spec.name.as_bytes(), mfns)
@@ -266,7 +276,8 @@ mod tests {
         );
         assert_eq!(parse_spec(b"a b"), Err(SpecError::UnknownOption));
         assert_eq!(parse_spec(b"a mem=0"), Err(SpecError::BadMem));
-        assert_eq!(parse_spec(b"a mem=65"), Err(SpecError::BadMem));
+        assert_eq!(parse_spec(b"a mem=65537"), Err(SpecError::BadMem));
+        assert_eq!(parse_spec(b"a mem=65536").map(|s| s.mib), Ok(65536));
         assert_eq!(parse_spec(b"a mem=x"), Err(SpecError::BadMem));
         assert_eq!(parse_spec(b"nucleus: mem=1"), Err(SpecError::BadName));
         assert_eq!(parse_spec(b""), Err(SpecError::BadName));
@@ -334,7 +345,7 @@ mod tests {
         let elf = hello_elf();
         let mut hv = FakeHypervisor {
             free: 1000,
-            modules: vec![(b"big mem=64".to_vec(), elf)],
+            modules: vec![(b"big mem=512".to_vec(), elf)],
             ..Default::default()
         };
         let (result, out) = scratch_boot(&mut hv, 0);

@@ -124,7 +124,15 @@ impl Hypervisor for Nucleus {
     }
 
     fn console_line(&mut self, domain: u16, line: &[u8]) {
-        let _ = ipc::rt::sys::guest_console_write(domain, line);
+        // The nucleus takes what pv-server's console budget allows; the rest after a yield.
+        let mut rest = line;
+        while !rest.is_empty() {
+            match ipc::rt::sys::guest_console_write(domain, rest) {
+                Ok(0) => ipc::rt::sys::yield_now(),
+                Ok(n) => rest = rest.get(n as usize..).unwrap_or(&[]),
+                Err(_) => break,
+            }
+        }
     }
 
     fn free_frames(&mut self) -> u64 {

@@ -13,7 +13,7 @@
 
 use anyhow::Result;
 use tests::machine::Machine;
-use tests::scenarios::{events, fred_decision, fred_only, hostile, nesting, servers};
+use tests::scenarios::{events, fred_decision, fred_only, guests, hostile, nesting, servers};
 
 const FRED_CPU: Machine = Machine::Bochs;
 
@@ -171,4 +171,42 @@ fn a_pf_on_sl1_escalates_to_df_on_sl3() -> Result<()> {
 #[ignore = "needs FREDVISOR_BOCHS"]
 fn a_pf_on_sl2_escalates_to_df_on_sl3() -> Result<()> {
     fred_only::a_pf_on_a_guard_stack_level_escalates_to_df_on_sl3(FRED_CPU, 2)
+}
+
+// ---- PV64 guests (issue 15) under FRED: ERETU into Xen's flat selectors ----------------
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn guest_hello_prints_its_start_info_and_powers_off() -> Result<()> {
+    guests::hello_prints_its_start_info_and_powers_off(Machine::Bochs)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn guest_pagetables_maps_remaps_and_unmaps() -> Result<()> {
+    guests::pagetables_maps_remaps_and_unmaps(Machine::Bochs)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn two_guests_at_once_both_finish_unmixed() -> Result<()> {
+    guests::two_guests_at_once_both_finish_unmixed(Machine::Bochs)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn hostile_guests_get_their_errors_and_others_run_on() -> Result<()> {
+    guests::hostile_guests_get_their_errors_and_others_run_on(Machine::Bochs)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn spinning_and_faulting_guests_end_and_hello_still_runs() -> Result<()> {
+    guests::spinning_and_faulting_guests_end_and_hello_still_runs(Machine::Bochs)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn bad_guest_images_are_rejected_with_one_line_each() -> Result<()> {
+    guests::bad_images_are_rejected_with_one_line_each(Machine::Bochs)
 }

@@ -20,7 +20,23 @@ unsafe extern "C" {
 
 static IDT: RacyCell<Idt> = RacyCell::new(Idt::new());
 static TSS: RacyCell<TaskStateSegment> = RacyCell::new(TaskStateSegment::new());
-static GDT: RacyCell<Gdt> = RacyCell::new(Gdt::new(0));
+/// The GDT with room for Xen's flat selectors at their Xen indices (pv64-abi.md §2.3): a
+/// PV64 guest runs with 0xe033/0xe02b (and may name 0xe023), so the table reaches entry
+/// 7174 (0xe038 bytes). Entries 8-7171 are null.
+#[repr(C, align(16))]
+struct FullGdt {
+    head: Gdt,
+    rest: [u64; XEN_GDT_ENTRIES - 8],
+}
+
+const XEN_GDT_ENTRIES: usize = (xen_abi::layout::selector::FLAT_RING3_CS64 as usize >> 3) + 1;
+const _: () = assert!(core::mem::size_of::<FullGdt>() >= 0xe038);
+const _: () = assert!(core::mem::size_of::<Gdt>() == 64);
+
+static GDT: RacyCell<FullGdt> = RacyCell::new(FullGdt {
+    head: Gdt::new(0),
+    rest: [0; XEN_GDT_ENTRIES - 8],
+});
 
 fn stub_address(vector: u8) -> u64 {
     let base = core::ptr::addr_of!(idt_vector_stubs) as u64;
@@ -47,11 +63,24 @@ pub fn install_early_idt() {
 pub fn install_gdt() {
     // SAFETY: boot, single CPU, interrupts off: no other reference to TSS or GDT exists.
     let gdt = unsafe {
-        *GDT.get() = Gdt::with_tss(&*TSS.get());
+        let full = &mut *GDT.get();
+        full.head = Gdt::with_tss(&*TSS.get());
+        use xen_abi::layout::selector::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64};
+        for (selector, descriptor) in [
+            (FLAT_RING3_CS32, gdt::Descriptor::code32(3)),
+            (FLAT_RING3_SS64, gdt::Descriptor::data(3)),
+            (FLAT_RING3_CS64, gdt::Descriptor::code64(3)),
+        ] {
+            full.rest[(selector as usize >> 3) - 8] = descriptor.raw();
+        }
         &*GDT.get()
     };
+    let pointer = gdt::DescriptorTablePointer {
+        limit: (core::mem::size_of::<FullGdt>() - 1) as u16,
+        base: core::ptr::from_ref(gdt) as u64,
+    };
     // SAFETY: the GDT is a static with the descriptors the selectors below name.
-    unsafe { insn::lgdt(&gdt.pointer()) };
+    unsafe { insn::lgdt(&pointer) };
     // SAFETY: KERNEL_CS is a 64-bit ring-0 code descriptor in the GDT just loaded.
     unsafe { insn::reload_cs(gdt::KERNEL_CS) };
     // SAFETY: KERNEL_DS is a ring-0 data descriptor; SS must hold it before FRED is enabled.

@@ -13,6 +13,8 @@ enum Record<'a> {
     /// A plain `Resume`, the reply to almost every event, read by hand as just its token (a
     /// `ServerMessage` is hundreds of bytes, not worth building and moving for a token).
     Resume(ipc::Token),
+    /// A guest's hypercall answer, read by hand as its token and RAX.
+    Return(ipc::Token, u64),
     /// Anything else, decoded (or not) into the caller's slot: the record stays small, so
     /// the hot `Resume` never moves a message-sized value.
     Other(&'a Result<ServerMessage, ipc::DecodeError>),
@@ -28,17 +30,26 @@ pub fn drain_replies(t: &mut Threads, from: ThreadId) {
         };
         let mut slot = None;
         let slot_ref = &mut slot;
-        let popped = ring.pop_with(move |record| match ipc::codec::resume_token(record) {
-            Some(token) => Record::Resume(token),
-            None => Record::Other(Option::insert(
+        let popped = ring.pop_with(move |record| {
+            if let Some(token) = ipc::codec::resume_token(record) {
+                return Record::Resume(token);
+            }
+            if let Some((token, rax)) = ipc::codec::return_reply(record) {
+                return Record::Return(token, rax);
+            }
+            Record::Other(Option::insert(
                 slot_ref,
                 ipc::codec::decode::<ServerMessage>(record),
-            )),
+            ))
         });
         let message = match popped {
             Ok(None) => return,
             Ok(Some(Record::Resume(token))) => {
                 on_reply(t, from, token, &Reply::Resume { token });
+                continue;
+            }
+            Ok(Some(Record::Return(token, rax))) => {
+                on_reply(t, from, token, &Reply::Return { token, rax });
                 continue;
             }
             Ok(Some(Record::Other(Ok(message)))) => message,
@@ -92,7 +103,11 @@ pub fn drain_replies(t: &mut Threads, from: ThreadId) {
 /// only a fault handler decides about events.
 #[inline(always)]
 fn on_reply(t: &mut Threads, from: ThreadId, token: ipc::Token, reply: &Reply) {
-    if !t.is_fault_handler(from) {
+    // The guest manager answers for its guests' vCPUs only (it handles no server's faults).
+    let for_guest = from == crate::thread::GUEST_MANAGER
+        && t.waiting_for(from, token)
+            .is_some_and(|id| t.get(id).domain().is_some());
+    if !t.is_fault_handler(from) && !for_guest {
         if t.get_mut(from).may_complain(COMPLAINTS_PER_TICK) {
             println!(
                 "nucleus: {}: unexpected message Reply({reply:?})",

@@ -102,6 +102,24 @@ impl AddressSpace {
         Ok(())
     }
 
+    /// Copies `bytes` to checked user memory writable by the server, a page at a time.
+    pub fn write(&self, ptr: u64, bytes: &[u8]) -> Result<(), BadPointer> {
+        self.check(ptr, bytes.len() as u64, true)?;
+        let mut done = 0;
+        while done < bytes.len() {
+            let va = ptr + done as u64;
+            let in_page = ((4096 - (va & 0xfff)) as usize).min(bytes.len() - done);
+            let (phys, _) = self.translate(va & !0xfff).ok_or(BadPointer)?;
+            let dst = memory::phys_to_virt(phys.as_u64() + (va & 0xfff)) as *mut u8;
+            // SAFETY: `check` found the page mapped writable for the server; `in_page` bytes
+            // stay inside that one frame, a server page (never a nucleus table: those are
+            // not mapped in its lower half), reached through the direct map.
+            unsafe { core::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), dst, in_page) };
+            done += in_page;
+        }
+        Ok(())
+    }
+
     /// Frees every frame of the lower half (leaves and tables) and the root.
     pub fn destroy(self) {
         // Never free the tables the CPU is walking: leave them for the nucleus' own first.

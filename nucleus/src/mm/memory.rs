@@ -127,6 +127,28 @@ pub fn alloc_frame() -> Option<PhysAddr> {
     Some(frame)
 }
 
+/// `count` contiguous frames (not zeroed), for tables the nucleus keeps for good.
+pub fn alloc_contiguous(count: u64) -> Option<PhysAddr> {
+    state().frames.alloc_contiguous(count, 4096)
+}
+
+/// Frames the allocator can still hand out.
+pub fn free_count() -> u64 {
+    state().frames.free_frames()
+}
+
+/// One past the highest usable RAM frame the allocator manages.
+pub fn ram_end_frame() -> u64 {
+    state()
+        .frames
+        .ranges()
+        .iter()
+        .map(|r| r.end)
+        .max()
+        .unwrap_or(0)
+        .div_ceil(4096)
+}
+
 pub fn free_frame(frame: PhysAddr) {
     if let Err(e) = state().frames.free(frame) {
         println!("memory: {e}");

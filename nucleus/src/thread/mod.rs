@@ -31,8 +31,16 @@ pub const BOOT_THREADS: [BootThread; 2] = [
     },
 ];
 
+/// The thread that manages guests (pv-server): the fault handler of every guest vCPU and
+/// the only caller of the guest-manager syscalls.
+pub const GUEST_MANAGER: ThreadId = ThreadId(1);
+
+/// Guest vCPU slots after the servers: one vCPU per domain (issue 15), domain `d` (from 1)
+/// in slot `BOOT_THREADS.len() + d - 1`.
+pub const GUEST_SLOTS: usize = ipc::domain::MAX_DOMAINS;
+
 /// How many threads the table holds.
-pub const MAX_THREADS: usize = BOOT_THREADS.len();
+pub const MAX_THREADS: usize = BOOT_THREADS.len() + GUEST_SLOTS;
 
 /// One entry of [`BOOT_THREADS`].
 #[derive(Clone, Copy, Debug)]
@@ -81,6 +89,11 @@ pub struct Pending {
 
 pub struct Thread {
     name: &'static str,
+    /// `Some(domain)` for a guest vCPU: no rings, no address space of its own (it runs on
+    /// the domain's validated tables, `guest_root`), its events go to [`GUEST_MANAGER`].
+    domain: Option<u16>,
+    /// The machine address of the L4 a guest vCPU runs on.
+    pub guest_root: Option<bsp_x86_64::paging::PhysAddr>,
     /// Who gets this thread's events; `None`: the nucleus reports them itself.
     fault_handler: Option<ThreadId>,
     /// Some thread's fault handler (fixed at boot, so the reply path need not search).
@@ -116,10 +129,13 @@ pub struct Thread {
 
 impl Thread {
     const fn new(id: ThreadId) -> Self {
+        if id.0 >= BOOT_THREADS.len() {
+            return Self::guest_slot((id.0 - BOOT_THREADS.len() + 1) as u16);
+        }
         let boot = BOOT_THREADS[id.0];
         let mut handles_faults = false;
         let mut i = 0;
-        while i < MAX_THREADS {
+        while i < BOOT_THREADS.len() {
             if let Some(ThreadId(h)) = BOOT_THREADS[i].fault_handler
                 && h == id.0
             {
@@ -129,6 +145,8 @@ impl Thread {
         }
         Self {
             name: boot.name,
+            domain: None,
+            guest_root: None,
             fault_handler: boot.fault_handler,
             handles_faults,
             module: None,
@@ -152,8 +170,65 @@ impl Thread {
         }
     }
 
+    /// An empty guest vCPU slot for domain `domain`.
+    const fn guest_slot(domain: u16) -> Self {
+        Self {
+            name: "guest",
+            domain: Some(domain),
+            guest_root: None,
+            fault_handler: Some(GUEST_MANAGER),
+            handles_faults: false,
+            module: None,
+            state: State::Absent,
+            space: None,
+            frame: Frame::ZERO,
+            events: None,
+            replies: None,
+            hello: false,
+            generation: 0,
+            restarts: 0,
+            ticks_without_syscall: 0,
+            pending: None,
+            pending_dump: None,
+            console: ipc::console::Budget::new(),
+            logs_dropped: 0,
+            recent_restarts: 0,
+            last_restart: 0,
+            complaints: 0,
+            complaints_withheld: 0,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// The domain of a guest vCPU.
+    pub fn domain(&self) -> Option<u16> {
+        self.domain
+    }
+
+    /// The owner number its events carry: the slot for servers, `guest_owner(domain)` for
+    /// guest vCPUs.
+    pub fn owner(&self, id: ThreadId) -> u32 {
+        match self.domain {
+            Some(domain) => ipc::domain::guest_owner(domain),
+            None => id.owner(),
+        }
+    }
+
+    /// The tables the CPU walks while it runs.
+    pub fn root(&self) -> Option<bsp_x86_64::paging::PhysAddr> {
+        self.space.as_ref().map(|s| s.root()).or(self.guest_root)
+    }
+
+    /// A guest vCPU starts at `frame` on the tables at `root`.
+    pub fn start_guest(&mut self, root: bsp_x86_64::paging::PhysAddr, frame: Frame) {
+        self.guest_root = Some(root);
+        self.frame = frame;
+        self.state = State::Ready;
+        self.hello = true;
+        self.ticks_without_syscall = 0;
     }
 
     pub fn fault_handler(&self) -> Option<ThreadId> {
@@ -377,7 +452,14 @@ pub fn with<R>(f: impl FnOnce(&mut Threads) -> R) -> R {
 impl Threads {
     pub const fn new() -> Self {
         Self {
-            threads: [Thread::new(ThreadId(0)), Thread::new(ThreadId(1))],
+            threads: [
+                Thread::new(ThreadId(0)),
+                Thread::new(ThreadId(1)),
+                Thread::new(ThreadId(2)),
+                Thread::new(ThreadId(3)),
+                Thread::new(ThreadId(4)),
+                Thread::new(ThreadId(5)),
+            ],
             current: None,
             next_token: 1,
             ready_printed: false,
@@ -388,6 +470,19 @@ impl Threads {
 
     pub fn ids(&self) -> impl Iterator<Item = ThreadId> + use<> {
         (0..MAX_THREADS).map(ThreadId)
+    }
+
+    /// The server slots (started from boot modules).
+    pub fn server_ids(&self) -> impl Iterator<Item = ThreadId> + use<> {
+        (0..BOOT_THREADS.len()).map(ThreadId)
+    }
+
+    /// The vCPU slot of `domain` (domains are numbered from 1).
+    pub fn guest_id(&self, domain: u16) -> Option<ThreadId> {
+        let domain = usize::from(domain);
+        (1..=GUEST_SLOTS)
+            .contains(&domain)
+            .then_some(ThreadId(BOOT_THREADS.len() + domain - 1))
     }
 
     pub fn get(&self, id: ThreadId) -> &Thread {
@@ -471,7 +566,11 @@ impl Threads {
         if self.ready_printed {
             return None;
         }
-        let waiting = self.threads.iter().any(|t| !t.is_absent() && !t.hello);
+        // Guests say no hello: only the servers count.
+        let waiting = self
+            .threads
+            .iter()
+            .any(|t| t.domain.is_none() && !t.is_absent() && !t.hello);
         if waiting {
             return None;
         }

@@ -8,6 +8,7 @@
 use super::{ThreadId, Threads};
 use bsp_x86_64::frame::{CsQword, Frame, SsQword};
 use bsp_x86_64::gdt;
+use xen_abi::layout::selector::{FLAT_RING3_CS64, FLAT_RING3_SS64};
 
 /// A thread running this many ticks without a syscall is considered hung (2 s).
 pub const HUNG_TICKS: u64 = 2 * crate::timer::HZ as u64;
@@ -117,16 +118,18 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
             frame.ret.ss = SsQword::from_raw(frame.ret.ss.raw() & 0xffff);
             frame.ret.cs = CsQword::from_raw(frame.ret.cs.raw() & 0xffff);
             if from_ring3(frame) {
-                // Threads run on the 64-bit user segments only. A frame that says otherwise
-                // (a compat-mode SYSCALL's, issue 13) is never resumed in that mode: under
-                // FRED, ERETU to STAR's compat selector would not even look at the GDT.
-                frame.ret.cs = CsQword::from_raw(u64::from(gdt::USER_CS64.raw()));
-                frame.ret.ss = SsQword::from_raw(u64::from(gdt::USER_DS.raw()));
+                // Threads run on the 64-bit user segments only, a guest vCPU on Xen's flat
+                // ones (part 1: no guest GDT yet). A frame that says otherwise (a compat-mode
+                // SYSCALL's, issue 13) is never resumed in that mode: under FRED, ERETU to
+                // STAR's compat selector would not even look at the GDT.
+                let (cs, ss) = match thread.domain() {
+                    Some(_) => (FLAT_RING3_CS64, FLAT_RING3_SS64),
+                    None => (gdt::USER_CS64.raw(), gdt::USER_DS.raw()),
+                };
+                frame.ret.cs = CsQword::from_raw(u64::from(cs));
+                frame.ret.ss = SsQword::from_raw(u64::from(ss));
             }
-            let root = thread
-                .space
-                .as_ref()
-                .map_or(crate::mm::kernel_root(), |sp| sp.root());
+            let root = thread.root().unwrap_or_else(crate::mm::kernel_root);
             if t.current() != Some(id) {
                 crate::mm::load_root(root);
                 crate::cpu::load_user_gs();

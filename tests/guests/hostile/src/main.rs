@@ -1,7 +1,7 @@
 //! guest-hostile (issue 15 point 6): misbehaves on purpose, one case per command line:
 //!
-//! * `foreign-frame`: maps a frame it does not own (MMIO, then RAM of nobody's) → `-EPERM`,
-//!   `-EINVAL`;
+//! * `foreign-frame`: maps a frame it does not own (the local APIC, then the nucleus image
+//!   at 1 MiB) → `-EPERM`, `-EINVAL`;
 //! * `writable-table`: maps one of its own page tables writable → `-EBUSY`;
 //! * `write-table`: writes to its read-only mapping of its L4 → `#PF`, crashed (no trap
 //!   table);
@@ -93,9 +93,8 @@ mod guest {
                     update_va_mapping(va, 0xfee0_0000 | PAGE_RW),
                     Errno::Eperm,
                 );
-                // RAM below our first frame: the hypervisor's or free, never ours.
-                let lowest = p2m(info).iter().copied().min().unwrap_or(0);
-                let theirs = lowest.saturating_sub(1);
+                // RAM at 1 MiB: where GRUB loaded the nucleus image, never a guest's.
+                let theirs = 0x100;
                 c.expect(
                     "map RAM not ours",
                     update_va_mapping(va, theirs << 12 | PAGE_RW),
