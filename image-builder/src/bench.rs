@@ -408,28 +408,28 @@ impl Default for BenchOptions {
     }
 }
 
-/// The benchmark image: the build options, `extra` on the command line, and the `bench`
-/// guest (built here) for the hypercall round trip.
+/// `image` with the `bench` guest (built here) for the hypercall round trip.
+pub fn with_bench_guest(image: crate::image::Image, verbose: bool) -> Result<crate::image::Image> {
+    let built = crate::compile::build_target(
+        &crate::tools::Toolbox::from_env(),
+        &workspace_root(),
+        crate::compile::SERVER_BUILD,
+        &[BENCH_GUEST],
+        verbose,
+    )?;
+    let Some(path) = built.into_iter().next() else {
+        bail!("cargo built no {BENCH_GUEST}");
+    };
+    Ok(image.guest(crate::guest::GuestFile::new("bench", path).mem(4)))
+}
+
+/// The benchmark image: the build options, `extra` on the command line, the `bench` guest.
 fn bench_image(
     options: &BenchOptions,
     extra: &str,
     output: std::path::PathBuf,
 ) -> Result<crate::image::Image> {
-    let workspace = workspace_root();
-    let built = crate::compile::build_target(
-        &crate::tools::Toolbox::from_env(),
-        &workspace,
-        crate::compile::SERVER_BUILD,
-        &[BENCH_GUEST],
-        options.build.verbose,
-    )?;
-    let Some(path) = built.into_iter().next() else {
-        bail!("cargo built no {BENCH_GUEST}");
-    };
-    Ok(options
-        .build
-        .image(extra, output)
-        .guest(crate::guest::GuestFile::new("bench", path).mem(4)))
+    with_bench_guest(options.build.image(extra, output), options.build.verbose)
 }
 
 /// `bench --bochs`: the benchmark ISO with `fred=on` and with `fred=off`, each booted in

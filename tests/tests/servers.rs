@@ -76,8 +76,9 @@ fn alt_server_swapped_in_as_pv_server_runs_under_that_name() -> Result<()> {
 // ---- bench --------------------------------------------------------------------------------
 
 #[test]
-fn bench_boot_prints_three_parsable_measurements() -> Result<()> {
-    let iso = Image::new().cmdline(bench::CMDLINE).build_shared()?;
+fn bench_boot_prints_four_parsable_measurements() -> Result<()> {
+    let iso =
+        bench::with_bench_guest(Image::new().cmdline(bench::CMDLINE), false)?.build_shared()?;
     let timeout = boot_timeout().max(bench::DEFAULT_TIMEOUT);
     let (ranges, boot) = bench::measure(&iso, timeout)?;
     boot.expect_exit(QemuExit::Stopped)?;
