@@ -146,7 +146,9 @@ fn interrupt(frame: &mut Frame, vector: u8, delivery: Delivery) {
             report_nmis();
             report_masked_ticks();
             return handle(frame, |t, frame| {
-                crate::lifecycle::tick(t);
+                for handler in crate::lifecycle::tick(t) {
+                    crate::forward::rehome_pending(t, handler);
+                }
                 tick_verdict(t, frame, delivery)
             });
         }

@@ -79,10 +79,12 @@ fn reload(t: &mut Threads, id: ThreadId) {
 }
 
 /// The timer tick's share: console allowances refilled (and what they withheld reported),
-/// and the threads whose restart backoff is over loaded again; a fault handler coming back
-/// gets the events its predecessor left unanswered.
-pub fn tick(t: &mut Threads) {
+/// and the threads whose restart backoff is over loaded again. Returns the fault handlers
+/// among them: the caller hands each the events its predecessor left unanswered
+/// (`forward::rehome_pending`; this module does not reach up into `forward`).
+pub fn tick(t: &mut Threads) -> Reloaded {
     let now = crate::timer::ticks();
+    let mut handlers = Reloaded::new();
     for id in t.ids() {
         let thread = t.get_mut(id);
         let name = thread.name();
@@ -98,11 +100,16 @@ pub fn tick(t: &mut Threads) {
         if thread.restart_due(now) {
             reload(t, id);
             if t.is_fault_handler(id) {
-                crate::forward::rehome_pending(t, id);
+                // At most one entry per thread: the capacity is the table's.
+                let _ = handlers.push(id);
             }
         }
     }
+    handlers
 }
+
+/// Fault handlers a tick loaded again.
+pub type Reloaded = heapless::Vec<ThreadId, { crate::thread::MAX_THREADS }>;
 
 /// Prints `nucleus: ready` once every started thread has said hello, and starts the ring
 /// benchmark if the command line asked for it.

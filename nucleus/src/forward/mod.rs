@@ -253,7 +253,7 @@ pub fn rehome_pending(t: &mut Threads, handler: ThreadId) {
             continue;
         }
         if t.get(handler).is_restarting() {
-            continue; // handed over once its backoff is over (`lifecycle::tick`)
+            continue; // handed over once its backoff is over (`dispatch`, after `lifecycle::tick`)
         }
         let running = !t.get(handler).is_absent();
         let resent = running && send_pending(t, id).is_ok();
