@@ -5,6 +5,8 @@ use bsp_x86_64::insn;
 /// SMAP, UMIP and PGE where CPUID has them, and CR0.EM|MP|TS so every x87/MMX/SSE
 /// instruction faults. Runs once the nucleus' own (global) mappings are live, before any
 /// server starts; prints which protections are on.
+// Once at boot: not worth inlining into the boot sequence, whose frame it would grow.
+#[inline(never)]
 pub fn protect() {
     use bsp_x86_64::protection::{self, Protections};
     use bsp_x86_64::regs::{Cr0, Cr4};
