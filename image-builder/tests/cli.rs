@@ -296,3 +296,89 @@ fn bochs_refuses_qemu_only_options() {
         assert!(stderr.contains("cannot be used with"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn run_help_documents_guests() {
+    let output = Command::new(env!("CARGO_BIN_EXE_image-builder"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        help.contains("--guest <NAME=PATH[,mem=MIB][,cmdline=TEXT]>"),
+        "{help}"
+    );
+    assert!(
+        help.contains("every guest shut down with reason poweroff"),
+        "{help}"
+    );
+}
+
+#[test]
+fn bad_guest_arguments_are_refused_in_one_line_before_building() {
+    for (arg, says) in [
+        ("hello", "expected NAME=PATH[,mem=MIB][,cmdline=TEXT]"),
+        ("hello=x,mem=0", "mem=0 is not between 1 and 65536 MiB"),
+        ("hello=x,cpus=2", "unknown option \"cpus=2\""),
+        ("a b=x", "is not 1-24 of A-Z a-z 0-9 . _ -"),
+        ("hello=x,cmdline=$HOME", "which GRUB would interpret"),
+    ] {
+        let (status, stderr) = run_checks_only(&["build", "--guest", arg]);
+        assert_eq!(status, Some(2), "{arg}: {stderr}");
+        assert!(stderr.contains(says), "{arg}: {stderr}");
+        assert!(
+            !stderr.contains("grub-mkrescue"),
+            "{arg}: checked before building"
+        );
+    }
+}
+
+/// `run --guest` boots QEMU and ends at pv-server's summary: 0 when every guest powered
+/// off, 1 when one did not start (issue 15 point 1).
+#[test]
+fn run_with_guests_ends_with_the_last_guest_and_says_how_they_ended() {
+    let workspace = image_builder::compile::workspace_root();
+    let hello = image_builder::compile::build_target(
+        &image_builder::Toolbox::from_env(),
+        &workspace,
+        image_builder::compile::SERVER_BUILD,
+        &["guest-hello"],
+        false,
+    )
+    .unwrap()
+    .remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, b"not an ELF").unwrap();
+    let run = |guests: &[String]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_image-builder"));
+        command.args(["run", "--timeout", "120", "--output"]);
+        command.arg(dir.path().join("run.iso"));
+        for guest in guests {
+            command.args(["--guest", guest]);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let hello_arg = format!("hello={},mem=4", hello.display());
+    let (status, out) = run(&[hello_arg.clone()]);
+    assert_eq!(status, Some(0), "{out}");
+    assert!(
+        out.contains("pv-server: guest hello: shut down (poweroff)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("pv-server: guests: all ended (1 of 1 powered off;"),
+        "{out}"
+    );
+    let (status, out) = run(&[hello_arg, format!("junk={}", junk.display())]);
+    assert_eq!(status, Some(1), "{out}");
+    assert!(out.contains("pv-server: guest junk: rejected: "), "{out}");
+    assert!(
+        out.contains("pv-server: guests: all ended (1 of 2 powered off;"),
+        "{out}"
+    );
+}

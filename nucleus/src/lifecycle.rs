@@ -38,7 +38,21 @@ pub fn kill(t: &mut Threads, id: ThreadId) {
     }
     thread.stop();
     println!("nucleus: {} stopped", thread.name());
+    if id == crate::thread::GUEST_MANAGER {
+        end_guests(t);
+    }
     check_ready(t);
+}
+
+/// The guest manager is gone: nobody can answer its guests, and a new one would not know
+/// their domains. Every vCPU stops and every domain frame goes back to the allocator.
+fn end_guests(t: &mut Threads) {
+    let stopped = t.stop_guests();
+    #[cfg(target_os = "none")]
+    crate::domains::destroy_all();
+    if stopped > 0 {
+        println!("nucleus: {stopped} guest domain(s) ended with their manager");
+    }
 }
 
 /// Restarts the nucleus grants one thread within [`RESTART_WINDOW_TICKS`], whoever asked.

@@ -286,6 +286,18 @@ fn destroy(t: &mut Threads, number: u16) -> Result<u64, SyscallError> {
     Ok(undo(table, number, shared_info))
 }
 
+/// Every domain's frames back to the allocator (their vCPUs were stopped by the caller).
+pub fn destroy_all() {
+    let Some(table) = memory::table() else {
+        return;
+    };
+    for (slot, entry) in domains().iter_mut().enumerate() {
+        if let Some(domain) = entry.take() {
+            undo(table, slot as u16 + 1, domain.shared_info);
+        }
+    }
+}
+
 fn domain_write(
     space: &AddressSpace,
     raw_domain: u64,
@@ -392,7 +404,13 @@ fn guest_copy(
 /// `guest_console_write`: the domain's text as lines `guest NAME: <escaped text>`, charged
 /// to the guest manager's console budget (a guest that floods the console slows only its
 /// own manager). Returns the bytes taken; the caller writes the rest later.
-fn console(t: &mut Threads, cur: ThreadId, raw_domain: u64, ptr: u64, len: u64) -> Result<u64, SyscallError> {
+fn console(
+    t: &mut Threads,
+    cur: ThreadId,
+    raw_domain: u64,
+    ptr: u64,
+    len: u64,
+) -> Result<u64, SyscallError> {
     let number = domain_number(raw_domain)?;
     if len > CONSOLE_MAX as u64 {
         return Err(SyscallError::BadArgument);

@@ -309,6 +309,119 @@ mod tests {
         (t, fred_ends, pv_ends)
     }
 
+    /// Domain 1's vCPU started at `rip` and made current.
+    fn guest_running(t: &mut Threads, rip: u64) -> ThreadId {
+        let guest = t.guest_id(1).unwrap();
+        let mut frame = kit::user_frame(rip);
+        frame.ret.cs = CsQword::from_raw(u64::from(FLAT_RING3_CS64));
+        frame.ret.ss = SsQword::from_raw(u64::from(FLAT_RING3_SS64));
+        t.get_mut(guest)
+            .start_guest(bsp_x86_64::paging::PhysAddr::new(0x7000), frame);
+        t.set_current(Some(guest));
+        guest
+    }
+
+    #[test]
+    fn a_guest_syscall_is_a_hypercall_for_pv_server_and_its_return_sets_rax() {
+        let (mut t, mut fred_ends, mut pv_ends) = running(pv());
+        kit::recv_all(&mut pv_ends);
+        let guest = guest_running(&mut t, 0x1002);
+        // The IDT's SYSCALL stub leaves the servers' selectors in the frame.
+        let mut frame = kit::user_frame(0x1002);
+        frame.gprs.rax = 17;
+        frame.gprs.rsi = 0x1234;
+        frame.gprs.r8 = 5;
+        assert_eq!(crate::syscall::handle(&mut t, &mut frame), NextTask::Other);
+        let messages = kit::recv_all(&mut pv_ends);
+        let [NucleusMessage::Hypercall(call)] = messages.as_slice() else {
+            panic!("expected one hypercall, got {messages:?}");
+        };
+        assert_eq!(
+            (
+                call.domain,
+                call.number,
+                call.args[1],
+                call.args[4],
+                call.rip
+            ),
+            (1, 17, 0x1234, 5, 0x1002)
+        );
+        assert_eq!(t.get(guest).state(), State::WaitingForReply(call.token));
+        assert_eq!(t.get(guest).frame.ret.cs.selector().raw(), FLAT_RING3_CS64);
+        assert_eq!(t.get(guest).frame.ret.ss.selector().raw(), FLAT_RING3_SS64);
+        assert!(
+            kit::recv_all(&mut fred_ends).is_empty(),
+            "guests are pv-server's"
+        );
+        // fred-server cannot answer for a guest; pv-server can.
+        kit::send(
+            &mut fred_ends,
+            &ServerMessage::Reply(Reply::Return {
+                token: call.token,
+                rax: 1,
+            }),
+        );
+        reply::drain_replies(&mut t, fred());
+        assert_eq!(t.get(guest).state(), State::WaitingForReply(call.token));
+        kit::send(
+            &mut pv_ends,
+            &ServerMessage::Reply(Reply::Return {
+                token: call.token,
+                rax: 0x4_0015,
+            }),
+        );
+        reply::drain_replies(&mut t, pv());
+        assert!(t.get(guest).runnable());
+        assert_eq!(t.get(guest).frame.gprs.rax, 0x4_0015);
+    }
+
+    #[test]
+    fn pv_server_may_not_answer_for_a_server() {
+        let (mut t, _, mut pv_ends) = running(fred());
+        assert_eq!(int3(&mut t, pv()), NextTask::Other);
+        let State::WaitingForReply(token) = t.get(pv()).state() else {
+            panic!("pv-server should wait");
+        };
+        kit::output();
+        kit::send(&mut pv_ends, &ServerMessage::Reply(Reply::Resume { token }));
+        reply::drain_replies(&mut t, pv());
+        assert!(kit::output().contains("nucleus: pv-server: unexpected message Reply"));
+    }
+
+    #[test]
+    fn a_guest_fault_goes_to_pv_server_under_the_guest_owner_with_its_dump() {
+        let (mut t, mut fred_ends, mut pv_ends) = running(pv());
+        kit::recv_all(&mut pv_ends);
+        let guest = guest_running(&mut t, 0x2000);
+        let frame = t.get(guest).frame;
+        let ev = event_of(
+            &frame,
+            EventKind::Exception {
+                vector: 14,
+                error_code: 7,
+            },
+        );
+        assert_eq!(event(&mut t, &frame, guest, &ev, &no_dump), NextTask::Other);
+        let messages = kit::recv_all(&mut pv_ends);
+        assert!(matches!(messages.first(), Some(NucleusMessage::Dump(_))));
+        let Some(NucleusMessage::Event { event, .. }) = messages.last() else {
+            panic!("expected the event last, got {messages:?}");
+        };
+        assert_eq!(event.owner, ipc::domain::guest_owner(1));
+        assert!(kit::recv_all(&mut fred_ends).is_empty());
+    }
+
+    #[test]
+    fn the_guests_end_with_their_manager() {
+        let (mut t, _, _) = running(pv());
+        let guest = guest_running(&mut t, 0x1000);
+        assert_eq!(t.slots_in_use(), 3);
+        crate::lifecycle::kill(&mut t, pv());
+        assert!(t.get(guest).is_absent());
+        assert_eq!(t.slots_in_use(), 2);
+        assert!(kit::output().contains("nucleus: 1 guest domain(s) ended with their manager"));
+    }
+
     fn int3(t: &mut Threads, cur: ThreadId) -> NextTask {
         let frame = kit::user_frame(0x40_0100);
         let ev = event_of(&frame, EventKind::SoftwareException { vector: 3 });

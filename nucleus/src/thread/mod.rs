@@ -477,6 +477,29 @@ impl Threads {
         (0..BOOT_THREADS.len()).map(ThreadId)
     }
 
+    /// The server slots and the guest slots up to the last one in use.
+    #[inline]
+    pub fn slots_in_use(&self) -> usize {
+        let guests = self.threads[BOOT_THREADS.len()..]
+            .iter()
+            .rposition(|t| !t.is_absent())
+            .map_or(0, |last| last + 1);
+        BOOT_THREADS.len() + guests
+    }
+
+    /// Stops every guest vCPU (their manager is gone); how many were running.
+    pub fn stop_guests(&mut self) -> usize {
+        let mut stopped = 0;
+        for thread in &mut self.threads[BOOT_THREADS.len()..] {
+            if !thread.is_absent() {
+                thread.stop();
+                thread.guest_root = None;
+                stopped += 1;
+            }
+        }
+        stopped
+    }
+
     /// The vCPU slot of `domain` (domains are numbered from 1).
     pub fn guest_id(&self, domain: u16) -> Option<ThreadId> {
         let domain = usize::from(domain);
