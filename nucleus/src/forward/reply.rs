@@ -132,7 +132,7 @@ fn settle(t: &mut Threads, from: ThreadId, token: ipc::Token, reply: &Reply) {
     };
     t.get_mut(id).settle();
     match reply {
-        Reply::Resume { .. } => t.get_mut(id).resume(),
+        Reply::Resume { .. } => resume(t, id),
         Reply::ResumeWith { changes, .. } => {
             let thread = t.get_mut(id);
             if let Err(e) = apply_changes(&mut thread.frame, changes) {
@@ -148,11 +148,27 @@ fn settle(t: &mut Threads, from: ThreadId, token: ipc::Token, reply: &Reply) {
         Reply::Return { rax, .. } => {
             let thread = t.get_mut(id);
             thread.frame.gprs.rax = *rax;
-            thread.resume();
+            resume(t, id);
         }
         Reply::Kill { .. } => lifecycle::kill(t, id),
         Reply::Restart { .. } => lifecycle::restart(t, id),
     }
+}
+
+/// Makes thread `id` runnable again, unless it is a guest vCPU whose RIP is not canonical:
+/// a guest makes one with a `syscall` in the last two bytes below the hole (RCX =
+/// 0x0000_8000_0000_0000), and IRETQ there raises #GP in the nucleus (ring 0, on the
+/// guest's GS) — a fatal fault. Such a vCPU is stopped instead.
+fn resume(t: &mut Threads, id: ThreadId) {
+    let thread = t.get_mut(id);
+    let rip = thread.frame.ret.rip;
+    if let Some(domain) = thread.domain()
+        && ((rip << 16) as i64 >> 16) as u64 != rip
+    {
+        println!("nucleus: guest domain {domain}: rip {rip:#x} is not canonical; stopping it");
+        return lifecycle::kill(t, id);
+    }
+    thread.resume();
 }
 
 #[cfg(test)]
@@ -160,6 +176,7 @@ mod tests {
     use super::*;
     use crate::host::kit::{self, fred, pv};
     use crate::thread::State;
+    use bsp_x86_64::frame::Frame;
     use ipc::Token;
     use ipc::message::ResumeChanges;
 
@@ -185,6 +202,59 @@ mod tests {
         drain_replies(&mut t, fred());
         assert!(t.get(pv()).runnable());
         assert_eq!(t.get(pv()).frame.gprs.rax, 7);
+    }
+
+    /// Domain 1's vCPU waits for pv-server's answer to hypercall `token`, saved at `rip`.
+    fn guest_waiting(t: &mut Threads, token: Token, rip: u64) -> crate::thread::ThreadId {
+        let id = t.guest_id(1).unwrap();
+        let mut frame = Frame::ZERO;
+        frame.ret.rip = rip;
+        t.get_mut(id)
+            .start_guest(bsp_x86_64::paging::PhysAddr::new(0x20_0000), frame);
+        t.get_mut(id).block_on_reply(token);
+        id
+    }
+
+    #[test]
+    fn a_guest_never_resumes_at_a_non_canonical_rip() {
+        // A `syscall` in the last two bytes below the hole saves RCX = 0x0000_8000_0000_0000:
+        // IRETQ there would #GP in the nucleus (ring 0, on the guest's GS), a fatal fault.
+        let (mut t, _fred_ends, mut pv_ends) = waiting();
+        let bad = guest_waiting(&mut t, Token(50), 0x0000_8000_0000_0000);
+        kit::send(
+            &mut pv_ends,
+            &ServerMessage::Reply(Reply::Return {
+                token: Token(50),
+                rax: 0,
+            }),
+        );
+        drain_replies(&mut t, pv());
+        assert!(t.get(bad).is_absent(), "{:?}", t.get(bad).state());
+        assert!(
+            kit::output().contains(
+                "nucleus: guest domain 1: rip 0x800000000000 is not canonical; stopping it"
+            )
+        );
+        // A plain Resume (a hostile pv-server answering a fault) is held to the same rule.
+        let bad = guest_waiting(&mut t, Token(51), 0xffff_0000_0000_0000);
+        kit::send(
+            &mut pv_ends,
+            &ServerMessage::Reply(Reply::Resume { token: Token(51) }),
+        );
+        drain_replies(&mut t, pv());
+        assert!(t.get(bad).is_absent());
+        // A canonical one resumes.
+        let good = guest_waiting(&mut t, Token(52), 0x0000_7fff_ffff_fffe);
+        kit::send(
+            &mut pv_ends,
+            &ServerMessage::Reply(Reply::Return {
+                token: Token(52),
+                rax: 3,
+            }),
+        );
+        drain_replies(&mut t, pv());
+        assert!(t.get(good).runnable());
+        assert_eq!(t.get(good).frame.gprs.rax, 3);
     }
 
     #[test]
