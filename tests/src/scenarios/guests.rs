@@ -61,7 +61,7 @@ fn guest_lines_are(boot: &Boot, name: &str, allowed: &[String]) -> Result<()> {
     let prefix = format!("guest {name}: ");
     for line in boot.lines().filter(|l| l.starts_with(&prefix)) {
         ensure!(
-            allowed.iter().any(|a| *a == line),
+            allowed.contains(&line),
             "unexpected or mixed guest line {line:?}"
         );
     }
@@ -264,7 +264,7 @@ pub fn spinning_and_faulting_guests_end_and_hello_still_runs(machine: Machine) -
 /// Patches the first PT_LOAD's addresses of an ELF.
 fn with_segment_at(mut bytes: Vec<u8>, address: u64) -> Result<Vec<u8>> {
     let loads = elf::loads(&bytes)?;
-    let last = loads.last().context("no PT_LOAD")?.clone();
+    let last = *loads.last().context("no PT_LOAD")?;
     elf::set_load_address(&mut bytes, &last, address)?;
     Ok(bytes)
 }
