@@ -194,7 +194,7 @@ pub fn hostile_guests_get_their_errors_and_others_run_on(machine: Machine) -> Re
     )?;
     for line in [
         "guest ff: hostile: foreign-frame: 3 checks passed",
-        "guest wt: hostile: writable-table: 3 checks passed",
+        "guest wt: hostile: writable-table: 5 checks passed",
         "guest bp: hostile: bad-pointers: 29 checks passed",
         "pv-server: guest ff: shut down (poweroff)",
         "pv-server: guest wt: shut down (poweroff)",

@@ -2,7 +2,8 @@
 //!
 //! * `foreign-frame`: maps a frame it does not own (the local APIC, then the nucleus image
 //!   at 1 MiB) → `-EPERM`, `-EINVAL`;
-//! * `writable-table`: maps one of its own page tables writable → `-EBUSY`;
+//! * `writable-table`: maps one of its own page tables writable → `-EBUSY`, writes the
+//!   hypervisor's L4 slots → `-EINVAL`;
 //! * `write-table`: writes to its read-only mapping of its L4 → `#PF`, crashed (no trap
 //!   table);
 //! * `bad-pointers`: kernel, non-canonical and unmapped pointers to every hypercall that
@@ -16,10 +17,11 @@
 
 #[cfg(target_os = "none")]
 mod guest {
-    use guest_rt::tables::{PAGE_RW, l1_entry_of, p2m, region_end, update_va_mapping};
+    use guest_rt::tables::{PAGE_RW, l1_entry_of, mmu_update, p2m, region_end, update_va_mapping};
     use guest_rt::{Boot, guest_main, hypercall, println, shutdown, xen_note_int, xen_note_str};
     use xen_abi::elfnote::XenNote;
     use xen_abi::layout::DOMID_SELF;
+    use xen_abi::mm::MmuUpdate;
     use xen_abi::sched::ShutdownReason;
     use xen_abi::{Errno, Hypercall};
 
@@ -122,6 +124,16 @@ mod guest {
                     update_va_mapping(va, l4 << 12 | PAGE_RW),
                     Errno::Ebusy,
                 );
+                // The hypervisor's L4 slots: Xen's window (256) and, until the nucleus has
+                // moved into it, the nucleus' own slots above (300).
+                let spare = p2m(info)[info.nr_pages as usize - 1];
+                for (what, slot) in [("write L4 slot 256", 256u64), ("write L4 slot 300", 300)] {
+                    let (rax, _) = mmu_update(&[MmuUpdate {
+                        ptr: (l4 << 12) + slot * 8,
+                        val: spare << 12 | 0x27,
+                    }]);
+                    c.expect(what, rax, Errno::Einval);
+                }
                 c.expect(
                     "map PCD",
                     update_va_mapping(
