@@ -128,6 +128,13 @@ where
         };
         if self.frames.put_type(mfn)? {
             self.release_entries(mfn, level, 0..512);
+            if level == TableLevel::L4 {
+                // No longer a table, the frame may be mapped and read by the guest: the
+                // hypervisor's entries (where the nucleus' tables live) go with the type.
+                for slot in xen_abi::layout::HYPERVISOR_L4_SLOTS {
+                    self.memory.write(mfn, slot, 0);
+                }
+            }
         }
         Ok(())
     }
@@ -356,6 +363,11 @@ mod tests {
             .put_table(Mfn(0x200))
             .unwrap();
         assert_eq!(frames.infos(), &before[..], "every reference went back");
+        // No longer a table, the frame is the guest's to map and read again: the
+        // hypervisor's entries (where the nucleus' tables are) leave with the type.
+        for slot in xen_abi::layout::HYPERVISOR_L4_SLOTS {
+            assert_eq!(memory.read(Mfn(0x200), slot), 0, "slot {slot}");
+        }
     }
 
     #[test]
