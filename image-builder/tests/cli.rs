@@ -364,7 +364,7 @@ fn run_with_guests_ends_with_the_last_guest_and_says_how_they_ended() {
         )
     };
     let hello_arg = format!("hello={},mem=4", hello.display());
-    let (status, out) = run(&[hello_arg.clone()]);
+    let (status, out) = run(std::slice::from_ref(&hello_arg));
     assert_eq!(status, Some(0), "{out}");
     assert!(
         out.contains("pv-server: guest hello: shut down (poweroff)"),
