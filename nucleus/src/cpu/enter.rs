@@ -61,7 +61,14 @@ pub fn enter_first(load: impl FnOnce(&mut Frame) -> bool) {
     unsafe { nucleus_enter_frame(frame, exit) }
 }
 
-static IDLE_STACK: RacyCell<[u64; 512]> = RacyCell::new([0; 512]);
+/// Words of the idle stack. A tick that interrupts `hlt` runs its whole handler here (an IDT
+/// gate or FRED stays on the current stack in ring 0), a restart whose backoff is over
+/// included: dispatch, lifecycle::tick, lifecycle::load, loader::load and the image checks
+/// take over 5 KiB, and with 4 KiB the stack ran into the statics below it in .bss
+/// (FRED_ON turned true: LKGS, #UD, FATAL — seen in hostile_server's always-crashing test).
+const IDLE_STACK_WORDS: usize = 2048;
+
+static IDLE_STACK: RacyCell<[u64; IDLE_STACK_WORDS]> = RacyCell::new([0; IDLE_STACK_WORDS]);
 
 /// The context the CPU waits in when no thread is runnable: `hlt` in ring 0 with
 /// interrupts on, on a stack of its own.
@@ -71,7 +78,7 @@ pub fn idle_frame() -> Frame {
     frame.ret.cs = CsQword::from_raw(u64::from(gdt::KERNEL_CS.raw()));
     frame.ret.ss = SsQword::from_raw(u64::from(gdt::KERNEL_DS.raw()));
     frame.ret.rflags = Rflags::INTERRUPTS_ON.bits();
-    frame.ret.rsp = (IDLE_STACK.get() as u64 + 512 * 8) & !0xf;
+    frame.ret.rsp = (IDLE_STACK.get() as u64 + IDLE_STACK_WORDS as u64 * 8) & !0xf;
     frame
 }
 
