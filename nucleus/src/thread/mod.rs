@@ -143,41 +143,28 @@ impl Thread {
             }
             i += 1;
         }
-        Self {
-            name: boot.name,
-            domain: None,
-            guest_root: None,
-            fault_handler: boot.fault_handler,
-            handles_faults,
-            module: None,
-            state: State::Absent,
-            space: None,
-            frame: Frame::ZERO,
-            events: None,
-            replies: None,
-            hello: false,
-            generation: 0,
-            restarts: 0,
-            ticks_without_syscall: 0,
-            pending: None,
-            pending_dump: None,
-            console: ipc::console::Budget::new(),
-            logs_dropped: 0,
-            recent_restarts: 0,
-            last_restart: 0,
-            complaints: 0,
-            complaints_withheld: 0,
-        }
+        Self::absent(boot.name, None, boot.fault_handler, handles_faults)
     }
 
     /// An empty guest vCPU slot for domain `domain`.
     const fn guest_slot(domain: u16) -> Self {
+        Self::absent("guest", Some(domain), Some(GUEST_MANAGER), false)
+    }
+
+    /// A slot that holds nothing yet: every field but who it is and who handles its faults
+    /// starts empty, for servers and guest vCPUs alike.
+    const fn absent(
+        name: &'static str,
+        domain: Option<u16>,
+        fault_handler: Option<ThreadId>,
+        handles_faults: bool,
+    ) -> Self {
         Self {
-            name: "guest",
-            domain: Some(domain),
+            name,
+            domain,
             guest_root: None,
-            fault_handler: Some(GUEST_MANAGER),
-            handles_faults: false,
+            fault_handler,
+            handles_faults,
             module: None,
             state: State::Absent,
             space: None,

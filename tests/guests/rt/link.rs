@@ -1,5 +1,6 @@
-//! Links the guest with the test guests' linker script (`tests/guests/rt/guest.ld`) when
-//! building for the bare-metal target; host builds (a stub `main`) need nothing.
+//! Links a test guest with the test guests' linker script (`tests/guests/rt/guest.ld`) when
+//! building for the bare-metal target; host builds (a stub `main`) need nothing. Every guest
+//! crate names this one script as its `build` (beside `rt/`, so `../rt/guest.ld` is the same).
 use std::{env, path::PathBuf};
 
 fn main() {
