@@ -1,5 +1,5 @@
 //! What pv-server asks of the nucleus about guests, as a trait: the nucleus' guest-manager
-//! syscalls on the target ([`Nucleus`]), a fake in the host tests. Every check that protects
+//! syscalls on the target (`Nucleus`), a fake in the host tests. Every check that protects
 //! a frame, a table or another domain is the nucleus'; pv-server only asks.
 
 use xen_abi::Errno;
