@@ -38,6 +38,9 @@ pub const BUILD_HINT: &str = "git clone https://github.com/bochs-emu/Bochs && cd
      ./configure --enable-x86-64 --enable-avx --enable-fred --enable-cet --with-nogui && \
      make && sudo make install";
 
+/// COM2's capture in the run directory (the binary trace of a `trace=` boot).
+pub const COM2_FILE: &str = "com2.raw";
+
 /// How often the process and the serial log are looked at while waiting.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Longest path Bochs keeps (`BX_PATHNAME_LEN`).
@@ -328,7 +331,11 @@ impl Bochs {
         let serial_path = dir.join("serial.log");
         let rc_path = dir.join("bochsrc");
         let out_path = dir.join("bochs.out");
-        let rc = bochsrc(&iso, &serial_path, &dir.join("bochs.log"), MEMORY_MIB)?;
+        let mut rc = bochsrc(&iso, &serial_path, &dir.join("bochs.log"), MEMORY_MIB)?;
+        // COM2: the binary trace (`trace=`), raw, for `run --bochs --trace`.
+        let com2_path = dir.join(COM2_FILE);
+        fs::write(&com2_path, "").with_context(|| format!("cannot create {}", com2_path.display()))?;
+        let _ = writeln!(rc, "com2: enabled=1, mode=file, dev={}", quoted(&com2_path)?);
         fs::write(&rc_path, rc).with_context(|| format!("cannot write {}", rc_path.display()))?;
         // Bochs appends to nothing stale, and polling never sees a previous run.
         fs::write(&serial_path, "")

@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use crate::bochs::{Bochs, EXIT_BOCHS_OPTION};
 use crate::boot::QemuExit;
@@ -196,19 +196,7 @@ pub fn run(options: &RunOptions) -> Result<QemuExit> {
         eprintln!("note: the serial log is in {}", path.display());
     }
     if let Some(trace) = &options.trace {
-        let raw = raw_trace_path(trace);
-        let decoded = crate::trace::decode_file(&raw, &iso.elfs(), Some(trace))?;
-        eprintln!(
-            "note: {} trace records in {} (raw: {}){}",
-            decoded.records,
-            trace.display(),
-            raw.display(),
-            decoded
-                .stopped
-                .as_deref()
-                .map(|s| format!("; {s}"))
-                .unwrap_or_default()
-        );
+        write_trace(trace, &raw_trace_path(trace), &iso)?;
     }
     if let (Some(path), QemuExit::Stopped) = (&guest_log, boot.exit) {
         let serial = std::fs::read_to_string(path).unwrap_or_default();
@@ -218,6 +206,23 @@ pub fn run(options: &RunOptions) -> Result<QemuExit> {
         });
     }
     Ok(boot.exit)
+}
+
+/// Decodes the raw capture of a `run --trace` boot into `trace` and says where both are.
+fn write_trace(trace: &std::path::Path, raw: &std::path::Path, iso: &Iso) -> Result<()> {
+    let decoded = crate::trace::decode_file(raw, &iso.elfs(), Some(trace))?;
+    eprintln!(
+        "note: {} trace records in {} (raw: {}){}",
+        decoded.records,
+        trace.display(),
+        raw.display(),
+        decoded
+            .stopped
+            .as_deref()
+            .map(|s| format!("; {s}"))
+            .unwrap_or_default()
+    );
+    Ok(())
 }
 
 /// Where `run --bochs` keeps its `bochsrc`, serial log and Bochs' own log.
@@ -230,13 +235,21 @@ pub fn bochs_run_dir() -> PathBuf {
 fn run_bochs(options: &RunOptions) -> Result<QemuExit> {
     let default_output = workspace_root().join("target/fredvisor-bochs.iso");
     Bochs::from_path(&default_output).check_tools()?;
+    if let Some(trace) = &options.trace {
+        crate::trace::check_output(trace)?;
+    }
     let guests = !options.build.guests.is_empty();
-    let extra = if options.stay || guests {
+    let exit = if options.stay || guests {
         ""
     } else {
         EXIT_BOCHS_OPTION
     };
-    let iso = options.build.image(extra, default_output).build()?;
+    let trace = match options.trace {
+        Some(_) => trace_option(&options.build.cmdline),
+        None => "",
+    };
+    let extra = crate::grub::join_cmdline([exit, trace]);
+    let iso = options.build.image(&extra, default_output).build()?;
     let run_dir = bochs_run_dir();
     if options.stay {
         eprintln!("note: the nucleus halts after it is ready; stop Bochs with Ctrl-C");
@@ -260,6 +273,13 @@ fn run_bochs(options: &RunOptions) -> Result<QemuExit> {
             "note: bochsrc, serial.log and bochs.log are in {}",
             run_dir.display()
         );
+    }
+    if let Some(trace) = &options.trace {
+        let raw = raw_trace_path(trace);
+        let captured = run_dir.join(crate::bochs::COM2_FILE);
+        std::fs::copy(&captured, &raw)
+            .with_context(|| format!("cannot copy {} to {}", captured.display(), raw.display()))?;
+        write_trace(trace, &raw, &iso)?;
     }
     Ok(boot.exit)
 }

@@ -148,7 +148,7 @@ struct RunArgs {
     /// Uses $FREDVISOR_BOCHS, else `bochs` on PATH (Bochs 3.1 dev built with --enable-fred).
     /// Adds `exit=bochs` instead of `exit=qemu`; the verdict is read from the serial log.
     /// Files of the run: target/bochs/ (bochsrc, serial.log, bochs.log).
-    #[arg(long, conflicts_with_all = ["uefi", "gdb", "accel", "serial_log", "qemu_args", "trace"])]
+    #[arg(long, conflicts_with_all = ["uefi", "gdb", "accel", "serial_log", "qemu_args"])]
     bochs: bool,
     /// QEMU's accelerator; kvm runs the host CPU (`-cpu host`) and needs a usable /dev/kvm.
     #[arg(long, value_enum, default_value_t = AccelArg::Tcg)]
