@@ -78,6 +78,9 @@ SECTIONS {{
     let path = out.join("nucleus.ld");
     fs::write(&path, script).expect("write linker script");
     println!("cargo:rustc-link-arg-bins=-T{}", path.display());
+    // defmt's script (on the search path its build script sets) keeps the `.defmt` table the
+    // host decoder reads from this ELF.
+    println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
     println!("cargo:rustc-link-arg-bins=--no-pie");
     println!("cargo:rustc-link-arg-bins=-zmax-page-size=4096");
 }

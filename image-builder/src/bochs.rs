@@ -334,8 +334,13 @@ impl Bochs {
         let mut rc = bochsrc(&iso, &serial_path, &dir.join("bochs.log"), MEMORY_MIB)?;
         // COM2: the binary trace (`trace=`), raw, for `run --bochs --trace`.
         let com2_path = dir.join(COM2_FILE);
-        fs::write(&com2_path, "").with_context(|| format!("cannot create {}", com2_path.display()))?;
-        let _ = writeln!(rc, "com2: enabled=1, mode=file, dev={}", quoted(&com2_path)?);
+        fs::write(&com2_path, "")
+            .with_context(|| format!("cannot create {}", com2_path.display()))?;
+        let _ = writeln!(
+            rc,
+            "com2: enabled=1, mode=file, dev={}",
+            quoted(&com2_path)?
+        );
         fs::write(&rc_path, rc).with_context(|| format!("cannot write {}", rc_path.display()))?;
         // Bochs appends to nothing stale, and polling never sees a previous run.
         fs::write(&serial_path, "")

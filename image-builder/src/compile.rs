@@ -35,6 +35,9 @@ pub struct TargetBuild {
     pub rustflags: &'static str,
 }
 
+/// defmt's compile-time filter for the target builds: every level the trace uses.
+pub const DEFMT_LOG: &str = "debug";
+
 /// The Ring0 nucleus: linked for the higher half.
 pub const NUCLEUS_BUILD: TargetBuild = TargetBuild {
     target_dir: "kernel",
@@ -115,6 +118,9 @@ pub fn build_target(
             REVISION_VAR,
             &crate::reproducible::source(workspace).revision,
         )
+        // Every trace record is compiled in; `trace=` chooses at boot (defmt's default keeps
+        // only errors).
+        .env("DEFMT_LOG", DEFMT_LOG)
         // Both would take precedence over RUSTFLAGS, or leak the host's into the target build.
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS")

@@ -15,7 +15,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use defmt_decoder::Table;
+pub use defmt_decoder::Table;
 use ipc::trace::{Source, StreamError};
 
 use crate::compile::{self, SERVER_BUILD, SERVERS};

@@ -68,10 +68,15 @@ pub enum Syscall {
     GuestConsoleWrite = 14,
     /// `free_frames() -> count`: free RAM frames (the lifecycle's free-memory figure).
     FreeFrames = 15,
+    /// `trace_write(ptr, len) -> taken`: one `defmt` frame of the caller's for the binary
+    /// trace (`ipc::rt::trace`, at most [`crate::trace::MAX_PAYLOAD`] bytes); the nucleus
+    /// files it under the caller's slot. 1 if taken, 0 if the trace does not take server
+    /// records (`trace=` below `all`: the caller may stop sending).
+    TraceWrite = 16,
 }
 
 /// Highest syscall number.
-pub const SYSCALL_MAX: u64 = Syscall::FreeFrames as u64;
+pub const SYSCALL_MAX: u64 = Syscall::TraceWrite as u64;
 
 /// A number that is not a [`Syscall`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +109,7 @@ impl TryFrom<u64> for Syscall {
             13 => Self::DomainDestroy,
             14 => Self::GuestConsoleWrite,
             15 => Self::FreeFrames,
+            16 => Self::TraceWrite,
             _ => return Err(UnknownSyscall(number)),
         })
     }
@@ -190,6 +196,7 @@ mod tests {
         assert_eq!(Syscall::Nop as u64, 5);
         assert_eq!(Syscall::GuestModule as u64, 6);
         assert_eq!(Syscall::FreeFrames as u64, 15);
+        assert_eq!(Syscall::TraceWrite as u64, 16);
         for number in 0..=SYSCALL_MAX {
             assert_eq!(Syscall::try_from(number).map(|s| s as u64), Ok(number));
         }

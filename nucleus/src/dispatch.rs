@@ -28,19 +28,30 @@ static NMI_COUNT: AtomicU64 = AtomicU64::new(0);
 static NMI_REPORTED: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn idt_entry(frame: &mut Frame) {
-    dispatch(frame, Delivery::Idt);
+    enter(frame, Delivery::Idt);
 }
 
 extern "C" fn fred_from_ring3(frame: &mut Frame) {
     if crate::selftest_fred::RING3_ARMED.load(Ordering::Relaxed) {
         crate::selftest_fred::ring3_event(frame);
     }
-    dispatch(frame, Delivery::Fred);
+    enter(frame, Delivery::Fred);
 }
 
 extern "C" fn fred_from_ring0(frame: &mut Frame) {
     crate::selftest_fred::FRED_RING0_ENTRIES.fetch_add(1, Ordering::Relaxed);
-    dispatch(frame, Delivery::Fred);
+    enter(frame, Delivery::Fred);
+}
+
+/// Every event: the dispatcher, or — under `trace=` — the dispatcher between the trace's
+/// two looks at the thread table ([`crate::trace::traced`]). `trace=off` costs one compare
+/// and one branch here and nothing anywhere else.
+#[inline(always)]
+fn enter(frame: &mut Frame, delivery: Delivery) {
+    if crate::trace::active() {
+        return crate::trace::traced(frame, delivery, dispatch);
+    }
+    dispatch(frame, delivery);
 }
 
 /// Runs `handler` on the thread table and carries out its verdict.

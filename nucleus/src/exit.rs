@@ -28,6 +28,7 @@ pub fn arm_bochs() {
 
 /// Ends the emulator run if an exit was armed; otherwise halts this CPU forever.
 pub fn exit(status: Status) -> ! {
+    crate::trace::flush();
     crate::console::drain();
     match MODE.load(Ordering::Relaxed) {
         QEMU => {

@@ -38,6 +38,7 @@ pub fn kill(t: &mut Threads, id: ThreadId) {
     }
     thread.stop();
     println!("nucleus: {} stopped", thread.name());
+    crate::trace::stopped(id.index(), thread.name());
     if id == crate::thread::GUEST_MANAGER {
         end_guests(t);
     }
@@ -77,6 +78,7 @@ pub fn restart(t: &mut Threads, id: ThreadId) {
         ),
         Ok(n) => {
             println!("nucleus: restarting {name} (restart {})", thread.restarts());
+            crate::trace::restarting(id.index(), name, thread.restarts());
             match n {
                 1 => reload(t, id),
                 n => thread.restart_at(now + (RESTART_BACKOFF_TICKS << (n - 2))),
@@ -175,6 +177,7 @@ fn load(t: &mut Threads, id: ThreadId) -> Result<(), LoadError> {
         image.segments,
         thread.generation()
     );
+    crate::trace::started(id.index(), name, thread.generation());
     announce(t, id);
     Ok(())
 }

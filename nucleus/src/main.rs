@@ -36,6 +36,8 @@ mod text;
 mod thread;
 #[allow(unsafe_code)] // PIC and PIT ports (the nucleus' own, never a server's)
 mod timer;
+#[allow(unsafe_code)] // the defmt logger's `unsafe impl`, COM2's port, RDTSC, the level cell
+mod trace;
 
 // Bare metal only.
 #[cfg(target_os = "none")]

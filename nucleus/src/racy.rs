@@ -56,4 +56,13 @@ impl<T> Exclusive<T> {
         self.taken.store(false, Ordering::Relaxed);
         result
     }
+
+    /// Runs `f` with the only reference to the value, or returns `None` if it is lent
+    /// already (for an observer that may run inside a borrower, e.g. an NMI's trace).
+    pub fn try_with<R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
+        if self.taken.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(self.with(f))
+    }
 }

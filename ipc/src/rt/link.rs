@@ -18,6 +18,8 @@ fn main() {
     let script = out.join("server.ld");
     fs::write(&script, SCRIPT).expect("write the server linker script");
     println!("cargo:rustc-link-arg-bins=-T{}", script.display());
+    // defmt's script keeps the `.defmt` table the host decoder reads (ipc::rt::trace).
+    println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
     println!("cargo:rustc-link-arg-bins=--no-pie");
     println!("cargo:rustc-link-arg-bins=-zmax-page-size=4096");
     println!("cargo:rustc-link-arg-bins=--gc-sections");

@@ -20,6 +20,7 @@ pub mod cpu;
 pub mod hostile;
 pub mod sys;
 pub mod testopts;
+pub mod trace;
 
 use core::fmt;
 use core::panic::PanicInfo;
@@ -335,7 +336,10 @@ fn attach(rdi: u64) -> Result<Server, StartError> {
 /// start state, then runs `main`. Never returns; a second call exits the server.
 pub fn start(rdi: u64, main: fn(Server) -> !) -> ! {
     match attach(rdi) {
-        Ok(server) => main(server),
+        Ok(server) => {
+            trace::started(server.name(), server.generation());
+            main(server)
+        }
         Err(error) => {
             crate::println!("cannot start: {error}");
             let code = match error {

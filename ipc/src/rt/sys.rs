@@ -129,6 +129,14 @@ pub fn nop() -> Result<(), SysError> {
     call(Syscall::Nop, [0; 6]).map(drop)
 }
 
+/// Hands one trace frame to the nucleus; false once it says it takes none (or refuses).
+pub fn trace_write(frame: &[u8]) -> bool {
+    call(
+        Syscall::TraceWrite,
+        [frame.as_ptr() as u64, frame.len() as u64, 0, 0, 0, 0],
+    ) == Ok(1)
+}
+
 /// Ends this server with `code`; the nucleus reports it (and may restart the server).
 pub fn exit(code: u64) -> ! {
     let _ = call(Syscall::Exit, [code, 0, 0, 0, 0, 0]);

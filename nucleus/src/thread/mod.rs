@@ -222,7 +222,6 @@ impl Thread {
         self.fault_handler
     }
 
-    #[cfg(test)]
     pub fn state(&self) -> State {
         self.state
     }
@@ -434,6 +433,12 @@ static THREADS: Exclusive<Threads> = Exclusive::new(Threads::new());
 #[inline(always)]
 pub fn with<R>(f: impl FnOnce(&mut Threads) -> R) -> R {
     THREADS.with(f)
+}
+
+/// The thread table unless it is lent already: for the trace, which looks at it before and
+/// after each event, also one that interrupted a borrower (an NMI, a nested tick).
+pub fn try_with<R>(f: impl FnOnce(&mut Threads) -> R) -> Option<R> {
+    THREADS.try_with(f)
 }
 
 impl Threads {
