@@ -117,9 +117,27 @@ pub fn changes(before: &Snapshot, after: &Snapshot) -> impl Iterator<Item = Chan
 }
 
 /// The dispatcher under `trace=`: records the event, runs `dispatch`, records what changed.
+/// Only the look before stays on the stack while the dispatcher runs (the primary stack is
+/// 8 KiB, and a restart's path is deep): the recording is in the two functions below.
 #[cold]
 #[inline(never)]
 pub fn traced(frame: &mut Frame, delivery: Delivery, dispatch: fn(&mut Frame, Delivery)) {
+    let entry = entered(frame, delivery);
+    dispatch(frame, delivery);
+    if let Some(entry) = entry {
+        left(&entry);
+    }
+}
+
+/// What [`traced`] keeps across the dispatcher.
+struct Entry {
+    before: Snapshot,
+    timer: bool,
+}
+
+/// Records the event about to be dispatched; `None` if there is nothing to compare after it.
+#[inline(never)]
+fn entered(frame: &Frame, delivery: Delivery) -> Option<Entry> {
     let all = on(TraceLevel::All);
     let ss = frame.ret.ss;
     let syscall = ss.event_type_raw() == ipc::EventKind::Syscall.fred_type()
@@ -130,7 +148,7 @@ pub fn traced(frame: &mut Frame, delivery: Delivery, dispatch: fn(&mut Frame, De
     let takes_replies =
         [Syscall::RingWait as u64, Syscall::RingNotify as u64].contains(&frame.gprs.rax);
     if syscall && !all && !takes_replies {
-        return dispatch(frame, delivery);
+        return None;
     }
     // An event inside a borrower of the thread table (an NMI, a nested tick) is recorded
     // without the look at the table.
@@ -147,13 +165,20 @@ pub fn traced(frame: &mut Frame, delivery: Delivery, dispatch: fn(&mut Frame, De
             });
         record::delivered(&event, delivery == Delivery::Fred);
     }
-    dispatch(frame, delivery);
-    let Some(before) = before else {
-        return;
-    };
+    Some(Entry {
+        before: before?,
+        timer,
+    })
+}
+
+/// Records what the dispatcher changed in the thread table, and drains when the CPU is about
+/// to idle or a tick came.
+#[inline(never)]
+fn left(entry: &Entry) {
+    let all = on(TraceLevel::All);
     crate::thread::with(|t| {
         let after = Snapshot::take(t);
-        for change in changes(&before, &after) {
+        for change in changes(&entry.before, &after) {
             match change {
                 Change::Forwarded { from, token } => {
                     let handler = t.ids().nth(from).and_then(|id| t.get(id).fault_handler());
@@ -167,7 +192,7 @@ pub fn traced(frame: &mut Frame, delivery: Delivery, dispatch: fn(&mut Frame, De
                 Change::Switch { .. } => {}
             }
         }
-        if timer || after.current.is_none() {
+        if entry.timer || after.current.is_none() {
             drain();
         }
     });

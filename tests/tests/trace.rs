@@ -17,6 +17,7 @@ use tests::{Boot, Image, Qemu, QemuExit, boot_timeout, markers};
 /// A boot with COM2 captured: COM1, the raw trace, its decoding and the tables that did it.
 struct Traced {
     boot: Boot,
+    elfs: trace::Elfs,
     raw: Vec<u8>,
     decoded: Decoded,
     tables: Tables<Table>,
@@ -33,11 +34,13 @@ fn traced_boot(cmdline: &str, until: Option<fn(&str) -> bool>) -> Result<Traced>
     }
     let boot = qemu.run()?;
     let raw = fs::read(&raw_path).context("the COM2 capture")?;
-    let (tables, notes) = iso.elfs().tables()?;
+    let elfs = iso.elfs();
+    let (tables, notes) = elfs.tables()?;
     ensure!(notes.is_empty(), "{notes:?}");
     let decoded = trace::decode(&raw, &tables);
     Ok(Traced {
         boot,
+        elfs,
         raw,
         decoded,
         tables,
@@ -86,6 +89,7 @@ fn selftest_all_trace_holds_the_selftest_events_in_order_and_a_damaged_capture_s
 -> Result<()> {
     let Traced {
         boot,
+        elfs,
         raw,
         decoded,
         tables,
@@ -111,6 +115,13 @@ fn selftest_all_trace_holds_the_selftest_events_in_order_and_a_damaged_capture_s
         decoded.text()
     );
     expect_timestamps_first_and_rising(&decoded)?;
+
+    // `image-builder trace RAW` writes the same text from the capture in a file.
+    let dir = tempfile::tempdir()?;
+    let (raw_path, text_path) = (dir.path().join("t.raw"), dir.path().join("t.txt"));
+    fs::write(&raw_path, &raw)?;
+    let again = trace::decode_file(&raw_path, &elfs, Some(&text_path))?;
+    ensure!(again.lines == decoded.lines && fs::read_to_string(&text_path)? == decoded.text());
 
     // The same capture, damaged: cut inside a record, then a byte flipped earlier on.
     let cut = raw.len() - 3;
