@@ -466,12 +466,17 @@ mod bare {
 mod tests {
     use super::*;
 
-    fn snapshot(current: Option<usize>, waiting: [Option<u64>; MAX_THREADS]) -> Snapshot {
+    /// A snapshot with `current` running and each `(slot, token)` waiting for that reply.
+    fn snapshot(current: Option<usize>, waiting: &[(usize, u64)]) -> Snapshot {
         let t = Threads::new();
         let id = |i: usize| t.ids().nth(i).expect("a slot");
+        let mut waiting_for = [None; MAX_THREADS];
+        for &(slot, token) in waiting {
+            waiting_for[slot] = Some(Token(token));
+        }
         Snapshot {
             current: current.map(id),
-            waiting_for: waiting.map(|w| w.map(Token)),
+            waiting_for,
         }
     }
 
@@ -480,8 +485,8 @@ mod tests {
         let t = Threads::new();
         let ids: Vec<ThreadId> = t.ids().collect();
         // pv-server (slot 1) faults: its event goes to fred-server under token 7.
-        let before = snapshot(Some(1), [None, None]);
-        let after = snapshot(Some(0), [None, Some(7)]);
+        let before = snapshot(Some(1), &[]);
+        let after = snapshot(Some(0), &[(1, 7)]);
         assert_eq!(
             changes(&before, &after).collect::<Vec<_>>(),
             [
@@ -496,7 +501,7 @@ mod tests {
             ]
         );
         // fred-server answers token 7; a new fault of pv-server waits under token 8.
-        let later = snapshot(Some(0), [None, Some(8)]);
+        let later = snapshot(Some(0), &[(1, 8)]);
         assert_eq!(
             changes(&after, &later).collect::<Vec<_>>(),
             [
