@@ -1,7 +1,6 @@
 //! The syscall table: what a server's `syscall` does (type 7 vector 1 under FRED, LSTAR
 //! under IDT). Each handler returns what runs next, or the error the caller gets in RAX.
 use crate::mm::BadPointer;
-use crate::text::Escaped;
 use crate::thread::sched::NextTask;
 use crate::thread::{GUEST_MANAGER, ThreadId, Threads};
 use bsp_x86_64::frame::Frame;
@@ -151,19 +150,9 @@ fn console_write(t: &mut Threads, cur: ThreadId, ptr: u64, len: u64) -> Result<u
     // caller learns how much was taken and writes the rest later (`ipc::console`).
     let name = thread.name();
     let taken = ipc::console::write(name, buf, &mut thread.console, |line| {
-        print_server_line(name, line)
+        crate::text::print_server_line(name, line)
     });
     Ok(taken as u64)
-}
-
-/// One line of thread `name`'s: the prefix where `ipc::console` says it is missing, the text
-/// escaped, the nucleus' own newline.
-pub fn print_server_line(name: &str, line: ipc::console::Line<'_>) {
-    if line.prefix {
-        println!("{name}: {}", Escaped(line.text));
-    } else {
-        println!("{}", Escaped(line.text));
-    }
 }
 
 /// A server's trace frame, copied into the trace under its slot (an allegation: the host

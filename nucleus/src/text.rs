@@ -18,3 +18,13 @@ impl fmt::Display for Escaped<'_> {
         Ok(())
     }
 }
+
+/// One line of thread `name`'s: the prefix where `ipc::console` says it is missing, the text
+/// escaped, the nucleus' own newline.
+pub fn print_server_line(name: &str, line: ipc::console::Line<'_>) {
+    if line.prefix {
+        println!("{name}: {}", Escaped(line.text));
+    } else {
+        println!("{}", Escaped(line.text));
+    }
+}

@@ -426,7 +426,7 @@ fn console(
     // Each line under the domain's name, escaped: a guest never prints as the nucleus or a
     // server (a newline in its text ends its line, the next one gets the prefix again).
     let taken = ipc::console::write(&label, buf, &mut thread.console, |line| {
-        crate::syscall::print_server_line(&label, line)
+        crate::text::print_server_line(&label, line)
     });
     Ok(taken as u64)
 }

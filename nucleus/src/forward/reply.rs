@@ -85,7 +85,7 @@ pub fn drain_replies(t: &mut Threads, from: ThreadId) {
             ServerMessage::Log(line) => {
                 let name = thread.name();
                 match ipc::console::log_line(name, line.text.as_bytes(), &mut thread.console) {
-                    Some(line) => crate::syscall::print_server_line(name, line),
+                    Some(line) => crate::text::print_server_line(name, line),
                     None => thread.drop_log(),
                 }
             }
