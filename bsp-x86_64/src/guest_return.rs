@@ -58,17 +58,7 @@ impl core::fmt::Display for ReturnRefused {
 }
 
 /// RFLAGS bits a guest keeps from its proposal; everything else is cleared or forced.
-const GUEST_RFLAGS: Rflags = Rflags::CF
-    .union(Rflags::PF)
-    .union(Rflags::AF)
-    .union(Rflags::ZF)
-    .union(Rflags::SF)
-    .union(Rflags::TF)
-    .union(Rflags::DF)
-    .union(Rflags::OF)
-    .union(Rflags::RF)
-    .union(Rflags::AC)
-    .union(Rflags::ID);
+const GUEST_RFLAGS: Rflags = Rflags::USER_CHANGEABLE.union(Rflags::RF).union(Rflags::ID);
 
 /// The RFLAGS a guest is resumed with for `proposed`.
 pub fn guest_rflags(proposed: u64) -> u64 {

@@ -168,6 +168,18 @@ impl Rflags {
     /// enters from scratch starts with.
     pub const INTERRUPTS_ON: Self = Self::IF.union(Self::FIXED);
 
+    /// The flags unprivileged code may set for itself and a reply may propose for it: the
+    /// arithmetic flags, TF, DF and AC (never IF, IOPL, NT, VM or the virtual-interrupt bits).
+    pub const USER_CHANGEABLE: Self = Self::CF
+        .union(Self::PF)
+        .union(Self::AF)
+        .union(Self::ZF)
+        .union(Self::SF)
+        .union(Self::TF)
+        .union(Self::DF)
+        .union(Self::OF)
+        .union(Self::AC);
+
     /// The I/O privilege level, 0..=3.
     pub const fn iopl(self) -> u8 {
         ((self.bits() >> 12) & 0b11) as u8

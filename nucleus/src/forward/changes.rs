@@ -11,15 +11,7 @@ use ipc::message::{Gpr, ResumeChanges};
 pub const RFLAGS_USER: Rflags = Rflags::INTERRUPTS_ON;
 
 /// The flags a handler may change: arithmetic flags, TF, DF, AC. IF stays on and IOPL 0.
-const RFLAGS_CHANGEABLE: Rflags = Rflags::CF
-    .union(Rflags::PF)
-    .union(Rflags::AF)
-    .union(Rflags::ZF)
-    .union(Rflags::SF)
-    .union(Rflags::TF)
-    .union(Rflags::DF)
-    .union(Rflags::OF)
-    .union(Rflags::AC);
+const RFLAGS_CHANGEABLE: Rflags = Rflags::USER_CHANGEABLE;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChangeError {
