@@ -4,7 +4,11 @@ use crate::racy::RacyCell;
 use bsp_x86_64::frame_owner::{FrameInfo, FrameTable};
 use bsp_x86_64::guest_tables::TableMemory;
 use bsp_x86_64::paging::PhysAddr;
+use core::ops::Range;
 use xen_abi::Mfn;
+
+/// L4 slots the nucleus still uses outside Xen's window (image, stacks).
+pub const LEGACY_SLOTS: Range<usize> = 272..512;
 
 pub type Frames = FrameTable<&'static mut [FrameInfo]>;
 

@@ -1,0 +1,46 @@
+//! `vcpu_start`: a domain's vCPU 0 starts on registers `guest_return` accepts and an L4
+//! the frame table validates.
+use super::mmu::{get_l4, put_l4};
+use super::registry::domain;
+use crate::thread::Threads;
+use bsp_x86_64::frame::{CsQword, Frame, SsQword};
+use bsp_x86_64::guest_return::{self, GuestDescriptors, GuestReturn};
+use bsp_x86_64::paging::PhysAddr;
+use ipc::domain::VcpuStart;
+use xen_abi::{Errno, Mfn};
+
+/// Starts domain `number`'s vCPU on `regs` (it must not be running).
+pub fn start(t: &mut Threads, number: u16, regs: &VcpuStart) -> Result<(), Errno> {
+    let id = t.guest_id(number).ok_or(Errno::Einval)?;
+    if !t.get(id).is_absent() {
+        return Err(Errno::Eexist);
+    }
+    let checked = guest_return::check(
+        GuestReturn {
+            rip: regs.rip,
+            cs: regs.cs,
+            rflags: regs.rflags,
+            rsp: regs.rsp,
+            ss: regs.ss,
+        },
+        GuestDescriptors::default(),
+    )
+    .map_err(|_| Errno::Einval)?;
+    if regs.cr3 & 0xfff != 0 {
+        return Err(Errno::Einval);
+    }
+    let l4 = Mfn(regs.cr3 >> 12);
+    get_l4(number, l4)?;
+    if let Some(old) = domain(number).base.replace(l4) {
+        let _ = put_l4(number, old);
+    }
+    let mut frame = Frame::ZERO;
+    frame.ret.rip = checked.rip;
+    frame.ret.rsp = checked.rsp;
+    frame.ret.rflags = checked.rflags;
+    frame.ret.cs = CsQword::from_raw(u64::from(checked.cs));
+    frame.ret.ss = SsQword::from_raw(u64::from(checked.ss));
+    frame.gprs.rsi = regs.rsi;
+    t.get_mut(id).start_guest(PhysAddr::new(regs.cr3), frame);
+    Ok(())
+}
