@@ -32,14 +32,14 @@ extern "C" fn idt_entry(frame: &mut Frame) {
 }
 
 extern "C" fn fred_from_ring3(frame: &mut Frame) {
-    if crate::selftest_fred::RING3_ARMED.load(Ordering::Relaxed) {
-        crate::selftest_fred::ring3_event(frame);
+    if crate::selftest::fred::RING3_ARMED.load(Ordering::Relaxed) {
+        crate::selftest::fred::ring3_event(frame);
     }
     enter(frame, Delivery::Fred);
 }
 
 extern "C" fn fred_from_ring0(frame: &mut Frame) {
-    crate::selftest_fred::FRED_RING0_ENTRIES.fetch_add(1, Ordering::Relaxed);
+    crate::selftest::fred::FRED_RING0_ENTRIES.fetch_add(1, Ordering::Relaxed);
     enter(frame, Delivery::Fred);
 }
 
@@ -106,7 +106,7 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
         EventKind::SoftwareException { vector: 3 } => {
             // A trap: RIP already points after the int3, so returning resumes there.
             println!("nucleus: #BP (int3) at {:#x}, resuming", event.rip);
-            crate::selftest_fred::breakpoint(frame);
+            crate::selftest::fred::breakpoint(frame);
         }
         EventKind::Exception { vector, error_code } => {
             fatal::report_exception(event, vector, error_code);

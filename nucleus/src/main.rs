@@ -68,11 +68,8 @@ mod mm;
 #[cfg(target_os = "none")]
 mod panic;
 #[cfg(target_os = "none")]
-#[allow(unsafe_code)] // the fault probes the self-tests execute
+#[allow(unsafe_code)] // the fault probes the self-tests execute, the FRED MSRs they set
 mod selftest;
-#[cfg(target_os = "none")]
-#[allow(unsafe_code)] // the FRED MSRs and probes the FRED-only self-tests use
-mod selftest_fred;
 #[cfg(target_os = "none")]
 mod startup;
 #[cfg(target_os = "none")]

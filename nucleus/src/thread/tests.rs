@@ -1,6 +1,7 @@
 //! The thread table's verbs and lookups.
 use super::*;
 use crate::host::kit::{self, fred, pv};
+use ipc::{NucleusMessage, Token};
 
 #[test]
 fn boot_table_names_fred_server_as_pv_servers_fault_handler() {

@@ -8,7 +8,7 @@
 //! `fred-sl1-df` / `fred-sl2-df` (a `#PF` moved to SL1 / SL2 faults on the guard page RSP1 /
 //! RSP2 point at and escalates to `#DF` on SL3: the design note's guard-page pointing,
 //! proven). Under the IDT each says it needs FRED and is skipped (neither passed nor failed).
-use crate::selftest::{ExpectedDoubleFault, UNMAPPED_ADDRESS, arm, seen, verdict};
+use super::expect::{ExpectedDoubleFault, UNMAPPED_ADDRESS, arm, seen, verdict};
 use bsp_x86_64::cmdline::SelfTests;
 use bsp_x86_64::entry::DR6_POLARITY_FLIP;
 use bsp_x86_64::frame::{CsQword, Frame};
@@ -262,7 +262,7 @@ pub fn ring3_gave_up() {
             format_args!("no event from a server before ready"),
         );
         RING3_DONE.store(true, Ordering::Release);
-        crate::selftest::deferred_summary();
+        super::expect::deferred_summary();
     }
 }
 
@@ -313,7 +313,7 @@ pub fn ring3_event(frame: &Frame) {
         ),
     );
     RING3_DONE.store(true, Ordering::Release);
-    crate::selftest::deferred_summary();
+    super::expect::deferred_summary();
 }
 
 /// `fred-sl1-df` / `fred-sl2-df`: moves `#PF` to SL1 or SL2 and reads an unmapped address.

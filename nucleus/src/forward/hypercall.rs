@@ -1,0 +1,68 @@
+//! A guest vCPU's `syscall`, forwarded to its guest manager as a hypercall.
+use crate::thread::sched::NextTask;
+use crate::thread::{Pending, ThreadId, Threads};
+use bsp_x86_64::frame::{CsQword, Frame, SsQword};
+use ipc::{Event, EventKind, NucleusMessage};
+use xen_abi::layout::selector::{FLAT_RING3_CS64, FLAT_RING3_SS64};
+
+/// A guest vCPU's `syscall`: a hypercall (pv64-abi.md §3). It goes to the guest manager
+/// with the arguments and where the guest stands, and the vCPU waits for the answer (a
+/// `Return` sets its RAX; a `ResumeWith` is checked as any reply). Without a live manager
+/// the domain cannot be served: the vCPU stops.
+pub fn hypercall(t: &mut Threads, frame: &Frame, cur: ThreadId) -> NextTask {
+    let Some(domain) = t.get(cur).domain() else {
+        return NextTask::Same;
+    };
+    t.get_mut(cur).frame = *frame;
+    // The IDT's SYSCALL stub writes the servers' selectors into the frame (SYSCALL saves
+    // none); a part-1 guest runs on Xen's flat selectors only, so it resumes on those.
+    let thread = t.get_mut(cur);
+    thread.frame.ret.cs = CsQword::from_raw(u64::from(FLAT_RING3_CS64));
+    thread.frame.ret.ss = SsQword::from_raw(u64::from(FLAT_RING3_SS64));
+    let Some(handler) = t.live_fault_handler(cur) else {
+        println!("nucleus: guest domain {domain} made a hypercall with no pv-server; stopping it");
+        t.get_mut(cur).stop();
+        return NextTask::Other;
+    };
+    let token = t.next_token();
+    let g = &frame.gprs;
+    let call = ipc::message::Hypercall {
+        token,
+        domain,
+        vcpu: 0,
+        number: g.rax,
+        args: [g.rdi, g.rsi, g.rdx, g.r10, g.r8, g.r9],
+        rip: frame.ret.rip,
+        rsp: frame.ret.rsp,
+        rflags: frame.ret.rflags,
+    };
+    let event = Event {
+        cpu: 0,
+        kind: EventKind::Syscall,
+        event_data: 0,
+        rip: frame.ret.rip,
+        cs: FLAT_RING3_CS64,
+        rflags: frame.ret.rflags,
+        rsp: frame.ret.rsp,
+        ss: FLAT_RING3_SS64,
+        from_ring: 3,
+        owner: ipc::domain::guest_owner(domain),
+    };
+    let thread = t.get_mut(cur);
+    thread.pending = Some(Pending { token, event });
+    thread.pending_dump = None;
+    match t.send(handler, &NucleusMessage::Hypercall(call)) {
+        Ok(()) => {
+            t.get_mut(cur).block_on_reply(token);
+            NextTask::Other
+        }
+        Err(e) => {
+            // A full ring: the guest retries the same `syscall` once pv-server caught up.
+            let thread = t.get_mut(cur);
+            thread.pending = None;
+            thread.frame.ret.rip = thread.frame.ret.rip.wrapping_sub(2);
+            let _ = e;
+            NextTask::NextInTurn
+        }
+    }
+}

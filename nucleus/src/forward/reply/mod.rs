@@ -1,0 +1,175 @@
+//! A thread's reply ring: every message is an allegation, checked and counted; a fault
+//! handler's `Reply` settles the event of the thread that waits for it.
+use super::changes::apply_changes;
+use crate::lifecycle;
+use crate::thread::{ThreadId, Threads};
+use ipc::message::{Reply, ServerMessage};
+
+/// Complaints about one thread's messages printed per tick; the rest are counted.
+pub const COMPLAINTS_PER_TICK: u32 = 4;
+
+/// One record taken from a reply ring.
+enum Record<'a> {
+    /// A plain `Resume`, the reply to almost every event, read by hand as just its token (a
+    /// `ServerMessage` is hundreds of bytes, not worth building and moving for a token).
+    Resume(ipc::Token),
+    /// A guest's hypercall answer, read by hand as its token and RAX.
+    Return(ipc::Token, u64),
+    /// Anything else, decoded (or not) into the caller's slot: the record stays small, so
+    /// the hot `Resume` never moves a message-sized value.
+    Other(&'a Result<ServerMessage, ipc::DecodeError>),
+}
+
+/// Drains thread `from`'s reply ring.
+#[inline]
+pub fn drain_replies(t: &mut Threads, from: ThreadId) {
+    loop {
+        let thread = t.get_mut(from);
+        let Some(ring) = thread.replies.as_mut() else {
+            return;
+        };
+        let mut slot = None;
+        let slot_ref = &mut slot;
+        let popped = ring.pop_with(move |record| {
+            if let Some(token) = ipc::codec::resume_token(record) {
+                return Record::Resume(token);
+            }
+            if let Some((token, rax)) = ipc::codec::return_reply(record) {
+                return Record::Return(token, rax);
+            }
+            Record::Other(Option::insert(
+                slot_ref,
+                ipc::codec::decode::<ServerMessage>(record),
+            ))
+        });
+        let message = match popped {
+            Ok(None) => return,
+            Ok(Some(Record::Resume(token))) => {
+                on_reply(t, from, token, &Reply::Resume { token });
+                continue;
+            }
+            Ok(Some(Record::Return(token, rax))) => {
+                on_reply(t, from, token, &Reply::Return { token, rax });
+                continue;
+            }
+            Ok(Some(Record::Other(Ok(message)))) => message,
+            Ok(Some(Record::Other(Err(e)))) => {
+                // The record was consumed: report it and go on with the next.
+                if thread.may_complain(COMPLAINTS_PER_TICK) {
+                    println!("nucleus: {}: dropped a message: {e}", thread.name());
+                }
+                continue;
+            }
+            Err(e) => {
+                // Nothing can be consumed from a ring whose indices are garbage; the server
+                // only hurt itself. Say so and stop draining (no loop on a broken ring).
+                println!(
+                    "nucleus: {}: reply ring corrupt ({e}); ignoring it until the server restarts",
+                    thread.name()
+                );
+                thread.replies = None;
+                return;
+            }
+        };
+        match message {
+            ServerMessage::Hello(hello) => {
+                thread.greet();
+                println!(
+                    "nucleus: {} says hello (protocol {}, generation {})",
+                    thread.name(),
+                    hello.protocol,
+                    thread.generation()
+                );
+                lifecycle::check_ready(t);
+            }
+            ServerMessage::Log(line) => {
+                let name = thread.name();
+                match ipc::console::log_line(name, line.text.as_bytes(), &mut thread.console) {
+                    Some(line) => crate::text::print_server_line(name, line),
+                    None => thread.drop_log(),
+                }
+            }
+            ServerMessage::Reply(reply) => on_reply(t, from, reply.token(), reply),
+            other => {
+                if thread.may_complain(COMPLAINTS_PER_TICK) {
+                    println!("nucleus: {}: unexpected message {other:?}", thread.name());
+                }
+            }
+        }
+    }
+}
+
+/// A reply from thread `from` about `token` (`reply.token()`, which the caller has at hand):
+/// only a fault handler decides about events.
+#[inline(always)]
+fn on_reply(t: &mut Threads, from: ThreadId, token: ipc::Token, reply: &Reply) {
+    // The guest manager answers for its guests' vCPUs only (it handles no server's faults).
+    let for_guest = from == crate::thread::GUEST_MANAGER
+        && t.waiting_for(from, token)
+            .is_some_and(|id| t.get(id).domain().is_some());
+    if !t.is_fault_handler(from) && !for_guest {
+        if t.get_mut(from).may_complain(COMPLAINTS_PER_TICK) {
+            println!(
+                "nucleus: {}: unexpected message Reply({reply:?})",
+                t.get(from).name()
+            );
+        }
+    } else if crate::bench::owns(token) {
+        crate::bench::on_reply(t)
+    } else {
+        settle(t, from, token, reply)
+    }
+}
+
+/// Carries out fault handler `from`'s decision about the event its token names.
+fn settle(t: &mut Threads, from: ThreadId, token: ipc::Token, reply: &Reply) {
+    let Some(id) = t.waiting_for(from, token) else {
+        println!(
+            "nucleus: {}: reply for unknown event {token}, ignored",
+            t.get(from).name()
+        );
+        return;
+    };
+    t.get_mut(id).settle();
+    match reply {
+        Reply::Resume { .. } => resume(t, id),
+        Reply::ResumeWith { changes, .. } => {
+            let thread = t.get_mut(id);
+            if let Err(e) = apply_changes(&mut thread.frame, changes) {
+                let name = thread.name();
+                println!(
+                    "nucleus: {}: refused changes for {name}: {e}; killing it",
+                    t.get(from).name()
+                );
+                return lifecycle::kill(t, id);
+            }
+            thread.resume();
+        }
+        Reply::Return { rax, .. } => {
+            let thread = t.get_mut(id);
+            thread.frame.gprs.rax = *rax;
+            resume(t, id);
+        }
+        Reply::Kill { .. } => lifecycle::kill(t, id),
+        Reply::Restart { .. } => lifecycle::restart(t, id),
+    }
+}
+
+/// Makes thread `id` runnable again, unless it is a guest vCPU whose RIP is not canonical:
+/// a guest makes one with a `syscall` in the last two bytes below the hole (RCX =
+/// 0x0000_8000_0000_0000), and IRETQ there raises #GP in the nucleus (ring 0, on the
+/// guest's GS) — a fatal fault. Such a vCPU is stopped instead.
+fn resume(t: &mut Threads, id: ThreadId) {
+    let thread = t.get_mut(id);
+    let rip = thread.frame.ret.rip;
+    if let Some(domain) = thread.domain()
+        && ((rip << 16) as i64 >> 16) as u64 != rip
+    {
+        println!("nucleus: guest domain {domain}: rip {rip:#x} is not canonical; stopping it");
+        return lifecycle::kill(t, id);
+    }
+    thread.resume();
+}
+
+#[cfg(test)]
+mod tests;

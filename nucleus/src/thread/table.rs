@@ -1,0 +1,212 @@
+//! The table itself: every slot, the live thread, tokens, and the one checked borrow.
+use super::layout::{BOOT_THREADS, GUEST_SLOTS, MAX_THREADS, ThreadId};
+use super::slot::Thread;
+use crate::racy::Exclusive;
+use bsp_x86_64::cmdline::Options;
+use core::fmt;
+use ipc::{NucleusMessage, Token};
+
+/// Every thread started at boot has said hello (or is gone): `nucleus: ready`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterReady {
+    /// Carry on scheduling.
+    Run,
+    /// Start the ring benchmark.
+    Bench,
+}
+
+pub struct Threads {
+    threads: [Thread; MAX_THREADS],
+    /// The thread whose context is live, `None` while the nucleus idles.
+    current: Option<ThreadId>,
+    next_token: u64,
+    ready_printed: bool,
+    /// Called once, when every started thread said hello (`startup` prints the marker).
+    on_ready: Option<fn() -> AfterReady>,
+    pub options: Option<Options>,
+}
+
+static THREADS: Exclusive<Threads> = Exclusive::new(Threads::new());
+
+/// The thread table, for `dispatch` and `startup` only: each event borrows it once.
+#[inline(always)]
+pub fn with<R>(f: impl FnOnce(&mut Threads) -> R) -> R {
+    THREADS.with(f)
+}
+
+/// The thread table unless it is lent already: for the trace, which looks at it before and
+/// after each event, also one that interrupted a borrower (an NMI, a nested tick).
+pub fn try_with<R>(f: impl FnOnce(&mut Threads) -> R) -> Option<R> {
+    THREADS.try_with(f)
+}
+
+impl Threads {
+    pub const fn new() -> Self {
+        Self {
+            threads: [
+                Thread::new(ThreadId(0)),
+                Thread::new(ThreadId(1)),
+                Thread::new(ThreadId(2)),
+                Thread::new(ThreadId(3)),
+                Thread::new(ThreadId(4)),
+                Thread::new(ThreadId(5)),
+            ],
+            current: None,
+            next_token: 1,
+            ready_printed: false,
+            on_ready: None,
+            options: None,
+        }
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = ThreadId> + use<> {
+        (0..MAX_THREADS).map(ThreadId)
+    }
+
+    /// The server slots (started from boot modules).
+    pub fn server_ids(&self) -> impl Iterator<Item = ThreadId> + use<> {
+        (0..BOOT_THREADS.len()).map(ThreadId)
+    }
+
+    /// The server slots and the guest slots up to the last one in use.
+    #[inline]
+    pub fn slots_in_use(&self) -> usize {
+        let guests = self.threads[BOOT_THREADS.len()..]
+            .iter()
+            .rposition(|t| !t.is_absent())
+            .map_or(0, |last| last + 1);
+        BOOT_THREADS.len() + guests
+    }
+
+    /// Stops every guest vCPU (their manager is gone); how many were running.
+    pub fn stop_guests(&mut self) -> usize {
+        let mut stopped = 0;
+        for thread in &mut self.threads[BOOT_THREADS.len()..] {
+            if !thread.is_absent() {
+                thread.stop();
+                thread.guest_root = None;
+                stopped += 1;
+            }
+        }
+        stopped
+    }
+
+    /// The vCPU slot of `domain` (domains are numbered from 1).
+    pub fn guest_id(&self, domain: u16) -> Option<ThreadId> {
+        let domain = usize::from(domain);
+        (1..=GUEST_SLOTS)
+            .contains(&domain)
+            .then_some(ThreadId(BOOT_THREADS.len() + domain - 1))
+    }
+
+    pub fn get(&self, id: ThreadId) -> &Thread {
+        &self.threads[id.0]
+    }
+
+    pub fn get_mut(&mut self, id: ThreadId) -> &mut Thread {
+        &mut self.threads[id.0]
+    }
+
+    /// Two different threads at once (a waiting thread and its fault handler).
+    pub fn pair_mut(&mut self, a: ThreadId, b: ThreadId) -> (&mut Thread, &mut Thread) {
+        assert_ne!(a, b, "pair_mut needs two threads");
+        if a.0 < b.0 {
+            let (low, high) = self.threads.split_at_mut(b.0);
+            (&mut low[a.0], &mut high[0])
+        } else {
+            let (low, high) = self.threads.split_at_mut(a.0);
+            (&mut high[0], &mut low[b.0])
+        }
+    }
+
+    pub fn current(&self) -> Option<ThreadId> {
+        self.current
+    }
+
+    pub fn set_current(&mut self, id: Option<ThreadId>) {
+        self.current = id;
+    }
+
+    pub fn set_on_ready(&mut self, on_ready: fn() -> AfterReady) {
+        self.on_ready = Some(on_ready);
+    }
+
+    /// A fresh token for a message that expects a reply.
+    pub fn next_token(&mut self) -> Token {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        token
+    }
+
+    /// True if `id` handles some thread's faults.
+    pub fn is_fault_handler(&self, id: ThreadId) -> bool {
+        self.get(id).handles_faults
+    }
+
+    /// The first thread that handles faults (the ring benchmark's peer).
+    pub fn first_fault_handler(&self) -> Option<ThreadId> {
+        self.ids().find(|&id| self.is_fault_handler(id))
+    }
+
+    /// `id`'s fault handler if that one is running, for forwarding.
+    pub fn live_fault_handler(&self, id: ThreadId) -> Option<ThreadId> {
+        self.get(id)
+            .fault_handler
+            .filter(|&h| h != id && !self.get(h).is_absent())
+    }
+
+    /// The thread waiting for `handler`'s reply about `token`.
+    pub fn waiting_for(&self, handler: ThreadId, token: Token) -> Option<ThreadId> {
+        self.ids().find(|&id| {
+            let t = self.get(id);
+            t.waits_for(token) && t.fault_handler == Some(handler)
+        })
+    }
+
+    /// Pushes a message into a thread's event ring and wakes it if it waits for one.
+    pub fn send(&mut self, to: ThreadId, message: &NucleusMessage) -> Result<(), SendFailure> {
+        let thread = self.get_mut(to);
+        let ring = thread.events.as_mut().ok_or(SendFailure::NoRing)?;
+        // A full ring counts the message in its `dropped` (the nucleus never waits for a
+        // thread).
+        ring.push_message(message).map_err(SendFailure::Ring)?;
+        thread.wake();
+        Ok(())
+    }
+
+    /// Prints `nucleus: ready` (through `on_ready`) once every started thread has said
+    /// hello. Returns what `on_ready` asked for, the first time only.
+    pub fn check_ready(&mut self) -> Option<AfterReady> {
+        if self.ready_printed {
+            return None;
+        }
+        // Guests say no hello: only the servers count.
+        let waiting = self
+            .threads
+            .iter()
+            .any(|t| t.domain.is_none() && !t.is_absent() && !t.hello);
+        if waiting {
+            return None;
+        }
+        self.ready_printed = true;
+        Some(self.on_ready.map_or(AfterReady::Run, |f| f()))
+    }
+}
+
+/// Why a message did not reach a thread's event ring.
+#[derive(Clone, Copy, Debug)]
+pub enum SendFailure {
+    NoRing,
+    DumpTooLarge,
+    Ring(ipc::SendError),
+}
+
+impl fmt::Display for SendFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoRing => f.write_str("server has no ring"),
+            Self::DumpTooLarge => f.write_str("register dump too large"),
+            Self::Ring(e) => write!(f, "{e}"),
+        }
+    }
+}
