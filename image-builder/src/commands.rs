@@ -210,7 +210,7 @@ pub fn run(options: &RunOptions) -> Result<QemuExit> {
 
 /// Decodes the raw capture of a `run --trace` boot into `trace` and says where both are.
 fn write_trace(trace: &std::path::Path, raw: &std::path::Path, iso: &Iso) -> Result<()> {
-    let decoded = crate::trace::decode_file(raw, &iso.elfs(), Some(trace))?;
+    let decoded = crate::trace::decode_file(raw, &crate::trace::Elfs::of(iso), Some(trace))?;
     eprintln!(
         "note: {} trace records in {} (raw: {}){}",
         decoded.records,

@@ -493,12 +493,9 @@ impl Iso {
         &self.nucleus
     }
 
-    /// The ELFs inside, whose `defmt` tables decode the boot's trace.
-    pub fn elfs(&self) -> crate::trace::Elfs {
-        crate::trace::Elfs {
-            nucleus: self.nucleus.clone(),
-            servers: self.servers.clone(),
-        }
+    /// The server ELFs inside (unstripped), by module name.
+    pub fn server_elfs(&self) -> &[NamedFile] {
+        &self.servers
     }
 
     /// The user part of the command line (every menu entry has it).

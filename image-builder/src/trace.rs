@@ -19,7 +19,7 @@ pub use defmt_decoder::Table;
 use ipc::trace::{Source, StreamError};
 
 use crate::compile::{self, SERVER_BUILD, SERVERS};
-use crate::image::NamedFile;
+use crate::image::{Iso, NamedFile};
 
 /// The nucleus' record that names the server in a slot: `server SLOT NAME: started (…)`.
 pub const SERVER_STARTED: &str = "server ";
@@ -64,6 +64,14 @@ pub struct Elfs {
 }
 
 impl Elfs {
+    /// The ELFs inside `iso`, whose `defmt` tables decode its boot's trace.
+    pub fn of(iso: &Iso) -> Self {
+        Self {
+            nucleus: iso.nucleus_elf().to_path_buf(),
+            servers: iso.server_elfs().to_vec(),
+        }
+    }
+
     /// What `cargo run -p image-builder` builds (`target/kernel/…/nucleus`,
     /// `target/servers/…/NAME`), with `nucleus` and `servers` taking the place of those
     /// they name.

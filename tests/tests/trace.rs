@@ -34,7 +34,7 @@ fn traced_boot(cmdline: &str, until: Option<fn(&str) -> bool>) -> Result<Traced>
     }
     let boot = qemu.run()?;
     let raw = fs::read(&raw_path).context("the COM2 capture")?;
-    let elfs = iso.elfs();
+    let elfs = trace::Elfs::of(&iso);
     let (tables, notes) = elfs.tables()?;
     ensure!(notes.is_empty(), "{notes:?}");
     let decoded = trace::decode(&raw, &tables);
