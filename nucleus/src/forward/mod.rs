@@ -12,7 +12,9 @@ mod event;
 mod hypercall;
 pub mod reply;
 
-pub use event::{event, rehome_pending};
+#[cfg_attr(not(target_os = "none"), allow(unused_imports))]
+pub use event::event;
+pub use event::rehome_pending;
 pub use hypercall::hypercall;
 pub use reply::drain_replies;
 

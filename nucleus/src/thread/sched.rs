@@ -5,7 +5,8 @@
 //! live frame into the old thread and loading the new thread's frame in its place before the
 //! entry stub returns. Handlers never switch; they say what should run next ([`NextTask`])
 //! and `dispatch` calls [`finish`] once, on its way out.
-use super::{ThreadId, Threads};
+use super::layout::ThreadId;
+use super::table::Threads;
 use bsp_x86_64::frame::{CsQword, Frame, SsQword};
 use bsp_x86_64::gdt;
 use xen_abi::layout::selector::{FLAT_RING3_CS64, FLAT_RING3_SS64};

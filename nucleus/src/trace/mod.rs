@@ -14,7 +14,7 @@
 //! Writing never waits: the buffer (`ipc::trace::TraceBuffer`) drops a record that does not
 //! fit, or one begun from a context that interrupted another record, and counts it; the count
 //! goes into the trace before the next drain. COM2 takes bytes only as fast as its FIFO has
-//! room ([`drain`]: after an event that leaves the CPU idle, on each tick, after lifecycle
+//! room ([`sink::drain`]: after an event that leaves the CPU idle, on each tick, after lifecycle
 //! records) and all of them before an emulator exit ([`flush`]).
 //!
 //! On the host (the safe core's unit tests) nothing is recorded; [`changes`] is tested there.

@@ -14,7 +14,7 @@ use crate::{
     expect_one_line, hex_after, lines_matching, markers, selftest_summary,
 };
 
-/// The address `selftest=pf-unmapped` reads (`nucleus/src/selftest.rs`, `UNMAPPED_ADDRESS`).
+/// The address `selftest=pf-unmapped` reads (`nucleus/src/selftest/expect.rs`, `UNMAPPED_ADDRESS`).
 const UNMAPPED_ADDRESS: u64 = 0xdead_b000;
 /// The selector `selftest=gp-selector` loads: GDT index 9, one past the nucleus' GDT.
 const BAD_SELECTOR: u16 = 9 << 3;
