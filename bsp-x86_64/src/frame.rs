@@ -457,6 +457,7 @@ impl Frame {
             rsp: self.ret.rsp,
             ss: self.ret.ss.selector().raw(),
             from_ring: cs.rpl(),
+            insn_len: self.ret.ss.insn_len(),
             owner,
         })
     }

@@ -131,6 +131,7 @@ mod tests {
             rsp: 0,
             ss: 0x2b,
             from_ring: 3,
+            insn_len: 0,
             owner: 5,
         }
     }

@@ -201,6 +201,7 @@ mod tests {
             rsp: 0x7fff_fef0_0000,
             ss: 0x2b,
             from_ring: 3,
+            insn_len: 0,
             owner,
         }
     }

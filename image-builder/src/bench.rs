@@ -54,10 +54,13 @@ pub enum Measurement {
     RingRoundtrip,
     /// The `bench` guest: `xen_version(0)` → nucleus → pv-server → nucleus → guest.
     HypercallRoundtrip,
+    /// The `bench` guest: `ud2` → nucleus → pv-server (bounce frame) → the guest's `#UD`
+    /// handler → `iret` hypercall → nucleus → pv-server → back after the `ud2`.
+    BounceRoundtrip,
 }
 
 /// How many measurements the benchmark boot takes.
-pub const MEASUREMENTS: usize = 4;
+pub const MEASUREMENTS: usize = 5;
 /// The guest the benchmark boot ships for [`Measurement::HypercallRoundtrip`].
 pub const BENCH_GUEST: &str = "guest-bench";
 
@@ -67,6 +70,7 @@ impl Measurement {
         Self::Int3Roundtrip,
         Self::RingRoundtrip,
         Self::HypercallRoundtrip,
+        Self::BounceRoundtrip,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -75,6 +79,7 @@ impl Measurement {
             Self::Int3Roundtrip => "int3-roundtrip",
             Self::RingRoundtrip => "ring-roundtrip",
             Self::HypercallRoundtrip => "hypercall-roundtrip",
+            Self::BounceRoundtrip => "bounce-roundtrip",
         }
     }
 
@@ -85,6 +90,7 @@ impl Measurement {
             Self::Int3Roundtrip => "pv-server: bench: int3-roundtrip ",
             Self::RingRoundtrip => "bench: ring-roundtrip ",
             Self::HypercallRoundtrip => "guest bench: bench: hypercall-roundtrip ",
+            Self::BounceRoundtrip => "guest bench: bench: bounce-roundtrip ",
         }
     }
 
@@ -95,6 +101,7 @@ impl Measurement {
             Self::Int3Roundtrip => (1174, "goal: 2 x 587 first, then 800"),
             Self::RingRoundtrip => (1174, "2 x L4Re/Fiasco one-way IPC (587)"),
             Self::HypercallRoundtrip => (1948, "issue 15: int3 round trip (1848) + 100"),
+            Self::BounceRoundtrip => (3896, "issue 16: two hypercall round trips"),
         }
     }
 
@@ -104,6 +111,7 @@ impl Measurement {
             Self::Int3Roundtrip => 1,
             Self::RingRoundtrip => 2,
             Self::HypercallRoundtrip => 3,
+            Self::BounceRoundtrip => 4,
         }
     }
 }
@@ -178,7 +186,7 @@ impl Results {
     /// Every range, or the missing measurements.
     pub fn complete(&self) -> Result<[Range; MEASUREMENTS], Vec<Measurement>> {
         match self.0 {
-            [Some(a), Some(b), Some(c), Some(d)] => Ok([a, b, c, d]),
+            [Some(a), Some(b), Some(c), Some(d), Some(e)] => Ok([a, b, c, d, e]),
             _ => Err(self.missing()),
         }
     }
@@ -498,6 +506,10 @@ mod tests {
                 min: 30328,
                 max: 33488,
             },
+            Range {
+                min: 70000,
+                max: 90000,
+            },
         ];
         let readme = "# x\n\n```sh\ncargo fv bench\n```\n\n```\nQEMU TCG, -icount shift=3 old\nnull-syscall 1 2\n```\n\nafter\n";
         let updated = readme_with_table(readme, &table(&ranges)).unwrap();
@@ -508,7 +520,10 @@ mod tests {
             .into_iter()
             .map(|(_, m)| m)
             .collect();
-        assert_eq!(minimums, [Some(992), Some(14752), Some(7488), Some(30328)]);
+        assert_eq!(
+            minimums,
+            [Some(992), Some(14752), Some(7488), Some(30328), Some(70000)]
+        );
         assert!(readme_with_table("no table", "t").is_err());
     }
 
@@ -528,10 +543,11 @@ mod tests {
         pv-server: bench: null-syscall min=1712 max=1720\r\n\
         bench: ring-roundtrip min=17512 max=3189048 rounds=1000\r\n\
         pv-server: bench: int3-roundtrip min=288400 max=10009048\r\n\
-        guest bench: bench: hypercall-roundtrip min=30328 max=33488 samples=1000 version=0x40015\r\n";
+        guest bench: bench: hypercall-roundtrip min=30328 max=33488 samples=1000 version=0x40015\r\n\
+        guest bench: bench: bounce-roundtrip min=70000 max=90000 samples=1000\r\n";
 
     #[test]
-    fn the_four_lines_parse() {
+    fn the_five_lines_parse() {
         let results = Results::parse(LOG);
         assert_eq!(
             results.complete(),
@@ -551,6 +567,10 @@ mod tests {
                 Range {
                     min: 30328,
                     max: 33488
+                },
+                Range {
+                    min: 70000,
+                    max: 90000
                 },
             ])
         );
@@ -599,7 +619,8 @@ mod tests {
             Err(vec![
                 Measurement::Int3Roundtrip,
                 Measurement::RingRoundtrip,
-                Measurement::HypercallRoundtrip
+                Measurement::HypercallRoundtrip,
+                Measurement::BounceRoundtrip
             ])
         );
         assert!(!all_lines_present(partial));
@@ -619,7 +640,7 @@ mod tests {
         let ranges = Results::parse(LOG).complete().unwrap();
         let table = table(&ranges);
         let rows: Vec<&str> = table.lines().collect();
-        assert_eq!(rows.len(), 6, "{table}");
+        assert_eq!(rows.len(), 7, "{table}");
         let cells = |row: &str| -> Vec<String> {
             row.split_whitespace().take(7).map(str::to_owned).collect()
         };
@@ -670,16 +691,41 @@ mod tests {
             ]
         );
         assert!(rows[5].ends_with(" 1948  issue 15: int3 round trip (1848) + 100"));
+        assert_eq!(
+            cells(rows[6]),
+            [
+                "bounce-roundtrip",
+                "70000",
+                "90000",
+                "8750",
+                "11250",
+                "2.2x",
+                "3896"
+            ]
+        );
+        assert!(rows[6].ends_with(" 3896  issue 16: two hypercall round trips"));
     }
 
     #[test]
     fn the_bochs_table_puts_fred_and_idt_side_by_side_with_the_ratio() {
         let r = |min, max| Range { min, max };
-        let fred = [r(100, 150), r(900, 1000), r(400, 480), r(1000, 1100)];
-        let idt = [r(125, 160), r(1800, 2000), r(400, 500), r(2000, 2100)];
+        let fred = [
+            r(100, 150),
+            r(900, 1000),
+            r(400, 480),
+            r(1000, 1100),
+            r(3000, 3300),
+        ];
+        let idt = [
+            r(125, 160),
+            r(1800, 2000),
+            r(400, 500),
+            r(2000, 2100),
+            r(4000, 4400),
+        ];
         let table = bochs_table(&fred, &idt);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 6, "{table}");
+        assert_eq!(lines.len(), 7, "{table}");
         assert!(
             lines[0].starts_with("Bochs wildcat_lake (FRED+LKGS)"),
             "{table}"
@@ -722,6 +768,10 @@ mod tests {
                 "2100",
                 "0.50"
             ]
+        );
+        assert_eq!(
+            words(6),
+            ["bounce-roundtrip", "3000", "3300", "4000", "4400", "0.75"]
         );
     }
 

@@ -306,6 +306,7 @@ mod tests {
             rsp: 0x7fff_ffff_e000,
             ss: 0x2b,
             from_ring: 3,
+            insn_len: 0,
             owner: 7,
         }
     }
@@ -325,6 +326,7 @@ mod tests {
             rsp: u64::MAX,
             ss: u16::MAX,
             from_ring: u8::MAX,
+            insn_len: u8::MAX,
             owner: u32::MAX,
         }
     }

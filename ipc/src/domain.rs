@@ -41,6 +41,9 @@ pub enum MmuOp {
     Unpin { mfn: u64 },
     /// `MMUEXT_NEW_BASEPTR`: the vCPU's tables become the validated L4 `mfn`.
     NewBaseptr { mfn: u64 },
+    /// `MMUEXT_NEW_USER_BASEPTR`: the vCPU's user-mode tables become the validated L4 `mfn`
+    /// (0: none, so the guest cannot enter user mode).
+    NewUserBaseptr { mfn: u64 },
     /// `MMU_NORMAL_PT_UPDATE`: entry at machine address `ptr` (8-aligned, in a validated
     /// table of the domain) becomes `val`.
     Update { ptr: u64, val: u64 },
@@ -55,6 +58,7 @@ impl MmuOp {
     const NEW_BASEPTR: u64 = 2;
     const UPDATE: u64 = 3;
     const UPDATE_VA: u64 = 4;
+    const NEW_USER_BASEPTR: u64 = 5;
 
     /// `(op, a, b)` as the syscall carries them.
     pub const fn encode(self) -> (u64, u64, u64) {
@@ -64,6 +68,7 @@ impl MmuOp {
             Self::NewBaseptr { mfn } => (Self::NEW_BASEPTR, mfn, 0),
             Self::Update { ptr, val } => (Self::UPDATE, ptr, val),
             Self::UpdateVa { va, val } => (Self::UPDATE_VA, va, val),
+            Self::NewUserBaseptr { mfn } => (Self::NEW_USER_BASEPTR, mfn, 0),
         }
     }
 
@@ -78,6 +83,7 @@ impl MmuOp {
             (Self::NEW_BASEPTR, 0) => Self::NewBaseptr { mfn: a },
             (Self::UPDATE, 0) => Self::Update { ptr: a, val: b },
             (Self::UPDATE_VA, 0) => Self::UpdateVa { va: a, val: b },
+            (Self::NEW_USER_BASEPTR, 0) => Self::NewUserBaseptr { mfn: a },
             _ => return None,
         })
     }
@@ -155,6 +161,7 @@ mod tests {
             MmuOp::Pin { level: 1, mfn: 9 },
             MmuOp::Unpin { mfn: 3 },
             MmuOp::NewBaseptr { mfn: 5 },
+            MmuOp::NewUserBaseptr { mfn: 0 },
             MmuOp::Update {
                 ptr: 0x1008,
                 val: 0x2067,

@@ -82,6 +82,10 @@ pub struct Event {
     pub ss: u16,
     /// Privilege level of the interrupted context (the RPL of `cs`).
     pub from_ring: u8,
+    /// FRED's instruction length for software events and `syscall` (SS qword bits 63:60), so
+    /// a refused `INT n` can be pointed back at its instruction; 0 under the IDT, where the
+    /// CPU reports no length (a refused `INT n` arrives as `#GP` at the instruction itself).
+    pub insn_len: u8,
     /// Thread (server) or guest the event belongs to; 0 for the nucleus itself.
     pub owner: u32,
 }
@@ -120,7 +124,7 @@ impl Event {
 
     /// The fixed little-endian layout: cpu u16, kind tag u8, vector u8, kind payload u64
     /// (error code or NMI sources), event data, rip, rflags, rsp (u64 each), cs u16, ss u16,
-    /// from_ring u8, three zero bytes, owner u32.
+    /// from_ring u8, insn_len u8, two zero bytes, owner u32.
     pub fn to_wire(&self) -> [u8; Self::WIRE_BYTES] {
         let (tag, vector, payload) = match self.kind {
             EventKind::Interrupt { vector } => (tag::INTERRUPT, vector, 0),
@@ -144,6 +148,7 @@ impl Event {
         w[44..46].copy_from_slice(&self.cs.to_le_bytes());
         w[46..48].copy_from_slice(&self.ss.to_le_bytes());
         w[48] = self.from_ring;
+        w[49] = self.insn_len;
         w[52..56].copy_from_slice(&self.owner.to_le_bytes());
         w
     }
@@ -186,6 +191,7 @@ impl Event {
             cs: u16_at(44),
             ss: u16_at(46),
             from_ring: w[48],
+            insn_len: w[49],
             owner: u32::from_le_bytes([w[52], w[53], w[54], w[55]]),
         })
     }
@@ -236,6 +242,7 @@ mod tests {
             rsp: 0x7fff_ff00_0000,
             ss: 0x23,
             from_ring: 3,
+            insn_len: 2,
             owner: 0xa1b2_c3d4,
         }
     }

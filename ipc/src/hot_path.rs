@@ -277,6 +277,7 @@ mod tests {
             rsp: 0x7fff_f000,
             ss: 0x23,
             from_ring: 3,
+            insn_len: 0,
             owner: 1,
         };
         for token in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {

@@ -143,6 +143,11 @@ pub enum Reply {
     /// hypercall's result; the server does not know the guest's `rip`, so `ResumeWith` cannot
     /// express this).
     Return { token: Token, rax: u64 },
+    /// Resume a PV guest vCPU in a new context (a bounced trap, the `iret` hypercall): the
+    /// nucleus checks it with the guest rules (`bsp_x86_64::guest_return`) and, when `mode`
+    /// differs, toggles the vCPU between its kernel and user page tables and GS bases.
+    /// Refused for anything that is not a guest vCPU.
+    GuestResume { token: Token, resume: GuestResume },
 }
 
 impl Reply {
@@ -153,7 +158,8 @@ impl Reply {
             | Self::ResumeWith { token, .. }
             | Self::Kill { token }
             | Self::Restart { token }
-            | Self::Return { token, .. } => token,
+            | Self::Return { token, .. }
+            | Self::GuestResume { token, .. } => token,
         }
     }
 
@@ -170,6 +176,29 @@ pub struct ResumeChanges {
     pub rip: u64,
     pub rsp: u64,
     pub rflags: u64,
+    /// General-purpose registers to overwrite; the rest keep their values.
+    pub gprs: Vec<GprWrite, GPR_COUNT>,
+}
+
+/// Which half of a PV64 guest a vCPU runs; both run at CPL 3 (Xen's `TF_kernel_mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum GuestMode {
+    #[default]
+    Kernel,
+    User,
+}
+
+/// The context a [`Reply::GuestResume`] proposes for a guest vCPU: an allegation the nucleus
+/// checks (selectors RPL 3 and the guest's, canonical `rip`, RFLAGS corrected; a switch to
+/// user mode needs a user page table).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestResume {
+    pub rip: u64,
+    pub rsp: u64,
+    pub rflags: u64,
+    pub cs: u16,
+    pub ss: u16,
+    pub mode: GuestMode,
     /// General-purpose registers to overwrite; the rest keep their values.
     pub gprs: Vec<GprWrite, GPR_COUNT>,
 }

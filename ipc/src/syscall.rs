@@ -73,10 +73,13 @@ pub enum Syscall {
     /// files it under the caller's slot. 1 if taken, 0 if the trace does not take server
     /// records (`trace=` below `all`: the caller may stop sending).
     TraceWrite = 16,
+    /// `domain_read(domain, mfn, offset, ptr, len) -> 0`: copies bytes out of a frame the
+    /// domain owns (or shares) into the caller (its shared_info: the vCPU's event mask).
+    DomainRead = 17,
 }
 
 /// Highest syscall number.
-pub const SYSCALL_MAX: u64 = Syscall::TraceWrite as u64;
+pub const SYSCALL_MAX: u64 = Syscall::DomainRead as u64;
 
 /// A number that is not a [`Syscall`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,6 +113,7 @@ impl TryFrom<u64> for Syscall {
             14 => Self::GuestConsoleWrite,
             15 => Self::FreeFrames,
             16 => Self::TraceWrite,
+            17 => Self::DomainRead,
             _ => return Err(UnknownSyscall(number)),
         })
     }

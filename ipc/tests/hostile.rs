@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 
 use ipc::codec::{self, DecodeError, MAX_MESSAGE};
 use ipc::event::{Event, EventKind};
-use ipc::message::{Gpr, GprWrite, ResumeChanges};
+use ipc::message::{Gpr, GprWrite, GuestMode, GuestResume, ResumeChanges};
 use ipc::ring::{
     self, DROPPED_OFFSET, HEAD_OFFSET, HEADER_SIZE, MAX_RECORD, PushError, TAIL_OFFSET,
 };
@@ -162,6 +162,7 @@ fn arb_event() -> impl Strategy<Value = Event> {
                 rsp,
                 ss,
                 from_ring,
+                insn_len: from_ring.rotate_left(3),
                 owner,
             },
         )
@@ -175,29 +176,54 @@ fn arb_gpr() -> impl Strategy<Value = Gpr> {
 }
 
 fn arb_reply() -> impl Strategy<Value = Reply> {
-    let changes = (
-        any::<u64>(),
-        any::<u64>(),
-        any::<u64>(),
-        prop::collection::vec((arb_gpr(), any::<u64>()), 0..=15),
-    )
-        .prop_map(|(rip, rsp, rflags, writes)| ResumeChanges {
-            rip,
-            rsp,
-            rflags,
-            gprs: writes
-                .into_iter()
-                .map(|(gpr, value)| GprWrite { gpr, value })
-                .collect(),
-        });
+    let changes = || {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec((arb_gpr(), any::<u64>()), 0..=15),
+        )
+            .prop_map(|(rip, rsp, rflags, writes)| ResumeChanges {
+                rip,
+                rsp,
+                rflags,
+                gprs: writes
+                    .into_iter()
+                    .map(|(gpr, value)| GprWrite { gpr, value })
+                    .collect(),
+            })
+    };
     prop_oneof![
         any::<u64>().prop_map(|t| Reply::Resume { token: Token(t) }),
-        (any::<u64>(), changes).prop_map(|(t, changes)| Reply::ResumeWith {
+        (any::<u64>(), changes()).prop_map(|(t, changes)| Reply::ResumeWith {
             token: Token(t),
             changes
         }),
         any::<u64>().prop_map(|t| Reply::Kill { token: Token(t) }),
         any::<u64>().prop_map(|t| Reply::Restart { token: Token(t) }),
+        (
+            any::<u64>(),
+            changes(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<bool>()
+        )
+            .prop_map(|(t, c, cs, ss, user)| Reply::GuestResume {
+                token: Token(t),
+                resume: GuestResume {
+                    rip: c.rip,
+                    rsp: c.rsp,
+                    rflags: c.rflags,
+                    cs,
+                    ss,
+                    mode: if user {
+                        GuestMode::User
+                    } else {
+                        GuestMode::Kernel
+                    },
+                    gprs: c.gprs,
+                },
+            }),
     ]
 }
 

@@ -16,9 +16,11 @@ use ipc::{Event, EventKind, NucleusMessage, Token};
 use xen_abi::Errno;
 use xen_abi::sched::ShutdownReason;
 
+use crate::domain_builder::Mfn;
 use crate::guest_boot::{self, Booted, Scratch};
 use crate::guest_hypercalls::{DomainCalls, GuestFault, GuestMemory, Outcome};
 use crate::guest_mmu;
+use crate::guest_traps::{self, Crash, VcpuInfoAccess, VcpuTraps, bounce, decode, iret};
 use crate::hypervisor::Hypervisor;
 
 /// The summary line's start (image-builder waits for it).
@@ -28,6 +30,9 @@ struct Running {
     domain: u16,
     name: String<24>,
     calls: DomainCalls,
+    /// vCPU 0's virtual IDT, callbacks and mode.
+    traps: VcpuTraps,
+    shared_info: Mfn,
 }
 
 /// Every guest pv-server started and how the others ended.
@@ -71,13 +76,20 @@ impl Guests {
         while let Some(result) = guest_boot::boot(hv, index, scratch, out) {
             self.total += 1;
             index += 1;
-            let Ok(Booted { domain, name }) = result else {
+            let Ok(Booted {
+                domain,
+                name,
+                shared_info,
+            }) = result
+            else {
                 continue;
             };
             let running = Running {
                 domain,
                 name,
                 calls: DomainCalls::new(1),
+                traps: VcpuTraps::new(),
+                shared_info,
             };
             if let Err(running) = self.running.push(running) {
                 let _ = writeln!(out, "guest {}: rejected: no guest slot left", running.name);
@@ -129,8 +141,16 @@ impl Guests {
         };
         let [a0, a1, a2, a3, a4, _] = call.args;
         let args = [a0, a1, a2, a3, a4];
-        let outcome = if guest_mmu::handles(call.number) {
-            guest_mmu::answer(hv, call.domain, call.number, args)
+        let number = call.number;
+        let outcome = if guest_mmu::handles(number) {
+            let mut effects = guest_mmu::Effects::default();
+            let outcome = guest_mmu::answer_with(hv, call.domain, number, args, &mut effects);
+            if let Some(mfn) = effects.user_baseptr {
+                self.running[at].traps.user_tables = mfn != 0;
+            }
+            outcome
+        } else if number == u64::from(xen_abi::Hypercall::Iret.raw()) {
+            return self.iret(hv, at, call, out);
         } else {
             let running = &mut self.running[at];
             let cell = RefCell::new(&mut *hv);
@@ -138,15 +158,19 @@ impl Guests {
                 hv: &cell,
                 domain: running.domain,
             };
-            let mut console = Console {
-                hv: &cell,
-                domain: running.domain,
-                prefix_len: "guest ".len() + running.name.len() + 2,
-                line: String::new(),
-            };
-            running
-                .calls
-                .answer(&running.name, call.number, args, &mut memory, &mut console)
+            if guest_traps::hypercalls::handles(number) {
+                guest_traps::hypercalls::answer(&mut running.traps, number, args, &mut memory)
+            } else {
+                let mut console = Console {
+                    hv: &cell,
+                    domain: running.domain,
+                    prefix_len: "guest ".len() + running.name.len() + 2,
+                    line: String::new(),
+                };
+                running
+                    .calls
+                    .answer(&running.name, number, args, &mut memory, &mut console)
+            }
         };
         match outcome {
             Outcome::Return(rax) => Some(Reply::Return { token, rax }),
@@ -163,6 +187,85 @@ impl Guests {
                 None
             }
         }
+    }
+
+    /// The `iret` hypercall: the guest's frame at its RSP becomes its context again.
+    fn iret(
+        &mut self,
+        hv: &mut impl Hypervisor,
+        at: usize,
+        call: &Hypercall,
+        out: &mut impl Write,
+    ) -> Option<Reply> {
+        let running = &mut self.running[at];
+        let result = {
+            let cell = RefCell::new(&mut *hv);
+            let mut memory = Memory {
+                hv: &cell,
+                domain: running.domain,
+            };
+            let mut info = SharedVcpuInfo {
+                hv: &cell,
+                domain: running.domain,
+                shared_info: running.shared_info,
+            };
+            iret::iret(&mut running.traps, call.rsp, &mut memory, &mut info)
+        };
+        match result {
+            Ok(resume) => Some(Reply::GuestResume {
+                token: call.token,
+                resume,
+            }),
+            Err(crash) => {
+                self.end(hv, at, Ending::Crashed(crash), out);
+                self.sum_up_if_done(hv, out);
+                None
+            }
+        }
+    }
+
+    /// A guest event: bounced into the guest's handler, or the end of the guest.
+    fn bounce(
+        &mut self,
+        hv: &mut impl Hypervisor,
+        at: usize,
+        event: &Event,
+        dump: Option<&RegisterDump>,
+    ) -> Result<Reply, Crash> {
+        let running = &mut self.running[at];
+        let cell = RefCell::new(&mut *hv);
+        let mut memory = Memory {
+            hv: &cell,
+            domain: running.domain,
+        };
+        let mut info = SharedVcpuInfo {
+            hv: &cell,
+            domain: running.domain,
+            shared_info: running.shared_info,
+        };
+        let regs = dump.map_or((0, 0), |d| (d.gprs.rcx, d.gprs.r11));
+        let Some((trap, interrupted)) =
+            decode::trap_for(&mut running.traps, event, regs, &mut memory)
+        else {
+            return Err(Crash::NoHandler {
+                vector: event.kind.vector(),
+                rip: event.rip,
+                error_code: None,
+                cr2: None,
+                table_set: running.traps.table_set,
+            });
+        };
+        let resume = bounce::bounce(
+            &mut running.traps,
+            &trap,
+            &interrupted,
+            &mut memory,
+            &mut info,
+        )?;
+        Ok(Reply::GuestResume {
+            token: Token(0),
+            resume,
+        })
     }
 
     fn event(
@@ -187,7 +290,13 @@ impl Guests {
         let ending = match event.kind {
             // The watchdog's tick: the vCPU ran without a hypercall for too long.
             EventKind::Interrupt { .. } => Ending::Shutdown(ShutdownReason::Watchdog),
-            _ => Ending::Crashed(*event),
+            _ => match self.bounce(hv, at, event, dump.as_ref()) {
+                Ok(Reply::GuestResume { resume, .. }) => {
+                    return Some(Reply::GuestResume { token, resume });
+                }
+                Ok(other) => return Some(other),
+                Err(crash) => Ending::Crashed(crash),
+            },
         };
         let name = self.running[at].name.clone();
         self.end(hv, at, ending, out);
@@ -243,56 +352,16 @@ impl Guests {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ending {
     Shutdown(ShutdownReason),
-    Crashed(Event),
+    Crashed(Crash),
 }
 
 impl fmt::Display for Ending {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Shutdown(reason) => write!(f, "shut down ({reason})"),
-            Self::Crashed(event) => write!(f, "crashed: {}", CrashReason(event)),
+            Self::Crashed(crash) => write!(f, "crashed: {crash}"),
         }
     }
-}
-
-/// The reason in `crashed: <reason>`: part 1 has no trap table, so every fault ends a guest.
-struct CrashReason<'a>(&'a Event);
-
-impl fmt::Display for CrashReason<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let event = self.0;
-        match event.kind {
-            EventKind::Exception {
-                vector: 14,
-                error_code,
-            } => write!(
-                f,
-                "#PF at {:#x} (address {:#x}, error {error_code:#x}) with no trap table",
-                event.rip, event.event_data
-            ),
-            EventKind::Exception { vector, error_code } => write!(
-                f,
-                "{} at {:#x} (error {error_code:#x}) with no trap table",
-                exception_name(vector),
-                event.rip
-            ),
-            EventKind::SoftwareException { vector: 3 } => {
-                write!(f, "#BP at {:#x} with no trap table", event.rip)
-            }
-            kind => write!(f, "{kind:?} at {:#x} with no trap table", event.rip),
-        }
-    }
-}
-
-fn exception_name(vector: u8) -> &'static str {
-    const NAMES: [&str; 22] = [
-        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#CSO", "#TS", "#NP", "#SS",
-        "#GP", "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP",
-    ];
-    NAMES
-        .get(usize::from(vector))
-        .copied()
-        .unwrap_or("exception")
 }
 
 /// `rip -= 2` (back onto the `syscall`) with the continued arguments.
@@ -316,6 +385,42 @@ fn continuation(call: &Hypercall, next: [u64; 5]) -> Reply {
             rflags: call.rflags,
             gprs,
         },
+    }
+}
+
+/// vCPU 0's vcpu_info at the start of the domain's shared_info frame.
+struct SharedVcpuInfo<'c, 'h, H> {
+    hv: &'c RefCell<&'h mut H>,
+    domain: u16,
+    shared_info: Mfn,
+}
+
+/// Offsets in vcpu_info (pv64-abi.md §2.4).
+const UPCALL_MASK_AT: usize = 1;
+const CR2_AT: usize = 16;
+
+impl<H: Hypervisor> VcpuInfoAccess for SharedVcpuInfo<'_, '_, H> {
+    fn upcall_mask(&mut self) -> Result<u8, GuestFault> {
+        let mut mask = [0u8];
+        self.hv
+            .borrow_mut()
+            .read_frame(self.domain, self.shared_info, UPCALL_MASK_AT, &mut mask)
+            .map_err(|_| GuestFault { va: 0 })?;
+        Ok(mask[0])
+    }
+
+    fn set_upcall_mask(&mut self, mask: u8) -> Result<(), GuestFault> {
+        self.hv
+            .borrow_mut()
+            .write_frame(self.domain, self.shared_info, UPCALL_MASK_AT, &[mask])
+            .map_err(|_| GuestFault { va: 0 })
+    }
+
+    fn set_cr2(&mut self, cr2: u64) -> Result<(), GuestFault> {
+        self.hv
+            .borrow_mut()
+            .write_frame(self.domain, self.shared_info, CR2_AT, &cr2.to_le_bytes())
+            .map_err(|_| GuestFault { va: 0 })
     }
 }
 
@@ -381,6 +486,8 @@ mod tests {
                 domain,
                 name: label,
                 calls: DomainCalls::new(1),
+                traps: VcpuTraps::new(),
+                shared_info: Mfn(0x99),
             })
             .ok()
             .unwrap();
@@ -488,6 +595,7 @@ mod tests {
             rsp: 0x8000,
             ss: 0xe02b,
             from_ring: 3,
+            insn_len: 0,
             owner: ipc::domain::guest_owner(2),
         };
         let reply = guests.handle(

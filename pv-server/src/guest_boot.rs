@@ -87,6 +87,8 @@ pub fn parse_spec(text: &[u8]) -> Result<GuestSpec<'_>, SpecError> {
 pub struct Booted {
     pub domain: u16,
     pub name: String<24>,
+    /// The domain's shared_info frame (vCPU 0's vcpu_info is at its start).
+    pub shared_info: Mfn,
 }
 
 /// Why a guest did not start: the text after `rejected: `.
@@ -237,7 +239,11 @@ fn boot_spec(
             let _ = writeln!(out, "guest {}: {line}", spec.name);
             let mut name = String::new();
             let _ = name.push_str(spec.name);
-            Ok(Booted { domain, name })
+            Ok(Booted {
+                domain,
+                name,
+                shared_info: frames.shared_info,
+            })
         }
         Err(reason) => {
             hv.destroy(domain);

@@ -26,11 +26,31 @@ pub fn handles(number: u64) -> bool {
     )
 }
 
+/// What the nucleus accepted that pv-server's own policy needs to know.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Effects {
+    /// The last `NEW_USER_BASEPTR` the nucleus took (0: user tables removed).
+    pub user_baseptr: Option<u64>,
+}
+
 /// Answers one page-table hypercall of `domain` (see [`handles`]).
 pub fn answer(hv: &mut impl Hypervisor, domain: u16, number: u64, args: [u64; 5]) -> Outcome {
+    answer_with(hv, domain, number, args, &mut Effects::default())
+}
+
+/// [`answer`], noting in `effects` what was accepted.
+pub fn answer_with(
+    hv: &mut impl Hypervisor,
+    domain: u16,
+    number: u64,
+    args: [u64; 5],
+    effects: &mut Effects,
+) -> Outcome {
     let result = match Hypercall::from_raw(number) {
-        Some(Hypercall::MmuUpdate) => batch(hv, domain, args, MmuUpdate::SIZE, mmu_update_entry),
-        Some(Hypercall::MmuextOp) => batch(hv, domain, args, MmuextOp::SIZE, mmuext_entry),
+        Some(Hypercall::MmuUpdate) => {
+            batch(hv, domain, args, MmuUpdate::SIZE, mmu_update_entry, effects)
+        }
+        Some(Hypercall::MmuextOp) => batch(hv, domain, args, MmuextOp::SIZE, mmuext_entry, effects),
         Some(Hypercall::UpdateVaMapping) => update_va_mapping(hv, domain, args),
         _ => Err(Errno::Enosys),
     };
@@ -48,9 +68,14 @@ fn update_va_mapping(
 }
 
 /// One entry of a batch: what it asks of the nucleus (`None`: nothing to do).
-type Entry<H> = fn(&mut H, u16, &[u8]) -> Result<(), Errno>;
+type Entry<H> = fn(&mut H, u16, &[u8], &mut Effects) -> Result<(), Errno>;
 
-fn mmu_update_entry<H: Hypervisor>(hv: &mut H, domain: u16, bytes: &[u8]) -> Result<(), Errno> {
+fn mmu_update_entry<H: Hypervisor>(
+    hv: &mut H,
+    domain: u16,
+    bytes: &[u8],
+    _: &mut Effects,
+) -> Result<(), Errno> {
     let mut block = [0u8; MmuUpdate::SIZE];
     block.copy_from_slice(bytes);
     let request = MmuUpdate::from_bytes(&block);
@@ -67,7 +92,12 @@ fn mmu_update_entry<H: Hypervisor>(hv: &mut H, domain: u16, bytes: &[u8]) -> Res
     }
 }
 
-fn mmuext_entry<H: Hypervisor>(hv: &mut H, domain: u16, bytes: &[u8]) -> Result<(), Errno> {
+fn mmuext_entry<H: Hypervisor>(
+    hv: &mut H,
+    domain: u16,
+    bytes: &[u8],
+    effects: &mut Effects,
+) -> Result<(), Errno> {
     let mut block = [0u8; MmuextOp::SIZE];
     block.copy_from_slice(bytes);
     let op = MmuextOp::from_bytes(&block);
@@ -80,6 +110,12 @@ fn mmuext_entry<H: Hypervisor>(hv: &mut H, domain: u16, bytes: &[u8]) -> Result<
         Some(MmuextCmd::PinL4Table) => hv.mmu(domain, pin(4)),
         Some(MmuextCmd::UnpinTable) => hv.mmu(domain, MmuOp::Unpin { mfn }),
         Some(MmuextCmd::NewBaseptr) => hv.mmu(domain, MmuOp::NewBaseptr { mfn }),
+        // The L4 the guest's user mode runs on (0: none); the nucleus validates it.
+        Some(MmuextCmd::NewUserBaseptr) => {
+            hv.mmu(domain, MmuOp::NewUserBaseptr { mfn })?;
+            effects.user_baseptr = Some(mfn);
+            Ok(())
+        }
         // Every entry into a guest reloads CR3 and guest entries are never global, so a
         // local flush has already happened by the time the guest runs again.
         Some(MmuextCmd::TlbFlushLocal | MmuextCmd::InvlpgLocal) => Ok(()),
@@ -94,6 +130,7 @@ fn batch<H: Hypervisor>(
     [blocks, raw_count, pdone, foreigndom, _]: [u64; 5],
     size: usize,
     entry: Entry<H>,
+    effects: &mut Effects,
 ) -> Result<Outcome, Errno> {
     if foreigndom != u64::from(DOMID_SELF) && foreigndom != u64::from(domain) {
         return Err(Errno::Esrch);
@@ -122,7 +159,7 @@ fn batch<H: Hypervisor>(
             failed = Some(errno);
             break;
         }
-        if let Err(errno) = entry(hv, domain, &bytes[..size]) {
+        if let Err(errno) = entry(hv, domain, &bytes[..size], effects) {
             failed = Some(errno);
             break;
         }

@@ -24,6 +24,14 @@ pub trait Hypervisor {
         offset: usize,
         bytes: &[u8],
     ) -> Result<(), FrameWriteError>;
+    /// Reads bytes of one of the domain's (or its shared) frames.
+    fn read_frame(
+        &mut self,
+        domain: u16,
+        mfn: Mfn,
+        offset: usize,
+        out: &mut [u8],
+    ) -> Result<(), FrameWriteError>;
     /// Copies guest VA `va` into `out` (vCPU 0's kernel view).
     fn guest_read(&mut self, domain: u16, va: u64, out: &mut [u8]) -> Result<(), Errno>;
     /// Copies `bytes` to guest VA `va`.
@@ -97,6 +105,17 @@ impl Hypervisor for Nucleus {
     ) -> Result<(), FrameWriteError> {
         ipc::rt::sys::domain_write(domain, mfn.0, offset as u64, bytes)
             .map_err(|_| FrameWriteError("the nucleus refused the frame write"))
+    }
+
+    fn read_frame(
+        &mut self,
+        domain: u16,
+        mfn: Mfn,
+        offset: usize,
+        out: &mut [u8],
+    ) -> Result<(), FrameWriteError> {
+        ipc::rt::sys::domain_read(domain, mfn.0, offset as u64, out)
+            .map_err(|_| FrameWriteError("the nucleus refused the frame read"))
     }
 
     fn guest_read(&mut self, domain: u16, va: u64, out: &mut [u8]) -> Result<(), Errno> {
@@ -218,6 +237,18 @@ pub mod tests {
                 .get_mut(&mfn.0)
                 .ok_or(FrameWriteError("no frame"))?;
             frame[offset..offset + bytes.len()].copy_from_slice(bytes);
+            Ok(())
+        }
+
+        fn read_frame(
+            &mut self,
+            _domain: u16,
+            mfn: Mfn,
+            offset: usize,
+            out: &mut [u8],
+        ) -> Result<(), FrameWriteError> {
+            let frame = self.frames.get(&mfn.0).ok_or(FrameWriteError("no frame"))?;
+            out.copy_from_slice(&frame[offset..offset + out.len()]);
             Ok(())
         }
 

@@ -21,6 +21,7 @@ mod guest_boot;
 #[allow(dead_code)]
 mod guest_hypercalls;
 mod guest_mmu;
+mod guest_traps;
 #[allow(dead_code)]
 mod guests;
 mod hypervisor;

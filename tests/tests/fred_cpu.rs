@@ -13,7 +13,9 @@
 
 use anyhow::Result;
 use tests::machine::Machine;
-use tests::scenarios::{events, fred_decision, fred_only, guests, hostile, nesting, servers};
+use tests::scenarios::{
+    events, fred_decision, fred_only, guest_traps, guests, hostile, nesting, servers,
+};
 
 const FRED_CPU: Machine = Machine::Bochs;
 
@@ -209,4 +211,30 @@ fn spinning_and_faulting_guests_end_and_hello_still_runs() -> Result<()> {
 #[ignore = "needs FREDVISOR_BOCHS"]
 fn bad_guest_images_are_rejected_with_one_line_each() -> Result<()> {
     guests::bad_images_are_rejected_with_one_line_each(Machine::Bochs)
+}
+
+// ---- PV64 guests, part 2 (issue 16): traps, iret and user mode under FRED ----------------
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn guest_traps_are_bounced_with_xens_frame_and_return_through_iret() -> Result<()> {
+    guest_traps::traps_are_bounced_with_xens_frame_and_return_through_iret(Machine::Bochs)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn guest_user_mode_is_entered_and_left_by_int_syscall_and_a_fault() -> Result<()> {
+    guest_traps::user_mode_is_entered_and_left_by_int_syscall_and_a_fault(Machine::Bochs)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn guest_hostile_trap_tables_and_stacks_crash_only_their_guest() -> Result<()> {
+    guest_traps::hostile_trap_tables_and_stacks_crash_only_their_guest(Machine::Bochs)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn guest_hostile_iret_frames_crash_only_their_guest() -> Result<()> {
+    guest_traps::hostile_iret_frames_crash_only_their_guest(Machine::Bochs)
 }

@@ -76,7 +76,7 @@ fn alt_server_swapped_in_as_pv_server_runs_under_that_name() -> Result<()> {
 // ---- bench --------------------------------------------------------------------------------
 
 #[test]
-fn bench_boot_prints_four_parsable_measurements() -> Result<()> {
+fn bench_boot_prints_five_parsable_measurements() -> Result<()> {
     let iso =
         bench::with_bench_guest(Image::new().cmdline(bench::CMDLINE), false)?.build_shared()?;
     let timeout = boot_timeout().max(bench::DEFAULT_TIMEOUT);

@@ -215,6 +215,18 @@ pub fn domain_write(domain: u16, mfn: u64, offset: u64, bytes: &[u8]) -> Result<
     .map(drop)
 }
 
+/// Copies bytes at `offset` of frame `mfn` (the domain's or shared with it) into `out`.
+pub fn domain_read(domain: u16, mfn: u64, offset: u64, out: &mut [u8]) -> Result<(), SysError> {
+    let len = out.len() as u64;
+    call_into(
+        Syscall::DomainRead,
+        [u64::from(domain), mfn, offset, 0, len, 0],
+        out,
+        3,
+    )
+    .map(drop)
+}
+
 /// Copies guest VA `va` of `domain` into `out`; `Ok(errno)` is Xen's answer (0: done).
 pub fn guest_read(domain: u16, va: u64, out: &mut [u8]) -> Result<u64, SysError> {
     let len = out.len() as u64;

@@ -1,5 +1,6 @@
 //! pv-server's way into a domain's memory (architecture-notes, "Guest memory access"):
-//! `domain_write` into a frame the domain owns that is no table in use, and `guest_copy`
+//! `domain_write` into a frame the domain owns that is no table in use, `domain_read` out of
+//! one it owns or shares, and `guest_copy`
 //! to or from a guest virtual address walked in the domain's current tables.
 use super::memory::{self, DirectTables, LEGACY_SLOTS};
 use super::registry::{domain, domain_number};
@@ -40,6 +41,33 @@ pub fn domain_write(
     // `read` checks the whole range before it copies a byte, so a bad pointer changes nothing.
     space
         .read(ptr, &mut frame[offset as usize..(offset + len) as usize])
+        .map_err(|_| SyscallError::BadPointer)?;
+    Ok(0)
+}
+
+/// `domain_read`: `len` bytes of frame `mfn` of the domain (owned or shared) at `offset`
+/// into pv-server's `ptr` (its shared_info: the vCPU's event mask). Reading changes nothing.
+pub fn domain_read(
+    space: &AddressSpace,
+    raw_domain: u64,
+    mfn: u64,
+    offset: u64,
+    ptr: u64,
+    len: u64,
+) -> Result<u64, SyscallError> {
+    let number = domain_number(raw_domain)?;
+    if offset.checked_add(len).is_none_or(|end| end > 4096) {
+        return Err(SyscallError::BadArgument);
+    }
+    let table = memory::table().ok_or(SyscallError::BadArgument)?;
+    let mfn = Mfn(mfn);
+    table
+        .check_owner(mfn, DomainId(number))
+        .map_err(|_| SyscallError::NotPermitted)?;
+    // SAFETY: the frame is the domain's (checked above); only read.
+    let frame = unsafe { memory::frame_bytes(mfn) };
+    space
+        .write(ptr, &frame[offset as usize..(offset + len) as usize])
         .map_err(|_| SyscallError::BadPointer)?;
     Ok(0)
 }

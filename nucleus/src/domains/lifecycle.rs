@@ -82,6 +82,7 @@ pub fn create(
         name: label,
         shared_info,
         base: None,
+        user_base: None,
     });
     Ok(u64::from(number))
 }

@@ -132,6 +132,22 @@ pub fn mmu(t: &mut Threads, number: u16, op: MmuOp) -> Result<(), Errno> {
             }
             Ok(())
         }
+        MmuOp::NewUserBaseptr { mfn } => {
+            let new = (mfn != 0).then_some(Mfn(mfn));
+            if new == domain(number).user_base {
+                return Ok(());
+            }
+            if let Some(new) = new {
+                get_l4(number, new)?;
+            }
+            if let Some(old) = core::mem::replace(&mut domain(number).user_base, new) {
+                let _ = put_l4(number, old);
+            }
+            if let Some(id) = t.guest_id(number) {
+                t.get_mut(id).vcpu.user_root = new.map(|m| PhysAddr::new(m.0 << 12));
+            }
+            Ok(())
+        }
         MmuOp::Update { ptr, val } => {
             let table_mfn = Mfn(ptr >> 12);
             let index = ((ptr & 0xfff) >> 3) as usize;

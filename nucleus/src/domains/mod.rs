@@ -55,6 +55,7 @@ pub fn syscall(
         Syscall::GuestModuleRead => modules::read(space, a0, a1, a2, a3),
         Syscall::DomainCreate => lifecycle::create(t, a0, a1, a2, a3),
         Syscall::DomainWrite => access::domain_write(space, a0, a1, a2, a3, a4),
+        Syscall::DomainRead => access::domain_read(space, a0, a1, a2, a3, a4),
         Syscall::GuestCopy => access::guest_copy(space, a0, a1, a2, a3),
         Syscall::DomainMmu => {
             let domain = domain_number(a0)?;

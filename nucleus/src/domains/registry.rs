@@ -12,6 +12,8 @@ pub struct Domain {
     pub shared_info: Mfn,
     /// The L4 the vCPU runs on (holds one type reference).
     pub base: Option<Mfn>,
+    /// The L4 of the vCPU's user mode (`NEW_USER_BASEPTR`; holds one type reference).
+    pub user_base: Option<Mfn>,
 }
 
 static DOMAINS: RacyCell<[Option<Domain>; MAX_DOMAINS]> =

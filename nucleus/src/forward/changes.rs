@@ -1,10 +1,14 @@
 //! The register changes a fault handler asks for with `Reply::ResumeWith`: checked before
 //! they touch the thread's frame (an allegation like every other reply).
 use bsp_x86_64::frame::Frame;
+use bsp_x86_64::frame::{CsQword, SsQword};
+use bsp_x86_64::guest_return::{self, GuestDescriptors, GuestReturn, ReturnRefused};
 use bsp_x86_64::regs::Rflags;
 use core::fmt;
 use ipc::layout;
-use ipc::message::{Gpr, ResumeChanges};
+use ipc::message::{Gpr, GprWrite, GuestResume, ResumeChanges};
+
+use crate::thread::guest_vcpu::{GuestVcpu, NoUserTables};
 
 /// RFLAGS of every Ring3 thread: IF set, everything else clear (IOPL 0: FRED's ERETU
 /// insists, and servers get no ports).
@@ -40,7 +44,59 @@ pub fn apply_changes(frame: &mut Frame, changes: &ResumeChanges) -> Result<(), C
     frame.ret.rsp = changes.rsp;
     let asked = Rflags::from_bits_retain(changes.rflags);
     frame.ret.rflags = (asked.intersection(RFLAGS_CHANGEABLE) | RFLAGS_USER).bits();
-    for write in changes.gprs.iter() {
+    write_gprs(frame, &changes.gprs);
+    Ok(())
+}
+
+/// Why a guest vCPU's `GuestResume` was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestRefusal {
+    Return(ReturnRefused),
+    NoUserTables,
+}
+
+impl fmt::Display for GuestRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Return(e) => e.fmt(f),
+            Self::NoUserTables => f.write_str("user mode without user page tables"),
+        }
+    }
+}
+
+/// Applies a guest vCPU's new context (checked by `guest_return`: RPL 3 selectors of the
+/// guest, canonical RIP, RFLAGS corrected) and its mode, or refuses it all.
+pub fn apply_guest_resume(
+    frame: &mut Frame,
+    vcpu: &mut GuestVcpu,
+    resume: &GuestResume,
+) -> Result<(), GuestRefusal> {
+    let checked = guest_return::check(
+        GuestReturn {
+            rip: resume.rip,
+            cs: resume.cs,
+            rflags: resume.rflags,
+            rsp: resume.rsp,
+            ss: resume.ss,
+        },
+        GuestDescriptors::default(),
+    )
+    .map_err(GuestRefusal::Return)?;
+    let mut next = *vcpu;
+    next.enter(resume.mode)
+        .map_err(|NoUserTables| GuestRefusal::NoUserTables)?;
+    *vcpu = next;
+    frame.ret.rip = checked.rip;
+    frame.ret.rsp = checked.rsp;
+    frame.ret.rflags = checked.rflags;
+    frame.ret.cs = CsQword::from_raw(u64::from(checked.cs));
+    frame.ret.ss = SsQword::from_raw(u64::from(checked.ss));
+    write_gprs(frame, &resume.gprs);
+    Ok(())
+}
+
+fn write_gprs(frame: &mut Frame, gprs: &[GprWrite]) {
+    for write in gprs {
         let g = &mut frame.gprs;
         let slot = match write.gpr {
             Gpr::Rax => &mut g.rax,
@@ -61,7 +117,6 @@ pub fn apply_changes(frame: &mut Frame, changes: &ResumeChanges) -> Result<(), C
         };
         *slot = write.value;
     }
-    Ok(())
 }
 
 #[cfg(test)]

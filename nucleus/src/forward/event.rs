@@ -30,7 +30,9 @@ pub fn event(
         // costs one message each way. Faults and hangs get the full register dump first
         // (built in place: the `int3` path never moves a dump-sized value).
         t.get_mut(cur).pending = Some(Pending { token, event });
-        let sent = if matches!(event.kind, EventKind::SoftwareException { .. }) {
+        // A guest's `int3` is a trap pv-server bounces into the guest, with its registers.
+        let debug_aid = t.get(cur).domain().is_none();
+        let sent = if debug_aid && matches!(event.kind, EventKind::SoftwareException { .. }) {
             // Straight from here: the pending copy is only for a re-send.
             t.get_mut(cur).pending_dump = None;
             t.send(handler, &NucleusMessage::Event { token, event })
@@ -126,7 +128,7 @@ fn user_stack_words(t: &Threads, id: ThreadId, rsp: u64, dump: &mut RegisterDump
 /// Sends thread `id`'s forwarded event (dump first, then the event) to its fault handler,
 /// all or nothing: a ring without room for every part gets none of them (the handler never
 /// sees a dump without its event), and each message is counted in the ring's `dropped`.
-fn send_pending(t: &mut Threads, id: ThreadId) -> Result<(), SendFailure> {
+pub(super) fn send_pending(t: &mut Threads, id: ThreadId) -> Result<(), SendFailure> {
     let thread = t.get(id);
     let (Some(Pending { token, event }), Some(handler)) = (thread.pending, thread.fault_handler())
     else {

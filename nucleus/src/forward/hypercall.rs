@@ -46,11 +46,33 @@ pub fn hypercall(t: &mut Threads, frame: &Frame, cur: ThreadId) -> NextTask {
         rsp: frame.ret.rsp,
         ss: FLAT_RING3_SS64,
         from_ring: 3,
+        insn_len: 2,
         owner: ipc::domain::guest_owner(domain),
     };
     let thread = t.get_mut(cur);
     thread.pending = Some(Pending { token, event });
     thread.pending_dump = None;
+    if thread.vcpu.mode == ipc::message::GuestMode::User {
+        // Guest-user mode's `syscall` is never a hypercall (pv64-abi.md §3): an event for
+        // pv-server to bounce to the guest kernel's syscall callback, with the registers
+        // (the bounce frame saves RCX and R11).
+        let mut dump = ipc::dump::RegisterDump::default();
+        frame.fill_dump(&mut dump);
+        thread.pending_dump = Some(dump);
+        return match super::event::send_pending(t, cur) {
+            Ok(()) => {
+                t.get_mut(cur).block_on_reply(token);
+                NextTask::Other
+            }
+            Err(_) => {
+                let thread = t.get_mut(cur);
+                thread.pending = None;
+                thread.pending_dump = None;
+                thread.frame.ret.rip = thread.frame.ret.rip.wrapping_sub(2);
+                NextTask::NextInTurn
+            }
+        };
+    }
     match t.send(handler, &NucleusMessage::Hypercall(call)) {
         Ok(()) => {
             t.get_mut(cur).block_on_reply(token);

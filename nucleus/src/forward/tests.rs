@@ -27,6 +27,7 @@ fn event_of(frame: &Frame, kind: EventKind) -> Event {
         rsp: frame.ret.rsp,
         ss: frame.ret.ss.selector().raw(),
         from_ring: 3,
+        insn_len: 0,
         owner: 0,
     }
 }

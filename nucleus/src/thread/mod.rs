@@ -10,6 +10,7 @@
 //! closure at a time and panics on a nested borrow. State changes go through verbs
 //! ([`slot::Thread::wake`], [`slot::Thread::block_on_events`], …), never raw field writes
 //! from outside.
+pub mod guest_vcpu;
 mod layout;
 pub mod sched;
 mod slot;

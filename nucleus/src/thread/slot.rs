@@ -36,6 +36,8 @@ pub struct Thread {
     pub(super) domain: Option<u16>,
     /// The machine address of the L4 a guest vCPU runs on.
     pub guest_root: Option<bsp_x86_64::paging::PhysAddr>,
+    /// A guest vCPU's mode and user tables.
+    pub vcpu: super::guest_vcpu::GuestVcpu,
     /// Who gets this thread's events; `None`: the nucleus reports them itself.
     pub(super) fault_handler: Option<ThreadId>,
     /// Some thread's fault handler (fixed at boot, so the reply path need not search).
@@ -105,6 +107,7 @@ impl Thread {
             name,
             domain,
             guest_root: None,
+            vcpu: super::guest_vcpu::GuestVcpu::NEW,
             fault_handler,
             handles_faults,
             module: None,
@@ -148,12 +151,16 @@ impl Thread {
 
     /// The tables the CPU walks while it runs.
     pub fn root(&self) -> Option<bsp_x86_64::paging::PhysAddr> {
-        self.space.as_ref().map(|s| s.root()).or(self.guest_root)
+        self.space
+            .as_ref()
+            .map(|s| s.root())
+            .or(self.vcpu.root(self.guest_root))
     }
 
     /// A guest vCPU starts at `frame` on the tables at `root`.
     pub fn start_guest(&mut self, root: bsp_x86_64::paging::PhysAddr, frame: Frame) {
         self.guest_root = Some(root);
+        self.vcpu = super::guest_vcpu::GuestVcpu::NEW;
         self.frame = frame;
         self.state = State::Ready;
         self.hello = true;

@@ -85,6 +85,7 @@ impl Threads {
             if !thread.is_absent() {
                 thread.stop();
                 thread.guest_root = None;
+                thread.vcpu = super::guest_vcpu::GuestVcpu::NEW;
                 stopped += 1;
             }
         }

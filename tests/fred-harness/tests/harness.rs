@@ -377,7 +377,7 @@ const INT3_RING3: HwEvent = HwEvent {
 };
 
 /// The `Event` the dispatcher must get, built from the event's description by hand.
-fn expected_event(event: &HwEvent, kind: EventKind, outcome: &Outcome) -> Event {
+fn expected_event(event: &HwEvent, kind: EventKind, outcome: &Outcome, insn_len: u8) -> Event {
     let (cs, ss) = event.selectors();
     Event {
         cpu: 0,
@@ -389,6 +389,7 @@ fn expected_event(event: &HwEvent, kind: EventKind, outcome: &Outcome) -> Event 
         rsp: outcome.return_rsp,
         ss: ss.raw(),
         from_ring: if event.from_ring3 { 3 } else { 0 },
+        insn_len,
         owner: 0,
     }
 }
@@ -465,7 +466,7 @@ fn through_fred(event: &HwEvent, kind: EventKind, handler_rax: Option<u64>) -> E
         "{}: handler called with DF = 1",
         event.name
     );
-    let expected = expected_event(event, kind, &outcome);
+    let expected = expected_event(event, kind, &outcome, event.insn_len);
     assert_eq!(seen.event, Ok(expected), "{}: decoded event", event.name);
     assert_eq!(
         delivery::preservation_mismatches(&outcome, handler_rax),
@@ -540,7 +541,7 @@ fn through_idt(event: &HwEvent, kind: EventKind) -> Event {
         "{}: IDT stub's FRED layout",
         event.name
     );
-    let expected = expected_event(event, kind, &outcome);
+    let expected = expected_event(event, kind, &outcome, 0);
     assert_eq!(seen.event, Ok(expected), "{}: decoded event", event.name);
     assert_eq!(
         delivery::preservation_mismatches(&outcome, None),
@@ -583,9 +584,19 @@ fn fred_matches_idt(event: &HwEvent, kind: EventKind) {
     let fred = through_fred(event, kind, None);
     let idt = through_idt(event, kind);
     // RIP/RSP/RFLAGS/CS/SS are the same by construction (one HwEvent, one test-stack layout);
-    // everything the dispatcher sees must then be identical.
+    // everything the dispatcher sees must then be identical, but for the instruction length
+    // only FRED reports.
     assert_eq!(
-        fred, idt,
+        fred.insn_len, event.insn_len,
+        "{}: FRED's length",
+        event.name
+    );
+    assert_eq!(
+        Event {
+            insn_len: 0,
+            ..fred
+        },
+        idt,
         "{}: FRED and IDT deliveries decode differently",
         event.name
     );
@@ -706,7 +717,7 @@ fn through_idt_syscall(event: &HwEvent, kind: EventKind, handler_rax: Option<u64
     );
     assert_eq!(seen.frame.ret.rflags, event.rflags, "RFLAGS from R11");
     assert_eq!(seen.frame.ret.ss.raw(), bsp_x86_64::entry::SYSCALL_SS_QWORD);
-    let expected = expected_event(event, kind, &outcome);
+    let expected = expected_event(event, kind, &outcome, 2);
     assert_eq!(seen.event, Ok(expected), "{}: decoded event", event.name);
     assert_eq!(
         delivery::preservation_mismatches(&outcome, handler_rax),

@@ -1,6 +1,6 @@
 //! A thread's reply ring: every message is an allegation, checked and counted; a fault
 //! handler's `Reply` settles the event of the thread that waits for it.
-use super::changes::apply_changes;
+use super::changes::{apply_changes, apply_guest_resume};
 use crate::lifecycle;
 use crate::thread::{ThreadId, Threads};
 use ipc::message::{Reply, ServerMessage};
@@ -149,6 +149,24 @@ fn settle(t: &mut Threads, from: ThreadId, token: ipc::Token, reply: &Reply) {
             let thread = t.get_mut(id);
             thread.frame.gprs.rax = *rax;
             resume(t, id);
+        }
+        Reply::GuestResume { resume, .. } => {
+            let handler = t.get(from).name();
+            let thread = t.get_mut(id);
+            let Some(domain) = thread.domain() else {
+                println!(
+                    "nucleus: {handler}: refused a guest context for {}; killing it",
+                    thread.name()
+                );
+                return lifecycle::kill(t, id);
+            };
+            if let Err(e) = apply_guest_resume(&mut thread.frame, &mut thread.vcpu, resume) {
+                println!(
+                    "nucleus: {handler}: refused resume of guest domain {domain}: {e}; stopping it"
+                );
+                return lifecycle::kill(t, id);
+            }
+            thread.resume();
         }
         Reply::Kill { .. } => lifecycle::kill(t, id),
         Reply::Restart { .. } => lifecycle::restart(t, id),

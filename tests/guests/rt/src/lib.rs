@@ -23,6 +23,10 @@ pub use target::*;
 #[cfg(target_os = "none")]
 pub mod tables;
 
+/// Trap entry stubs, the trap-table hypercalls and `iret`.
+#[cfg(target_os = "none")]
+pub mod traps;
+
 /// One Xen ELF note with a NUL-terminated string descriptor (pv64-abi.md §1.1), in the
 /// `.note.Xen` section the guest linker script keeps in its PT_NOTE.
 #[macro_export]
