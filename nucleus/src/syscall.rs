@@ -2,7 +2,7 @@
 //! under IDT). Each handler returns what runs next, or the error the caller gets in RAX.
 use crate::mm::BadPointer;
 use crate::thread::sched::NextTask;
-use crate::thread::{GUEST_MANAGER, ThreadId, Threads};
+use crate::thread::{GUEST_MANAGER, Kind, ThreadId, Threads};
 use bsp_x86_64::frame::Frame;
 use ipc::layout;
 use ipc::syscall::{Syscall, SyscallError, to_rax};
@@ -19,7 +19,7 @@ pub fn handle(t: &mut Threads, frame: &mut Frame) -> NextTask {
         return NextTask::Same;
     };
     t.get_mut(cur).made_syscall();
-    if t.get(cur).domain().is_some() {
+    if let Kind::GuestVcpu { .. } = t.get(cur).kind() {
         // A guest kernel's `syscall` is a hypercall, never one of ours.
         return crate::forward::hypercall(t, frame, cur);
     }

@@ -8,8 +8,6 @@
 use super::layout::ThreadId;
 use super::table::Threads;
 use bsp_x86_64::frame::{CsQword, Frame, SsQword};
-use bsp_x86_64::gdt;
-use xen_abi::layout::selector::{FLAT_RING3_CS64, FLAT_RING3_SS64};
 
 /// A thread running this many ticks without a syscall is considered hung (2 s).
 pub const HUNG_TICKS: u64 = 2 * crate::timer::HZ as u64;
@@ -119,14 +117,10 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
             frame.ret.ss = SsQword::from_raw(frame.ret.ss.raw() & 0xffff);
             frame.ret.cs = CsQword::from_raw(frame.ret.cs.raw() & 0xffff);
             if from_ring3(frame) {
-                // Threads run on the 64-bit user segments only, a guest vCPU on Xen's flat
-                // ones (part 1: no guest GDT yet). A frame that says otherwise (a compat-mode
-                // SYSCALL's, issue 13) is never resumed in that mode: under FRED, ERETU to
-                // STAR's compat selector would not even look at the GDT.
-                let (cs, ss) = match thread.domain() {
-                    Some(_) => (FLAT_RING3_CS64, FLAT_RING3_SS64),
-                    None => (gdt::USER_CS64.raw(), gdt::USER_DS.raw()),
-                };
+                // Every thread runs on its own kind's 64-bit segments only. A frame that says
+                // otherwise (a compat-mode SYSCALL's, issue 13) is never resumed in that mode:
+                // under FRED, ERETU to STAR's compat selector would not even look at the GDT.
+                let (cs, ss) = thread.segments();
                 frame.ret.cs = CsQword::from_raw(u64::from(cs));
                 frame.ret.ss = SsQword::from_raw(u64::from(ss));
             }
@@ -149,6 +143,7 @@ mod tests {
     use super::*;
     use crate::host::cpu::IDLE_RIP;
     use crate::host::kit::{self, fred, pv};
+    use bsp_x86_64::gdt;
 
     #[test]
     fn start_enters_the_first_runnable_thread_with_its_space() {

@@ -2,8 +2,10 @@
 use super::layout::{BOOT_THREADS, GUEST_MANAGER, ThreadId};
 use crate::mm::AddressSpace;
 use bsp_x86_64::frame::Frame;
+use bsp_x86_64::gdt;
 use ipc::ring::{Consumer, Producer};
 use ipc::{Event, Token};
+use xen_abi::layout::selector::{FLAT_RING3_CS64, FLAT_RING3_SS64};
 
 /// Where a thread stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,11 +31,22 @@ pub struct Pending {
     pub event: Event,
 }
 
+/// What a thread is. The scheduler never looks (it picks, switches and watches both kinds
+/// alike); the event path does (a guest's `syscall` is a hypercall), and the thread itself
+/// answers what differs when it is entered ([`Thread::segments`], [`Thread::root`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A Ring3 server: started from a boot module, its own address space and two rings.
+    Server,
+    /// A guest vCPU of `domain`: no rings, no address space of its own (it runs on the
+    /// domain's validated tables, `guest_root`), its events go to [`GUEST_MANAGER`].
+    GuestVcpu { domain: u16 },
+}
+
 pub struct Thread {
     name: &'static str,
-    /// `Some(domain)` for a guest vCPU: no rings, no address space of its own (it runs on
-    /// the domain's validated tables, `guest_root`), its events go to [`GUEST_MANAGER`].
-    pub(super) domain: Option<u16>,
+    /// A server or a guest vCPU: the scheduler runs both alike and never asks.
+    pub(super) kind: Kind,
     /// The machine address of the L4 a guest vCPU runs on.
     pub guest_root: Option<bsp_x86_64::paging::PhysAddr>,
     /// A guest vCPU's mode and user tables.
@@ -87,25 +100,30 @@ impl Thread {
             }
             i += 1;
         }
-        Self::absent(boot.name, None, boot.fault_handler, handles_faults)
+        Self::absent(boot.name, Kind::Server, boot.fault_handler, handles_faults)
     }
 
     /// An empty guest vCPU slot for domain `domain`.
     const fn guest_slot(domain: u16) -> Self {
-        Self::absent("guest", Some(domain), Some(GUEST_MANAGER), false)
+        Self::absent(
+            "guest",
+            Kind::GuestVcpu { domain },
+            Some(GUEST_MANAGER),
+            false,
+        )
     }
 
     /// A slot that holds nothing yet: every field but who it is and who handles its faults
     /// starts empty, for servers and guest vCPUs alike.
     const fn absent(
         name: &'static str,
-        domain: Option<u16>,
+        kind: Kind,
         fault_handler: Option<ThreadId>,
         handles_faults: bool,
     ) -> Self {
         Self {
             name,
-            domain,
+            kind,
             guest_root: None,
             vcpu: super::guest_vcpu::GuestVcpu::NEW,
             fault_handler,
@@ -135,17 +153,33 @@ impl Thread {
         self.name
     }
 
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
     /// The domain of a guest vCPU.
     pub fn domain(&self) -> Option<u16> {
-        self.domain
+        match self.kind {
+            Kind::GuestVcpu { domain } => Some(domain),
+            Kind::Server => None,
+        }
     }
 
     /// The owner number its events carry: the slot for servers, `guest_owner(domain)` for
     /// guest vCPUs.
     pub fn owner(&self, id: ThreadId) -> u32 {
-        match self.domain {
-            Some(domain) => ipc::domain::guest_owner(domain),
-            None => id.owner(),
+        match self.kind {
+            Kind::GuestVcpu { domain } => ipc::domain::guest_owner(domain),
+            Kind::Server => id.owner(),
+        }
+    }
+
+    /// The code and stack selectors it runs on in Ring3: the 64-bit user segments for a
+    /// server, Xen's flat ones for a guest vCPU (part 1: no guest GDT yet).
+    pub fn segments(&self) -> (u16, u16) {
+        match self.kind {
+            Kind::GuestVcpu { .. } => (FLAT_RING3_CS64, FLAT_RING3_SS64),
+            Kind::Server => (gdt::USER_CS64.raw(), gdt::USER_DS.raw()),
         }
     }
 

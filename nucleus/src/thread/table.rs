@@ -1,6 +1,6 @@
 //! The table itself: every slot, the live thread, tokens, and the one checked borrow.
 use super::layout::{BOOT_THREADS, GUEST_SLOTS, MAX_THREADS, ThreadId};
-use super::slot::Thread;
+use super::slot::{Kind, Thread};
 use crate::racy::Exclusive;
 use bsp_x86_64::cmdline::Options;
 use core::fmt;
@@ -185,7 +185,7 @@ impl Threads {
         let waiting = self
             .threads
             .iter()
-            .any(|t| t.domain.is_none() && !t.is_absent() && !t.hello);
+            .any(|t| t.kind == Kind::Server && !t.is_absent() && !t.hello);
         if waiting {
             return None;
         }

@@ -106,3 +106,37 @@ fn the_restart_budget_refills_after_the_window_only() {
     assert_eq!(thread.count_restart(200, 2, 100), Ok(1));
     assert_eq!(thread.generation(), 3);
 }
+
+#[test]
+fn servers_and_guest_vcpus_are_told_apart_by_their_kind_only() {
+    let t = Threads::new();
+    for id in t.server_ids() {
+        assert_eq!(t.get(id).kind(), Kind::Server);
+        assert_eq!(t.get(id).owner(id), id.owner());
+    }
+    for domain in 1..=ipc::domain::MAX_DOMAINS as u16 {
+        let id = t.guest_id(domain).expect("a guest slot");
+        let guest = t.get(id);
+        assert_eq!(guest.kind(), Kind::GuestVcpu { domain });
+        assert_eq!(guest.domain(), Some(domain));
+        assert_eq!(guest.owner(id), ipc::domain::guest_owner(domain));
+        assert_eq!(guest.fault_handler(), Some(GUEST_MANAGER));
+    }
+    // What differs when a thread is entered is the thread's to say.
+    let server = t.get(pv()).segments();
+    let guest = t.get(t.guest_id(1).unwrap()).segments();
+    assert_eq!(
+        server,
+        (
+            bsp_x86_64::gdt::USER_CS64.raw(),
+            bsp_x86_64::gdt::USER_DS.raw()
+        )
+    );
+    assert_eq!(
+        guest,
+        (
+            xen_abi::layout::selector::FLAT_RING3_CS64,
+            xen_abi::layout::selector::FLAT_RING3_SS64
+        )
+    );
+}

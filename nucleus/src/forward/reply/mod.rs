@@ -2,7 +2,7 @@
 //! handler's `Reply` settles the event of the thread that waits for it.
 use super::changes::{apply_changes, apply_guest_resume};
 use crate::lifecycle;
-use crate::thread::{ThreadId, Threads};
+use crate::thread::{Kind, ThreadId, Threads};
 use ipc::message::{Reply, ServerMessage};
 
 /// Complaints about one thread's messages printed per tick; the rest are counted.
@@ -106,7 +106,7 @@ fn on_reply(t: &mut Threads, from: ThreadId, token: ipc::Token, reply: &Reply) {
     // The guest manager answers for its guests' vCPUs only (it handles no server's faults).
     let for_guest = from == crate::thread::GUEST_MANAGER
         && t.waiting_for(from, token)
-            .is_some_and(|id| t.get(id).domain().is_some());
+            .is_some_and(|id| matches!(t.get(id).kind(), Kind::GuestVcpu { .. }));
     if !t.is_fault_handler(from) && !for_guest {
         if t.get_mut(from).may_complain(COMPLAINTS_PER_TICK) {
             println!(
