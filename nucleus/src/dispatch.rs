@@ -8,6 +8,7 @@
 //! fault handler (`forward`). Every handler returns a `NextTask`, and only
 //! [`sched::finish`] here switches.
 use crate::fatal::{self, fatal};
+use crate::syscall::Fault;
 use crate::thread::sched::{self, NextTask, Tick};
 use crate::thread::{self, ThreadId, Threads};
 use crate::timer;
@@ -65,16 +66,14 @@ fn handle(frame: &mut Frame, handler: impl FnOnce(&mut Threads, &mut Frame) -> N
 
 fn dispatch(frame: &mut Frame, delivery: Delivery) {
     // The hot path first: a thread's `syscall` (type 7, vector 1, from ring 3, 64-bit mode)
-    // needs none of the decoded event's other fields. A SYSCALL from compatibility mode (FRED
-    // delivers it with the 64-bit bit clear) is not a syscall of fredvisor's ABI: it falls
-    // through to the Ring3 arm and goes to the fault handler like any fault.
+    // needs none of the decoded event's other fields.
     let ss = frame.ret.ss;
     if ss.event_type_raw() == SYSCALL_TYPE
         && ss.vector() == SYSCALL_VECTOR
         && ss.is_64bit()
         && frame.ret.cs.selector().rpl() == 3
     {
-        return handle(frame, crate::syscall::handle);
+        return handle(frame, |t, frame| syscall(t, frame, delivery));
     }
     // Borrowed in place: moving the decoded event out of its `Result` cost a copy of it.
     let decoded = frame.event(0, 0);
@@ -93,6 +92,11 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
         }
         EventKind::Exception { vector: 8, .. } => fatal::double_fault(frame, delivery),
         EventKind::Interrupt { vector } => interrupt(frame, vector, delivery),
+        // A SYSCALL from compatibility mode (FRED delivers it with the 64-bit bit clear): the
+        // table says whose fault it is.
+        EventKind::Syscall if event.from_ring == 3 => {
+            handle(frame, |t, frame| syscall(t, frame, delivery));
+        }
         _ if event.from_ring == 3 => handle(frame, |t, frame| {
             let Some(cur) = t.current() else {
                 fatal(
@@ -128,6 +132,24 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
             delivery,
             format_args!("unexpected {:?} in the nucleus", event.kind),
         ),
+    }
+}
+
+/// A thread's `syscall` through the table; one outside the ABI is the caller's fault.
+#[inline(always)]
+fn syscall(t: &mut Threads, frame: &mut Frame, delivery: Delivery) -> NextTask {
+    match crate::syscall::handle(t, frame) {
+        Ok(next) => next,
+        Err(fault) => caller_faulted(t, frame, fault, delivery),
+    }
+}
+
+/// The syscall table found the caller outside the ABI: its event goes to its fault handler.
+#[cold]
+fn caller_faulted(t: &mut Threads, frame: &Frame, fault: Fault, delivery: Delivery) -> NextTask {
+    match t.current() {
+        Some(cur) => forward(t, frame, cur, &fault.event(frame), delivery),
+        None => NextTask::Same,
     }
 }
 

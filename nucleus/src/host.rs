@@ -269,7 +269,8 @@ pub mod kit {
         let mut frame = Frame::ZERO;
         frame.ret.rip = rip;
         frame.ret.cs = CsQword::from_raw(u64::from(gdt::USER_CS64.raw()));
-        frame.ret.ss = SsQword::from_raw(u64::from(gdt::USER_DS.raw()));
+        // As a 64-bit server's events leave it (FRED's bit 57; the IDT stubs set it too).
+        frame.ret.ss = SsQword::from_raw(u64::from(gdt::USER_DS.raw())).with_64bit(true);
         frame
     }
 }

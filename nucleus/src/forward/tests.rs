@@ -64,7 +64,10 @@ fn a_guest_syscall_is_a_hypercall_for_pv_server_and_its_return_sets_rax() {
     frame.gprs.rax = 17;
     frame.gprs.rsi = 0x1234;
     frame.gprs.r8 = 5;
-    assert_eq!(crate::syscall::handle(&mut t, &mut frame), NextTask::Other);
+    assert_eq!(
+        crate::syscall::handle(&mut t, &mut frame),
+        Ok(NextTask::Other)
+    );
     let messages = kit::recv_all(&mut pv_ends);
     let [NucleusMessage::Hypercall(call)] = messages.as_slice() else {
         panic!("expected one hypercall, got {messages:?}");

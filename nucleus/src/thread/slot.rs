@@ -382,7 +382,7 @@ impl Thread {
     }
 
     /// Whether its event ring holds messages it has not taken yet.
-    #[inline]
+    #[inline(always)]
     pub fn has_events(&self) -> bool {
         self.events
             .as_ref()
