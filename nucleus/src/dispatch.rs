@@ -94,9 +94,7 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
         EventKind::Interrupt { vector } => interrupt(frame, vector, delivery),
         // A SYSCALL from compatibility mode (FRED delivers it with the 64-bit bit clear): the
         // table says whose fault it is.
-        EventKind::Syscall if event.from_ring == 3 => {
-            handle(frame, |t, frame| syscall(t, frame, delivery));
-        }
+        EventKind::Syscall if event.from_ring == 3 => compat_syscall(frame, delivery),
         _ if event.from_ring == 3 => handle(frame, |t, frame| {
             let Some(cur) = t.current() else {
                 fatal(
@@ -142,6 +140,14 @@ fn syscall(t: &mut Threads, frame: &mut Frame, delivery: Delivery) -> NextTask {
         Ok(next) => next,
         Err(fault) => caller_faulted(t, frame, fault, delivery),
     }
+}
+
+/// A SYSCALL the fast path did not take, through the same table (which finds it outside the
+/// ABI). Out of line: it is never hot, and its copy of the table stays out of `dispatch`.
+#[cold]
+#[inline(never)]
+fn compat_syscall(frame: &mut Frame, delivery: Delivery) {
+    handle(frame, |t, frame| syscall(t, frame, delivery));
 }
 
 /// The syscall table found the caller outside the ABI: its event goes to its fault handler.

@@ -119,7 +119,9 @@ fn ring_wait(
 }
 
 /// The guest-manager calls (issue 15): only [`GUEST_MANAGER`] may make them; the checks
-/// that protect frames, tables and other domains are `crate::domains`'.
+/// that protect frames, tables and other domains are `crate::domains`'. Inlined like the
+/// ring calls: pv-server makes several a bounce.
+#[inline(always)]
 fn guest_manager(
     t: &mut Threads,
     cur: ThreadId,

@@ -46,6 +46,7 @@ impl Fault {
                     rsp: frame.ret.rsp,
                     ss: frame.ret.ss.selector().raw(),
                     from_ring: cs.rpl(),
+                    insn_len: frame.ret.ss.insn_len(),
                     owner: 0,
                 }
             }
