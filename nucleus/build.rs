@@ -2,13 +2,19 @@
 //! are a stub `main` so that `cargo test --workspace` works).
 use std::{env, fs, path::PathBuf};
 
+/// The nucleus' virtual layout, the same file the nucleus builds with.
+#[path = "src/layout.rs"]
+#[allow(dead_code)]
+mod layout;
+
 /// Physical load address: 2 MiB, above the legacy hole and firmware scratch areas.
 const LOAD_PHYS: u64 = 0x20_0000;
-/// Higher-half base: the kernel code model requires the top 2 GiB.
-const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
+/// The image's VMA is its load address plus this (L4 slot 257, inside Xen's window).
+const KERNEL_VMA: u64 = layout::IMAGE_BASE;
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/layout.rs");
     let target = env::var("TARGET").unwrap_or_default();
     if !target.ends_with("-none") {
         return;

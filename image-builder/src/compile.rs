@@ -38,10 +38,12 @@ pub struct TargetBuild {
 /// defmt's compile-time filter for the target builds: every level the trace uses.
 pub const DEFMT_LOG: &str = "debug";
 
-/// The Ring0 nucleus: linked for the higher half.
+/// The Ring0 nucleus: linked in L4 slot 257 (inside Xen's window, outside the top 2 GiB the
+/// kernel code model needs), so its code is position-independent (RIP-relative) and the
+/// link (`--no-pie`) resolves every absolute address.
 pub const NUCLEUS_BUILD: TargetBuild = TargetBuild {
     target_dir: "kernel",
-    rustflags: "-C relocation-model=static -C code-model=kernel",
+    rustflags: "-C relocation-model=pie -C code-model=small",
 };
 
 /// Ring3 servers: static ELFs at a fixed low address.
@@ -295,7 +297,7 @@ mod tests {
     fn build_flags_match_the_contract() {
         assert_eq!(
             NUCLEUS_BUILD.rustflags,
-            "-C relocation-model=static -C code-model=kernel"
+            "-C relocation-model=pie -C code-model=small"
         );
         assert_eq!(
             SERVER_BUILD.rustflags,

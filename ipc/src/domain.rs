@@ -50,6 +50,8 @@ pub enum MmuOp {
     /// `update_va_mapping`: the L1 entry behind guest `va` (in the current tables) becomes
     /// `val`; the caller's flush flags are honoured by the nucleus' own CR3 discipline.
     UpdateVa { va: u64, val: u64 },
+    /// `MMU_MACHPHYS_UPDATE`: the M2P entry of frame `mfn` (the domain's own) becomes `pfn`.
+    MachphysUpdate { mfn: u64, pfn: u64 },
 }
 
 impl MmuOp {
@@ -59,6 +61,7 @@ impl MmuOp {
     const UPDATE: u64 = 3;
     const UPDATE_VA: u64 = 4;
     const NEW_USER_BASEPTR: u64 = 5;
+    const MACHPHYS_UPDATE: u64 = 9;
 
     /// `(op, a, b)` as the syscall carries them.
     pub const fn encode(self) -> (u64, u64, u64) {
@@ -69,6 +72,7 @@ impl MmuOp {
             Self::Update { ptr, val } => (Self::UPDATE, ptr, val),
             Self::UpdateVa { va, val } => (Self::UPDATE_VA, va, val),
             Self::NewUserBaseptr { mfn } => (Self::NEW_USER_BASEPTR, mfn, 0),
+            Self::MachphysUpdate { mfn, pfn } => (Self::MACHPHYS_UPDATE, mfn, pfn),
         }
     }
 
@@ -84,6 +88,7 @@ impl MmuOp {
             (Self::UPDATE, 0) => Self::Update { ptr: a, val: b },
             (Self::UPDATE_VA, 0) => Self::UpdateVa { va: a, val: b },
             (Self::NEW_USER_BASEPTR, 0) => Self::NewUserBaseptr { mfn: a },
+            (Self::MACHPHYS_UPDATE, 0) => Self::MachphysUpdate { mfn: a, pfn: b },
             _ => return None,
         })
     }
@@ -167,6 +172,7 @@ mod tests {
                 val: 0x2067,
             },
             MmuOp::UpdateVa { va: 0x4000, val: 0 },
+            MmuOp::MachphysUpdate { mfn: 0x123, pfn: 4 },
         ] {
             let (o, a, b) = op.encode();
             assert_eq!(MmuOp::decode(o, a, b), Some(op));

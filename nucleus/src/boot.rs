@@ -3,9 +3,9 @@
 //! GRUB enters `_start32` in 32-bit protected mode with paging off, EAX = the multiboot2
 //! magic and EBX = the physical address of the boot information. The trampoline lives in
 //! `.boot` (linked at its physical address), builds throw-away page tables that identity-map
-//! the first 4 GiB and alias the first 2 GiB at the higher half, enters long mode and jumps
-//! to [`kernel_entry`] on the higher-half boot stack (`cpu::stacks::BOOT_STACK`), which hands
-//! the loader's registers to `startup`. Nothing here is used after `memory::init` replaces
+//! the first 4 GiB and alias them at the image's slot (L4 slot 257, `layout::IMAGE_BASE`),
+//! enters long mode and jumps to [`kernel_entry`] on the boot stack in the image
+//! (`cpu::stacks::BOOT_STACK`), which hands the loader's registers to `startup`. Nothing here is used after `memory::init` replaces
 //! these tables with the nucleus' own W^X mappings.
 use core::arch::global_asm;
 
@@ -45,7 +45,6 @@ mb1_header:
     .balign 4096
 boot_pml4:      .skip 4096
 boot_pdpt_low:  .skip 4096
-boot_pdpt_high: .skip 4096
 boot_pd:        .skip 4 * 4096                    /* 4 GiB of 2 MiB pages */
 boot_stack32:   .skip 4096
 boot_stack32_top:
@@ -87,30 +86,26 @@ _start32:
     /* Zero the boot tables (GRUB zero-fills NOLOAD memory, but do not rely on it). */
     push edi
     mov edi, offset boot_pml4
-    mov ecx, (7 * 4096) / 4
+    mov ecx, (6 * 4096) / 4
     xor eax, eax
     rep stosd
     pop edi
 
-    /* PML4[0] → low PDPT (identity), PML4[511] → high PDPT (-2 GiB alias). */
+    /* PML4[0] (identity) and PML4[image slot] (the image's VMA = IMAGE_BASE + physical)
+       → the same PDPT: the first 4 GiB appear at both. */
     mov eax, offset boot_pdpt_low
     or eax, 3
     mov [boot_pml4], eax
-    mov eax, offset boot_pdpt_high
-    or eax, 3
-    mov [boot_pml4 + 511 * 8], eax
+    mov [boot_pml4 + {image_slot} * 8], eax
 
-    /* low PDPT[0..4] → the four page directories; high PDPT[510..512] → the first two. */
+    /* PDPT[0..4] → the four page directories. */
     mov ecx, 0
 1:  mov eax, ecx
     shl eax, 12
     add eax, offset boot_pd
     or eax, 3
     mov [boot_pdpt_low + ecx * 8], eax
-    cmp ecx, 2
-    jae 2f
-    mov [boot_pdpt_high + 510 * 8 + ecx * 8], eax
-2:  inc ecx
+    inc ecx
     cmp ecx, 4
     jb 1b
 
@@ -182,6 +177,7 @@ entry64:
     ud2
 "#,
     stack_size = const crate::cpu::stacks::BOOT_STACK_SIZE,
+    image_slot = const crate::layout::IMAGE_SLOT,
     kernel_entry = sym kernel_entry,
 );
 

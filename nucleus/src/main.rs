@@ -28,6 +28,7 @@ use host::{cpu, loader, mm};
 mod bench;
 mod forward;
 mod image;
+mod layout;
 mod lifecycle;
 #[allow(unsafe_code)] // the two cells' own `Sync` and borrow (each argued in racy.rs)
 mod racy;

@@ -87,8 +87,16 @@ fn mmu_update_entry<H: Hypervisor>(
                 val: request.val,
             },
         ),
-        // No M2P writes by guests (the nucleus keeps it), no foreign translation.
-        MmuUpdateCmd::MachphysUpdate | MmuUpdateCmd::PtUpdateNoTranslate => Err(Errno::Enosys),
+        // The nucleus checks the frame is the guest's and writes the M2P it keeps.
+        MmuUpdateCmd::MachphysUpdate => hv.mmu(
+            domain,
+            MmuOp::MachphysUpdate {
+                mfn: request.target() >> 12,
+                pfn: request.val,
+            },
+        ),
+        // No foreign translation.
+        MmuUpdateCmd::PtUpdateNoTranslate => Err(Errno::Enosys),
     }
 }
 

@@ -30,6 +30,13 @@ pub use ipc::markers;
 pub mod machine;
 pub mod scenarios;
 
+/// Where the nucleus' image is linked (`nucleus/src/layout.rs`: L4 slot 257, inside Xen's
+/// window): every RIP of nucleus code lies in `[NUCLEUS_IMAGE, NUCLEUS_IMAGE_END)`.
+pub const NUCLEUS_IMAGE: u64 = 0xffff_8080_0000_0000;
+pub const NUCLEUS_IMAGE_END: u64 = 0xffff_8100_0000_0000;
+/// How a nucleus RIP below 4 GiB of image starts when printed (`{:#x}`).
+pub const NUCLEUS_RIP_PREFIX: &str = "0xffff808000";
+
 /// Deadline of one boot under TCG, generous for a slow two-core CI machine.
 /// `FREDVISOR_BOOT_TIMEOUT=<seconds>` overrides it.
 pub fn boot_timeout() -> Duration {

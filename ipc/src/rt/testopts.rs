@@ -17,8 +17,8 @@ use core::fmt;
 use super::{Server, cpu, sys};
 use crate::println;
 
-/// Address in the nucleus' half: the nucleus must refuse it.
-pub const KERNEL_POINTER: u64 = 0xffff_ffff_8000_0000;
+/// The nucleus' image (L4 slot 257, `nucleus/src/layout.rs`): the nucleus must refuse it.
+pub const KERNEL_POINTER: u64 = 0xffff_8080_0020_0000;
 /// Address below `layout::IMAGE_START`: never mapped in a server.
 pub const UNMAPPED_POINTER: u64 = 0x1000;
 

@@ -2,7 +2,7 @@
 //! `domain_write` into a frame the domain owns that is no table in use, `domain_read` out of
 //! one it owns or shares, and `guest_copy`
 //! to or from a guest virtual address walked in the domain's current tables.
-use super::memory::{self, DirectTables, LEGACY_SLOTS};
+use super::memory::{self, DirectTables};
 use super::registry::{domain, domain_number};
 use crate::mm::AddressSpace;
 use bsp_x86_64::frame_owner::{DomainId, PageType};
@@ -107,9 +107,6 @@ pub fn guest_copy(
         let Some(at) = va.checked_add(done) else {
             return Ok(u64::from(Errno::Efault.raw()));
         };
-        if LEGACY_SLOTS.contains(&(((at >> 39) & 511) as usize)) {
-            return Ok(u64::from(Errno::Efault.raw()));
-        }
         let page = match guest_walk::walk(table, &DirectTables, DomainId(number), base, at, access)
         {
             Ok(page) => page,

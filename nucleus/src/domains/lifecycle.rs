@@ -60,11 +60,13 @@ pub fn create(
     let mut filled = 8;
     chunk[..8].copy_from_slice(&shared_info.0.to_le_bytes());
     let mut written = 0u64;
-    for _ in 0..frames {
+    for pfn in 0..frames {
         let Some(mfn) = take_frame(table, id, false) else {
             undo(table, number, shared_info);
             return Err(SyscallError::BadArgument);
         };
+        // Frame `pfn` of the MFN list is the guest's pfn `pfn` (its p2m starts so).
+        crate::mm::m2p::set(mfn, pfn);
         chunk[filled..filled + 8].copy_from_slice(&mfn.0.to_le_bytes());
         filled += 8;
         if filled == chunk.len() {
@@ -106,6 +108,7 @@ fn take_frame(table: &mut Frames, id: DomainId, share: bool) -> Option<Mfn> {
 /// Gives every frame of domain `number` back (its own and its shared_info).
 fn undo(table: &mut Frames, number: u16, shared_info: Mfn) -> u64 {
     let freed = table.release_domain(DomainId(number), |mfn| {
+        crate::mm::m2p::clear(mfn);
         crate::mm::memory::free_frame(PhysAddr::new(mfn.0 << 12));
     });
     crate::mm::memory::free_frame(PhysAddr::new(shared_info.0 << 12));

@@ -3,12 +3,7 @@
 use crate::racy::RacyCell;
 use bsp_x86_64::frame_owner::{FrameInfo, FrameTable};
 use bsp_x86_64::guest_tables::TableMemory;
-use bsp_x86_64::paging::PhysAddr;
-use core::ops::Range;
 use xen_abi::Mfn;
-
-/// L4 slots the nucleus still uses outside Xen's window (image, stacks).
-pub const LEGACY_SLOTS: Range<usize> = 272..512;
 
 pub type Frames = FrameTable<&'static mut [FrameInfo]>;
 
@@ -67,16 +62,6 @@ impl TableMemory for DirectTables {
     }
 
     fn hypervisor_l4_entry(&self, slot: usize) -> u64 {
-        nucleus_l4_entry(slot)
+        crate::mm::memory::nucleus_root_entry(slot).raw()
     }
-}
-
-/// Entry `slot` of the nucleus' own L4.
-pub fn nucleus_l4_entry(slot: usize) -> u64 {
-    let root: PhysAddr = crate::mm::kernel_root();
-    // SAFETY: the nucleus L4 is RAM the nucleus owns, mapped by the direct map.
-    let words = unsafe {
-        &*(frame_bytes(Mfn(root.as_u64() >> 12)) as *const [u8; 4096] as *const [u64; 512])
-    };
-    words[slot % 512]
 }

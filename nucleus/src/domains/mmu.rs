@@ -1,10 +1,10 @@
 //! `domain_mmu`: pin/unpin, new baseptr, normal updates and update_va_mapping, each through
 //! `bsp_x86_64::guest_tables` so that every entry is validated before hardware can use it.
 //! An L4 gets the nucleus' slots when first validated and loses them at its last reference.
-use super::memory::{self, DirectTables, LEGACY_SLOTS};
+use super::memory::{self, DirectTables};
 use super::registry::domain;
 use crate::thread::Threads;
-use bsp_x86_64::frame_owner::{DomainId, FrameInfo, PageType, TableLevel};
+use bsp_x86_64::frame_owner::{DomainId, FrameInfo, Owner, PageType, TableLevel};
 use bsp_x86_64::guest_pte::CpuLimits;
 use bsp_x86_64::guest_tables::{GuestTables, TableMemory};
 use bsp_x86_64::paging::PhysAddr;
@@ -31,43 +31,19 @@ fn tables<'a>(
     }
 }
 
-/// Takes a type reference of L4 on `mfn`; a first validation copies the nucleus' slots in.
+/// Takes a type reference of L4 on `mfn`; a first validation copies the nucleus' slots in
+/// (`guest_tables`).
 pub fn get_l4(number: u16, mfn: Mfn) -> Result<(), Errno> {
     let table = memory::table().ok_or(Errno::Einval)?;
-    let fresh = table.info(mfn).is_some_and(|i| i.type_count() == 0);
-    let mut mem = DirectTables;
-    if fresh {
-        if table.check_owner(mfn, DomainId(number)).is_err() {
-            return Err(Errno::Einval);
-        }
-        if LEGACY_SLOTS
-            .into_iter()
-            .any(|slot| mem.read(mfn, slot) != 0)
-        {
-            return Err(Errno::Einval);
-        }
-    }
-    tables(table, &mut mem, number)
+    tables(table, &mut DirectTables, number)
         .get_table(mfn, TableLevel::L4)
-        .map_err(|e| e.errno())?;
-    if fresh {
-        for slot in LEGACY_SLOTS {
-            mem.write(mfn, slot, memory::nucleus_l4_entry(slot));
-        }
-    }
-    Ok(())
+        .map_err(|e| e.errno())
 }
 
-/// Drops an L4 type reference; the last one takes the nucleus' slots out first.
+/// Drops an L4 type reference; the last one takes the nucleus' slots out.
 pub fn put_l4(number: u16, mfn: Mfn) -> Result<(), Errno> {
     let table = memory::table().ok_or(Errno::Einval)?;
-    let mut mem = DirectTables;
-    if table.info(mfn).is_some_and(|i| i.type_count() == 1) {
-        for slot in LEGACY_SLOTS {
-            mem.write(mfn, slot, 0);
-        }
-    }
-    tables(table, &mut mem, number)
+    tables(table, &mut DirectTables, number)
         .put_table(mfn)
         .map_err(|e| e.errno())
 }
@@ -155,9 +131,6 @@ pub fn mmu(t: &mut Threads, number: u16, op: MmuOp) -> Result<(), Errno> {
             else {
                 return Err(Errno::Einval);
             };
-            if l == TableLevel::L4 && LEGACY_SLOTS.contains(&index) {
-                return Err(Errno::Einval);
-            }
             tables(table, &mut mem, number)
                 .update_entry(table_mfn, l, index, val)
                 .map(drop)
@@ -170,15 +143,21 @@ pub fn mmu(t: &mut Threads, number: u16, op: MmuOp) -> Result<(), Errno> {
                 .map(drop)
                 .map_err(|e| e.errno())
         }
+        MmuOp::MachphysUpdate { mfn, pfn } => {
+            // Only the domain's own frames (not its shared_info, not anyone else's).
+            let owner = table.check_owner(Mfn(mfn), DomainId(number));
+            if !matches!(owner, Ok(Owner::Domain(_))) {
+                return Err(Errno::Eperm);
+            }
+            crate::mm::m2p::set(Mfn(mfn), pfn);
+            Ok(())
+        }
     }
 }
 
 /// The L1 table (and index) behind guest `va` in the domain's current tables.
 fn l1_of(number: u16, va: u64) -> Option<(Mfn, usize)> {
     if ((va << 16) as i64 >> 16) as u64 != va || xen_abi::layout::in_hypervisor_window(va) {
-        return None;
-    }
-    if LEGACY_SLOTS.contains(&(((va >> 39) & 511) as usize)) {
         return None;
     }
     let mut table = domain(number).base?;

@@ -9,9 +9,11 @@
 //! (guest boot modules), `lifecycle` (create, destroy), `access` (pv-server's copies into a
 //! domain), `mmu` (page-table operations), `vcpu` (start), `console` (guest lines).
 //!
-//! Until the nucleus moves into L4 slots 256-271 its image and stacks live in slots
-//! 272-511 too ([`memory::LEGACY_SLOTS`]): a guest L4 gets those entries copied in after
-//! validation, and no guest entry is accepted there.
+//! The nucleus lives in L4 slots 256-271 only (`crate::layout`): `guest_tables` copies
+//! them into every guest L4 it validates and refuses every guest entry there; every other
+//! slot is the guest's. The M2P (`mm::m2p`) follows every frame a domain owns: set when
+//! `domain_create` hands frame `i` as pfn `i` (`lifecycle`), changed by `MachphysUpdate`
+//! (`mmu`), cleared when the frame goes back to the allocator (`lifecycle`).
 mod access;
 mod console;
 mod lifecycle;

@@ -1,14 +1,19 @@
-//! Server address spaces: a PML4 per server, the nucleus half shared (architecture.md §6).
+//! Server address spaces: a PML4 per server, the nucleus' window shared (architecture.md §6).
 //!
-//! The upper half (PML4 slots 256..512) is copied from the nucleus tables, so the nucleus
-//! stays mapped — supervisor-only — in every space and events can land on its stacks. The
-//! lower half holds only what the nucleus put there for the server: ELF segments, start
-//! page, rings, stack. A pointer a server passes is an allegation until [`AddressSpace::check`]
+//! The nucleus' slots 257-271 (image, stacks, direct map: [`crate::layout`]) are copied from
+//! its tables, so the nucleus stays mapped — supervisor-only — in every space and events can
+//! land on its stacks; slot 256, the guests' M2P, is left out. The lower half holds only what
+//! the nucleus put there for the server: ELF segments, start page, rings, stack; every other
+//! slot is empty. A pointer a server passes is an allegation until [`AddressSpace::check`]
 //! found every byte of it mapped user-accessible (and writable when the nucleus will write).
 use super::memory::{self, MemoryError};
+use crate::layout;
 use bsp_x86_64::paging::{PageTable, PageTableFlags as F, PhysAddr, VirtAddr};
 
-const KERNEL_HALF: core::ops::Range<usize> = 256..512;
+/// The nucleus' slots a server's PML4 gets: its window without the M2P.
+const NUCLEUS_SLOTS: core::ops::Range<usize> = layout::M2P_SLOT + 1..layout::END_SLOT;
+/// The slots a server's own mappings live in (the lower half).
+const SERVER_SLOTS: core::ops::Range<usize> = 0..layout::FIRST_SLOT;
 
 pub struct AddressSpace {
     root: PhysAddr,
@@ -27,10 +32,9 @@ fn table(phys: PhysAddr) -> &'static mut PageTable {
 impl AddressSpace {
     pub fn new() -> Result<Self, MemoryError> {
         let root = memory::alloc_frame().ok_or(MemoryError::OutOfFrames)?;
-        let kernel = table(memory::kernel_root());
         let new = table(root);
-        for slot in KERNEL_HALF {
-            new[slot] = kernel[slot];
+        for slot in NUCLEUS_SLOTS {
+            new[slot] = memory::nucleus_root_entry(slot);
         }
         Ok(Self { root })
     }
@@ -127,7 +131,7 @@ impl AddressSpace {
             super::load_root(memory::kernel_root());
         }
         let root = table(self.root);
-        for pml4e in root.entries().iter().take(KERNEL_HALF.start) {
+        for pml4e in &root.entries()[SERVER_SLOTS] {
             if !pml4e.is_present() {
                 continue;
             }

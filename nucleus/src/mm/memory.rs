@@ -1,31 +1,38 @@
 //! Physical memory and the nucleus' own address space (architecture.md §1, issue 4 point 3).
 //!
 //! Owns the frame allocator (built from the multiboot2 memory map minus the kernel image,
-//! modules and GRUB's structure) and the nucleus page tables: the image mapped W^X per
-//! section (text RX, rodata R+NX, data/bss RW+NX), a direct map of physical memory at
-//! [`DIRECT_MAP_BASE`] (RW+NX, 2 MiB pages) and the per-CPU stack block at [`STACKS_BASE`]
-//! with its guard pages left unmapped. The low identity map of the trampoline is dropped, so
-//! a stray low pointer faults.
+//! modules and GRUB's structure) and the nucleus page tables, all inside L4 slots 256-271
+//! ([`crate::layout`]): the image mapped W^X per section (text RX, rodata R+NX, data/bss
+//! RW+NX), a direct map of physical memory at [`DIRECT_MAP_BASE`] (RW+NX, 2 MiB pages), the
+//! per-CPU stack block at [`STACKS_BASE`] with its guard pages left unmapped, and the M2P
+//! ([`super::m2p`]). Every slot of the window has its table from boot on, so the L4 entries
+//! copied into server and guest L4s never go stale. The low identity map of the trampoline
+//! is dropped, so a stray low pointer faults.
 use crate::bootinfo::{BootSummary, RegionKind};
+use crate::layout::{self, DIRECT_MAP_BASE, DIRECT_MAP_MAX, STACK_SLOT, STACKS_BASE};
 use crate::racy::RacyCell;
 use bsp_x86_64::frame_alloc::FrameAllocator;
 use bsp_x86_64::insn;
 use bsp_x86_64::paging::{
-    MapError, Mapper, PageTable, PageTableFlags as F, PhysAddr, TableAccess, VirtAddr,
+    MapError, Mapper, PageTable, PageTableEntry, PageTableFlags as F, PhysAddr, TableAccess,
+    VirtAddr,
 };
 use bsp_x86_64::stack_block::{self, StackBlock};
 use core::fmt;
 
-/// Higher-half base the image is linked at (`build.rs`).
-pub const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
-/// Physical memory appears here, 1:1.
-pub const DIRECT_MAP_BASE: u64 = 0xffff_8000_0000_0000;
-/// Direct-map ceiling: 512 GiB fills one PML4 slot.
-const DIRECT_MAP_MAX: u64 = 512 << 30;
-/// Stack blocks live here: one 64 KiB slot per CPU, the block in its upper half, so the
-/// page below each block is an unmapped guard.
-pub const STACKS_BASE: u64 = 0xffff_fe00_0000_0000;
-const STACK_SLOT: u64 = 2 * stack_block::BLOCK_SIZE;
+/// The image's VMA minus its load address (`build.rs` links it so).
+pub const KERNEL_VMA: u64 = layout::IMAGE_BASE;
+
+// Xen's window is exactly the nucleus' window, and each CPU's stack slot holds a block with
+// a guard page below it.
+const _: () = {
+    assert!(layout::slot_base(layout::FIRST_SLOT) == xen_abi::layout::HYPERVISOR_VIRT_START);
+    assert!(layout::slot_base(layout::END_SLOT) == xen_abi::layout::HYPERVISOR_VIRT_END);
+    assert!(layout::FIRST_SLOT == xen_abi::layout::HYPERVISOR_L4_SLOTS.start);
+    assert!(layout::END_SLOT == xen_abi::layout::HYPERVISOR_L4_SLOTS.end);
+    assert!(layout::M2P_BASE == xen_abi::layout::MACH2PHYS_VIRT_START);
+    assert!(STACK_SLOT == 2 * stack_block::BLOCK_SIZE);
+};
 
 unsafe extern "C" {
     static __text_start: u8;
@@ -266,6 +273,9 @@ pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
     unsafe { insn::write_cr3(root.as_u64()) };
     state().offset = DIRECT_MAP_BASE;
 
+    super::m2p::init(ram_end_frame())?;
+    fill_window(root)?;
+
     Ok(Layout {
         stack_block: block,
         free_mib: (state().frames.free_frames() * 4096) >> 20,
@@ -273,6 +283,31 @@ pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
         rodata_bytes: rodata.end - rodata.start,
         data_bytes: data.end - data.start,
     })
+}
+
+/// Gives every slot of the nucleus' window that has no table yet an empty one (PRESENT |
+/// WRITABLE, supervisor only), so its L4 entry is final before the first address space
+/// copies it.
+fn fill_window(root: PhysAddr) -> Result<(), MemoryError> {
+    for slot in layout::FIRST_SLOT..layout::END_SLOT {
+        if nucleus_root_entry(slot).is_present() {
+            continue;
+        }
+        let table = alloc_frame().ok_or(MemoryError::OutOfFrames)?;
+        // SAFETY: the root is the nucleus' own L4, reached through the direct map; no other
+        // reference to it is live (boot, one CPU).
+        let l4 = unsafe { &mut *(phys_to_virt(root.as_u64()) as *mut PageTable) };
+        l4[slot] = PageTableEntry::new(table, F::PRESENT | F::WRITABLE);
+    }
+    Ok(())
+}
+
+/// Entry `slot` of the nucleus' own L4, for the window copied into every other L4.
+pub fn nucleus_root_entry(slot: usize) -> PageTableEntry {
+    // SAFETY: the nucleus L4 is a frame the nucleus owns for good, mapped by the direct map;
+    // it changes only at boot (`init`), before anything copies it.
+    let l4 = unsafe { &*(phys_to_virt(kernel_root().as_u64()) as *const PageTable) };
+    l4[slot % 512]
 }
 
 /// Maps the stack block of `cpu`: the guard pages (primary and IST shadow-stack pages while

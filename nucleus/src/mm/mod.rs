@@ -1,6 +1,7 @@
 //! Memory: physical frames and the nucleus' own tables ([`memory`]), the address spaces of
 //! threads ([`addrspace`]), and which of them the CPU walks (CR3).
 pub mod addrspace;
+pub mod m2p;
 pub mod memory;
 
 pub use addrspace::{AddressSpace, BadPointer};
@@ -17,7 +18,8 @@ static LOADED_ROOT: AtomicU64 = AtomicU64::new(0);
 pub fn load_root(root: PhysAddr) {
     let root = root.as_u64();
     if LOADED_ROOT.load(Ordering::Relaxed) != root {
-        // SAFETY: `root` is the nucleus PML4 or a thread PML4 sharing its upper half, so the
+        // SAFETY: `root` is the nucleus PML4 or a thread or guest PML4 holding its window (L4
+        // slots 257-271; guests 256 too), so the
         // running code, stacks and data stay mapped.
         unsafe { bsp_x86_64::insn::write_cr3(root) };
         LOADED_ROOT.store(root, Ordering::Relaxed);

@@ -18,8 +18,8 @@ use crate::{
 const UNMAPPED_ADDRESS: u64 = 0xdead_b000;
 /// The selector `selftest=gp-selector` loads: GDT index 9, one past the nucleus' GDT.
 const BAD_SELECTOR: u16 = 9 << 3;
-/// Where the nucleus is linked: every RIP of nucleus code lies at or above it.
-const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
+/// Where the nucleus is linked: every RIP of nucleus code lies in its image's slot.
+const KERNEL_VMA: u64 = crate::NUCLEUS_IMAGE;
 const PAGE: u64 = 4096;
 /// Per-CPU stack block (architecture.md §4): 8 pages, 8-page aligned, primary stack in
 /// pages 7–6, so the page just below the primary stack is page 5 of the block.
@@ -45,7 +45,7 @@ fn check_int3(boot: &Boot) -> Result<()> {
     ])?;
     let rip = hex_in_line(boot, "nucleus: #BP (int3) at ", " at ")?;
     ensure!(
-        rip >= KERNEL_VMA,
+        (KERNEL_VMA..crate::NUCLEUS_IMAGE_END).contains(&rip),
         "{}",
         boot.report(&format!("#BP RIP {rip:#x} is not nucleus code"))
     );
@@ -64,7 +64,7 @@ fn check_ud2(boot: &Boot) -> Result<()> {
         ))
     );
     ensure!(
-        probe >= KERNEL_VMA,
+        (KERNEL_VMA..crate::NUCLEUS_IMAGE_END).contains(&probe),
         "{}",
         boot.report("ud2 probe outside the nucleus")
     );
@@ -199,7 +199,7 @@ pub fn unbounded_recursion_double_faults_onto_the_df_stack(machine: Machine) -> 
         .and_then(|hex| u64::from_str_radix(hex, 16).ok())
         .with_context(|| boot.report(&format!("unreadable RIP line {rip_line:?}")))?;
     ensure!(
-        rip >= KERNEL_VMA,
+        (KERNEL_VMA..crate::NUCLEUS_IMAGE_END).contains(&rip),
         "{}",
         boot.report(&format!("#DF RIP {rip:#x} is not nucleus code"))
     );

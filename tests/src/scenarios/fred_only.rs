@@ -62,7 +62,10 @@ pub fn fred_only_selftests_pass_on_fred_and_are_skipped_on_the_idt(machine: Mach
         boot.report(&format!("fred-event-data: {data:?}"))
     );
     boot.expect_line("the #DB report", |l| {
-        l.starts_with("nucleus: #DB (1) at 0xffffffff8") && l.ends_with(": DR6 (positive) 0x4000")
+        l.starts_with(&format!(
+            "nucleus: #DB (1) at {}",
+            crate::NUCLEUS_RIP_PREFIX
+        )) && l.ends_with(": DR6 (positive) 0x4000")
     })?;
     // fred-erets: the #BP ran on the #DF page (SL3); the next event interrupted SL0.
     let erets = passed(&boot, "fred-erets")?;

@@ -73,10 +73,16 @@ fn guest_lines_are(boot: &Boot, name: &str, allowed: &[String]) -> Result<()> {
 }
 
 fn hello_lines(name: &str, cmdline: &str) -> Vec<String> {
-    let mut lines: Vec<String> = ["start_info at 0x", "nr_pages ", "pt_base ", "store_mfn "]
-        .iter()
-        .map(|p| format!("guest {name}: hello: {p}"))
-        .collect();
+    let mut lines: Vec<String> = [
+        "start_info at 0x",
+        "nr_pages ",
+        "pt_base ",
+        "store_mfn ",
+        "m2p: ",
+    ]
+    .iter()
+    .map(|p| format!("guest {name}: hello: {p}"))
+    .collect();
     lines.push(format!("guest {name}: hello: cmd_line {cmdline:?}"));
     lines.push(format!("guest {name}: hello: powering off"));
     lines
@@ -85,10 +91,10 @@ fn hello_lines(name: &str, cmdline: &str) -> Vec<String> {
 /// hello's lines: the fixed ones exact, the ones with figures by their start.
 fn expect_hello(boot: &Boot, name: &str, cmdline: &str, mib: u64) -> Result<()> {
     let lines = hello_lines(name, cmdline);
-    for fixed in &lines[4..] {
+    for fixed in &lines[5..] {
         expect_exact_line(boot, fixed)?;
     }
-    for start in &lines[..4] {
+    for start in &lines[..5] {
         ensure!(
             boot.lines()
                 .filter(|l| l.starts_with(start.as_str()))
@@ -105,10 +111,43 @@ fn expect_hello(boot: &Boot, name: &str, cmdline: &str, mib: u64) -> Result<()> 
     ensure!(line.ends_with(", magic \"xen-3.0-x86_64\""), "{line:?}");
     let pages = format!("guest {name}: hello: nr_pages {} shared_info 0x", mib * 256);
     ensure!(boot.lines().any(|l| l.starts_with(&pages)), "no {pages:?}");
+    expect_exact_line(boot, &m2p_line(boot, name, mib)?)?;
     expect_exact_line(
         boot,
         &format!("pv-server: guest {name}: shut down (poweroff)"),
     )
+}
+
+/// The line hello prints once the M2P it reads at Xen's address agreed with its p2m for
+/// start_info, the bootstrap tables and all its frames (figures from its other lines).
+fn m2p_line(boot: &Boot, name: &str, mib: u64) -> Result<String> {
+    let line = |start: &str| {
+        let start = format!("guest {name}: hello: {start}");
+        boot.lines()
+            .find(|l| l.starts_with(&start))
+            .with_context(|| format!("no line starting {start:?}"))
+    };
+    let start_info = line("start_info at ")?;
+    let tables = line("pt_base ")?;
+    let (Some(start_info), Some(pt_base)) = (
+        crate::hex_after(&start_info, " at "),
+        crate::hex_after(&tables, "pt_base "),
+    ) else {
+        anyhow::bail!("no start_info or pt_base figure in {start_info:?} / {tables:?}");
+    };
+    let frames: u64 = tables
+        .split("nr_pt_frames ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("no nr_pt_frames in {tables:?}"))?;
+    Ok(format!(
+        "guest {name}: hello: m2p: start_info pfn {:#x} and page tables pfn {:#x}+{frames} agree \
+         with the p2m, as do all {} frames; shared_info: none",
+        start_info >> 12,
+        pt_base >> 12,
+        mib * 256
+    ))
 }
 
 pub fn hello_prints_its_start_info_and_powers_off(machine: Machine) -> Result<()> {
@@ -131,7 +170,7 @@ pub fn hello_prints_its_start_info_and_powers_off(machine: Machine) -> Result<()
 
 fn pagetables_lines(name: &str) -> Vec<String> {
     vec![
-        format!("guest {name}: pagetables: 23 checks passed"),
+        format!("guest {name}: pagetables: 31 checks passed"),
         format!("pv-server: guest {name}: shut down (poweroff)"),
     ]
 }
@@ -165,7 +204,7 @@ pub fn two_guests_at_once_both_finish_unmixed(machine: Machine) -> Result<()> {
     let mut one: Vec<String> = hello_lines("one", "");
     // The lines with figures: allowed by their start, checked whole by expect_hello.
     for line in boot.lines().filter(|l| l.starts_with("guest one: ")) {
-        if one[..4].iter().any(|p| line.starts_with(p.as_str())) {
+        if one[..5].iter().any(|p| line.starts_with(p.as_str())) {
             one.push(line.to_owned());
         }
     }
@@ -174,7 +213,7 @@ pub fn two_guests_at_once_both_finish_unmixed(machine: Machine) -> Result<()> {
         &boot,
         "two",
         &[
-            "guest two: pagetables: 23 checks passed".into(),
+            "guest two: pagetables: 31 checks passed".into(),
             boot.lines()
                 .find(|l| l.starts_with("guest two: pagetables: page 0x"))
                 .unwrap_or_default()
@@ -198,7 +237,7 @@ pub fn hostile_guests_get_their_errors_and_others_run_on(machine: Machine) -> Re
     )?;
     for line in [
         "guest ff: hostile: foreign-frame: 3 checks passed",
-        "guest wt: hostile: writable-table: 5 checks passed",
+        "guest wt: hostile: writable-table: 9 checks passed",
         "guest bp: hostile: bad-pointers: 29 checks passed",
         "pv-server: guest ff: shut down (poweroff)",
         "pv-server: guest wt: shut down (poweroff)",

@@ -57,7 +57,10 @@ pub fn an_event_inside_a_console_write_prints_and_the_line_goes_on(machine: Mach
         .map(String::as_str)
         .unwrap_or("");
     anyhow::ensure!(
-        nested.starts_with("nucleus: #BP (int3) at 0xffffffff8") && nested.ends_with(", resuming"),
+        nested.starts_with(&format!(
+            "nucleus: #BP (int3) at {}",
+            crate::NUCLEUS_RIP_PREFIX
+        )) && nested.ends_with(", resuming"),
         "{}",
         boot.report(&format!(
             "expected the #BP report right after the cut line, found {nested:?}"

@@ -1,5 +1,6 @@
 //! guest-hello: the first PV64 test guest (issue 15 point 6). It prints what its
-//! start_info says, one field group per line, and shuts down with `poweroff`.
+//! start_info says, one field group per line, checks the hypervisor's read-only M2P against
+//! its p2m, and shuts down with `poweroff`.
 //!
 //! Its Xen ELF notes are declared here, in the guest's own source: a generic-loader guest
 //! for `xen-3.0` with VIRT_BASE 0 and a hypercall page. On the host it is an empty stub.
@@ -7,8 +8,10 @@
 
 #[cfg(target_os = "none")]
 mod guest {
+    use guest_rt::tables::{m2p, p2m};
     use guest_rt::{Boot, guest_main, println, shutdown, xen_note_int, xen_note_str};
     use xen_abi::elfnote::XenNote;
+    use xen_abi::layout::INVALID_M2P_ENTRY;
     use xen_abi::sched::ShutdownReason;
 
     xen_note_str!(XenNote::GuestOs, "fredvisor-hello");
@@ -40,8 +43,42 @@ mod guest {
         );
         let cmdline = core::str::from_utf8(info.cmdline()).unwrap_or("<not UTF-8>");
         println!("hello: cmd_line {cmdline:?}");
+        check_m2p(&boot);
         println!("hello: powering off");
         shutdown(ShutdownReason::Poweroff)
+    }
+
+    /// The M2P the hypervisor maps at Xen's address agrees with our p2m: for start_info,
+    /// every bootstrap page-table frame and every other frame we own; shared_info (not ours)
+    /// has no pfn.
+    fn check_m2p(boot: &Boot) {
+        let info = boot.start_info;
+        let p2m = p2m(info);
+        let agrees = |pfn: u64| m2p(p2m[pfn as usize]) == pfn;
+        let start_info = boot.start_info_va >> 12;
+        let tables = info.pt_base >> 12..(info.pt_base >> 12) + info.nr_pt_frames;
+        if let Some(pfn) = core::iter::once(start_info)
+            .chain(tables.clone())
+            .chain(0..info.nr_pages)
+            .find(|&pfn| !agrees(pfn))
+        {
+            println!(
+                "hello: m2p: WRONG pfn {pfn:#x} is mfn {:#x}, whose M2P entry is {:#x}",
+                p2m[pfn as usize],
+                m2p(p2m[pfn as usize])
+            );
+            return;
+        }
+        let shared = m2p(info.shared_info >> 12);
+        let shared = if shared == INVALID_M2P_ENTRY {
+            "none"
+        } else {
+            "WRONG"
+        };
+        println!(
+            "hello: m2p: start_info pfn {start_info:#x} and page tables pfn {:#x}+{} agree with the p2m, as do all {} frames; shared_info: {shared}",
+            tables.start, info.nr_pt_frames, info.nr_pages
+        );
     }
 
     guest_main!(main);

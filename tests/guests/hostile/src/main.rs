@@ -3,7 +3,7 @@
 //! * `foreign-frame`: maps a frame it does not own (the local APIC, then the nucleus image
 //!   at 1 MiB) → `-EPERM`, `-EINVAL`;
 //! * `writable-table`: maps one of its own page tables writable → `-EBUSY`, writes the
-//!   hypervisor's L4 slots → `-EINVAL`;
+//!   hypervisor's L4 slots (256, 257, 271) → `-EINVAL`, its own slot 511 → 0;
 //! * `write-table`: writes to its read-only mapping of its L4 → `#PF`, crashed (no trap
 //!   table);
 //! * `bad-pointers`: kernel, non-canonical and unmapped pointers to every hypercall that
@@ -47,6 +47,14 @@ mod guest {
                     got,
                     want.name()
                 );
+                shutdown(ShutdownReason::Crash);
+            }
+            self.passed += 1;
+        }
+
+        fn expect_ok(&mut self, what: &str, got: u64) {
+            if got != 0 {
+                println!("hostile: {}: WRONG {what}: got {got:#x}, want 0", self.case);
                 shutdown(ShutdownReason::Crash);
             }
             self.passed += 1;
@@ -124,16 +132,29 @@ mod guest {
                     update_va_mapping(va, l4 << 12 | PAGE_RW),
                     Errno::Ebusy,
                 );
-                // The hypervisor's L4 slots: Xen's window (256) and, until the nucleus has
-                // moved into it, the nucleus' own slots above (300).
+                // The hypervisor's L4 slots, Xen's window 256-271 (the M2P, the nucleus'
+                // image, its last slot), are not ours; slot 511, where the nucleus lived
+                // before it moved into the window (and where Linux links), is.
                 let spare = p2m(info)[info.nr_pages as usize - 1];
-                for (what, slot) in [("write L4 slot 256", 256u64), ("write L4 slot 300", 300)] {
-                    let (rax, _) = mmu_update(&[MmuUpdate {
+                let l4_entry = |slot: u64, val: u64| {
+                    mmu_update(&[MmuUpdate {
                         ptr: (l4 << 12) + slot * 8,
-                        val: spare << 12 | 0x27,
-                    }]);
-                    c.expect(what, rax, Errno::Einval);
+                        val,
+                    }])
+                    .0
+                };
+                for (what, slot) in [
+                    ("write L4 slot 256", 256u64),
+                    ("write L4 slot 257", 257),
+                    ("write L4 slot 271", 271),
+                ] {
+                    c.expect(what, l4_entry(slot, spare << 12 | 0x27), Errno::Einval);
                 }
+                // The spare frame may be the last page of the region (a 4 MiB guest): not
+                // writable anywhere, so it can become an L3.
+                c.expect_ok("unmap the last page", update_va_mapping(va, 0));
+                c.expect_ok("write L4 slot 511", l4_entry(511, spare << 12 | 0x27));
+                c.expect_ok("clear L4 slot 511", l4_entry(511, 0));
                 c.expect(
                     "map PCD",
                     update_va_mapping(

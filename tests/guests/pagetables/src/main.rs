@@ -1,6 +1,7 @@
 //! guest-pagetables (issue 15 point 6): maps, remaps and unmaps one page of its own with
 //! `update_va_mapping` and `mmu_update`, reading back through the mapping and through the
-//! (read-only) L1 table each time, and pins/unpins a spare table with `mmuext_op`. Prints
+//! (read-only) L1 table each time, pins/unpins a spare table with `mmuext_op`, and reads and
+//! moves its M2P entry (`MMU_MACHPHYS_UPDATE`). Prints
 //! `pagetables: N checks passed` and powers off, or names the first check that failed and
 //! shuts down with `crash`.
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -8,7 +9,8 @@
 #[cfg(target_os = "none")]
 mod guest {
     use guest_rt::tables::{
-        PAGE_RW, l1_entry_of, mmu_update, mmuext_op, p2m, read_entry, region_end, update_va_mapping,
+        PAGE_RW, l1_entry_of, m2p, mmu_update, mmuext_op, p2m, read_entry, region_end,
+        update_va_mapping,
     };
     use guest_rt::{Boot, guest_main, println, shutdown, xen_note_int, xen_note_str};
     use xen_abi::elfnote::XenNote;
@@ -134,6 +136,31 @@ mod guest {
             ..Default::default()
         };
         c.check("TLB_FLUSH_LOCAL", mmuext_op(&[flush]), 0);
+
+        // The M2P (read at Xen's address): A is pfn nr-1; MMU_MACHPHYS_UPDATE moves it and
+        // back, and refuses a frame that is not ours (shared_info, the nucleus at 1 MiB).
+        let machphys = |mfn: u64, pfn: u64| {
+            mmu_update(&[MmuUpdate {
+                ptr: mfn << 12 | 1,
+                val: pfn,
+            }])
+            .0
+        };
+        let a_pfn = nr as u64 - 1;
+        c.check("M2P names A's pfn", m2p(a), a_pfn);
+        c.check("MACHPHYS_UPDATE A", machphys(a, 0x1234), 0);
+        c.check("M2P follows", m2p(a), 0x1234);
+        c.check("MACHPHYS_UPDATE A back", machphys(a, a_pfn), 0);
+        c.check("M2P back", m2p(a), a_pfn);
+        let eperm = (-1i64) as u64;
+        let shared_info = info.shared_info >> 12;
+        c.check(
+            "MACHPHYS_UPDATE shared_info",
+            machphys(shared_info, 0),
+            eperm,
+        );
+        c.check("M2P shared_info none", m2p(shared_info), !0);
+        c.check("MACHPHYS_UPDATE not ours", machphys(0x100, 0), eperm);
 
         println!("pagetables: {} checks passed", c.0);
         shutdown(ShutdownReason::Poweroff)

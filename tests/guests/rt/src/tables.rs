@@ -63,6 +63,15 @@ pub fn p2m(info: &StartInfo) -> &'static [u64] {
     unsafe { core::slice::from_raw_parts(info.mfn_list as *const u64, info.nr_pages as usize) }
 }
 
+/// The read-only M2P's entry for machine frame `mfn`, read where every PV guest reads it
+/// (Xen's `machine_to_phys_mapping`, pv64-abi.md §5.4): the frame's pfn, or all ones.
+pub fn m2p(mfn: u64) -> u64 {
+    let table = xen_abi::layout::MACH2PHYS_VIRT_START as *const u64;
+    // SAFETY: the hypervisor maps the M2P read-only for every guest over all RAM frames; the
+    // callers pass frames of their own (RAM), so the entry is mapped.
+    unsafe { table.add(mfn as usize).read_volatile() }
+}
+
 /// The pfn of machine frame `mfn`, if it is one of the guest's.
 pub fn pfn_of(info: &StartInfo, mfn: u64) -> Option<u64> {
     p2m(info).iter().position(|&m| m == mfn).map(|p| p as u64)

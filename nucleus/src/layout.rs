@@ -1,0 +1,62 @@
+//! The nucleus' virtual layout: everything it maps lives in L4 slots 256-271, Xen's
+//! hypervisor window (pv64-abi.md §5.4), so a PV64 guest owns every other slot of the
+//! canonical address space, as on Xen (a Linux PV kernel links at 0xffffffff80000000, slot
+//! 511, and puts its direct map in slot 273).
+//!
+//! | slot | from | what |
+//! | --- | --- | --- |
+//! | 256 | [`M2P_BASE`] | the read-only machine-to-physical table guests read (U, RO, NX) |
+//! | 257 | [`IMAGE_BASE`] | the nucleus image: `VMA = IMAGE_BASE + physical address` |
+//! | 258 | [`STACKS_BASE`] | per-CPU stack blocks, one [`STACK_SLOT`] each |
+//! | 259 | [`DIRECT_MAP_BASE`] | all RAM, 1:1 (RW, NX), at most [`DIRECT_MAP_MAX`] |
+//! | 260-271 | | unused, never the guest's |
+//!
+//! Plain constants only: `build.rs` compiles this file as a module of its own (`#[path]`)
+//! for the link script, so the image is linked where the nucleus maps it.
+
+/// The first L4 slot of the nucleus' window (Xen's `HYPERVISOR_VIRT_START`).
+pub const FIRST_SLOT: usize = 256;
+/// One past its last slot (Xen's `HYPERVISOR_VIRT_END`).
+pub const END_SLOT: usize = 272;
+
+/// The virtual address where L4 slot `slot` (256-511) begins.
+pub const fn slot_base(slot: usize) -> u64 {
+    0xffff_0000_0000_0000 | (slot as u64) << 39
+}
+
+/// The L4 slot `va` lies in.
+pub const fn slot_of(va: u64) -> usize {
+    ((va >> 39) & 511) as usize
+}
+
+/// Slot 256: the read-only M2P at Xen's `MACH2PHYS_VIRT_START`.
+pub const M2P_SLOT: usize = 256;
+pub const M2P_BASE: u64 = slot_base(M2P_SLOT);
+/// Slot 257: the image, linked at `IMAGE_BASE + LMA` (a 2 MiB load address gives text at
+/// `0xffff_8080_0020_0000`). Position-independent code (`-C relocation-model=pie`) reaches
+/// it outside the top 2 GiB the kernel code model needs.
+pub const IMAGE_SLOT: usize = 257;
+pub const IMAGE_BASE: u64 = slot_base(IMAGE_SLOT);
+/// Slot 258: stack blocks.
+pub const STACKS_SLOT: usize = 258;
+pub const STACKS_BASE: u64 = slot_base(STACKS_SLOT);
+/// Each CPU's share of the stacks slot: 64 KiB, the 32 KiB block in its upper half, so the
+/// page below every block is an unmapped guard.
+pub const STACK_SLOT: u64 = 64 << 10;
+/// Slot 259: the direct map of physical memory.
+pub const DIRECT_MAP_SLOT: usize = 259;
+pub const DIRECT_MAP_BASE: u64 = slot_base(DIRECT_MAP_SLOT);
+/// Direct-map ceiling: one slot, 512 GiB.
+pub const DIRECT_MAP_MAX: u64 = 512 << 30;
+
+const _: () = {
+    assert!(M2P_BASE == 0xffff_8000_0000_0000);
+    assert!(IMAGE_BASE == 0xffff_8080_0000_0000);
+    assert!(STACKS_BASE == 0xffff_8100_0000_0000);
+    assert!(DIRECT_MAP_BASE == 0xffff_8180_0000_0000);
+    assert!(slot_of(slot_base(END_SLOT) - 1) == END_SLOT - 1);
+    assert!(FIRST_SLOT <= M2P_SLOT && M2P_SLOT < IMAGE_SLOT);
+    assert!(IMAGE_SLOT < STACKS_SLOT && STACKS_SLOT < DIRECT_MAP_SLOT);
+    assert!(DIRECT_MAP_SLOT < END_SLOT);
+    assert!(DIRECT_MAP_MAX == 1 << 39);
+};
