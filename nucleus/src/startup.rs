@@ -104,6 +104,16 @@ pub fn start_nucleus(loader: LoaderHandoff) -> ! {
         layout.data_bytes >> 10,
         layout.free_mib
     );
+    {
+        use crate::layout::{DIRECT_MAP_BASE, END_SLOT, FIRST_SLOT, M2P_BASE, STACKS_BASE};
+        println!(
+            "memory: nucleus in L4 slots {FIRST_SLOT}-{}: m2p {M2P_BASE:#x} ({} frames), image \
+             {:#x}, stacks {STACKS_BASE:#x}, direct map {DIRECT_MAP_BASE:#x}",
+            END_SLOT - 1,
+            crate::mm::m2p::entries(),
+            layout.text_start
+        );
+    }
     crate::symbols::init(&boot);
     crate::domains::init(&boot);
     crate::cpu::stacks::set_block(&layout.stack_block);

@@ -232,6 +232,25 @@ mod tests {
     }
 
     #[test]
+    fn machphys_update_names_the_frame_and_no_translate_is_enosys() {
+        let mut hv = FakeHypervisor::default();
+        // MMU_MACHPHYS_UPDATE (command 1) on frame 0x123, then PT_UPDATE_NO_TRANSLATE (3).
+        hv.memory.insert(
+            0x5000,
+            mmu_update_block(&[(0x12_3000 | 1, 0x42), (0x10_0008 | 3, 0)]),
+        );
+        let outcome = answer(&mut hv, 1, 1, [0x5000, 2, 0, DOMID_SELF.into(), 0]);
+        assert_eq!(outcome, Outcome::Return(Errno::Enosys.rax()));
+        assert_eq!(
+            hv.mmu_ops,
+            vec![MmuOp::MachphysUpdate {
+                mfn: 0x123,
+                pfn: 0x42
+            }]
+        );
+    }
+
+    #[test]
     fn a_refused_entry_stops_the_batch_with_its_errno() {
         let mut hv = FakeHypervisor {
             refuse_after: Some(1),

@@ -57,8 +57,37 @@ fn boot_with_module(firmware: Firmware) -> Result<()> {
         "{}",
         boot.report(&format!("implausible memory summary {memory:?}"))
     );
+    expect_layout(&boot)?;
     boot.expect_absent(markers::PANIC)?
         .expect_exit(QemuExit::Success)
+}
+
+/// The nucleus' virtual layout (issue 15): everything in L4 slots 256-271, Xen's window;
+/// the M2P at Xen's address covers every RAM frame (256 MiB: about 65536 frames); the image
+/// (text first) just above its 2 MiB load address in slot 257.
+fn expect_layout(boot: &Boot) -> Result<()> {
+    let prefix = "memory: nucleus in L4 slots 256-271: m2p 0xffff800000000000 (";
+    let suffix = ", stacks 0xffff810000000000, direct map 0xffff818000000000";
+    let line = boot.expect_line("the layout line", |l| l.starts_with(prefix))?;
+    let middle = line
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_suffix(suffix))
+        .and_then(|rest| rest.split_once(" frames), image 0x"));
+    let figures = middle.and_then(|(frames, image)| {
+        Some((
+            frames.parse::<u64>().ok()?,
+            u64::from_str_radix(image, 16).ok()?,
+        ))
+    });
+    ensure!(
+        figures.is_some_and(|(frames, image)| (200 * 256..=(1 << 20)).contains(&frames)
+            && (0xffff_8080_0020_0000..0xffff_8080_0040_0000).contains(&image)),
+        "{}",
+        boot.report(&format!(
+            "layout line {line:?} is not {prefix}N frames), image 0x…{suffix}"
+        ))
+    );
+    Ok(())
 }
 
 fn expect_exact_line(boot: &Boot, expected: &str) -> Result<()> {

@@ -169,6 +169,8 @@ pub fn phys_to_virt(phys: u64) -> u64 {
 
 pub struct Layout {
     pub stack_block: StackBlock,
+    /// First byte of text (the image's lowest mapped address).
+    pub text_start: u64,
     pub free_mib: u64,
     pub text_bytes: u64,
     pub rodata_bytes: u64,
@@ -278,6 +280,7 @@ pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
 
     Ok(Layout {
         stack_block: block,
+        text_start: text.start,
         free_mib: (state().frames.free_frames() * 4096) >> 20,
         text_bytes: text.end - text.start,
         rodata_bytes: rodata.end - rodata.start,

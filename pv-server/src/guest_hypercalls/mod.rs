@@ -1,5 +1,6 @@
 //! The hypercalls pv-server answers itself (issue 15 point 4; pv64-abi.md §4): `console_io`,
-//! `sched_op`, `xen_version`, `vm_assist`, `vcpu_op(is_up)` and `set_segment_base`.
+//! `sched_op`, `xen_version`, `vm_assist`, `vcpu_op(is_up)`, `set_segment_base` and
+//! `memory_op(machphys_mapping)`.
 //! Page-table hypercalls go to the nucleus' checks (`bsp_x86_64::guest_tables`) and are not
 //! here; anything else is `-ENOSYS` and counted.
 //!
@@ -146,6 +147,7 @@ impl DomainCalls {
             Some(Hypercall::VmAssist) => self.vm_assist(args),
             Some(Hypercall::VcpuOp) => self.vcpu_op(args),
             Some(Hypercall::SetSegmentBase) => set_segment_base(args),
+            Some(Hypercall::MemoryOp) => memory_op(args, memory),
             _ => Err(Errno::Enosys),
         };
         match result {
@@ -270,6 +272,31 @@ fn xen_version([cmd, arg, ..]: [u64; 5], memory: &mut impl GuestMemory) -> Resul
         }
         Some(XenVersionCmd::Pagesize) if arg != 0 => Err(Errno::Einval),
         Some(XenVersionCmd::Pagesize) => Ok(Outcome::Return(PAGE_SIZE)),
+        _ => Err(Errno::Enosys),
+    }
+}
+
+/// `memory_op`: where the read-only M2P is (`machphys_mapping`, §4.19: Xen's addresses, the
+/// nucleus maps it there, L4 slot 256); the other commands belong to part 2.
+fn memory_op([cmd, arg, ..]: [u64; 5], memory: &mut impl GuestMemory) -> Result<Outcome, Errno> {
+    use xen_abi::layout::{MACH2PHYS_NR_ENTRIES, MACH2PHYS_VIRT_END, MACH2PHYS_VIRT_START};
+    use xen_abi::memory::MemoryOpCmd;
+    match MemoryOpCmd::from_raw(cmd) {
+        Some(MemoryOpCmd::MachphysMapping) => {
+            let mut bytes = [0u8; 24];
+            for (at, word) in [
+                MACH2PHYS_VIRT_START,
+                MACH2PHYS_VIRT_END,
+                MACH2PHYS_NR_ENTRIES - 1,
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                bytes[at * 8..at * 8 + 8].copy_from_slice(&word.to_le_bytes());
+            }
+            write(memory, arg, &bytes)?;
+            Ok(Outcome::Return(0))
+        }
         _ => Err(Errno::Enosys),
     }
 }

@@ -583,6 +583,45 @@ fn vm_assist_vcpu_op_and_segment_bases() {
 }
 
 #[test]
+fn memory_op_says_where_the_m2p_is() {
+    let mut domain = DomainCalls::new(1);
+    let mut memory = Fake::with_pages(&[0x5000]);
+    let (outcome, _) = call(
+        &mut domain,
+        &mut memory,
+        Hypercall::MemoryOp,
+        [12, 0x5008, 0, 0, 0],
+    );
+    assert_eq!(outcome, Outcome::Return(0));
+    let words: std::vec::Vec<u64> = memory
+        .get(0x5008, 24)
+        .chunks(8)
+        .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+        .collect();
+    assert_eq!(
+        words,
+        [0xffff_8000_0000_0000, 0xffff_8040_0000_0000, (1 << 35) - 1]
+    );
+    for bad in BAD_POINTERS {
+        let (outcome, _) = call(
+            &mut domain,
+            &mut memory,
+            Hypercall::MemoryOp,
+            [12, bad, 0, 0, 0],
+        );
+        assert_eq!(outcome, err(Errno::Efault), "{bad:#x}");
+    }
+    // The other commands are part 2's.
+    let (outcome, _) = call(
+        &mut domain,
+        &mut memory,
+        Hypercall::MemoryOp,
+        [9, 0x5000, 0, 0, 0],
+    );
+    assert_eq!(outcome, err(Errno::Enosys));
+}
+
+#[test]
 fn unknown_hypercalls_are_enosys_and_counted() {
     let mut domain = DomainCalls::new(1);
     let mut memory = Fake::default();

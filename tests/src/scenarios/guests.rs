@@ -78,7 +78,7 @@ fn hello_lines(name: &str, cmdline: &str) -> Vec<String> {
         "nr_pages ",
         "pt_base ",
         "store_mfn ",
-        "m2p: ",
+        "m2p at ",
     ]
     .iter()
     .map(|p| format!("guest {name}: hello: {p}"))
@@ -142,8 +142,8 @@ fn m2p_line(boot: &Boot, name: &str, mib: u64) -> Result<String> {
         .and_then(|n| n.parse().ok())
         .with_context(|| format!("no nr_pt_frames in {tables:?}"))?;
     Ok(format!(
-        "guest {name}: hello: m2p: start_info pfn {:#x} and page tables pfn {:#x}+{frames} agree \
-         with the p2m, as do all {} frames; shared_info: none",
+        "guest {name}: hello: m2p at 0xffff800000000000: start_info pfn {:#x} and page tables pfn \
+         {:#x}+{frames} agree with the p2m, as do all {} frames; shared_info: none",
         start_info >> 12,
         pt_base >> 12,
         mib * 256
@@ -238,7 +238,7 @@ pub fn hostile_guests_get_their_errors_and_others_run_on(machine: Machine) -> Re
     for line in [
         "guest ff: hostile: foreign-frame: 3 checks passed",
         "guest wt: hostile: writable-table: 9 checks passed",
-        "guest bp: hostile: bad-pointers: 29 checks passed",
+        "guest bp: hostile: bad-pointers: 32 checks passed",
         "pv-server: guest ff: shut down (poweroff)",
         "pv-server: guest wt: shut down (poweroff)",
         "pv-server: guest bp: shut down (poweroff)",

@@ -9,9 +9,10 @@
 #[cfg(target_os = "none")]
 mod guest {
     use guest_rt::tables::{m2p, p2m};
-    use guest_rt::{Boot, guest_main, println, shutdown, xen_note_int, xen_note_str};
+    use guest_rt::{Boot, guest_main, hypercall, println, shutdown, xen_note_int, xen_note_str};
+    use xen_abi::Hypercall;
     use xen_abi::elfnote::XenNote;
-    use xen_abi::layout::INVALID_M2P_ENTRY;
+    use xen_abi::layout::{INVALID_M2P_ENTRY, MACH2PHYS_VIRT_START};
     use xen_abi::sched::ShutdownReason;
 
     xen_note_str!(XenNote::GuestOs, "fredvisor-hello");
@@ -53,6 +54,23 @@ mod guest {
     /// has no pfn.
     fn check_m2p(boot: &Boot) {
         let info = boot.start_info;
+        // Where the hypervisor says the M2P is (memory_op machphys_mapping: v_start, v_end,
+        // max_mfn); guest_rt reads it at Xen's fixed address, so the two must agree.
+        let mut mapping = [0u64; 3];
+        // SAFETY: the hypervisor writes 24 bytes into our own stack array.
+        let rax = unsafe {
+            hypercall(
+                Hypercall::MemoryOp,
+                [12, mapping.as_mut_ptr() as u64, 0, 0, 0],
+            )
+        };
+        if rax != 0 || mapping[0] != MACH2PHYS_VIRT_START {
+            println!(
+                "hello: m2p: WRONG machphys_mapping {rax:#x}, v_start {:#x}",
+                mapping[0]
+            );
+            return;
+        }
         let p2m = p2m(info);
         let agrees = |pfn: u64| m2p(p2m[pfn as usize]) == pfn;
         let start_info = boot.start_info_va >> 12;
@@ -76,8 +94,8 @@ mod guest {
             "WRONG"
         };
         println!(
-            "hello: m2p: start_info pfn {start_info:#x} and page tables pfn {:#x}+{} agree with the p2m, as do all {} frames; shared_info: {shared}",
-            tables.start, info.nr_pt_frames, info.nr_pages
+            "hello: m2p at {:#x}: start_info pfn {start_info:#x} and page tables pfn {:#x}+{} agree with the p2m, as do all {} frames; shared_info: {shared}",
+            mapping[0], tables.start, info.nr_pt_frames, info.nr_pages
         );
     }
 

@@ -215,6 +215,11 @@ mod guest {
                         Errno::Efault,
                     );
                     c.expect(
+                        "memory_op machphys_mapping",
+                        call(Hypercall::MemoryOp, [12, ptr, 0, 0, 0]),
+                        Errno::Efault,
+                    );
+                    c.expect(
                         "update_va_mapping at it",
                         call(Hypercall::UpdateVaMapping, [ptr, 0, 2, 0, 0]),
                         Errno::Einval,
