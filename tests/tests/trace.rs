@@ -5,12 +5,15 @@
 //! each with its vector, and each server's start. A pv-server crash (`fault=null`): the trace
 //! holds the fault (vector 14 from ring 3), its forwarding to fred-server, fred-server's
 //! reply, and pv-server stopped, restarted and started again as generation 1. The capture of the first boot, cut short
-//! and corrupted, decodes up to the damage and says where it stopped in one line.
+//! and corrupted, decodes up to the damage and says where it stopped in one line. The `hello`
+//! guest: its start, its hypercalls (console writes, then the shutdown) with their replies, and
+//! its end. The `traps` guest: each of its nine traps forwarded and bounced to its handler.
 
 use std::fs;
 
 use anyhow::{Context, Result, ensure};
 
+use image_builder::guest::{ALL_ENDED, GuestFile};
 use image_builder::trace::{self, Decoded, Table, Tables};
 use tests::{Boot, Image, Qemu, QemuExit, boot_timeout, markers};
 
@@ -25,7 +28,12 @@ struct Traced {
 
 /// Boots `cmdline` with COM2 captured and decodes the capture with the ISO's ELFs.
 fn traced_boot(cmdline: &str, until: Option<fn(&str) -> bool>) -> Result<Traced> {
-    let iso = Image::new().cmdline(cmdline).build_shared()?;
+    traced_image(Image::new().cmdline(cmdline), until)
+}
+
+/// Boots `image` with COM2 captured and decodes the capture with the ISO's ELFs.
+fn traced_image(image: Image, until: Option<fn(&str) -> bool>) -> Result<Traced> {
+    let iso = image.build_shared()?;
     let dir = tempfile::tempdir()?;
     let raw_path = dir.path().join("trace.raw");
     let mut qemu = Qemu::new(&iso).timeout(boot_timeout()).com2_file(&raw_path);
@@ -193,5 +201,105 @@ fn a_server_crash_and_restart_are_in_the_trace() -> Result<()> {
             format!("reply taken: for thread 1 token {forwarded}"),
         ],
     )?;
+    expect_timestamps_first_and_rising(&decoded)
+}
+
+fn all_guests_ended(log: &str) -> bool {
+    log.contains(ALL_ENDED)
+}
+
+/// The token at the end of the first decoded line containing `what`.
+fn token_of(decoded: &Decoded, what: &str) -> Result<String> {
+    Ok(decoded
+        .lines
+        .iter()
+        .find(|l| l.contains(what))
+        .and_then(|l| l.rsplit(" token ").next())
+        .with_context(|| format!("no {what:?} in the trace:\n{}", decoded.text()))?
+        .to_owned())
+}
+
+#[test]
+fn a_guests_start_hypercalls_and_shutdown_are_in_the_trace() -> Result<()> {
+    let hello = tests::build_fixture_server("guest-hello")?;
+    let image = Image::new()
+        .cmdline("trace=events")
+        .guest(GuestFile::new("hello", &hello));
+    let Traced { boot, decoded, .. } = traced_image(image, Some(all_guests_ended))?;
+    boot.expect_absent(markers::PANIC)?;
+    ensure!(
+        boot.lines()
+            .any(|l| l == "pv-server: guest hello: shut down (poweroff)"),
+        "{}",
+        boot.report("hello did not power off")
+    );
+    ensure!(decoded.stopped.is_none(), "{}", decoded.text());
+    // Domain 1's vCPU is thread 2 (after the two servers); pv-server answers its hypercalls.
+    let console = token_of(&decoded, "guest 1: hypercall 18 ConsoleIo (0x0, ")?;
+    let shutdown = token_of(&decoded, "guest 1: hypercall 29 SchedOp (0x2, ")?;
+    let story = [
+        "nucleus INFO server 1 pv-server: started (generation 0)".to_owned(),
+        "nucleus INFO guest 1: started (thread 2, rip 0x".into(),
+        format!("to server 1 pv-server token {console}"),
+        format!("reply taken: for thread 2 token {console}"),
+        "guest 1: hypercall 29 SchedOp (0x2, ".into(),
+        "nucleus INFO guest 1: shut down (thread 2 stopped)".into(),
+    ];
+    expect_in_order(&decoded, &story)?;
+    ensure!(
+        decoded
+            .lines
+            .iter()
+            .any(|l| l.ends_with(&format!("to server 1 pv-server token {shutdown}"))),
+        "{}",
+        decoded.text()
+    );
+    expect_timestamps_first_and_rising(&decoded)
+}
+
+#[test]
+fn a_guests_traps_bounced_to_its_handlers_are_in_the_trace() -> Result<()> {
+    let traps = tests::build_fixture_server("guest-traps")?;
+    let image = Image::new()
+        .cmdline("trace=events")
+        .guest(GuestFile::new("traps", &traps).mem(4));
+    let Traced { boot, decoded, .. } = traced_image(image, Some(all_guests_ended))?;
+    boot.expect_absent(markers::PANIC)?;
+    ensure!(
+        boot.lines()
+            .any(|l| l == "guest traps: traps: 9 traps, each back through iret"),
+        "{}",
+        boot.report("the traps guest did not finish")
+    );
+    ensure!(decoded.stopped.is_none(), "{}", decoded.text());
+    // The first trap, `ud2`: delivered from ring 3, forwarded to pv-server, answered by a
+    // bounce into the guest's handler, which returns with the `iret` hypercall.
+    let ud2 = token_of(
+        &decoded,
+        "event forwarded: of thread 2 to server 1 pv-server token ",
+    )?;
+    expect_in_order(
+        &decoded,
+        &[
+            "nucleus INFO guest 1: started (thread 2, rip 0x".to_owned(),
+            "guest 1: hypercall 0 SetTrapTable (".into(),
+            "event delivered: Exception vector 6 via Idt".into(),
+            format!("event forwarded: of thread 2 to server 1 pv-server token {ud2}"),
+            format!("reply taken: for thread 2 token {ud2}"),
+            "guest 1: event bounced to the guest at rip 0x".into(),
+            "guest 1: hypercall 23 Iret (".into(),
+            "nucleus INFO guest 1: shut down (thread 2 stopped)".into(),
+        ],
+    )?;
+    let bounces = decoded
+        .lines
+        .iter()
+        .filter(|l| l.contains("guest 1: event bounced to the guest at rip 0x"))
+        .count();
+    ensure!(
+        bounces == 9,
+        "{bounces} bounces, not 9:\n{}",
+        decoded.text()
+    );
     expect_timestamps_first_and_rising(&decoded)
 }

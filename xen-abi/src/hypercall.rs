@@ -54,6 +54,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn labels_are_the_variant_names() {
+        assert_eq!(Hypercall::ConsoleIo.label(), "ConsoleIo");
+        assert_eq!(
+            Hypercall::from_raw(29).map(Hypercall::label),
+            Some("SchedOp")
+        );
+    }
+
+    #[test]
     fn numbers_are_xens() {
         let table = [
             (Hypercall::SetTrapTable, 0),

@@ -29,6 +29,13 @@ macro_rules! abi_enum {
             pub const fn raw(self) -> $repr {
                 self as $repr
             }
+
+            /// The variant's name as written here (for traces and logs).
+            pub const fn label(self) -> &'static str {
+                match self {
+                    $( Self::$variant => stringify!($variant) ),+
+                }
+            }
         }
     };
 }

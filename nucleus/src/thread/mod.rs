@@ -16,10 +16,9 @@ pub mod sched;
 mod slot;
 mod table;
 
-#[cfg_attr(not(target_os = "none"), allow(unused_imports))]
 pub use layout::BOOT_THREADS;
 pub use layout::{GUEST_MANAGER, MAX_THREADS, ThreadId};
-pub use slot::{Kind, Pending, State};
+pub use slot::{Kind, Pending, State, Thread};
 pub use table::{AfterReady, SendFailure, Threads, try_with, with};
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! Records around one event: what came in, and what the unchanged dispatcher did with it.
-use super::changes::{Change, Snapshot, changes};
+use super::changes::{Change, Snapshot, changes, guest_changes, is_hypercall};
 use super::level::on;
 use super::record;
 use super::sink::drain;
-use crate::thread::ThreadId;
+use crate::thread::{Kind, Thread, ThreadId, Threads};
 use bsp_x86_64::cmdline::TraceLevel;
 use bsp_x86_64::frame::Frame;
 use ipc::dump::Delivery;
@@ -36,11 +36,21 @@ fn entered(frame: &Frame, delivery: Delivery) -> Option<Entry> {
     let syscall = ss.event_type_raw() == ipc::EventKind::Syscall.fred_type()
         && ss.vector() == ipc::EventKind::Syscall.vector()
         && frame.ret.cs.selector().rpl() == 3;
-    // Below `all` a syscall matters only if it can take a reply (the lifecycle records of
-    // `exit` are emitted where it happens): the null syscall stays nearly free.
-    let takes_replies =
-        [Syscall::RingWait as u64, Syscall::RingNotify as u64].contains(&frame.gprs.rax);
-    if syscall && !all && !takes_replies {
+    // Below `all` a syscall matters only if it can change what the trace records: take a
+    // reply, start or end a guest, or be a guest's hypercall (the lifecycle records of `exit`
+    // are emitted where it happens). The null syscall stays nearly free.
+    let looked_at = [
+        Syscall::RingWait as u64,
+        Syscall::RingNotify as u64,
+        Syscall::VcpuStart as u64,
+        Syscall::DomainDestroy as u64,
+    ]
+    .contains(&frame.gprs.rax);
+    if syscall
+        && !all
+        && !looked_at
+        && !crate::thread::try_with(|t| current_is_guest(t)).unwrap_or(false)
+    {
         return None;
     }
     // An event inside a borrower of the thread table (an NMI, a nested tick) is recorded
@@ -64,28 +74,69 @@ fn entered(frame: &Frame, delivery: Delivery) -> Option<Entry> {
     })
 }
 
+/// Whether the live thread is a guest vCPU (whose `syscall` is a hypercall).
+fn current_is_guest(t: &Threads) -> bool {
+    t.current()
+        .is_some_and(|id| matches!(t.get(id).kind(), Kind::GuestVcpu { .. }))
+}
+
+/// A guest vCPU's forwarded event that is a hypercall: domain, number and first arguments.
+fn hypercall_of(thread: &Thread) -> Option<(u16, u64, [u64; 3])> {
+    let domain = thread.domain()?;
+    let g = &thread.frame.gprs;
+    is_hypercall(thread).then_some((domain, g.rax, [g.rdi, g.rsi, g.rdx]))
+}
+
 /// Records what the dispatcher changed in the thread table, and drains when the CPU is about
-/// to idle or a tick came.
+/// to idle, a tick came or a guest started or stopped (rare, and worth seeing at once).
 #[inline(never)]
 fn left(entry: &Entry) {
     let all = on(TraceLevel::All);
     crate::thread::with(|t| {
         let after = Snapshot::take(t);
-        for change in changes(&entry.before, &after) {
+        let mut at_once = false;
+        let thread = |slot: usize| t.ids().nth(slot).map(|id| t.get(id));
+        for change in changes(&entry.before, &after).chain(guest_changes(&entry.before, &after)) {
             match change {
                 Change::Forwarded { from, token } => {
-                    let handler = t.ids().nth(from).and_then(|id| t.get(id).fault_handler());
+                    let handler = thread(from).and_then(Thread::fault_handler);
                     let name = handler.map_or("nucleus", |h| t.get(h).name());
-                    record::forwarded(from, handler.map(ThreadId::index), name, token.0);
+                    let to = handler.map(ThreadId::index);
+                    match thread(from).and_then(hypercall_of) {
+                        Some((domain, number, args)) => {
+                            record::hypercall(domain, number, args, to, name, token.0);
+                        }
+                        None => record::forwarded(from, to, name, token.0),
+                    }
                 }
-                Change::Reply { to, token } => record::reply(to, token.0),
+                Change::GuestStarted { slot } => {
+                    if let Some(guest) = thread(slot) {
+                        let domain = guest.domain().unwrap_or_default();
+                        record::guest_started(domain, slot, guest.frame.ret.rip);
+                    }
+                    at_once = true;
+                }
+                Change::GuestStopped { slot } => {
+                    let domain = thread(slot).and_then(Thread::domain).unwrap_or_default();
+                    record::guest_stopped(domain, slot);
+                    at_once = true;
+                }
+                Change::Reply { to, token } => {
+                    record::reply(to, token.0);
+                    // A guest's event answered and the guest runs on: pv-server bounced it.
+                    let bounced = entry.before.guest_event_waits(to) && after.guest_runs(to);
+                    if let Some(guest) = thread(to).filter(|_| bounced) {
+                        let domain = guest.domain().unwrap_or_default();
+                        record::bounced(domain, to, guest.frame.ret.rip, token.0);
+                    }
+                }
                 Change::Switch { from, to } if all => {
                     record::switch(from.map(ThreadId::index), to.map(ThreadId::index));
                 }
                 Change::Switch { .. } => {}
             }
         }
-        if entry.timer || after.current().is_none() {
+        if at_once || entry.timer || after.current().is_none() {
             drain();
         }
     });

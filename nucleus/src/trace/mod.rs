@@ -8,8 +8,10 @@
 //! CPU; every record's timestamp is the TSC), forwarded (from which thread to which server,
 //! token), reply taken (token), and at `all` the syscall (number, caller) and the context
 //! switch. The rare lifecycle records (server started, stopped, restarting) are emitted where
-//! they happen. Guest records (start, hypercall, bounce, shutdown) are lifecycle records of
-//! vCPU threads: one emitter each where they happen, level `events`.
+//! they happen. Guest records are changes in the table too, level `events`: a guest vCPU
+//! started, its hypercall (a guest-kernel `syscall` now waiting for pv-server: number, first
+//! arguments, token), an event of it bounced (answered, and the guest runs on), and its
+//! shutdown (the vCPU stopped).
 //!
 //! Writing never waits: the buffer (`ipc::trace::TraceBuffer`) drops a record that does not
 //! fit, or one begun from a context that interrupted another record, and counts it; the count
@@ -66,4 +68,8 @@ mod record {
     pub fn restarting(_: usize, _: &str, _: u32) {}
     pub fn switch(_: Option<usize>, _: Option<usize>) {}
     pub fn syscall(_: usize, _: u64) {}
+    pub fn guest_started(_: u16, _: usize, _: u64) {}
+    pub fn hypercall(_: u16, _: u64, _: [u64; 3], _: Option<usize>, _: &str, _: u64) {}
+    pub fn guest_stopped(_: u16, _: usize) {}
+    pub fn bounced(_: u16, _: usize, _: u64, _: u64) {}
 }

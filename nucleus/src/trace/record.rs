@@ -102,3 +102,54 @@ pub fn switch(from: Option<usize>, to: Option<usize>) {
 pub fn syscall(slot: usize, number: u64) {
     defmt::debug!("syscall {=u64} from thread {=u8}", number, slot as u8);
 }
+
+pub fn guest_started(domain: u16, slot: usize, rip: u64) {
+    defmt::info!(
+        "guest {=u16}: started (thread {=u8}, rip {=u64:#x})",
+        domain,
+        slot as u8,
+        rip
+    );
+}
+
+pub fn hypercall(
+    domain: u16,
+    number: u64,
+    args: [u64; 3],
+    to: Option<usize>,
+    name: &str,
+    token: u64,
+) {
+    let call = xen_abi::hypercall::Hypercall::from_raw(number)
+        .map_or("unknown", xen_abi::hypercall::Hypercall::label);
+    defmt::info!(
+        "guest {=u16}: hypercall {=u64} {=str} ({=u64:#x}, {=u64:#x}, {=u64:#x}) to server {=u8} {=str} token {=u64}",
+        domain,
+        number,
+        call,
+        args[0],
+        args[1],
+        args[2],
+        slot(to),
+        name,
+        token
+    );
+}
+
+pub fn guest_stopped(domain: u16, slot: usize) {
+    defmt::info!(
+        "guest {=u16}: shut down (thread {=u8} stopped)",
+        domain,
+        slot as u8
+    );
+}
+
+pub fn bounced(domain: u16, slot: usize, rip: u64, token: u64) {
+    defmt::info!(
+        "guest {=u16}: event bounced to the guest at rip {=u64:#x} (thread {=u8}, token {=u64})",
+        domain,
+        rip,
+        slot as u8,
+        token
+    );
+}
