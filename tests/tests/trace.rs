@@ -8,6 +8,8 @@
 //! and corrupted, decodes up to the damage and says where it stopped in one line. The `hello`
 //! guest: its start, its hypercalls (console writes, then the shutdown) with their replies, and
 //! its end. The `traps` guest: each of its nine traps forwarded and bounced to its handler.
+//! `trace=all`: syscalls, switches and the servers' own records; without `trace=`, an empty
+//! COM2.
 
 use std::fs;
 
@@ -246,6 +248,15 @@ fn a_guests_start_hypercalls_and_shutdown_are_in_the_trace() -> Result<()> {
         "nucleus INFO guest 1: shut down (thread 2 stopped)".into(),
     ];
     expect_in_order(&decoded, &story)?;
+    // `events` leaves the syscalls and switches to `all`.
+    ensure!(
+        !decoded
+            .lines
+            .iter()
+            .any(|l| l.contains("nucleus DEBUG switch: ") || l.contains("nucleus DEBUG syscall ")),
+        "{}",
+        decoded.text()
+    );
     ensure!(
         decoded
             .lines
@@ -302,4 +313,34 @@ fn a_guests_traps_bounced_to_its_handlers_are_in_the_trace() -> Result<()> {
         decoded.text()
     );
     expect_timestamps_first_and_rising(&decoded)
+}
+
+#[test]
+fn trace_all_adds_syscalls_switches_and_the_servers_records_and_the_default_is_off() -> Result<()> {
+    let Traced { boot, decoded, .. } = traced_boot("trace=all exit=qemu", None)?;
+    boot.expect_in_order(&[markers::READY])?
+        .expect_exit(QemuExit::Success)?;
+    ensure!(decoded.stopped.is_none(), "{}", decoded.text());
+    // The servers' own records, decoded with their ELFs, and `all`'s nucleus records.
+    for want in [
+        "fred-server INFO fred-server running (generation 0)",
+        "pv-server INFO pv-server running (generation 0)",
+        "nucleus DEBUG switch: 0 -> 1",
+        "nucleus DEBUG syscall ",
+    ] {
+        ensure!(
+            decoded.lines.iter().any(|l| l.contains(want)),
+            "no {want:?} in the trace:\n{}",
+            decoded.text()
+        );
+    }
+    // Without `trace=`, COM2 carries nothing.
+    let Traced { boot, raw, .. } = traced_boot("exit=qemu", None)?;
+    boot.expect_exit(QemuExit::Success)?;
+    ensure!(
+        raw.is_empty(),
+        "{} bytes on COM2 with the trace off",
+        raw.len()
+    );
+    Ok(())
 }
