@@ -17,6 +17,7 @@ pub mod fred;
 pub mod gdt;
 pub mod guest_pte;
 pub mod guest_return;
+pub mod guest_segments;
 pub mod guest_tables;
 pub mod guest_walk;
 pub mod idt;

@@ -76,10 +76,14 @@ pub enum Syscall {
     /// `domain_read(domain, mfn, offset, ptr, len) -> 0`: copies bytes out of a frame the
     /// domain owns (or shares) into the caller (its shared_info: the vCPU's event mask).
     DomainRead = 17,
+    /// `vcpu_segment_base(domain, which, base) -> 0 or Xen errno`: Xen's `set_segment_base`
+    /// for vCPU 0 (FS, user GS, kernel GS, user GS selector), checked by the nucleus
+    /// (`-EINVAL` for a non-canonical base or an unknown `which`) and loaded when it runs.
+    VcpuSegmentBase = 18,
 }
 
 /// Highest syscall number.
-pub const SYSCALL_MAX: u64 = Syscall::DomainRead as u64;
+pub const SYSCALL_MAX: u64 = Syscall::VcpuSegmentBase as u64;
 
 /// A number that is not a [`Syscall`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +118,7 @@ impl TryFrom<u64> for Syscall {
             15 => Self::FreeFrames,
             16 => Self::TraceWrite,
             17 => Self::DomainRead,
+            18 => Self::VcpuSegmentBase,
             _ => return Err(UnknownSyscall(number)),
         })
     }

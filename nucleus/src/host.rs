@@ -118,6 +118,8 @@ pub mod mm {
 pub mod cpu {
     use bsp_x86_64::frame::{CsQword, Frame};
     use bsp_x86_64::gdt;
+    use bsp_x86_64::guest_segments::SegmentBases;
+    use std::cell::Cell;
 
     /// Where the stand-in idle context "runs".
     pub const IDLE_RIP: u64 = 0xffff_ffff_8000_1d1e;
@@ -129,7 +131,30 @@ pub mod cpu {
         frame
     }
 
-    pub fn load_user_gs() {}
+    thread_local! {
+        static LOADED: Cell<(SegmentBases, bool)> = const { Cell::new((SegmentBases::ZERO, true)) };
+        static LIVE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
+
+    /// Records what the stand-in CPU would run with.
+    pub fn load_user_segments(segments: &SegmentBases, kernel: bool) {
+        LOADED.set((*segments, kernel));
+        LIVE.set((segments.fs, segments.live_gs(kernel)));
+    }
+
+    pub fn user_bases() -> (u64, u64) {
+        LIVE.get()
+    }
+
+    /// The segments last loaded, and for which mode.
+    pub fn loaded_segments() -> (SegmentBases, bool) {
+        LOADED.get()
+    }
+
+    /// What the running thread changed itself (FS base, user GS base).
+    pub fn set_live_bases(fs: u64, gs: u64) {
+        LIVE.set((fs, gs));
+    }
 }
 
 pub mod loader {

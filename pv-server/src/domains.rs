@@ -175,11 +175,14 @@ impl Guests {
         match outcome {
             Outcome::Return(rax) => Some(Reply::Return { token, rax }),
             Outcome::Yield => Some(Reply::Return { token, rax: 0 }),
-            // Loading segment bases into a vCPU is not wired yet: refused, nothing changed.
-            Outcome::SetSegmentBase { .. } => Some(Reply::Return {
-                token,
-                rax: Errno::Enosys.rax(),
-            }),
+            // The nucleus checks the base again and loads it when the vCPU runs.
+            Outcome::SetSegmentBase { which, base } => {
+                let rax = match hv.segment_base(call.domain, u64::from(which.raw()), base) {
+                    Ok(()) => 0,
+                    Err(errno) => errno.rax(),
+                };
+                Some(Reply::Return { token, rax })
+            }
             Outcome::Continue(next) => Some(continuation(call, next)),
             Outcome::Shutdown(reason) => {
                 self.end(hv, at, Ending::Shutdown(reason), out);
@@ -550,6 +553,40 @@ mod tests {
                 rax: Errno::Esrch.rax()
             })
         );
+    }
+
+    #[test]
+    fn set_segment_base_goes_to_the_nucleus_whose_verdict_is_the_answer() {
+        let mut hv = FakeHypervisor::default();
+        let mut guests = guests_with(3, "seg");
+        let mut out = std::string::String::new();
+        let reply = guests.handle(
+            &mut hv,
+            &hypercall(3, 25, [2, 0xffff_8880_0000_1000, 0, 0, 0, 0]),
+            &mut out,
+        );
+        assert_eq!(
+            reply,
+            Some(Reply::Return {
+                token: Token(7),
+                rax: 0
+            })
+        );
+        assert_eq!(hv.segment_bases, vec![(3, 2, 0xffff_8880_0000_1000)]);
+        // Refused by pv-server already: the nucleus is not asked.
+        let reply = guests.handle(
+            &mut hv,
+            &hypercall(3, 25, [0, 0x8000_0000_0000, 0, 0, 0, 0]),
+            &mut out,
+        );
+        assert_eq!(
+            reply,
+            Some(Reply::Return {
+                token: Token(7),
+                rax: Errno::Einval.rax()
+            })
+        );
+        assert_eq!(hv.segment_bases.len(), 1);
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub trait Hypervisor {
     fn mmu(&mut self, domain: u16, op: MmuOp) -> Result<(), Errno>;
     /// Starts vCPU 0.
     fn start(&mut self, domain: u16, regs: &VcpuStart) -> Result<(), Errno>;
+    /// `set_segment_base(which, base)` for vCPU 0, checked and loaded by the nucleus.
+    fn segment_base(&mut self, domain: u16, which: u64, base: u64) -> Result<(), Errno>;
     /// Ends the domain; how many frames went back.
     fn destroy(&mut self, domain: u16) -> u64;
     /// Prints one console line of the domain (`guest NAME: <line>`).
@@ -138,6 +140,12 @@ impl Hypervisor for Nucleus {
         xen_result(answer)
     }
 
+    fn segment_base(&mut self, domain: u16, which: u64, base: u64) -> Result<(), Errno> {
+        let answer =
+            ipc::rt::sys::vcpu_segment_base(domain, which, base).map_err(|_| Errno::Einval)?;
+        xen_result(answer)
+    }
+
     fn destroy(&mut self, domain: u16) -> u64 {
         ipc::rt::sys::domain_destroy(domain).unwrap_or(0)
     }
@@ -182,6 +190,8 @@ pub mod tests {
         pub started: Vec<(u16, VcpuStart)>,
         pub destroyed: Vec<u16>,
         pub lines: Vec<(u16, String)>,
+        /// `segment_base` calls: domain, which, base.
+        pub segment_bases: Vec<(u16, u64, u64)>,
     }
 
     impl FakeHypervisor {
@@ -274,6 +284,11 @@ pub mod tests {
 
         fn start(&mut self, domain: u16, regs: &VcpuStart) -> Result<(), Errno> {
             self.started.push((domain, *regs));
+            Ok(())
+        }
+
+        fn segment_base(&mut self, domain: u16, which: u64, base: u64) -> Result<(), Errno> {
+            self.segment_bases.push((domain, which, base));
             Ok(())
         }
 

@@ -203,6 +203,12 @@ fn hostile_guests_get_their_errors_and_others_run_on() -> Result<()> {
 
 #[test]
 #[ignore = "needs FREDVISOR_BOCHS"]
+fn guest_segment_bases_are_loaded_and_hostile_ones_refused() -> Result<()> {
+    guests::segment_bases_are_loaded_and_hostile_ones_refused(Machine::Bochs)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
 fn spinning_and_faulting_guests_end_and_hello_still_runs() -> Result<()> {
     guests::spinning_and_faulting_guests_end_and_hello_still_runs(Machine::Bochs)
 }

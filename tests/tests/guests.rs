@@ -28,6 +28,11 @@ fn hostile_guests_get_their_errors_and_others_run_on() -> Result<()> {
 }
 
 #[test]
+fn segment_bases_are_loaded_and_hostile_ones_refused() -> Result<()> {
+    guests::segment_bases_are_loaded_and_hostile_ones_refused(QEMU)
+}
+
+#[test]
 fn spinning_and_faulting_guests_end_and_hello_still_runs() -> Result<()> {
     guests::spinning_and_faulting_guests_end_and_hello_still_runs(QEMU)
 }

@@ -268,6 +268,15 @@ pub fn vcpu_start(domain: u16, regs: &crate::domain::VcpuStart) -> Result<u64, S
     )
 }
 
+/// Xen's `set_segment_base(which, base)` for vCPU 0 of `domain`; `Ok(errno)` is the
+/// nucleus' verdict (0: loaded when the vCPU next runs).
+pub fn vcpu_segment_base(domain: u16, which: u64, base: u64) -> Result<u64, SysError> {
+    call(
+        Syscall::VcpuSegmentBase,
+        [u64::from(domain), which, base, 0, 0, 0],
+    )
+}
+
 /// Ends `domain`; returns how many frames went back to the allocator.
 pub fn domain_destroy(domain: u16) -> Result<u64, SysError> {
     call(Syscall::DomainDestroy, [u64::from(domain), 0, 0, 0, 0, 0])

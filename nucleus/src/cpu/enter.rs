@@ -1,12 +1,15 @@
 //! Entering a context from Rust: the primary stack at boot, the first thread's frame, the
-//! idle loop (the nucleus' only interruptible code), and the user GS a thread starts with.
+//! idle loop (the nucleus' only interruptible code), and the user FS/GS a thread runs with.
 //! Every later entry is the exit half of the entry stubs.
 use crate::racy::RacyCell;
 use bsp_x86_64::frame::{CsQword, Frame, SsQword};
 use bsp_x86_64::gdt;
+use bsp_x86_64::guest_segments::SegmentBases;
+use bsp_x86_64::msr;
 use bsp_x86_64::regs::Rflags;
 use bsp_x86_64::stack_block::StackBlock;
 use core::sync::atomic::{AtomicBool, Ordering};
+use xen_abi::layout::selector::FLAT_RING3_DS32;
 
 unsafe extern "C" {
     /// The exits of `bsp_x86_64::entry_stubs!`: in: RSP = &Frame; restore and return
@@ -82,15 +85,47 @@ pub fn idle_frame() -> Frame {
     frame
 }
 
-/// Gives the next thread a clean user GS: null selector, base 0 (threads have no TLS yet).
-/// Under FRED this is LKGS plus IA32_KERNEL_GS_BASE, never SWAPGS (design note, "GS
-/// handling"); ERETU swaps the base in.
+const ZERO_FS: msr::FsBase = match msr::FsBase::new(0) {
+    Ok(base) => base,
+    Err(_) => panic!("0 is canonical"),
+};
+const ZERO_GS: msr::KernelGsBase = match msr::KernelGsBase::new(0) {
+    Ok(base) => base,
+    Err(_) => panic!("0 is canonical"),
+};
+
+/// Loads the next thread's user segments for its return to ring 3: FS base, GS selector and
+/// the GS base of its mode (`kernel`: a guest's kernel GS). Servers get zeros. Under FRED
+/// this is LKGS plus IA32_KERNEL_GS_BASE, never SWAPGS (design note, "GS handling"); ERETU,
+/// or the IDT exit's SWAPGS, swaps the base in.
 #[inline]
-pub fn load_user_gs() {
-    let base = bsp_x86_64::msr::KernelGsBase::new(0).unwrap_or_else(|_| panic!("0 is canonical"));
-    // SAFETY: ring 0 with interrupts off; LKGS is only used when FRED (and so LKGS, which the
-    // policy requires) is enabled; the null selector is always loadable.
-    unsafe { bsp_x86_64::fred::load_user_gs(super::fred::enabled(), gdt::Selector::NULL, base) };
+pub fn load_user_segments(segments: &SegmentBases, kernel: bool) {
+    // Only Xen's flat data selector is ever loaded besides null (`SegmentBases::set`); the
+    // check here keeps the `load_user_gs` contract whatever the field holds.
+    let selector = if segments.gs_sel == FLAT_RING3_DS32 {
+        gdt::Selector::from_raw(FLAT_RING3_DS32)
+    } else {
+        gdt::Selector::NULL
+    };
+    // `SegmentBases::set` keeps the bases canonical; were one not, 0 is loaded, never a #GP.
+    let fs = msr::FsBase::new(segments.fs).unwrap_or(ZERO_FS);
+    let gs = msr::KernelGsBase::new(segments.live_gs(kernel)).unwrap_or(ZERO_GS);
+    // SAFETY: ring 0 with interrupts off; the nucleus never uses FS, so its base is the
+    // thread's alone; FS_BASE is canonical (checked constructor).
+    unsafe { msr::write(fs) };
+    // SAFETY: as above; LKGS is only used when FRED (and so LKGS, which the policy requires)
+    // is enabled; the selector is null or the flat DPL-3 data segment in the GDT.
+    unsafe { bsp_x86_64::fred::load_user_gs(super::fred::enabled(), selector, gs) };
+}
+
+/// The FS base and user GS base the CPU holds for the thread that just left ring 3 (in ring
+/// 0 the user GS base is IA32_KERNEL_GS_BASE under both deliveries).
+#[inline]
+pub fn user_bases() -> (u64, u64) {
+    (
+        msr::read::<msr::FsBase>().address(),
+        msr::read::<msr::KernelGsBase>().address(),
+    )
 }
 
 core::arch::global_asm!(

@@ -10,4 +10,4 @@ pub mod protect;
 pub mod stacks;
 pub mod tables;
 
-pub use enter::{idle_frame, load_user_gs};
+pub use enter::{idle_frame, load_user_segments, user_bases};

@@ -76,6 +76,10 @@ pub fn syscall(
                 &VcpuStart::from_bytes(&block),
             )))
         }
+        Syscall::VcpuSegmentBase => {
+            let domain = domain_number(a0)?;
+            Ok(verdict(vcpu::segment_base(t, domain, a1, a2)))
+        }
         Syscall::DomainDestroy => lifecycle::destroy(t, domain_number(a0)?),
         Syscall::GuestConsoleWrite => console::write(t, cur, a0, a1, a2),
         Syscall::FreeFrames => Ok(crate::mm::memory::free_count()),

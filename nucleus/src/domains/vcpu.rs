@@ -1,5 +1,6 @@
 //! `vcpu_start`: a domain's vCPU 0 starts on registers `guest_return` accepts and an L4
-//! the frame table validates.
+//! the frame table validates. `vcpu_segment_base`: its FS/GS bases (`guest_segments`),
+//! loaded by the scheduler each time it runs.
 use super::mmu::{get_l4, put_l4};
 use super::registry::domain;
 use crate::thread::Threads;
@@ -43,4 +44,15 @@ pub fn start(t: &mut Threads, number: u16, regs: &VcpuStart) -> Result<(), Errno
     frame.gprs.rsi = regs.rsi;
     t.get_mut(id).start_guest(PhysAddr::new(regs.cr3), frame);
     Ok(())
+}
+
+/// `set_segment_base(which, base)` for domain `number`'s vCPU (it is waiting for the answer
+/// to that hypercall, so it is not live: the scheduler loads the bases when it next runs).
+pub fn segment_base(t: &mut Threads, number: u16, which: u64, base: u64) -> Result<(), Errno> {
+    let id = t.guest_id(number).ok_or(Errno::Einval)?;
+    let thread = t.get_mut(id);
+    if thread.is_absent() {
+        return Err(Errno::Esrch);
+    }
+    thread.segments.set(which, base)
 }

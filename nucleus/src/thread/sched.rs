@@ -105,7 +105,14 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
     if let Some(cur) = t.current()
         && from_ring3(frame)
     {
-        t.get_mut(cur).frame = *frame;
+        let thread = t.get_mut(cur);
+        thread.frame = *frame;
+        if thread.domain().is_some() {
+            // A guest may have changed its bases itself (a selector load): keep what the
+            // CPU holds. Part 1 guests run in kernel mode only.
+            let (fs, gs) = crate::cpu::user_bases();
+            thread.segments.save_live(true, fs, gs);
+        }
     }
     match next {
         Some(id) => {
@@ -127,7 +134,7 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
             let root = thread.root().unwrap_or_else(crate::mm::kernel_root);
             if t.current() != Some(id) {
                 crate::mm::load_root(root);
-                crate::cpu::load_user_gs();
+                crate::cpu::load_user_segments(&thread.segments, true);
             }
         }
         None => {
@@ -231,6 +238,41 @@ mod tests {
         assert!(start(&mut t, &mut frame));
         assert_eq!(frame.ret.cs.raw(), u64::from(gdt::USER_CS64.raw()));
         assert_eq!(frame.ret.ss.raw(), u64::from(gdt::USER_DS.raw()));
+    }
+
+    #[test]
+    fn a_guest_runs_with_its_segment_bases_and_keeps_what_it_changed() {
+        use crate::host::cpu::{loaded_segments, set_live_bases};
+        use bsp_x86_64::guest_segments::SegmentBases;
+        let mut t = kit::booted();
+        let mut frame = Frame::ZERO;
+        assert!(start(&mut t, &mut frame));
+        assert_eq!(loaded_segments(), (SegmentBases::ZERO, true));
+        let guest = t.guest_id(1).unwrap();
+        let thread = t.get_mut(guest);
+        thread.start_guest(
+            bsp_x86_64::paging::PhysAddr::new(0x50_0000),
+            kit::user_frame(0x1000),
+        );
+        thread.segments.set(0, 0x7000).unwrap();
+        thread.segments.set(2, 0x8000).unwrap();
+        thread.segments.set(1, 0x9000).unwrap();
+        let bases = thread.segments;
+        switch(&mut t, &mut frame, Some(guest));
+        assert_eq!(loaded_segments(), (bases, true));
+        assert_eq!(crate::host::cpu::user_bases(), (0x7000, 0x8000));
+        // The guest loads a selector: its FS base is the descriptor's (0) now.
+        set_live_bases(0, 0x8000);
+        switch(&mut t, &mut frame, Some(pv()));
+        // A server runs with zeros; the guest's own change is kept, the user GS untouched.
+        assert_eq!(loaded_segments(), (SegmentBases::ZERO, true));
+        let kept = t.get(guest).segments;
+        assert_eq!((kept.fs, kept.gs_kernel, kept.gs_user), (0, 0x8000, 0x9000));
+        // A server's bases are never saved into it.
+        set_live_bases(0x1234, 0x5678);
+        switch(&mut t, &mut frame, Some(guest));
+        assert_eq!(t.get(pv()).segments, SegmentBases::ZERO);
+        assert_eq!(loaded_segments().0, kept);
     }
 
     #[test]

@@ -92,7 +92,8 @@ pub enum Outcome {
     Yield,
     /// The domain asked to stop.
     Shutdown(ShutdownReason),
-    /// Load a segment base into the vCPU (applied by the nucleus), then return 0.
+    /// Load a segment base into the vCPU (checked again and applied by the nucleus, whose
+    /// verdict is the answer).
     SetSegmentBase { which: SegmentBaseWhich, base: u64 },
     /// Not finished: resume at the `syscall` again (`rip -= 2`) with these arguments in
     /// `rdi, rsi, rdx, r10, r8` (Xen's hypercall continuation, pv64-abi.md §3).
@@ -302,15 +303,13 @@ fn memory_op([cmd, arg, ..]: [u64; 5], memory: &mut impl GuestMemory) -> Result<
 }
 
 fn set_segment_base([which, base, ..]: [u64; 5]) -> Result<Outcome, Errno> {
-    let which = SegmentBaseWhich::from_raw(which).ok_or(Errno::Einval)?;
-    if ((base << 16) as i64 >> 16) as u64 != base {
+    // Xen's `which` is an `unsigned int`.
+    let which = SegmentBaseWhich::from_raw(u64::from(which as u32)).ok_or(Errno::Einval)?;
+    // GS_USER_SEL's `base` is a selector (its low 16 bits), not an address.
+    if which != SegmentBaseWhich::GsUserSel && ((base << 16) as i64 >> 16) as u64 != base {
         return Err(Errno::Einval);
     }
-    match which {
-        // Loading a selector from the guest's GDT needs descriptor tables (issue 16).
-        SegmentBaseWhich::GsUserSel => Err(Errno::Enosys),
-        _ => Ok(Outcome::SetSegmentBase { which, base }),
-    }
+    Ok(Outcome::SetSegmentBase { which, base })
 }
 
 #[cfg(test)]

@@ -580,6 +580,34 @@ fn vm_assist_vcpu_op_and_segment_bases() {
         .0,
         err(Errno::Einval)
     );
+    // The selector form: `base` is a selector, never checked as an address.
+    assert_eq!(
+        call(
+            &mut domain,
+            &mut memory,
+            Hypercall::SetSegmentBase,
+            [3, 0x8000_0000_e02b, 0, 0, 0]
+        )
+        .0,
+        Outcome::SetSegmentBase {
+            which: SegmentBaseWhich::GsUserSel,
+            base: 0x8000_0000_e02b
+        }
+    );
+    // `which` is Xen's unsigned int: only its low 32 bits count.
+    assert_eq!(
+        call(
+            &mut domain,
+            &mut memory,
+            Hypercall::SetSegmentBase,
+            [(1 << 32) | 1, 0x5000, 0, 0, 0]
+        )
+        .0,
+        Outcome::SetSegmentBase {
+            which: SegmentBaseWhich::GsUser,
+            base: 0x5000
+        }
+    );
 }
 
 #[test]

@@ -222,6 +222,37 @@ pub fn two_guests_at_once_both_finish_unmixed(machine: Machine) -> Result<()> {
     )
 }
 
+/// `set_segment_base` (issue 15 point 4): the guest reads its FS and kernel GS bases back
+/// through `%fs:`/`%gs:` loads after hypercalls and yields, hostile values get `-EINVAL`;
+/// a second guest runs beside it (the bases are per vCPU).
+pub fn segment_bases_are_loaded_and_hostile_ones_refused(machine: Machine) -> Result<()> {
+    let hostile = guest_elf("guest-hostile")?;
+    let hello = guest_elf("guest-hello")?;
+    let boot = boot_guests(
+        machine,
+        vec![
+            GuestFile::new("sb", &hostile)
+                .mem(4)
+                .cmdline("segment-bases"),
+            GuestFile::new("hi", &hello).mem(4),
+        ],
+        2,
+    )?;
+    for line in [
+        "guest sb: hostile: segment-bases: fs:[0] 0xf5f5000012345678 gs:[0] 0x6565000087654321",
+        "guest sb: hostile: segment-bases: 28 checks passed",
+        "pv-server: guest sb: shut down (poweroff)",
+        "pv-server: guest hi: shut down (poweroff)",
+    ] {
+        expect_exact_line(&boot, line)?;
+    }
+    ensure!(
+        !boot.lines().any(|l| l.contains("WRONG")),
+        "a segment-base check failed"
+    );
+    Ok(())
+}
+
 pub fn hostile_guests_get_their_errors_and_others_run_on(machine: Machine) -> Result<()> {
     let path = guest_elf("guest-hostile")?;
     let case = |name: &str, case: &str| GuestFile::new(name, &path).mem(4).cmdline(case);

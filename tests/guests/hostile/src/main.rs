@@ -8,6 +8,11 @@
 //!   table);
 //! * `bad-pointers`: kernel, non-canonical and unmapped pointers to every hypercall that
 //!   takes one → `-EFAULT` each, bad values to the others → `-EINVAL`/`-ENOENT`;
+//! * `segment-bases`: `set_segment_base` for FS, kernel GS, user GS and the user GS
+//!   selector, each read back through `%fs:`/`%gs:` loads and the GS selector across
+//!   hypercalls and yields (the nucleus loads them when the vCPU runs), then non-canonical
+//!   bases and unknown `which` → `-EINVAL` with the bases unchanged; prints
+//!   `hostile: segment-bases: fs:[0] 0x… gs:[0] 0x…`;
 //! * `spin`: loops without a hypercall → the watchdog ends it;
 //! * `fault`: `ud2` with no trap table → crashed.
 //!
@@ -60,6 +65,17 @@ mod guest {
             self.passed += 1;
         }
 
+        fn value(&mut self, what: &str, got: u64, want: u64) {
+            if got != want {
+                println!(
+                    "hostile: {}: WRONG {what}: got {got:#x}, want {want:#x}",
+                    self.case
+                );
+                shutdown(ShutdownReason::Crash);
+            }
+            self.passed += 1;
+        }
+
         fn done(self) -> ! {
             println!("hostile: {}: {} checks passed", self.case, self.passed);
             shutdown(ShutdownReason::Poweroff)
@@ -72,6 +88,39 @@ mod guest {
         unsafe { hypercall(number, args) }
     }
 
+    /// What `%fs:0` and `%gs:0` must read once the bases point at them.
+    static FS_WORD: u64 = 0xf5f5_0000_1234_5678;
+    static GS_WORD: u64 = 0x6565_0000_8765_4321;
+
+    fn fs_word() -> u64 {
+        let value: u64;
+        // SAFETY: reads 8 bytes at FS base + 0, which the test pointed at `FS_WORD`.
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr fs:[0]", out(reg) value, options(nostack, readonly))
+        };
+        value
+    }
+
+    fn gs_word() -> u64 {
+        let value: u64;
+        // SAFETY: reads 8 bytes at GS base + 0, which the test pointed at `GS_WORD`.
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr gs:[0]", out(reg) value, options(nostack, readonly))
+        };
+        value
+    }
+
+    fn gs_selector() -> u64 {
+        let sel: u64;
+        // SAFETY: reads the GS selector; no memory access.
+        unsafe { core::arch::asm!("mov {:r}, gs", out(reg) sel, options(nomem, nostack)) };
+        sel & 0xffff
+    }
+
+    fn set_base(which: u64, base: u64) -> u64 {
+        call(Hypercall::SetSegmentBase, [which, base, 0, 0, 0])
+    }
+
     const KERNEL: u64 = 0xffff_8000_0010_0000;
     const NON_CANONICAL: u64 = 0x0000_8000_0000_0000;
 
@@ -82,11 +131,12 @@ mod guest {
             b"writable-table" => "writable-table",
             b"write-table" => "write-table",
             b"bad-pointers" => "bad-pointers",
+            b"segment-bases" => "segment-bases",
             b"spin" => "spin",
             b"fault" => "fault",
             _ => {
                 println!(
-                    "hostile: unknown case; use cmdline=foreign-frame|writable-table|write-table|bad-pointers|spin|fault"
+                    "hostile: unknown case; use cmdline=foreign-frame|writable-table|write-table|bad-pointers|segment-bases|spin|fault"
                 );
                 shutdown(ShutdownReason::Crash)
             }
@@ -249,6 +299,55 @@ mod guest {
                     "unknown hypercall",
                     call(Hypercall::PhysdevOp, [0, 0, 0, 0, 0]),
                     Errno::Enosys,
+                );
+                c.done()
+            }
+            "segment-bases" => {
+                let fs = &FS_WORD as *const u64 as u64;
+                let gs = &GS_WORD as *const u64 as u64;
+                c.value("set FS", set_base(0, fs), 0);
+                c.value("set kernel GS", set_base(2, gs), 0);
+                c.value("fs:[0]", fs_word(), FS_WORD);
+                c.value("gs:[0]", gs_word(), GS_WORD);
+                // The user GS base is not the live one in kernel mode.
+                c.value("set user GS", set_base(1, fs), 0);
+                c.value("gs:[0] after user GS", gs_word(), GS_WORD);
+                // The flat data selector as user GS selector: loaded, kernel base still live.
+                c.value("set user GS selector", set_base(3, 0xe028), 0);
+                c.value("gs selector", gs_selector(), 0xe02b);
+                c.value("gs:[0] after selector", gs_word(), GS_WORD);
+                // Other threads run in between: each comes back with our bases.
+                for _ in 0..3 {
+                    c.value("yield", call(Hypercall::SchedOp, [0, 0, 0, 0, 0]), 0);
+                }
+                c.value("fs:[0] after yields", fs_word(), FS_WORD);
+                c.value("gs:[0] after yields", gs_word(), GS_WORD);
+                c.value("gs selector after yields", gs_selector(), 0xe02b);
+                // Hostile values: refused, nothing changed.
+                for which in [0, 1, 2] {
+                    c.expect(
+                        "non-canonical base",
+                        set_base(which, NON_CANONICAL),
+                        Errno::Einval,
+                    );
+                    c.expect(
+                        "hole",
+                        set_base(which, 0xffff_7fff_ffff_f000),
+                        Errno::Einval,
+                    );
+                }
+                c.expect("which 4", set_base(4, fs), Errno::Einval);
+                c.expect("which 0xffffffff", set_base(0xffff_ffff, fs), Errno::Einval);
+                c.value("fs:[0] after refusals", fs_word(), FS_WORD);
+                c.value("gs:[0] after refusals", gs_word(), GS_WORD);
+                // A selector that is not the guest's loads null rather than failing.
+                c.value("bad user GS selector", set_base(3, 0x10), 0);
+                c.value("gs selector null", gs_selector(), 0);
+                c.value("gs:[0] with a null selector", gs_word(), GS_WORD);
+                println!(
+                    "hostile: segment-bases: fs:[0] {:#x} gs:[0] {:#x}",
+                    fs_word(),
+                    gs_word()
                 );
                 c.done()
             }
