@@ -382,6 +382,16 @@ pub unsafe fn enable_and_hlt() {
     unsafe { asm!("sti", "hlt", options(nostack)) };
 }
 
+/// Reads the GS selector (`mov r32, gs`). Safe: any CPL may, and it touches no memory;
+/// event delivery changes no selector, so in ring 0 it is the one ring 3 left.
+#[inline]
+pub fn read_gs_selector() -> Selector {
+    let raw: u32;
+    // SAFETY: only writes the output register.
+    unsafe { asm!("mov {:e}, gs", out(reg) raw, options(nomem, nostack, preserves_flags)) };
+    Selector::from_raw(raw as u16)
+}
+
 /// Reads the time-stamp counter. Not serialising: earlier instructions may still be in flight.
 /// Safe: at CPL 3 with CR4.TSD set it raises `#GP(0)`, which is a fault, not undefined behaviour.
 #[inline]

@@ -94,38 +94,90 @@ const ZERO_GS: msr::KernelGsBase = match msr::KernelGsBase::new(0) {
     Err(_) => panic!("0 is canonical"),
 };
 
+/// What ring 3 finds in FS and GS: the FS base, the GS selector and the user GS base.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct UserSegments {
+    fs: u64,
+    gs_sel: u16,
+    gs: u64,
+}
+
+/// What this CPU holds for ring 3 (`None` before the first load): a switch that would
+/// write the same values writes nothing (each MSR write is a serialising instruction).
+static LIVE: RacyCell<Option<UserSegments>> = RacyCell::new(None);
+
+fn live() -> &'static mut Option<UserSegments> {
+    // SAFETY: touched only by the switch path (`sched::switch`), interrupts off, one CPU;
+    // no reference outlives the call.
+    unsafe { &mut *LIVE.get() }
+}
+
 /// Loads the next thread's user segments for its return to ring 3: FS base, GS selector and
 /// the GS base of its mode (`kernel`: a guest's kernel GS). Servers get zeros. Under FRED
 /// this is LKGS plus IA32_KERNEL_GS_BASE, never SWAPGS (design note, "GS handling"); ERETU,
-/// or the IDT exit's SWAPGS, swaps the base in.
+/// or the IDT exit's SWAPGS, swaps the base in. What the CPU holds already is not rewritten.
 #[inline]
 pub fn load_user_segments(segments: &SegmentBases, kernel: bool) {
     // Only Xen's flat data selector is ever loaded besides null (`SegmentBases::set`); the
     // check here keeps the `load_user_gs` contract whatever the field holds.
-    let selector = if segments.gs_sel == FLAT_RING3_DS32 {
-        gdt::Selector::from_raw(FLAT_RING3_DS32)
+    let gs_sel = if segments.gs_sel == FLAT_RING3_DS32 {
+        FLAT_RING3_DS32
     } else {
-        gdt::Selector::NULL
+        0
     };
+    let want = UserSegments {
+        fs: segments.fs,
+        gs_sel,
+        gs: segments.live_gs(kernel),
+    };
+    let live = live();
+    if *live == Some(want) {
+        return;
+    }
     // `SegmentBases::set` keeps the bases canonical; were one not, 0 is loaded, never a #GP.
-    let fs = msr::FsBase::new(segments.fs).unwrap_or(ZERO_FS);
-    let gs = msr::KernelGsBase::new(segments.live_gs(kernel)).unwrap_or(ZERO_GS);
-    // SAFETY: ring 0 with interrupts off; the nucleus never uses FS, so its base is the
-    // thread's alone; FS_BASE is canonical (checked constructor).
-    unsafe { msr::write(fs) };
-    // SAFETY: as above; LKGS is only used when FRED (and so LKGS, which the policy requires)
-    // is enabled; the selector is null or the flat DPL-3 data segment in the GDT.
-    unsafe { bsp_x86_64::fred::load_user_gs(super::fred::enabled(), selector, gs) };
+    let fs = msr::FsBase::new(want.fs).unwrap_or(ZERO_FS);
+    let gs = msr::KernelGsBase::new(want.gs).unwrap_or(ZERO_GS);
+    if live.is_none_or(|l| l.fs != want.fs) {
+        // SAFETY: ring 0 with interrupts off; the nucleus never uses FS, so its base is the
+        // thread's alone; FS_BASE is canonical (checked constructor).
+        unsafe { msr::write(fs) };
+    }
+    if live.is_none_or(|l| l.gs_sel != want.gs_sel || l.gs != want.gs) {
+        // SAFETY: as above; LKGS is only used when FRED (and so LKGS, which the policy
+        // requires) is enabled; the selector is null or the flat DPL-3 data segment.
+        unsafe {
+            bsp_x86_64::fred::load_user_gs(
+                super::fred::enabled(),
+                gdt::Selector::from_raw(want.gs_sel),
+                gs,
+            )
+        };
+    }
+    *live = Some(UserSegments {
+        fs: fs.address(),
+        gs: gs.address(),
+        ..want
+    });
 }
 
-/// The FS base and user GS base the CPU holds for the thread that just left ring 3 (in ring
-/// 0 the user GS base is IA32_KERNEL_GS_BASE under both deliveries).
+/// The thread that just left ring 3: takes note of the GS selector it left (a thread may
+/// load one), and with `bases` (a guest, which may change its bases by loading a selector;
+/// a server's are always 0) reads back its FS and user GS base (in ring 0 the user GS base is
+/// IA32_KERNEL_GS_BASE under both deliveries), which it returns.
 #[inline]
-pub fn user_bases() -> (u64, u64) {
-    (
-        msr::read::<msr::FsBase>().address(),
-        msr::read::<msr::KernelGsBase>().address(),
-    )
+pub fn user_segments_left(bases: bool) -> (u64, u64) {
+    let gs_sel = bsp_x86_64::insn::read_gs_selector().raw();
+    let live = live();
+    let (fs, gs) = if bases {
+        (
+            msr::read::<msr::FsBase>().address(),
+            msr::read::<msr::KernelGsBase>().address(),
+        )
+    } else {
+        live.map_or((0, 0), |l| (l.fs, l.gs))
+    };
+    *live = Some(UserSegments { fs, gs_sel, gs });
+    (fs, gs)
 }
 
 core::arch::global_asm!(

@@ -10,4 +10,4 @@ pub mod protect;
 pub mod stacks;
 pub mod tables;
 
-pub use enter::{idle_frame, load_user_segments, user_bases};
+pub use enter::{idle_frame, load_user_segments, user_segments_left};

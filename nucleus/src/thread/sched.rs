@@ -107,10 +107,11 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
     {
         let thread = t.get_mut(cur);
         thread.frame = *frame;
-        if thread.domain().is_some() {
-            // A guest may have changed its bases itself (a selector load): keep what the
-            // CPU holds. Part 1 guests run in kernel mode only.
-            let (fs, gs) = crate::cpu::user_bases();
+        // A guest may have changed its bases itself (a selector load): keep what the CPU
+        // holds. Part 1 guests run in kernel mode only.
+        let guest = thread.domain().is_some();
+        let (fs, gs) = crate::cpu::user_segments_left(guest);
+        if guest {
             thread.segments.save_live(true, fs, gs);
         }
     }
