@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 
 use crate::codec::MAX_MESSAGE;
 use crate::event::Event;
-use crate::message::{NucleusMessage, Reply, ServerMessage, Token};
+use crate::message::{Hypercall, NucleusMessage, Reply, ServerMessage, Token};
 
 /// An encoded message being built: the version byte, then the body.
 pub type Wire = heapless::Vec<u8, MAX_MESSAGE>;
@@ -46,6 +46,9 @@ const REPLY_RETURN: u8 = 4;
 /// varint, one byte since the length is below 128.
 const EVENT_LEN_PREFIX: u8 = Event::WIRE_BYTES as u8;
 const _: () = assert!(Event::WIRE_BYTES < 128);
+/// The same for a `Hypercall`.
+const HYPERCALL_LEN_PREFIX: u8 = Hypercall::WIRE_BYTES as u8;
+const _: () = assert!(Hypercall::WIRE_BYTES < 128);
 
 impl Message for NucleusMessage {
     #[inline]
@@ -60,17 +63,9 @@ impl Message for NucleusMessage {
             Self::Ping { token } => out.push(NUCLEUS_PING).is_ok() && put_varint(out, token.0),
             // A guest's hypercall: the hot message of the PV path (issue 15 point 8).
             Self::Hypercall(call) => {
-                out.push(NUCLEUS_HYPERCALL).is_ok()
-                    && [
-                        call.token.0,
-                        u64::from(call.domain),
-                        u64::from(call.vcpu),
-                        call.number,
-                    ]
-                    .into_iter()
-                    .chain(call.args)
-                    .chain([call.rip, call.rsp, call.rflags])
-                    .all(|value| put_varint(out, value))
+                out.extend_from_slice(&[NUCLEUS_HYPERCALL, HYPERCALL_LEN_PREFIX])
+                    .is_ok()
+                    && out.extend_from_slice(&call.to_wire()).is_ok()
             }
             _ => false,
         }
@@ -79,6 +74,12 @@ impl Message for NucleusMessage {
     #[inline]
     fn decode_hot(body: &[u8]) -> Option<Self> {
         let (&variant, rest) = body.split_first()?;
+        if variant == NUCLEUS_HYPERCALL {
+            return match rest.split_first()? {
+                (&HYPERCALL_LEN_PREFIX, bytes) => Hypercall::from_wire(bytes).map(Self::Hypercall),
+                _ => None,
+            };
+        }
         let (token, rest) = take_varint(rest)?;
         let token = Token(token);
         match variant {
@@ -91,42 +92,6 @@ impl Message for NucleusMessage {
                 _ => None,
             },
             NUCLEUS_PING if rest.is_empty() => Some(Self::Ping { token }),
-            NUCLEUS_HYPERCALL => {
-                let mut words = [0u64; 12];
-                let mut rest = rest;
-                for word in &mut words {
-                    let (value, after) = take_varint(rest)?;
-                    *word = value;
-                    rest = after;
-                }
-                let [
-                    domain,
-                    vcpu,
-                    number,
-                    a0,
-                    a1,
-                    a2,
-                    a3,
-                    a4,
-                    a5,
-                    rip,
-                    rsp,
-                    rflags,
-                ] = words;
-                if !rest.is_empty() {
-                    return None;
-                }
-                Some(Self::Hypercall(crate::message::Hypercall {
-                    token,
-                    domain: u16::try_from(domain).ok()?,
-                    vcpu: u16::try_from(vcpu).ok()?,
-                    number,
-                    args: [a0, a1, a2, a3, a4, a5],
-                    rip,
-                    rsp,
-                    rflags,
-                }))
-            }
             _ => None,
         }
     }
@@ -331,8 +296,8 @@ mod tests {
             });
             let body = postcard_body(&call);
             assert_eq!(hot_body(&call), Some(body.clone()), "{call:?}");
-            let expected = (value < 1 << 63).then(|| call.clone());
-            assert_eq!(NucleusMessage::decode_hot(&body), expected);
+            // Fixed layout: every value reads back, whatever its size.
+            assert_eq!(NucleusMessage::decode_hot(&body), Some(call));
             let ret = ServerMessage::Reply(Reply::Return {
                 token: Token(5),
                 rax: value,
@@ -348,10 +313,19 @@ mod tests {
             let expected = (value < 1 << 63).then(|| ret.clone());
             assert_eq!(ServerMessage::decode_hot(&body), expected);
         }
-        // A domain beyond u16 is postcard's to refuse.
-        let mut body = std::vec![NUCLEUS_HYPERCALL, 1, 0x80, 0x80, 0x04];
-        body.extend([0u8; 11]);
-        assert_eq!(NucleusMessage::decode_hot(&body), None);
+        // A byte string of another length, or a cut one, is postcard's to refuse.
+        for len in [0u8, 95, 97] {
+            let mut body = std::vec![NUCLEUS_HYPERCALL, len];
+            body.extend(std::vec![0u8; usize::from(len)]);
+            assert_eq!(NucleusMessage::decode_hot(&body), None, "{len}");
+            assert!(
+                codec::decode::<NucleusMessage>(&[&[codec::PROTOCOL_VERSION], &body[..]].concat())
+                    .is_err()
+            );
+        }
+        let mut cut = std::vec![NUCLEUS_HYPERCALL, HYPERCALL_LEN_PREFIX];
+        cut.extend([0u8; 95]);
+        assert_eq!(NucleusMessage::decode_hot(&cut), None);
         // Trailing bytes after a Return.
         assert_eq!(
             ServerMessage::decode_hot(&[SERVER_REPLY, REPLY_RETURN, 1, 0, 0]),

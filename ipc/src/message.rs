@@ -258,7 +258,12 @@ pub struct DumpRecord {
 }
 
 /// A PV64 guest's hypercall, as trapped by the nucleus.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On the wire one fixed-layout byte string ([`Hypercall::WIRE_BYTES`] bytes, little endian,
+/// see [`Hypercall::to_wire`]) inside the postcard record, as [`Event`] is: it is the PV
+/// path's hottest message, and a dozen varints cost ~270 instructions to write and ~330 to
+/// read, the copy of 96 bytes a tenth of that.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hypercall {
     pub token: Token,
     /// The calling domain (`domain_create`'s number).
@@ -273,6 +278,85 @@ pub struct Hypercall {
     pub rip: u64,
     pub rsp: u64,
     pub rflags: u64,
+}
+
+impl Hypercall {
+    /// Bytes of the wire form.
+    pub const WIRE_BYTES: usize = 96;
+
+    /// The fixed little-endian layout: token u64, domain u16, vcpu u16, four zero bytes,
+    /// number, the six arguments, rip, rsp, rflags (u64 each).
+    pub fn to_wire(&self) -> [u8; Self::WIRE_BYTES] {
+        let mut w = [0u8; Self::WIRE_BYTES];
+        w[0..8].copy_from_slice(&self.token.0.to_le_bytes());
+        w[8..10].copy_from_slice(&self.domain.to_le_bytes());
+        w[10..12].copy_from_slice(&self.vcpu.to_le_bytes());
+        let words =
+            [self.number]
+                .into_iter()
+                .chain(self.args)
+                .chain([self.rip, self.rsp, self.rflags]);
+        for (chunk, word) in w[16..].chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        w
+    }
+
+    /// Parses the wire form: every byte string of the right length is a hypercall (its
+    /// values are allegations the receiver judges; the padding is not looked at).
+    pub fn from_wire(w: &[u8]) -> Option<Self> {
+        let w: &[u8; Self::WIRE_BYTES] = w.try_into().ok()?;
+        let u64_at = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&w[i..i + 8]);
+            u64::from_le_bytes(b)
+        };
+        Some(Self {
+            token: Token(u64_at(0)),
+            domain: u16::from_le_bytes([w[8], w[9]]),
+            vcpu: u16::from_le_bytes([w[10], w[11]]),
+            number: u64_at(16),
+            args: [
+                u64_at(24),
+                u64_at(32),
+                u64_at(40),
+                u64_at(48),
+                u64_at(56),
+                u64_at(64),
+            ],
+            rip: u64_at(72),
+            rsp: u64_at(80),
+            rflags: u64_at(88),
+        })
+    }
+}
+
+impl Serialize for Hypercall {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.to_wire())
+    }
+}
+
+impl<'de> Deserialize<'de> for Hypercall {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WireVisitor;
+        impl<'de> serde::de::Visitor<'de> for WireVisitor {
+            type Value = Hypercall;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{} hypercall bytes", Hypercall::WIRE_BYTES)
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Hypercall, E> {
+                Hypercall::from_wire(bytes).ok_or_else(|| E::invalid_length(bytes.len(), &self))
+            }
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                bytes: &'de [u8],
+            ) -> Result<Hypercall, E> {
+                self.visit_bytes(bytes)
+            }
+        }
+        deserializer.deserialize_bytes(WireVisitor)
+    }
 }
 
 /// How loud a [`LogLine`] is.

@@ -36,26 +36,25 @@ pub fn hypercall(t: &mut Threads, frame: &Frame, cur: ThreadId) -> NextTask {
         rsp: frame.ret.rsp,
         rflags: frame.ret.rflags,
     };
-    let event = Event {
-        cpu: 0,
-        kind: EventKind::Syscall,
-        event_data: 0,
-        rip: frame.ret.rip,
-        cs: FLAT_RING3_CS64,
-        rflags: frame.ret.rflags,
-        rsp: frame.ret.rsp,
-        ss: FLAT_RING3_SS64,
-        from_ring: 3,
-        insn_len: 2,
-        owner: ipc::domain::guest_owner(domain),
-    };
-    let thread = t.get_mut(cur);
-    thread.pending = Some(Pending { token, event });
-    thread.pending_dump = None;
-    if thread.vcpu.mode == ipc::message::GuestMode::User {
+    if t.get(cur).vcpu.mode == ipc::message::GuestMode::User {
         // Guest-user mode's `syscall` is never a hypercall (pv64-abi.md §3): an event for
         // pv-server to bounce to the guest kernel's syscall callback, with the registers
         // (the bounce frame saves RCX and R11).
+        let event = Event {
+            cpu: 0,
+            kind: EventKind::Syscall,
+            event_data: 0,
+            rip: frame.ret.rip,
+            cs: FLAT_RING3_CS64,
+            rflags: frame.ret.rflags,
+            rsp: frame.ret.rsp,
+            ss: FLAT_RING3_SS64,
+            from_ring: 3,
+            insn_len: 2,
+            owner: ipc::domain::guest_owner(domain),
+        };
+        let thread = t.get_mut(cur);
+        thread.pending = Some(Pending { token, event });
         let mut dump = ipc::dump::RegisterDump::default();
         frame.fill_dump(&mut dump);
         thread.pending_dump = Some(dump);
@@ -73,6 +72,8 @@ pub fn hypercall(t: &mut Threads, frame: &Frame, cur: ThreadId) -> NextTask {
             }
         };
     }
+    // A hypercall keeps no `pending` copy to re-send: its only handler is the guest manager,
+    // and the manager's end ends its guests (`lifecycle`), so nobody else could answer it.
     match t.send(handler, &NucleusMessage::Hypercall(call)) {
         Ok(()) => {
             t.get_mut(cur).block_on_reply(token);
@@ -81,7 +82,6 @@ pub fn hypercall(t: &mut Threads, frame: &Frame, cur: ThreadId) -> NextTask {
         Err(e) => {
             // A full ring: the guest retries the same `syscall` once pv-server caught up.
             let thread = t.get_mut(cur);
-            thread.pending = None;
             thread.frame.ret.rip = thread.frame.ret.rip.wrapping_sub(2);
             let _ = e;
             NextTask::NextInTurn

@@ -103,27 +103,37 @@ pub fn drain_replies(t: &mut Threads, from: ThreadId) {
 /// only a fault handler decides about events.
 #[inline(always)]
 fn on_reply(t: &mut Threads, from: ThreadId, token: ipc::Token, reply: &Reply) {
+    let handler = t.is_fault_handler(from);
+    if handler && crate::bench::owns(token) {
+        return crate::bench::on_reply(t);
+    }
+    // Looked up once: who waits decides whether `from` may answer, and is what it settles.
+    let waiter = t.waiting_for(from, token);
     // The guest manager answers for its guests' vCPUs only (it handles no server's faults).
     let for_guest = from == crate::thread::GUEST_MANAGER
-        && t.waiting_for(from, token)
-            .is_some_and(|id| matches!(t.get(id).kind(), Kind::GuestVcpu { .. }));
-    if !t.is_fault_handler(from) && !for_guest {
+        && waiter.is_some_and(|id| matches!(t.get(id).kind(), Kind::GuestVcpu { .. }));
+    if !handler && !for_guest {
         if t.get_mut(from).may_complain(COMPLAINTS_PER_TICK) {
             println!(
                 "nucleus: {}: unexpected message Reply({reply:?})",
                 t.get(from).name()
             );
         }
-    } else if crate::bench::owns(token) {
-        crate::bench::on_reply(t)
     } else {
-        settle(t, from, token, reply)
+        settle(t, from, token, reply, waiter)
     }
 }
 
-/// Carries out fault handler `from`'s decision about the event its token names.
-fn settle(t: &mut Threads, from: ThreadId, token: ipc::Token, reply: &Reply) {
-    let Some(id) = t.waiting_for(from, token) else {
+/// Carries out fault handler `from`'s decision about the event its token names (`waiter`,
+/// the thread [`Threads::waiting_for`] found).
+fn settle(
+    t: &mut Threads,
+    from: ThreadId,
+    token: ipc::Token,
+    reply: &Reply,
+    waiter: Option<ThreadId>,
+) {
+    let Some(id) = waiter else {
         println!(
             "nucleus: {}: reply for unknown event {token}, ignored",
             t.get(from).name()
