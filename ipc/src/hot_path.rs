@@ -107,8 +107,8 @@ impl Message for ServerMessage {
             }
             Self::Reply(Reply::Return { token, rax }) => {
                 out.extend_from_slice(&[SERVER_REPLY, REPLY_RETURN]).is_ok()
-                    && put_varint(out, token.0)
-                    && put_varint(out, *rax)
+                    && out.extend_from_slice(&token.0.to_le_bytes()).is_ok()
+                    && out.extend_from_slice(&rax.to_le_bytes()).is_ok()
             }
             _ => false,
         }
@@ -148,12 +148,18 @@ pub fn return_reply(record: &[u8]) -> Option<(Token, u64)> {
 
 #[inline]
 fn return_of(body: &[u8]) -> Option<(Token, u64)> {
-    let rest = body.strip_prefix(&[SERVER_REPLY, REPLY_RETURN])?;
-    let (token, rest) = take_varint(rest)?;
-    match take_varint(rest)? {
-        (rax, []) => Some((Token(token), rax)),
-        _ => None,
-    }
+    // Both fields are 8 fixed bytes (`message::fixed`).
+    let rest: &[u8; 16] = body
+        .strip_prefix(&[SERVER_REPLY, REPLY_RETURN])?
+        .try_into()
+        .ok()?;
+    let (token, rax) = rest.split_at(8);
+    let word = |bytes: &[u8]| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(bytes);
+        u64::from_le_bytes(b)
+    };
+    Some((Token(word(token)), word(rax)))
 }
 
 /// [`resume_token`] of a body (the record after its version byte).
@@ -306,12 +312,9 @@ mod tests {
             assert_eq!(hot_body(&ret), Some(body.clone()));
             let mut record = std::vec![codec::PROTOCOL_VERSION];
             record.extend_from_slice(&body);
-            assert_eq!(
-                return_reply(&record),
-                (value < 1 << 63).then_some((Token(5), value))
-            );
-            let expected = (value < 1 << 63).then(|| ret.clone());
-            assert_eq!(ServerMessage::decode_hot(&body), expected);
+            // Fixed layout: every value reads back.
+            assert_eq!(return_reply(&record), Some((Token(5), value)));
+            assert_eq!(ServerMessage::decode_hot(&body), Some(ret));
         }
         // A byte string of another length, or a cut one, is postcard's to refuse.
         for len in [0u8, 95, 97] {
@@ -326,11 +329,12 @@ mod tests {
         let mut cut = std::vec![NUCLEUS_HYPERCALL, HYPERCALL_LEN_PREFIX];
         cut.extend([0u8; 95]);
         assert_eq!(NucleusMessage::decode_hot(&cut), None);
-        // Trailing bytes after a Return.
-        assert_eq!(
-            ServerMessage::decode_hot(&[SERVER_REPLY, REPLY_RETURN, 1, 0, 0]),
-            None
-        );
+        // A Return cut short or with trailing bytes.
+        for len in [0, 15, 17] {
+            let mut body = std::vec![SERVER_REPLY, REPLY_RETURN];
+            body.extend(std::vec![0u8; len]);
+            assert_eq!(ServerMessage::decode_hot(&body), None, "{len}");
+        }
     }
 
     #[test]

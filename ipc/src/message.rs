@@ -141,13 +141,52 @@ pub enum Reply {
     Restart { token: Token },
     /// Resume after the trapping instruction with `rax = rax` and nothing else changed (a
     /// hypercall's result; the server does not know the guest's `rip`, so `ResumeWith` cannot
-    /// express this).
-    Return { token: Token, rax: u64 },
+    /// express this). Both fields travel as 8 fixed bytes ([`fixed`]): the PV path's hot reply.
+    Return {
+        #[serde(with = "fixed::token")]
+        token: Token,
+        #[serde(with = "fixed::word")]
+        rax: u64,
+    },
     /// Resume a PV guest vCPU in a new context (a bounced trap, the `iret` hypercall): the
     /// nucleus checks it with the guest rules (`bsp_x86_64::guest_return`) and, when `mode`
     /// differs, toggles the vCPU between its kernel and user page tables and GS bases.
     /// Refused for anything that is not a guest vCPU.
     GuestResume { token: Token, resume: GuestResume },
+}
+
+/// Fields that travel as 8 little-endian bytes instead of a varint (postcard writes a
+/// `[u8; 8]` as it is): on the hot hypercall reply, where values are large (a version, an
+/// errno's two's complement) and a varint costs a loop each way.
+pub mod fixed {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// A `u64` field.
+    pub mod word {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(value: &u64, s: S) -> Result<S::Ok, S::Error> {
+            value.to_le_bytes().serialize(s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+            <[u8; 8]>::deserialize(d).map(u64::from_le_bytes)
+        }
+    }
+
+    /// A [`Token`](super::Token) field.
+    pub mod token {
+        use super::*;
+        use crate::message::Token;
+
+        pub fn serialize<S: Serializer>(token: &Token, s: S) -> Result<S::Ok, S::Error> {
+            super::word::serialize(&token.0, s)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Token, D::Error> {
+            super::word::deserialize(d).map(Token)
+        }
+    }
 }
 
 impl Reply {
