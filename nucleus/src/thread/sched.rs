@@ -8,6 +8,7 @@
 use super::layout::ThreadId;
 use super::table::Threads;
 use bsp_x86_64::frame::{CsQword, Frame, SsQword};
+use ipc::message::GuestMode;
 
 /// A thread running this many ticks without a syscall is considered hung (2 s).
 pub const HUNG_TICKS: u64 = 2 * crate::timer::HZ as u64;
@@ -108,11 +109,12 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
         let thread = t.get_mut(cur);
         thread.frame = *frame;
         // A guest may have changed its bases itself (a selector load): keep what the CPU
-        // holds. Part 1 guests run in kernel mode only.
+        // holds, the GS base as the one of the mode it ran in.
         let guest = thread.domain().is_some();
         let (fs, gs) = crate::cpu::user_segments_left(guest);
         if guest {
-            thread.segments.save_live(true, fs, gs);
+            let kernel = thread.vcpu.mode == GuestMode::Kernel;
+            thread.segments.save_live(kernel, fs, gs);
         }
     }
     match next {
@@ -135,7 +137,11 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
             let root = thread.root().unwrap_or_else(crate::mm::kernel_root);
             if t.current() != Some(id) {
                 crate::mm::load_root(root);
-                crate::cpu::load_user_segments(&thread.segments, true);
+                // A guest's live GS is its mode's (Xen's SWAPGS on the mode toggle: the
+                // toggle happens in a reply, while the vCPU is not live, so this is where the
+                // other base comes in). Servers: zeros, "kernel" mode.
+                let kernel = thread.vcpu.mode == GuestMode::Kernel;
+                crate::cpu::load_user_segments(&thread.segments, kernel);
             }
         }
         None => {
@@ -274,6 +280,36 @@ mod tests {
         switch(&mut t, &mut frame, Some(guest));
         assert_eq!(t.get(pv()).segments, SegmentBases::ZERO);
         assert_eq!(loaded_segments().0, kept);
+    }
+
+    #[test]
+    fn a_guest_in_user_mode_runs_with_its_user_gs() {
+        use crate::host::cpu::{loaded_segments, set_live_bases};
+        let mut t = kit::booted();
+        let mut frame = Frame::ZERO;
+        assert!(start(&mut t, &mut frame));
+        let guest = t.guest_id(1).unwrap();
+        let thread = t.get_mut(guest);
+        thread.start_guest(
+            bsp_x86_64::paging::PhysAddr::new(0x50_0000),
+            kit::user_frame(0x1000),
+        );
+        thread.segments.set(2, 0x8000).unwrap();
+        thread.segments.set(1, 0x9000).unwrap();
+        thread.vcpu.user_root = Some(bsp_x86_64::paging::PhysAddr::new(0x60_0000));
+        thread.vcpu.enter(GuestMode::User).unwrap();
+        switch(&mut t, &mut frame, Some(guest));
+        assert!(!loaded_segments().1);
+        assert_eq!(crate::host::cpu::user_bases(), (0, 0x9000));
+        // User mode changed its GS base (a selector load): kept as the user one.
+        set_live_bases(0, 0);
+        switch(&mut t, &mut frame, Some(pv()));
+        let kept = t.get(guest).segments;
+        assert_eq!((kept.gs_kernel, kept.gs_user), (0x8000, 0));
+        // Back in kernel mode (a reply toggled it): the kernel base is live again.
+        t.get_mut(guest).vcpu.enter(GuestMode::Kernel).unwrap();
+        switch(&mut t, &mut frame, Some(guest));
+        assert_eq!(crate::host::cpu::user_bases(), (0, 0x8000));
     }
 
     #[test]
