@@ -136,9 +136,10 @@ pub mod cpu {
         static LIVE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
     }
 
-    /// Records what the stand-in CPU would run with.
-    pub fn load_user_segments(segments: &SegmentBases, kernel: bool) {
-        LOADED.set((*segments, kernel));
+    /// Records what the stand-in CPU would run with (a server: zeros, kernel mode).
+    pub fn load_user_segments(guest: Option<(&SegmentBases, bool)>) {
+        let (segments, kernel) = guest.map_or((SegmentBases::ZERO, true), |(s, k)| (*s, k));
+        LOADED.set((segments, kernel));
         LIVE.set((segments.fs, segments.live_gs(kernel)));
     }
 

@@ -102,47 +102,68 @@ struct UserSegments {
     gs: u64,
 }
 
-/// What this CPU holds for ring 3 (`None` before the first load): a switch that would
-/// write the same values writes nothing (each MSR write is a serialising instruction).
-static LIVE: RacyCell<Option<UserSegments>> = RacyCell::new(None);
+impl UserSegments {
+    /// What servers run with (they cannot change a base: every descriptor they can load
+    /// has base 0, and CR4.FSGSBASE is off).
+    const fn is_zero(&self) -> bool {
+        self.fs | self.gs | self.gs_sel as u64 == 0
+    }
+}
 
-fn live() -> &'static mut Option<UserSegments> {
+/// What this CPU holds for ring 3: a switch that would write the same values writes nothing
+/// (each MSR write is a serialising instruction). Starts with a selector no load produces,
+/// so the first switch loads everything.
+static LIVE: RacyCell<UserSegments> = RacyCell::new(UserSegments {
+    fs: 0,
+    gs_sel: 0xffff,
+    gs: 0,
+});
+
+fn live() -> &'static mut UserSegments {
     // SAFETY: touched only by the switch path (`sched::switch`), interrupts off, one CPU;
     // no reference outlives the call.
     unsafe { &mut *LIVE.get() }
 }
 
-/// Loads the next thread's user segments for its return to ring 3: FS base, GS selector and
-/// the GS base of its mode (`kernel`: a guest's kernel GS). Servers get zeros. Under FRED
-/// this is LKGS plus IA32_KERNEL_GS_BASE, never SWAPGS (design note, "GS handling"); ERETU,
-/// or the IDT exit's SWAPGS, swaps the base in. What the CPU holds already is not rewritten.
+/// Loads the next thread's user segments for its return to ring 3: a guest vCPU's FS base,
+/// GS selector and the GS base of its mode (`Some((bases, kernel))`), zeros for a server
+/// (`None`). Under FRED this is LKGS plus IA32_KERNEL_GS_BASE, never SWAPGS (design note,
+/// "GS handling"); ERETU, or the IDT exit's SWAPGS, swaps the base in. What the CPU holds
+/// already is not rewritten.
 #[inline]
-pub fn load_user_segments(segments: &SegmentBases, kernel: bool) {
-    // Only Xen's flat data selector is ever loaded besides null (`SegmentBases::set`); the
-    // check here keeps the `load_user_gs` contract whatever the field holds.
-    let gs_sel = if segments.gs_sel == FLAT_RING3_DS32 {
-        FLAT_RING3_DS32
-    } else {
-        0
-    };
-    let want = UserSegments {
-        fs: segments.fs,
-        gs_sel,
-        gs: segments.live_gs(kernel),
-    };
+pub fn load_user_segments(guest: Option<(&SegmentBases, bool)>) {
     let live = live();
-    if *live == Some(want) {
+    let want = match guest {
+        None if live.is_zero() => return,
+        None => UserSegments {
+            fs: 0,
+            gs_sel: 0,
+            gs: 0,
+        },
+        Some((segments, kernel)) => UserSegments {
+            fs: segments.fs,
+            // Only Xen's flat data selector is ever loaded besides null (`SegmentBases::set`);
+            // the check here keeps the `load_user_gs` contract whatever the field holds.
+            gs_sel: if segments.gs_sel == FLAT_RING3_DS32 {
+                FLAT_RING3_DS32
+            } else {
+                0
+            },
+            gs: segments.live_gs(kernel),
+        },
+    };
+    if *live == want {
         return;
     }
     // `SegmentBases::set` keeps the bases canonical; were one not, 0 is loaded, never a #GP.
     let fs = msr::FsBase::new(want.fs).unwrap_or(ZERO_FS);
     let gs = msr::KernelGsBase::new(want.gs).unwrap_or(ZERO_GS);
-    if live.is_none_or(|l| l.fs != want.fs) {
+    if live.fs != want.fs {
         // SAFETY: ring 0 with interrupts off; the nucleus never uses FS, so its base is the
         // thread's alone; FS_BASE is canonical (checked constructor).
         unsafe { msr::write(fs) };
     }
-    if live.is_none_or(|l| l.gs_sel != want.gs_sel || l.gs != want.gs) {
+    if live.gs_sel != want.gs_sel || live.gs != want.gs {
         // SAFETY: as above; LKGS is only used when FRED (and so LKGS, which the policy
         // requires) is enabled; the selector is null or the flat DPL-3 data segment.
         unsafe {
@@ -153,31 +174,26 @@ pub fn load_user_segments(segments: &SegmentBases, kernel: bool) {
             )
         };
     }
-    *live = Some(UserSegments {
+    *live = UserSegments {
         fs: fs.address(),
         gs: gs.address(),
         ..want
-    });
+    };
 }
 
 /// The thread that just left ring 3: takes note of the GS selector it left (a thread may
 /// load one), and with `bases` (a guest, which may change its bases by loading a selector;
-/// a server's are always 0) reads back its FS and user GS base (in ring 0 the user GS base is
+/// a server's stay 0) reads back its FS and user GS base (in ring 0 the user GS base is
 /// IA32_KERNEL_GS_BASE under both deliveries), which it returns.
 #[inline]
 pub fn user_segments_left(bases: bool) -> (u64, u64) {
-    let gs_sel = bsp_x86_64::insn::read_gs_selector().raw();
     let live = live();
-    let (fs, gs) = if bases {
-        (
-            msr::read::<msr::FsBase>().address(),
-            msr::read::<msr::KernelGsBase>().address(),
-        )
-    } else {
-        live.map_or((0, 0), |l| (l.fs, l.gs))
-    };
-    *live = Some(UserSegments { fs, gs_sel, gs });
-    (fs, gs)
+    live.gs_sel = bsp_x86_64::insn::read_gs_selector().raw();
+    if bases {
+        live.fs = msr::read::<msr::FsBase>().address();
+        live.gs = msr::read::<msr::KernelGsBase>().address();
+    }
+    (live.fs, live.gs)
 }
 
 core::arch::global_asm!(

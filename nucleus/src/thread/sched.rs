@@ -139,9 +139,9 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
                 crate::mm::load_root(root);
                 // A guest's live GS is its mode's (Xen's SWAPGS on the mode toggle: the
                 // toggle happens in a reply, while the vCPU is not live, so this is where the
-                // other base comes in). Servers: zeros, "kernel" mode.
+                // other base comes in). Servers: zeros.
                 let kernel = thread.vcpu.mode == GuestMode::Kernel;
-                crate::cpu::load_user_segments(&thread.segments, kernel);
+                crate::cpu::load_user_segments(thread.domain().map(|_| (&thread.segments, kernel)));
             }
         }
         None => {

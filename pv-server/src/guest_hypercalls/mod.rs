@@ -133,6 +133,7 @@ impl DomainCalls {
 
     /// Answers hypercall `number` with `args` (`rdi, rsi, rdx, r10, r8`). Console lines go
     /// to `out` as `guest NAME: …`.
+    #[inline]
     pub fn answer(
         &mut self,
         name: &str,
