@@ -54,5 +54,5 @@ pub fn segment_base(t: &mut Threads, number: u16, which: u64, base: u64) -> Resu
     if thread.is_absent() {
         return Err(Errno::Esrch);
     }
-    thread.segments.set(which, base)
+    thread.bases.set(which, base)
 }

@@ -114,7 +114,7 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
         let (fs, gs) = crate::cpu::user_segments_left(guest);
         if guest {
             let kernel = thread.vcpu.mode == GuestMode::Kernel;
-            thread.segments.save_live(kernel, fs, gs);
+            thread.bases.save_live(kernel, fs, gs);
         }
     }
     match next {
@@ -141,7 +141,7 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
                 // toggle happens in a reply, while the vCPU is not live, so this is where the
                 // other base comes in). Servers: zeros.
                 let kernel = thread.vcpu.mode == GuestMode::Kernel;
-                crate::cpu::load_user_segments(thread.domain().map(|_| (&thread.segments, kernel)));
+                crate::cpu::load_user_segments(thread.domain().map(|_| (&thread.bases, kernel)));
             }
         }
         None => {
@@ -261,10 +261,10 @@ mod tests {
             bsp_x86_64::paging::PhysAddr::new(0x50_0000),
             kit::user_frame(0x1000),
         );
-        thread.segments.set(0, 0x7000).unwrap();
-        thread.segments.set(2, 0x8000).unwrap();
-        thread.segments.set(1, 0x9000).unwrap();
-        let bases = thread.segments;
+        thread.bases.set(0, 0x7000).unwrap();
+        thread.bases.set(2, 0x8000).unwrap();
+        thread.bases.set(1, 0x9000).unwrap();
+        let bases = thread.bases;
         switch(&mut t, &mut frame, Some(guest));
         assert_eq!(loaded_segments(), (bases, true));
         assert_eq!(crate::host::cpu::user_bases(), (0x7000, 0x8000));
@@ -273,12 +273,12 @@ mod tests {
         switch(&mut t, &mut frame, Some(pv()));
         // A server runs with zeros; the guest's own change is kept, the user GS untouched.
         assert_eq!(loaded_segments(), (SegmentBases::ZERO, true));
-        let kept = t.get(guest).segments;
+        let kept = t.get(guest).bases;
         assert_eq!((kept.fs, kept.gs_kernel, kept.gs_user), (0, 0x8000, 0x9000));
         // A server's bases are never saved into it.
         set_live_bases(0x1234, 0x5678);
         switch(&mut t, &mut frame, Some(guest));
-        assert_eq!(t.get(pv()).segments, SegmentBases::ZERO);
+        assert_eq!(t.get(pv()).bases, SegmentBases::ZERO);
         assert_eq!(loaded_segments().0, kept);
     }
 
@@ -294,8 +294,8 @@ mod tests {
             bsp_x86_64::paging::PhysAddr::new(0x50_0000),
             kit::user_frame(0x1000),
         );
-        thread.segments.set(2, 0x8000).unwrap();
-        thread.segments.set(1, 0x9000).unwrap();
+        thread.bases.set(2, 0x8000).unwrap();
+        thread.bases.set(1, 0x9000).unwrap();
         thread.vcpu.user_root = Some(bsp_x86_64::paging::PhysAddr::new(0x60_0000));
         thread.vcpu.enter(GuestMode::User).unwrap();
         switch(&mut t, &mut frame, Some(guest));
@@ -304,7 +304,7 @@ mod tests {
         // User mode changed its GS base (a selector load): kept as the user one.
         set_live_bases(0, 0);
         switch(&mut t, &mut frame, Some(pv()));
-        let kept = t.get(guest).segments;
+        let kept = t.get(guest).bases;
         assert_eq!((kept.gs_kernel, kept.gs_user), (0x8000, 0));
         // Back in kernel mode (a reply toggled it): the kernel base is live again.
         t.get_mut(guest).vcpu.enter(GuestMode::Kernel).unwrap();

@@ -51,8 +51,8 @@ pub struct Thread {
     pub guest_root: Option<bsp_x86_64::paging::PhysAddr>,
     /// A guest vCPU's mode and user tables.
     pub vcpu: super::guest_vcpu::GuestVcpu,
-    /// FS/GS bases and GS selector it runs with (all zero for servers).
-    pub segments: bsp_x86_64::guest_segments::SegmentBases,
+    /// A guest vCPU's FS/GS bases and GS selector (`set_segment_base`; zero for servers).
+    pub bases: bsp_x86_64::guest_segments::SegmentBases,
     /// Who gets this thread's events; `None`: the nucleus reports them itself.
     pub(super) fault_handler: Option<ThreadId>,
     /// Some thread's fault handler (fixed at boot, so the reply path need not search).
@@ -128,7 +128,7 @@ impl Thread {
             kind,
             guest_root: None,
             vcpu: super::guest_vcpu::GuestVcpu::NEW,
-            segments: bsp_x86_64::guest_segments::SegmentBases::ZERO,
+            bases: bsp_x86_64::guest_segments::SegmentBases::ZERO,
             fault_handler,
             handles_faults,
             module: None,
@@ -198,7 +198,7 @@ impl Thread {
     pub fn start_guest(&mut self, root: bsp_x86_64::paging::PhysAddr, frame: Frame) {
         self.guest_root = Some(root);
         self.vcpu = super::guest_vcpu::GuestVcpu::NEW;
-        self.segments = bsp_x86_64::guest_segments::SegmentBases::ZERO;
+        self.bases = bsp_x86_64::guest_segments::SegmentBases::ZERO;
         self.frame = frame;
         self.state = State::Ready;
         self.hello = true;
