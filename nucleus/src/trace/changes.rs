@@ -25,14 +25,15 @@ fn bit(slot: usize) -> SlotBits {
     1 << slot
 }
 
-/// Whether a thread's pending event is a hypercall: a guest vCPU's `syscall` in guest-kernel
-/// mode (guest-user mode's goes to the guest kernel as an event).
+/// Whether a forwarded thread waits for a hypercall's answer: a guest vCPU's `syscall` in
+/// guest-kernel mode (guest-user mode's goes to the guest kernel as an event). A hypercall
+/// keeps no `pending` event (`forward::hypercall`); every other forwarded event does.
 pub fn is_hypercall(thread: &Thread) -> bool {
     matches!(thread.kind(), Kind::GuestVcpu { .. })
         && thread.vcpu.mode != GuestMode::User
         && thread
             .pending
-            .is_some_and(|p| p.event.kind == ipc::EventKind::Syscall)
+            .is_none_or(|p| p.event.kind == ipc::EventKind::Syscall)
 }
 
 impl Snapshot {
