@@ -186,17 +186,54 @@ fn settle(
 /// Makes thread `id` runnable again, unless it is a guest vCPU whose RIP is not canonical:
 /// a guest makes one with a `syscall` in the last two bytes below the hole (RCX =
 /// 0x0000_8000_0000_0000), and IRETQ there raises #GP in the nucleus (ring 0, on the
-/// guest's GS) — a fatal fault. Such a vCPU is stopped instead.
+/// guest's GS) — a fatal fault. Such a vCPU gets that #GP instead, as an event to its guest
+/// manager (where a return to that RIP would have raised it), which decides: a guest without a
+/// trap table crashes with its line and dump, one with a handler gets it bounced.
 fn resume(t: &mut Threads, id: ThreadId) {
     let thread = t.get_mut(id);
     let rip = thread.frame.ret.rip;
     if let Some(domain) = thread.domain()
         && ((rip << 16) as i64 >> 16) as u64 != rip
     {
-        println!("nucleus: guest domain {domain}: rip {rip:#x} is not canonical; stopping it");
-        return lifecycle::kill(t, id);
+        println!("nucleus: guest domain {domain}: rip {rip:#x} is not canonical; #GP to pv-server");
+        return general_protection(t, id, domain);
     }
     thread.resume();
+}
+
+/// Forwards a #GP(0) at guest vCPU `id`'s saved RIP to its guest manager, with the dump; if
+/// the manager cannot take it, the vCPU stops (nobody could answer it).
+#[cold]
+fn general_protection(t: &mut Threads, id: ThreadId, domain: u16) {
+    let token = t.next_token();
+    let thread = t.get_mut(id);
+    let frame = thread.frame;
+    let event = ipc::Event {
+        cpu: 0,
+        kind: ipc::EventKind::Exception {
+            vector: 13,
+            error_code: 0,
+        },
+        event_data: 0,
+        rip: frame.ret.rip,
+        cs: frame.ret.cs.raw() as u16,
+        rflags: frame.ret.rflags,
+        rsp: frame.ret.rsp,
+        ss: frame.ret.ss.raw() as u16,
+        from_ring: 3,
+        insn_len: 0,
+        owner: ipc::domain::guest_owner(domain),
+    };
+    thread.pending = Some(crate::thread::Pending { token, event });
+    let mut dump = ipc::dump::RegisterDump::default();
+    frame.fill_dump(&mut dump);
+    thread.pending_dump = Some(dump);
+    if super::event::send_pending(t, id).is_ok() {
+        t.get_mut(id).block_on_reply(token);
+    } else {
+        println!("nucleus: guest domain {domain}: cannot report the #GP; stopping it");
+        lifecycle::kill(t, id);
+    }
 }
 
 #[cfg(test)]

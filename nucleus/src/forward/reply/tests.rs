@@ -42,7 +42,7 @@ fn guest_waiting(t: &mut Threads, token: Token, rip: u64) -> crate::thread::Thre
 }
 
 #[test]
-fn a_guest_never_resumes_at_a_non_canonical_rip() {
+fn a_guest_never_resumes_at_a_non_canonical_rip_and_pv_server_hears_of_it() {
     // A `syscall` in the last two bytes below the hole saves RCX = 0x0000_8000_0000_0000:
     // IRETQ there would #GP in the nucleus (ring 0, on the guest's GS), a fatal fault.
     let (mut t, _fred_ends, mut pv_ends) = waiting();
@@ -55,11 +55,40 @@ fn a_guest_never_resumes_at_a_non_canonical_rip() {
         }),
     );
     drain_replies(&mut t, pv());
-    assert!(t.get(bad).is_absent(), "{:?}", t.get(bad).state());
-    assert!(
-        kit::output()
-            .contains("nucleus: guest domain 1: rip 0x800000000000 is not canonical; stopping it")
+    assert!(kit::output().contains(
+        "nucleus: guest domain 1: rip 0x800000000000 is not canonical; #GP to pv-server"
+    ));
+    // Not resumed: waiting for pv-server's verdict on a #GP at that RIP, with the dump.
+    let State::WaitingForReply(token) = t.get(bad).state() else {
+        panic!("{:?}", t.get(bad).state());
+    };
+    let messages = kit::recv_all(&mut pv_ends);
+    let event = messages
+        .iter()
+        .find_map(|m| match m {
+            ipc::NucleusMessage::Event { token: got, event } if *got == token => Some(*event),
+            _ => None,
+        })
+        .expect("the #GP event");
+    assert_eq!(
+        event.kind,
+        ipc::EventKind::Exception {
+            vector: 13,
+            error_code: 0
+        }
     );
+    assert_eq!(event.rip, 0x0000_8000_0000_0000);
+    assert_eq!(event.owner, ipc::domain::guest_owner(1));
+    assert!(
+        messages
+            .iter()
+            .any(|m| matches!(m, ipc::NucleusMessage::Dump(_))),
+        "{messages:?}"
+    );
+    // pv-server ends it (no trap table): the vCPU goes.
+    kit::send(&mut pv_ends, &ServerMessage::Reply(Reply::Kill { token }));
+    drain_replies(&mut t, pv());
+    assert!(t.get(bad).is_absent(), "{:?}", t.get(bad).state());
     // A plain Resume (a hostile pv-server answering a fault) is held to the same rule.
     let bad = guest_waiting(&mut t, Token(51), 0xffff_0000_0000_0000);
     kit::send(
@@ -67,7 +96,8 @@ fn a_guest_never_resumes_at_a_non_canonical_rip() {
         &ServerMessage::Reply(Reply::Resume { token: Token(51) }),
     );
     drain_replies(&mut t, pv());
-    assert!(t.get(bad).is_absent());
+    assert!(matches!(t.get(bad).state(), State::WaitingForReply(_)));
+    assert!(!t.get(bad).runnable());
     // A canonical one resumes.
     let good = guest_waiting(&mut t, Token(52), 0x0000_7fff_ffff_fffe);
     kit::send(
