@@ -90,7 +90,7 @@ pub fn start_nucleus(loader: LoaderHandoff) -> ! {
     }
 
     crate::cpu::tables::install_gdt();
-    let layout = match crate::mm::memory::init(&boot) {
+    let layout = match crate::mm::init(&boot) {
         Ok(layout) => layout,
         Err(e) => {
             println!("{e}");

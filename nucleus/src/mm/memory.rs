@@ -4,8 +4,7 @@
 //! modules and GRUB's structure) and the nucleus page tables, all inside L4 slots 256-271
 //! ([`crate::layout`]): the image mapped W^X per section (text RX, rodata R+NX, data/bss
 //! RW+NX), a direct map of physical memory at [`DIRECT_MAP_BASE`] (RW+NX, 2 MiB pages), the
-//! per-CPU stack block at [`STACKS_BASE`] with its guard pages left unmapped, and the M2P
-//! ([`super::m2p`]). Every slot of the window has its table from boot on, so the L4 entries
+//! per-CPU stack block at [`STACKS_BASE`] with its guard pages left unmapped. Every slot of the window has its table from boot on, so the L4 entries
 //! copied into server and guest L4s never go stale. The low identity map of the trampoline
 //! is dropped, so a stray low pointer faults.
 use crate::bootinfo::{BootSummary, RegionKind};
@@ -178,7 +177,8 @@ pub struct Layout {
 }
 
 /// Builds the frame allocator and the nucleus page tables, switches CR3 to them, and maps
-/// CPU 0's stack block.
+/// CPU 0's stack block. The window is not final yet: [`super::init`] adds the M2P and then
+/// [`fill_window`].
 pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
     let image = symbol(
         // SAFETY: linker symbols; only their addresses are used.
@@ -275,9 +275,6 @@ pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
     unsafe { insn::write_cr3(root.as_u64()) };
     state().offset = DIRECT_MAP_BASE;
 
-    super::m2p::init(ram_end_frame())?;
-    fill_window(root)?;
-
     Ok(Layout {
         stack_block: block,
         text_start: text.start,
@@ -291,7 +288,7 @@ pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
 /// Gives every slot of the nucleus' window that has no table yet an empty one (PRESENT |
 /// WRITABLE, supervisor only), so its L4 entry is final before the first address space
 /// copies it.
-fn fill_window(root: PhysAddr) -> Result<(), MemoryError> {
+pub fn fill_window(root: PhysAddr) -> Result<(), MemoryError> {
     for slot in layout::FIRST_SLOT..layout::END_SLOT {
         if nucleus_root_entry(slot).is_present() {
             continue;

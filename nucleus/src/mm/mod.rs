@@ -1,5 +1,6 @@
-//! Memory: physical frames and the nucleus' own tables ([`memory`]), the address spaces of
-//! threads ([`addrspace`]), and which of them the CPU walks (CR3).
+//! Memory: physical frames and the nucleus' own tables ([`memory`]), the machine-to-physical
+//! table guests read ([`m2p`]), the address spaces of threads ([`addrspace`]), and which of
+//! them the CPU walks (CR3).
 pub mod addrspace;
 pub mod m2p;
 pub mod memory;
@@ -9,6 +10,18 @@ pub use memory::{MemoryError, kernel_root, phys_to_virt};
 
 use bsp_x86_64::paging::PhysAddr;
 use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Builds the nucleus' memory in the order its parts need each other: the frame allocator,
+/// page tables and direct map ([`memory::init`]), then the M2P that lives in the direct map's
+/// frames ([`m2p::init`]), then a table for every empty window slot ([`memory::fill_window`]),
+/// so that the window is final before the first address space copies it.
+pub fn init(boot: &crate::bootinfo::BootSummary) -> Result<memory::Layout, MemoryError> {
+    let mut layout = memory::init(boot)?;
+    m2p::init(memory::ram_end_frame())?;
+    memory::fill_window(kernel_root())?;
+    layout.free_mib = (memory::free_count() * 4096) >> 20;
+    Ok(layout)
+}
 
 /// The root CR3 holds (0 until the first switch).
 static LOADED_ROOT: AtomicU64 = AtomicU64::new(0);
