@@ -106,6 +106,14 @@ impl Fred {
                 );
                 Some(ServerMessage::Reply(Reply::Kill { token: call.token }))
             }
+            NucleusMessage::GuestEvent { token, event, .. } => {
+                let _ = writeln!(
+                    out,
+                    "{PREFIX}: guest event {:?} is pv-server's, killing the guest",
+                    event.kind
+                );
+                Some(ServerMessage::Reply(Reply::Kill { token }))
+            }
         }
     }
 

@@ -54,6 +54,71 @@ pub enum NucleusMessage {
     },
     /// Ring round-trip probe (benchmarks, liveness): answered with `Reply::Resume { token }`.
     Ping { token: Token },
+    /// A PV guest vCPU's event (for `pv-server`) with its general-purpose registers: what a
+    /// bounce frame saves (rcx, r11) and emulation reads, without the register dump that
+    /// would cost more than the bounce. Answered like an `Event`, or with
+    /// [`Reply::SendDump`] when pv-server ends the guest and prints its dump.
+    GuestEvent {
+        token: Token,
+        event: Event,
+        regs: GuestRegisters,
+    },
+}
+
+/// A guest vCPU's general-purpose registers at an event, in [`Gpr`] order (rax, rbx, rcx,
+/// rdx, rsi, rdi, rbp, r8-r15). On the wire one fixed-layout byte string (little-endian
+/// words), as [`Event`] is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestRegisters(pub [u64; GPR_COUNT]);
+
+impl GuestRegisters {
+    /// Bytes of the wire form.
+    pub const WIRE_BYTES: usize = GPR_COUNT * 8;
+
+    pub const fn get(&self, gpr: Gpr) -> u64 {
+        self.0[gpr as usize]
+    }
+}
+
+impl Serialize for GuestRegisters {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut w = [0u8; Self::WIRE_BYTES];
+        for (slot, word) in w.chunks_exact_mut(8).zip(self.0) {
+            slot.copy_from_slice(&word.to_le_bytes());
+        }
+        serializer.serialize_bytes(&w)
+    }
+}
+
+impl<'de> Deserialize<'de> for GuestRegisters {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct WireVisitor;
+        impl<'de> serde::de::Visitor<'de> for WireVisitor {
+            type Value = GuestRegisters;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{} register bytes", GuestRegisters::WIRE_BYTES)
+            }
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
+                if bytes.len() != GuestRegisters::WIRE_BYTES {
+                    return Err(E::invalid_length(bytes.len(), &self));
+                }
+                let mut regs = [0u64; GPR_COUNT];
+                for (word, chunk) in regs.iter_mut().zip(bytes.chunks_exact(8)) {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(chunk);
+                    *word = u64::from_le_bytes(b);
+                }
+                Ok(GuestRegisters(regs))
+            }
+            fn visit_borrowed_bytes<E: serde::de::Error>(
+                self,
+                bytes: &'de [u8],
+            ) -> Result<Self::Value, E> {
+                self.visit_bytes(bytes)
+            }
+        }
+        deserializer.deserialize_bytes(WireVisitor)
+    }
 }
 
 /// Server → nucleus.
@@ -153,6 +218,10 @@ pub enum Reply {
     /// differs, toggles the vCPU between its kernel and user page tables and GS bases.
     /// Refused for anything that is not a guest vCPU.
     GuestResume { token: Token, resume: GuestResume },
+    /// Send the event of `token` again, as an `Event` after its register dump: pv-server
+    /// ends a guest whose `GuestEvent` it cannot resume and prints the dump with the reason.
+    /// The guest keeps waiting.
+    SendDump { token: Token },
 }
 
 /// Fields that travel as 8 little-endian bytes instead of a varint (postcard writes a
@@ -198,7 +267,8 @@ impl Reply {
             | Self::Kill { token }
             | Self::Restart { token }
             | Self::Return { token, .. }
-            | Self::GuestResume { token, .. } => token,
+            | Self::GuestResume { token, .. }
+            | Self::SendDump { token } => token,
         }
     }
 

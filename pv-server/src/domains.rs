@@ -11,7 +11,7 @@ use heapless::{String, Vec};
 use ipc::domain::{MAX_DOMAINS, owner_domain};
 use ipc::dump::{RegisterDump, Text};
 use ipc::dump_parts::DumpAssembler;
-use ipc::message::{Gpr, GprWrite, Hypercall, Reply, ResumeChanges};
+use ipc::message::{Gpr, GprWrite, GuestRegisters, Hypercall, Reply, ResumeChanges};
 use ipc::{Event, EventKind, NucleusMessage, Token};
 use xen_abi::Errno;
 use xen_abi::sched::ShutdownReason;
@@ -118,6 +118,9 @@ impl Guests {
                 None
             }
             NucleusMessage::Ping { token } => Some(Reply::Resume { token: *token }),
+            NucleusMessage::GuestEvent { token, event, regs } => {
+                self.guest_event(hv, *token, event, regs, out)
+            }
             NucleusMessage::DumpRecord(_) | NucleusMessage::ServerStarted { .. } => None,
         }
     }
@@ -233,7 +236,7 @@ impl Guests {
         hv: &mut impl Hypervisor,
         at: usize,
         event: &Event,
-        dump: Option<&RegisterDump>,
+        regs: (u64, u64),
     ) -> Result<Reply, Crash> {
         let running = &mut self.running[at];
         let cell = RefCell::new(&mut *hv);
@@ -246,7 +249,6 @@ impl Guests {
             domain: running.domain,
             shared_info: running.shared_info,
         };
-        let regs = dump.map_or((0, 0), |d| (d.gprs.rcx, d.gprs.r11));
         let Some((trap, interrupted)) =
             decode::trap_for(&mut running.traps, event, regs, &mut memory)
         else {
@@ -271,6 +273,30 @@ impl Guests {
         })
     }
 
+    /// A guest event with its registers (no dump): bounced, or — when the guest cannot go
+    /// on — asked again with its dump, which [`Self::event`] prints as the guest ends.
+    fn guest_event(
+        &mut self,
+        hv: &mut impl Hypervisor,
+        token: Token,
+        event: &Event,
+        regs: &GuestRegisters,
+        out: &mut impl Write,
+    ) -> Option<Reply> {
+        let Some(at) = owner_domain(event.owner).and_then(|d| self.find(d)) else {
+            return self.event(hv, token, event, out);
+        };
+        if let EventKind::Interrupt { .. } = event.kind {
+            // The watchdog's tick: no dump is printed for it.
+            return self.event(hv, token, event, out);
+        }
+        match self.bounce(hv, at, event, (regs.get(Gpr::Rcx), regs.get(Gpr::R11))) {
+            Ok(Reply::GuestResume { resume, .. }) => Some(Reply::GuestResume { token, resume }),
+            Ok(other) => Some(other),
+            Err(_) => Some(Reply::SendDump { token }),
+        }
+    }
+
     fn event(
         &mut self,
         hv: &mut impl Hypervisor,
@@ -293,7 +319,12 @@ impl Guests {
         let ending = match event.kind {
             // The watchdog's tick: the vCPU ran without a hypercall for too long.
             EventKind::Interrupt { .. } => Ending::Shutdown(ShutdownReason::Watchdog),
-            _ => match self.bounce(hv, at, event, dump.as_ref()) {
+            _ => match self.bounce(
+                hv,
+                at,
+                event,
+                dump.as_ref().map_or((0, 0), |d| (d.gprs.rcx, d.gprs.r11)),
+            ) {
                 Ok(Reply::GuestResume { resume, .. }) => {
                     return Some(Reply::GuestResume { token, resume });
                 }
@@ -692,5 +723,164 @@ mod tests {
             gpr: Gpr::Rax,
             value: 18
         }));
+    }
+
+    #[test]
+    fn a_fault_is_bounced_with_the_dumps_registers_and_iret_comes_back() {
+        use ipc::dump_parts::{DUMP_BYTES_MAX, split};
+        use ipc::message::{DumpReason, GuestMode};
+        let mut hv = FakeHypervisor::default();
+        // shared_info (vcpu 0's mask 1, as at start of day), a trap table, a stack.
+        let mut shared = vec![0u8; 4096];
+        shared[1] = 1;
+        hv.frames.insert(0x99, shared);
+        let mut table = vec![0u8; 32];
+        table[0] = 6;
+        table[8..16].copy_from_slice(&0x2000u64.to_le_bytes());
+        hv.memory.insert(0x5000, table);
+        hv.memory.insert(0x7000, vec![0; 0x1000]);
+        let mut guests = guests_with(2, "t");
+        let mut out = std::string::String::new();
+        let reply = guests.handle(&mut hv, &hypercall(2, 0, [0x5000, 0, 0, 0, 0, 0]), &mut out);
+        assert_eq!(
+            reply,
+            Some(Reply::Return {
+                token: Token(7),
+                rax: 0
+            })
+        );
+        // The nucleus sends the registers first (as a dump), then the #UD.
+        let mut dump = RegisterDump::default();
+        dump.gprs.rcx = 0xc0;
+        dump.gprs.r11 = 0x11;
+        let mut buf = [0u8; DUMP_BYTES_MAX];
+        for part in split(&dump, Token(3), DumpReason::ServerCrash, 0, &mut buf).unwrap() {
+            assert_eq!(
+                guests.handle(&mut hv, &NucleusMessage::Dump(part), &mut out),
+                None
+            );
+        }
+        let event = Event {
+            cpu: 0,
+            kind: EventKind::Exception {
+                vector: 6,
+                error_code: 0,
+            },
+            event_data: 0,
+            rip: 0x1234,
+            cs: 0xe033,
+            rflags: 0x246,
+            rsp: 0x7f00,
+            ss: 0xe02b,
+            from_ring: 3,
+            insn_len: 0,
+            owner: ipc::domain::guest_owner(2),
+        };
+        let reply = guests.handle(
+            &mut hv,
+            &NucleusMessage::Event {
+                token: Token(3),
+                event,
+            },
+            &mut out,
+        );
+        let Some(Reply::GuestResume { token, resume }) = reply else {
+            panic!("{reply:?}");
+        };
+        assert_eq!(
+            (token, resume.rip, resume.rsp),
+            (Token(3), 0x2000, 0x7f00 - 56)
+        );
+        let frame: std::vec::Vec<u64> = hv.memory[&0x7000][0xf00 - 56..0xf00]
+            .chunks(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(
+            frame,
+            [0xc0, 0x11, 0x1234, 0xe030 | 1 << 32, 0x46, 0x7f00, 0xe02b]
+        );
+        // The handler returns through iret with that frame (flags 0 and rax/r11/rcx pushed).
+        let mut ctx = vec![];
+        for w in [
+            9u64,
+            0x11,
+            0xc0,
+            0,
+            0x1236,
+            0xe030 | 1 << 32,
+            0x246,
+            0x7f00,
+            0xe02b,
+        ] {
+            ctx.extend_from_slice(&w.to_le_bytes());
+        }
+        hv.memory.get_mut(&0x7000).unwrap()[0x800..0x800 + 72].copy_from_slice(&ctx);
+        let mut call = hypercall(2, 23, [0; 6]);
+        if let NucleusMessage::Hypercall(c) = &mut call {
+            c.rsp = 0x7800;
+        }
+        let Some(Reply::GuestResume { resume, .. }) = guests.handle(&mut hv, &call, &mut out)
+        else {
+            panic!("iret gave no context");
+        };
+        assert_eq!(
+            (resume.rip, resume.rsp, resume.cs, resume.mode),
+            (0x1236, 0x7f00, 0xe033, GuestMode::Kernel)
+        );
+        assert_eq!(hv.frames[&0x99][1], 0, "IF set: events unmasked");
+        assert_eq!(out, "");
+    }
+
+    #[test]
+    fn a_guest_event_that_cannot_be_bounced_asks_for_the_dump_first() {
+        let mut hv = FakeHypervisor::default();
+        let mut guests = guests_with(2, "bad");
+        let mut out = std::string::String::new();
+        let event = Event {
+            cpu: 0,
+            kind: EventKind::Exception {
+                vector: 6,
+                error_code: 0,
+            },
+            event_data: 0,
+            rip: 0x1234,
+            cs: 0xe033,
+            rflags: 0x202,
+            rsp: 0x8000,
+            ss: 0xe02b,
+            from_ring: 3,
+            insn_len: 0,
+            owner: ipc::domain::guest_owner(2),
+        };
+        let reply = guests.handle(
+            &mut hv,
+            &NucleusMessage::GuestEvent {
+                token: Token(5),
+                event,
+                regs: GuestRegisters::default(),
+            },
+            &mut out,
+        );
+        assert_eq!(reply, Some(Reply::SendDump { token: Token(5) }));
+        assert_eq!(
+            (out.as_str(), hv.destroyed.len()),
+            ("", 0),
+            "nothing ended yet"
+        );
+        // The event again, after its dump: the crash line.
+        let reply = guests.handle(
+            &mut hv,
+            &NucleusMessage::Event {
+                token: Token(5),
+                event,
+            },
+            &mut out,
+        );
+        assert_eq!(reply, None);
+        assert!(
+            out.starts_with("guest bad: crashed: #UD at 0x1234 (error 0x0) with no trap table\n"),
+            "{out}"
+        );
+        assert_eq!(hv.destroyed, vec![2]);
     }
 }

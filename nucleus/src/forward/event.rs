@@ -30,9 +30,9 @@ pub fn event(
         // costs one message each way. Faults and hangs get the full register dump first
         // (built in place: the `int3` path never moves a dump-sized value).
         t.get_mut(cur).pending = Some(Pending { token, event });
-        // A guest's `int3` is a trap pv-server bounces into the guest, with its registers.
-        let debug_aid = t.get(cur).domain().is_none();
-        let sent = if debug_aid && matches!(event.kind, EventKind::SoftwareException { .. }) {
+        let sent = if t.get(cur).domain().is_some() {
+            send_guest_event(t, cur, handler, frame, capture)
+        } else if matches!(event.kind, EventKind::SoftwareException { .. }) {
             // Straight from here: the pending copy is only for a re-send.
             t.get_mut(cur).pending_dump = None;
             t.send(handler, &NucleusMessage::Event { token, event })
@@ -92,6 +92,46 @@ pub fn event(
         rehome_pending(t, cur);
     }
     NextTask::Other
+}
+
+/// A guest's event (its `int3` too: a trap to bounce) goes with its registers; the dump is
+/// kept and sent only if pv-server asks for it (`Reply::SendDump`), to print as it ends the
+/// guest: a bounce never pays for it. Out of line: the servers' `int3` path stays as it was.
+#[inline(never)]
+fn send_guest_event(
+    t: &mut Threads,
+    cur: ThreadId,
+    handler: ThreadId,
+    frame: &Frame,
+    capture: Capture<'_>,
+) -> Result<(), SendFailure> {
+    keep_dump(t, cur, handler, frame, capture);
+    let Some(Pending { token, event }) = t.get(cur).pending else {
+        return Err(SendFailure::NoRing);
+    };
+    let regs = guest_registers(frame);
+    t.send(handler, &NucleusMessage::GuestEvent { token, event, regs })
+}
+
+/// A guest vCPU's general-purpose registers for pv-server, in `ipc::message::Gpr` order.
+pub(super) fn guest_registers(frame: &Frame) -> ipc::message::GuestRegisters {
+    let g = &frame.gprs;
+    ipc::message::GuestRegisters([
+        g.rax, g.rbx, g.rcx, g.rdx, g.rsi, g.rdi, g.rbp, g.r8, g.r9, g.r10, g.r11, g.r12, g.r13,
+        g.r14, g.r15,
+    ])
+}
+
+/// pv-server's `Reply::SendDump` about guest vCPU `id`: its pending event again, after the
+/// dump kept with it; the vCPU keeps waiting. With no dump kept or no room in the ring the
+/// nucleus stops the vCPU itself (one line).
+pub fn resend_with_dump(t: &mut Threads, id: ThreadId) {
+    if t.get(id).pending_dump.is_some() && send_pending(t, id).is_ok() {
+        return;
+    }
+    let domain = t.get(id).domain().unwrap_or(0);
+    println!("nucleus: guest domain {domain}: its dump cannot be sent; stopping it");
+    lifecycle::kill(t, id);
 }
 
 /// Captures the dump that goes with thread `cur`'s pending event. Not inlined: merged into

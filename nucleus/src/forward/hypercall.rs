@@ -37,9 +37,6 @@ pub fn hypercall(t: &mut Threads, frame: &Frame, cur: ThreadId) -> NextTask {
         rflags: frame.ret.rflags,
     };
     if t.get(cur).vcpu.mode == ipc::message::GuestMode::User {
-        // Guest-user mode's `syscall` is never a hypercall (pv64-abi.md §3): an event for
-        // pv-server to bounce to the guest kernel's syscall callback, with the registers
-        // (the bounce frame saves RCX and R11).
         let event = Event {
             cpu: 0,
             kind: EventKind::Syscall,
@@ -53,24 +50,8 @@ pub fn hypercall(t: &mut Threads, frame: &Frame, cur: ThreadId) -> NextTask {
             insn_len: 2,
             owner: ipc::domain::guest_owner(domain),
         };
-        let thread = t.get_mut(cur);
-        thread.pending = Some(Pending { token, event });
-        let mut dump = ipc::dump::RegisterDump::default();
-        frame.fill_dump(&mut dump);
-        thread.pending_dump = Some(dump);
-        return match super::event::send_pending(t, cur) {
-            Ok(()) => {
-                t.get_mut(cur).block_on_reply(token);
-                NextTask::Other
-            }
-            Err(_) => {
-                let thread = t.get_mut(cur);
-                thread.pending = None;
-                thread.pending_dump = None;
-                thread.frame.ret.rip = thread.frame.ret.rip.wrapping_sub(2);
-                NextTask::NextInTurn
-            }
-        };
+        t.get_mut(cur).pending = Some(Pending { token, event });
+        return user_syscall(t, frame, cur, handler);
     }
     // A hypercall keeps no `pending` copy to re-send: its only handler is the guest manager,
     // and the manager's end ends its guests (`lifecycle`), so nobody else could answer it.
@@ -84,6 +65,35 @@ pub fn hypercall(t: &mut Threads, frame: &Frame, cur: ThreadId) -> NextTask {
             let thread = t.get_mut(cur);
             thread.frame.ret.rip = thread.frame.ret.rip.wrapping_sub(2);
             let _ = e;
+            NextTask::NextInTurn
+        }
+    }
+}
+
+/// Guest-user mode's `syscall` is never a hypercall (pv64-abi.md §3): an event for pv-server
+/// to bounce to the guest kernel's syscall callback, with the registers (the bounce frame
+/// saves RCX and R11); the dump only if pv-server asks for it. Out of line: the hypercall
+/// path stays as it was.
+#[inline(never)]
+fn user_syscall(t: &mut Threads, frame: &Frame, cur: ThreadId, handler: ThreadId) -> NextTask {
+    let thread = t.get_mut(cur);
+    let Some(Pending { token, event }) = thread.pending else {
+        return NextTask::Same;
+    };
+    let mut dump = ipc::dump::RegisterDump::default();
+    frame.fill_dump(&mut dump);
+    thread.pending_dump = Some(dump);
+    let regs = super::event::guest_registers(frame);
+    match t.send(handler, &NucleusMessage::GuestEvent { token, event, regs }) {
+        Ok(()) => {
+            t.get_mut(cur).block_on_reply(token);
+            NextTask::Other
+        }
+        Err(_) => {
+            let thread = t.get_mut(cur);
+            thread.pending = None;
+            thread.pending_dump = None;
+            thread.frame.ret.rip = thread.frame.ret.rip.wrapping_sub(2);
             NextTask::NextInTurn
         }
     }

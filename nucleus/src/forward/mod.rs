@@ -8,7 +8,7 @@
 //! cannot be reached, is reported and restarted by the nucleus, within the thread's restart
 //! budget (`lifecycle`). An event and its dump go into the handler's ring all or nothing.
 pub mod changes;
-mod event;
+pub(crate) mod event;
 mod hypercall;
 pub mod reply;
 

@@ -125,11 +125,14 @@ fn pv_server_may_not_answer_for_a_server() {
 }
 
 #[test]
-fn a_guest_fault_goes_to_pv_server_under_the_guest_owner_with_its_dump() {
+fn a_guest_fault_goes_to_pv_server_with_its_registers_and_the_dump_on_request() {
     let (mut t, mut fred_ends, mut pv_ends) = running(pv());
     kit::recv_all(&mut pv_ends);
     let guest = guest_running(&mut t, 0x2000);
-    let frame = t.get(guest).frame;
+    let mut frame = t.get(guest).frame;
+    frame.gprs.rcx = 0xc0;
+    frame.gprs.r11 = 0x11;
+    frame.gprs.r15 = 0xf15;
     let ev = event_of(
         &frame,
         EventKind::Exception {
@@ -138,13 +141,36 @@ fn a_guest_fault_goes_to_pv_server_under_the_guest_owner_with_its_dump() {
         },
     );
     assert_eq!(event(&mut t, &frame, guest, &ev, &no_dump), NextTask::Other);
+    // One message: the event with the registers, no dump.
     let messages = kit::recv_all(&mut pv_ends);
-    assert!(matches!(messages.first(), Some(NucleusMessage::Dump(_))));
-    let Some(NucleusMessage::Event { event, .. }) = messages.last() else {
-        panic!("expected the event last, got {messages:?}");
+    let [NucleusMessage::GuestEvent { token, event, regs }] = messages.as_slice() else {
+        panic!("expected one guest event, got {messages:?}");
     };
     assert_eq!(event.owner, ipc::domain::guest_owner(1));
+    use ipc::message::Gpr;
+    assert_eq!(
+        (regs.get(Gpr::Rcx), regs.get(Gpr::R11), regs.get(Gpr::R15)),
+        (0xc0, 0x11, 0xf15)
+    );
     assert!(kit::recv_all(&mut fred_ends).is_empty());
+    // pv-server ends the guest: it asks for the dump and gets it before the same event.
+    let token = *token;
+    kit::send(
+        &mut pv_ends,
+        &ServerMessage::Reply(Reply::SendDump { token }),
+    );
+    reply::drain_replies(&mut t, pv());
+    assert_eq!(t.get(guest).state(), State::WaitingForReply(token));
+    let messages = kit::recv_all(&mut pv_ends);
+    assert!(matches!(messages.first(), Some(NucleusMessage::Dump(_))));
+    let Some(NucleusMessage::Event {
+        token: again,
+        event,
+    }) = messages.last()
+    else {
+        panic!("expected the event last, got {messages:?}");
+    };
+    assert_eq!((*again, event.owner), (token, ipc::domain::guest_owner(1)));
 }
 
 #[test]

@@ -99,7 +99,7 @@ pub fn hostile_trap_tables_and_stacks_crash_only_their_guest(machine: Machine) -
     expect_all(
         &boot,
         &[
-            "guest bt: traps: bad-table: 5 answers right; ud2 into a handler in the hypervisor's range".into(),
+            "guest bt: traps: bad-table: 9 answers right; ud2 into a handler in the hypervisor's range".into(),
             "pv-server: guest bt: crashed: #UD handler 0xffff800000001000 is in the hypervisor's range".into(),
             "pv-server: guest hv: crashed: #UD bounce frame below 0xffff800000002000 cannot be written".into(),
         ],

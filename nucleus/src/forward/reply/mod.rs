@@ -140,6 +140,10 @@ fn settle(
         );
         return;
     };
+    if let Reply::SendDump { .. } = reply {
+        // Not settled: the thread waits on for the answer to the event sent again.
+        return crate::forward::event::resend_with_dump(t, id);
+    }
     t.get_mut(id).settle();
     match reply {
         Reply::Resume { .. } => resume(t, id),
@@ -178,6 +182,7 @@ fn settle(
             }
             thread.resume();
         }
+        Reply::SendDump { .. } => {}
         Reply::Kill { .. } => lifecycle::kill(t, id),
         Reply::Restart { .. } => lifecycle::restart(t, id),
     }

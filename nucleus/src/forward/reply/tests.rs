@@ -257,3 +257,122 @@ fn complaints_about_one_threads_messages_are_limited_per_tick() {
         "nucleus: pv-server: 2 more complaint(s) about its messages not shown\n"
     );
 }
+
+fn guest_resume(rip: u64, cs: u16, mode: ipc::message::GuestMode) -> Reply {
+    let mut gprs = heapless::Vec::new();
+    gprs.push(ipc::message::GprWrite {
+        gpr: ipc::message::Gpr::Rcx,
+        value: rip,
+    })
+    .unwrap();
+    Reply::GuestResume {
+        token: Token(60),
+        resume: ipc::message::GuestResume {
+            rip,
+            rsp: 0x9000,
+            rflags: 0x3246, // IOPL 3 asked for: never granted
+            cs,
+            ss: 0xe02b,
+            mode,
+            gprs,
+        },
+    }
+}
+
+#[test]
+fn a_guest_resume_installs_the_checked_context_and_toggles_the_tables() {
+    use bsp_x86_64::paging::PhysAddr;
+    use ipc::message::GuestMode;
+    let (mut t, _fred_ends, mut pv_ends) = waiting();
+    let guest = guest_waiting(&mut t, Token(60), 0x1000);
+    kit::send(
+        &mut pv_ends,
+        &ServerMessage::Reply(guest_resume(
+            0xffff_ffff_8000_1000,
+            0xe033,
+            GuestMode::Kernel,
+        )),
+    );
+    drain_replies(&mut t, pv());
+    let thread = t.get(guest);
+    assert!(thread.runnable());
+    assert_eq!(thread.frame.ret.rip, 0xffff_ffff_8000_1000);
+    assert_eq!(thread.frame.ret.rsp, 0x9000);
+    assert_eq!(thread.frame.ret.rflags, 0x246);
+    assert_eq!(thread.frame.ret.cs.selector().raw(), 0xe033);
+    assert_eq!(thread.frame.gprs.rcx, 0xffff_ffff_8000_1000);
+    assert_eq!(thread.root(), Some(PhysAddr::new(0x20_0000)));
+    // User mode without user tables: the vCPU stops, nothing is applied.
+    t.get_mut(guest).block_on_reply(Token(60));
+    kit::output();
+    kit::send(
+        &mut pv_ends,
+        &ServerMessage::Reply(guest_resume(0x40_0000, 0xe033, GuestMode::User)),
+    );
+    drain_replies(&mut t, pv());
+    assert!(t.get(guest).is_absent());
+    assert!(kit::output().contains(
+        "nucleus: pv-server: refused resume of guest domain 1: user mode without user page tables; stopping it"
+    ));
+    // With user tables the vCPU runs on them in user mode, and back on the kernel's.
+    let guest = guest_waiting(&mut t, Token(60), 0x1000);
+    t.get_mut(guest).vcpu.user_root = Some(PhysAddr::new(0x30_0000));
+    kit::send(
+        &mut pv_ends,
+        &ServerMessage::Reply(guest_resume(0x40_0000, 0xe033, GuestMode::User)),
+    );
+    drain_replies(&mut t, pv());
+    assert_eq!(t.get(guest).root(), Some(PhysAddr::new(0x30_0000)));
+    t.get_mut(guest).block_on_reply(Token(60));
+    kit::send(
+        &mut pv_ends,
+        &ServerMessage::Reply(guest_resume(0x1000, 0xe033, GuestMode::Kernel)),
+    );
+    drain_replies(&mut t, pv());
+    assert_eq!(t.get(guest).root(), Some(PhysAddr::new(0x20_0000)));
+}
+
+#[test]
+fn a_guest_resume_with_a_privileged_or_non_canonical_context_stops_the_guest() {
+    use ipc::message::GuestMode;
+    for (rip, cs, why) in [
+        (0x1000, 0xe008, "code selector 0xe008 is not the guest's"),
+        (0x1000, 0xe030, "code selector 0xe030 is not the guest's"),
+        (
+            0x0000_8000_0000_0000,
+            0xe033,
+            "rip 0x800000000000 is not canonical",
+        ),
+    ] {
+        let (mut t, _fred_ends, mut pv_ends) = waiting();
+        let guest = guest_waiting(&mut t, Token(60), 0x1000);
+        kit::output();
+        kit::send(
+            &mut pv_ends,
+            &ServerMessage::Reply(guest_resume(rip, cs, GuestMode::Kernel)),
+        );
+        drain_replies(&mut t, pv());
+        assert!(t.get(guest).is_absent());
+        assert!(
+            kit::output().contains(&format!(
+                "nucleus: pv-server: refused resume of guest domain 1: {why}; stopping it"
+            )),
+            "{why}"
+        );
+    }
+    // And never for a server: fred-server answering pv-server's event with a guest context.
+    let (mut t, mut fred_ends, _) = waiting();
+    let Reply::GuestResume { resume, .. } = guest_resume(0x1000, 0xe033, GuestMode::Kernel) else {
+        unreachable!()
+    };
+    kit::send(
+        &mut fred_ends,
+        &ServerMessage::Reply(Reply::GuestResume {
+            token: Token(42),
+            resume,
+        }),
+    );
+    drain_replies(&mut t, fred());
+    assert!(t.get(pv()).is_absent());
+    assert!(kit::output().contains("refused a guest context for pv-server"));
+}

@@ -6,9 +6,9 @@
 //!
 //! Hostile cases by command line, each ending the guest with pv-server's crash line (or a
 //! WRONG line if a hypercall answers what it should not):
-//! * `bad-table`: trap tables at hypervisor, non-canonical and unmapped addresses
-//!   (`-EFAULT`), a non-canonical handler (`-EINVAL`), then a `#UD` handler in the
-//!   hypervisor's range and a `ud2`;
+//! * `bad-table`: trap tables and `callback_op` blocks at hypervisor, non-canonical and
+//!   unmapped addresses (`-EFAULT`), a non-canonical handler or callback (`-EINVAL`), then a
+//!   `#UD` handler in the hypervisor's range and a `ud2`;
 //! * `no-table`: a table installed and cleared again (NULL), then `ud2`;
 //! * `ro-stack` / `hv-stack`: a `ud2` with RSP on a read-only page (its own L4) or in the
 //!   hypervisor's window: the bounce frame cannot be written;
@@ -276,6 +276,23 @@ mod guest {
         ] {
             expect(what, traps::raw_trap_table(ptr), Errno::Efault.rax());
         }
+        // callback_op's argument block at the same three places, then a callback address
+        // that is not canonical.
+        for (what, ptr) in [
+            ("callback_op hypervisor", 0xffff_8000_0000_1000u64),
+            ("callback_op non-canonical", 0x0000_8000_0000_0000),
+            ("callback_op unmapped", 0x7000_0000_0000),
+        ] {
+            // SAFETY: the hypervisor must refuse the pointer without touching memory.
+            let got =
+                unsafe { guest_rt::hypercall(xen_abi::Hypercall::CallbackOp, [0, ptr, 0, 0, 0]) };
+            expect(what, got, Errno::Efault.rax());
+        }
+        expect(
+            "non-canonical syscall callback",
+            traps::register_callback(2, 0, 0x0000_8000_0000_1000),
+            Errno::Einval.rax(),
+        );
         let mut table = [[0u8; 16]; 2];
         table[0][0] = 6;
         table[0][8..16].copy_from_slice(&0x0000_8000_0000_1000u64.to_le_bytes());
@@ -290,7 +307,7 @@ mod guest {
             traps::raw_trap_table(table.as_ptr() as u64),
             0,
         );
-        println!("traps: bad-table: 5 answers right; ud2 into a handler in the hypervisor's range");
+        println!("traps: bad-table: 9 answers right; ud2 into a handler in the hypervisor's range");
         probe!("", "ud2");
         println!("traps: WRONG bad-table: survived");
         shutdown(ShutdownReason::Crash)
