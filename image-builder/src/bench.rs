@@ -403,6 +403,9 @@ pub struct BenchOptions {
     pub update_readme: bool,
     /// Boot in Bochs twice (`fred=on`, `fred=off`) instead of QEMU.
     pub bochs: bool,
+    /// Follow one sample of this measurement instruction by instruction instead
+    /// ([`crate::profile`]): the sample-th (1-based).
+    pub profile: Option<(crate::profile::Target, u32)>,
 }
 
 impl Default for BenchOptions {
@@ -412,6 +415,7 @@ impl Default for BenchOptions {
             timeout: DEFAULT_TIMEOUT,
             update_readme: false,
             bochs: false,
+            profile: None,
         }
     }
 }
@@ -461,11 +465,65 @@ fn run_bochs(options: &BenchOptions) -> Result<String> {
     Ok(bochs_table(&ranges[0], &ranges[1]))
 }
 
+/// `bench --profile`: the benchmark boot held by QEMU's GDB server while one sample is
+/// single-stepped ([`crate::profile::follow`]); the per-phase, per-function report.
+fn run_profile(
+    options: &BenchOptions,
+    target: crate::profile::Target,
+    sample: u32,
+) -> Result<String> {
+    let output = workspace_root().join("target/fredvisor-bench.iso");
+    Qemu::from_path(&output).check_tools()?;
+    let iso = bench_image(options, CMDLINE, output)?.build()?;
+    let elfs = crate::profile::Elfs {
+        nucleus: iso.nucleus_elf().to_path_buf(),
+        users: iso
+            .elfs()
+            .servers
+            .into_iter()
+            .map(|s| (s.name, s.path))
+            .chain([(
+                "guest bench".to_owned(),
+                workspace_root()
+                    .join("target")
+                    .join(crate::compile::SERVER_BUILD.target_dir)
+                    .join(crate::tools::KERNEL_TARGET)
+                    .join("release")
+                    .join(BENCH_GUEST),
+            )])
+            .collect(),
+    };
+    // A free port: bound by the OS, released for QEMU.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut qemu = Qemu::new(&iso)
+        .timeout(options.timeout.max(Duration::from_secs(600)))
+        .until_serial(all_lines_present)
+        .arg("-gdb")
+        .arg(format!("tcp:127.0.0.1:{port}"))
+        .arg("-S");
+    for arg in qemu_args() {
+        qemu = qemu.arg(arg);
+    }
+    let boot = std::thread::spawn(move || qemu.run());
+    let followed = crate::profile::follow(port, &elfs, target, sample);
+    let boot = boot
+        .join()
+        .map_err(|_| anyhow::anyhow!("the QEMU thread panicked"))?;
+    let phases = followed?;
+    boot?;
+    Ok(crate::profile::report(target, sample, &phases))
+}
+
 /// `bench`: builds the benchmark ISO, boots it and returns the table to print.
 pub fn run(options: &BenchOptions) -> Result<String> {
     options.build.check_cmdline()?;
     if options.bochs {
         return run_bochs(options);
+    }
+    if let Some((target, sample)) = options.profile {
+        return run_profile(options, target, sample);
     }
     let default_output = workspace_root().join("target/fredvisor-bench.iso");
     Qemu::from_path(&default_output).check_tools()?;

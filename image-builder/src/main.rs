@@ -186,6 +186,14 @@ struct BenchArgs {
     /// and the IDT's figures side by side with their ratio (Bochs: 1 TSC tick = 1 instruction).
     #[arg(long)]
     bochs: bool,
+    /// Instead of the table: follow one sample of MEASUREMENT (null-syscall, int3-roundtrip,
+    /// ring-roundtrip; or null, int3, ring) instruction by
+    /// instruction through QEMU's GDB server and print its phases and functions.
+    #[arg(long, value_name = "MEASUREMENT", conflicts_with_all = ["bochs", "update_readme"])]
+    profile: Option<String>,
+    /// With --profile: which sample (1-based; later ones are warm).
+    #[arg(long, default_value_t = 100, requires = "profile")]
+    sample: u32,
 }
 
 impl From<BuildArgs> for BuildOptions {
@@ -202,6 +210,29 @@ impl From<BuildArgs> for BuildOptions {
             allow_unknown_options: args.allow_unknown_options,
         }
     }
+}
+
+/// `bench`'s options from its arguments; a bad --timeout or --profile is an error.
+fn bench_options(build: BuildOptions, args: &BenchArgs) -> anyhow::Result<BenchOptions> {
+    let timeout = Duration::try_from_secs_f64(args.timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or_else(|| anyhow::anyhow!("--timeout must be a number of seconds > 0"))?;
+    let profile = match args.profile.as_deref() {
+        None => None,
+        Some(name) => Some((
+            image_builder::profile::Target::from_name(name)
+                .ok_or_else(|| anyhow::anyhow!("--profile: no measurement {name:?}"))?,
+            args.sample.max(1),
+        )),
+    };
+    Ok(BenchOptions {
+        build,
+        timeout,
+        update_readme: args.update_readme,
+        bochs: args.bochs,
+        profile,
+    })
 }
 
 /// The CLI with the nucleus' options listed under `run --help` and `build --help`.
@@ -222,21 +253,12 @@ fn main() -> ExitCode {
     let build: BuildOptions = cli.build.into();
     let result = match cli.command.unwrap_or(Command::Build) {
         Command::Build => commands::build(&build).map(|_| 0),
-        Command::Bench(args) => match Duration::try_from_secs_f64(args.timeout) {
-            Ok(timeout) if !timeout.is_zero() => {
-                let options = BenchOptions {
-                    build,
-                    timeout,
-                    update_readme: args.update_readme,
-                    bochs: args.bochs,
-                };
-                bench::run(&options).map(|table| {
-                    print!("{table}");
-                    0
-                })
-            }
-            _ => Err(anyhow::anyhow!("--timeout must be a number of seconds > 0")),
-        },
+        Command::Bench(args) => bench_options(build, &args).and_then(|options| {
+            bench::run(&options).map(|table| {
+                print!("{table}");
+                0
+            })
+        }),
         Command::Trace(args) => {
             let elfs = Elfs::built(build.nucleus.as_deref(), &build.servers);
             trace::decode_file(&args.raw, &elfs, None)
