@@ -47,15 +47,15 @@ impl Fred {
     /// are ignored: a report that cannot be printed must not change the decision.
     pub fn handle(
         &mut self,
-        message: NucleusMessage,
+        message: &NucleusMessage,
         out: &mut impl Write,
     ) -> Option<ServerMessage> {
         match message {
             NucleusMessage::Event { token, event } => {
-                Some(ServerMessage::Reply(self.on_event(token, &event, out)))
+                Some(ServerMessage::Reply(self.on_event(*token, event, out)))
             }
             NucleusMessage::Dump(part) => {
-                match self.assembler.push(&part) {
+                match self.assembler.push(part) {
                     Ok(None) => {}
                     Ok(Some(done)) if done.reason == DumpReason::ServerCrash => {
                         self.pending = Some((done.token, done.dump));
@@ -75,7 +75,7 @@ impl Fred {
                 None
             }
             NucleusMessage::DumpRecord(record) => {
-                let _ = diagnostics::render_record(out, &record);
+                let _ = diagnostics::render_record(out, record);
                 None
             }
             NucleusMessage::ServerStarted {
@@ -83,13 +83,14 @@ impl Fred {
                 name,
                 generation,
             } => {
+                let (owner, generation) = (*owner, *generation);
                 if generation > 0 {
                     let _ = writeln!(
                         out,
                         "{PREFIX}: {name} (owner {owner}) restarted, generation {generation}"
                     );
                 }
-                if !self.names.set(owner, name) {
+                if !self.names.set(owner, name.clone()) {
                     let _ = writeln!(
                         out,
                         "{PREFIX}: owner table full, owner {owner} stays unnamed"
@@ -97,7 +98,9 @@ impl Fred {
                 }
                 None
             }
-            NucleusMessage::Ping { token } => Some(ServerMessage::Reply(Reply::Resume { token })),
+            NucleusMessage::Ping { token } => {
+                Some(ServerMessage::Reply(Reply::Resume { token: *token }))
+            }
             NucleusMessage::Hypercall(call) => {
                 let _ = writeln!(
                     out,
@@ -221,7 +224,7 @@ mod tests {
             name: ServerName::new(name).unwrap(),
             generation,
         };
-        assert_eq!(fred.handle(message, &mut out), None);
+        assert_eq!(fred.handle(&message, &mut out), None);
         out
     }
 
@@ -265,10 +268,10 @@ mod tests {
         for crash in 1..=4u64 {
             let mut out = String::new();
             for part in dump_for(Token(crash), DumpReason::ServerCrash) {
-                assert_eq!(fred.handle(part, &mut out), None);
+                assert_eq!(fred.handle(&part, &mut out), None);
             }
             let got = reply(fred.handle(
-                NucleusMessage::Event {
+                &NucleusMessage::Event {
                     token: Token(crash),
                     event: event(pf, 2),
                 },
@@ -311,7 +314,7 @@ mod tests {
         let mut fred = Fred::new();
         let mut out = String::new();
         for part in dump_for(Token(7), DumpReason::ServerCrash) {
-            fred.handle(part, &mut out);
+            fred.handle(&part, &mut out);
         }
         let ud = event(
             EventKind::Exception {
@@ -321,7 +324,7 @@ mod tests {
             9,
         );
         let got = reply(fred.handle(
-            NucleusMessage::Event {
+            &NucleusMessage::Event {
                 token: Token(8),
                 event: ud,
             },
@@ -343,7 +346,7 @@ mod tests {
         for token in 0..1000 {
             let int3 = event(EventKind::SoftwareException { vector: 3 }, 2);
             let got = reply(fred.handle(
-                NucleusMessage::Event {
+                &NucleusMessage::Event {
                     token: Token(token),
                     event: int3,
                 },
@@ -378,7 +381,7 @@ mod tests {
             3,
         );
         let got = reply(fred.handle(
-            NucleusMessage::Event {
+            &NucleusMessage::Event {
                 token: Token(1),
                 event: gp,
             },
@@ -399,7 +402,7 @@ mod tests {
         let mut fred = Fred::new();
         let mut out = String::new();
         for part in dump_for(Token(1), DumpReason::DoubleFault) {
-            fred.handle(part, &mut out);
+            fred.handle(&part, &mut out);
         }
         assert!(out.starts_with(
             "fred-server: nucleus #DF dump from cpu 0:\nfred-server: ----[ register dump"
@@ -412,9 +415,9 @@ mod tests {
             parts: 1,
             words: heapless::Vec::from_slice(&[1, 2, 3, 4, 5]).unwrap(),
         };
-        fred.handle(NucleusMessage::DumpRecord(record), &mut out);
+        fred.handle(&NucleusMessage::DumpRecord(record), &mut out);
         assert_eq!(out.lines().count(), 3);
-        let pong = fred.handle(NucleusMessage::Ping { token: Token(4) }, &mut out);
+        let pong = fred.handle(&NucleusMessage::Ping { token: Token(4) }, &mut out);
         assert_eq!(
             pong,
             Some(ServerMessage::Reply(Reply::Resume { token: Token(4) }))
@@ -427,7 +430,7 @@ mod tests {
         let mut out = String::new();
         let sysenter = event(EventKind::Sysenter, 2);
         let got = reply(fred.handle(
-            NucleusMessage::Event {
+            &NucleusMessage::Event {
                 token: Token(1),
                 event: sysenter,
             },

@@ -184,6 +184,22 @@ impl postcard::ser_flavors::Flavor for Output<'_> {
     }
 }
 
+/// [`decode`] handing the value to `f` by reference, where it was decoded: the receive
+/// paths' messages are 100-300 bytes, and returning one through `Result`s moved a copy of it
+/// each time.
+#[inline(always)]
+pub fn decode_with<T: Message, R>(
+    record: &[u8],
+    f: impl FnOnce(&T) -> R,
+) -> Result<R, DecodeError> {
+    if let [PROTOCOL_VERSION, body @ ..] = record
+        && let Some(value) = T::decode_hot(body)
+    {
+        return Ok(f(&value));
+    }
+    decode_with_postcard(record).map(|value| f(&value))
+}
+
 /// Decodes one record into a `T`, rejecting anything but exactly one well-formed message of
 /// this protocol version. The event path's messages take [`Message::decode_hot`] when the
 /// record is their canonical encoding; everything else is postcard's, as in

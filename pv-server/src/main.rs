@@ -76,7 +76,7 @@ mod server {
         server.serve(|message, console| {
             let mut out = Prefixed::new(name, console);
             guests
-                .handle(&mut Nucleus, &message, &mut out)
+                .handle(&mut Nucleus, message, &mut out)
                 .map(ServerMessage::Reply)
         })
     }

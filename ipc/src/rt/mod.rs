@@ -181,18 +181,7 @@ impl Server {
     /// Pushes `message` on the reply ring and notifies the nucleus. A full ring is retried
     /// (notify, yield) a bounded number of times before the error is returned.
     pub fn send(&mut self, message: &ServerMessage) -> Result<(), SendError> {
-        let mut attempt = 0;
-        loop {
-            match self.replies.try_push_message(message) {
-                Ok(()) => break,
-                Err(SendError::Push(PushError::Full { .. })) if attempt < SEND_RETRIES => {
-                    attempt += 1;
-                    let _ = sys::ring_notify(RingId::Reply);
-                    sys::yield_now();
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        queue_on(&mut self.replies, message)?;
         // A failed notify leaves the message in the ring; the nucleus finds it on its next
         // look, so there is nothing better to do than carry on.
         let _ = sys::ring_notify(RingId::Reply);
@@ -203,45 +192,22 @@ impl Server {
     /// [`Server::wait`] (or notify). Cheaper than [`Server::send`] for answers given just
     /// before sleeping; a full ring is flushed with a notify and retried like `send`.
     pub fn queue(&mut self, message: &ServerMessage) -> Result<(), SendError> {
-        let mut attempt = 0;
-        loop {
-            match self.replies.try_push_message(message) {
-                Ok(()) => return Ok(()),
-                Err(SendError::Push(PushError::Full { .. })) if attempt < SEND_RETRIES => {
-                    attempt += 1;
-                    let _ = sys::ring_notify(RingId::Reply);
-                    sys::yield_now();
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        queue_on(&mut self.replies, message)
     }
 
     /// The next decodable message from the nucleus, `None` when the ring is empty. Records
     /// that do not decode are consumed, counted and reported; a corrupt ring is reported
     /// and reads as empty (it stays corrupt until the nucleus re-initialises it).
     pub fn recv(&mut self) -> Option<NucleusMessage> {
-        loop {
-            // Decoded straight into `decoded`: a `NucleusMessage` is ~160 bytes, and passing
-            // it out through `pop_message`'s nested results cost three copies of it.
-            let mut decoded = None;
-            let popped = self
-                .events
-                .pop_with(|record| decoded = Some(crate::codec::decode(record)));
-            match (popped, decoded) {
-                (Ok(Some(())), Some(Ok(message))) => return Some(message),
-                (Ok(Some(())), Some(Err(error))) => {
-                    self.bad_messages = self.bad_messages.wrapping_add(1);
-                    crate::println!("dropped a bad message from the nucleus: {error}");
-                }
-                (Ok(_), _) => return None,
-                (Err(error), _) => {
-                    self.bad_messages = self.bad_messages.wrapping_add(1);
-                    crate::println!("event ring unusable: {error}");
-                    return None;
-                }
-            }
-        }
+        self.recv_with(|message| message.clone())
+    }
+
+    /// [`Server::recv`] handing the message to `f` by reference, where it was decoded: a
+    /// `NucleusMessage` is ~180 bytes, and moving it out by value cost copies of it on every
+    /// event. `None` when the ring is empty.
+    #[inline]
+    pub fn recv_with<R>(&mut self, f: impl FnMut(&NucleusMessage) -> R) -> Option<R> {
+        recv_from(&mut self.events, &mut self.bad_messages, f)
     }
 
     /// Hands the nucleus everything [`Server::queue`]d, then sleeps until it published
@@ -259,28 +225,84 @@ impl Server {
     }
 
     /// The server main loop: sleeps until the nucleus publishes events, hands each message
-    /// to `handle` with a console for the lines it prints, and queues the answer `handle`
-    /// gives (the next [`Server::wait`] hands the answers over: one syscall to answer and
-    /// sleep). The console is flushed before the answer is queued, so a report's lines come
-    /// out before the nucleus acts on the answer.
+    /// (by reference) to `handle` with a console for the lines it prints, and queues the
+    /// answer `handle` gives (the next [`Server::wait`] hands the answers over: one syscall to
+    /// answer and sleep). The console is flushed before the answer is queued, so a report's
+    /// lines come out before the nucleus acts on the answer.
     pub fn serve(
         mut self,
-        mut handle: impl FnMut(NucleusMessage, &mut Console) -> Option<ServerMessage>,
+        mut handle: impl FnMut(&NucleusMessage, &mut Console) -> Option<ServerMessage>,
     ) -> ! {
         loop {
             self.wait();
-            while let Some(message) = self.recv() {
-                let mut console = Console::new();
-                let answer = handle(message, &mut console);
-                drop(console);
-                if let Some(answer) = answer
-                    && let Err(error) = self.queue(&answer)
-                {
-                    crate::println!("reply not sent: {error}");
+            loop {
+                // Answered inside the receive: a `ServerMessage` is ~290 bytes, and handing
+                // it out of the closure first cost a copy of it.
+                let replies = &mut self.replies;
+                let received = recv_from(&mut self.events, &mut self.bad_messages, |message| {
+                    let mut console = Console::new();
+                    let answer = handle(message, &mut console);
+                    drop(console);
+                    if let Some(answer) = &answer
+                        && let Err(error) = queue_on(replies, answer)
+                    {
+                        crate::println!("reply not sent: {error}");
+                    }
+                });
+                if received.is_none() {
+                    break;
                 }
             }
         }
     }
+}
+
+/// Pushes `message` on `replies`; a full ring is flushed with a notify (and a yield) and
+/// retried a bounded number of times before the error is returned.
+fn queue_on(replies: &mut Producer<'static>, message: &ServerMessage) -> Result<(), SendError> {
+    let mut attempt = 0;
+    loop {
+        match replies.try_push_message(message) {
+            Ok(()) => return Ok(()),
+            Err(SendError::Push(PushError::Full { .. })) if attempt < SEND_RETRIES => {
+                attempt += 1;
+                let _ = sys::ring_notify(RingId::Reply);
+                sys::yield_now();
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// The next decodable message on `events`, handed to `f` (see [`Server::recv`]); bad records
+/// are counted in `bad_messages` and reported.
+#[inline(always)]
+fn recv_from<R>(
+    events: &mut Consumer<'static>,
+    bad_messages: &mut u32,
+    mut f: impl FnMut(&NucleusMessage) -> R,
+) -> Option<R> {
+    loop {
+        match events.pop_with(|record| crate::codec::decode_with(record, &mut f)) {
+            Ok(Some(Ok(result))) => return Some(result),
+            Ok(Some(Err(error))) => bad_message(
+                bad_messages,
+                format_args!("dropped a bad message from the nucleus: {error}"),
+            ),
+            Ok(None) => return None,
+            Err(error) => {
+                bad_message(bad_messages, format_args!("event ring unusable: {error}"));
+                return None;
+            }
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn bad_message(count: &mut u32, line: fmt::Arguments<'_>) {
+    *count = count.wrapping_add(1);
+    crate::println!("{line}");
 }
 
 /// Checks the StartInfo page at `rdi` and attaches the rings (at most once).
