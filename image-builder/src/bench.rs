@@ -478,10 +478,9 @@ fn run_profile(
     let elfs = crate::profile::Elfs {
         nucleus: iso.nucleus_elf().to_path_buf(),
         users: iso
-            .elfs()
-            .servers
-            .into_iter()
-            .map(|s| (s.name, s.path))
+            .server_elfs()
+            .iter()
+            .map(|s| (s.name.clone(), s.path.clone()))
             .chain([(
                 "guest bench".to_owned(),
                 workspace_root()

@@ -21,7 +21,7 @@ use crate::ring::{Batch, Consumer, MAX_RECORD, Producer, PushError, RingCorrupt}
 /// Version of the message protocol; the first byte of every record. Bump it whenever the
 /// encoding of an existing message changes (adding a variant at the end of an enum does not
 /// change the existing ones, but an old peer cannot decode the new one either: bump it).
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Largest encoded message, version byte included: exactly one ring record.
 pub const MAX_MESSAGE: usize = MAX_RECORD;
@@ -145,16 +145,13 @@ pub fn encode<'b, T: Serialize + ?Sized>(
 /// paths encode every message into a fresh buffer, and zeroing a `[u8; MAX_MESSAGE]` for it
 /// cost more instructions than encoding an `Event`.
 ///
-/// The event path's messages take [`Message::encode_hot`], which writes the same bytes.
-#[inline]
+/// The event path's messages do not come here: the push paths hand their hand-written
+/// records ([`Message::with_hot_record`]) to the ring directly.
+#[inline(never)]
 fn encode_into<T: Message>(message: &T, out: &mut Wire) -> Result<(), EncodeError> {
     out.clear();
     // Cannot fail: the vector is empty and holds MAX_MESSAGE >= 1 bytes.
     let _ = out.push(PROTOCOL_VERSION);
-    if message.encode_hot(out) {
-        return Ok(());
-    }
-    out.truncate(1);
     postcard::serialize_with_flavor(message, Output(out))
         .map_err(|e| EncodeError::from_postcard(e, MAX_MESSAGE))
 }
@@ -265,28 +262,39 @@ impl fmt::Display for RecvError {
     }
 }
 
+/// Encodes `message` and hands the record to `push`: the hand-written record of a hot
+/// message straight from its fixed array, any other through postcard.
+#[inline(always)]
+fn push_encoded<T: Message>(
+    message: &T,
+    mut push: impl FnMut(&[u8]) -> Result<(), PushError>,
+) -> Result<(), SendError> {
+    if let Some(pushed) = message.with_hot_record(&mut push) {
+        return pushed.map_err(SendError::Push);
+    }
+    let mut record = heapless::Vec::new();
+    encode_into(message, &mut record).map_err(SendError::Encode)?;
+    push(&record).map_err(SendError::Push)
+}
+
 impl Producer<'_> {
     /// Encodes `message` and pushes it ([`Producer::push`]: a full ring counts a drop).
+    #[inline]
     pub fn push_message<T: Message>(&mut self, message: &T) -> Result<(), SendError> {
-        let mut record = heapless::Vec::new();
-        encode_into(message, &mut record).map_err(SendError::Encode)?;
-        self.push(&record).map_err(SendError::Push)
+        push_encoded(message, |record| self.push(record))
     }
 
     /// Encodes `message` and pushes it ([`Producer::try_push`]: a full ring is not counted).
+    #[inline]
     pub fn try_push_message<T: Message>(&mut self, message: &T) -> Result<(), SendError> {
-        let mut record = heapless::Vec::new();
-        encode_into(message, &mut record).map_err(SendError::Encode)?;
-        self.try_push(&record).map_err(SendError::Push)
+        push_encoded(message, |record| self.try_push(record))
     }
 }
 
 impl Batch<'_, '_> {
     /// Encodes `message` and adds it to the batch (a full ring is not counted as a drop).
     pub fn try_push_message<T: Message>(&mut self, message: &T) -> Result<(), SendError> {
-        let mut record = heapless::Vec::new();
-        encode_into(message, &mut record).map_err(SendError::Encode)?;
-        self.try_push(&record).map_err(SendError::Push)
+        push_encoded(message, |record| self.try_push(record))
     }
 }
 
@@ -555,13 +563,18 @@ mod tests {
             decode::<ServerMessage>(&[PROTOCOL_VERSION, 4]),
             Err(DecodeError::BadValue)
         );
-        // Reply::Resume { token: 1 }, then a stray byte.
+        // Reply::Resume { token: 1 } (eight token bytes), then a stray byte.
         assert_eq!(
-            decode::<ServerMessage>(&[PROTOCOL_VERSION, 1, 0, 1, 0xaa]),
+            decode::<ServerMessage>(&[PROTOCOL_VERSION, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0xaa]),
             Err(DecodeError::TrailingBytes { count: 1 })
         );
-        // A token varint of 11 continuation bytes.
-        let mut long = std::vec![PROTOCOL_VERSION, 1, 0];
+        // A token cut short.
+        assert_eq!(
+            decode::<ServerMessage>(&[PROTOCOL_VERSION, 1, 0, 1, 0, 0]),
+            Err(DecodeError::Truncated)
+        );
+        // Reply::ResumeWith's list length as a varint of 11 continuation bytes.
+        let mut long = std::vec![PROTOCOL_VERSION, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0];
         long.extend([0xff; 11]);
         assert_eq!(decode::<ServerMessage>(&long), Err(DecodeError::BadVarint));
         // Hello with a name one byte longer than allowed.

@@ -1,21 +1,26 @@
-//! Hand-written encodings of the two messages on the event path.
+//! Hand-written encodings of the messages on the event path.
 //!
 //! Every forwarded event is a `NucleusMessage::Event` one way and, most of the time, a
 //! `ServerMessage::Reply(Reply::Resume)` back (the nucleus' ring probe is a `Ping` and the
-//! same reply). postcard's generic serializer spends more instructions on these few bytes
-//! than the ring and a context switch together, so this module writes and reads exactly these
-//! shapes by hand.
+//! same reply; a guest's hypercall a `Hypercall` and a `Reply::Return`). postcard's generic
+//! serializer spends more instructions on these few bytes than the ring and a context switch
+//! together, so this module writes and reads exactly these shapes by hand.
 //!
 //! The wire format keeps one definition, postcard's: the shortcut writes byte for byte what
 //! postcard writes, and reads only byte strings that are the *canonical* encoding of such a
-//! value (shortest varints, the exact length). Anything else it leaves to postcard, which then
+//! value (the exact length, a known kind). Anything else it leaves to postcard, which then
 //! accepts or rejects it exactly as before. `tests/hostile.rs` compares the two on random
 //! values and random bytes.
+//!
+//! Since protocol 3 a [`Token`] is eight fixed little-endian bytes (not a varint), so the
+//! `Event`, `Ping` and `Resume` records have one length each ([`EVENT_RECORD`],
+//! [`PING_RECORD`], [`RESUME_RECORD`]): they are written as fixed arrays (word stores, no
+//! per-byte capacity checks) and read at fixed offsets after one length comparison.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::MAX_MESSAGE;
+use crate::codec::{MAX_MESSAGE, PROTOCOL_VERSION};
 use crate::event::Event;
 use crate::message::{Hypercall, NucleusMessage, Reply, ServerMessage, Token};
 
@@ -24,9 +29,9 @@ pub type Wire = heapless::Vec<u8, MAX_MESSAGE>;
 
 /// A type that crosses a ring. Its shortcut covers its hot variants, or nothing.
 pub trait Message: Serialize + DeserializeOwned {
-    /// Appends the body of `self` to `out` by hand; `false` if `self` has no shortcut (then
-    /// `out` may hold a partial body, which the caller discards).
-    fn encode_hot(&self, out: &mut Wire) -> bool;
+    /// Hands `f` the whole record of `self` (version byte first), written by hand, if `self`
+    /// has a shortcut; `None` (and `f` not called) otherwise.
+    fn with_hot_record<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R>;
 
     /// Reads `body` (the record after its version byte) by hand if it is the canonical
     /// encoding of a value with a shortcut; `None` leaves the decision to postcard.
@@ -50,24 +55,58 @@ const _: () = assert!(Event::WIRE_BYTES < 128);
 const HYPERCALL_LEN_PREFIX: u8 = Hypercall::WIRE_BYTES as u8;
 const _: () = assert!(Hypercall::WIRE_BYTES < 128);
 
+const TOKEN_BYTES: usize = 8;
+/// `NucleusMessage::Event`: version, variant, token, the event's length, the event.
+pub const EVENT_RECORD: usize = 1 + 1 + TOKEN_BYTES + 1 + Event::WIRE_BYTES;
+/// `NucleusMessage::Ping`: version, variant, token.
+pub const PING_RECORD: usize = 1 + 1 + TOKEN_BYTES;
+/// `ServerMessage::Reply(Reply::Resume)`: version, two variants, token.
+pub const RESUME_RECORD: usize = 1 + 2 + TOKEN_BYTES;
+/// `NucleusMessage::Hypercall`: version, variant, the call's length, the call.
+pub const HYPERCALL_RECORD: usize = 1 + 1 + 1 + Hypercall::WIRE_BYTES;
+/// `ServerMessage::Reply(Reply::Return)`: version, two variants, token, RAX (both fixed).
+pub const RETURN_RECORD: usize = 1 + 2 + TOKEN_BYTES + 8;
+const _: () = assert!(EVENT_RECORD <= MAX_MESSAGE);
+
+/// The token at `at` in `bytes` (eight little-endian bytes), if they are there.
+#[inline(always)]
+fn token_at(bytes: &[u8], at: usize) -> Option<Token> {
+    let raw = bytes.get(at..at + TOKEN_BYTES)?;
+    Some(Token(u64::from_le_bytes(raw.try_into().ok()?)))
+}
+
 impl Message for NucleusMessage {
-    #[inline]
-    fn encode_hot(&self, out: &mut Wire) -> bool {
+    #[inline(always)]
+    fn with_hot_record<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         match self {
             Self::Event { token, event } => {
-                out.push(NUCLEUS_EVENT).is_ok()
-                    && put_varint(out, token.0)
-                    && out.push(EVENT_LEN_PREFIX).is_ok()
-                    && out.extend_from_slice(&event.to_wire()).is_ok()
+                let mut record = [0u8; EVENT_RECORD];
+                record[0] = PROTOCOL_VERSION;
+                record[1] = NUCLEUS_EVENT;
+                record[2..10].copy_from_slice(&token.0.to_le_bytes());
+                record[10] = EVENT_LEN_PREFIX;
+                record[11..].copy_from_slice(&event.to_wire());
+                Some(f(&record))
             }
-            Self::Ping { token } => out.push(NUCLEUS_PING).is_ok() && put_varint(out, token.0),
+            Self::Ping { token } => {
+                let mut record = [0u8; PING_RECORD];
+                record[0] = PROTOCOL_VERSION;
+                record[1] = NUCLEUS_PING;
+                record[2..].copy_from_slice(&token.0.to_le_bytes());
+                Some(f(&record))
+            }
             // A guest's hypercall: the hot message of the PV path (issue 15 point 8).
             Self::Hypercall(call) => {
-                out.extend_from_slice(&[NUCLEUS_HYPERCALL, HYPERCALL_LEN_PREFIX])
-                    .is_ok()
-                    && out.extend_from_slice(&call.to_wire()).is_ok()
+                let mut record = [0u8; HYPERCALL_RECORD];
+                record[..3].copy_from_slice(&[
+                    PROTOCOL_VERSION,
+                    NUCLEUS_HYPERCALL,
+                    HYPERCALL_LEN_PREFIX,
+                ]);
+                record[3..].copy_from_slice(&call.to_wire());
+                Some(f(&record))
             }
-            _ => false,
+            _ => None,
         }
     }
 
@@ -80,37 +119,39 @@ impl Message for NucleusMessage {
                 _ => None,
             };
         }
-        let (token, rest) = take_varint(rest)?;
-        let token = Token(token);
+        let token = token_at(rest, 0)?;
         match variant {
-            NUCLEUS_EVENT => match rest.split_first()? {
-                (&EVENT_LEN_PREFIX, bytes) if bytes.len() == Event::WIRE_BYTES => {
-                    // A byte string `from_wire` refuses is postcard's to report.
-                    let event = Event::from_wire(bytes).ok()?;
-                    Some(Self::Event { token, event })
-                }
-                _ => None,
-            },
-            NUCLEUS_PING if rest.is_empty() => Some(Self::Ping { token }),
+            NUCLEUS_EVENT
+                if body.len() == EVENT_RECORD - 1 && rest[TOKEN_BYTES] == EVENT_LEN_PREFIX =>
+            {
+                // A byte string `from_wire` refuses is postcard's to report.
+                let event = Event::from_wire(&rest[TOKEN_BYTES + 1..]).ok()?;
+                Some(Self::Event { token, event })
+            }
+            NUCLEUS_PING if body.len() == PING_RECORD - 1 => Some(Self::Ping { token }),
             _ => None,
         }
     }
 }
 
 impl Message for ServerMessage {
-    #[inline]
-    fn encode_hot(&self, out: &mut Wire) -> bool {
+    #[inline(always)]
+    fn with_hot_record<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         match self {
             Self::Reply(Reply::Resume { token }) => {
-                out.extend_from_slice(&[SERVER_REPLY, REPLY_RESUME]).is_ok()
-                    && put_varint(out, token.0)
+                let mut record = [0u8; RESUME_RECORD];
+                record[..3].copy_from_slice(&[PROTOCOL_VERSION, SERVER_REPLY, REPLY_RESUME]);
+                record[3..].copy_from_slice(&token.0.to_le_bytes());
+                Some(f(&record))
             }
             Self::Reply(Reply::Return { token, rax }) => {
-                out.extend_from_slice(&[SERVER_REPLY, REPLY_RETURN]).is_ok()
-                    && out.extend_from_slice(&token.0.to_le_bytes()).is_ok()
-                    && out.extend_from_slice(&rax.to_le_bytes()).is_ok()
+                let mut record = [0u8; RETURN_RECORD];
+                record[..3].copy_from_slice(&[PROTOCOL_VERSION, SERVER_REPLY, REPLY_RETURN]);
+                record[3..11].copy_from_slice(&token.0.to_le_bytes());
+                record[11..].copy_from_slice(&rax.to_le_bytes());
+                Some(f(&record))
             }
-            _ => false,
+            _ => None,
         }
     }
 
@@ -130,7 +171,7 @@ impl Message for ServerMessage {
 #[inline]
 pub fn resume_token(record: &[u8]) -> Option<Token> {
     match record {
-        [crate::codec::PROTOCOL_VERSION, body @ ..] => resume_token_of(body),
+        [PROTOCOL_VERSION, body @ ..] => resume_token_of(body),
         _ => None,
     }
 }
@@ -141,7 +182,7 @@ pub fn resume_token(record: &[u8]) -> Option<Token> {
 #[inline]
 pub fn return_reply(record: &[u8]) -> Option<(Token, u64)> {
     match record {
-        [crate::codec::PROTOCOL_VERSION, body @ ..] => return_of(body),
+        [PROTOCOL_VERSION, body @ ..] => return_of(body),
         _ => None,
     }
 }
@@ -149,25 +190,24 @@ pub fn return_reply(record: &[u8]) -> Option<(Token, u64)> {
 #[inline]
 fn return_of(body: &[u8]) -> Option<(Token, u64)> {
     // Both fields are 8 fixed bytes (`message::fixed`).
-    let rest: &[u8; 16] = body
-        .strip_prefix(&[SERVER_REPLY, REPLY_RETURN])?
-        .try_into()
-        .ok()?;
-    let (token, rax) = rest.split_at(8);
-    let word = |bytes: &[u8]| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(bytes);
-        u64::from_le_bytes(b)
-    };
-    Some((Token(word(token)), word(rax)))
+    match body {
+        [SERVER_REPLY, REPLY_RETURN, rest @ ..] if rest.len() == 2 * TOKEN_BYTES => {
+            let token = token_at(rest, 0)?;
+            let rax = token_at(rest, TOKEN_BYTES)?.0;
+            Some((token, rax))
+        }
+        _ => None,
+    }
 }
 
-/// [`resume_token`] of a body (the record after its version byte).
+/// [`resume_token`] of a body (the record after its version byte): one length comparison,
+/// the two variant bytes, the token at its fixed place.
 #[inline]
 fn resume_token_of(body: &[u8]) -> Option<Token> {
-    let rest = body.strip_prefix(&[SERVER_REPLY, REPLY_RESUME])?;
-    match take_varint(rest)? {
-        (token, []) => Some(Token(token)),
+    match body {
+        [SERVER_REPLY, REPLY_RESUME, token @ ..] if token.len() == TOKEN_BYTES => {
+            token_at(token, 0)
+        }
         _ => None,
     }
 }
@@ -175,46 +215,13 @@ fn resume_token_of(body: &[u8]) -> Option<Token> {
 /// A bare `Event` is only sent inside a `NucleusMessage`; decoding one (tests do) is
 /// postcard's job.
 impl Message for Event {
-    fn encode_hot(&self, _out: &mut Wire) -> bool {
-        false
+    fn with_hot_record<R>(&self, _f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        None
     }
 
     fn decode_hot(_body: &[u8]) -> Option<Self> {
         None
     }
-}
-
-/// Appends `value` as postcard does: 7 bits per byte, low bits first, high bit = more.
-#[inline]
-fn put_varint(out: &mut Wire, mut value: u64) -> bool {
-    loop {
-        let low = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            return out.push(low).is_ok();
-        }
-        if out.push(low | 0x80).is_err() {
-            return false;
-        }
-    }
-}
-
-/// A canonical varint of at most 9 bytes (values below 2⁶³) at the start of `bytes`, and the
-/// bytes after it. Longer or non-canonical ones (a zero last byte after the first) are left
-/// to postcard.
-#[inline]
-fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let mut value = 0;
-    for (i, &byte) in bytes.iter().enumerate().take(9) {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            if byte == 0 && i > 0 {
-                return None;
-            }
-            return Some((value, &bytes[i + 1..]));
-        }
-    }
-    None
 }
 
 #[cfg(all(test, not(loom)))]
@@ -223,14 +230,17 @@ mod tests {
     use crate::codec;
     use crate::event::EventKind;
 
-    fn postcard_body<T: Serialize>(message: &T) -> std::vec::Vec<u8> {
+    fn postcard_record<T: Serialize>(message: &T) -> std::vec::Vec<u8> {
         let mut buf = [0; MAX_MESSAGE];
-        codec::encode(message, &mut buf).unwrap()[1..].to_vec()
+        codec::encode(message, &mut buf).unwrap().to_vec()
     }
 
-    fn hot_body<T: Message>(message: &T) -> Option<std::vec::Vec<u8>> {
-        let mut out = Wire::new();
-        message.encode_hot(&mut out).then(|| out.to_vec())
+    fn postcard_body<T: Serialize>(message: &T) -> std::vec::Vec<u8> {
+        postcard_record(message)[1..].to_vec()
+    }
+
+    fn hot_record<T: Message>(message: &T) -> Option<std::vec::Vec<u8>> {
+        message.with_hot_record(|record| record.to_vec())
     }
 
     #[test]
@@ -254,27 +264,22 @@ mod tests {
         for token in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX] {
             let token = Token(token);
             let messages = [
-                NucleusMessage::Event { token, event },
-                NucleusMessage::Ping { token },
+                (NucleusMessage::Event { token, event }, EVENT_RECORD),
+                (NucleusMessage::Ping { token }, PING_RECORD),
             ];
-            for message in messages {
-                let body = postcard_body(&message);
-                assert_eq!(hot_body(&message), Some(body.clone()), "{message:?}");
-                // Tokens of 2^63 and more need a tenth varint byte: postcard's to read.
-                let expected = (token.0 < 1 << 63).then_some(message);
-                assert_eq!(NucleusMessage::decode_hot(&body), expected);
+            for (message, len) in messages {
+                let record = postcard_record(&message);
+                assert_eq!(record.len(), len, "one length for every token");
+                assert_eq!(hot_record(&message), Some(record.clone()), "{message:?}");
+                assert_eq!(NucleusMessage::decode_hot(&record[1..]), Some(message));
             }
             let reply = ServerMessage::Reply(Reply::Resume { token });
-            let body = postcard_body(&reply);
-            let mut record = std::vec![codec::PROTOCOL_VERSION];
-            record.extend_from_slice(&body);
-            assert_eq!(resume_token(&record), (token.0 < 1 << 63).then_some(token));
-            assert_eq!(resume_token(&body), None, "no version byte");
-            assert_eq!(hot_body(&reply), Some(body.clone()));
-            assert_eq!(
-                ServerMessage::decode_hot(&body),
-                (token.0 < 1 << 63).then_some(reply)
-            );
+            let record = postcard_record(&reply);
+            assert_eq!(record.len(), RESUME_RECORD);
+            assert_eq!(resume_token(&record), Some(token));
+            assert_eq!(resume_token(&record[1..]), None, "no version byte");
+            assert_eq!(hot_record(&reply), Some(record.clone()));
+            assert_eq!(ServerMessage::decode_hot(&record[1..]), Some(reply));
         }
     }
 
@@ -300,21 +305,20 @@ mod tests {
                 rsp: value,
                 rflags: 0x202,
             });
-            let body = postcard_body(&call);
-            assert_eq!(hot_body(&call), Some(body.clone()), "{call:?}");
+            let record = postcard_record(&call);
+            assert_eq!(record.len(), HYPERCALL_RECORD);
+            assert_eq!(hot_record(&call), Some(record.clone()), "{call:?}");
             // Fixed layout: every value reads back, whatever its size.
-            assert_eq!(NucleusMessage::decode_hot(&body), Some(call));
+            assert_eq!(NucleusMessage::decode_hot(&record[1..]), Some(call));
             let ret = ServerMessage::Reply(Reply::Return {
                 token: Token(5),
                 rax: value,
             });
-            let body = postcard_body(&ret);
-            assert_eq!(hot_body(&ret), Some(body.clone()));
-            let mut record = std::vec![codec::PROTOCOL_VERSION];
-            record.extend_from_slice(&body);
-            // Fixed layout: every value reads back.
+            let record = postcard_record(&ret);
+            assert_eq!(record.len(), RETURN_RECORD);
+            assert_eq!(hot_record(&ret), Some(record.clone()));
             assert_eq!(return_reply(&record), Some((Token(5), value)));
-            assert_eq!(ServerMessage::decode_hot(&body), Some(ret));
+            assert_eq!(ServerMessage::decode_hot(&record[1..]), Some(ret));
         }
         // A byte string of another length, or a cut one, is postcard's to refuse.
         for len in [0u8, 95, 97] {
@@ -340,24 +344,26 @@ mod tests {
     #[test]
     fn other_values_and_odd_bytes_are_left_to_postcard() {
         let kill = ServerMessage::Reply(Reply::Kill { token: Token(1) });
-        assert_eq!(hot_body(&kill), None);
+        assert_eq!(hot_record(&kill), None);
         assert_eq!(ServerMessage::decode_hot(&postcard_body(&kill)), None);
-        let mut buf = [0; MAX_MESSAGE];
-        assert_eq!(resume_token(codec::encode(&kill, &mut buf).unwrap()), None);
-        // Non-canonical varint for token 1, trailing bytes, a cut record.
-        assert_eq!(
-            ServerMessage::decode_hot(&[SERVER_REPLY, REPLY_RESUME, 0x81, 0x00]),
-            None
-        );
-        assert_eq!(
-            ServerMessage::decode_hot(&[SERVER_REPLY, REPLY_RESUME, 1, 0]),
-            None
-        );
+        assert_eq!(resume_token(&postcard_record(&kill)), None);
+        // A token cut short, trailing bytes, no token at all.
+        let resume = postcard_body(&ServerMessage::Reply(Reply::Resume { token: Token(1) }));
+        assert_eq!(ServerMessage::decode_hot(&resume[..resume.len() - 1]), None);
+        let mut longer = resume.clone();
+        longer.push(0);
+        assert_eq!(ServerMessage::decode_hot(&longer), None);
         assert_eq!(
             ServerMessage::decode_hot(&[SERVER_REPLY, REPLY_RESUME]),
             None
         );
-        assert_eq!(NucleusMessage::decode_hot(&[NUCLEUS_EVENT, 1, 56, 0]), None);
-        assert_eq!(NucleusMessage::decode_hot(&[NUCLEUS_PING, 1, 0]), None);
+        let mut event = std::vec![NUCLEUS_EVENT];
+        event.extend(1u64.to_le_bytes());
+        event.extend([56, 0]);
+        assert_eq!(NucleusMessage::decode_hot(&event), None);
+        let mut ping = std::vec![NUCLEUS_PING];
+        ping.extend(1u64.to_le_bytes());
+        ping.push(0);
+        assert_eq!(NucleusMessage::decode_hot(&ping), None);
     }
 }

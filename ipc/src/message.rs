@@ -21,8 +21,25 @@ use crate::event::Event;
 
 /// Names the event a reply answers. The nucleus hands out a fresh token per forwarded event
 /// (per server), so a late or duplicated reply cannot resume the wrong context.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+///
+/// On the wire (protocol 3) it is eight little-endian bytes, not a varint: the event path's
+/// records then have one length each and are written and read at fixed offsets
+/// ([`crate::hot_path`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Token(pub u64);
+
+impl Serialize for Token {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // A tuple of eight `u8`s: postcard writes each as one raw byte, with no length.
+        self.0.to_le_bytes().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Token {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        <[u8; 8]>::deserialize(deserializer).map(|bytes| Self(u64::from_le_bytes(bytes)))
+    }
+}
 
 impl fmt::Display for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
