@@ -98,8 +98,8 @@ impl Measurement {
     pub const fn target(self) -> (u64, &'static str) {
         match self {
             Self::NullSyscall => (74, "L4Re/Fiasco null syscall"),
-            Self::Int3Roundtrip => (1174, "goal: 2 x 587 first, then 800"),
-            Self::RingRoundtrip => (1174, "2 x L4Re/Fiasco one-way IPC (587)"),
+            Self::Int3Roundtrip => (800, "issue 17 (aim 500)"),
+            Self::RingRoundtrip => (587, "L4Re/Fiasco one-way IPC"),
             Self::HypercallRoundtrip => (1948, "issue 15: int3 round trip (1848) + 100"),
             Self::BounceRoundtrip => (3896, "issue 16: two hypercall round trips"),
         }
@@ -236,6 +236,51 @@ pub fn table(ranges: &[Range; MEASUREMENTS]) -> String {
             format!("{ratio:.1}x"),
         );
     }
+    out
+}
+
+/// The line `bench` prints under the table: the benchmark boot's wall-clock time from QEMU's
+/// start to `nucleus: ready` (under `-icount`, so slower than a plain TCG boot).
+pub fn ready_line(ready_after: Option<Duration>) -> String {
+    match ready_after {
+        Some(after) => format!(
+            "boot to \"{}\": {:.2} s (wall clock, this -icount boot)\n",
+            ipc::markers::READY,
+            after.as_secs_f64()
+        ),
+        None => format!("boot to \"{}\": not seen\n", ipc::markers::READY),
+    }
+}
+
+/// The figures as JSON (`bench --json FILE`), for comparing a later change with this one:
+/// per measurement min and max in ticks and in instructions and the target; the boot time.
+pub fn json(ranges: &[Range; MEASUREMENTS], ready_after: Option<Duration>) -> String {
+    let mut out = String::from("{\n");
+    let _ = writeln!(
+        out,
+        "  \"clock\": \"qemu-tcg-icount-shift-{ICOUNT_SHIFT}\",\n  \"ticks_per_instruction\": {TICKS_PER_INSTRUCTION},"
+    );
+    match ready_after {
+        Some(after) => {
+            let _ = writeln!(out, "  \"boot_to_ready_s\": {:.3},", after.as_secs_f64());
+        }
+        None => out.push_str("  \"boot_to_ready_s\": null,\n"),
+    }
+    out.push_str("  \"measurements\": {\n");
+    for (i, (measurement, range)) in Measurement::ALL.into_iter().zip(ranges).enumerate() {
+        let comma = if i + 1 < MEASUREMENTS { "," } else { "" };
+        let _ = writeln!(
+            out,
+            "    \"{}\": {{\"min_ticks\": {}, \"max_ticks\": {}, \"min_insns\": {}, \"max_insns\": {}, \"target_insns\": {}}}{comma}",
+            measurement.name(),
+            range.min,
+            range.max,
+            instructions(range.min),
+            instructions(range.max),
+            measurement.target().0,
+        );
+    }
+    out.push_str("  }\n}\n");
     out
 }
 
@@ -403,6 +448,8 @@ pub struct BenchOptions {
     pub update_readme: bool,
     /// Boot in Bochs twice (`fred=on`, `fred=off`) instead of QEMU.
     pub bochs: bool,
+    /// Also write the figures as JSON ([`json`]) to this file.
+    pub json: Option<std::path::PathBuf>,
     /// Follow one sample of this measurement instruction by instruction instead
     /// ([`crate::profile`]): the sample-th (1-based).
     pub profile: Option<(crate::profile::Target, u32)>,
@@ -415,6 +462,7 @@ impl Default for BenchOptions {
             timeout: DEFAULT_TIMEOUT,
             update_readme: false,
             bochs: false,
+            json: None,
             profile: None,
         }
     }
@@ -527,8 +575,13 @@ pub fn run(options: &BenchOptions) -> Result<String> {
     let default_output = workspace_root().join("target/fredvisor-bench.iso");
     Qemu::from_path(&default_output).check_tools()?;
     let iso = bench_image(options, CMDLINE, default_output)?.build()?;
-    let (ranges, _boot) = measure(&iso, options.timeout)?;
+    let (ranges, boot) = measure(&iso, options.timeout)?;
     let table = table(&ranges);
+    if let Some(path) = &options.json {
+        std::fs::write(path, json(&ranges, boot.ready_after))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        eprintln!("wrote the figures into {}", path.display());
+    }
     if options.update_readme {
         let path = workspace_root().join("README.md");
         let readme = std::fs::read_to_string(&path)
@@ -537,7 +590,7 @@ pub fn run(options: &BenchOptions) -> Result<String> {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         eprintln!("wrote the table into {}", path.display());
     }
-    Ok(table)
+    Ok(table + &ready_line(boot.ready_after))
 }
 
 #[cfg(test)]
@@ -717,11 +770,11 @@ mod tests {
                 "10009048",
                 "36050",
                 "1251131",
-                "30.7x",
-                "1174"
+                "45.1x",
+                "800"
             ]
         );
-        assert!(rows[3].ends_with(" 1174  goal: 2 x 587 first, then 800"));
+        assert!(rows[3].ends_with("     800  issue 17 (aim 500)"), "{table}");
         assert_eq!(
             cells(rows[4]),
             [
@@ -730,11 +783,14 @@ mod tests {
                 "3189048",
                 "2189",
                 "398631",
-                "1.9x",
-                "1174"
+                "3.7x",
+                "587"
             ]
         );
-        assert!(rows[4].ends_with(" 1174  2 x L4Re/Fiasco one-way IPC (587)"));
+        assert!(
+            rows[4].ends_with("     587  L4Re/Fiasco one-way IPC"),
+            "{table}"
+        );
         assert_eq!(
             cells(rows[5]),
             [
@@ -761,6 +817,31 @@ mod tests {
             ]
         );
         assert!(rows[6].ends_with(" 3896  issue 16: two hypercall round trips"));
+    }
+
+    #[test]
+    fn the_json_record_has_every_figure_and_the_boot_time() {
+        let ranges = Results::parse(LOG).complete().unwrap();
+        let text = json(&ranges, Some(Duration::from_millis(2412)));
+        assert!(text.contains("\"boot_to_ready_s\": 2.412,"), "{text}");
+        assert!(
+            text.contains(
+                "\"null-syscall\": {\"min_ticks\": 1712, \"max_ticks\": 1720, \"min_insns\": 214, \
+                 \"max_insns\": 215, \"target_insns\": 74},"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"hypercall-roundtrip\": {\"min_ticks\": 30328"),
+            "{text}"
+        );
+        assert!(text.trim_end().ends_with("}\n}"), "{text}");
+        assert_eq!(text.matches('{').count(), text.matches('}').count());
+        assert!(json(&ranges, None).contains("\"boot_to_ready_s\": null,"));
+        assert_eq!(
+            ready_line(Some(Duration::from_millis(960))),
+            "boot to \"nucleus: ready\": 0.96 s (wall clock, this -icount boot)\n"
+        );
     }
 
     #[test]

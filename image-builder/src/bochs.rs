@@ -424,6 +424,7 @@ impl Bochs {
             );
         }
         Ok(Boot {
+            ready_after: None,
             exit,
             serial,
             qemu_stderr: bochs_output,

@@ -98,6 +98,9 @@ pub struct Boot {
     pub firmware: Firmware,
     /// From starting QEMU to its end.
     pub elapsed: Duration,
+    /// From starting QEMU to the first look at the serial log that found `nucleus: ready`
+    /// (polled every few milliseconds; `None` if it never came or nobody looked).
+    pub ready_after: Option<Duration>,
     /// The serial log file QEMU wrote, while the `Boot` lives (if captured to a file).
     pub serial_path: Option<PathBuf>,
     /// Keeps the run's temporary directory (serial log, firmware variables) alive.
@@ -273,6 +276,7 @@ mod tests {
 
     fn boot(serial: &str, exit: QemuExit) -> Boot {
         Boot {
+            ready_after: None,
             exit,
             serial: serial.into(),
             qemu_stderr: String::new(),

@@ -191,6 +191,9 @@ struct BenchArgs {
     /// instruction through QEMU's GDB server and print its phases and functions.
     #[arg(long, value_name = "MEASUREMENT", conflicts_with_all = ["bochs", "update_readme"])]
     profile: Option<String>,
+    /// Also write the figures as JSON to FILE (to compare a later change with this one).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["bochs", "profile"])]
+    json: Option<PathBuf>,
     /// With --profile: which sample (1-based; later ones are warm).
     #[arg(long, default_value_t = 100, requires = "profile")]
     sample: u32,
@@ -231,6 +234,7 @@ fn bench_options(build: BuildOptions, args: &BenchArgs) -> anyhow::Result<BenchO
         timeout,
         update_readme: args.update_readme,
         bochs: args.bochs,
+        json: args.json.clone(),
         profile,
     })
 }

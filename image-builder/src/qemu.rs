@@ -300,19 +300,26 @@ impl Qemu {
             thread::spawn(move || crate::console::copy_filtered(out, std::io::stdout().lock()))
         });
         let deadline = self.timeout.map(|t| started + t);
+        let mut ready_after = None;
         let exit = loop {
             if let Some(status) = guard.try_wait().context("cannot wait for QEMU")? {
                 use std::os::unix::process::ExitStatusExt;
                 break QemuExit::from_status(status.code(), status.signal());
             }
+            let awaits =
+                self.until.is_some() || self.until_serial.is_some() || !self.until_lines.is_empty();
             if let Some(path) = &watched
-                && (self.until.is_some()
-                    || self.until_serial.is_some()
-                    || !self.until_lines.is_empty())
-                && fs::read(path).is_ok_and(|log| self.should_stop(&String::from_utf8_lossy(&log)))
+                && (awaits || ready_after.is_none())
+                && let Ok(log) = fs::read(path)
             {
-                guard.kill();
-                break QemuExit::Stopped;
+                let log = String::from_utf8_lossy(&log);
+                if ready_after.is_none() && log.contains(ipc::markers::READY) {
+                    ready_after = Some(started.elapsed());
+                }
+                if awaits && self.should_stop(&log) {
+                    guard.kill();
+                    break QemuExit::Stopped;
+                }
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 guard.kill();
@@ -351,6 +358,7 @@ impl Qemu {
             qemu_stderr,
             firmware: self.firmware(),
             elapsed,
+            ready_after,
             serial_path,
             _dir: Some(dir),
         })
