@@ -25,7 +25,10 @@ fn hostile(server: &str, text: &str) -> String {
 /// fixture runs and fred-server still answers its `int3`.
 fn recovered() -> [String; 3] {
     [
-        "nucleus: pv-server says hello (protocol 2, generation 1)".to_owned(),
+        format!(
+            "nucleus: pv-server says hello (protocol {}, generation 1)",
+            ipc::PROTOCOL_VERSION
+        ),
         hostile("pv-server", "generation 1 up"),
         hostile("pv-server", "int3 resumed"),
     ]

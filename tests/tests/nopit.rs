@@ -12,10 +12,16 @@ fn servers_start_and_say_hello_without_a_pit() -> Result<()> {
         .arg("pc,pit=off")
         .timeout(boot_timeout())
         .run()?;
+    let hello = |name: &str| {
+        format!(
+            "nucleus: {name} says hello (protocol {}, generation 0)",
+            ipc::PROTOCOL_VERSION
+        )
+    };
     boot.expect_in_order(&[
         "nucleus: 2 server(s) started",
-        "nucleus: fred-server says hello (protocol 2, generation 0)",
-        "nucleus: pv-server says hello (protocol 2, generation 0)",
+        &hello("fred-server"),
+        &hello("pv-server"),
         markers::READY,
     ])?;
     boot.expect_exit(QemuExit::Success)

@@ -56,7 +56,10 @@ pub fn hostile_server_messages_get_one_line_each_and_the_nucleus_keeps_running(
     // Nobody was killed or restarted for it, and the nucleus never fell over.
     expect_exact_line(
         &boot,
-        "nucleus: pv-server says hello (protocol 2, generation 0)",
+        &format!(
+            "nucleus: pv-server says hello (protocol {}, generation 0)",
+            ipc::PROTOCOL_VERSION
+        ),
     )?;
     boot.expect_absent("nucleus: pv-server stopped")?;
     boot.expect_absent("restarting")?;
@@ -73,7 +76,10 @@ pub fn an_event_fred_server_died_holding_goes_to_its_successor(machine: Machine)
             .cmdline(&machine.options(
                 "server-args=fred-server:fault-on-event server-args=pv-server:fault=null",
             ));
-    let last = "nucleus: pv-server says hello (protocol 2, generation 1)";
+    let last = &format!(
+        "nucleus: pv-server says hello (protocol {}, generation 1)",
+        ipc::PROTOCOL_VERSION
+    );
     // pv-server may print its option before fred-server's Hello, so before `nucleus: ready`.
     let (_, boot) = machine.boot_until(&image, Stop::Lines(&[markers::READY, last]))?;
     expect_exact_line(&boot, markers::READY)?;
