@@ -77,7 +77,11 @@ impl BuildOptions {
 /// `build`: the ISO at `target/fredvisor.iso` (or `--output`), as written to a USB stick.
 pub fn build(options: &BuildOptions) -> Result<Iso> {
     options.check_cmdline()?;
-    let iso = options.image("", default_iso_path()).build()?;
+    // The bare-metal ISO: GRUB's menu stays, to choose fred=off or fred=on.
+    let iso = options
+        .image("", default_iso_path())
+        .menu(crate::grub::Menu::Shown)
+        .build()?;
     eprintln!("wrote {}", iso.path().display());
     eprintln!("boot it: cargo fv run (= cargo run -p image-builder -- run); more: cargo fv --help");
     Ok(iso)

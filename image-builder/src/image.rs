@@ -64,6 +64,7 @@ pub struct Image {
     output: Option<PathBuf>,
     tools: Toolbox,
     verbose: bool,
+    menu: grub::Menu,
 }
 
 impl Image {
@@ -127,6 +128,12 @@ impl Image {
     /// Looks tools up with this toolbox (tests inject a `PATH` without some tool).
     pub fn tools(mut self, tools: Toolbox) -> Self {
         self.tools = tools;
+        self
+    }
+
+    /// Whether GRUB shows its menu first (default: it boots the default entry at once).
+    pub fn menu(mut self, menu: grub::Menu) -> Self {
+        self.menu = menu;
         self
     }
 
@@ -197,7 +204,7 @@ impl Image {
         fs::create_dir_all(boot.join("grub"))
             .and_then(|()| fs::create_dir_all(boot.join("modules")))
             .with_context(|| format!("cannot create {}", boot.display()))?;
-        copy(&nucleus, &boot.join("nucleus"))?;
+        ship_stripped(&nucleus, &boot.join("nucleus"))?;
         // The nucleus' own module first, then the servers, then the extra modules: the
         // nucleus keeps only its first modules (it says how many it ignored), and the symbol
         // map must not be the one that goes.
@@ -212,7 +219,11 @@ impl Image {
             name: crate::symbols::MODULE_NAME.into(),
         }];
         for server in &servers {
-            copy(&server.path, &boot.join(&server.name))?;
+            if self.unchecked.contains(&server.name) {
+                copy(&server.path, &boot.join(&server.name))?;
+            } else {
+                ship_stripped(&server.path, &boot.join(&server.name))?;
+            }
             entries.push(ModuleEntry {
                 path: format!("/boot/{}", server.name),
                 name: server.name.clone(),
@@ -241,7 +252,13 @@ impl Image {
             });
         }
         let source = reproducible::source(&workspace);
-        let cfg = grub::config("/boot/nucleus", &self.cmdline, &entries, &source.revision)?;
+        let cfg = grub::config(
+            "/boot/nucleus",
+            &self.cmdline,
+            &entries,
+            &source.revision,
+            self.menu,
+        )?;
         let cfg_path = boot.join("grub/grub.cfg");
         fs::write(&cfg_path, &cfg)
             .with_context(|| format!("cannot write {}", cfg_path.display()))?;
@@ -397,6 +414,17 @@ impl Image {
             compile::check_elf(&server.path).with_context(|| format!("server {}", server.name))?;
         }
         Ok(self.servers.clone())
+    }
+}
+
+/// Copies the ELF `from` to `to` without what no loader reads ([`crate::strip`]); a file
+/// that does not parse as ELF64 goes unchanged (the nucleus judges it: tests ship broken
+/// servers on purpose).
+fn ship_stripped(from: &Path, to: &Path) -> Result<()> {
+    let bytes = fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
+    match crate::strip::stripped(&bytes) {
+        Ok(copy) => fs::write(to, copy).with_context(|| format!("cannot write {}", to.display())),
+        Err(_) => copy(from, to),
     }
 }
 

@@ -15,7 +15,8 @@
 //!
 //! Modules: `tools` finds host tools (one clear line when one is missing), `compile` runs
 //! cargo for the target binaries, `grub` writes `grub.cfg`, `image` makes the ISO
-//! (`reproducible`: byte-identical builds, the source revision; `symbols`: `nucleus.sym`),
+//! (`reproducible`: byte-identical builds, the source revision; `symbols`: `nucleus.sym`;
+//! `strip`: the shipped copies of the ELFs),
 //! `qemu` boots it (`bochs` on Bochs' FRED CPU model, `console` filters the interactive
 //! console), `boot` holds the outcome and the assertions, `commands` is the CLI's work
 //! (`nucleus_options` checks `--cmdline` with the nucleus' own parser), `bench` the CLI's
@@ -40,6 +41,7 @@ pub mod progress;
 pub mod qemu;
 pub mod reproducible;
 pub mod shutdown;
+pub mod strip;
 pub mod symbols;
 pub mod tools;
 pub mod trace;
