@@ -24,7 +24,7 @@ use crate::event::Event;
 ///
 /// On the wire (protocol 3) it is eight little-endian bytes, not a varint: the event path's
 /// records then have one length each and are written and read at fixed offsets
-/// ([`crate::hot_path`]).
+/// (`ipc::hot_path`, through [`crate::codec::Message`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Token(pub u64);
 
