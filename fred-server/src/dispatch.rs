@@ -115,7 +115,7 @@ impl Fred {
                     "{PREFIX}: guest event {:?} is pv-server's, killing the guest",
                     event.kind
                 );
-                Some(ServerMessage::Reply(Reply::Kill { token }))
+                Some(ServerMessage::Reply(Reply::Kill { token: *token }))
             }
         }
     }
