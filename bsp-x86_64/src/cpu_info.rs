@@ -2,7 +2,8 @@
 //!
 //! GS_BASE points here while the nucleus runs (both deliveries: FRED swaps GS on ring-3
 //! delivery and ERETU, the IDT stubs SWAPGS). The IDT `syscall` stub reaches its stack through
-//! it, because SYSCALL does not switch stacks; everything else finds it by address.
+//! it, because SYSCALL does not switch stacks; the nucleus finds its per-CPU data through
+//! [`CpuInfo::percpu`]; diagnostics find the block by address.
 use core::mem::{offset_of, size_of};
 
 #[repr(C, align(64))]
@@ -15,10 +16,14 @@ pub struct CpuInfo {
     pub scratch_rsp: u64,
     /// CPU number.
     pub cpu: u64,
-    pub reserved: [u64; 5],
+    /// The nucleus' per-CPU block of this CPU (its `PerCpu`): what `gs:[CPU_INFO_PERCPU]`
+    /// reads in ring 0.
+    pub percpu: u64,
+    pub reserved: [u64; 4],
 }
 
 pub const CPU_INFO_KERNEL_RSP: usize = offset_of!(CpuInfo, kernel_rsp);
 pub const CPU_INFO_SCRATCH_RSP: usize = offset_of!(CpuInfo, scratch_rsp);
+pub const CPU_INFO_PERCPU: usize = offset_of!(CpuInfo, percpu);
 
 const _: () = assert!(size_of::<CpuInfo>() as u64 == crate::stack_block::CPU_INFO_SIZE);

@@ -46,10 +46,11 @@ extern "C" fn fred_from_ring0(frame: &mut Frame) {
 
 /// Every event: the dispatcher, or — under `trace=` — the dispatcher between the trace's
 /// two looks at the thread table ([`crate::trace::traced`]). `trace=off` costs one compare
-/// and one branch here and nothing anywhere else.
+/// and one branch here and nothing anywhere else. An event that may run on the user's GS is
+/// not traced (the trace buffer is per CPU, reached through GS: `cpu::percpu`).
 #[inline(always)]
 fn enter(frame: &mut Frame, delivery: Delivery) {
-    if crate::trace::active() {
+    if crate::trace::active() && !crate::cpu::percpu::gs_may_be_user(frame, delivery) {
         return crate::trace::traced(frame, delivery, dispatch);
     }
     dispatch(frame, delivery);

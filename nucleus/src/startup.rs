@@ -29,7 +29,9 @@ static WHEN_READY: Once<WhenReady> = Once::new();
 
 /// From the trampoline's Rust entry (`boot.rs`), on the boot stack.
 pub fn start_nucleus(loader: LoaderHandoff) -> ! {
-    // First of all: exceptions are reported from here on (design note, "Initialisation").
+    // First of all: this CPU's `PerCpu` through GS, and exceptions reported from here on
+    // (design note, "Initialisation").
+    crate::cpu::percpu::boot_cpu();
     crate::cpu::tables::install_early_idt();
     crate::console::init();
     // The source revision comes from image-builder's build (unknown for other builds).
@@ -89,7 +91,8 @@ pub fn start_nucleus(loader: LoaderHandoff) -> ! {
         println!("module: {} more ignored", boot.modules_dropped);
     }
 
-    crate::cpu::tables::install_gdt();
+    let cpu = crate::cpu::percpu::current();
+    crate::cpu::tables::install_gdt(cpu);
     let layout = match crate::mm::init(&boot) {
         Ok(layout) => layout,
         Err(e) => {
@@ -116,8 +119,9 @@ pub fn start_nucleus(loader: LoaderHandoff) -> ! {
     }
     crate::symbols::init(&boot);
     crate::domains::init(&boot);
-    crate::cpu::stacks::set_block(&layout.stack_block);
-    crate::cpu::tables::use_stack_block(&layout.stack_block);
+    cpu.set_block(&layout.stack_block);
+    crate::cpu::tables::use_stack_block(cpu, &layout.stack_block);
+    crate::cpu::tables::use_ist_gates();
     HANDOFF.call_once(|| Handoff { boot, options });
     crate::cpu::enter::continue_on_primary(&layout.stack_block, on_stack_block)
 }
@@ -127,9 +131,7 @@ extern "C" fn on_stack_block() -> ! {
     let Some(Handoff { boot, options }) = HANDOFF.get() else {
         panic!("boot handoff missing");
     };
-    if let Some(block) = crate::cpu::stacks::block() {
-        crate::cpu::percpu::init_syscall(&block);
-    }
+    crate::cpu::percpu::install(crate::cpu::percpu::current());
     crate::cpu::protect::protect();
     crate::cpu::fred::init(options);
 

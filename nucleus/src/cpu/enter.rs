@@ -1,6 +1,7 @@
 //! Entering a context from Rust: the primary stack at boot, the first thread's frame, the
 //! idle loop (the nucleus' only interruptible code), and the user FS/GS a thread runs with.
 //! Every later entry is the exit half of the entry stubs.
+use super::percpu::{self, IDLE_STACK_WORDS};
 use crate::racy::RacyCell;
 use bsp_x86_64::frame::{CsQword, Frame, SsQword};
 use bsp_x86_64::gdt;
@@ -8,7 +9,7 @@ use bsp_x86_64::guest_segments::SegmentBases;
 use bsp_x86_64::msr;
 use bsp_x86_64::regs::Rflags;
 use bsp_x86_64::stack_block::StackBlock;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::Ordering;
 use xen_abi::layout::selector::FLAT_RING3_DS32;
 
 unsafe extern "C" {
@@ -37,19 +38,16 @@ unsafe extern "C" {
     fn nucleus_enter_frame(frame: *const Frame, exit: u64) -> !;
 }
 
-/// Where the first thread's frame waits for its first return to Ring3.
-static FIRST_FRAME: RacyCell<Frame> = RacyCell::new(Frame::ZERO);
-static FIRST_ENTERED: AtomicBool = AtomicBool::new(false);
-
 /// Boot: lets `load` fill the first thread's frame (and load its CR3 and user GS), then
-/// enters it. Returns only if `load` found nothing to run, or on a second call.
+/// enters it. Returns only if `load` found nothing to run, or on a second call on this CPU.
 pub fn enter_first(load: impl FnOnce(&mut Frame) -> bool) {
-    if FIRST_ENTERED.swap(true, Ordering::Relaxed) {
+    let cpu = percpu::current();
+    if cpu.first_entered.swap(true, Ordering::Relaxed) {
         return;
     }
-    // SAFETY: boot, single CPU, interrupts off, and only the first call gets here: nothing
-    // else uses FIRST_FRAME.
-    let frame = unsafe { &mut *FIRST_FRAME.get() };
+    // SAFETY: this CPU's own frame, interrupts off, and only its first call gets here:
+    // nothing else uses it.
+    let frame = unsafe { &mut *cpu.first_frame.get() };
     if !load(frame) {
         return;
     }
@@ -64,24 +62,16 @@ pub fn enter_first(load: impl FnOnce(&mut Frame) -> bool) {
     unsafe { nucleus_enter_frame(frame, exit) }
 }
 
-/// Words of the idle stack. A tick that interrupts `hlt` runs its whole handler here (an IDT
-/// gate or FRED stays on the current stack in ring 0), a restart whose backoff is over
-/// included: dispatch, lifecycle::tick, lifecycle::load, loader::load and the image checks
-/// take over 5 KiB, and with 4 KiB the stack ran into the statics below it in .bss
-/// (FRED_ON turned true: LKGS, #UD, FATAL — seen in hostile_server's always-crashing test).
-const IDLE_STACK_WORDS: usize = 2048;
-
-static IDLE_STACK: RacyCell<[u64; IDLE_STACK_WORDS]> = RacyCell::new([0; IDLE_STACK_WORDS]);
-
-/// The context the CPU waits in when no thread is runnable: `hlt` in ring 0 with
-/// interrupts on, on a stack of its own.
+/// The context this CPU waits in when no thread is runnable: `hlt` in ring 0 with
+/// interrupts on, on its own idle stack (`PerCpu`).
 pub fn idle_frame() -> Frame {
     let mut frame = Frame::ZERO;
     frame.ret.rip = nucleus_idle as *const () as u64;
     frame.ret.cs = CsQword::from_raw(u64::from(gdt::KERNEL_CS.raw()));
     frame.ret.ss = SsQword::from_raw(u64::from(gdt::KERNEL_DS.raw()));
     frame.ret.rflags = Rflags::INTERRUPTS_ON.bits();
-    frame.ret.rsp = (IDLE_STACK.get() as u64 + IDLE_STACK_WORDS as u64 * 8) & !0xf;
+    let stack = percpu::current().idle_stack.get() as u64;
+    frame.ret.rsp = (stack + IDLE_STACK_WORDS as u64 * 8) & !0xf;
     frame
 }
 
@@ -214,12 +204,10 @@ unsafe extern "C" {
     fn continue_on_stack(top: u64, next: extern "C" fn() -> !) -> !;
 }
 
-static SWITCHED: AtomicBool = AtomicBool::new(false);
-
-/// Leaves the boot stack for CPU 0's primary stack in `block` and calls `next` there.
-/// Only the first call switches; a second one panics.
+/// Leaves the boot stack for this CPU's primary stack in `block` and calls `next` there.
+/// Only the first call on a CPU switches; a second one panics.
 pub fn continue_on_primary(block: &StackBlock, next: extern "C" fn() -> !) -> ! {
-    if SWITCHED.swap(true, Ordering::Relaxed) {
+    if percpu::current().switched.swap(true, Ordering::Relaxed) {
         panic!("boot: second switch to the stack block");
     }
     // SAFETY: `memory::init` just mapped the block and nothing ran on its primary stack yet

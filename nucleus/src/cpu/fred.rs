@@ -6,18 +6,16 @@
 //! from the stack block. The IDT stays loaded (unused under FRED), as a fallback for kexec.
 use bsp_x86_64::cmdline::{LogLevel, Options};
 use bsp_x86_64::fred::{self as policy, CpuFeatures, FredMsrPlan};
-use core::sync::atomic::{AtomicBool, Ordering};
 
 unsafe extern "C" {
     /// The FRED entry page (`bsp_x86_64::entry_stubs!`): ring-3 entry at +0, ring-0 at +256.
     static fred_entry_ring3: u8;
 }
 
-static FRED_ON: AtomicBool = AtomicBool::new(false);
-
 /// True once this CPU delivers events through FRED.
+#[inline]
 pub fn enabled() -> bool {
-    FRED_ON.load(Ordering::Relaxed)
+    super::percpu::current().fred_enabled()
 }
 
 pub fn init(options: &Options) {
@@ -44,7 +42,7 @@ pub fn init(options: &Options) {
         }
     };
     let debug = options.loglvl >= LogLevel::Debug;
-    // SAFETY: CPL 0 on the boot CPU with interrupts off; the plan's values come from the
+    // SAFETY: CPL 0 with interrupts off, on the CPU whose stack block this is; the plan's values come from the
     // mapped stack block and the 4 KiB-aligned entry page, so every later event is delivered
     // to mapped stubs on mapped stacks. GDT (KERNEL_DS for SS) is loaded.
     unsafe {
@@ -54,5 +52,5 @@ pub fn init(options: &Options) {
             }
         })
     };
-    FRED_ON.store(true, Ordering::Relaxed);
+    super::percpu::current().set_fred_enabled();
 }

@@ -1,7 +1,194 @@
-//! This CPU's `cpu_info` block (GS_BASE in ring 0) and the SYSCALL/SYSENTER MSRs that lead
-//! to it (or, for SYSENTER and compat-mode SYSCALL, nowhere).
+//! [`PerCpu`]: everything that belongs to one CPU, reached through GS (issue 12, issue 20).
+//!
+//! In ring 0 IA32_GS_BASE points at the CPU's `cpu_info` block (the 64 bytes at the top of
+//! its primary stack, `bsp_x86_64::cpu_info`) under both deliveries (`bsp_x86_64::fred`, "GS
+//! convention"), and `cpu_info.percpu` points at the CPU's `PerCpu`, so [`current`] is one
+//! `mov` from `gs:`. Nothing indexes a global array by a CPU number: a CPU claims its
+//! `PerCpu` once, when it is brought up, and finds it through GS from then on.
+//!
+//! Before the stack block exists the boot CPU's GS base points at a boot-time `cpu_info`
+//! ([`boot_cpu`], the first thing `startup` does), so `current` works from the first Rust
+//! statement on; [`install`] moves GS to the block's `cpu_info` and programs the SYSCALL
+//! MSRs that lead there (or, for SYSENTER and compat-mode SYSCALL, nowhere).
+//!
+//! One hole remains under IDT delivery: an NMI or `#MC` that interrupts `syscall_entry` before
+//! its SWAPGS, or `idt_exit` after its SWAPGS, runs in ring 0 with the user's GS. Their
+//! handlers therefore read nothing through GS: NMIs count, and the trace skips every event
+//! [`gs_may_be_user`] names. FRED swaps GS atomically with the event, so it has no window.
+use crate::racy::RacyCell;
+use bsp_x86_64::cpu_info::{CPU_INFO_PERCPU, CpuInfo};
+use bsp_x86_64::frame::Frame;
 use bsp_x86_64::gdt;
 use bsp_x86_64::stack_block::StackBlock;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// How many CPUs the nucleus brings up at most (the size of the `PerCpu` pool).
+pub const MAX_CPUS: usize = 8;
+
+/// Words of a CPU's idle stack. A tick that interrupts `hlt` runs its whole handler here (an
+/// IDT gate or FRED stays on the current stack in ring 0), a restart whose backoff is over
+/// included: dispatch, lifecycle::tick, lifecycle::load, loader::load and the image checks
+/// take over 5 KiB, and with 4 KiB the stack ran into the statics below it in .bss
+/// (FRED_ON turned true: LKGS, #UD, FATAL — seen in hostile_server's always-crashing test).
+pub const IDLE_STACK_WORDS: usize = 2048;
+
+/// One CPU's own data. Only that CPU writes it once it is online (with interrupts off);
+/// before, the CPU that brings it up does.
+pub struct PerCpu {
+    /// 0 for the boot CPU, then in bring-up order.
+    index: AtomicU32,
+    /// Local APIC id (0 on the boot CPU until discovery reads it).
+    apic_id: AtomicU32,
+    /// Base of the CPU's stack block; 0 until it is mapped.
+    block_base: AtomicU64,
+    /// True once the CPU delivers events through FRED.
+    fred_on: AtomicBool,
+    /// The root CR3 holds (0 until the first switch).
+    loaded_root: AtomicU64,
+    /// GDT and TSS (`tables`).
+    pub(super) tables: RacyCell<super::tables::CpuTables>,
+    /// Where the first thread's frame waits for its first return to Ring3 (`enter`).
+    pub(super) first_frame: RacyCell<Frame>,
+    pub(super) first_entered: AtomicBool,
+    /// Set by the one switch from the boot stack to the block's primary stack (`enter`).
+    pub(super) switched: AtomicBool,
+    /// The stack the idle loop runs on (`enter::idle_frame`).
+    pub(super) idle_stack: RacyCell<[u64; IDLE_STACK_WORDS]>,
+    /// The CPU's trace buffer (`trace`).
+    trace: crate::trace::CpuBuffer,
+}
+
+impl PerCpu {
+    const fn new() -> Self {
+        Self {
+            index: AtomicU32::new(0),
+            apic_id: AtomicU32::new(0),
+            block_base: AtomicU64::new(0),
+            fred_on: AtomicBool::new(false),
+            loaded_root: AtomicU64::new(0),
+            tables: RacyCell::new(super::tables::CpuTables::new()),
+            first_frame: RacyCell::new(Frame::ZERO),
+            first_entered: AtomicBool::new(false),
+            switched: AtomicBool::new(false),
+            idle_stack: RacyCell::new([0; IDLE_STACK_WORDS]),
+            trace: crate::trace::CpuBuffer::new(),
+        }
+    }
+
+    /// This CPU's number: 0 is the boot CPU.
+    pub fn index(&self) -> u32 {
+        self.index.load(Ordering::Relaxed)
+    }
+
+    pub fn apic_id(&self) -> u32 {
+        self.apic_id.load(Ordering::Relaxed)
+    }
+
+    pub fn set_apic_id(&self, id: u32) {
+        self.apic_id.store(id, Ordering::Relaxed);
+    }
+
+    /// The CPU's stack block, once mapped.
+    pub fn block(&self) -> Option<StackBlock> {
+        let base = self.block_base.load(Ordering::Relaxed);
+        (base != 0).then(|| StackBlock::new(base).ok()).flatten()
+    }
+
+    pub fn set_block(&self, block: &StackBlock) {
+        self.block_base.store(block.base(), Ordering::Relaxed);
+    }
+
+    pub fn fred_enabled(&self) -> bool {
+        self.fred_on.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_fred_enabled(&self) {
+        self.fred_on.store(true, Ordering::Relaxed);
+    }
+
+    /// The root CR3 holds (0 until the first switch).
+    pub fn loaded_root(&self) -> u64 {
+        self.loaded_root.load(Ordering::Relaxed)
+    }
+
+    pub fn set_loaded_root(&self, root: u64) {
+        self.loaded_root.store(root, Ordering::Relaxed);
+    }
+
+    pub fn trace(&self) -> &crate::trace::CpuBuffer {
+        &self.trace
+    }
+}
+
+/// The pool the CPUs claim their `PerCpu` from, in bring-up order.
+static POOL: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
+static CLAIMED: AtomicUsize = AtomicUsize::new(0);
+
+/// Hands out the next unused `PerCpu` (numbered in claim order), or `None` if all are taken.
+pub fn claim() -> Option<&'static PerCpu> {
+    let index = CLAIMED
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_CPUS).then_some(n + 1)
+        })
+        .ok()?;
+    let cpu = &POOL[index];
+    cpu.index.store(index as u32, Ordering::Relaxed);
+    Some(cpu)
+}
+
+/// The boot CPU's `cpu_info` until its stack block exists.
+static BOOT_CPU_INFO: RacyCell<CpuInfo> = RacyCell::new(CpuInfo {
+    kernel_rsp: 0,
+    scratch_rsp: 0,
+    cpu: 0,
+    percpu: 0,
+    reserved: [0; 4],
+});
+
+/// This CPU's `PerCpu`.
+#[inline(always)]
+pub fn current() -> &'static PerCpu {
+    let percpu: *const PerCpu;
+    // SAFETY: in ring 0 GS_BASE is this CPU's `cpu_info` (module comment: set before the
+    // first Rust statement that can reach here, kept by both deliveries), whose `percpu`
+    // word is written once, before GS points at it, and never changes. Reading it has no
+    // side effects.
+    unsafe {
+        core::arch::asm!(
+            "mov {}, gs:[{off}]",
+            out(reg) percpu,
+            off = const CPU_INFO_PERCPU,
+            options(nostack, preserves_flags, readonly, pure),
+        );
+    }
+    // SAFETY: the word holds the address of a `POOL` entry (a static) — see above.
+    unsafe { &*percpu }
+}
+
+/// Whether this event's handler may run with the user's GS (module comment): an IDT-delivered
+/// `#DB`, NMI or `#MC` that interrupted ring 0.
+pub fn gs_may_be_user(frame: &Frame, delivery: ipc::dump::Delivery) -> bool {
+    delivery == ipc::dump::Delivery::Idt
+        && frame.ret.cs.selector().rpl() == 0
+        && matches!(frame.ret.ss.vector(), 1 | 2 | 18)
+}
+
+/// The boot CPU's first step: claims its `PerCpu` and points GS at a boot-time `cpu_info`
+/// leading to it, so [`current`] works from here on.
+pub fn boot_cpu() {
+    let Some(cpu) = claim() else {
+        // Unreachable: the pool is not empty and the boot CPU claims first.
+        crate::exit::halt_forever();
+    };
+    // SAFETY: the boot CPU's first statement: nothing else reads the boot `cpu_info` yet.
+    let info = unsafe { &mut *BOOT_CPU_INFO.get() };
+    info.percpu = core::ptr::from_ref(cpu) as u64;
+    let base = bsp_x86_64::msr::GsBase::new(core::ptr::from_ref(info) as u64)
+        .unwrap_or_else(|_| crate::exit::halt_forever());
+    // SAFETY: CPL 0, interrupts off; the nucleus has not read GS yet, and the new base is a
+    // static `cpu_info` with a valid `percpu` word.
+    unsafe { bsp_x86_64::msr::write(base) };
+}
 
 unsafe extern "C" {
     /// The IDT path's SYSCALL entry (`bsp_x86_64::entry_stubs!`).
@@ -10,21 +197,25 @@ unsafe extern "C" {
     static syscall_compat_entry: u8;
 }
 
-/// Programs SYSCALL (STAR, LSTAR, CSTAR, FMASK, EFER.SCE), parks SYSENTER, and fills the
-/// per-CPU `cpu_info` block that GS_BASE points at in ring 0. Under FRED, LSTAR, CSTAR,
-/// FMASK and the SYSENTER MSRs are unused but harmless, and EFER.SCE still gates SYSCALL
-/// (fred-facts.md §1.3 point 7).
-pub fn init_syscall(block: &StackBlock) {
-    use bsp_x86_64::cpu_info::CpuInfo;
+/// Fills the `cpu_info` block at the top of `cpu`'s primary stack, points GS_BASE at it and
+/// programs SYSCALL (STAR, LSTAR, CSTAR, FMASK, EFER.SCE) and parks SYSENTER. Under FRED,
+/// LSTAR, CSTAR, FMASK and the SYSENTER MSRs are unused but harmless, and EFER.SCE still
+/// gates SYSCALL (fred-facts.md §1.3 point 7). Runs on the CPU `cpu` belongs to.
+pub fn install(cpu: &'static PerCpu) {
     use bsp_x86_64::msr::{
         self, Cstar, Fmask, GsBase, KernelGsBase, Lstar, Star, SysenterCs, SysenterEip, SysenterEsp,
     };
     use bsp_x86_64::regs::Efer;
+    let Some(block) = cpu.block() else {
+        println!("cpu {}: no stack block; GS stays at boot", cpu.index());
+        return;
+    };
     let info = CpuInfo {
         kernel_rsp: block.primary_top(),
         scratch_rsp: 0,
-        cpu: 0,
-        reserved: [0; 5],
+        cpu: u64::from(cpu.index()),
+        percpu: core::ptr::from_ref(cpu) as u64,
+        reserved: [0; 4],
     };
     // SAFETY: `cpu_info()` is the 64-byte block at the top of the mapped primary stack page,
     // reserved for it (the stack starts below it).
@@ -34,8 +225,9 @@ pub fn init_syscall(block: &StackBlock) {
     // SAFETY: each write runs at CPL 0 during boot with interrupts off. STAR names the GDT's
     // selectors; LSTAR and CSTAR are mapped syscall stubs (canonical, kernel half); FMASK
     // clears IF, TF, DF, AC and NT so the stubs run like an interrupt gate; SYSENTER_CS = 0
-    // makes SYSENTER fault (#GP) in whoever executes it; GS_BASE/KERNEL_GS_BASE set the
-    // ring-0/ring-3 halves the stubs swap; EFER keeps LME/LMA/NXE and adds SCE.
+    // makes SYSENTER fault (#GP) in whoever executes it; GS_BASE moves to the block's
+    // `cpu_info`, which leads to the same `PerCpu` as before; KERNEL_GS_BASE is the ring-3
+    // half the stubs swap; EFER keeps LME/LMA/NXE and adds SCE.
     unsafe {
         msr::write(Star::new(gdt::KERNEL_CS, gdt::USER_CS32));
         msr::write(Lstar::new(entry).unwrap_or_else(|_| panic!("syscall stub not canonical")));

@@ -1,18 +1,9 @@
-//! Where this CPU's stack block is, and which of its pages an address falls in.
+//! Where this CPU's stack block is (its `PerCpu`), and which of its pages an address falls in.
 use bsp_x86_64::stack_block::{StackBlock, StackPage};
-use core::sync::atomic::{AtomicU64, Ordering};
 
-/// Base of CPU 0's stack block; 0 until `memory::init` mapped it.
-static BLOCK_BASE: AtomicU64 = AtomicU64::new(0);
-
-pub fn set_block(block: &StackBlock) {
-    BLOCK_BASE.store(block.base(), Ordering::Relaxed);
-}
-
+/// This CPU's stack block, once mapped.
 pub fn block() -> Option<StackBlock> {
-    StackBlock::new(BLOCK_BASE.load(Ordering::Relaxed))
-        .ok()
-        .filter(|b| b.base() != 0)
+    super::percpu::current().block()
 }
 
 /// The stack page `addr` lies in, if it is in this CPU's block.

@@ -1,9 +1,12 @@
-//! Per-CPU descriptor tables: the GDT, the TSS and the IDT (architecture.md §2 step 3, §4).
+//! Descriptor tables: each CPU's GDT and TSS ([`CpuTables`], in its `PerCpu`) and the one
+//! IDT all CPUs share (architecture.md §2 step 3, §4).
 //!
 //! The IDT is installed first of all, on the boot GDT (whose code selector is the same
 //! `KERNEL_CS`), so exceptions are reported from the first Rust instruction on. The final
 //! GDT with its TSS follows before the boot page tables go away, and the IST entries once the
-//! stack block exists.
+//! stack block exists. The IDT's IST indices are the same on every CPU; each CPU's TSS points
+//! them into its own block.
+use super::percpu::PerCpu;
 use crate::racy::RacyCell;
 use bsp_x86_64::entry::IDT_STUB_SIZE;
 use bsp_x86_64::gdt::{self, Gdt};
@@ -19,7 +22,6 @@ unsafe extern "C" {
 }
 
 static IDT: RacyCell<Idt> = RacyCell::new(Idt::new());
-static TSS: RacyCell<TaskStateSegment> = RacyCell::new(TaskStateSegment::new());
 /// The GDT with room for Xen's flat selectors at their Xen indices (pv64-abi.md §2.3): a
 /// PV64 guest runs with 0xe033/0xe02b (and may name 0xe023), so the table reaches entry
 /// 7174 (0xe038 bytes). Entries 8-7171 are null.
@@ -33,10 +35,23 @@ const XEN_GDT_ENTRIES: usize = (xen_abi::layout::selector::FLAT_RING3_CS64 as us
 const _: () = assert!(core::mem::size_of::<FullGdt>() >= 0xe038);
 const _: () = assert!(core::mem::size_of::<Gdt>() == 64);
 
-static GDT: RacyCell<FullGdt> = RacyCell::new(FullGdt {
-    head: Gdt::new(0),
-    rest: [0; XEN_GDT_ENTRIES - 8],
-});
+/// One CPU's GDT and TSS (the TSS descriptor names its own TSS, and is busy once loaded).
+pub struct CpuTables {
+    gdt: FullGdt,
+    tss: TaskStateSegment,
+}
+
+impl CpuTables {
+    pub const fn new() -> Self {
+        Self {
+            gdt: FullGdt {
+                head: Gdt::new(0),
+                rest: [0; XEN_GDT_ENTRIES - 8],
+            },
+            tss: TaskStateSegment::new(),
+        }
+    }
+}
 
 fn stub_address(vector: u8) -> u64 {
     let base = core::ptr::addr_of!(idt_vector_stubs) as u64;
@@ -59,27 +74,29 @@ pub fn install_early_idt() {
     unsafe { insn::lidt(&idt.pointer()) };
 }
 
-/// Loads the final GDT with the TSS and reloads every segment register.
-pub fn install_gdt() {
-    // SAFETY: boot, single CPU, interrupts off: no other reference to TSS or GDT exists.
+/// Loads `cpu`'s final GDT with its TSS and reloads every segment register. Runs on the CPU
+/// `cpu` belongs to, once.
+pub fn install_gdt(cpu: &PerCpu) {
+    // SAFETY: the CPU's own tables, during its bring-up with interrupts off: no other
+    // reference to them exists (the CPU reads them only once loaded, below).
     let gdt = unsafe {
-        let full = &mut *GDT.get();
-        full.head = Gdt::with_tss(&*TSS.get());
+        let tables = &mut *cpu.tables.get();
+        tables.gdt.head = Gdt::with_tss(&tables.tss);
         use xen_abi::layout::selector::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64};
         for (selector, descriptor) in [
             (FLAT_RING3_CS32, gdt::Descriptor::code32(3)),
             (FLAT_RING3_SS64, gdt::Descriptor::data(3)),
             (FLAT_RING3_CS64, gdt::Descriptor::code64(3)),
         ] {
-            full.rest[(selector as usize >> 3) - 8] = descriptor.raw();
+            tables.gdt.rest[(selector as usize >> 3) - 8] = descriptor.raw();
         }
-        &*GDT.get()
+        &(*cpu.tables.get()).gdt
     };
     let pointer = gdt::DescriptorTablePointer {
         limit: (core::mem::size_of::<FullGdt>() - 1) as u16,
         base: core::ptr::from_ref(gdt) as u64,
     };
-    // SAFETY: the GDT is a static with the descriptors the selectors below name.
+    // SAFETY: the GDT lives in a static `PerCpu` with the descriptors the selectors below name.
     unsafe { insn::lgdt(&pointer) };
     // SAFETY: KERNEL_CS is a 64-bit ring-0 code descriptor in the GDT just loaded.
     unsafe { insn::reload_cs(gdt::KERNEL_CS) };
@@ -95,17 +112,22 @@ pub fn install_gdt() {
     unsafe { insn::lldt(gdt::Selector::NULL) };
 }
 
-/// Points TSS.RSP0 and the IST slots into the stack block and switches the IDT's `#DF`,
-/// `#DB`, NMI and `#MC` gates onto them.
-pub fn use_stack_block(block: &StackBlock) {
-    // SAFETY: single CPU with interrupts off; the TSS is only read by the CPU at delivery.
-    let tss = unsafe { &mut *TSS.get() };
+/// Points `cpu`'s TSS.RSP0 and IST slots into its stack block `block`.
+pub fn use_stack_block(cpu: &PerCpu, block: &StackBlock) {
+    // SAFETY: the CPU's own TSS, with interrupts off; the CPU only reads it at delivery.
+    let tss = unsafe { &mut (*cpu.tables.get()).tss };
     tss.set_rsp0(block.primary_top());
     tss.set_ist(IST_DF, block.df_top());
     tss.set_ist(IST_DB, block.db_top());
     tss.set_ist(IST_NMI, block.nmi_top());
     tss.set_ist(IST_MC, block.mc_top());
-    // SAFETY: as above for the IDT.
+}
+
+/// Switches the shared IDT's `#DF`, `#DB`, NMI and `#MC` gates onto their IST stacks. Once,
+/// on the boot CPU, before any other CPU is started.
+pub fn use_ist_gates() {
+    // SAFETY: boot CPU, interrupts off, no other CPU running yet: nothing else writes the
+    // IDT, and the CPU reads a gate only at delivery.
     let idt = unsafe { &mut *IDT.get() };
     for (vector, ist) in [
         (Vector::DF, IST_DF),

@@ -9,7 +9,6 @@ pub use addrspace::{AddressSpace, BadPointer};
 pub use memory::{MemoryError, kernel_root, phys_to_virt};
 
 use bsp_x86_64::paging::PhysAddr;
-use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Builds the nucleus' memory in the order its parts need each other: the frame allocator,
 /// page tables and direct map ([`memory::init`]), then the M2P that lives in the direct map's
@@ -23,25 +22,23 @@ pub fn init(boot: &crate::bootinfo::BootSummary) -> Result<memory::Layout, Memor
     Ok(layout)
 }
 
-/// The root CR3 holds (0 until the first switch).
-static LOADED_ROOT: AtomicU64 = AtomicU64::new(0);
-
-/// Makes `root` the tables the CPU walks (no CR3 write if it already is).
+/// Makes `root` the tables this CPU walks (no CR3 write if it already is).
 #[inline]
 pub fn load_root(root: PhysAddr) {
     let root = root.as_u64();
-    if LOADED_ROOT.load(Ordering::Relaxed) != root {
+    let cpu = crate::cpu::percpu::current();
+    if cpu.loaded_root() != root {
         // SAFETY: `root` is the nucleus PML4 or a thread or guest PML4 holding its window (L4
         // slots 257-271; guests 256 too), so the
         // running code, stacks and data stay mapped.
         unsafe { bsp_x86_64::insn::write_cr3(root) };
-        LOADED_ROOT.store(root, Ordering::Relaxed);
+        cpu.set_loaded_root(root);
     }
 }
 
-/// True if the CPU walks `root` now.
+/// True if this CPU walks `root` now.
 pub fn is_loaded(root: PhysAddr) -> bool {
-    LOADED_ROOT.load(Ordering::Relaxed) == root.as_u64()
+    crate::cpu::percpu::current().loaded_root() == root.as_u64()
 }
 
 /// A boot module's bytes, through the direct map.

@@ -5,11 +5,11 @@ use ipc::trace::{Source, TraceBuffer};
 /// Bytes of a CPU's buffer: several hundred records between two drains.
 const BUFFER_BYTES: usize = 16 * 1024;
 
-/// One buffer per CPU (one CPU today).
-static BUFFERS: [TraceBuffer<BUFFER_BYTES>; 1] = [TraceBuffer::new()];
+/// A CPU's buffer: one in each `PerCpu`.
+pub type CpuBuffer = TraceBuffer<BUFFER_BYTES>;
 
-fn buffer() -> &'static TraceBuffer<BUFFER_BYTES> {
-    &BUFFERS[0]
+fn buffer() -> &'static CpuBuffer {
+    crate::cpu::percpu::current().trace()
 }
 
 fn com2() -> Uart16550 {
