@@ -37,8 +37,6 @@ pub const IDLE_STACK_WORDS: usize = 2048;
 pub struct PerCpu {
     /// 0 for the boot CPU, then in bring-up order.
     index: AtomicU32,
-    /// Local APIC id (0 on the boot CPU until discovery reads it).
-    apic_id: AtomicU32,
     /// Base of the CPU's stack block; 0 until it is mapped.
     block_base: AtomicU64,
     /// True once the CPU delivers events through FRED.
@@ -62,7 +60,6 @@ impl PerCpu {
     const fn new() -> Self {
         Self {
             index: AtomicU32::new(0),
-            apic_id: AtomicU32::new(0),
             block_base: AtomicU64::new(0),
             fred_on: AtomicBool::new(false),
             loaded_root: AtomicU64::new(0),
@@ -78,14 +75,6 @@ impl PerCpu {
     /// This CPU's number: 0 is the boot CPU.
     pub fn index(&self) -> u32 {
         self.index.load(Ordering::Relaxed)
-    }
-
-    pub fn apic_id(&self) -> u32 {
-        self.apic_id.load(Ordering::Relaxed)
-    }
-
-    pub fn set_apic_id(&self, id: u32) {
-        self.apic_id.store(id, Ordering::Relaxed);
     }
 
     /// The CPU's stack block, once mapped.
