@@ -97,7 +97,7 @@ pub struct OptionHelp {
 }
 
 /// Every option the parser knows, in the order of [`Options`]' fields.
-pub const OPTIONS: [OptionHelp; 8] = [
+pub const OPTIONS: [OptionHelp; 9] = [
     OptionHelp {
         syntax: "fred=on|off|auto",
         help: "event delivery: FRED, the IDT, or FRED when the CPU has FRED and LKGS (auto)",
@@ -137,6 +137,11 @@ pub const OPTIONS: [OptionHelp; 8] = [
         syntax: "trace=off|events|all",
         help: "binary trace on COM2 (off); `run --trace FILE` decodes it; all adds switches, syscalls",
         example: "trace=events",
+    },
+    OptionHelp {
+        syntax: "cpus=N",
+        help: "bring up at most N CPUs, the boot CPU included (default: every CPU the MADT lists)",
+        example: "cpus=1",
     },
 ];
 
@@ -256,6 +261,8 @@ pub struct Options {
     pub server_args: ServerArgsTable,
     /// `trace=off|events|all`: what the binary trace on COM2 records.
     pub trace: TraceLevel,
+    /// `cpus=N`: at most N CPUs online (N >= 1); `None` is every CPU found.
+    pub cpus: Option<u16>,
 }
 
 /// Longest server name in `server-args=` (the start page holds 32 bytes).
@@ -372,6 +379,9 @@ impl fmt::Display for Options {
         }
         if self.trace != TraceLevel::Off {
             write!(f, " trace={}", self.trace.as_str())?;
+        }
+        if let Some(cpus) = self.cpus {
+            write!(f, " cpus={cpus}")?;
         }
         let mut separator = " selftest=";
         for (name, test) in SelfTests::NAMES {
@@ -637,6 +647,26 @@ impl<'a, F: FnMut(Warning<'a>)> Parser<'a, F> {
                     }),
                 }
             }
+            b"cpus" => {
+                let count = value
+                    .and_then(|v| core::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse::<u16>().ok())
+                    .filter(|&n| n >= 1);
+                match (value, count) {
+                    (_, Some(n)) => self.options.cpus = Some(n),
+                    (Some(value), None) => self.warn(Warning::BadValue {
+                        key: "cpus",
+                        value: Echo(value),
+                        expected: "a count from 1 to 65535",
+                        kept: "every CPU",
+                    }),
+                    (None, None) => self.warn(Warning::MissingValue {
+                        key: "cpus",
+                        expected: "N",
+                        kept: "every CPU",
+                    }),
+                }
+            }
             _ => self.warn(Warning::UnknownOption { word: Echo(word) }),
         }
     }
@@ -712,6 +742,7 @@ mod tests {
                 bench: false,
                 server_args: ServerArgsTable::default(),
                 trace: TraceLevel::Off,
+                cpus: None,
             }
         );
         assert_eq!(
@@ -794,6 +825,7 @@ mod tests {
             bench: true,
             server_args: parse_all(b"server-args=a:b").0.server_args,
             trace: TraceLevel::All,
+            cpus: Some(2),
             ..Options::default()
         }
         .to_string();
@@ -806,6 +838,19 @@ mod tests {
                 "{key} is not in OPTIONS"
             );
         }
+    }
+
+    #[test]
+    fn cpus_takes_a_positive_count() {
+        assert_eq!(parse_all(b"cpus=4").0.cpus, Some(4));
+        assert_eq!(parse_all(b"cpus=1 cpus=2").0.cpus, Some(2));
+        for bad in [&b"cpus=0"[..], b"cpus=x", b"cpus=-1", b"cpus=70000"] {
+            let (options, warnings) = parse_all(bad);
+            assert_eq!(options.cpus, None, "{bad:?}");
+            assert_eq!(warnings.len(), 1, "{bad:?}");
+        }
+        assert_eq!(parse_all(b"cpus").1.len(), 1);
+        assert_eq!(parse_all(b"cpus=3").0.to_string(), "fred=auto loglvl=info cpus=3");
     }
 
     #[test]
@@ -960,6 +1005,7 @@ mod tests {
                         bench,
                         server_args,
                         trace,
+                        cpus: None,
                     }
                 },
             )

@@ -55,6 +55,9 @@ pub struct BootSummary {
     pub modules_dropped: usize,
     /// Physical range of GRUB's structure itself (excluded from the allocator).
     pub info: Range<u64>,
+    /// Physical address of the RSDP copy in GRUB's structure (the ACPI 2.0 tag if present,
+    /// else the 1.0 one); `None` if the loader passed neither.
+    pub rsdp: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,7 +145,18 @@ pub unsafe fn read(magic: u32, info_phys: u32) -> Result<BootSummary, BootInfoEr
         modules: Vec::new(),
         modules_dropped: 0,
         info: info.start_address() as u64..info.end_address() as u64,
+        rsdp: None,
     };
+    // The RSDP copy follows the tag's 8-byte header; the structure stays reserved, so the
+    // copy is still there when the MADT is read.
+    const TAG_HEADER: u64 = 8;
+    summary.rsdp = info
+        .rsdp_v2_tag()
+        .map(|tag| core::ptr::from_ref(tag).cast::<u8>() as u64 + TAG_HEADER)
+        .or_else(|| {
+            info.rsdp_v1_tag()
+                .map(|tag| core::ptr::from_ref(tag).cast::<u8>() as u64 + TAG_HEADER)
+        });
 
     if let Some(tag) = info.command_line_tag() {
         let raw = tag.payload();

@@ -7,7 +7,7 @@
 //! | --- | --- | --- |
 //! | 256 | [`M2P_BASE`] | the read-only machine-to-physical table guests read (U, RO, NX) |
 //! | 257 | [`IMAGE_BASE`] | the nucleus image: `VMA = IMAGE_BASE + physical address` |
-//! | 258 | [`STACKS_BASE`] | per-CPU stack blocks, one [`STACK_SLOT`] each |
+//! | 258 | [`STACKS_BASE`] | per-CPU stack blocks, one [`STACK_SLOT`] each; device pages (the local APIC's) at [`MMIO_BASE`] |
 //! | 259 | [`DIRECT_MAP_BASE`] | all RAM, 1:1 (RW, NX), at most [`DIRECT_MAP_MAX`] |
 //! | 260-271 | | unused, never the guest's |
 //!
@@ -43,6 +43,9 @@ pub const STACKS_BASE: u64 = slot_base(STACKS_SLOT);
 /// Each CPU's share of the stacks slot: 64 KiB, the 32 KiB block in its upper half, so the
 /// page below every block is an unmapped guard.
 pub const STACK_SLOT: u64 = 64 << 10;
+/// Device pages in the stacks slot, 1 GiB above the blocks: `MMIO_BASE + phys` (below 4 GiB),
+/// uncached.
+pub const MMIO_BASE: u64 = STACKS_BASE + (1 << 30);
 /// Slot 259: the direct map of physical memory.
 pub const DIRECT_MAP_SLOT: usize = 259;
 pub const DIRECT_MAP_BASE: u64 = slot_base(DIRECT_MAP_SLOT);

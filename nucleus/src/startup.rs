@@ -134,6 +134,8 @@ extern "C" fn on_stack_block() -> ! {
     crate::cpu::percpu::install(crate::cpu::percpu::current());
     crate::cpu::protect::protect();
     crate::cpu::fred::init(options);
+    let cpus = crate::cpu::bringup::start_aps(boot.rsdp, options);
+    println!("nucleus: {cpus} cpu(s) online");
 
     if options.selftests.contains(SelfTests::PANIC) {
         panic!("selftest: forced panic");

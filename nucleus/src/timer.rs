@@ -74,6 +74,33 @@ pub fn acknowledge(vector: u8) -> bool {
     true
 }
 
+const PIT_CH2: u16 = 0x42;
+/// Port B of the PC: bit 0 gates PIT channel 2, bit 1 drives the speaker, bit 5 reads
+/// channel 2's output.
+const PORT_B: u16 = 0x61;
+
+/// Busy-waits about `us` microseconds on PIT channel 2 (one-shot, the speaker off), for the
+/// AP start-up delays before any timer runs. Channel 0 (the tick) is not touched. Waits of
+/// more than 54 ms are done in pieces.
+pub fn pit_wait_us(us: u64) {
+    let mut left = us * u64::from(PIT_INPUT_HZ) / 1_000_000;
+    while left > 0 {
+        let count = left.min(0xffff) as u16;
+        left -= u64::from(count);
+        // SAFETY: as in `out`; port B is the nucleus' too.
+        let b = unsafe { inb(PORT_B) } & !0x03;
+        out(PORT_B, b); // gate low, speaker off
+        out(PIT_CMD, 0xb0); // channel 2, lobyte/hibyte, mode 0 (interrupt on terminal count)
+        out(PIT_CH2, count as u8);
+        out(PIT_CH2, (count >> 8) as u8);
+        out(PORT_B, b | 0x01); // gate high: counting starts
+        // SAFETY: as above; reading port B has no side effects.
+        while unsafe { inb(PORT_B) } & 0x20 == 0 {
+            core::hint::spin_loop();
+        }
+    }
+}
+
 /// Ticks counted since boot.
 pub fn ticks() -> u64 {
     TICKS.load(Ordering::Relaxed)

@@ -18,33 +18,47 @@ pub fn enabled() -> bool {
     super::percpu::current().fred_enabled()
 }
 
+/// The boot CPU: decides, prints the decision, and enables FRED if it says so.
 pub fn init(options: &Options) {
-    let cpu = CpuFeatures::probe();
-    let decision = policy::decide(options.fred, options.pv_shim, cpu);
+    let decision = decide(options);
     if let Some(warning) = decision.warning {
         println!("{warning}");
     }
     println!("{decision}");
-    if !decision.enabled {
-        return;
+    if decision.enabled
+        && let Err(why) = enable(options)
+    {
+        println!("fred: {why}; staying on IDT delivery");
     }
-    let Some(block) = super::stacks::block() else {
-        println!("fred: no stack block; staying on IDT delivery");
-        return;
-    };
+}
+
+/// An AP: the same decision on this CPU's features, FRED enabled if it says so; nothing
+/// printed (the AP's online line says what this returns).
+pub fn init_quiet(options: &Options) -> policy::Decision {
+    let mut decision = decide(options);
+    if decision.enabled && enable(options).is_err() {
+        decision.enabled = false;
+    }
+    decision
+}
+
+fn decide(options: &Options) -> policy::Decision {
+    policy::decide(options.fred, options.pv_shim, CpuFeatures::probe())
+}
+
+/// Programs this CPU's FRED MSRs from its stack block and sets CR4.FRED.
+fn enable(options: &Options) -> Result<(), &'static str> {
+    let cpu = super::percpu::current();
+    let block = cpu.block().ok_or("no stack block")?;
     // SAFETY: linker symbol; only its address is used.
     let entry_page = core::ptr::from_ref(unsafe { &fred_entry_ring3 }) as u64;
-    let plan = match FredMsrPlan::new(&block, entry_page, false) {
-        Ok(plan) => plan,
-        Err(e) => {
-            println!("fred: cannot build the MSR plan ({e}); staying on IDT delivery");
-            return;
-        }
-    };
+    let plan =
+        FredMsrPlan::new(&block, entry_page, false).map_err(|_| "cannot build the MSR plan")?;
     let debug = options.loglvl >= LogLevel::Debug;
-    // SAFETY: CPL 0 with interrupts off, on the CPU whose stack block this is; the plan's values come from the
-    // mapped stack block and the 4 KiB-aligned entry page, so every later event is delivered
-    // to mapped stubs on mapped stacks. GDT (KERNEL_DS for SS) is loaded.
+    // SAFETY: CPL 0 with interrupts off, on the CPU whose stack block this is; the plan's
+    // values come from the mapped stack block and the 4 KiB-aligned entry page, so every
+    // later event is delivered to mapped stubs on mapped stacks. GDT (KERNEL_DS for SS) is
+    // loaded.
     unsafe {
         policy::enable(&plan, |msr, value| {
             if debug {
@@ -52,5 +66,6 @@ pub fn init(options: &Options) {
             }
         })
     };
-    super::percpu::current().set_fred_enabled();
+    cpu.set_fred_enabled();
+    Ok(())
 }

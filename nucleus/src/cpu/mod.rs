@@ -1,13 +1,18 @@
-//! This CPU: its descriptor tables ([`tables`]), the FRED switch ([`fred`]), its stack
+//! Every CPU: the MADT's list ([`discover`]), the local APIC ([`apic`]), starting the APs
+//! ([`bringup`], [`trampoline`]), and this CPU's own data ([`percpu`]): its descriptor tables ([`tables`]), the FRED switch ([`fred`]), its stack
 //! block ([`stacks`]), its `cpu_info` block and SYSCALL MSRs ([`percpu`]), the protections against Ring3 code
 //! ([`protect`]), entering a frame
 //! from Rust ([`enter`]) and the control registers a dump shows ([`control`]).
+pub mod apic;
+pub mod bringup;
 pub mod control;
+pub mod discover;
 pub mod enter;
 pub mod fred;
 pub mod percpu;
 pub mod protect;
 pub mod stacks;
 pub mod tables;
+pub mod trampoline;
 
 pub use enter::{idle_frame, load_user_segments, user_segments_left};

@@ -20,7 +20,7 @@ use bsp_x86_64::cpu_info::{CPU_INFO_PERCPU, CpuInfo};
 use bsp_x86_64::frame::Frame;
 use bsp_x86_64::gdt;
 use bsp_x86_64::stack_block::StackBlock;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// How many CPUs the nucleus brings up at most (the size of the `PerCpu` pool).
 pub const MAX_CPUS: usize = 8;
@@ -37,6 +37,12 @@ pub const IDLE_STACK_WORDS: usize = 2048;
 pub struct PerCpu {
     /// 0 for the boot CPU, then in bring-up order.
     index: AtomicU32,
+    /// Local APIC id (the boot CPU's is read at AP bring-up).
+    apic_id: AtomicU32,
+    /// [`Bringup`] as a byte: who decided first, the AP (online) or the boot CPU (gave up).
+    bringup: AtomicU8,
+    /// Set by an AP once its online line is printed.
+    announced: AtomicBool,
     /// Base of the CPU's stack block; 0 until it is mapped.
     block_base: AtomicU64,
     /// True once the CPU delivers events through FRED.
@@ -60,6 +66,9 @@ impl PerCpu {
     const fn new() -> Self {
         Self {
             index: AtomicU32::new(0),
+            apic_id: AtomicU32::new(0),
+            bringup: AtomicU8::new(Bringup::Starting as u8),
+            announced: AtomicBool::new(false),
             block_base: AtomicU64::new(0),
             fred_on: AtomicBool::new(false),
             loaded_root: AtomicU64::new(0),
@@ -75,6 +84,48 @@ impl PerCpu {
     /// This CPU's number: 0 is the boot CPU.
     pub fn index(&self) -> u32 {
         self.index.load(Ordering::Relaxed)
+    }
+
+    pub fn apic_id(&self) -> u32 {
+        self.apic_id.load(Ordering::Relaxed)
+    }
+
+    pub fn set_apic_id(&self, id: u32) {
+        self.apic_id.store(id, Ordering::Relaxed);
+    }
+
+    /// The AP's claim to be online; false if the boot CPU gave up on it first (it then
+    /// only parks).
+    pub fn claim_online(&self) -> bool {
+        self.bringup_step(Bringup::Online)
+    }
+
+    /// The boot CPU gives up waiting; false if the AP claimed to be online first.
+    pub fn abandon(&self) -> bool {
+        self.bringup_step(Bringup::Abandoned)
+    }
+
+    fn bringup_step(&self, to: Bringup) -> bool {
+        self.bringup
+            .compare_exchange(
+                Bringup::Starting as u8,
+                to as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.bringup.load(Ordering::Acquire) == Bringup::Online as u8
+    }
+
+    pub fn set_announced(&self) {
+        self.announced.store(true, Ordering::Release);
+    }
+
+    pub fn is_announced(&self) -> bool {
+        self.announced.load(Ordering::Acquire)
     }
 
     /// The CPU's stack block, once mapped.
@@ -107,6 +158,14 @@ impl PerCpu {
     pub fn trace(&self) -> &crate::trace::CpuBuffer {
         &self.trace
     }
+}
+
+/// Where an AP's bring-up stands.
+#[repr(u8)]
+enum Bringup {
+    Starting,
+    Online,
+    Abandoned,
 }
 
 /// The pool the CPUs claim their `PerCpu` from, in bring-up order.

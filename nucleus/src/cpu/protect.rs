@@ -8,6 +8,13 @@ use bsp_x86_64::insn;
 // Once at boot: not worth inlining into the boot sequence, whose frame it would grow.
 #[inline(never)]
 pub fn protect() {
+    let found = apply();
+    println!("cpu: {found}");
+    println!("cpu: x87, MMX and SSE fault in servers (CR0.EM, TS)");
+}
+
+/// What [`protect`] does, without the lines: for every CPU (APs say nothing).
+pub fn apply() -> bsp_x86_64::protection::Protections {
     use bsp_x86_64::protection::{self, Protections};
     use bsp_x86_64::regs::{Cr0, Cr4};
     let found = Protections::probe();
@@ -22,6 +29,5 @@ pub fn protect() {
         let cr0 = Cr0::from_bits_retain(insn::read_cr0()) | protection::NO_FPU;
         insn::write_cr0(cr0.bits());
     }
-    println!("cpu: {found}");
-    println!("cpu: x87, MMX and SSE fault in servers (CR0.EM, TS)");
+    found
 }

@@ -74,6 +74,42 @@ pub fn install_early_idt() {
     unsafe { insn::lidt(&idt.pointer()) };
 }
 
+/// Loads the shared IDT on an AP (`install_early_idt` built it on the boot CPU).
+pub fn load_idt() {
+    // SAFETY: the IDT is a static that lives forever, fully built before any AP starts
+    // (every gate points at a stub, the IST gates are final).
+    unsafe { insn::lidt(&(*IDT.get()).pointer()) };
+}
+
+/// IST slot `index` of the TSS this CPU's TR names, read back through SGDT and STR from the
+/// tables the hardware uses (the AP stack self-check); `None` if TR names no TSS.
+pub fn loaded_tss_ist(index: bsp_x86_64::tss::IstIndex) -> Option<u64> {
+    let mut gdtr = [0u8; 10];
+    let tr: u16;
+    // SAFETY: SGDT stores 10 bytes into the buffer; STR reads TR. Neither changes state.
+    unsafe {
+        core::arch::asm!("sgdt [{}]", in(reg) gdtr.as_mut_ptr(), options(nostack, preserves_flags));
+        core::arch::asm!("str {0:x}", out(reg) tr, options(nomem, nostack, preserves_flags));
+    }
+    let base = u64::from_le_bytes(gdtr[2..10].try_into().ok()?);
+    let limit = u64::from(u16::from_le_bytes([gdtr[0], gdtr[1]]));
+    let at = u64::from(tr & !7);
+    if at == 0 || at + 15 > limit {
+        return None;
+    }
+    // SAFETY: `[base + at, base + at + 16)` lies inside the loaded GDT (checked against its
+    // limit), which is mapped nucleus memory; descriptors are plain words.
+    let (low, high) = unsafe {
+        let descriptor = (base + at) as *const u64;
+        (descriptor.read_volatile(), descriptor.add(1).read_volatile())
+    };
+    let tss = ((low >> 16) & 0xff_ffff) | (((low >> 56) & 0xff) << 24) | ((high & 0xffff_ffff) << 32);
+    let ist = tss + 0x24 + 8 * (u64::from(index.get()) - 1);
+    // SAFETY: the TSS descriptor the CPU loaded names a mapped TSS (one in a `PerCpu`);
+    // the IST slots lie at 0x24.. (`TaskStateSegment`'s asserted layout); unaligned read.
+    Some(unsafe { (ist as *const u64).read_unaligned() })
+}
+
 /// Loads `cpu`'s final GDT with its TSS and reloads every segment register. Runs on the CPU
 /// `cpu` belongs to, once.
 pub fn install_gdt(cpu: &PerCpu) {

@@ -32,6 +32,12 @@ const _: () = {
     assert!(layout::M2P_BASE == xen_abi::layout::MACH2PHYS_VIRT_START);
     assert!(STACK_SLOT == 2 * stack_block::BLOCK_SIZE);
 };
+/// Device registers (the local APIC page) appear here, uncached: `MMIO_BASE + phys`
+/// ([`layout::MMIO_BASE`], in the stacks' slot).
+const MMIO_BASE: u64 = layout::MMIO_BASE;
+/// Highest device address [`map_mmio`] maps (below 4 GiB: the APIC's default page and any
+/// firmware relocation of it).
+const MMIO_MAX: u64 = 1 << 32;
 
 unsafe extern "C" {
     static __text_start: u8;
@@ -197,7 +203,7 @@ pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
         .modules
         .iter()
         .map(|m| m.range.clone())
-        .chain([image, boot.info.clone()]);
+        .chain([image, boot.info.clone(), crate::cpu::trampoline::RESERVED]);
     let frames = FrameAllocator::new(usable, reserved);
     // SAFETY: boot, single CPU: the state is written once before any reader exists.
     unsafe {
@@ -310,9 +316,29 @@ pub fn nucleus_root_entry(slot: usize) -> PageTableEntry {
     l4[slot % 512]
 }
 
+/// Maps the 4 KiB device page at `phys` (uncached, not executable) and returns its virtual
+/// address; a second call for the same page returns the same address. `None` if `phys` is
+/// not a page below 4 GiB or the mapping fails.
+pub fn map_mmio(phys: u64) -> Option<u64> {
+    if !phys.is_multiple_of(4096) || phys >= MMIO_MAX {
+        return None;
+    }
+    let virt = MMIO_BASE + phys;
+    let flags = F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::NO_CACHE | F::WRITE_THROUGH;
+    match with_mapper(|mapper, root| {
+        mapper.map_4k(root, VirtAddr::new_truncate(virt), PhysAddr::new(phys), flags)
+    }) {
+        Ok(()) | Err(MapError::AlreadyMapped { .. }) => Some(virt),
+        Err(e) => {
+            println!("memory: cannot map device page {phys:#x}: {e}");
+            None
+        }
+    }
+}
+
 /// Maps the stack block of `cpu`: the guard pages (primary and IST shadow-stack pages while
 /// CET is off, and the page below the block) stay unmapped.
-fn map_stack_block(cpu: u64) -> Result<StackBlock, MemoryError> {
+pub fn map_stack_block(cpu: u64) -> Result<StackBlock, MemoryError> {
     let base = STACKS_BASE + cpu * STACK_SLOT + stack_block::BLOCK_SIZE;
     let block = StackBlock::new(base).map_err(|_| MemoryError::BadStackBlock)?;
     for page in block.mapped_pages() {

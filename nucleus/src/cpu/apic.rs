@@ -1,0 +1,155 @@
+//! This CPU's local APIC, in x2APIC mode (MSRs) where CPUID has it and xAPIC mode (MMIO at
+//! IA32_APIC_BASE, mapped uncached by `mm::memory::map_mmio`) otherwise. The `x86` crate
+//! drives both (`ApicControl`: INIT, STARTUP, IPIs); only what it leaves out is written here:
+//! the spurious vector, LINT0 as the PIC's virtual wire after the switch to x2APIC mode, and
+//! the APIC id from CPUID.
+use bsp_x86_64::insn;
+use x86::apic::x2apic::X2APIC;
+use x86::apic::xapic::XAPIC;
+use x86::apic::{ApicControl, ApicId};
+
+/// The APIC's spurious-interrupt vector (no EOI owed; the dispatcher reports it).
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+/// SVR: APIC software-enabled, spurious vector.
+const SVR_ENABLE: u32 = 1 << 8;
+/// LINT0 as the firmware's virtual wire: ExtINT delivery, unmasked (the PIC's IRQs).
+const LINT0_EXTINT: u32 = 0b111 << 8;
+const XAPIC_SVR: usize = 0xf0;
+const XAPIC_LVT_LINT0: usize = 0x350;
+const X2APIC_SIVR: u32 = 0x80f;
+const X2APIC_LVT_LINT0: u32 = 0x835;
+const APIC_BASE_MSR: u32 = 0x1b;
+
+/// Which register interface a local APIC is driven through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    XApic,
+    X2Apic,
+}
+
+impl Mode {
+    /// x2APIC when CPUID.1:ECX[21] says the CPU has it.
+    pub fn probe() -> Self {
+        if insn::cpuid(1, 0).ecx & (1 << 21) != 0 {
+            Self::X2Apic
+        } else {
+            Self::XApic
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::XApic => "xAPIC",
+            Self::X2Apic => "x2APIC",
+        }
+    }
+
+    fn id(self, raw: u32) -> ApicId {
+        match self {
+            Self::XApic => ApicId::XApic(raw as u8),
+            Self::X2Apic => ApicId::X2Apic(raw),
+        }
+    }
+}
+
+/// This CPU's APIC id: CPUID leaf 0xB's x2APIC id where the leaf exists, else the initial
+/// xAPIC id of leaf 1 (EBX[31:24]).
+pub fn this_cpu_id() -> u32 {
+    if insn::cpuid(0, 0).eax >= 0xb && insn::cpuid(0xb, 0).ebx != 0 {
+        insn::cpuid(0xb, 0).edx
+    } else {
+        insn::cpuid(1, 0).ebx >> 24
+    }
+}
+
+enum Driver {
+    X(XAPIC),
+    X2(X2APIC),
+}
+
+/// The local APIC of the CPU that made it.
+pub struct LocalApic {
+    mode: Mode,
+    driver: Driver,
+    /// The xAPIC page's virtual address (0 in x2APIC mode).
+    mmio: u64,
+}
+
+impl LocalApic {
+    /// Enables this CPU's APIC in `mode` with the spurious vector [`SPURIOUS_VECTOR`] and,
+    /// on the boot CPU (`virtual_wire`), LINT0 as the PIC's virtual wire. `None` if the xAPIC
+    /// page cannot be mapped.
+    pub fn enable(mode: Mode, virtual_wire: bool) -> Option<Self> {
+        let apic = match mode {
+            Mode::XApic => {
+                // SAFETY: reading IA32_APIC_BASE has no side effects; every CPU with an APIC
+                // (CPUID.1:EDX[9], which x86-64 implies) has the MSR.
+                let base = unsafe { insn::rdmsr(APIC_BASE_MSR) } & 0x000f_ffff_ffff_f000;
+                let mmio = crate::mm::memory::map_mmio(base)?;
+                // SAFETY: `mmio` maps the APIC's 4 KiB register page, uncached, for good.
+                // Every CPU's own APIC answers at this physical address, so each CPU's
+                // region refers to its own device.
+                let region = unsafe { core::slice::from_raw_parts_mut(mmio as *mut u32, 1024) };
+                let mut x = XAPIC::new(region);
+                x.attach();
+                Self {
+                    mode,
+                    driver: Driver::X(x),
+                    mmio,
+                }
+            }
+            Mode::X2Apic => {
+                let mut x2 = X2APIC::new();
+                x2.attach();
+                Self {
+                    mode,
+                    driver: Driver::X2(x2),
+                    mmio: 0,
+                }
+            }
+        };
+        apic.write(XAPIC_SVR, X2APIC_SIVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
+        if virtual_wire {
+            apic.write(XAPIC_LVT_LINT0, X2APIC_LVT_LINT0, LINT0_EXTINT);
+        }
+        Some(apic)
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Writes a register the `x86` crate has no call for.
+    fn write(&self, xapic_offset: usize, x2apic_msr: u32, value: u32) {
+        match self.driver {
+            // SAFETY: `mmio` maps the APIC page (see `enable`); the offset is a register.
+            Driver::X(_) => unsafe {
+                core::ptr::write_volatile((self.mmio + xapic_offset as u64) as *mut u32, value)
+            },
+            // SAFETY: x2APIC mode is on (`attach`); the MSR is that register.
+            Driver::X2(_) => unsafe { insn::wrmsr(x2apic_msr, u64::from(value)) },
+        }
+    }
+
+    fn control(&mut self) -> &mut dyn ApicControl {
+        match &mut self.driver {
+            Driver::X(x) => x,
+            Driver::X2(x2) => x2,
+        }
+    }
+
+    /// Sends INIT (assert) to the CPU with APIC id `id`.
+    pub fn send_init(&mut self, id: u32) {
+        let id = self.mode.id(id);
+        // SAFETY: INIT resets the target CPU only, which runs nothing of the nucleus yet
+        // (it is the AP about to be started).
+        unsafe { self.control().ipi_init(id) };
+    }
+
+    /// Sends a STARTUP IPI: the CPU with APIC id `id` starts in real mode at `vector << 12`.
+    pub fn send_startup(&mut self, id: u32, vector: u8) {
+        let id = self.mode.id(id);
+        // SAFETY: the target is a CPU in wait-for-SIPI state; the page holds the trampoline.
+        unsafe { self.control().ipi_startup(id, vector) };
+    }
+}
