@@ -850,7 +850,10 @@ mod tests {
             assert_eq!(warnings.len(), 1, "{bad:?}");
         }
         assert_eq!(parse_all(b"cpus").1.len(), 1);
-        assert_eq!(parse_all(b"cpus=3").0.to_string(), "fred=auto loglvl=info cpus=3");
+        assert_eq!(
+            parse_all(b"cpus=3").0.to_string(),
+            "fred=auto loglvl=info cpus=3"
+        );
     }
 
     #[test]

@@ -130,7 +130,8 @@ fn quoted(path: &Path) -> Result<String, BochsrcError> {
     Ok(format!("\"{text}\""))
 }
 
-/// The whole `bochsrc`: the Wildcat Lake model (FRED + LKGS), `memory_mib` of RAM, the ISO
+/// The whole `bochsrc`: `cpus` CPUs of the Wildcat Lake model (FRED + LKGS; more than one
+/// needs a Bochs configured with `--enable-smp`), `memory_mib` of RAM, the ISO
 /// as a CD-ROM booted first, COM1 into `serial_log`, Bochs' own log into `bochs_log`, no
 /// display, and every panic (the shutdown request included) ending the simulation. The BIOS
 /// and VGA BIOS are Bochs' defaults (`$BXSHARE`).
@@ -139,6 +140,7 @@ pub fn bochsrc(
     serial_log: &Path,
     bochs_log: &Path,
     memory_mib: u32,
+    cpus: u32,
 ) -> Result<String, BochsrcError> {
     let (iso, serial_log, bochs_log) = (quoted(iso)?, quoted(serial_log)?, quoted(bochs_log)?);
     let mut rc = String::new();
@@ -149,7 +151,7 @@ pub fn bochsrc(
     // A triple fault ends the run (like QEMU's -no-reboot); unknown MSRs raise #GP.
     let _ = writeln!(
         rc,
-        "cpu: model={CPU_MODEL}, count=1, reset_on_triple_fault=0, ignore_bad_msrs=0"
+        "cpu: model={CPU_MODEL}, count={cpus}, reset_on_triple_fault=0, ignore_bad_msrs=0"
     );
     let _ = writeln!(rc, "memory: guest={memory_mib}, host={memory_mib}");
     let _ = writeln!(rc, "ata0: enabled=1, ioaddr1=0x1f0, ioaddr2=0x3f0, irq=14");
@@ -208,6 +210,7 @@ pub struct Bochs {
     until_lines: Vec<String>,
     search_path: OsString,
     override_path: Option<OsString>,
+    cpus: u32,
 }
 
 impl Bochs {
@@ -228,7 +231,15 @@ impl Bochs {
             until_lines: Vec::new(),
             search_path: std::env::var_os("PATH").unwrap_or_default(),
             override_path: std::env::var_os(BOCHS_ENV),
+            cpus: 1,
         }
+    }
+
+    /// Simulates `cpus` CPUs (`cpu: count=`; default 1). More than one needs a Bochs
+    /// configured with `--enable-smp`, which refuses the bochsrc otherwise.
+    pub fn cpus(mut self, cpus: u32) -> Self {
+        self.cpus = cpus.max(1);
+        self
     }
 
     /// Kills Bochs after `timeout` ([`QemuExit::Timeout`]). `Duration::ZERO` means none.
@@ -331,7 +342,13 @@ impl Bochs {
         let serial_path = dir.join("serial.log");
         let rc_path = dir.join("bochsrc");
         let out_path = dir.join("bochs.out");
-        let mut rc = bochsrc(&iso, &serial_path, &dir.join("bochs.log"), MEMORY_MIB)?;
+        let mut rc = bochsrc(
+            &iso,
+            &serial_path,
+            &dir.join("bochs.log"),
+            MEMORY_MIB,
+            self.cpus,
+        )?;
         // COM2: the binary trace (`trace=`), raw, for `run --bochs --trace`.
         let com2_path = dir.join(COM2_FILE);
         fs::write(&com2_path, "")
@@ -477,6 +494,7 @@ mod tests {
             Path::new("/t/run/serial.log"),
             Path::new("/t/run/bochs.log"),
             256,
+            1,
         )
         .unwrap()
     }
@@ -514,10 +532,15 @@ mod tests {
             Path::new("/s.log"),
             Path::new("/b.log"),
             512,
+            2,
         )
         .unwrap();
         assert!(other.contains("path=\"/a b/x,y.iso\","), "{other}");
         assert!(other.contains("memory: guest=512, host=512\n"), "{other}");
+        assert!(
+            other.contains("cpu: model=wildcat_lake, count=2,"),
+            "{other}"
+        );
     }
 
     #[test]
@@ -527,7 +550,8 @@ mod tests {
             ("/t/$HOME.iso", '$'),
             ("/t/a\nb", '\n'),
         ] {
-            let error = bochsrc(Path::new(bad), Path::new("/s"), Path::new("/l"), 256).unwrap_err();
+            let error =
+                bochsrc(Path::new(bad), Path::new("/s"), Path::new("/l"), 256, 1).unwrap_err();
             assert_eq!(
                 error,
                 BochsrcError::Character {
@@ -539,7 +563,7 @@ mod tests {
         }
         let long = format!("/{}", "x".repeat(BOCHS_PATH_MAX));
         assert!(matches!(
-            bochsrc(Path::new(&long), Path::new("/s"), Path::new("/l"), 256),
+            bochsrc(Path::new(&long), Path::new("/s"), Path::new("/l"), 256, 1),
             Err(BochsrcError::TooLong(_))
         ));
     }

@@ -98,6 +98,8 @@ pub struct RunOptions {
     pub stay: bool,
     /// Boot in Bochs (Wildcat Lake model, FRED) instead of QEMU, with `exit=bochs`.
     pub bochs: bool,
+    /// Bochs' CPU count (`cpu: count=`; 0 or 1: one CPU).
+    pub bochs_cpus: u32,
     /// QEMU's accelerator.
     pub accel: Accel,
     /// QEMU waits for GDB on [`GDB_PORT`] before the first instruction.
@@ -259,6 +261,7 @@ fn run_bochs(options: &RunOptions) -> Result<QemuExit> {
         eprintln!("note: the nucleus halts after it is ready; stop Bochs with Ctrl-C");
     }
     let mut bochs = Bochs::new(&iso)
+        .cpus(options.bochs_cpus)
         .timeout(options.timeout)
         .run_dir(&run_dir)
         .echo_serial(true);

@@ -150,6 +150,10 @@ struct RunArgs {
     /// Files of the run: target/bochs/ (bochsrc, serial.log, bochs.log).
     #[arg(long, conflicts_with_all = ["uefi", "gdb", "accel", "serial_log", "qemu_args"])]
     bochs: bool,
+    /// Bochs simulates N CPUs (`cpu: count=N`); more than one needs a Bochs configured with
+    /// --enable-smp. QEMU's count is `-- -smp N`.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "bochs")]
+    bochs_cpus: u32,
     /// QEMU's accelerator; kvm runs the host CPU (`-cpu host`) and needs a usable /dev/kvm.
     #[arg(long, value_enum, default_value_t = AccelArg::Tcg)]
     accel: AccelArg,
@@ -276,6 +280,7 @@ fn main() -> ExitCode {
                     timeout,
                     stay: args.stay,
                     bochs: args.bochs,
+                    bochs_cpus: args.bochs_cpus,
                     accel: match args.accel {
                         AccelArg::Tcg => Accel::Tcg,
                         AccelArg::Kvm => Accel::Kvm,

@@ -108,7 +108,11 @@ impl LocalApic {
                 }
             }
         };
-        apic.write(XAPIC_SVR, X2APIC_SIVR, SVR_ENABLE | u32::from(SPURIOUS_VECTOR));
+        apic.write(
+            XAPIC_SVR,
+            X2APIC_SIVR,
+            SVR_ENABLE | u32::from(SPURIOUS_VECTOR),
+        );
         if virtual_wire {
             apic.write(XAPIC_LVT_LINT0, X2APIC_LVT_LINT0, LINT0_EXTINT);
         }

@@ -49,6 +49,11 @@ pub fn start_aps(rsdp: Option<u64>, options: &Options) -> usize {
         println!("smp: the local APIC cannot be mapped; the boot CPU only");
         return 1;
     };
+    println!(
+        "smp: {} cpu(s) in the MADT; starting the others through the {} (boot cpu apic id {own_id})",
+        found.apic_ids.len() + found.dropped,
+        lapic.mode().name()
+    );
     OPTIONS.call_once(|| *options);
     trampoline::install(crate::mm::kernel_root().as_u64());
     let mut online = 1;
@@ -129,9 +134,7 @@ extern "C" fn ap_entry(percpu: u64) -> ! {
     // GS first: everything below may use `percpu::current`.
     percpu::install(cpu);
     super::tables::load_idt();
-    let Some(block) = cpu.block() else {
-        park()
-    };
+    let Some(block) = cpu.block() else { park() };
     super::tables::use_stack_block(cpu, &block);
     super::tables::install_gdt(cpu);
     crate::mm::load_root(crate::mm::kernel_root());
@@ -159,7 +162,9 @@ extern "C" fn ap_entry(percpu: u64) -> ! {
 fn check_own_stacks(cpu: &PerCpu, block: &StackBlock) {
     let rsp: u64;
     // SAFETY: reads RSP; no memory, no flags.
-    unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags))
+    };
     let rsp_ok = block.classify(rsp) == Some(bsp_x86_64::stack_block::StackPage::Primary);
     let df_ist = super::tables::loaded_tss_ist(IST_DF);
     let df_ok = df_ist == Some(block.df_top());

@@ -101,9 +101,13 @@ pub fn loaded_tss_ist(index: bsp_x86_64::tss::IstIndex) -> Option<u64> {
     // limit), which is mapped nucleus memory; descriptors are plain words.
     let (low, high) = unsafe {
         let descriptor = (base + at) as *const u64;
-        (descriptor.read_volatile(), descriptor.add(1).read_volatile())
+        (
+            descriptor.read_volatile(),
+            descriptor.add(1).read_volatile(),
+        )
     };
-    let tss = ((low >> 16) & 0xff_ffff) | (((low >> 56) & 0xff) << 24) | ((high & 0xffff_ffff) << 32);
+    let tss =
+        ((low >> 16) & 0xff_ffff) | (((low >> 56) & 0xff) << 24) | ((high & 0xffff_ffff) << 32);
     let ist = tss + 0x24 + 8 * (u64::from(index.get()) - 1);
     // SAFETY: the TSS descriptor the CPU loaded names a mapped TSS (one in a `PerCpu`);
     // the IST slots lie at 0x24.. (`TaskStateSegment`'s asserted layout); unaligned read.

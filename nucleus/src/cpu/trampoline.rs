@@ -132,7 +132,10 @@ pub fn install(kernel_root: u64) {
     let start = core::ptr::addr_of!(ap_trampoline_start);
     // SAFETY: linker symbols; only their addresses are used.
     let len = core::ptr::addr_of!(ap_trampoline_end) as usize - start as usize;
-    assert!(len as u64 <= PARAMS_OFFSET, "AP trampoline overlaps its parameters");
+    assert!(
+        len as u64 <= PARAMS_OFFSET,
+        "AP trampoline overlaps its parameters"
+    );
     // SAFETY: RESERVED is low RAM the frame allocator never hands out (`mm::memory`),
     // mapped by the direct map; no AP runs yet, so nothing executes or reads it. The
     // source is the assembled trampoline in .rodata.

@@ -199,11 +199,11 @@ pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
         .iter()
         .filter(|r| r.kind == RegionKind::Usable)
         .map(|r| r.range.clone());
-    let reserved = boot
-        .modules
-        .iter()
-        .map(|m| m.range.clone())
-        .chain([image, boot.info.clone(), crate::cpu::trampoline::RESERVED]);
+    let reserved = boot.modules.iter().map(|m| m.range.clone()).chain([
+        image,
+        boot.info.clone(),
+        crate::cpu::trampoline::RESERVED,
+    ]);
     let frames = FrameAllocator::new(usable, reserved);
     // SAFETY: boot, single CPU: the state is written once before any reader exists.
     unsafe {
@@ -326,7 +326,12 @@ pub fn map_mmio(phys: u64) -> Option<u64> {
     let virt = MMIO_BASE + phys;
     let flags = F::PRESENT | F::WRITABLE | F::NO_EXECUTE | F::NO_CACHE | F::WRITE_THROUGH;
     match with_mapper(|mapper, root| {
-        mapper.map_4k(root, VirtAddr::new_truncate(virt), PhysAddr::new(phys), flags)
+        mapper.map_4k(
+            root,
+            VirtAddr::new_truncate(virt),
+            PhysAddr::new(phys),
+            flags,
+        )
     }) {
         Ok(()) | Err(MapError::AlreadyMapped { .. }) => Some(virt),
         Err(e) => {

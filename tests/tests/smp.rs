@@ -1,0 +1,79 @@
+//! SMP bring-up (issue 20 points 1, 2 and 5) under QEMU/TCG `-smp 4`: every AP comes online
+//! with its own line, checks on itself that its RSP and its `#DF` stack (TSS IST1, FRED SL3
+//! where FRED is on) lie in its own stack block, the blocks are distinct, `cpus=N` limits the
+//! count, and one CPU boots as before (no AP lines).
+use std::collections::HashSet;
+
+use anyhow::{Result, ensure};
+use tests::{Image, Qemu, QemuExit, boot_timeout, markers};
+
+fn boot(cmdline: &str, smp: u32) -> Result<tests::Boot> {
+    let iso = Image::new().cmdline(cmdline).build_shared()?;
+    Qemu::new(&iso)
+        .arg("-smp")
+        .arg(smp.to_string())
+        .timeout(boot_timeout())
+        .run()
+}
+
+/// The block address of `cpu N: own stacks: block 0x...` lines, one per AP.
+fn own_blocks(boot: &tests::Boot, cpus: u32) -> Result<Vec<String>> {
+    (1..cpus)
+        .map(|n| {
+            let prefix = format!("cpu {n}: own stacks: block ");
+            let line = boot.expect_line(&prefix, |l| l.starts_with(&prefix))?;
+            Ok(line[prefix.len()..]
+                .split(',')
+                .next()
+                .unwrap_or_default()
+                .to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn four_cpus_come_online_each_on_its_own_stack_block() -> Result<()> {
+    let boot = boot("exit=qemu", 4)?;
+    boot.expect_in_order(&[
+        "smp: 4 cpu(s) in the MADT; starting the others through the xAPIC (boot cpu apic id 0)",
+        "cpu 1: online (apic id 1, fred: disabled (cpu lacks FRED))",
+        "cpu 2: online (apic id 2, fred: disabled (cpu lacks FRED))",
+        "cpu 3: online (apic id 3, fred: disabled (cpu lacks FRED))",
+        "nucleus: 4 cpu(s) online",
+        markers::READY,
+    ])?;
+    boot.expect_absent("stack check FAILED")?;
+    let blocks = own_blocks(&boot, 4)?;
+    let distinct: HashSet<&String> = blocks.iter().collect();
+    ensure!(distinct.len() == 3, "blocks not distinct: {blocks:?}");
+    ensure!(
+        !blocks.iter().any(|b| b == "0xfffffe0000008000"),
+        "an AP uses the boot CPU's block: {blocks:?}"
+    );
+    boot.expect_exit(QemuExit::Success)
+}
+
+#[test]
+fn cpus_option_limits_how_many_come_online() -> Result<()> {
+    let boot = boot("cpus=2 exit=qemu", 4)?;
+    boot.expect_in_order(&[
+        "cpu 1: online (apic id 1, fred: disabled (cpu lacks FRED))",
+        "smp: 2 more cpu(s) not started (cpus=2, the nucleus runs at most 8)",
+        "nucleus: 2 cpu(s) online",
+        markers::READY,
+    ])?;
+    boot.expect_absent("cpu 2: online")?;
+    boot.expect_exit(QemuExit::Success)
+}
+
+#[test]
+fn one_cpu_boots_as_before() -> Result<()> {
+    for (cmdline, smp) in [("exit=qemu", 1), ("cpus=1 exit=qemu", 4)] {
+        let boot = boot(cmdline, smp)?;
+        boot.expect_in_order(&["nucleus: 1 cpu(s) online", markers::READY])?;
+        boot.expect_absent("cpu 1: online")?;
+        boot.expect_absent("smp: ")?;
+        boot.expect_exit(QemuExit::Success)?;
+    }
+    Ok(())
+}
