@@ -1,16 +1,18 @@
-//! Statics of the single CPU: [`RacyCell`] (the owner states its argument at each access)
+//! Statics owned by one CPU: [`RacyCell`] (the owner states its argument at each access)
 //! and [`Exclusive`] (the borrow is checked, so uniqueness rests on no convention).
 //!
-//! The descriptor tables and the per-CPU block are written during boot (before interrupts
-//! are enabled) and afterwards by the CPU that owns them with interrupts off. There is one
-//! CPU, so "owned by this CPU" is the whole synchronisation argument for `RacyCell`; each
-//! access site states it in its SAFETY comment.
+//! The descriptor tables and the `PerCpu` blocks are written during a CPU's bring-up
+//! (before interrupts are enabled) and afterwards by the CPU that owns them with interrupts
+//! off, so "owned by this CPU" is the whole synchronisation argument for `RacyCell`; each
+//! access site states it in its SAFETY comment. The other statics (the thread table, the
+//! domains, memory) are used by the boot CPU only: the APs park once online and touch none
+//! of them (docs/architecture-notes.md, "CPUs").
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 pub struct RacyCell<T>(UnsafeCell<T>);
 
-// SAFETY: see the module comment: one CPU, accesses with interrupts off or during boot.
+// SAFETY: see the module comment: one owning CPU, accesses with interrupts off or during boot.
 unsafe impl<T> Sync for RacyCell<T> {}
 
 impl<T> RacyCell<T> {
@@ -31,7 +33,7 @@ pub struct Exclusive<T> {
 }
 
 // SAFETY: `with` hands out the `&mut T` only while `taken` is set, and sets it first. The
-// nucleus runs on one CPU with interrupts off in every borrower, so the flag needs no atomic
+// table's borrowers run on the boot CPU only, with interrupts off, so the flag needs no atomic
 // read-modify-write (a relaxed load and store: no `lock` prefix on the hot path).
 unsafe impl<T: Send> Sync for Exclusive<T> {}
 

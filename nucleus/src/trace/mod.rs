@@ -36,10 +36,10 @@ pub use event::traced;
 pub use level::active;
 pub use level::servers_on;
 pub use lifecycle::{restarting, started, stopped};
-#[cfg_attr(not(target_os = "none"), allow(unused_imports))]
-pub use sink::{flush, push_server};
 #[cfg(target_os = "none")]
 pub use sink::CpuBuffer;
+#[cfg_attr(not(target_os = "none"), allow(unused_imports))]
+pub use sink::{flush, push_server};
 
 /// Sets the level (boot, once the command line is parsed, before interrupts are on) and
 /// programs COM2 if it is used.
