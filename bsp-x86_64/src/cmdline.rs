@@ -172,7 +172,7 @@ impl TestExit {
 bitflags! {
     /// Self-tests to run at boot (`selftest=name[,name…]`).
     #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-    pub struct SelfTests: u16 {
+    pub struct SelfTests: u32 {
         /// `int3`: breakpoint, reported and resumed.
         const INT3 = 1 << 0;
         /// `ud2`: invalid opcode, reported and skipped.
@@ -205,6 +205,9 @@ bitflags! {
         const FRED_SL1_DF = 1 << 14;
         /// `fred-sl2-df`: the same for SL2 (terminal).
         const FRED_SL2_DF = 1 << 15;
+        /// `cpu-df`: each AP overflows its primary stack; its `#DF` must arrive on its own
+        /// `#DF` stack (terminal for that AP only, which parks).
+        const CPU_DF = 1 << 16;
     }
 }
 
@@ -217,7 +220,7 @@ impl SelfTests {
         .union(Self::GP_SELECTOR);
 
     /// Test names as spelled on the command line, in the order they run.
-    pub const NAMES: [(&'static str, Self); 16] = [
+    pub const NAMES: [(&'static str, Self); 17] = [
         ("int3", Self::INT3),
         ("ud2", Self::UD2),
         ("pf-unmapped", Self::PF_UNMAPPED),
@@ -232,6 +235,7 @@ impl SelfTests {
         ("fred-sl1-df", Self::FRED_SL1_DF),
         ("fred-sl2-df", Self::FRED_SL2_DF),
         ("df-recursion", Self::DF_RECURSION),
+        ("cpu-df", Self::CPU_DF),
         ("early-fault", Self::EARLY_FAULT),
         ("panic", Self::PANIC),
     ];
@@ -779,7 +783,8 @@ mod tests {
                 "cmdline: exit=xen: expected qemu|bochs, using none",
                 "cmdline: selftest: unknown test 'nope' ignored (known: all, int3, ud2, pf-unmapped, \
                  pf-nx, gp-selector, nested-tick, console-nested, fred-nested, fred-event-data, \
-                 fred-erets, fred-ring3, fred-sl1-df, fred-sl2-df, df-recursion, early-fault, panic)",
+                 fred-erets, fred-ring3, fred-sl1-df, fred-sl2-df, df-recursion, cpu-df, early-fault, \
+                 panic)",
                 "cmdline: selftest: expected selftest=name[,name...], using none",
                 "cmdline: fred: expected fred=on|off|auto, using auto",
             ]
@@ -975,7 +980,7 @@ mod tests {
                 Just(Some(TestExit::Qemu)),
                 Just(Some(TestExit::Bochs))
             ],
-            any::<u16>(),
+            any::<u32>(),
             any::<bool>(),
             prop_oneof![
                 Just(TraceLevel::Off),

@@ -114,6 +114,8 @@ pub fn fatal(frame: &Frame, delivery: Delivery, why: core::fmt::Arguments<'_>) -
 static DF_SCRATCH: Exclusive<Option<RegisterDump>> = Exclusive::new(None);
 
 pub fn double_fault(frame: &Frame, delivery: Delivery) -> ! {
+    // An AP's `selftest=cpu-df` probe: its verdict, and the AP parks.
+    crate::cpu::bringup::expected_double_fault(frame, delivery);
     let captured = capture("nucleus", frame, delivery);
     // #DF is the last event this CPU handles (it never returns), so the borrow never ends.
     DF_SCRATCH.with(|scratch| {

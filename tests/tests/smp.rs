@@ -77,3 +77,52 @@ fn one_cpu_boots_as_before() -> Result<()> {
     }
     Ok(())
 }
+
+/// `selftest=cpu-df`: each AP overflows its primary stack; the `#DF` frame must lie in the
+/// `#DF` page (page 4) of that AP's own block, as its `own stacks` line names it.
+#[test]
+fn each_ap_takes_its_double_fault_on_its_own_df_stack() -> Result<()> {
+    let boot = boot("selftest=cpu-df exit=qemu", 4)?;
+    boot.expect_in_order(&["nucleus: 4 cpu(s) online", markers::READY])?;
+    boot.expect_absent("#DF FAILED")?;
+    for (n, block) in (1..4).zip(own_blocks(&boot, 4)?) {
+        let prefix = format!("cpu {n}: #DF on its own #DF stack (IST1, frame 0x");
+        let line = boot.expect_line(&prefix, |l| l.starts_with(&prefix))?;
+        let frame = u64::from_str_radix(line[prefix.len()..].trim_end_matches(')'), 16)?;
+        let block = u64::from_str_radix(block.trim_start_matches("0x"), 16)?;
+        ensure!(
+            (block + 4 * 4096..block + 5 * 4096).contains(&frame),
+            "cpu {n}: #DF frame {frame:#x} not in the #DF page of its block {block:#x}"
+        );
+    }
+    boot.expect_exit(QemuExit::Success)
+}
+
+/// Bochs' FRED CPU model with two CPUs (`cpu: count=2`): the AP enables FRED on itself and
+/// its `#DF` arrives on its own FRED SL3. `$FREDVISOR_BOCHS` must be a Bochs configured with
+/// `--enable-smp` (one without refuses the bochsrc).
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS (configured with --enable-smp)"]
+fn bochs_two_cpus_each_enable_fred_and_double_fault_on_their_own_sl3() -> Result<()> {
+    let iso = Image::new()
+        .cmdline("fred=on selftest=cpu-df exit=bochs")
+        .build_shared()?;
+    let boot = image_builder::Bochs::new(&iso)
+        .cpus(2)
+        .timeout(boot_timeout())
+        .run()?;
+    boot.expect_in_order(&[
+        "fred: enabled (cpu has FRED+LKGS)",
+        "smp: 2 cpu(s) in the MADT; starting the others through the x2APIC (boot cpu apic id 0)",
+        "cpu 1: online (apic id 1, fred: enabled (cpu has FRED+LKGS))",
+        "nucleus: 2 cpu(s) online",
+        markers::READY,
+    ])?;
+    boot.expect_line("the AP's #DF on its own SL3", |l| {
+        l.starts_with("cpu 1: #DF on its own #DF stack (FRED SL3, frame 0x")
+    })?;
+    boot.expect_line("the AP's own-stacks line under FRED", |l| {
+        l.starts_with("cpu 1: own stacks: ") && l.ends_with("(IST1 and FRED SL3)")
+    })?;
+    boot.expect_exit(QemuExit::Success)
+}

@@ -12,9 +12,11 @@
 use super::apic::{self, LocalApic, Mode};
 use super::percpu::{self, MAX_CPUS, PerCpu};
 use super::{discover, trampoline};
-use bsp_x86_64::cmdline::Options;
-use bsp_x86_64::stack_block::StackBlock;
+use bsp_x86_64::cmdline::{Options, SelfTests};
+use bsp_x86_64::frame::Frame;
+use bsp_x86_64::stack_block::{StackBlock, StackPage};
 use bsp_x86_64::tss::IST_DF;
+use ipc::dump::Delivery;
 use spin::Once;
 
 /// How long the boot CPU waits for an AP's online claim.
@@ -152,6 +154,50 @@ extern "C" fn ap_entry(percpu: u64) -> ! {
         cpu.apic_id()
     );
     check_own_stacks(cpu, &block);
+    if OPTIONS
+        .get()
+        .is_some_and(|o| o.selftests.contains(SelfTests::CPU_DF))
+    {
+        double_fault_probe(cpu, &block);
+    }
+    cpu.set_announced();
+    park()
+}
+
+/// `selftest=cpu-df`: points RSP at the bottom of this AP's primary stack and pushes, into the
+/// guard page below it. The `#PF` cannot be delivered on that stack (IDT: no IST for `#PF`;
+/// FRED: a ring-0 `#PF` stays on the current stack level), so the CPU raises `#DF`, which
+/// goes to IST1 / FRED SL3: [`expected_double_fault`] checks it is this CPU's own.
+fn double_fault_probe(cpu: &PerCpu, block: &StackBlock) -> ! {
+    cpu.expect_double_fault();
+    let bottom = block.page_address(StackPage::Primary);
+    // SAFETY: deliberately faults: the push writes below the primary stack into its unmapped
+    // guard page; the `#DF` that follows never returns here (`expected_double_fault` parks
+    // the AP). Nothing of this CPU's state is needed afterwards.
+    unsafe {
+        core::arch::asm!("mov rsp, {}", "push rax", "ud2", in(reg) bottom, options(noreturn));
+    }
+}
+
+/// From the `#DF` handler: if this CPU armed `cpu-df`, says whether the `#DF` frame lies on
+/// its own `#DF` stack and parks the CPU (the boot CPU is waiting for that line).
+pub fn expected_double_fault(frame: &Frame, delivery: Delivery) {
+    let cpu = percpu::current();
+    if !cpu.double_fault_expected() {
+        return;
+    }
+    let at = core::ptr::from_ref(frame) as u64;
+    let page = cpu.block().and_then(|b| b.classify(at));
+    let n = cpu.index();
+    let via = match delivery {
+        Delivery::Fred => "FRED SL3",
+        Delivery::Idt => "IST1",
+    };
+    if page == Some(StackPage::Df) {
+        println!("cpu {n}: #DF on its own #DF stack ({via}, frame {at:#x})");
+    } else {
+        println!("cpu {n}: #DF FAILED: frame {at:#x} is not on its own #DF stack ({via})");
+    }
     cpu.set_announced();
     park()
 }

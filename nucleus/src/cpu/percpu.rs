@@ -43,6 +43,8 @@ pub struct PerCpu {
     bringup: AtomicU8,
     /// Set by an AP once its online line is printed.
     announced: AtomicBool,
+    /// `selftest=cpu-df`: the next `#DF` on this CPU is the probe's (`bringup`).
+    double_fault_expected: AtomicBool,
     /// Base of the CPU's stack block; 0 until it is mapped.
     block_base: AtomicU64,
     /// True once the CPU delivers events through FRED.
@@ -69,6 +71,7 @@ impl PerCpu {
             apic_id: AtomicU32::new(0),
             bringup: AtomicU8::new(Bringup::Starting as u8),
             announced: AtomicBool::new(false),
+            double_fault_expected: AtomicBool::new(false),
             block_base: AtomicU64::new(0),
             fred_on: AtomicBool::new(false),
             loaded_root: AtomicU64::new(0),
@@ -118,6 +121,14 @@ impl PerCpu {
 
     pub fn is_online(&self) -> bool {
         self.bringup.load(Ordering::Acquire) == Bringup::Online as u8
+    }
+
+    pub fn expect_double_fault(&self) {
+        self.double_fault_expected.store(true, Ordering::Release);
+    }
+
+    pub fn double_fault_expected(&self) -> bool {
+        self.double_fault_expected.load(Ordering::Acquire)
     }
 
     pub fn set_announced(&self) {
