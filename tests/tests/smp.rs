@@ -46,10 +46,16 @@ fn four_cpus_come_online_each_on_its_own_stack_block() -> Result<()> {
     let blocks = own_blocks(&boot, 4)?;
     let distinct: HashSet<&String> = blocks.iter().collect();
     ensure!(distinct.len() == 3, "blocks not distinct: {blocks:?}");
-    ensure!(
-        !blocks.iter().any(|b| b == "0xfffffe0000008000"),
-        "an AP uses the boot CPU's block: {blocks:?}"
-    );
+    // One 64 KiB stack slot per CPU in CPU order: cpu N's block is N slots above the boot
+    // CPU's, so none of them is the boot CPU's.
+    let base = |b: &String| u64::from_str_radix(b.trim_start_matches("0x"), 16).unwrap_or(0);
+    for (n, block) in blocks.iter().enumerate().skip(1) {
+        ensure!(
+            base(block) == base(&blocks[0]) + n as u64 * 0x10000,
+            "cpu {}'s block {block} is not {n} slots above cpu 1's: {blocks:?}",
+            n + 1
+        );
+    }
     boot.expect_exit(QemuExit::Success)
 }
 
