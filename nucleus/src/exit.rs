@@ -1,6 +1,7 @@
 //! Ending a test run: QEMU's `isa-debug-exit` or Bochs' shutdown port, chosen by `exit=`.
 //!
 //! Only a command-line option arms these ports, so a bare-metal boot never writes to them.
+pub use crate::cpu::halt::halt_forever;
 use bsp_x86_64::port::outb;
 use core::sync::atomic::{AtomicU8, Ordering};
 use ipc::markers::{BOCHS_SHUTDOWN_PORT, QEMU_EXIT_FAILURE, QEMU_EXIT_PORT, QEMU_EXIT_SUCCESS};
@@ -49,12 +50,4 @@ pub fn exit(status: Status) -> ! {
         _ => {}
     }
     halt_forever()
-}
-
-/// Stops this CPU with interrupts off.
-pub fn halt_forever() -> ! {
-    loop {
-        // SAFETY: `cli; hlt` only stops this CPU; an NMI may still wake it, hence the loop.
-        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
-    }
 }

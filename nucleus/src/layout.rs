@@ -14,6 +14,13 @@
 //! Plain constants only: `build.rs` compiles this file as a module of its own (`#[path]`)
 //! for the link script, so the image is linked where the nucleus maps it.
 
+/// Physical page the AP trampoline is copied to, below 1 MiB (the SIPI vector is its page
+/// number).
+pub const TRAMPOLINE_PHYS: u64 = 0x8000;
+/// Low RAM the trampoline owns: its page and the three AP boot-table pages after it. The
+/// frame allocator never hands it out.
+pub const TRAMPOLINE_RESERVED: core::ops::Range<u64> = TRAMPOLINE_PHYS..TRAMPOLINE_PHYS + 0x4000;
+
 /// The first L4 slot of the nucleus' window (Xen's `HYPERVISOR_VIRT_START`).
 pub const FIRST_SLOT: usize = 256;
 /// One past its last slot (Xen's `HYPERVISOR_VIRT_END`).

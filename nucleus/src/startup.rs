@@ -92,7 +92,7 @@ pub fn start_nucleus(loader: LoaderHandoff) -> ! {
     }
 
     let cpu = crate::cpu::percpu::current();
-    crate::cpu::tables::install_gdt(cpu);
+    cpu.install_gdt();
     let layout = match crate::mm::init(&boot) {
         Ok(layout) => layout,
         Err(e) => {
@@ -120,7 +120,7 @@ pub fn start_nucleus(loader: LoaderHandoff) -> ! {
     crate::symbols::init(&boot);
     crate::domains::init(&boot);
     cpu.set_block(&layout.stack_block);
-    crate::cpu::tables::use_stack_block(cpu, &layout.stack_block);
+    cpu.use_stack_block(&layout.stack_block);
     crate::cpu::tables::use_ist_gates();
     HANDOFF.call_once(|| Handoff { boot, options });
     crate::cpu::enter::continue_on_primary(&layout.stack_block, on_stack_block)

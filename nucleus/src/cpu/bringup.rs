@@ -137,8 +137,8 @@ extern "C" fn ap_entry(percpu: u64) -> ! {
     percpu::install(cpu);
     super::tables::load_idt();
     let Some(block) = cpu.block() else { park() };
-    super::tables::use_stack_block(cpu, &block);
-    super::tables::install_gdt(cpu);
+    cpu.use_stack_block(&block);
+    cpu.install_gdt();
     crate::mm::load_root(crate::mm::kernel_root());
     super::protect::apply();
     let fred = match OPTIONS.get() {

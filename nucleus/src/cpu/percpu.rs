@@ -22,6 +22,12 @@ use bsp_x86_64::gdt;
 use bsp_x86_64::stack_block::StackBlock;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+/// Bytes of a CPU's trace buffer: several hundred records between two drains.
+const TRACE_BUFFER_BYTES: usize = 16 * 1024;
+
+/// A CPU's trace buffer: the `trace` module's `defmt` logger fills it, COM2 drains it.
+pub type TraceBuffer = ipc::trace::TraceBuffer<TRACE_BUFFER_BYTES>;
+
 /// How many CPUs the nucleus brings up at most (the size of the `PerCpu` pool).
 pub const MAX_CPUS: usize = 8;
 
@@ -61,7 +67,7 @@ pub struct PerCpu {
     /// The stack the idle loop runs on (`enter::idle_frame`).
     pub(super) idle_stack: RacyCell<[u64; IDLE_STACK_WORDS]>,
     /// The CPU's trace buffer (`trace`).
-    trace: crate::trace::CpuBuffer,
+    trace: TraceBuffer,
 }
 
 impl PerCpu {
@@ -80,7 +86,7 @@ impl PerCpu {
             first_entered: AtomicBool::new(false),
             switched: AtomicBool::new(false),
             idle_stack: RacyCell::new([0; IDLE_STACK_WORDS]),
-            trace: crate::trace::CpuBuffer::new(),
+            trace: TraceBuffer::new(),
         }
     }
 
@@ -166,7 +172,17 @@ impl PerCpu {
         self.loaded_root.store(root, Ordering::Relaxed);
     }
 
-    pub fn trace(&self) -> &crate::trace::CpuBuffer {
+    /// Loads this CPU's final GDT and TSS (on this CPU, once).
+    pub fn install_gdt(&self) {
+        super::tables::install_gdt(&self.tables);
+    }
+
+    /// Points this CPU's TSS.RSP0 and IST slots into its stack block.
+    pub fn use_stack_block(&self, block: &StackBlock) {
+        super::tables::use_stack_block(&self.tables, block);
+    }
+
+    pub fn trace(&self) -> &TraceBuffer {
         &self.trace
     }
 }
@@ -237,13 +253,13 @@ pub fn gs_may_be_user(frame: &Frame, delivery: ipc::dump::Delivery) -> bool {
 pub fn boot_cpu() {
     let Some(cpu) = claim() else {
         // Unreachable: the pool is not empty and the boot CPU claims first.
-        crate::exit::halt_forever();
+        super::halt::halt_forever();
     };
     // SAFETY: the boot CPU's first statement: nothing else reads the boot `cpu_info` yet.
     let info = unsafe { &mut *BOOT_CPU_INFO.get() };
     info.percpu = core::ptr::from_ref(cpu) as u64;
     let base = bsp_x86_64::msr::GsBase::new(core::ptr::from_ref(info) as u64)
-        .unwrap_or_else(|_| crate::exit::halt_forever());
+        .unwrap_or_else(|_| super::halt::halt_forever());
     // SAFETY: CPL 0, interrupts off; the nucleus has not read GS yet, and the new base is a
     // static `cpu_info` with a valid `percpu` word.
     unsafe { bsp_x86_64::msr::write(base) };

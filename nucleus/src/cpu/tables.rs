@@ -6,7 +6,6 @@
 //! GDT with its TSS follows before the boot page tables go away, and the IST entries once the
 //! stack block exists. The IDT's IST indices are the same on every CPU; each CPU's TSS points
 //! them into its own block.
-use super::percpu::PerCpu;
 use crate::racy::RacyCell;
 use bsp_x86_64::entry::IDT_STUB_SIZE;
 use bsp_x86_64::gdt::{self, Gdt};
@@ -114,23 +113,23 @@ pub fn loaded_tss_ist(index: bsp_x86_64::tss::IstIndex) -> Option<u64> {
     Some(unsafe { (ist as *const u64).read_unaligned() })
 }
 
-/// Loads `cpu`'s final GDT with its TSS and reloads every segment register. Runs on the CPU
-/// `cpu` belongs to, once.
-pub fn install_gdt(cpu: &PerCpu) {
+/// Loads a CPU's final GDT (from its `PerCpu`'s `tables`) with its TSS and reloads every
+/// segment register. Runs on the CPU the tables belong to, once.
+pub fn install_gdt(tables: &RacyCell<CpuTables>) {
     // SAFETY: the CPU's own tables, during its bring-up with interrupts off: no other
     // reference to them exists (the CPU reads them only once loaded, below).
     let gdt = unsafe {
-        let tables = &mut *cpu.tables.get();
-        tables.gdt.head = Gdt::with_tss(&tables.tss);
+        let own = &mut *tables.get();
+        own.gdt.head = Gdt::with_tss(&own.tss);
         use xen_abi::layout::selector::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64};
         for (selector, descriptor) in [
             (FLAT_RING3_CS32, gdt::Descriptor::code32(3)),
             (FLAT_RING3_SS64, gdt::Descriptor::data(3)),
             (FLAT_RING3_CS64, gdt::Descriptor::code64(3)),
         ] {
-            tables.gdt.rest[(selector as usize >> 3) - 8] = descriptor.raw();
+            own.gdt.rest[(selector as usize >> 3) - 8] = descriptor.raw();
         }
-        &(*cpu.tables.get()).gdt
+        &(*tables.get()).gdt
     };
     let pointer = gdt::DescriptorTablePointer {
         limit: (core::mem::size_of::<FullGdt>() - 1) as u16,
@@ -152,10 +151,11 @@ pub fn install_gdt(cpu: &PerCpu) {
     unsafe { insn::lldt(gdt::Selector::NULL) };
 }
 
-/// Points `cpu`'s TSS.RSP0 and IST slots into its stack block `block`.
-pub fn use_stack_block(cpu: &PerCpu, block: &StackBlock) {
+/// Points a CPU's TSS.RSP0 and IST slots (in its `PerCpu`'s `tables`) into its stack block
+/// `block`.
+pub fn use_stack_block(tables: &RacyCell<CpuTables>, block: &StackBlock) {
     // SAFETY: the CPU's own TSS, with interrupts off; the CPU only reads it at delivery.
-    let tss = unsafe { &mut (*cpu.tables.get()).tss };
+    let tss = unsafe { &mut (*tables.get()).tss };
     tss.set_rsp0(block.primary_top());
     tss.set_ist(IST_DF, block.df_top());
     tss.set_ist(IST_DB, block.db_top());

@@ -13,15 +13,13 @@
 //! waits for the AP's `online` flag (or gives up) before the next.
 use core::arch::global_asm;
 
-/// Where the trampoline page is copied; SIPI vector = page number.
-pub const TRAMPOLINE_PHYS: u64 = 0x8000;
+use crate::layout::{TRAMPOLINE_PHYS, TRAMPOLINE_RESERVED as RESERVED};
+
 pub const SIPI_VECTOR: u8 = (TRAMPOLINE_PHYS >> 12) as u8;
 /// The AP boot tables: PML4, the low PDPT and the low PD, the three pages after it.
 const BOOT_PML4: u64 = TRAMPOLINE_PHYS + 0x1000;
 const BOOT_PDPT: u64 = TRAMPOLINE_PHYS + 0x2000;
 const BOOT_PD: u64 = TRAMPOLINE_PHYS + 0x3000;
-/// The low memory the trampoline owns (reserved from the frame allocator).
-pub const RESERVED: core::ops::Range<u64> = TRAMPOLINE_PHYS..TRAMPOLINE_PHYS + 0x4000;
 
 /// Offset of [`Params`] in the trampoline page.
 const PARAMS_OFFSET: u64 = 0xf00;

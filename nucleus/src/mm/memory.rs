@@ -202,7 +202,7 @@ pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
     let reserved = boot.modules.iter().map(|m| m.range.clone()).chain([
         image,
         boot.info.clone(),
-        crate::cpu::trampoline::RESERVED,
+        layout::TRAMPOLINE_RESERVED,
     ]);
     let frames = FrameAllocator::new(usable, reserved);
     // SAFETY: boot, single CPU: the state is written once before any reader exists.

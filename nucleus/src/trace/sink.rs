@@ -1,12 +1,8 @@
 //! The per-CPU buffer behind the `defmt` logger, and COM2, which drains it.
 use bsp_x86_64::uart::{COM2, Uart16550};
-use ipc::trace::{Source, TraceBuffer};
+use ipc::trace::Source;
 
-/// Bytes of a CPU's buffer: several hundred records between two drains.
-const BUFFER_BYTES: usize = 16 * 1024;
-
-/// A CPU's buffer: one in each `PerCpu`.
-pub type CpuBuffer = TraceBuffer<BUFFER_BYTES>;
+pub use crate::cpu::percpu::TraceBuffer as CpuBuffer;
 
 fn buffer() -> &'static CpuBuffer {
     crate::cpu::percpu::current().trace()
