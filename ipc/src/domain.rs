@@ -31,6 +31,36 @@ pub const fn owner_domain(owner: u32) -> Option<u16> {
 pub const COPY_TO_GUEST: u64 = 1 << 63;
 /// Most bytes one `guest_copy` or `domain_write` moves.
 pub const COPY_MAX: u64 = 4096;
+/// Most frames `domain_share` gives one domain (its grant table's `max_nr_frames`).
+pub const MAX_SHARED_FRAMES: usize = 4;
+/// Most frames of a guest GDT (`set_gdt`: entries below Xen's reserved page 14).
+pub const MAX_GDT_FRAMES: usize = 14;
+/// Most frames of a guest LDT (8192 descriptors).
+pub const MAX_LDT_FRAMES: usize = 16;
+
+/// What `clock(which)` answers.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// TSC ticks per millisecond (kHz), measured at boot; 0 if it could not be.
+    TscKhz = 0,
+    /// Seconds since 1970 the RTC said at boot.
+    RtcSeconds = 1,
+    /// The TSC value when the RTC was read.
+    RtcTsc = 2,
+}
+
+impl Clock {
+    /// The value `which` names, if any.
+    pub const fn from_raw(which: u64) -> Option<Self> {
+        Some(match which {
+            0 => Self::TscKhz,
+            1 => Self::RtcSeconds,
+            2 => Self::RtcTsc,
+            _ => return None,
+        })
+    }
+}
 
 /// One page-table operation of `domain_mmu(domain, op, a, b)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +82,15 @@ pub enum MmuOp {
     UpdateVa { va: u64, val: u64 },
     /// `MMU_MACHPHYS_UPDATE`: the M2P entry of frame `mfn` (the domain's own) becomes `pfn`.
     MachphysUpdate { mfn: u64, pfn: u64 },
+    /// `set_gdt`: the vCPU's GDT becomes the `entries` descriptors (at most 7168) in the
+    /// frames whose u64 MFNs are at `list` in the caller's memory; each frame becomes a
+    /// validated descriptor page, the old GDT's frames are released. All or nothing.
+    SetGdt { list: u64, entries: u64 },
+    /// `mmuext_op(SET_LDT)`: the LDT becomes the `entries` descriptors at page-aligned
+    /// guest `va` (walked in the current tables; each frame a descriptor page); 0 clears.
+    SetLdt { va: u64, entries: u64 },
+    /// `update_descriptor`: the 8 bytes at machine address `maddr` become `desc`, checked.
+    UpdateDescriptor { maddr: u64, desc: u64 },
 }
 
 impl MmuOp {
@@ -62,6 +101,9 @@ impl MmuOp {
     const UPDATE_VA: u64 = 4;
     const NEW_USER_BASEPTR: u64 = 5;
     const MACHPHYS_UPDATE: u64 = 9;
+    const SET_GDT: u64 = 6;
+    const SET_LDT: u64 = 7;
+    const UPDATE_DESCRIPTOR: u64 = 8;
 
     /// `(op, a, b)` as the syscall carries them.
     pub const fn encode(self) -> (u64, u64, u64) {
@@ -73,6 +115,9 @@ impl MmuOp {
             Self::UpdateVa { va, val } => (Self::UPDATE_VA, va, val),
             Self::NewUserBaseptr { mfn } => (Self::NEW_USER_BASEPTR, mfn, 0),
             Self::MachphysUpdate { mfn, pfn } => (Self::MACHPHYS_UPDATE, mfn, pfn),
+            Self::SetGdt { list, entries } => (Self::SET_GDT, list, entries),
+            Self::SetLdt { va, entries } => (Self::SET_LDT, va, entries),
+            Self::UpdateDescriptor { maddr, desc } => (Self::UPDATE_DESCRIPTOR, maddr, desc),
         }
     }
 
@@ -89,6 +134,12 @@ impl MmuOp {
             (Self::UPDATE_VA, 0) => Self::UpdateVa { va: a, val: b },
             (Self::NEW_USER_BASEPTR, 0) => Self::NewUserBaseptr { mfn: a },
             (Self::MACHPHYS_UPDATE, 0) => Self::MachphysUpdate { mfn: a, pfn: b },
+            (Self::SET_GDT, 0) => Self::SetGdt {
+                list: a,
+                entries: b,
+            },
+            (Self::SET_LDT, 0) => Self::SetLdt { va: a, entries: b },
+            (Self::UPDATE_DESCRIPTOR, 0) => Self::UpdateDescriptor { maddr: a, desc: b },
             _ => return None,
         })
     }
@@ -173,6 +224,18 @@ mod tests {
             },
             MmuOp::UpdateVa { va: 0x4000, val: 0 },
             MmuOp::MachphysUpdate { mfn: 0x123, pfn: 4 },
+            MmuOp::SetGdt {
+                list: 0x5000,
+                entries: 513,
+            },
+            MmuOp::SetLdt {
+                va: 0x6000,
+                entries: 0,
+            },
+            MmuOp::UpdateDescriptor {
+                maddr: 0x7008,
+                desc: 0x00cf_f200_0000_ffff,
+            },
         ] {
             let (o, a, b) = op.encode();
             assert_eq!(MmuOp::decode(o, a, b), Some(op));

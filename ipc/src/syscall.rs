@@ -80,10 +80,18 @@ pub enum Syscall {
     /// for vCPU 0 (FS, user GS, kernel GS, user GS selector), checked by the nucleus
     /// (`-EINVAL` for a non-canonical base or an unknown `which`) and loaded when it runs.
     VcpuSegmentBase = 18,
+    /// `domain_share(domain) -> mfn`: a zeroed hypervisor frame shared with the domain (its
+    /// grant-table frames), at most [`crate::domain::MAX_SHARED_FRAMES`]; it goes back to the
+    /// allocator with the domain. `BadArgument` when no frame or share is left.
+    DomainShare = 19,
+    /// `clock(which) -> value`: the time base pv-server gives guests ([`crate::domain::Clock`]):
+    /// the TSC rate the nucleus measured at boot against the PIT, and the RTC's wall clock
+    /// with the TSC value it was read at.
+    Clock = 20,
 }
 
 /// Highest syscall number.
-pub const SYSCALL_MAX: u64 = Syscall::VcpuSegmentBase as u64;
+pub const SYSCALL_MAX: u64 = Syscall::Clock as u64;
 
 /// A number that is not a [`Syscall`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -119,6 +127,8 @@ impl TryFrom<u64> for Syscall {
             16 => Self::TraceWrite,
             17 => Self::DomainRead,
             18 => Self::VcpuSegmentBase,
+            19 => Self::DomainShare,
+            20 => Self::Clock,
             _ => return Err(UnknownSyscall(number)),
         })
     }

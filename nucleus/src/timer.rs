@@ -23,6 +23,15 @@ const PIT_CMD: u16 = 0x43;
 const EOI: u8 = 0x20;
 
 static TICKS: AtomicU64 = AtomicU64::new(0);
+/// TSC ticks per millisecond, measured against the PIT at boot (0: not measured).
+static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
+/// The RTC's seconds since 1970 read at boot, and the TSC value when it was read.
+static RTC_SECONDS: AtomicU64 = AtomicU64::new(0);
+static RTC_TSC: AtomicU64 = AtomicU64::new(0);
+const CMOS_INDEX: u16 = 0x70;
+const CMOS_DATA: u16 = 0x71;
+/// Spins allowed while waiting for the PIT or the RTC (a missing device must not hang boot).
+const SPIN_LIMIT: u32 = 50_000_000;
 
 fn out(port: u16, value: u8) {
     // SAFETY: the PIC and PIT ports belong to the nucleus; no server gets them.
@@ -45,6 +54,95 @@ pub fn init() {
     out(PIT_CMD, 0x34); // channel 0, lobyte/hibyte, mode 2 (rate generator)
     out(PIT_CH0, divisor as u8);
     out(PIT_CH0, (divisor >> 8) as u8);
+    TSC_KHZ.store(measure_tsc_khz(divisor), Ordering::Relaxed);
+    if let Some(seconds) = read_rtc() {
+        RTC_TSC.store(bsp_x86_64::insn::rdtsc(), Ordering::Relaxed);
+        RTC_SECONDS.store(seconds, Ordering::Relaxed);
+    }
+}
+
+/// Channel 0's current count (latched).
+fn pit_count() -> u16 {
+    out(PIT_CMD, 0x00);
+    // SAFETY: the PIT belongs to the nucleus; the latch command makes these two reads one
+    // consistent count.
+    let (low, high) = unsafe { (inb(PIT_CH0), inb(PIT_CH0)) };
+    u16::from(low) | u16::from(high) << 8
+}
+
+/// Waits for channel 0 to reload (its count jumps up); false if it never does.
+fn pit_reload() -> bool {
+    let mut last = pit_count();
+    for _ in 0..SPIN_LIMIT {
+        let now = pit_count();
+        if now > last {
+            return true;
+        }
+        last = now;
+    }
+    false
+}
+
+/// The TSC rate over two PIT periods of `divisor` input ticks (interrupts are off).
+fn measure_tsc_khz(divisor: u16) -> u64 {
+    if !pit_reload() {
+        return 0;
+    }
+    let start = bsp_x86_64::insn::rdtsc();
+    if !pit_reload() || !pit_reload() {
+        return 0;
+    }
+    let ticks = bsp_x86_64::insn::rdtsc().wrapping_sub(start);
+    // Two periods of `divisor / PIT_INPUT_HZ` seconds each.
+    let khz = u128::from(ticks) * u128::from(PIT_INPUT_HZ) / (2 * u128::from(divisor) * 1000);
+    khz as u64
+}
+
+fn cmos(register: u8) -> u8 {
+    out(CMOS_INDEX, register);
+    // SAFETY: the CMOS/RTC ports belong to the nucleus; reading a date register has no
+    // side effect.
+    unsafe { inb(CMOS_DATA) }
+}
+
+/// The RTC's date as seconds since 1970, read between two updates.
+fn read_rtc() -> Option<u64> {
+    use bsp_x86_64::rtc::{RtcRegisters, reg};
+    let mut spins = 0;
+    while cmos(reg::STATUS_A) & 0x80 != 0 {
+        spins += 1;
+        if spins > SPIN_LIMIT {
+            return None;
+        }
+    }
+    let read = || RtcRegisters {
+        seconds: cmos(reg::SECONDS),
+        minutes: cmos(reg::MINUTES),
+        hours: cmos(reg::HOURS),
+        day: cmos(reg::DAY),
+        month: cmos(reg::MONTH),
+        year: cmos(reg::YEAR),
+        status_b: cmos(reg::STATUS_B),
+    };
+    // Two equal reads: no update happened in between.
+    let mut first = read();
+    for _ in 0..4 {
+        let second = read();
+        if second == first {
+            return first.unix_seconds();
+        }
+        first = second;
+    }
+    None
+}
+
+/// The time base pv-server hands its guests (`clock` syscall).
+pub fn clock(which: ipc::domain::Clock) -> u64 {
+    match which {
+        ipc::domain::Clock::TscKhz => TSC_KHZ.load(Ordering::Relaxed),
+        ipc::domain::Clock::RtcSeconds => RTC_SECONDS.load(Ordering::Relaxed),
+        ipc::domain::Clock::RtcTsc => RTC_TSC.load(Ordering::Relaxed),
+    }
 }
 
 /// Acknowledges a PIC interrupt. Returns false for a spurious IRQ 7/15 (no EOI owed to the

@@ -87,8 +87,10 @@ pub fn parse_spec(text: &[u8]) -> Result<GuestSpec<'_>, SpecError> {
 pub struct Booted {
     pub domain: u16,
     pub name: String<24>,
-    /// The domain's shared_info frame (vCPU 0's vcpu_info is at its start).
+    /// Its shared_info frame.
     pub shared_info: Mfn,
+    /// vCPU 0's CR3 at start (the bootstrap L4).
+    pub cr3: u64,
 }
 
 /// Why a guest did not start: the text after `rejected: `.
@@ -232,10 +234,10 @@ fn boot_spec(
             ds: regs.data,
         };
         hv.start(domain, &start).map_err(Rejected::Start)?;
-        Ok(built.started(domain))
+        Ok((built.started(domain), regs.cr3))
     });
     match started {
-        Ok(line) => {
+        Ok((line, cr3)) => {
             let _ = writeln!(out, "guest {}: {line}", spec.name);
             let mut name = String::new();
             let _ = name.push_str(spec.name);
@@ -243,6 +245,7 @@ fn boot_spec(
                 domain,
                 name,
                 shared_info: frames.shared_info,
+                cr3,
             })
         }
         Err(reason) => {

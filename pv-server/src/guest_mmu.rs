@@ -31,6 +31,8 @@ pub fn handles(number: u64) -> bool {
 pub struct Effects {
     /// The last `NEW_USER_BASEPTR` the nucleus took (0: user tables removed).
     pub user_baseptr: Option<u64>,
+    /// The last `NEW_BASEPTR` the nucleus took: the kernel tables (the virtual CR3).
+    pub kernel_baseptr: Option<u64>,
 }
 
 /// Answers one page-table hypercall of `domain` (see [`handles`]).
@@ -117,7 +119,19 @@ fn mmuext_entry<H: Hypervisor>(
         Some(MmuextCmd::PinL3Table) => hv.mmu(domain, pin(3)),
         Some(MmuextCmd::PinL4Table) => hv.mmu(domain, pin(4)),
         Some(MmuextCmd::UnpinTable) => hv.mmu(domain, MmuOp::Unpin { mfn }),
-        Some(MmuextCmd::NewBaseptr) => hv.mmu(domain, MmuOp::NewBaseptr { mfn }),
+        Some(MmuextCmd::NewBaseptr) => {
+            hv.mmu(domain, MmuOp::NewBaseptr { mfn })?;
+            effects.kernel_baseptr = Some(mfn);
+            Ok(())
+        }
+        // The LDT's frames become descriptor pages in the nucleus (arg2: the entry count).
+        Some(MmuextCmd::SetLdt) => hv.mmu(
+            domain,
+            MmuOp::SetLdt {
+                va: op.arg1,
+                entries: op.arg2 & 0xffff_ffff,
+            },
+        ),
         // The L4 the guest's user mode runs on (0: none); the nucleus validates it.
         Some(MmuextCmd::NewUserBaseptr) => {
             hv.mmu(domain, MmuOp::NewUserBaseptr { mfn })?;

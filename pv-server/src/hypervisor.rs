@@ -32,6 +32,12 @@ pub trait Hypervisor {
         offset: usize,
         out: &mut [u8],
     ) -> Result<(), FrameWriteError>;
+    /// A new zeroed frame shared with the domain (a grant frame).
+    fn share_frame(&mut self, domain: u16) -> Result<Mfn, Errno>;
+    /// `set_gdt` in the nucleus: these frames, `entries` descriptors, all checked.
+    fn set_gdt(&mut self, domain: u16, frames: &[u64], entries: u64) -> Result<(), Errno>;
+    /// One value of the nucleus' time base.
+    fn clock(&mut self, which: ipc::domain::Clock) -> u64;
     /// Copies guest VA `va` into `out` (vCPU 0's kernel view).
     fn guest_read(&mut self, domain: u16, va: u64, out: &mut [u8]) -> Result<(), Errno>;
     /// Copies `bytes` to guest VA `va`.
@@ -120,6 +126,24 @@ impl Hypervisor for Nucleus {
             .map_err(|_| FrameWriteError("the nucleus refused the frame read"))
     }
 
+    fn share_frame(&mut self, domain: u16) -> Result<Mfn, Errno> {
+        ipc::rt::sys::domain_share(domain)
+            .map(Mfn)
+            .map_err(|_| Errno::Enomem)
+    }
+
+    fn set_gdt(&mut self, domain: u16, frames: &[u64], entries: u64) -> Result<(), Errno> {
+        let op = MmuOp::SetGdt {
+            list: frames.as_ptr() as u64,
+            entries,
+        };
+        self.mmu(domain, op)
+    }
+
+    fn clock(&mut self, which: ipc::domain::Clock) -> u64 {
+        ipc::rt::sys::clock(which).unwrap_or(0)
+    }
+
     fn guest_read(&mut self, domain: u16, va: u64, out: &mut [u8]) -> Result<(), Errno> {
         let answer = ipc::rt::sys::guest_read(domain, va, out).map_err(|_| Errno::Efault)?;
         xen_result(answer)
@@ -192,6 +216,9 @@ pub mod tests {
         pub lines: Vec<(u16, String)>,
         /// `segment_base` calls: domain, which, base.
         pub segment_bases: Vec<(u16, u64, u64)>,
+        pub gdts: Vec<(Vec<u64>, u64)>,
+        /// The clock's answers: TSC kHz, RTC seconds, RTC TSC.
+        pub clock: [u64; 3],
     }
 
     impl FakeHypervisor {
@@ -260,6 +287,22 @@ pub mod tests {
             let frame = self.frames.get(&mfn.0).ok_or(FrameWriteError("no frame"))?;
             out.copy_from_slice(&frame[offset..offset + out.len()]);
             Ok(())
+        }
+
+        fn share_frame(&mut self, _domain: u16) -> Result<Mfn, Errno> {
+            self.next_mfn += 1;
+            let mfn = Mfn(0x1000 + self.next_mfn);
+            self.frames.insert(mfn.0, vec![0; 4096]);
+            Ok(mfn)
+        }
+
+        fn set_gdt(&mut self, _domain: u16, frames: &[u64], entries: u64) -> Result<(), Errno> {
+            self.gdts.push((frames.to_vec(), entries));
+            Ok(())
+        }
+
+        fn clock(&mut self, which: ipc::domain::Clock) -> u64 {
+            self.clock[which as usize]
         }
 
         fn guest_read(&mut self, _domain: u16, va: u64, out: &mut [u8]) -> Result<(), Errno> {

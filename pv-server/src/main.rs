@@ -16,11 +16,17 @@ mod bench;
 #[allow(dead_code, unused_imports)]
 mod domain_builder;
 mod domains;
+mod emulate;
+mod events;
+mod grants;
 mod guest_boot;
+mod shared_page;
+mod timekeeping;
 // The public register block and per-vCPU GS logic, used once part 2 saves vCPU contexts.
 #[allow(dead_code)]
 mod guest_hypercalls;
 mod guest_mmu;
+mod guest_state;
 mod guest_traps;
 #[allow(dead_code)]
 mod guests;
@@ -45,6 +51,9 @@ mod server {
     static IMAGE: spin::Mutex<[u8; IMAGE_MAX]> = spin::Mutex::new([0; IMAGE_MAX]);
     static MFNS: spin::Mutex<[Mfn; MAX_GUEST_FRAMES + 1]> =
         spin::Mutex::new([Mfn(0); MAX_GUEST_FRAMES + 1]);
+    /// The running guests: tens of KiB (each vCPU's virtual IDT, event channels), so not on
+    /// the 64 KiB stack.
+    static GUESTS: spin::Mutex<Guests> = spin::Mutex::new(Guests::new());
 
     fn main(mut server: Server) -> ! {
         if let Err(error) = server.hello() {
@@ -60,7 +69,6 @@ mod server {
         if server.info().has_arg(b"bench") {
             bench::run();
         }
-        let mut guests = Guests::new();
         // A restarted pv-server does not boot the guests again: their domains died with it.
         if server.generation() == 0 {
             let mut image = IMAGE.lock();
@@ -70,15 +78,30 @@ mod server {
                 mfns: &mut mfns[..],
             };
             let mut out = Prefixed::new(server.name(), Console::new());
-            guests.boot_all(&mut Nucleus, &mut scratch, &mut out);
+            GUESTS.lock().boot_all(&mut Nucleus, &mut scratch, &mut out);
         }
         let name = server.name();
-        server.serve(|message, console| {
-            let mut out = Prefixed::new(name, console);
-            guests
-                .handle(&mut Nucleus, message, &mut out)
-                .map(ServerMessage::Reply)
-        })
+        server.serve_ticking(
+            |message, console| {
+                let mut out = Prefixed::new(name, console);
+                GUESTS
+                    .lock()
+                    .handle(&mut Nucleus, message, &mut out)
+                    .map(ServerMessage::Reply)
+            },
+            |send| {
+                let mut guests = GUESTS.lock();
+                // Only time wakes a sleeping vCPU: nothing to do on the hypercall path.
+                if !guests.waits_for_time() {
+                    return false;
+                }
+                let mut out = Prefixed::new(name, Console::new());
+                for reply in guests.tick(&mut Nucleus, ipc::rt::cpu::rdtsc(), &mut out) {
+                    send(ServerMessage::Reply(reply));
+                }
+                guests.waits_for_time()
+            },
+        )
     }
 
     ipc::declare_server!(main);

@@ -14,7 +14,8 @@
 use anyhow::Result;
 use tests::machine::Machine;
 use tests::scenarios::{
-    events, fred_decision, fred_only, guest_traps, guests, hostile, nesting, servers,
+    events, fred_decision, fred_only, guest_services, guest_traps, guests, hostile, nesting,
+    servers,
 };
 
 const FRED_CPU: Machine = Machine::Bochs;
@@ -243,4 +244,30 @@ fn guest_hostile_trap_tables_and_stacks_crash_only_their_guest() -> Result<()> {
 #[ignore = "needs FREDVISOR_BOCHS"]
 fn guest_hostile_iret_frames_crash_only_their_guest() -> Result<()> {
     guest_traps::hostile_iret_frames_crash_only_their_guest(Machine::Bochs)
+}
+
+// ---- PV64 guests, issue 16 points 5-7, under FRED: the same lines as under IDT --------
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn guest_emulated_cpuid_control_registers_msrs_and_ports() -> Result<()> {
+    guest_services::emulated_cpuid_control_registers_msrs_and_ports(Machine::Bochs)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn guest_event_channels_the_timer_and_time() -> Result<()> {
+    guest_services::event_channels_the_timer_and_time(Machine::Bochs)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn guest_the_grant_table() -> Result<()> {
+    guest_services::the_grant_table(Machine::Bochs)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn guest_forbidden_descriptors_and_bad_pointers_are_refused() -> Result<()> {
+    guest_services::forbidden_descriptors_and_bad_pointers_are_refused(Machine::Bochs)
 }

@@ -129,6 +129,99 @@ const _: () = {
     assert!(NR_EVENT_CHANNELS as usize == crate::shared_info::EVTCHN_WORDS * 64);
 };
 
+use crate::wire;
+
+impl EvtchnAllocUnbound {
+    pub const SIZE: usize = 8;
+
+    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
+        use core::mem::offset_of;
+        Self {
+            dom: wire::get_u16(bytes, offset_of!(Self, dom)),
+            remote_dom: wire::get_u16(bytes, offset_of!(Self, remote_dom)),
+            port: wire::get_u32(bytes, offset_of!(Self, port)),
+        }
+    }
+
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        use core::mem::offset_of;
+        let mut out = [0; Self::SIZE];
+        wire::put_u16(&mut out, offset_of!(Self, dom), self.dom);
+        wire::put_u16(&mut out, offset_of!(Self, remote_dom), self.remote_dom);
+        wire::put_u32(&mut out, offset_of!(Self, port), self.port);
+        out
+    }
+}
+
+impl EvtchnBindVirq {
+    pub const SIZE: usize = 12;
+
+    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
+        use core::mem::offset_of;
+        Self {
+            virq: wire::get_u32(bytes, offset_of!(Self, virq)),
+            vcpu: wire::get_u32(bytes, offset_of!(Self, vcpu)),
+            port: wire::get_u32(bytes, offset_of!(Self, port)),
+        }
+    }
+
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        use core::mem::offset_of;
+        let mut out = [0; Self::SIZE];
+        wire::put_u32(&mut out, offset_of!(Self, virq), self.virq);
+        wire::put_u32(&mut out, offset_of!(Self, vcpu), self.vcpu);
+        wire::put_u32(&mut out, offset_of!(Self, port), self.port);
+        out
+    }
+}
+
+impl EvtchnPort {
+    pub const SIZE: usize = 4;
+
+    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
+        Self {
+            port: u32::from_le_bytes(*bytes),
+        }
+    }
+
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        self.port.to_le_bytes()
+    }
+}
+
+impl EvtchnStatusArg {
+    pub const SIZE: usize = 24;
+
+    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
+        use core::mem::offset_of;
+        let detail = offset_of!(Self, detail);
+        Self {
+            dom: wire::get_u16(bytes, offset_of!(Self, dom)),
+            _pad0: 0,
+            port: wire::get_u32(bytes, offset_of!(Self, port)),
+            status: wire::get_u32(bytes, offset_of!(Self, status)),
+            vcpu: wire::get_u32(bytes, offset_of!(Self, vcpu)),
+            detail: [
+                wire::get_u32(bytes, detail),
+                wire::get_u32(bytes, detail + 4),
+            ],
+        }
+    }
+
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        use core::mem::offset_of;
+        let mut out = [0; Self::SIZE];
+        let detail = offset_of!(Self, detail);
+        wire::put_u16(&mut out, offset_of!(Self, dom), self.dom);
+        wire::put_u32(&mut out, offset_of!(Self, port), self.port);
+        wire::put_u32(&mut out, offset_of!(Self, status), self.status);
+        wire::put_u32(&mut out, offset_of!(Self, vcpu), self.vcpu);
+        wire::put_u32(&mut out, detail, self.detail[0]);
+        wire::put_u32(&mut out, detail + 4, self.detail[1]);
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +233,32 @@ mod tests {
         }
         assert_eq!(Virq::Console.raw(), 2);
         assert_eq!(EvtchnStatus::Ipi.raw(), 5);
+    }
+
+    #[test]
+    fn codecs_round_trip() {
+        let alloc = EvtchnAllocUnbound {
+            dom: 0x7ff0,
+            remote_dom: 3,
+            port: 9,
+        };
+        assert_eq!(EvtchnAllocUnbound::from_bytes(&alloc.to_bytes()), alloc);
+        let bind = EvtchnBindVirq {
+            virq: 0,
+            vcpu: 1,
+            port: 5,
+        };
+        assert_eq!(bind.to_bytes()[8], 5);
+        assert_eq!(EvtchnBindVirq::from_bytes(&bind.to_bytes()), bind);
+        let status = EvtchnStatusArg {
+            dom: 0x7ff0,
+            port: 4,
+            status: 4,
+            vcpu: 0,
+            detail: [0, 7],
+            ..Default::default()
+        };
+        assert_eq!(status.to_bytes()[20], 7);
+        assert_eq!(EvtchnStatusArg::from_bytes(&status.to_bytes()), status);
     }
 }

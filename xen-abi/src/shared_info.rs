@@ -28,6 +28,38 @@ pub const TIME_FLAG_TSC_STABLE: u8 = 1 << 0;
 pub const TIME_FLAG_GUEST_STOPPED: u8 = 1 << 1;
 
 impl VcpuTimeInfo {
+    pub const SIZE: usize = 32;
+
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        use core::mem::offset_of;
+        let mut b = [0; Self::SIZE];
+        wire::put_u32(&mut b, offset_of!(Self, version), self.version);
+        wire::put_u64(&mut b, offset_of!(Self, tsc_timestamp), self.tsc_timestamp);
+        wire::put_u64(&mut b, offset_of!(Self, system_time), self.system_time);
+        wire::put_u32(
+            &mut b,
+            offset_of!(Self, tsc_to_system_mul),
+            self.tsc_to_system_mul,
+        );
+        b[offset_of!(Self, tsc_shift)] = self.tsc_shift as u8;
+        b[offset_of!(Self, flags)] = self.flags;
+        b
+    }
+
+    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> Self {
+        use core::mem::offset_of;
+        Self {
+            version: wire::get_u32(bytes, offset_of!(Self, version)),
+            _pad0: 0,
+            tsc_timestamp: wire::get_u64(bytes, offset_of!(Self, tsc_timestamp)),
+            system_time: wire::get_u64(bytes, offset_of!(Self, system_time)),
+            tsc_to_system_mul: wire::get_u32(bytes, offset_of!(Self, tsc_to_system_mul)),
+            tsc_shift: bytes[offset_of!(Self, tsc_shift)] as i8,
+            flags: bytes[offset_of!(Self, flags)],
+            _pad1: [0; 2],
+        }
+    }
+
     /// System time in ns at `tsc`, by the §2.4 formula (wrapping, as the guest computes it).
     pub const fn system_time_at(&self, tsc: u64) -> u64 {
         let delta = tsc.wrapping_sub(self.tsc_timestamp);
@@ -157,29 +189,7 @@ impl VcpuInfo {
         wire::put_u64(b, arch + offset_of!(ArchVcpuInfo, cr2), self.arch.cr2);
         wire::put_u64(b, arch + offset_of!(ArchVcpuInfo, pad), self.arch.pad);
         let t = offset_of!(Self, time);
-        let time = &self.time;
-        wire::put_u32(b, t + offset_of!(VcpuTimeInfo, version), time.version);
-        wire::put_u64(
-            b,
-            t + offset_of!(VcpuTimeInfo, tsc_timestamp),
-            time.tsc_timestamp,
-        );
-        wire::put_u64(
-            b,
-            t + offset_of!(VcpuTimeInfo, system_time),
-            time.system_time,
-        );
-        wire::put_u32(
-            b,
-            t + offset_of!(VcpuTimeInfo, tsc_to_system_mul),
-            time.tsc_to_system_mul,
-        );
-        out_u8(
-            b,
-            t + offset_of!(VcpuTimeInfo, tsc_shift),
-            time.tsc_shift as u8,
-        );
-        out_u8(b, t + offset_of!(VcpuTimeInfo, flags), time.flags);
+        b[t..t + VcpuTimeInfo::SIZE].copy_from_slice(&self.time.to_bytes());
         out
     }
 
@@ -196,19 +206,11 @@ impl VcpuInfo {
                 cr2: wire::get_u64(bytes, arch + offset_of!(ArchVcpuInfo, cr2)),
                 pad: wire::get_u64(bytes, arch + offset_of!(ArchVcpuInfo, pad)),
             },
-            time: VcpuTimeInfo {
-                version: wire::get_u32(bytes, t + offset_of!(VcpuTimeInfo, version)),
-                _pad0: 0,
-                tsc_timestamp: wire::get_u64(bytes, t + offset_of!(VcpuTimeInfo, tsc_timestamp)),
-                system_time: wire::get_u64(bytes, t + offset_of!(VcpuTimeInfo, system_time)),
-                tsc_to_system_mul: wire::get_u32(
-                    bytes,
-                    t + offset_of!(VcpuTimeInfo, tsc_to_system_mul),
-                ),
-                tsc_shift: bytes[t + offset_of!(VcpuTimeInfo, tsc_shift)] as i8,
-                flags: bytes[t + offset_of!(VcpuTimeInfo, flags)],
-                _pad1: [0; 2],
-            },
+            time: VcpuTimeInfo::from_bytes(
+                bytes[t..t + VcpuTimeInfo::SIZE]
+                    .try_into()
+                    .unwrap_or(&[0; VcpuTimeInfo::SIZE]),
+            ),
         }
     }
 }

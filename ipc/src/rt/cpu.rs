@@ -17,6 +17,16 @@ pub fn rdtsc() -> u64 {
     (u64::from(high) << 32) | u64::from(low)
 }
 
+/// CPUID leaf `leaf`, subleaf `subleaf`: `[eax, ebx, ecx, edx]` (pv-server's guest policy
+/// starts from the host's answers).
+#[inline]
+pub fn cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {
+    // SAFETY: CPUID exists on every x86-64 CPU and only reads; at CPL 3 it either runs or
+    // (with CPUID faulting on) traps to the nucleus, neither of which is UB.
+    let r = unsafe { core::arch::x86_64::__cpuid_count(leaf, subleaf) };
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
 /// Executes `int3`: a `#BP` the nucleus forwards to `fred-server`, which resumes us.
 #[inline(always)]
 pub fn breakpoint() {

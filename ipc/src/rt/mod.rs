@@ -235,24 +235,67 @@ impl Server {
     ) -> ! {
         loop {
             self.wait();
-            loop {
-                // Answered inside the receive: a `ServerMessage` is ~290 bytes, and handing
-                // it out of the closure first cost a copy of it.
-                let replies = &mut self.replies;
-                let received = recv_from(&mut self.events, &mut self.bad_messages, |message| {
-                    let mut console = Console::new();
-                    let answer = handle(message, &mut console);
-                    drop(console);
-                    if let Some(answer) = &answer
-                        && let Err(error) = queue_on(replies, answer)
-                    {
+            self.answer_all(&mut handle);
+        }
+    }
+
+    /// Hands each message received to `handle` (by reference, where it was decoded) and
+    /// queues its answers; whether it queued any. Answered inside the receive: a
+    /// `ServerMessage` is ~290 bytes, and handing it out of the closure first cost a copy.
+    #[inline(always)]
+    fn answer_all(
+        &mut self,
+        handle: &mut impl FnMut(&NucleusMessage, &mut Console) -> Option<ServerMessage>,
+    ) -> bool {
+        let mut queued = false;
+        loop {
+            let replies = &mut self.replies;
+            let received = recv_from(&mut self.events, &mut self.bad_messages, |message| {
+                let mut console = Console::new();
+                let answer = handle(message, &mut console);
+                drop(console);
+                if let Some(answer) = &answer {
+                    queued = true;
+                    if let Err(error) = queue_on(replies, answer) {
                         crate::println!("reply not sent: {error}");
                     }
-                });
-                if received.is_none() {
-                    break;
                 }
+            });
+            if received.is_none() {
+                return queued;
             }
+        }
+    }
+
+    /// [`Server::serve`] for a server with deadlines of its own (pv-server's guest timers):
+    /// before each sleep `tick` runs and may queue answers through the sender it gets; while
+    /// it returns true (a deadline is pending) the loop yields instead of sleeping, so it
+    /// runs again soon without any message arriving (queued answers are handed over with a
+    /// notify first, as a wait would).
+    pub fn serve_ticking(
+        mut self,
+        mut handle: impl FnMut(&NucleusMessage, &mut Console) -> Option<ServerMessage>,
+        mut tick: impl FnMut(&mut dyn FnMut(ServerMessage)) -> bool,
+    ) -> ! {
+        // Answers queued since the nucleus last took them (a wait or a notify hands them over).
+        let mut queued = false;
+        loop {
+            let waiting = tick(&mut |answer| {
+                queued = true;
+                if let Err(error) = self.queue(&answer) {
+                    crate::println!("reply not sent: {error}");
+                }
+            });
+            if waiting {
+                if core::mem::take(&mut queued) {
+                    let _ = sys::ring_notify(RingId::Reply);
+                }
+                sys::yield_now();
+            } else {
+                queued = false;
+                self.wait();
+            }
+            queued |= self.answer_all(&mut handle);
         }
     }
 }

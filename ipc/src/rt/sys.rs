@@ -297,6 +297,16 @@ pub fn guest_console_write(domain: u16, bytes: &[u8]) -> Result<u64, SysError> {
     )
 }
 
+/// A zeroed frame shared with `domain` (a grant frame); its MFN.
+pub fn domain_share(domain: u16) -> Result<u64, SysError> {
+    call(Syscall::DomainShare, [u64::from(domain), 0, 0, 0, 0, 0])
+}
+
+/// One value of the nucleus' time base.
+pub fn clock(which: crate::domain::Clock) -> Result<u64, SysError> {
+    call(Syscall::Clock, [which as u64, 0, 0, 0, 0, 0])
+}
+
 /// Free RAM frames.
 pub fn free_frames() -> Result<u64, SysError> {
     call(Syscall::FreeFrames, [0; 6])

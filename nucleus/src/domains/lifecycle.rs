@@ -62,7 +62,7 @@ pub fn create(
     let mut written = 0u64;
     for pfn in 0..frames {
         let Some(mfn) = take_frame(table, id, false) else {
-            undo(table, number, shared_info);
+            undo(table, number, shared_info, &[]);
             return Err(SyscallError::BadArgument);
         };
         // Frame `pfn` of the MFN list is the guest's pfn `pfn` (its p2m starts so).
@@ -85,12 +85,15 @@ pub fn create(
         shared_info,
         base: None,
         user_base: None,
+        gdt: heapless::Vec::new(),
+        ldt: heapless::Vec::new(),
+        shared: heapless::Vec::new(),
     });
     Ok(u64::from(number))
 }
 
 /// A fresh zeroed frame from the allocator, assigned to (or shared with) `id`.
-fn take_frame(table: &mut Frames, id: DomainId, share: bool) -> Option<Mfn> {
+pub fn take_frame(table: &mut Frames, id: DomainId, share: bool) -> Option<Mfn> {
     let frame = crate::mm::memory::alloc_frame()?;
     let mfn = Mfn(frame.as_u64() >> 12);
     let taken = if share {
@@ -105,14 +108,27 @@ fn take_frame(table: &mut Frames, id: DomainId, share: bool) -> Option<Mfn> {
     Some(mfn)
 }
 
-/// Gives every frame of domain `number` back (its own and its shared_info).
-fn undo(table: &mut Frames, number: u16, shared_info: Mfn) -> u64 {
+/// Gives every frame of domain `number` back (its own, its shared_info and `shared`).
+fn undo(table: &mut Frames, number: u16, shared_info: Mfn, shared: &[Mfn]) -> u64 {
     let freed = table.release_domain(DomainId(number), |mfn| {
         crate::mm::m2p::clear(mfn);
         crate::mm::memory::free_frame(PhysAddr::new(mfn.0 << 12));
     });
-    crate::mm::memory::free_frame(PhysAddr::new(shared_info.0 << 12));
+    for mfn in core::iter::once(&shared_info).chain(shared) {
+        crate::mm::memory::free_frame(PhysAddr::new(mfn.0 << 12));
+    }
     freed
+}
+
+/// `domain_share`: a zeroed frame shared with domain `number` (a grant frame); its MFN.
+pub fn share(number: u16) -> Result<u64, SyscallError> {
+    let table = memory::table().ok_or(SyscallError::BadArgument)?;
+    if domain(number).shared.is_full() {
+        return Err(SyscallError::BadArgument);
+    }
+    let mfn = take_frame(table, DomainId(number), true).ok_or(SyscallError::BadArgument)?;
+    let _ = domain(number).shared.push(mfn);
+    Ok(mfn.0)
 }
 
 /// `domain_destroy`: the vCPU stops, the domain's number is free, its frames go back.
@@ -122,10 +138,11 @@ pub fn destroy(t: &mut Threads, number: u16) -> Result<u64, SyscallError> {
         thread.stop();
         thread.guest_root = None;
     }
-    let shared_info = domain(number).shared_info;
-    domains()[usize::from(number - 1)] = None;
+    let Some(gone) = domains()[usize::from(number - 1)].take() else {
+        return Err(SyscallError::NotPermitted);
+    };
     let table = memory::table().ok_or(SyscallError::BadArgument)?;
-    Ok(undo(table, number, shared_info))
+    Ok(undo(table, number, gone.shared_info, &gone.shared))
 }
 
 /// Every domain's frames back to the allocator (their vCPUs were stopped by the caller).
@@ -135,7 +152,7 @@ pub fn destroy_all() {
     };
     for (slot, entry) in domains().iter_mut().enumerate() {
         if let Some(domain) = entry.take() {
-            undo(table, slot as u16 + 1, domain.shared_info);
+            undo(table, slot as u16 + 1, domain.shared_info, &domain.shared);
         }
     }
 }

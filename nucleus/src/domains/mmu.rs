@@ -152,6 +152,10 @@ pub fn mmu(t: &mut Threads, number: u16, op: MmuOp) -> Result<(), Errno> {
             crate::mm::m2p::set(Mfn(mfn), pfn);
             Ok(())
         }
+        // Routed to `descriptors` by the caller.
+        MmuOp::SetGdt { .. } | MmuOp::SetLdt { .. } | MmuOp::UpdateDescriptor { .. } => {
+            Err(Errno::Einval)
+        }
     }
 }
 

@@ -16,6 +16,7 @@
 //! (`mmu`), cleared when the frame goes back to the allocator (`lifecycle`).
 mod access;
 mod console;
+mod descriptors;
 mod lifecycle;
 mod memory;
 mod mmu;
@@ -62,7 +63,17 @@ pub fn syscall(
         Syscall::DomainMmu => {
             let domain = domain_number(a0)?;
             let op = MmuOp::decode(a1, a2, a3).ok_or(SyscallError::BadArgument)?;
-            Ok(verdict(mmu::mmu(t, domain, op)))
+            let result = match op {
+                MmuOp::SetGdt { list, entries } => {
+                    descriptors::set_gdt(space, domain, list, entries)
+                }
+                MmuOp::SetLdt { va, entries } => descriptors::set_ldt(domain, va, entries),
+                MmuOp::UpdateDescriptor { maddr, desc } => {
+                    descriptors::update_descriptor(domain, maddr, desc)
+                }
+                _ => mmu::mmu(t, domain, op),
+            };
+            Ok(verdict(result))
         }
         Syscall::VcpuStart => {
             let domain = domain_number(a0)?;
@@ -83,6 +94,11 @@ pub fn syscall(
         Syscall::DomainDestroy => lifecycle::destroy(t, domain_number(a0)?),
         Syscall::GuestConsoleWrite => console::write(t, cur, a0, a1, a2),
         Syscall::FreeFrames => Ok(crate::mm::memory::free_count()),
+        Syscall::DomainShare => lifecycle::share(domain_number(a0)?),
+        Syscall::Clock => {
+            let which = ipc::domain::Clock::from_raw(a0).ok_or(SyscallError::BadArgument)?;
+            Ok(crate::timer::clock(which))
+        }
         _ => Err(SyscallError::NoSuchSyscall),
     }
 }

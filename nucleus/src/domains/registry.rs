@@ -2,8 +2,8 @@
 //! current L4. Numbers run from 1 to `MAX_DOMAINS`; a number pv-server passes is an
 //! allegation until [`domain_number`] found it live.
 use crate::racy::RacyCell;
-use heapless::String;
-use ipc::domain::MAX_DOMAINS;
+use heapless::{String, Vec};
+use ipc::domain::{MAX_DOMAINS, MAX_GDT_FRAMES, MAX_LDT_FRAMES, MAX_SHARED_FRAMES};
 use ipc::syscall::SyscallError;
 use xen_abi::Mfn;
 
@@ -14,6 +14,11 @@ pub struct Domain {
     pub base: Option<Mfn>,
     /// The L4 of the vCPU's user mode (`NEW_USER_BASEPTR`; holds one type reference).
     pub user_base: Option<Mfn>,
+    /// The GDT's and LDT's frames (each holds a descriptor-page type reference).
+    pub gdt: Vec<Mfn, MAX_GDT_FRAMES>,
+    pub ldt: Vec<Mfn, MAX_LDT_FRAMES>,
+    /// Frames shared with the domain besides shared_info (`domain_share`: grant frames).
+    pub shared: Vec<Mfn, MAX_SHARED_FRAMES>,
 }
 
 static DOMAINS: RacyCell<[Option<Domain>; MAX_DOMAINS]> =

@@ -55,7 +55,7 @@ pub trait GuestMemory {
 
 /// Refuses what can never be a guest buffer before asking the nucleus: non-canonical, the
 /// hypervisor's window, or wrapping past the top. The nucleus checks again (allegations).
-fn guest_range(va: u64, len: usize) -> Result<(), Errno> {
+pub(crate) fn guest_range(va: u64, len: usize) -> Result<(), Errno> {
     let canonical = |a: u64| ((a << 16) as i64 >> 16) as u64 == a;
     let Some(last) = va.checked_add(len.saturating_sub(1) as u64) else {
         return Err(Errno::Efault);
@@ -73,12 +73,12 @@ fn guest_range(va: u64, len: usize) -> Result<(), Errno> {
     Ok(())
 }
 
-fn read(memory: &mut impl GuestMemory, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
+pub(crate) fn read(memory: &mut impl GuestMemory, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
     guest_range(va, buf.len())?;
     memory.read(va, buf).map_err(|_| Errno::Efault)
 }
 
-fn write(memory: &mut impl GuestMemory, va: u64, bytes: &[u8]) -> Result<(), Errno> {
+pub(crate) fn write(memory: &mut impl GuestMemory, va: u64, bytes: &[u8]) -> Result<(), Errno> {
     guest_range(va, bytes.len())?;
     memory.write(va, bytes).map_err(|_| Errno::Efault)
 }
@@ -314,4 +314,4 @@ fn set_segment_base([which, base, ..]: [u64; 5]) -> Result<Outcome, Errno> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -7,12 +7,12 @@ use super::*;
 
 /// Guest memory: the pages present are the ones a test put there.
 #[derive(Default)]
-struct Fake {
+pub(crate) struct Fake {
     pages: HashMap<u64, [u8; 4096]>,
 }
 
 impl Fake {
-    fn with_pages(pages: &[u64]) -> Self {
+    pub(crate) fn with_pages(pages: &[u64]) -> Self {
         let mut fake = Self::default();
         for &page in pages {
             fake.pages.insert(page, [0; 4096]);
@@ -20,11 +20,11 @@ impl Fake {
         fake
     }
 
-    fn put(&mut self, va: u64, bytes: &[u8]) {
+    pub(crate) fn put(&mut self, va: u64, bytes: &[u8]) {
         self.write(va, bytes).unwrap();
     }
 
-    fn get(&mut self, va: u64, len: usize) -> std::vec::Vec<u8> {
+    pub(crate) fn get(&mut self, va: u64, len: usize) -> std::vec::Vec<u8> {
         let mut out = vec![0; len];
         self.read(va, &mut out).unwrap();
         out

@@ -5,6 +5,7 @@
 pub mod events;
 pub mod fred_decision;
 pub mod fred_only;
+pub mod guest_services;
 pub mod guest_traps;
 pub mod guests;
 pub mod hostile;

@@ -13,6 +13,13 @@
 //!   hypercalls and yields (the nucleus loads them when the vCPU runs), then non-canonical
 //!   bases and unknown `which` → `-EINVAL` with the bases unchanged; prints
 //!   `hostile: segment-bases: fs:[0] 0x… gs:[0] 0x…`;
+//! * `descriptors` (issue 16): a GDT/LDT frame mapped writable, one holding a TSS or an
+//!   interrupt gate, too many entries, foreign, shared and page-table frames → `-EINVAL`;
+//!   an accepted GDT's frame cannot be mapped writable (`-EBUSY`), its DPL 0 code segment
+//!   reads back as DPL 3 and its call gate as DPL 0 with the DPL in the target's RPL;
+//! * `new-pointers` (issue 16): kernel, non-canonical and unmapped pointers to every
+//!   hypercall of issue 16 points 5-7 that takes one → `-EFAULT` (a grant frame list:
+//!   status `GNTST_bad_virt_addr`);
 //! * `spin`: loops without a hypercall → the watchdog ends it;
 //! * `fault`: `ud2` with no trap table → crashed.
 //!
@@ -22,11 +29,13 @@
 
 #[cfg(target_os = "none")]
 mod guest {
-    use guest_rt::tables::{PAGE_RW, l1_entry_of, mmu_update, p2m, region_end, update_va_mapping};
+    use guest_rt::tables::{
+        PAGE_RO, PAGE_RW, l1_entry_of, mmu_update, mmuext_op, p2m, region_end, update_va_mapping,
+    };
     use guest_rt::{Boot, guest_main, hypercall, println, shutdown, xen_note_int, xen_note_str};
     use xen_abi::elfnote::XenNote;
     use xen_abi::layout::DOMID_SELF;
-    use xen_abi::mm::MmuUpdate;
+    use xen_abi::mm::{MmuUpdate, MmuextOp};
     use xen_abi::sched::ShutdownReason;
     use xen_abi::{Errno, Hypercall};
 
@@ -58,8 +67,15 @@ mod guest {
         }
 
         fn expect_ok(&mut self, what: &str, got: u64) {
-            if got != 0 {
-                println!("hostile: {}: WRONG {what}: got {got:#x}, want 0", self.case);
+            self.expect_value(what, got, 0);
+        }
+
+        fn expect_value(&mut self, what: &str, got: u64, want: u64) {
+            if got != want {
+                println!(
+                    "hostile: {}: WRONG {what}: got {:#x}, want {:#x}",
+                    self.case, got, want
+                );
                 shutdown(ShutdownReason::Crash);
             }
             self.passed += 1;
@@ -132,11 +148,13 @@ mod guest {
             b"write-table" => "write-table",
             b"bad-pointers" => "bad-pointers",
             b"segment-bases" => "segment-bases",
+            b"descriptors" => "descriptors",
+            b"new-pointers" => "new-pointers",
             b"spin" => "spin",
             b"fault" => "fault",
             _ => {
                 println!(
-                    "hostile: unknown case; use cmdline=foreign-frame|writable-table|write-table|bad-pointers|segment-bases|spin|fault"
+                    "hostile: unknown case; use cmdline=foreign-frame|writable-table|write-table|bad-pointers|segment-bases|descriptors|new-pointers|spin|fault"
                 );
                 shutdown(ShutdownReason::Crash)
             }
@@ -351,6 +369,13 @@ mod guest {
                 );
                 c.done()
             }
+            "descriptors" => descriptors(info, &mut c),
+            "new-pointers" => {
+                for ptr in [KERNEL, NON_CANONICAL, unmapped] {
+                    new_pointers(&mut c, ptr);
+                }
+                c.done()
+            }
             "spin" => loop {
                 core::hint::spin_loop();
             },
@@ -360,6 +385,270 @@ mod guest {
                 shutdown(ShutdownReason::Crash)
             }
         }
+    }
+
+    /// Flat 64-bit code DPL 0 and as stored (DPL 3); flat data DPL 3; a present TSS; an
+    /// interrupt gate; a call gate (DPL 3, to guest selector 0x08) and as stored.
+    const CODE_DPL0: u64 = 0x00af_9a00_0000_ffff;
+    const CODE_DPL3: u64 = 0x00af_fa00_0000_ffff;
+    const DATA_DPL0: u64 = 0x00cf_9200_0000_ffff;
+    const DATA_DPL3: u64 = 0x00cf_f200_0000_ffff;
+    const TSS: u64 = 0x0000_8900_0000_0067;
+    const INTERRUPT_GATE: u64 = 0x0000_ee00_0008_0000;
+    const CALL_GATE: u64 = 0x0000_ec00_0008_1234;
+    const CALL_GATE_STORED: u64 = 0x0000_8c00_000b_1234;
+
+    fn set_gdt(frames: &[u64], entries: u64) -> u64 {
+        call(
+            Hypercall::SetGdt,
+            [frames.as_ptr() as u64, entries, 0, 0, 0],
+        )
+    }
+
+    fn update_descriptor(maddr: u64, desc: u64) -> u64 {
+        call(Hypercall::UpdateDescriptor, [maddr, desc, 0, 0, 0])
+    }
+
+    fn set_ldt(va: u64, entries: u64) -> u64 {
+        mmuext_op(&[MmuextOp {
+            cmd: 13,
+            arg1: va,
+            arg2: entries,
+            ..Default::default()
+        }])
+    }
+
+    fn descriptors(info: &xen_abi::StartInfo, c: &mut Checks) -> ! {
+        let gdt_va = region_end(info) - 3 * 4096;
+        let bad_va = region_end(info) - 4 * 4096;
+        let p2m = p2m(info);
+        let gdt = p2m[(gdt_va >> 12) as usize];
+        let bad = p2m[(bad_va >> 12) as usize];
+        let l4 = p2m[(info.pt_base >> 12) as usize];
+        let page = gdt_va as *mut u64;
+        // SAFETY: both pages are ours, in the bootstrap region's padding, mapped read-write.
+        unsafe {
+            page.add(1).write_volatile(CODE_DPL0);
+            page.add(2).write_volatile(DATA_DPL3);
+            page.add(4).write_volatile(CALL_GATE);
+            (bad_va as *mut u64).add(3).write_volatile(TSS);
+        }
+        c.expect(
+            "set_gdt of a writable frame",
+            set_gdt(&[gdt], 512),
+            Errno::Einval,
+        );
+        c.expect_ok(
+            "make it read-only",
+            update_va_mapping(gdt_va, gdt << 12 | PAGE_RO),
+        );
+        c.expect_ok("set_gdt", set_gdt(&[gdt], 512));
+        // SAFETY: read-only mapped, still readable.
+        let (code, gate) = unsafe { (page.add(1).read_volatile(), page.add(4).read_volatile()) };
+        c.expect_value("DPL 0 code stored as DPL 3", code, CODE_DPL3);
+        c.expect_value("call gate stored with DPL 0", gate, CALL_GATE_STORED);
+        c.expect(
+            "map the GDT frame writable",
+            update_va_mapping(gdt_va, gdt << 12 | PAGE_RW),
+            Errno::Ebusy,
+        );
+        c.expect(
+            "update_descriptor: TSS",
+            update_descriptor(gdt << 12 | 6 * 8, TSS),
+            Errno::Einval,
+        );
+        c.expect(
+            "update_descriptor: interrupt gate",
+            update_descriptor(gdt << 12 | 6 * 8, INTERRUPT_GATE),
+            Errno::Einval,
+        );
+        c.expect(
+            "update_descriptor: misaligned",
+            update_descriptor(gdt << 12 | 6 * 8 + 4, DATA_DPL3),
+            Errno::Einval,
+        );
+        c.expect_ok(
+            "update_descriptor: DPL 0 data",
+            update_descriptor(gdt << 12 | 6 * 8, DATA_DPL0),
+        );
+        // SAFETY: as above.
+        c.expect_value(
+            "stored as DPL 3",
+            unsafe { page.add(6).read_volatile() },
+            DATA_DPL3,
+        );
+        c.expect(
+            "update_descriptor: own L4",
+            update_descriptor(l4 << 12, DATA_DPL3),
+            Errno::Einval,
+        );
+        c.expect(
+            "update_descriptor: foreign frame",
+            update_descriptor(0x100 << 12, DATA_DPL3),
+            Errno::Einval,
+        );
+        c.expect(
+            "update_descriptor: shared_info",
+            update_descriptor(info.shared_info, DATA_DPL3),
+            Errno::Einval,
+        );
+        c.expect_ok(
+            "make the TSS page read-only",
+            update_va_mapping(bad_va, bad << 12 | PAGE_RO),
+        );
+        c.expect("set_gdt with a TSS", set_gdt(&[bad], 512), Errno::Einval);
+        c.expect(
+            "set_gdt with a TSS second",
+            set_gdt(&[gdt, bad], 1024),
+            Errno::Einval,
+        );
+        c.expect(
+            "old GDT still in force",
+            update_va_mapping(gdt_va, gdt << 12 | PAGE_RW),
+            Errno::Ebusy,
+        );
+        c.expect(
+            "set_gdt into Xen's entries",
+            set_gdt(&[gdt], 7169),
+            Errno::Einval,
+        );
+        c.expect(
+            "set_gdt of a foreign frame",
+            set_gdt(&[0x100], 8),
+            Errno::Einval,
+        );
+        c.expect(
+            "set_gdt of shared_info",
+            set_gdt(&[info.shared_info >> 12], 8),
+            Errno::Einval,
+        );
+        c.expect("set_gdt of a page table", set_gdt(&[l4], 8), Errno::Einval);
+        c.expect_ok("set_gdt of none", set_gdt(&[], 0));
+        c.expect_ok(
+            "the frame is free again",
+            update_va_mapping(gdt_va, gdt << 12 | PAGE_RW),
+        );
+        c.expect(
+            "SET_LDT of a writable page",
+            set_ldt(gdt_va, 512),
+            Errno::Einval,
+        );
+        c.expect_ok(
+            "read-only again",
+            update_va_mapping(gdt_va, gdt << 12 | PAGE_RO),
+        );
+        c.expect_ok("SET_LDT", set_ldt(gdt_va, 512));
+        c.expect("SET_LDT misaligned", set_ldt(gdt_va + 8, 1), Errno::Einval);
+        c.expect("SET_LDT of a TSS page", set_ldt(bad_va, 8), Errno::Einval);
+        c.expect(
+            "SET_LDT in the hypervisor",
+            set_ldt(KERNEL & !0xfff, 1),
+            Errno::Einval,
+        );
+        c.expect(
+            "SET_LDT non-canonical",
+            set_ldt(NON_CANONICAL, 1),
+            Errno::Einval,
+        );
+        c.expect(
+            "SET_LDT unmapped",
+            set_ldt(region_end(info) + (64 << 20), 1),
+            Errno::Einval,
+        );
+        c.expect(
+            "LDT frame not writable",
+            update_va_mapping(gdt_va, gdt << 12 | PAGE_RW),
+            Errno::Ebusy,
+        );
+        c.expect_ok("SET_LDT none", set_ldt(0, 0));
+        c.expect_ok(
+            "writable after the LDT",
+            update_va_mapping(gdt_va, gdt << 12 | PAGE_RW),
+        );
+        println!("hostile: descriptors: every forbidden descriptor refused");
+        let done = Checks {
+            case: c.case,
+            passed: c.passed,
+        };
+        done.done()
+    }
+
+    /// Every issue 16 point 5-7 hypercall that takes a pointer, pointed at `ptr`.
+    fn new_pointers(c: &mut Checks, ptr: u64) {
+        for (what, number, args) in [
+            (
+                "grant setup_table",
+                Hypercall::GrantTableOp,
+                [2, ptr, 1, 0, 0],
+            ),
+            (
+                "grant query_size",
+                Hypercall::GrantTableOp,
+                [6, ptr, 1, 0, 0],
+            ),
+            (
+                "grant set_version",
+                Hypercall::GrantTableOp,
+                [8, ptr, 1, 0, 0],
+            ),
+            (
+                "evtchn alloc_unbound",
+                Hypercall::EventChannelOp,
+                [6, ptr, 0, 0, 0],
+            ),
+            (
+                "evtchn bind_virq",
+                Hypercall::EventChannelOp,
+                [1, ptr, 0, 0, 0],
+            ),
+            ("evtchn send", Hypercall::EventChannelOp, [4, ptr, 0, 0, 0]),
+            ("evtchn close", Hypercall::EventChannelOp, [3, ptr, 0, 0, 0]),
+            (
+                "evtchn status",
+                Hypercall::EventChannelOp,
+                [5, ptr, 0, 0, 0],
+            ),
+            (
+                "evtchn unmask",
+                Hypercall::EventChannelOp,
+                [9, ptr, 0, 0, 0],
+            ),
+            ("sched_op poll", Hypercall::SchedOp, [3, ptr, 0, 0, 0]),
+            ("physdev set_iopl", Hypercall::PhysdevOp, [6, ptr, 0, 0, 0]),
+            ("set_gdt frame list", Hypercall::SetGdt, [ptr, 8, 0, 0, 0]),
+        ] {
+            c.expect(what, call(number, args), Errno::Efault);
+        }
+        // Pointers inside a good argument block.
+        let ports = xen_abi::sched::SchedPoll {
+            ports: ptr,
+            nr_ports: 1,
+            _pad: 0,
+            timeout: 0,
+        };
+        c.expect(
+            "sched_op poll ports",
+            call(Hypercall::SchedOp, [3, &ports as *const _ as u64, 0, 0, 0]),
+            Errno::Efault,
+        );
+        let mut setup = xen_abi::grant::GnttabSetupTable {
+            dom: DOMID_SELF,
+            nr_frames: 1,
+            frame_list: ptr,
+            ..Default::default()
+        };
+        c.expect_ok(
+            "grant setup_table answered",
+            call(
+                Hypercall::GrantTableOp,
+                [2, &mut setup as *mut _ as u64, 1, 0, 0],
+            ),
+        );
+        c.expect_value(
+            "grant frame list: bad_virt_addr",
+            setup.status as i64 as u64,
+            xen_abi::grant::status::BAD_VIRT_ADDR as i64 as u64,
+        );
     }
 
     guest_main!(main);

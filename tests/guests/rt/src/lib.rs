@@ -23,6 +23,9 @@ pub use target::*;
 #[cfg(target_os = "none")]
 pub mod tables;
 
+/// shared_info mapped, the guest's clock, event bits, exact-value checks.
+#[cfg(target_os = "none")]
+pub mod shared;
 /// Trap entry stubs, the trap-table hypercalls and `iret`.
 #[cfg(target_os = "none")]
 pub mod traps;
