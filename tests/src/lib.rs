@@ -40,10 +40,21 @@ pub const NUCLEUS_RIP_PREFIX: &str = "0xffff808000";
 /// Deadline of one boot under TCG, generous for a slow two-core CI machine.
 /// `FREDVISOR_BOOT_TIMEOUT=<seconds>` overrides it.
 pub fn boot_timeout() -> Duration {
+    timeout_or(60)
+}
+
+/// Deadline of one boot under Bochs: it interprets every instruction, and a boot with
+/// crash dumps and restarts takes 30-80 s on a loaded two-core machine.
+/// `FREDVISOR_BOOT_TIMEOUT=<seconds>` overrides it too.
+pub fn bochs_boot_timeout() -> Duration {
+    timeout_or(240)
+}
+
+fn timeout_or(default_seconds: u64) -> Duration {
     std::env::var("FREDVISOR_BOOT_TIMEOUT")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
-        .map_or(Duration::from_secs(60), Duration::from_secs)
+        .map_or(Duration::from_secs(default_seconds), Duration::from_secs)
 }
 
 /// Builds (or reuses) the ISO for `image` and boots it with `firmware` and the deadline.

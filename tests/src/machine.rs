@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use image_builder::{Bochs, Boot, Firmware, Image, Iso, Qemu};
 
-use crate::{boot_timeout, expect_exact_line};
+use crate::{bochs_boot_timeout, boot_timeout, expect_exact_line};
 
 /// The emulator (and firmware) of a boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,7 +122,7 @@ impl Machine {
                 }
             }
             Self::Bochs => {
-                let bochs = Bochs::new(iso).timeout(boot_timeout());
+                let bochs = Bochs::new(iso).timeout(bochs_boot_timeout());
                 match stop {
                     None => bochs.run()?,
                     Some(Stop::At(marker)) => bochs.until(marker).run()?,
