@@ -21,15 +21,8 @@ pub fn domain_write(
     ptr: u64,
     len: u64,
 ) -> Result<u64, SyscallError> {
-    let number = domain_number(raw_domain)?;
-    if offset.checked_add(len).is_none_or(|end| end > 4096) {
-        return Err(SyscallError::BadArgument);
-    }
+    let (mfn, range) = owned_range(raw_domain, mfn, offset, len)?;
     let table = memory::table().ok_or(SyscallError::BadArgument)?;
-    let mfn = Mfn(mfn);
-    table
-        .check_owner(mfn, DomainId(number))
-        .map_err(|_| SyscallError::NotPermitted)?;
     let info = table.info(mfn).ok_or(SyscallError::NotPermitted)?;
     // A table or descriptor frame in use changes only through the checked updates.
     if info.type_count() != 0 && info.page_type() != PageType::Writable {
@@ -40,7 +33,7 @@ pub fn domain_write(
     // Straight from pv-server into the frame (no 4 KiB bounce buffer on the 8 KiB stack):
     // `read` checks the whole range before it copies a byte, so a bad pointer changes nothing.
     space
-        .read(ptr, &mut frame[offset as usize..(offset + len) as usize])
+        .read(ptr, &mut frame[range])
         .map_err(|_| SyscallError::BadPointer)?;
     Ok(0)
 }
@@ -55,6 +48,23 @@ pub fn domain_read(
     ptr: u64,
     len: u64,
 ) -> Result<u64, SyscallError> {
+    let (mfn, range) = owned_range(raw_domain, mfn, offset, len)?;
+    // SAFETY: the frame is the domain's (checked above); only read.
+    let frame = unsafe { memory::frame_bytes(mfn) };
+    space
+        .write(ptr, &frame[range])
+        .map_err(|_| SyscallError::BadPointer)?;
+    Ok(0)
+}
+
+/// Frame `mfn` of the domain and the bytes `[offset, offset + len)` in it, once the range
+/// fits in the page and the domain owns (or shares) the frame.
+fn owned_range(
+    raw_domain: u64,
+    mfn: u64,
+    offset: u64,
+    len: u64,
+) -> Result<(Mfn, core::ops::Range<usize>), SyscallError> {
     let number = domain_number(raw_domain)?;
     if offset.checked_add(len).is_none_or(|end| end > 4096) {
         return Err(SyscallError::BadArgument);
@@ -64,12 +74,7 @@ pub fn domain_read(
     table
         .check_owner(mfn, DomainId(number))
         .map_err(|_| SyscallError::NotPermitted)?;
-    // SAFETY: the frame is the domain's (checked above); only read.
-    let frame = unsafe { memory::frame_bytes(mfn) };
-    space
-        .write(ptr, &frame[offset as usize..(offset + len) as usize])
-        .map_err(|_| SyscallError::BadPointer)?;
-    Ok(0)
+    Ok((mfn, offset as usize..(offset + len) as usize))
 }
 
 /// `guest_copy`: guest VA memory of a domain, walked in its current tables.
