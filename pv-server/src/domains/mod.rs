@@ -1,0 +1,21 @@
+//! The running guests and what pv-server does with each message about them (issue 15
+//! points 4 and 5): hypercalls answered (page-table ones through the nucleus' checks, the
+//! rest by `guest_hypercalls`), shutdowns and crashes ended with their lifecycle line and the
+//! domain destroyed, and once the last guest ended one summary line with the free-memory
+//! figures, which image-builder's `run --guest` waits for.
+//!
+//! [`table`] holds the guests and ends them; per guest ([`running`]) the hypercalls
+//! ([`hypercalls`]), emulated faults ([`emulation`]) and the ways back into the guest are
+//! answered over the nucleus' calls ([`access`]).
+
+mod access;
+mod emulation;
+mod ending;
+mod host_cpu;
+mod hypercalls;
+mod running;
+mod table;
+#[cfg(test)]
+mod tests;
+
+pub use table::Guests;
