@@ -12,12 +12,6 @@ pub enum Ending {
     Crashed(Crash),
 }
 
-impl From<Crash> for Ending {
-    fn from(crash: Crash) -> Self {
-        Self::Crashed(crash)
-    }
-}
-
 impl fmt::Display for Ending {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

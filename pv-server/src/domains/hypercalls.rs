@@ -1,16 +1,16 @@
 //! One guest's hypercall, answered: page-table ones through the nucleus' checks
 //! ([`guest_mmu`]), trap-table ones by [`guest_traps`], those of issue 16 points 6 and 7 by
-//! [`guest_state`], the rest by [`guest_hypercalls`]; then back into the guest (or parked,
-//! or the guest's end).
+//! [`guest_state`], the rest by [`guest_hypercalls`]. What comes of it ([`Answered`]) is
+//! small: the guest table builds the reply (or ends the guest) from it.
 
 use core::cell::RefCell;
 
 use heapless::Vec;
 use ipc::message::{Gpr, GprWrite, Hypercall, Reply, ResumeChanges};
 use xen_abi::Errno;
+use xen_abi::sched::ShutdownReason;
 
 use super::access::{Console, NucleusTables, SharedFrame};
-use super::ending::Ending;
 use super::host_cpu;
 use super::running::Running;
 use crate::guest_hypercalls::Outcome;
@@ -20,15 +20,29 @@ use crate::guest_traps;
 use crate::hypervisor::Hypervisor;
 use crate::timekeeping::TimeBase;
 
+/// What a hypercall (other than `iret`) came to. Small on purpose: the reply, which is not,
+/// is built once, where it is returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answered {
+    /// `rax` goes back to the guest (after its event upcall, if one is due).
+    Return(u64),
+    /// The guest runs the hypercall again with these arguments ([`continuation`]).
+    Continue([u64; 5]),
+    /// The vCPU sleeps in `sched_op(block/poll)`: its answer comes when a tick wakes it.
+    Parked,
+    /// The guest shut down.
+    Shutdown(ShutdownReason),
+}
+
 impl Running {
-    /// Answers `call`: the reply, `None` while the vCPU sleeps or waits for its
-    /// continuation, or how the guest ended. `time`: the nucleus' time base.
+    /// Answers `call`, any hypercall but `iret` ([`Running::iret`]). `time`: the nucleus'
+    /// time base.
     pub fn hypercall(
         &mut self,
         hv: &mut impl Hypervisor,
         call: &Hypercall,
         time: Option<TimeBase>,
-    ) -> Result<Option<Reply>, Ending> {
+    ) -> Answered {
         let [a0, a1, a2, a3, a4, _] = call.args;
         let args = [a0, a1, a2, a3, a4];
         let number = call.number;
@@ -45,8 +59,6 @@ impl Running {
                 self.pv.cpu.cr3 = mfn << 12;
             }
             outcome
-        } else if number == u64::from(xen_abi::Hypercall::Iret.raw()) {
-            return Ok(Some(self.iret(hv, call)?));
         } else {
             let cell = RefCell::new(&mut *hv);
             let mut memory = self.memory(&cell);
@@ -58,31 +70,29 @@ impl Running {
                     .answer(&self.name, number, args, &mut memory, &mut console)
             }
         };
-        let rax = match outcome {
-            Outcome::Return(rax) => rax,
-            Outcome::Yield => 0,
+        match outcome {
+            Outcome::Return(rax) => Answered::Return(rax),
+            Outcome::Yield => Answered::Return(0),
             // The nucleus checks the base again and loads it when the vCPU runs.
-            Outcome::SetSegmentBase { which, base } => {
+            Outcome::SetSegmentBase { which, base } => Answered::Return(
                 match hv.segment_base(call.domain, u64::from(which.raw()), base) {
                     Ok(()) => 0,
                     Err(errno) => errno.rax(),
-                }
-            }
-            Outcome::Continue(next) => return Ok(Some(continuation(call, next))),
-            Outcome::Shutdown(reason) => return Err(Ending::Shutdown(reason)),
-        };
-        Ok(Some(self.returning(hv, call, rax)?))
+                },
+            ),
+            Outcome::Continue(next) => Answered::Continue(next),
+            Outcome::Shutdown(reason) => Answered::Shutdown(reason),
+        }
     }
 
-    /// A hypercall of [`guest_state`]; `None` while the vCPU sleeps in
-    /// `sched_op(block/poll)` (its answer comes when the guest table's tick wakes it).
+    /// A hypercall of [`guest_state`].
     fn pv_call(
         &mut self,
         hv: &mut impl Hypervisor,
         call: &Hypercall,
         args: [u64; 5],
         time: Option<TimeBase>,
-    ) -> Result<Option<Reply>, Ending> {
+    ) -> Answered {
         let (domain, shared_info) = (self.domain, self.shared_info);
         let answer = {
             let cell = RefCell::new(&mut *hv);
@@ -102,27 +112,26 @@ impl Running {
             };
             self.pv.answer(call.token, call.number, args, &mut env)
         };
-        let rax = match answer {
-            Ok(Answer::Return(rax)) => rax,
+        match answer {
+            Ok(Answer::Return(rax)) => Answered::Return(rax),
             Ok(Answer::Parked) => {
                 if let Some(parked) = self.pv.parked.as_mut() {
                     parked.context = [call.rip, call.rsp, call.rflags];
                 }
-                return Ok(None);
+                Answered::Parked
             }
             Err(errno) => {
                 if errno == Errno::Enosys {
                     self.calls.unimplemented = self.calls.unimplemented.saturating_add(1);
                 }
-                errno.rax()
+                Answered::Return(errno.rax())
             }
-        };
-        Ok(Some(self.returning(hv, call, rax)?))
+        }
     }
 }
 
 /// `rip -= 2` (back onto the `syscall`) with the continued arguments.
-fn continuation(call: &Hypercall, next: [u64; 5]) -> Reply {
+pub fn continuation(call: &Hypercall, next: [u64; 5]) -> Reply {
     let mut gprs = Vec::new();
     for (gpr, value) in [Gpr::Rdi, Gpr::Rsi, Gpr::Rdx, Gpr::R10, Gpr::R8]
         .into_iter()

@@ -1,12 +1,12 @@
 //! One running guest as pv-server keeps it, and how its vCPU 0 goes back into the guest:
-//! a hypercall's return, the event upcall (§6.6) due at every return, `iret`, a bounced
-//! trap. What cannot go back is a [`Crash`] for the guest table to end the guest with.
+//! the event upcall (§6.6) due at every return, `iret`, a bounced trap. What cannot go back
+//! is a [`Crash`] for the guest table to end the guest with.
 
 use core::cell::RefCell;
 
 use heapless::String;
 use ipc::Event;
-use ipc::message::{Gpr, GprWrite, GuestResume, Hypercall, Reply};
+use ipc::message::{Gpr, GuestResume, Hypercall};
 
 use super::access::{Memory, SharedVcpuInfo};
 use crate::domain_builder::Mfn;
@@ -41,38 +41,10 @@ impl Running {
         }
     }
 
-    /// A hypercall that returns `rax` to the guest, or an event upcall instead when one is
-    /// due (§3: every return to the guest checks for events), with `rax` kept.
-    pub fn returning(
-        &mut self,
-        hv: &mut impl Hypervisor,
-        call: &Hypercall,
-        rax: u64,
-    ) -> Result<Reply, Crash> {
-        let token = call.token;
-        // After `syscall`, RCX and R11 hold the return RIP and RFLAGS.
-        let interrupted = Interrupted {
-            rip: call.rip,
-            rsp: call.rsp,
-            rflags: call.rflags,
-            rcx: call.rip,
-            r11: call.rflags,
-        };
-        Ok(match self.upcall(hv, &interrupted)? {
-            None => Reply::Return { token, rax },
-            Some(mut resume) => {
-                let _ = resume.gprs.push(GprWrite {
-                    gpr: Gpr::Rax,
-                    value: rax,
-                });
-                Reply::GuestResume { token, resume }
-            }
-        })
-    }
-
     /// The event upcall if vCPU 0 has one pending and events unmasked: the bounce into its
-    /// event callback, interrupting `interrupted`.
-    fn upcall(
+    /// event callback, interrupting `interrupted`. Every return to the guest asks (§3).
+    #[inline]
+    pub fn upcall(
         &mut self,
         hv: &mut impl Hypervisor,
         interrupted: &Interrupted,
@@ -145,7 +117,11 @@ impl Running {
     }
 
     /// The `iret` hypercall: the guest's frame at its RSP becomes its context again.
-    pub fn iret(&mut self, hv: &mut impl Hypervisor, call: &Hypercall) -> Result<Reply, Crash> {
+    pub fn iret(
+        &mut self,
+        hv: &mut impl Hypervisor,
+        call: &Hypercall,
+    ) -> Result<GuestResume, Crash> {
         let resume = {
             let cell = RefCell::new(&mut *hv);
             let mut memory = self.memory(&cell);
@@ -160,17 +136,13 @@ impl Running {
             rcx: gpr_value(&resume, Gpr::Rcx),
             r11: gpr_value(&resume, Gpr::R11),
         };
-        let resume = match self.upcall(hv, &at_resume)? {
+        Ok(match self.upcall(hv, &at_resume)? {
             Some(mut upcall) => {
                 // RAX came back from the frame: keep it through the upcall.
                 keep_gpr(&mut upcall, &resume, Gpr::Rax);
                 upcall
             }
             None => resume,
-        };
-        Ok(Reply::GuestResume {
-            token: call.token,
-            resume,
         })
     }
 

@@ -9,7 +9,7 @@ use heapless::{String, Vec};
 use ipc::domain::{MAX_DOMAINS, owner_domain};
 use ipc::dump::{RegisterDump, Text};
 use ipc::dump_parts::DumpAssembler;
-use ipc::message::{Gpr, GuestRegisters, Hypercall, Reply};
+use ipc::message::{Gpr, GprWrite, GuestRegisters, Hypercall, Reply};
 use ipc::{Event, EventKind, NucleusMessage, Token};
 use xen_abi::Errno;
 use xen_abi::sched::ShutdownReason;
@@ -18,9 +18,11 @@ use super::access::{Console, SharedFrame};
 use super::emulation::Emulation;
 use super::ending::Ending;
 use super::host_cpu;
+use super::hypercalls::{Answered, continuation};
 use super::running::Running;
 use crate::guest_boot::{self, Booted, Scratch};
 use crate::guest_state;
+use crate::guest_traps::decode::Interrupted;
 use crate::hypervisor::Hypervisor;
 use crate::timekeeping::{self, TimeBase};
 
@@ -156,8 +158,57 @@ impl Guests {
                 rax: Errno::Esrch.rax(),
             });
         };
-        let answer = self.running[at].hypercall(hv, call, self.time);
-        self.unless_ended(hv, at, answer, out).flatten()
+        let running = &mut self.running[at];
+        if call.number == u64::from(xen_abi::Hypercall::Iret.raw()) {
+            return match running.iret(hv, call) {
+                Ok(resume) => Some(Reply::GuestResume {
+                    token: call.token,
+                    resume,
+                }),
+                Err(crash) => self.end_and_sum_up(hv, at, Ending::Crashed(crash), out),
+            };
+        }
+        match running.hypercall(hv, call, self.time) {
+            Answered::Return(rax) => self.returning(hv, at, call, rax, out),
+            Answered::Continue(next) => Some(continuation(call, next)),
+            Answered::Parked => None,
+            Answered::Shutdown(reason) => {
+                self.end_and_sum_up(hv, at, Ending::Shutdown(reason), out)
+            }
+        }
+    }
+
+    /// A hypercall of guest `at` that returns `rax` to the guest, or an event upcall instead
+    /// when one is due, with `rax` kept. (The reply is built here, where it is returned: it
+    /// is large enough that every move shows in the hypercall round trip.)
+    fn returning(
+        &mut self,
+        hv: &mut impl Hypervisor,
+        at: usize,
+        call: &Hypercall,
+        rax: u64,
+        out: &mut impl Write,
+    ) -> Option<Reply> {
+        let token = call.token;
+        // After `syscall`, RCX and R11 hold the return RIP and RFLAGS.
+        let interrupted = Interrupted {
+            rip: call.rip,
+            rsp: call.rsp,
+            rflags: call.rflags,
+            rcx: call.rip,
+            r11: call.rflags,
+        };
+        match self.running[at].upcall(hv, &interrupted) {
+            Ok(None) => Some(Reply::Return { token, rax }),
+            Ok(Some(mut resume)) => {
+                let _ = resume.gprs.push(GprWrite {
+                    gpr: Gpr::Rax,
+                    value: rax,
+                });
+                Some(Reply::GuestResume { token, resume })
+            }
+            Err(crash) => self.end_and_sum_up(hv, at, Ending::Crashed(crash), out),
+        }
     }
 
     /// Runs every domain's timer at TSC `tsc` and answers the vCPUs that wake (with their
@@ -197,8 +248,7 @@ impl Guests {
                 rsp,
                 rflags,
             };
-            let answer = self.running[at].returning(hv, &call, 0);
-            if let Some(reply) = self.unless_ended(hv, at, answer, out) {
+            if let Some(reply) = self.returning(hv, at, &call, 0, out) {
                 let _ = replies.push(reply);
             }
         }
@@ -284,22 +334,17 @@ impl Guests {
         None
     }
 
-    /// `answer` of guest `at`, or `None` once the guest ended because of it.
-    fn unless_ended<T>(
+    /// Ends guest `at` ([`Self::end`]) and sums up if it was the last: no reply.
+    fn end_and_sum_up(
         &mut self,
         hv: &mut impl Hypervisor,
         at: usize,
-        answer: Result<T, impl Into<Ending>>,
+        ending: Ending,
         out: &mut impl Write,
-    ) -> Option<T> {
-        match answer {
-            Ok(answer) => Some(answer),
-            Err(ending) => {
-                self.end(hv, at, ending.into(), out);
-                self.sum_up_if_done(hv, out);
-                None
-            }
-        }
+    ) -> Option<Reply> {
+        self.end(hv, at, ending, out);
+        self.sum_up_if_done(hv, out);
+        None
     }
 
     /// Ends guest `at`: its last console text, the lifecycle line, the domain destroyed.
