@@ -30,6 +30,8 @@ pub enum Emulation {
 
 impl Running {
     /// Emulates the faulting instruction of `event`, the guest's registers being `regs`.
+    // Once per guest fault, inlined so that its reply is built where the table returns it.
+    #[inline(always)]
     pub fn emulate(
         &mut self,
         hv: &mut impl Hypervisor,

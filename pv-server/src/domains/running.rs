@@ -93,6 +93,8 @@ impl Running {
     }
 
     /// A guest event (`regs`: its RCX and R11) bounced into the guest's handler.
+    // Inlined into the table for the same reason as `iret`.
+    #[inline(always)]
     pub fn bounce_event(
         &mut self,
         hv: &mut impl Hypervisor,
@@ -117,6 +119,8 @@ impl Running {
     }
 
     /// The `iret` hypercall: the guest's frame at its RSP becomes its context again.
+    // Inlined into the table, so the context is built where its reply is.
+    #[inline(always)]
     pub fn iret(
         &mut self,
         hv: &mut impl Hypervisor,
