@@ -20,17 +20,10 @@ mod guest {
     use guest_rt::shared::Checks;
     use guest_rt::tables::p2m;
     use guest_rt::traps::{self, TrapFrame};
-    use guest_rt::{Boot, guest_main, hypercall, println, xen_note_int, xen_note_str};
-    use xen_abi::elfnote::XenNote;
+    use guest_rt::{Boot, guest_main, hypercall, println, xen_guest_notes};
     use xen_abi::{Errno, Hypercall};
 
-    xen_note_str!(XenNote::GuestOs, "fredvisor-emulate");
-    xen_note_str!(XenNote::GuestVersion, "0.1");
-    xen_note_str!(XenNote::XenVersion, "xen-3.0");
-    xen_note_str!(XenNote::Loader, "generic");
-    xen_note_int!(XenNote::VirtBase, 0);
-    xen_note_int!(XenNote::PaddrOffset, 0);
-    xen_note_int!(XenNote::HypercallPage, sym hypercall_page);
+    xen_guest_notes!("fredvisor-emulate");
 
     /// CPUID through Xen's forced-emulation prefix: `[eax, ebx, ecx, edx]`.
     fn xen_cpuid(leaf: u32, subleaf: u32) -> [u32; 4] {

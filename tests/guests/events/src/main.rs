@@ -21,20 +21,13 @@ mod guest {
         upcall_state,
     };
     use guest_rt::traps::{self, TrapFrame};
-    use guest_rt::{Boot, guest_main, hypercall, println, xen_note_int, xen_note_str};
-    use xen_abi::elfnote::XenNote;
+    use guest_rt::{Boot, guest_main, hypercall, println, xen_guest_notes};
     use xen_abi::evtchn::{EvtchnAllocUnbound, EvtchnBindVirq, EvtchnStatusArg};
     use xen_abi::layout::DOMID_SELF;
     use xen_abi::sched::SchedPoll;
     use xen_abi::{Errno, Hypercall};
 
-    xen_note_str!(XenNote::GuestOs, "fredvisor-events");
-    xen_note_str!(XenNote::GuestVersion, "0.1");
-    xen_note_str!(XenNote::XenVersion, "xen-3.0");
-    xen_note_str!(XenNote::Loader, "generic");
-    xen_note_int!(XenNote::VirtBase, 0);
-    xen_note_int!(XenNote::PaddrOffset, 0);
-    xen_note_int!(XenNote::HypercallPage, sym hypercall_page);
+    xen_guest_notes!("fredvisor-events");
 
     const MS: u64 = 1_000_000;
 

@@ -12,21 +12,14 @@
 mod guest {
     use guest_rt::shared::Checks;
     use guest_rt::tables::{PAGE_RW, region_end, update_va_mapping};
-    use guest_rt::{Boot, guest_main, hypercall, println, xen_note_int, xen_note_str};
-    use xen_abi::elfnote::XenNote;
+    use guest_rt::{Boot, guest_main, hypercall, println, xen_guest_notes};
     use xen_abi::grant::{
         GnttabGetVersion, GnttabQuerySize, GnttabSetVersion, GnttabSetupTable, GrantEntryV1, status,
     };
     use xen_abi::layout::DOMID_SELF;
     use xen_abi::{Errno, Hypercall};
 
-    xen_note_str!(XenNote::GuestOs, "fredvisor-grants");
-    xen_note_str!(XenNote::GuestVersion, "0.1");
-    xen_note_str!(XenNote::XenVersion, "xen-3.0");
-    xen_note_str!(XenNote::Loader, "generic");
-    xen_note_int!(XenNote::VirtBase, 0);
-    xen_note_int!(XenNote::PaddrOffset, 0);
-    xen_note_int!(XenNote::HypercallPage, sym hypercall_page);
+    xen_guest_notes!("fredvisor-grants");
 
     fn gnttab<T>(cmd: u32, arg: &mut T, count: u64) -> u64 {
         // SAFETY: `arg` is ours, of the struct the command takes, and lives for the call.

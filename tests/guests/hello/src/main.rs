@@ -9,19 +9,12 @@
 #[cfg(target_os = "none")]
 mod guest {
     use guest_rt::tables::{m2p, p2m};
-    use guest_rt::{Boot, guest_main, hypercall, println, shutdown, xen_note_int, xen_note_str};
+    use guest_rt::{Boot, guest_main, hypercall, println, shutdown, xen_guest_notes};
     use xen_abi::Hypercall;
-    use xen_abi::elfnote::XenNote;
     use xen_abi::layout::{INVALID_M2P_ENTRY, MACH2PHYS_VIRT_START};
     use xen_abi::sched::ShutdownReason;
 
-    xen_note_str!(XenNote::GuestOs, "fredvisor-hello");
-    xen_note_str!(XenNote::GuestVersion, "0.1");
-    xen_note_str!(XenNote::XenVersion, "xen-3.0");
-    xen_note_str!(XenNote::Loader, "generic");
-    xen_note_int!(XenNote::VirtBase, 0);
-    xen_note_int!(XenNote::PaddrOffset, 0);
-    xen_note_int!(XenNote::HypercallPage, sym hypercall_page);
+    xen_guest_notes!("fredvisor-hello");
 
     fn main(boot: Boot) -> ! {
         let info = boot.start_info;

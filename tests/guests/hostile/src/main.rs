@@ -32,20 +32,13 @@ mod guest {
     use guest_rt::tables::{
         PAGE_RO, PAGE_RW, l1_entry_of, mmu_update, mmuext_op, p2m, region_end, update_va_mapping,
     };
-    use guest_rt::{Boot, guest_main, hypercall, println, shutdown, xen_note_int, xen_note_str};
-    use xen_abi::elfnote::XenNote;
+    use guest_rt::{Boot, guest_main, hypercall, println, shutdown, xen_guest_notes};
     use xen_abi::layout::DOMID_SELF;
     use xen_abi::mm::{MmuUpdate, MmuextOp};
     use xen_abi::sched::ShutdownReason;
     use xen_abi::{Errno, Hypercall};
 
-    xen_note_str!(XenNote::GuestOs, "fredvisor-hostile");
-    xen_note_str!(XenNote::GuestVersion, "0.1");
-    xen_note_str!(XenNote::XenVersion, "xen-3.0");
-    xen_note_str!(XenNote::Loader, "generic");
-    xen_note_int!(XenNote::VirtBase, 0);
-    xen_note_int!(XenNote::PaddrOffset, 0);
-    xen_note_int!(XenNote::HypercallPage, sym hypercall_page);
+    xen_guest_notes!("fredvisor-hostile");
 
     struct Checks {
         case: &'static str,

@@ -12,18 +12,11 @@ mod guest {
         PAGE_RW, l1_entry_of, m2p, mmu_update, mmuext_op, p2m, read_entry, region_end,
         update_va_mapping,
     };
-    use guest_rt::{Boot, guest_main, println, shutdown, xen_note_int, xen_note_str};
-    use xen_abi::elfnote::XenNote;
+    use guest_rt::{Boot, guest_main, println, shutdown, xen_guest_notes};
     use xen_abi::mm::{MmuUpdate, MmuextOp};
     use xen_abi::sched::ShutdownReason;
 
-    xen_note_str!(XenNote::GuestOs, "fredvisor-pagetables");
-    xen_note_str!(XenNote::GuestVersion, "0.1");
-    xen_note_str!(XenNote::XenVersion, "xen-3.0");
-    xen_note_str!(XenNote::Loader, "generic");
-    xen_note_int!(XenNote::VirtBase, 0);
-    xen_note_int!(XenNote::PaddrOffset, 0);
-    xen_note_int!(XenNote::HypercallPage, sym hypercall_page);
+    xen_guest_notes!("fredvisor-pagetables");
 
     struct Checks(u32);
 

@@ -7,7 +7,8 @@
 //! * `Console`: `console_io(write)` by lines; `shutdown`: `sched_op(shutdown)`; a panic
 //!   prints its message and shuts down with `crash`.
 //! * [`xen_note_str!`] / [`xen_note_int!`]: Xen ELF notes, emitted from the guest's own
-//!   source (the guest names its OS, version and loader; the runtime adds nothing).
+//!   source (the guest names its OS, version and loader; the runtime adds nothing);
+//!   [`xen_guest_notes!`]: the set every project test guest declares.
 //!
 //! Only for `x86_64-unknown-none`; on the host the crate is empty so that the workspace
 //! builds and tests there.
@@ -79,3 +80,22 @@ macro_rules! xen_note_int {
         );
     };
 }
+
+/// The Xen ELF notes every project test guest declares, in this order: GUEST_OS `$os`,
+/// GUEST_VERSION 0.1, XEN_VERSION xen-3.0, LOADER generic, VIRT_BASE and PADDR_OFFSET 0
+/// (linked where it runs), and HYPERCALL_PAGE at the runtime's `hypercall_page`.
+#[macro_export]
+macro_rules! xen_guest_notes {
+    ($os:literal) => {
+        $crate::xen_note_str!($crate::XenNote::GuestOs, $os);
+        $crate::xen_note_str!($crate::XenNote::GuestVersion, "0.1");
+        $crate::xen_note_str!($crate::XenNote::XenVersion, "xen-3.0");
+        $crate::xen_note_str!($crate::XenNote::Loader, "generic");
+        $crate::xen_note_int!($crate::XenNote::VirtBase, 0);
+        $crate::xen_note_int!($crate::XenNote::PaddrOffset, 0);
+        $crate::xen_note_int!($crate::XenNote::HypercallPage, sym hypercall_page);
+    };
+}
+
+/// The note kinds the macros take (so that [`xen_guest_notes!`] needs no import).
+pub use xen_abi::elfnote::XenNote;

@@ -23,19 +23,12 @@ mod guest {
 
     use guest_rt::tables::{PAGE_RW, region_end, update_va_mapping};
     use guest_rt::traps::{self, IretTarget, NO_ERROR_CODE, TrapFrame};
-    use guest_rt::{Boot, guest_main, println, shutdown, xen_note_int, xen_note_str};
-    use xen_abi::elfnote::XenNote;
+    use guest_rt::{Boot, guest_main, println, shutdown, xen_guest_notes};
     use xen_abi::sched::ShutdownReason;
     use xen_abi::traps::TRAP_FLAG_MASK_EVENTS;
     use xen_abi::{Errno, StartInfo};
 
-    xen_note_str!(XenNote::GuestOs, "fredvisor-traps");
-    xen_note_str!(XenNote::GuestVersion, "0.1");
-    xen_note_str!(XenNote::XenVersion, "xen-3.0");
-    xen_note_str!(XenNote::Loader, "generic");
-    xen_note_int!(XenNote::VirtBase, 0);
-    xen_note_int!(XenNote::PaddrOffset, 0);
-    xen_note_int!(XenNote::HypercallPage, sym hypercall_page);
+    xen_guest_notes!("fredvisor-traps");
 
     /// Where the probing instruction is and where the handler resumes.
     static FAULT_AT: AtomicU64 = AtomicU64::new(0);

@@ -14,18 +14,11 @@ mod guest {
 
     use guest_rt::tables::p2m;
     use guest_rt::traps::{self, SYSCALL_VECTOR, TrapFrame};
-    use guest_rt::{Boot, guest_main, println, shutdown, xen_note_int, xen_note_str};
-    use xen_abi::elfnote::XenNote;
+    use guest_rt::{Boot, guest_main, println, shutdown, xen_guest_notes};
     use xen_abi::sched::ShutdownReason;
     use xen_abi::traps::CALLBACKF_MASK_EVENTS;
 
-    xen_note_str!(XenNote::GuestOs, "fredvisor-usermode");
-    xen_note_str!(XenNote::GuestVersion, "0.1");
-    xen_note_str!(XenNote::XenVersion, "xen-3.0");
-    xen_note_str!(XenNote::Loader, "generic");
-    xen_note_int!(XenNote::VirtBase, 0);
-    xen_note_int!(XenNote::PaddrOffset, 0);
-    xen_note_int!(XenNote::HypercallPage, sym hypercall_page);
+    xen_guest_notes!("fredvisor-usermode");
 
     const KSTACK_BYTES: u64 = 16384;
     const USTACK_BYTES: u64 = 8192;
