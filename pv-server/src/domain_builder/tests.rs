@@ -132,13 +132,36 @@ impl ElfSpec {
     }
 }
 
+/// The Xen notes `list` names, in its order.
+fn xen_notes(list: &[(XenNote, &[u8])]) -> Vec<u8> {
+    list.iter()
+        .flat_map(|&(kind, desc)| xen(kind, desc))
+        .collect()
+}
+
 fn standard_notes() -> Vec<u8> {
-    let mut notes = Vec::new();
-    notes.extend(xen(XenNote::GuestOs, b"fredvisor-test\0"));
-    notes.extend(xen(XenNote::XenVersion, b"xen-3.0\0"));
-    notes.extend(xen(XenNote::Loader, b"generic\0"));
-    notes.extend(xen(XenNote::VirtBase, &0u64.to_le_bytes()));
-    notes.extend(xen(XenNote::HypercallPage, &0x2000u64.to_le_bytes()));
+    xen_notes(&[
+        (XenNote::GuestOs, b"fredvisor-test\0"),
+        (XenNote::XenVersion, b"xen-3.0\0"),
+        (XenNote::Loader, b"generic\0"),
+        (XenNote::VirtBase, &0u64.to_le_bytes()),
+        (XenNote::HypercallPage, &0x2000u64.to_le_bytes()),
+    ])
+}
+
+/// The standard notes, then `extra`'s 8-byte notes.
+fn standard_notes_and(extra: &[(XenNote, u64)]) -> Vec<u8> {
+    let mut notes = standard_notes();
+    for &(kind, value) in extra {
+        notes.extend(xen(kind, &value.to_le_bytes()));
+    }
+    notes
+}
+
+/// The standard notes without their last, HYPERCALL_PAGE.
+fn standard_notes_without_hypercall_page() -> Vec<u8> {
+    let mut notes = standard_notes();
+    notes.truncate(notes.len() - xen(XenNote::HypercallPage, &[0; 8]).len());
     notes
 }
 
@@ -218,15 +241,30 @@ fn p2m(nr_pages: u64) -> Vec<Mfn> {
 
 const SHARED_INFO: Mfn = Mfn(0x3_ffff);
 
+/// A domain of the pages `p2m` lists, with shared_info `SHARED_INFO`.
+fn domain_frames(p2m: &[Mfn]) -> DomainFrames<'_> {
+    DomainFrames {
+        p2m,
+        shared_info: SHARED_INFO,
+    }
+}
+
+/// One L4, L3 and L2 table and `l1` L1s.
+fn tables(l1: u64) -> TableCounts {
+    TableCounts {
+        l4: 1,
+        l3: 1,
+        l2: 1,
+        l1,
+    }
+}
+
 fn build_standard(nr_pages: u64) -> (BuiltDomain, FakeMemory, Vec<Mfn>) {
     let bytes = standard_elf();
     let image = GuestImage::parse(&bytes).unwrap();
     let layout = Layout::plan(&image, nr_pages, 1 << 20).unwrap();
     let p2m = p2m(nr_pages);
-    let frames = DomainFrames {
-        p2m: &p2m,
-        shared_info: SHARED_INFO,
-    };
+    let frames = domain_frames(&p2m);
     let mut memory = FakeMemory::default();
     let built = build(&image, &layout, &frames, b"hello=1 world", &mut memory).unwrap();
     (built, memory, p2m)
@@ -274,13 +312,14 @@ fn linux_style_addresses() {
     // Linux: VIRT_BASE 0xffffffff80000000, PADDR_OFFSET 0, segments at physical 16 MiB and
     // one with p_vaddr 0 (per-cpu): the physical address is what counts.
     let base = 0xffff_ffff_8000_0000u64;
-    let mut notes = Vec::new();
-    notes.extend(xen(XenNote::GuestOs, b"linux\0"));
-    notes.extend(xen(XenNote::XenVersion, b"xen-3.0\0"));
-    notes.extend(xen(XenNote::VirtBase, &base.to_le_bytes()));
-    notes.extend(xen(XenNote::PaddrOffset, &0u64.to_le_bytes()));
-    notes.extend(xen(XenNote::Entry, &(base + 0x100_0000).to_le_bytes()));
-    notes.extend(xen(XenNote::InitP2m, &0x80_0000_0000u64.to_le_bytes()));
+    let notes = xen_notes(&[
+        (XenNote::GuestOs, b"linux\0"),
+        (XenNote::XenVersion, b"xen-3.0\0"),
+        (XenNote::VirtBase, &base.to_le_bytes()),
+        (XenNote::PaddrOffset, &0u64.to_le_bytes()),
+        (XenNote::Entry, &(base + 0x100_0000).to_le_bytes()),
+        (XenNote::InitP2m, &0x80_0000_0000u64.to_le_bytes()),
+    ]);
     let percpu = Seg {
         vaddr: 0,
         ..load(0x110_0000, vec![1; 16], 0x1000)
@@ -302,21 +341,10 @@ fn linux_style_addresses() {
     assert_eq!(layout.p2m, 0x1101..0x1101 + 32);
     // Region: image 0x1101 + p2m 32 + 3 + tables + stack + slack → 20 MiB, 10 L1s.
     assert_eq!(layout.v_end, 5120);
-    assert_eq!(
-        layout.tables,
-        TableCounts {
-            l4: 1,
-            l3: 1,
-            l2: 1,
-            l1: 10
-        }
-    );
+    assert_eq!(layout.tables, tables(10));
 
     let p2m = p2m(16384);
-    let frames = DomainFrames {
-        p2m: &p2m,
-        shared_info: SHARED_INFO,
-    };
+    let frames = domain_frames(&p2m);
     let mut memory = FakeMemory::default();
     let built = build(&image, &layout, &frames, b"console=hvc0", &mut memory).unwrap();
     assert_eq!(built.registers.rip, base + 0x100_0000);
@@ -414,9 +442,10 @@ fn rejections_name_the_reason() {
 
 #[test]
 fn note_rejections_follow_xens_checks() {
-    let mut notes = Vec::new();
-    notes.extend(xen(XenNote::GuestOs, b"fredvisor-test\0"));
-    notes.extend(xen(XenNote::Loader, b"generic\0"));
+    let notes = xen_notes(&[
+        (XenNote::GuestOs, b"fredvisor-test\0"),
+        (XenNote::Loader, b"generic\0"),
+    ]);
     assert_eq!(rejection(&with_notes(notes.clone())), "no XEN_VERSION note");
 
     let mut wrong = notes.clone();
@@ -426,25 +455,28 @@ fn note_rejections_follow_xens_checks() {
         "XEN_VERSION note is \"xen-4.0\", not xen-3.0"
     );
 
-    let mut no_loader = Vec::new();
-    no_loader.extend(xen(XenNote::GuestOs, b"plan9\0"));
-    no_loader.extend(xen(XenNote::XenVersion, b"xen-3.0\0"));
+    let no_loader = xen_notes(&[
+        (XenNote::GuestOs, b"plan9\0"),
+        (XenNote::XenVersion, b"xen-3.0\0"),
+    ]);
     assert_eq!(
         rejection(&with_notes(no_loader)),
         "LOADER note is missing, not \"generic\", and GUEST_OS is \"plan9\", not \"linux\""
     );
-    let mut bad_loader = Vec::new();
-    bad_loader.extend(xen(XenNote::Loader, b"elf\x01\0"));
-    bad_loader.extend(xen(XenNote::XenVersion, b"xen-3.0\0"));
+    let bad_loader = xen_notes(&[
+        (XenNote::Loader, b"elf\x01\0"),
+        (XenNote::XenVersion, b"xen-3.0\0"),
+    ]);
     assert_eq!(
         rejection(&with_notes(bad_loader)),
         "LOADER note is \"elf\\x01\", not \"generic\", and GUEST_OS is missing, not \"linux\""
     );
 
     // GUEST_OS linux needs no LOADER; a longer version string is fine.
-    let mut linux = Vec::new();
-    linux.extend(xen(XenNote::GuestOs, b"linux\0"));
-    linux.extend(xen(XenNote::XenVersion, b"xen-3.0-unstable\0"));
+    let linux = xen_notes(&[
+        (XenNote::GuestOs, b"linux\0"),
+        (XenNote::XenVersion, b"xen-3.0-unstable\0"),
+    ]);
     assert!(GuestImage::parse(&with_notes(linux)).is_ok());
 
     // Only "Xen" notes count.
@@ -458,29 +490,27 @@ fn note_rejections_follow_xens_checks() {
 #[test]
 fn address_rejections() {
     // VIRT_BASE 0x1000 with PADDR_OFFSET 0x2000 puts the image at VA 0..0x5000.
-    let mut notes = standard_notes();
-    notes.extend(xen(XenNote::VirtBase, &0x1000u64.to_le_bytes()));
-    notes.extend(xen(XenNote::PaddrOffset, &0x2000u64.to_le_bytes()));
-    notes.extend(xen(XenNote::Entry, &0x10u64.to_le_bytes()));
+    let notes = standard_notes_and(&[
+        (XenNote::VirtBase, 0x1000),
+        (XenNote::PaddrOffset, 0x2000),
+        (XenNote::Entry, 0x10),
+    ]);
     assert_eq!(
         rejection(&with_notes(notes)),
         "VIRT_BASE 0x1000 lies above the image start 0x0"
     );
     // VIRT_BASE alone moves the image: entry 0x1010 is now below it.
-    let mut notes = standard_notes();
-    notes.extend(xen(XenNote::VirtBase, &0x2000u64.to_le_bytes()));
+    let notes = standard_notes_and(&[(XenNote::VirtBase, 0x2000)]);
     assert_eq!(
         rejection(&with_notes(notes)),
         "entry 0x1010 is outside the image [0x3000, 0x8000)"
     );
-    let mut notes = standard_notes();
-    notes.extend(xen(XenNote::HypercallPage, &0x6000u64.to_le_bytes()));
+    let notes = standard_notes_and(&[(XenNote::HypercallPage, 0x6000)]);
     assert_eq!(
         rejection(&with_notes(notes)),
         "HYPERCALL_PAGE 0x6000 is outside the image"
     );
-    let mut notes = standard_notes();
-    notes.extend(xen(XenNote::InitP2m, &0x3000u64.to_le_bytes()));
+    let notes = standard_notes_and(&[(XenNote::InitP2m, 0x3000)]);
     assert_eq!(
         rejection(&with_notes(notes)),
         "INIT_P2M 0x3000 lies inside the image"
@@ -547,8 +577,7 @@ fn memory_rejections() {
             note_seg(standard_notes()),
         ],
     );
-    let mut notes = standard_notes();
-    notes.truncate(notes.len() - xen(XenNote::HypercallPage, &[0; 8]).len());
+    let notes = standard_notes_without_hypercall_page();
     let high = ElfSpec {
         segs: vec![high.segs[0].clone(), note_seg(notes)],
         ..high
@@ -578,12 +607,7 @@ fn layout_of_a_16_mib_domain() {
             store: Pfn(15),
             console: Pfn(16),
             page_tables: 17..22,
-            tables: TableCounts {
-                l4: 1,
-                l3: 1,
-                l2: 1,
-                l1: 2
-            },
+            tables: tables(2),
             boot_stack: Pfn(22),
             v_end: 1024,
         }
@@ -700,10 +724,7 @@ fn build_refuses_short_frame_lists_and_long_command_lines_before_writing() {
     let layout = Layout::plan(&image, 4096, 4096).unwrap();
     let short = p2m(4000);
     let mut memory = FakeMemory::default();
-    let frames = DomainFrames {
-        p2m: &short,
-        shared_info: SHARED_INFO,
-    };
+    let frames = domain_frames(&short);
     assert_eq!(
         build(&image, &layout, &frames, b"", &mut memory)
             .unwrap_err()
@@ -711,10 +732,7 @@ fn build_refuses_short_frame_lists_and_long_command_lines_before_writing() {
         "4000 frames given for a guest of 4096 pages"
     );
     let full = p2m(4096);
-    let frames = DomainFrames {
-        p2m: &full,
-        shared_info: SHARED_INFO,
-    };
+    let frames = domain_frames(&full);
     assert_eq!(
         build(&image, &layout, &frames, &[b'x'; 1024], &mut memory)
             .unwrap_err()
@@ -736,10 +754,7 @@ fn write_errors_are_reported() {
     let image = GuestImage::parse(&bytes).unwrap();
     let layout = Layout::plan(&image, 4096, 4096).unwrap();
     let p2m = p2m(4096);
-    let frames = DomainFrames {
-        p2m: &p2m,
-        shared_info: SHARED_INFO,
-    };
+    let frames = domain_frames(&p2m);
     assert_eq!(
         build(&image, &layout, &frames, b"", &mut Refusing)
             .unwrap_err()
@@ -771,15 +786,7 @@ fn bigger_domains_need_more_tables() {
     let image = GuestImage::parse(&bytes).unwrap();
     let layout = Layout::plan(&image, 4096, 4096).unwrap();
     assert_eq!(layout.v_end, 2048);
-    assert_eq!(
-        layout.tables,
-        TableCounts {
-            l4: 1,
-            l3: 1,
-            l2: 1,
-            l1: 4
-        }
-    );
+    assert_eq!(layout.tables, tables(4));
     assert!(layout.boot_stack.0 + 1 + 128 <= layout.v_end);
 }
 
@@ -890,10 +897,7 @@ fn the_hello_guest_parses_and_builds() {
     // A 16 MiB domain, as `--guest` gives by default.
     let layout = Layout::plan(&image, 4096, 4096).unwrap();
     let p2m = p2m(4096);
-    let frames = DomainFrames {
-        p2m: &p2m,
-        shared_info: SHARED_INFO,
-    };
+    let frames = domain_frames(&p2m);
     let mut memory = FakeMemory::default();
     let built = build(&image, &layout, &frames, b"", &mut memory).unwrap();
     assert_eq!(built.registers.rip, symbol("_start"));
@@ -946,7 +950,7 @@ proptest! {
             prop_assert!(image.virt_kstart <= image.entry && image.entry < image.virt_kend);
             if let Ok(layout) = Layout::plan(&image, nr_pages, 4096) {
                 let p2m = p2m(nr_pages);
-                let frames = DomainFrames { p2m: &p2m, shared_info: SHARED_INFO };
+                let frames = domain_frames(&p2m);
                 let mut memory = FakeMemory::default();
                 let _ = build(&image, &layout, &frames, b"", &mut memory);
             }
@@ -961,11 +965,7 @@ proptest! {
         let memsz = image_kib * 1024;
         let spec = ElfSpec::new(0x1000, vec![
             load(0x1000, vec![1; 4], memsz),
-            note_seg({
-                let mut notes = standard_notes();
-                notes.truncate(notes.len() - xen(XenNote::HypercallPage, &[0; 8]).len());
-                notes
-            }),
+            note_seg(standard_notes_without_hypercall_page()),
         ]);
         let bytes = spec.bytes();
         let image = GuestImage::parse(&bytes).unwrap();

@@ -15,7 +15,7 @@ use fred_harness::machine::{
     self, ARITHMETIC_FLAGS, CR4_FRED, CR4_INITIAL, Eret, Fault, Insn, Log, Machine, Popped, Record,
     addr,
 };
-use fred_harness::stubs::{self, Entry};
+use fred_harness::stubs::{self, Entry, Seen};
 use fred_harness::trap::Session;
 use ipc::{Event, EventKind};
 
@@ -34,6 +34,56 @@ fn print_records(title: &str, records: &[Record]) {
 
 fn kinds(records: &[Record]) -> Vec<Insn> {
     records.iter().map(|record| record.insn).collect()
+}
+
+/// Each emulated instruction with the fault it raised, if any.
+fn insns_and_faults(records: &[Record]) -> Vec<(Insn, Option<Fault>)> {
+    records.iter().map(|r| (r.insn, r.fault)).collect()
+}
+
+/// Delivers `event` through `via` on `stack` with GPRs distinct by `seed` (see
+/// [`delivery::deliver`]) and prints the instructions emulated under `title`.
+fn delivered(
+    session: &Session,
+    stack: &TestStack,
+    via: Via,
+    event: &HwEvent,
+    seed: u64,
+    handler_rax: Option<u64>,
+    title: &str,
+) -> Outcome {
+    let input = delivery::distinct_gprs(seed);
+    let outcome = delivery::deliver(session, stack, via, event, input, handler_rax);
+    print_records(title, &outcome.records);
+    outcome
+}
+
+/// What the handler saw of `event` (it must have run).
+fn handler_saw(event: &HwEvent, outcome: &Outcome) -> Seen {
+    outcome
+        .seen
+        .unwrap_or_else(|| panic!("{}: handler did not run", event.name))
+}
+
+/// The handler decoded `event` as [`expected_event`] and every GPR but the ones it wrote
+/// came back unchanged; the expected event.
+fn assert_decoded(
+    event: &HwEvent,
+    kind: EventKind,
+    outcome: &Outcome,
+    insn_len: u8,
+    handler_rax: Option<u64>,
+) -> Event {
+    let expected = expected_event(event, kind, outcome, insn_len);
+    let seen = handler_saw(event, outcome);
+    assert_eq!(seen.event, Ok(expected), "{}: decoded event", event.name);
+    assert_eq!(
+        delivery::preservation_mismatches(outcome, handler_rax),
+        Vec::<String>::new(),
+        "{}",
+        event.name
+    );
+    expected
 }
 
 fn plan(shadow_stacks: bool) -> FredMsrPlan {
@@ -435,13 +485,9 @@ fn through_fred(event: &HwEvent, kind: EventKind, handler_rax: Option<u64>) -> E
     enable(&plan(false));
     set_gs_for(event);
     let stack = TestStack::new();
-    let input = delivery::distinct_gprs(1);
-    let outcome = delivery::deliver(&session, &stack, Via::Fred, event, input, handler_rax);
-    print_records(&format!("FRED: {}", event.name), &outcome.records);
-
-    let seen = outcome
-        .seen
-        .unwrap_or_else(|| panic!("{}: handler did not run", event.name));
+    let title = format!("FRED: {}", event.name);
+    let outcome = delivered(&session, &stack, Via::Fred, event, 1, handler_rax, &title);
+    let seen = handler_saw(event, &outcome);
     let entry = if event.from_ring3 {
         Entry::FredRing3
     } else {
@@ -466,14 +512,7 @@ fn through_fred(event: &HwEvent, kind: EventKind, handler_rax: Option<u64>) -> E
         "{}: handler called with DF = 1",
         event.name
     );
-    let expected = expected_event(event, kind, &outcome, event.insn_len);
-    assert_eq!(seen.event, Ok(expected), "{}: decoded event", event.name);
-    assert_eq!(
-        delivery::preservation_mismatches(&outcome, handler_rax),
-        Vec::<String>::new(),
-        "{}",
-        event.name
-    );
+    let expected = assert_decoded(event, kind, &outcome, event.insn_len, handler_rax);
     assert_landing_flags(event, &outcome);
 
     // Exactly one instruction emulated: the right ERET, from the frame the CPU wrote.
@@ -514,13 +553,9 @@ fn through_idt(event: &HwEvent, kind: EventKind) -> Event {
     Machine::set_ss(gdt::KERNEL_DS.raw() as u64);
     set_gs_for(event);
     let stack = TestStack::new();
-    let input = delivery::distinct_gprs(2);
-    let outcome = delivery::deliver(&session, &stack, Via::Idt, event, input, None);
-    print_records(&format!("IDT: {}", event.name), &outcome.records);
-
-    let seen = outcome
-        .seen
-        .unwrap_or_else(|| panic!("{}: handler did not run", event.name));
+    let title = format!("IDT: {}", event.name);
+    let outcome = delivered(&session, &stack, Via::Idt, event, 2, None, &title);
+    let seen = handler_saw(event, &outcome);
     assert_eq!((seen.entry, seen.calls), (Entry::Idt, 1), "{}", event.name);
     assert_eq!(seen.frame_addr % 64, 0);
     assert_eq!(
@@ -541,14 +576,7 @@ fn through_idt(event: &HwEvent, kind: EventKind) -> Event {
         "{}: IDT stub's FRED layout",
         event.name
     );
-    let expected = expected_event(event, kind, &outcome, 0);
-    assert_eq!(seen.event, Ok(expected), "{}: decoded event", event.name);
-    assert_eq!(
-        delivery::preservation_mismatches(&outcome, None),
-        Vec::<String>::new(),
-        "{}",
-        event.name
-    );
+    let expected = assert_decoded(event, kind, &outcome, 0, None);
     assert_landing_flags(event, &outcome);
 
     let mut expected_kinds = Vec::new();
@@ -700,9 +728,7 @@ fn through_idt_syscall(event: &HwEvent, kind: EventKind, handler_rax: Option<u64
         &outcome.records,
     );
 
-    let seen = outcome
-        .seen
-        .unwrap_or_else(|| panic!("{}: handler did not run", event.name));
+    let seen = handler_saw(event, &outcome);
     assert_eq!((seen.entry, seen.calls), (Entry::Idt, 1), "{}", event.name);
     assert_eq!(
         seen.frame_addr,
@@ -717,14 +743,7 @@ fn through_idt_syscall(event: &HwEvent, kind: EventKind, handler_rax: Option<u64
     );
     assert_eq!(seen.frame.ret.rflags, event.rflags, "RFLAGS from R11");
     assert_eq!(seen.frame.ret.ss.raw(), bsp_x86_64::entry::SYSCALL_SS_QWORD);
-    let expected = expected_event(event, kind, &outcome, 2);
-    assert_eq!(seen.event, Ok(expected), "{}: decoded event", event.name);
-    assert_eq!(
-        delivery::preservation_mismatches(&outcome, handler_rax),
-        Vec::<String>::new(),
-        "{}",
-        event.name
-    );
+    let expected = assert_decoded(event, kind, &outcome, 2, handler_rax);
     let scratch = cpu_info_addr + bsp_x86_64::cpu_info::CPU_INFO_SCRATCH_RSP as u64;
     let kernel_rsp = cpu_info_addr + bsp_x86_64::cpu_info::CPU_INFO_KERNEL_RSP as u64;
     let trace: Vec<(Insn, u64)> = outcome
@@ -842,21 +861,17 @@ fn idt_path_under_fred_is_flagged() {
     enable(&plan(false));
     set_gs_for(&INT3_RING3);
     let stack = TestStack::new();
-    let outcome = delivery::deliver(
+    let outcome = delivered(
         &session,
         &stack,
         Via::Idt,
         &INT3_RING3,
-        delivery::distinct_gprs(4),
+        4,
         None,
+        "IDT stub while FRED is on",
     );
-    print_records("IDT stub while FRED is on", &outcome.records);
     assert_eq!(
-        outcome
-            .records
-            .iter()
-            .map(|r| (r.insn, r.fault))
-            .collect::<Vec<_>>(),
+        insns_and_faults(&outcome.records),
         [
             (Insn::Swapgs, Some(Fault::ForbiddenUnderFred)),
             (Insn::Swapgs, Some(Fault::ForbiddenUnderFred)),
@@ -877,21 +892,17 @@ fn eretu_refuses_a_bad_ring3_frame() {
     let session = Session::begin();
     enable(&plan(false));
     let stack = TestStack::new();
-    let outcome = delivery::deliver(
+    let outcome = delivered(
         &session,
         &stack,
         Via::Fred,
         &bad,
-        delivery::distinct_gprs(5),
+        5,
         None,
+        "FRED, ring-3 frame with IOPL 3",
     );
-    print_records("FRED, ring-3 frame with IOPL 3", &outcome.records);
     assert_eq!(
-        outcome
-            .records
-            .iter()
-            .map(|r| (r.insn, r.fault))
-            .collect::<Vec<_>>(),
+        insns_and_faults(&outcome.records),
         [(Insn::Eretu, Some(Fault::BadRflags))]
     );
 }

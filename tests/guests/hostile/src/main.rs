@@ -59,6 +59,13 @@ mod guest {
             self.passed += 1;
         }
 
+        /// Each of `calls` (what, hypercall, arguments) must fail with -EFAULT.
+        fn expect_efaults(&mut self, calls: &[(&str, Hypercall, [u64; 5])]) {
+            for &(what, number, args) in calls {
+                self.expect(what, call(number, args), Errno::Efault);
+            }
+        }
+
         fn expect_ok(&mut self, what: &str, got: u64) {
             self.expect_value(what, got, 0);
         }
@@ -240,46 +247,18 @@ mod guest {
                     ("unmapped", unmapped),
                 ] {
                     let _ = label;
-                    c.expect(
-                        "console_io",
-                        call(Hypercall::ConsoleIo, [0, 16, ptr, 0, 0]),
-                        Errno::Efault,
-                    );
-                    c.expect(
-                        "sched_op shutdown",
-                        call(Hypercall::SchedOp, [2, ptr, 0, 0, 0]),
-                        Errno::Efault,
-                    );
-                    c.expect(
-                        "xen_version extraversion",
-                        call(Hypercall::XenVersion, [1, ptr, 0, 0, 0]),
-                        Errno::Efault,
-                    );
-                    c.expect(
-                        "xen_version capabilities",
-                        call(Hypercall::XenVersion, [3, ptr, 0, 0, 0]),
-                        Errno::Efault,
-                    );
-                    c.expect(
-                        "xen_version get_features",
-                        call(Hypercall::XenVersion, [6, ptr, 0, 0, 0]),
-                        Errno::Efault,
-                    );
-                    c.expect(
-                        "mmu_update",
-                        call(Hypercall::MmuUpdate, [ptr, 1, 0, u64::from(DOMID_SELF), 0]),
-                        Errno::Efault,
-                    );
-                    c.expect(
-                        "mmuext_op",
-                        call(Hypercall::MmuextOp, [ptr, 1, 0, u64::from(DOMID_SELF), 0]),
-                        Errno::Efault,
-                    );
-                    c.expect(
-                        "memory_op machphys_mapping",
-                        call(Hypercall::MemoryOp, [12, ptr, 0, 0, 0]),
-                        Errno::Efault,
-                    );
+                    let dom_self = u64::from(DOMID_SELF);
+                    use Hypercall::*;
+                    c.expect_efaults(&[
+                        ("console_io", ConsoleIo, [0, 16, ptr, 0, 0]),
+                        ("sched_op shutdown", SchedOp, [2, ptr, 0, 0, 0]),
+                        ("xen_version extraversion", XenVersion, [1, ptr, 0, 0, 0]),
+                        ("xen_version capabilities", XenVersion, [3, ptr, 0, 0, 0]),
+                        ("xen_version get_features", XenVersion, [6, ptr, 0, 0, 0]),
+                        ("mmu_update", MmuUpdate, [ptr, 1, 0, dom_self, 0]),
+                        ("mmuext_op", MmuextOp, [ptr, 1, 0, dom_self, 0]),
+                        ("memory_op machphys_mapping", MemoryOp, [12, ptr, 0, 0, 0]),
+                    ]);
                     c.expect(
                         "update_va_mapping at it",
                         call(Hypercall::UpdateVaMapping, [ptr, 0, 2, 0, 0]),
@@ -568,50 +547,21 @@ mod guest {
 
     /// Every issue 16 point 5-7 hypercall that takes a pointer, pointed at `ptr`.
     fn new_pointers(c: &mut Checks, ptr: u64) {
-        for (what, number, args) in [
-            (
-                "grant setup_table",
-                Hypercall::GrantTableOp,
-                [2, ptr, 1, 0, 0],
-            ),
-            (
-                "grant query_size",
-                Hypercall::GrantTableOp,
-                [6, ptr, 1, 0, 0],
-            ),
-            (
-                "grant set_version",
-                Hypercall::GrantTableOp,
-                [8, ptr, 1, 0, 0],
-            ),
-            (
-                "evtchn alloc_unbound",
-                Hypercall::EventChannelOp,
-                [6, ptr, 0, 0, 0],
-            ),
-            (
-                "evtchn bind_virq",
-                Hypercall::EventChannelOp,
-                [1, ptr, 0, 0, 0],
-            ),
-            ("evtchn send", Hypercall::EventChannelOp, [4, ptr, 0, 0, 0]),
-            ("evtchn close", Hypercall::EventChannelOp, [3, ptr, 0, 0, 0]),
-            (
-                "evtchn status",
-                Hypercall::EventChannelOp,
-                [5, ptr, 0, 0, 0],
-            ),
-            (
-                "evtchn unmask",
-                Hypercall::EventChannelOp,
-                [9, ptr, 0, 0, 0],
-            ),
-            ("sched_op poll", Hypercall::SchedOp, [3, ptr, 0, 0, 0]),
-            ("physdev set_iopl", Hypercall::PhysdevOp, [6, ptr, 0, 0, 0]),
-            ("set_gdt frame list", Hypercall::SetGdt, [ptr, 8, 0, 0, 0]),
-        ] {
-            c.expect(what, call(number, args), Errno::Efault);
-        }
+        use Hypercall::*;
+        c.expect_efaults(&[
+            ("grant setup_table", GrantTableOp, [2, ptr, 1, 0, 0]),
+            ("grant query_size", GrantTableOp, [6, ptr, 1, 0, 0]),
+            ("grant set_version", GrantTableOp, [8, ptr, 1, 0, 0]),
+            ("evtchn alloc_unbound", EventChannelOp, [6, ptr, 0, 0, 0]),
+            ("evtchn bind_virq", EventChannelOp, [1, ptr, 0, 0, 0]),
+            ("evtchn send", EventChannelOp, [4, ptr, 0, 0, 0]),
+            ("evtchn close", EventChannelOp, [3, ptr, 0, 0, 0]),
+            ("evtchn status", EventChannelOp, [5, ptr, 0, 0, 0]),
+            ("evtchn unmask", EventChannelOp, [9, ptr, 0, 0, 0]),
+            ("sched_op poll", SchedOp, [3, ptr, 0, 0, 0]),
+            ("physdev set_iopl", PhysdevOp, [6, ptr, 0, 0, 0]),
+            ("set_gdt frame list", SetGdt, [ptr, 8, 0, 0, 0]),
+        ]);
         // Pointers inside a good argument block.
         let ports = xen_abi::sched::SchedPoll {
             ports: ptr,
