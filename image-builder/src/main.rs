@@ -191,7 +191,7 @@ struct BenchArgs {
     #[arg(long)]
     bochs: bool,
     /// Instead of the table: follow one sample of MEASUREMENT (null-syscall, int3-roundtrip,
-    /// ring-roundtrip; or null, int3, ring) instruction by
+    /// ring-roundtrip, hypercall-roundtrip; or null, int3, ring, hypercall) instruction by
     /// instruction through QEMU's GDB server and print its phases and functions.
     #[arg(long, value_name = "MEASUREMENT", conflicts_with_all = ["bochs", "update_readme"])]
     profile: Option<String>,

@@ -4,7 +4,8 @@
 //! is in (issue 17: "measure first").
 //!
 //! QEMU's GDB server stops at a breakpoint where the sample starts (the IDT `int3` stub, the
-//! SYSCALL entry with `nop`'s number in RAX, the nucleus' ping), skips the first
+//! SYSCALL entry with `nop`'s number in RAX, the nucleus' ping, the bench guest's
+//! `xen_version` stub in its hypercall page), skips the first
 //! samples (warm-up: the figures `bench` prints are minimums), then single-steps until the
 //! sample is over (back in ring 3 of the address space it started in, or the ping's reply).
 //! A step is one instruction, one iteration of a `rep` string instruction, so the counts
@@ -31,16 +32,20 @@ pub enum Target {
     NullSyscall,
     /// The nucleus' ping: `bench::send_ping` to `bench::on_reply`.
     Ring,
+    /// The bench guest's `xen_version(0)`: from its hypercall-page stub (`mov eax, 17;
+    /// syscall`) back to the guest.
+    Hypercall,
 }
 
 impl Target {
-    pub const ALL: [Self; 3] = [Self::NullSyscall, Self::Int3, Self::Ring];
+    pub const ALL: [Self; 4] = [Self::NullSyscall, Self::Int3, Self::Ring, Self::Hypercall];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::NullSyscall => "null-syscall",
             Self::Int3 => "int3-roundtrip",
             Self::Ring => "ring-roundtrip",
+            Self::Hypercall => "hypercall-roundtrip",
         }
     }
 
@@ -53,6 +58,12 @@ impl Target {
 
 /// The syscall number the profile recognises the sample by (RAX at `syscall_entry`).
 const NOP_SYSCALL: u64 = ipc::syscall::Syscall::Nop as u64;
+/// `xen_version`'s stub in the guest's hypercall page (32 bytes per hypercall): where a
+/// hypercall sample starts. A breakpoint in `syscall_entry` would stop at every server
+/// syscall before the guest's turn.
+const XEN_VERSION_STUB: u64 = 17 * 32;
+/// The ELF (in [`Elfs::users`]) whose `hypercall_page` the hypercall sample starts in.
+pub const HYPERCALL_GUEST: &str = "guest bench";
 /// Most instructions one sample may take before the profile gives up.
 const MAX_STEPS: usize = 50_000;
 
@@ -241,6 +252,16 @@ pub fn follow(port: u16, elfs: &Elfs, target: Target, sample: u32) -> Result<Vec
     let start = match target {
         Target::Int3 => symbol("idt_vector_stubs")? + 3 * bsp_x86_64::entry::IDT_STUB_SIZE as u64,
         Target::NullSyscall => symbol("syscall_entry")?,
+        Target::Hypercall => {
+            let guest = users
+                .iter()
+                .find(|u| u.name == HYPERCALL_GUEST)
+                .context("no bench guest to profile")?;
+            guest
+                .address_of("hypercall_page")
+                .context("the bench guest has no symbol hypercall_page")?
+                + XEN_VERSION_STUB
+        }
         Target::Ring => symbol("nucleus::bench::send_ping")?,
     };
     let ring_end = match target {
@@ -259,7 +280,7 @@ pub fn follow(port: u16, elfs: &Elfs, target: Target, sample: u32) -> Result<Vec
         remote.step()?;
         remote.break_at(start)?;
         let counts = match target {
-            Target::Int3 | Target::Ring => true,
+            Target::Int3 | Target::Ring | Target::Hypercall => true,
             Target::NullSyscall => regs.rax == NOP_SYSCALL,
         };
         if counts {
@@ -399,6 +420,7 @@ mod tests {
         assert_eq!(Target::from_name("int3"), Some(Target::Int3));
         assert_eq!(Target::from_name("ring-roundtrip"), Some(Target::Ring));
         assert_eq!(Target::from_name("null"), Some(Target::NullSyscall));
+        assert_eq!(Target::from_name("hypercall"), Some(Target::Hypercall));
         assert_eq!(Target::from_name("nope"), None);
     }
 }
