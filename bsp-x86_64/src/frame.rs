@@ -577,11 +577,11 @@ mod tests {
     #[test]
     fn cs_qword_fields() {
         let cs = CsQword::new(gdt::KERNEL_CS, StackLevel::SL3, true);
-        assert_eq!(cs.raw(), 0x0007_0008);
-        assert_eq!(cs.selector().raw(), 0x08);
+        assert_eq!(cs.raw(), 0x0007_e008);
+        assert_eq!(cs.selector().raw(), 0xe008);
         assert_eq!(cs.stack_level(), StackLevel::SL3);
         assert!(cs.wfe());
-        let user = CsQword::from_raw(0x2b);
+        let user = CsQword::from_raw(0xe033);
         assert_eq!(user.selector().rpl(), 3);
         assert_eq!(user.stack_level(), StackLevel::SL0);
         assert!(!user.wfe());
@@ -594,8 +594,8 @@ mod tests {
             .with_64bit(true)
             .with_insn_len(2)
             .unwrap();
-        assert_eq!(ss.raw(), 0x2207_0001_0002_0023);
-        assert_eq!(ss.selector().raw(), 0x23);
+        assert_eq!(ss.raw(), 0x2207_0001_0002_e02b);
+        assert_eq!(ss.selector().raw(), 0xe02b);
         assert!(
             ss.swevent()
                 && ss.is_64bit()
@@ -609,7 +609,7 @@ mod tests {
             (1, Ok(EventType::Other), 2)
         );
         let nmi = SsQword::new(gdt::KERNEL_DS, EventType::Nmi, 2);
-        assert_eq!(nmi.raw(), 0x0002_0002_0004_0010);
+        assert_eq!(nmi.raw(), 0x0002_0002_0004_e010);
         assert!(nmi.nmi());
         let nested = SsQword::from_raw(0).with_nested(true).with_sti(true);
         assert_eq!(nested.raw(), (1 << 58) | (1 << 16));
@@ -684,7 +684,7 @@ mod tests {
             (event.cpu, event.owner, event.event_data),
             (1, 7, 0xdead_beef_0000)
         );
-        assert_eq!((event.cs, event.ss, event.from_ring), (0x2b, 0x10, 3));
+        assert_eq!((event.cs, event.ss, event.from_ring), (0xe033, 0xe010, 3));
         assert_eq!(
             (event.rip, event.rflags, event.rsp),
             (0xffff_8000_0012_3456, 0x202, 0xffff_8000_0010_7f00)
@@ -838,7 +838,7 @@ mod tests {
         );
         assert_eq!(
             (dump.cs, dump.ss, dump.rip, dump.rflags),
-            (0x08, 0x10, 0xffff_8000_0012_3456, 0x202)
+            (0xe008, 0xe010, 0xffff_8000_0012_3456, 0x202)
         );
         assert_eq!(
             (dump.gprs.rax, dump.gprs.r15, dump.gprs.rdi),

@@ -1,21 +1,24 @@
 //! GDT, selectors and the TSS: the segment state long mode still consults.
 //!
-//! Owns the fixed GDT layout (one table for every CPU, plus that CPU's TSS descriptor), the
-//! descriptor encoder and the `Selector` newtype. The TSS the GDT describes is `tss`'s.
-//! Does not load anything: `insn::{lgdt, ltr, reload_cs, load_ss, load_ds_es}` do that, and
-//! the nucleus decides when (after the TSS address is known).
+//! Owns the GDT layout, the descriptor encoder and the `Selector` newtype. The layout is
+//! Xen's (pv64-abi.md §2.3, issue 16): entries 0-7167 (pages 0-13, below
+//! [`FIRST_RESERVED_INDEX`]) are a PV64 guest's own (`set_gdt`), and everything the
+//! hypervisor needs lives in the reserved page from 0xe000 up ([`HypervisorEntries`]): its
+//! ring-0 code and data, Xen's flat ring-3 selectors, the CPU's TSS and the running vCPU's
+//! LDT. Servers run on the same selectors with nothing below 0xe000, so one layout serves
+//! both and no IDT gate, STAR value or frame selector changes with the thread. The TSS the
+//! GDT describes is `tss`'s. Does not load anything: `insn::{lgdt, ltr, lldt, reload_cs,
+//! load_ss, load_ds_es}` do that, and the nucleus decides when.
 //!
-//! The order of the entries is not free (fred-facts.md §11 point 2, SDM vol. 3 §5.8.8):
-//! SYSCALL loads CS from STAR\[47:32\] and SS from STAR\[47:32\] + 8, and SYSRET/FRED's ERETU
-//! fast path load the user compat CS from STAR\[63:48\], user SS from +8 and the user 64-bit CS
-//! from +16. Hence kernel CS, kernel DS, user CS32, user DS, user CS64, in that order.
+//! The order of the reserved entries is not free (fred-facts.md §11 point 2, SDM vol. 3
+//! §5.8.8): SYSCALL and FRED's ring-3 delivery load CS from STAR\[47:32\] and SS from +8, and
+//! SYSRET/FRED's ERETU fast path load the user compat CS from STAR\[63:48\], user SS from +8
+//! and the user 64-bit CS from +16. Hence kernel CS, kernel DS, (Xen's reserved 0xe018),
+//! user CS32, user DS, user CS64: exactly Xen's `XEN_MSR_STAR` arithmetic.
 //!
-//! The user CS32 slot is only a place in that arithmetic: it holds a null descriptor, so no
-//! server can enter compatibility mode (a far transfer to 0x1b raises #GP(0x18)). Nothing
-//! needs it: SYSRET is never used (servers return with IRETQ or ERETU to [`USER_CS64`]), and
-//! SYSRET and ERETU's fast paths load CS from STAR with fixed attributes, never from the
-//! GDT. With a usable 32-bit DPL-3 segment, a compat-mode SYSCALL entered ring 0 through
-//! IA32_CSTAR on the server's own stack (issue 13 finding 1).
+//! The user CS32 entry (0xe023) is Xen's usable 32-bit DPL-3 code segment: a compat-mode
+//! SYSCALL lands in `syscall_compat_entry`, which turns it into the caller's #UD, and
+//! SYSENTER_CS is 0 (issue 13's protections do not rest on the slot being null).
 
 use core::mem::size_of;
 
@@ -77,16 +80,23 @@ impl Selector {
     }
 }
 
-/// GDT index of each entry; the selectors below are derived from these.
-pub const KERNEL_CS_INDEX: u16 = 1;
-pub const KERNEL_DS_INDEX: u16 = 2;
-pub const USER_CS32_INDEX: u16 = 3;
-pub const USER_DS_INDEX: u16 = 4;
-pub const USER_CS64_INDEX: u16 = 5;
-/// The TSS descriptor is 16 bytes and takes indices 6 and 7.
-pub const TSS_INDEX: u16 = 6;
-/// Number of 8-byte slots in [`Gdt`].
-pub const GDT_ENTRIES: usize = 8;
+/// The first entry the hypervisor keeps (Xen's `FIRST_RESERVED_GDT_ENTRY`: page 14, byte
+/// 0xe000). A guest's `set_gdt` frames fill the entries below it.
+pub const FIRST_RESERVED_INDEX: u16 = 7168;
+/// GDT index of each reserved entry; the selectors below are derived from these.
+pub const KERNEL_CS_INDEX: u16 = FIRST_RESERVED_INDEX + 1;
+pub const KERNEL_DS_INDEX: u16 = FIRST_RESERVED_INDEX + 2;
+pub const USER_CS32_INDEX: u16 = FIRST_RESERVED_INDEX + 4;
+pub const USER_DS_INDEX: u16 = FIRST_RESERVED_INDEX + 5;
+pub const USER_CS64_INDEX: u16 = FIRST_RESERVED_INDEX + 6;
+/// The TSS descriptor is 16 bytes and takes two entries (Xen's `TSS_ENTRY`).
+pub const TSS_INDEX: u16 = FIRST_RESERVED_INDEX + 8;
+/// The running vCPU's LDT descriptor, 16 bytes (Xen's `LDT_ENTRY`).
+pub const LDT_INDEX: u16 = FIRST_RESERVED_INDEX + 10;
+/// Entries of the reserved page.
+pub const RESERVED_ENTRIES: usize = 512;
+/// The GDT limit every CPU loads: the guest's pages and the reserved page (0xefff).
+pub const GDT_LIMIT: u16 = ((FIRST_RESERVED_INDEX as usize + RESERVED_ENTRIES) * 8 - 1) as u16;
 
 pub const KERNEL_CS: Selector = Selector::new(KERNEL_CS_INDEX, TableIndicator::Gdt, 0);
 pub const KERNEL_DS: Selector = Selector::new(KERNEL_DS_INDEX, TableIndicator::Gdt, 0);
@@ -94,12 +104,24 @@ pub const USER_CS32: Selector = Selector::new(USER_CS32_INDEX, TableIndicator::G
 pub const USER_DS: Selector = Selector::new(USER_DS_INDEX, TableIndicator::Gdt, 3);
 pub const USER_CS64: Selector = Selector::new(USER_CS64_INDEX, TableIndicator::Gdt, 3);
 pub const TSS: Selector = Selector::new(TSS_INDEX, TableIndicator::Gdt, 0);
+pub const LDT: Selector = Selector::new(LDT_INDEX, TableIndicator::Gdt, 0);
+/// The boot GDT's (`boot.rs`) 64-bit code selector, which the early IDT names until the
+/// final GDT is loaded.
+pub const BOOT_CS: Selector = Selector::new(1, TableIndicator::Gdt, 0);
 
-// The SYSCALL/SYSRET (and ERETU fast path) arithmetic of the module header.
-const _: () = assert!(KERNEL_CS.raw() == 0x08 && KERNEL_DS.raw() == KERNEL_CS.raw() + 8);
-const _: () = assert!(USER_CS32.raw() == 0x1b && USER_DS.raw() == USER_CS32.raw() + 8);
-const _: () = assert!(USER_CS64.raw() == USER_CS32.raw() + 16 && USER_CS64.raw() == 0x2b);
-const _: () = assert!(TSS.raw() == 0x30);
+// The SYSCALL/SYSRET (and FRED) arithmetic of the module header, on Xen's numbers.
+const _: () = assert!(KERNEL_CS.raw() == 0xe008 && KERNEL_DS.raw() == KERNEL_CS.raw() + 8);
+const _: () = assert!(USER_CS32.raw() == 0xe023 && USER_DS.raw() == USER_CS32.raw() + 8);
+const _: () = assert!(USER_CS64.raw() == USER_CS32.raw() + 16 && USER_CS64.raw() == 0xe033);
+const _: () = assert!(TSS.raw() == 0xe040 && LDT.raw() == 0xe050);
+const _: () = {
+    use xen_abi::layout::selector as xen;
+    assert!(FIRST_RESERVED_INDEX == xen::FIRST_RESERVED_GDT_ENTRY);
+    assert!(USER_CS32.raw() == xen::FLAT_RING3_CS32);
+    assert!(USER_DS.raw() == xen::FLAT_RING3_DS32);
+    assert!(USER_CS64.raw() == xen::FLAT_RING3_CS64);
+    assert!(GDT_LIMIT == 0xefff);
+};
 
 /// One 8-byte code or data segment descriptor (SDM vol. 3 §3.4.5).
 ///
@@ -192,52 +214,105 @@ pub const fn tss_descriptor_base(descriptor: [u64; 2]) -> u64 {
         | (descriptor[1] << 32)
 }
 
-/// The GDT: null, the five flat segments and this CPU's TSS (architecture.md: one GDT per CPU,
-/// because the TSS descriptor's busy bit and base are per CPU).
+/// System descriptor type 0x2: an LDT.
+const LDT_TYPE: u64 = 0x2 << 40;
+
+/// Encodes the 16-byte LDT descriptor for `entries` descriptors at `base` (1..=8192 entries;
+/// byte-granular limit `entries * 8 - 1`, DPL 0: only LLDT at CPL 0 uses it).
+pub const fn ldt_descriptor(base: u64, entries: u32) -> [u64; 2] {
+    assert!(
+        entries >= 1 && entries <= 8192,
+        "an LDT has 1..=8192 entries"
+    );
+    let limit = (entries as u64) * 8 - 1;
+    let low = (limit & 0xffff)
+        | ((base & 0xff_ffff) << 16)
+        | LDT_TYPE
+        | PRESENT
+        | (((base >> 24) & 0xff) << 56);
+    [low, base >> 32]
+}
+
+/// The hypervisor's reserved GDT page (entries 7168-7679, selectors 0xe000-0xeff8): what
+/// every GDT a CPU loads has from 0xe000 up, whether the entries below are a guest's or null.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[repr(C, align(16))]
-pub struct Gdt([u64; GDT_ENTRIES]);
+#[repr(C, align(4096))]
+pub struct HypervisorEntries([u64; RESERVED_ENTRIES]);
 
-const _: () = assert!(size_of::<Gdt>() == 64);
+const _: () = assert!(size_of::<HypervisorEntries>() == 4096);
 
-impl Gdt {
-    /// Builds the table for a TSS at `tss_base`. `const`, so a GDT whose TSS lives at a link-time
-    /// address could even be a plain `static`; usually the nucleus calls it once per CPU at boot.
-    pub const fn new(tss_base: u64) -> Self {
-        let tss = tss_descriptor(tss_base, TaskStateSegment::LIMIT);
-        let mut entries = [0; GDT_ENTRIES];
-        entries[KERNEL_CS_INDEX as usize] = Descriptor::code64(0).raw();
-        entries[KERNEL_DS_INDEX as usize] = Descriptor::data(0).raw();
-        // No compatibility mode for anyone (module header).
-        entries[USER_CS32_INDEX as usize] = Descriptor::NULL.raw();
-        entries[USER_DS_INDEX as usize] = Descriptor::data(3).raw();
-        entries[USER_CS64_INDEX as usize] = Descriptor::code64(3).raw();
-        entries[TSS_INDEX as usize] = tss[0];
-        entries[TSS_INDEX as usize + 1] = tss[1];
-        Self(entries)
+impl HypervisorEntries {
+    /// The flat segments, no TSS and no LDT yet.
+    pub const fn new() -> Self {
+        let mut page = Self([0; RESERVED_ENTRIES]);
+        page.set_flat();
+        page
     }
 
-    /// Builds the table for `tss`, which must stay at its address for as long as the GDT is loaded.
-    pub fn with_tss(tss: &TaskStateSegment) -> Self {
-        Self::new(core::ptr::from_ref(tss) as u64)
+    /// Writes the flat segments into a page that is all zeros (a fresh frame: no 4 KiB
+    /// temporary on a small stack).
+    pub const fn set_flat(&mut self) {
+        let base = FIRST_RESERVED_INDEX as usize;
+        self.0[KERNEL_CS_INDEX as usize - base] = Descriptor::code64(0).raw();
+        self.0[KERNEL_DS_INDEX as usize - base] = Descriptor::data(0).raw();
+        self.0[USER_CS32_INDEX as usize - base] = Descriptor::code32(3).raw();
+        self.0[USER_DS_INDEX as usize - base] = Descriptor::data(3).raw();
+        self.0[USER_CS64_INDEX as usize - base] = Descriptor::code64(3).raw();
     }
 
-    /// The raw 8-byte slots, for tests and dumps.
-    pub const fn entries(&self) -> &[u64; GDT_ENTRIES] {
-        &self.0
+    fn set_pair(&mut self, index: u16, pair: [u64; 2]) {
+        let at = usize::from(index - FIRST_RESERVED_INDEX);
+        self.0[at] = pair[0];
+        self.0[at + 1] = pair[1];
     }
 
-    /// The TSS descriptor (slots 6 and 7).
-    pub const fn tss_descriptor(&self) -> [u64; 2] {
-        [self.0[TSS_INDEX as usize], self.0[TSS_INDEX as usize + 1]]
+    /// Describes the TSS at `tss_base` (not busy: for one `ltr`).
+    pub fn set_tss(&mut self, tss_base: u64) {
+        self.set_pair(TSS_INDEX, tss_descriptor(tss_base, TaskStateSegment::LIMIT));
     }
 
-    /// The operand for `lgdt`. Only meaningful while `self` stays where it is.
-    pub fn pointer(&self) -> DescriptorTablePointer {
-        DescriptorTablePointer {
-            limit: (size_of::<Self>() - 1) as u16,
-            base: core::ptr::from_ref(self) as u64,
-        }
+    /// Describes an LDT of `entries` descriptors at `base`, or none (`entries` 0).
+    pub fn set_ldt(&mut self, base: u64, entries: u32) {
+        let pair = if entries == 0 {
+            [0, 0]
+        } else {
+            ldt_descriptor(base, entries)
+        };
+        self.set_pair(LDT_INDEX, pair);
+    }
+
+    /// The entry for `selector` (a reserved one), for tests and dumps.
+    pub fn entry(&self, selector: Selector) -> u64 {
+        self.0[usize::from(selector.index() - FIRST_RESERVED_INDEX) % RESERVED_ENTRIES]
+    }
+
+    /// The TSS descriptor.
+    pub fn tss_descriptor(&self) -> [u64; 2] {
+        let at = usize::from(TSS_INDEX - FIRST_RESERVED_INDEX);
+        [self.0[at], self.0[at + 1]]
+    }
+}
+
+impl Default for HypervisorEntries {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The descriptor tables a thread runs ring 3 on: its CPU's own GDT (`gdt_base` 0: servers,
+/// and guests that installed none) or a guest's window (the guest's `set_gdt` frames below
+/// 0xe000, a reserved page above), with the window's LDT (`ldt`) or none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DescriptorView {
+    pub gdt_base: u64,
+    pub ldt: bool,
+}
+
+/// The operand for `lgdt` of a GDT in Xen's layout whose entry 0 is at `base`.
+pub const fn gdt_pointer(base: u64) -> DescriptorTablePointer {
+    DescriptorTablePointer {
+        limit: GDT_LIMIT,
+        base,
     }
 }
 
@@ -282,9 +357,13 @@ mod tests {
     #[test]
     fn fixed_selectors() {
         assert_eq!(
-            [KERNEL_CS, KERNEL_DS, USER_CS32, USER_DS, USER_CS64, TSS].map(Selector::raw),
-            [0x08, 0x10, 0x1b, 0x23, 0x2b, 0x30]
+            [
+                KERNEL_CS, KERNEL_DS, USER_CS32, USER_DS, USER_CS64, TSS, LDT
+            ]
+            .map(Selector::raw),
+            [0xe008, 0xe010, 0xe023, 0xe02b, 0xe033, 0xe040, 0xe050]
         );
+        assert_eq!(BOOT_CS.raw(), 0x08);
     }
 
     #[test]
@@ -300,19 +379,32 @@ mod tests {
     }
 
     #[test]
-    fn gdt_layout() {
-        let gdt = Gdt::new(0);
-        let e = gdt.entries();
-        assert_eq!(e[0], 0);
-        assert_eq!(e[usize::from(KERNEL_CS.index())], 0x00af_9b00_0000_ffff);
-        assert_eq!(e[usize::from(KERNEL_DS.index())], 0x00cf_9300_0000_ffff);
-        assert_eq!(
-            e[usize::from(USER_CS32.index())],
-            0,
-            "no usable 32-bit user code segment"
-        );
-        assert_eq!(e[usize::from(USER_DS.index())], 0x00cf_f300_0000_ffff);
-        assert_eq!(e[usize::from(USER_CS64.index())], 0x00af_fb00_0000_ffff);
+    fn reserved_page_layout() {
+        let page = HypervisorEntries::new();
+        assert_eq!(page.0[0], 0, "0xe000 is null");
+        assert_eq!(page.entry(KERNEL_CS), 0x00af_9b00_0000_ffff);
+        assert_eq!(page.entry(KERNEL_DS), 0x00cf_9300_0000_ffff);
+        assert_eq!(page.0[3], 0, "Xen's 0xe018 is null");
+        assert_eq!(page.entry(USER_CS32), 0x00cf_fb00_0000_ffff);
+        assert_eq!(page.entry(USER_DS), 0x00cf_f300_0000_ffff);
+        assert_eq!(page.entry(USER_CS64), 0x00af_fb00_0000_ffff);
+        assert_eq!(page.tss_descriptor(), [0, 0]);
+        assert_eq!(page.entry(LDT), 0);
+        assert_eq!({ gdt_pointer(0x1000).limit }, 0xefff);
+    }
+
+    #[test]
+    fn ldt_descriptor_encodes_base_and_limit() {
+        let base = 0xffff_8200_0012_3000;
+        let [low, high] = ldt_descriptor(base, 512);
+        // limit 0xfff | base 23:0 | type 2, P, DPL 0 | base 31:24
+        assert_eq!(low, 0x0000_8212_3000_0fff);
+        assert_eq!(high, 0xffff_8200);
+        let mut page = HypervisorEntries::new();
+        page.set_ldt(base, 8192);
+        assert_eq!(page.entry(LDT) & 0xffff, 0xffff);
+        page.set_ldt(base, 0);
+        assert_eq!(page.entry(LDT), 0);
     }
 
     #[test]
@@ -325,26 +417,13 @@ mod tests {
         assert_eq!(tss_descriptor_base(d), base);
         assert_eq!(d[0] & TSS_BUSY_BIT, 0);
 
-        let gdt = Gdt::new(base);
-        assert_eq!(tss_descriptor_base(gdt.tss_descriptor()), base);
+        let mut page = HypervisorEntries::new();
+        page.set_tss(base);
+        assert_eq!(tss_descriptor_base(page.tss_descriptor()), base);
         assert_eq!(
-            gdt.tss_descriptor()[0] & 0xffff,
+            page.tss_descriptor()[0] & 0xffff,
             u64::from(TaskStateSegment::LIMIT)
         );
         assert_eq!(TaskStateSegment::LIMIT, 0x206b);
-    }
-
-    #[test]
-    fn gdt_with_tss_uses_its_address() {
-        let tss = Box::new(TaskStateSegment::new());
-        let gdt = Box::new(Gdt::with_tss(&tss));
-        assert_eq!(
-            tss_descriptor_base(gdt.tss_descriptor()),
-            core::ptr::from_ref(&*tss) as u64
-        );
-        let ptr = gdt.pointer();
-        assert_eq!({ ptr.limit }, 63);
-        assert_eq!({ ptr.base }, core::ptr::from_ref(&*gdt) as u64);
-        assert_eq!({ ptr.base } % 16, 0);
     }
 }

@@ -285,8 +285,8 @@ mod tests {
     fn gate_keeps_high_offset() {
         let gate = Gate::interrupt(0xffff_8000_1234_5678, KERNEL_CS);
         assert_eq!(gate.raw()[1], 0xffff_8000);
-        // offset 31:16 | P, DPL 0, type E | IST 0 | selector 0x08 | offset 15:0
-        assert_eq!(gate.raw()[0], 0x1234_8e00_0008_5678);
+        // offset 31:16 | P, DPL 0, type E | IST 0 | selector 0xe008 | offset 15:0
+        assert_eq!(gate.raw()[0], 0x1234_8e00_e008_5678);
         assert_eq!(gate.offset(), 0xffff_8000_1234_5678);
     }
 

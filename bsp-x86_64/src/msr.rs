@@ -340,7 +340,7 @@ mod tests {
     #[test]
     fn star_layout_matches_gdt() {
         let star = Star::new(gdt::KERNEL_CS, gdt::USER_CS32);
-        assert_eq!(star.raw(), 0x001b_0008_0000_0000);
+        assert_eq!(star.raw(), 0xe023_e008_0000_0000);
         assert_eq!(star.kernel_cs() + 8, gdt::KERNEL_DS.raw());
         assert_eq!(star.user_cs32() + 8, gdt::USER_DS.raw());
         assert_eq!(star.user_cs32() + 16, gdt::USER_CS64.raw());
@@ -348,7 +348,7 @@ mod tests {
             MsrWrite::of(star),
             MsrWrite {
                 addr: 0xC000_0081,
-                value: 0x001b_0008_0000_0000
+                value: 0xe023_e008_0000_0000
             }
         );
     }

@@ -132,6 +132,9 @@ pub mod cpu {
     }
 
     thread_local! {
+        static TABLES: Cell<gdt::DescriptorView> = const {
+            Cell::new(gdt::DescriptorView { gdt_base: 0, ldt: false })
+        };
         static LOADED: Cell<(SegmentBases, bool)> = const { Cell::new((SegmentBases::ZERO, true)) };
         static LIVE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
     }
@@ -141,6 +144,16 @@ pub mod cpu {
         let (segments, kernel) = guest.map_or((SegmentBases::ZERO, true), |(s, k)| (*s, k));
         LOADED.set((segments, kernel));
         LIVE.set((segments.fs, segments.live_gs(kernel)));
+    }
+
+    /// Records the descriptor tables the stand-in CPU would run with.
+    pub fn load_descriptor_tables(view: gdt::DescriptorView) {
+        TABLES.set(view);
+    }
+
+    /// The descriptor tables last loaded.
+    pub fn loaded_descriptor_tables() -> gdt::DescriptorView {
+        TABLES.get()
     }
 
     pub fn user_segments_left(_bases: bool) -> (u64, u64) {

@@ -9,7 +9,8 @@
 //! | 257 | [`IMAGE_BASE`] | the nucleus image: `VMA = IMAGE_BASE + physical address` |
 //! | 258 | [`STACKS_BASE`] | per-CPU stack blocks, one [`STACK_SLOT`] each; device pages (the local APIC's) at [`MMIO_BASE`] |
 //! | 259 | [`DIRECT_MAP_BASE`] | all RAM, 1:1 (RW, NX), at most [`DIRECT_MAP_MAX`] |
-//! | 260-271 | | unused, never the guest's |
+//! | 260 | [`DESCRIPTORS_BASE`] | each domain's GDT and LDT windows ([`DESCRIPTOR_WINDOW`] each) |
+//! | 261-271 | | unused, never the guest's |
 //!
 //! Plain constants only: `build.rs` compiles this file as a module of its own (`#[path]`)
 //! for the link script, so the image is linked where the nucleus maps it.
@@ -58,6 +59,15 @@ pub const DIRECT_MAP_SLOT: usize = 259;
 pub const DIRECT_MAP_BASE: u64 = slot_base(DIRECT_MAP_SLOT);
 /// Direct-map ceiling: one slot, 512 GiB.
 pub const DIRECT_MAP_MAX: u64 = 512 << 30;
+/// Slot 260: a window per domain onto its descriptor tables: the GDT (its `set_gdt`
+/// frames in pages 0-13, the domain's reserved page 14 at 0xe000) and, 64 KiB above, the
+/// LDT (its `SET_LDT` frames, up to 16 pages).
+pub const DESCRIPTORS_SLOT: usize = 260;
+pub const DESCRIPTORS_BASE: u64 = slot_base(DESCRIPTORS_SLOT);
+/// One domain's share of the slot: the GDT window, then the LDT window.
+pub const DESCRIPTOR_WINDOW: u64 = 128 << 10;
+/// Where the LDT window starts inside a domain's share.
+pub const LDT_WINDOW_OFFSET: u64 = 64 << 10;
 
 const _: () = {
     assert!(M2P_BASE == 0xffff_8000_0000_0000);
@@ -67,6 +77,6 @@ const _: () = {
     assert!(slot_of(slot_base(END_SLOT) - 1) == END_SLOT - 1);
     assert!(FIRST_SLOT <= M2P_SLOT && M2P_SLOT < IMAGE_SLOT);
     assert!(IMAGE_SLOT < STACKS_SLOT && STACKS_SLOT < DIRECT_MAP_SLOT);
-    assert!(DIRECT_MAP_SLOT < END_SLOT);
+    assert!(DIRECT_MAP_SLOT < DESCRIPTORS_SLOT && DESCRIPTORS_SLOT < END_SLOT);
     assert!(DIRECT_MAP_MAX == 1 << 39);
 };

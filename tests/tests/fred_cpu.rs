@@ -15,7 +15,7 @@ use anyhow::Result;
 use tests::machine::Machine;
 use tests::scenarios::{
     events, fred_decision, fred_only, guest_services, guest_traps, guests, hostile, nesting,
-    servers,
+    segments, servers,
 };
 
 const FRED_CPU: Machine = Machine::Bochs;
@@ -270,4 +270,10 @@ fn guest_the_grant_table() -> Result<()> {
 #[ignore = "needs FREDVISOR_BOCHS"]
 fn guest_forbidden_descriptors_and_bad_pointers_are_refused() -> Result<()> {
     guest_services::forbidden_descriptors_and_bad_pointers_are_refused(Machine::Bochs)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn guest_own_gdt_and_ldt_selectors_load_and_reserved_ones_fault() -> Result<()> {
+    segments::own_gdt_and_ldt_selectors_load(Machine::Bochs)
 }

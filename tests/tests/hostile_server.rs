@@ -100,7 +100,7 @@ fn attack_is_a_server_fault(attack: &str, summary: &str) -> Result<Boot> {
 
 // ---- 1: SYSCALL and SYSENTER from compatibility mode --------------------------------------
 
-/// The far return to the compat slot 0x1b faults with its selector (the slot holds no
+/// The far return to the low slot 0x1b faults with its selector (below 0xe000 a server has no
 /// usable segment), fred-server reports it and kills pv-server (a `#GP[sel]` is a call-gate
 /// request it does not emulate), and fred-server carries on.
 fn compat_mode_is_refused(attack: &str) -> Result<()> {
@@ -490,19 +490,19 @@ fn expected_probes() -> Vec<(String, Vec<(u8, u64)>)> {
         ("invlpg", gp, 0),
         ("wbinvd", gp, 0),
         ("clts", gp, 0),
-        ("iretq-to-ring0", gp, 0x08),
+        ("iretq-to-ring0", gp, 0xe008),
         ("iretq-iopl3-then-cli", gp, 0),
         ("popf-iopl3-then-cli", gp, 0),
         ("popf-ac-then-int3", 3, 0),
         ("popf-tf", 1, 0),
-        ("call-far-kernel-cs", gp, 0x08),
-        ("call-far-tss", gp, 0x30),
+        ("call-far-kernel-cs", gp, 0xe008),
+        ("call-far-tss", gp, 0xe040),
         ("call-far-compat-cs", gp, 0x18),
         ("call-far-ldt", gp, 0x04),
-        ("jmp-far-kernel-cs", gp, 0x08),
-        ("mov-ss-kernel-ds", gp, 0x10),
-        ("mov-ds-tss", gp, 0x30),
-        ("mov-fs-kernel-cs", gp, 0x08),
+        ("jmp-far-kernel-cs", gp, 0xe008),
+        ("mov-ss-kernel-ds", gp, 0xe010),
+        ("mov-ds-tss", gp, 0xe040),
+        ("mov-fs-kernel-cs", gp, 0xe008),
         ("int1", 1, 0),
         ("into", ud, 0),
         ("xgetbv", ud, 0),

@@ -135,10 +135,11 @@ extern "C" fn ap_entry(percpu: u64) -> ! {
     let cpu: &'static PerCpu = unsafe { &*(percpu as *const PerCpu) };
     // GS first: everything below may use `percpu::current`.
     percpu::install(cpu);
-    super::tables::load_idt();
     let Some(block) = cpu.block() else { park() };
     cpu.use_stack_block(&block);
+    // The GDT before the IDT: the shared IDT's gates name the final GDT's KERNEL_CS.
     cpu.install_gdt();
+    super::tables::load_idt();
     crate::mm::load_root(crate::mm::kernel_root());
     super::protect::apply();
     let fred = match OPTIONS.get() {

@@ -17,3 +17,9 @@ pub mod tables;
 pub mod trampoline;
 
 pub use enter::{idle_frame, load_user_segments, user_segments_left};
+
+/// Makes `view` this CPU's GDT and LDT for the thread coming in (`tables`).
+#[inline]
+pub fn load_descriptor_tables(view: bsp_x86_64::gdt::DescriptorView) {
+    tables::load_descriptor_tables(&percpu::current().tables, view);
+}

@@ -1,19 +1,20 @@
 //! Descriptor tables: each CPU's GDT and TSS ([`CpuTables`], in its `PerCpu`) and the one
 //! IDT all CPUs share (architecture.md §2 step 3, §4).
 //!
-//! The IDT is installed first of all, on the boot GDT (whose code selector is the same
-//! `KERNEL_CS`), so exceptions are reported from the first Rust instruction on. The final
-//! GDT with its TSS follows before the boot page tables go away, and the IST entries once the
-//! stack block exists. The IDT's IST indices are the same on every CPU; each CPU's TSS points
+//! The IDT is installed first of all, on the boot GDT's code selector (`BOOT_CS`), so
+//! exceptions are reported from the first Rust instruction on. The final GDT (Xen's layout,
+//! `KERNEL_CS` at 0xe008) with its TSS follows before the boot page tables go away, and moves
+//! the gates onto it; the IST entries once the stack block exists. The IDT's IST indices are the same on every CPU; each CPU's TSS points
 //! them into its own block.
 use crate::racy::RacyCell;
 use bsp_x86_64::entry::IDT_STUB_SIZE;
-use bsp_x86_64::gdt::{self, Gdt};
+use bsp_x86_64::gdt::{self, DescriptorView, HypervisorEntries};
 use bsp_x86_64::idt::{Gate, Idt, Vector};
 use bsp_x86_64::insn;
 use bsp_x86_64::stack_block::StackBlock;
 use bsp_x86_64::tss::TaskStateSegment;
 use bsp_x86_64::tss::{IST_DB, IST_DF, IST_MC, IST_NMI};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 unsafe extern "C" {
     /// First of the 256 IDT vector stubs (`bsp_x86_64::entry_stubs!`).
@@ -21,33 +22,44 @@ unsafe extern "C" {
 }
 
 static IDT: RacyCell<Idt> = RacyCell::new(Idt::new());
-/// The GDT with room for Xen's flat selectors at their Xen indices (pv64-abi.md §2.3): a
-/// PV64 guest runs with 0xe033/0xe02b (and may name 0xe023), so the table reaches entry
-/// 7174 (0xe038 bytes). Entries 8-7171 are null.
-#[repr(C, align(16))]
-struct FullGdt {
-    head: Gdt,
-    rest: [u64; XEN_GDT_ENTRIES - 8],
+/// Set once the IDT's gates name the final GDT's `KERNEL_CS` (the boot CPU's `install_gdt`).
+static IDT_FINAL: AtomicBool = AtomicBool::new(false);
+
+/// A CPU's own GDT in Xen's layout (`bsp_x86_64::gdt`): nothing below 0xe000 (a guest's
+/// entries would be there), the hypervisor's page above. Servers and guests without
+/// descriptor tables run on it; a guest with some runs on its domain's window
+/// (`domains::descriptors`), whose reserved page has the same flat entries.
+#[repr(C, align(4096))]
+struct OwnGdt {
+    guest_area: [u64; gdt::FIRST_RESERVED_INDEX as usize],
+    reserved: HypervisorEntries,
 }
 
-const XEN_GDT_ENTRIES: usize = (xen_abi::layout::selector::FLAT_RING3_CS64 as usize >> 3) + 1;
-const _: () = assert!(core::mem::size_of::<FullGdt>() >= 0xe038);
-const _: () = assert!(core::mem::size_of::<Gdt>() == 64);
+const _: () = assert!(core::mem::size_of::<OwnGdt>() == gdt::GDT_LIMIT as usize + 1);
+
+/// What the CPU's GDTR and LDTR hold (so a switch that changes nothing loads nothing).
+#[derive(Clone, Copy)]
+struct Loaded {
+    gdt: u64,
+    ldt: bool,
+}
 
 /// One CPU's GDT and TSS (the TSS descriptor names its own TSS, and is busy once loaded).
 pub struct CpuTables {
-    gdt: FullGdt,
+    gdt: OwnGdt,
     tss: TaskStateSegment,
+    loaded: Loaded,
 }
 
 impl CpuTables {
     pub const fn new() -> Self {
         Self {
-            gdt: FullGdt {
-                head: Gdt::new(0),
-                rest: [0; XEN_GDT_ENTRIES - 8],
+            gdt: OwnGdt {
+                guest_area: [0; gdt::FIRST_RESERVED_INDEX as usize],
+                reserved: HypervisorEntries::new(),
             },
             tss: TaskStateSegment::new(),
+            loaded: Loaded { gdt: 0, ldt: false },
         }
     }
 }
@@ -57,18 +69,24 @@ fn stub_address(vector: u8) -> u64 {
     base + u64::from(vector) * IDT_STUB_SIZE as u64
 }
 
-/// Installs the IDT with all 256 vectors, no IST yet: the early IDT.
-pub fn install_early_idt() {
-    // SAFETY: boot, interrupts off, single CPU: nothing else references the IDT yet.
-    let idt = unsafe { &mut *IDT.get() };
+/// Points all 256 gates at their stubs through code selector `cs`, no IST.
+fn fill_idt(idt: &mut Idt, cs: gdt::Selector) {
     for vector in 0..=255u8 {
-        let mut gate = Gate::interrupt(stub_address(vector), gdt::KERNEL_CS);
+        let mut gate = Gate::interrupt(stub_address(vector), cs);
         if vector == Vector::BP.raw() {
             // `int3` from Ring3 servers is forwarded to fred-server (a debugging aid).
             gate = gate.with_dpl(3);
         }
         idt.set(vector, gate);
     }
+}
+
+/// Installs the IDT with all 256 vectors, no IST yet: the early IDT, on the boot GDT's code
+/// selector until [`install_gdt`] loads the final one.
+pub fn install_early_idt() {
+    // SAFETY: boot, interrupts off, single CPU: nothing else references the IDT yet.
+    let idt = unsafe { &mut *IDT.get() };
+    fill_idt(idt, gdt::BOOT_CS);
     // SAFETY: the IDT is a static that lives forever and every gate points at a stub.
     unsafe { insn::lidt(&idt.pointer()) };
 }
@@ -114,31 +132,29 @@ pub fn loaded_tss_ist(index: bsp_x86_64::tss::IstIndex) -> Option<u64> {
 }
 
 /// Loads a CPU's final GDT (from its `PerCpu`'s `tables`) with its TSS and reloads every
-/// segment register. Runs on the CPU the tables belong to, once.
+/// segment register; the first call (the boot CPU's) also moves the IDT's gates onto its
+/// code selector. Runs on the CPU the tables belong to, once, before the shared IDT is
+/// loaded there (APs) or any AP starts (the boot CPU).
 pub fn install_gdt(tables: &RacyCell<CpuTables>) {
     // SAFETY: the CPU's own tables, during its bring-up with interrupts off: no other
     // reference to them exists (the CPU reads them only once loaded, below).
-    let gdt = unsafe {
-        let own = &mut *tables.get();
-        own.gdt.head = Gdt::with_tss(&own.tss);
-        use xen_abi::layout::selector::{FLAT_RING3_CS32, FLAT_RING3_CS64, FLAT_RING3_SS64};
-        for (selector, descriptor) in [
-            (FLAT_RING3_CS32, gdt::Descriptor::code32(3)),
-            (FLAT_RING3_SS64, gdt::Descriptor::data(3)),
-            (FLAT_RING3_CS64, gdt::Descriptor::code64(3)),
-        ] {
-            own.gdt.rest[(selector as usize >> 3) - 8] = descriptor.raw();
-        }
-        &(*tables.get()).gdt
-    };
-    let pointer = gdt::DescriptorTablePointer {
-        limit: (core::mem::size_of::<FullGdt>() - 1) as u16,
-        base: core::ptr::from_ref(gdt) as u64,
+    let own = unsafe { &mut *tables.get() };
+    let tss = core::ptr::from_ref(&own.tss) as u64;
+    own.gdt.reserved.set_tss(tss);
+    let base = core::ptr::from_ref(&own.gdt) as u64;
+    own.loaded = Loaded {
+        gdt: base,
+        ldt: false,
     };
     // SAFETY: the GDT lives in a static `PerCpu` with the descriptors the selectors below name.
-    unsafe { insn::lgdt(&pointer) };
+    unsafe { insn::lgdt(&gdt::gdt_pointer(base)) };
     // SAFETY: KERNEL_CS is a 64-bit ring-0 code descriptor in the GDT just loaded.
     unsafe { insn::reload_cs(gdt::KERNEL_CS) };
+    if !IDT_FINAL.swap(true, Ordering::Relaxed) {
+        // SAFETY: the boot CPU, interrupts off, no AP started: nobody else reads or writes
+        // the IDT; each gate is rewritten whole (the CPU reads a gate only at delivery).
+        fill_idt(unsafe { &mut *IDT.get() }, gdt::KERNEL_CS);
+    }
     // SAFETY: KERNEL_DS is a ring-0 data descriptor; SS must hold it before FRED is enabled.
     unsafe { insn::load_ss(gdt::KERNEL_DS) };
     // SAFETY: as above.
@@ -149,6 +165,38 @@ pub fn install_gdt(tables: &RacyCell<CpuTables>) {
     // a "present" LDT at linear address 0: an LDT selector would read descriptors there, in
     // a server's half (issue 13: a far call through selector 0x07 read address 0).
     unsafe { insn::lldt(gdt::Selector::NULL) };
+}
+
+/// Makes `view` the GDT and LDT this CPU runs ring 3 on (`sched::switch`, when another
+/// thread comes in): a guest's window with its LDT, or this CPU's own GDT and no LDT.
+/// LDTR caches its descriptor, so a guest's LDT is reloaded each time it comes in and
+/// dropped before anyone else runs.
+#[inline]
+pub fn load_descriptor_tables(tables: &RacyCell<CpuTables>, view: DescriptorView) {
+    // SAFETY: this CPU's own tables, on the switch path with interrupts off; no reference
+    // outlives the call.
+    let own = unsafe { &mut *tables.get() };
+    let base = if view.gdt_base == 0 {
+        core::ptr::from_ref(&own.gdt) as u64
+    } else {
+        view.gdt_base
+    };
+    if own.loaded.gdt != base {
+        // SAFETY: `base` is this CPU's own GDT or a domain's window, both mapped in every
+        // address space (the nucleus' slots) with the reserved page at 0xe000 holding the
+        // selectors the nucleus runs on (KERNEL_CS/DS, whose cached descriptors stay live).
+        unsafe { insn::lgdt(&gdt::gdt_pointer(base)) };
+        own.loaded.gdt = base;
+    }
+    let ldt = view.ldt && view.gdt_base != 0;
+    if ldt || own.loaded.ldt {
+        let selector = if ldt { gdt::LDT } else { gdt::Selector::NULL };
+        // SAFETY: CPL 0; a window with `ldt` has a present LDT descriptor at `gdt::LDT`
+        // (`domains::descriptors` writes it before it hands out such a view), and null is
+        // always loadable.
+        unsafe { insn::lldt(selector) };
+        own.loaded.ldt = ldt;
+    }
 }
 
 /// Points a CPU's TSS.RSP0 and IST slots (in its `PerCpu`'s `tables`) into its stack block

@@ -3,8 +3,8 @@
 //! it is one, every descriptor checked), all or nothing, and release the old table's frames;
 //! `update_descriptor` changes one descriptor through the same check.
 //!
-//! The frames are held, not yet loaded: the nucleus runs a vCPU on its own GDT (Xen's flat
-//! selectors at 0xe023-0xe033) and a null LDT, so no guest descriptor reaches the CPU.
+//! The frames are mapped into the domain's descriptor-table window (`window`) before the old
+//! ones are released, and the vCPU runs on that window from its next switch in (`track`).
 use super::memory::{self, DirectTables};
 use super::registry::domain;
 use crate::mm::AddressSpace;
@@ -78,7 +78,9 @@ pub fn set_gdt(space: &AddressSpace, number: u16, list: u64, entries: u64) -> Re
         bytes.copy_from_slice(word);
         let _ = frames.push(Mfn(u64::from_le_bytes(bytes)));
     }
+    super::window::reserved(number)?;
     take_all(number, &frames)?;
+    let _ = super::window::map_gdt(number, &frames);
     let old = core::mem::replace(&mut domain(number).gdt, frames);
     put_all(number, &old);
     Ok(())
@@ -113,10 +115,19 @@ pub fn set_ldt(number: u16, va: u64, entries: u64) -> Result<(), Errno> {
             let _ = frames.push(found.mfn);
         }
     }
+    super::window::reserved(number)?;
     take_all(number, &frames)?;
+    let _ = super::window::map_ldt(number, &frames, entries as u32);
     let old = core::mem::replace(&mut domain(number).ldt, frames);
     put_all(number, &old);
     Ok(())
+}
+
+/// Domain `number`'s vCPU runs on its descriptor tables as they are now.
+pub fn track(t: &mut crate::thread::Threads, number: u16) {
+    if let Some(id) = t.guest_id(number) {
+        t.get_mut(id).tables = super::window::view(number);
+    }
 }
 
 /// `update_descriptor`: the descriptor at machine address `maddr` becomes `desc`.

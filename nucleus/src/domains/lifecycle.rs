@@ -87,6 +87,7 @@ pub fn create(
         user_base: None,
         gdt: heapless::Vec::new(),
         ldt: heapless::Vec::new(),
+        reserved: None,
         shared: heapless::Vec::new(),
     });
     Ok(u64::from(number))
@@ -141,6 +142,7 @@ pub fn destroy(t: &mut Threads, number: u16) -> Result<u64, SyscallError> {
     let Some(gone) = domains()[usize::from(number - 1)].take() else {
         return Err(SyscallError::NotPermitted);
     };
+    super::window::release(number, gone.reserved);
     let table = memory::table().ok_or(SyscallError::BadArgument)?;
     Ok(undo(table, number, gone.shared_info, &gone.shared))
 }
@@ -152,6 +154,7 @@ pub fn destroy_all() {
     };
     for (slot, entry) in domains().iter_mut().enumerate() {
         if let Some(domain) = entry.take() {
+            super::window::release(slot as u16 + 1, domain.reserved);
             undo(table, slot as u16 + 1, domain.shared_info, &domain.shared);
         }
     }

@@ -7,7 +7,8 @@
 //! This module only routes a call to the one that does its job: `registry` (which domains
 //! live), `memory` (the frame table and the direct-map view of guest frames), `modules`
 //! (guest boot modules), `lifecycle` (create, destroy), `access` (pv-server's copies into a
-//! domain), `mmu` (page-table operations), `vcpu` (start), `console` (guest lines).
+//! domain), `mmu` (page-table operations), `descriptors` (GDT/LDT frames) and `window`
+//! (where the CPU finds them), `vcpu` (start), `console` (guest lines).
 //!
 //! The nucleus lives in L4 slots 256-271 only (`crate::layout`): `guest_tables` copies
 //! them into every guest L4 it validates and refuses every guest entry there; every other
@@ -23,6 +24,7 @@ mod mmu;
 mod modules;
 mod registry;
 mod vcpu;
+mod window;
 
 pub use lifecycle::destroy_all;
 
@@ -35,7 +37,7 @@ use xen_abi::Errno;
 
 /// Boot: the frame table over RAM and the guest modules. One line if guests cannot run.
 pub fn init(boot: &crate::bootinfo::BootSummary) {
-    if !memory::init() {
+    if !memory::init() || !window::init() {
         println!("nucleus: no memory for the frame table; no guests");
         return;
     }
@@ -66,8 +68,10 @@ pub fn syscall(
             let result = match op {
                 MmuOp::SetGdt { list, entries } => {
                     descriptors::set_gdt(space, domain, list, entries)
+                        .map(|()| descriptors::track(t, domain))
                 }
-                MmuOp::SetLdt { va, entries } => descriptors::set_ldt(domain, va, entries),
+                MmuOp::SetLdt { va, entries } => descriptors::set_ldt(domain, va, entries)
+                    .map(|()| descriptors::track(t, domain)),
                 MmuOp::UpdateDescriptor { maddr, desc } => {
                     descriptors::update_descriptor(domain, maddr, desc)
                 }

@@ -17,6 +17,8 @@ pub struct Domain {
     /// The GDT's and LDT's frames (each holds a descriptor-page type reference).
     pub gdt: Vec<Mfn, MAX_GDT_FRAMES>,
     pub ldt: Vec<Mfn, MAX_LDT_FRAMES>,
+    /// The reserved GDT page of its descriptor-table window, once it has one (`window`).
+    pub reserved: Option<Mfn>,
     /// Frames shared with the domain besides shared_info (`domain_share`: grant frames).
     pub shared: Vec<Mfn, MAX_SHARED_FRAMES>,
 }

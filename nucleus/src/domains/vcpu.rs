@@ -43,6 +43,7 @@ pub fn start(t: &mut Threads, number: u16, regs: &VcpuStart) -> Result<(), Errno
     frame.ret.ss = SsQword::from_raw(u64::from(checked.ss));
     frame.gprs.rsi = regs.rsi;
     t.get_mut(id).start_guest(PhysAddr::new(regs.cr3), frame);
+    super::descriptors::track(t, number);
     Ok(())
 }
 

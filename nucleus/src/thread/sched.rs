@@ -137,6 +137,7 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
             let root = thread.root().unwrap_or_else(crate::mm::kernel_root);
             if t.current() != Some(id) {
                 crate::mm::load_root(root);
+                crate::cpu::load_descriptor_tables(thread.tables);
                 // A guest's live GS is its mode's (Xen's SWAPGS on the mode toggle: the
                 // toggle happens in a reply, while the vCPU is not live, so this is where the
                 // other base comes in). Servers: zeros.
@@ -229,10 +230,35 @@ mod tests {
     #[test]
     fn switching_in_drops_the_saved_event_bits() {
         let mut t = kit::booted();
-        t.get_mut(fred()).frame.ret.ss = SsQword::from_raw(0x1_0000_0023);
+        t.get_mut(fred()).frame.ret.ss = SsQword::from_raw(0x1_0000_e02b);
         let mut frame = Frame::ZERO;
         assert!(start(&mut t, &mut frame));
-        assert_eq!(frame.ret.ss.raw(), 0x23);
+        assert_eq!(frame.ret.ss.raw(), 0xe02b);
+    }
+
+    #[test]
+    fn a_guest_runs_on_its_descriptor_tables_and_a_server_on_the_cpus() {
+        use crate::host::cpu::loaded_descriptor_tables;
+        use bsp_x86_64::gdt::DescriptorView;
+        let mut t = kit::booted();
+        let mut frame = Frame::ZERO;
+        assert!(start(&mut t, &mut frame));
+        assert_eq!(loaded_descriptor_tables(), DescriptorView::default());
+        let guest = t.guest_id(1).unwrap();
+        let thread = t.get_mut(guest);
+        thread.start_guest(
+            bsp_x86_64::paging::PhysAddr::new(0x50_0000),
+            kit::user_frame(0x1000),
+        );
+        let view = DescriptorView {
+            gdt_base: 0xffff_8200_0000_0000,
+            ldt: true,
+        };
+        thread.tables = view;
+        switch(&mut t, &mut frame, Some(guest));
+        assert_eq!(loaded_descriptor_tables(), view);
+        switch(&mut t, &mut frame, Some(pv()));
+        assert_eq!(loaded_descriptor_tables(), DescriptorView::default());
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct Thread {
     pub vcpu: super::guest_vcpu::GuestVcpu,
     /// A guest vCPU's FS/GS bases and GS selector (`set_segment_base`; zero for servers).
     pub bases: bsp_x86_64::guest_segments::SegmentBases,
+    /// The GDT and LDT it runs on (a guest's window once it has descriptor tables; the
+    /// CPU's own otherwise), set by `domains::descriptors`.
+    pub tables: bsp_x86_64::gdt::DescriptorView,
     /// Who gets this thread's events; `None`: the nucleus reports them itself.
     pub(super) fault_handler: Option<ThreadId>,
     /// Some thread's fault handler (fixed at boot, so the reply path need not search).
@@ -129,6 +132,10 @@ impl Thread {
             guest_root: None,
             vcpu: super::guest_vcpu::GuestVcpu::NEW,
             bases: bsp_x86_64::guest_segments::SegmentBases::ZERO,
+            tables: bsp_x86_64::gdt::DescriptorView {
+                gdt_base: 0,
+                ldt: false,
+            },
             fault_handler,
             handles_faults,
             module: None,
@@ -178,7 +185,7 @@ impl Thread {
     }
 
     /// The code and stack selectors it runs on in Ring3: the 64-bit user segments for a
-    /// server, Xen's flat ones for a guest vCPU (part 1: no guest GDT yet).
+    /// server, Xen's flat ones for a guest vCPU (the same selectors: Xen's layout).
     pub fn segments(&self) -> (u16, u16) {
         match self.kind {
             Kind::GuestVcpu { .. } => (FLAT_RING3_CS64, FLAT_RING3_SS64),
@@ -199,6 +206,7 @@ impl Thread {
         self.guest_root = Some(root);
         self.vcpu = super::guest_vcpu::GuestVcpu::NEW;
         self.bases = bsp_x86_64::guest_segments::SegmentBases::ZERO;
+        self.tables = bsp_x86_64::gdt::DescriptorView::default();
         self.frame = frame;
         self.state = State::Ready;
         self.hello = true;

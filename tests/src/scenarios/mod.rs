@@ -10,4 +10,5 @@ pub mod guest_traps;
 pub mod guests;
 pub mod hostile;
 pub mod nesting;
+pub mod segments;
 pub mod servers;
