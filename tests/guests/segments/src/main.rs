@@ -114,7 +114,8 @@ mod guest {
         value
     }
 
-    /// The access rights `lar` reports for `selector` (`None`: not visible at CPL 3).
+    /// The access rights `lar` reports for `selector` (`None`: not visible at CPL 3), bits
+    /// 19:16 (undefined: Bochs leaves the limit there, QEMU zeros) masked.
     fn lar(selector: u16) -> Option<u64> {
         let rights: u64;
         let ok: u8;
@@ -129,7 +130,7 @@ mod guest {
                 options(nomem, nostack),
             )
         };
-        (ok == 1).then_some(rights)
+        (ok == 1).then_some(rights & 0x00f0_ff00)
     }
 
     fn yield_cpu() {
