@@ -78,7 +78,7 @@ pub const CR4_INITIAL: u64 = (1 << 5) | (1 << 7) | (1 << 9) | (1 << 10) | (1 << 
 /// IA32_EFER the model reports: SCE, LME, LMA, NXE.
 pub const EFER_INITIAL: u64 = 0xD01;
 /// CS the model's ring 0 runs with (ERETS compares the frame's CS with it).
-pub const RING0_CS: u64 = 0x08;
+pub const RING0_CS: u64 = bsp_x86_64::gdt::KERNEL_CS.raw() as u64;
 /// RFLAGS bits the emulated ERETx/IRETQ carry into the host context: CF, PF, AF, ZF, SF,
 /// OF. A CPL-3 process cannot take IOPL, IF, RF etc. from a frame; those are checked and
 /// recorded, not loaded.

@@ -128,7 +128,7 @@ fn enable_sequence_writes_the_plan_in_order() {
 
     // The numbers of fred-facts.md, spelled out independently of the plan.
     let expected_writes: [(u32, u64); 7] = [
-        (addr::STAR, 0x001b_0008_0000_0000),
+        (addr::STAR, 0xe023_e008_0000_0000),
         (addr::FRED_CONFIG, entry_page), // REDZONE 0, INT_STKLVL 0, CSL 0: low 12 bits 0
         (addr::FRED_RSP0, BLOCK_BASE + 0x8000 - 64), // below cpu_info
         (addr::FRED_RSP1, BLOCK_BASE + 0x6000), // top of page 5
@@ -144,7 +144,7 @@ fn enable_sequence_writes_the_plan_in_order() {
     assert_eq!(planned, expected_writes, "the pure plan");
     assert_eq!(logged, expected_writes, "enable's log callback");
 
-    let mut expected = vec![(Insn::MovSs, [0x10, 0, 0, 0, 0, 0])];
+    let mut expected = vec![(Insn::MovSs, [0xe010, 0, 0, 0, 0, 0])];
     for (msr, value) in expected_writes {
         expected.push((Insn::Wrmsr, [msr as u64, value, 0, 0, 0, 0]));
     }
@@ -328,11 +328,11 @@ fn load_user_gs_uses_lkgs_and_never_swapgs() {
             .map(|r| (r.insn, r.operands[0], r.operands[1], r.fault))
             .collect::<Vec<_>>(),
         [
-            (Insn::Lkgs, 0x23, 0, None),
+            (Insn::Lkgs, 0xe02b, 0, None),
             (Insn::Wrmsr, addr::KERNEL_GS_BASE as u64, USER_GS, None),
         ]
     );
-    assert_eq!(Machine::gs_selector(), 0x23);
+    assert_eq!(Machine::gs_selector(), 0xe02b);
     assert_eq!(Machine::msr(addr::KERNEL_GS_BASE), Some(USER_GS));
     assert_eq!(
         Machine::msr(addr::GS_BASE),
@@ -1032,15 +1032,15 @@ fn return_state_round_trip_of_a_frame() {
     // The harness builds FRED states with bsp-x86_64's own encoders: pin the raw qwords of
     // one against fred-facts.md §3.4–§3.5 so that a shared encoder bug cannot hide.
     let state: FredState = SYSCALL_RING3.fred_state(0x4000, 0x7000);
-    assert_eq!(state.cs.raw(), 0x2b);
-    // 0x23 | SWEVENT | vector 1 | type 7 | 64-bit | insn len 2
-    assert_eq!(state.ss.raw(), 0x2207_0001_0002_0023);
+    assert_eq!(state.cs.raw(), 0xe033);
+    // 0xe02b | SWEVENT | vector 1 | type 7 | 64-bit | insn len 2
+    assert_eq!(state.ss.raw(), 0x2207_0001_0002_e02b);
     let int3 = INT3_RING0.fred_state(0, 0);
-    assert_eq!(int3.ss.raw(), 0x1206_0003_0000_0010);
+    assert_eq!(int3.ss.raw(), 0x1206_0003_0000_e010);
     let pf = PAGE_FAULT.fred_state(0, 0);
     assert_eq!(
         (pf.ss.raw(), pf.error_code, pf.event_data),
-        (0x0203_000e_0000_0010, 2, 0xffff_c900_0012_3458)
+        (0x0203_000e_0000_e010, 2, 0xffff_c900_0012_3458)
     );
     let _: Gprs = delivery::distinct_gprs(0);
 }
