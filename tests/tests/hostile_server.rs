@@ -131,7 +131,7 @@ fn compat_mode_is_refused(attack: &str) -> Result<()> {
     )?;
     // Never in compat mode: the dump's code selector is the 64-bit one.
     boot.expect_line("the dump's RIP line in 64-bit code", |l| {
-        l.starts_with("fred-server: RIP:    002b:")
+        l.starts_with("fred-server: RIP:    e033:")
     })?;
     boot.expect_absent("nucleus: fred-server stopped")?;
     Ok(())
