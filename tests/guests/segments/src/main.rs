@@ -22,19 +22,12 @@ mod guest {
     use guest_rt::shared::Checks;
     use guest_rt::tables::{PAGE_RO, PAGE_RW, mmuext_op, p2m, region_end, update_va_mapping};
     use guest_rt::traps::{self, TrapFrame};
-    use guest_rt::{Boot, guest_main, hypercall, println, shutdown, xen_note_int, xen_note_str};
-    use xen_abi::elfnote::XenNote;
+    use guest_rt::{Boot, guest_main, hypercall, println, shutdown, xen_guest_notes};
     use xen_abi::mm::MmuextOp;
     use xen_abi::sched::ShutdownReason;
     use xen_abi::{Hypercall, StartInfo};
 
-    xen_note_str!(XenNote::GuestOs, "fredvisor-segments");
-    xen_note_str!(XenNote::GuestVersion, "0.1");
-    xen_note_str!(XenNote::XenVersion, "xen-3.0");
-    xen_note_str!(XenNote::Loader, "generic");
-    xen_note_int!(XenNote::VirtBase, 0);
-    xen_note_int!(XenNote::PaddrOffset, 0);
-    xen_note_int!(XenNote::HypercallPage, sym hypercall_page);
+    xen_guest_notes!("fredvisor-segments");
 
     /// Where the handler resumes after a probe, and what the last trap was.
     static RESUME: AtomicU64 = AtomicU64::new(0);
