@@ -97,7 +97,7 @@ pub struct OptionHelp {
 }
 
 /// Every option the parser knows, in the order of [`Options`]' fields.
-pub const OPTIONS: [OptionHelp; 9] = [
+pub const OPTIONS: [OptionHelp; 13] = [
     OptionHelp {
         syntax: "fred=on|off|auto",
         help: "event delivery: FRED, the IDT, or FRED when the CPU has FRED and LKGS (auto)",
@@ -143,7 +143,77 @@ pub const OPTIONS: [OptionHelp; 9] = [
         help: "bring up at most N CPUs, the boot CPU included (default: every CPU the MADT lists)",
         example: "cpus=1",
     },
+    OptionHelp {
+        syntax: "kexec=reboot-into",
+        help: "once the system is ready, fred-server asks for a kexec into the kexec image (tests)",
+        example: "kexec=reboot-into",
+    },
+    OptionHelp {
+        syntax: "crashkernel",
+        help: "on a nucleus panic or #DF, kexec into the kexec image instead of halting",
+        example: "crashkernel",
+    },
+    OptionHelp {
+        syntax: "kexec-generation=N",
+        help: "which kexec generation this nucleus is (1 from the boot loader; set by a kexec)",
+        example: "kexec-generation=2",
+    },
+    OptionHelp {
+        syntax: "kexec-reason=request|panic|double-fault",
+        help: "why the previous generation handed over (set by a kexec)",
+        example: "kexec-reason=panic",
+    },
 ];
+
+/// When fred-server asks for a kexec (`kexec=`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum KexecWhen {
+    /// Only when something asks (nothing does yet).
+    #[default]
+    OnRequest,
+    /// Once the system is ready (`kexec=reboot-into`).
+    RebootInto,
+}
+
+/// Why the previous nucleus handed the machine over (`kexec-reason=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KexecReason {
+    /// fred-server asked for it.
+    Request,
+    /// `crashkernel`: the nucleus panicked.
+    Panic,
+    /// `crashkernel`: an unrecoverable `#DF`.
+    DoubleFault,
+}
+
+impl KexecReason {
+    /// The option value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Panic => "panic",
+            Self::DoubleFault => "double-fault",
+        }
+    }
+
+    /// What the new generation says about it.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::Request => "fred-server asked for it",
+            Self::Panic => "crashkernel: the previous nucleus panicked",
+            Self::DoubleFault => "crashkernel: the previous nucleus took an unrecoverable #DF",
+        }
+    }
+
+    fn from_bytes(value: &[u8]) -> Option<Self> {
+        match value {
+            b"request" => Some(Self::Request),
+            b"panic" => Some(Self::Panic),
+            b"double-fault" => Some(Self::DoubleFault),
+            _ => None,
+        }
+    }
+}
 
 /// How a test run ends (`exit=`): through QEMU's `isa-debug-exit` or Bochs' shutdown port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -267,6 +337,24 @@ pub struct Options {
     pub trace: TraceLevel,
     /// `cpus=N`: at most N CPUs online (N >= 1); `None` is every CPU found.
     pub cpus: Option<u16>,
+    /// `kexec=reboot-into`: fred-server asks for a kexec once the system is ready.
+    pub kexec: KexecWhen,
+    /// `crashkernel`: a panic or `#DF` kexecs into the kexec image instead of halting.
+    pub crashkernel: bool,
+    /// `kexec-generation=N`: 1 when started by the boot loader, N+1 after a kexec from N.
+    pub generation: Generation,
+    /// `kexec-reason=`: why the previous generation handed over (none on a first boot).
+    pub kexec_reason: Option<KexecReason>,
+}
+
+/// A kexec generation (`kexec-generation=`): 1 unless a kexec set it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Generation(pub u32);
+
+impl Default for Generation {
+    fn default() -> Self {
+        Self(1)
+    }
 }
 
 /// Longest server name in `server-args=` (the start page holds 32 bytes).
@@ -386,6 +474,18 @@ impl fmt::Display for Options {
         }
         if let Some(cpus) = self.cpus {
             write!(f, " cpus={cpus}")?;
+        }
+        if self.kexec == KexecWhen::RebootInto {
+            f.write_str(" kexec=reboot-into")?;
+        }
+        if self.crashkernel {
+            f.write_str(" crashkernel")?;
+        }
+        if self.generation != Generation::default() {
+            write!(f, " kexec-generation={}", self.generation.0)?;
+        }
+        if let Some(reason) = self.kexec_reason {
+            write!(f, " kexec-reason={}", reason.as_str())?;
         }
         let mut separator = " selftest=";
         for (name, test) in SelfTests::NAMES {
@@ -671,6 +771,61 @@ impl<'a, F: FnMut(Warning<'a>)> Parser<'a, F> {
                     }),
                 }
             }
+            b"kexec" => match value {
+                Some(b"reboot-into") => self.options.kexec = KexecWhen::RebootInto,
+                Some(value) => self.warn(Warning::BadValue {
+                    key: "kexec",
+                    value: Echo(value),
+                    expected: "reboot-into",
+                    kept: "on request",
+                }),
+                None => self.warn(Warning::MissingValue {
+                    key: "kexec",
+                    expected: "reboot-into",
+                    kept: "on request",
+                }),
+            },
+            b"crashkernel" => match value {
+                None => self.options.crashkernel = true,
+                Some(value) => self.warn(Warning::UnexpectedValue {
+                    key: "crashkernel",
+                    value: Echo(value),
+                }),
+            },
+            b"kexec-generation" => {
+                let n = value
+                    .and_then(|v| core::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse::<u32>().ok())
+                    .filter(|&n| n >= 1);
+                match (value, n) {
+                    (_, Some(n)) => self.options.generation = Generation(n),
+                    (Some(value), None) => self.warn(Warning::BadValue {
+                        key: "kexec-generation",
+                        value: Echo(value),
+                        expected: "a generation from 1",
+                        kept: "1",
+                    }),
+                    (None, None) => self.warn(Warning::MissingValue {
+                        key: "kexec-generation",
+                        expected: "N",
+                        kept: "1",
+                    }),
+                }
+            }
+            b"kexec-reason" => match value.map(|v| (v, KexecReason::from_bytes(v))) {
+                Some((_, Some(reason))) => self.options.kexec_reason = Some(reason),
+                Some((value, None)) => self.warn(Warning::BadValue {
+                    key: "kexec-reason",
+                    value: Echo(value),
+                    expected: "request|panic|double-fault",
+                    kept: "none",
+                }),
+                None => self.warn(Warning::MissingValue {
+                    key: "kexec-reason",
+                    expected: "request|panic|double-fault",
+                    kept: "none",
+                }),
+            },
             _ => self.warn(Warning::UnknownOption { word: Echo(word) }),
         }
     }
@@ -747,6 +902,10 @@ mod tests {
                 server_args: ServerArgsTable::default(),
                 trace: TraceLevel::Off,
                 cpus: None,
+                kexec: KexecWhen::OnRequest,
+                crashkernel: false,
+                generation: Generation(1),
+                kexec_reason: None,
             }
         );
         assert_eq!(
@@ -831,6 +990,10 @@ mod tests {
             server_args: parse_all(b"server-args=a:b").0.server_args,
             trace: TraceLevel::All,
             cpus: Some(2),
+            kexec: KexecWhen::RebootInto,
+            crashkernel: true,
+            generation: Generation(3),
+            kexec_reason: Some(KexecReason::DoubleFault),
             ..Options::default()
         }
         .to_string();
@@ -842,6 +1005,31 @@ mod tests {
                     .any(|o| o.syntax.split('=').next() == Some(key)),
                 "{key} is not in OPTIONS"
             );
+        }
+    }
+
+    #[test]
+    fn kexec_options_parse_and_render_back() {
+        let (options, warnings) =
+            parse_all(b"kexec=reboot-into crashkernel kexec-generation=2 kexec-reason=panic");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(options.kexec, KexecWhen::RebootInto);
+        assert!(options.crashkernel);
+        assert_eq!(options.generation, Generation(2));
+        assert_eq!(options.kexec_reason, Some(KexecReason::Panic));
+        assert_eq!(parse_all(options.to_string().as_bytes()).0, options);
+        assert_eq!(parse_all(b"").0.generation, Generation(1));
+        for bad in [
+            &b"kexec=now"[..],
+            b"kexec",
+            b"crashkernel=64M",
+            b"kexec-generation=0",
+            b"kexec-generation=x",
+            b"kexec-reason=boredom",
+        ] {
+            let (options, warnings) = parse_all(bad);
+            assert_eq!(warnings.len(), 1, "{bad:?}");
+            assert_eq!(options, Options::default(), "{bad:?}");
         }
     }
 
@@ -1014,6 +1202,7 @@ mod tests {
                         server_args,
                         trace,
                         cpus: None,
+                        ..Options::default()
                     }
                 },
             )

@@ -23,6 +23,7 @@ pub mod guest_tables;
 pub mod guest_walk;
 pub mod idt;
 pub mod insn;
+pub mod kexec;
 pub mod msr;
 pub mod paging;
 pub mod port;
