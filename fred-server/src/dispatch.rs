@@ -14,6 +14,7 @@ use ipc::{Event, EventKind};
 
 use crate::callgate;
 use crate::diagnostics::{self, Int3Reports, Int3Verdict, OwnerNames, PREFIX};
+use crate::kexec::Kexec;
 use crate::policy::{Decision, MAX_RESTARTS, Policy};
 
 /// fred-server's state across messages.
@@ -24,6 +25,9 @@ pub struct Fred {
     assembler: DumpAssembler,
     /// The last complete crash dump, waiting for its `Event`.
     pending: Option<(Token, RegisterDump)>,
+    kexec: Kexec,
+    /// Test option `kexec-module=N`: the module a kexec asks for instead of the kexec image.
+    kexec_module: Option<u16>,
 }
 
 impl Default for Fred {
@@ -40,7 +44,15 @@ impl Fred {
             int3: Int3Reports::new(),
             assembler: DumpAssembler::new(),
             pending: None,
+            kexec: Kexec::new(),
+            kexec_module: None,
         }
+    }
+
+    /// Test option `kexec-module=N`: ask for module N instead of the kexec image.
+    pub fn with_kexec_module(mut self, module: Option<u16>) -> Self {
+        self.kexec_module = module;
+        self
     }
 
     /// Handles one message; returns what to send back, if anything. Console write errors
@@ -116,6 +128,11 @@ impl Fred {
                     event.kind
                 );
                 Some(ServerMessage::Reply(Reply::Kill { token: *token }))
+            }
+            NucleusMessage::Ready(ready) => self.kexec.on_ready(ready, self.kexec_module, out),
+            NucleusMessage::KexecRefused(request) => {
+                self.kexec.on_refused(request, out);
+                None
             }
         }
     }

@@ -1,14 +1,21 @@
-//! kexec coordination (architecture.md §7): the request side of the hand-off protocol.
+//! kexec coordination (architecture.md §7, issue 21): the policy side of the hand-off.
 //!
-//! fred-server decides *when* to hand the machine to a new image and asks the nucleus with
-//! `ServerMessage::Kexec`; the nucleus does the mechanism (NMI shootdown of the other CPUs,
-//! FRED off, jump). The coordination states are below. In issue 7 the nucleus sends no kexec
-//! progress messages yet, so only `Idle -> Requested` (and back, if sending fails) is
-//! reachable; nothing starts a kexec yet, so fred-server answers nothing here.
+//! fred-server decides *whether* and *into what* to hand the machine over and asks the
+//! nucleus with `ServerMessage::Kexec`; the nucleus checks the request and does the
+//! mechanism (NMI shootdown of the other CPUs, FRED off, the copy, the jump). The nucleus
+//! tells fred-server the facts once the system is ready (`NucleusMessage::Ready`: this
+//! generation, the `kexec-image` module, `kexec=reboot-into`); [`Kexec::on_ready`] is the
+//! policy: with `kexec=reboot-into`, generation 1 hands over once, into the kexec image (or
+//! the module the test option `kexec-module=N` names, for the hostile-request tests). A
+//! refusal (`NucleusMessage::KexecRefused`) brings the state back to idle; a successful
+//! hand-off never answers, the new generation starts its own servers.
 
 use core::fmt;
+use core::fmt::Write;
 
-use ipc::message::{KexecRequest, ServerMessage};
+use ipc::message::{KexecRequest, ServerMessage, SystemReady};
+
+use crate::diagnostics::PREFIX;
 
 /// Where a kexec hand-off stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +66,7 @@ impl Kexec {
         }
     }
 
+    #[cfg(test)]
     pub const fn state(&self) -> KexecState {
         self.state
     }
@@ -76,6 +84,56 @@ impl Kexec {
     /// The request could not be sent (or the nucleus refused it): back to idle.
     pub fn abandon(&mut self) {
         self.state = KexecState::Idle;
+    }
+
+    /// The policy, once the system is ready: with `kexec=reboot-into`, generation 1 asks
+    /// for a hand-off into `module` (the test option) or the kexec image. Says what it
+    /// decided in one line.
+    pub fn on_ready(
+        &mut self,
+        ready: &SystemReady,
+        module: Option<u16>,
+        out: &mut impl Write,
+    ) -> Option<ServerMessage> {
+        if !ready.reboot_into {
+            return None;
+        }
+        if ready.generation != 1 {
+            let _ = writeln!(
+                out,
+                "{PREFIX}: kexec=reboot-into: generation {} already is the reboot; staying",
+                ready.generation
+            );
+            return None;
+        }
+        let Some(module) = module.or(ready.kexec_image) else {
+            let _ = writeln!(out, "{PREFIX}: kexec=reboot-into: no kexec image; staying");
+            return None;
+        };
+        let generation = ready.generation + 1;
+        match self.request(module, generation) {
+            Ok(message) => {
+                let _ = writeln!(
+                    out,
+                    "{PREFIX}: kexec: asking for a hand-off into module {module} (generation {generation})"
+                );
+                Some(message)
+            }
+            Err(e) => {
+                let _ = writeln!(out, "{PREFIX}: kexec: {e}");
+                None
+            }
+        }
+    }
+
+    /// The nucleus refused `request` (it printed why): back to idle, and say so.
+    pub fn on_refused(&mut self, request: &KexecRequest, out: &mut impl Write) {
+        self.abandon();
+        let _ = writeln!(
+            out,
+            "{PREFIX}: kexec into module {} refused by the nucleus; carrying on",
+            request.module
+        );
     }
 }
 
@@ -102,5 +160,62 @@ mod tests {
         kexec.abandon();
         assert_eq!(kexec.state(), KexecState::Idle);
         assert!(kexec.request(3, 2).is_ok());
+    }
+
+    fn ready(generation: u32, kexec_image: Option<u16>, reboot_into: bool) -> SystemReady {
+        SystemReady {
+            generation,
+            kexec_image,
+            reboot_into,
+        }
+    }
+
+    #[test]
+    fn reboot_into_hands_over_once_from_generation_one() {
+        let mut out = String::new();
+        let mut kexec = Kexec::new();
+        assert_eq!(kexec.on_ready(&ready(1, Some(5), false), None, &mut out), None);
+        assert_eq!(out, "");
+        assert_eq!(
+            kexec.on_ready(&ready(1, Some(5), true), None, &mut out),
+            Some(ServerMessage::Kexec(KexecRequest {
+                module: 5,
+                generation: 2
+            }))
+        );
+        assert_eq!(
+            out,
+            "fred-server: kexec: asking for a hand-off into module 5 (generation 2)\n"
+        );
+        out.clear();
+        let mut second = Kexec::new();
+        assert_eq!(second.on_ready(&ready(2, Some(5), true), None, &mut out), None);
+        assert_eq!(
+            out,
+            "fred-server: kexec=reboot-into: generation 2 already is the reboot; staying\n"
+        );
+    }
+
+    #[test]
+    fn the_test_module_wins_and_a_refusal_brings_it_back_to_idle() {
+        let mut out = String::new();
+        let mut kexec = Kexec::new();
+        assert_eq!(kexec.on_ready(&ready(1, None, true), None, &mut out), None);
+        assert_eq!(out, "fred-server: kexec=reboot-into: no kexec image; staying\n");
+        let request = KexecRequest {
+            module: 9,
+            generation: 2,
+        };
+        assert_eq!(
+            kexec.on_ready(&ready(1, Some(5), true), Some(9), &mut out),
+            Some(ServerMessage::Kexec(request))
+        );
+        out.clear();
+        kexec.on_refused(&request, &mut out);
+        assert_eq!(kexec.state(), KexecState::Idle);
+        assert_eq!(
+            out,
+            "fred-server: kexec into module 9 refused by the nucleus; carrying on\n"
+        );
     }
 }

@@ -6,7 +6,7 @@
 //! three times, then give up), [`callgate`] (`#GP[sel]` → call-gate requests, refused until
 //! PV guests exist), [`kexec`] (the hand-off request state machine); [`dispatch`] routes
 //! messages between them. Options (StartInfo `args`): the runtime's `selfcheck` and
-//! `fault=` (`ipc::rt::testopts`).
+//! `fault=` (`ipc::rt::testopts`), and `kexec-module=N` (a kexec asks for module N).
 //!
 //! No `unsafe` here: the syscalls, `_start` and the ring pages are `ipc::rt`'s. On the host
 //! this is a stub `main`, so `cargo test --workspace` runs the modules' tests.
@@ -17,8 +17,6 @@
 mod callgate;
 mod diagnostics;
 mod dispatch;
-// The hand-off request has no trigger yet (issue 7); its state machine is host-tested.
-#[allow(dead_code)]
 mod kexec;
 mod policy;
 
@@ -36,7 +34,13 @@ mod server {
         }
         println!("started (generation {})", server.generation());
         testopts::run(&server);
-        let mut fred = Fred::new();
+        // Test option `kexec-module=N` (hostile kexec requests).
+        let kexec_module = server
+            .info()
+            .arg_value(b"kexec-module")
+            .and_then(|v| core::str::from_utf8(v).ok())
+            .and_then(|v| v.parse::<u16>().ok());
+        let mut fred = Fred::new().with_kexec_module(kexec_module);
         // Test option: crash on the first event, before answering it, in generation 0 (the
         // nucleus must hand the unanswered event to the restarted fred-server).
         let crash_on_event = server.info().has_arg(b"fault-on-event") && server.generation() == 0;

@@ -80,6 +80,22 @@ pub enum NucleusMessage {
         event: Event,
         regs: GuestRegisters,
     },
+    /// Every server said hello (`nucleus: ready`; for `fred-server`, whose kexec policy
+    /// decides from it whether to ask for a hand-off).
+    Ready(SystemReady),
+    /// The nucleus refused a [`ServerMessage::Kexec`] and printed why; the system goes on.
+    KexecRefused(KexecRequest),
+}
+
+/// What fred-server's kexec policy needs to know once the system is ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemReady {
+    /// This nucleus' kexec generation (1 when the boot loader started it).
+    pub generation: u32,
+    /// The boot module holding the kexec image (`kexec-image`), if there is one.
+    pub kexec_image: Option<u16>,
+    /// `kexec=reboot-into`: hand over once ready (tests).
+    pub reboot_into: bool,
 }
 
 /// A guest vCPU's general-purpose registers at an event, in [`Gpr`] order (rax, rbx, rcx,

@@ -133,7 +133,10 @@ impl Guests {
             NucleusMessage::GuestEvent { token, event, regs } => {
                 self.guest_event(hv, *token, event, regs, out)
             }
-            NucleusMessage::DumpRecord(_) | NucleusMessage::ServerStarted { .. } => None,
+            NucleusMessage::DumpRecord(_)
+            | NucleusMessage::ServerStarted { .. }
+            | NucleusMessage::Ready(_)
+            | NucleusMessage::KexecRefused(_) => None,
         }
     }
 
