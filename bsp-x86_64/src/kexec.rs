@@ -354,14 +354,16 @@ fn set_by_handoff(word: &[u8]) -> bool {
         || word == b"selftest=panic"
 }
 
-/// The next generation's command line: `old` without the words the hand-off sets, then
+/// The next generation's command line, written to `line` (in place: the nucleus keeps it in
+/// a static, not on its small stacks): `old` without the words the hand-off sets, then
 /// `kexec-generation=G kexec-reason=R`. Words that do not fit are left out whole; the two
-/// hand-off words always fit (the caller's capacity is at least 64 bytes).
+/// hand-off words always fit (the capacity is at least 64 bytes).
 pub fn next_cmdline<const N: usize>(
     old: &[u8],
     generation: u32,
     reason: KexecReason,
-) -> Vec<u8, N> {
+    line: &mut Vec<u8, N>,
+) {
     let mut tail: Vec<u8, 64> = Vec::new();
     let _ = fmt::Write::write_fmt(
         &mut Writer(&mut tail),
@@ -371,7 +373,7 @@ pub fn next_cmdline<const N: usize>(
         ),
     );
     let room = N.saturating_sub(tail.len() + 1);
-    let mut line: Vec<u8, N> = Vec::new();
+    line.clear();
     for word in old
         .split(|b| b.is_ascii_whitespace() || *b == 0)
         .filter(|w| !w.is_empty() && !set_by_handoff(w))
@@ -383,7 +385,6 @@ pub fn next_cmdline<const N: usize>(
         let _ = line.push(b' ');
     }
     let _ = line.extend_from_slice(&tail);
-    line
 }
 
 struct Writer<'a, const N: usize>(&'a mut Vec<u8, N>);
@@ -591,10 +592,12 @@ mod tests {
 
     #[test]
     fn the_next_command_line_drops_what_the_handoff_sets() {
-        let line: Vec<u8, 256> = next_cmdline(
+        let mut line: Vec<u8, 256> = Vec::new();
+        next_cmdline(
             b"exit=qemu kexec=reboot-into kexec-generation=1 selftest=panic crashkernel cpus=4",
             2,
             KexecReason::Request,
+            &mut line,
         );
         assert_eq!(
             core::str::from_utf8(&line).unwrap(),
@@ -602,7 +605,8 @@ mod tests {
         );
         // A full line keeps whole words only and always the hand-off words.
         let long = [b'a'; 100];
-        let line: Vec<u8, 80> = next_cmdline(&long, 3, KexecReason::DoubleFault);
+        let mut line: Vec<u8, 80> = Vec::new();
+        next_cmdline(&long, 3, KexecReason::DoubleFault, &mut line);
         assert_eq!(
             core::str::from_utf8(&line).unwrap(),
             "kexec-generation=3 kexec-reason=double-fault"

@@ -174,7 +174,10 @@ mod tests {
     fn reboot_into_hands_over_once_from_generation_one() {
         let mut out = String::new();
         let mut kexec = Kexec::new();
-        assert_eq!(kexec.on_ready(&ready(1, Some(5), false), None, &mut out), None);
+        assert_eq!(
+            kexec.on_ready(&ready(1, Some(5), false), None, &mut out),
+            None
+        );
         assert_eq!(out, "");
         assert_eq!(
             kexec.on_ready(&ready(1, Some(5), true), None, &mut out),
@@ -189,7 +192,10 @@ mod tests {
         );
         out.clear();
         let mut second = Kexec::new();
-        assert_eq!(second.on_ready(&ready(2, Some(5), true), None, &mut out), None);
+        assert_eq!(
+            second.on_ready(&ready(2, Some(5), true), None, &mut out),
+            None
+        );
         assert_eq!(
             out,
             "fred-server: kexec=reboot-into: generation 2 already is the reboot; staying\n"
@@ -201,7 +207,10 @@ mod tests {
         let mut out = String::new();
         let mut kexec = Kexec::new();
         assert_eq!(kexec.on_ready(&ready(1, None, true), None, &mut out), None);
-        assert_eq!(out, "fred-server: kexec=reboot-into: no kexec image; staying\n");
+        assert_eq!(
+            out,
+            "fred-server: kexec=reboot-into: no kexec image; staying\n"
+        );
         let request = KexecRequest {
             module: 9,
             generation: 2,

@@ -34,6 +34,8 @@ pub struct BuildOptions {
     pub guests: Vec<GuestFile>,
     /// A nucleus ELF to ship instead of building one.
     pub nucleus: Option<PathBuf>,
+    /// The multiboot2 ELF shipped as the kexec image (default: the nucleus ELF).
+    pub kexec_image: Option<PathBuf>,
     /// Default: `target/fredvisor.iso` (`target/fredvisor-run.iso` for `run`).
     pub output: Option<PathBuf>,
     pub verbose: bool,
@@ -63,6 +65,9 @@ impl BuildOptions {
         }
         if let Some(nucleus) = &self.nucleus {
             image = image.nucleus(nucleus);
+        }
+        if let Some(kexec) = &self.kexec_image {
+            image = image.kexec_image(kexec);
         }
         for server in &self.servers {
             image = image.server(&server.name, &server.path);

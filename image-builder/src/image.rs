@@ -25,6 +25,9 @@ pub fn default_iso_path() -> PathBuf {
     compile::workspace_root().join("target/fredvisor.iso")
 }
 
+/// The boot module string of the kexec image ([`Image::kexec_image`]).
+pub const KEXEC_MODULE: &str = "kexec-image";
+
 /// `NAME=PATH`, as given to `--module` and `--server`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct NamedFile {
@@ -61,6 +64,7 @@ pub struct Image {
     unchecked: Vec<String>,
     guests: Vec<GuestFile>,
     nucleus: Option<PathBuf>,
+    kexec_image: Option<PathBuf>,
     output: Option<PathBuf>,
     tools: Toolbox,
     verbose: bool,
@@ -119,6 +123,15 @@ impl Image {
         self
     }
 
+    /// Ships the multiboot2 ELF at `path` as boot module [`KEXEC_MODULE`], the image a kexec
+    /// hands the machine to (default: the nucleus ELF itself, so any ISO can kexec into
+    /// itself). Only that it is an ELF file is checked here; the nucleus checks the rest
+    /// when a kexec asks for it.
+    pub fn kexec_image(mut self, path: impl Into<PathBuf>) -> Self {
+        self.kexec_image = Some(path.into());
+        self
+    }
+
     /// Writes the ISO to `path` (default: a fresh temporary directory owned by the [`Iso`]).
     pub fn output(mut self, path: impl Into<PathBuf>) -> Self {
         self.output = Some(path.into());
@@ -157,6 +170,9 @@ impl Image {
         let overrides = self.checked_servers()?;
         if let Some(nucleus) = &self.nucleus {
             compile::check_elf(nucleus).context("nucleus")?;
+        }
+        if let Some(kexec) = &self.kexec_image {
+            compile::check_elf(kexec).context("kexec image")?;
         }
         let (mkrescue, xorriso) = self.tools.iso_tools()?;
 
@@ -229,6 +245,16 @@ impl Image {
                 name: server.name.clone(),
             });
         }
+        // The kexec image after the servers, before the extra modules (which the nucleus may
+        // have to leave out).
+        ship_stripped(
+            self.kexec_image.as_ref().unwrap_or(&nucleus),
+            &boot.join(KEXEC_MODULE),
+        )?;
+        entries.push(ModuleEntry {
+            path: format!("/boot/{KEXEC_MODULE}"),
+            name: KEXEC_MODULE.into(),
+        });
         for module in &modules {
             copy(&module.path, &boot.join("modules").join(&module.name))?;
             entries.push(ModuleEntry {
@@ -314,6 +340,7 @@ impl Image {
             Vec<GuestFile>,
             Option<PathBuf>,
             Option<PathBuf>,
+            Option<PathBuf>,
         );
         static SHARED: Mutex<Option<HashMap<Key, Weak<Iso>>>> = Mutex::new(None);
         let key: Key = (
@@ -323,6 +350,7 @@ impl Image {
             self.unchecked.clone(),
             self.guests.clone(),
             self.nucleus.clone(),
+            self.kexec_image.clone(),
             self.output.clone(),
         );
         let lookup = || {

@@ -48,6 +48,6 @@ pub mod trace;
 
 pub use bochs::Bochs;
 pub use boot::{Boot, Firmware, QemuExit};
-pub use image::{Image, Iso, NamedFile};
+pub use image::{Image, Iso, KEXEC_MODULE, NamedFile};
 pub use qemu::Qemu;
 pub use tools::{MissingTool, Toolbox};

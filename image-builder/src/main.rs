@@ -109,6 +109,10 @@ struct BuildArgs {
     /// Ship this nucleus ELF instead of building one.
     #[arg(long, value_name = "PATH", global = true)]
     nucleus: Option<PathBuf>,
+    /// Ship this multiboot2 ELF as boot module `kexec-image`, the image a kexec hands the
+    /// machine to (`kexec=reboot-into`, `crashkernel`); default: the nucleus ELF itself.
+    #[arg(long, value_name = "PATH", global = true)]
+    kexec_image: Option<PathBuf>,
     /// Where to write the ISO.
     #[arg(long, short, value_name = "PATH", global = true)]
     output: Option<PathBuf>,
@@ -211,6 +215,7 @@ impl From<BuildArgs> for BuildOptions {
             servers: args.servers,
             guests: args.guests,
             nucleus: args.nucleus,
+            kexec_image: args.kexec_image,
             output: args.output,
             // On a terminal a first build is minutes: show cargo's progress.
             verbose: args.verbose || std::io::stderr().is_terminal(),

@@ -88,6 +88,8 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
     };
     match event.kind {
         EventKind::Nmi { .. } => {
+            // A kexec shootdown parks this CPU here for good (never returns).
+            crate::handoff::shootdown::on_nmi();
             // Nothing prints from NMI context (it may have interrupted the console's holder).
             NMI_COUNT.fetch_add(1, Ordering::Relaxed);
         }

@@ -126,6 +126,8 @@ pub fn double_fault(frame: &Frame, delivery: Delivery) -> ! {
         let status = if crate::selftest::double_fault_expected() {
             crate::selftest::double_fault_passed(dump)
         } else {
+            // `crashkernel`: hand the machine to the kexec image (returns if it cannot).
+            crate::handoff::crash(bsp_x86_64::cmdline::KexecReason::DoubleFault);
             Status::Failure
         };
         println!("nucleus: halted after #DF");

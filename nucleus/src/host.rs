@@ -258,6 +258,40 @@ pub mod loader {
 
 /// What the tests of the safe core share: a booted thread table and the server side of it.
 #[cfg(test)]
+/// The hand-off: three modules (the kexec image is module 2); every request is refused
+/// with the reason the bare-metal checks would give for a missing or a non-ELF module.
+pub mod handoff {
+    use crate::kexec::Refusal;
+    use bsp_x86_64::cmdline::KexecReason;
+    use bsp_x86_64::kexec::ImageError;
+
+    const MODULES: usize = 3;
+
+    pub struct Prepared;
+
+    pub fn kexec_image() -> Option<u16> {
+        Some(2)
+    }
+
+    pub fn prepare(
+        module: u16,
+        _generation: u32,
+        _reason: KexecReason,
+    ) -> Result<Prepared, Refusal> {
+        if usize::from(module) >= MODULES {
+            return Err(Refusal::NoModule {
+                index: module,
+                count: MODULES,
+            });
+        }
+        Err(Refusal::Image(ImageError::NotElf))
+    }
+
+    pub fn execute(_prepared: Prepared) -> ! {
+        unreachable!("the host stand-in prepares no hand-off")
+    }
+}
+
 pub mod kit {
     pub use super::console::take as output;
     pub use super::loader::{ServerEnds, server_ends};

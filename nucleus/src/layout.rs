@@ -22,6 +22,15 @@ pub const TRAMPOLINE_PHYS: u64 = 0x8000;
 /// frame allocator never hands it out.
 pub const TRAMPOLINE_RESERVED: core::ops::Range<u64> = TRAMPOLINE_PHYS..TRAMPOLINE_PHYS + 0x4000;
 
+/// Low RAM the kexec hand-off owns (issue 21): the trampoline page at [`KEXEC_PHYS`], its
+/// three identity-table pages, then the next generation's multiboot2 information up to the
+/// end. Every generation keeps it from the frame allocator, so a hand-off can write it while
+/// the old nucleus still runs, and the new one finds its boot information intact.
+pub const KEXEC_PHYS: u64 = 0x1_0000;
+pub const KEXEC_RESERVED: core::ops::Range<u64> = KEXEC_PHYS..KEXEC_PHYS + 0x1_0000;
+/// Where in [`KEXEC_RESERVED`] the multiboot2 information starts (after four pages).
+pub const KEXEC_MBI_PHYS: u64 = KEXEC_PHYS + 0x4000;
+
 /// The first L4 slot of the nucleus' window (Xen's `HYPERVISOR_VIRT_START`).
 pub const FIRST_SLOT: usize = 256;
 /// One past its last slot (Xen's `HYPERVISOR_VIRT_END`).
@@ -79,4 +88,6 @@ const _: () = {
     assert!(IMAGE_SLOT < STACKS_SLOT && STACKS_SLOT < DIRECT_MAP_SLOT);
     assert!(DIRECT_MAP_SLOT < DESCRIPTORS_SLOT && DESCRIPTORS_SLOT < END_SLOT);
     assert!(DIRECT_MAP_MAX == 1 << 39);
+    assert!(KEXEC_RESERVED.start >= TRAMPOLINE_RESERVED.end);
+    assert!(KEXEC_MBI_PHYS < KEXEC_RESERVED.end);
 };

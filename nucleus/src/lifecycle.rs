@@ -130,8 +130,10 @@ pub type Reloaded = heapless::Vec<ThreadId, { crate::thread::MAX_THREADS }>;
 /// Prints `nucleus: ready` once every started thread has said hello, and starts the ring
 /// benchmark if the command line asked for it.
 pub fn check_ready(t: &mut Threads) {
-    if t.check_ready() == Some(AfterReady::Bench) {
-        crate::bench::start(t);
+    match t.check_ready() {
+        Some(AfterReady::Bench) => crate::bench::start(t),
+        Some(AfterReady::Run) => crate::kexec::tell_ready(t),
+        None => {}
     }
 }
 

@@ -22,12 +22,13 @@ mod console;
 #[macro_use]
 mod host;
 #[cfg(not(target_os = "none"))]
-use host::{cpu, loader, mm};
+use host::{cpu, handoff, loader, mm};
 
 // The safe core: host-tested.
 mod bench;
 mod forward;
 mod image;
+mod kexec;
 mod layout;
 mod lifecycle;
 #[allow(unsafe_code)] // the two cells' own `Sync` and borrow (each argued in racy.rs)
@@ -60,6 +61,9 @@ mod domains;
 mod exit;
 #[cfg(target_os = "none")]
 mod fatal;
+#[cfg(target_os = "none")]
+#[allow(unsafe_code)] // the hand-off's low pages, the NMI shootdown, CR4.FRED off, the trampoline
+mod handoff;
 #[cfg(target_os = "none")]
 #[allow(unsafe_code)] // copies a module into fresh frames and initialises its ring pages
 mod loader;

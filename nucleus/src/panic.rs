@@ -15,5 +15,7 @@ fn panic(info: &PanicInfo<'_>) -> ! {
         ),
         None => println!("{}: {}", ipc::markers::PANIC, info.message()),
     }
+    // `crashkernel`: hand the machine to the kexec image instead (returns if it cannot).
+    crate::handoff::crash(bsp_x86_64::cmdline::KexecReason::Panic);
     crate::exit::exit(crate::exit::Status::Failure)
 }

@@ -4,7 +4,7 @@ use crate::bootinfo::{self, BootSummary, LoaderHandoff};
 use crate::exit::{self, Status};
 use crate::text::Escaped;
 use crate::thread::{self, AfterReady, BOOT_THREADS};
-use bsp_x86_64::cmdline::{self, Options, SelfTests, TestExit};
+use bsp_x86_64::cmdline::{self, KexecReason, KexecWhen, Options, SelfTests, TestExit};
 use core::sync::atomic::Ordering;
 use spin::Once;
 
@@ -17,12 +17,21 @@ struct Handoff {
 
 static HANDOFF: Once<Handoff> = Once::new();
 
+/// The boot summary and options, once boot has moved to the stack block (the kexec
+/// hand-off needs the modules, memory map and command line long after boot).
+pub fn boot_state() -> Option<(&'static BootSummary, &'static Options)> {
+    HANDOFF.get().map(|h| (&h.boot, &h.options))
+}
+
 /// What the command line asked for once boot is complete.
 #[derive(Clone, Copy)]
 struct WhenReady {
     selftest: Option<Status>,
     exit_wanted: bool,
     bench: bool,
+    /// `kexec=reboot-into` in generation 1: fred-server is about to ask for a hand-off, so
+    /// `exit=` waits for the next generation's ready.
+    kexec_expected: bool,
 }
 
 static WHEN_READY: Once<WhenReady> = Once::new();
@@ -33,23 +42,22 @@ pub fn start_nucleus(loader: LoaderHandoff) -> ! {
     // (design note, "Initialisation").
     crate::cpu::percpu::boot_cpu();
     crate::cpu::tables::install_early_idt();
+    // Before anything of this generation touches CR4: a kexec hands over with FRED off.
+    let fred_at_entry = crate::cpu::control::cr4_fred();
     crate::console::init();
     // The source revision comes from image-builder's build (unknown for other builds).
     let revision = option_env!("FREDVISOR_REVISION").unwrap_or("unknown revision");
-    println!(
-        "{}{} ({revision})",
-        ipc::markers::BANNER,
-        env!("CARGO_PKG_VERSION")
-    );
-
     let boot = match loader.read() {
         Ok(boot) => boot,
         Err(e) => {
+            print_banner(revision, 1, None, fred_at_entry);
             println!("{e}");
             println!("nucleus: cannot continue without boot information; halting");
             exit::halt_forever();
         }
     };
+    let (generation, reason) = kexec_words(&boot.cmdline);
+    print_banner(revision, generation, reason, fred_at_entry);
     early_arm_exit(&boot.cmdline);
     if cmdline_words(&boot.cmdline).any(|w| w == b"selftest=early-fault") {
         crate::selftest::early_fault();
@@ -145,6 +153,7 @@ extern "C" fn on_stack_block() -> ! {
         selftest,
         exit_wanted: options.exit.is_some(),
         bench: options.bench,
+        kexec_expected: options.kexec == KexecWhen::RebootInto && options.generation.0 == 1,
     });
     let started = thread::with(|t| {
         t.options = Some(*options);
@@ -182,6 +191,7 @@ fn servers_ready() -> AfterReady {
         selftest: None,
         exit_wanted: false,
         bench: false,
+        kexec_expected: false,
     });
     if when.bench {
         // image-builder stops the run at the benchmarks' last line.
@@ -189,9 +199,34 @@ fn servers_ready() -> AfterReady {
     }
     match when.selftest.or_else(crate::selftest::deferred_status) {
         Some(status) => exit::exit(status),
-        None if when.exit_wanted => exit::exit(Status::Success),
+        None if when.exit_wanted && !when.kexec_expected => exit::exit(Status::Success),
         None => AfterReady::Run,
     }
+}
+
+/// The banner: `fredvisor <version> (<revision>)`, or after a kexec `fredvisor <version>
+/// (kexec generation N)` and why, with what CR4.FRED was at entry.
+fn print_banner(revision: &str, generation: u32, reason: Option<KexecReason>, fred_at_entry: bool) {
+    let version = env!("CARGO_PKG_VERSION");
+    if generation > 1 {
+        println!(
+            "{}{version} (kexec generation {generation})",
+            ipc::markers::BANNER
+        );
+        println!(
+            "kexec: generation {generation} ({revision}): {}; CR4.FRED {} at entry",
+            reason.map_or("no reason given", KexecReason::describe),
+            if fred_at_entry { "SET" } else { "clear" }
+        );
+    } else {
+        println!("{}{version} ({revision})", ipc::markers::BANNER);
+    }
+}
+
+/// `kexec-generation=` and `kexec-reason=` read before the full parse (for the banner).
+fn kexec_words(cmdline: &[u8]) -> (u32, Option<KexecReason>) {
+    let options = cmdline::parse(cmdline, |_| {});
+    (options.generation.0, options.kexec_reason)
 }
 
 fn cmdline_words(cmdline: &[u8]) -> impl Iterator<Item = &[u8]> {

@@ -61,6 +61,12 @@ pub fn init() {
     }
 }
 
+/// Masks every PIC line (the kexec hand-off: the next generation programs the PIC again).
+pub fn mask_all() {
+    out(PIC1_DATA, 0xff);
+    out(PIC2_DATA, 0xff);
+}
+
 /// Channel 0's current count (latched).
 fn pit_count() -> u16 {
     out(PIT_CMD, 0x00);

@@ -33,7 +33,7 @@ fn swapped_server_is_shipped_as_its_module() -> Result<()> {
     let elf = image_builder::compile::nucleus_once(&Toolbox::from_env(), false)?;
     let iso = Image::new().server("fred-server", &elf).build()?;
     ensure!(
-        iso.modules() == ["nucleus.sym", "fred-server", "pv-server"],
+        iso.modules() == ["nucleus.sym", "fred-server", "pv-server", "kexec-image"],
         "modules: {:?}",
         iso.modules()
     );

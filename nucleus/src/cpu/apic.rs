@@ -6,7 +6,10 @@
 use bsp_x86_64::insn;
 use x86::apic::x2apic::X2APIC;
 use x86::apic::xapic::XAPIC;
-use x86::apic::{ApicControl, ApicId};
+use x86::apic::{
+    ApicControl, ApicId, DeliveryMode, DeliveryStatus, DestinationMode, DestinationShorthand, Icr,
+    Level, TriggerMode,
+};
 
 /// The APIC's spurious-interrupt vector (no EOI owed; the dispatcher reports it).
 pub const SPURIOUS_VECTOR: u8 = 0xff;
@@ -59,6 +62,40 @@ pub fn this_cpu_id() -> u32 {
         insn::cpuid(0xb, 0).edx
     } else {
         insn::cpuid(1, 0).ebx >> 24
+    }
+}
+
+/// The local vector table's mask bit.
+const LVT_MASKED: u32 = 1 << 16;
+/// The LVT entries (timer, thermal, performance, LINT0, LINT1, error) as xAPIC offsets; the
+/// x2APIC MSR of offset `o` is `0x800 + o / 16`.
+const LVT_OFFSETS: [usize; 6] = [0x320, 0x330, 0x340, 0x350, 0x360, 0x370];
+
+/// Masks this CPU's local interrupt sources (the parking CPU of a kexec shootdown). Takes no
+/// lock and maps nothing: the xAPIC page is where bring-up mapped it (`map_mmio` maps each
+/// device page at one fixed address), which it did before any AP could be online.
+pub fn mask_local_interrupts() {
+    match Mode::probe() {
+        Mode::X2Apic => {
+            for offset in LVT_OFFSETS {
+                let msr = 0x800 + (offset as u32 >> 4);
+                // SAFETY: x2APIC mode (bring-up attached it on every CPU when CPUID has
+                // it); masking an LVT entry only stops that local interrupt source.
+                unsafe { insn::wrmsr(msr, u64::from(LVT_MASKED)) };
+            }
+        }
+        Mode::XApic => {
+            // SAFETY: as in `enable`: reading IA32_APIC_BASE has no side effects.
+            let base = unsafe { insn::rdmsr(APIC_BASE_MSR) } & 0x000f_ffff_ffff_f000;
+            let page = crate::layout::MMIO_BASE + base;
+            for offset in LVT_OFFSETS {
+                // SAFETY: the APIC page bring-up mapped uncached at `MMIO_BASE + base` (the
+                // only way an AP got online); the offset is an LVT register.
+                unsafe {
+                    core::ptr::write_volatile((page + offset as u64) as *mut u32, LVT_MASKED)
+                };
+            }
+        }
     }
 }
 
@@ -121,6 +158,61 @@ impl LocalApic {
 
     pub fn mode(&self) -> Mode {
         self.mode
+    }
+
+    /// This CPU's APIC as bring-up left it enabled (in the mode [`Mode::probe`] picks),
+    /// without reprogramming anything (the kexec shootdown, long after bring-up).
+    pub fn this_cpu() -> Option<Self> {
+        let mode = Mode::probe();
+        match mode {
+            Mode::XApic => {
+                // SAFETY: as in `enable`: reading IA32_APIC_BASE has no side effects.
+                let base = unsafe { insn::rdmsr(APIC_BASE_MSR) } & 0x000f_ffff_ffff_f000;
+                let mmio = crate::mm::memory::map_mmio(base)?;
+                // SAFETY: as in `enable`: `mmio` maps this CPU's APIC register page for good.
+                let region = unsafe { core::slice::from_raw_parts_mut(mmio as *mut u32, 1024) };
+                Some(Self {
+                    mode,
+                    driver: Driver::X(XAPIC::new(region)),
+                    mmio,
+                })
+            }
+            Mode::X2Apic => Some(Self {
+                mode,
+                driver: Driver::X2(X2APIC::new()),
+                mmio: 0,
+            }),
+        }
+    }
+
+    /// Sends an NMI to the CPU with APIC id `id` (the kexec shootdown).
+    pub fn send_nmi(&mut self, id: u32) {
+        let dest = self.mode.id(id);
+        let icr = match self.mode {
+            Mode::XApic => Icr::for_xapic(
+                0,
+                dest,
+                DestinationShorthand::NoShorthand,
+                DeliveryMode::NMI,
+                DestinationMode::Physical,
+                DeliveryStatus::Idle,
+                Level::Assert,
+                TriggerMode::Edge,
+            ),
+            Mode::X2Apic => Icr::for_x2apic(
+                0,
+                dest,
+                DestinationShorthand::NoShorthand,
+                DeliveryMode::NMI,
+                DestinationMode::Physical,
+                DeliveryStatus::Idle,
+                Level::Assert,
+                TriggerMode::Edge,
+            ),
+        };
+        // SAFETY: an NMI only makes the target run its NMI handler, which parks it during a
+        // shootdown (and only counts otherwise).
+        unsafe { self.control().send_ipi(icr) };
     }
 
     /// Writes a register the `x86` crate has no call for.

@@ -20,3 +20,10 @@ pub fn fill(dump: &mut RegisterDump) {
     // SAFETY: as above, IA32_KERNEL_GS_BASE.
     dump.kernel_gs_base = unsafe { insn::read_kernel_gs_base() };
 }
+
+/// True if CR4.FRED is set on this CPU now (a kexec'd generation checks it is clear at entry).
+pub fn cr4_fred() -> bool {
+    // SAFETY: reading CR4 at CPL 0 has no side effects.
+    let cr4 = unsafe { bsp_x86_64::insn::read_cr4() };
+    cr4 & bsp_x86_64::regs::Cr4::FRED.bits() != 0
+}

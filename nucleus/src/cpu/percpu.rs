@@ -51,6 +51,8 @@ pub struct PerCpu {
     announced: AtomicBool,
     /// `selftest=cpu-df`: the next `#DF` on this CPU is the probe's (`bringup`).
     double_fault_expected: AtomicBool,
+    /// Set by the CPU itself once a kexec shootdown's NMI parked it (`handoff::shootdown`).
+    parked: AtomicBool,
     /// Base of the CPU's stack block; 0 until it is mapped.
     block_base: AtomicU64,
     /// True once the CPU delivers events through FRED.
@@ -78,6 +80,7 @@ impl PerCpu {
             bringup: AtomicU8::new(Bringup::Starting as u8),
             announced: AtomicBool::new(false),
             double_fault_expected: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
             block_base: AtomicU64::new(0),
             fred_on: AtomicBool::new(false),
             loaded_root: AtomicU64::new(0),
@@ -163,6 +166,20 @@ impl PerCpu {
         self.fred_on.store(true, Ordering::Relaxed);
     }
 
+    /// The kexec hand-off turned FRED off on this CPU.
+    pub fn set_fred_disabled(&self) {
+        self.fred_on.store(false, Ordering::Relaxed);
+    }
+
+    /// The CPU says it is parked for a kexec (from its NMI handler).
+    pub fn set_parked(&self) {
+        self.parked.store(true, Ordering::Release);
+    }
+
+    pub fn is_parked(&self) -> bool {
+        self.parked.load(Ordering::Acquire)
+    }
+
     /// The root CR3 holds (0 until the first switch).
     pub fn loaded_root(&self) -> u64 {
         self.loaded_root.load(Ordering::Relaxed)
@@ -209,6 +226,11 @@ pub fn claim() -> Option<&'static PerCpu> {
     let cpu = &POOL[index];
     cpu.index.store(index as u32, Ordering::Relaxed);
     Some(cpu)
+}
+
+/// Every `PerCpu` handed out so far, in claim order (the boot CPU first).
+pub fn claimed() -> impl Iterator<Item = &'static PerCpu> {
+    POOL.iter().take(CLAIMED.load(Ordering::Acquire))
 }
 
 /// The boot CPU's `cpu_info` until its stack block exists.

@@ -203,6 +203,7 @@ pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
         image,
         boot.info.clone(),
         layout::TRAMPOLINE_RESERVED,
+        layout::KEXEC_RESERVED,
     ]);
     let frames = FrameAllocator::new(usable, reserved);
     // SAFETY: boot, single CPU: the state is written once before any reader exists.

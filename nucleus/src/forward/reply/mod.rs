@@ -90,11 +90,7 @@ pub fn drain_replies(t: &mut Threads, from: ThreadId) {
                 }
             }
             ServerMessage::Reply(reply) => on_reply(t, from, reply.token(), reply),
-            other => {
-                if thread.may_complain(COMPLAINTS_PER_TICK) {
-                    println!("nucleus: {}: unexpected message {other:?}", thread.name());
-                }
-            }
+            ServerMessage::Kexec(request) => crate::kexec::on_request(t, from, *request),
         }
     }
 }
