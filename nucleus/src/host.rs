@@ -256,8 +256,6 @@ pub mod loader {
     }
 }
 
-/// What the tests of the safe core share: a booted thread table and the server side of it.
-#[cfg(test)]
 /// The hand-off: three modules (the kexec image is module 2); every request is refused
 /// with the reason the bare-metal checks would give for a missing or a non-ELF module.
 pub mod handoff {
@@ -292,6 +290,8 @@ pub mod handoff {
     }
 }
 
+/// What the tests of the safe core share: a booted thread table and the server side of it.
+#[cfg(test)]
 pub mod kit {
     pub use super::console::take as output;
     pub use super::loader::{ServerEnds, server_ends};
