@@ -278,6 +278,9 @@ bitflags! {
         /// `cpu-df`: each AP overflows its primary stack; its `#DF` must arrive on its own
         /// `#DF` stack (terminal for that AP only, which parks).
         const CPU_DF = 1 << 16;
+        /// `cpu-ipi`: every AP's local APIC timer ticks, and it answers a reschedule IPI, a
+        /// TLB shootdown and an NMI to all but self.
+        const CPU_IPI = 1 << 17;
     }
 }
 
@@ -290,7 +293,7 @@ impl SelfTests {
         .union(Self::GP_SELECTOR);
 
     /// Test names as spelled on the command line, in the order they run.
-    pub const NAMES: [(&'static str, Self); 17] = [
+    pub const NAMES: [(&'static str, Self); 18] = [
         ("int3", Self::INT3),
         ("ud2", Self::UD2),
         ("pf-unmapped", Self::PF_UNMAPPED),
@@ -306,6 +309,7 @@ impl SelfTests {
         ("fred-sl2-df", Self::FRED_SL2_DF),
         ("df-recursion", Self::DF_RECURSION),
         ("cpu-df", Self::CPU_DF),
+        ("cpu-ipi", Self::CPU_IPI),
         ("early-fault", Self::EARLY_FAULT),
         ("panic", Self::PANIC),
     ];
@@ -942,8 +946,8 @@ mod tests {
                 "cmdline: exit=xen: expected qemu|bochs, using none",
                 "cmdline: selftest: unknown test 'nope' ignored (known: all, int3, ud2, pf-unmapped, \
                  pf-nx, gp-selector, nested-tick, console-nested, fred-nested, fred-event-data, \
-                 fred-erets, fred-ring3, fred-sl1-df, fred-sl2-df, df-recursion, cpu-df, early-fault, \
-                 panic)",
+                 fred-erets, fred-ring3, fred-sl1-df, fred-sl2-df, df-recursion, cpu-df, cpu-ipi, \
+                 early-fault, panic)",
                 "cmdline: selftest: expected selftest=name[,name...], using none",
                 "cmdline: fred: expected fred=on|off|auto, using auto",
             ]

@@ -25,7 +25,6 @@ bsp_x86_64::entry_stubs!(idt: idt_entry, fred_ring3: fred_from_ring3, fred_ring0
 const SYSCALL_TYPE: u8 = ipc::EventKind::Syscall.fred_type();
 const SYSCALL_VECTOR: u8 = ipc::EventKind::Syscall.vector();
 
-static NMI_COUNT: AtomicU64 = AtomicU64::new(0);
 static NMI_REPORTED: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn idt_entry(frame: &mut Frame) {
@@ -47,10 +46,14 @@ extern "C" fn fred_from_ring0(frame: &mut Frame) {
 /// Every event: the dispatcher, or — under `trace=` — the dispatcher between the trace's
 /// two looks at the thread table ([`crate::trace::traced`]). `trace=off` costs one compare
 /// and one branch here and nothing anywhere else. An event that may run on the user's GS is
-/// not traced (the trace buffer is per CPU, reached through GS: `cpu::percpu`).
+/// not traced (the trace buffer is per CPU, reached through GS: `cpu::percpu`), nor is one
+/// on an AP (the trace looks at the thread table, which only the boot CPU touches).
 #[inline(always)]
 fn enter(frame: &mut Frame, delivery: Delivery) {
-    if crate::trace::active() && !crate::cpu::percpu::gs_may_be_user(frame, delivery) {
+    if crate::trace::active()
+        && !crate::cpu::percpu::gs_may_be_user(frame, delivery)
+        && crate::cpu::percpu::current().index() == 0
+    {
         return crate::trace::traced(frame, delivery, dispatch);
     }
     dispatch(frame, delivery);
@@ -90,8 +93,9 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
         EventKind::Nmi { .. } => {
             // A kexec shootdown parks this CPU here for good (never returns).
             crate::handoff::shootdown::on_nmi();
-            // Nothing prints from NMI context (it may have interrupted the console's holder).
-            NMI_COUNT.fetch_add(1, Ordering::Relaxed);
+            // Nothing prints from NMI context (it may have interrupted the console's holder),
+            // and nothing reads GS (`cpu::ipi`).
+            crate::cpu::ipi::on_nmi();
         }
         EventKind::Exception { vector: 8, .. } => fatal::double_fault(frame, delivery),
         EventKind::Interrupt { vector } => interrupt(frame, vector, delivery),
@@ -174,28 +178,40 @@ fn forward(
     crate::forward::event(t, frame, cur, event, &capture)
 }
 
-/// An external interrupt: the timer's tick (preemption, the watchdog), or one line.
+/// An external interrupt: the boot CPU's tick (local APIC timer or PIT: preemption, the
+/// watchdog), another local APIC vector (`cpu::ipi`), or one line.
 fn interrupt(frame: &mut Frame, vector: u8, delivery: Delivery) {
+    match crate::cpu::ipi::local_interrupt(vector) {
+        Some(crate::cpu::ipi::Local::BootTick) => return boot_tick(frame, delivery),
+        Some(crate::cpu::ipi::Local::Done) => return,
+        None => {}
+    }
     if timer::PIC_VECTORS.contains(&vector) {
         if !timer::acknowledge(vector) {
             return; // spurious IRQ 7/15
         }
         if vector == timer::TIMER_VECTOR {
-            timer::tick();
-            if interrupted_nucleus_work(frame) {
-                return;
-            }
-            report_nmis();
-            report_masked_ticks();
-            return handle(frame, |t, frame| {
-                for handler in crate::lifecycle::tick(t) {
-                    crate::forward::rehome_pending(t, handler);
-                }
-                tick_verdict(t, frame, delivery)
-            });
+            return boot_tick(frame, delivery);
         }
     }
     println!("nucleus: unexpected interrupt, vector {vector}");
+}
+
+/// The boot CPU's tick, acknowledged: counted, and unless it interrupted nucleus work, the
+/// reports, the lifecycle's tick and the scheduler's verdict.
+fn boot_tick(frame: &mut Frame, delivery: Delivery) {
+    timer::tick();
+    if interrupted_nucleus_work(frame) {
+        return;
+    }
+    report_nmis();
+    report_masked_ticks();
+    handle(frame, |t, frame| {
+        for handler in crate::lifecycle::tick(t) {
+            crate::forward::rehome_pending(t, handler);
+        }
+        tick_verdict(t, frame, delivery)
+    });
 }
 
 /// What the timer tick found, carried out: preemption, or the hung thread forwarded.
@@ -212,7 +228,7 @@ fn tick_verdict(t: &mut Threads, frame: &mut Frame, delivery: Delivery) -> NextT
 /// Reports NMIs counted since the last report. Called from a safe context (the timer tick),
 /// since the NMI handler itself must not print (it may have interrupted the console's holder).
 fn report_nmis() {
-    let seen = NMI_COUNT.load(Ordering::Relaxed);
+    let seen = crate::cpu::ipi::nmis();
     let reported = NMI_REPORTED.swap(seen, Ordering::Relaxed);
     if seen != reported {
         println!(

@@ -5,8 +5,8 @@
 //! (before interrupts are enabled) and afterwards by the CPU that owns them with interrupts
 //! off, so "owned by this CPU" is the whole synchronisation argument for `RacyCell`; each
 //! access site states it in its SAFETY comment. The other statics (the thread table, the
-//! domains, memory) are used by the boot CPU only: the APs park once online and touch none
-//! of them (docs/architecture-notes.md, "CPUs").
+//! domains, memory) are used by the boot CPU only: once online, the APs take only their own
+//! APIC's interrupts (`cpu::ipi`) and touch none of them (docs/architecture-notes.md, "CPUs").
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 

@@ -142,6 +142,7 @@ extern "C" fn on_stack_block() -> ! {
     crate::cpu::percpu::install(crate::cpu::percpu::current());
     crate::cpu::protect::protect();
     crate::cpu::fred::init(options);
+    crate::cpu::apic_timer::init_boot_cpu();
     let cpus = crate::cpu::bringup::start_aps(boot.rsdp, options);
     println!("nucleus: {cpus} cpu(s) online");
 
@@ -173,7 +174,7 @@ extern "C" fn on_stack_block() -> ! {
         started
     });
     println!("nucleus: {started} server(s) started");
-    crate::timer::init();
+    crate::cpu::apic_timer::start_preemption();
     // Prints ready at once if no thread was started.
     thread::with(crate::lifecycle::check_ready);
     // Straight into the first thread: boot does not wait for a timer tick (a machine

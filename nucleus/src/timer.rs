@@ -1,13 +1,16 @@
-//! The preemption tick: the legacy PIT on IRQ 0 through the 8259 PIC (issue 7 point 2).
+//! The legacy timers: the PIT and the 8259 PIC, the TSC rate and the RTC.
 //!
-//! Chosen over the LAPIC timer because it needs no calibration and no MMIO mapping, and it is
-//! present in QEMU, Bochs and PC-compatible hardware. The PIC is remapped to vectors 32..48
-//! (away from the exceptions) and every line but IRQ 0 is masked.
+//! The preemption tick is each CPU's local APIC timer (`cpu::apic_timer`, issue 20); the PIT
+//! on IRQ 0 is the fallback where no local APIC is usable ([`unmask_pit`]), and PIT channel 2
+//! times the waits before any timer runs ([`pit_wait_us`]). The PIC is remapped to vectors
+//! 32..48 (away from the exceptions) and every line stays masked unless the PIT ticks.
 use bsp_x86_64::port::{inb, outb};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Vector of IRQ 0 after remapping.
 pub const TIMER_VECTOR: u8 = 32;
+/// The local APIC timer's vector on every CPU (`cpu::apic_timer`).
+pub const APIC_TIMER_VECTOR: u8 = 0xf0;
 /// Vectors the PIC can raise (spurious IRQ 7/15 included).
 pub const PIC_VECTORS: core::ops::Range<u8> = 32..48;
 /// Ticks per second.
@@ -38,7 +41,8 @@ fn out(port: u16, value: u8) {
     unsafe { outb(port, value) };
 }
 
-/// Remaps the PIC, masks everything but IRQ 0 and starts the PIT at [`HZ`].
+/// Remaps the PIC with every line masked, starts the PIT at [`HZ`] and measures the TSC
+/// against it. IRQ 0 stays masked until [`unmask_pit`].
 pub fn init() {
     // ICW1: init + ICW4; ICW2: vector offsets; ICW3: cascade on IRQ 2; ICW4: 8086 mode.
     for (cmd, data, offset, cascade) in [(PIC1_CMD, PIC1_DATA, 32, 4), (PIC2_CMD, PIC2_DATA, 40, 2)]
@@ -48,7 +52,7 @@ pub fn init() {
         out(data, cascade);
         out(data, 0x01);
     }
-    out(PIC1_DATA, !0x01);
+    out(PIC1_DATA, 0xff);
     out(PIC2_DATA, 0xff);
     let divisor = (PIT_INPUT_HZ / HZ) as u16;
     out(PIT_CMD, 0x34); // channel 0, lobyte/hibyte, mode 2 (rate generator)
@@ -65,6 +69,11 @@ pub fn init() {
 pub fn mask_all() {
     out(PIC1_DATA, 0xff);
     out(PIC2_DATA, 0xff);
+}
+
+/// Makes the PIT on IRQ 0 the tick (no local APIC timer).
+pub fn unmask_pit() {
+    out(PIC1_DATA, !0x01);
 }
 
 /// Channel 0's current count (latched).
@@ -187,6 +196,13 @@ const PORT_B: u16 = 0x61;
 /// AP start-up delays before any timer runs. Channel 0 (the tick) is not touched. Waits of
 /// more than 54 ms are done in pieces.
 pub fn pit_wait_us(us: u64) {
+    pit_window_us(us, || {});
+}
+
+/// [`pit_wait_us`], calling `started` the moment channel 2 starts counting (for a
+/// calibration that must not count the port writes that set the channel up).
+pub fn pit_window_us(us: u64, started: impl FnOnce()) {
+    let mut started = Some(started);
     let mut left = us * u64::from(PIT_INPUT_HZ) / 1_000_000;
     while left > 0 {
         let count = left.min(0xffff) as u16;
@@ -198,6 +214,9 @@ pub fn pit_wait_us(us: u64) {
         out(PIT_CH2, count as u8);
         out(PIT_CH2, (count >> 8) as u8);
         out(PORT_B, b | 0x01); // gate high: counting starts
+        if let Some(started) = started.take() {
+            started();
+        }
         // SAFETY: as above; reading port B has no side effects.
         while unsafe { inb(PORT_B) } & 0x20 == 0 {
             core::hint::spin_loop();

@@ -132,3 +132,47 @@ fn bochs_two_cpus_each_enable_fred_and_double_fault_on_their_own_sl3() -> Result
     })?;
     boot.expect_exit(QemuExit::Success)
 }
+
+/// `selftest=cpu-ipi` (issue 20 point 3): the local APIC timer is calibrated once and ticks on
+/// every AP; each AP takes a reschedule IPI; a TLB shootdown is answered by every AP whose
+/// CR3 holds the root; an NMI to all but self reaches each AP. Boot goes on with the APs
+/// idle.
+#[test]
+fn each_ap_ticks_and_answers_reschedule_shootdown_and_nmi() -> Result<()> {
+    let boot = boot("selftest=cpu-ipi exit=qemu", 4)?;
+    boot.expect_line("the local APIC timer's calibration", |l| {
+        l.starts_with("timer: local APIC timer, clock ")
+            && l.ends_with("kHz (measured against the PIT), 100 Hz on every cpu")
+    })?;
+    boot.expect_in_order(&[
+        "nucleus: 4 cpu(s) online",
+        "selftest: cpu-ipi: passed (cpu 1: reschedule IPI taken)",
+        "selftest: cpu-ipi: passed (cpu 2: reschedule IPI taken)",
+        "selftest: cpu-ipi: passed (cpu 3: reschedule IPI taken)",
+        "selftest: cpu-ipi: passed (TLB shootdown of the nucleus root: 3 of 3 cpu(s) asked, all flushed: true)",
+        "selftest: cpu-ipi: passed (NMI to all but self: 3 of 3 cpu(s) took it)",
+        "selftest: 8 passed, 0 failed",
+        markers::READY,
+    ])?;
+    for n in 1..4 {
+        let prefix = format!("selftest: cpu-ipi: passed (cpu {n}: local APIC timer, ");
+        boot.expect_line(&prefix, |l| l.starts_with(&prefix))?;
+    }
+    boot.expect_absent("FAILED")?;
+    boot.expect_exit(QemuExit::Success)
+}
+
+/// One CPU ticks from its local APIC timer too (the PIT only where there is no APIC), and
+/// `selftest=nested-tick` still takes a tick inside nucleus code.
+#[test]
+fn one_cpu_ticks_from_its_local_apic_timer() -> Result<()> {
+    let boot = boot("cpus=1 selftest=nested-tick exit=qemu", 1)?;
+    boot.expect_line("the local APIC timer's calibration", |l| {
+        l.starts_with("timer: local APIC timer, clock ")
+    })?;
+    boot.expect_in_order(&["nucleus: 1 cpu(s) online", "selftest: 1 passed, 0 failed"])?;
+    boot.expect_line("nested-tick's verdict", |l| {
+        l.starts_with("selftest: nested-tick: passed (")
+    })?;
+    boot.expect_exit(QemuExit::Success)
+}

@@ -1,8 +1,8 @@
 //! This CPU's local APIC, in x2APIC mode (MSRs) where CPUID has it and xAPIC mode (MMIO at
 //! IA32_APIC_BASE, mapped uncached by `mm::memory::map_mmio`) otherwise. The `x86` crate
 //! drives both (`ApicControl`: INIT, STARTUP, IPIs); only what it leaves out is written here:
-//! the spurious vector, LINT0 as the PIC's virtual wire after the switch to x2APIC mode, and
-//! the APIC id from CPUID.
+//! the spurious vector, LINT0 as the PIC's virtual wire after the switch to x2APIC mode, the
+//! APIC id from CPUID and the timer's four registers (the crate has only TSC-deadline mode).
 use bsp_x86_64::insn;
 use x86::apic::x2apic::X2APIC;
 use x86::apic::xapic::XAPIC;
@@ -22,6 +22,34 @@ const XAPIC_LVT_LINT0: usize = 0x350;
 const X2APIC_SIVR: u32 = 0x80f;
 const X2APIC_LVT_LINT0: u32 = 0x835;
 const APIC_BASE_MSR: u32 = 0x1b;
+/// The timer's registers: (xAPIC offset, x2APIC MSR).
+const LVT_TIMER: (usize, u32) = (0x320, 0x832);
+const TIMER_INITIAL: (usize, u32) = (0x380, 0x838);
+const TIMER_CURRENT: (usize, u32) = (0x390, 0x839);
+const TIMER_DIVIDE: (usize, u32) = (0x3e0, 0x83e);
+/// Divide configuration 0b0011: the timer counts at the APIC clock / 16.
+const DIVIDE_BY_16: u32 = 0b0011;
+/// LVT bits: masked, periodic.
+const LVT_MASKED: u32 = 1 << 16;
+const LVT_PERIODIC: u32 = 1 << 17;
+
+/// Where an IPI goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// The CPU with this APIC id.
+    Cpu(u32),
+    /// Every CPU but the sender (the ICR's shorthand: no list of ids to get wrong).
+    AllButSelf,
+}
+
+/// What an IPI delivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipi {
+    /// A fixed interrupt on this vector.
+    Vector(u8),
+    /// A non-maskable interrupt (the vector is ignored; delivered even with IF = 0).
+    Nmi,
+}
 
 /// Which register interface a local APIC is driven through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,8 +93,6 @@ pub fn this_cpu_id() -> u32 {
     }
 }
 
-/// The local vector table's mask bit.
-const LVT_MASKED: u32 = 1 << 16;
 /// The LVT entries (timer, thermal, performance, LINT0, LINT1, error) as xAPIC offsets; the
 /// x2APIC MSR of offset `o` is `0x800 + o / 16`.
 const LVT_OFFSETS: [usize; 6] = [0x320, 0x330, 0x340, 0x350, 0x360, 0x370];
@@ -187,32 +213,7 @@ impl LocalApic {
 
     /// Sends an NMI to the CPU with APIC id `id` (the kexec shootdown).
     pub fn send_nmi(&mut self, id: u32) {
-        let dest = self.mode.id(id);
-        let icr = match self.mode {
-            Mode::XApic => Icr::for_xapic(
-                0,
-                dest,
-                DestinationShorthand::NoShorthand,
-                DeliveryMode::NMI,
-                DestinationMode::Physical,
-                DeliveryStatus::Idle,
-                Level::Assert,
-                TriggerMode::Edge,
-            ),
-            Mode::X2Apic => Icr::for_x2apic(
-                0,
-                dest,
-                DestinationShorthand::NoShorthand,
-                DeliveryMode::NMI,
-                DestinationMode::Physical,
-                DeliveryStatus::Idle,
-                Level::Assert,
-                TriggerMode::Edge,
-            ),
-        };
-        // SAFETY: an NMI only makes the target run its NMI handler, which parks it during a
-        // shootdown (and only counts otherwise).
-        unsafe { self.control().send_ipi(icr) };
+        self.send(Target::Cpu(id), Ipi::Nmi);
     }
 
     /// Writes a register the `x86` crate has no call for.
@@ -225,6 +226,74 @@ impl LocalApic {
             // SAFETY: x2APIC mode is on (`attach`); the MSR is that register.
             Driver::X2(_) => unsafe { insn::wrmsr(x2apic_msr, u64::from(value)) },
         }
+    }
+
+    /// Reads a register the `x86` crate has no call for.
+    fn read(&self, xapic_offset: usize, x2apic_msr: u32) -> u32 {
+        match self.driver {
+            // SAFETY: `mmio` maps the APIC page (see `enable`); the offset is a register
+            // whose read has no side effect (the timer's).
+            Driver::X(_) => unsafe {
+                core::ptr::read_volatile((self.mmio + xapic_offset as u64) as *const u32)
+            },
+            // SAFETY: x2APIC mode is on; the MSR is a readable register.
+            Driver::X2(_) => unsafe { insn::rdmsr(x2apic_msr) as u32 },
+        }
+    }
+
+    /// Signals the end of the interrupt being handled (the APIC's in-service bit).
+    pub fn eoi(&mut self) {
+        self.control().eoi();
+    }
+
+    /// Sends `ipi` to `target` and waits until the APIC has sent it.
+    pub fn send(&mut self, target: Target, ipi: Ipi) {
+        let (vector, delivery) = match ipi {
+            Ipi::Vector(v) => (v, DeliveryMode::Fixed),
+            Ipi::Nmi => (0, DeliveryMode::NMI),
+        };
+        let (id, shorthand) = match target {
+            Target::Cpu(id) => (self.mode.id(id), DestinationShorthand::NoShorthand),
+            Target::AllButSelf => (self.mode.id(0), DestinationShorthand::AllExcludingSelf),
+        };
+        let build = match self.mode {
+            Mode::XApic => Icr::for_xapic,
+            Mode::X2Apic => Icr::for_x2apic,
+        };
+        let icr = build(
+            vector,
+            id,
+            shorthand,
+            delivery,
+            DestinationMode::Physical,
+            DeliveryStatus::Idle,
+            Level::Assert,
+            TriggerMode::Edge,
+        );
+        // SAFETY: a fixed interrupt on a vector the nucleus handles, or an NMI (counted by
+        // every CPU's handler); neither resets nor redirects the target.
+        unsafe { self.control().send_ipi(icr) };
+    }
+
+    /// Counts the timer down once from `u32::MAX`, masked, at the APIC clock / 16.
+    pub fn timer_count_down(&mut self) {
+        self.write(TIMER_DIVIDE.0, TIMER_DIVIDE.1, DIVIDE_BY_16);
+        self.write(LVT_TIMER.0, LVT_TIMER.1, LVT_MASKED);
+        self.write(TIMER_INITIAL.0, TIMER_INITIAL.1, u32::MAX);
+    }
+
+    /// How far the count-down of [`timer_count_down`](Self::timer_count_down) has gone; stops it.
+    pub fn timer_counted(&mut self) -> u32 {
+        let left = self.read(TIMER_CURRENT.0, TIMER_CURRENT.1);
+        self.write(TIMER_INITIAL.0, TIMER_INITIAL.1, 0);
+        u32::MAX - left
+    }
+
+    /// Starts the timer periodic: an interrupt on `vector` every `count` APIC clocks / 16.
+    pub fn timer_periodic(&mut self, vector: u8, count: u32) {
+        self.write(TIMER_DIVIDE.0, TIMER_DIVIDE.1, DIVIDE_BY_16);
+        self.write(LVT_TIMER.0, LVT_TIMER.1, LVT_PERIODIC | u32::from(vector));
+        self.write(TIMER_INITIAL.0, TIMER_INITIAL.1, count);
     }
 
     fn control(&mut self) -> &mut dyn ApicControl {

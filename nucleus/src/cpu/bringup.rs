@@ -3,13 +3,14 @@
 //! own stack block with its own `PerCpu`, GDT, TSS, GS base and FRED MSRs, programmed by the
 //! AP itself ([`ap_entry`]). A CPU that does not answer in time is reported and skipped.
 //!
-//! APs do not schedule yet: once online they park (`hlt` with interrupts off; an NMI only
-//! counts). Threads keep running on the boot CPU.
+//! Once online an AP enables its own local APIC, starts its timer and waits in the idle loop
+//! with interrupts on: it takes its ticks, reschedule and shootdown IPIs and NMIs (`ipi`).
+//! Threads still run on the boot CPU only.
 //!
 //! [`discover`]: super::discover
 //! [`apic`]: super::apic
 //! [`trampoline`]: super::trampoline
-use super::apic::{self, LocalApic, Mode};
+use super::apic::{self, Mode};
 use super::percpu::{self, MAX_CPUS, PerCpu};
 use super::{discover, trampoline};
 use bsp_x86_64::cmdline::{Options, SelfTests};
@@ -46,15 +47,14 @@ pub fn start_aps(rsdp: Option<u64>, options: &Options) -> usize {
     if others == 0 {
         return 1;
     }
-    let mode = Mode::probe();
-    let Some(mut lapic) = LocalApic::enable(mode, true) else {
-        println!("smp: the local APIC cannot be mapped; the boot CPU only");
+    let Some(mode) = boot.with_apic(|lapic| lapic.mode()) else {
+        println!("smp: no local APIC enabled; the boot CPU only");
         return 1;
     };
     println!(
         "smp: {} cpu(s) in the MADT; starting the others through the {} (boot cpu apic id {own_id})",
         found.apic_ids.len() + found.dropped,
-        lapic.mode().name()
+        mode.name()
     );
     OPTIONS.call_once(|| *options);
     trampoline::install(crate::mm::kernel_root().as_u64());
@@ -69,7 +69,7 @@ pub fn start_aps(rsdp: Option<u64>, options: &Options) -> usize {
             not_started += 1;
             continue;
         };
-        if start_one(&mut lapic, cpu, id) {
+        if start_one(mode, cpu, id) {
             online += 1;
         }
     }
@@ -82,7 +82,10 @@ pub fn start_aps(rsdp: Option<u64>, options: &Options) -> usize {
 }
 
 /// Starts the AP with APIC id `id` on `cpu`; true once it is online and has said so.
-fn start_one(lapic: &mut LocalApic, cpu: &'static PerCpu, id: u32) -> bool {
+fn start_one(mode: Mode, cpu: &'static PerCpu, id: u32) -> bool {
+    let boot = percpu::current();
+    let init = || boot.with_apic(|lapic| lapic.send_init(id));
+    let startup = || boot.with_apic(|lapic| lapic.send_startup(id, trampoline::SIPI_VECTOR));
     cpu.set_apic_id(id);
     let block = match crate::mm::memory::map_stack_block(u64::from(cpu.index())) {
         Ok(block) => block,
@@ -98,12 +101,12 @@ fn start_one(lapic: &mut LocalApic, cpu: &'static PerCpu, id: u32) -> bool {
         ap_entry,
     );
     // The start-up sequence (SDM vol. 3 §9.4.4.1): INIT, 10 ms, STARTUP, 200 µs, STARTUP.
-    lapic.send_init(id);
+    init();
     crate::timer::pit_wait_us(10_000);
-    lapic.send_startup(id, trampoline::SIPI_VECTOR);
+    startup();
     crate::timer::pit_wait_us(200);
     if !cpu.is_online() {
-        lapic.send_startup(id, trampoline::SIPI_VECTOR);
+        startup();
     }
     let mut waited = 0;
     while !cpu.is_online() && waited < ANSWER_TIMEOUT_MS {
@@ -112,11 +115,11 @@ fn start_one(lapic: &mut LocalApic, cpu: &'static PerCpu, id: u32) -> bool {
     }
     if !cpu.is_online() && cpu.abandon() {
         // Back to wait-for-SIPI, so a late start cannot take the next AP's parameters.
-        lapic.send_init(id);
+        init();
         println!(
             "cpu {}: apic id {id} did not answer within {ANSWER_TIMEOUT_MS} ms ({}); skipped",
             cpu.index(),
-            lapic.mode().name()
+            mode.name()
         );
         return false;
     }
@@ -161,8 +164,30 @@ extern "C" fn ap_entry(percpu: u64) -> ! {
     {
         double_fault_probe(cpu, &block);
     }
+    let ticking = take_interrupts(cpu);
     cpu.set_announced();
-    park()
+    if !ticking {
+        park();
+    }
+    super::enter::idle_forever()
+}
+
+/// Enables this AP's local APIC (no virtual wire: the PIC is the boot CPU's) and starts its
+/// timer; false (one line) if either fails, and the AP then parks.
+fn take_interrupts(cpu: &PerCpu) -> bool {
+    let Some(apic) = super::apic::LocalApic::enable(Mode::probe(), false) else {
+        println!("cpu {}: local APIC not enabled; parked", cpu.index());
+        return false;
+    };
+    cpu.set_apic(apic);
+    if !super::apic_timer::start_here() {
+        println!(
+            "cpu {}: local APIC timer not calibrated; parked",
+            cpu.index()
+        );
+        return false;
+    }
+    true
 }
 
 /// `selftest=cpu-df`: points RSP at the bottom of this AP's primary stack and pushes, into the

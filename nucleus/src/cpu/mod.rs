@@ -1,15 +1,18 @@
-//! Every CPU: the MADT's list ([`discover`]), the local APIC ([`apic`]), starting the APs
+//! Every CPU: the MADT's list ([`discover`]), the local APIC ([`apic`]), its timer
+//! ([`apic_timer`]), interrupts between CPUs ([`ipi`]), starting the APs
 //! ([`bringup`], [`trampoline`]), and this CPU's own data ([`percpu`]): its descriptor tables ([`tables`]), the FRED switch ([`fred`]), its stack
 //! block ([`stacks`]), its `cpu_info` block and SYSCALL MSRs ([`percpu`]), the protections against Ring3 code
 //! ([`protect`]), entering a frame
 //! from Rust ([`enter`]) the control registers a dump shows ([`control`]) and stopping the CPU ([`halt`]).
 pub mod apic;
+pub mod apic_timer;
 pub mod bringup;
 pub mod control;
 pub mod discover;
 pub mod enter;
 pub mod fred;
 pub mod halt;
+pub mod ipi;
 pub mod percpu;
 pub mod protect;
 pub mod stacks;

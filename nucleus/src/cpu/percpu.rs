@@ -70,6 +70,14 @@ pub struct PerCpu {
     pub(super) idle_stack: RacyCell<[u64; IDLE_STACK_WORDS]>,
     /// The CPU's trace buffer (`trace`).
     trace: TraceBuffer,
+    /// The CPU's local APIC once enabled (on this CPU; used by this CPU only).
+    apic: RacyCell<Option<super::apic::LocalApic>>,
+    /// Local APIC timer ticks and reschedule IPIs taken on this CPU.
+    ticks: AtomicU64,
+    reschedules: AtomicU64,
+    /// TLB shootdown handshake: the last ticket another CPU asked for, the last one done.
+    flush_requested: AtomicU64,
+    flush_completed: AtomicU64,
 }
 
 impl PerCpu {
@@ -90,7 +98,69 @@ impl PerCpu {
             switched: AtomicBool::new(false),
             idle_stack: RacyCell::new([0; IDLE_STACK_WORDS]),
             trace: TraceBuffer::new(),
+            apic: RacyCell::new(None),
+            ticks: AtomicU64::new(0),
+            reschedules: AtomicU64::new(0),
+            flush_requested: AtomicU64::new(0),
+            flush_completed: AtomicU64::new(0),
         }
+    }
+
+    /// Keeps this CPU's enabled local APIC (on this CPU, interrupts off).
+    pub fn set_apic(&self, apic: super::apic::LocalApic) {
+        // SAFETY: called on the CPU that owns `self`, with interrupts off, before any
+        // `with_apic` of it (module comment of `racy`).
+        unsafe { *self.apic.get() = Some(apic) };
+    }
+
+    /// Runs `f` on this CPU's local APIC; `None` if it has none enabled. Only for the
+    /// current CPU's `PerCpu` (`current()`), never from NMI context.
+    pub fn with_apic<R>(&self, f: impl FnOnce(&mut super::apic::LocalApic) -> R) -> Option<R> {
+        if !core::ptr::eq(self, current()) {
+            return None;
+        }
+        // SAFETY: `self` is this CPU's own `PerCpu` (checked above) and the nucleus runs with
+        // interrupts off, so no other reference to the cell is live: the interrupt handlers
+        // that use it (`ipi::local_interrupt`) do not nest inside a caller.
+        unsafe { (*self.apic.get()).as_mut().map(f) }
+    }
+
+    pub fn count_tick(&self) {
+        self.ticks.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Local APIC timer ticks this CPU took.
+    pub fn ticks(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    pub fn count_reschedule(&self) {
+        self.reschedules.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reschedule IPIs this CPU took.
+    pub fn reschedules(&self) -> u64 {
+        self.reschedules.load(Ordering::Relaxed)
+    }
+
+    /// Another CPU asks this one to flush its TLB: the ticket to wait for.
+    pub fn request_flush(&self) -> u64 {
+        self.flush_requested.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// The newest flush asked for and not done yet.
+    pub fn flush_asked(&self) -> Option<u64> {
+        let asked = self.flush_requested.load(Ordering::Acquire);
+        (asked > self.flush_completed.load(Ordering::Acquire)).then_some(asked)
+    }
+
+    pub fn flush_done(&self, ticket: u64) {
+        self.flush_completed.fetch_max(ticket, Ordering::AcqRel);
+    }
+
+    /// Whether the flush of `ticket` (or a later one) is done.
+    pub fn flushed(&self, ticket: u64) -> bool {
+        self.flush_completed.load(Ordering::Acquire) >= ticket
     }
 
     /// This CPU's number: 0 is the boot CPU.
@@ -231,6 +301,12 @@ pub fn claim() -> Option<&'static PerCpu> {
 /// Every `PerCpu` handed out so far, in claim order (the boot CPU first).
 pub fn claimed() -> impl Iterator<Item = &'static PerCpu> {
     POOL.iter().take(CLAIMED.load(Ordering::Acquire))
+}
+
+/// Every online CPU other than `me` (the boot CPU counts as online), in CPU order: for a
+/// sender picking targets.
+pub fn online_others(me: &PerCpu) -> impl Iterator<Item = &'static PerCpu> + '_ {
+    claimed().filter(move |cpu| (cpu.index() == 0 || cpu.is_online()) && !core::ptr::eq(*cpu, me))
 }
 
 /// The boot CPU's `cpu_info` until its stack block exists.

@@ -170,13 +170,14 @@ const TICK_WINDOWS: u32 = 100;
 /// Before the fix the tick found no current server, took the nucleus for idle, and switched
 /// to the idle loop: this test never printed its verdict and boot stopped.
 fn nested_tick() {
-    crate::timer::init();
+    crate::cpu::apic_timer::start_preemption();
     let before = crate::timer::ticks();
     println!("selftest: nested-tick: taking a timer tick in nucleus code");
     let mut windows = 0;
     while crate::timer::ticks() == before && windows < TICK_WINDOWS {
-        // SAFETY: CPL 0 with the dispatcher installed; the only unmasked line is the PIT's,
-        // whose handler acknowledges it and returns here (dispatch.rs).
+        // SAFETY: CPL 0 with the dispatcher installed; the only interrupt is the tick (the
+        // local APIC timer's, or the PIT's), whose handler acknowledges it and returns here
+        // (dispatch.rs).
         unsafe { selftest_interrupt_window() };
         windows += 1;
     }

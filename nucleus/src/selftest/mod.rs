@@ -8,6 +8,7 @@
 mod any_cpu;
 mod expect;
 pub mod fred;
+mod smp;
 
 pub use any_cpu::early_fault;
 pub use expect::recover;
@@ -33,7 +34,11 @@ fn recurse(depth: u64) -> u64 {
 /// Runs the selected tests; returns the summary status.
 pub fn run(tests: SelfTests) -> Option<Status> {
     let mut ran = false;
-    for (flag, test) in any_cpu::RESUMABLE.into_iter().chain(fred::RESUMABLE) {
+    for (flag, test) in any_cpu::RESUMABLE
+        .into_iter()
+        .chain(fred::RESUMABLE)
+        .chain(smp::RESUMABLE)
+    {
         if tests.contains(flag) {
             test();
             ran = true;

@@ -62,10 +62,12 @@ fn entered(frame: &Frame, delivery: Delivery) -> Option<Entry> {
             record::syscall(cur.index(), frame.gprs.rax);
         }
     } else if let Ok(event) = frame.event(0, 0) {
-        timer = event.kind
-            == (ipc::EventKind::Interrupt {
-                vector: crate::timer::TIMER_VECTOR,
-            });
+        timer = matches!(
+            event.kind,
+            ipc::EventKind::Interrupt {
+                vector: crate::timer::TIMER_VECTOR | crate::timer::APIC_TIMER_VECTOR,
+            }
+        );
         record::delivered(&event, delivery == Delivery::Fred);
     }
     Some(Entry {
