@@ -319,8 +319,9 @@ pub fn hung_pv_server_is_caught_by_the_watchdog_and_restarted(machine: Machine) 
         machine,
         PvFault {
             option: "loop",
-            summary: |rip| format!("Interrupt {{ vector: 32 }} at {rip:#x}"),
-            event_line: "fred-server: event: interrupt (type 0 external interrupt, vector 32)",
+            // The tick that caught it: the local APIC timer's vector (0xf0).
+            summary: |rip| format!("Interrupt {{ vector: 240 }} at {rip:#x}"),
+            event_line: "fred-server: event: interrupt (type 0 external interrupt, vector 240)",
             code_matches: spin_loop_at,
             before_report: vec![format!(
                 "nucleus: pv-server made no syscall for {HUNG_TICKS} ticks: treating it as hung"
