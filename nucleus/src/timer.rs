@@ -196,13 +196,15 @@ const PORT_B: u16 = 0x61;
 /// AP start-up delays before any timer runs. Channel 0 (the tick) is not touched. Waits of
 /// more than 54 ms are done in pieces.
 pub fn pit_wait_us(us: u64) {
-    pit_window_us(us, || {});
+    let _ = pit_window_us(us, || {});
 }
 
 /// [`pit_wait_us`], calling `started` the moment channel 2 starts counting (for a
-/// calibration that must not count the port writes that set the channel up).
-pub fn pit_window_us(us: u64, started: impl FnOnce()) {
+/// calibration that must not count the port writes that set the channel up). False if
+/// channel 2 reads back a count it was not given (no PIT: the window meant nothing).
+pub fn pit_window_us(us: u64, started: impl FnOnce()) -> bool {
     let mut started = Some(started);
+    let mut counted = true;
     let mut left = us * u64::from(PIT_INPUT_HZ) / 1_000_000;
     while left > 0 {
         let count = left.min(0xffff) as u16;
@@ -217,11 +219,16 @@ pub fn pit_window_us(us: u64, started: impl FnOnce()) {
         if let Some(started) = started.take() {
             started();
         }
+        out(PIT_CMD, 0x80); // latch channel 2
+        // SAFETY: as above; the latch makes the two reads one count.
+        let now = unsafe { u16::from(inb(PIT_CH2)) | u16::from(inb(PIT_CH2)) << 8 };
+        counted &= now <= count;
         // SAFETY: as above; reading port B has no side effects.
         while unsafe { inb(PORT_B) } & 0x20 == 0 {
             core::hint::spin_loop();
         }
     }
+    counted
 }
 
 /// Ticks counted since boot.

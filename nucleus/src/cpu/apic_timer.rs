@@ -21,6 +21,9 @@ const DIVIDE: u64 = 16;
 const CALIBRATION_US: u64 = 20_000;
 const CALIBRATION_WINDOWS: u32 = 3;
 
+/// APIC clocks the nucleus believes (outside, the measurement is taken for broken).
+const PLAUSIBLE_HZ: core::ops::Range<u64> = 1_000_000..20_000_000_000;
+
 /// Timer counts per tick (0: not calibrated, the PIT ticks).
 static COUNT_PER_TICK: AtomicU32 = AtomicU32::new(0);
 
@@ -45,7 +48,9 @@ pub fn init_boot_cpu() -> bool {
         None => match crystal_hz() {
             Some(hz) => (hz, Source::Cpuid15),
             None => {
-                println!("timer: the local APIC timer does not count; the PIT ticks");
+                println!(
+                    "timer: the local APIC timer cannot be calibrated (no PIT, no CPUID leaf 0x15); the PIT ticks if there is one"
+                );
                 return false;
             }
         },
@@ -84,13 +89,17 @@ fn crystal_hz() -> Option<u64> {
 /// The APIC clock: the fewest counts over [`CALIBRATION_WINDOWS`] windows of
 /// [`CALIBRATION_US`] of PIT channel 2.
 fn measure_hz(apic: &mut LocalApic) -> Option<u64> {
-    let counted = (0..CALIBRATION_WINDOWS)
-        .map(|_| {
-            crate::timer::pit_window_us(CALIBRATION_US, || apic.timer_count_down());
-            u64::from(apic.timer_counted())
-        })
-        .min()?;
-    (counted > 0).then(|| counted * DIVIDE * 1_000_000 / CALIBRATION_US)
+    let mut least = u64::MAX;
+    for _ in 0..CALIBRATION_WINDOWS {
+        let pit = crate::timer::pit_window_us(CALIBRATION_US, || apic.timer_count_down());
+        let counted = u64::from(apic.timer_counted());
+        if !pit {
+            return None;
+        }
+        least = least.min(counted);
+    }
+    let hz = least * DIVIDE * 1_000_000 / CALIBRATION_US;
+    PLAUSIBLE_HZ.contains(&hz).then_some(hz)
 }
 
 /// Starts this CPU's timer periodic at `timer::HZ`; false if it is not calibrated or this
