@@ -92,7 +92,7 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
     match event.kind {
         EventKind::Nmi { .. } => {
             // A kexec shootdown parks this CPU here for good (never returns).
-            crate::handoff::shootdown::on_nmi();
+            crate::handoff::shootdown::on_nmi(core::ptr::from_ref(frame) as u64);
             // Nothing prints from NMI context (it may have interrupted the console's holder),
             // and nothing reads GS (`cpu::ipi`).
             crate::cpu::ipi::on_nmi();

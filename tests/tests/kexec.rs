@@ -61,6 +61,60 @@ fn reboot_into_boots_generation_2_to_ready_on_one_cpu() -> Result<()> {
     boot.expect_exit(QemuExit::Success)
 }
 
+/// Under `-smp 4`: each AP confirmed parked on its own NMI stack (IDT delivery: the NMI
+/// gate's IST page of its own block), the summary, generation 2's banner, every AP online
+/// again (INIT-SIPI-SIPI out of the parked halt loop), ready.
+fn expect_four_cpus_handed_over(boot: &tests::Boot) -> Result<()> {
+    let banner = generation_2_banner();
+    let mut order = vec!["nucleus: 4 cpu(s) online".to_owned()];
+    for n in 1..4 {
+        order.push(format!(
+            "nucleus: kexec: cpu {n} (apic id {n}) parked on its NMI stack (frame 0x"
+        ));
+    }
+    order.push(
+        "nucleus: kexec: 3 of 3 other cpu(s) parked (NMI shootdown, IDT delivery here)".into(),
+    );
+    order.push("nucleus: kexec: jumping to the trampoline".into());
+    order.push(banner);
+    for n in 1..4 {
+        order.push(format!(
+            "cpu {n}: online (apic id {n}, fred: disabled (cpu lacks FRED))"
+        ));
+    }
+    order.push("nucleus: 4 cpu(s) online".into());
+    order.push(markers::READY.into());
+    let order: Vec<&str> = order.iter().map(String::as_str).collect();
+    boot.expect_in_order(&order)?;
+    boot.expect_absent("did not confirm")?;
+    boot.expect_absent("did not answer")?;
+    Ok(())
+}
+
+#[test]
+fn reboot_into_on_four_cpus_parks_every_ap_and_brings_them_all_back() -> Result<()> {
+    let boot = boot("kexec=reboot-into exit=qemu", 4, None)?;
+    expect_four_cpus_handed_over(&boot)?;
+    ensure!(
+        ready_count(&boot) == 2,
+        "{}",
+        boot.report("expected one ready per generation")
+    );
+    boot.expect_exit(QemuExit::Success)
+}
+
+#[test]
+fn a_panic_with_crashkernel_on_four_cpus_parks_the_aps_too() -> Result<()> {
+    let boot = boot("selftest=panic crashkernel exit=qemu", 4, None)?;
+    boot.expect_in_order(&[
+        "nucleus: PANIC: selftest: forced panic",
+        "nucleus: crashkernel: panic in generation 1",
+    ])?;
+    expect_four_cpus_handed_over(&boot)?;
+    boot.expect_in_order(&["crashkernel: the previous nucleus panicked; CR4.FRED clear at entry"])?;
+    boot.expect_exit(QemuExit::Success)
+}
+
 #[test]
 fn a_panic_with_crashkernel_boots_generation_2_which_says_why() -> Result<()> {
     let boot = boot("selftest=panic crashkernel exit=qemu", 1, None)?;

@@ -125,6 +125,32 @@ pub fn mask_local_interrupts() {
     }
 }
 
+/// The kexecing CPU before it hands over: its local interrupt sources masked and every
+/// vector it may be serving acknowledged (no INIT resets this CPU's APIC before the next
+/// generation enables it, and an in-service timer vector would block that generation's
+/// ticks).
+pub fn quiesce_for_handoff() {
+    // Bring-up enabled (and, in xAPIC mode, mapped) the APIC only if it started an AP.
+    if crate::cpu::percpu::claimed().nth(1).is_none() {
+        return;
+    }
+    mask_local_interrupts();
+    for _ in 0..16 {
+        match Mode::probe() {
+            // SAFETY: x2APIC mode (see `mask_local_interrupts`); an EOI with nothing in
+            // service has no effect.
+            Mode::X2Apic => unsafe { insn::wrmsr(0x80b, 0) },
+            Mode::XApic => {
+                // SAFETY: as in `enable`: reading IA32_APIC_BASE has no side effects.
+                let base = unsafe { insn::rdmsr(APIC_BASE_MSR) } & 0x000f_ffff_ffff_f000;
+                let eoi = crate::layout::MMIO_BASE + base + 0xb0;
+                // SAFETY: the EOI register of the APIC page bring-up mapped.
+                unsafe { core::ptr::write_volatile(eoi as *mut u32, 0) };
+            }
+        }
+    }
+}
+
 enum Driver {
     X(XAPIC),
     X2(X2APIC),

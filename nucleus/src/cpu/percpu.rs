@@ -51,8 +51,9 @@ pub struct PerCpu {
     announced: AtomicBool,
     /// `selftest=cpu-df`: the next `#DF` on this CPU is the probe's (`bringup`).
     double_fault_expected: AtomicBool,
-    /// Set by the CPU itself once a kexec shootdown's NMI parked it (`handoff::shootdown`).
-    parked: AtomicBool,
+    /// Where the NMI frame lies that a kexec shootdown parked this CPU on (set by the CPU
+    /// itself, `handoff::shootdown`); 0 while it runs.
+    parked_at: AtomicU64,
     /// Base of the CPU's stack block; 0 until it is mapped.
     block_base: AtomicU64,
     /// True once the CPU delivers events through FRED.
@@ -88,7 +89,7 @@ impl PerCpu {
             bringup: AtomicU8::new(Bringup::Starting as u8),
             announced: AtomicBool::new(false),
             double_fault_expected: AtomicBool::new(false),
-            parked: AtomicBool::new(false),
+            parked_at: AtomicU64::new(0),
             block_base: AtomicU64::new(0),
             fred_on: AtomicBool::new(false),
             loaded_root: AtomicU64::new(0),
@@ -241,13 +242,15 @@ impl PerCpu {
         self.fred_on.store(false, Ordering::Relaxed);
     }
 
-    /// The CPU says it is parked for a kexec (from its NMI handler).
-    pub fn set_parked(&self) {
-        self.parked.store(true, Ordering::Release);
+    /// The CPU says it is parked for a kexec, on the NMI frame at `frame` (from its NMI
+    /// handler).
+    pub fn set_parked(&self, frame: u64) {
+        self.parked_at.store(frame.max(1), Ordering::Release);
     }
 
-    pub fn is_parked(&self) -> bool {
-        self.parked.load(Ordering::Acquire)
+    /// The NMI frame the CPU parked on, once it is parked.
+    pub fn parked_at(&self) -> Option<u64> {
+        Some(self.parked_at.load(Ordering::Acquire)).filter(|&at| at != 0)
     }
 
     /// The root CR3 holds (0 until the first switch).

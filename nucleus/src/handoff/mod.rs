@@ -180,6 +180,7 @@ pub fn execute(prepared: Prepared) -> ! {
     // A parked CPU may have held the console: this CPU is the only writer now.
     crate::console::force_unlock();
     crate::timer::mask_all();
+    crate::cpu::apic::quiesce_for_handoff();
     trampoline::install(&prepared.plan, prepared.src, KEXEC_MBI_PHYS);
     if cpu.fred_enabled() {
         fred_off();

@@ -45,25 +45,27 @@ pub fn stop_other_cpus() {
         lapic.send_nmi(cpu.apic_id());
     }
     let mut waited = 0;
-    while waited < DEADLINE_MS && online_others(me).any(|cpu| !cpu.is_parked()) {
+    while waited < DEADLINE_MS && online_others(me).any(|cpu| cpu.parked_at().is_none()) {
         crate::timer::pit_wait_us(1_000);
         waited += 1;
     }
     let mut parked = 0;
     for cpu in online_others(me) {
-        if cpu.is_parked() {
-            parked += 1;
-            println!(
-                "nucleus: kexec: cpu {} (apic id {}) parked",
-                cpu.index(),
-                cpu.apic_id()
-            );
-        } else {
-            println!(
+        match cpu.parked_at() {
+            Some(at) => {
+                parked += 1;
+                println!(
+                    "nucleus: kexec: cpu {} (apic id {}) parked on {}",
+                    cpu.index(),
+                    cpu.apic_id(),
+                    ParkedOn(cpu, at)
+                );
+            }
+            None => println!(
                 "nucleus: kexec: cpu {} (apic id {}) did not confirm within {DEADLINE_MS} ms; handing over anyway",
                 cpu.index(),
                 cpu.apic_id()
-            );
+            ),
         }
     }
     println!(
@@ -76,9 +78,25 @@ pub fn stop_other_cpus() {
     );
 }
 
-/// From the NMI handler, on any CPU in any context: parks this CPU for good if a shootdown
-/// is under way and this is not the kexecing CPU. Takes no lock and prints nothing.
-pub fn on_nmi() {
+/// Names the stack a CPU parked on: the page of its block the NMI frame lies in (IDT: the
+/// NMI's IST page; FRED: whatever stack the CPU was on at SL0, its #DF one at SL3), or the
+/// address if it is outside the block (its idle stack).
+struct ParkedOn(&'static PerCpu, u64);
+
+impl core::fmt::Display for ParkedOn {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let Self(cpu, at) = *self;
+        match cpu.block().and_then(|b| b.classify(at)) {
+            Some(page) => write!(f, "its {page} stack (frame {at:#x})"),
+            None => write!(f, "a stack outside its block (frame {at:#x})"),
+        }
+    }
+}
+
+/// From the NMI handler, on any CPU in any context, with the address of the NMI's frame:
+/// parks this CPU for good if a shootdown is under way and this is not the kexecing CPU.
+/// Takes no lock and prints nothing.
+pub fn on_nmi(frame: u64) {
     if !REQUESTED.load(Ordering::Acquire) {
         return;
     }
@@ -86,16 +104,16 @@ pub fn on_nmi() {
     if me == KEXECING_APIC.load(Ordering::Acquire) {
         return;
     }
-    park(me)
+    park(me, frame)
 }
 
-fn park(me: u32) -> ! {
+fn park(me: u32, frame: u64) -> ! {
     // SAFETY: CPL 0 in an NMI handler; IF is already clear on IDT delivery, and this CPU
     // runs nothing of the nucleus any more.
     unsafe { bsp_x86_64::insn::cli() };
     apic::mask_local_interrupts();
     if let Some(cpu) = percpu::claimed().find(|cpu| cpu.apic_id() == me) {
-        cpu.set_parked();
+        cpu.set_parked(frame);
     }
     loop {
         // SAFETY: interrupts off and NMIs blocked (this handler never returns): only INIT
