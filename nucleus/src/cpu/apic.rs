@@ -68,6 +68,17 @@ impl Mode {
         }
     }
 
+    /// The mode this CPU's APIC is in now (IA32_APIC_BASE.EXTD), whatever CPUID offers: an
+    /// AP's APIC stays in xAPIC mode unless something switched it.
+    pub fn current() -> Self {
+        // SAFETY: reading IA32_APIC_BASE has no side effects.
+        if unsafe { insn::rdmsr(APIC_BASE_MSR) } & (1 << 10) != 0 {
+            Self::X2Apic
+        } else {
+            Self::XApic
+        }
+    }
+
     pub const fn name(self) -> &'static str {
         match self {
             Self::XApic => "xAPIC",
@@ -93,21 +104,24 @@ pub fn this_cpu_id() -> u32 {
     }
 }
 
-/// The LVT entries (timer, thermal, performance, LINT0, LINT1, error) as xAPIC offsets; the
-/// x2APIC MSR of offset `o` is `0x800 + o / 16`.
-const LVT_OFFSETS: [usize; 6] = [0x320, 0x330, 0x340, 0x350, 0x360, 0x370];
+/// The LVT entries every local APIC has (timer, LINT0, LINT1, error) as xAPIC offsets; the
+/// x2APIC MSR of offset `o` is `0x800 + o / 16`. The thermal and performance entries are
+/// optional (Bochs' x2APIC has no thermal MSR: writing it is a `#GP`) and left alone.
+const LVT_OFFSETS: [usize; 4] = [0x320, 0x350, 0x360, 0x370];
 
 /// Masks this CPU's local interrupt sources (the parking CPU of a kexec shootdown). Takes no
 /// lock and maps nothing: the xAPIC page is where bring-up mapped it (`map_mmio` maps each
 /// device page at one fixed address), which it did before any AP could be online.
 pub fn mask_local_interrupts() {
-    match Mode::probe() {
+    // Read, set the mask bit, write back: the rest of each entry stays as it was (Bochs'
+    // x2APIC refuses an LVT write whose vector is below 16, masked or not).
+    match Mode::current() {
         Mode::X2Apic => {
             for offset in LVT_OFFSETS {
                 let msr = 0x800 + (offset as u32 >> 4);
-                // SAFETY: x2APIC mode (bring-up attached it on every CPU when CPUID has
-                // it); masking an LVT entry only stops that local interrupt source.
-                unsafe { insn::wrmsr(msr, u64::from(LVT_MASKED)) };
+                // SAFETY: this CPU's APIC is in x2APIC mode (EXTD); these LVT MSRs exist on
+                // every x2APIC; setting the mask bit only stops that local interrupt source.
+                unsafe { insn::wrmsr(msr, insn::rdmsr(msr) | u64::from(LVT_MASKED)) };
             }
         }
         Mode::XApic => {
@@ -115,14 +129,23 @@ pub fn mask_local_interrupts() {
             let base = unsafe { insn::rdmsr(APIC_BASE_MSR) } & 0x000f_ffff_ffff_f000;
             let page = crate::layout::MMIO_BASE + base;
             for offset in LVT_OFFSETS {
-                // SAFETY: the APIC page bring-up mapped uncached at `MMIO_BASE + base` (the
-                // only way an AP got online); the offset is an LVT register.
-                unsafe {
-                    core::ptr::write_volatile((page + offset as u64) as *mut u32, LVT_MASKED)
-                };
+                let register = (page + offset as u64) as *mut u32;
+                // SAFETY: the APIC page mapped uncached at `MMIO_BASE + base` (by bring-up in
+                // xAPIC mode, and by `map_xapic_page` before any shootdown NMI; every CPU's
+                // APIC answers at that physical page); the offset is an LVT register.
+                unsafe { register.write_volatile(register.read_volatile() | LVT_MASKED) };
             }
         }
     }
+}
+
+/// Maps the xAPIC register page (at this CPU's IA32_APIC_BASE, the same physical page on
+/// every CPU) so that [`mask_local_interrupts`] finds it on a CPU in xAPIC mode even when
+/// the boot CPU drives its own APIC in x2APIC mode.
+pub fn map_xapic_page() -> bool {
+    // SAFETY: as in `enable`: reading IA32_APIC_BASE has no side effects.
+    let base = unsafe { insn::rdmsr(APIC_BASE_MSR) } & 0x000f_ffff_ffff_f000;
+    crate::mm::memory::map_mmio(base).is_some()
 }
 
 /// The kexecing CPU before it hands over: its local interrupt sources masked and every
@@ -136,9 +159,8 @@ pub fn quiesce_for_handoff() {
     }
     mask_local_interrupts();
     for _ in 0..16 {
-        match Mode::probe() {
-            // SAFETY: x2APIC mode (see `mask_local_interrupts`); an EOI with nothing in
-            // service has no effect.
+        match Mode::current() {
+            // SAFETY: x2APIC mode (EXTD); an EOI with nothing in service has no effect.
             Mode::X2Apic => unsafe { insn::wrmsr(0x80b, 0) },
             Mode::XApic => {
                 // SAFETY: as in `enable`: reading IA32_APIC_BASE has no side effects.
@@ -215,7 +237,7 @@ impl LocalApic {
     /// This CPU's APIC as bring-up left it enabled (in the mode [`Mode::probe`] picks),
     /// without reprogramming anything (the kexec shootdown, long after bring-up).
     pub fn this_cpu() -> Option<Self> {
-        let mode = Mode::probe();
+        let mode = Mode::current();
         match mode {
             Mode::XApic => {
                 // SAFETY: as in `enable`: reading IA32_APIC_BASE has no side effects.

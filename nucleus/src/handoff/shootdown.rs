@@ -35,6 +35,9 @@ pub fn stop_other_cpus() {
     if others == 0 {
         return;
     }
+    // A parking CPU whose APIC is in xAPIC mode masks it through the APIC page, which it
+    // cannot map from NMI context: map it now (a no-op if bring-up did).
+    apic::map_xapic_page();
     KEXECING_APIC.store(me, Ordering::Release);
     REQUESTED.store(true, Ordering::Release);
     let Some(mut lapic) = LocalApic::this_cpu() else {
