@@ -153,8 +153,11 @@ pub fn map_xapic_page() -> bool {
 /// generation enables it, and an in-service timer vector would block that generation's
 /// ticks).
 pub fn quiesce_for_handoff() {
-    // Bring-up enabled (and, in xAPIC mode, mapped) the APIC only if it started an AP.
-    if crate::cpu::percpu::claimed().nth(1).is_none() {
+    // SAFETY: as in `enable`: reading IA32_APIC_BASE has no side effects.
+    let base_msr = unsafe { insn::rdmsr(APIC_BASE_MSR) };
+    // A globally disabled APIC (bit 11) has nothing to quiesce; in xAPIC mode its page must
+    // be mapped for the writes below (not from NMI context here, so map it).
+    if base_msr & (1 << 11) == 0 || (Mode::current() == Mode::XApic && !map_xapic_page()) {
         return;
     }
     mask_local_interrupts();
@@ -166,7 +169,7 @@ pub fn quiesce_for_handoff() {
                 // SAFETY: as in `enable`: reading IA32_APIC_BASE has no side effects.
                 let base = unsafe { insn::rdmsr(APIC_BASE_MSR) } & 0x000f_ffff_ffff_f000;
                 let eoi = crate::layout::MMIO_BASE + base + 0xb0;
-                // SAFETY: the EOI register of the APIC page bring-up mapped.
+                // SAFETY: the EOI register of the APIC page mapped above.
                 unsafe { core::ptr::write_volatile(eoi as *mut u32, 0) };
             }
         }
