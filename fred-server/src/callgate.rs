@@ -1,11 +1,13 @@
-//! Call-gate emulation: the `#GP[sel]` path (design note "Call Gates", architecture.md §6).
+//! `#GP[sel]` from a server: a far transfer through a selector (design note "Call Gates",
+//! architecture.md §6).
 //!
 //! FRED removes call gates; a far call through one raises `#GP` with the gate's selector as
-//! the error code, the same under IDT and FRED delivery. PV32-style guests need the call
-//! emulated. This module recognises such an event and turns it into a
-//! [`CallGateRequest`]; emulating it (reading the guest's gate descriptor, pushing the return
-//! frame, switching CS:RIP) arrives with PV guests. Until then every request is refused with
-//! [`CallGateError::NotEmulated`], and the thread is killed with that reason.
+//! the error code, the same under IDT and FRED delivery. Guests' call gates are emulated by
+//! pv-server, their fault handler (`pv-server/src/callgate/`, issue 18: it holds the guest's
+//! descriptor tables, mode, stacks and memory access). A server has no descriptor table of
+//! its own (LDTR is null, the GDT holds the nucleus' entries), so this module only
+//! recognises the event as a [`CallGateRequest`] and refuses it with
+//! [`CallGateError::NoGates`]; the thread is killed with that reason.
 
 use core::fmt;
 
@@ -97,20 +99,20 @@ pub fn decode(event: &Event) -> Option<CallGateRequest> {
 /// Why a call gate was not emulated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallGateError {
-    NotEmulated,
+    NoGates,
 }
 
 impl fmt::Display for CallGateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NotEmulated => f.write_str("call gates are not emulated for PV64 yet"),
+            Self::NoGates => f.write_str("a server has no call gates"),
         }
     }
 }
 
-/// Emulates the call (the new return state on success). No PV guests exist yet.
+/// What a server's far transfer through a selector gets: refused, it has no gates.
 pub fn emulate(_request: &CallGateRequest) -> Result<ipc::message::ResumeChanges, CallGateError> {
-    Err(CallGateError::NotEmulated)
+    Err(CallGateError::NoGates)
 }
 
 #[cfg(test)]
@@ -156,10 +158,10 @@ mod tests {
             error_code: 12 << 3,
         };
         assert_eq!(decode(&pf), None);
-        assert_eq!(emulate(&gdt), Err(CallGateError::NotEmulated));
+        assert_eq!(emulate(&gdt), Err(CallGateError::NoGates));
         assert_eq!(
-            CallGateError::NotEmulated.to_string(),
-            "call gates are not emulated for PV64 yet"
+            CallGateError::NoGates.to_string(),
+            "a server has no call gates"
         );
     }
 }

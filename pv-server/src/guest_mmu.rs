@@ -33,6 +33,8 @@ pub struct Effects {
     pub user_baseptr: Option<u64>,
     /// The last `NEW_BASEPTR` the nucleus took: the kernel tables (the virtual CR3).
     pub kernel_baseptr: Option<u64>,
+    /// The last `SET_LDT` the nucleus took: linear address and entries (call gates read it).
+    pub ldt: Option<(u64, u64)>,
 }
 
 /// Answers one page-table hypercall of `domain` (see [`handles`]).
@@ -125,13 +127,12 @@ fn mmuext_entry<H: Hypervisor>(
             Ok(())
         }
         // The LDT's frames become descriptor pages in the nucleus (arg2: the entry count).
-        Some(MmuextCmd::SetLdt) => hv.mmu(
-            domain,
-            MmuOp::SetLdt {
-                va: op.arg1,
-                entries: op.arg2 & 0xffff_ffff,
-            },
-        ),
+        Some(MmuextCmd::SetLdt) => {
+            let (va, entries) = (op.arg1, op.arg2 & 0xffff_ffff);
+            hv.mmu(domain, MmuOp::SetLdt { va, entries })?;
+            effects.ldt = Some((va, entries));
+            Ok(())
+        }
         // The L4 the guest's user mode runs on (0: none); the nucleus validates it.
         Some(MmuextCmd::NewUserBaseptr) => {
             hv.mmu(domain, MmuOp::NewUserBaseptr { mfn })?;

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod callgate;
 // Some of the builder's layout figures and pv-server's vCPU view are for part 2 and tests.
 #[allow(dead_code, unused_imports)]
 mod domain_builder;

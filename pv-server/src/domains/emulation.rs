@@ -45,25 +45,7 @@ impl Running {
         let domain = self.domain;
         let mut bytes = [0u8; emulate::decode::MAX_LEN];
         let (len, fetch_fault) = fetch(hv, domain, event.rip, &mut bytes);
-        let g = |gpr| regs.get(gpr);
-        let regs = [
-            g(Gpr::Rax),
-            g(Gpr::Rcx),
-            g(Gpr::Rdx),
-            g(Gpr::Rbx),
-            event.rsp,
-            g(Gpr::Rbp),
-            g(Gpr::Rsi),
-            g(Gpr::Rdi),
-            g(Gpr::R8),
-            g(Gpr::R9),
-            g(Gpr::R10),
-            g(Gpr::R11),
-            g(Gpr::R12),
-            g(Gpr::R13),
-            g(Gpr::R14),
-            g(Gpr::R15),
-        ];
+        let regs = emulate::gprs(regs, event.rsp);
         // The mode, TS and CR2 are the trap state's (guest_traps); the rest emulation's.
         let mut cpu = self.pv.cpu;
         cpu.kernel_mode = self.traps.mode == GuestMode::Kernel;
@@ -166,7 +148,7 @@ impl Running {
 
 /// Reads the instruction bytes at `rip` (up to the page end, then the next page): how many
 /// were read, and where a read faulted, if one did.
-fn fetch(
+pub(super) fn fetch(
     hv: &mut impl Hypervisor,
     domain: u16,
     rip: u64,

@@ -58,6 +58,9 @@ impl Running {
             if let Some(mfn) = effects.kernel_baseptr {
                 self.pv.cpu.cr3 = mfn << 12;
             }
+            if let Some((va, entries)) = effects.ldt {
+                self.pv.descriptors.set_ldt(va, entries);
+            }
             outcome
         } else {
             let cell = RefCell::new(&mut *hv);

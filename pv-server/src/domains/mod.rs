@@ -5,10 +5,11 @@
 //! figures, which image-builder's `run --guest` waits for.
 //!
 //! [`table`] holds the guests and ends them; per guest ([`running`]) the hypercalls
-//! ([`hypercalls`]), emulated faults ([`emulation`]) and the ways back into the guest are
-//! answered over the nucleus' calls ([`access`]).
+//! ([`hypercalls`]), emulated faults ([`emulation`]), call-gate transfers ([`callgate`])
+//! and the ways back into the guest are answered over the nucleus' calls ([`access`]).
 
 mod access;
+mod callgate;
 mod emulation;
 mod ending;
 mod host_cpu;

@@ -287,12 +287,19 @@ impl Guests {
             return self.event(hv, token, event, out);
         }
         let running = &mut self.running[at];
-        let resumed = match running.emulate(hv, token, event, regs) {
-            Emulation::Resume(reply) => return Some(reply),
-            Emulation::AsFault => {
-                running.bounce_event(hv, event, (regs.get(Gpr::Rcx), regs.get(Gpr::R11)))
-            }
-            Emulation::PageFault { address } => running.fetch_fault(hv, event, regs, address),
+        let through_gate = match crate::callgate::gate_error(event) {
+            Some(error) => running.call_gate(hv, error, event, regs),
+            None => None,
+        };
+        let resumed = match through_gate {
+            Some(resumed) => resumed,
+            None => match running.emulate(hv, token, event, regs) {
+                Emulation::Resume(reply) => return Some(reply),
+                Emulation::AsFault => {
+                    running.bounce_event(hv, event, (regs.get(Gpr::Rcx), regs.get(Gpr::R11)))
+                }
+                Emulation::PageFault { address } => running.fetch_fault(hv, event, regs, address),
+            },
         };
         Some(match resumed {
             Ok(resume) => Reply::GuestResume { token, resume },

@@ -148,6 +148,29 @@ pub enum Emulated {
 /// General-purpose registers as the fault left them (x86 numbering, 0 = RAX … 15 = R15).
 pub type Gprs = [u64; 16];
 
+/// The registers a guest event carries, in x86 order, with `rsp` from its return state.
+pub fn gprs(regs: &ipc::message::GuestRegisters, rsp: u64) -> Gprs {
+    let g = |gpr| regs.get(gpr);
+    [
+        g(Gpr::Rax),
+        g(Gpr::Rcx),
+        g(Gpr::Rdx),
+        g(Gpr::Rbx),
+        rsp,
+        g(Gpr::Rbp),
+        g(Gpr::Rsi),
+        g(Gpr::Rdi),
+        g(Gpr::R8),
+        g(Gpr::R9),
+        g(Gpr::R10),
+        g(Gpr::R11),
+        g(Gpr::R12),
+        g(Gpr::R13),
+        g(Gpr::R14),
+        g(Gpr::R15),
+    ]
+}
+
 /// The `Gpr` of x86 register number `n` (`None` for RSP, which a reply cannot write here).
 pub const fn gpr(n: u8) -> Option<Gpr> {
     Some(match n {

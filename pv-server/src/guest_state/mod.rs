@@ -11,6 +11,7 @@ use xen_abi::memory::PhysdevOpCmd;
 use xen_abi::sched::{SchedOpCmd, SchedPoll};
 use xen_abi::{Errno, Hypercall, Mfn};
 
+use crate::callgate::descriptor::DescriptorRecord;
 use crate::emulate::VirtualCpu;
 use crate::events::{self, EventChannels};
 use crate::grants::{FrameSource, GrantTable};
@@ -73,6 +74,8 @@ pub struct PvDomain {
     /// The single-shot timer's deadline (system ns).
     pub timer: Option<u64>,
     pub parked: Option<Parked>,
+    /// The GDT and LDT the nucleus accepted (call gates are read from them).
+    pub descriptors: DescriptorRecord,
 }
 
 /// True for the hypercalls [`PvDomain::answer`] takes.
@@ -122,6 +125,7 @@ impl PvDomain {
             shared_info,
             timer: None,
             parked: None,
+            descriptors: DescriptorRecord::default(),
         }
     }
 
@@ -178,6 +182,7 @@ impl PvDomain {
                     *frame = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
                 }
                 env.nucleus.set_gdt(&frames[..count], a1)?;
+                self.descriptors.set_gdt(&frames[..count], a1);
                 ret(0)
             }
             Some(Hypercall::UpdateDescriptor) => {
