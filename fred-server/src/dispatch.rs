@@ -407,8 +407,8 @@ mod tests {
         assert_eq!(got, Reply::Kill { token: Token(1) });
         assert!(
             out.ends_with(
-                "fred-server: guest (owner 3): #GP[GDT index 12] at 0x401234: call gates are not \
-             emulated for PV64 yet, killing it\n"
+                "fred-server: guest (owner 3): #GP[GDT index 12] at 0x401234: a server has no call \
+             gates, killing it\n"
             ),
             "{out}"
         );

@@ -3,8 +3,8 @@
 //! Receives the events the nucleus forwards (every fault of a Ring3 server), reports them
 //! with the shared `show_registers` renderer and answers resume / restart / kill. One module
 //! per duty: [`diagnostics`] (fault lines, dumps, `#DF` records), [`policy`] (restart up to
-//! three times, then give up), [`callgate`] (`#GP[sel]` → call-gate requests, refused until
-//! PV guests exist), [`kexec`] (the hand-off request state machine); [`dispatch`] routes
+//! three times, then give up), [`callgate`] (a server's `#GP[sel]`: refused, servers have no
+//! gates; guests' are pv-server's), [`kexec`] (the hand-off request state machine); [`dispatch`] routes
 //! messages between them. Options (StartInfo `args`): the runtime's `selfcheck` and
 //! `fault=` (`ipc::rt::testopts`), and `kexec-module=N` (a kexec asks for module N).
 //!
