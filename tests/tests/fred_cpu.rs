@@ -14,8 +14,8 @@
 use anyhow::Result;
 use tests::machine::Machine;
 use tests::scenarios::{
-    events, fred_decision, fred_only, guest_services, guest_traps, guests, hostile, nesting,
-    segments, servers,
+    callgates, events, fred_decision, fred_only, guest_services, guest_traps, guests, hostile,
+    nesting, segments, servers,
 };
 
 const FRED_CPU: Machine = Machine::Bochs;
@@ -362,4 +362,10 @@ fn kexec_on_two_fred_cpus_parks_the_ap_and_starts_it_again() -> Result<()> {
         "nucleus: 2 cpu(s) online",
     ])?;
     boot.expect_exit(tests::QemuExit::Success)
+}
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn guest_call_gates_are_emulated_with_the_sdm_rules() -> Result<()> {
+    callgates::call_gates_are_emulated_with_the_sdm_rules(FRED_CPU)
 }

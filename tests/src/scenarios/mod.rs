@@ -2,6 +2,7 @@
 //! `servers.rs`, `hostile.rs`, `nesting.rs`) and the FRED-CPU tests (`tests/fred_cpu.rs`):
 //! each takes the [`Machine`](crate::machine::Machine) and asserts the same lines on both,
 //! with the delivery-dependent ones (decision, `delivery:` line) asked from the machine.
+pub mod callgates;
 pub mod events;
 pub mod fred_decision;
 pub mod fred_only;

@@ -15,7 +15,7 @@ use xen_abi::traps::TrapInfo;
 use crate::hypercall;
 
 /// Vectors with a stub, in the order of `guest_rt_trap_entries`.
-pub const VECTORS: [u8; 12] = [0, 1, 3, 4, 6, 7, 13, 14, 0x20, 0x21, 0x80, 0x81];
+pub const VECTORS: [u8; 14] = [0, 1, 3, 4, 6, 7, 11, 12, 13, 14, 0x20, 0x21, 0x80, 0x81];
 /// The `vector` a syscall-callback entry reports.
 pub const SYSCALL_VECTOR: u64 = 0x100;
 /// The `error_code` of a vector that pushes none.
@@ -45,7 +45,7 @@ macro_rules! stubs {
     (@error) => { "" };
 }
 
-stubs!(0 plain, 1 plain, 3 plain, 4 plain, 6 plain, 7 plain, 13 error, 14 error,
+stubs!(0 plain, 1 plain, 3 plain, 4 plain, 6 plain, 7 plain, 11 error, 12 error, 13 error, 14 error,
        0x20 plain, 0x21 plain, 0x80 plain, 0x81 plain, 0x100 plain);
 
 global_asm!(
