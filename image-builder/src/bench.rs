@@ -57,13 +57,17 @@ pub enum Measurement {
     /// The `bench` guest: `ud2` → nucleus → pv-server (bounce frame) → the guest's `#UD`
     /// handler → `iret` hypercall → nucleus → pv-server → back after the `ud2`.
     BounceRoundtrip,
+    /// The `bench` guest in user mode: `call far` through a DPL 3 gate → nucleus →
+    /// pv-server (call-gate emulation, kernel mode on the `stack_switch` stack) → the gate's
+    /// target → `iret` hypercall → nucleus → pv-server → back in user mode after the call.
+    CallgateRoundtrip,
 }
 
 /// Issue 15 point 8: a hypercall round trip costs at most this many instructions more than
 /// the `int3` round trip.
 pub const HYPERCALL_OVER_INT3: u64 = 100;
 /// How many measurements the benchmark boot takes.
-pub const MEASUREMENTS: usize = 5;
+pub const MEASUREMENTS: usize = 6;
 /// The guest the benchmark boot ships for [`Measurement::HypercallRoundtrip`].
 pub const BENCH_GUEST: &str = "guest-bench";
 
@@ -74,6 +78,7 @@ impl Measurement {
         Self::RingRoundtrip,
         Self::HypercallRoundtrip,
         Self::BounceRoundtrip,
+        Self::CallgateRoundtrip,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -83,6 +88,7 @@ impl Measurement {
             Self::RingRoundtrip => "ring-roundtrip",
             Self::HypercallRoundtrip => "hypercall-roundtrip",
             Self::BounceRoundtrip => "bounce-roundtrip",
+            Self::CallgateRoundtrip => "callgate-roundtrip",
         }
     }
 
@@ -94,6 +100,7 @@ impl Measurement {
             Self::RingRoundtrip => "bench: ring-roundtrip ",
             Self::HypercallRoundtrip => "guest bench: bench: hypercall-roundtrip ",
             Self::BounceRoundtrip => "guest bench: bench: bounce-roundtrip ",
+            Self::CallgateRoundtrip => "guest bench: bench: callgate-roundtrip ",
         }
     }
 
@@ -112,6 +119,7 @@ impl Measurement {
                 format!("issue 15: int3 round trip ({int3}) + {HYPERCALL_OVER_INT3}"),
             ),
             Self::BounceRoundtrip => (2 * hypercall, "issue 16: two hypercall round trips".into()),
+            Self::CallgateRoundtrip => (2 * hypercall, "issue 18: as the bounce round trip".into()),
         }
     }
 
@@ -122,6 +130,7 @@ impl Measurement {
             Self::RingRoundtrip => 2,
             Self::HypercallRoundtrip => 3,
             Self::BounceRoundtrip => 4,
+            Self::CallgateRoundtrip => 5,
         }
     }
 }
@@ -196,7 +205,7 @@ impl Results {
     /// Every range, or the missing measurements.
     pub fn complete(&self) -> Result<[Range; MEASUREMENTS], Vec<Measurement>> {
         match self.0 {
-            [Some(a), Some(b), Some(c), Some(d), Some(e)] => Ok([a, b, c, d, e]),
+            [Some(a), Some(b), Some(c), Some(d), Some(e), Some(f)] => Ok([a, b, c, d, e, f]),
             _ => Err(self.missing()),
         }
     }
@@ -630,6 +639,10 @@ mod tests {
                 min: 70000,
                 max: 90000,
             },
+            Range {
+                min: 60000,
+                max: 80000,
+            },
         ];
         let readme = "# x\n\n```sh\ncargo fv bench\n```\n\n```\nQEMU TCG, -icount shift=3 old\nnull-syscall 1 2\n```\n\nafter\n";
         let updated = readme_with_table(readme, &table(&ranges)).unwrap();
@@ -642,7 +655,14 @@ mod tests {
             .collect();
         assert_eq!(
             minimums,
-            [Some(992), Some(14752), Some(7488), Some(30328), Some(70000)]
+            [
+                Some(992),
+                Some(14752),
+                Some(7488),
+                Some(30328),
+                Some(70000),
+                Some(60000)
+            ]
         );
         assert!(readme_with_table("no table", "t").is_err());
     }
@@ -664,10 +684,11 @@ mod tests {
         bench: ring-roundtrip min=17512 max=3189048 rounds=1000\r\n\
         pv-server: bench: int3-roundtrip min=288400 max=10009048\r\n\
         guest bench: bench: hypercall-roundtrip min=30328 max=33488 samples=1000 version=0x40015\r\n\
-        guest bench: bench: bounce-roundtrip min=70000 max=90000 samples=1000\r\n";
+        guest bench: bench: bounce-roundtrip min=70000 max=90000 samples=1000\r\n\
+        guest bench: bench: callgate-roundtrip min=60000 max=80000 samples=1000\r\n";
 
     #[test]
-    fn the_five_lines_parse() {
+    fn the_six_lines_parse() {
         let results = Results::parse(LOG);
         assert_eq!(
             results.complete(),
@@ -691,6 +712,10 @@ mod tests {
                 Range {
                     min: 70000,
                     max: 90000
+                },
+                Range {
+                    min: 60000,
+                    max: 80000
                 },
             ])
         );
@@ -740,7 +765,8 @@ mod tests {
                 Measurement::Int3Roundtrip,
                 Measurement::RingRoundtrip,
                 Measurement::HypercallRoundtrip,
-                Measurement::BounceRoundtrip
+                Measurement::BounceRoundtrip,
+                Measurement::CallgateRoundtrip
             ])
         );
         assert!(!all_lines_present(partial));
@@ -760,7 +786,7 @@ mod tests {
         let ranges = Results::parse(LOG).complete().unwrap();
         let table = table(&ranges);
         let rows: Vec<&str> = table.lines().collect();
-        assert_eq!(rows.len(), 7, "{table}");
+        assert_eq!(rows.len(), 8, "{table}");
         let cells = |row: &str| -> Vec<String> {
             row.split_whitespace().take(7).map(str::to_owned).collect()
         };
@@ -830,6 +856,18 @@ mod tests {
             ]
         );
         assert!(rows[6].ends_with(" 72300  issue 16: two hypercall round trips"));
+        assert_eq!(
+            cells(rows[7]),
+            [
+                "callgate-roundtrip",
+                "60000",
+                "80000",
+                "7500",
+                "10000",
+                "0.1x",
+                "72300"
+            ]
+        );
     }
 
     #[test]
@@ -866,6 +904,7 @@ mod tests {
             r(400, 480),
             r(1000, 1100),
             r(3000, 3300),
+            r(2500, 2800),
         ];
         let idt = [
             r(125, 160),
@@ -873,10 +912,11 @@ mod tests {
             r(400, 500),
             r(2000, 2100),
             r(4000, 4400),
+            r(5000, 5600),
         ];
         let table = bochs_table(&fred, &idt);
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 7, "{table}");
+        assert_eq!(lines.len(), 8, "{table}");
         assert!(
             lines[0].starts_with("Bochs wildcat_lake (FRED+LKGS)"),
             "{table}"
@@ -923,6 +963,10 @@ mod tests {
         assert_eq!(
             words(6),
             ["bounce-roundtrip", "3000", "3300", "4000", "4400", "0.75"]
+        );
+        assert_eq!(
+            words(7),
+            ["callgate-roundtrip", "2500", "2800", "5000", "5600", "0.50"]
         );
     }
 

@@ -1,12 +1,18 @@
-//! guest-bench (issue 15 point 8, issue 16 point 9): times 1000 `xen_version(0)` hypercalls
-//! and 1000 bounces (a `ud2` → its `#UD` handler, four instructions that step over it →
-//! the `iret` hypercall → back), each between two `rdtsc`, minus the cost of an empty pair,
-//! and prints `bench: hypercall-roundtrip min=A max=B` and `bench: bounce-roundtrip min=A
-//! max=B` (TSC ticks; `image-builder bench` converts under `-icount`), then powers off.
+//! guest-bench (issue 15 point 8, issue 16 point 9, issue 18 point 4): times 1000
+//! `xen_version(0)` hypercalls, 1000 bounces (a `ud2` → its `#UD` handler, four instructions
+//! that step over it → the `iret` hypercall → back) and, in user mode, 1000 call-gate round
+//! trips (`call far` through a DPL 3 gate into the kernel → six instructions that turn the
+//! gate's frame into an `iret` frame → the `iret` hypercall → back in user mode), each
+//! between two `rdtsc`, minus the cost of an empty pair, and prints `bench:
+//! hypercall-roundtrip`, `bench: bounce-roundtrip` and `bench: callgate-roundtrip` with
+//! `min=A max=B` (TSC ticks; `image-builder bench` converts under `-icount`), then powers off.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
 mod guest {
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    use guest_rt::tables::{PAGE_RO, p2m, region_end, update_va_mapping};
     use guest_rt::{Boot, guest_main, hypercall, println, shutdown, xen_guest_notes};
     use xen_abi::Hypercall;
     use xen_abi::sched::ShutdownReason;
@@ -28,8 +34,183 @@ mod guest {
         iret = const Hypercall::Iret.stub_offset(),
     );
 
+    /// The call-gate round trip's kernel side: the gate's frame (rip, cs, rsp, ss) becomes
+    /// an `iret` frame (flags, rip, cs, rflags, rsp, ss) back to user mode. The user-mode
+    /// driver: `bench_gate_samples` (Rust, in user mode), then `call far` through the exit
+    /// gate, whose target goes back to the kernel context `callgate_bench` saved.
+    core::arch::global_asm!(
+        ".globl bench_gate_target",
+        "bench_gate_target:",
+        "    pop rax",
+        "    pop rcx",
+        "    push 0x202",
+        "    push rcx",
+        "    push rax",
+        "    push 0",
+        "    jmp hypercall_page + {iret}",
+        ".globl bench_user_entry",
+        "bench_user_entry:",
+        "    call bench_gate_samples",
+        "    lea rdi, [rip + {exit_op}]",
+        "    .byte 0xff, 0x1f",
+        ".globl bench_exit_target",
+        "bench_exit_target:",
+        "    mov rsp, [rip + {krsp}]",
+        "    jmp [rip + {back}]",
+        ".pushsection .bss.bench_stacks, \"aw\", @nobits",
+        ".balign 16",
+        ".globl bench_kstack",
+        "bench_kstack:",
+        "    .skip 16384",
+        ".globl bench_ustack",
+        "bench_ustack:",
+        "    .skip 16384",
+        ".popsection",
+        iret = const Hypercall::Iret.stub_offset(),
+        exit_op = sym EXIT_OPERAND,
+        krsp = sym KERNEL_RSP,
+        back = sym BACK,
+    );
+
     unsafe extern "C" {
         static bench_ud_handler: u8;
+        static bench_gate_target: u8;
+        static bench_user_entry: u8;
+        static bench_exit_target: u8;
+        static bench_kstack: u8;
+        static bench_ustack: u8;
+    }
+
+    /// GDT entries 16/17: the DPL 3 gate timed; 18/19: the exit gate.
+    const BENCH_GATE: u16 = 16 << 3 | 3;
+    const EXIT_GATE: u16 = 18 << 3 | 3;
+    /// m16:32 far pointers through the two gates (offset 0, then the selector).
+    static BENCH_OPERAND: AtomicU64 = AtomicU64::new((BENCH_GATE as u64) << 32);
+    static EXIT_OPERAND: AtomicU64 = AtomicU64::new((EXIT_GATE as u64) << 32);
+    static KERNEL_RSP: AtomicU64 = AtomicU64::new(0);
+    static BACK: AtomicU64 = AtomicU64::new(0);
+    static OVERHEAD: AtomicU64 = AtomicU64::new(0);
+    static GATE_MIN: AtomicU64 = AtomicU64::new(u64::MAX);
+    static GATE_MAX: AtomicU64 = AtomicU64::new(0);
+
+    /// Runs in guest-user mode: the samples of the call-gate round trip.
+    #[unsafe(no_mangle)]
+    extern "C" fn bench_gate_samples() {
+        let overhead = OVERHEAD.load(Ordering::Relaxed);
+        let (mut min, mut max) = (u64::MAX, 0);
+        for _ in 0..SAMPLES {
+            let start = rdtsc();
+            // SAFETY: the gate's target returns through `iret` right after the far call,
+            // in user mode, with every register but rax, rcx and r11 as they were.
+            unsafe {
+                core::arch::asm!(
+                    ".byte 0xff, 0x1f",
+                    in("rdi") &BENCH_OPERAND as *const AtomicU64 as u64,
+                    out("rax") _,
+                    out("rcx") _,
+                    out("r11") _,
+                )
+            };
+            let ticks = rdtsc().saturating_sub(start).saturating_sub(overhead);
+            min = min.min(ticks);
+            max = max.max(ticks);
+        }
+        GATE_MIN.store(min, Ordering::Relaxed);
+        GATE_MAX.store(max, Ordering::Relaxed);
+    }
+
+    fn addr(symbol: &u8) -> u64 {
+        symbol as *const u8 as u64
+    }
+
+    /// A present 64-bit call gate, DPL 3, to Xen's flat kernel CS.
+    fn user_gate(offset: u64) -> [u64; 2] {
+        let low = (offset & 0xffff)
+            | u64::from(xen_abi::layout::selector::FLAT_KERNEL_CS) << 16
+            | 0xec << 40
+            | ((offset >> 16) & 0xffff) << 48;
+        [low, offset >> 32]
+    }
+
+    /// Sets up the two gates, `stack_switch` and user tables, and times the call-gate round
+    /// trip in user mode; `Err` names the set-up step that was refused.
+    fn callgate_bench(info: &xen_abi::StartInfo) -> Result<(u64, u64), &'static str> {
+        let gdt_va = region_end(info) - 3 * 4096;
+        let gdt = p2m(info)[(gdt_va >> 12) as usize];
+        // SAFETY: only the symbols' addresses are taken.
+        let (target, exit, entry, ktop, utop) = unsafe {
+            (
+                addr(&bench_gate_target),
+                addr(&bench_exit_target),
+                addr(&bench_user_entry),
+                addr(&bench_kstack) + 16384,
+                addr(&bench_ustack) + 16384,
+            )
+        };
+        let page = gdt_va as *mut u64;
+        for (index, offset) in [(16, target), (18, exit)] {
+            let [low, high] = user_gate(offset);
+            // SAFETY: the page is ours, in the bootstrap region's padding, mapped read-write
+            // until it becomes the GDT below.
+            unsafe {
+                page.add(index).write_volatile(low);
+                page.add(index + 1).write_volatile(high);
+            }
+        }
+        if update_va_mapping(gdt_va, gdt << 12 | PAGE_RO) != 0 {
+            return Err("GDT frame read-only");
+        }
+        let frames = [gdt];
+        // SAFETY: the frame list lives on our stack for the call.
+        if unsafe { hypercall(Hypercall::SetGdt, [frames.as_ptr() as u64, 512, 0, 0, 0]) } != 0 {
+            return Err("set_gdt");
+        }
+        if guest_rt::traps::stack_switch(ktop) != 0 {
+            return Err("stack_switch");
+        }
+        let l4 = p2m(info)[(info.pt_base >> 12) as usize];
+        if guest_rt::traps::new_user_baseptr(l4) != 0 {
+            return Err("NEW_USER_BASEPTR");
+        }
+        // SAFETY: saves the callee-saved registers and the kernel RSP, enters user mode
+        // through `iret`; the exit gate's target comes back to label 2 on that RSP.
+        unsafe {
+            core::arch::asm!(
+                "push rbx",
+                "push rbp",
+                "push r12",
+                "push r13",
+                "push r14",
+                "push r15",
+                "mov [rip + {krsp}], rsp",
+                "lea rax, [rip + 2f]",
+                "mov [rip + {back}], rax",
+                "push 0xe02b",
+                "push rdi",
+                "push 0x202",
+                "push 0xe033",
+                "push rsi",
+                "push 0",
+                "jmp hypercall_page + {iret}",
+                "2:",
+                "pop r15",
+                "pop r14",
+                "pop r13",
+                "pop r12",
+                "pop rbp",
+                "pop rbx",
+                krsp = sym KERNEL_RSP,
+                back = sym BACK,
+                in("rdi") utop,
+                in("rsi") entry,
+                iret = const Hypercall::Iret.stub_offset(),
+                clobber_abi("C"),
+            )
+        }
+        Ok((
+            GATE_MIN.load(Ordering::Relaxed),
+            GATE_MAX.load(Ordering::Relaxed),
+        ))
     }
 
     /// Installs the `#UD` handler; `rax` of `set_trap_table`.
@@ -62,7 +243,7 @@ mod guest {
         unsafe { core::arch::x86_64::_rdtsc() }
     }
 
-    fn main(_boot: Boot) -> ! {
+    fn main(boot: Boot) -> ! {
         let overhead = (0..64)
             .map(|_| {
                 let start = rdtsc();
@@ -95,6 +276,16 @@ mod guest {
             max = max.max(ticks);
         }
         println!("bench: bounce-roundtrip min={min} max={max} samples={SAMPLES}");
+        OVERHEAD.store(overhead, Ordering::Relaxed);
+        match callgate_bench(boot.start_info) {
+            Ok((min, max)) => {
+                println!("bench: callgate-roundtrip min={min} max={max} samples={SAMPLES}")
+            }
+            Err(step) => {
+                println!("bench: callgate-roundtrip unavailable: {step} refused");
+                shutdown(ShutdownReason::Crash);
+            }
+        }
         shutdown(ShutdownReason::Poweroff)
     }
 
