@@ -12,9 +12,7 @@ use ipc::message::{Gpr, GuestMode, GuestRegisters, GuestResume};
 use super::access::Shared;
 use super::emulation::fetch;
 use super::running::Running;
-use crate::callgate::descriptor::{
-    DescriptorRecord, DescriptorSource, PER_FRAME, SelectorIndex, Table,
-};
+use crate::callgate::descriptor::{DescriptorRecord, DescriptorSource, PER_FRAME, Table};
 use crate::callgate::operand::{self, Decoded, SegmentBases};
 use crate::callgate::{self, Caller, Outcome};
 use crate::domain_builder::Mfn;
@@ -52,17 +50,18 @@ impl<H: Hypervisor> DescriptorSource for GuestDescriptors<'_, '_, '_, H> {
 }
 
 impl Running {
-    /// The transfer of a `#GP(error)` through one of the guest's call gates: its new
+    /// The transfer of a `#GP(sel)` through one of the guest's call gates: its new
     /// context, or the fault it raised bounced into the guest; `None` when the event is no
-    /// such transfer (it goes on as the fault it is).
+    /// such transfer (it goes on as the fault it is). Out of line: the guest table's other
+    /// paths stay as they were.
     #[inline(never)]
     pub fn call_gate(
         &mut self,
         hv: &mut impl Hypervisor,
-        error: SelectorIndex,
         event: &Event,
         regs: &GuestRegisters,
     ) -> Option<Result<GuestResume, Crash>> {
+        let error = callgate::gate_error(event)?;
         let mut bytes = [0u8; MAX_LEN];
         let (len, _) = fetch(hv, self.domain, event.rip, &mut bytes);
         let cpu = &self.pv.cpu;

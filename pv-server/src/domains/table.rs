@@ -287,11 +287,7 @@ impl Guests {
             return self.event(hv, token, event, out);
         }
         let running = &mut self.running[at];
-        let through_gate = match crate::callgate::gate_error(event) {
-            Some(error) => running.call_gate(hv, error, event, regs),
-            None => None,
-        };
-        let resumed = match through_gate {
+        let resumed = match running.call_gate(hv, event, regs) {
             Some(resumed) => resumed,
             None => match running.emulate(hv, token, event, regs) {
                 Emulation::Resume(reply) => return Some(reply),
