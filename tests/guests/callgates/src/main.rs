@@ -15,19 +15,12 @@ mod guest {
 
     use guest_rt::tables::{PAGE_RO, mmuext_op, p2m, region_end, update_va_mapping};
     use guest_rt::traps::{self, TrapFrame};
-    use guest_rt::{Boot, guest_main, hypercall, println, shutdown, xen_note_int, xen_note_str};
-    use xen_abi::elfnote::XenNote;
+    use guest_rt::{Boot, guest_main, hypercall, println, shutdown, xen_guest_notes};
     use xen_abi::mm::MmuextOp;
     use xen_abi::sched::ShutdownReason;
     use xen_abi::{Errno, Hypercall};
 
-    xen_note_str!(XenNote::GuestOs, "fredvisor-callgates");
-    xen_note_str!(XenNote::GuestVersion, "0.1");
-    xen_note_str!(XenNote::XenVersion, "xen-3.0");
-    xen_note_str!(XenNote::Loader, "generic");
-    xen_note_int!(XenNote::VirtBase, 0);
-    xen_note_int!(XenNote::PaddrOffset, 0);
-    xen_note_int!(XenNote::HypercallPage, sym hypercall_page);
+    xen_guest_notes!("fredvisor-callgates");
 
     const KSTACK_BYTES: u64 = 16384;
     const USTACK_BYTES: u64 = 8192;
