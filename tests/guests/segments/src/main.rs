@@ -383,3 +383,6 @@ mod guest {
 
     guest_main!(main);
 }
+
+#[cfg(not(target_os = "none"))]
+fn main() {}
