@@ -28,6 +28,10 @@ pub struct Fred {
     kexec: Kexec,
     /// Test option `kexec-module=N`: the module a kexec asks for instead of the kexec image.
     kexec_module: Option<u16>,
+    /// Test option `kexec-after-events=N`: answer N events after ready before asking.
+    kexec_after_events: u32,
+    /// A message to send besides an answer (a deferred kexec request), for the serve loop.
+    outgoing: Option<ServerMessage>,
 }
 
 impl Default for Fred {
@@ -46,6 +50,8 @@ impl Fred {
             pending: None,
             kexec: Kexec::new(),
             kexec_module: None,
+            kexec_after_events: 0,
+            outgoing: None,
         }
     }
 
@@ -53,6 +59,18 @@ impl Fred {
     pub fn with_kexec_module(mut self, module: Option<u16>) -> Self {
         self.kexec_module = module;
         self
+    }
+
+    /// Test option `kexec-after-events=N`: with `kexec=reboot-into`, answer N more events
+    /// after ready before asking for the hand-off.
+    pub fn with_kexec_after_events(mut self, events: u32) -> Self {
+        self.kexec_after_events = events;
+        self
+    }
+
+    /// What to send besides the answers (the serve loop's tick takes it).
+    pub fn take_outgoing(&mut self) -> Option<ServerMessage> {
+        self.outgoing.take()
     }
 
     /// Handles one message; returns what to send back, if anything. Console write errors
@@ -64,7 +82,11 @@ impl Fred {
     ) -> Option<ServerMessage> {
         match message {
             NucleusMessage::Event { token, event } => {
-                Some(ServerMessage::Reply(self.on_event(*token, event, out)))
+                let reply = self.on_event(*token, event, out);
+                if let Some(request) = self.kexec.on_event_answered(out) {
+                    self.outgoing = Some(request);
+                }
+                Some(ServerMessage::Reply(reply))
             }
             NucleusMessage::Dump(part) => {
                 match self.assembler.push(part) {
@@ -129,7 +151,10 @@ impl Fred {
                 );
                 Some(ServerMessage::Reply(Reply::Kill { token: *token }))
             }
-            NucleusMessage::Ready(ready) => self.kexec.on_ready(ready, self.kexec_module, out),
+            NucleusMessage::Ready(ready) => {
+                self.kexec
+                    .on_ready_after(ready, self.kexec_module, self.kexec_after_events, out)
+            }
             NucleusMessage::KexecRefused(request) => {
                 self.kexec.on_refused(request, out);
                 None

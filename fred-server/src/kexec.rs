@@ -51,6 +51,9 @@ impl fmt::Display for KexecError {
 #[derive(Debug)]
 pub struct Kexec {
     state: KexecState,
+    /// Test option `kexec-after-events=N`: the ready facts and module, held until N more
+    /// events were answered (a hand-off with events in flight).
+    deferred: Option<(SystemReady, Option<u16>, u32)>,
 }
 
 impl Default for Kexec {
@@ -63,6 +66,7 @@ impl Kexec {
     pub const fn new() -> Self {
         Self {
             state: KexecState::Idle,
+            deferred: None,
         }
     }
 
@@ -124,6 +128,38 @@ impl Kexec {
                 None
             }
         }
+    }
+
+    /// [`Kexec::on_ready`], but only once `events` more events were answered
+    /// ([`Kexec::on_event_answered`]); at once for 0.
+    pub fn on_ready_after(
+        &mut self,
+        ready: &SystemReady,
+        module: Option<u16>,
+        events: u32,
+        out: &mut impl Write,
+    ) -> Option<ServerMessage> {
+        if events == 0 || !ready.reboot_into {
+            return self.on_ready(ready, module, out);
+        }
+        let _ = writeln!(
+            out,
+            "{PREFIX}: kexec=reboot-into: waiting for {events} more event(s) first"
+        );
+        self.deferred = Some((*ready, module, events));
+        None
+    }
+
+    /// One event was answered: the deferred request, once its count is reached.
+    pub fn on_event_answered(&mut self, out: &mut impl Write) -> Option<ServerMessage> {
+        let (ready, module, left) = self.deferred.as_mut()?;
+        *left -= 1;
+        if *left > 0 {
+            return None;
+        }
+        let (ready, module) = (*ready, *module);
+        self.deferred = None;
+        self.on_ready(&ready, module, out)
     }
 
     /// The nucleus refused `request` (it printed why): back to idle, and say so.
@@ -199,6 +235,30 @@ mod tests {
         assert_eq!(
             out,
             "fred-server: kexec=reboot-into: generation 2 already is the reboot; staying\n"
+        );
+    }
+
+    #[test]
+    fn a_deferred_request_waits_for_its_events() {
+        let mut out = String::new();
+        let mut kexec = Kexec::new();
+        assert_eq!(
+            kexec.on_ready_after(&ready(1, Some(5), true), None, 2, &mut out),
+            None
+        );
+        assert_eq!(kexec.on_event_answered(&mut out), None);
+        assert_eq!(
+            kexec.on_event_answered(&mut out),
+            Some(ServerMessage::Kexec(KexecRequest {
+                module: 5,
+                generation: 2
+            }))
+        );
+        assert_eq!(kexec.on_event_answered(&mut out), None);
+        assert_eq!(
+            out,
+            "fred-server: kexec=reboot-into: waiting for 2 more event(s) first\n\
+             fred-server: kexec: asking for a hand-off into module 5 (generation 2)\n"
         );
     }
 

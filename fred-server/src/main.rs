@@ -6,7 +6,8 @@
 //! three times, then give up), [`callgate`] (a server's `#GP[sel]`: refused, servers have no
 //! gates; guests' are pv-server's), [`kexec`] (the hand-off request state machine); [`dispatch`] routes
 //! messages between them. Options (StartInfo `args`): the runtime's `selfcheck` and
-//! `fault=` (`ipc::rt::testopts`), and `kexec-module=N` (a kexec asks for module N).
+//! `fault=` (`ipc::rt::testopts`), `kexec-module=N` (a kexec asks for module N) and `kexec-after-events=N` (asks only after N
+//! more events were answered).
 //!
 //! No `unsafe` here: the syscalls, `_start` and the ring pages are `ipc::rt`'s. On the host
 //! this is a stub `main`, so `cargo test --workspace` runs the modules' tests.
@@ -34,23 +35,49 @@ mod server {
         }
         println!("started (generation {})", server.generation());
         testopts::run(&server);
-        // Test option `kexec-module=N` (hostile kexec requests).
-        let kexec_module = server
-            .info()
-            .arg_value(b"kexec-module")
-            .and_then(|v| core::str::from_utf8(v).ok())
-            .and_then(|v| v.parse::<u16>().ok());
-        let mut fred = Fred::new().with_kexec_module(kexec_module);
+        // Test options `kexec-module=N` (hostile kexec requests) and `kexec-after-events=N`
+        // (a hand-off with events in flight).
+        let number = |key: &[u8]| {
+            server
+                .info()
+                .arg_value(key)
+                .and_then(|v| core::str::from_utf8(v).ok())
+                .and_then(|v| v.parse::<u32>().ok())
+        };
+        let kexec_module = number(b"kexec-module").and_then(|n| u16::try_from(n).ok());
+        let kexec_after_events = number(b"kexec-after-events").unwrap_or(0);
+        let mut fred = Fred::new()
+            .with_kexec_module(kexec_module)
+            .with_kexec_after_events(kexec_after_events);
         // Test option: crash on the first event, before answering it, in generation 0 (the
         // nucleus must hand the unanswered event to the restarted fred-server).
         let crash_on_event = server.info().has_arg(b"fault-on-event") && server.generation() == 0;
-        server.serve(|message, console| {
+        let crash = move |message: &ipc::NucleusMessage| {
             if crash_on_event && matches!(message, ipc::NucleusMessage::Event { .. }) {
                 println!("test option: fault-on-event: ud2 before answering");
                 ipc::rt::cpu::invalid_opcode();
             }
-            fred.handle(message, console)
-        })
+        };
+        if kexec_after_events == 0 {
+            return server.serve(|message, console| {
+                crash(message);
+                fred.handle(message, console)
+            });
+        }
+        // A deferred kexec request goes out besides an answer: the loop's tick sends it.
+        let fred = core::cell::RefCell::new(fred);
+        server.serve_ticking(
+            |message, console| {
+                crash(message);
+                fred.borrow_mut().handle(message, console)
+            },
+            |send| {
+                if let Some(message) = fred.borrow_mut().take_outgoing() {
+                    send(message);
+                }
+                false
+            },
+        )
     }
 
     ipc::declare_server!(main);

@@ -1,4 +1,5 @@
-//! Test-only server options from StartInfo `args`: `selfcheck`, `fault=KIND [faults=N]`.
+//! Test-only server options from StartInfo `args`: `selfcheck`, `fault=KIND [faults=N]`,
+//! `hammer=int3`.
 //!
 //! Every server honours them the same way, so the boot tests can crash or probe any of them
 //! (issue 7 items 7 and the syscall acceptance test). They run after `Hello`, so the nucleus
@@ -72,11 +73,15 @@ fn parse_count(value: &[u8]) -> Result<u32, OptionError> {
         .ok_or(OptionError::BadCount)
 }
 
-/// Runs the test options of `server` (call after `Hello`). Returns unless a fault was asked.
+/// Runs the test options of `server` (call after `Hello`). Returns unless a fault or a
+/// hammer was asked.
 pub fn run(server: &Server) {
     let info = server.info();
     if info.has_arg(b"selfcheck") {
         selfcheck();
+    }
+    if info.arg_value(b"hammer") == Some(b"int3") {
+        hammer_int3();
     }
     let Some(value) = info.arg_value(b"fault") else {
         return;
@@ -109,6 +114,21 @@ pub fn run(server: &Server) {
         FaultKind::NullWrite => cpu::null_write(),
         FaultKind::InvalidOpcode => cpu::invalid_opcode(),
         FaultKind::EndlessLoop => cpu::spin_forever(),
+    }
+}
+
+/// `hammer=int3`: raises `int3` events for good (each one forwarded to the fault handler
+/// and resumed), saying so after the first and every 10 000th: a stream of events in flight
+/// for the tests that hand the machine over underneath it (kexec).
+fn hammer_int3() -> ! {
+    println!("test option: hammer=int3: raising int3 events for good");
+    let mut count: u64 = 0;
+    loop {
+        cpu::breakpoint();
+        count += 1;
+        if count == 1 || count.is_multiple_of(10_000) {
+            println!("test option: hammer=int3: {count} event(s) handled");
+        }
     }
 }
 
