@@ -12,6 +12,8 @@
 //!   syscalls. `faults=N` (default 1) limits it to the first `N` generations, so a restarted
 //!   server comes back healthy (`faults=1`) or keeps crashing until fred-server gives up
 //!   (`faults=9`).
+//! * `hammer=int3`: `int3` for good (each one an event the fault handler answers), with a
+//!   line after the first and every 10 000th: events in flight for the kexec tests.
 
 use core::fmt;
 
