@@ -341,6 +341,9 @@ pub struct Options {
     pub trace: TraceLevel,
     /// `cpus=N`: at most N CPUs online (N >= 1); `None` is every CPU found.
     pub cpus: Option<u16>,
+    /// `server-cpu=NAME:N`: the CPU (by bring-up number) server NAME runs on; the boot CPU
+    /// otherwise. Stored as `ServerArgs` whose argument is the number ([`Options::server_cpu`]).
+    pub server_cpu: ServerArgsTable,
     /// `kexec=reboot-into`: fred-server asks for a kexec once the system is ready.
     pub kexec: KexecWhen,
     /// `crashkernel`: a panic or `#DF` kexecs into the kexec image instead of halting.
@@ -349,6 +352,20 @@ pub struct Options {
     pub generation: Generation,
     /// `kexec-reason=`: why the previous generation handed over (none on a first boot).
     pub kexec_reason: Option<KexecReason>,
+}
+
+impl Options {
+    /// The CPU `server-cpu=` names for server `name`.
+    pub fn server_cpu(&self, name: &[u8]) -> Option<u8> {
+        self.server_cpu
+            .get(name)
+            .and_then(|a| parse_cpu_number(a.args()))
+    }
+}
+
+/// A `server-cpu=` number: decimal, 0-255.
+fn parse_cpu_number(text: &[u8]) -> Option<u8> {
+    core::str::from_utf8(text).ok()?.parse::<u8>().ok()
 }
 
 /// A kexec generation (`kexec-generation=`): 1 unless a kexec set it.
@@ -478,6 +495,9 @@ impl fmt::Display for Options {
         }
         if let Some(cpus) = self.cpus {
             write!(f, " cpus={cpus}")?;
+        }
+        for pin in self.server_cpu.iter() {
+            write!(f, " server-cpu={}:{}", Echo(pin.name()), Echo(pin.args()))?;
         }
         if self.kexec == KexecWhen::RebootInto {
             f.write_str(" kexec=reboot-into")?;
@@ -737,6 +757,34 @@ impl<'a, F: FnMut(Warning<'a>)> Parser<'a, F> {
                     kept: "none",
                 }),
             },
+            b"server-cpu" => {
+                let pin = value
+                    .and_then(ServerArgs::parse)
+                    .filter(|a| parse_cpu_number(a.args()).is_some());
+                match (value, pin) {
+                    (Some(value), Some(pin)) => {
+                        if !self.options.server_cpu.insert(pin) {
+                            self.warn(Warning::BadValue {
+                                key: "server-cpu",
+                                value: Echo(value),
+                                expected: "at most 4 servers",
+                                kept: "the first 4",
+                            });
+                        }
+                    }
+                    (Some(value), None) => self.warn(Warning::BadValue {
+                        key: "server-cpu",
+                        value: Echo(value),
+                        expected: "NAME:N (N a CPU number 0-255)",
+                        kept: "the boot CPU",
+                    }),
+                    (None, _) => self.warn(Warning::MissingValue {
+                        key: "server-cpu",
+                        expected: "NAME:N",
+                        kept: "the boot CPU",
+                    }),
+                }
+            }
             b"trace" => {
                 let kept = self.options.trace.as_str();
                 let expected = "off|events|all";
@@ -906,6 +954,7 @@ mod tests {
                 server_args: ServerArgsTable::default(),
                 trace: TraceLevel::Off,
                 cpus: None,
+                server_cpu: ServerArgsTable::default(),
                 kexec: KexecWhen::OnRequest,
                 crashkernel: false,
                 generation: Generation(1),
@@ -1145,6 +1194,23 @@ mod tests {
             warnings[MAX_WARNINGS],
             "cmdline: 12 more warnings suppressed"
         );
+    }
+
+    #[test]
+    fn server_cpu_names_a_cpu_per_server() {
+        let (options, warnings) =
+            parse_all(b"server-cpu=pv-server:1 server-cpu=fred-server:x server-cpu=a:256");
+        assert_eq!(options.server_cpu(b"pv-server"), Some(1));
+        assert_eq!(options.server_cpu(b"fred-server"), None);
+        assert_eq!(
+            warnings,
+            [
+                "cmdline: server-cpu=fred-server:x: expected NAME:N (N a CPU number 0-255), using the boot CPU",
+                "cmdline: server-cpu=a:256: expected NAME:N (N a CPU number 0-255), using the boot CPU",
+            ]
+        );
+        let (again, _) = parse_all(options.to_string().as_bytes());
+        assert_eq!(again.server_cpu(b"pv-server"), Some(1));
     }
 
     #[test]

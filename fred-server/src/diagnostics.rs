@@ -20,6 +20,9 @@ pub const PREFIX: &str = "fred-server";
 pub const MAX_NAMED_OWNERS: usize = 16;
 /// `int3` reports printed per owner before the rest are only counted.
 pub const INT3_REPORTS: u32 = 3;
+/// Every this many `int3`s from one owner, one line with the count (the cross-CPU event
+/// stress checks that none was lost).
+pub const INT3_MILESTONE: u32 = 25_000;
 
 /// Owner ids and the names of the servers behind them.
 #[derive(Debug, Default)]
@@ -191,6 +194,8 @@ pub enum Int3Verdict {
     Print,
     /// The last one printed: say that the rest are suppressed.
     PrintLast,
+    /// Not printed, but the count reached a multiple of [`INT3_MILESTONE`]: say how many.
+    Milestone(u32),
     Quiet,
 }
 
@@ -213,6 +218,7 @@ impl Int3Reports {
         match count {
             c if c < INT3_REPORTS => Int3Verdict::Print,
             c if c == INT3_REPORTS => Int3Verdict::PrintLast,
+            c if c % INT3_MILESTONE == 0 => Int3Verdict::Milestone(c),
             _ => Int3Verdict::Quiet,
         }
     }

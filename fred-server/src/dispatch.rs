@@ -175,7 +175,13 @@ impl Fred {
         let label = self.names.label(event.owner);
         if event.kind == (EventKind::SoftwareException { vector: 3 }) && event.from_ring == 3 {
             let verdict = self.int3.note(event.owner);
-            if verdict != Int3Verdict::Quiet {
+            if let Int3Verdict::Milestone(count) = verdict {
+                let _ = writeln!(
+                    out,
+                    "{PREFIX}: {count} int3 events from {} handled",
+                    label.short()
+                );
+            } else if verdict != Int3Verdict::Quiet {
                 let _ = writeln!(
                     out,
                     "{PREFIX}: {label} hit {}, resuming",

@@ -182,7 +182,8 @@ fn forward(
 /// watchdog), another local APIC vector (`cpu::ipi`), or one line.
 fn interrupt(frame: &mut Frame, vector: u8, delivery: Delivery) {
     match crate::cpu::ipi::local_interrupt(vector) {
-        Some(crate::cpu::ipi::Local::BootTick) => return boot_tick(frame, delivery),
+        Some(crate::cpu::ipi::Local::Tick { boot }) => return tick(frame, delivery, boot),
+        Some(crate::cpu::ipi::Local::Reschedule) => return reschedule(frame),
         Some(crate::cpu::ipi::Local::Done) => return,
         None => {}
     }
@@ -191,27 +192,44 @@ fn interrupt(frame: &mut Frame, vector: u8, delivery: Delivery) {
             return; // spurious IRQ 7/15
         }
         if vector == timer::TIMER_VECTOR {
-            return boot_tick(frame, delivery);
+            return tick(frame, delivery, true);
         }
     }
     println!("nucleus: unexpected interrupt, vector {vector}");
 }
 
-/// The boot CPU's tick, acknowledged: counted, and unless it interrupted nucleus work, the
-/// reports, the lifecycle's tick and the scheduler's verdict.
-fn boot_tick(frame: &mut Frame, delivery: Delivery) {
-    timer::tick();
+/// A tick on a CPU that runs threads, acknowledged: unless it interrupted nucleus work, the
+/// scheduler's verdict for this CPU (preemption, the watchdog). The boot CPU's also counts
+/// the time (`timer::ticks`), prints the reports and runs the lifecycle's tick (restarts).
+fn tick(frame: &mut Frame, delivery: Delivery, boot: bool) {
+    if boot {
+        timer::tick();
+    }
     if interrupted_nucleus_work(frame) {
         return;
     }
-    report_nmis();
-    report_masked_ticks();
+    if boot {
+        report_nmis();
+        report_masked_ticks();
+    }
     handle(frame, |t, frame| {
-        for handler in crate::lifecycle::tick(t) {
-            crate::forward::rehome_pending(t, handler);
+        if boot {
+            for handler in crate::lifecycle::tick(t) {
+                crate::forward::rehome_pending(t, handler);
+            }
         }
         tick_verdict(t, frame, delivery)
     });
+}
+
+/// A reschedule IPI: another CPU made a thread placed here runnable. From the idle loop or
+/// ring 3, this CPU picks from its run queue again; in nucleus code it only counts (the
+/// event in progress ends with its own pick).
+fn reschedule(frame: &mut Frame) {
+    if interrupted_nucleus_work(frame) {
+        return;
+    }
+    handle(frame, |_, _| NextTask::NextInTurn);
 }
 
 /// What the timer tick found, carried out: preemption, or the hung thread forwarded.

@@ -45,7 +45,7 @@ pub fn capture(prefix: &str, frame: &Frame, delivery: Delivery) -> RegisterDump 
     let ret = &frame.ret;
     let mut dump = RegisterDump {
         prefix: Text::truncated(prefix),
-        cpu: 0,
+        cpu: crate::cpu::this_cpu_number() as u16,
         delivery,
         stack,
         stack_level: stack_level(delivery, page),

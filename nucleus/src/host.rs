@@ -173,6 +173,26 @@ pub mod cpu {
     pub fn set_live_bases(fs: u64, gs: u64) {
         LIVE.set((fs, gs));
     }
+
+    thread_local! {
+        static CPU: Cell<u32> = const { Cell::new(0) };
+    }
+
+    /// The stand-in CPU's number (0 unless a test set another).
+    pub fn this_cpu_number() -> u32 {
+        CPU.get()
+    }
+
+    /// Makes the stand-in CPU CPU `n` (a test of another CPU's run queue).
+    pub fn set_this_cpu_number(n: u32) {
+        CPU.set(n);
+    }
+
+    pub mod ipi {
+        pub fn answer_shootdowns() {}
+
+        pub fn wake_cpu(_cpu: usize) {}
+    }
 }
 
 pub mod loader {

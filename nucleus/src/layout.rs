@@ -91,3 +91,7 @@ const _: () = {
     assert!(KEXEC_RESERVED.start >= TRAMPOLINE_RESERVED.end);
     assert!(KEXEC_MBI_PHYS < KEXEC_RESERVED.end);
 };
+
+/// How many CPUs the nucleus brings up at most (the `PerCpu` pool, the thread table's
+/// per-CPU `current`).
+pub const MAX_CPUS: usize = 8;

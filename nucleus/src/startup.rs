@@ -162,6 +162,7 @@ extern "C" fn on_stack_block() -> ! {
         let mut started = 0;
         for id in t.server_ids() {
             let name = BOOT_THREADS[id.index()].name;
+            place(t, id, name, options);
             let module = boot
                 .modules
                 .iter()
@@ -175,12 +176,35 @@ extern "C" fn on_stack_block() -> ! {
     });
     println!("nucleus: {started} server(s) started");
     crate::cpu::apic_timer::start_preemption();
+    // The servers placed on other CPUs: those CPUs pick them up now.
+    thread::with(|t| t.wake_remote());
     // Prints ready at once if no thread was started.
     thread::with(crate::lifecycle::check_ready);
     // Straight into the first thread: boot does not wait for a timer tick (a machine
     // without a working PIT still boots; it only loses preemption).
     crate::cpu::enter::enter_first(|frame| thread::with(|t| thread::sched::start(t, frame)));
     crate::cpu::enter::idle_forever()
+}
+
+/// The placement policy: every server runs on the boot CPU unless `server-cpu=NAME:N` names
+/// an online CPU N for it (a CPU that is not online: one line, and the boot CPU).
+fn place(t: &mut thread::Threads, id: thread::ThreadId, name: &str, options: &Options) {
+    let Some(n) = options.server_cpu(name.as_bytes()) else {
+        return;
+    };
+    let cpu = crate::cpu::percpu::claimed()
+        .nth(usize::from(n))
+        .filter(|cpu| cpu.index() == 0 || cpu.is_online());
+    match cpu {
+        Some(cpu) => {
+            cpu.set_runs_threads();
+            t.place(id, n);
+            println!("nucleus: {name} runs on cpu {n} (server-cpu=)");
+        }
+        None => println!(
+            "nucleus: server-cpu={name}:{n}: cpu {n} is not online; {name} runs on the boot cpu"
+        ),
+    }
 }
 
 /// Every started thread said hello: boot is complete. Prints the marker, ends the run if

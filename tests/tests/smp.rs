@@ -176,3 +176,54 @@ fn one_cpu_ticks_from_its_local_apic_timer() -> Result<()> {
     })?;
     boot.expect_exit(QemuExit::Success)
 }
+
+/// The cross-CPU event stress (issue 20 points 4 and 5): pv-server placed on CPU 1
+/// (`server-cpu=`) raises 10^5 `int3` events; each goes through the nucleus on CPU 1 into
+/// fred-server's ring on CPU 0 with a reschedule IPI, and fred-server's reply wakes pv-server
+/// on CPU 1 the same way. None may be lost: fred-server counts them (every 25 000), and
+/// pv-server's loop only ends once every one came back.
+#[test]
+fn cross_cpu_events_reach_fred_server_and_every_reply_comes_back() -> Result<()> {
+    let iso = Image::new()
+        .cmdline("server-cpu=pv-server:1 server-args=pv-server:events=100000")
+        .build_shared()?;
+    let done = "pv-server: test option: events: ";
+    let boot = Qemu::new(&iso)
+        .arg("-smp")
+        .arg("2")
+        .until(done)
+        .timeout(boot_timeout() * 4)
+        .run()?;
+    boot.expect_in_order(&[
+        "nucleus: 2 cpu(s) online",
+        "nucleus: pv-server runs on cpu 1 (server-cpu=)",
+        markers::READY,
+        "fred-server: 25000 int3 events from pv-server handled",
+        "fred-server: 50000 int3 events from pv-server handled",
+        "fred-server: 75000 int3 events from pv-server handled",
+        "fred-server: 100000 int3 events from pv-server handled",
+    ])?;
+    let line = boot.expect_line("pv-server's count", |l| l.starts_with(done))?;
+    ensure!(
+        line.starts_with(&format!(
+            "{done}100000 int3 event(s) raised, 100000 resumed, "
+        )),
+        "events lost: {line}"
+    );
+    println!("{line}");
+    boot.expect_absent("treating it as hung")?;
+    boot.expect_absent("faulted")?;
+    boot.expect_exit(QemuExit::Stopped)
+}
+
+/// `server-cpu=` naming a CPU that is not online says so and keeps the server on the boot
+/// CPU (which then runs both servers, as with one CPU).
+#[test]
+fn server_cpu_of_a_missing_cpu_falls_back_to_the_boot_cpu() -> Result<()> {
+    let boot = boot("server-cpu=pv-server:3 exit=qemu", 2)?;
+    boot.expect_in_order(&[
+        "nucleus: server-cpu=pv-server:3: cpu 3 is not online; pv-server runs on the boot cpu",
+        markers::READY,
+    ])?;
+    boot.expect_exit(QemuExit::Success)
+}

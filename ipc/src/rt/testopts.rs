@@ -14,6 +14,9 @@
 //!   (`faults=9`).
 //! * `hammer=int3`: `int3` for good (each one an event the fault handler answers), with a
 //!   line after the first and every 10 000th: events in flight for the kexec tests.
+//! * `events=N`: raises `N` `int3` events, each forwarded to the server's fault handler and
+//!   resumed by it, and prints how many came back and the TSC ticks they took (the
+//!   cross-CPU event stress, with the server on another CPU than its handler).
 
 use core::fmt;
 
@@ -82,6 +85,12 @@ pub fn run(server: &Server) {
     if info.has_arg(b"selfcheck") {
         selfcheck();
     }
+    if let Some(value) = info.arg_value(b"events") {
+        match parse_count(value) {
+            Ok(count) => raise_events(count),
+            Err(_) => println!("test option: events= is not a number, ignored"),
+        }
+    }
     if info.arg_value(b"hammer") == Some(b"int3") {
         hammer_int3();
     }
@@ -132,6 +141,21 @@ fn hammer_int3() -> ! {
             println!("test option: hammer=int3: {count} event(s) handled");
         }
     }
+}
+
+/// `events=N`: `N` `int3`s, each returning only once its handler resumed it.
+fn raise_events(count: u32) {
+    let start = cpu::rdtsc();
+    let mut resumed = 0u32;
+    for _ in 0..count {
+        cpu::breakpoint();
+        resumed += 1;
+    }
+    let ticks = cpu::rdtsc().wrapping_sub(start);
+    println!(
+        "test option: events: {count} int3 event(s) raised, {resumed} resumed, {ticks} TSC ticks ({} per event)",
+        ticks / u64::from(count.max(1))
+    );
 }
 
 /// Passes bad pointers to `console_write` and prints what the nucleus answered.

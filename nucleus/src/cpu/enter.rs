@@ -2,7 +2,6 @@
 //! idle loop (the nucleus' only interruptible code), and the user FS/GS a thread runs with.
 //! Every later entry is the exit half of the entry stubs.
 use super::percpu::{self, IDLE_STACK_WORDS};
-use crate::racy::RacyCell;
 use bsp_x86_64::frame::{CsQword, Frame, SsQword};
 use bsp_x86_64::gdt;
 use bsp_x86_64::guest_segments::SegmentBases;
@@ -86,13 +85,21 @@ const ZERO_GS: msr::KernelGsBase = match msr::KernelGsBase::new(0) {
 
 /// What ring 3 finds in FS and GS: the FS base, the GS selector and the user GS base.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct UserSegments {
+pub(super) struct UserSegments {
     fs: u64,
     gs_sel: u16,
     gs: u64,
 }
 
 impl UserSegments {
+    /// What a CPU holds before its first switch: a selector no load produces, so the first
+    /// switch loads everything.
+    pub(super) const UNKNOWN: Self = Self {
+        fs: 0,
+        gs_sel: 0xffff,
+        gs: 0,
+    };
+
     /// What servers run with (they cannot change a base: every descriptor they can load
     /// has base 0, and CR4.FSGSBASE is off).
     const fn is_zero(&self) -> bool {
@@ -100,19 +107,12 @@ impl UserSegments {
     }
 }
 
-/// What this CPU holds for ring 3: a switch that would write the same values writes nothing
-/// (each MSR write is a serialising instruction). Starts with a selector no load produces,
-/// so the first switch loads everything.
-static LIVE: RacyCell<UserSegments> = RacyCell::new(UserSegments {
-    fs: 0,
-    gs_sel: 0xffff,
-    gs: 0,
-});
-
+/// What this CPU holds for ring 3 (`PerCpu::user_segments`): a switch that would write the
+/// same values writes nothing (each MSR write is a serialising instruction).
 fn live() -> &'static mut UserSegments {
-    // SAFETY: touched only by the switch path (`sched::switch`), interrupts off, one CPU;
-    // no reference outlives the call.
-    unsafe { &mut *LIVE.get() }
+    // SAFETY: this CPU's own cell, touched only by the switch path (`sched::switch`) on this
+    // CPU with interrupts off; no reference outlives the call.
+    unsafe { &mut *percpu::current().user_segments.get() }
 }
 
 /// Loads the next thread's user segments for its return to ring 3: a guest vCPU's FS base,

@@ -27,10 +27,13 @@ const ANSWER_TIMEOUT_US: u64 = 100_000;
 /// What a local APIC vector was, once handled and acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Local {
-    /// The timer tick on the boot CPU: the caller runs the tick's work (preemption, the
-    /// watchdog, the reports).
-    BootTick,
-    /// Handled in full here (an AP's tick, a reschedule, a shootdown, a spurious interrupt).
+    /// The timer tick on a CPU that runs threads: the caller runs the tick's work
+    /// (preemption and the watchdog there; on the boot CPU also the lifecycle and reports).
+    Tick { boot: bool },
+    /// A reschedule on a CPU that runs threads: the caller looks at its run queue.
+    Reschedule,
+    /// Handled in full here (a tick or reschedule on a CPU without threads, a shootdown, a
+    /// spurious interrupt).
     Done,
 }
 
@@ -52,20 +55,34 @@ pub fn local_interrupt(vector: u8) -> Option<Local> {
         _ => return None,
     }
     cpu.with_apic(|apic| apic.eoi());
-    Some(if vector == TIMER_VECTOR && cpu.index() == 0 {
-        Local::BootTick
-    } else {
-        Local::Done
+    let boot = cpu.index() == 0;
+    let runs_threads = boot || cpu.runs_threads();
+    Some(match vector {
+        TIMER_VECTOR if runs_threads => Local::Tick { boot },
+        RESCHEDULE_VECTOR if runs_threads => Local::Reschedule,
+        _ => Local::Done,
     })
 }
 
 /// Sends a reschedule/wake-up to `cpu` (no-op for this CPU or one not online).
 pub fn wake(cpu: &PerCpu) {
     let me = percpu::current();
-    if core::ptr::eq(cpu, me) || !cpu.is_online() {
+    if core::ptr::eq(cpu, me) || !(cpu.index() == 0 || cpu.is_online()) {
         return;
     }
     me.with_apic(|apic| apic.send(Target::Cpu(cpu.apic_id()), Ipi::Vector(RESCHEDULE_VECTOR)));
+}
+
+/// Sends a reschedule/wake-up to the CPU with bring-up number `cpu`, if it is online.
+pub fn wake_cpu(cpu: usize) {
+    if let Some(target) = percpu::claimed().nth(cpu) {
+        wake(target);
+    }
+}
+
+/// Answers a TLB shootdown aimed at this CPU (while it spins on a lock with interrupts off).
+pub fn answer_shootdowns() {
+    flush_if_asked(percpu::current());
 }
 
 /// Makes every other online CPU whose CR3 holds one of `roots` reload it, and waits for each

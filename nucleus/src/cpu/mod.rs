@@ -21,6 +21,12 @@ pub mod trampoline;
 
 pub use enter::{idle_frame, load_user_segments, user_segments_left};
 
+/// This CPU's bring-up number (0: the boot CPU).
+#[inline(always)]
+pub fn this_cpu_number() -> u32 {
+    percpu::current().index()
+}
+
 /// Makes `view` this CPU's GDT and LDT for the thread coming in (`tables`).
 #[inline]
 pub fn load_descriptor_tables(view: bsp_x86_64::gdt::DescriptorView) {

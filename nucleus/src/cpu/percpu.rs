@@ -29,7 +29,7 @@ const TRACE_BUFFER_BYTES: usize = 16 * 1024;
 pub type TraceBuffer = ipc::trace::TraceBuffer<TRACE_BUFFER_BYTES>;
 
 /// How many CPUs the nucleus brings up at most (the size of the `PerCpu` pool).
-pub const MAX_CPUS: usize = 8;
+pub const MAX_CPUS: usize = crate::layout::MAX_CPUS;
 
 /// Words of a CPU's idle stack. A tick that interrupts `hlt` runs its whole handler here (an
 /// IDT gate or FRED stays on the current stack in ring 0), a restart whose backoff is over
@@ -71,11 +71,15 @@ pub struct PerCpu {
     pub(super) idle_stack: RacyCell<[u64; IDLE_STACK_WORDS]>,
     /// The CPU's trace buffer (`trace`).
     trace: TraceBuffer,
+    /// What this CPU holds in FS/GS for ring 3 (`enter::load_user_segments`).
+    pub(super) user_segments: RacyCell<super::enter::UserSegments>,
     /// The CPU's local APIC once enabled (on this CPU; used by this CPU only).
     apic: RacyCell<Option<super::apic::LocalApic>>,
     /// Local APIC timer ticks and reschedule IPIs taken on this CPU.
     ticks: AtomicU64,
     reschedules: AtomicU64,
+    /// Some thread is placed on this CPU (`startup`): its ticks and reschedules schedule.
+    runs_threads: AtomicBool,
     /// TLB shootdown handshake: the last ticket another CPU asked for, the last one done.
     flush_requested: AtomicU64,
     flush_completed: AtomicU64,
@@ -99,9 +103,11 @@ impl PerCpu {
             switched: AtomicBool::new(false),
             idle_stack: RacyCell::new([0; IDLE_STACK_WORDS]),
             trace: TraceBuffer::new(),
+            user_segments: RacyCell::new(super::enter::UserSegments::UNKNOWN),
             apic: RacyCell::new(None),
             ticks: AtomicU64::new(0),
             reschedules: AtomicU64::new(0),
+            runs_threads: AtomicBool::new(false),
             flush_requested: AtomicU64::new(0),
             flush_completed: AtomicU64::new(0),
         }
@@ -124,6 +130,15 @@ impl PerCpu {
         // interrupts off, so no other reference to the cell is live: the interrupt handlers
         // that use it (`ipi::local_interrupt`) do not nest inside a caller.
         unsafe { (*self.apic.get()).as_mut().map(f) }
+    }
+
+    /// Some thread is placed on this CPU from now on.
+    pub fn set_runs_threads(&self) {
+        self.runs_threads.store(true, Ordering::Release);
+    }
+
+    pub fn runs_threads(&self) -> bool {
+        self.runs_threads.load(Ordering::Acquire)
     }
 
     pub fn count_tick(&self) {

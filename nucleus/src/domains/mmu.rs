@@ -57,8 +57,24 @@ fn level(raw: u8) -> TableLevel {
     }
 }
 
-/// One `domain_mmu` operation on domain `number`'s tables.
+/// One `domain_mmu` operation on domain `number`'s tables; once it changed an entry, every
+/// other CPU whose CR3 holds one of the domain's roots flushes its TLB (`cpu::ipi`), so no
+/// CPU running the domain keeps a translation the guest took away.
 pub fn mmu(t: &mut Threads, number: u16, op: MmuOp) -> Result<(), Errno> {
+    let changes_entries = matches!(
+        op,
+        MmuOp::Update { .. } | MmuOp::UpdateVa { .. } | MmuOp::Unpin { .. }
+    );
+    let result = apply(t, number, op);
+    if result.is_ok() && changes_entries {
+        let d = domain(number);
+        let roots = [d.base, d.user_base].map(|m| m.map_or(u64::MAX, |m| m.0 << 12));
+        crate::cpu::ipi::shootdown_tlb(&roots);
+    }
+    result
+}
+
+fn apply(t: &mut Threads, number: u16, op: MmuOp) -> Result<(), Errno> {
     let table = memory::table().ok_or(Errno::Einval)?;
     let mut mem = DirectTables;
     match op {

@@ -1,5 +1,6 @@
-//! Who runs next: round robin over the runnable threads, the watchdog tick, and the one
-//! context switch at the end of every event ([`finish`]).
+//! Who runs next: round robin over the runnable threads placed on this CPU (its run queue),
+//! the watchdog tick, and the one context switch at the end of every event ([`finish`]),
+//! which also wakes the other CPUs whose threads became runnable (`Threads::wake_remote`).
 //!
 //! Context switches copy frames: one kernel stack per CPU, so switching means saving the
 //! live frame into the old thread and loading the new thread's frame in its place before the
@@ -59,6 +60,7 @@ pub fn finish(t: &mut Threads, frame: &mut Frame, next: NextTask) {
             switch(t, frame, pick);
         }
     }
+    t.wake_remote();
 }
 
 /// Boot: loads the first runnable thread into `frame` (from idle). False if none is.
@@ -91,14 +93,15 @@ pub fn tick(t: &mut Threads, frame: &Frame) -> Tick {
     }
 }
 
-/// The next runnable thread after the current one, round robin.
+/// The next runnable thread placed on this CPU after the current one, round robin.
 #[inline]
 fn pick_next(t: &Threads) -> Option<ThreadId> {
     let n = super::MAX_THREADS;
+    let here = t.here();
     let start = t.current().map_or(0, |c| c.index() + 1);
     (0..n)
         .map(|k| ThreadId((start + k) % n))
-        .find(|&id| t.get(id).runnable())
+        .find(|&id| t.get(id).runnable() && usize::from(t.get(id).cpu) == here)
 }
 
 /// Saves the live frame into the current thread and makes `next` (or idle) live.
@@ -214,6 +217,37 @@ mod tests {
             crate::host::mm::loaded_root(),
             crate::mm::kernel_root().as_u64()
         );
+    }
+
+    #[test]
+    fn each_cpu_runs_only_the_threads_placed_on_it_and_wakes_the_others() {
+        let mut t = kit::booted();
+        t.place(pv(), 1);
+        let mut frame = Frame::ZERO;
+        assert!(start(&mut t, &mut frame));
+        assert_eq!(t.current(), Some(fred()));
+        // CPU 0 never picks pv-server, and tells CPU 1 it has a runnable thread.
+        finish(&mut t, &mut frame, NextTask::NextInTurn);
+        assert_eq!(t.current(), Some(fred()));
+        assert_eq!(t.take_wakes(), 1 << 1);
+        // CPU 1, idle, takes pv-server; CPU 0's current is untouched.
+        t.set_here(1);
+        let mut frame1 = crate::host::cpu::idle_frame();
+        finish(&mut t, &mut frame1, NextTask::NextInTurn);
+        assert_eq!(t.current(), Some(pv()));
+        assert_eq!(frame1.ret.rip, t.get(pv()).frame.ret.rip);
+        // Once CPU 1 runs it, nobody is woken for it; fred-server blocked on CPU 0 and then
+        // woken from CPU 1 gets CPU 0 an IPI.
+        finish(&mut t, &mut frame1, NextTask::Same);
+        assert_eq!(t.take_wakes(), 0);
+        t.set_here(0);
+        t.get_mut(fred()).block_on_events();
+        finish(&mut t, &mut frame, NextTask::Other);
+        assert_eq!(t.current(), None);
+        t.set_here(1);
+        t.get_mut(fred()).wake();
+        finish(&mut t, &mut frame1, NextTask::Same);
+        assert_eq!(t.take_wakes(), 1 << 0);
     }
 
     #[test]

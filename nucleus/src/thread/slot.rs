@@ -58,6 +58,8 @@ pub struct Thread {
     pub tables: bsp_x86_64::gdt::DescriptorView,
     /// Who gets this thread's events; `None`: the nucleus reports them itself.
     pub(super) fault_handler: Option<ThreadId>,
+    /// The CPU (bring-up number) it runs on: its run queue is that CPU's (`Threads::place`).
+    pub(super) cpu: u8,
     /// Some thread's fault handler (fixed at boot, so the reply path need not search).
     pub(super) handles_faults: bool,
     /// The boot module the thread is (re)loaded from.
@@ -137,6 +139,7 @@ impl Thread {
                 ldt: false,
             },
             fault_handler,
+            cpu: 0,
             handles_faults,
             module: None,
             state: State::Absent,
@@ -360,8 +363,13 @@ impl Thread {
         self.state = State::WaitingForEvents;
     }
 
+    /// Waits for its handler's reply about `token`. An event it raised is no sign of a hang
+    /// either: the watchdog starts counting afresh (a tick held pending while the nucleus ran
+    /// is taken at the first instruction after the resume, so an event loop would look like
+    /// a spin in ring 3).
     pub fn block_on_reply(&mut self, token: Token) {
         self.state = State::WaitingForReply(token);
+        self.ticks_without_syscall = 0;
     }
 
     /// Its fault handler answered: the pending event is settled (what happens to the thread

@@ -1,7 +1,8 @@
 //! The table itself: every slot, the live thread, tokens, and the one checked borrow.
 use super::layout::{BOOT_THREADS, GUEST_SLOTS, MAX_THREADS, ThreadId};
 use super::slot::{Kind, Thread};
-use crate::racy::Exclusive;
+use crate::layout::MAX_CPUS;
+use crate::racy::CpuLock;
 use bsp_x86_64::cmdline::Options;
 use core::fmt;
 use ipc::{NucleusMessage, Token};
@@ -17,8 +18,15 @@ pub enum AfterReady {
 
 pub struct Threads {
     threads: [Thread; MAX_THREADS],
-    /// The thread whose context is live, `None` while the nucleus idles.
-    current: Option<ThreadId>,
+    /// Per CPU (by bring-up number): the thread whose context is live there, `None` while
+    /// that CPU idles.
+    current: [Option<ThreadId>; MAX_CPUS],
+    /// The CPU that holds the borrow (set by [`with`]): whose `current` the verbs mean.
+    here: usize,
+    /// Some thread is placed off the boot CPU: wake-ups may need an IPI ([`Threads::wake_remote`]).
+    spread: bool,
+    /// CPUs (bit per number) to send a reschedule IPI once the borrow ends.
+    wakes: u32,
     next_token: u64,
     ready_printed: bool,
     /// Called once, when every started thread said hello (`startup` prints the marker).
@@ -26,18 +34,43 @@ pub struct Threads {
     pub options: Option<Options>,
 }
 
-static THREADS: Exclusive<Threads> = Exclusive::new(Threads::new());
+static THREADS: CpuLock<Threads> = CpuLock::new(Threads::new());
 
-/// The thread table, for `dispatch` and `startup` only: each event borrows it once.
+/// The thread table, for `dispatch` and `startup` only: each event borrows it once. Every
+/// CPU borrows it (a spin lock: the first in the lock order, the console's is taken inside
+/// it); a CPU waiting for it answers TLB shootdowns meanwhile.
 #[inline(always)]
 pub fn with<R>(f: impl FnOnce(&mut Threads) -> R) -> R {
-    THREADS.with(f)
+    let cpu = crate::cpu::this_cpu_number();
+    let (result, wakes) = THREADS.with(cpu, crate::cpu::ipi::answer_shootdowns, |t| {
+        t.here = cpu as usize;
+        let result = f(t);
+        (result, core::mem::take(&mut t.wakes))
+    });
+    // After the borrow: the woken CPU's first step is to borrow the table.
+    if wakes != 0 {
+        send_wakes(wakes);
+    }
+    result
+}
+
+#[inline(never)]
+fn send_wakes(mut wakes: u32) {
+    while wakes != 0 {
+        let cpu = wakes.trailing_zeros() as usize;
+        wakes &= wakes - 1;
+        crate::cpu::ipi::wake_cpu(cpu);
+    }
 }
 
 /// The thread table unless it is lent already: for the trace, which looks at it before and
 /// after each event, also one that interrupted a borrower (an NMI, a nested tick).
 pub fn try_with<R>(f: impl FnOnce(&mut Threads) -> R) -> Option<R> {
-    THREADS.try_with(f)
+    let cpu = crate::cpu::this_cpu_number();
+    THREADS.try_with(cpu, |t| {
+        t.here = cpu as usize;
+        f(t)
+    })
 }
 
 impl Threads {
@@ -51,7 +84,10 @@ impl Threads {
                 Thread::new(ThreadId(4)),
                 Thread::new(ThreadId(5)),
             ],
-            current: None,
+            current: [None; MAX_CPUS],
+            here: 0,
+            spread: false,
+            wakes: 0,
             next_token: 1,
             ready_printed: false,
             on_ready: None,
@@ -120,12 +156,64 @@ impl Threads {
         }
     }
 
+    /// The thread live on the borrowing CPU.
+    #[inline(always)]
     pub fn current(&self) -> Option<ThreadId> {
-        self.current
+        self.current[self.here]
     }
 
     pub fn set_current(&mut self, id: Option<ThreadId>) {
-        self.current = id;
+        self.current[self.here] = id;
+    }
+
+    /// Host tests: borrow as CPU `cpu`.
+    #[cfg(test)]
+    pub fn set_here(&mut self, cpu: usize) {
+        self.here = cpu;
+    }
+
+    /// The borrowing CPU's number.
+    #[inline(always)]
+    pub fn here(&self) -> usize {
+        self.here
+    }
+
+    /// Places thread `id` on CPU `cpu` (the placement policy: `startup`).
+    pub fn place(&mut self, id: ThreadId, cpu: u8) {
+        self.threads[id.0].cpu = cpu;
+        if cpu != 0 {
+            self.spread = true;
+        }
+    }
+
+    /// Marks for a reschedule IPI (sent once the borrow ends, [`with`]) every other CPU that
+    /// has a runnable thread placed on it which it is not running (a ring message or a reply
+    /// woke it). Costs one test while every thread is on the boot CPU.
+    #[inline(always)]
+    pub fn wake_remote(&mut self) {
+        if self.spread {
+            self.wake_remote_cpus();
+        }
+    }
+
+    #[inline(never)]
+    fn wake_remote_cpus(&mut self) {
+        for (index, thread) in self.threads.iter().enumerate() {
+            let cpu = usize::from(thread.cpu);
+            if cpu != self.here
+                && cpu < MAX_CPUS
+                && thread.runnable()
+                && self.current[cpu] != Some(ThreadId(index))
+            {
+                self.wakes |= 1 << cpu;
+            }
+        }
+    }
+
+    /// Host tests: the CPUs marked for a reschedule IPI, cleared.
+    #[cfg(test)]
+    pub fn take_wakes(&mut self) -> u32 {
+        core::mem::take(&mut self.wakes)
     }
 
     pub fn set_on_ready(&mut self, on_ready: fn() -> AfterReady) {
