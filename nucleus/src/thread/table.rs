@@ -18,10 +18,13 @@ pub enum AfterReady {
 
 pub struct Threads {
     threads: [Thread; MAX_THREADS],
-    /// Per CPU (by bring-up number): the thread whose context is live there, `None` while
-    /// that CPU idles.
-    current: [Option<ThreadId>; MAX_CPUS],
-    /// The CPU that holds the borrow (set by [`with`]): whose `current` the verbs mean.
+    /// The thread whose context is live on the borrowing CPU, `None` while it idles: that
+    /// CPU's entry of `current_by_cpu`, moved here for the borrow ([`with`]), so the hot
+    /// path reads a field, not an indexed array.
+    current: Option<ThreadId>,
+    /// Per CPU (by bring-up number): the same for the other CPUs.
+    current_by_cpu: [Option<ThreadId>; MAX_CPUS],
+    /// The CPU that holds the borrow (set by [`with`]).
     here: usize,
     /// Some thread is placed off the boot CPU: wake-ups may need an IPI ([`Threads::wake_remote`]).
     spread: bool,
@@ -43,9 +46,9 @@ static THREADS: CpuLock<Threads> = CpuLock::new(Threads::new());
 pub fn with<R>(f: impl FnOnce(&mut Threads) -> R) -> R {
     let cpu = crate::cpu::this_cpu_number();
     let (result, wakes) = THREADS.with(cpu, crate::cpu::ipi::answer_shootdowns, |t| {
-        t.here = cpu as usize;
+        t.enter(cpu as usize);
         let result = f(t);
-        (result, core::mem::take(&mut t.wakes))
+        (result, t.leave())
     });
     // After the borrow: the woken CPU's first step is to borrow the table.
     if wakes != 0 {
@@ -68,8 +71,11 @@ fn send_wakes(mut wakes: u32) {
 pub fn try_with<R>(f: impl FnOnce(&mut Threads) -> R) -> Option<R> {
     let cpu = crate::cpu::this_cpu_number();
     THREADS.try_with(cpu, |t| {
-        t.here = cpu as usize;
-        f(t)
+        t.enter(cpu as usize);
+        let result = f(t);
+        // An observer's look wakes nobody: the marks stay for the borrower's `with`.
+        t.wakes |= t.leave();
+        result
     })
 }
 
@@ -84,7 +90,8 @@ impl Threads {
                 Thread::new(ThreadId(4)),
                 Thread::new(ThreadId(5)),
             ],
-            current: [None; MAX_CPUS],
+            current: None,
+            current_by_cpu: [None; MAX_CPUS],
             here: 0,
             spread: false,
             wakes: 0,
@@ -156,20 +163,51 @@ impl Threads {
         }
     }
 
+    /// CPU `cpu` borrows the table: its `current` comes in.
+    #[inline(always)]
+    fn enter(&mut self, cpu: usize) {
+        if cpu != self.here {
+            self.current_by_cpu[self.here] = self.current;
+            self.here = cpu;
+            self.current = self.current_by_cpu[cpu];
+        }
+    }
+
+    /// The borrow ends: `current_by_cpu` holds every CPU's again; returns the CPUs to wake
+    /// (only ever marked once threads are spread).
+    #[inline(always)]
+    fn leave(&mut self) -> u32 {
+        if self.spread {
+            self.current_by_cpu[self.here] = self.current;
+            core::mem::take(&mut self.wakes)
+        } else {
+            0
+        }
+    }
+
     /// The thread live on the borrowing CPU.
     #[inline(always)]
     pub fn current(&self) -> Option<ThreadId> {
-        self.current[self.here]
+        self.current
     }
 
     pub fn set_current(&mut self, id: Option<ThreadId>) {
-        self.current[self.here] = id;
+        self.current = id;
+    }
+
+    /// What CPU `cpu` runs (the borrowing CPU's from `current`).
+    fn current_of(&self, cpu: usize) -> Option<ThreadId> {
+        if cpu == self.here {
+            self.current
+        } else {
+            self.current_by_cpu[cpu]
+        }
     }
 
     /// Host tests: borrow as CPU `cpu`.
     #[cfg(test)]
     pub fn set_here(&mut self, cpu: usize) {
-        self.here = cpu;
+        self.enter(cpu);
     }
 
     /// The borrowing CPU's number.
@@ -203,7 +241,7 @@ impl Threads {
             if cpu != self.here
                 && cpu < MAX_CPUS
                 && thread.runnable()
-                && self.current[cpu] != Some(ThreadId(index))
+                && self.current_of(cpu) != Some(ThreadId(index))
             {
                 self.wakes |= 1 << cpu;
             }
