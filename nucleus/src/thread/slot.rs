@@ -363,13 +363,8 @@ impl Thread {
         self.state = State::WaitingForEvents;
     }
 
-    /// Waits for its handler's reply about `token`. An event it raised is no sign of a hang
-    /// either: the watchdog starts counting afresh (a tick held pending while the nucleus ran
-    /// is taken at the first instruction after the resume, so an event loop would look like
-    /// a spin in ring 3).
     pub fn block_on_reply(&mut self, token: Token) {
         self.state = State::WaitingForReply(token);
-        self.ticks_without_syscall = 0;
     }
 
     /// Its fault handler answered: the pending event is settled (what happens to the thread
