@@ -128,7 +128,6 @@ pub fn run(server: &Server) {
     }
 }
 
-<<<<<<< HEAD
 /// `hammer=int3`: raises `int3` events for good (each one forwarded to the fault handler
 /// and resumed), saying so after the first and every 10 000th: a stream of events in flight
 /// for the tests that hand the machine over underneath it (kexec).
@@ -143,12 +142,11 @@ fn hammer_int3() -> ! {
         }
     }
 }
-=======
+
 /// Events between two `nop` syscalls in `events=`: an `int3` loop without syscalls is what
 /// the nucleus' watchdog calls hung (and a tick held pending while the nucleus ran is taken
 /// at the first instruction after a resume, so it finds the loop in ring 3 often).
 const EVENTS_PER_SYSCALL: u32 = 1000;
->>>>>>> 71b4040 (events= makes a nop syscall every 1000 events (an int3 loop without syscalls stays hung to the watchdog, as the hostile-server test wants))
 
 /// `events=N`: `N` `int3`s, each returning only once its handler resumed it.
 fn raise_events(count: u32) {
