@@ -382,6 +382,54 @@ pub unsafe fn enable_and_hlt() {
     unsafe { asm!("sti", "hlt", options(nostack)) };
 }
 
+/// A data-segment register `mov` can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataSegment {
+    Ds,
+    Es,
+    Fs,
+}
+
+/// Reads the selector in `reg` (`mov r32, sreg`). Safe as [`read_gs_selector`].
+#[inline]
+pub fn read_selector(reg: DataSegment) -> Selector {
+    let raw: u32;
+    // SAFETY: only writes the output register.
+    unsafe {
+        match reg {
+            DataSegment::Ds => {
+                asm!("mov {:e}, ds", out(reg) raw, options(nomem, nostack, preserves_flags))
+            }
+            DataSegment::Es => {
+                asm!("mov {:e}, es", out(reg) raw, options(nomem, nostack, preserves_flags))
+            }
+            DataSegment::Fs => {
+                asm!("mov {:e}, fs", out(reg) raw, options(nomem, nostack, preserves_flags))
+            }
+        }
+    };
+    Selector::from_raw(raw as u16)
+}
+
+/// Loads `selector` into `reg`. For FS the base becomes the descriptor's (null: vendor
+/// dependent), so the caller writes FS_BASE again if it matters.
+///
+/// # Safety
+/// As [`load_ds_es`]: null, or a readable segment accessible at the current CPL.
+#[inline]
+pub unsafe fn load_selector(reg: DataSegment, selector: Selector) {
+    let raw = selector.raw();
+    // SAFETY: the caller guarantees the segment is loadable; bases are ignored in long mode
+    // except FS's, which the caller handles.
+    unsafe {
+        match reg {
+            DataSegment::Ds => asm!("mov ds, {:x}", in(reg) raw, options(nostack, preserves_flags)),
+            DataSegment::Es => asm!("mov es, {:x}", in(reg) raw, options(nostack, preserves_flags)),
+            DataSegment::Fs => asm!("mov fs, {:x}", in(reg) raw, options(nostack, preserves_flags)),
+        }
+    }
+}
+
 /// Reads the GS selector (`mov r32, gs`). Safe: any CPL may, and it touches no memory;
 /// event delivery changes no selector, so in ring 0 it is the one ring 3 left.
 #[inline]

@@ -19,6 +19,7 @@ pub mod guest_descriptor;
 pub mod guest_pte;
 pub mod guest_return;
 pub mod guest_segments;
+pub mod guest_selectors;
 pub mod guest_tables;
 pub mod guest_walk;
 pub mod idt;

@@ -88,10 +88,15 @@ pub enum Syscall {
     /// the TSC rate the nucleus measured at boot against the PIT, and the RTC's wall clock
     /// with the TSC value it was read at.
     Clock = 20,
+    /// `vcpu_selectors(domain, out_ptr) -> mask`: checks the DS, ES and FS selectors vCPU 0
+    /// holds while it waits against its descriptor tables as they are now; each that would
+    /// no longer load is made null (bit 0 DS, 1 ES, 2 FS of the mask). Writes the selectors
+    /// as they were (DS, ES, FS, GS: four u16) to `out_ptr`: Xen's failsafe-callback frame.
+    VcpuSelectors = 21,
 }
 
 /// Highest syscall number.
-pub const SYSCALL_MAX: u64 = Syscall::Clock as u64;
+pub const SYSCALL_MAX: u64 = Syscall::VcpuSelectors as u64;
 
 /// A number that is not a [`Syscall`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +134,7 @@ impl TryFrom<u64> for Syscall {
             18 => Self::VcpuSegmentBase,
             19 => Self::DomainShare,
             20 => Self::Clock,
+            21 => Self::VcpuSelectors,
             _ => return Err(UnknownSyscall(number)),
         })
     }

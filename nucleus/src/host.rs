@@ -132,6 +132,8 @@ pub mod cpu {
     }
 
     thread_local! {
+        static SELECTORS: Cell<bsp_x86_64::guest_selectors::DataSelectors> =
+            const { Cell::new(bsp_x86_64::guest_selectors::DataSelectors::NULL) };
         static TABLES: Cell<gdt::DescriptorView> = const {
             Cell::new(gdt::DescriptorView { gdt_base: 0, ldt: false })
         };
@@ -144,6 +146,25 @@ pub mod cpu {
         let (segments, kernel) = guest.map_or((SegmentBases::ZERO, true), |(s, k)| (*s, k));
         LOADED.set((segments, kernel));
         LIVE.set((segments.fs, segments.live_gs(kernel)));
+    }
+
+    /// The stand-in CPU's data selectors: whatever the last thread was loaded with.
+    pub fn data_selectors_left() -> bsp_x86_64::guest_selectors::DataSelectors {
+        SELECTORS.get()
+    }
+
+    /// Loads `want` as the stand-in CPU would; clears nothing (no descriptors here).
+    pub fn load_data_selectors(
+        _view: gdt::DescriptorView,
+        want: &mut bsp_x86_64::guest_selectors::DataSelectors,
+    ) -> bool {
+        SELECTORS.set(*want);
+        false
+    }
+
+    /// What the running thread loaded itself.
+    pub fn set_live_selectors(selectors: bsp_x86_64::guest_selectors::DataSelectors) {
+        SELECTORS.set(selectors);
     }
 
     /// Records the descriptor tables the stand-in CPU would run with.

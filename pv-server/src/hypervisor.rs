@@ -48,6 +48,13 @@ pub trait Hypervisor {
     fn start(&mut self, domain: u16, regs: &VcpuStart) -> Result<(), Errno>;
     /// `set_segment_base(which, base)` for vCPU 0, checked and loaded by the nucleus.
     fn segment_base(&mut self, domain: u16, which: u64, base: u64) -> Result<(), Errno>;
+    /// `vcpu_selectors`: the nucleus nulls the DS/ES/FS selectors of vCPU 0 that no longer
+    /// load on its descriptor tables; the mask of those (bit 0 DS, 1 ES, 2 FS) and the four
+    /// (DS, ES, FS, GS) as they were. Stand-ins without descriptor tables: none nulled.
+    fn vcpu_selectors(&mut self, domain: u16) -> Result<(u64, [u16; 4]), Errno> {
+        let _ = domain;
+        Ok((0, [0; 4]))
+    }
     /// Ends the domain; how many frames went back.
     fn destroy(&mut self, domain: u16) -> u64;
     /// Prints one console line of the domain (`guest NAME: <line>`).
@@ -168,6 +175,12 @@ impl Hypervisor for Nucleus {
         let answer =
             ipc::rt::sys::vcpu_segment_base(domain, which, base).map_err(|_| Errno::Einval)?;
         xen_result(answer)
+    }
+
+    fn vcpu_selectors(&mut self, domain: u16) -> Result<(u64, [u16; 4]), Errno> {
+        let mut before = [0u16; 4];
+        let mask = ipc::rt::sys::vcpu_selectors(domain, &mut before).map_err(|_| Errno::Einval)?;
+        Ok((mask, before))
     }
 
     fn destroy(&mut self, domain: u16) -> u64 {

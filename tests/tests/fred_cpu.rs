@@ -369,3 +369,9 @@ fn kexec_on_two_fred_cpus_parks_the_ap_and_starts_it_again() -> Result<()> {
 fn guest_call_gates_are_emulated_with_the_sdm_rules() -> Result<()> {
     callgates::call_gates_are_emulated_with_the_sdm_rules(FRED_CPU)
 }
+
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS"]
+fn guest_a_selector_that_no_longer_loads_enters_the_failsafe_callback() -> Result<()> {
+    segments::a_selector_that_no_longer_loads_enters_the_failsafe_callback(Machine::Bochs)
+}

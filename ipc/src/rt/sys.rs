@@ -277,6 +277,20 @@ pub fn vcpu_segment_base(domain: u16, which: u64, base: u64) -> Result<u64, SysE
     )
 }
 
+/// `vcpu_selectors` for vCPU 0 of `domain`: the mask of selectors made null, the selectors
+/// as they were (DS, ES, FS, GS) in `out`.
+pub fn vcpu_selectors(domain: u16, out: &mut [u16; 4]) -> Result<u64, SysError> {
+    let mut bytes = [0u8; 8];
+    let mask = call(
+        Syscall::VcpuSelectors,
+        [u64::from(domain), bytes.as_mut_ptr() as u64, 0, 0, 0, 0],
+    )?;
+    for (word, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        *word = u16::from_le_bytes([pair[0], pair[1]]);
+    }
+    Ok(mask)
+}
+
 /// Ends `domain`; returns how many frames went back to the allocator.
 pub fn domain_destroy(domain: u16) -> Result<u64, SysError> {
     call(Syscall::DomainDestroy, [u64::from(domain), 0, 0, 0, 0, 0])

@@ -4,7 +4,9 @@
 use super::percpu::{self, IDLE_STACK_WORDS};
 use bsp_x86_64::frame::{CsQword, Frame, SsQword};
 use bsp_x86_64::gdt;
+use bsp_x86_64::gdt::DescriptorView;
 use bsp_x86_64::guest_segments::SegmentBases;
+use bsp_x86_64::guest_selectors::DataSelectors;
 use bsp_x86_64::msr;
 use bsp_x86_64::regs::Rflags;
 use bsp_x86_64::stack_block::StackBlock;
@@ -184,6 +186,56 @@ pub fn user_segments_left(bases: bool) -> (u64, u64) {
         live.gs = msr::read::<msr::KernelGsBase>().address();
     }
     (live.fs, live.gs)
+}
+
+/// The data selectors ring 3 left (DS, ES, FS, GS), for a guest vCPU that stops.
+#[inline]
+pub fn data_selectors_left() -> DataSelectors {
+    use bsp_x86_64::insn::{DataSegment, read_gs_selector, read_selector};
+    DataSelectors {
+        ds: read_selector(DataSegment::Ds).raw(),
+        es: read_selector(DataSegment::Es).raw(),
+        fs: read_selector(DataSegment::Fs).raw(),
+        gs: read_gs_selector().raw(),
+    }
+}
+
+/// Loads DS, ES and FS of the thread coming in (a guest vCPU's saved ones, on its
+/// descriptor tables `view`; null for a server), each only if the CPU holds another. A
+/// selector whose descriptor no longer passes the CPU's checks is loaded as null and
+/// cleared in `want` (never a fault in ring 0). GS is `load_user_segments`'. Returns whether
+/// one was cleared. Runs after `load_descriptor_tables`, before `load_user_segments`.
+#[inline]
+pub fn load_data_selectors(view: DescriptorView, want: &mut DataSelectors) -> bool {
+    use bsp_x86_64::guest_selectors::{is_null, loadable};
+    use bsp_x86_64::insn::{DataSegment, load_selector, read_selector};
+    let mut cleared = false;
+    for (reg, sel) in [
+        (DataSegment::Ds, &mut want.ds),
+        (DataSegment::Es, &mut want.es),
+        (DataSegment::Fs, &mut want.fs),
+    ] {
+        if read_selector(reg).raw() == *sel {
+            continue;
+        }
+        if !is_null(*sel) && !loadable(*sel, super::tables::guest_descriptor(view, *sel)) {
+            *sel = 0;
+            cleared = true;
+        }
+        // SAFETY: null, or a selector whose descriptor (read from the tables just loaded)
+        // passes the checks of a CPL-3 load, which are stricter than ring 0's.
+        unsafe { load_selector(reg, gdt::Selector::from_raw(*sel)) };
+        if reg == DataSegment::Fs {
+            // The load set FS's base from the descriptor (or, for null, as the vendor
+            // does): put back what `LIVE` says the CPU holds, so it stays true.
+            let live = live();
+            let fs = msr::FsBase::new(live.fs).unwrap_or(ZERO_FS);
+            // SAFETY: ring 0, interrupts off; FS is the thread's alone, the value canonical.
+            unsafe { msr::write(fs) };
+            live.fs = fs.address();
+        }
+    }
+    cleared
 }
 
 core::arch::global_asm!(

@@ -19,7 +19,9 @@ pub mod stacks;
 pub mod tables;
 pub mod trampoline;
 
-pub use enter::{idle_frame, load_user_segments, user_segments_left};
+pub use enter::{
+    data_selectors_left, idle_frame, load_data_selectors, load_user_segments, user_segments_left,
+};
 
 /// This CPU's bring-up number (0: the boot CPU).
 #[inline(always)]

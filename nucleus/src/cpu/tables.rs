@@ -199,6 +199,47 @@ pub fn load_descriptor_tables(tables: &RacyCell<CpuTables>, view: DescriptorView
     }
 }
 
+/// The descriptor `selector` names for a thread on `view` (`None`: outside its tables or one
+/// of the hypervisor's entries a guest may not load), read where the CPU would read it: the
+/// guest's window (its frames, or the zero frame), the LDT the window's LDT descriptor names.
+/// The flat reserved entries answer with their own descriptors.
+pub fn guest_descriptor(view: DescriptorView, selector: u16) -> Option<u64> {
+    use bsp_x86_64::guest_selectors::{Place, ldt_of, place, reserved_loadable};
+    match place(selector) {
+        Place::Reserved(sel) => reserved_loadable(sel).then(|| {
+            if sel == gdt::USER_CS32.raw() & !3 {
+                gdt::Descriptor::code32(3).raw()
+            } else if sel == gdt::USER_CS64.raw() & !3 {
+                gdt::Descriptor::code64(3).raw()
+            } else {
+                gdt::Descriptor::data(3).raw()
+            }
+        }),
+        _ if view.gdt_base == 0 => None,
+        Place::Gdt(offset) => {
+            // SAFETY: every page of a window below 0xe000 is mapped (a guest frame or the zero
+            // frame, `domains::window`), in every address space; `offset` < 0xe000.
+            Some(unsafe { ((view.gdt_base + offset) as *const u64).read_volatile() })
+        }
+        Place::Ldt(offset) => {
+            if !view.ldt {
+                return None;
+            }
+            let at = (view.gdt_base + u64::from(gdt::LDT.raw())) as *const u64;
+            // SAFETY: the window's reserved page is mapped; the LDT descriptor is its 16 bytes
+            // at 0xe050.
+            let descriptor = unsafe { [at.read_volatile(), at.add(1).read_volatile()] };
+            let (base, limit) = ldt_of(descriptor)?;
+            if offset + 7 > limit {
+                return None;
+            }
+            // SAFETY: within the LDT's limit, whose pages the window maps (`domains::window`
+            // maps a frame for every 512 entries it describes).
+            Some(unsafe { ((base + offset) as *const u64).read_volatile() })
+        }
+    }
+}
+
 /// Points a CPU's TSS.RSP0 and IST slots (in its `PerCpu`'s `tables`) into its stack block
 /// `block`.
 pub fn use_stack_block(tables: &RacyCell<CpuTables>, block: &StackBlock) {

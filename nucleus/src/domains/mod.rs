@@ -95,6 +95,20 @@ pub fn syscall(
             let domain = domain_number(a0)?;
             Ok(verdict(vcpu::segment_base(t, domain, a1, a2)))
         }
+        Syscall::VcpuSelectors => {
+            let domain = domain_number(a0)?;
+            let (mask, before) =
+                vcpu::selectors(t, domain).map_err(|_| SyscallError::BadArgument)?;
+            let mut bytes = [0u8; 8];
+            for (pair, word) in bytes.chunks_exact_mut(2).zip(before) {
+                pair.copy_from_slice(&word.to_le_bytes());
+            }
+            let space = t.get(cur).space.as_ref().ok_or(SyscallError::BadPointer)?;
+            space
+                .write(a1, &bytes)
+                .map_err(|_| SyscallError::BadPointer)?;
+            Ok(mask)
+        }
         Syscall::DomainDestroy => lifecycle::destroy(t, domain_number(a0)?),
         Syscall::GuestConsoleWrite => console::write(t, cur, a0, a1, a2),
         Syscall::FreeFrames => Ok(crate::mm::memory::free_count()),

@@ -47,6 +47,29 @@ pub fn start(t: &mut Threads, number: u16, regs: &VcpuStart) -> Result<(), Errno
     Ok(())
 }
 
+/// `vcpu_selectors`: domain `number`'s vCPU (waiting for pv-server, so its selectors are
+/// the saved ones) keeps only the DS, ES and FS selectors that still load on its tables;
+/// the others become null. The mask of those made null and the four as they were.
+pub fn selectors(t: &mut Threads, number: u16) -> Result<(u64, [u16; 4]), Errno> {
+    use bsp_x86_64::guest_selectors::loadable;
+    let id = t.guest_id(number).ok_or(Errno::Einval)?;
+    let thread = t.get_mut(id);
+    if thread.is_absent() {
+        return Err(Errno::Esrch);
+    }
+    let before = thread.selectors;
+    let view = thread.tables;
+    let mut mask = 0;
+    let s = &mut thread.selectors;
+    for (bit, sel) in [&mut s.ds, &mut s.es, &mut s.fs].into_iter().enumerate() {
+        if !loadable(*sel, crate::cpu::tables::guest_descriptor(view, *sel)) {
+            *sel = 0;
+            mask |= 1 << bit;
+        }
+    }
+    Ok((mask, before.words()))
+}
+
 /// `set_segment_base(which, base)` for domain `number`'s vCPU (it is waiting for the answer
 /// to that hypercall, so it is not live: the scheduler loads the bases when it next runs).
 pub fn segment_base(t: &mut Threads, number: u16, which: u64, base: u64) -> Result<(), Errno> {

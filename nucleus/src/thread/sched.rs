@@ -55,6 +55,13 @@ pub fn finish(t: &mut Threads, frame: &mut Frame, next: NextTask) {
             }
         }
         NextTask::Other => {
+            // The thread stopped in a syscall or event: what it left in its segment
+            // registers is kept as when it is preempted (`switch`).
+            if let Some(cur) = t.current()
+                && from_ring3(frame)
+            {
+                save_segments(t, cur);
+            }
             t.set_current(None);
             let pick = pick_next(t);
             switch(t, frame, pick);
@@ -104,21 +111,28 @@ fn pick_next(t: &Threads) -> Option<ThreadId> {
         .find(|&id| t.get(id).runnable() && usize::from(t.get(id).cpu) == here)
 }
 
+/// What thread `cur` left in ring 3's segment state: a guest may have changed its bases
+/// itself (a selector load): keep what the CPU holds, the GS base as the one of the mode it
+/// ran in, and its data selectors.
+#[inline]
+fn save_segments(t: &mut Threads, cur: ThreadId) {
+    let thread = t.get_mut(cur);
+    let guest = thread.domain().is_some();
+    let (fs, gs) = crate::cpu::user_segments_left(guest);
+    if guest {
+        let kernel = thread.vcpu.mode == GuestMode::Kernel;
+        thread.bases.save_live(kernel, fs, gs);
+        thread.selectors = crate::cpu::data_selectors_left();
+    }
+}
+
 /// Saves the live frame into the current thread and makes `next` (or idle) live.
 fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
     if let Some(cur) = t.current()
         && from_ring3(frame)
     {
-        let thread = t.get_mut(cur);
-        thread.frame = *frame;
-        // A guest may have changed its bases itself (a selector load): keep what the CPU
-        // holds, the GS base as the one of the mode it ran in.
-        let guest = thread.domain().is_some();
-        let (fs, gs) = crate::cpu::user_segments_left(guest);
-        if guest {
-            let kernel = thread.vcpu.mode == GuestMode::Kernel;
-            thread.bases.save_live(kernel, fs, gs);
-        }
+        t.get_mut(cur).frame = *frame;
+        save_segments(t, cur);
     }
     match next {
         Some(id) => {
@@ -141,6 +155,16 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
             if t.current() != Some(id) {
                 crate::mm::load_root(root);
                 crate::cpu::load_descriptor_tables(thread.tables);
+                // A guest's DS/ES/FS as it left them (a descriptor it changed since loads
+                // null: `domains::descriptors::selectors` reported it already); servers null.
+                let mut selectors = match thread.domain() {
+                    Some(_) => thread.selectors,
+                    None => bsp_x86_64::guest_selectors::DataSelectors::NULL,
+                };
+                if crate::cpu::load_data_selectors(thread.tables, &mut selectors) {
+                    t.get_mut(id).selectors = selectors;
+                }
+                let thread = t.get(id);
                 // A guest's live GS is its mode's (Xen's SWAPGS on the mode toggle: the
                 // toggle happens in a reply, while the vCPU is not live, so this is where the
                 // other base comes in). Servers: zeros.
@@ -268,6 +292,33 @@ mod tests {
         let mut frame = Frame::ZERO;
         assert!(start(&mut t, &mut frame));
         assert_eq!(frame.ret.ss.raw(), 0xe02b);
+    }
+
+    #[test]
+    fn a_guest_gets_back_the_data_selectors_it_left_and_a_server_null_ones() {
+        use crate::host::cpu::{data_selectors_left, set_live_selectors};
+        use bsp_x86_64::guest_selectors::DataSelectors;
+        let mut t = kit::booted();
+        let mut frame = Frame::ZERO;
+        assert!(start(&mut t, &mut frame));
+        let guest = t.guest_id(1).unwrap();
+        t.get_mut(guest).start_guest(
+            bsp_x86_64::paging::PhysAddr::new(0x50_0000),
+            kit::user_frame(0x1000),
+        );
+        switch(&mut t, &mut frame, Some(guest));
+        let mine = DataSelectors {
+            ds: 0x0b,
+            es: 0x0f,
+            fs: 0x13,
+            gs: 0,
+        };
+        set_live_selectors(mine);
+        switch(&mut t, &mut frame, Some(pv()));
+        assert_eq!(t.get(guest).selectors, mine);
+        assert_eq!(data_selectors_left(), DataSelectors::NULL);
+        switch(&mut t, &mut frame, Some(guest));
+        assert_eq!(data_selectors_left(), mine);
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct Thread {
     /// The GDT and LDT it runs on (a guest's window once it has descriptor tables; the
     /// CPU's own otherwise), set by `domains::descriptors`.
     pub tables: bsp_x86_64::gdt::DescriptorView,
+    /// A guest vCPU's DS, ES, FS and GS selectors while it does not run.
+    pub selectors: bsp_x86_64::guest_selectors::DataSelectors,
     /// Who gets this thread's events; `None`: the nucleus reports them itself.
     pub(super) fault_handler: Option<ThreadId>,
     /// The CPU (bring-up number) it runs on: its run queue is that CPU's (`Threads::place`).
@@ -138,6 +140,7 @@ impl Thread {
                 gdt_base: 0,
                 ldt: false,
             },
+            selectors: bsp_x86_64::guest_selectors::DataSelectors::NULL,
             fault_handler,
             cpu: 0,
             handles_faults,
@@ -210,6 +213,7 @@ impl Thread {
         self.vcpu = super::guest_vcpu::GuestVcpu::NEW;
         self.bases = bsp_x86_64::guest_segments::SegmentBases::ZERO;
         self.tables = bsp_x86_64::gdt::DescriptorView::default();
+        self.selectors = bsp_x86_64::guest_selectors::DataSelectors::NULL;
         self.frame = frame;
         self.state = State::Ready;
         self.hello = true;

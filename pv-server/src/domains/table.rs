@@ -22,7 +22,7 @@ use super::hypercalls::{Answered, continuation};
 use super::running::Running;
 use crate::guest_boot::{self, Booted, Scratch};
 use crate::guest_state;
-use crate::guest_traps::decode::Interrupted;
+use crate::guest_traps::decode::{Interrupted, Target, Trap};
 use crate::hypervisor::Hypervisor;
 use crate::timekeeping::{self, TimeBase};
 
@@ -172,12 +172,62 @@ impl Guests {
             };
         }
         match running.hypercall(hv, call, self.time) {
+            Answered::Return(rax) if changes_descriptors(call.number) => {
+                self.after_descriptors(hv, at, call, rax, out)
+            }
             Answered::Return(rax) => self.returning(hv, at, call, rax, out),
             Answered::Continue(next) => Some(continuation(call, next)),
             Answered::Parked => None,
             Answered::Shutdown(reason) => {
                 self.end_and_sum_up(hv, at, Ending::Shutdown(reason), out)
             }
+        }
+    }
+
+    /// A hypercall that may have changed guest `at`'s descriptor tables returns `rax`: if a
+    /// data selector the vCPU holds no longer loads, the nucleus loads null for it and the
+    /// guest enters its failsafe callback with the selectors as they were (Xen's
+    /// `load_segments` on the way back to the guest, pv64-abi.md §6.8); else as any return.
+    #[cold]
+    fn after_descriptors(
+        &mut self,
+        hv: &mut impl Hypervisor,
+        at: usize,
+        call: &Hypercall,
+        rax: u64,
+        out: &mut impl Write,
+    ) -> Option<Reply> {
+        let selectors = match hv.vcpu_selectors(call.domain) {
+            Ok((mask, before)) if mask != 0 => before,
+            _ => return self.returning(hv, at, call, rax, out),
+        };
+        // After `syscall`, RCX and R11 hold the return RIP and RFLAGS.
+        let interrupted = Interrupted {
+            rip: call.rip,
+            rsp: call.rsp,
+            rflags: call.rflags,
+            rcx: call.rip,
+            r11: call.rflags,
+        };
+        let trap = Trap {
+            target: Target::Failsafe(selectors),
+            error_code: None,
+            cr2: None,
+            rip: call.rip,
+            reported_error: None,
+        };
+        match self.running[at].bounce_trap(hv, &trap, &interrupted) {
+            Ok(mut resume) => {
+                let _ = resume.gprs.push(GprWrite {
+                    gpr: Gpr::Rax,
+                    value: rax,
+                });
+                Some(Reply::GuestResume {
+                    token: call.token,
+                    resume,
+                })
+            }
+            Err(crash) => self.end_and_sum_up(hv, at, Ending::Crashed(crash), out),
         }
     }
 
@@ -389,4 +439,13 @@ impl Guests {
             self.free_before * 4
         );
     }
+}
+
+/// `set_gdt`, `update_descriptor` and `mmuext_op` (`SET_LDT`): the hypercalls after which a
+/// data selector the vCPU holds may no longer load.
+fn changes_descriptors(number: u64) -> bool {
+    use xen_abi::Hypercall as H;
+    [H::SetGdt, H::UpdateDescriptor, H::MmuextOp]
+        .iter()
+        .any(|h| u64::from(h.raw()) == number)
 }

@@ -5,7 +5,8 @@
 //! `stack_switch` stack; from kernel mode on the interrupted stack, with the saved CS's RPL
 //! cleared (0xe030), so the handler can tell. From the new RSP upward: rcx, r11, [error
 //! code], rip, cs (saved event mask in bits 32-39), rflags (IF = events were unmasked), rsp,
-//! ss. The handler is entered as SYSRET would leave it (rcx = its RIP, r11 = RFLAGS), with
+//! ss. The failsafe callback's frame has the four data selectors (ds, es, fs, gs) between
+//! r11 and rip (Xen's `load_segments`). The handler is entered as SYSRET would leave it (rcx = its RIP, r11 = RFLAGS), with
 //! TF, NT, RF, VM and AC cleared and events masked if its entry asks.
 
 use heapless::Vec;
@@ -33,8 +34,8 @@ pub mod rflags {
 /// The saved CS of a guest kernel that interrupted itself: FLAT_KERNEL_CS with RPL 0.
 pub const KERNEL_CS_SAVED: u64 = (FLAT_KERNEL_CS & !3) as u64;
 
-/// Most bytes of a bounce frame (with an error code).
-const FRAME_MAX: usize = 64;
+/// Most words of a bounce frame (the failsafe callback's).
+const FRAME_WORDS: usize = 11;
 
 /// Bounces `trap` (interrupting `at`) into the guest; the context to resume it with.
 pub fn bounce(
@@ -52,6 +53,7 @@ pub fn bounce(
         Target::Syscall => (traps.syscall.address, traps.syscall.mask_events, 0x80),
         // The event callback is always entered with events masked (§4.5).
         Target::Event => (traps.event.address, true, 0xff),
+        Target::Failsafe(_) => (traps.failsafe.address, traps.failsafe.mask_events, 0xfe),
     };
     if handler == 0 {
         return Err(match trap.target {
@@ -68,6 +70,10 @@ pub fn bounce(
             },
             Target::Event => Crash::NoCallback {
                 what: "event",
+                rip: trap.rip,
+            },
+            Target::Failsafe(_) => Crash::NoCallback {
+                what: "failsafe",
                 rip: trap.rip,
             },
         });
@@ -87,9 +93,14 @@ pub fn bounce(
     let saved_mask = info.upcall_mask().map_err(|_| Crash::VcpuInfo)?;
     let saved_if = if saved_mask == 0 { rflags::IF } else { 0 };
     let saved_rflags = (at.rflags & !(rflags::IF | rflags::IOPL)) | saved_if;
-    let mut words: Vec<u64, 8> = Vec::new();
+    let mut words: Vec<u64, FRAME_WORDS> = Vec::new();
     let _ = words.push(at.rcx);
     let _ = words.push(at.r11);
+    if let Target::Failsafe(selectors) = trap.target {
+        for selector in selectors {
+            let _ = words.push(u64::from(selector));
+        }
+    }
     if let Some(error) = trap.error_code {
         let _ = words.push(error);
     }
@@ -102,7 +113,7 @@ pub fn bounce(
     ] {
         let _ = words.push(word);
     }
-    let mut bytes = [0u8; FRAME_MAX];
+    let mut bytes = [0u8; FRAME_WORDS * 8];
     for (slot, word) in bytes.chunks_exact_mut(8).zip(&words) {
         slot.copy_from_slice(&word.to_le_bytes());
     }

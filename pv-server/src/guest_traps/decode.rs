@@ -28,6 +28,9 @@ pub enum Target {
     Syscall,
     /// The event callback (an event upcall).
     Event,
+    /// The failsafe callback: reloading the guest's data selectors (DS, ES, FS, GS, as
+    /// they were) failed (pv64-abi.md §6.8).
+    Failsafe([u16; 4]),
 }
 
 /// A trap to bounce into the guest.

@@ -7,7 +7,7 @@ use ipc::message::{Gpr, GprWrite, GuestMode, GuestResume};
 use ipc::{Event, EventKind};
 use xen_abi::Errno;
 
-use super::decode::{Interrupted, trap_for};
+use super::decode::{Interrupted, Target, Trap, trap_for};
 use super::*;
 use crate::guest_hypercalls::{GuestMemory, Outcome};
 
@@ -714,4 +714,57 @@ fn interrupted_context_is_what_the_event_says() {
         }
     );
     assert_eq!((trap.rip, trap.error_code), (CODE + 1, None));
+}
+
+#[test]
+fn a_failsafe_callback_gets_the_data_selectors_between_r11_and_rip() {
+    let mut traps = VcpuTraps::new();
+    traps.failsafe = Callback {
+        address: HANDLER,
+        mask_events: true,
+    };
+    let mut mem = Mem::with(&[STACK]);
+    let mut info = Info::default();
+    let at = Interrupted {
+        rip: CODE + 7,
+        rsp: STACK + 0x108,
+        rflags: 0x246,
+        rcx: CODE + 7,
+        r11: 0x246,
+    };
+    let trap = Trap {
+        target: Target::Failsafe([0x0b, 0x0f, 0x13, 0]),
+        error_code: None,
+        cr2: None,
+        rip: CODE + 7,
+        reported_error: None,
+    };
+    let resume = bounce::bounce(&mut traps, &trap, &at, &mut mem, &mut info).unwrap();
+    let base = STACK + 0x100 - 88;
+    assert_eq!(
+        mem.words(base, 11),
+        vec![
+            CODE + 7,
+            0x246,
+            0x0b,
+            0x0f,
+            0x13,
+            0,
+            CODE + 7,
+            0xe030,
+            0x246,
+            STACK + 0x108,
+            0xe02b
+        ]
+    );
+    assert_eq!((resume.rip, resume.rsp, resume.cs), (HANDLER, base, 0xe033));
+    assert_eq!(info.mask, 1, "VGCF_failsafe_disables_events");
+    traps.failsafe.address = 0;
+    assert!(matches!(
+        bounce::bounce(&mut traps, &trap, &at, &mut mem, &mut info),
+        Err(Crash::NoCallback {
+            what: "failsafe",
+            ..
+        })
+    ));
 }

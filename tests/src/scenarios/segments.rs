@@ -37,3 +37,24 @@ pub fn own_gdt_and_ldt_selectors_load(machine: Machine) -> Result<()> {
     }
     Ok(())
 }
+
+pub fn a_selector_that_no_longer_loads_enters_the_failsafe_callback(
+    machine: Machine,
+) -> Result<()> {
+    let path = guest_elf("guest-segments")?;
+    let boot = boot_guests(
+        machine,
+        vec![GuestFile::new("fs", &path).mem(4).cmdline("failsafe")],
+        1,
+    )?;
+    no_wrong_answer(&boot)?;
+    for line in [
+        "guest fs: segments: failsafe: frame ds 0xb es 0xb fs 0x13 gs 0x0, rip \
+         hypercall_page+0x14a, cs 0xe030 mask 1, ss 0xe02b; ds 0x0 es 0x0 now",
+        "guest fs: segments: failsafe: 23 checks passed",
+        "pv-server: guest fs: shut down (poweroff)",
+    ] {
+        expect_exact_line(&boot, line)?;
+    }
+    Ok(())
+}

@@ -9,7 +9,12 @@
 //! * `hostile`: selectors the guest may not load fault in the guest as `#GP(sel)`: the
 //!   hypervisor's reserved entries (its ring-0 code and data, Xen's null 0xe018, the TSS, the
 //!   LDT descriptor), a descriptor in a frame never given to `set_gdt`, a GDT entry before
-//!   any `set_gdt`, an LDT selector before `SET_LDT` and one past its limit.
+//!   any `set_gdt`, an LDT selector before `SET_LDT` and one past its limit;
+//! * `failsafe`: with DS and ES loaded from its GDT and FS from another entry, makes DS's and
+//!   ES's descriptor not present (`update_descriptor`); on the way back the nucleus cannot
+//!   reload them, loads null, and the guest enters its failsafe callback with Xen's frame
+//!   (rcx, r11, ds, es, fs, gs, rip, cs, rflags, rsp, ss), which it prints and checks
+//!   (pv64-abi.md §6.8).
 //!
 //! Both end with `segments: CASE: N checks passed` (or the first WRONG line).
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -28,6 +33,42 @@ mod guest {
     use xen_abi::{Hypercall, StartInfo};
 
     xen_guest_notes!("fredvisor-segments");
+
+    /// The failsafe callback's frame, as the entry found it, and how often it ran.
+    static mut FAILSAFE_FRAME: [u64; 11] = [0; 11];
+    static FAILSAFES: AtomicU64 = AtomicU64::new(0);
+
+    // The failsafe callback: keeps the 11-word frame, drops the selectors (as Linux's
+    // `xen_failsafe_callback` does) and returns through `iret` (flags 0) to what was
+    // interrupted, rax untouched.
+    core::arch::global_asm!(
+        ".globl segments_failsafe_entry",
+        "segments_failsafe_entry:",
+        "    push rsi",
+        "    push rdi",
+        "    push rcx",
+        "    lea rsi, [rsp + 24]",
+        "    lea rdi, [rip + {frame}]",
+        "    mov ecx, 11",
+        "    rep movsq",
+        "    lock inc qword ptr [rip + {count}]",
+        "    pop rcx",
+        "    pop rdi",
+        "    pop rsi",
+        "    pop rcx",
+        "    pop r11",
+        "    add rsp, 32",
+        "    push 0",
+        "    jmp hypercall_page + {iret}",
+        frame = sym FAILSAFE_FRAME,
+        count = sym FAILSAFES,
+        iret = const Hypercall::Iret.stub_offset(),
+    );
+
+    unsafe extern "C" {
+        fn segments_failsafe_entry();
+        static hypercall_page: [u8; 4096];
+    }
 
     /// Where the handler resumes after a probe, and what the last trap was.
     static RESUME: AtomicU64 = AtomicU64::new(0);
@@ -342,6 +383,9 @@ mod guest {
             load!("es", 0xe053u16).unwrap_or(0),
             0xe050,
         );
+        // ES still holds the LDT's selector: dropping the LDT under it would be the failsafe
+        // case (`failsafe`), which this guest has no callback for.
+        let _ = load!("es", 0u16);
         c.eq("SET_LDT of none", set_ldt(0, 0), 0);
         c.eq("no LDT again", load!("es", 0x0fu16).unwrap_or(0), 0x0c);
         c.eq("set_gdt of none", set_gdt(&[], 0), 0);
@@ -356,13 +400,97 @@ mod guest {
         let _ = load!("fs", 0u16);
     }
 
+    fn update_descriptor(maddr: u64, desc: u64) -> u64 {
+        // SAFETY: no pointers into our memory.
+        unsafe { hypercall(Hypercall::UpdateDescriptor, [maddr, desc, 0, 0, 0]) }
+    }
+
+    fn failsafe(c: &mut Checks, p: &Pages) {
+        // CALLBACKTYPE_failsafe, CALLBACKF_mask_events.
+        let entry = segments_failsafe_entry as usize as u64;
+        c.eq(
+            "register the failsafe callback",
+            traps::register_callback(1, 1, entry),
+            0,
+        );
+        install(c, p);
+        c.eq("DS from the GDT", load!("ds", 0x0bu16).is_some() as u64, 0);
+        c.eq("ES from the GDT", load!("es", 0x0bu16).is_some() as u64, 0);
+        c.eq("FS from the GDT", load!("fs", 0x13u16).is_some() as u64, 0);
+        let rax = update_descriptor(p.gdt << 12 | 8, 0);
+        c.eq(
+            "update_descriptor's answer, kept through the callback",
+            rax,
+            0,
+        );
+        c.eq(
+            "the failsafe callback ran once",
+            FAILSAFES.load(Ordering::SeqCst),
+            1,
+        );
+        // SAFETY: written once by the callback, which ran before the hypercall returned.
+        let f = unsafe { core::ptr::addr_of!(FAILSAFE_FRAME).read_volatile() };
+        let page = core::ptr::addr_of!(hypercall_page) as u64;
+        // The stub: push rcx, push r11, mov eax, syscall (10 bytes), then the return.
+        let stub_return = page + Hypercall::UpdateDescriptor.stub_offset() + 10;
+        c.eq("frame rcx: the return RIP", f[0], stub_return);
+        // r11 is the RFLAGS `syscall` saved (the CPU's IF on); the frame's IF is the mask's.
+        c.eq("frame r11: the RFLAGS", f[1] & !0x200, f[8] & !0x200);
+        c.eq("frame ds", f[2], 0x0b);
+        c.eq("frame es", f[3], 0x0b);
+        c.eq("frame fs", f[4], 0x13);
+        c.eq("frame gs", f[5], 0);
+        c.eq(
+            "frame rip: after the hypercall's syscall",
+            f[6],
+            stub_return,
+        );
+        c.eq(
+            "frame cs: the kernel interrupted itself",
+            f[7] & 0xffff,
+            0xe030,
+        );
+        c.eq(
+            "frame rflags: IF is the saved mask's opposite",
+            (f[8] >> 9) & 1,
+            (f[7] >> 32) & 1 ^ 1,
+        );
+        c.eq("frame ss", f[10], 0xe02b);
+        c.eq("DS is null now", ds(), 0);
+        c.eq("ES is null now", es(), 0);
+        c.eq("FS kept its selector", fs_selector(), 0x13);
+        c.eq("and its base", fs_word(), GDT_WORD);
+        println!(
+            "segments: failsafe: frame ds {:#x} es {:#x} fs {:#x} gs {:#x}, rip hypercall_page+{:#x}, cs {:#x} mask {}, ss {:#x}; ds {:#x} es {:#x} now",
+            f[2],
+            f[3],
+            f[4],
+            f[5],
+            f[6] - page,
+            f[7] & 0xffff,
+            (f[7] >> 32) & 0xff,
+            f[10],
+            ds(),
+            es()
+        );
+        let _ = load!("fs", 0u16);
+    }
+
+    fn fs_selector() -> u64 {
+        let sel: u64;
+        // SAFETY: reads a selector; no memory access.
+        unsafe { asm!("mov {:r}, fs", out(reg) sel, options(nomem, nostack)) };
+        sel & 0xffff
+    }
+
     fn main(boot: Boot) -> ! {
         let info = boot.start_info;
         let case = match info.cmdline() {
             b"own" => "own",
             b"hostile" => "hostile",
+            b"failsafe" => "failsafe",
             _ => {
-                println!("segments: unknown case; use cmdline=own|hostile");
+                println!("segments: unknown case; use cmdline=own|hostile|failsafe");
                 shutdown(ShutdownReason::Crash)
             }
         };
@@ -372,10 +500,12 @@ mod guest {
         let p = pages(info);
         match case {
             "own" => own(&mut c, &p),
+            "failsafe" => failsafe(&mut c, &p),
             _ => hostile(&mut c, &p),
         }
         c.name = match case {
             "own" => "segments: own",
+            "failsafe" => "segments: failsafe",
             _ => "segments: hostile",
         };
         c.done()
