@@ -411,6 +411,25 @@ pub fn read_selector(reg: DataSegment) -> Selector {
     Selector::from_raw(raw as u16)
 }
 
+/// Reads DS, ES and FS in one go (the switch path's fast check).
+#[inline]
+pub fn read_data_selectors() -> [u16; 3] {
+    let (ds, es, fs): (u32, u32, u32);
+    // SAFETY: only writes the output registers.
+    unsafe {
+        asm!(
+            "mov {:e}, ds",
+            "mov {:e}, es",
+            "mov {:e}, fs",
+            out(reg) ds,
+            out(reg) es,
+            out(reg) fs,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
+    [ds as u16, es as u16, fs as u16]
+}
+
 /// Loads `selector` into `reg`. For FS the base becomes the descriptor's (null: vendor
 /// dependent), so the caller writes FS_BASE again if it matters.
 ///

@@ -153,6 +153,10 @@ pub mod cpu {
         SELECTORS.get()
     }
 
+    pub fn data_selectors_changed(saved: &bsp_x86_64::guest_selectors::DataSelectors) -> bool {
+        SELECTORS.get() != *saved
+    }
+
     /// Loads `want` as the stand-in CPU would; clears nothing (no descriptors here).
     pub fn load_data_selectors(
         _view: gdt::DescriptorView,

@@ -188,34 +188,53 @@ pub fn user_segments_left(bases: bool) -> (u64, u64) {
     (live.fs, live.gs)
 }
 
+/// Whether DS, ES or FS differ from `saved` (a guest that stopped loaded one).
+#[inline]
+pub fn data_selectors_changed(saved: &DataSelectors) -> bool {
+    bsp_x86_64::insn::read_data_selectors() != [saved.ds, saved.es, saved.fs]
+}
+
 /// The data selectors ring 3 left (DS, ES, FS, GS), for a guest vCPU that stops.
 #[inline]
 pub fn data_selectors_left() -> DataSelectors {
-    use bsp_x86_64::insn::{DataSegment, read_gs_selector, read_selector};
+    let [ds, es, fs] = bsp_x86_64::insn::read_data_selectors();
     DataSelectors {
-        ds: read_selector(DataSegment::Ds).raw(),
-        es: read_selector(DataSegment::Es).raw(),
-        fs: read_selector(DataSegment::Fs).raw(),
-        gs: read_gs_selector().raw(),
+        ds,
+        es,
+        fs,
+        gs: live().gs_sel,
     }
 }
 
 /// Loads DS, ES and FS of the thread coming in (a guest vCPU's saved ones, on its
-/// descriptor tables `view`; null for a server), each only if the CPU holds another. A
-/// selector whose descriptor no longer passes the CPU's checks is loaded as null and
-/// cleared in `want` (never a fault in ring 0). GS is `load_user_segments`'. Returns whether
-/// one was cleared. Runs after `load_descriptor_tables`, before `load_user_segments`.
+/// descriptor tables `view`; null for a server) where the CPU holds others. A selector whose
+/// descriptor no longer passes the CPU's checks is loaded as null and cleared in `want`
+/// (never a fault in ring 0). GS is `load_user_segments`'. Returns whether one was cleared.
+/// Runs after `load_descriptor_tables`, before `load_user_segments`.
 #[inline]
 pub fn load_data_selectors(view: DescriptorView, want: &mut DataSelectors) -> bool {
+    let held = bsp_x86_64::insn::read_data_selectors();
+    if held == [want.ds, want.es, want.fs] {
+        return false;
+    }
+    reload_data_selectors(view, want, held)
+}
+
+#[cold]
+#[inline(never)]
+fn reload_data_selectors(view: DescriptorView, want: &mut DataSelectors, held: [u16; 3]) -> bool {
     use bsp_x86_64::guest_selectors::{is_null, loadable};
-    use bsp_x86_64::insn::{DataSegment, load_selector, read_selector};
+    use bsp_x86_64::insn::{DataSegment, load_selector};
     let mut cleared = false;
-    for (reg, sel) in [
+    for ((reg, sel), held) in [
         (DataSegment::Ds, &mut want.ds),
         (DataSegment::Es, &mut want.es),
         (DataSegment::Fs, &mut want.fs),
-    ] {
-        if read_selector(reg).raw() == *sel {
+    ]
+    .into_iter()
+    .zip(held)
+    {
+        if held == *sel {
             continue;
         }
         if !is_null(*sel) && !loadable(*sel, super::tables::guest_descriptor(view, *sel)) {
@@ -228,11 +247,11 @@ pub fn load_data_selectors(view: DescriptorView, want: &mut DataSelectors) -> bo
         if reg == DataSegment::Fs {
             // The load set FS's base from the descriptor (or, for null, as the vendor
             // does): put back what `LIVE` says the CPU holds, so it stays true.
-            let live = live();
-            let fs = msr::FsBase::new(live.fs).unwrap_or(ZERO_FS);
+            let cached = live();
+            let fs = msr::FsBase::new(cached.fs).unwrap_or(ZERO_FS);
             // SAFETY: ring 0, interrupts off; FS is the thread's alone, the value canonical.
             unsafe { msr::write(fs) };
-            live.fs = fs.address();
+            cached.fs = fs.address();
         }
     }
     cleared

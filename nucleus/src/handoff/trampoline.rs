@@ -120,6 +120,8 @@ kx_idtr:
     .quad 0
 kexec_trampoline_end:
     .popsection
+    /* Back to 64-bit for whatever asm the compiler puts after this block. */
+    .code64
 "#,
     base = const KEXEC_PHYS,
     magic = const LOADER_MAGIC,

@@ -55,10 +55,13 @@ pub fn finish(t: &mut Threads, frame: &mut Frame, next: NextTask) {
             }
         }
         NextTask::Other => {
-            // The thread stopped in a syscall or event: what it left in its segment
-            // registers is kept as when it is preempted (`switch`).
+            // A guest vCPU stopped in a hypercall or event: if it loaded other data
+            // selectors since it last stopped (a base may have come with them), keep what it
+            // left as when it is preempted (`switch`).
             if let Some(cur) = t.current()
                 && from_ring3(frame)
+                && t.get(cur).domain().is_some()
+                && crate::cpu::data_selectors_changed(&t.get(cur).selectors)
             {
                 save_segments(t, cur);
             }
@@ -157,12 +160,14 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
                 crate::cpu::load_descriptor_tables(thread.tables);
                 // A guest's DS/ES/FS as it left them (a descriptor it changed since loads
                 // null: `domains::descriptors::selectors` reported it already); servers null.
-                let mut selectors = match thread.domain() {
-                    Some(_) => thread.selectors,
-                    None => bsp_x86_64::guest_selectors::DataSelectors::NULL,
-                };
-                if crate::cpu::load_data_selectors(thread.tables, &mut selectors) {
-                    t.get_mut(id).selectors = selectors;
+                // A guest's DS/ES/FS as it left them, where another guest's are live (a
+                // descriptor it changed since loads null: `domains::vcpu::selectors`
+                // reported it already). Servers run on what is there: they name nothing.
+                if thread.domain().is_some() {
+                    let mut selectors = thread.selectors;
+                    if crate::cpu::load_data_selectors(thread.tables, &mut selectors) {
+                        t.get_mut(id).selectors = selectors;
+                    }
                 }
                 let thread = t.get(id);
                 // A guest's live GS is its mode's (Xen's SWAPGS on the mode toggle: the
@@ -295,7 +300,7 @@ mod tests {
     }
 
     #[test]
-    fn a_guest_gets_back_the_data_selectors_it_left_and_a_server_null_ones() {
+    fn a_guest_gets_back_the_data_selectors_it_left() {
         use crate::host::cpu::{data_selectors_left, set_live_selectors};
         use bsp_x86_64::guest_selectors::DataSelectors;
         let mut t = kit::booted();
@@ -316,7 +321,8 @@ mod tests {
         set_live_selectors(mine);
         switch(&mut t, &mut frame, Some(pv()));
         assert_eq!(t.get(guest).selectors, mine);
-        assert_eq!(data_selectors_left(), DataSelectors::NULL);
+        // Another guest's (or a server's) selectors are live when it comes back.
+        set_live_selectors(DataSelectors::NULL);
         switch(&mut t, &mut frame, Some(guest));
         assert_eq!(data_selectors_left(), mine);
     }

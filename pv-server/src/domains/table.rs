@@ -443,9 +443,11 @@ impl Guests {
 
 /// `set_gdt`, `update_descriptor` and `mmuext_op` (`SET_LDT`): the hypercalls after which a
 /// data selector the vCPU holds may no longer load.
+#[inline(always)]
 fn changes_descriptors(number: u64) -> bool {
     use xen_abi::Hypercall as H;
-    [H::SetGdt, H::UpdateDescriptor, H::MmuextOp]
-        .iter()
-        .any(|h| u64::from(h.raw()) == number)
+    const SET_GDT: u64 = H::SetGdt.raw() as u64;
+    const UPDATE_DESCRIPTOR: u64 = H::UpdateDescriptor.raw() as u64;
+    const MMUEXT_OP: u64 = H::MmuextOp.raw() as u64;
+    matches!(number, SET_GDT | UPDATE_DESCRIPTOR | MMUEXT_OP)
 }
