@@ -153,8 +153,16 @@ pub mod cpu {
         SELECTORS.get()
     }
 
-    pub fn data_selectors_changed(saved: &bsp_x86_64::guest_selectors::DataSelectors) -> bool {
-        SELECTORS.get() != *saved
+    thread_local! {
+        static OWNER: Cell<Option<usize>> = const { Cell::new(None) };
+    }
+
+    pub fn selectors_owner() -> Option<usize> {
+        OWNER.get()
+    }
+
+    pub fn set_selectors_owner(owner: Option<usize>) {
+        OWNER.set(owner);
     }
 
     /// Loads `want` as the stand-in CPU would; clears nothing (no descriptors here).

@@ -188,12 +188,6 @@ pub fn user_segments_left(bases: bool) -> (u64, u64) {
     (live.fs, live.gs)
 }
 
-/// Whether DS, ES or FS differ from `saved` (a guest that stopped loaded one).
-#[inline]
-pub fn data_selectors_changed(saved: &DataSelectors) -> bool {
-    bsp_x86_64::insn::read_data_selectors() != [saved.ds, saved.es, saved.fs]
-}
-
 /// The data selectors ring 3 left (DS, ES, FS, GS), for a guest vCPU that stops.
 #[inline]
 pub fn data_selectors_left() -> DataSelectors {
@@ -204,6 +198,20 @@ pub fn data_selectors_left() -> DataSelectors {
         fs,
         gs: live().gs_sel,
     }
+}
+
+/// The thread (slot number) whose data selectors this CPU holds: servers never load one, so
+/// they stay a guest's until another guest comes in (`sched::switch`).
+#[inline]
+pub fn selectors_owner() -> Option<usize> {
+    // SAFETY: this CPU's own cell, touched only on the switch path and the guest-manager
+    // syscalls on this CPU with interrupts off; no reference outlives the call.
+    unsafe { *percpu::current().selectors_of.get() }
+}
+
+pub fn set_selectors_owner(owner: Option<usize>) {
+    // SAFETY: as in `selectors_owner`.
+    unsafe { *percpu::current().selectors_of.get() = owner };
 }
 
 /// Loads DS, ES and FS of the thread coming in (a guest vCPU's saved ones, on its

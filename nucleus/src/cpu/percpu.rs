@@ -73,6 +73,9 @@ pub struct PerCpu {
     trace: TraceBuffer,
     /// What this CPU holds in FS/GS for ring 3 (`enter::load_user_segments`).
     pub(super) user_segments: RacyCell<super::enter::UserSegments>,
+    /// The thread (slot number) whose DS/ES/FS selectors this CPU holds
+    /// (`enter::selectors_owner`).
+    pub(super) selectors_of: RacyCell<Option<usize>>,
     /// The CPU's local APIC once enabled (on this CPU; used by this CPU only).
     apic: RacyCell<Option<super::apic::LocalApic>>,
     /// Local APIC timer ticks and reschedule IPIs taken on this CPU.
@@ -104,6 +107,7 @@ impl PerCpu {
             idle_stack: RacyCell::new([0; IDLE_STACK_WORDS]),
             trace: TraceBuffer::new(),
             user_segments: RacyCell::new(super::enter::UserSegments::UNKNOWN),
+            selectors_of: RacyCell::new(None),
             apic: RacyCell::new(None),
             ticks: AtomicU64::new(0),
             reschedules: AtomicU64::new(0),

@@ -43,6 +43,7 @@ pub fn start(t: &mut Threads, number: u16, regs: &VcpuStart) -> Result<(), Errno
     frame.ret.ss = SsQword::from_raw(u64::from(checked.ss));
     frame.gprs.rsi = regs.rsi;
     t.get_mut(id).start_guest(PhysAddr::new(regs.cr3), frame);
+
     super::descriptors::track(t, number);
     Ok(())
 }
@@ -53,10 +54,16 @@ pub fn start(t: &mut Threads, number: u16, regs: &VcpuStart) -> Result<(), Errno
 pub fn selectors(t: &mut Threads, number: u16) -> Result<(u64, [u16; 4]), Errno> {
     use bsp_x86_64::guest_selectors::loadable;
     let id = t.guest_id(number).ok_or(Errno::Einval)?;
-    let thread = t.get_mut(id);
-    if thread.is_absent() {
+    if t.get(id).is_absent() {
         return Err(Errno::Esrch);
     }
+    let thread = t.get_mut(id);
+    if crate::cpu::selectors_owner() == Some(id.index()) && !thread.selectors_stale {
+        // This CPU still holds them (only servers ran since): take them from there.
+        thread.selectors = crate::cpu::data_selectors_left();
+    }
+    // The next switch in loads them again, the null ones included.
+    thread.selectors_stale = true;
     let before = thread.selectors;
     let view = thread.tables;
     let mut mask = 0;

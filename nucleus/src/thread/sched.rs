@@ -55,16 +55,6 @@ pub fn finish(t: &mut Threads, frame: &mut Frame, next: NextTask) {
             }
         }
         NextTask::Other => {
-            // A guest vCPU stopped in a hypercall or event: if it loaded other data
-            // selectors since it last stopped (a base may have come with them), keep what it
-            // left as when it is preempted (`switch`).
-            if let Some(cur) = t.current()
-                && from_ring3(frame)
-                && t.get(cur).domain().is_some()
-                && crate::cpu::data_selectors_changed(&t.get(cur).selectors)
-            {
-                save_segments(t, cur);
-            }
             t.set_current(None);
             let pick = pick_next(t);
             switch(t, frame, pick);
@@ -129,6 +119,29 @@ fn save_segments(t: &mut Threads, cur: ThreadId) {
     }
 }
 
+/// Guest `id` comes in where another guest's data selectors (or none known) are live: those
+/// go back to their vCPU, `id`'s are loaded.
+#[cold]
+#[inline(never)]
+fn take_data_selectors(t: &mut Threads, id: ThreadId) {
+    match crate::cpu::selectors_owner() {
+        // `domains::vcpu::selectors` changed what `id` must get: nothing to keep.
+        Some(owner) if owner == id.index() => {}
+        Some(owner) if owner < super::MAX_THREADS => {
+            t.get_mut(ThreadId(owner)).selectors = crate::cpu::data_selectors_left();
+        }
+        Some(_) => {}
+        None => {}
+    }
+    let thread = t.get_mut(id);
+    thread.selectors_stale = false;
+    let mut selectors = thread.selectors;
+    if crate::cpu::load_data_selectors(thread.tables, &mut selectors) {
+        thread.selectors = selectors;
+    }
+    crate::cpu::set_selectors_owner(Some(id.index()));
+}
+
 /// Saves the live frame into the current thread and makes `next` (or idle) live.
 fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
     if let Some(cur) = t.current()
@@ -158,16 +171,14 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
             if t.current() != Some(id) {
                 crate::mm::load_root(root);
                 crate::cpu::load_descriptor_tables(thread.tables);
-                // A guest's DS/ES/FS as it left them (a descriptor it changed since loads
-                // null: `domains::descriptors::selectors` reported it already); servers null.
-                // A guest's DS/ES/FS as it left them, where another guest's are live (a
-                // descriptor it changed since loads null: `domains::vcpu::selectors`
-                // reported it already). Servers run on what is there: they name nothing.
-                if thread.domain().is_some() {
-                    let mut selectors = thread.selectors;
-                    if crate::cpu::load_data_selectors(thread.tables, &mut selectors) {
-                        t.get_mut(id).selectors = selectors;
-                    }
+                // A guest's DS/ES/FS as it left them, where another guest's are live (which
+                // are kept first). A descriptor it changed since loads null
+                // (`domains::vcpu::selectors` reported it already). Servers run on what is
+                // there: they can name nothing but null and the flat segments.
+                if thread.domain().is_some()
+                    && (thread.selectors_stale || crate::cpu::selectors_owner() != Some(id.index()))
+                {
+                    take_data_selectors(t, id);
                 }
                 let thread = t.get(id);
                 // A guest's live GS is its mode's (Xen's SWAPGS on the mode toggle: the
@@ -321,10 +332,18 @@ mod tests {
         set_live_selectors(mine);
         switch(&mut t, &mut frame, Some(pv()));
         assert_eq!(t.get(guest).selectors, mine);
-        // Another guest's (or a server's) selectors are live when it comes back.
-        set_live_selectors(DataSelectors::NULL);
+        // Another guest runs in between and loads its own.
+        let other = t.guest_id(2).unwrap();
+        t.get_mut(other).start_guest(
+            bsp_x86_64::paging::PhysAddr::new(0x60_0000),
+            kit::user_frame(0x1000),
+        );
+        switch(&mut t, &mut frame, Some(other));
+        assert_eq!(data_selectors_left(), DataSelectors::NULL);
+        switch(&mut t, &mut frame, Some(pv()));
         switch(&mut t, &mut frame, Some(guest));
         assert_eq!(data_selectors_left(), mine);
+        assert_eq!(crate::host::cpu::selectors_owner(), Some(guest.index()));
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub struct Thread {
     pub tables: bsp_x86_64::gdt::DescriptorView,
     /// A guest vCPU's DS, ES, FS and GS selectors while it does not run.
     pub selectors: bsp_x86_64::guest_selectors::DataSelectors,
+    /// `selectors` changed while the CPU may hold the old ones: load them at the next run.
+    pub selectors_stale: bool,
     /// Who gets this thread's events; `None`: the nucleus reports them itself.
     pub(super) fault_handler: Option<ThreadId>,
     /// The CPU (bring-up number) it runs on: its run queue is that CPU's (`Threads::place`).
@@ -141,6 +143,7 @@ impl Thread {
                 ldt: false,
             },
             selectors: bsp_x86_64::guest_selectors::DataSelectors::NULL,
+            selectors_stale: false,
             fault_handler,
             cpu: 0,
             handles_faults,
@@ -214,6 +217,7 @@ impl Thread {
         self.bases = bsp_x86_64::guest_segments::SegmentBases::ZERO;
         self.tables = bsp_x86_64::gdt::DescriptorView::default();
         self.selectors = bsp_x86_64::guest_selectors::DataSelectors::NULL;
+        self.selectors_stale = true;
         self.frame = frame;
         self.state = State::Ready;
         self.hello = true;
