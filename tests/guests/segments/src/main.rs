@@ -16,7 +16,7 @@
 //!   (rcx, r11, ds, es, fs, gs, rip, cs, rflags, rsp, ss), which it prints and checks
 //!   (pv64-abi.md §6.8).
 //!
-//! Both end with `segments: CASE: N checks passed` (or the first WRONG line).
+//! Each ends with `segments: CASE: N checks passed` (or the first WRONG line).
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
 #[cfg(target_os = "none")]
