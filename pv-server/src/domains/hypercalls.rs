@@ -1,6 +1,6 @@
 //! One guest's hypercall, answered: page-table ones through the nucleus' checks
 //! ([`guest_mmu`]), trap-table ones by [`guest_traps`], those of issue 16 points 6 and 7 by
-//! [`guest_state`], the rest by [`guest_hypercalls`]. What comes of it ([`Answered`]) is
+//! [`guest_state`], the rest by [`guest_hypercalls`](crate::guest_hypercalls). What comes of it ([`Answered`]) is
 //! small: the guest table builds the reply (or ends the guest) from it.
 
 use core::cell::RefCell;
