@@ -488,7 +488,8 @@ fn mkrescue_iso(
         .arg(xorriso)
         // Only what grub.cfg uses (plus their dependencies): a third of the default size.
         .arg(format!("--install-modules={}", grub::MODULES.join(" ")))
-        .args(["--fonts=unicode", "--locales=", "--themes="])
+        .arg(format!("--fonts={}", grub::FONT))
+        .args(["--locales=", "--themes="])
         .args(reproducible::xorriso_args(source.epoch))
         .arg("-o")
         .arg(partial.path())
