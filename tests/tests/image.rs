@@ -78,3 +78,36 @@ fn two_builds_of_one_tree_are_byte_identical() -> Result<()> {
     );
     Ok(())
 }
+
+/// `build`'s bare-metal ISO keeps GRUB's menu on the screen (to choose `fred=off` or
+/// `fred=on`); the ISOs `run`, `bench` and the tests boot take the default entry at once.
+/// Both draw the EFI menu with the ASCII font, the only one shipped.
+#[test]
+fn only_the_bare_metal_iso_waits_in_the_menu() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let metal = image_builder::commands::build(&image_builder::commands::BuildOptions {
+        output: Some(dir.path().join("metal.iso")),
+        ..Default::default()
+    })?;
+    let timeout = format!("\nset timeout={}\n", image_builder::grub::MENU_TIMEOUT_SECONDS);
+    ensure!(
+        image_builder::grub::MENU_TIMEOUT_SECONDS > 0 && metal.grub_cfg().contains(&timeout),
+        "the bare-metal ISO does not wait in its menu:\n{}",
+        metal.grub_cfg()
+    );
+    let at_once = Image::new().build_shared()?;
+    ensure!(
+        at_once.grub_cfg().contains("\nset timeout=0\n"),
+        "a test ISO waits in GRUB's menu:\n{}",
+        at_once.grub_cfg()
+    );
+    for iso in [metal.path(), at_once.path()] {
+        tests::file_in_iso(iso, "/boot/grub/fonts/ascii.pf2")?;
+        ensure!(
+            tests::file_in_iso(iso, "/boot/grub/fonts/unicode.pf2").is_err(),
+            "{} ships the 2.3 MiB Unicode font",
+            iso.display()
+        );
+    }
+    Ok(())
+}

@@ -1,7 +1,7 @@
 //! The preemption tick from each CPU's local APIC timer (issue 20 point 3), which replaces the
 //! PIT wherever a local APIC is enabled.
 //!
-//! Calibrated once, on the boot CPU: the timer counted down over 20 ms of PIT channel 2 (the least of three windows), or
+//! Calibrated once, on the boot CPU: the timer counted down over 10 ms of PIT channel 2 (the least of three windows), or
 //! where that counts nothing (no PIT), CPUID leaf 0x15's core crystal clock (which the APIC
 //! timer counts on CPUs that have the leaf). The PIT comes first because it is the machine's
 //! own clock: a hypervisor may pass the host's leaf 0x15 through while its virtual APIC
@@ -18,7 +18,9 @@ const DIVIDE: u64 = 16;
 /// The calibration window (the PIT channel's set-up before it does not count: it starts
 /// the APIC count-down the moment the channel starts), and how many are measured: delays
 /// only ever add counts (a virtual CPU descheduled while it polls), so the least is kept.
-const CALIBRATION_US: u64 = 20_000;
+/// 10 ms: 30 ms of boot in all; the count is 1/16 of the APIC clock, so even a 16 MHz
+/// clock counts 10 000 in a window.
+const CALIBRATION_US: u64 = 10_000;
 const CALIBRATION_WINDOWS: u32 = 3;
 
 /// APIC clocks the nucleus believes (outside, the measurement is taken for broken).
