@@ -1,46 +1,62 @@
 //! The entry and exit stubs of both deliveries: all of fredvisor's event asm.
 //!
+//! Every handler is an `extern "C" fn(*mut Frame) -> *mut Frame`: it gets the frame the stub
+//! saved and returns the frame to leave through (the same one, or the next thread's after a
+//! switch), so a context switch moves a pointer and never copies a frame.
+//!
+//! Where a frame is saved: an event from **ring 3** goes straight into the register save area
+//! of the thread that runs (`cpu_info.save_area`, a `Frame` that belongs to the thread); an
+//! event from **ring 0** gets its frame on the stack it arrived on, as before. The stubs never
+//! point RSP into a save area while an event could still arrive on it: they save and restore
+//! through a base register, and the FRED exit runs ERETU from a copy of the return state on
+//! its own stack (Bochs' FRED model takes interrupts with RFLAGS.IF = 0, issue 14; the IDT
+//! exit's IRETQ from the area is safe: NMI, `#DB`, `#MC` and `#DF` use IST stacks and
+//! interrupts are masked).
+//!
 //! [`entry_stubs!`](crate::entry_stubs) emits, in one `global_asm!`:
 //!
 //! * `idt_vector_stubs`: 256 stubs of 16 bytes each (`idt_vector_stubs + 16 * vector` is the
 //!   gate target). Each pushes a zero error code where the CPU pushes none, then the vector
 //!   and the FRED event type it stands for, and jumps to `idt_common`.
-//! * `idt_common`: copies the CPU's 5-qword IDT frame into the FRED layout (64-byte aligned,
-//!   type/vector in the SS qword, CR2 or DR6 as event data), saves the GPRs below it and calls
-//!   the dispatcher with `&mut Frame`. It returns with IRETQ from the *copy*, so whatever the
-//!   dispatcher changed in the frame takes effect. SWAPGS when the event came from ring 3.
+//! * `idt_common`: copies the CPU's 5-qword IDT frame into the FRED layout (type/vector in the
+//!   SS qword, CR2 or DR6 as event data) with the GPRs, in the save area (ring 3, after
+//!   SWAPGS) or 64-byte aligned below the CPU's frame (ring 0), and calls the dispatcher.
+//! * `idt_exit`: restores the frame the handler returned in RAX and IRETQs from it, SWAPGS
+//!   when it returns to ring 3.
 //! * `syscall_entry` (IDT delivery only, the `IA32_LSTAR` target): SYSCALL does not switch
-//!   stacks, so it SWAPGSes, takes the stack from `cpu_info`, builds the frame FRED would have
-//!   written for a SYSCALL (type 7, vector 1, instruction length 2) and joins `idt_exit`.
+//!   stacks, so it SWAPGSes, builds the frame FRED would have written for a SYSCALL (type 7,
+//!   vector 1, instruction length 2) in the save area, takes the stack from `cpu_info`, and
+//!   joins `idt_exit`.
 //! * `syscall_compat_entry` (IDT delivery only, the `IA32_CSTAR` target): a SYSCALL from
 //!   compatibility mode. fredvisor has no 32-bit user segment, so this is only a backstop:
-//!   it switches stacks like `syscall_entry` and builds the frame of the `#UD` Intel CPUs
-//!   raise there, so the dispatcher forwards it as the server's fault.
+//!   it builds the frame of the `#UD` Intel CPUs raise there, so the dispatcher forwards it
+//!   as the server's fault.
 //! * `fred_entry_ring3` (4 KiB aligned, the `IA32_FRED_CONFIG` entry point) and
-//!   `fred_entry_ring0` at +256: the CPU has already written the 64-byte return state, so
-//!   they only save the GPRs and call the dispatcher; the exit returns with ERETU when the
-//!   saved CS has RPL 3 and with ERETS otherwise. No SWAPGS/SYSRET/IRET on this path.
+//!   `fred_entry_ring0` at +256: the CPU has already written the 64-byte return state on the
+//!   stack; the ring-3 entry saves the GPRs and copies that state into the save area, the
+//!   ring-0 entry saves the GPRs below it. `fred_exit` returns with ERETU when the frame's CS
+//!   has RPL 3 and with ERETS otherwise. No SWAPGS/SYSRET/IRET on this path.
 //!
 //! The macro takes the Rust handlers as paths, so the nucleus and the host trap-and-emulate
 //! harness assemble the *same* stub text around their own handlers. Every frame offset the asm
-//! uses is a `const` operand from [`crate::frame`]; GPRs are stored with `mov` to named
-//! offsets rather than pushed, so the save order cannot drift from the struct.
+//! uses is a `const` operand from [`crate::frame`] and [`crate::cpu_info`]; GPRs are stored
+//! with `mov` to named offsets rather than pushed, so the save order cannot drift from the
+//! struct.
 //!
 //! Register contract at each label is written above it.
 
-/// Offsets inside the CPU's IDT frame as `idt_common` finds it, after the vector stub's two
-/// pushes and `idt_common`'s own `push rax` (SDM vol. 3 §6.14.1, 64-bit mode).
+/// Offsets inside the CPU's IDT frame as `idt_common` finds it after its own `push rax` and
+/// `push rdi`, above the vector stub's two pushes (SDM vol. 3 §6.14.1, 64-bit mode).
 pub mod idt_hw {
-    pub const SAVED_RAX: usize = 0;
-    pub const VECTOR_INFO: usize = 8;
-    pub const ERROR_CODE: usize = 16;
-    pub const RIP: usize = 24;
-    pub const CS: usize = 32;
-    pub const RFLAGS: usize = 40;
-    pub const RSP: usize = 48;
-    pub const SS: usize = 56;
-    /// CS as seen on entry to `idt_common`, before its `push rax`.
-    pub const CS_AT_COMMON: usize = CS - 8;
+    pub const SAVED_RDI: usize = 0;
+    pub const SAVED_RAX: usize = 8;
+    pub const VECTOR_INFO: usize = 16;
+    pub const ERROR_CODE: usize = 24;
+    pub const RIP: usize = 32;
+    pub const CS: usize = 40;
+    pub const RFLAGS: usize = 48;
+    pub const RSP: usize = 56;
+    pub const SS: usize = 64;
 }
 
 /// Size of one IDT vector stub: gate `v` points at `idt_vector_stubs + v * IDT_STUB_SIZE`.
@@ -61,81 +77,119 @@ pub const SYSCALL_SS_QWORD: u64 =
 pub const COMPAT_SYSCALL_SS_QWORD: u64 = crate::gdt::USER_DS.raw() as u64 | (6 << 32) | (3 << 48);
 
 /// Emits the IDT and FRED entry stubs around the given handlers, each an
-/// `extern "C" fn(&mut Frame)`:
+/// `extern "C" fn(*mut Frame) -> *mut Frame` (the frame saved, the frame to leave through):
 /// `entry_stubs!(idt: path::to::idt_handler, fred_ring3: ..., fred_ring0: ...)`.
 #[macro_export]
 macro_rules! entry_stubs {
     (idt: $idt:path, fred_ring3: $ring3:path, fred_ring0: $ring0:path $(,)?) => {
         ::core::arch::global_asm!(
-            // Stores every GPR but RAX/RCX into the frame at RSP. Uses no other register.
-            ".macro FREDVISOR_SAVE_GPRS_BUT_RAX_RCX",
-            "mov [rsp + {rdx}], rdx",
-            "mov [rsp + {rbx}], rbx",
-            "mov [rsp + {rsi}], rsi",
-            "mov [rsp + {rdi}], rdi",
-            "mov [rsp + {rbp}], rbp",
-            "mov [rsp + {r8}], r8",
-            "mov [rsp + {r9}], r9",
-            "mov [rsp + {r10}], r10",
-            "mov [rsp + {r11}], r11",
-            "mov [rsp + {r12}], r12",
-            "mov [rsp + {r13}], r13",
-            "mov [rsp + {r14}], r14",
-            "mov [rsp + {r15}], r15",
-            "mov qword ptr [rsp + {gprs_reserved}], 0",
+            // Stores every GPR but RAX, RCX and RDI into the frame at `base`. Uses no other
+            // register.
+            ".macro FREDVISOR_SAVE_GPRS base",
+            "mov [\\base + {rdx}], rdx",
+            "mov [\\base + {rbx}], rbx",
+            "mov [\\base + {rsi}], rsi",
+            "mov [\\base + {rbp}], rbp",
+            "mov [\\base + {r8}], r8",
+            "mov [\\base + {r9}], r9",
+            "mov [\\base + {r10}], r10",
+            "mov [\\base + {r11}], r11",
+            "mov [\\base + {r12}], r12",
+            "mov [\\base + {r13}], r13",
+            "mov [\\base + {r14}], r14",
+            "mov [\\base + {r15}], r15",
+            "mov qword ptr [\\base + {gprs_reserved}], 0",
             ".endm",
-            // Loads every GPR from the frame at RSP.
-            ".macro FREDVISOR_RESTORE_GPRS",
-            "mov rax, [rsp + {rax}]",
-            "mov rcx, [rsp + {rcx}]",
-            "mov rdx, [rsp + {rdx}]",
-            "mov rbx, [rsp + {rbx}]",
-            "mov rsi, [rsp + {rsi}]",
-            "mov rdi, [rsp + {rdi}]",
-            "mov rbp, [rsp + {rbp}]",
-            "mov r8, [rsp + {r8}]",
-            "mov r9, [rsp + {r9}]",
-            "mov r10, [rsp + {r10}]",
-            "mov r11, [rsp + {r11}]",
-            "mov r12, [rsp + {r12}]",
-            "mov r13, [rsp + {r13}]",
-            "mov r14, [rsp + {r14}]",
-            "mov r15, [rsp + {r15}]",
+            // Loads every GPR but RAX from the frame at `base` (`base` itself last but one:
+            // the caller loads RAX, or RAX is the base and goes last).
+            ".macro FREDVISOR_RESTORE_GPRS_BUT_RAX base",
+            "mov rcx, [\\base + {rcx}]",
+            "mov rdx, [\\base + {rdx}]",
+            "mov rbx, [\\base + {rbx}]",
+            "mov rsi, [\\base + {rsi}]",
+            "mov rdi, [\\base + {rdi}]",
+            "mov rbp, [\\base + {rbp}]",
+            "mov r8, [\\base + {r8}]",
+            "mov r9, [\\base + {r9}]",
+            "mov r10, [\\base + {r10}]",
+            "mov r11, [\\base + {r11}]",
+            "mov r12, [\\base + {r12}]",
+            "mov r13, [\\base + {r13}]",
+            "mov r14, [\\base + {r14}]",
+            "mov r15, [\\base + {r15}]",
             ".endm",
 
             // ---- FRED: one 4 KiB page, ring-3 entry at +0, ring-0 entry at +256 ----------
             ".pushsection .text.fred, \"ax\"",
             ".balign 4096",
             ".global fred_entry_ring3",
-            // In: RSP = &ret.error_code (64-byte aligned), GS = nucleus (hardware swapped
-            // it), RFLAGS = 2. Out: ERETU/ERETS from the same frame.
+            // In: RSP = &return state (64-byte aligned, on the stack FRED chose), GS =
+            // nucleus (hardware swapped it), RFLAGS = 2. The GPRs and a copy of the return
+            // state go into the save area; RSP stays on the stack. Out: fred_exit.
             "fred_entry_ring3:",
-            "sub rsp, {ret}",
-            "mov [rsp + {rax}], rax",
-            "mov [rsp + {rcx}], rcx",
-            "FREDVISOR_SAVE_GPRS_BUT_RAX_RCX",
-            "mov rdi, rsp",
+            "push rdi",
+            "mov rdi, gs:[{ci_save_area}]",
+            "mov [rdi + {rax}], rax",
+            "mov [rdi + {rcx}], rcx",
+            "FREDVISOR_SAVE_GPRS rdi",
+            "pop rcx",
+            "mov [rdi + {rdi}], rcx",
+            "mov rcx, [rsp]",
+            "mov [rdi + {error_code}], rcx",
+            "mov rcx, [rsp + {rip} - {ret}]",
+            "mov [rdi + {rip}], rcx",
+            "mov rcx, [rsp + {cs} - {ret}]",
+            "mov [rdi + {cs}], rcx",
+            "mov rcx, [rsp + {rflags} - {ret}]",
+            "mov [rdi + {rflags}], rcx",
+            "mov rcx, [rsp + {rsp} - {ret}]",
+            "mov [rdi + {rsp}], rcx",
+            "mov rcx, [rsp + {ss} - {ret}]",
+            "mov [rdi + {ss}], rcx",
+            "mov rcx, [rsp + {event_data} - {ret}]",
+            "mov [rdi + {event_data}], rcx",
+            "mov qword ptr [rdi + {reserved}], 0",
             "call {ring3}",
             "jmp fred_exit",
             ".org fred_entry_ring3 + 256, 0xcc",
             ".global fred_entry_ring0",
-            // In: as above, on the current stack level (or a higher one).
+            // In: as above, on the current stack level (or a higher one). The frame is built
+            // on that stack.
             "fred_entry_ring0:",
             "sub rsp, {ret}",
             "mov [rsp + {rax}], rax",
             "mov [rsp + {rcx}], rcx",
-            "FREDVISOR_SAVE_GPRS_BUT_RAX_RCX",
+            "mov [rsp + {rdi}], rdi",
+            "FREDVISOR_SAVE_GPRS rsp",
             "mov rdi, rsp",
             "call {ring0}",
             ".global fred_exit",
-            // In: RSP = &Frame. ERETx pop from &ret.rip themselves (they skip the error code).
+            // In: RAX = &Frame to leave through. Ring 0: the frame is on this stack (its own
+            // event's, or the idle frame at the top of the idle stack), ERETS from it. Ring 3:
+            // ERETU from a copy of RIP..SS on this stack, never from the save area itself.
             "fred_exit:",
-            "FREDVISOR_RESTORE_GPRS",
-            "test byte ptr [rsp + {cs}], 3",
-            "lea rsp, [rsp + {ret}]",
+            "test byte ptr [rax + {cs}], 3",
             "jnz 2f",
+            "mov rsp, rax",
+            "FREDVISOR_RESTORE_GPRS_BUT_RAX rsp",
+            "mov rax, [rsp + {rax}]",
+            "lea rsp, [rsp + {ret}]",
             "erets",
             "2:",
+            "and rsp, -64",
+            "sub rsp, 64",
+            "mov rcx, [rax + {rip}]",
+            "mov [rsp + {rip} - {ret}], rcx",
+            "mov rcx, [rax + {cs}]",
+            "mov [rsp + {cs} - {ret}], rcx",
+            "mov rcx, [rax + {rflags}]",
+            "mov [rsp + {rflags} - {ret}], rcx",
+            "mov rcx, [rax + {rsp}]",
+            "mov [rsp + {rsp} - {ret}], rcx",
+            "mov rcx, [rax + {ss}]",
+            "mov [rsp + {ss} - {ret}], rcx",
+            "FREDVISOR_RESTORE_GPRS_BUT_RAX rax",
+            "mov rax, [rax + {rax}]",
             "eretu",
             ".global fred_entry_page_end",
             "fred_entry_page_end:",
@@ -171,30 +225,39 @@ macro_rules! entry_stubs {
             ".endr",
 
             // In: [rsp] = vector | type << 16, [rsp+8] = error code, then the CPU's frame.
+            // RAX = the CPU's frame (idt_hw offsets), RDI = where the Frame goes.
             ".global idt_common",
             "idt_common:",
-            "test byte ptr [rsp + {hw_cs_at_common}], 3",
+            "push rax",
+            "push rdi",
+            "mov rax, rsp",
+            "test byte ptr [rax + {hw_cs}], 3",
             "jz 1f",
             "swapgs",
+            "mov rdi, gs:[{ci_save_area}]",
+            "and rsp, -16",
+            "jmp 2f",
             "1:",
-            "push rax",
-            "mov rax, rsp",
-            "and rsp, -64",
-            "sub rsp, {frame_size}",
-            "mov [rsp + {rcx}], rcx",
+            "lea rdi, [rsp - {frame_size}]",
+            "and rdi, -64",
+            "mov rsp, rdi",
+            "2:",
+            "mov [rdi + {rcx}], rcx",
             "mov rcx, [rax + {hw_saved_rax}]",
-            "mov [rsp + {rax}], rcx",
-            "FREDVISOR_SAVE_GPRS_BUT_RAX_RCX",
+            "mov [rdi + {rax}], rcx",
+            "mov rcx, [rax + {hw_saved_rdi}]",
+            "mov [rdi + {rdi}], rcx",
+            "FREDVISOR_SAVE_GPRS rdi",
             "mov rcx, [rax + {hw_error}]",
-            "mov [rsp + {error_code}], rcx",
+            "mov [rdi + {error_code}], rcx",
             "mov rcx, [rax + {hw_rip}]",
-            "mov [rsp + {rip}], rcx",
+            "mov [rdi + {rip}], rcx",
             "movzx ecx, word ptr [rax + {hw_cs}]",
-            "mov [rsp + {cs}], rcx",
+            "mov [rdi + {cs}], rcx",
             "mov rcx, [rax + {hw_rflags}]",
-            "mov [rsp + {rflags}], rcx",
+            "mov [rdi + {rflags}], rcx",
             "mov rcx, [rax + {hw_rsp}]",
-            "mov [rsp + {rsp}], rcx",
+            "mov [rdi + {rsp}], rcx",
             // SS qword: selector | vector << 32 | type << 48 | 64-bit mode (bit 57): every
             // context fredvisor runs is 64-bit code.
             "mov edx, [rax + {hw_vector_info}]",
@@ -202,7 +265,7 @@ macro_rules! entry_stubs {
             "bts rdx, 57",
             "movzx ecx, word ptr [rax + {hw_ss}]",
             "or rcx, rdx",
-            "mov [rsp + {ss}], rcx",
+            "mov [rdi + {ss}], rcx",
             // Event data as FRED would write it: CR2 for #PF, DR6 (positive polarity) for #DB.
             "xor ecx, ecx",
             "movzx edx, byte ptr [rax + {hw_vector_info}]",
@@ -217,20 +280,21 @@ macro_rules! entry_stubs {
             "mov edx, {dr6_flip}",
             "xor rcx, rdx",
             "4:",
-            "mov [rsp + {event_data}], rcx",
-            "mov qword ptr [rsp + {reserved}], 0",
+            "mov [rdi + {event_data}], rcx",
+            "mov qword ptr [rdi + {reserved}], 0",
             // RFLAGS as FRED delivers it (2). An IDT gate leaves the interrupted DF live
             // (Rust requires DF = 0 at a call; found by the fred-harness) and AC too, which
             // a server sets with `popf` to switch SMAP off for the nucleus (issue 13).
             "push 2",
             "popfq",
-            "mov rdi, rsp",
             "call {idt}",
             ".global idt_exit",
-            // In: RSP = &Frame. IRETQ from the frame's copy of RIP..SS; the CPU's original
-            // frame above it is abandoned (IRETQ loads RSP from the copy).
+            // In: RAX = &Frame to leave through. IRETQ from the frame's RIP..SS (a save area
+            // or this stack); the CPU's original frame is abandoned (IRETQ loads RSP).
             "idt_exit:",
-            "FREDVISOR_RESTORE_GPRS",
+            "mov rsp, rax",
+            "FREDVISOR_RESTORE_GPRS_BUT_RAX rsp",
+            "mov rax, [rsp + {rax}]",
             "test byte ptr [rsp + {cs}], 3",
             "jz 5f",
             "swapgs",
@@ -239,27 +303,29 @@ macro_rules! entry_stubs {
             "iretq",
 
             // In: RCX = user RIP, R11 = user RFLAGS, RSP = user RSP, GS = user (IDT only).
+            // The frame goes into the save area; `cpu_info.scratch` holds the user RDI
+            // meanwhile.
             ".global syscall_entry",
             "syscall_entry:",
             "swapgs",
-            "mov gs:[{ci_scratch}], rsp",
+            "mov gs:[{ci_scratch}], rdi",
+            "mov rdi, gs:[{ci_save_area}]",
+            "mov [rdi + {rsp}], rsp",
             "mov rsp, gs:[{ci_kernel_rsp}]",
-            "sub rsp, {frame_size}",
-            "mov [rsp + {rax}], rax",
-            "mov [rsp + {rcx}], rcx",
-            "FREDVISOR_SAVE_GPRS_BUT_RAX_RCX",
-            "mov [rsp + {rip}], rcx",
-            "mov [rsp + {rflags}], r11",
+            "mov [rdi + {rax}], rax",
+            "mov [rdi + {rcx}], rcx",
+            "mov [rdi + {rip}], rcx",
+            "FREDVISOR_SAVE_GPRS rdi",
+            "mov [rdi + {rflags}], r11",
             "mov rcx, gs:[{ci_scratch}]",
-            "mov [rsp + {rsp}], rcx",
-            "mov qword ptr [rsp + {cs}], {user_cs}",
+            "mov [rdi + {rdi}], rcx",
+            "mov qword ptr [rdi + {cs}], {user_cs}",
             "mov rcx, {syscall_ss}",
-            "mov [rsp + {ss}], rcx",
+            "mov [rdi + {ss}], rcx",
             "xor ecx, ecx",
-            "mov [rsp + {error_code}], rcx",
-            "mov [rsp + {event_data}], rcx",
-            "mov [rsp + {reserved}], rcx",
-            "mov rdi, rsp",
+            "mov [rdi + {error_code}], rcx",
+            "mov [rdi + {event_data}], rcx",
+            "mov [rdi + {reserved}], rcx",
             "call {idt}",
             "jmp idt_exit",
 
@@ -268,32 +334,33 @@ macro_rules! entry_stubs {
             ".global syscall_compat_entry",
             "syscall_compat_entry:",
             "swapgs",
-            "mov gs:[{ci_scratch}], rsp",
+            "mov gs:[{ci_scratch}], rdi",
+            "mov rdi, gs:[{ci_save_area}]",
+            "mov [rdi + {rsp}], rsp",
             "mov rsp, gs:[{ci_kernel_rsp}]",
-            "sub rsp, {frame_size}",
-            "mov [rsp + {rax}], rax",
-            "mov [rsp + {rcx}], rcx",
-            "FREDVISOR_SAVE_GPRS_BUT_RAX_RCX",
+            "mov [rdi + {rax}], rax",
+            "mov [rdi + {rcx}], rcx",
+            "FREDVISOR_SAVE_GPRS rdi",
             // The fault is at the SYSCALL itself (two bytes).
             "sub rcx, 2",
-            "mov [rsp + {rip}], rcx",
-            "mov [rsp + {rflags}], r11",
+            "mov [rdi + {rip}], rcx",
+            "mov [rdi + {rflags}], r11",
             "mov rcx, gs:[{ci_scratch}]",
-            "mov [rsp + {rsp}], rcx",
-            "mov qword ptr [rsp + {cs}], {user_cs32}",
+            "mov [rdi + {rdi}], rcx",
+            "mov qword ptr [rdi + {cs}], {user_cs32}",
             "mov rcx, {compat_syscall_ss}",
-            "mov [rsp + {ss}], rcx",
+            "mov [rdi + {ss}], rcx",
             "xor ecx, ecx",
-            "mov [rsp + {error_code}], rcx",
-            "mov [rsp + {event_data}], rcx",
-            "mov [rsp + {reserved}], rcx",
-            "mov rdi, rsp",
+            "mov [rdi + {error_code}], rcx",
+            "mov [rdi + {event_data}], rcx",
+            "mov [rdi + {reserved}], rcx",
             "call {idt}",
             "jmp idt_exit",
             ".popsection",
 
             ci_scratch = const $crate::cpu_info::CPU_INFO_SCRATCH_RSP,
             ci_kernel_rsp = const $crate::cpu_info::CPU_INFO_KERNEL_RSP,
+            ci_save_area = const $crate::cpu_info::CPU_INFO_SAVE_AREA,
             user_cs = const $crate::gdt::USER_CS64.raw() as u64,
             user_cs32 = const $crate::gdt::USER_CS32.raw() as u64,
             compat_syscall_ss = const $crate::entry::COMPAT_SYSCALL_SS_QWORD,
@@ -330,6 +397,7 @@ macro_rules! entry_stubs {
             r14 = const $crate::frame::FRAME_R14,
             r15 = const $crate::frame::FRAME_R15,
             hw_saved_rax = const $crate::entry::idt_hw::SAVED_RAX,
+            hw_saved_rdi = const $crate::entry::idt_hw::SAVED_RDI,
             hw_vector_info = const $crate::entry::idt_hw::VECTOR_INFO,
             hw_error = const $crate::entry::idt_hw::ERROR_CODE,
             hw_rip = const $crate::entry::idt_hw::RIP,
@@ -337,7 +405,6 @@ macro_rules! entry_stubs {
             hw_rflags = const $crate::entry::idt_hw::RFLAGS,
             hw_rsp = const $crate::entry::idt_hw::RSP,
             hw_ss = const $crate::entry::idt_hw::SS,
-            hw_cs_at_common = const $crate::entry::idt_hw::CS_AT_COMMON,
         );
     };
 }

@@ -6,11 +6,12 @@
 //! the label on the dump. NMI, `#DF` and interrupts first, then the synchronous events. A
 //! fault the nucleus cannot recover from ends in `fatal`; Ring3 events go to the thread's
 //! fault handler (`forward`). Every handler returns a `NextTask`, and only
-//! [`sched::finish`] here switches.
+//! [`sched::finish`] here switches. The stubs hand in the frame they saved (a ring-3 event's
+//! is its thread's save area) and get back the frame to leave through.
 use crate::fatal::{self, fatal};
 use crate::syscall::Fault;
-use crate::thread::sched::{self, NextTask, Tick};
-use crate::thread::{self, ThreadId, Threads};
+use crate::thread::sched::{self, ExitFrame, NextTask, Tick};
+use crate::thread::{self, LiveFrame, ThreadId, Threads};
 use crate::timer;
 use bsp_x86_64::frame::Frame;
 use bsp_x86_64::idt::Vector;
@@ -27,20 +28,20 @@ const SYSCALL_VECTOR: u8 = ipc::EventKind::Syscall.vector();
 
 static NMI_REPORTED: AtomicU64 = AtomicU64::new(0);
 
-extern "C" fn idt_entry(frame: &mut Frame) {
-    enter(frame, Delivery::Idt);
+extern "C" fn idt_entry(live: LiveFrame<'static>) -> ExitFrame {
+    enter(live, Delivery::Idt)
 }
 
-extern "C" fn fred_from_ring3(frame: &mut Frame) {
+extern "C" fn fred_from_ring3(mut live: LiveFrame<'static>) -> ExitFrame {
     if crate::selftest::fred::RING3_ARMED.load(Ordering::Relaxed) {
-        crate::selftest::fred::ring3_event(frame);
+        crate::selftest::fred::ring3_event(live.frame());
     }
-    enter(frame, Delivery::Fred);
+    enter(live, Delivery::Fred)
 }
 
-extern "C" fn fred_from_ring0(frame: &mut Frame) {
+extern "C" fn fred_from_ring0(live: LiveFrame<'static>) -> ExitFrame {
     crate::selftest::fred::FRED_RING0_ENTRIES.fetch_add(1, Ordering::Relaxed);
-    enter(frame, Delivery::Fred);
+    enter(live, Delivery::Fred)
 }
 
 /// Every event: the dispatcher, or — under `trace=` — the dispatcher between the trace's
@@ -49,35 +50,42 @@ extern "C" fn fred_from_ring0(frame: &mut Frame) {
 /// not traced (the trace buffer is per CPU, reached through GS: `cpu::percpu`), nor is one
 /// on an AP (the trace looks at the thread table, which only the boot CPU touches).
 #[inline(always)]
-fn enter(frame: &mut Frame, delivery: Delivery) {
+fn enter(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
     if crate::trace::active()
-        && !crate::cpu::percpu::gs_may_be_user(frame, delivery)
+        && !crate::cpu::percpu::gs_may_be_user(live.frame(), delivery)
         && crate::cpu::percpu::current().index() == 0
     {
-        return crate::trace::traced(frame, delivery, dispatch);
+        return crate::trace::traced(live, delivery, dispatch);
     }
-    dispatch(frame, delivery);
+    dispatch(live, delivery)
 }
 
-/// Runs `handler` on the thread table and carries out its verdict.
+/// Runs `handler` on the thread table and the live frame (its save area lent meanwhile) and
+/// carries out its verdict: the frame the exit stub restores.
 #[inline(always)]
-fn handle(frame: &mut Frame, handler: impl FnOnce(&mut Threads, &mut Frame) -> NextTask) {
+fn handle(
+    mut live: LiveFrame<'_>,
+    handler: impl FnOnce(&mut Threads, &mut Frame) -> NextTask,
+) -> ExitFrame {
     thread::with(|t| {
-        let next = handler(t, frame);
-        sched::finish(t, frame, next);
-    });
+        t.with_live(&mut live, |t, frame| {
+            let next = handler(t, frame);
+            sched::finish(t, frame, next)
+        })
+    })
 }
 
-fn dispatch(frame: &mut Frame, delivery: Delivery) {
+fn dispatch(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
     // The hot path first: a thread's `syscall` (type 7, vector 1, from ring 3, 64-bit mode)
     // needs none of the decoded event's other fields.
+    let frame = live.frame();
     let ss = frame.ret.ss;
     if ss.event_type_raw() == SYSCALL_TYPE
         && ss.vector() == SYSCALL_VECTOR
         && ss.is_64bit()
         && frame.ret.cs.selector().rpl() == 3
     {
-        return handle(frame, |t, frame| syscall(t, frame, delivery));
+        return handle(live, |t, frame| syscall(t, frame, delivery));
     }
     // Borrowed in place: moving the decoded event out of its `Result` cost a copy of it.
     let decoded = frame.event(0, 0);
@@ -98,20 +106,22 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
             crate::cpu::ipi::on_nmi();
         }
         EventKind::Exception { vector: 8, .. } => fatal::double_fault(frame, delivery),
-        EventKind::Interrupt { vector } => interrupt(frame, vector, delivery),
+        EventKind::Interrupt { vector } => return interrupt(live, vector, delivery),
         // A SYSCALL from compatibility mode (FRED delivers it with the 64-bit bit clear): the
         // table says whose fault it is.
-        EventKind::Syscall if event.from_ring == 3 => compat_syscall(frame, delivery),
-        _ if event.from_ring == 3 => handle(frame, |t, frame| {
-            let Some(cur) = t.current() else {
-                fatal(
-                    frame,
-                    delivery,
-                    format_args!("ring-3 event with no current server"),
-                );
-            };
-            forward(t, frame, cur, event, delivery)
-        }),
+        EventKind::Syscall if event.from_ring == 3 => return compat_syscall(live, delivery),
+        _ if event.from_ring == 3 => {
+            return handle(live, |t, frame| {
+                let Some(cur) = t.current() else {
+                    fatal(
+                        frame,
+                        delivery,
+                        format_args!("ring-3 event with no current server"),
+                    );
+                };
+                forward(t, frame, cur, event, delivery)
+            });
+        }
         EventKind::SoftwareException { vector: 3 } => {
             // A trap: RIP already points after the int3, so returning resumes there.
             println!("nucleus: #BP (int3) at {:#x}, resuming", event.rip);
@@ -119,14 +129,13 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
         }
         EventKind::Exception { vector, error_code } => {
             fatal::report_exception(event, vector, error_code);
-            if crate::selftest::recover(frame, event) {
-                return;
+            if !crate::selftest::recover(frame, event) {
+                fatal(
+                    frame,
+                    delivery,
+                    format_args!("unrecoverable {} in the nucleus", Vector::new(vector)),
+                );
             }
-            fatal(
-                frame,
-                delivery,
-                format_args!("unrecoverable {} in the nucleus", Vector::new(vector)),
-            );
         }
         EventKind::SoftwareInterrupt { .. }
         | EventKind::PrivilegedSoftwareException
@@ -138,6 +147,7 @@ fn dispatch(frame: &mut Frame, delivery: Delivery) {
             format_args!("unexpected {:?} in the nucleus", event.kind),
         ),
     }
+    live.as_ptr()
 }
 
 /// A thread's `syscall` through the table; one outside the ABI is the caller's fault.
@@ -153,8 +163,8 @@ fn syscall(t: &mut Threads, frame: &mut Frame, delivery: Delivery) -> NextTask {
 /// ABI). Out of line: it is never hot, and its copy of the table stays out of `dispatch`.
 #[cold]
 #[inline(never)]
-fn compat_syscall(frame: &mut Frame, delivery: Delivery) {
-    handle(frame, |t, frame| syscall(t, frame, delivery));
+fn compat_syscall(live: LiveFrame<'_>, delivery: Delivery) -> ExitFrame {
+    handle(live, |t, frame| syscall(t, frame, delivery))
 }
 
 /// The syscall table found the caller outside the ABI: its event goes to its fault handler.
@@ -180,56 +190,57 @@ fn forward(
 
 /// An external interrupt: the boot CPU's tick (local APIC timer or PIT: preemption, the
 /// watchdog), another local APIC vector (`cpu::ipi`), or one line.
-fn interrupt(frame: &mut Frame, vector: u8, delivery: Delivery) {
+fn interrupt(live: LiveFrame<'_>, vector: u8, delivery: Delivery) -> ExitFrame {
     match crate::cpu::ipi::local_interrupt(vector) {
-        Some(crate::cpu::ipi::Local::Tick { boot }) => return tick(frame, delivery, boot),
-        Some(crate::cpu::ipi::Local::Reschedule) => return reschedule(frame),
-        Some(crate::cpu::ipi::Local::Done) => return,
+        Some(crate::cpu::ipi::Local::Tick { boot }) => return tick(live, delivery, boot),
+        Some(crate::cpu::ipi::Local::Reschedule) => return reschedule(live),
+        Some(crate::cpu::ipi::Local::Done) => return live.as_ptr(),
         None => {}
     }
     if timer::PIC_VECTORS.contains(&vector) {
         if !timer::acknowledge(vector) {
-            return; // spurious IRQ 7/15
+            return live.as_ptr(); // spurious IRQ 7/15
         }
         if vector == timer::TIMER_VECTOR {
-            return tick(frame, delivery, true);
+            return tick(live, delivery, true);
         }
     }
     println!("nucleus: unexpected interrupt, vector {vector}");
+    live.as_ptr()
 }
 
 /// A tick on a CPU that runs threads, acknowledged: unless it interrupted nucleus work, the
 /// scheduler's verdict for this CPU (preemption, the watchdog). The boot CPU's also counts
 /// the time (`timer::ticks`), prints the reports and runs the lifecycle's tick (restarts).
-fn tick(frame: &mut Frame, delivery: Delivery, boot: bool) {
+fn tick(mut live: LiveFrame<'_>, delivery: Delivery, boot: bool) -> ExitFrame {
     if boot {
         timer::tick();
     }
-    if interrupted_nucleus_work(frame) {
-        return;
+    if interrupted_nucleus_work(live.frame()) {
+        return live.as_ptr();
     }
     if boot {
         report_nmis();
         report_masked_ticks();
     }
-    handle(frame, |t, frame| {
+    handle(live, |t, frame| {
         if boot {
             for handler in crate::lifecycle::tick(t) {
                 crate::forward::rehome_pending(t, handler);
             }
         }
         tick_verdict(t, frame, delivery)
-    });
+    })
 }
 
 /// A reschedule IPI: another CPU made a thread placed here runnable. From the idle loop or
 /// ring 3, this CPU picks from its run queue again; in nucleus code it only counts (the
 /// event in progress ends with its own pick).
-fn reschedule(frame: &mut Frame) {
-    if interrupted_nucleus_work(frame) {
-        return;
+fn reschedule(mut live: LiveFrame<'_>) -> ExitFrame {
+    if interrupted_nucleus_work(live.frame()) {
+        return live.as_ptr();
     }
-    handle(frame, |_, _| NextTask::NextInTurn);
+    handle(live, |_, _| NextTask::NextInTurn)
 }
 
 /// What the timer tick found, carried out: preemption, or the hung thread forwarded.

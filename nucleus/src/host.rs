@@ -137,8 +137,25 @@ pub mod cpu {
         static TABLES: Cell<gdt::DescriptorView> = const {
             Cell::new(gdt::DescriptorView { gdt_base: 0, ldt: false })
         };
+        static IDLE: &'static mut Frame = Box::leak(Box::new(idle_frame()));
+        static SAVE_AREA: Cell<u64> = const { Cell::new(0) };
         static LOADED: Cell<(SegmentBases, bool)> = const { Cell::new((SegmentBases::ZERO, true)) };
         static LIVE: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
+
+    /// The stand-in idle frame (one per test thread), as the exit stub would get it.
+    pub fn idle_exit() -> *mut Frame {
+        IDLE.with(|idle| core::ptr::from_ref::<Frame>(idle).cast_mut())
+    }
+
+    /// Records where the stand-in CPU's ring-3 entries would save.
+    pub fn set_save_area(area: *mut Frame) {
+        SAVE_AREA.set(area as u64);
+    }
+
+    /// Where the last switch pointed the save area.
+    pub fn save_area() -> u64 {
+        SAVE_AREA.get()
     }
 
     /// Records what the stand-in CPU would run with (a server: zeros, kernel mode).

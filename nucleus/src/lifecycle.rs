@@ -252,7 +252,7 @@ mod tests {
             "server fred-server: loaded (slot 0, entry 0x401000, 4096 bytes, 2 segments, generation 0)\n\
              server pv-server: loaded (slot 1, entry 0x401000, 4096 bytes, 2 segments, generation 0)\n"
         );
-        let frame = &t.get(pv()).frame;
+        let frame = &t.frame(pv());
         assert_eq!(frame.ret.rip, 0x40_1000);
         assert_eq!(frame.ret.rsp, layout::STACK_TOP);
         assert_eq!(frame.gprs.rdi, layout::START_INFO);

@@ -182,7 +182,7 @@ extern "C" fn on_stack_block() -> ! {
     thread::with(crate::lifecycle::check_ready);
     // Straight into the first thread: boot does not wait for a timer tick (a machine
     // without a working PIT still boots; it only loses preemption).
-    crate::cpu::enter::enter_first(|frame| thread::with(|t| thread::sched::start(t, frame)));
+    crate::cpu::enter::enter_first(|| thread::with(thread::sched::start));
     crate::cpu::enter::idle_forever()
 }
 

@@ -24,9 +24,9 @@ unsafe extern "C" {
 
 core::arch::global_asm!(
     ".global nucleus_enter_frame",
-    // In: RDI = &Frame, RSI = exit stub. Never returns here.
+    // In: RDI = &Frame, RSI = exit stub (which takes the frame in RAX). Never returns here.
     "nucleus_enter_frame:",
-    "mov rsp, rdi",
+    "mov rax, rdi",
     "jmp rsi",
 );
 
@@ -39,41 +39,65 @@ unsafe extern "C" {
     fn nucleus_enter_frame(frame: *const Frame, exit: u64) -> !;
 }
 
-/// Boot: lets `load` fill the first thread's frame (and load its CR3 and user GS), then
-/// enters it. Returns only if `load` found nothing to run, or on a second call on this CPU.
-pub fn enter_first(load: impl FnOnce(&mut Frame) -> bool) {
+/// Boot: lets `load` make the first thread current (and load its CR3 and user GS), then
+/// enters the frame it returns. Returns only if `load` found nothing to run, or on a second
+/// call on this CPU.
+pub fn enter_first(load: impl FnOnce() -> Option<*mut Frame>) {
     let cpu = percpu::current();
     if cpu.first_entered.swap(true, Ordering::Relaxed) {
         return;
     }
-    // SAFETY: this CPU's own frame, interrupts off, and only its first call gets here:
-    // nothing else uses it.
-    let frame = unsafe { &mut *cpu.first_frame.get() };
-    if !load(frame) {
+    let Some(frame) = load() else {
         return;
-    }
+    };
     let exit = if super::fred::enabled() {
         core::ptr::addr_of!(fred_exit) as u64
     } else {
         core::ptr::addr_of!(idt_exit) as u64
     };
-    // SAFETY: `load` put a loaded thread's frame there and loaded its CR3 and user GS; the
-    // exit stub of the active delivery restores the frame and enters Ring3 (SWAPGS+IRETQ or
-    // ERETU).
+    // SAFETY: `load` made a loaded thread current, returned its save area and loaded its CR3
+    // and user GS; the exit stub of the active delivery restores the frame and enters Ring3
+    // (SWAPGS+IRETQ or ERETU).
     unsafe { nucleus_enter_frame(frame, exit) }
 }
 
+/// Points this CPU's `cpu_info.save_area` at `area`: where the entry stubs save the next
+/// event from ring 3 (the save area of the thread about to run).
+#[inline(always)]
+pub fn set_save_area(area: *mut Frame) {
+    // SAFETY: in ring 0 GS_BASE is this CPU's `cpu_info` (percpu module comment); the word
+    // is read only by this CPU's ring-3 entry stubs, which cannot run until this CPU leaves
+    // ring 0. The caller's pointer is a thread's save area (a static), valid for the stubs.
+    unsafe {
+        core::arch::asm!(
+            "mov gs:[{off}], {area}",
+            area = in(reg) area,
+            off = const bsp_x86_64::cpu_info::CPU_INFO_SAVE_AREA,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
 /// The context this CPU waits in when no thread is runnable: `hlt` in ring 0 with
-/// interrupts on, on its own idle stack (`PerCpu`).
-pub fn idle_frame() -> Frame {
+/// interrupts on, on its own idle stack (`PerCpu`). The frame itself sits at the top of the
+/// idle stack, just above where the loop's RSP starts, so the exit stub's RSP never points
+/// into memory an interrupt in its last instructions could clobber (issue 14).
+pub fn idle_exit() -> *mut Frame {
+    let stack = percpu::current().idle_stack.get() as u64;
+    let top = stack + IDLE_STACK_WORDS as u64 * 8;
+    let at = (top - core::mem::size_of::<Frame>() as u64) & !63;
     let mut frame = Frame::ZERO;
     frame.ret.rip = nucleus_idle as *const () as u64;
     frame.ret.cs = CsQword::from_raw(u64::from(gdt::KERNEL_CS.raw()));
     frame.ret.ss = SsQword::from_raw(u64::from(gdt::KERNEL_DS.raw()));
     frame.ret.rflags = Rflags::INTERRUPTS_ON.bits();
-    let stack = percpu::current().idle_stack.get() as u64;
-    frame.ret.rsp = (stack + IDLE_STACK_WORDS as u64 * 8) & !0xf;
-    frame
+    frame.ret.rsp = at;
+    let at = at as *mut Frame;
+    // SAFETY: `at` lies inside this CPU's idle stack, 64-byte aligned, above the RSP the loop
+    // runs at: nothing is live there (the loop never returns; a tick that interrupted it
+    // runs below), interrupts are off, and only the exit stub reads the frame.
+    unsafe { at.write(frame) };
+    at
 }
 
 const ZERO_FS: msr::FsBase = match msr::FsBase::new(0) {

@@ -20,8 +20,8 @@ pub mod tables;
 pub mod trampoline;
 
 pub use enter::{
-    data_selectors_left, idle_frame, load_data_selectors, load_user_segments, selectors_owner,
-    set_selectors_owner, user_segments_left,
+    data_selectors_left, idle_exit, load_data_selectors, load_user_segments, selectors_owner,
+    set_save_area, set_selectors_owner, user_segments_left,
 };
 
 /// This CPU's bring-up number (0: the boot CPU).

@@ -62,12 +62,10 @@ pub struct PerCpu {
     loaded_root: AtomicU64,
     /// GDT and TSS (`tables`).
     pub(super) tables: RacyCell<super::tables::CpuTables>,
-    /// Where the first thread's frame waits for its first return to Ring3 (`enter`).
-    pub(super) first_frame: RacyCell<Frame>,
     pub(super) first_entered: AtomicBool,
     /// Set by the one switch from the boot stack to the block's primary stack (`enter`).
     pub(super) switched: AtomicBool,
-    /// The stack the idle loop runs on (`enter::idle_frame`).
+    /// The stack the idle loop runs on, its frame at the top (`enter::idle_exit`).
     pub(super) idle_stack: RacyCell<[u64; IDLE_STACK_WORDS]>,
     /// The CPU's trace buffer (`trace`).
     trace: TraceBuffer,
@@ -101,7 +99,6 @@ impl PerCpu {
             fred_on: AtomicBool::new(false),
             loaded_root: AtomicU64::new(0),
             tables: RacyCell::new(super::tables::CpuTables::new()),
-            first_frame: RacyCell::new(Frame::ZERO),
             first_entered: AtomicBool::new(false),
             switched: AtomicBool::new(false),
             idle_stack: RacyCell::new([0; IDLE_STACK_WORDS]),
@@ -337,7 +334,8 @@ static BOOT_CPU_INFO: RacyCell<CpuInfo> = RacyCell::new(CpuInfo {
     scratch_rsp: 0,
     cpu: 0,
     percpu: 0,
-    reserved: [0; 4],
+    save_area: 0,
+    reserved: [0; 3],
 });
 
 /// This CPU's `PerCpu`.
@@ -410,7 +408,8 @@ pub fn install(cpu: &'static PerCpu) {
         scratch_rsp: 0,
         cpu: u64::from(cpu.index()),
         percpu: core::ptr::from_ref(cpu) as u64,
-        reserved: [0; 4],
+        save_area: 0,
+        reserved: [0; 3],
     };
     // SAFETY: `cpu_info()` is the 64-byte block at the top of the mapped primary stack page,
     // reserved for it (the stack starts below it).

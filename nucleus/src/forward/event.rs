@@ -19,7 +19,7 @@ pub fn event(
     event: &Event,
     capture: Capture<'_>,
 ) -> NextTask {
-    t.get_mut(cur).frame = *frame;
+    t.keep_live(cur, frame);
     if let Some(handler) = t.live_fault_handler(cur) {
         let token = t.next_token();
         let event = Event {

@@ -9,16 +9,15 @@ use xen_abi::layout::selector::{FLAT_RING3_CS64, FLAT_RING3_SS64};
 /// with the arguments and where the guest stands, and the vCPU waits for the answer (a
 /// `Return` sets its RAX; a `ResumeWith` is checked as any reply). Without a live manager
 /// the domain cannot be served: the vCPU stops.
-pub fn hypercall(t: &mut Threads, frame: &Frame, cur: ThreadId) -> NextTask {
+pub fn hypercall(t: &mut Threads, frame: &mut Frame, cur: ThreadId) -> NextTask {
     let Some(domain) = t.get(cur).domain() else {
         return NextTask::Same;
     };
-    t.get_mut(cur).frame = *frame;
     // The IDT's SYSCALL stub writes the servers' selectors into the frame (SYSCALL saves
     // none); a part-1 guest runs on Xen's flat selectors only, so it resumes on those.
-    let thread = t.get_mut(cur);
-    thread.frame.ret.cs = CsQword::from_raw(u64::from(FLAT_RING3_CS64));
-    thread.frame.ret.ss = SsQword::from_raw(u64::from(FLAT_RING3_SS64));
+    frame.ret.cs = CsQword::from_raw(u64::from(FLAT_RING3_CS64));
+    frame.ret.ss = SsQword::from_raw(u64::from(FLAT_RING3_SS64));
+    t.keep_live(cur, frame);
     let Some(handler) = t.live_fault_handler(cur) else {
         println!("nucleus: guest domain {domain} made a hypercall with no pv-server; stopping it");
         t.get_mut(cur).stop();
@@ -62,8 +61,8 @@ pub fn hypercall(t: &mut Threads, frame: &Frame, cur: ThreadId) -> NextTask {
         }
         Err(e) => {
             // A full ring: the guest retries the same `syscall` once pv-server caught up.
-            let thread = t.get_mut(cur);
-            thread.frame.ret.rip = thread.frame.ret.rip.wrapping_sub(2);
+            frame.ret.rip = frame.ret.rip.wrapping_sub(2);
+            t.keep_live(cur, frame);
             let _ = e;
             NextTask::NextInTurn
         }
@@ -75,7 +74,7 @@ pub fn hypercall(t: &mut Threads, frame: &Frame, cur: ThreadId) -> NextTask {
 /// saves RCX and R11); the dump only if pv-server asks for it. Out of line: the hypercall
 /// path stays as it was.
 #[inline(never)]
-fn user_syscall(t: &mut Threads, frame: &Frame, cur: ThreadId, handler: ThreadId) -> NextTask {
+fn user_syscall(t: &mut Threads, frame: &mut Frame, cur: ThreadId, handler: ThreadId) -> NextTask {
     let thread = t.get_mut(cur);
     let Some(Pending { token, event }) = thread.pending else {
         return NextTask::Same;
@@ -93,7 +92,8 @@ fn user_syscall(t: &mut Threads, frame: &Frame, cur: ThreadId, handler: ThreadId
             let thread = t.get_mut(cur);
             thread.pending = None;
             thread.pending_dump = None;
-            thread.frame.ret.rip = thread.frame.ret.rip.wrapping_sub(2);
+            frame.ret.rip = frame.ret.rip.wrapping_sub(2);
+            t.keep_live(cur, frame);
             NextTask::NextInTurn
         }
     }

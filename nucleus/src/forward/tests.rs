@@ -83,8 +83,8 @@ fn a_guest_syscall_is_a_hypercall_for_pv_server_and_its_return_sets_rax() {
         (1, 17, 0x1234, 5, 0x1002)
     );
     assert_eq!(t.get(guest).state(), State::WaitingForReply(call.token));
-    assert_eq!(t.get(guest).frame.ret.cs.selector().raw(), FLAT_RING3_CS64);
-    assert_eq!(t.get(guest).frame.ret.ss.selector().raw(), FLAT_RING3_SS64);
+    assert_eq!(t.frame(guest).ret.cs.selector().raw(), FLAT_RING3_CS64);
+    assert_eq!(t.frame(guest).ret.ss.selector().raw(), FLAT_RING3_SS64);
     assert!(
         kit::recv_all(&mut fred_ends).is_empty(),
         "guests are pv-server's"
@@ -108,7 +108,7 @@ fn a_guest_syscall_is_a_hypercall_for_pv_server_and_its_return_sets_rax() {
     );
     reply::drain_replies(&mut t, pv());
     assert!(t.get(guest).runnable());
-    assert_eq!(t.get(guest).frame.gprs.rax, 0x4_0015);
+    assert_eq!(t.frame(guest).gprs.rax, 0x4_0015);
 }
 
 #[test]
@@ -129,7 +129,7 @@ fn a_guest_fault_goes_to_pv_server_with_its_registers_and_the_dump_on_request() 
     let (mut t, mut fred_ends, mut pv_ends) = running(pv());
     kit::recv_all(&mut pv_ends);
     let guest = guest_running(&mut t, 0x2000);
-    let mut frame = t.get(guest).frame;
+    let mut frame = *t.frame(guest);
     frame.gprs.rcx = 0xc0;
     frame.gprs.r11 = 0x11;
     frame.gprs.r15 = 0xf15;
@@ -202,7 +202,7 @@ fn int3_goes_to_the_fault_handler_without_a_dump_and_the_thread_waits() {
     assert_eq!(event.rip, 0x40_0100);
     assert_eq!(t.get(pv()).state(), State::WaitingForReply(*token));
     assert!(t.get(pv()).pending_dump.is_none());
-    assert_eq!(t.get(pv()).frame.ret.rip, 0x40_0100);
+    assert_eq!(t.frame(pv()).ret.rip, 0x40_0100);
     // fred-server's answer lets it run again.
     kit::send(
         &mut fred_ends,

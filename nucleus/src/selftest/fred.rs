@@ -278,7 +278,7 @@ fn gs_selector() -> u16 {
 
 /// Called by the ring-3 FRED entry while `fred-ring3` is armed: the first server event came
 /// in at the base entry (this hook runs only there), its return state ends at RSP0 (the
-/// primary stack's top: SL0), and GS is the nucleus' (GS_BASE = `cpu_info`) while the user's
+/// primary stack's top: SL0) and the stub copied it into the thread's save area, and GS is the nucleus' (GS_BASE = `cpu_info`) while the user's
 /// GS that LKGS loaded waits in IA32_KERNEL_GS_BASE (base 0, null selector: servers have no
 /// TLS) for ERETU to swap back.
 pub fn ring3_event(frame: &Frame) {
@@ -288,7 +288,13 @@ pub fn ring3_event(frame: &Frame) {
     let Some(block) = crate::cpu::stacks::block() else {
         return;
     };
-    let top = return_state_top(core::ptr::from_ref(frame) as u64);
+    // The ring-3 stub copied the return state into the thread's save area and left the CPU's
+    // own, which must end at RSP0, in place (it called the dispatcher right below it).
+    let top = block.primary_top();
+    // SAFETY: the 64 bytes below the primary stack's top are mapped (this CPU's stack) and
+    // hold what the CPU wrote for this event; the dispatcher's stack starts below them.
+    let written = unsafe { ((top - 64) as *const bsp_x86_64::frame::FredState).read() };
+    let at_rsp0 = written == frame.ret;
     // SAFETY: CPL 0 (the dispatcher); reading the GS base MSRs has no side effects.
     let (gs_base, kernel_gs_base) = unsafe {
         (
@@ -299,16 +305,18 @@ pub fn ring3_event(frame: &Frame) {
     let selector = gs_selector();
     verdict(
         "fred-ring3",
-        top == block.primary_top()
+        at_rsp0
             && frame.ret.cs.selector().rpl() == 3
             && frame.ret.cs.stack_level() == StackLevel::SL0
             && gs_base == block.cpu_info()
             && kernel_gs_base == 0
             && selector == 0,
         format_args!(
-            "event from ring 3 at the base entry, return state ends at {top:#x} (RSP0 {:#x}); \
-             GS base {gs_base:#x} (cpu_info {:#x}), user GS {selector:#x}:{kernel_gs_base:#x}",
-            block.primary_top(),
+            "event from ring 3 at the base entry, return state ends at {:#x} (RSP0 {top:#x}), \
+             {} the save area; GS base {gs_base:#x} (cpu_info {:#x}), user GS \
+             {selector:#x}:{kernel_gs_base:#x}",
+            if at_rsp0 { top } else { 0 },
+            if at_rsp0 { "copied into" } else { "not copied into" },
             block.cpu_info()
         ),
     );

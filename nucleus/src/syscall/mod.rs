@@ -110,7 +110,7 @@ fn ring_wait(
                 return Ok(NextTask::Same);
             }
             thread.block_on_events();
-            thread.frame = *frame;
+            t.keep_live(cur, frame);
             Ok(NextTask::Other)
         }
         layout::REPLY_RING_ID => Err(SyscallError::BadArgument.into()),

@@ -116,8 +116,8 @@ fn ring_wait_on_an_empty_ring_blocks_with_the_frame_saved() {
     assert_eq!(handle(&mut t, &mut frame), NextTask::Other);
     let thread = t.get(fred());
     assert_eq!(thread.state(), State::WaitingForEvents);
-    assert_eq!(thread.frame.ret.rip, 0x40_1234);
-    assert_eq!(thread.frame.gprs.rax, 0);
+    assert_eq!(t.frame(fred()).ret.rip, 0x40_1234);
+    assert_eq!(t.frame(fred()).gprs.rax, 0);
 }
 
 #[test]

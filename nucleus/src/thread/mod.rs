@@ -1,8 +1,8 @@
 //! The thread table: every Ring3 thread the nucleus runs, and its state (issue 7, issue 12).
 //!
 //! Each server is one thread in its own address space, started from the boot module whose
-//! string names it. A thread's kernel-side state is the `Frame` of its last event (one
-//! kernel stack per CPU), its address space, its two ring ends and its *fault handler*: the
+//! string names it. A thread's kernel-side state is its register save area (`areas`: the
+//! entry stubs save its context straight into it), its address space, its two ring ends and its *fault handler*: the
 //! thread that gets its events (faults, `int3`, a hang) and decides with a `Reply`. A thread
 //! without one (fred-server) is the nucleus' to report and restart.
 //!
@@ -10,12 +10,16 @@
 //! closure at a time and panics on a nested borrow. State changes go through verbs
 //! ([`slot::Thread::wake`], [`slot::Thread::block_on_events`], …), never raw field writes
 //! from outside.
+// The save areas' storage and the live frame (each `unsafe` argued there).
+#[allow(unsafe_code)]
+mod areas;
 pub mod guest_vcpu;
 mod layout;
 pub mod sched;
 mod slot;
 mod table;
 
+pub use areas::LiveFrame;
 pub use layout::BOOT_THREADS;
 pub use layout::{GUEST_MANAGER, MAX_THREADS, ThreadId};
 pub use slot::{Kind, Pending, State, Thread};

@@ -2,10 +2,11 @@
 //! the watchdog tick, and the one context switch at the end of every event ([`finish`]),
 //! which also wakes the other CPUs whose threads became runnable (`Threads::wake_remote`).
 //!
-//! Context switches copy frames: one kernel stack per CPU, so switching means saving the
-//! live frame into the old thread and loading the new thread's frame in its place before the
-//! entry stub returns. Handlers never switch; they say what should run next ([`NextTask`])
-//! and `dispatch` calls [`finish`] once, on its way out.
+//! A switch copies no frame: an event from ring 3 is saved straight into its thread's save
+//! area (`super::areas`), so switching means pointing `cpu_info.save_area` at the next
+//! thread's area and handing that area to the exit stub, which restores from it. Handlers
+//! never switch; they say what should run next ([`NextTask`]) and `dispatch` calls
+//! [`finish`] once, on its way out.
 use super::layout::ThreadId;
 use super::table::Threads;
 use bsp_x86_64::frame::{CsQword, Frame, SsQword};
@@ -13,6 +14,9 @@ use ipc::message::GuestMode;
 
 /// A thread running this many ticks without a syscall is considered hung (2 s).
 pub const HUNG_TICKS: u64 = 2 * crate::timer::HZ as u64;
+
+/// Where the exit stub resumes: the live frame, a thread's save area or the idle frame.
+pub type ExitFrame = *mut Frame;
 
 /// A handler's verdict: what runs when the event is done.
 #[must_use]
@@ -43,34 +47,36 @@ fn from_ring3(frame: &Frame) -> bool {
     frame.ret.cs.selector().rpl() == 3
 }
 
-/// Carries out `next`: the one place the live frame is switched.
-#[inline]
-pub fn finish(t: &mut Threads, frame: &mut Frame, next: NextTask) {
-    match next {
-        NextTask::Same => {}
+/// Carries out `next`: the one place the live frame is switched. Returns the frame the exit
+/// stub restores.
+#[inline(always)]
+pub fn finish(t: &mut Threads, frame: &mut Frame, next: NextTask) -> ExitFrame {
+    let exit = match next {
+        NextTask::Same => frame,
         NextTask::NextInTurn => {
             let pick = pick_next(t);
             if pick != t.current() || !from_ring3(frame) {
-                switch(t, frame, pick);
+                switch(t, frame, pick)
+            } else {
+                frame
             }
         }
         NextTask::Other => {
             t.set_current(None);
             let pick = pick_next(t);
-            switch(t, frame, pick);
+            switch(t, frame, pick)
         }
-    }
+    };
     t.wake_remote();
+    exit
 }
 
-/// Boot: loads the first runnable thread into `frame` (from idle). False if none is.
-pub fn start(t: &mut Threads, frame: &mut Frame) -> bool {
-    let Some(next) = pick_next(t) else {
-        return false;
-    };
-    *frame = crate::cpu::idle_frame();
-    switch(t, frame, Some(next));
-    true
+/// Boot: makes the first runnable thread current and returns its frame to enter (from the
+/// boot context, ring 0). `None` if nobody is runnable.
+pub fn start(t: &mut Threads) -> Option<ExitFrame> {
+    let next = pick_next(t)?;
+    let mut boot = Frame::ZERO;
+    Some(switch(t, &mut boot, Some(next)))
 }
 
 /// Timer tick: preemption, and the hung-thread watchdog.
@@ -142,33 +148,41 @@ fn take_data_selectors(t: &mut Threads, id: ThreadId) {
     crate::cpu::set_selectors_owner(Some(id.index()));
 }
 
-/// Saves the live frame into the current thread and makes `next` (or idle) live.
-fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
+/// Leaves the current thread (its context stays where the entry stub saved it) and makes
+/// `next` (or idle) live: returns the frame to enter.
+fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) -> ExitFrame {
     if let Some(cur) = t.current()
         && from_ring3(frame)
     {
-        t.get_mut(cur).frame = *frame;
+        // A host test's live frame may be a local one: then it is copied into the area.
+        t.keep_live(cur, frame);
         save_segments(t, cur);
     }
-    match next {
+    let exit = match next {
         Some(id) => {
-            let thread = t.get(id);
-            // Straight into the live frame: one copy of the 192 bytes, not two.
-            *frame = thread.frame;
+            let (cs, ss) = t.get(id).segments();
+            // The live frame may be `id`'s own area (it restarted itself and runs again).
+            let target: &mut Frame = if t.is_area_of(id, frame) {
+                t.refresh_live(id, frame);
+                frame
+            } else {
+                t.area_mut(id)
+            };
             // The saved SS qword carries the event bits of *that* event; ERETU would act on
             // its STI/SWEVENT/NMI bits (fred-facts.md §4.3), so only the selector survives.
-            frame.ret.ss = SsQword::from_raw(frame.ret.ss.raw() & 0xffff);
-            frame.ret.cs = CsQword::from_raw(frame.ret.cs.raw() & 0xffff);
-            if from_ring3(frame) {
+            target.ret.ss = SsQword::from_raw(target.ret.ss.raw() & 0xffff);
+            target.ret.cs = CsQword::from_raw(target.ret.cs.raw() & 0xffff);
+            if from_ring3(target) {
                 // Every thread runs on its own kind's 64-bit segments only. A frame that says
                 // otherwise (a compat-mode SYSCALL's, issue 13) is never resumed in that mode:
                 // under FRED, ERETU to STAR's compat selector would not even look at the GDT.
-                let (cs, ss) = thread.segments();
-                frame.ret.cs = CsQword::from_raw(u64::from(cs));
-                frame.ret.ss = SsQword::from_raw(u64::from(ss));
+                target.ret.cs = CsQword::from_raw(u64::from(cs));
+                target.ret.ss = SsQword::from_raw(u64::from(ss));
             }
-            let root = thread.root().unwrap_or_else(crate::mm::kernel_root);
+            let exit: ExitFrame = target;
+            let thread = t.get(id);
             if t.current() != Some(id) {
+                let root = thread.root().unwrap_or_else(crate::mm::kernel_root);
                 crate::mm::load_root(root);
                 crate::cpu::load_descriptor_tables(thread.tables);
                 // A guest's DS/ES/FS as it left them, where another guest's are live (which
@@ -187,72 +201,94 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) {
                 let kernel = thread.vcpu.mode == GuestMode::Kernel;
                 crate::cpu::load_user_segments(thread.domain().map(|_| (&thread.bases, kernel)));
             }
+            crate::cpu::set_save_area(t.area_ptr(id));
+            exit
         }
         None => {
-            *frame = crate::cpu::idle_frame();
             crate::mm::load_root(crate::mm::kernel_root());
+            crate::cpu::idle_exit()
         }
-    }
+    };
     t.set_current(next);
+    exit
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::cpu::IDLE_RIP;
     use crate::host::kit::{self, fred, pv};
     use bsp_x86_64::gdt;
 
-    #[test]
-    fn start_enters_the_first_runnable_thread_with_its_space() {
+    /// Boots the table and enters its first thread (fred-server), as `startup` does.
+    fn started() -> Threads {
         let mut t = kit::booted();
-        let mut frame = Frame::ZERO;
-        assert!(start(&mut t, &mut frame));
-        assert_eq!(t.current(), Some(fred()));
-        assert_eq!(frame.ret.rip, 0x40_1000);
-        let root = t.get(fred()).space.as_ref().unwrap().root().as_u64();
-        assert_eq!(crate::host::mm::loaded_root(), root);
+        let exit = start(&mut t).expect("a runnable thread");
+        assert_eq!(exit, t.area_ptr(fred()));
+        t
+    }
+
+    /// What the dispatcher does after an event from the current thread: its save area is the
+    /// live frame (the stub saved it there), `event` is what the handler did to it, then
+    /// `finish` carries out `next`.
+    fn after_event(t: &mut Threads, next: NextTask, event: impl FnOnce(&mut Frame)) -> ExitFrame {
+        let mut live = t.live_area(t.current().expect("a current thread"));
+        t.with_live(&mut live, |t, frame| {
+            event(frame);
+            finish(t, frame, next)
+        })
+    }
+
+    /// `switch` from the current thread's live area to `next`.
+    fn switch_from_current(t: &mut Threads, next: Option<ThreadId>) -> ExitFrame {
+        let mut live = t.live_area(t.current().expect("a current thread"));
+        t.with_live(&mut live, |t, frame| switch(t, frame, next))
     }
 
     #[test]
-    fn next_in_turn_saves_the_live_frame_and_rotates() {
-        let mut t = kit::booted();
-        let mut frame = Frame::ZERO;
-        assert!(start(&mut t, &mut frame));
-        frame.gprs.rbx = 0xb0b;
-        finish(&mut t, &mut frame, NextTask::NextInTurn);
-        assert_eq!(t.current(), Some(pv()));
-        assert_eq!(t.get(fred()).frame.gprs.rbx, 0xb0b);
-        finish(&mut t, &mut frame, NextTask::NextInTurn);
+    fn start_enters_the_first_runnable_thread_with_its_space() {
+        let t = started();
         assert_eq!(t.current(), Some(fred()));
-        assert_eq!(frame.gprs.rbx, 0xb0b);
+        assert_eq!(t.frame(fred()).ret.rip, 0x40_1000);
+        let root = t.get(fred()).space.as_ref().unwrap().root().as_u64();
+        assert_eq!(crate::host::mm::loaded_root(), root);
+        // Its next event from ring 3 is saved straight into its area.
+        assert_eq!(crate::host::cpu::save_area(), t.area_ptr(fred()) as u64);
+    }
+
+    #[test]
+    fn next_in_turn_leaves_the_context_in_its_area_and_rotates() {
+        let mut t = started();
+        let exit = after_event(&mut t, NextTask::NextInTurn, |f| f.gprs.rbx = 0xb0b);
+        assert_eq!(t.current(), Some(pv()));
+        assert_eq!(exit, t.area_ptr(pv()));
+        assert_eq!(crate::host::cpu::save_area(), t.area_ptr(pv()) as u64);
+        // No copy anywhere: what the event left in fred-server's area is its context.
+        assert_eq!(t.frame(fred()).gprs.rbx, 0xb0b);
+        let exit = after_event(&mut t, NextTask::NextInTurn, |_| {});
+        assert_eq!(t.current(), Some(fred()));
+        assert_eq!(exit, t.area_ptr(fred()));
+        assert_eq!(t.frame(fred()).gprs.rbx, 0xb0b);
     }
 
     #[test]
     fn next_in_turn_keeps_the_only_runnable_thread_untouched() {
-        let mut t = kit::booted();
-        let mut frame = Frame::ZERO;
-        assert!(start(&mut t, &mut frame));
+        let mut t = started();
         t.get_mut(pv()).block_on_events();
-        frame.gprs.rcx = 0xc;
-        finish(&mut t, &mut frame, NextTask::NextInTurn);
+        let exit = after_event(&mut t, NextTask::NextInTurn, |f| f.gprs.rcx = 0xc);
         assert_eq!(t.current(), Some(fred()));
-        assert_eq!(frame.gprs.rcx, 0xc);
+        assert_eq!(exit, t.area_ptr(fred()));
+        assert_eq!(t.frame(fred()).gprs.rcx, 0xc);
     }
 
     #[test]
-    fn other_does_not_save_the_live_frame_and_idles_when_nobody_runs() {
-        let mut t = kit::booted();
-        let mut frame = Frame::ZERO;
-        assert!(start(&mut t, &mut frame));
+    fn other_idles_when_nobody_runs_and_keeps_the_context() {
+        let mut t = started();
         t.get_mut(pv()).block_on_events();
         t.get_mut(fred()).block_on_events();
-        let saved = t.get(fred()).frame;
-        frame.gprs.rdx = 0xdead;
-        finish(&mut t, &mut frame, NextTask::Other);
-        assert_eq!(t.get(fred()).frame, saved);
+        let exit = after_event(&mut t, NextTask::Other, |f| f.gprs.rdx = 0xdead);
         assert_eq!(t.current(), None);
-        assert_eq!(frame.ret.rip, IDLE_RIP);
+        assert_eq!(exit, crate::host::cpu::idle_exit());
+        assert_eq!(t.frame(fred()).gprs.rdx, 0xdead);
         assert_eq!(
             crate::host::mm::loaded_root(),
             crate::mm::kernel_root().as_u64()
@@ -263,96 +299,88 @@ mod tests {
     fn each_cpu_runs_only_the_threads_placed_on_it_and_wakes_the_others() {
         let mut t = kit::booted();
         t.place(pv(), 1);
-        let mut frame = Frame::ZERO;
-        assert!(start(&mut t, &mut frame));
+        assert_eq!(start(&mut t), Some(t.area_ptr(fred())));
         assert_eq!(t.current(), Some(fred()));
         // CPU 0 never picks pv-server, and tells CPU 1 it has a runnable thread.
-        finish(&mut t, &mut frame, NextTask::NextInTurn);
+        let _ = after_event(&mut t, NextTask::NextInTurn, |_| {});
         assert_eq!(t.current(), Some(fred()));
         assert_eq!(t.take_wakes(), 1 << 1);
         // CPU 1, idle, takes pv-server; CPU 0's current is untouched.
         t.set_here(1);
-        let mut frame1 = crate::host::cpu::idle_frame();
-        finish(&mut t, &mut frame1, NextTask::NextInTurn);
+        let mut idle1 = crate::host::cpu::idle_frame();
+        let exit = finish(&mut t, &mut idle1, NextTask::NextInTurn);
         assert_eq!(t.current(), Some(pv()));
-        assert_eq!(frame1.ret.rip, t.get(pv()).frame.ret.rip);
+        assert_eq!(exit, t.area_ptr(pv()));
+        assert_eq!(t.frame(pv()).ret.rip, 0x40_1000);
         // Once CPU 1 runs it, nobody is woken for it; fred-server blocked on CPU 0 and then
         // woken from CPU 1 gets CPU 0 an IPI.
-        finish(&mut t, &mut frame1, NextTask::Same);
+        let _ = after_event(&mut t, NextTask::Same, |_| {});
         assert_eq!(t.take_wakes(), 0);
         t.set_here(0);
         t.get_mut(fred()).block_on_events();
-        finish(&mut t, &mut frame, NextTask::Other);
+        let _ = after_event(&mut t, NextTask::Other, |_| {});
         assert_eq!(t.current(), None);
         t.set_here(1);
         t.get_mut(fred()).wake();
-        finish(&mut t, &mut frame1, NextTask::Same);
+        let _ = after_event(&mut t, NextTask::Same, |_| {});
         assert_eq!(t.take_wakes(), 1 << 0);
     }
 
     #[test]
     fn same_leaves_everything_as_it_is() {
-        let mut t = kit::booted();
-        let mut frame = Frame::ZERO;
-        assert!(start(&mut t, &mut frame));
-        let before = frame;
-        finish(&mut t, &mut frame, NextTask::Same);
-        assert_eq!(frame, before);
+        let mut t = started();
+        let before = *t.frame(fred());
+        let exit = after_event(&mut t, NextTask::Same, |_| {});
+        assert_eq!(exit, t.area_ptr(fred()));
+        assert_eq!(*t.frame(fred()), before);
         assert_eq!(t.current(), Some(fred()));
+    }
+
+    #[test]
+    fn a_thread_that_restarted_itself_runs_from_its_fresh_frame() {
+        let mut t = started();
+        t.get_mut(pv()).block_on_events();
+        // fred-server is the only runnable thread: Other enters it again from its area.
+        let exit = after_event(&mut t, NextTask::Other, |f| f.gprs.rbx = 0xbad);
+        assert_eq!(t.current(), Some(fred()));
+        assert_eq!(exit, t.area_ptr(fred()));
+        assert_eq!(t.frame(fred()).gprs.rbx, 0xbad);
+        // In its next event it restarts itself: the new image's frame is staged while its
+        // area is the live frame, and is what it is entered with.
+        let mut live = t.live_area(fred());
+        let exit = t.with_live(&mut live, |t, frame| {
+            t.get_mut(fred()).start(
+                crate::mm::AddressSpace::fake(0x9_9000),
+                kit::user_frame(0x40_2000),
+            );
+            finish(t, frame, NextTask::Other)
+        });
+        assert_eq!(exit, t.area_ptr(fred()));
+        assert_eq!(t.frame(fred()).ret.rip, 0x40_2000);
+        assert_eq!(t.frame(fred()).gprs.rbx, 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "is the live frame")]
+    fn the_live_area_is_not_lent_twice() {
+        let mut t = started();
+        let mut live = t.live_area(fred());
+        t.with_live(&mut live, |t, _| t.frame(fred()).gprs.rax);
     }
 
     #[test]
     fn switching_in_drops_the_saved_event_bits() {
         let mut t = kit::booted();
-        t.get_mut(fred()).frame.ret.ss = SsQword::from_raw(0x1_0000_e02b);
-        let mut frame = Frame::ZERO;
-        assert!(start(&mut t, &mut frame));
-        assert_eq!(frame.ret.ss.raw(), 0xe02b);
-    }
-
-    #[test]
-    fn a_guest_gets_back_the_data_selectors_it_left() {
-        use crate::host::cpu::{data_selectors_left, set_live_selectors};
-        use bsp_x86_64::guest_selectors::DataSelectors;
-        let mut t = kit::booted();
-        let mut frame = Frame::ZERO;
-        assert!(start(&mut t, &mut frame));
-        let guest = t.guest_id(1).unwrap();
-        t.get_mut(guest).start_guest(
-            bsp_x86_64::paging::PhysAddr::new(0x50_0000),
-            kit::user_frame(0x1000),
-        );
-        switch(&mut t, &mut frame, Some(guest));
-        let mine = DataSelectors {
-            ds: 0x0b,
-            es: 0x0f,
-            fs: 0x13,
-            gs: 0,
-        };
-        set_live_selectors(mine);
-        switch(&mut t, &mut frame, Some(pv()));
-        assert_eq!(t.get(guest).selectors, mine);
-        // Another guest runs in between and loads its own.
-        let other = t.guest_id(2).unwrap();
-        t.get_mut(other).start_guest(
-            bsp_x86_64::paging::PhysAddr::new(0x60_0000),
-            kit::user_frame(0x1000),
-        );
-        switch(&mut t, &mut frame, Some(other));
-        assert_eq!(data_selectors_left(), DataSelectors::NULL);
-        switch(&mut t, &mut frame, Some(pv()));
-        switch(&mut t, &mut frame, Some(guest));
-        assert_eq!(data_selectors_left(), mine);
-        assert_eq!(crate::host::cpu::selectors_owner(), Some(guest.index()));
+        t.frame_mut(fred()).ret.ss = SsQword::from_raw(0x1_0000_e02b);
+        let _ = start(&mut t).unwrap();
+        assert_eq!(t.frame(fred()).ret.ss.raw(), 0xe02b);
     }
 
     #[test]
     fn a_guest_runs_on_its_descriptor_tables_and_a_server_on_the_cpus() {
         use crate::host::cpu::loaded_descriptor_tables;
         use bsp_x86_64::gdt::DescriptorView;
-        let mut t = kit::booted();
-        let mut frame = Frame::ZERO;
-        assert!(start(&mut t, &mut frame));
+        let mut t = started();
         assert_eq!(loaded_descriptor_tables(), DescriptorView::default());
         let guest = t.guest_id(1).unwrap();
         let thread = t.get_mut(guest);
@@ -365,9 +393,9 @@ mod tests {
             ldt: true,
         };
         thread.tables = view;
-        switch(&mut t, &mut frame, Some(guest));
+        let _ = switch_from_current(&mut t, Some(guest));
         assert_eq!(loaded_descriptor_tables(), view);
-        switch(&mut t, &mut frame, Some(pv()));
+        let _ = switch_from_current(&mut t, Some(pv()));
         assert_eq!(loaded_descriptor_tables(), DescriptorView::default());
     }
 
@@ -375,21 +403,18 @@ mod tests {
     fn a_thread_is_only_ever_entered_on_the_64_bit_user_segments() {
         let mut t = kit::booted();
         // A compat-mode SYSCALL's frame (syscall_compat_entry) names the compat slot.
-        t.get_mut(fred()).frame.ret.cs = CsQword::from_raw(0x1b);
-        t.get_mut(fred()).frame.ret.ss = SsQword::from_raw(0x1b);
-        let mut frame = Frame::ZERO;
-        assert!(start(&mut t, &mut frame));
-        assert_eq!(frame.ret.cs.raw(), u64::from(gdt::USER_CS64.raw()));
-        assert_eq!(frame.ret.ss.raw(), u64::from(gdt::USER_DS.raw()));
+        t.frame_mut(fred()).ret.cs = CsQword::from_raw(0x1b);
+        t.frame_mut(fred()).ret.ss = SsQword::from_raw(0x1b);
+        let _ = start(&mut t).unwrap();
+        assert_eq!(t.frame(fred()).ret.cs.raw(), u64::from(gdt::USER_CS64.raw()));
+        assert_eq!(t.frame(fred()).ret.ss.raw(), u64::from(gdt::USER_DS.raw()));
     }
 
     #[test]
     fn a_guest_runs_with_its_segment_bases_and_keeps_what_it_changed() {
         use crate::host::cpu::{loaded_segments, set_live_bases};
         use bsp_x86_64::guest_segments::SegmentBases;
-        let mut t = kit::booted();
-        let mut frame = Frame::ZERO;
-        assert!(start(&mut t, &mut frame));
+        let mut t = started();
         assert_eq!(loaded_segments(), (SegmentBases::ZERO, true));
         let guest = t.guest_id(1).unwrap();
         let thread = t.get_mut(guest);
@@ -401,19 +426,21 @@ mod tests {
         thread.bases.set(2, 0x8000).unwrap();
         thread.bases.set(1, 0x9000).unwrap();
         let bases = thread.bases;
-        switch(&mut t, &mut frame, Some(guest));
+        let exit = switch_from_current(&mut t, Some(guest));
+        assert_eq!(exit, t.area_ptr(guest));
+        assert_eq!(t.frame(guest).ret.rip, 0x1000);
         assert_eq!(loaded_segments(), (bases, true));
         assert_eq!(crate::host::cpu::user_bases(), (0x7000, 0x8000));
         // The guest loads a selector: its FS base is the descriptor's (0) now.
         set_live_bases(0, 0x8000);
-        switch(&mut t, &mut frame, Some(pv()));
+        let _ = switch_from_current(&mut t, Some(pv()));
         // A server runs with zeros; the guest's own change is kept, the user GS untouched.
         assert_eq!(loaded_segments(), (SegmentBases::ZERO, true));
         let kept = t.get(guest).bases;
         assert_eq!((kept.fs, kept.gs_kernel, kept.gs_user), (0, 0x8000, 0x9000));
         // A server's bases are never saved into it.
         set_live_bases(0x1234, 0x5678);
-        switch(&mut t, &mut frame, Some(guest));
+        let _ = switch_from_current(&mut t, Some(guest));
         assert_eq!(t.get(pv()).bases, SegmentBases::ZERO);
         assert_eq!(loaded_segments().0, kept);
     }
@@ -421,9 +448,7 @@ mod tests {
     #[test]
     fn a_guest_in_user_mode_runs_with_its_user_gs() {
         use crate::host::cpu::{loaded_segments, set_live_bases};
-        let mut t = kit::booted();
-        let mut frame = Frame::ZERO;
-        assert!(start(&mut t, &mut frame));
+        let mut t = started();
         let guest = t.guest_id(1).unwrap();
         let thread = t.get_mut(guest);
         thread.start_guest(
@@ -434,25 +459,58 @@ mod tests {
         thread.bases.set(1, 0x9000).unwrap();
         thread.vcpu.user_root = Some(bsp_x86_64::paging::PhysAddr::new(0x60_0000));
         thread.vcpu.enter(GuestMode::User).unwrap();
-        switch(&mut t, &mut frame, Some(guest));
+        let _ = switch_from_current(&mut t, Some(guest));
         assert!(!loaded_segments().1);
         assert_eq!(crate::host::cpu::user_bases(), (0, 0x9000));
         // User mode changed its GS base (a selector load): kept as the user one.
         set_live_bases(0, 0);
-        switch(&mut t, &mut frame, Some(pv()));
+        let _ = switch_from_current(&mut t, Some(pv()));
         let kept = t.get(guest).bases;
         assert_eq!((kept.gs_kernel, kept.gs_user), (0x8000, 0));
         // Back in kernel mode (a reply toggled it): the kernel base is live again.
         t.get_mut(guest).vcpu.enter(GuestMode::Kernel).unwrap();
-        switch(&mut t, &mut frame, Some(guest));
+        let _ = switch_from_current(&mut t, Some(guest));
         assert_eq!(crate::host::cpu::user_bases(), (0, 0x8000));
     }
 
     #[test]
+    fn a_guest_gets_back_the_data_selectors_it_left() {
+        use crate::host::cpu::{data_selectors_left, set_live_selectors};
+        use bsp_x86_64::guest_selectors::DataSelectors;
+        let mut t = started();
+        let guest = t.guest_id(1).unwrap();
+        t.get_mut(guest).start_guest(
+            bsp_x86_64::paging::PhysAddr::new(0x50_0000),
+            kit::user_frame(0x1000),
+        );
+        let _ = switch_from_current(&mut t, Some(guest));
+        let mine = DataSelectors {
+            ds: 0x0b,
+            es: 0x0f,
+            fs: 0x13,
+            gs: 0,
+        };
+        set_live_selectors(mine);
+        let _ = switch_from_current(&mut t, Some(pv()));
+        assert_eq!(t.get(guest).selectors, mine);
+        // Another guest runs in between and loads its own.
+        let other = t.guest_id(2).unwrap();
+        t.get_mut(other).start_guest(
+            bsp_x86_64::paging::PhysAddr::new(0x60_0000),
+            kit::user_frame(0x1000),
+        );
+        let _ = switch_from_current(&mut t, Some(other));
+        assert_eq!(data_selectors_left(), DataSelectors::NULL);
+        let _ = switch_from_current(&mut t, Some(pv()));
+        let _ = switch_from_current(&mut t, Some(guest));
+        assert_eq!(data_selectors_left(), mine);
+        assert_eq!(crate::host::cpu::selectors_owner(), Some(guest.index()));
+    }
+
+    #[test]
     fn tick_reports_a_thread_hung_after_the_limit_once() {
-        let mut t = kit::booted();
-        let mut frame = Frame::ZERO;
-        assert!(start(&mut t, &mut frame));
+        let mut t = started();
+        let frame = *t.frame(fred());
         for _ in 0..HUNG_TICKS {
             assert_eq!(tick(&mut t, &frame), Tick::Run(NextTask::NextInTurn));
         }
@@ -466,9 +524,7 @@ mod tests {
 
     #[test]
     fn tick_in_the_nucleus_does_not_preempt() {
-        let mut t = kit::booted();
-        let mut frame = Frame::ZERO;
-        assert!(start(&mut t, &mut frame));
+        let mut t = started();
         let ring0 = crate::host::cpu::idle_frame();
         assert_eq!(tick(&mut t, &ring0), Tick::Run(NextTask::Same));
         t.set_current(None);

@@ -70,7 +70,10 @@ pub struct Thread {
     module: Option<core::ops::Range<u64>>,
     state: State,
     pub space: Option<AddressSpace>,
-    pub frame: Frame,
+    /// A fresh start's frame (a loaded image's entry, a guest vCPU's first context), moved
+    /// into the save area when the thread is next entered (`Threads::area_mut`): a thread may
+    /// be restarted while its area is the live frame.
+    pub(super) fresh: Option<Frame>,
     pub events: Option<Producer<'static>>,
     pub replies: Option<Consumer<'static>>,
     pub(super) hello: bool,
@@ -150,7 +153,7 @@ impl Thread {
             module: None,
             state: State::Absent,
             space: None,
-            frame: Frame::ZERO,
+            fresh: None,
             events: None,
             replies: None,
             hello: false,
@@ -218,7 +221,7 @@ impl Thread {
         self.tables = bsp_x86_64::gdt::DescriptorView::default();
         self.selectors = bsp_x86_64::guest_selectors::DataSelectors::NULL;
         self.selectors_stale = true;
-        self.frame = frame;
+        self.fresh = Some(frame);
         self.state = State::Ready;
         self.hello = true;
         self.ticks_without_syscall = 0;
@@ -286,7 +289,7 @@ impl Thread {
 
     /// A freshly loaded image: runnable from `frame`, no hello yet, watchdog reset.
     pub fn start(&mut self, space: AddressSpace, frame: Frame) {
-        self.frame = frame;
+        self.fresh = Some(frame);
         self.space = Some(space);
         self.state = State::Ready;
         self.hello = false;

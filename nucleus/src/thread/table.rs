@@ -1,9 +1,11 @@
 //! The table itself: every slot, the live thread, tokens, and the one checked borrow.
+use super::areas::{LiveFrame, SaveAreas};
 use super::layout::{BOOT_THREADS, GUEST_SLOTS, MAX_THREADS, ThreadId};
 use super::slot::{Kind, Thread};
 use crate::layout::MAX_CPUS;
 use crate::racy::CpuLock;
 use bsp_x86_64::cmdline::Options;
+use bsp_x86_64::frame::Frame;
 use core::fmt;
 use ipc::{NucleusMessage, Token};
 
@@ -35,9 +37,11 @@ pub struct Threads {
     /// Called once, when every started thread said hello (`startup` prints the marker).
     on_ready: Option<fn() -> AfterReady>,
     pub options: Option<Options>,
+    /// Every thread's register save area (its saved context while it does not run).
+    areas: SaveAreas,
 }
 
-static THREADS: CpuLock<Threads> = CpuLock::new(Threads::new());
+static THREADS: CpuLock<Threads> = CpuLock::new(Threads::with_areas(super::areas::table_areas()));
 
 /// The thread table, for `dispatch` and `startup` only: each event borrows it once. Every
 /// CPU borrows it (a spin lock: the first in the lock order, the console's is taken inside
@@ -80,7 +84,13 @@ pub fn try_with<R>(f: impl FnOnce(&mut Threads) -> R) -> Option<R> {
 }
 
 impl Threads {
-    pub const fn new() -> Self {
+    /// A table with its own save areas (host tests: each table leaks fresh ones).
+    #[cfg(not(target_os = "none"))]
+    pub fn new() -> Self {
+        Self::with_areas(super::areas::fresh_areas())
+    }
+
+    const fn with_areas(areas: SaveAreas) -> Self {
         Self {
             threads: [
                 Thread::new(ThreadId(0)),
@@ -99,6 +109,100 @@ impl Threads {
             ready_printed: false,
             on_ready: None,
             options: None,
+            areas,
+        }
+    }
+
+    /// Runs `f` with the table and the live frame, whose save area (if it is one: a ring-3
+    /// event's) is lent meanwhile: the table refuses it ([`Threads::frame`]), so the two never
+    /// alias.
+    #[inline(always)]
+    pub fn with_live<R>(
+        &mut self,
+        live: &mut LiveFrame<'_>,
+        f: impl FnOnce(&mut Self, &mut Frame) -> R,
+    ) -> R {
+        self.areas.set_lent(live.as_ptr());
+        let result = f(self, live.frame());
+        self.areas.set_lent(core::ptr::null());
+        result
+    }
+
+    /// Host tests: thread `id`'s area as the entry stub hands it to the dispatcher.
+    #[cfg(test)]
+    pub fn live_area(&self, id: ThreadId) -> LiveFrame<'static> {
+        LiveFrame::of_area(&self.areas, id.0)
+    }
+
+    /// Where thread `id`'s save area is (for `cpu_info.save_area` and the exit stub).
+    #[inline(always)]
+    pub fn area_ptr(&self, id: ThreadId) -> *mut Frame {
+        self.areas.ptr(id.0)
+    }
+
+    /// Whether `frame` is thread `id`'s save area.
+    #[inline(always)]
+    pub fn is_area_of(&self, id: ThreadId, frame: &Frame) -> bool {
+        core::ptr::eq(self.area_ptr(id), frame)
+    }
+
+    /// Thread `id`'s saved context: a fresh start's frame until it first runs, else its save
+    /// area. Panics for the area lent as the live frame (reach that through the frame).
+    pub fn frame(&self, id: ThreadId) -> &Frame {
+        match &self.threads[id.0].fresh {
+            Some(fresh) => fresh,
+            None => self.areas.get(id.0),
+        }
+    }
+
+    /// [`Threads::frame`], to change it.
+    pub fn frame_mut(&mut self, id: ThreadId) -> &mut Frame {
+        self.thread_and_frame(id).1
+    }
+
+    /// Thread `id` and its saved context at once.
+    pub fn thread_and_frame(&mut self, id: ThreadId) -> (&mut Thread, &mut Frame) {
+        if self.threads[id.0].fresh.is_some() {
+            self.install_fresh(id);
+        }
+        (&mut self.threads[id.0], self.areas.get_mut(id.0))
+    }
+
+    /// Thread `id`'s save area, with a fresh start's frame moved into it first.
+    #[inline(always)]
+    pub fn area_mut(&mut self, id: ThreadId) -> &mut Frame {
+        if self.threads[id.0].fresh.is_some() {
+            self.install_fresh(id);
+        }
+        self.areas.get_mut(id.0)
+    }
+
+    #[cold]
+    fn install_fresh(&mut self, id: ThreadId) {
+        if let Some(fresh) = self.threads[id.0].fresh.take() {
+            *self.areas.get_mut(id.0) = fresh;
+        }
+    }
+
+    /// The live frame is thread `id`'s area itself, about to become its next context (the
+    /// switch that enters it again reads nothing else): a fresh start staged meanwhile (the
+    /// thread restarted itself) is moved into it.
+    #[inline(always)]
+    pub fn refresh_live(&mut self, id: ThreadId, live: &mut Frame) {
+        if self.threads[id.0].fresh.is_some()
+            && let Some(fresh) = self.threads[id.0].fresh.take()
+        {
+            *live = fresh;
+        }
+    }
+
+    /// The live frame holds thread `id`'s context: kept as its saved context (a copy only when
+    /// the frame is not its save area, i.e. in host tests; an event from ring 3 is saved
+    /// straight into the area).
+    #[inline(always)]
+    pub fn keep_live(&mut self, id: ThreadId, live: &Frame) {
+        if !self.is_area_of(id, live) {
+            *self.area_mut(id) = *live;
         }
     }
 

@@ -3,7 +3,8 @@ use super::changes::{Change, Snapshot, changes, guest_changes, is_hypercall};
 use super::level::on;
 use super::record;
 use super::sink::drain;
-use crate::thread::{Kind, Thread, ThreadId, Threads};
+use crate::thread::sched::ExitFrame;
+use crate::thread::{Kind, LiveFrame, Thread, ThreadId, Threads};
 use bsp_x86_64::cmdline::TraceLevel;
 use bsp_x86_64::frame::Frame;
 use ipc::dump::Delivery;
@@ -14,12 +15,17 @@ use ipc::syscall::Syscall;
 /// 8 KiB, and a restart's path is deep): the recording is in the two functions below.
 #[cold]
 #[inline(never)]
-pub fn traced(frame: &mut Frame, delivery: Delivery, dispatch: fn(&mut Frame, Delivery)) {
-    let entry = entered(frame, delivery);
-    dispatch(frame, delivery);
+pub fn traced(
+    mut live: LiveFrame<'static>,
+    delivery: Delivery,
+    dispatch: fn(LiveFrame<'static>, Delivery) -> ExitFrame,
+) -> ExitFrame {
+    let entry = entered(live.frame(), delivery);
+    let exit = dispatch(live, delivery);
     if let Some(entry) = entry {
         left(&entry);
     }
+    exit
 }
 
 /// What [`traced`] keeps across the dispatcher.
@@ -83,9 +89,9 @@ fn current_is_guest(t: &Threads) -> bool {
 }
 
 /// A guest vCPU's forwarded event that is a hypercall: domain, number and first arguments.
-fn hypercall_of(thread: &Thread) -> Option<(u16, u64, [u64; 3])> {
+fn hypercall_of(thread: &Thread, frame: &Frame) -> Option<(u16, u64, [u64; 3])> {
     let domain = thread.domain()?;
-    let g = &thread.frame.gprs;
+    let g = &frame.gprs;
     is_hypercall(thread).then_some((domain, g.rax, [g.rdi, g.rsi, g.rdx]))
 }
 
@@ -104,7 +110,10 @@ fn left(entry: &Entry) {
                     let handler = thread(from).and_then(Thread::fault_handler);
                     let name = handler.map_or("nucleus", |h| t.get(h).name());
                     let to = handler.map(ThreadId::index);
-                    match thread(from).and_then(hypercall_of) {
+                    let call = thread(from).and_then(|th| {
+                        hypercall_of(th, t.frame(t.ids().nth(from)?))
+                    });
+                    match call {
                         Some((domain, number, args)) => {
                             record::hypercall(domain, number, args, to, name, token.0);
                         }
@@ -114,7 +123,8 @@ fn left(entry: &Entry) {
                 Change::GuestStarted { slot } => {
                     if let Some(guest) = thread(slot) {
                         let domain = guest.domain().unwrap_or_default();
-                        record::guest_started(domain, slot, guest.frame.ret.rip);
+                        let rip = t.ids().nth(slot).map_or(0, |id| t.frame(id).ret.rip);
+                        record::guest_started(domain, slot, rip);
                     }
                     at_once = true;
                 }
@@ -129,7 +139,8 @@ fn left(entry: &Entry) {
                     let bounced = entry.before.guest_event_waits(to) && after.guest_runs(to);
                     if let Some(guest) = thread(to).filter(|_| bounced) {
                         let domain = guest.domain().unwrap_or_default();
-                        record::bounced(domain, to, guest.frame.ret.rip, token.0);
+                        let rip = t.ids().nth(to).map_or(0, |id| t.frame(id).ret.rip);
+                        record::bounced(domain, to, rip, token.0);
                     }
                 }
                 Change::Switch { from, to } if all => {

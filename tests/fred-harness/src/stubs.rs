@@ -111,19 +111,24 @@ fn entry_rflags() -> u64 {
     rflags
 }
 
-extern "C" fn harness_idt(frame: &mut Frame) {
+// Each returns the frame it was given: the exit stub restores the frame the dispatcher names.
+
+extern "C" fn harness_idt(frame: &mut Frame) -> *mut Frame {
     let rflags = entry_rflags();
     record(Entry::Idt, frame, rflags);
+    frame
 }
 
-extern "C" fn harness_ring3(frame: &mut Frame) {
+extern "C" fn harness_ring3(frame: &mut Frame) -> *mut Frame {
     let rflags = entry_rflags();
     record(Entry::FredRing3, frame, rflags);
+    frame
 }
 
-extern "C" fn harness_ring0(frame: &mut Frame) {
+extern "C" fn harness_ring0(frame: &mut Frame) -> *mut Frame {
     let rflags = entry_rflags();
     record(Entry::FredRing0, frame, rflags);
+    frame
 }
 
 // TEST-ONLY broken stub: `fred_entry_ring0` with `mov [rsp + rbx], rbx` removed. It shares

@@ -25,6 +25,54 @@ const BLOCK_BASE: u64 = 0xffff_8000_0010_0000;
 const NUCLEUS_GS: u64 = 0xffff_8880_0000_1000;
 const USER_GS: u64 = 0x0000_7f00_1234_0000;
 
+/// A thread's register save area, 64-byte aligned as the nucleus' are.
+#[repr(C, align(64))]
+struct SaveArea(frame::Frame);
+
+/// The nucleus' `cpu_info` for a delivery from ring 3 (real memory, the GS window): the save
+/// area the ring-3 stubs write, and the stack top and scratch slot of the IDT `syscall` stub.
+struct CpuBlock {
+    info: Box<bsp_x86_64::cpu_info::CpuInfo>,
+    area: Box<SaveArea>,
+}
+
+impl CpuBlock {
+    fn new(stack: &TestStack) -> Self {
+        // Poisoned, so a slot a stub forgets shows (as on the test stack).
+        let mut area = Box::new(SaveArea(frame::Frame::default()));
+        let words = (&raw mut area.0).cast::<u64>();
+        for index in 0..frame::FRAME_SIZE / 8 {
+            // SAFETY: inside the box, 8-byte aligned.
+            unsafe { words.add(index).write(delivery::POISON) };
+        }
+        let info = Box::new(bsp_x86_64::cpu_info::CpuInfo {
+            kernel_rsp: stack.kernel_top(),
+            save_area: &raw mut area.0 as u64,
+            ..Default::default()
+        });
+        let block = Self { info, area };
+        Machine::set_gs_window(
+            block.addr(),
+            core::mem::size_of::<bsp_x86_64::cpu_info::CpuInfo>() as u64,
+        );
+        block
+    }
+
+    /// GS_BASE in the nucleus.
+    fn addr(&self) -> u64 {
+        &raw const *self.info as u64
+    }
+
+    /// Where the ring-3 stubs save the frame.
+    fn area(&self) -> u64 {
+        &raw const self.area.0 as u64
+    }
+
+    fn field(&self, offset: usize) -> u64 {
+        self.addr() + offset as u64
+    }
+}
+
 fn print_records(title: &str, records: &[Record]) {
     println!("--- {title}: {} emulated instruction(s)", records.len());
     for record in records {
@@ -445,17 +493,17 @@ fn expected_event(event: &HwEvent, kind: EventKind, outcome: &Outcome, insn_len:
 }
 
 /// GS as the nucleus has it when the event arrives (fred.rs "GS convention").
-fn set_gs_for(event: &HwEvent) {
+fn set_gs_for(event: &HwEvent, cpu: &CpuBlock) {
     if event.from_ring3 {
         Machine::store_msr(addr::GS_BASE, USER_GS);
-        Machine::store_msr(addr::KERNEL_GS_BASE, NUCLEUS_GS);
+        Machine::store_msr(addr::KERNEL_GS_BASE, cpu.addr());
     } else {
         Machine::store_msr(addr::GS_BASE, NUCLEUS_GS);
         Machine::store_msr(addr::KERNEL_GS_BASE, USER_GS);
     }
 }
 
-fn assert_gs_restored(event: &HwEvent) {
+fn assert_gs_restored(event: &HwEvent, cpu: &CpuBlock) {
     let gs = Machine::msr(addr::GS_BASE);
     assert_eq!(
         gs,
@@ -467,6 +515,14 @@ fn assert_gs_restored(event: &HwEvent) {
         "{}: GS base after return",
         event.name
     );
+    if event.from_ring3 {
+        assert_eq!(
+            Machine::msr(addr::KERNEL_GS_BASE),
+            Some(cpu.addr()),
+            "{}: the nucleus' cpu_info back in KERNEL_GS_BASE",
+            event.name
+        );
+    }
 }
 
 fn assert_landing_flags(event: &HwEvent, outcome: &Outcome) {
@@ -483,8 +539,9 @@ fn assert_landing_flags(event: &HwEvent, outcome: &Outcome) {
 fn through_fred(event: &HwEvent, kind: EventKind, handler_rax: Option<u64>) -> Event {
     let session = Session::begin();
     enable(&plan(false));
-    set_gs_for(event);
     let stack = TestStack::new();
+    let cpu = CpuBlock::new(&stack);
+    set_gs_for(event, &cpu);
     let title = format!("FRED: {}", event.name);
     let outcome = delivered(&session, &stack, Via::Fred, event, 1, handler_rax, &title);
     let seen = handler_saw(event, &outcome);
@@ -494,11 +551,15 @@ fn through_fred(event: &HwEvent, kind: EventKind, handler_rax: Option<u64>) -> E
         Entry::FredRing0
     };
     assert_eq!((seen.entry, seen.calls), (entry, 1), "{}", event.name);
-    assert_eq!(
-        seen.frame_addr,
-        outcome.entry_rsp - frame::FRAME_RET as u64,
-        "frame right below the CPU's state"
-    );
+    if event.from_ring3 {
+        assert_eq!(seen.frame_addr, cpu.area(), "frame in the thread's save area");
+    } else {
+        assert_eq!(
+            seen.frame_addr,
+            outcome.entry_rsp - frame::FRAME_RET as u64,
+            "frame right below the CPU's state"
+        );
+    }
     assert_eq!(outcome.entry_rsp % 64, 0);
     assert_eq!(
         seen.frame.ret,
@@ -515,25 +576,49 @@ fn through_fred(event: &HwEvent, kind: EventKind, handler_rax: Option<u64>) -> E
     let expected = assert_decoded(event, kind, &outcome, event.insn_len, handler_rax);
     assert_landing_flags(event, &outcome);
 
-    // Exactly one instruction emulated: the right ERET, from the frame the CPU wrote.
-    let eret = if event.from_ring3 {
-        Insn::Eretu
+    // The right ERET, from the frame the CPU wrote (ring 0) or from a copy of the save
+    // area's return state on the stack (ring 3: the save area's address came through GS).
+    let expected_kinds: &[Insn] = if event.from_ring3 {
+        &[Insn::GsLoad, Insn::Eretu]
     } else {
-        Insn::Erets
+        &[Insn::Erets]
     };
     assert_eq!(
         kinds(&outcome.records),
-        [eret],
+        expected_kinds,
         "{}: no SWAPGS/IRETQ/SYSRET on the FRED path",
         event.name
     );
-    let record = outcome.records[0];
+    if event.from_ring3 {
+        let load = outcome.records[0];
+        assert_eq!(
+            load.operands[..2],
+            [
+                cpu.field(bsp_x86_64::cpu_info::CPU_INFO_SAVE_AREA),
+                cpu.area()
+            ],
+            "{}: the save area from cpu_info",
+            event.name
+        );
+    }
+    let record = *outcome.records.last().expect("an ERET");
     assert_eq!(record.fault, None, "{}: {record}", event.name);
     let state = seen.frame.ret;
+    // ERETU pops from a stack copy below the CPU's frame; ERETS from the frame itself.
+    let popped_at = if event.from_ring3 {
+        assert!(
+            record.operands[0] < outcome.entry_rsp && record.operands[0] % 64 == 0,
+            "{}: ERETU from a copy on the kernel stack",
+            event.name
+        );
+        record.operands[0]
+    } else {
+        outcome.entry_rsp
+    };
     assert_eq!(
         record.operands,
         [
-            outcome.entry_rsp,
+            popped_at,
             state.rip,
             state.cs.raw(),
             state.rflags,
@@ -543,7 +628,7 @@ fn through_fred(event: &HwEvent, kind: EventKind, handler_rax: Option<u64>) -> E
         "{}: ERET popped the CPU's state",
         event.name
     );
-    assert_gs_restored(event);
+    assert_gs_restored(event, &cpu);
     expected
 }
 
@@ -551,13 +636,17 @@ fn through_fred(event: &HwEvent, kind: EventKind, handler_rax: Option<u64>) -> E
 fn through_idt(event: &HwEvent, kind: EventKind) -> Event {
     let session = Session::begin();
     Machine::set_ss(gdt::KERNEL_DS.raw() as u64);
-    set_gs_for(event);
     let stack = TestStack::new();
+    let cpu = CpuBlock::new(&stack);
+    set_gs_for(event, &cpu);
     let title = format!("IDT: {}", event.name);
     let outcome = delivered(&session, &stack, Via::Idt, event, 2, None, &title);
     let seen = handler_saw(event, &outcome);
     assert_eq!((seen.entry, seen.calls), (Entry::Idt, 1), "{}", event.name);
     assert_eq!(seen.frame_addr % 64, 0);
+    if event.from_ring3 {
+        assert_eq!(seen.frame_addr, cpu.area(), "frame in the thread's save area");
+    }
     assert_eq!(
         seen.rflags & delivery::DF,
         0,
@@ -582,6 +671,7 @@ fn through_idt(event: &HwEvent, kind: EventKind) -> Event {
     let mut expected_kinds = Vec::new();
     if event.from_ring3 {
         expected_kinds.push(Insn::Swapgs);
+        expected_kinds.push(Insn::GsLoad);
     }
     match event.vector {
         14 => expected_kinds.push(Insn::ReadCr2),
@@ -604,7 +694,7 @@ fn through_idt(event: &HwEvent, kind: EventKind) -> Event {
         seen.frame_addr + frame::FRAME_RIP as u64,
         "IRETQ from the frame copy"
     );
-    assert_gs_restored(event);
+    assert_gs_restored(event, &cpu);
     expected
 }
 
@@ -709,16 +799,9 @@ fn through_idt_syscall(event: &HwEvent, kind: EventKind, handler_rax: Option<u64
     let session = Session::begin();
     Machine::set_ss(gdt::KERNEL_DS.raw() as u64);
     let stack = TestStack::new();
-    // The nucleus' cpu_info block: the stub's stack top and scratch slot.
-    let mut cpu_info = Box::new(bsp_x86_64::cpu_info::CpuInfo {
-        kernel_rsp: stack.kernel_top(),
-        ..Default::default()
-    });
-    let cpu_info_addr = &raw mut *cpu_info as u64;
-    Machine::set_gs_window(
-        cpu_info_addr,
-        core::mem::size_of::<bsp_x86_64::cpu_info::CpuInfo>() as u64,
-    );
+    // The nucleus' cpu_info block: the save area, the stub's stack top and scratch slot.
+    let cpu = CpuBlock::new(&stack);
+    let cpu_info_addr = cpu.addr();
     Machine::store_msr(addr::GS_BASE, USER_GS);
     Machine::store_msr(addr::KERNEL_GS_BASE, cpu_info_addr);
     let input = delivery::distinct_gprs(4);
@@ -732,20 +815,19 @@ fn through_idt_syscall(event: &HwEvent, kind: EventKind, handler_rax: Option<u64
     assert_eq!((seen.entry, seen.calls), (Entry::Idt, 1), "{}", event.name);
     assert_eq!(
         seen.frame_addr,
-        stack.kernel_top() - frame::FRAME_SIZE as u64,
-        "frame at the top of the stack cpu_info names"
+        cpu.area(),
+        "frame in the save area cpu_info names"
     );
     assert_eq!(seen.rflags & delivery::DF, 0, "handler called with DF = 1");
     assert_eq!(seen.frame.ret.rip, outcome.return_rip, "RIP from RCX");
-    assert_eq!(
-        seen.frame.ret.rsp, outcome.return_rsp,
-        "user RSP via the scratch slot"
-    );
+    assert_eq!(seen.frame.ret.rsp, outcome.return_rsp, "user RSP");
+    assert_eq!(seen.frame.gprs.rdi, input.rdi, "user RDI via the scratch slot");
     assert_eq!(seen.frame.ret.rflags, event.rflags, "RFLAGS from R11");
     assert_eq!(seen.frame.ret.ss.raw(), bsp_x86_64::entry::SYSCALL_SS_QWORD);
     let expected = assert_decoded(event, kind, &outcome, 2, handler_rax);
     let scratch = cpu_info_addr + bsp_x86_64::cpu_info::CPU_INFO_SCRATCH_RSP as u64;
     let kernel_rsp = cpu_info_addr + bsp_x86_64::cpu_info::CPU_INFO_KERNEL_RSP as u64;
+    let save_area = cpu.field(bsp_x86_64::cpu_info::CPU_INFO_SAVE_AREA);
     let trace: Vec<(Insn, u64)> = outcome
         .records
         .iter()
@@ -756,6 +838,7 @@ fn through_idt_syscall(event: &HwEvent, kind: EventKind, handler_rax: Option<u64
         [
             (Insn::Swapgs, cpu_info_addr),
             (Insn::GsStore, scratch),
+            (Insn::GsLoad, save_area),
             (Insn::GsLoad, kernel_rsp),
             (Insn::GsLoad, scratch),
             (Insn::Swapgs, USER_GS),
@@ -769,7 +852,7 @@ fn through_idt_syscall(event: &HwEvent, kind: EventKind, handler_rax: Option<u64
         Some(USER_GS),
         "user GS back after the return"
     );
-    drop(cpu_info);
+    drop(cpu);
     expected
 }
 
@@ -859,8 +942,12 @@ fn idt_path_under_fred_is_flagged() {
     // The IDT stubs' SWAPGS and IRETQ while CR4.FRED = 1: what the FRED path must never do.
     let session = Session::begin();
     enable(&plan(false));
-    set_gs_for(&INT3_RING3);
     let stack = TestStack::new();
+    let cpu = CpuBlock::new(&stack);
+    set_gs_for(&INT3_RING3, &cpu);
+    // The refused SWAPGS swaps nothing: let the stub's cpu_info read land on the block
+    // through the GS it still has, so the run goes on to the IRETQ.
+    Machine::store_msr(addr::GS_BASE, cpu.addr());
     let outcome = delivered(
         &session,
         &stack,
@@ -874,6 +961,7 @@ fn idt_path_under_fred_is_flagged() {
         insns_and_faults(&outcome.records),
         [
             (Insn::Swapgs, Some(Fault::ForbiddenUnderFred)),
+            (Insn::GsLoad, None),
             (Insn::Swapgs, Some(Fault::ForbiddenUnderFred)),
             (Insn::Iretq, Some(Fault::ForbiddenUnderFred)),
         ]
@@ -892,6 +980,8 @@ fn eretu_refuses_a_bad_ring3_frame() {
     let session = Session::begin();
     enable(&plan(false));
     let stack = TestStack::new();
+    let cpu = CpuBlock::new(&stack);
+    set_gs_for(&bad, &cpu);
     let outcome = delivered(
         &session,
         &stack,
@@ -903,7 +993,7 @@ fn eretu_refuses_a_bad_ring3_frame() {
     );
     assert_eq!(
         insns_and_faults(&outcome.records),
-        [(Insn::Eretu, Some(Fault::BadRflags))]
+        [(Insn::GsLoad, None), (Insn::Eretu, Some(Fault::BadRflags))]
     );
 }
 

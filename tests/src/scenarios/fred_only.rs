@@ -80,6 +80,7 @@ pub fn fred_only_selftests_pass_on_fred_and_are_skipped_on_the_idt(machine: Mach
     let cpu_info = hex_after(&ring3, "(cpu_info ");
     ensure!(
         hex_after(&ring3, "return state ends at ") == rsp0
+            && ring3.contains("), copied into the save area;")
             && hex_after(&ring3, "GS base ") == cpu_info
             && ring3.ends_with("user GS 0x0:0x0)"),
         "{}",

@@ -144,8 +144,8 @@ fn settle(
     match reply {
         Reply::Resume { .. } => resume(t, id),
         Reply::ResumeWith { changes, .. } => {
-            let thread = t.get_mut(id);
-            if let Err(e) = apply_changes(&mut thread.frame, changes) {
+            let (thread, frame) = t.thread_and_frame(id);
+            if let Err(e) = apply_changes(frame, changes) {
                 let name = thread.name();
                 println!(
                     "nucleus: {}: refused changes for {name}: {e}; killing it",
@@ -156,13 +156,12 @@ fn settle(
             thread.resume();
         }
         Reply::Return { rax, .. } => {
-            let thread = t.get_mut(id);
-            thread.frame.gprs.rax = *rax;
+            t.frame_mut(id).gprs.rax = *rax;
             resume(t, id);
         }
         Reply::GuestResume { resume, .. } => {
             let handler = t.get(from).name();
-            let thread = t.get_mut(id);
+            let (thread, frame) = t.thread_and_frame(id);
             let Some(domain) = thread.domain() else {
                 println!(
                     "nucleus: {handler}: refused a guest context for {}; killing it",
@@ -170,7 +169,7 @@ fn settle(
                 );
                 return lifecycle::kill(t, id);
             };
-            if let Err(e) = apply_guest_resume(&mut thread.frame, &mut thread.vcpu, resume) {
+            if let Err(e) = apply_guest_resume(frame, &mut thread.vcpu, resume) {
                 println!(
                     "nucleus: {handler}: refused resume of guest domain {domain}: {e}; stopping it"
                 );
@@ -191,8 +190,8 @@ fn settle(
 /// manager (where a return to that RIP would have raised it), which decides: a guest without a
 /// trap table crashes with its line and dump, one with a handler gets it bounced.
 fn resume(t: &mut Threads, id: ThreadId) {
+    let rip = t.frame(id).ret.rip;
     let thread = t.get_mut(id);
-    let rip = thread.frame.ret.rip;
     if let Some(domain) = thread.domain()
         && ((rip << 16) as i64 >> 16) as u64 != rip
     {
@@ -207,8 +206,8 @@ fn resume(t: &mut Threads, id: ThreadId) {
 #[cold]
 fn general_protection(t: &mut Threads, id: ThreadId, domain: u16) {
     let token = t.next_token();
+    let frame = *t.frame(id);
     let thread = t.get_mut(id);
-    let frame = thread.frame;
     let event = ipc::Event {
         cpu: 0,
         kind: ipc::EventKind::Exception {

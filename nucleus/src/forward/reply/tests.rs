@@ -27,7 +27,7 @@ fn return_sets_rax_and_resumes() {
     );
     drain_replies(&mut t, fred());
     assert!(t.get(pv()).runnable());
-    assert_eq!(t.get(pv()).frame.gprs.rax, 7);
+    assert_eq!(t.frame(pv()).gprs.rax, 7);
 }
 
 /// Domain 1's vCPU waits for pv-server's answer to hypercall `token`, saved at `rip`.
@@ -109,7 +109,7 @@ fn a_guest_never_resumes_at_a_non_canonical_rip_and_pv_server_hears_of_it() {
     );
     drain_replies(&mut t, pv());
     assert!(t.get(good).runnable());
-    assert_eq!(t.get(good).frame.gprs.rax, 3);
+    assert_eq!(t.frame(good).gprs.rax, 3);
 }
 
 #[test]
@@ -296,11 +296,12 @@ fn a_guest_resume_installs_the_checked_context_and_toggles_the_tables() {
     drain_replies(&mut t, pv());
     let thread = t.get(guest);
     assert!(thread.runnable());
-    assert_eq!(thread.frame.ret.rip, 0xffff_ffff_8000_1000);
-    assert_eq!(thread.frame.ret.rsp, 0x9000);
-    assert_eq!(thread.frame.ret.rflags, 0x246);
-    assert_eq!(thread.frame.ret.cs.selector().raw(), 0xe033);
-    assert_eq!(thread.frame.gprs.rcx, 0xffff_ffff_8000_1000);
+    let saved = t.frame(guest);
+    assert_eq!(saved.ret.rip, 0xffff_ffff_8000_1000);
+    assert_eq!(saved.ret.rsp, 0x9000);
+    assert_eq!(saved.ret.rflags, 0x246);
+    assert_eq!(saved.ret.cs.selector().raw(), 0xe033);
+    assert_eq!(saved.gprs.rcx, 0xffff_ffff_8000_1000);
     assert_eq!(thread.root(), Some(PhysAddr::new(0x20_0000)));
     // User mode without user tables: the vCPU stops, nothing is applied.
     t.get_mut(guest).block_on_reply(Token(60));

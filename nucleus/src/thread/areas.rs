@@ -1,0 +1,150 @@
+//! The threads' register save areas (issue 17): one `Frame` per thread slot, where the entry
+//! stubs save a ring-3 context and the exit stubs restore one from, so a context switch moves
+//! a pointer (`cpu_info.save_area`, the exit frame) and never copies a frame.
+//!
+//! An area belongs to its thread, not to a CPU: a CPU only points at the area of the thread it
+//! runs. The areas live outside [`super::Threads`] because the dispatcher holds the live
+//! one as `&mut Frame` ([`LiveFrame`]) while it holds `&mut Threads`; the table reaches the
+//! others through [`SaveAreas`], which refuses the one lent as the live frame (a panic, never
+//! an alias).
+use super::layout::MAX_THREADS;
+use bsp_x86_64::frame::Frame;
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+
+/// One save area: 64-byte aligned like a FRED return state.
+#[repr(C, align(64))]
+struct Area(UnsafeCell<Frame>);
+
+/// The storage of one table's areas.
+pub struct Storage([Area; MAX_THREADS]);
+
+// SAFETY (also for `SaveAreas`' raw `lent`, only ever compared): an area is reached through
+// the one `SaveAreas` handle of its storage (which the
+// `&mut Threads` that owns it makes exclusive) or as the live frame of the event its stub
+// saved (one CPU at a time: the thread runs on one CPU), never both at once (`lent`).
+unsafe impl Sync for Storage {}
+
+impl Storage {
+    pub const fn new() -> Self {
+        const EMPTY: Area = Area(UnsafeCell::new(Frame::ZERO));
+        Self([EMPTY; MAX_THREADS])
+    }
+}
+
+/// The table's handle on its areas: the only way to them but the live frame.
+pub struct SaveAreas {
+    storage: &'static Storage,
+    /// The live frame the dispatcher holds while it handles an event (null: none): an area
+    /// equal to it is refused.
+    lent: *const Frame,
+}
+
+// SAFETY: `lent` is only compared, never dereferenced; the rest is a shared reference to
+// `Sync` storage.
+unsafe impl Send for SaveAreas {}
+
+impl SaveAreas {
+    /// The handle on `storage`.
+    ///
+    /// # Safety
+    /// At most one handle exists per storage (the nucleus' table has the static one; each
+    /// host test table its own leaked storage).
+    pub const unsafe fn new(storage: &'static Storage) -> Self {
+        Self {
+            storage,
+            lent: core::ptr::null(),
+        }
+    }
+
+    /// Where slot `index`'s area is: for `cpu_info.save_area` and the exit stubs.
+    #[inline(always)]
+    pub fn ptr(&self, index: usize) -> *mut Frame {
+        self.storage.0[index].0.get()
+    }
+
+    /// Marks the live frame (an area or a frame on a stack) as lent to the dispatcher, or
+    /// none (null).
+    #[inline(always)]
+    pub fn set_lent(&mut self, live: *const Frame) {
+        self.lent = live;
+    }
+
+    #[inline(always)]
+    fn check(&self, index: usize) {
+        assert!(
+            !core::ptr::eq(self.ptr(index), self.lent),
+            "save area {index} is the live frame: reach it through the dispatcher's frame"
+        );
+    }
+
+    #[inline(always)]
+    pub fn get(&self, index: usize) -> &Frame {
+        self.check(index);
+        // SAFETY: not the lent area (checked), so the only other way to it is this handle,
+        // which `&self` borrows for the reference's life (no `&mut` through it meanwhile).
+        unsafe { &*self.ptr(index) }
+    }
+
+    #[inline(always)]
+    pub fn get_mut(&mut self, index: usize) -> &mut Frame {
+        self.check(index);
+        // SAFETY: as in `get`, and `&mut self` makes this the only reference through it.
+        unsafe { &mut *self.ptr(index) }
+    }
+}
+
+/// The frame an entry stub saved and hands to the dispatcher: the interrupted thread's save
+/// area (ring 3) or a frame on the stack (ring 0). `#[repr(transparent)]` over the pointer the
+/// stub passes in RDI.
+#[repr(transparent)]
+pub struct LiveFrame<'a>(NonNull<Frame>, PhantomData<&'a mut Frame>);
+
+impl<'a> LiveFrame<'a> {
+    /// A frame nothing else refers to (host tests).
+    #[cfg(not(target_os = "none"))]
+    pub fn local(frame: &'a mut Frame) -> Self {
+        Self(NonNull::from(frame), PhantomData)
+    }
+
+    /// Host tests: thread `index`'s area as the stub would pass it after an event from it.
+    #[cfg(test)]
+    pub fn of_area(areas: &SaveAreas, index: usize) -> LiveFrame<'static> {
+        LiveFrame(
+            NonNull::new(areas.ptr(index)).expect("an area"),
+            PhantomData,
+        )
+    }
+
+    #[inline(always)]
+    pub fn as_ptr(&self) -> *mut Frame {
+        self.0.as_ptr()
+    }
+
+    /// The frame. Made only by the entry stubs (or [`LiveFrame::local`]), so the pointer is a
+    /// frame the stub just saved; while the dispatcher holds the reference inside a borrow of
+    /// the table, the table has the area marked lent (`Threads::with_live`), and outside one
+    /// nothing else refers to it.
+    #[inline(always)]
+    pub fn frame(&mut self) -> &mut Frame {
+        // SAFETY: see above: valid, aligned, initialised by the stub, and not aliased.
+        unsafe { self.0.as_mut() }
+    }
+}
+
+/// The nucleus' table's areas: called once, by the thread table's static.
+pub(super) const fn table_areas() -> SaveAreas {
+    static AREAS: Storage = Storage::new();
+    // SAFETY: the only call is the initialiser of the one `THREADS` static, so this is the
+    // storage's only handle.
+    unsafe { SaveAreas::new(&AREAS) }
+}
+
+/// Fresh areas for a host test's table.
+#[cfg(not(target_os = "none"))]
+pub(super) fn fresh_areas() -> SaveAreas {
+    let storage: &'static Storage = Box::leak(Box::new(Storage::new()));
+    // SAFETY: just leaked, so nothing else has a handle on it.
+    unsafe { SaveAreas::new(storage) }
+}
