@@ -37,11 +37,17 @@ fn stack_level(delivery: Delivery, page: Option<StackPage>) -> u8 {
 
 /// Captures everything `show_registers` shows. Allocation-free and lock-free: safe on `#DF`.
 pub fn capture(prefix: &str, frame: &Frame, delivery: Delivery) -> RegisterDump {
+    // Which stack the event was delivered to: the one its frame is on, or (an event from
+    // ring 3, saved in its thread's save area) the one this handler runs on, where the CPU
+    // left its own copy of the frame.
     let frame_addr = core::ptr::from_ref(frame) as u64;
-    let page = crate::cpu::stacks::classify(frame_addr);
-    // Which stack the *frame* is on: the one the event was delivered to.
-    let stack =
-        crate::cpu::stacks::block().map_or(StackName::Unknown, |b| b.stack_name(frame_addr));
+    let here = 0u8;
+    let at = match crate::cpu::stacks::classify(frame_addr) {
+        Some(_) => frame_addr,
+        None => core::ptr::from_ref(&here) as u64,
+    };
+    let page = crate::cpu::stacks::classify(at);
+    let stack = crate::cpu::stacks::block().map_or(StackName::Unknown, |b| b.stack_name(at));
     let ret = &frame.ret;
     let mut dump = RegisterDump {
         prefix: Text::truncated(prefix),
