@@ -285,7 +285,7 @@ impl Bochs {
         let complete = log.rfind('\n').map_or("", |end| &log[..=end]);
         self.until
             .as_ref()
-            .is_some_and(|marker| log.contains(marker.as_str()))
+            .is_some_and(|marker| complete.contains(marker.as_str()))
             || self.until_serial.is_some_and(|done| done(complete))
             || (!self.until_lines.is_empty() && {
                 let lines: Vec<String> = complete.lines().map(clean_line).collect();

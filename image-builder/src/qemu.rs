@@ -366,11 +366,13 @@ impl Qemu {
 }
 
 impl Qemu {
-    /// True once the awaited marker or the [`Qemu::until_serial`] condition shows in `log`.
+    /// True once the awaited marker or the [`Qemu::until_serial`] condition shows in `log`'s
+    /// complete lines (a marker line still being written, e.g. a server's line cut by its
+    /// console budget, is not the whole line yet: stopping there lost its end).
     fn should_stop(&self, log: &str) -> bool {
         self.until
             .as_ref()
-            .is_some_and(|marker| log.contains(marker.as_str()))
+            .is_some_and(|marker| complete_lines(log).contains(marker.as_str()))
             || self
                 .until_serial
                 .is_some_and(|done| done(complete_lines(log)))
@@ -585,7 +587,12 @@ mod tests {
         assert!(lines.should_stop("b: 1\r\n\x1b[0ma\r\n"));
         let plain = Qemu::from_path(Path::new("x.iso"));
         assert!(!plain.should_stop("anything\n"));
-        assert!(plain.until("ready").should_stop("nucleus: ready"));
+        let ready = plain.until("ready");
+        assert!(
+            !ready.should_stop("nucleus: ready"),
+            "the marker's line is still being written"
+        );
+        assert!(ready.should_stop("nucleus: ready\r\n"));
     }
 
     #[test]
