@@ -119,6 +119,9 @@ kx_idtr:
     .word 0
     .quad 0
 kexec_trampoline_end:
+    /* Back to 64-bit code for whatever asm the assembler sees next (global_asm! blocks
+       share one assembler state; their order is the compiler's). */
+    .code64
     .popsection
     /* Back to 64-bit for whatever asm the compiler puts after this block. */
     .code64
