@@ -25,7 +25,13 @@ const PIT_CH0: u16 = 0x40;
 const PIT_CMD: u16 = 0x43;
 const EOI: u8 = 0x20;
 
+#[cfg(target_os = "none")]
 static TICKS: AtomicU64 = AtomicU64::new(0);
+// On the host each test thread counts its own ticks (tests run in parallel).
+#[cfg(not(target_os = "none"))]
+std::thread_local! {
+    static TICKS: AtomicU64 = const { AtomicU64::new(0) };
+}
 /// TSC ticks per millisecond, measured against the PIT at boot (0: not measured).
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
 /// How long the TSC is measured against PIT channel 2.
@@ -212,9 +218,15 @@ pub fn pit_window_us(us: u64, started: impl FnOnce()) -> bool {
 
 /// Ticks counted since boot.
 pub fn ticks() -> u64 {
-    TICKS.load(Ordering::Relaxed)
+    #[cfg(target_os = "none")]
+    return TICKS.load(Ordering::Relaxed);
+    #[cfg(not(target_os = "none"))]
+    TICKS.with(|t| t.load(Ordering::Relaxed))
 }
 
 pub fn tick() -> u64 {
-    TICKS.fetch_add(1, Ordering::Relaxed) + 1
+    #[cfg(target_os = "none")]
+    return TICKS.fetch_add(1, Ordering::Relaxed) + 1;
+    #[cfg(not(target_os = "none"))]
+    TICKS.with(|t| t.fetch_add(1, Ordering::Relaxed) + 1)
 }

@@ -168,6 +168,9 @@ fn console_write(t: &mut Threads, cur: ThreadId, ptr: u64, len: u64) -> Result<u
     space
         .read(ptr, buf)
         .map_err(|BadPointer| SyscallError::BadPointer)?;
+    if !thread.console.available() {
+        thread.console_catch_up();
+    }
     // Every line prefixed with the thread's name and escaped, within its console budget: the
     // caller learns how much was taken and writes the rest later (`ipc::console`).
     let name = thread.name();

@@ -88,6 +88,8 @@ pub struct Thread {
     pub pending_dump: Option<ipc::dump::RegisterDump>,
     /// What it may still print before the next tick (`ipc::console`).
     pub console: ipc::console::Budget,
+    /// The tick its console budget was last refilled at.
+    console_refilled: u64,
     /// `Log` messages dropped for want of console budget, not reported yet.
     logs_dropped: u32,
     /// Restarts since its budget was last fresh, and the tick of the last one.
@@ -163,6 +165,7 @@ impl Thread {
             pending: None,
             pending_dump: None,
             console: ipc::console::Budget::new(),
+            console_refilled: 0,
             logs_dropped: 0,
             recent_restarts: 0,
             last_restart: 0,
@@ -341,6 +344,18 @@ impl Thread {
         }
     }
 
+    /// Refills its console budget for the ticks that passed since the last refill, if the
+    /// tick itself could not: a tick that lands inside the nucleus only counts (Bochs'
+    /// FRED model delivers them with IF = 0, issue 14), so a server that loops on
+    /// `console_write` spends nearly all its time there and would wait for a refill forever.
+    pub fn console_catch_up(&mut self) {
+        let now = crate::timer::ticks();
+        if now != self.console_refilled {
+            self.console.tick();
+            self.console_refilled = now;
+        }
+    }
+
     /// A `Log` message found no console budget.
     pub fn drop_log(&mut self) {
         self.logs_dropped = self.logs_dropped.saturating_add(1);
@@ -350,6 +365,7 @@ impl Thread {
     /// since the last report, for one line each (and starts counting again).
     pub fn console_tick(&mut self) -> (u32, u32) {
         self.console.tick();
+        self.console_refilled = crate::timer::ticks();
         self.complaints = 0;
         let withheld = core::mem::take(&mut self.complaints_withheld);
         let logs = match self.console.available() {
