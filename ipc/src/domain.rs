@@ -9,6 +9,11 @@
 /// Most domains the nucleus runs at once.
 pub const MAX_DOMAINS: usize = 4;
 
+/// Free frames `domain_create` and `domain_share` never hand to a domain: the nucleus' own
+/// (4 MiB: restarting both servers, images, stacks, rings and tables, several times over).
+/// pv-server subtracts it too, so its `rejected:` line names the memory guests can have.
+pub const NUCLEUS_RESERVE_FRAMES: u64 = 1024;
+
 /// `Event::owner` of a guest vCPU's events: `GUEST_OWNER_BASE + domain` (server threads use
 /// their small thread numbers, so the two never meet).
 pub const GUEST_OWNER_BASE: u32 = 0x1_0000;

@@ -49,7 +49,6 @@ pub fn kill(t: &mut Threads, id: ThreadId) {
 /// their domains. Every vCPU stops and every domain frame goes back to the allocator.
 fn end_guests(t: &mut Threads) {
     let stopped = t.stop_guests();
-    #[cfg(target_os = "none")]
     crate::domains::destroy_all();
     if stopped > 0 {
         println!("nucleus: {stopped} guest domain(s) ended with their manager");

@@ -26,6 +26,8 @@ use host::{cpu, handoff, loader, mm};
 
 // The safe core: host-tested.
 mod bench;
+#[allow(unsafe_code)] // guest frames through the direct map, the frame table's storage
+mod domains;
 mod forward;
 mod image;
 mod kexec;
@@ -53,9 +55,6 @@ mod bootinfo;
 mod cpu;
 #[cfg(target_os = "none")]
 mod dispatch;
-#[cfg(target_os = "none")]
-#[allow(unsafe_code)] // guest frames through the direct map, the frame table's storage
-mod domains;
 #[cfg(target_os = "none")]
 #[allow(unsafe_code)] // port writes that end an emulator run
 mod exit;

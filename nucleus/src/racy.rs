@@ -128,3 +128,29 @@ impl<T> CpuLock<T> {
         Some(result)
     }
 }
+
+/// `fn $name() -> &'static RacyCell<$ty>`: a [`RacyCell`] static starting as `$init`. On
+/// the host the test harness runs tests on several threads, so each thread gets its own
+/// (leaked) cell there: the safe core's tests of a module with statics (`domains`) do not
+/// see each other's state. On bare metal it is one plain static.
+macro_rules! racy_static {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident() -> $ty:ty = $init:expr;) => {
+        $(#[$attr])*
+        $vis fn $name() -> &'static $crate::racy::RacyCell<$ty> {
+            #[cfg(target_os = "none")]
+            {
+                static CELL: $crate::racy::RacyCell<$ty> = $crate::racy::RacyCell::new($init);
+                &CELL
+            }
+            #[cfg(not(target_os = "none"))]
+            {
+                std::thread_local! {
+                    static CELL: &'static $crate::racy::RacyCell<$ty> =
+                        Box::leak(Box::new($crate::racy::RacyCell::new($init)));
+                }
+                CELL.with(|cell| *cell)
+            }
+        }
+    };
+}
+pub(crate) use racy_static;

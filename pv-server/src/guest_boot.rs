@@ -192,8 +192,10 @@ fn boot_spec(
     }
     let image = GuestImage::parse(&scratch.image[..len]).map_err(Rejected::Build)?;
     let pages = spec.mib * 256;
-    // The domain also needs its shared_info frame.
-    let free = hv.free_frames().saturating_sub(1);
+    // The domain also needs its shared_info frame, and the nucleus keeps its reserve.
+    let free = hv
+        .free_frames()
+        .saturating_sub(1 + ipc::domain::NUCLEUS_RESERVE_FRAMES);
     let layout = Layout::plan(&image, pages, free).map_err(Rejected::Build)?;
     if pages as usize > MAX_GUEST_FRAMES {
         return Err(Rejected::TooManyPages { pages });

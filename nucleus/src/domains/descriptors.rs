@@ -90,7 +90,7 @@ pub fn set_gdt(space: &AddressSpace, number: u16, list: u64, entries: u64) -> Re
 /// domain's current tables; 0 entries: no LDT.
 pub fn set_ldt(number: u16, va: u64, entries: u64) -> Result<(), Errno> {
     let canonical = ((va << 16) as i64 >> 16) as u64 == va;
-    if va % 4096 != 0 || !canonical || entries > MAX_LDT_ENTRIES {
+    if !va.is_multiple_of(4096) || !canonical || entries > MAX_LDT_ENTRIES {
         return Err(Errno::Einval);
     }
     let count = entries.div_ceil(PER_FRAME);

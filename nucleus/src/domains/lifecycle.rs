@@ -7,7 +7,7 @@ use crate::thread::Threads;
 use bsp_x86_64::frame_owner::DomainId;
 use bsp_x86_64::paging::PhysAddr;
 use heapless::String;
-use ipc::domain::valid_name;
+use ipc::domain::{NUCLEUS_RESERVE_FRAMES, valid_name};
 use ipc::syscall::SyscallError;
 use xen_abi::Mfn;
 
@@ -49,7 +49,9 @@ pub fn create(
         .ok_or(SyscallError::BadArgument)?;
     let number = slot as u16 + 1;
     let id = DomainId(number);
-    if crate::mm::memory::free_count() < frames + 1 {
+    // Every frame the domain gets (its own and shared_info) comes out of what is free above
+    // the nucleus' reserve, checked before the first is taken: a refusal takes nothing.
+    if available_frames() < frames + 1 {
         return Err(SyscallError::BadArgument);
     }
     let Some(shared_info) = take_frame(table, id, true) else {
@@ -93,6 +95,11 @@ pub fn create(
     Ok(u64::from(number))
 }
 
+/// Free frames a domain may still be given: what is free above [`NUCLEUS_RESERVE_FRAMES`].
+fn available_frames() -> u64 {
+    crate::mm::memory::free_count().saturating_sub(NUCLEUS_RESERVE_FRAMES)
+}
+
 /// A fresh zeroed frame from the allocator, assigned to (or shared with) `id`.
 pub fn take_frame(table: &mut Frames, id: DomainId, share: bool) -> Option<Mfn> {
     let frame = crate::mm::memory::alloc_frame()?;
@@ -124,7 +131,7 @@ fn undo(table: &mut Frames, number: u16, shared_info: Mfn, shared: &[Mfn]) -> u6
 /// `domain_share`: a zeroed frame shared with domain `number` (a grant frame); its MFN.
 pub fn share(number: u16) -> Result<u64, SyscallError> {
     let table = memory::table().ok_or(SyscallError::BadArgument)?;
-    if domain(number).shared.is_full() {
+    if domain(number).shared.is_full() || available_frames() == 0 {
         return Err(SyscallError::BadArgument);
     }
     let mfn = take_frame(table, DomainId(number), true).ok_or(SyscallError::BadArgument)?;

@@ -1,37 +1,51 @@
 //! The frame-ownership table over RAM and the direct-map view of guest frames the checks
 //! work on (`bsp_x86_64::guest_tables::TableMemory`).
-use crate::racy::RacyCell;
+use crate::racy::racy_static;
 use bsp_x86_64::frame_owner::{FrameInfo, FrameTable};
 use bsp_x86_64::guest_tables::TableMemory;
 use xen_abi::Mfn;
 
 pub type Frames = FrameTable<&'static mut [FrameInfo]>;
 
-static TABLE: RacyCell<Option<Frames>> = RacyCell::new(None);
+racy_static! {
+    fn cell() -> Option<Frames> = None;
+}
 
 /// Builds the table over frames `[0, top of RAM)`: its storage comes from the allocator, so
 /// nothing in it is ever a guest's.
 pub fn init() -> bool {
     let count = crate::mm::memory::ram_end_frame() as usize;
-    let bytes = (count * core::mem::size_of::<FrameInfo>()) as u64;
-    let Some(base) = crate::mm::memory::alloc_contiguous(bytes.div_ceil(4096)) else {
+    let Some(storage) = storage(count) else {
         return false;
     };
+    // SAFETY: boot, single CPU: nothing else refers to the table yet.
+    unsafe { *cell().get() = Some(FrameTable::new(Mfn(0), storage)) };
+    true
+}
+
+/// `count` records, nucleus-owned for good.
+#[cfg(target_os = "none")]
+fn storage(count: usize) -> Option<&'static mut [FrameInfo]> {
+    let bytes = (count * core::mem::size_of::<FrameInfo>()) as u64;
+    let base = crate::mm::memory::alloc_contiguous(bytes.div_ceil(4096))?;
     let ptr = crate::mm::phys_to_virt(base.as_u64()) as *mut FrameInfo;
     // SAFETY: `base` is a fresh run of frames of at least `bytes` bytes, nucleus-owned for
     // good, reached through the direct map; `FrameTable::new` initialises every element
     // (FrameInfo is plain data, so writing over the old bytes is sound).
-    let storage = unsafe { core::slice::from_raw_parts_mut(ptr, count) };
-    // SAFETY: boot, single CPU: nothing else refers to the table yet.
-    unsafe { *TABLE.get() = Some(FrameTable::new(Mfn(0), storage)) };
-    true
+    Some(unsafe { core::slice::from_raw_parts_mut(ptr, count) })
+}
+
+/// The host's records: leaked, like the frames the nucleus keeps for good.
+#[cfg(not(target_os = "none"))]
+fn storage(count: usize) -> Option<&'static mut [FrameInfo]> {
+    Some(Box::leak(vec![FrameInfo::FREE; count].into_boxed_slice()))
 }
 
 /// The table, for the guest-manager calls (single CPU, interrupts off, no nesting).
 pub fn table() -> Option<&'static mut Frames> {
     // SAFETY: only the syscall path reaches it, once per call, with interrupts off on the
     // one CPU; no reference outlives the call.
-    unsafe { (*TABLE.get()).as_mut() }
+    unsafe { (*cell().get()).as_mut() }
 }
 
 /// The bytes of machine frame `mfn` through the direct map.

@@ -36,6 +36,7 @@ use registry::domain_number;
 use xen_abi::Errno;
 
 /// Boot: the frame table over RAM and the guest modules. One line if guests cannot run.
+#[cfg(target_os = "none")]
 pub fn init(boot: &crate::bootinfo::BootSummary) {
     if !memory::init() || !window::init() {
         println!("nucleus: no memory for the frame table; no guests");
@@ -120,6 +121,9 @@ pub fn syscall(
         _ => Err(SyscallError::NoSuchSyscall),
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 fn verdict(result: Result<(), Errno>) -> u64 {
     match result {

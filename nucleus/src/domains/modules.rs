@@ -1,7 +1,7 @@
 //! The guest boot modules (`guest NAME mem=… cmdline=…`), kept at boot and read by
 //! pv-server through `guest_module` / `guest_module_read`.
 use crate::mm::AddressSpace;
-use crate::racy::RacyCell;
+use crate::racy::racy_static;
 use core::ops::Range;
 use heapless::Vec;
 use ipc::syscall::SyscallError;
@@ -12,14 +12,17 @@ struct GuestModule {
     range: Range<u64>,
 }
 
-static MODULES: RacyCell<Vec<GuestModule, 8>> = RacyCell::new(Vec::new());
+racy_static! {
+    fn cell() -> Vec<GuestModule, 8> = Vec::new();
+}
 
 fn modules() -> &'static mut Vec<GuestModule, 8> {
     // SAFETY: written once at boot (`keep`), read by syscalls afterwards; one CPU.
-    unsafe { &mut *MODULES.get() }
+    unsafe { &mut *cell().get() }
 }
 
 /// Boot: keeps every module whose name starts with `guest `.
+#[cfg(target_os = "none")]
 pub fn keep(boot: &crate::bootinfo::BootSummary) {
     for module in &boot.modules {
         if let Some(text) = module.name.strip_prefix(b"guest ")

@@ -1,7 +1,7 @@
 //! The domain table: which domain numbers are live, each one's name, shared_info frame and
 //! current L4. Numbers run from 1 to `MAX_DOMAINS`; a number pv-server passes is an
 //! allegation until [`domain_number`] found it live.
-use crate::racy::RacyCell;
+use crate::racy::racy_static;
 use heapless::{String, Vec};
 use ipc::domain::{MAX_DOMAINS, MAX_GDT_FRAMES, MAX_LDT_FRAMES, MAX_SHARED_FRAMES};
 use ipc::syscall::SyscallError;
@@ -23,12 +23,13 @@ pub struct Domain {
     pub shared: Vec<Mfn, MAX_SHARED_FRAMES>,
 }
 
-static DOMAINS: RacyCell<[Option<Domain>; MAX_DOMAINS]> =
-    RacyCell::new([const { None }; MAX_DOMAINS]);
+racy_static! {
+    fn cell() -> [Option<Domain>; MAX_DOMAINS] = [const { None }; MAX_DOMAINS];
+}
 
 pub fn domains() -> &'static mut [Option<Domain>; MAX_DOMAINS] {
     // SAFETY: reached only from the syscall path, once per call, interrupts off, one CPU.
-    unsafe { &mut *DOMAINS.get() }
+    unsafe { &mut *cell().get() }
 }
 
 /// A domain number that names a live domain.

@@ -131,16 +131,8 @@ fn guest_manager(
     if cur != GUEST_MANAGER {
         return Err(SyscallError::NotPermitted.into());
     }
-    #[cfg(target_os = "none")]
-    {
-        let value = crate::domains::syscall(t, cur, call, frame)?;
-        Ok(ok(frame, value))
-    }
-    #[cfg(not(target_os = "none"))]
-    {
-        let _ = (t, call, frame);
-        Err(SyscallError::NoSuchSyscall.into())
-    }
+    let value = crate::domains::syscall(t, cur, call, frame)?;
+    Ok(ok(frame, value))
 }
 
 #[cold]

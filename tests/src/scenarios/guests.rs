@@ -422,6 +422,17 @@ pub fn bad_images_are_rejected_with_one_line_each(machine: Machine) -> Result<()
             "{name} started"
         );
     }
+    // mem= beyond what is free (above the nucleus' reserve) names the figures; the summary
+    // line's free-memory check (`boot_guests`) shows it took nothing.
+    let huge = boot
+        .lines()
+        .find(|l| l.starts_with("pv-server: guest huge: rejected: "))
+        .unwrap_or_default();
+    ensure!(
+        huge.contains("rejected: mem=4096 MiB is more than the ")
+            && huge.trim_end().ends_with(" MiB free"),
+        "the huge guest's line does not name the memory: {huge:?}"
+    );
     expect_hello(&boot, "after", "", 4)?;
     Ok(())
 }
