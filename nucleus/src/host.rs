@@ -185,10 +185,14 @@ pub mod mm {
         /// the L1), an L1, all present, as real as a walk into the window would find them.
         pub const WINDOW_TABLES: [u64; 3] = [2, 4, 5];
 
+        /// A frame: page-aligned as RAM is (some views of a frame need it), a `Cell` because
+        /// the nucleus writes it through raw pointers (interior mutability).
+        #[repr(align(4096))]
+        struct Page(Cell<[u8; 4096]>);
+
         thread_local! {
-            // `Cell` pages: the nucleus writes them through raw pointers (interior mutability).
-            static RAM: Vec<Cell<[u8; 4096]>> = (0..RAM_FRAMES)
-                .map(|frame| Cell::new(window_page(frame)))
+            static RAM: Vec<Page> = (0..RAM_FRAMES)
+                .map(|frame| Page(Cell::new(window_page(frame))))
                 .collect();
             static FREE: RefCell<Vec<u64>> =
                 RefCell::new((NUCLEUS_FRAMES..RAM_FRAMES).rev().collect());
@@ -201,7 +205,7 @@ pub mod mm {
         /// A zeroed frame, or None when the stand-in RAM is used up.
         pub fn alloc_frame() -> Option<PhysAddr> {
             let frame = FREE.with(|f| f.borrow_mut().pop())?;
-            RAM.with(|ram| ram[frame as usize].set([0; 4096]));
+            RAM.with(|ram| ram[frame as usize].0.set([0; 4096]));
             Some(PhysAddr::new(frame << 12))
         }
 
@@ -257,6 +261,31 @@ pub mod mm {
         /// The nucleus L4's window: every slot points at the window's L3.
         pub fn nucleus_root_entry(_slot: usize) -> PageTableEntry {
             table_entry(WINDOW_TABLES[0])
+        }
+    }
+
+    /// The stand-in descriptor-table window (`domains::window`): its pages' targets.
+    pub mod window {
+        use bsp_x86_64::paging::PhysAddr;
+        use std::cell::RefCell;
+        use std::collections::HashMap;
+
+        thread_local! {
+            static PAGES: RefCell<HashMap<u64, (u64, bool)>> = RefCell::new(HashMap::new());
+        }
+
+        pub fn remap(va: u64, target: Option<(PhysAddr, bool)>) {
+            PAGES.with(|p| match target {
+                Some((frame, writable)) => {
+                    p.borrow_mut().insert(va, (frame.as_u64() >> 12, writable))
+                }
+                None => p.borrow_mut().remove(&va),
+            });
+        }
+
+        /// The frame (and whether writable) the window page at `va` maps.
+        pub fn mapped(va: u64) -> Option<(u64, bool)> {
+            PAGES.with(|p| p.borrow().get(&va).copied())
         }
     }
 

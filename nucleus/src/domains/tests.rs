@@ -28,7 +28,7 @@ const U: u64 = 4;
 /// The thread table booted, the frame table built, pv-server's memory mapped.
 fn booted() -> Threads {
     let mut t = kit::booted();
-    assert!(memory::init());
+    assert!(memory::init() && window::init());
     let space = AddressSpace::fake(0x9000)
         .with_bytes(NAME, b"one")
         .with_writable(MFNS, 8 * 2048)
@@ -875,6 +875,9 @@ fn set_gdt_takes_only_the_domains_frames_and_never_the_reserved_entries() {
     assert_eq!(gdt(&mut t, &[Mfn(NUCLEUS_FRAME)], 16), errno(Errno::Einval));
     assert!(registry::domain(d as u16).gdt.is_empty());
     assert_eq!(gdt(&mut t, &f[..1], 16), Ok(0));
+    // The vCPU's GDT window shows the frame from entry 0 on.
+    let base = window::gdt_base(d as u16);
+    assert_eq!(crate::mm::window::mapped(base), Some((f[0].0, true)));
     // A descriptor page is never written behind the descriptor checks.
     assert_eq!(
         write(&mut t, d, f[0], 0, &[0xff; 8]),

@@ -14,9 +14,9 @@
 //! The mappings are not global, so a CPU that switches address space drops stale ones.
 use super::registry::domain;
 use crate::layout::{DESCRIPTOR_WINDOW, DESCRIPTORS_BASE, LDT_WINDOW_OFFSET};
-use crate::racy::RacyCell;
+use crate::racy::racy_static;
 use bsp_x86_64::gdt::{self, DescriptorView, HypervisorEntries};
-use bsp_x86_64::paging::{PageTableFlags as F, PhysAddr, VirtAddr};
+use bsp_x86_64::paging::PhysAddr;
 use ipc::domain::{MAX_GDT_FRAMES, MAX_LDT_FRAMES};
 use xen_abi::{Errno, Mfn};
 
@@ -29,8 +29,10 @@ const _: () = assert!(MAX_GDT_FRAMES as u64 <= GUEST_GDT_PAGES);
 const _: () = assert!(MAX_LDT_FRAMES as u64 * 4096 <= DESCRIPTOR_WINDOW - LDT_WINDOW_OFFSET);
 const _: () = assert!((RESERVED_PAGE + 1) * 4096 <= LDT_WINDOW_OFFSET);
 
-/// The frame every unused GDT page maps (allocated zeroed once, never freed).
-static ZERO_FRAME: RacyCell<Option<PhysAddr>> = RacyCell::new(None);
+racy_static! {
+    /// The frame every unused GDT page maps (allocated zeroed once, never freed).
+    fn zero_cell() -> Option<PhysAddr> = None;
+}
 
 /// The linear address of domain `number`'s GDT (entry 0).
 pub fn gdt_base(number: u16) -> u64 {
@@ -43,7 +45,7 @@ fn ldt_base(number: u16) -> u64 {
 
 fn zero_frame() -> Result<PhysAddr, Errno> {
     // SAFETY: written once at boot (`init`), read on the guest-manager syscall path.
-    unsafe { *ZERO_FRAME.get() }.ok_or(Errno::Enomem)
+    unsafe { *zero_cell().get() }.ok_or(Errno::Enomem)
 }
 
 /// Boot: the zero frame and the page tables of every domain's window, so a domain's
@@ -53,17 +55,19 @@ pub fn init() -> bool {
         return false;
     };
     // SAFETY: boot, one CPU: nothing reads the cell yet.
-    unsafe { *ZERO_FRAME.get() = Some(frame) };
+    unsafe { *zero_cell().get() = Some(frame) };
     // Every window lies in one 2 MiB range: one mapping builds all the tables they use.
     const _: () = assert!(
-        DESCRIPTORS_BASE % (2 << 20) == 0
+        DESCRIPTORS_BASE.is_multiple_of(2 << 20)
             && ipc::domain::MAX_DOMAINS as u64 * DESCRIPTOR_WINDOW <= 2 << 20
     );
     remap(DESCRIPTORS_BASE, Some((frame, false))).is_ok() && remap(DESCRIPTORS_BASE, None).is_ok()
 }
 
 /// Points the window page at `va` at `target` (frame, writable) or leaves it unmapped.
+#[cfg(target_os = "none")]
 fn remap(va: u64, target: Option<(PhysAddr, bool)>) -> Result<(), Errno> {
+    use bsp_x86_64::paging::{PageTableFlags as F, VirtAddr};
     let virt = VirtAddr::new_truncate(va);
     let mapped = crate::mm::memory::with_mapper(|mapper, root| {
         let _ = mapper.unmap_4k(root, virt);
@@ -81,6 +85,13 @@ fn remap(va: u64, target: Option<(PhysAddr, bool)>) -> Result<(), Errno> {
     // SAFETY: CPL 0; dropping a translation of the nucleus' own window is always safe.
     unsafe { bsp_x86_64::insn::invlpg(va) };
     mapped.map_err(|_| Errno::Enomem)
+}
+
+/// The host's window: what `remap` would map, recorded (`host::mm::window`).
+#[cfg(not(target_os = "none"))]
+fn remap(va: u64, target: Option<(PhysAddr, bool)>) -> Result<(), Errno> {
+    crate::mm::window::remap(va, target);
+    Ok(())
 }
 
 /// The reserved page of domain `number`, with the window around it, made on first use. Once
