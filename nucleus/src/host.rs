@@ -442,6 +442,11 @@ pub mod cpu {
     pub mod ipi {
         pub fn answer_shootdowns() {}
 
+        /// No other CPUs on the host: nobody to ask.
+        pub fn shootdown_tlb(_roots: &[u64]) -> usize {
+            0
+        }
+
         pub fn wake_cpu(_cpu: usize) {}
     }
 }
