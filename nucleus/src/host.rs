@@ -439,6 +439,16 @@ pub mod cpu {
         CPU.set(n);
     }
 
+    /// No descriptor tables on the host: no guest selector reads as loadable.
+    pub mod tables {
+        pub fn guest_descriptor(
+            _view: bsp_x86_64::gdt::DescriptorView,
+            _selector: u16,
+        ) -> Option<u64> {
+            None
+        }
+    }
+
     pub mod ipi {
         pub fn answer_shootdowns() {}
 
