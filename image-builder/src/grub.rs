@@ -243,7 +243,10 @@ mod tests {
     #[test]
     fn the_menu_is_drawn_with_the_ascii_font_only() {
         let cfg = config("/boot/nucleus", "", &[], "r", Menu::Shown).unwrap();
-        assert!(cfg.contains("if loadfont ascii; then terminal_output gfxterm; fi"), "{cfg}");
+        assert!(
+            cfg.contains("if loadfont ascii; then terminal_output gfxterm; fi"),
+            "{cfg}"
+        );
         assert!(!cfg.contains("unicode"), "{cfg}");
         for (title, _) in MENU_ENTRIES {
             assert!(title.is_ascii(), "{title:?} needs a font beyond {FONT}");

@@ -89,7 +89,10 @@ fn only_the_bare_metal_iso_waits_in_the_menu() -> Result<()> {
         output: Some(dir.path().join("metal.iso")),
         ..Default::default()
     })?;
-    let timeout = format!("\nset timeout={}\n", image_builder::grub::MENU_TIMEOUT_SECONDS);
+    let timeout = format!(
+        "\nset timeout={}\n",
+        image_builder::grub::MENU_TIMEOUT_SECONDS
+    );
     ensure!(
         image_builder::grub::MENU_TIMEOUT_SECONDS > 0 && metal.grub_cfg().contains(&timeout),
         "the bare-metal ISO does not wait in its menu:\n{}",

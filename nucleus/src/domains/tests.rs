@@ -805,8 +805,11 @@ fn a_vcpu_starts_only_on_guest_selectors_a_canonical_rip_and_a_validated_l4() {
     assert_eq!(call(&mut t, Syscall::VcpuStart, [d, BUF, 0, 0, 0]), Ok(0));
     let vcpu = t.get(t.guest_id(d as u16).unwrap());
     assert_eq!(vcpu.guest_root.map(|r| r.as_u64()), Some(good.cr3));
-    assert_eq!(vcpu.frame.ret.cs.raw() & 0xffff, u64::from(FLAT_KERNEL_CS));
-    assert_eq!(vcpu.frame.gprs.rsi, good.rsi);
+    assert_eq!(
+        t.frame(t.guest_id(d as u16).unwrap()).ret.cs.raw() & 0xffff,
+        u64::from(FLAT_KERNEL_CS)
+    );
+    assert_eq!(t.frame(t.guest_id(d as u16).unwrap()).gprs.rsi, good.rsi);
     assert_eq!(
         call(&mut t, Syscall::VcpuStart, [d, BUF, 0, 0, 0]),
         errno(Errno::Eexist)

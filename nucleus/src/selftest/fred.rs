@@ -316,7 +316,11 @@ pub fn ring3_event(frame: &Frame) {
              {} the save area; GS base {gs_base:#x} (cpu_info {:#x}), user GS \
              {selector:#x}:{kernel_gs_base:#x}",
             if at_rsp0 { top } else { 0 },
-            if at_rsp0 { "copied into" } else { "not copied into" },
+            if at_rsp0 {
+                "copied into"
+            } else {
+                "not copied into"
+            },
             block.cpu_info()
         ),
     );

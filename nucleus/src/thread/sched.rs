@@ -406,7 +406,10 @@ mod tests {
         t.frame_mut(fred()).ret.cs = CsQword::from_raw(0x1b);
         t.frame_mut(fred()).ret.ss = SsQword::from_raw(0x1b);
         let _ = start(&mut t).unwrap();
-        assert_eq!(t.frame(fred()).ret.cs.raw(), u64::from(gdt::USER_CS64.raw()));
+        assert_eq!(
+            t.frame(fred()).ret.cs.raw(),
+            u64::from(gdt::USER_CS64.raw())
+        );
         assert_eq!(t.frame(fred()).ret.ss.raw(), u64::from(gdt::USER_DS.raw()));
     }
 

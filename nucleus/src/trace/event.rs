@@ -110,9 +110,8 @@ fn left(entry: &Entry) {
                     let handler = thread(from).and_then(Thread::fault_handler);
                     let name = handler.map_or("nucleus", |h| t.get(h).name());
                     let to = handler.map(ThreadId::index);
-                    let call = thread(from).and_then(|th| {
-                        hypercall_of(th, t.frame(t.ids().nth(from)?))
-                    });
+                    let call =
+                        thread(from).and_then(|th| hypercall_of(th, t.frame(t.ids().nth(from)?)));
                     match call {
                         Some((domain, number, args)) => {
                             record::hypercall(domain, number, args, to, name, token.0);

@@ -552,7 +552,11 @@ fn through_fred(event: &HwEvent, kind: EventKind, handler_rax: Option<u64>) -> E
     };
     assert_eq!((seen.entry, seen.calls), (entry, 1), "{}", event.name);
     if event.from_ring3 {
-        assert_eq!(seen.frame_addr, cpu.area(), "frame in the thread's save area");
+        assert_eq!(
+            seen.frame_addr,
+            cpu.area(),
+            "frame in the thread's save area"
+        );
     } else {
         assert_eq!(
             seen.frame_addr,
@@ -645,7 +649,11 @@ fn through_idt(event: &HwEvent, kind: EventKind) -> Event {
     assert_eq!((seen.entry, seen.calls), (Entry::Idt, 1), "{}", event.name);
     assert_eq!(seen.frame_addr % 64, 0);
     if event.from_ring3 {
-        assert_eq!(seen.frame_addr, cpu.area(), "frame in the thread's save area");
+        assert_eq!(
+            seen.frame_addr,
+            cpu.area(),
+            "frame in the thread's save area"
+        );
     }
     assert_eq!(
         seen.rflags & delivery::DF,
@@ -821,7 +829,10 @@ fn through_idt_syscall(event: &HwEvent, kind: EventKind, handler_rax: Option<u64
     assert_eq!(seen.rflags & delivery::DF, 0, "handler called with DF = 1");
     assert_eq!(seen.frame.ret.rip, outcome.return_rip, "RIP from RCX");
     assert_eq!(seen.frame.ret.rsp, outcome.return_rsp, "user RSP");
-    assert_eq!(seen.frame.gprs.rdi, input.rdi, "user RDI via the scratch slot");
+    assert_eq!(
+        seen.frame.gprs.rdi, input.rdi,
+        "user RDI via the scratch slot"
+    );
     assert_eq!(seen.frame.ret.rflags, event.rflags, "RFLAGS from R11");
     assert_eq!(seen.frame.ret.ss.raw(), bsp_x86_64::entry::SYSCALL_SS_QWORD);
     let expected = assert_decoded(event, kind, &outcome, 2, handler_rax);
