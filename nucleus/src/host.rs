@@ -172,8 +172,8 @@ pub mod mm {
         &[]
     }
 
-    /// Stand-in RAM for the guest-manager calls (`domains`): [`RAM_FRAMES`] frames per test
-    /// thread, the first [`NUCLEUS_FRAMES`] the nucleus' (never handed out), the rest free.
+    /// Stand-in RAM for the guest-manager calls (`domains`): `RAM_FRAMES` frames per test
+    /// thread, the first `NUCLEUS_FRAMES` the nucleus' (never handed out), the rest free.
     /// `phys_to_virt` is an address inside it, as the direct map is on bare metal.
     pub mod memory {
         use bsp_x86_64::paging::{PageTableEntry, PageTableFlags, PhysAddr};
@@ -545,7 +545,7 @@ pub mod loader {
 /// The hand-off: three modules (the kexec image is module 2); every request is refused
 /// with the reason the bare-metal checks would give for a missing or a non-ELF module.
 pub mod handoff {
-    use crate::kexec::Refusal;
+    use crate::kexec::refusal::Refusal;
     use bsp_x86_64::cmdline::KexecReason;
     use bsp_x86_64::kexec::ImageError;
 

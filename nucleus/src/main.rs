@@ -48,6 +48,8 @@ mod trace;
 #[allow(unsafe_code)] // multiboot2 header, 32→64-bit trampoline, the stack switch
 mod boot;
 #[cfg(target_os = "none")]
+mod boot_state;
+#[cfg(target_os = "none")]
 #[allow(unsafe_code)] // reads GRUB's structure through a raw pointer
 mod bootinfo;
 #[cfg(target_os = "none")]

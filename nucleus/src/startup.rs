@@ -1,27 +1,12 @@
 //! The boot sequence (architecture.md §2): from the trampoline's first Rust call to the
 //! first thread, and the `nucleus: ready` decision once every thread said hello.
-use crate::bootinfo::{self, BootSummary, LoaderHandoff};
+use crate::bootinfo::{self, LoaderHandoff};
 use crate::exit::{self, Status};
 use crate::text::Escaped;
 use crate::thread::{self, AfterReady, BOOT_THREADS};
 use bsp_x86_64::cmdline::{self, KexecReason, KexecWhen, Options, SelfTests, TestExit};
 use core::sync::atomic::Ordering;
 use spin::Once;
-
-/// Boot state handed from the boot stack to the stack block (far too large for the 8 KiB
-/// primary stack, so it stays in place here).
-struct Handoff {
-    boot: BootSummary,
-    options: Options,
-}
-
-static HANDOFF: Once<Handoff> = Once::new();
-
-/// The boot summary and options, once boot has moved to the stack block (the kexec
-/// hand-off needs the modules, memory map and command line long after boot).
-pub fn boot_state() -> Option<(&'static BootSummary, &'static Options)> {
-    HANDOFF.get().map(|h| (&h.boot, &h.options))
-}
 
 /// What the command line asked for once boot is complete.
 #[derive(Clone, Copy)]
@@ -130,13 +115,13 @@ pub fn start_nucleus(loader: LoaderHandoff) -> ! {
     cpu.set_block(&layout.stack_block);
     cpu.use_stack_block(&layout.stack_block);
     crate::cpu::tables::use_ist_gates();
-    HANDOFF.call_once(|| Handoff { boot, options });
+    crate::boot_state::keep(boot, options);
     crate::cpu::enter::continue_on_primary(&layout.stack_block, on_stack_block)
 }
 
 /// Boot continues on CPU 0's primary stack (SL0 / TSS.RSP0).
 extern "C" fn on_stack_block() -> ! {
-    let Some(Handoff { boot, options }) = HANDOFF.get() else {
+    let Some((boot, options)) = crate::boot_state::boot_state() else {
         panic!("boot handoff missing");
     };
     crate::cpu::percpu::install(crate::cpu::percpu::current());

@@ -2,6 +2,7 @@
 //! idle loop (the nucleus' only interruptible code), and the user FS/GS a thread runs with.
 //! Every later entry is the exit half of the entry stubs.
 use super::percpu::{self, IDLE_STACK_WORDS};
+use super::user_segments::UserSegments;
 use bsp_x86_64::frame::{CsQword, Frame, SsQword};
 use bsp_x86_64::gdt;
 use bsp_x86_64::gdt::DescriptorView;
@@ -108,30 +109,6 @@ const ZERO_GS: msr::KernelGsBase = match msr::KernelGsBase::new(0) {
     Ok(base) => base,
     Err(_) => panic!("0 is canonical"),
 };
-
-/// What ring 3 finds in FS and GS: the FS base, the GS selector and the user GS base.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(super) struct UserSegments {
-    fs: u64,
-    gs_sel: u16,
-    gs: u64,
-}
-
-impl UserSegments {
-    /// What a CPU holds before its first switch: a selector no load produces, so the first
-    /// switch loads everything.
-    pub(super) const UNKNOWN: Self = Self {
-        fs: 0,
-        gs_sel: 0xffff,
-        gs: 0,
-    };
-
-    /// What servers run with (they cannot change a base: every descriptor they can load
-    /// has base 0, and CR4.FSGSBASE is off).
-    const fn is_zero(&self) -> bool {
-        self.fs | self.gs | self.gs_sel as u64 == 0
-    }
-}
 
 /// What this CPU holds for ring 3 (`PerCpu::user_segments`): a switch that would write the
 /// same values writes nothing (each MSR write is a serialising instruction).

@@ -18,6 +18,7 @@ pub mod protect;
 pub mod stacks;
 pub mod tables;
 pub mod trampoline;
+mod user_segments;
 
 pub use enter::{
     data_selectors_left, idle_exit, load_data_selectors, load_user_segments, selectors_owner,

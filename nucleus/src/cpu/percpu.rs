@@ -70,7 +70,7 @@ pub struct PerCpu {
     /// The CPU's trace buffer (`trace`).
     trace: TraceBuffer,
     /// What this CPU holds in FS/GS for ring 3 (`enter::load_user_segments`).
-    pub(super) user_segments: RacyCell<super::enter::UserSegments>,
+    pub(super) user_segments: RacyCell<super::user_segments::UserSegments>,
     /// The thread (slot number) whose DS/ES/FS selectors this CPU holds
     /// (`enter::selectors_owner`).
     pub(super) selectors_of: RacyCell<Option<usize>>,
@@ -103,7 +103,7 @@ impl PerCpu {
             switched: AtomicBool::new(false),
             idle_stack: RacyCell::new([0; IDLE_STACK_WORDS]),
             trace: TraceBuffer::new(),
-            user_segments: RacyCell::new(super::enter::UserSegments::UNKNOWN),
+            user_segments: RacyCell::new(super::user_segments::UserSegments::UNKNOWN),
             selectors_of: RacyCell::new(None),
             apic: RacyCell::new(None),
             ticks: AtomicU64::new(0),

@@ -14,7 +14,7 @@ pub mod shootdown;
 mod trampoline;
 
 use crate::bootinfo::{BootSummary, RegionKind};
-use crate::kexec::Refusal;
+use crate::kexec::refusal::Refusal;
 use crate::layout::{KEXEC_MBI_PHYS, KEXEC_RESERVED};
 use crate::racy::RacyCell;
 use bsp_x86_64::cmdline::{KexecReason, Options};
@@ -44,7 +44,7 @@ static NEXT_CMDLINE: RacyCell<Vec<u8, NEXT_CMDLINE_MAX>> = RacyCell::new(Vec::ne
 
 /// The index of the `kexec-image` boot module, if the ISO has one.
 pub fn kexec_image() -> Option<u16> {
-    let (boot, _) = crate::startup::boot_state()?;
+    let (boot, _) = crate::boot_state::boot_state()?;
     boot.modules
         .iter()
         .position(|m| m.name.as_slice() == KEXEC_MODULE)
@@ -65,7 +65,7 @@ pub fn prepare(module: u16, generation: u32, reason: KexecReason) -> Result<Prep
 }
 
 fn check_and_write(module: u16, generation: u32, reason: KexecReason) -> Result<Prepared, Refusal> {
-    let (boot, _) = crate::startup::boot_state().ok_or(Refusal::TooEarly)?;
+    let (boot, _) = crate::boot_state::boot_state().ok_or(Refusal::TooEarly)?;
     let image = boot
         .modules
         .get(usize::from(module))
@@ -213,7 +213,7 @@ fn fred_off() {
 /// Returns only if it cannot (no `crashkernel`, no image, or the image is refused: one line
 /// says why), and the caller halts as before.
 pub fn crash(reason: KexecReason) {
-    let Some((_, options)) = crate::startup::boot_state() else {
+    let Some((_, options)) = crate::boot_state::boot_state() else {
         return;
     };
     if !options.crashkernel {

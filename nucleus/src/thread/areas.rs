@@ -20,16 +20,15 @@ struct Area(UnsafeCell<Frame>);
 /// The storage of one table's areas.
 pub struct Storage([Area; MAX_THREADS]);
 
-// SAFETY (also for `SaveAreas`' raw `lent`, only ever compared): an area is reached through
-// the one `SaveAreas` handle of its storage (which the
+// SAFETY: an area is reached through the one `SaveAreas` handle of its storage (which the
 // `&mut Threads` that owns it makes exclusive) or as the live frame of the event its stub
-// saved (one CPU at a time: the thread runs on one CPU), never both at once (`lent`).
+// saved (one CPU at a time: the thread runs on one CPU), never both at once (`lent`, a raw
+// pointer `SaveAreas` only ever compares).
 unsafe impl Sync for Storage {}
 
 impl Storage {
     pub const fn new() -> Self {
-        const EMPTY: Area = Area(UnsafeCell::new(Frame::ZERO));
-        Self([EMPTY; MAX_THREADS])
+        Self([const { Area(UnsafeCell::new(Frame::ZERO)) }; MAX_THREADS])
     }
 }
 

@@ -23,6 +23,9 @@ pub enum State {
     },
 }
 
+/// Complaints about one thread's messages printed per tick; the rest are counted.
+pub const COMPLAINTS_PER_TICK: u32 = 4;
+
 /// An event forwarded to the fault handler and not answered yet, kept so a handler that dies
 /// before answering does not strand the thread.
 #[derive(Clone, Copy, Debug)]

@@ -611,7 +611,7 @@ fn through_fred(event: &HwEvent, kind: EventKind, handler_rax: Option<u64>) -> E
     // ERETU pops from a stack copy below the CPU's frame; ERETS from the frame itself.
     let popped_at = if event.from_ring3 {
         assert!(
-            record.operands[0] < outcome.entry_rsp && record.operands[0] % 64 == 0,
+            record.operands[0] < outcome.entry_rsp && record.operands[0].is_multiple_of(64),
             "{}: ERETU from a copy on the kernel stack",
             event.name
         );

@@ -5,8 +5,7 @@ use crate::lifecycle;
 use crate::thread::{Kind, ThreadId, Threads};
 use ipc::message::{Reply, ServerMessage};
 
-/// Complaints about one thread's messages printed per tick; the rest are counted.
-pub const COMPLAINTS_PER_TICK: u32 = 4;
+pub use crate::thread::COMPLAINTS_PER_TICK;
 
 /// One record taken from a reply ring.
 enum Record<'a> {
