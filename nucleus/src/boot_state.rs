@@ -5,17 +5,15 @@ use crate::bootinfo::BootSummary;
 use bsp_x86_64::cmdline::Options;
 use spin::Once;
 
-struct Kept {
-    boot: BootSummary,
-    options: Options,
+/// This boot's summary and options.
+pub struct Kept {
+    pub boot: BootSummary,
+    pub options: Options,
 }
 
-static KEPT: Once<Kept> = Once::new();
-
-/// Keeps this boot's summary and options (the first call wins; boot makes exactly one).
-pub fn keep(boot: BootSummary, options: Options) {
-    KEPT.call_once(|| Kept { boot, options });
-}
+/// Set once by `startup` with `KEPT.call_once(|| Kept { .. })` in place: a function taking
+/// the summary by value would copy it onto the 8 KiB boot stack, which it overflows.
+pub static KEPT: Once<Kept> = Once::new();
 
 /// The boot summary and options, once [`keep`] has run.
 pub fn boot_state() -> Option<(&'static BootSummary, &'static Options)> {

@@ -115,7 +115,7 @@ pub fn start_nucleus(loader: LoaderHandoff) -> ! {
     cpu.set_block(&layout.stack_block);
     cpu.use_stack_block(&layout.stack_block);
     crate::cpu::tables::use_ist_gates();
-    crate::boot_state::keep(boot, options);
+    crate::boot_state::KEPT.call_once(|| crate::boot_state::Kept { boot, options });
     crate::cpu::enter::continue_on_primary(&layout.stack_block, on_stack_block)
 }
 

@@ -106,17 +106,18 @@ fn reboot_into_on_four_cpus_parks_every_ap_and_brings_them_all_back() -> Result<
 /// pv-server raises `int3` events without end (`hammer=int3`, each forwarded to fred-server
 /// and resumed) and fred-server asks for the hand-off only after answering 20 000 of them:
 /// the kexec happens with events in flight (pv-server's latest waits for its answer), the
-/// APs are parked, and generation 2 boots to ready with pv-server hammering again. (All
-/// servers still run on the boot CPU: the APs idle.)
+/// APs are parked, and generation 2 boots to ready with pv-server hammering again. pv-server
+/// runs on CPU 1 (`server-cpu=`), so the shootdown NMI finds that CPU busy with its events.
 #[test]
 fn a_kexec_while_pv_server_hammers_events_on_four_cpus() -> Result<()> {
     let boot = boot(
-        "kexec=reboot-into server-args=pv-server:hammer=int3 \
+        "kexec=reboot-into server-cpu=pv-server:1 server-args=pv-server:hammer=int3 \
          server-args=fred-server:kexec-after-events=20000 exit=qemu",
         4,
         None,
     )?;
     boot.expect_in_order(&[
+        "nucleus: pv-server runs on cpu 1 (server-cpu=)",
         "fred-server: kexec=reboot-into: waiting for 20000 more event(s) first",
         "pv-server: test option: hammer=int3: 10000 event(s) handled",
         "fred-server: kexec: asking for a hand-off into module 3 (generation 2)",
