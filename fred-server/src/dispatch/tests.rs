@@ -1,0 +1,243 @@
+
+use super::*;
+use ipc::dump::{Delivery, StackName, Text};
+use ipc::dump_parts::{DUMP_BYTES_MAX, split};
+use ipc::message::ServerName;
+
+fn event(kind: EventKind, owner: u32) -> Event {
+    Event {
+        cpu: 0,
+        kind,
+        event_data: 0,
+        rip: 0x40_1234,
+        cs: 0x33,
+        rflags: 0x10202,
+        rsp: 0x7fff_fef0_0000,
+        ss: 0x2b,
+        from_ring: 3,
+        insn_len: 0,
+        owner,
+    }
+}
+
+fn started(fred: &mut Fred, owner: u32, name: &str, generation: u32) -> String {
+    let mut out = String::new();
+    let message = NucleusMessage::ServerStarted {
+        owner,
+        name: ServerName::new(name).unwrap(),
+        generation,
+    };
+    assert_eq!(fred.handle(&message, &mut out), None);
+    out
+}
+
+fn dump_for(token: Token, reason: DumpReason) -> std::vec::Vec<NucleusMessage> {
+    let dump = RegisterDump {
+        prefix: Text::truncated("nucleus"),
+        delivery: Delivery::Idt,
+        stack: StackName::User,
+        event_type: 3,
+        vector: 14,
+        event: Some(EventKind::Exception {
+            vector: 14,
+            error_code: 6,
+        }),
+        rip: 0x40_1234,
+        cs: 0x33,
+        ..RegisterDump::default()
+    };
+    let mut buf = [0; DUMP_BYTES_MAX];
+    split(&dump, token, reason, 0, &mut buf)
+        .unwrap()
+        .map(NucleusMessage::Dump)
+        .collect()
+}
+
+fn reply(message: Option<ServerMessage>) -> Reply {
+    match message {
+        Some(ServerMessage::Reply(reply)) => reply,
+        other => panic!("not a reply: {other:?}"),
+    }
+}
+
+#[test]
+fn a_crash_is_reported_with_its_dump_and_restarted_then_given_up() {
+    let mut fred = Fred::new();
+    started(&mut fred, 2, "pv-server", 0);
+    let pf = EventKind::Exception {
+        vector: 14,
+        error_code: 6,
+    };
+    for crash in 1..=4u64 {
+        let mut out = String::new();
+        for part in dump_for(Token(crash), DumpReason::ServerCrash) {
+            assert_eq!(fred.handle(&part, &mut out), None);
+        }
+        let got = reply(fred.handle(
+            &NucleusMessage::Event {
+                token: Token(crash),
+                event: event(pf, 2),
+            },
+            &mut out,
+        ));
+        assert!(out.starts_with(
+                "fred-server: pv-server (owner 2) faulted: #PF at 0x401234 (error 0x6, address 0x0)\n\
+                 fred-server: ----[ register dump, cpu 0, ring 3 ]----\n"
+            ), "{out}");
+        assert!(!out.contains("nucleus:"), "{out}");
+        if crash <= 3 {
+            assert_eq!(
+                got,
+                Reply::Restart {
+                    token: Token(crash)
+                }
+            );
+            assert!(out.ends_with(&format!(
+                "fred-server: restarting pv-server (crash {crash} of 3 allowed)\n"
+            )));
+        } else {
+            assert_eq!(
+                got,
+                Reply::Kill {
+                    token: Token(crash)
+                }
+            );
+            assert!(out.ends_with("fred-server: pv-server crashed 4 times, giving up\n"));
+        }
+    }
+    let out = started(&mut fred, 2, "pv-server", 1);
+    assert_eq!(
+        out,
+        "fred-server: pv-server (owner 2) restarted, generation 1\n"
+    );
+}
+
+#[test]
+fn a_dump_for_another_token_is_not_shown() {
+    let mut fred = Fred::new();
+    let mut out = String::new();
+    for part in dump_for(Token(7), DumpReason::ServerCrash) {
+        fred.handle(&part, &mut out);
+    }
+    let ud = event(
+        EventKind::Exception {
+            vector: 6,
+            error_code: 0,
+        },
+        9,
+    );
+    let got = reply(fred.handle(
+        &NucleusMessage::Event {
+            token: Token(8),
+            event: ud,
+        },
+        &mut out,
+    ));
+    assert_eq!(got, Reply::Restart { token: Token(8) });
+    assert_eq!(
+        out,
+        "fred-server: owner 9 faulted: #UD at 0x401234 (error 0x0)\n\
+             fred-server: restarting owner 9 (crash 1 of 3 allowed)\n"
+    );
+}
+
+#[test]
+fn int3_is_resumed_and_reports_are_limited() {
+    let mut fred = Fred::new();
+    started(&mut fred, 2, "pv-server", 0);
+    let mut out = String::new();
+    for token in 0..1000 {
+        let int3 = event(EventKind::SoftwareException { vector: 3 }, 2);
+        let got = reply(fred.handle(
+            &NucleusMessage::Event {
+                token: Token(token),
+                event: int3,
+            },
+            &mut out,
+        ));
+        assert_eq!(
+            got,
+            Reply::Resume {
+                token: Token(token)
+            }
+        );
+    }
+    assert_eq!(out.lines().count(), 4, "{out}");
+    assert!(out.starts_with("fred-server: pv-server (owner 2) hit int3 at 0x401234, resuming\n"));
+    assert!(out.ends_with("fred-server: further int3 reports from pv-server are only counted\n"));
+}
+
+#[test]
+fn call_gates_are_refused_with_a_reason() {
+    let mut fred = Fred::new();
+    started(&mut fred, 3, "guest", 0);
+    let mut out = String::new();
+    let gp = event(
+        EventKind::Exception {
+            vector: 13,
+            error_code: 12 << 3,
+        },
+        3,
+    );
+    let got = reply(fred.handle(
+        &NucleusMessage::Event {
+            token: Token(1),
+            event: gp,
+        },
+        &mut out,
+    ));
+    assert_eq!(got, Reply::Kill { token: Token(1) });
+    assert!(
+        out.ends_with(
+            "fred-server: guest (owner 3): #GP[GDT index 12] at 0x401234: a server has no call \
+             gates, killing it\n"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn nucleus_dumps_records_and_pings() {
+    let mut fred = Fred::new();
+    let mut out = String::new();
+    for part in dump_for(Token(1), DumpReason::DoubleFault) {
+        fred.handle(&part, &mut out);
+    }
+    assert!(out.starts_with(
+        "fred-server: nucleus #DF dump from cpu 0:\nfred-server: ----[ register dump"
+    ));
+    let mut out = String::new();
+    let record = ipc::message::DumpRecord {
+        cpu: 1,
+        reason: DumpReason::DoubleFault,
+        part: 0,
+        parts: 1,
+        words: heapless::Vec::from_slice(&[1, 2, 3, 4, 5]).unwrap(),
+    };
+    fred.handle(&NucleusMessage::DumpRecord(record), &mut out);
+    assert_eq!(out.lines().count(), 3);
+    let pong = fred.handle(&NucleusMessage::Ping { token: Token(4) }, &mut out);
+    assert_eq!(
+        pong,
+        Some(ServerMessage::Reply(Reply::Resume { token: Token(4) }))
+    );
+}
+
+#[test]
+fn unexpected_events_are_killed() {
+    let mut fred = Fred::new();
+    let mut out = String::new();
+    let sysenter = event(EventKind::Sysenter, 2);
+    let got = reply(fred.handle(
+        &NucleusMessage::Event {
+            token: Token(1),
+            event: sysenter,
+        },
+        &mut out,
+    ));
+    assert_eq!(got, Reply::Kill { token: Token(1) });
+    assert!(
+        out.ends_with("fred-server: killing owner 2: unexpected event Sysenter\n"),
+        "{out}"
+    );
+}
