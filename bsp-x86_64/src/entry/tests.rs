@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::frame::{EventType, FredState, SsQword, decode};
 use crate::gdt::USER_DS;

@@ -1,4 +1,3 @@
-
 use super::*;
 
 const BLOCK_BASE: u64 = 0xffff_8000_0010_0000;

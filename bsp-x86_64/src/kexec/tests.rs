@@ -1,4 +1,3 @@
-
 use super::*;
 use multiboot2::{BootInformation, BootInformationHeader};
 

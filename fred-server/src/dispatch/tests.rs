@@ -1,4 +1,3 @@
-
 use super::*;
 use ipc::dump::{Delivery, StackName, Text};
 use ipc::dump_parts::{DUMP_BYTES_MAX, split};

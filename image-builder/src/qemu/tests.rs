@@ -1,4 +1,3 @@
-
 use super::*;
 
 fn strings(args: Vec<OsString>) -> Vec<String> {

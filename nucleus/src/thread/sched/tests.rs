@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::host::kit::{self, fred, pv};
 use bsp_x86_64::gdt;
