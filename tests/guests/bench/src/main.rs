@@ -53,10 +53,6 @@ mod guest {
         "    call bench_gate_samples",
         "    lea rdi, [rip + {exit_op}]",
         "    .byte 0xff, 0x1f",
-        ".globl bench_exit_target",
-        "bench_exit_target:",
-        "    mov rsp, [rip + {krsp}]",
-        "    jmp [rip + {back}]",
         ".pushsection .bss.bench_stacks, \"aw\", @nobits",
         ".balign 16",
         ".globl bench_kstack",
@@ -68,15 +64,12 @@ mod guest {
         ".popsection",
         iret = const Hypercall::Iret.stub_offset(),
         exit_op = sym EXIT_OPERAND,
-        krsp = sym KERNEL_RSP,
-        back = sym BACK,
     );
 
     unsafe extern "C" {
         static bench_ud_handler: u8;
         static bench_gate_target: u8;
         static bench_user_entry: u8;
-        static bench_exit_target: u8;
         static bench_kstack: u8;
         static bench_ustack: u8;
     }
@@ -87,8 +80,6 @@ mod guest {
     /// m16:32 far pointers through the two gates (offset 0, then the selector).
     static BENCH_OPERAND: AtomicU64 = AtomicU64::new((BENCH_GATE as u64) << 32);
     static EXIT_OPERAND: AtomicU64 = AtomicU64::new((EXIT_GATE as u64) << 32);
-    static KERNEL_RSP: AtomicU64 = AtomicU64::new(0);
-    static BACK: AtomicU64 = AtomicU64::new(0);
     static OVERHEAD: AtomicU64 = AtomicU64::new(0);
     static GATE_MIN: AtomicU64 = AtomicU64::new(u64::MAX);
     static GATE_MAX: AtomicU64 = AtomicU64::new(0);
@@ -141,7 +132,7 @@ mod guest {
         let (target, exit, entry, ktop, utop) = unsafe {
             (
                 addr(&bench_gate_target),
-                addr(&bench_exit_target),
+                guest_rt::user::back_to_kernel_address(),
                 addr(&bench_user_entry),
                 addr(&bench_kstack) + 16384,
                 addr(&bench_ustack) + 16384,
@@ -172,41 +163,9 @@ mod guest {
         if guest_rt::traps::new_user_baseptr(l4) != 0 {
             return Err("NEW_USER_BASEPTR");
         }
-        // SAFETY: saves the callee-saved registers and the kernel RSP, enters user mode
-        // through `iret`; the exit gate's target comes back to label 2 on that RSP.
-        unsafe {
-            core::arch::asm!(
-                "push rbx",
-                "push rbp",
-                "push r12",
-                "push r13",
-                "push r14",
-                "push r15",
-                "mov [rip + {krsp}], rsp",
-                "lea rax, [rip + 2f]",
-                "mov [rip + {back}], rax",
-                "push 0xe02b",
-                "push rdi",
-                "push 0x202",
-                "push 0xe033",
-                "push rsi",
-                "push 0",
-                "jmp hypercall_page + {iret}",
-                "2:",
-                "pop r15",
-                "pop r14",
-                "pop r13",
-                "pop r12",
-                "pop rbp",
-                "pop rbx",
-                krsp = sym KERNEL_RSP,
-                back = sym BACK,
-                in("rdi") utop,
-                in("rsi") entry,
-                iret = const Hypercall::Iret.stub_offset(),
-                clobber_abi("C"),
-            )
-        }
+        // SAFETY: the user stack and code are mapped for user mode, the kernel stack and the
+        // user tables are set above, and the user code ends by coming back to the kernel.
+        unsafe { guest_rt::user::run_user(utop, entry) };
         Ok((
             GATE_MIN.load(Ordering::Relaxed),
             GATE_MAX.load(Ordering::Relaxed),

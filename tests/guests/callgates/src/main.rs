@@ -197,8 +197,6 @@ mod guest {
     /// m16:32 operands the user code uses (offset 0, then the selector).
     static USER_OPERAND: AtomicU64 = AtomicU64::new(0);
     static KERNEL_RPL3_OPERAND: AtomicU64 = AtomicU64::new(0);
-    static KERNEL_RSP: AtomicU64 = AtomicU64::new(0);
-    static BACK: AtomicU64 = AtomicU64::new(0);
     static SHARED: AtomicU64 = AtomicU64::new(0);
 
     /// One fault, as the handler saw it.
@@ -247,11 +245,7 @@ mod guest {
         ];
         if frame.vector == 6 {
             // The user code's ud2: back to the kernel where it left.
-            frame.rip = BACK.load(Ordering::SeqCst);
-            frame.cs = 0xe030;
-            frame.rsp = KERNEL_RSP.load(Ordering::SeqCst);
-            frame.ss = 0xe02b;
-            frame.rflags = 0x202;
+            guest_rt::user::back_to_kernel(frame);
         } else if sites.contains(&frame.rip) {
             // Step over the 2-byte far transfer.
             frame.rip += 2;
@@ -415,41 +409,9 @@ mod guest {
         let utop = addr!(callgates_ustack) + USTACK_BYTES;
         USER_OPERAND.store(far_pointer(USER_GATE | 3), Ordering::SeqCst);
         KERNEL_RPL3_OPERAND.store(far_pointer(KERNEL_GATE | 3), Ordering::SeqCst);
-        // SAFETY: saves the callee-saved registers and the kernel RSP, enters user mode
-        // through `iret`; the user code's final `ud2` comes back to label 2 on that RSP.
-        unsafe {
-            asm!(
-                "push rbx",
-                "push rbp",
-                "push r12",
-                "push r13",
-                "push r14",
-                "push r15",
-                "mov [rip + {krsp}], rsp",
-                "lea rax, [rip + 2f]",
-                "mov [rip + {back}], rax",
-                "push 0xe02b",
-                "push rdi",
-                "push 0x202",
-                "push 0xe033",
-                "push rsi",
-                "push 0",
-                "jmp hypercall_page + {iret}",
-                "2:",
-                "pop r15",
-                "pop r14",
-                "pop r13",
-                "pop r12",
-                "pop rbp",
-                "pop rbx",
-                krsp = sym KERNEL_RSP,
-                back = sym BACK,
-                in("rdi") utop,
-                in("rsi") addr!(callgates_user_entry),
-                iret = const Hypercall::Iret.stub_offset(),
-                clobber_abi("C"),
-            )
-        }
+        // SAFETY: the user stack and code are mapped for user mode, the kernel stack and the
+        // user tables are set above, and the user code ends by coming back to the kernel.
+        unsafe { guest_rt::user::run_user(utop, addr!(callgates_user_entry)) };
         println!(
             "callgates: user lcall through GDT gate {:#x}: on the stack_switch stack {}, frame rip right {}, cs {:#x}, rsp right {}, ss {:#x}",
             USER_GATE | 3,

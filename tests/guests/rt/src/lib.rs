@@ -30,6 +30,9 @@ pub mod shared;
 /// Trap entry stubs, the trap-table hypercalls and `iret`.
 #[cfg(target_os = "none")]
 pub mod traps;
+/// Entering guest user mode and coming back.
+#[cfg(target_os = "none")]
+pub mod user;
 
 /// One Xen ELF note with a NUL-terminated string descriptor (pv64-abi.md §1.1), in the
 /// `.note.Xen` section the guest linker script keeps in its PT_NOTE.

@@ -73,8 +73,6 @@ mod guest {
     }
 
     static USER_RESULT: AtomicU64 = AtomicU64::new(0);
-    static KERNEL_RSP: AtomicU64 = AtomicU64::new(0);
-    static BACK: AtomicU64 = AtomicU64::new(0);
 
     /// One entry into the kernel, as the handler saw it.
     #[derive(Clone, Copy)]
@@ -117,11 +115,7 @@ mod guest {
             13 => frame.rip += 2,
             // The fault ends user mode: back to the kernel where it left.
             6 => {
-                frame.rip = BACK.load(Ordering::SeqCst);
-                frame.cs = 0xe030;
-                frame.rsp = KERNEL_RSP.load(Ordering::SeqCst);
-                frame.ss = 0xe02b;
-                frame.rflags = 0x202;
+                guest_rt::user::back_to_kernel(frame);
             }
             // int 0x80 and syscall: a trap, RIP is already past the instruction.
             _ => {}
@@ -161,41 +155,9 @@ mod guest {
         // SAFETY: as above.
         let entry = addr(unsafe { &usermode_user_entry });
         println!("usermode: entering user mode");
-        // SAFETY: saves the callee-saved registers and the kernel RSP, enters user mode
-        // through `iret`; the `ud2` handler comes back to label 2 on that RSP.
-        unsafe {
-            asm!(
-                "push rbx",
-                "push rbp",
-                "push r12",
-                "push r13",
-                "push r14",
-                "push r15",
-                "mov [rip + {krsp}], rsp",
-                "lea rax, [rip + 2f]",
-                "mov [rip + {back}], rax",
-                "push 0xe02b",
-                "push rdi",
-                "push 0x202",
-                "push 0xe033",
-                "push rsi",
-                "push 0",
-                "jmp hypercall_page + {iret}",
-                "2:",
-                "pop r15",
-                "pop r14",
-                "pop r13",
-                "pop r12",
-                "pop rbp",
-                "pop rbx",
-                krsp = sym KERNEL_RSP,
-                back = sym BACK,
-                in("rdi") utop,
-                in("rsi") entry,
-                iret = const xen_abi::Hypercall::Iret.stub_offset(),
-                clobber_abi("C"),
-            )
-        }
+        // SAFETY: the user stack and code are mapped for user mode, the kernel stack and the
+        // user tables are set above, and the user code ends by coming back to the kernel.
+        unsafe { guest_rt::user::run_user(utop, entry) };
         println!(
             "usermode: user code computed {}",
             USER_RESULT.load(Ordering::SeqCst)
