@@ -39,8 +39,7 @@ unsafe extern "C" {
 
 /// The address of `guest_rt_back_to_kernel`, for a call gate's target.
 pub fn back_to_kernel_address() -> u64 {
-    // SAFETY: only the symbol's address is taken.
-    unsafe { &raw const guest_rt_back_to_kernel as u64 }
+    &raw const guest_rt_back_to_kernel as u64
 }
 
 /// Runs `entry` in guest user mode on the stack that ends at `user_rsp`, with events
