@@ -1,0 +1,161 @@
+//! vcpu_start, the segment bases, set_gdt and the guests' console.
+use super::*;
+
+fn start_block(t: &mut Threads, regs: &VcpuStart) {
+    space(t).write(BUF, &regs.to_bytes()).unwrap();
+}
+
+#[test]
+fn a_vcpu_starts_only_on_guest_selectors_a_canonical_rip_and_a_validated_l4() {
+    let mut t = booted();
+    let (d, _, f) = create(&mut t, 16);
+    with_tables(&mut t, d, &f);
+    let (_, _, other) = with_pinned_base(&mut t);
+    let good = VcpuStart {
+        rip: 0x1000,
+        rsp: 0x4000,
+        rsi: 0x2000,
+        rflags: 0x202,
+        cr3: f[0].0 << 12,
+        cs: FLAT_KERNEL_CS,
+        ss: FLAT_KERNEL_SS,
+        ds: FLAT_KERNEL_SS,
+    };
+    for bad in [
+        VcpuStart { cs: 0x08, ..good },
+        VcpuStart { ss: 0, ..good },
+        VcpuStart {
+            rip: 0x0000_8000_0000_0000,
+            ..good
+        },
+        VcpuStart {
+            cr3: good.cr3 | 0x10,
+            ..good
+        },
+        VcpuStart {
+            cr3: other[0].0 << 12,
+            ..good
+        },
+        VcpuStart {
+            cr3: NUCLEUS_FRAME << 12,
+            ..good
+        },
+    ] {
+        start_block(&mut t, &bad);
+        assert_ne!(
+            call(&mut t, Syscall::VcpuStart, [d, BUF, 0, 0, 0]),
+            Ok(0),
+            "{bad:x?}"
+        );
+        assert!(
+            t.get(t.guest_id(d as u16).unwrap()).is_absent(),
+            "started on {bad:x?}"
+        );
+    }
+    start_block(&mut t, &good);
+    assert_eq!(call(&mut t, Syscall::VcpuStart, [d, BUF, 0, 0, 0]), Ok(0));
+    let vcpu = t.get(t.guest_id(d as u16).unwrap());
+    assert_eq!(vcpu.guest_root.map(|r| r.as_u64()), Some(good.cr3));
+    assert_eq!(
+        t.frame(t.guest_id(d as u16).unwrap()).ret.cs.raw() & 0xffff,
+        u64::from(FLAT_KERNEL_CS)
+    );
+    assert_eq!(t.frame(t.guest_id(d as u16).unwrap()).gprs.rsi, good.rsi);
+    assert_eq!(
+        call(&mut t, Syscall::VcpuStart, [d, BUF, 0, 0, 0]),
+        errno(Errno::Eexist)
+    );
+    // The L4 it runs on is a validated table now.
+    assert_eq!(
+        write(&mut t, d, f[0], 0, &[0; 8]),
+        Err(SyscallError::NotPermitted)
+    );
+}
+
+#[test]
+fn segment_bases_need_a_live_vcpu_and_a_canonical_base() {
+    let mut t = booted();
+    let (d, _, f) = with_pinned_base(&mut t);
+    assert_eq!(
+        call(&mut t, Syscall::VcpuSegmentBase, [d, 0, 0x1000, 0, 0]),
+        errno(Errno::Esrch)
+    );
+    start_block(
+        &mut t,
+        &VcpuStart {
+            rip: 0x1000,
+            rsp: 0x4000,
+            rsi: 0,
+            rflags: 0x202,
+            cr3: f[0].0 << 12,
+            cs: FLAT_KERNEL_CS,
+            ss: FLAT_KERNEL_SS,
+            ds: FLAT_KERNEL_SS,
+        },
+    );
+    assert_eq!(call(&mut t, Syscall::VcpuStart, [d, BUF, 0, 0, 0]), Ok(0));
+    let id = t.guest_id(d as u16).unwrap();
+    assert_eq!(
+        call(
+            &mut t,
+            Syscall::VcpuSegmentBase,
+            [d, 0, 0x0000_8000_0000_0000, 0, 0]
+        ),
+        errno(Errno::Einval)
+    );
+    assert_eq!(t.get(id).bases.fs, 0);
+    assert_eq!(
+        call(&mut t, Syscall::VcpuSegmentBase, [d, 0, 0x7000, 0, 0]),
+        Ok(0)
+    );
+    assert_eq!(t.get(id).bases.fs, 0x7000);
+}
+
+// --- set_gdt, guest_console_write ---
+
+#[test]
+fn set_gdt_takes_only_the_domains_frames_and_never_the_reserved_entries() {
+    let mut t = booted();
+    let (d, _, f) = create(&mut t, 8);
+    let (_, _, other) = create(&mut t, 4);
+    let gdt = |t: &mut Threads, frames: &[Mfn], entries: u64| {
+        let list: Vec<u8> = frames.iter().flat_map(|m| m.0.to_le_bytes()).collect();
+        space(t).write(BUF, &list).unwrap();
+        mmu(t, d, MmuOp::SetGdt { list: BUF, entries })
+    };
+    let reserved = u64::from(xen_abi::layout::selector::FIRST_RESERVED_GDT_ENTRY);
+    assert_eq!(gdt(&mut t, &f[..1], reserved + 1), errno(Errno::Einval));
+    assert_eq!(gdt(&mut t, &[other[0]], 16), errno(Errno::Einval));
+    assert_eq!(gdt(&mut t, &[Mfn(NUCLEUS_FRAME)], 16), errno(Errno::Einval));
+    assert!(registry::domain(d as u16).gdt.is_empty());
+    assert_eq!(gdt(&mut t, &f[..1], 16), Ok(0));
+    // The vCPU's GDT window shows the frame from entry 0 on.
+    let base = window::gdt_base(d as u16);
+    assert_eq!(crate::mm::window::mapped(base), Some((f[0].0, true)));
+    // A descriptor page is never written behind the descriptor checks.
+    assert_eq!(
+        write(&mut t, d, f[0], 0, &[0xff; 8]),
+        Err(SyscallError::NotPermitted)
+    );
+}
+
+#[test]
+fn guest_console_lines_carry_the_domains_name_and_a_length_cap() {
+    let mut t = booted();
+    let (d, _, _) = create(&mut t, 2);
+    kit::output();
+    space(&t).write(BUF, b"hi\nthere\x07").unwrap();
+    assert_eq!(
+        call(&mut t, Syscall::GuestConsoleWrite, [d, BUF, 9, 0, 0]),
+        Ok(9)
+    );
+    assert_eq!(
+        call(&mut t, Syscall::GuestConsoleWrite, [d, BUF, 1, 0, 0]),
+        Ok(1)
+    );
+    assert_eq!(
+        call(&mut t, Syscall::GuestConsoleWrite, [d, BUF, 513, 0, 0]),
+        Err(SyscallError::BadArgument)
+    );
+    assert!(kit::output().starts_with("guest one: hi\n"));
+}
