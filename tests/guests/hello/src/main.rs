@@ -1,6 +1,7 @@
 //! guest-hello: the first PV64 test guest (issue 15 point 6). It prints what its
 //! start_info says, one field group per line, checks the hypervisor's read-only M2P against
-//! its p2m, and shuts down with `poweroff`.
+//! its p2m, and shuts down with `poweroff` — or, with the command line `shutdown=REASON`,
+//! with that reason (`run`'s exit status follows the reasons, issue 15 point 1).
 //!
 //! Its Xen ELF notes are declared here, in the guest's own source: a generic-loader guest
 //! for `xen-3.0` with VIRT_BASE 0 and a hypercall page. On the host it is an empty stub.
@@ -38,8 +39,27 @@ mod guest {
         let cmdline = core::str::from_utf8(info.cmdline()).unwrap_or("<not UTF-8>");
         println!("hello: cmd_line {cmdline:?}");
         check_m2p(&boot);
-        println!("hello: powering off");
-        shutdown(ShutdownReason::Poweroff)
+        match shutdown_reason(info.cmdline()) {
+            ShutdownReason::Poweroff => println!("hello: powering off"),
+            reason => println!("hello: shutting down ({reason})"),
+        }
+        shutdown(shutdown_reason(info.cmdline()))
+    }
+
+    /// The reason the command line asks for (`shutdown=reboot`, ...); poweroff otherwise.
+    fn shutdown_reason(cmdline: &[u8]) -> ShutdownReason {
+        let Some(word) = cmdline.strip_prefix(b"shutdown=") else {
+            return ShutdownReason::Poweroff;
+        };
+        [
+            ShutdownReason::Reboot,
+            ShutdownReason::Suspend,
+            ShutdownReason::Crash,
+            ShutdownReason::Watchdog,
+        ]
+        .into_iter()
+        .find(|reason| reason.name().as_bytes() == word)
+        .unwrap_or(ShutdownReason::Poweroff)
     }
 
     /// The M2P the hypervisor maps at Xen's address agrees with our p2m: for start_info,
