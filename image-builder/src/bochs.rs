@@ -22,6 +22,7 @@ use crate::boot::{Boot, Firmware, QemuExit, clean_line};
 use crate::image::Iso;
 use crate::progress::Step;
 use crate::shutdown::OwnedChild;
+use crate::stop::StopWhen;
 use crate::tools::{self, MissingTool};
 
 /// Environment variable naming the `bochs` executable to use instead of the `PATH` search.
@@ -205,9 +206,7 @@ pub struct Bochs {
     timeout: Option<Duration>,
     run_dir: Option<PathBuf>,
     echo: bool,
-    until: Option<String>,
-    until_serial: Option<fn(&str) -> bool>,
-    until_lines: Vec<String>,
+    stop: StopWhen,
     search_path: OsString,
     override_path: Option<OsString>,
     cpus: u32,
@@ -226,9 +225,7 @@ impl Bochs {
             timeout: None,
             run_dir: None,
             echo: false,
-            until: None,
-            until_serial: None,
-            until_lines: Vec::new(),
+            stop: StopWhen::default(),
             search_path: std::env::var_os("PATH").unwrap_or_default(),
             override_path: std::env::var_os(BOCHS_ENV),
             cpus: 1,
@@ -257,40 +254,22 @@ impl Bochs {
     /// Stops Bochs as soon as the serial log contains `marker` ([`QemuExit::Stopped`]), for
     /// boots that do not end by themselves (as [`crate::Qemu::until`]).
     pub fn until(mut self, marker: &str) -> Self {
-        self.until = Some(marker.to_owned());
+        self.stop.marker(marker);
         self
     }
 
     /// Stops Bochs once `done` holds for the serial log up to its last complete line
     /// ([`QemuExit::Stopped`]; as [`crate::Qemu::until_serial`]).
     pub fn until_serial(mut self, done: fn(&str) -> bool) -> Self {
-        self.until_serial = Some(done);
+        self.stop.condition(done);
         self
     }
 
     /// Stops Bochs once each of `lines` is a whole serial line ([`QemuExit::Stopped`]; as
     /// [`crate::Qemu::until_lines`]).
     pub fn until_lines(mut self, lines: &[&str]) -> Self {
-        self.until_lines = lines.iter().map(|l| (*l).to_owned()).collect();
+        self.stop.lines(lines);
         self
-    }
-
-    fn waits_for_a_line(&self) -> bool {
-        self.until.is_some() || self.until_serial.is_some() || !self.until_lines.is_empty()
-    }
-
-    /// True once the awaited marker, the `until_serial` condition or all `until_lines` show
-    /// in `log`.
-    fn should_stop(&self, log: &str) -> bool {
-        let complete = log.rfind('\n').map_or("", |end| &log[..=end]);
-        self.until
-            .as_ref()
-            .is_some_and(|marker| complete.contains(marker.as_str()))
-            || self.until_serial.is_some_and(|done| done(complete))
-            || (!self.until_lines.is_empty() && {
-                let lines: Vec<String> = complete.lines().map(clean_line).collect();
-                self.until_lines.iter().all(|want| lines.contains(want))
-            })
     }
 
     /// Copies COM1 to this process's stdout while the run goes on.
@@ -390,7 +369,7 @@ impl Bochs {
             .with_context(|| format!("cannot start {}", bochs.display()))?;
         let deadline = self.timeout.map(|t| started + t);
         let mut echoed = 0;
-        let waits_for_a_line = self.waits_for_a_line();
+        let waits_for_a_line = self.stop.waits();
         let status = loop {
             if self.echo {
                 echoed = echo_new_bytes(&serial_path, echoed);
@@ -400,7 +379,7 @@ impl Bochs {
             }
             if waits_for_a_line
                 && fs::read(&serial_path)
-                    .is_ok_and(|log| self.should_stop(&String::from_utf8_lossy(&log)))
+                    .is_ok_and(|log| self.stop.reached(&String::from_utf8_lossy(&log)))
             {
                 guard.kill();
                 break End::Stopped;

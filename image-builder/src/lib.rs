@@ -41,6 +41,7 @@ pub mod progress;
 pub mod qemu;
 pub mod reproducible;
 pub mod shutdown;
+pub mod stop;
 pub mod strip;
 pub mod symbols;
 pub mod tools;

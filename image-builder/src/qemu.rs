@@ -19,6 +19,7 @@ use crate::boot::{Boot, Firmware, QemuExit};
 use crate::image::Iso;
 use crate::progress::Step;
 use crate::shutdown::{OwnedChild, OwnedDir};
+use crate::stop::StopWhen;
 use crate::tools::{Ovmf, Tool, Toolbox};
 
 /// Guest memory.
@@ -96,9 +97,7 @@ pub struct Qemu {
     gdb: bool,
     timeout: Option<Duration>,
     serial: Serial,
-    until: Option<String>,
-    until_serial: Option<fn(&str) -> bool>,
-    until_lines: Vec<String>,
+    stop: StopWhen,
     com2: Option<PathBuf>,
     tools: Toolbox,
     extra_args: Vec<OsString>,
@@ -118,9 +117,7 @@ impl Qemu {
             gdb: false,
             timeout: None,
             serial: Serial::File(None),
-            until: None,
-            until_serial: None,
-            until_lines: Vec::new(),
+            stop: StopWhen::default(),
             com2: None,
             tools: Toolbox::from_env(),
             extra_args: Vec::new(),
@@ -175,7 +172,7 @@ impl Qemu {
     /// Stops QEMU as soon as the serial log contains `marker` ([`QemuExit::Stopped`]),
     /// for boots that do not end by themselves.
     pub fn until(mut self, marker: &str) -> Self {
-        self.until = Some(marker.to_owned());
+        self.stop.marker(marker);
         self
     }
 
@@ -183,7 +180,7 @@ impl Qemu {
     /// ([`QemuExit::Stopped`]): for ends that one marker cannot express (several lines in
     /// any order, a line after another), and so that no line is cut in the middle.
     pub fn until_serial(mut self, done: fn(&str) -> bool) -> Self {
-        self.until_serial = Some(done);
+        self.stop.condition(done);
         self
     }
 
@@ -191,7 +188,7 @@ impl Qemu {
     /// for lines that servers print, which may come after `nucleus: ready` and so after an
     /// `exit=qemu` end.
     pub fn until_lines(mut self, lines: &[&str]) -> Self {
-        self.until_lines = lines.iter().map(|l| (*l).to_owned()).collect();
+        self.stop.lines(lines);
         self
     }
 
@@ -306,8 +303,7 @@ impl Qemu {
                 use std::os::unix::process::ExitStatusExt;
                 break QemuExit::from_status(status.code(), status.signal());
             }
-            let awaits =
-                self.until.is_some() || self.until_serial.is_some() || !self.until_lines.is_empty();
+            let awaits = self.stop.waits();
             if let Some(path) = &watched
                 && (awaits || ready_after.is_none())
                 && let Ok(log) = fs::read(path)
@@ -316,7 +312,7 @@ impl Qemu {
                 if ready_after.is_none() && log.contains(ipc::markers::READY) {
                     ready_after = Some(started.elapsed());
                 }
-                if awaits && self.should_stop(&log) {
+                if awaits && self.stop.reached(&log) {
                     guard.kill();
                     break QemuExit::Stopped;
                 }
@@ -363,32 +359,6 @@ impl Qemu {
             _dir: Some(dir),
         })
     }
-}
-
-impl Qemu {
-    /// True once the awaited marker or the [`Qemu::until_serial`] condition shows in `log`'s
-    /// complete lines (a marker line still being written, e.g. a server's line cut by its
-    /// console budget, is not the whole line yet: stopping there lost its end).
-    fn should_stop(&self, log: &str) -> bool {
-        self.until
-            .as_ref()
-            .is_some_and(|marker| complete_lines(log).contains(marker.as_str()))
-            || self
-                .until_serial
-                .is_some_and(|done| done(complete_lines(log)))
-            || (!self.until_lines.is_empty() && {
-                let lines: Vec<String> = complete_lines(log)
-                    .lines()
-                    .map(crate::boot::clean_line)
-                    .collect();
-                self.until_lines.iter().all(|want| lines.contains(want))
-            })
-    }
-}
-
-/// `log` up to and including its last newline (a line still being written is left out).
-fn complete_lines(log: &str) -> &str {
-    log.rfind('\n').map_or("", |end| &log[..=end])
 }
 
 /// Machine: the accelerator (KVM with the host's CPU model), no display, no network card

@@ -1,4 +1,5 @@
 use super::*;
+use crate::stop::complete_lines;
 
 fn strings(args: Vec<OsString>) -> Vec<String> {
     args.into_iter().map(|a| a.into_string().unwrap()).collect()
@@ -74,23 +75,23 @@ fn until_serial_sees_only_complete_lines() {
     assert_eq!(complete_lines("a\r\nb: 12"), "a\r\n");
     assert_eq!(complete_lines("partial"), "");
     let qemu = Qemu::from_path(Path::new("x.iso")).until_serial(|log| log.contains("b: 12\r\n"));
-    assert!(!qemu.should_stop("a\r\nb: 12"));
-    assert!(qemu.should_stop("a\r\nb: 12\r\nc"));
+    assert!(!qemu.stop.reached("a\r\nb: 12"));
+    assert!(qemu.stop.reached("a\r\nb: 12\r\nc"));
     let lines = Qemu::from_path(Path::new("x.iso")).until_lines(&["b: 1", "a"]);
-    assert!(!lines.should_stop("a\r\nb: 12\r\n"));
+    assert!(!lines.stop.reached("a\r\nb: 12\r\n"));
     assert!(
-        !lines.should_stop("a\r\nb: 1"),
+        !lines.stop.reached("a\r\nb: 1"),
         "a line still being written"
     );
-    assert!(lines.should_stop("b: 1\r\n\x1b[0ma\r\n"));
+    assert!(lines.stop.reached("b: 1\r\n\x1b[0ma\r\n"));
     let plain = Qemu::from_path(Path::new("x.iso"));
-    assert!(!plain.should_stop("anything\n"));
+    assert!(!plain.stop.reached("anything\n"));
     let ready = plain.until("ready");
     assert!(
-        !ready.should_stop("nucleus: ready"),
+        !ready.stop.reached("nucleus: ready"),
         "the marker's line is still being written"
     );
-    assert!(ready.should_stop("nucleus: ready\r\n"));
+    assert!(ready.stop.reached("nucleus: ready\r\n"));
 }
 
 #[test]
