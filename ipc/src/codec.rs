@@ -148,7 +148,10 @@ pub fn encode<'b, T: Serialize + ?Sized>(
 /// The event path's messages do not come here: the push paths hand their hand-written
 /// records ([`Message::with_hot_record`]) to the ring directly.
 #[inline(never)]
-fn encode_into<T: Message>(message: &T, out: &mut Wire) -> Result<(), EncodeError> {
+pub(crate) fn encode_into<T: Serialize + ?Sized>(
+    message: &T,
+    out: &mut Wire,
+) -> Result<(), EncodeError> {
     out.clear();
     // Cannot fail: the vector is empty and holds MAX_MESSAGE >= 1 bytes.
     let _ = out.push(PROTOCOL_VERSION);
@@ -184,17 +187,30 @@ impl postcard::ser_flavors::Flavor for Output<'_> {
 /// [`decode`] handing the value to `f` by reference, where it was decoded: the receive
 /// paths' messages are 100-300 bytes, and returning one through `Result`s moved a copy of it
 /// each time.
+///
+/// `f` is called in one place, whichever decoder built the value (the shortcut inline,
+/// postcard out of line), so it can be inlined into the receive loop.
 #[inline(always)]
 pub fn decode_with<T: Message, R>(
     record: &[u8],
     f: impl FnOnce(&T) -> R,
 ) -> Result<R, DecodeError> {
-    if let [PROTOCOL_VERSION, body @ ..] = record
-        && let Some(value) = T::decode_hot(body)
-    {
-        return Ok(f(&value));
-    }
-    decode_with_postcard(record).map(|value| f(&value))
+    let hot = match record {
+        [PROTOCOL_VERSION, body @ ..] => T::decode_hot(body),
+        _ => None,
+    };
+    let value = match hot {
+        Some(value) => value,
+        None => decode_cold(record)?,
+    };
+    Ok(f(&value))
+}
+
+/// [`decode_with_postcard`] out of line, for [`decode_with`].
+#[cold]
+#[inline(never)]
+fn decode_cold<T: DeserializeOwned>(record: &[u8]) -> Result<T, DecodeError> {
+    decode_with_postcard(record)
 }
 
 /// Decodes one record into a `T`, rejecting anything but exactly one well-formed message of

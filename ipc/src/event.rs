@@ -158,6 +158,13 @@ impl Event {
     pub fn from_wire(w: &[u8]) -> Result<Self, EventWireError> {
         let w: &[u8; Self::WIRE_BYTES] =
             w.try_into().map_err(|_| EventWireError::Length(w.len()))?;
+        Self::from_wire_array(w)
+    }
+
+    /// [`Event::from_wire`] of bytes whose length is already known: fixed offsets, no bounds
+    /// checks, inline (the receive path of every forwarded event decodes one).
+    #[inline(always)]
+    pub fn from_wire_array(w: &[u8; Self::WIRE_BYTES]) -> Result<Self, EventWireError> {
         let u16_at = |i: usize| u16::from_le_bytes([w[i], w[i + 1]]);
         let u64_at = |i: usize| {
             let mut b = [0u8; 8];

@@ -75,6 +75,39 @@ fn token_at(bytes: &[u8], at: usize) -> Option<Token> {
     Some(Token(u64::from_le_bytes(raw.try_into().ok()?)))
 }
 
+/// The record of `ServerMessage::Reply(Reply::Resume { token })`: the reply of every
+/// resumed event and of the ring probe.
+#[inline(always)]
+pub fn resume_record(token: Token) -> [u8; RESUME_RECORD] {
+    let mut record = [0u8; RESUME_RECORD];
+    record[..3].copy_from_slice(&[PROTOCOL_VERSION, SERVER_REPLY, REPLY_RESUME]);
+    record[3..].copy_from_slice(&token.0.to_le_bytes());
+    record
+}
+
+/// The record of `ServerMessage::Reply(Reply::Return { token, rax })`: a hypercall's answer.
+#[inline(always)]
+pub fn return_record(token: Token, rax: u64) -> [u8; RETURN_RECORD] {
+    let mut record = [0u8; RETURN_RECORD];
+    record[..3].copy_from_slice(&[PROTOCOL_VERSION, SERVER_REPLY, REPLY_RETURN]);
+    record[3..11].copy_from_slice(&token.0.to_le_bytes());
+    record[11..].copy_from_slice(&rax.to_le_bytes());
+    record
+}
+
+/// Bodies (records after the version byte) of the fixed-size nucleus messages.
+const EVENT_BODY: usize = EVENT_RECORD - 1;
+const PING_BODY: usize = PING_RECORD - 1;
+const HYPERCALL_BODY: usize = HYPERCALL_RECORD - 1;
+const _: () = assert!(EVENT_BODY != PING_BODY && EVENT_BODY != HYPERCALL_BODY);
+const _: () = assert!(PING_BODY != HYPERCALL_BODY);
+
+/// The first `N` bytes of `bytes` as an array, when `bytes` is exactly that long.
+#[inline(always)]
+fn exactly<const N: usize>(bytes: &[u8]) -> Option<&[u8; N]> {
+    bytes.try_into().ok()
+}
+
 impl Message for NucleusMessage {
     #[inline(always)]
     fn with_hot_record<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
@@ -110,47 +143,54 @@ impl Message for NucleusMessage {
         }
     }
 
-    #[inline]
+    /// One length dispatch picks the only shape a body of that length can have; then the
+    /// variant byte (and length prefix) are compared and the fields read at fixed offsets.
+    #[inline(always)]
     fn decode_hot(body: &[u8]) -> Option<Self> {
-        let (&variant, rest) = body.split_first()?;
-        if variant == NUCLEUS_HYPERCALL {
-            return match rest.split_first()? {
-                (&HYPERCALL_LEN_PREFIX, bytes) => Hypercall::from_wire(bytes).map(Self::Hypercall),
-                _ => None,
-            };
-        }
-        let token = token_at(rest, 0)?;
-        match variant {
-            NUCLEUS_EVENT
-                if body.len() == EVENT_RECORD - 1 && rest[TOKEN_BYTES] == EVENT_LEN_PREFIX =>
-            {
+        match body.len() {
+            EVENT_BODY => {
+                let body = exactly::<EVENT_BODY>(body)?;
+                if body[0] != NUCLEUS_EVENT || body[1 + TOKEN_BYTES] != EVENT_LEN_PREFIX {
+                    return None;
+                }
                 // A byte string `from_wire` refuses is postcard's to report.
-                let event = Event::from_wire(&rest[TOKEN_BYTES + 1..]).ok()?;
-                Some(Self::Event { token, event })
+                let event = Event::from_wire_array(exactly(&body[2 + TOKEN_BYTES..])?).ok()?;
+                Some(Self::Event {
+                    token: word_at(body, 1),
+                    event,
+                })
             }
-            NUCLEUS_PING if body.len() == PING_RECORD - 1 => Some(Self::Ping { token }),
+            PING_BODY => {
+                let body = exactly::<PING_BODY>(body)?;
+                (body[0] == NUCLEUS_PING).then(|| Self::Ping {
+                    token: word_at(body, 1),
+                })
+            }
+            HYPERCALL_BODY => match body.split_first_chunk::<2>()? {
+                (&[NUCLEUS_HYPERCALL, HYPERCALL_LEN_PREFIX], call) => {
+                    Hypercall::from_wire(call).map(Self::Hypercall)
+                }
+                _ => None,
+            },
             _ => None,
         }
     }
+}
+
+/// The token at `at` of a fixed-size body (`at + 8 <= N`, checked when it is compiled).
+#[inline(always)]
+fn word_at<const N: usize>(bytes: &[u8; N], at: usize) -> Token {
+    let mut word = [0u8; TOKEN_BYTES];
+    word.copy_from_slice(&bytes[at..at + TOKEN_BYTES]);
+    Token(u64::from_le_bytes(word))
 }
 
 impl Message for ServerMessage {
     #[inline(always)]
     fn with_hot_record<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         match self {
-            Self::Reply(Reply::Resume { token }) => {
-                let mut record = [0u8; RESUME_RECORD];
-                record[..3].copy_from_slice(&[PROTOCOL_VERSION, SERVER_REPLY, REPLY_RESUME]);
-                record[3..].copy_from_slice(&token.0.to_le_bytes());
-                Some(f(&record))
-            }
-            Self::Reply(Reply::Return { token, rax }) => {
-                let mut record = [0u8; RETURN_RECORD];
-                record[..3].copy_from_slice(&[PROTOCOL_VERSION, SERVER_REPLY, REPLY_RETURN]);
-                record[3..11].copy_from_slice(&token.0.to_le_bytes());
-                record[11..].copy_from_slice(&rax.to_le_bytes());
-                Some(f(&record))
-            }
+            Self::Reply(Reply::Resume { token }) => Some(f(&resume_record(*token))),
+            Self::Reply(Reply::Return { token, rax }) => Some(f(&return_record(*token, *rax))),
             _ => None,
         }
     }

@@ -19,6 +19,7 @@ pub use event::{Event, EventKind};
 pub mod domain;
 pub mod dump;
 
+pub mod answer;
 pub mod codec;
 pub mod console;
 pub mod dump_parts;
@@ -33,6 +34,7 @@ mod sync;
 pub mod syscall;
 pub mod trace;
 
+pub use answer::Answer;
 pub use codec::{DecodeError, EncodeError, PROTOCOL_VERSION, RecvError, SendError};
 pub use message::{Hello, NucleusMessage, Reply, ServerMessage, Token};
 pub use ring::{Consumer, Producer, RingCorrupt, RingStorage};

@@ -446,6 +446,7 @@ impl Hypercall {
 
     /// Parses the wire form: every byte string of the right length is a hypercall (its
     /// values are allegations the receiver judges; the padding is not looked at).
+    #[inline(always)]
     pub fn from_wire(w: &[u8]) -> Option<Self> {
         let w: &[u8; Self::WIRE_BYTES] = w.try_into().ok()?;
         let u64_at = |i: usize| {

@@ -27,6 +27,7 @@ use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use crate::PROTOCOL_VERSION;
+pub use crate::answer::Answer;
 use crate::codec::SendError;
 use crate::layout::{
     self, EVENT_RING, REPLY_RING, RING_BYTES, START_INFO, START_INFO_MAGIC, START_INFO_VERSION,
@@ -212,10 +213,10 @@ impl Server {
 
     /// Hands the nucleus everything [`Server::queue`]d, then sleeps until it published
     /// events since the last wait.
+    #[inline(always)]
     pub fn wait(&mut self) {
         if let Err(error) = sys::ring_wait(RingId::Event) {
-            crate::println!("ring_wait failed: {error}");
-            sys::yield_now();
+            wait_failed(error);
         }
     }
 
@@ -225,46 +226,37 @@ impl Server {
     }
 
     /// The server main loop: sleeps until the nucleus publishes events, hands each message
-    /// (by reference) to `handle` with a console for the lines it prints, and queues the
-    /// answer `handle` gives (the next [`Server::wait`] hands the answers over: one syscall to
-    /// answer and sleep). The console is flushed before the answer is queued, so a report's
-    /// lines come out before the nucleus acts on the answer.
-    pub fn serve(
+    /// (by reference, where it was decoded) to `handle` with a console for the lines it
+    /// prints, and queues the [`Answer`] `handle` gives, read where `handle` built it (the
+    /// next [`Server::wait`] hands the answers over: one syscall to answer and sleep). A line
+    /// left unfinished is flushed before the answer is queued, so a report's lines come out
+    /// before the nucleus acts on the answer.
+    pub fn serve<A: Answer>(
         mut self,
-        mut handle: impl FnMut(&NucleusMessage, &mut Console) -> Option<ServerMessage>,
+        mut handle: impl FnMut(&NucleusMessage, &mut Console) -> A,
     ) -> ! {
+        let mut console = Console::new();
         loop {
             self.wait();
-            self.answer_all(&mut handle);
+            while self.answer_next(&mut handle, &mut console).is_some() {}
         }
     }
 
-    /// Hands each message received to `handle` (by reference, where it was decoded) and
-    /// queues its answers; whether it queued any. Answered inside the receive: a
-    /// `ServerMessage` is ~290 bytes, and handing it out of the closure first cost a copy.
+    /// Hands the next message received to `handle` and queues its answer: `None` when the
+    /// ring is empty, else whether an answer was queued. Answered inside the receive, where
+    /// the message was decoded.
     #[inline(always)]
-    fn answer_all(
+    fn answer_next<A: Answer>(
         &mut self,
-        handle: &mut impl FnMut(&NucleusMessage, &mut Console) -> Option<ServerMessage>,
-    ) -> bool {
-        let mut queued = false;
-        loop {
-            let replies = &mut self.replies;
-            let received = recv_from(&mut self.events, &mut self.bad_messages, |message| {
-                let mut console = Console::new();
-                let answer = handle(message, &mut console);
-                drop(console);
-                if let Some(answer) = &answer {
-                    queued = true;
-                    if let Err(error) = queue_on(replies, answer) {
-                        crate::println!("reply not sent: {error}");
-                    }
-                }
-            });
-            if received.is_none() {
-                return queued;
-            }
-        }
+        handle: &mut impl FnMut(&NucleusMessage, &mut Console) -> A,
+        console: &mut Console,
+    ) -> Option<bool> {
+        let replies = &mut self.replies;
+        recv_from(&mut self.events, &mut self.bad_messages, |message| {
+            let answer = handle(message, console);
+            console.finish();
+            queue_answer(replies, &answer)
+        })
     }
 
     /// [`Server::serve`] for a server with deadlines of its own (pv-server's guest timers):
@@ -272,11 +264,12 @@ impl Server {
     /// it returns true (a deadline is pending) the loop yields instead of sleeping, so it
     /// runs again soon without any message arriving (queued answers are handed over with a
     /// notify first, as a wait would).
-    pub fn serve_ticking(
+    pub fn serve_ticking<A: Answer>(
         mut self,
-        mut handle: impl FnMut(&NucleusMessage, &mut Console) -> Option<ServerMessage>,
+        mut handle: impl FnMut(&NucleusMessage, &mut Console) -> A,
         mut tick: impl FnMut(&mut dyn FnMut(ServerMessage)) -> bool,
     ) -> ! {
+        let mut console = Console::new();
         // Answers queued since the nucleus last took them (a wait or a notify hands them over).
         let mut queued = false;
         loop {
@@ -295,7 +288,32 @@ impl Server {
                 queued = false;
                 self.wait();
             }
-            queued |= self.answer_all(&mut handle);
+            while let Some(answered) = self.answer_next(&mut handle, &mut console) {
+                queued |= answered;
+            }
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn wait_failed(error: SysError) {
+    crate::println!("ring_wait failed: {error}");
+    sys::yield_now();
+}
+
+/// Pushes `answer` on `replies`; whether it was an answer at all. The push that fits is
+/// inline; a full ring or a failure goes to [`queue_retrying`].
+#[inline(always)]
+fn queue_answer(replies: &mut Producer<'static>, answer: &impl Answer) -> bool {
+    match answer.try_push_on(replies) {
+        None => false,
+        Some(Ok(())) => true,
+        Some(Err(error)) => {
+            if let Err(error) = queue_retrying(replies, answer, error) {
+                crate::println!("reply not sent: {error}");
+            }
+            true
         }
     }
 }
@@ -303,18 +321,33 @@ impl Server {
 /// Pushes `message` on `replies`; a full ring is flushed with a notify (and a yield) and
 /// retried a bounded number of times before the error is returned.
 fn queue_on(replies: &mut Producer<'static>, message: &ServerMessage) -> Result<(), SendError> {
+    match message.try_push_on(replies) {
+        None | Some(Ok(())) => Ok(()),
+        Some(Err(error)) => queue_retrying(replies, message, error),
+    }
+}
+
+/// The retries of a push that failed with `error` (see [`queue_on`]).
+#[cold]
+#[inline(never)]
+fn queue_retrying(
+    replies: &mut Producer<'static>,
+    answer: &impl Answer,
+    mut error: SendError,
+) -> Result<(), SendError> {
     let mut attempt = 0;
-    loop {
-        match replies.try_push_message(message) {
-            Ok(()) => return Ok(()),
-            Err(SendError::Push(PushError::Full { .. })) if attempt < SEND_RETRIES => {
-                attempt += 1;
-                let _ = sys::ring_notify(RingId::Reply);
-                sys::yield_now();
-            }
-            Err(error) => return Err(error),
+    while let SendError::Push(PushError::Full { .. }) = error
+        && attempt < SEND_RETRIES
+    {
+        attempt += 1;
+        let _ = sys::ring_notify(RingId::Reply);
+        sys::yield_now();
+        match answer.try_push_on(replies) {
+            None | Some(Ok(())) => return Ok(()),
+            Some(Err(again)) => error = again,
         }
     }
+    Err(error)
 }
 
 /// The next decodable message on `events`, handed to `f` (see [`Server::recv`]); bad records
