@@ -1,12 +1,14 @@
-//! Ring benchmark: this ring against `rtrb`, `crossbeam_queue::ArrayQueue` and `heapless::spsc`.
+//! Ring benchmark: this crate's two rings (the byte ring, `ipc::ring`, and the slot ring,
+//! `ipc::ring::slots`) against `rtrb`, `crossbeam_queue::ArrayQueue` and `heapless::spsc`.
 //!
 //! Two-thread throughput (messages/s) with 16- and 128-byte payloads, one message per
-//! operation and in batches of 32 (only this ring and `rtrb` have a batch API), and a ping-pong
+//! operation and in batches of 32 (only these rings and `rtrb` have a batch API), and a ping-pong
 //! round trip over two queues. Criterion prints its own report per benchmark. The comparison
 //! table at the end comes from a separate, interleaved measurement: in each of [`ROUNDS`]
 //! rounds every queue runs the same workload once, in turn (each round starting with the next
-//! queue), and the table shows the median rate per queue and the median of the per-round
-//! ratios. On a shared machine whose speed changes from minute to minute (the development
+//! queue), and the table shows the median rate per queue and the medians of the per-round
+//! ratios (the slot ring and the byte ring against `rtrb`, the slot ring against the best of
+//! the other three; for ping-pong, of round trips per second). On a shared machine whose speed changes from minute to minute (the development
 //! VM's does, 3-4x), criterion's one-queue-after-another runs compare queues measured in
 //! different conditions; rounds do not.
 //!
@@ -16,8 +18,10 @@
 //! touches the whole message as a real one does (reading only the first word let the
 //! compiler skip the rest of a 128-byte element for the queues that hand out values, which a
 //! receiver that decodes its message never can).
-//! The other queues hold `[u8; N]` values; this ring copies the same bytes into length-prefixed
-//! records, which is what it does with real messages. Capacities are about 1024 messages each.
+//! The other queues hold `[u8; N]` values; the byte ring copies the same bytes into
+//! length-prefixed records, which is what it does with real messages, and the slot ring into
+//! `N`-byte slots. Both copy every message out into private memory before the receiver reads
+//! it (a peer's bytes are read once). Capacities are about 1024 messages each.
 //!
 //! `IPC_BENCH_SECONDS` sets criterion's measurement time per benchmark (default 2).
 
@@ -28,13 +32,23 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use crossbeam_queue::ArrayQueue;
 use ipc::ring::RingStorage;
+use ipc::ring::slots::{SlotConsumer, SlotProducer, SlotStorage};
 
 /// Messages per batch in the batched runs.
 const BATCH: usize = 32;
 /// Capacity of the queues that count elements.
 const ELEMENTS: usize = 1024;
 
-const QUEUES: [&str; 4] = ["fredvisor", "rtrb", "crossbeam ArrayQueue", "heapless spsc"];
+/// The queues, in the table's order.
+const QUEUES: [&str; 5] = [
+    "fredvisor bytes",
+    "fredvisor slots",
+    "rtrb",
+    "crossbeam ArrayQueue",
+    "heapless spsc",
+];
+/// Where `rtrb` is in [`QUEUES`]: the table's ratios are against it.
+const RTRB: usize = 2;
 
 /// Message `seq`: its sequence number in every 8-byte word.
 fn message<const P: usize>(seq: u64) -> [u8; P] {
@@ -112,6 +126,33 @@ impl<const P: usize> Sender<P> for ipc::Producer<'_> {
 impl<const P: usize> Receiver<P> for ipc::Consumer<'_> {
     fn receive(&mut self) -> Option<u64> {
         self.pop_with(sequence::<P>).ok().flatten()
+    }
+
+    fn receive_batch(&mut self, max: usize, sum: &mut u64) -> Option<usize> {
+        self.pop_batch(max, |record| *sum = sum.wrapping_add(sequence::<P>(record)))
+            .ok()
+    }
+}
+
+impl<const P: usize> Sender<P> for SlotProducer<'_, P> {
+    fn send(&mut self, seq: u64) -> bool {
+        self.try_push(&message::<P>(seq)).is_ok()
+    }
+
+    fn send_batch(&mut self, seq: u64, count: usize) -> Option<usize> {
+        let mut batch = self.batch();
+        for i in 0..count {
+            if batch.try_push(&message::<P>(seq + i as u64)).is_err() {
+                break;
+            }
+        }
+        Some(batch.commit())
+    }
+}
+
+impl<const P: usize> Receiver<P> for SlotConsumer<'_, P> {
+    fn receive(&mut self) -> Option<u64> {
+        self.pop_with(|record| sequence::<P>(record)).ok().flatten()
     }
 
     fn receive_batch(&mut self, max: usize, sum: &mut u64) -> Option<usize> {
@@ -336,8 +377,16 @@ fn throughput<const P: usize>(c: &mut Criterion) {
             });
         }
         {
-            let (mut tx, mut rx) = padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
+            let mut storage = Box::new(SlotStorage::<P, ELEMENTS>::new());
+            let (mut tx, mut rx) = padded(storage.split());
             let name = format!("{P}B {mode}/{}", QUEUES[1]);
+            group.bench_function(&name, |b| {
+                b.iter_custom(|n| transfer::<P>(&mut tx, &mut rx, n, batched))
+            });
+        }
+        {
+            let (mut tx, mut rx) = padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
+            let name = format!("{P}B {mode}/{}", QUEUES[RTRB]);
             group.bench_function(&name, |b| {
                 b.iter_custom(|n| transfer::<P>(&mut tx, &mut rx, n, batched))
             });
@@ -347,7 +396,7 @@ fn throughput<const P: usize>(c: &mut Criterion) {
         }
         {
             let queue = ArrayQueue::<[u8; P]>::new(ELEMENTS);
-            let name = format!("{P}B {mode}/{}", QUEUES[2]);
+            let name = format!("{P}B {mode}/{}", QUEUES[3]);
             group.bench_function(&name, |b| {
                 b.iter_custom(|n| transfer::<P>(&mut &queue, &mut &queue, n, false))
             });
@@ -355,7 +404,7 @@ fn throughput<const P: usize>(c: &mut Criterion) {
         {
             let mut queue = Box::new(heapless::spsc::Queue::<[u8; P], ELEMENTS>::new());
             let (mut tx, mut rx) = padded(queue.split());
-            let name = format!("{P}B {mode}/{}", QUEUES[3]);
+            let name = format!("{P}B {mode}/{}", QUEUES[4]);
             group.bench_function(&name, |b| {
                 b.iter_custom(|n| transfer::<P>(&mut tx, &mut rx, n, false))
             });
@@ -378,9 +427,19 @@ fn round_trip(c: &mut Criterion) {
         });
     }
     {
+        let mut ab = Box::new(SlotStorage::<P, ELEMENTS>::new());
+        let mut ba = Box::new(SlotStorage::<P, ELEMENTS>::new());
+        let ((mut ab_tx, mut ab_rx), (mut ba_tx, mut ba_rx)) =
+            (padded(ab.split()), padded(ba.split()));
+        let name = format!("ping-pong/{}", QUEUES[1]);
+        group.bench_function(&name, |b| {
+            b.iter_custom(|n| ping_pong::<P>(&mut ab_tx, &mut ab_rx, &mut ba_tx, &mut ba_rx, n))
+        });
+    }
+    {
         let (mut ab_tx, mut ab_rx) = padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
         let (mut ba_tx, mut ba_rx) = padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
-        let name = format!("ping-pong/{}", QUEUES[1]);
+        let name = format!("ping-pong/{}", QUEUES[RTRB]);
         group.bench_function(&name, |b| {
             b.iter_custom(|n| ping_pong::<P>(&mut ab_tx, &mut ab_rx, &mut ba_tx, &mut ba_rx, n))
         });
@@ -390,7 +449,7 @@ fn round_trip(c: &mut Criterion) {
             ArrayQueue::<[u8; P]>::new(ELEMENTS),
             ArrayQueue::<[u8; P]>::new(ELEMENTS),
         );
-        let name = format!("ping-pong/{}", QUEUES[2]);
+        let name = format!("ping-pong/{}", QUEUES[3]);
         group.bench_function(&name, |b| {
             b.iter_custom(|n| ping_pong::<P>(&mut &ab, &mut &ab, &mut &ba, &mut &ba, n))
         });
@@ -400,7 +459,7 @@ fn round_trip(c: &mut Criterion) {
         let mut ba = Box::new(heapless::spsc::Queue::<[u8; P], ELEMENTS>::new());
         let ((mut ab_tx, mut ab_rx), (mut ba_tx, mut ba_rx)) =
             (padded(ab.split()), padded(ba.split()));
-        let name = format!("ping-pong/{}", QUEUES[3]);
+        let name = format!("ping-pong/{}", QUEUES[4]);
         group.bench_function(&name, |b| {
             b.iter_custom(|n| ping_pong::<P>(&mut ab_tx, &mut ab_rx, &mut ba_tx, &mut ba_rx, n))
         });
@@ -408,7 +467,7 @@ fn round_trip(c: &mut Criterion) {
     group.finish();
 }
 
-/// Rounds of the interleaved comparison.
+/// Rounds of the interleaved comparison (`IPC_BENCH_ROUNDS` overrides it).
 const ROUNDS: usize = 7;
 
 /// One workload run once on one queue: its rate in messages (or round trips) per second.
@@ -418,7 +477,7 @@ type Run = Box<dyn FnMut() -> f64>;
 struct Row {
     name: &'static str,
     latency: bool,
-    runs: [Option<Run>; 4],
+    runs: [Option<Run>; QUEUES.len()],
 }
 
 fn rate(count: u64, elapsed: Duration) -> f64 {
@@ -451,27 +510,35 @@ fn ping_pong_run<const P: usize>(
     }))
 }
 
-/// The four queues moving `count` messages of `P` bytes, single or batched. Queues without a
+/// The queues moving `count` messages of `P` bytes, single or batched. Queues without a
 /// batch API are compared by their single-message rate.
-fn throughput_runs<const P: usize>(count: u64, batched: bool) -> [Option<Run>; 4] {
-    let ours = Box::leak(Box::new(RingStorage::<{ 128 * 1024 }>::new()));
-    let (ours_tx, ours_rx) = padded(ours.split());
+fn throughput_runs<const P: usize>(count: u64, batched: bool) -> [Option<Run>; QUEUES.len()] {
+    // About ELEMENTS records of P bytes (a record is P + 4 rounded up to 8).
+    let (bytes_tx, bytes_rx) = if P <= 16 {
+        padded(Box::leak(Box::new(RingStorage::<{ 32 * 1024 }>::new())).split())
+    } else {
+        padded(Box::leak(Box::new(RingStorage::<{ 128 * 1024 }>::new())).split())
+    };
+    let slots = Box::leak(Box::new(SlotStorage::<P, ELEMENTS>::new()));
+    let (slots_tx, slots_rx) = padded(slots.split());
     let (rtrb_tx, rtrb_rx) = padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
     let crossbeam: &'static ArrayQueue<[u8; P]> = Box::leak(Box::new(ArrayQueue::new(ELEMENTS)));
     let heapless = Box::leak(Box::new(heapless::spsc::Queue::<[u8; P], ELEMENTS>::new()));
     let (heapless_tx, heapless_rx) = padded(heapless.split());
     [
-        transfer_run::<P>(ours_tx, ours_rx, count, batched),
+        transfer_run::<P>(bytes_tx, bytes_rx, count, batched),
+        transfer_run::<P>(slots_tx, slots_rx, count, batched),
         transfer_run::<P>(rtrb_tx, rtrb_rx, count, batched),
         transfer_run::<P>(crossbeam, crossbeam, count, false),
         transfer_run::<P>(heapless_tx, heapless_rx, count, false),
     ]
 }
 
-/// The four queues in pairs bouncing `count` 16-byte messages.
-fn ping_pong_runs(count: u64) -> [Option<Run>; 4] {
+/// The queues in pairs bouncing `count` 16-byte messages.
+fn ping_pong_runs(count: u64) -> [Option<Run>; QUEUES.len()] {
     const P: usize = 16;
-    let ours = || padded(Box::leak(Box::new(RingStorage::<{ 32 * 1024 }>::new())).split());
+    let bytes = || padded(Box::leak(Box::new(RingStorage::<{ 32 * 1024 }>::new())).split());
+    let slots = || padded(Box::leak(Box::new(SlotStorage::<P, ELEMENTS>::new())).split());
     let rtrb = || padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
     let crossbeam = || {
         let queue: &'static ArrayQueue<[u8; P]> = Box::leak(Box::new(ArrayQueue::new(ELEMENTS)));
@@ -480,7 +547,8 @@ fn ping_pong_runs(count: u64) -> [Option<Run>; 4] {
     let heapless =
         || padded(Box::leak(Box::new(heapless::spsc::Queue::<[u8; P], ELEMENTS>::new())).split());
     [
-        ping_pong_run::<P>(ours(), ours(), count),
+        ping_pong_run::<P>(bytes(), bytes(), count),
+        ping_pong_run::<P>(slots(), slots(), count),
         ping_pong_run::<P>(rtrb(), rtrb(), count),
         ping_pong_run::<P>(crossbeam(), crossbeam(), count),
         ping_pong_run::<P>(heapless(), heapless(), count),
@@ -492,8 +560,12 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-/// Runs every row's queues in turn, [`ROUNDS`] times, and prints the comparison table.
+/// Runs every row's queues in turn, [`ROUNDS`] times (or `IPC_BENCH_ROUNDS`), and prints the comparison table.
 fn interleaved_table() {
+    let rounds = std::env::var("IPC_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(ROUNDS);
     let mut rows = [
         Row {
             name: "16B single",
@@ -523,29 +595,41 @@ fn interleaved_table() {
     ];
     println!();
     println!(
-        "ring comparison, {ROUNDS} interleaved rounds (every queue once per round, in turn): median \
+        "ring comparison, {rounds} interleaved rounds (every queue once per round, in turn): median \
          rate; throughput in messages/s, higher is better; ping-pong: round-trip time, lower is \
          better. Queues without a batch API appear in the batched rows with their single rate."
     );
     println!();
+    const RATIOS: [&str; 3] = ["slots / rtrb", "bytes / rtrb", "slots / best"];
     print!("| {:<14} |", "benchmark");
     for queue in QUEUES {
         print!(" {queue:>20} |");
     }
-    println!(" {:>17} |", "fredvisor / best");
+    for ratio in RATIOS {
+        print!(" {ratio:>12} |");
+    }
+    println!();
     print!("|{:-<16}|", "");
     for _ in QUEUES {
         print!("{:-<21}:|", "");
     }
-    println!("{:-<18}:|", "");
-    for row in &mut rows {
-        let mut rates: [Vec<f64>; 4] = Default::default();
-        let mut ratios = Vec::new();
-        for r in 0..ROUNDS {
+    for _ in RATIOS {
+        print!("{:-<13}:|", "");
+    }
+    println!();
+    // `IPC_BENCH_ROWS=16B`: only the rows whose name contains it.
+    let only = std::env::var("IPC_BENCH_ROWS").unwrap_or_default();
+    for row in rows
+        .iter_mut()
+        .filter(|row| row.name.contains(only.as_str()))
+    {
+        let mut rates: [Vec<f64>; QUEUES.len()] = Default::default();
+        let mut ratios: [Vec<f64>; RATIOS.len()] = Default::default();
+        for r in 0..rounds {
             // Each round starts with another queue, so none always runs first.
-            let mut round = [f64::NAN; 4];
-            for k in 0..4 {
-                let q = (r + k) % 4;
+            let mut round = [f64::NAN; QUEUES.len()];
+            for k in 0..QUEUES.len() {
+                let q = (r + k) % QUEUES.len();
                 if let Some(run) = row.runs[q].as_mut() {
                     round[q] = run();
                 }
@@ -553,8 +637,10 @@ fn interleaved_table() {
             for (all, r) in rates.iter_mut().zip(&round) {
                 all.push(*r);
             }
-            let best_other = round[1..].iter().copied().fold(0.0, f64::max);
-            ratios.push(round[0] / best_other);
+            let best_other = round[RTRB..].iter().copied().fold(0.0, f64::max);
+            ratios[0].push(round[1] / round[RTRB]);
+            ratios[1].push(round[0] / round[RTRB]);
+            ratios[2].push(round[1] / best_other);
         }
         print!("| {:<14} |", row.name);
         for all in &mut rates {
@@ -566,11 +652,105 @@ fn interleaved_table() {
             };
             print!(" {cell:>20} |");
         }
-        println!(" {:>16.2}x |", median(&mut ratios));
+        for all in &mut ratios {
+            print!(" {:>11.2}x |", median(all));
+        }
+        println!();
     }
 }
 
+/// Messages per row and queue in the instruction count.
+const COUNTED: u64 = 1 << 16;
+/// Messages sent before they are received in the instruction count: fewer than any queue holds.
+const BLOCK: u64 = 256;
+
+/// One thread sends `count` messages and receives them, [`BLOCK`] at a time, single or batched:
+/// the instructions of a send and a receive and of the bench's own work (building and reading
+/// the messages), without waiting. Never inlined, so callgrind reports it per queue and row.
+#[inline(never)]
+fn one_thread<const P: usize>(
+    tx: &mut impl Sender<P>,
+    rx: &mut impl Receiver<P>,
+    count: u64,
+    batched: bool,
+) -> u64 {
+    let mut sum = 0u64;
+    for block in (0..count).step_by(BLOCK as usize) {
+        let mut seq = block;
+        while seq < block + BLOCK {
+            seq += if batched {
+                tx.send_batch(seq, BATCH).expect("batch API") as u64
+            } else {
+                u64::from(tx.send(seq))
+            };
+        }
+        let mut received = 0;
+        while received < BLOCK {
+            received += if batched {
+                rx.receive_batch(BATCH, &mut sum).expect("batch API") as u64
+            } else {
+                let seq = rx.receive().expect("sent before");
+                sum = sum.wrapping_add(seq);
+                1
+            };
+        }
+    }
+    assert_eq!(sum, count * (count - 1) / 2, "messages lost or duplicated");
+    sum
+}
+
+/// `IPC_BENCH_INSTRUCTIONS=WHAT`: runs [`one_thread`] with [`COUNTED`] messages for the one
+/// row and queue `WHAT` names ("16B single/rtrb", as criterion names them), for callgrind to
+/// count: `valgrind --tool=callgrind --toggle-collect='*one_thread*'` on the bench binary
+/// counts only `one_thread`, and its total divided by `COUNTED` is the instructions per
+/// message, sent and received (`IPC_BENCH_INSTRUCTIONS=list` lists the names).
+fn instruction_count(what: &str) {
+    fn rows<const P: usize>(what: &str) {
+        for batched in [false, true] {
+            let mode = if batched { "batched" } else { "single" };
+            let chosen = |queue: usize| {
+                let name = format!("{P}B {mode}/{}", QUEUES[queue]);
+                if what == "list" {
+                    println!("{name}");
+                }
+                name == what
+            };
+            if chosen(0) {
+                let mut bytes = Box::new(RingStorage::<{ 128 * 1024 }>::new());
+                let (mut tx, mut rx) = bytes.split();
+                black_box(one_thread::<P>(&mut tx, &mut rx, COUNTED, batched));
+            }
+            if chosen(1) {
+                let mut slots = Box::new(SlotStorage::<P, ELEMENTS>::new());
+                let (mut tx, mut rx) = slots.split();
+                black_box(one_thread::<P>(&mut tx, &mut rx, COUNTED, batched));
+            }
+            if chosen(RTRB) {
+                let (mut tx, mut rx) = rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS);
+                black_box(one_thread::<P>(&mut tx, &mut rx, COUNTED, batched));
+            }
+            if batched {
+                continue; // no batch API in the other two
+            }
+            if chosen(3) {
+                let queue = ArrayQueue::<[u8; P]>::new(ELEMENTS);
+                black_box(one_thread::<P>(&mut &queue, &mut &queue, COUNTED, false));
+            }
+            if chosen(4) {
+                let mut queue = Box::new(heapless::spsc::Queue::<[u8; P], ELEMENTS>::new());
+                let (mut tx, mut rx) = queue.split();
+                black_box(one_thread::<P>(&mut tx, &mut rx, COUNTED, false));
+            }
+        }
+    }
+    rows::<16>(what);
+    rows::<128>(what);
+}
+
 fn main() {
+    if let Ok(what) = std::env::var("IPC_BENCH_INSTRUCTIONS") {
+        return instruction_count(&what);
+    }
     let seconds = std::env::var("IPC_BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -32,7 +32,8 @@
 //!
 //! Messages are `postcard` varints: an `Event` is ~40–80 bytes, a `Reply::Resume` ~5, a dump
 //! record up to [`MAX_RECORD`]. Fixed slots would have to be `MAX_RECORD` wide, so a 2 KiB data
-//! area would hold 8 messages; with length prefixes it holds 30–250. The price is one length
+//! area would hold 8 messages; with length prefixes it holds 30–250. A stream whose records all
+//! have one size takes the slot ring instead ([`slots`]: same header and rules, no lengths). The price is one length
 //! check per record (the length is read once, with a volatile load, then bounds-checked
 //! against `MAX_RECORD` and against the bytes the producer published) and a two-part copy at
 //! the wrap. Records are always *copied out* of the region before anyone looks at them: the
@@ -90,6 +91,8 @@ use core::mem::MaybeUninit;
 use core::ptr;
 
 use crate::sync::{AtomicU32, Ordering};
+
+pub mod slots;
 
 /// Size of the header in front of the data area: two pairs of cache lines.
 pub const HEADER_SIZE: usize = 256;

@@ -5,7 +5,8 @@
 //! area has a tracked shadow cell, so besides the content checks below, loom itself fails a
 //! model if the consumer reads bytes that are not ordered after the producer's write of them,
 //! or the producer overwrites bytes the consumer may still be reading. The rings are 16 or 32
-//! bytes (two or four minimal records), so every model wraps around the data area.
+//! bytes (two or four minimal records), so every model wraps around the data area. The slot
+//! ring's models (at the end) do the same with a shadow cell per slot and two or four slots.
 //!
 //! Waiting sides call `loom::thread::yield_now()`: loom then runs the other thread, which is
 //! how it explores spin loops without an unbounded state space.
@@ -197,5 +198,115 @@ fn typed_messages_cross_the_ring() {
             );
         }
         writer.join().unwrap();
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The slot ring (`ipc::ring::slots`): the same protocol over slot counts, one shadow cell per
+// slot. Two- and four-slot rings, so every model wraps.
+
+use ipc::ring::slots::{SlotConsumer, SlotProducer, SlotPushError, SlotStorage};
+
+fn leaked_slots<const SLOTS: usize>() -> &'static mut SlotStorage<8, SLOTS> {
+    Box::leak(Box::new(SlotStorage::new()))
+}
+
+/// Pushes without counting drops, yielding while the ring is full.
+fn push_slot_waiting(producer: &mut SlotProducer<'_, 8>, record: [u8; 8]) {
+    loop {
+        match producer.try_push(&record) {
+            Ok(()) => return,
+            Err(SlotPushError::Full) => thread::yield_now(),
+            Err(e) => panic!("push failed: {e}"),
+        }
+    }
+}
+
+/// Pops one slot, yielding while the ring is empty.
+fn pop_slot_waiting(consumer: &mut SlotConsumer<'_, 8>) -> [u8; 8] {
+    loop {
+        match consumer.pop() {
+            Ok(Some(record)) => return record,
+            Ok(None) => thread::yield_now(),
+            Err(e) => panic!("ring reported corrupt: {e}"),
+        }
+    }
+}
+
+#[test]
+fn slots_arrive_whole_and_in_order() {
+    loom::model(|| {
+        let (mut producer, mut consumer) = leaked_slots::<2>().split();
+        let writer = thread::spawn(move || {
+            for n in 0..3u64 {
+                push_slot_waiting(&mut producer, (n * 0x0101_0101_0101_0101).to_le_bytes());
+            }
+        });
+        for n in 0..3u64 {
+            let record = pop_slot_waiting(&mut consumer);
+            assert_eq!(record, (n * 0x0101_0101_0101_0101).to_le_bytes());
+        }
+        writer.join().unwrap();
+        assert_eq!(consumer.pop().unwrap(), None);
+    });
+}
+
+#[test]
+fn slot_batches_publish_together() {
+    loom::model(|| {
+        let (mut producer, mut consumer) = leaked_slots::<4>().split();
+        let writer = thread::spawn(move || {
+            let mut sent = 0u8;
+            while sent < 6 {
+                let mut batch = producer.batch();
+                while sent < 6 && batch.try_push(&[sent; 8]).is_ok() {
+                    sent += 1;
+                }
+                if batch.commit() == 0 {
+                    thread::yield_now();
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        while seen.len() < 6 {
+            match consumer.pop_batch(usize::MAX, |record| seen.push(*record)) {
+                Ok(0) => thread::yield_now(),
+                Ok(_) => {}
+                Err(e) => panic!("ring reported corrupt: {e}"),
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(seen, (0..6u8).map(|n| [n; 8]).collect::<Vec<_>>());
+    });
+}
+
+#[test]
+fn a_full_slot_ring_drops_with_a_count_and_loses_nothing_else() {
+    loom::model(|| {
+        let (mut producer, mut consumer) = leaked_slots::<2>().split();
+        let writer = thread::spawn(move || {
+            let mut accepted = Vec::new();
+            for tag in 0..4u8 {
+                match producer.push(&[tag; 8]) {
+                    Ok(()) => accepted.push(tag),
+                    Err(SlotPushError::Full) => {}
+                    Err(e) => panic!("push failed: {e}"),
+                }
+            }
+            assert_eq!(producer.dropped() as usize, 4 - accepted.len());
+            accepted
+        });
+        let mut seen = Vec::new();
+        if let Some(record) = consumer.pop_with(|record| record[0]).unwrap() {
+            seen.push(record);
+        }
+        let accepted = writer.join().unwrap();
+        while let Some(record) = consumer.pop().unwrap() {
+            assert_eq!(record, [record[0]; 8]);
+            seen.push(record[0]);
+        }
+        assert_eq!(seen, accepted, "every accepted slot arrives once, in order");
+        assert!(accepted.len() >= 2, "an empty ring takes two slots");
+        assert_eq!(consumer.dropped_by_producer() as usize, 4 - accepted.len());
     });
 }
