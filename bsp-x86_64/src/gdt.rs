@@ -249,6 +249,12 @@ impl HypervisorEntries {
         page
     }
 
+    /// All zeros (no flat segments yet): for a page in a static that should take no room in
+    /// the image's file (`.bss`); [`HypervisorEntries::set_flat`] fills it before use.
+    pub const fn zeroed() -> Self {
+        Self([0; RESERVED_ENTRIES])
+    }
+
     /// Writes the flat segments into a page that is all zeros (a fresh frame: no 4 KiB
     /// temporary on a small stack).
     pub const fn set_flat(&mut self) {
@@ -329,6 +335,14 @@ const _: () = assert!(size_of::<DescriptorTablePointer>() == 10);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zeroed_page_with_the_flat_segments_is_a_new_one() {
+        let mut page = Box::new(HypervisorEntries::zeroed());
+        assert!(page.0.iter().all(|&entry| entry == 0));
+        page.set_flat();
+        assert_eq!(*page, HypervisorEntries::new());
+    }
 
     #[test]
     fn selector_fields() {

@@ -96,6 +96,33 @@ impl TaskStateSegment {
         }
     }
 
+    /// All zeros, no port denied: not loadable as it is. For a TSS in a static that should
+    /// take no room in the image's file (`.bss`); [`TaskStateSegment::reset`] makes it
+    /// [`TaskStateSegment::new`] in place before it is used.
+    pub const fn zeroed() -> Self {
+        Self {
+            reserved0: 0,
+            rsp: [0; 3],
+            reserved1: 0,
+            ist: [0; 7],
+            reserved2: 0,
+            reserved3: 0,
+            iomap_base: 0,
+            io_bitmap: [0; IO_BITMAP_BYTES],
+            io_bitmap_end: [0; 4],
+        }
+    }
+
+    /// Makes this TSS equal to [`TaskStateSegment::new`] where it lies (no 8 KiB temporary
+    /// on a small stack).
+    pub fn reset(&mut self) {
+        self.rsp = [0; 3];
+        self.ist = [0; 7];
+        self.iomap_base = offset_of!(Self, io_bitmap) as u16;
+        self.io_bitmap.fill(0xff);
+        self.io_bitmap_end = [0xff; 4];
+    }
+
     /// Stack for IDT delivery from ring 3 (architecture.md §4: the top of SL0's pages).
     pub fn set_rsp0(&mut self, top: u64) {
         self.rsp[0] = top;
@@ -164,6 +191,27 @@ mod tests {
         assert_eq!(qword(0x24 + 6 * 8), 0x7777_0000);
         assert_eq!(u16::from_le_bytes([bytes[0x66], bytes[0x67]]), 0x68);
         assert_eq!(bytes[0x68 + IO_BITMAP_BYTES], 0xff);
+    }
+
+    fn bytes_of(tss: &TaskStateSegment) -> &[u8] {
+        // SAFETY: TaskStateSegment is plain old data of exactly size_of bytes.
+        unsafe {
+            core::slice::from_raw_parts(
+                core::ptr::from_ref(tss).cast::<u8>(),
+                size_of::<TaskStateSegment>(),
+            )
+        }
+    }
+
+    #[test]
+    fn a_reset_tss_is_a_new_one() {
+        let zeroed = Box::new(TaskStateSegment::zeroed());
+        assert!(bytes_of(&zeroed).iter().all(|&b| b == 0));
+        let mut tss = zeroed;
+        tss.set_rsp0(0x1000);
+        tss.set_ist(IstIndex::new(3).unwrap(), 0x2000);
+        tss.reset();
+        assert_eq!(bytes_of(&tss), bytes_of(&TaskStateSegment::new()));
     }
 
     #[test]

@@ -246,11 +246,17 @@ impl Image {
             });
         }
         // The kexec image after the servers, before the extra modules (which the nucleus may
-        // have to leave out).
-        ship_stripped(
-            self.kexec_image.as_ref().unwrap_or(&nucleus),
-            &boot.join(KEXEC_MODULE),
-        )?;
+        // have to leave out). By default it is the nucleus itself, added to the ISO as a
+        // second name of `/boot/nucleus`'s data ([`SecondName`]), so GRUB's second read of it comes
+        // from its disk cache instead of through the BIOS.
+        let mut clones = Vec::new();
+        match &self.kexec_image {
+            Some(other) => ship_stripped(other, &boot.join(KEXEC_MODULE))?,
+            None => clones.push(SecondName {
+                of: "/boot/nucleus".into(),
+                at: format!("/boot/{KEXEC_MODULE}"),
+            }),
+        }
         entries.push(ModuleEntry {
             path: format!("/boot/{KEXEC_MODULE}"),
             name: KEXEC_MODULE.into(),
@@ -308,6 +314,7 @@ impl Image {
             staging.path(),
             &path,
             source,
+            &clones,
         ) {
             step.failed();
             return Err(err);
@@ -462,9 +469,19 @@ fn copy(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs `grub-mkrescue` on `staging`, writing `output` atomically (a partial ISO never
-/// appears under the final name) and reproducibly (every date at the source's epoch, the
-/// EFI image's serial from its revision, see [`reproducible`]).
+/// A file of the ISO that is another's data under a second name (xorriso's `-clone`): one
+/// extent, read once. Unlike a hard link (`--hardlinks`) it carries no inode number of the
+/// staging tree, so the ISO stays reproducible.
+struct SecondName {
+    /// The file in the ISO whose data it is (`/boot/nucleus`).
+    of: String,
+    /// Its own path in the ISO.
+    at: String,
+}
+
+/// Runs `grub-mkrescue` on `staging` plus `clones`, writing `output` atomically (a partial
+/// ISO never appears under the final name) and reproducibly (every date at the source's
+/// epoch, the EFI image's serial from its revision, see [`reproducible`]).
 fn mkrescue_iso(
     tools: &Toolbox,
     mkrescue: &Path,
@@ -472,6 +489,7 @@ fn mkrescue_iso(
     staging: &Path,
     output: &Path,
     source: &reproducible::Source,
+    clones: &[SecondName],
 ) -> Result<()> {
     if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)
@@ -500,6 +518,13 @@ fn mkrescue_iso(
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    if !clones.is_empty() {
+        // After `--`, xorriso's own commands, run before the image is written.
+        command.arg("--");
+        for clone in clones {
+            command.args(["-clone", &clone.of, &clone.at]);
+        }
+    }
     let child = OwnedChild::spawn(&mut command)
         .with_context(|| format!("cannot run {}", mkrescue.display()))?;
     let mut stderr = Vec::new();

@@ -20,6 +20,7 @@ use bsp_x86_64::cpu_info::{CPU_INFO_PERCPU, CpuInfo};
 use bsp_x86_64::frame::Frame;
 use bsp_x86_64::gdt;
 use bsp_x86_64::stack_block::StackBlock;
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Bytes of a CPU's trace buffer: several hundred records between two drains.
@@ -74,8 +75,10 @@ pub struct PerCpu {
     /// The thread (slot number) whose DS/ES/FS selectors this CPU holds
     /// (`enter::selectors_owner`).
     pub(super) selectors_of: RacyCell<Option<usize>>,
-    /// The CPU's local APIC once enabled (on this CPU; used by this CPU only).
-    apic: RacyCell<Option<super::apic::LocalApic>>,
+    /// The CPU's local APIC once enabled (on this CPU; used by this CPU only). Uninitialised
+    /// until [`claim`] writes `None` (`Option`'s `None` is not zero bits: the pool would
+    /// leave `.bss`).
+    apic: RacyCell<MaybeUninit<Option<super::apic::LocalApic>>>,
     /// Local APIC timer ticks and reschedule IPIs taken on this CPU.
     ticks: AtomicU64,
     reschedules: AtomicU64,
@@ -87,7 +90,10 @@ pub struct PerCpu {
 }
 
 impl PerCpu {
-    const fn new() -> Self {
+    /// Zero bits only (checked by a boot test of the nucleus ELF), so [`POOL`] lies in
+    /// `.bss` and takes no room in the image's file; what is not zero at first is set by
+    /// [`PerCpu::init`] when the `PerCpu` is claimed.
+    const fn zeroed() -> Self {
         Self {
             index: AtomicU32::new(0),
             apic_id: AtomicU32::new(0),
@@ -98,14 +104,14 @@ impl PerCpu {
             block_base: AtomicU64::new(0),
             fred_on: AtomicBool::new(false),
             loaded_root: AtomicU64::new(0),
-            tables: RacyCell::new(super::tables::CpuTables::new()),
+            tables: RacyCell::new(super::tables::CpuTables::zeroed()),
             first_entered: AtomicBool::new(false),
             switched: AtomicBool::new(false),
             idle_stack: RacyCell::new([0; IDLE_STACK_WORDS]),
             trace: TraceBuffer::new(),
-            user_segments: RacyCell::new(super::user_segments::UserSegments::UNKNOWN),
+            user_segments: RacyCell::new(super::user_segments::UserSegments::ZERO),
             selectors_of: RacyCell::new(None),
-            apic: RacyCell::new(None),
+            apic: RacyCell::new(MaybeUninit::uninit()),
             ticks: AtomicU64::new(0),
             reschedules: AtomicU64::new(0),
             runs_threads: AtomicBool::new(false),
@@ -114,11 +120,24 @@ impl PerCpu {
         }
     }
 
+    /// What [`PerCpu::zeroed`] leaves out, written where it lies (the tables are 68 KiB).
+    /// Once, by [`claim`], before anyone else can reach `self`.
+    fn init(&self) {
+        super::tables::init(&self.tables);
+        // SAFETY: `claim` just handed `self` to its caller alone: no other reference to
+        // these cells exists yet.
+        unsafe {
+            *self.user_segments.get() = super::user_segments::UserSegments::UNKNOWN;
+            *self.selectors_of.get() = None;
+            (*self.apic.get()).write(None);
+        }
+    }
+
     /// Keeps this CPU's enabled local APIC (on this CPU, interrupts off).
     pub fn set_apic(&self, apic: super::apic::LocalApic) {
         // SAFETY: called on the CPU that owns `self`, with interrupts off, before any
-        // `with_apic` of it (module comment of `racy`).
-        unsafe { *self.apic.get() = Some(apic) };
+        // `with_apic` of it (module comment of `racy`); `claim` initialised the cell.
+        unsafe { *(*self.apic.get()).assume_init_mut() = Some(apic) };
     }
 
     /// Runs `f` on this CPU's local APIC; `None` if it has none enabled. Only for the
@@ -129,8 +148,9 @@ impl PerCpu {
         }
         // SAFETY: `self` is this CPU's own `PerCpu` (checked above) and the nucleus runs with
         // interrupts off, so no other reference to the cell is live: the interrupt handlers
-        // that use it (`ipi::local_interrupt`) do not nest inside a caller.
-        unsafe { (*self.apic.get()).as_mut().map(f) }
+        // that use it (`ipi::local_interrupt`) do not nest inside a caller. `current()` is a
+        // claimed `PerCpu`, whose cell `claim` initialised.
+        unsafe { (*self.apic.get()).assume_init_mut().as_mut().map(f) }
     }
 
     /// Some thread is placed on this CPU from now on.
@@ -301,8 +321,9 @@ enum Bringup {
     Abandoned,
 }
 
-/// The pool the CPUs claim their `PerCpu` from, in bring-up order.
-static POOL: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
+/// The pool the CPUs claim their `PerCpu` from, in bring-up order. In `.bss`
+/// ([`PerCpu::zeroed`]): GRUB reads every byte of `.data` from the boot medium.
+static POOL: [PerCpu; MAX_CPUS] = [const { PerCpu::zeroed() }; MAX_CPUS];
 static CLAIMED: AtomicUsize = AtomicUsize::new(0);
 
 /// Hands out the next unused `PerCpu` (numbered in claim order), or `None` if all are taken.
@@ -313,6 +334,7 @@ pub fn claim() -> Option<&'static PerCpu> {
         })
         .ok()?;
     let cpu = &POOL[index];
+    cpu.init();
     cpu.index.store(index as u32, Ordering::Relaxed);
     Some(cpu)
 }

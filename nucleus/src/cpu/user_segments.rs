@@ -18,6 +18,14 @@ impl UserSegments {
         gs: 0,
     };
 
+    /// Zero bits, for the `PerCpu` pool's `.bss` image; `PerCpu::init` replaces it with
+    /// [`UserSegments::UNKNOWN`] before the CPU runs anything.
+    pub(super) const ZERO: Self = Self {
+        fs: 0,
+        gs_sel: 0,
+        gs: 0,
+    };
+
     /// What servers run with (they cannot change a base: every descriptor they can load
     /// has base 0, and CR4.FSGSBASE is off).
     pub(super) const fn is_zero(&self) -> bool {
