@@ -242,7 +242,26 @@ impl DomainCalls {
     }
 }
 
+/// The answer of a hypercall that reads no guest memory and no state, a constant of the ABI
+/// (`xen_version(XENVER_version)`, `xen_version(XENVER_pagesize, NULL)`); `None` for any
+/// other call. Asked before anything else (`Guests::hypercall`): the hot `xen_version(0)`
+/// needs no guest view, no console and no dispatch through [`DomainCalls::answer`].
+#[inline(always)]
+pub fn constant_answer(number: u64, cmd: u64, arg: u64) -> Option<u64> {
+    const XEN_VERSION: u64 = Hypercall::XenVersion.raw() as u64;
+    const VERSION: u64 = XenVersionCmd::Version.raw() as u64;
+    const PAGESIZE: u64 = XenVersionCmd::Pagesize.raw() as u64;
+    match (number, cmd, arg) {
+        (XEN_VERSION, VERSION, _) => Some((VERSION_MAJOR << 16) | VERSION_MINOR),
+        (XEN_VERSION, PAGESIZE, 0) => Some(PAGE_SIZE),
+        _ => None,
+    }
+}
+
 fn xen_version([cmd, arg, ..]: [u64; 5], memory: &mut impl GuestMemory) -> Result<Outcome, Errno> {
+    if let Some(rax) = constant_answer(Hypercall::XenVersion.raw().into(), cmd, arg) {
+        return Ok(Outcome::Return(rax));
+    }
     let fixed = |text: &[u8], len: usize, memory: &mut _| -> Result<Outcome, Errno> {
         let mut bytes = [0u8; CAPABILITIES_LEN];
         bytes[..text.len()].copy_from_slice(text);
@@ -250,7 +269,6 @@ fn xen_version([cmd, arg, ..]: [u64; 5], memory: &mut impl GuestMemory) -> Resul
         Ok(Outcome::Return(0))
     };
     match XenVersionCmd::from_raw(cmd) {
-        Some(XenVersionCmd::Version) => Ok(Outcome::Return((VERSION_MAJOR << 16) | VERSION_MINOR)),
         Some(XenVersionCmd::Extraversion) => fixed(EXTRAVERSION, EXTRAVERSION_LEN, memory),
         Some(XenVersionCmd::Capabilities) => fixed(CAPABILITIES, CAPABILITIES_LEN, memory),
         Some(XenVersionCmd::PlatformParameters) => {
@@ -272,8 +290,7 @@ fn xen_version([cmd, arg, ..]: [u64; 5], memory: &mut impl GuestMemory) -> Resul
             write(memory, arg, &info.to_bytes())?;
             Ok(Outcome::Return(0))
         }
-        Some(XenVersionCmd::Pagesize) if arg != 0 => Err(Errno::Einval),
-        Some(XenVersionCmd::Pagesize) => Ok(Outcome::Return(PAGE_SIZE)),
+        Some(XenVersionCmd::Pagesize) => Err(Errno::Einval),
         _ => Err(Errno::Enosys),
     }
 }
