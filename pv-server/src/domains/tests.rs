@@ -178,11 +178,20 @@ fn constant_answers_need_no_guest_memory_and_others_still_go_the_long_way() {
     let mut answer = |args: [u64; 6]| guests.handle(&mut hv, &hypercall(3, 17, args), &mut out);
     assert_eq!(answer([0, 0x5000, 0, 0, 0, 0]), returned(4 << 16 | 21));
     assert_eq!(answer([7, 0, 0, 0, 0, 0]), returned(4096));
-    assert_eq!(answer([7, 0x5000, 0, 0, 0, 0]), returned(Errno::Einval.rax()));
+    assert_eq!(
+        answer([7, 0x5000, 0, 0, 0, 0]),
+        returned(Errno::Einval.rax())
+    );
     // Not a constant: the capabilities string is copied, and fails without memory.
-    assert_eq!(answer([3, 0x5000, 0, 0, 0, 0]), returned(Errno::Efault.rax()));
+    assert_eq!(
+        answer([3, 0x5000, 0, 0, 0, 0]),
+        returned(Errno::Efault.rax())
+    );
     // High bits make another command (as `XenVersionCmd::from_raw` reads it).
-    assert_eq!(answer([1 << 32, 0, 0, 0, 0, 0]), returned(Errno::Enosys.rax()));
+    assert_eq!(
+        answer([1 << 32, 0, 0, 0, 0, 0]),
+        returned(Errno::Enosys.rax())
+    );
 }
 
 #[test]
