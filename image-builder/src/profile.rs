@@ -324,7 +324,31 @@ pub fn follow(port: u16, elfs: &Elfs, target: Target, sample: u32) -> Result<Vec
         regs = remote.regs()?;
     }
     remote.detach()?;
+    if let Some(path) = std::env::var_os("FREDVISOR_PROFILE_STEPS") {
+        write_steps(Path::new(&path), &steps, &nucleus, &users, &who)?;
+    }
     Ok(phases(&steps, &nucleus, &users, &who))
+}
+
+/// `FREDVISOR_PROFILE_STEPS=FILE`: every step of the sample, one line each (ring, RIP,
+/// function), to read next to `objdump -d` when a function's count needs explaining.
+fn write_steps(
+    path: &Path,
+    steps: &[Step],
+    nucleus: &CodeMap,
+    users: &[CodeMap],
+    who: &HashMap<u64, Option<usize>>,
+) -> Result<()> {
+    let mut out = String::new();
+    for step in steps {
+        let map = match step.ring {
+            0 => Some(nucleus),
+            _ => who.get(&step.cr3).copied().flatten().map(|i| &users[i]),
+        };
+        let function = map.map_or("?", |m| m.function(step.rip));
+        let _ = writeln!(out, "{} {:#x} {function}", step.ring, step.rip);
+    }
+    std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Names the ring-3 code of address space `cr3` by the bytes at `rip`: the index of the ELF
