@@ -254,6 +254,18 @@ impl SsQword {
     pub const fn vector(self) -> u8 {
         (self.0 >> Self::VECTOR_SHIFT) as u8
     }
+    /// Type, vector and 64-BIT, every other bit clear: what a dispatcher's first tests
+    /// compare with [`SsQword::class_of`], one masked compare each.
+    pub const fn class(self) -> u64 {
+        self.0 & ((0xf << Self::TYPE_SHIFT) | (0xff << Self::VECTOR_SHIFT) | Self::LONG_MODE)
+    }
+    /// The [`SsQword::class`] of an event of type `event_type` (raw, bits 51:48) and
+    /// `vector`, from 64-bit mode or not.
+    pub const fn class_of(event_type: u8, vector: u8, long_mode: bool) -> u64 {
+        (((event_type & 0xf) as u64) << Self::TYPE_SHIFT)
+            | ((vector as u64) << Self::VECTOR_SHIFT)
+            | if long_mode { Self::LONG_MODE } else { 0 }
+    }
     /// Raw event type number (bits 51:48); see [`EventType`].
     pub const fn event_type_raw(self) -> u8 {
         ((self.0 >> Self::TYPE_SHIFT) & 0xf) as u8
@@ -445,9 +457,15 @@ impl Frame {
 impl Frame {
     /// The decoded event with its interrupted context, ready to handle or forward.
     pub fn event(&self, cpu: u16, owner: u32) -> Result<Event, DecodeError> {
-        let kind = decode(&self.ret)?;
+        Ok(self.event_of_kind(decode(&self.ret)?, cpu, owner))
+    }
+
+    /// [`Frame::event`] for a frame whose kind the caller knows already (a fast path that
+    /// recognised it from the raw bits): the same `Event`, without the decode.
+    #[inline(always)]
+    pub fn event_of_kind(&self, kind: EventKind, cpu: u16, owner: u32) -> Event {
         let cs = self.ret.cs.selector();
-        Ok(Event {
+        Event {
             cpu,
             kind,
             event_data: self.ret.event_data,
@@ -459,7 +477,7 @@ impl Frame {
             from_ring: cs.rpl(),
             insn_len: self.ret.ss.insn_len(),
             owner,
-        })
+        }
     }
 }
 

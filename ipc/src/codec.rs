@@ -15,7 +15,9 @@ use core::fmt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use crate::hot_path::{Message, Wire, resume_token, return_reply};
+pub use crate::hot_path::{
+    EVENT_RECORD, Message, Wire, push_event_record, resume_token, return_reply,
+};
 use crate::ring::{Batch, Consumer, MAX_RECORD, Producer, PushError, RingCorrupt};
 
 /// Version of the message protocol; the first byte of every record. Bump it whenever the

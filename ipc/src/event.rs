@@ -126,6 +126,16 @@ impl Event {
     /// (error code or NMI sources), event data, rip, rflags, rsp (u64 each), cs u16, ss u16,
     /// from_ring u8, insn_len u8, two zero bytes, owner u32.
     pub fn to_wire(&self) -> [u8; Self::WIRE_BYTES] {
+        let mut w = [0u8; Self::WIRE_BYTES];
+        self.write_wire(|at, bytes| w[at..at + bytes.len()].copy_from_slice(bytes));
+        w
+    }
+
+    /// The wire form as `put(offset, bytes)` calls that cover every one of its bytes once,
+    /// in place wherever `put` writes (a ring slot: `ipc::codec::push_event_record`). Inlined:
+    /// a caller that knows the kind gets no `match` on it.
+    #[inline(always)]
+    pub fn write_wire(&self, mut put: impl FnMut(usize, &[u8])) {
         let (tag, vector, payload) = match self.kind {
             EventKind::Interrupt { vector } => (tag::INTERRUPT, vector, 0),
             EventKind::Nmi { sources } => (tag::NMI, 2, u64::from(sources)),
@@ -136,21 +146,17 @@ impl Event {
             EventKind::Syscall => (tag::SYSCALL, 1, 0),
             EventKind::Sysenter => (tag::SYSENTER, 2, 0),
         };
-        let mut w = [0u8; Self::WIRE_BYTES];
-        w[0..2].copy_from_slice(&self.cpu.to_le_bytes());
-        w[2] = tag;
-        w[3] = vector;
-        w[4..12].copy_from_slice(&payload.to_le_bytes());
-        w[12..20].copy_from_slice(&self.event_data.to_le_bytes());
-        w[20..28].copy_from_slice(&self.rip.to_le_bytes());
-        w[28..36].copy_from_slice(&self.rflags.to_le_bytes());
-        w[36..44].copy_from_slice(&self.rsp.to_le_bytes());
-        w[44..46].copy_from_slice(&self.cs.to_le_bytes());
-        w[46..48].copy_from_slice(&self.ss.to_le_bytes());
-        w[48] = self.from_ring;
-        w[49] = self.insn_len;
-        w[52..56].copy_from_slice(&self.owner.to_le_bytes());
-        w
+        put(0, &self.cpu.to_le_bytes());
+        put(2, &[tag, vector]);
+        put(4, &payload.to_le_bytes());
+        put(12, &self.event_data.to_le_bytes());
+        put(20, &self.rip.to_le_bytes());
+        put(28, &self.rflags.to_le_bytes());
+        put(36, &self.rsp.to_le_bytes());
+        put(44, &self.cs.to_le_bytes());
+        put(46, &self.ss.to_le_bytes());
+        put(48, &[self.from_ring, self.insn_len, 0, 0]);
+        put(52, &self.owner.to_le_bytes());
     }
 
     /// Parses the wire form; every byte string of the right length with a known tag is an

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use crate::codec::{MAX_MESSAGE, PROTOCOL_VERSION};
 use crate::event::Event;
 use crate::message::{Hypercall, NucleusMessage, Reply, ServerMessage, Token};
+use crate::ring::{FixedRecord, Producer, PushError, Slot};
 
 /// An encoded message being built: the version byte, then the body.
 pub type Wire = heapless::Vec<u8, MAX_MESSAGE>;
@@ -108,17 +109,58 @@ fn exactly<const N: usize>(bytes: &[u8]) -> Option<&[u8; N]> {
     bytes.try_into().ok()
 }
 
+/// The record (version byte first) of `NucleusMessage::Event { token, event }` up to the
+/// event's wire bytes, which follow at [`EVENT_AT`]: as `put(offset, bytes)` calls, for a
+/// local array ([`Message::with_hot_record`]) and for a ring slot ([`push_event_record`]).
+#[inline(always)]
+fn write_event_header(token: Token, mut put: impl FnMut(usize, &[u8])) {
+    put(0, &[PROTOCOL_VERSION, NUCLEUS_EVENT]);
+    put(2, &token.0.to_le_bytes());
+    put(10, &[EVENT_LEN_PREFIX]);
+}
+
+/// Where an `Event` record's event bytes start.
+const EVENT_AT: usize = 11;
+const _: () = assert!(EVENT_AT + Event::WIRE_BYTES == EVENT_RECORD);
+
+/// Pushes `NucleusMessage::Event { token, event: event() }` into `ring`, written field by
+/// field straight into the ring record: the nucleus' `int3` fast path (issue 17), which
+/// builds no message and no private copy. `event` is called once, where the record is
+/// written (so its fields go from where they are into the ring). A full ring is not counted
+/// ([`Producer::try_push_with`]).
+#[inline(always)]
+pub fn push_event_record(
+    ring: &mut Producer<'_>,
+    token: Token,
+    event: impl Fn() -> Event,
+) -> Result<(), PushError> {
+    ring.try_push_with(&EventRecord { token, event })
+}
+
+/// `NucleusMessage::Event` as a [`FixedRecord`].
+struct EventRecord<F> {
+    token: Token,
+    event: F,
+}
+
+impl<F: Fn() -> Event> FixedRecord<EVENT_RECORD> for EventRecord<F> {
+    #[inline(always)]
+    fn write(&self, slot: &mut Slot<'_, EVENT_RECORD>) {
+        write_event_header(self.token, |at, bytes| slot.put(at, bytes));
+        (self.event)().write_wire(|at, bytes| slot.put(EVENT_AT + at, bytes));
+    }
+}
+
 impl Message for NucleusMessage {
     #[inline(always)]
     fn with_hot_record<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         match self {
             Self::Event { token, event } => {
                 let mut record = [0u8; EVENT_RECORD];
-                record[0] = PROTOCOL_VERSION;
-                record[1] = NUCLEUS_EVENT;
-                record[2..10].copy_from_slice(&token.0.to_le_bytes());
-                record[10] = EVENT_LEN_PREFIX;
-                record[11..].copy_from_slice(&event.to_wire());
+                write_event_header(*token, |at, bytes| {
+                    record[at..at + bytes.len()].copy_from_slice(bytes);
+                });
+                record[EVENT_AT..].copy_from_slice(&event.to_wire());
                 Some(f(&record))
             }
             Self::Ping { token } => {
@@ -321,6 +363,54 @@ mod tests {
             assert_eq!(hot_record(&reply), Some(record.clone()));
             assert_eq!(ServerMessage::decode_hot(&record[1..]), Some(reply));
         }
+    }
+
+    #[test]
+    fn an_event_record_written_in_place_is_postcards_wherever_it_lands() {
+        let event = Event {
+            cpu: 0,
+            kind: EventKind::SoftwareException { vector: 3 },
+            event_data: 0,
+            rip: 0x40_0100,
+            cs: 0x2b,
+            rflags: 0x202,
+            rsp: 0x7fff_f000,
+            ss: 0x23,
+            from_ring: 3,
+            insn_len: 1,
+            owner: 1,
+        };
+        // Every start position of a 256-byte data area, so some records wrap; the space
+        // holds stale 0xff bytes first, so a byte the writer skipped would show.
+        for skip in 0..32 {
+            let mut storage = crate::ring::RingStorage::<256>::new();
+            let (mut producer, mut consumer) = storage.split();
+            for _ in 0..skip {
+                producer.push(&[0xff; 4]).unwrap();
+                consumer.pop().unwrap().unwrap();
+            }
+            for _ in 0..3 {
+                producer.push(&[0xff; 60]).unwrap();
+                consumer.pop().unwrap().unwrap();
+            }
+            let token = Token(0x0102_0304_0506_0708 + skip);
+            push_event_record(&mut producer, token, || event).unwrap();
+            let record = consumer.pop().unwrap().unwrap();
+            assert_eq!(
+                &record[..],
+                &postcard_record(&NucleusMessage::Event { token, event })[..],
+                "{skip}"
+            );
+        }
+        // A ring without room refuses it and counts nothing.
+        let mut storage = crate::ring::RingStorage::<128>::new();
+        let (mut producer, _consumer) = storage.split();
+        producer.push(&[0; 60]).unwrap();
+        assert!(matches!(
+            push_event_record(&mut producer, Token(1), || event),
+            Err(PushError::Full { .. })
+        ));
+        assert_eq!(producer.dropped(), 0);
     }
 
     #[test]

@@ -960,6 +960,95 @@ impl<'a> Producer<'a> {
     }
 }
 
+/// The payload of one record being written in place ([`FixedRecord`]): `N`
+/// bytes of the ring's data area, or of a private buffer for a record that wraps.
+pub struct Slot<'s, const N: usize> {
+    at: *mut u8,
+    _bytes: PhantomData<&'s mut [u8; N]>,
+}
+
+impl<const N: usize> Slot<'_, N> {
+    /// Writes `bytes` at payload offset `at`. Panics if they do not fit in the `N` bytes; with
+    /// the constant offsets and lengths of a fixed record the check folds away.
+    #[inline(always)]
+    pub fn put(&mut self, at: usize, bytes: &[u8]) {
+        assert!(
+            at <= N && bytes.len() <= N - at,
+            "a slot write past the record"
+        );
+        // SAFETY: `[at, at + len)` lies within the slot's `N` bytes, which `try_push_with`
+        // made valid for writes for the slot's life (free ring space no one reads, or a
+        // private buffer); `bytes` is the caller's memory, never the slot.
+        unsafe { ptr::copy_nonoverlapping(bytes.as_ptr(), self.at.add(at), bytes.len()) };
+    }
+}
+
+/// A message of exactly `N` payload bytes that writes itself into a ring record in place
+/// ([`Producer::try_push_with`]). A trait, not a closure, so that its `write` can be
+/// `#[inline(always)]`: the point is that the caller's fields go straight into the ring.
+pub trait FixedRecord<const N: usize> {
+    /// Writes every one of the `N` bytes through `slot` (any it leaves hold whatever the
+    /// ring held there).
+    fn write(&self, slot: &mut Slot<'_, N>);
+}
+
+impl Producer<'_> {
+    /// Pushes `record`, written straight into the ring with no private copy first: for
+    /// fixed-size messages written field by field (the nucleus' `int3` event). `write` runs
+    /// only once the room is certain. A full ring is not counted as a drop, as in
+    /// [`try_push`](Self::try_push).
+    #[inline(always)]
+    pub fn try_push_with<const N: usize>(
+        &mut self,
+        record: &impl FixedRecord<N>,
+    ) -> Result<(), PushError> {
+        if N > self.region.max_len as usize {
+            return Err(PushError::TooLarge { len: N });
+        }
+        // `N <= max_len` implies `size <= capacity`.
+        let size = record_size(N) as u32;
+        if self.cached_free() < size {
+            self.make_room(size, false)?;
+        }
+        let head = self.head;
+        let offset = self.region.record_offset(head);
+        // A record that would run past the end of the data area is written into a private
+        // buffer and copied in two parts; `write` is inlined once for both cases.
+        let mut wrapped = [MaybeUninit::<u8>::uninit(); N];
+        // `offset <= capacity - RECORD_ALIGN`, so this does not underflow.
+        let wraps = N > self.region.capacity as usize - offset - LENGTH_SIZE;
+        let at = if wraps {
+            // Zeroed first: the copy below reads every byte, whatever `write` wrote.
+            wrapped = [MaybeUninit::new(0); N];
+            wrapped.as_mut_ptr().cast::<u8>()
+        } else {
+            self.region
+                .track(head & !(RECORD_ALIGN as u32 - 1), LENGTH_SIZE + N, true);
+            // SAFETY: `offset + LENGTH_SIZE + N <= capacity`: the length field and the slot
+            // are inside the data area, valid for writes (`Region::new`'s contract), and
+            // free space the consumer does not read until `publish`. The `u32` store is
+            // aligned as in `Region::write_record`.
+            unsafe {
+                let at = self.region.data.add(offset);
+                ptr::write_volatile(at.cast::<u32>(), (N as u32).to_le());
+                at.add(LENGTH_SIZE)
+            }
+        };
+        record.write(&mut Slot {
+            at,
+            _bytes: PhantomData,
+        });
+        if wraps {
+            // SAFETY: every byte of `wrapped` was initialised (zeroed, then maybe written).
+            let payload = unsafe { &*wrapped.as_ptr().cast::<[u8; N]>() };
+            self.region.write_record_wrapping(head, payload);
+        }
+        self.head = head.wrapping_add(size);
+        self.publish();
+        Ok(())
+    }
+}
+
 /// Records pushed but not yet published; publishing happens on [`commit`](Self::commit) or drop.
 ///
 /// A batch encodes its records into a private staging buffer and copies them into the ring in

@@ -13,7 +13,7 @@ use crate::syscall::Fault;
 use crate::thread::sched::{self, ExitFrame, NextTask, Tick};
 use crate::thread::{self, LiveFrame, ThreadId, Threads};
 use crate::timer;
-use bsp_x86_64::frame::Frame;
+use bsp_x86_64::frame::{Frame, SsQword};
 use bsp_x86_64::idt::Vector;
 use bsp_x86_64::regs::Rflags;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +25,8 @@ bsp_x86_64::entry_stubs!(idt: idt_entry, fred_ring3: fred_from_ring3, fred_ring0
 /// FRED event type 7 ("other") vector 1 is SYSCALL (fred-facts.md §3.6); `decode` agrees.
 const SYSCALL_TYPE: u8 = ipc::EventKind::Syscall.fred_type();
 const SYSCALL_VECTOR: u8 = ipc::EventKind::Syscall.vector();
+/// The class of a SYSCALL from 64-bit mode.
+const SYSCALL_CLASS: u64 = SsQword::class_of(SYSCALL_TYPE, SYSCALL_VECTOR, true);
 
 static NMI_REPORTED: AtomicU64 = AtomicU64::new(0);
 
@@ -79,14 +81,27 @@ fn dispatch(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
     // The hot path first: a thread's `syscall` (type 7, vector 1, from ring 3, 64-bit mode)
     // needs none of the decoded event's other fields.
     let frame = live.frame();
-    let ss = frame.ret.ss;
-    if ss.event_type_raw() == SYSCALL_TYPE
-        && ss.vector() == SYSCALL_VECTOR
-        && ss.is_64bit()
-        && frame.ret.cs.selector().rpl() == 3
-    {
+    if frame.ret.ss.class() == SYSCALL_CLASS && frame.ret.cs.selector().rpl() == 3 {
         return handle(live, |t, frame| syscall(t, frame, delivery));
     }
+    // A tail call: the syscall pays for none of the other events' registers.
+    event(live, delivery)
+}
+
+/// Every event but a syscall from ring 3: an `int3` from ring 3 takes the event fast path
+/// (`forward::fast`) first, which hands anything it is not sure of on to the general path
+/// (not under `trace=`, whose records follow the general path's steps). The general path
+/// decodes the event and routes it by its kind.
+#[inline(never)]
+fn event(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
+    let frame = live.frame();
+    if crate::forward::fast::is_int3(frame)
+        && !crate::trace::active()
+        && let Ok(exit) = thread::with(|t| t.with_live(&mut live, crate::forward::fast::breakpoint))
+    {
+        return exit;
+    }
+    let frame = live.frame();
     // Borrowed in place: moving the decoded event out of its `Result` cost a copy of it.
     let decoded = frame.event(0, 0);
     let event = match &decoded {

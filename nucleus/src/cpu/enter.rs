@@ -112,6 +112,7 @@ const ZERO_GS: msr::KernelGsBase = match msr::KernelGsBase::new(0) {
 
 /// What this CPU holds for ring 3 (`PerCpu::user_segments`): a switch that would write the
 /// same values writes nothing (each MSR write is a serialising instruction).
+#[inline(always)]
 fn live() -> &'static mut UserSegments {
     // SAFETY: this CPU's own cell, touched only by the switch path (`sched::switch`) on this
     // CPU with interrupts off; no reference outlives the call.
@@ -172,6 +173,15 @@ pub fn load_user_segments(guest: Option<(&SegmentBases, bool)>) {
         gs: gs.address(),
         ..want
     };
+}
+
+/// [`load_user_segments`] for a server (`None`), inlined up to its common verdict: the
+/// CPU holds a server's zeros already (the event fast path's switch between servers).
+#[inline(always)]
+pub fn load_server_segments() {
+    if !live().is_zero() {
+        load_user_segments(None);
+    }
 }
 
 /// The thread that just left ring 3: takes note of the GS selector it left (a thread may

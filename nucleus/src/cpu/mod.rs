@@ -21,8 +21,8 @@ pub mod trampoline;
 mod user_segments;
 
 pub use enter::{
-    data_selectors_left, idle_exit, load_data_selectors, load_user_segments, selectors_owner,
-    set_save_area, set_selectors_owner, user_segments_left,
+    data_selectors_left, idle_exit, load_data_selectors, load_server_segments, load_user_segments,
+    selectors_owner, set_save_area, set_selectors_owner, user_segments_left,
 };
 
 /// This CPU's bring-up number (0: the boot CPU).
@@ -32,7 +32,7 @@ pub fn this_cpu_number() -> u32 {
 }
 
 /// Makes `view` this CPU's GDT and LDT for the thread coming in (`tables`).
-#[inline]
+#[inline(always)]
 pub fn load_descriptor_tables(view: bsp_x86_64::gdt::DescriptorView) {
     tables::load_descriptor_tables(&percpu::current().tables, view);
 }

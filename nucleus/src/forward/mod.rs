@@ -7,8 +7,10 @@
 //! [`changes`]), kill or restart. A thread without a live fault handler, or whose handler
 //! cannot be reached, is reported and restarted by the nucleus, within the thread's restart
 //! budget (`lifecycle`). An event and its dump go into the handler's ring all or nothing.
+//! A server's breakpoint for a handler asleep in `RingWait` takes [`fast`] first.
 pub mod changes;
 pub(crate) mod event;
+pub(crate) mod fast;
 mod hypercall;
 pub mod reply;
 

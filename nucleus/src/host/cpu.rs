@@ -47,6 +47,11 @@ pub fn load_user_segments(guest: Option<(&SegmentBases, bool)>) {
     LIVE.set((segments.fs, segments.live_gs(kernel)));
 }
 
+/// As the CPU's: a server's zeros.
+pub fn load_server_segments() {
+    load_user_segments(None);
+}
+
 /// The stand-in CPU's data selectors: whatever the last thread was loaded with.
 pub fn data_selectors_left() -> bsp_x86_64::guest_selectors::DataSelectors {
     SELECTORS.get()

@@ -22,7 +22,7 @@ mod table;
 pub use areas::LiveFrame;
 pub use layout::BOOT_THREADS;
 pub use layout::{GUEST_MANAGER, MAX_THREADS, ThreadId};
-pub use slot::{COMPLAINTS_PER_TICK, Kind, Pending, State, Thread};
+pub use slot::{COMPLAINTS_PER_TICK, Kind, Pending, SERVER_SEGMENTS, State, Thread};
 pub use table::{AfterReady, SendFailure, Threads, try_with, with};
 
 #[cfg(test)]

@@ -148,6 +148,28 @@ fn take_data_selectors(t: &mut Threads, id: ThreadId) {
     crate::cpu::set_selectors_owner(Some(id.index()));
 }
 
+/// The direct switch of the event fast path (issue 17; seL4's and Hubris' "switch to the
+/// receiver"): the current thread stopped (it waits for `id`'s answer, its context where
+/// the entry stub saved it) and server `id`, placed on this CPU and not current, runs next.
+/// No pick, and none of [`switch`]'s guest state: what `switch` does for such a thread.
+#[inline(always)]
+pub fn switch_to_server(t: &mut Threads, id: ThreadId) -> ExitFrame {
+    debug_assert!(t.get(id).domain().is_none() && t.current() != Some(id));
+    let (cs, ss) = super::SERVER_SEGMENTS;
+    let target = t.area_mut(id);
+    // As in `switch`: only the selectors of the saved CS and SS qwords survive.
+    target.ret.cs = CsQword::from_raw(u64::from(cs));
+    target.ret.ss = SsQword::from_raw(u64::from(ss));
+    let exit: ExitFrame = target;
+    let thread = t.get(id);
+    crate::mm::load_root(thread.root().unwrap_or_else(crate::mm::kernel_root));
+    crate::cpu::load_descriptor_tables(thread.tables);
+    crate::cpu::load_server_segments();
+    crate::cpu::set_save_area(exit);
+    t.set_current(Some(id));
+    exit
+}
+
 /// Leaves the current thread (its context stays where the entry stub saved it) and makes
 /// `next` (or idle) live: returns the frame to enter.
 fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) -> ExitFrame {

@@ -23,6 +23,9 @@ pub enum State {
     },
 }
 
+/// The code and stack selectors every server runs on in Ring3 ([`Thread::segments`]).
+pub const SERVER_SEGMENTS: (u16, u16) = (gdt::USER_CS64.raw(), gdt::USER_DS.raw());
+
 /// Complaints about one thread's messages printed per tick; the rest are counted.
 pub const COMPLAINTS_PER_TICK: u32 = 4;
 
@@ -207,7 +210,7 @@ impl Thread {
     pub fn segments(&self) -> (u16, u16) {
         match self.kind {
             Kind::GuestVcpu { .. } => (FLAT_RING3_CS64, FLAT_RING3_SS64),
-            Kind::Server => (gdt::USER_CS64.raw(), gdt::USER_DS.raw()),
+            Kind::Server => SERVER_SEGMENTS,
         }
     }
 

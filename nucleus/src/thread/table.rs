@@ -363,10 +363,26 @@ impl Threads {
     }
 
     /// A fresh token for a message that expects a reply.
+    #[inline(always)]
     pub fn next_token(&mut self) -> Token {
         let token = Token(self.next_token);
         self.next_token += 1;
         token
+    }
+
+    /// The token [`Threads::next_token`] hands out next, not taken yet (a fast path writes it
+    /// into a record before it knows the record fits).
+    #[inline(always)]
+    pub fn upcoming_token(&self) -> Token {
+        Token(self.next_token)
+    }
+
+    /// Whether thread `id` sleeps in `RingWait` on the borrowing CPU: an event for it may
+    /// switch to it at once.
+    #[inline(always)]
+    pub fn waits_here(&self, id: ThreadId) -> bool {
+        let thread = self.get(id);
+        thread.state() == super::State::WaitingForEvents && usize::from(thread.cpu) == self.here
     }
 
     /// True if `id` handles some thread's faults.
