@@ -82,10 +82,16 @@ fn dispatch(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
     // needs none of the decoded event's other fields.
     let frame = live.frame();
     if frame.ret.ss.class() == SYSCALL_CLASS && frame.ret.cs.selector().rpl() == 3 {
-        return handle(live, |t, frame| syscall(t, frame, delivery));
+        return syscall_event(live, delivery);
     }
-    // A tail call: the syscall pays for none of the other events' registers.
+    // Tail calls both: neither path pays for the other's registers.
     event(live, delivery)
+}
+
+/// A thread's `syscall`: through the table.
+#[inline(never)]
+fn syscall_event(live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
+    handle(live, |t, frame| syscall(t, frame, delivery))
 }
 
 /// Every event but a syscall from ring 3: an `int3` from ring 3 takes the event fast path

@@ -185,9 +185,7 @@ pub fn install_gdt(tables: &RacyCell<CpuTables>) {
 /// Makes `view` the GDT and LDT this CPU runs ring 3 on (`sched::switch`, when another
 /// thread comes in): a guest's window with its LDT, or this CPU's own GDT and no LDT.
 /// LDTR caches its descriptor, so a guest's LDT is reloaded each time it comes in and
-/// dropped before anyone else runs.
-/// Inlined up to the common verdict, "already loaded" (a server after a server); the loads
-/// themselves are out of line.
+/// dropped before anyone else runs. Inlined: both switches test it on every switch.
 #[inline(always)]
 pub fn load_descriptor_tables(tables: &RacyCell<CpuTables>, view: DescriptorView) {
     // SAFETY: this CPU's own tables, on the switch path with interrupts off; no reference
@@ -198,15 +196,6 @@ pub fn load_descriptor_tables(tables: &RacyCell<CpuTables>, view: DescriptorView
     } else {
         view.gdt_base
     };
-    if own.loaded.gdt != base || own.loaded.ldt || view.ldt {
-        reload_descriptor_tables(own, base, view.ldt && view.gdt_base != 0);
-    }
-}
-
-/// [`load_descriptor_tables`] where the CPU holds other tables than `base` (or an LDT is
-/// involved): LGDT and LLDT as needed.
-#[inline(never)]
-fn reload_descriptor_tables(own: &mut CpuTables, base: u64, ldt: bool) {
     if own.loaded.gdt != base {
         // SAFETY: `base` is this CPU's own GDT or a domain's window, both mapped in every
         // address space (the nucleus' slots) with the reserved page at 0xe000 holding the
@@ -214,6 +203,7 @@ fn reload_descriptor_tables(own: &mut CpuTables, base: u64, ldt: bool) {
         unsafe { insn::lgdt(&gdt::gdt_pointer(base)) };
         own.loaded.gdt = base;
     }
+    let ldt = view.ldt && view.gdt_base != 0;
     if ldt || own.loaded.ldt {
         let selector = if ldt { gdt::LDT } else { gdt::Selector::NULL };
         // SAFETY: CPL 0; a window with `ldt` has a present LDT descriptor at `gdt::LDT`
