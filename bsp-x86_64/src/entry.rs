@@ -24,16 +24,21 @@
 //! * `idt_exit`: restores the frame the handler returned in RAX and IRETQs from it, SWAPGS
 //!   when it returns to ring 3.
 //! * `syscall_entry` (IDT delivery only, the `IA32_LSTAR` target): SYSCALL does not switch
-//!   stacks, so it SWAPGSes, builds the frame FRED would have written for a SYSCALL (type 7,
-//!   vector 1, instruction length 2) in the save area, takes the stack from `cpu_info`, and
-//!   joins `idt_exit`.
+//!   stacks, so it SWAPGSes, takes the stack from `cpu_info` and saves what a Rust call
+//!   clobbers (with RIP, RFLAGS, RSP) in the save area. The syscall fast path (issue 17)
+//!   either completes the call, and the stub returns with SYSRETQ restoring only those
+//!   registers, or declines it: then the stub completes the frame FRED would have written
+//!   for a SYSCALL (type 7, vector 1, instruction length 2) and joins `idt_exit` through the
+//!   dispatcher.
 //! * `syscall_compat_entry` (IDT delivery only, the `IA32_CSTAR` target): a SYSCALL from
 //!   compatibility mode. fredvisor has no 32-bit user segment, so this is only a backstop:
 //!   it builds the frame of the `#UD` Intel CPUs raise there, so the dispatcher forwards it
 //!   as the server's fault.
 //! * `fred_entry_ring3` (4 KiB aligned, the `IA32_FRED_CONFIG` entry point) and
 //!   `fred_entry_ring0` at +256: the CPU has already written the 64-byte return state on the
-//!   stack; the ring-3 entry saves the GPRs and copies that state into the save area, the
+//!   stack; the ring-3 entry saves the GPRs and copies that state into the save area (a
+//!   64-bit SYSCALL first goes to the syscall fast path with only what a Rust call clobbers
+//!   saved; one it completes returns with ERETU from the CPU's own return state), the
 //!   ring-0 entry saves the GPRs below it. `fred_exit` returns with ERETU when the frame's CS
 //!   has RPL 3 and with ERETS otherwise. No SWAPGS/SYSRET/IRET on this path.
 //!
@@ -76,29 +81,126 @@ pub const SYSCALL_SS_QWORD: u64 =
 /// exception), not 64-bit mode. A compat-mode SYSCALL is the caller's fault, as on Intel CPUs.
 pub const COMPAT_SYSCALL_SS_QWORD: u64 = crate::gdt::USER_DS.raw() as u64 | (6 << 32) | (3 << 48);
 
-/// Emits the IDT and FRED entry stubs around the given handlers, each an
-/// `extern "C" fn(*mut Frame) -> *mut Frame` (the frame saved, the frame to leave through):
-/// `entry_stubs!(idt: path::to::idt_handler, fred_ring3: ..., fred_ring0: ...)`.
+/// The SS qword of a 64-bit SYSCALL shifted right by 32 and masked with this: its vector
+/// (bits 7:0), type (19:16) and 64-bit mode bit (25). The FRED ring-3 entry compares it with
+/// [`SYSCALL_SIGNATURE`] to offer the event to the syscall fast path.
+pub const SYSCALL_SIGNATURE_MASK: u32 = 0xff | (0xf << 16) | (1 << 25);
+/// What [`SYSCALL_SIGNATURE_MASK`] leaves of a 64-bit SYSCALL's SS qword.
+pub const SYSCALL_SIGNATURE: u32 = (SYSCALL_SS_QWORD >> 32) as u32 & SYSCALL_SIGNATURE_MASK;
+const _: () = assert!(SYSCALL_SIGNATURE == 1 | (7 << 16) | (1 << 25));
+
+/// What a syscall fast path (`syscall_idt`/`syscall_fred` of [`entry_stubs!`]) returns to its
+/// stub in RAX:RDX (SysV returns a two-qword `repr(C)` struct in those registers): the save
+/// area it was given, and whether it completed the call (the stub returns to the caller
+/// with the area's RAX) or declined it, untouched (the stub saves the rest of the frame and
+/// calls the general dispatcher).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FastSyscall {
+    pub area: *mut crate::frame::Frame,
+    /// 0: declined; else completed.
+    pub completed: u64,
+}
+
+impl FastSyscall {
+    pub fn new(area: *mut crate::frame::Frame, completed: bool) -> Self {
+        Self {
+            area,
+            completed: u64::from(completed),
+        }
+    }
+}
+
+/// Lowest non-canonical address above the user half (48-bit linear addresses).
+const USER_END: u64 = 1 << 47;
+
+/// Whether SYSRETQ may return to `rip` (the IDT syscall fast path's check): only a
+/// canonical user-half address. SYSRETQ to a non-canonical RCX raises `#GP` on Intel CPUs
+/// *in ring 0*, after RSP is the caller's: the caller would own the nucleus' stack. A
+/// SYSCALL as the last instruction below the hole hands in exactly such a RIP.
+pub const fn sysret_safe(rip: u64) -> bool {
+    rip < USER_END
+}
+
+/// Emits the IDT and FRED entry stubs around the given handlers: `idt`, `fred_ring3`,
+/// `fred_ring0`, `syscall_idt` and `syscall_fred` are each an
+/// `extern "C" fn(*mut Frame) -> *mut Frame` (the frame saved, the frame to leave through;
+/// the last two get the 64-bit SYSCALLs their fast path declined). `syscall_idt_fast` and
+/// `syscall_fred_fast` are the syscall fast paths, each an
+/// `extern "C" fn(*mut Frame) -> FastSyscall` given a save area that holds only RAX, RDX,
+/// RSI, RDI and R8-R10, and which may change only RAX. Under IDT the area also holds RIP,
+/// RFLAGS and RSP (SYSCALL's RCX and R11 are in the RIP and RFLAGS slots only); under FRED,
+/// RCX and R11, the return state being on the stack only:
+/// `entry_stubs!(idt: path::to::idt_handler, fred_ring3: ..., fred_ring0: ...,
+/// syscall_idt_fast: ..., syscall_idt: ..., syscall_fred_fast: ..., syscall_fred: ...)`.
 #[macro_export]
 macro_rules! entry_stubs {
-    (idt: $idt:path, fred_ring3: $ring3:path, fred_ring0: $ring0:path $(,)?) => {
+    (
+        idt: $idt:path,
+        fred_ring3: $ring3:path,
+        fred_ring0: $ring0:path,
+        syscall_idt_fast: $syscall_idt_fast:path,
+        syscall_idt: $syscall_idt:path,
+        syscall_fred_fast: $syscall_fred_fast:path,
+        syscall_fred: $syscall_fred:path $(,)?
+    ) => {
         ::core::arch::global_asm!(
-            // Stores every GPR but RAX, RCX and RDI into the frame at `base`. Uses no other
-            // register.
-            ".macro FREDVISOR_SAVE_GPRS base",
+            // Stores the registers a syscall's arguments arrive in but RAX and RDI (RDX,
+            // RSI, R8-R10) into the frame at `base`: with RAX, RCX, RDI and R11 these are
+            // what a Rust call clobbers. Uses no other register.
+            ".macro FREDVISOR_SAVE_ARGS base",
             "mov [\\base + {rdx}], rdx",
-            "mov [\\base + {rbx}], rbx",
             "mov [\\base + {rsi}], rsi",
-            "mov [\\base + {rbp}], rbp",
             "mov [\\base + {r8}], r8",
             "mov [\\base + {r9}], r9",
             "mov [\\base + {r10}], r10",
-            "mov [\\base + {r11}], r11",
+            ".endm",
+            // Stores the registers a Rust call preserves (RBX, RBP, R12-R15) and the spare
+            // slot into the frame at `base`.
+            ".macro FREDVISOR_SAVE_CALLEE base",
+            "mov [\\base + {rbx}], rbx",
+            "mov [\\base + {rbp}], rbp",
             "mov [\\base + {r12}], r12",
             "mov [\\base + {r13}], r13",
             "mov [\\base + {r14}], r14",
             "mov [\\base + {r15}], r15",
             "mov qword ptr [\\base + {gprs_reserved}], 0",
+            ".endm",
+            // Stores every GPR but RAX, RCX and RDI into the frame at `base`. Uses no other
+            // register.
+            ".macro FREDVISOR_SAVE_GPRS base",
+            "FREDVISOR_SAVE_ARGS \\base",
+            "mov [\\base + {r11}], r11",
+            "FREDVISOR_SAVE_CALLEE \\base",
+            ".endm",
+            // Loads what FREDVISOR_SAVE_ARGS stored and RDI from the frame at `base` (the
+            // syscall fast paths' return: the callee-saved registers never left the CPU).
+            ".macro FREDVISOR_RESTORE_ARGS base",
+            "mov rdx, [\\base + {rdx}]",
+            "mov rsi, [\\base + {rsi}]",
+            "mov rdi, [\\base + {rdi}]",
+            "mov r8, [\\base + {r8}]",
+            "mov r9, [\\base + {r9}]",
+            "mov r10, [\\base + {r10}]",
+            ".endm",
+            // The FRED ring-3 entry's second half: RDI = the save area, RSP = &return state.
+            ".macro FREDVISOR_RING3_REST",
+            "FREDVISOR_SAVE_CALLEE rdi",
+            "mov rcx, [rsp]",
+            "mov [rdi + {error_code}], rcx",
+            "mov rcx, [rsp + {rip} - {ret}]",
+            "mov [rdi + {rip}], rcx",
+            "mov rcx, [rsp + {cs} - {ret}]",
+            "mov [rdi + {cs}], rcx",
+            "mov rcx, [rsp + {rflags} - {ret}]",
+            "mov [rdi + {rflags}], rcx",
+            "mov rcx, [rsp + {rsp} - {ret}]",
+            "mov [rdi + {rsp}], rcx",
+            "mov rcx, [rsp + {ss} - {ret}]",
+            "mov [rdi + {ss}], rcx",
+            "mov rcx, [rsp + {event_data} - {ret}]",
+            "mov [rdi + {event_data}], rcx",
+            "mov qword ptr [rdi + {reserved}], 0",
             ".endm",
             // Loads every GPR but RAX from the frame at `base` (`base` itself last but one:
             // the caller loads RAX, or RAX is the base and goes last).
@@ -124,33 +226,38 @@ macro_rules! entry_stubs {
             ".balign 4096",
             ".global fred_entry_ring3",
             // In: RSP = &return state (64-byte aligned, on the stack FRED chose), GS =
-            // nucleus (hardware swapped it), RFLAGS = 2. The GPRs and a copy of the return
-            // state go into the save area; RSP stays on the stack. Out: fred_exit.
+            // nucleus (hardware swapped it), RFLAGS = 2. The registers a Rust call clobbers
+            // go into the save area first. A 64-bit SYSCALL is offered to the syscall fast
+            // path, which completes it or declines it untouched; a completed one returns
+            // with ERETU from the CPU's own return state (the callee-saved registers never
+            // left the CPU). Anything else, and a declined syscall, goes on in
+            // `fred_ring3_full`.
             "fred_entry_ring3:",
             "push rdi",
             "mov rdi, gs:[{ci_save_area}]",
             "mov [rdi + {rax}], rax",
             "mov [rdi + {rcx}], rcx",
-            "FREDVISOR_SAVE_GPRS rdi",
+            "FREDVISOR_SAVE_ARGS rdi",
+            "mov [rdi + {r11}], r11",
             "pop rcx",
             "mov [rdi + {rdi}], rcx",
-            "mov rcx, [rsp]",
-            "mov [rdi + {error_code}], rcx",
-            "mov rcx, [rsp + {rip} - {ret}]",
-            "mov [rdi + {rip}], rcx",
-            "mov rcx, [rsp + {cs} - {ret}]",
-            "mov [rdi + {cs}], rcx",
-            "mov rcx, [rsp + {rflags} - {ret}]",
-            "mov [rdi + {rflags}], rcx",
-            "mov rcx, [rsp + {rsp} - {ret}]",
-            "mov [rdi + {rsp}], rcx",
             "mov rcx, [rsp + {ss} - {ret}]",
-            "mov [rdi + {ss}], rcx",
-            "mov rcx, [rsp + {event_data} - {ret}]",
-            "mov [rdi + {event_data}], rcx",
-            "mov qword ptr [rdi + {reserved}], 0",
-            "call {ring3}",
-            "jmp fred_exit",
+            "shr rcx, 32",
+            "and ecx, {syscall_sig_mask}",
+            "cmp ecx, {syscall_sig}",
+            "jne fred_ring3_full",
+            // In: RDI = the save area. Out: RAX = the save area, RDX = 0: declined.
+            "call {syscall_fred_fast}",
+            "test rdx, rdx",
+            "jz 1f",
+            "mov rcx, [rax + {rcx}]",
+            "mov r11, [rax + {r11}]",
+            "FREDVISOR_RESTORE_ARGS rax",
+            "mov rax, [rax + {rax}]",
+            "eretu",
+            "1:",
+            "mov rdi, rax",
+            "jmp fred_ring3_syscall",
             ".org fred_entry_ring3 + 256, 0xcc",
             ".global fred_entry_ring0",
             // In: as above, on the current stack level (or a higher one). The frame is built
@@ -191,6 +298,18 @@ macro_rules! entry_stubs {
             "FREDVISOR_RESTORE_GPRS_BUT_RAX rax",
             "mov rax, [rax + {rax}]",
             "eretu",
+            // In: RDI = the save area holding RAX, RCX, RDX, RSI, RDI, R8-R11; RSP = &return
+            // state. The callee-saved registers and a copy of the return state join them;
+            // RSP stays on the stack. Out: fred_exit. `fred_ring3_syscall` is the same for
+            // a SYSCALL the fast path declined, which goes to the syscall dispatcher.
+            "fred_ring3_full:",
+            "FREDVISOR_RING3_REST",
+            "call {ring3}",
+            "jmp fred_exit",
+            "fred_ring3_syscall:",
+            "FREDVISOR_RING3_REST",
+            "call {syscall_fred}",
+            "jmp fred_exit",
             ".global fred_entry_page_end",
             "fred_entry_page_end:",
             ".popsection",
@@ -303,8 +422,13 @@ macro_rules! entry_stubs {
             "iretq",
 
             // In: RCX = user RIP, R11 = user RFLAGS, RSP = user RSP, GS = user (IDT only).
-            // The frame goes into the save area; `cpu_info.scratch` holds the user RDI
-            // meanwhile.
+            // What a Rust call clobbers goes into the save area (`cpu_info.scratch` holds the
+            // user RDI meanwhile), RIP, RFLAGS and RSP with it, and the syscall fast path
+            // completes the call or declines it untouched. A completed one returns with
+            // SYSRETQ (the fast path checked that SYSRETQ restores exactly this context:
+            // `sysret_safe`); the callee-saved registers never left the CPU. A declined one
+            // gets the rest of the frame FRED would have written for a SYSCALL (type 7,
+            // vector 1, instruction length 2) and joins `idt_exit` through the dispatcher.
             ".global syscall_entry",
             "syscall_entry:",
             "swapgs",
@@ -313,12 +437,29 @@ macro_rules! entry_stubs {
             "mov [rdi + {rsp}], rsp",
             "mov rsp, gs:[{ci_kernel_rsp}]",
             "mov [rdi + {rax}], rax",
-            "mov [rdi + {rcx}], rcx",
             "mov [rdi + {rip}], rcx",
-            "FREDVISOR_SAVE_GPRS rdi",
             "mov [rdi + {rflags}], r11",
+            "FREDVISOR_SAVE_ARGS rdi",
             "mov rcx, gs:[{ci_scratch}]",
             "mov [rdi + {rdi}], rcx",
+            // In: RDI = the save area. Out: RAX = the save area, RDX = 0: declined.
+            "call {syscall_idt_fast}",
+            "test rdx, rdx",
+            "jz 1f",
+            "mov rcx, [rax + {rip}]",
+            "mov r11, [rax + {rflags}]",
+            "FREDVISOR_RESTORE_ARGS rax",
+            "mov rsp, [rax + {rsp}]",
+            "mov rax, [rax + {rax}]",
+            "swapgs",
+            "sysretq",
+            "1:",
+            "mov rdi, rax",
+            "mov rcx, [rdi + {rip}]",
+            "mov [rdi + {rcx}], rcx",
+            "mov rcx, [rdi + {rflags}]",
+            "mov [rdi + {r11}], rcx",
+            "FREDVISOR_SAVE_CALLEE rdi",
             "mov qword ptr [rdi + {cs}], {user_cs}",
             "mov rcx, {syscall_ss}",
             "mov [rdi + {ss}], rcx",
@@ -326,7 +467,7 @@ macro_rules! entry_stubs {
             "mov [rdi + {error_code}], rcx",
             "mov [rdi + {event_data}], rcx",
             "mov [rdi + {reserved}], rcx",
-            "call {idt}",
+            "call {syscall_idt}",
             "jmp idt_exit",
 
             // In: RCX = user RIP after the SYSCALL, R11 = user RFLAGS, RSP = user RSP,
@@ -368,6 +509,12 @@ macro_rules! entry_stubs {
             ring3 = sym $ring3,
             ring0 = sym $ring0,
             idt = sym $idt,
+            syscall_idt_fast = sym $syscall_idt_fast,
+            syscall_idt = sym $syscall_idt,
+            syscall_fred_fast = sym $syscall_fred_fast,
+            syscall_fred = sym $syscall_fred,
+            syscall_sig_mask = const $crate::entry::SYSCALL_SIGNATURE_MASK,
+            syscall_sig = const $crate::entry::SYSCALL_SIGNATURE,
             stub_size = const $crate::entry::IDT_STUB_SIZE,
             dr6_flip = const $crate::entry::DR6_POLARITY_FLIP,
             frame_size = const $crate::frame::FRAME_SIZE,

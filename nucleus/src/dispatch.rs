@@ -13,6 +13,7 @@ use crate::syscall::Fault;
 use crate::thread::sched::{self, ExitFrame, NextTask, Tick};
 use crate::thread::{self, LiveFrame, ThreadId, Threads};
 use crate::timer;
+use bsp_x86_64::entry::FastSyscall;
 use bsp_x86_64::frame::{Frame, SsQword};
 use bsp_x86_64::idt::Vector;
 use bsp_x86_64::regs::Rflags;
@@ -20,7 +21,15 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use ipc::dump::Delivery;
 use ipc::{Event, EventKind};
 
-bsp_x86_64::entry_stubs!(idt: idt_entry, fred_ring3: fred_from_ring3, fred_ring0: fred_from_ring0);
+bsp_x86_64::entry_stubs!(
+    idt: idt_entry,
+    fred_ring3: fred_from_ring3,
+    fred_ring0: fred_from_ring0,
+    syscall_idt_fast: syscall_fast_idt,
+    syscall_idt: syscall_idt,
+    syscall_fred_fast: syscall_fast_fred,
+    syscall_fred: syscall_fred,
+);
 
 /// FRED event type 7 ("other") vector 1 is SYSCALL (fred-facts.md §3.6); `decode` agrees.
 const SYSCALL_TYPE: u8 = ipc::EventKind::Syscall.fred_type();
@@ -31,19 +40,55 @@ const SYSCALL_CLASS: u64 = SsQword::class_of(SYSCALL_TYPE, SYSCALL_VECTOR, true)
 static NMI_REPORTED: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn idt_entry(live: LiveFrame<'static>) -> ExitFrame {
-    enter(live, Delivery::Idt)
+    enter(live, Delivery::Idt, dispatch)
 }
 
 extern "C" fn fred_from_ring3(mut live: LiveFrame<'static>) -> ExitFrame {
     if crate::selftest::fred::RING3_ARMED.load(Ordering::Relaxed) {
         crate::selftest::fred::ring3_event(live.frame());
     }
-    enter(live, Delivery::Fred)
+    enter(live, Delivery::Fred, dispatch)
+}
+
+/// The IDT syscall fast path (`syscall::fast`): a completed call returns with SYSRETQ,
+/// so only to a RIP SYSRETQ may load.
+extern "C" fn syscall_fast_idt(mut area: LiveFrame<'static>) -> FastSyscall {
+    let ptr = area.as_ptr();
+    let credit = || crate::thread::server_syscall_credit(ptr);
+    let completed = crate::syscall::fast::complete(area.frame(), credit, |frame| {
+        bsp_x86_64::entry::sysret_safe(frame.ret.rip)
+    });
+    FastSyscall::new(area.as_ptr(), completed)
+}
+
+/// The FRED syscall fast path: a completed call returns with ERETU from the CPU's own
+/// return state. Declined while the FRED self-test watches ring-3 events.
+extern "C" fn syscall_fast_fred(mut area: LiveFrame<'static>) -> FastSyscall {
+    let ptr = area.as_ptr();
+    let credit = || crate::thread::server_syscall_credit(ptr);
+    let completed = crate::syscall::fast::complete(area.frame(), credit, |_| {
+        !crate::selftest::fred::RING3_ARMED.load(Ordering::Relaxed)
+    });
+    FastSyscall::new(area.as_ptr(), completed)
+}
+
+/// A 64-bit SYSCALL from ring 3 the IDT fast path declined: straight to the syscall table,
+/// no event decode.
+extern "C" fn syscall_idt(live: LiveFrame<'static>) -> ExitFrame {
+    enter(live, Delivery::Idt, syscall_only)
+}
+
+/// The same under FRED.
+extern "C" fn syscall_fred(mut live: LiveFrame<'static>) -> ExitFrame {
+    if crate::selftest::fred::RING3_ARMED.load(Ordering::Relaxed) {
+        crate::selftest::fred::ring3_event(live.frame());
+    }
+    enter(live, Delivery::Fred, syscall_only)
 }
 
 extern "C" fn fred_from_ring0(live: LiveFrame<'static>) -> ExitFrame {
     crate::selftest::fred::FRED_RING0_ENTRIES.fetch_add(1, Ordering::Relaxed);
-    enter(live, Delivery::Fred)
+    enter(live, Delivery::Fred, dispatch)
 }
 
 /// Every event: the dispatcher, or — under `trace=` — the dispatcher between the trace's
@@ -52,7 +97,11 @@ extern "C" fn fred_from_ring0(live: LiveFrame<'static>) -> ExitFrame {
 /// not traced (the trace buffer is per CPU, reached through GS: `cpu::percpu`), nor is one
 /// on an AP (the trace looks at the thread table, which only the boot CPU touches).
 #[inline(always)]
-fn enter(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
+fn enter(
+    mut live: LiveFrame<'static>,
+    delivery: Delivery,
+    dispatch: fn(LiveFrame<'static>, Delivery) -> ExitFrame,
+) -> ExitFrame {
     if crate::trace::active()
         && !crate::cpu::percpu::gs_may_be_user(live.frame(), delivery)
         && crate::cpu::percpu::current().index() == 0
@@ -60,6 +109,12 @@ fn enter(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
         return crate::trace::traced(live, delivery, dispatch);
     }
     dispatch(live, delivery)
+}
+
+/// `dispatch` for an event the stub knows is a 64-bit SYSCALL from ring 3.
+#[inline(always)]
+fn syscall_only(live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
+    handle(live, |t, frame| syscall(t, frame, delivery))
 }
 
 /// Runs `handler` on the thread table and the live frame (its save area lent meanwhile) and

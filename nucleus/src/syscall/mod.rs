@@ -1,6 +1,7 @@
 //! The syscall table: what a server's `syscall` does (type 7 vector 1 under FRED, LSTAR
 //! under IDT). Each handler returns `Result<NextTask, UserError>`: what runs next, or
 //! whether the caller gets an error code in RAX or faults ([`UserError`]).
+pub mod fast;
 mod user_error;
 
 pub use user_error::{Fault, UserError};

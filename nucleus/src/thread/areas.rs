@@ -11,11 +11,20 @@ use super::layout::MAX_THREADS;
 use bsp_x86_64::frame::Frame;
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
+use core::mem::size_of;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 
-/// One save area: 64-byte aligned like a FRED return state.
+/// One save area: 64-byte aligned like a FRED return state. `repr(C)`: the frame first, at
+/// the address the stubs get (`cpu_info.save_area`).
 #[repr(C, align(64))]
-struct Area(UnsafeCell<Frame>);
+struct Area {
+    frame: UnsafeCell<Frame>,
+    /// The thread made a syscall the fast path completed (`syscall::fast`, which borrows no
+    /// table) since the scheduler last looked: its tick credits it like one the table saw.
+    /// Only the CPU that runs the thread touches it.
+    syscall_credit: AtomicBool,
+}
 
 /// The storage of one table's areas.
 pub struct Storage([Area; MAX_THREADS]);
@@ -28,7 +37,14 @@ unsafe impl Sync for Storage {}
 
 impl Storage {
     pub const fn new() -> Self {
-        Self([const { Area(UnsafeCell::new(Frame::ZERO)) }; MAX_THREADS])
+        Self(
+            [const {
+                Area {
+                    frame: UnsafeCell::new(Frame::ZERO),
+                    syscall_credit: AtomicBool::new(false),
+                }
+            }; MAX_THREADS],
+        )
     }
 }
 
@@ -60,7 +76,22 @@ impl SaveAreas {
     /// Where slot `index`'s area is: for `cpu_info.save_area` and the exit stubs.
     #[inline(always)]
     pub fn ptr(&self, index: usize) -> *mut Frame {
-        self.storage.0[index].0.get()
+        self.storage.0[index].frame.get()
+    }
+
+    /// Takes slot `index`'s syscall credit: whether the fast path completed a syscall of
+    /// the thread since the last call.
+    #[inline(always)]
+    pub fn take_syscall_credit(&self, index: usize) -> bool {
+        self.storage.0[index]
+            .syscall_credit
+            .swap(false, Ordering::Relaxed)
+    }
+
+    /// Host tests: slot `index`'s syscall credit, as the fast path sets it.
+    #[cfg(test)]
+    pub fn syscall_credit(&self, index: usize) -> &AtomicBool {
+        &self.storage.0[index].syscall_credit
     }
 
     /// Marks the live frame (an area or a frame on a stack) as lent to the dispatcher, or
@@ -132,12 +163,39 @@ impl<'a> LiveFrame<'a> {
     }
 }
 
+/// The nucleus' table's areas (reached only through [`table_areas`]' handle).
+static AREAS: Storage = Storage::new();
+
 /// The nucleus' table's areas: called once, by the thread table's static.
 pub(super) const fn table_areas() -> SaveAreas {
-    static AREAS: Storage = Storage::new();
     // SAFETY: the only call is the initialiser of the one `THREADS` static, so this is the
     // storage's only handle.
     unsafe { SaveAreas::new(&AREAS) }
+}
+
+/// Host tests: where slot `index`'s area of the nucleus' table is.
+#[cfg(test)]
+pub fn static_area_ptr(index: usize) -> *const Frame {
+    AREAS.0[index].frame.get()
+}
+
+/// The syscall credit of `area` if it is a server slot's area of the nucleus' table (the
+/// server slots come first, `layout`), `None` for a guest vCPU's (whose `syscall` is a
+/// hypercall) or any other address. Compares addresses only: for the syscall fast path,
+/// which borrows no table; the credit is an atomic, never part of the lent frame.
+#[inline(always)]
+pub fn server_syscall_credit(area: *const Frame) -> Option<&'static AtomicBool> {
+    const SERVER_BYTES: usize = super::layout::BOOT_THREADS.len() * size_of::<Area>();
+    let first = AREAS.0.as_ptr();
+    // One unsigned compare for both ends; the rest must be a whole number of areas.
+    let offset = (area as usize).wrapping_sub(first as usize);
+    if offset >= SERVER_BYTES || !offset.is_multiple_of(size_of::<Area>()) {
+        return None;
+    }
+    // SAFETY: `offset` is the start of a server slot's area inside `AREAS` (checked above):
+    // the pointer is derived from `AREAS`, in bounds and aligned. Only the credit is
+    // referenced: the frame stays the dispatcher's alone.
+    Some(unsafe { &(*first.byte_add(offset)).syscall_credit })
 }
 
 /// Fresh areas for a host test's table.

@@ -81,6 +81,12 @@ pub fn start(t: &mut Threads) -> Option<ExitFrame> {
 
 /// Timer tick: preemption, and the hung-thread watchdog.
 pub fn tick(t: &mut Threads, frame: &Frame) -> Tick {
+    // The syscalls the fast path completed count as the table's own do.
+    if let Some(cur) = t.current()
+        && t.take_syscall_credit(cur)
+    {
+        t.get_mut(cur).made_syscall();
+    }
     if let Some(cur) = t.current()
         && from_ring3(frame)
         && t.get_mut(cur).tick_exceeds(HUNG_TICKS)

@@ -140,6 +140,19 @@ impl Threads {
         self.areas.ptr(id.0)
     }
 
+    /// Whether thread `id` made a syscall the fast path completed since the last call
+    /// (`syscall::fast` borrows no table: this is where the table learns of it).
+    #[inline(always)]
+    pub fn take_syscall_credit(&self, id: ThreadId) -> bool {
+        self.areas.take_syscall_credit(id.0)
+    }
+
+    /// Host tests: thread `id`'s syscall credit, as the fast path sets it.
+    #[cfg(test)]
+    pub fn syscall_credit(&self, id: ThreadId) -> &core::sync::atomic::AtomicBool {
+        self.areas.syscall_credit(id.0)
+    }
+
     /// Whether `frame` is thread `id`'s save area.
     #[inline(always)]
     pub fn is_area_of(&self, id: ThreadId, frame: &Frame) -> bool {

@@ -14,10 +14,19 @@ use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use bsp_x86_64::entry::FastSyscall;
 use bsp_x86_64::frame::{self, DecodeError, Frame};
 use ipc::Event;
 
-bsp_x86_64::entry_stubs!(idt: harness_idt, fred_ring3: harness_ring3, fred_ring0: harness_ring0);
+bsp_x86_64::entry_stubs!(
+    idt: harness_idt,
+    fred_ring3: harness_ring3,
+    fred_ring0: harness_ring0,
+    syscall_idt_fast: harness_syscall_idt,
+    syscall_idt: harness_idt,
+    syscall_fred_fast: harness_syscall_fred,
+    syscall_fred: harness_ring3,
+);
 
 /// Which handler ran.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +34,9 @@ pub enum Entry {
     Idt,
     FredRing3,
     FredRing0,
+    /// A syscall fast path that completed the call (`set_fast`).
+    FastIdt,
+    FastFred,
 }
 
 /// What a handler saw.
@@ -58,6 +70,27 @@ pub fn reset(set_rax: Option<u64>) {
     CALLS.store(0, Ordering::Relaxed);
     SET_RAX.store(set_rax.is_some(), Ordering::Relaxed);
     NEW_RAX.store(set_rax.unwrap_or(0), Ordering::Relaxed);
+    FAST_CALLS.store(0, Ordering::Relaxed);
+}
+
+/// The syscall fast paths' stand-ins decline every call (clobbering the caller-saved
+/// registers first, as a real one may) unless this is set: then they complete it, writing
+/// this into the area's RAX, and record what they saw as a handler does.
+static FAST_RAX: Mutex<Option<u64>> = Mutex::new(None);
+/// How many times a fast path stand-in ran since `reset`.
+static FAST_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// Makes the syscall fast paths complete the next call with `rax` (or decline: `None`);
+/// one delivery only: the stand-in takes it.
+pub fn set_fast(rax: Option<u64>) {
+    *FAST_RAX
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner()) = rax;
+}
+
+/// How many times a syscall fast path ran since the last `reset`.
+pub fn fast_calls() -> u64 {
+    FAST_CALLS.load(Ordering::Relaxed)
 }
 
 /// What the last handler saw, if one ran.
@@ -129,6 +162,37 @@ extern "C" fn harness_ring0(frame: &mut Frame) -> *mut Frame {
     let rflags = entry_rflags();
     record(Entry::FredRing0, frame, rflags);
     frame
+}
+
+extern "C" fn harness_syscall_idt(frame: &mut Frame) -> FastSyscall {
+    let rflags = entry_rflags();
+    fast(Entry::FastIdt, frame, rflags)
+}
+
+extern "C" fn harness_syscall_fred(frame: &mut Frame) -> FastSyscall {
+    let rflags = entry_rflags();
+    fast(Entry::FastFred, frame, rflags)
+}
+
+fn fast(entry: Entry, frame: &mut Frame, rflags: u64) -> FastSyscall {
+    FAST_CALLS.fetch_add(1, Ordering::Relaxed);
+    let rax = FAST_RAX
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .take();
+    let area: *mut Frame = frame;
+    match rax {
+        None => {
+            clobber_caller_saved();
+            FastSyscall::new(area, false)
+        }
+        Some(rax) => {
+            SET_RAX.store(true, Ordering::Relaxed);
+            NEW_RAX.store(rax, Ordering::Relaxed);
+            record(entry, frame, rflags);
+            FastSyscall::new(area, true)
+        }
+    }
 }
 
 // TEST-ONLY broken stub: `fred_entry_ring0` with `mov [rsp + rbx], rbx` removed. It shares

@@ -888,6 +888,129 @@ fn syscall_idt_stub_matches_fred() {
     );
 }
 
+/// What the syscall fast path stand-in writes into RAX when it completes a call.
+const FAST_RAX: u64 = 0xfa57_0000_0000_0005;
+
+/// The interrupted registers as a caller of a completed fast-path syscall must find them:
+/// all its own (under IDT with SYSCALL's RCX = RIP and R11 = RFLAGS, which `deliver` put in
+/// `outcome.input`), but RAX.
+fn assert_fast_return(name: &str, outcome: &Outcome) {
+    let expected = Gprs {
+        rax: FAST_RAX,
+        ..outcome.input
+    };
+    assert_eq!(
+        outcome.landed, expected,
+        "{name}: registers after the return"
+    );
+    assert_eq!(outcome.landing_rsp, outcome.return_rsp, "{name}: user RSP");
+}
+
+#[test]
+fn syscall_fast_path_under_idt_returns_with_sysretq() {
+    // A call the fast path completes: only what a Rust call clobbers was saved, and SYSRETQ
+    // (after SWAPGS) returns with the rest never having left the registers.
+    let session = Session::begin();
+    Machine::set_ss(gdt::KERNEL_DS.raw() as u64);
+    let stack = TestStack::new();
+    let cpu = CpuBlock::new(&stack);
+    Machine::store_msr(addr::GS_BASE, USER_GS);
+    Machine::store_msr(addr::KERNEL_GS_BASE, cpu.addr());
+    stubs::set_fast(Some(FAST_RAX));
+    let title = "IDT syscall_entry, fast path";
+    let outcome = delivered(
+        &session,
+        &stack,
+        Via::IdtSyscall,
+        &SYSCALL_RING3,
+        5,
+        None,
+        title,
+    );
+    let seen = handler_saw(&SYSCALL_RING3, &outcome);
+    assert_eq!((seen.entry, seen.calls), (Entry::FastIdt, 1));
+    assert_eq!(seen.frame_addr, cpu.area(), "the save area cpu_info names");
+    assert_eq!(
+        seen.rflags & delivery::DF,
+        0,
+        "fast path called with DF = 1"
+    );
+    assert_eq!(seen.frame.gprs.rax, outcome.input.rax, "the syscall number");
+    assert_eq!(
+        seen.frame.gprs.rdi, outcome.input.rdi,
+        "RDI via the scratch slot"
+    );
+    assert_eq!(seen.frame.gprs.rsi, outcome.input.rsi);
+    assert_eq!(seen.frame.ret.rip, outcome.return_rip, "RIP from RCX");
+    assert_eq!(
+        seen.frame.ret.rflags, SYSCALL_RING3.rflags,
+        "RFLAGS from R11"
+    );
+    assert_eq!(seen.frame.ret.rsp, outcome.return_rsp, "user RSP");
+    assert_eq!(
+        kinds(&outcome.records),
+        [
+            Insn::Swapgs,
+            Insn::GsStore,
+            Insn::GsLoad,
+            Insn::GsLoad,
+            Insn::GsLoad,
+            Insn::Swapgs,
+            Insn::Sysret
+        ],
+        "SWAPGS back, then SYSRETQ (no IRETQ)"
+    );
+    assert_fast_return(title, &outcome);
+    assert_eq!(Machine::msr(addr::GS_BASE), Some(USER_GS), "user GS back");
+}
+
+#[test]
+fn syscall_fast_path_under_fred_returns_with_eretu_from_the_cpus_own_state() {
+    let session = Session::begin();
+    enable(&plan(false));
+    let stack = TestStack::new();
+    let cpu = CpuBlock::new(&stack);
+    set_gs_for(&SYSCALL_RING3, &cpu);
+    stubs::set_fast(Some(FAST_RAX));
+    let title = "FRED syscall, fast path";
+    let outcome = delivered(&session, &stack, Via::Fred, &SYSCALL_RING3, 6, None, title);
+    let seen = handler_saw(&SYSCALL_RING3, &outcome);
+    assert_eq!((seen.entry, seen.calls), (Entry::FastFred, 1));
+    assert_eq!(seen.frame_addr, cpu.area(), "the save area cpu_info names");
+    assert_eq!(seen.frame.gprs.rax, outcome.input.rax, "the syscall number");
+    assert_eq!(seen.frame.gprs.rdi, outcome.input.rdi);
+    assert_eq!(kinds(&outcome.records), [Insn::GsLoad, Insn::Eretu]);
+    let eretu = outcome.records[1];
+    assert_eq!(eretu.fault, None, "{eretu}");
+    assert_eq!(
+        eretu.operands[0], outcome.entry_rsp,
+        "ERETU from the return state the CPU wrote, not a copy"
+    );
+    // FRED's SYSCALL leaves RCX and R11 alone: they come back as they were.
+    assert_fast_return(title, &outcome);
+    assert_gs_restored(&SYSCALL_RING3, &cpu);
+}
+
+#[test]
+fn a_declined_syscall_and_other_events_take_the_whole_frame() {
+    // The fast path runs for a SYSCALL only, and a call it declines reaches the general
+    // handler with the frame complete (through_fred checks every register).
+    through_fred(&SYSCALL_RING3, EventKind::Syscall, Some(0x2a));
+    assert_eq!(stubs::fast_calls(), 1, "SYSCALL offered to the fast path");
+    through_fred(
+        &INT3_RING3,
+        EventKind::SoftwareException { vector: 3 },
+        None,
+    );
+    assert_eq!(stubs::fast_calls(), 0, "int3 not offered to the fast path");
+    through_idt_syscall(&SYSCALL_RING3, EventKind::Syscall, Some(0x2a));
+    assert_eq!(
+        stubs::fast_calls(),
+        1,
+        "IDT SYSCALL offered to the fast path"
+    );
+}
+
 #[test]
 fn syscall_from_ring3() {
     // The handler writes a return value into the frame's RAX, which ERETU must deliver.
