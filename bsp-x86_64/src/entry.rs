@@ -89,11 +89,12 @@ pub const SYSCALL_SIGNATURE_MASK: u32 = 0xff | (0xf << 16) | (1 << 25);
 pub const SYSCALL_SIGNATURE: u32 = (SYSCALL_SS_QWORD >> 32) as u32 & SYSCALL_SIGNATURE_MASK;
 const _: () = assert!(SYSCALL_SIGNATURE == 1 | (7 << 16) | (1 << 25));
 
-/// What a syscall fast path (`syscall_idt`/`syscall_fred` of [`entry_stubs!`]) returns to its
-/// stub in RAX:RDX (SysV returns a two-qword `repr(C)` struct in those registers): the save
-/// area it was given, and whether it completed the call (the stub returns to the caller
-/// with the area's RAX) or declined it, untouched (the stub saves the rest of the frame and
-/// calls the general dispatcher).
+/// What a syscall fast path (`syscall_idt_fast`/`syscall_fred_fast` of
+/// [`entry_stubs!`](crate::entry_stubs)) returns to its stub in RAX:RDX (SysV returns a
+/// two-qword `repr(C)` struct in those registers): the save area it was given, and whether
+/// it completed the call (the stub returns to the caller with the area's RAX) or declined
+/// it, untouched (the stub saves the rest of the frame and calls `syscall_idt` or
+/// `syscall_fred`, the syscall table's way in).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FastSyscall {

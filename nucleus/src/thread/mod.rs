@@ -19,9 +19,11 @@ pub mod sched;
 mod slot;
 mod table;
 
+pub use areas::LiveFrame;
+#[cfg(any(target_os = "none", test))]
+pub use areas::server_syscall_credit;
 #[cfg(test)]
 pub use areas::static_area_ptr;
-pub use areas::{LiveFrame, server_syscall_credit};
 pub use layout::BOOT_THREADS;
 pub use layout::{GUEST_MANAGER, MAX_THREADS, ThreadId};
 pub use slot::{COMPLAINTS_PER_TICK, Kind, Pending, SERVER_SEGMENTS, State, Thread};
