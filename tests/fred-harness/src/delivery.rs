@@ -371,6 +371,8 @@ pub struct Outcome {
     pub return_rsp: u64,
     /// What the handler saw.
     pub seen: Option<Seen>,
+    /// How many times a syscall fast path ran.
+    pub fast_calls: u64,
     /// Registers at the landing pad.
     pub landed: Gprs,
     pub landing_rsp: u64,
@@ -516,6 +518,7 @@ pub fn deliver(
         return_rip: rip,
         return_rsp,
         seen: stubs::seen(),
+        fast_calls: stubs::fast_calls(),
         landed: trampoline.output,
         landing_rsp: trampoline.landing_rsp,
         landing_rflags: trampoline.landing_rflags,

@@ -994,21 +994,33 @@ fn syscall_fast_path_under_fred_returns_with_eretu_from_the_cpus_own_state() {
 #[test]
 fn a_declined_syscall_and_other_events_take_the_whole_frame() {
     // The fast path runs for a SYSCALL only, and a call it declines reaches the general
-    // handler with the frame complete (through_fred checks every register).
-    through_fred(&SYSCALL_RING3, EventKind::Syscall, Some(0x2a));
-    assert_eq!(stubs::fast_calls(), 1, "SYSCALL offered to the fast path");
-    through_fred(
-        &INT3_RING3,
-        EventKind::SoftwareException { vector: 3 },
-        None,
-    );
-    assert_eq!(stubs::fast_calls(), 0, "int3 not offered to the fast path");
-    through_idt_syscall(&SYSCALL_RING3, EventKind::Syscall, Some(0x2a));
-    assert_eq!(
-        stubs::fast_calls(),
-        1,
-        "IDT SYSCALL offered to the fast path"
-    );
+    // handler with the frame complete (every register checked, as for any event).
+    let session = Session::begin();
+    enable(&plan(false));
+    let stack = TestStack::new();
+    let cpu = CpuBlock::new(&stack);
+    for (event, kind, offered) in [
+        (&SYSCALL_RING3, EventKind::Syscall, 1),
+        (&INT3_RING3, EventKind::SoftwareException { vector: 3 }, 0),
+    ] {
+        set_gs_for(event, &cpu);
+        let title = format!("FRED, fast path declined: {}", event.name);
+        let outcome = delivered(&session, &stack, Via::Fred, event, 7, Some(0x2a), &title);
+        assert_eq!(
+            outcome.fast_calls, offered,
+            "{}: offered to the fast path",
+            event.name
+        );
+        let seen = handler_saw(event, &outcome);
+        assert_eq!(
+            (seen.entry, seen.calls),
+            (Entry::FredRing3, 1),
+            "{}",
+            event.name
+        );
+        assert_decoded(event, kind, &outcome, event.insn_len, Some(0x2a));
+        assert_gs_restored(event, &cpu);
+    }
 }
 
 #[test]
