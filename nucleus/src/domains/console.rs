@@ -26,6 +26,12 @@ pub fn write(
     let thread = t.get_mut(cur);
     let space = thread.space.as_ref().ok_or(SyscallError::BadPointer)?;
     space.read(ptr, buf).map_err(|_| SyscallError::BadPointer)?;
+    // As for `console_write`: ticks that only counted (they landed in the nucleus) refill
+    // the budget too, or pv-server's retry loop could wait for a refill forever (seen under
+    // Bochs, whose ticks arrive with IF = 0: a guest's console line never came).
+    if !thread.console.available() {
+        thread.console_catch_up();
+    }
     let mut label: String<32> = String::new();
     let _ = label.push_str("guest ");
     let _ = label.push_str(&domain(number).name);

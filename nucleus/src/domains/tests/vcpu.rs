@@ -159,3 +159,22 @@ fn guest_console_lines_carry_the_domains_name_and_a_length_cap() {
     );
     assert!(kit::output().starts_with("guest one: hi\n"));
 }
+
+#[test]
+fn a_spent_guest_console_budget_is_refilled_by_ticks_that_only_counted() {
+    let mut t = booted();
+    let (d, _, _) = create(&mut t, 2);
+    space(&t).write(BUF, &[b'x'; 512]).unwrap();
+    while call(&mut t, Syscall::GuestConsoleWrite, [d, BUF, 512, 0, 0]) != Ok(0) {}
+    kit::output();
+    // Ticks that landed inside the nucleus (no `lifecycle::tick`) refill it all the same.
+    let mut ticks = 0;
+    let mut taken = Ok(0);
+    while taken == Ok(0) && ticks < 4 {
+        crate::timer::tick();
+        ticks += 1;
+        taken = call(&mut t, Syscall::GuestConsoleWrite, [d, BUF, 512, 0, 0]);
+    }
+    assert!(matches!(taken, Ok(n) if n > 0), "nothing taken after {ticks} ticks");
+    assert!(kit::output().starts_with("guest one: x"));
+}
