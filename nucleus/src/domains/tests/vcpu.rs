@@ -175,6 +175,9 @@ fn a_spent_guest_console_budget_is_refilled_by_ticks_that_only_counted() {
         ticks += 1;
         taken = call(&mut t, Syscall::GuestConsoleWrite, [d, BUF, 512, 0, 0]);
     }
-    assert!(matches!(taken, Ok(n) if n > 0), "nothing taken after {ticks} ticks");
+    assert!(
+        matches!(taken, Ok(n) if n > 0),
+        "nothing taken after {ticks} ticks"
+    );
     assert!(kit::output().starts_with("guest one: x"));
 }
