@@ -50,7 +50,8 @@ fn out(port: u16, value: u8) {
 }
 
 /// Remaps the PIC with every line masked, starts the PIT at [`HZ`] and measures the TSC
-/// against it. IRQ 0 stays masked until [`unmask_pit`].
+/// against it, unless the APIC timer's calibration measured it already ([`keep_tsc_window`]).
+/// IRQ 0 stays masked until [`unmask_pit`].
 pub fn init() {
     // ICW1: init + ICW4; ICW2: vector offsets; ICW3: cascade on IRQ 2; ICW4: 8086 mode.
     for (cmd, data, offset, cascade) in [(PIC1_CMD, PIC1_DATA, 32, 4), (PIC2_CMD, PIC2_DATA, 40, 2)]
@@ -66,7 +67,9 @@ pub fn init() {
     out(PIT_CMD, 0x34); // channel 0, lobyte/hibyte, mode 2 (rate generator)
     out(PIT_CH0, divisor as u8);
     out(PIT_CH0, (divisor >> 8) as u8);
-    TSC_KHZ.store(measure_tsc_khz(), Ordering::Relaxed);
+    if TSC_KHZ.load(Ordering::Relaxed) == 0 {
+        TSC_KHZ.store(measure_tsc_khz(), Ordering::Relaxed);
+    }
     if let Some(seconds) = read_rtc() {
         RTC_TSC.store(bsp_x86_64::insn::rdtsc(), Ordering::Relaxed);
         RTC_SECONDS.store(seconds, Ordering::Relaxed);
@@ -92,10 +95,21 @@ fn measure_tsc_khz() -> u64 {
     if !pit_window_us(TSC_WINDOW_US, || start = bsp_x86_64::insn::rdtsc()) {
         return 0;
     }
-    let ticks = bsp_x86_64::insn::rdtsc().wrapping_sub(start);
-    let pit_ticks = TSC_WINDOW_US * u64::from(PIT_INPUT_HZ) / 1_000_000;
+    tsc_khz(bsp_x86_64::insn::rdtsc().wrapping_sub(start), TSC_WINDOW_US)
+}
+
+/// The TSC rate that counts `ticks` over a [`pit_window_us`] window of `us`.
+fn tsc_khz(ticks: u64, us: u64) -> u64 {
+    let pit_ticks = (us * u64::from(PIT_INPUT_HZ) / 1_000_000).max(1);
     let khz = u128::from(ticks) * u128::from(PIT_INPUT_HZ) / (u128::from(pit_ticks) * 1000);
     khz as u64
+}
+
+/// Keeps the TSC rate from `ticks` counted over a [`pit_window_us`] window of `us` that
+/// another calibration timed anyway (the APIC timer's, `cpu::apic_timer`): [`init`] then
+/// measures no window of its own (10 ms of boot).
+pub fn keep_tsc_window(ticks: u64, us: u64) {
+    TSC_KHZ.store(tsc_khz(ticks, us), Ordering::Relaxed);
 }
 
 fn cmos(register: u8) -> u8 {

@@ -24,6 +24,13 @@ fn machine_has_tcg_debug_exit_and_no_reboot() {
 }
 
 #[test]
+fn only_the_bios_machine_goes_without_a_graphics_card() {
+    assert_eq!(strings(bios_display_args()), ["-vga", "none"]);
+    let machine = strings(machine_args(Accel::Tcg)).join(" ");
+    assert!(!machine.contains("-vga"), "{machine}");
+}
+
+#[test]
 fn drive_paths_escape_commas() {
     let value = drive_option("media=cdrom", Path::new("/tmp/a,b.iso")).unwrap();
     assert_eq!(value, "media=cdrom,format=raw,file=/tmp/a,,b.iso");

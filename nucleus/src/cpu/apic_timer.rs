@@ -18,7 +18,7 @@ const DIVIDE: u64 = 16;
 /// The calibration window (the PIT channel's set-up before it does not count: it starts
 /// the APIC count-down the moment the channel starts), and how many are measured: delays
 /// only ever add counts (a virtual CPU descheduled while it polls), so the least is kept.
-/// 10 ms: 30 ms of boot in all; the count is 1/16 of the APIC clock, so even a 16 MHz
+/// 10 ms: 30 ms of boot in all, the TSC's measurement included; the count is 1/16 of the APIC clock, so even a 16 MHz
 /// clock counts 10 000 in a window.
 const CALIBRATION_US: u64 = 10_000;
 const CALIBRATION_WINDOWS: u32 = 3;
@@ -89,17 +89,27 @@ fn crystal_hz() -> Option<u64> {
 }
 
 /// The APIC clock: the fewest counts over [`CALIBRATION_WINDOWS`] windows of
-/// [`CALIBRATION_US`] of PIT channel 2.
+/// [`CALIBRATION_US`] of PIT channel 2. The TSC is read over the same windows (the fewest
+/// ticks, by the same argument) and handed to `timer`, which then times no window of its own.
 fn measure_hz(apic: &mut LocalApic) -> Option<u64> {
+    use bsp_x86_64::insn::rdtsc;
     let mut least = u64::MAX;
+    let mut least_tsc = u64::MAX;
     for _ in 0..CALIBRATION_WINDOWS {
-        let pit = crate::timer::pit_window_us(CALIBRATION_US, || apic.timer_count_down());
+        let mut tsc_start = 0;
+        let pit = crate::timer::pit_window_us(CALIBRATION_US, || {
+            apic.timer_count_down();
+            tsc_start = rdtsc();
+        });
         let counted = u64::from(apic.timer_counted());
+        let tsc = rdtsc().wrapping_sub(tsc_start);
         if !pit {
             return None;
         }
         least = least.min(counted);
+        least_tsc = least_tsc.min(tsc);
     }
+    crate::timer::keep_tsc_window(least_tsc, CALIBRATION_US);
     let hz = least * DIVIDE * 1_000_000 / CALIBRATION_US;
     PLAUSIBLE_HZ.contains(&hz).then_some(hz)
 }
