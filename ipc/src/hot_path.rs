@@ -151,6 +151,36 @@ impl<F: Fn() -> Event> FixedRecord<EVENT_RECORD> for EventRecord<F> {
     }
 }
 
+/// Where a `Hypercall` record's call bytes start (after version, variant, length prefix).
+const HYPERCALL_AT: usize = 3;
+const _: () = assert!(HYPERCALL_AT + Hypercall::WIRE_BYTES == HYPERCALL_RECORD);
+
+/// Pushes `NucleusMessage::Hypercall(call())` into `ring`, written field by field straight
+/// into the ring record: the nucleus' hypercall fast path (issue 15 point 8), as
+/// [`push_event_record`] is `int3`'s. `call` is called once, where the record is written. A
+/// full ring is not counted ([`Producer::try_push_with`]).
+#[inline(always)]
+pub fn push_hypercall_record(
+    ring: &mut Producer<'_>,
+    call: impl Fn() -> Hypercall,
+) -> Result<(), PushError> {
+    ring.try_push_with(&HypercallRecord(call))
+}
+
+/// `NucleusMessage::Hypercall` as a [`FixedRecord`].
+struct HypercallRecord<F>(F);
+
+impl<F: Fn() -> Hypercall> FixedRecord<HYPERCALL_RECORD> for HypercallRecord<F> {
+    #[inline(always)]
+    fn write(&self, slot: &mut Slot<'_, HYPERCALL_RECORD>) {
+        slot.put(
+            0,
+            &[PROTOCOL_VERSION, NUCLEUS_HYPERCALL, HYPERCALL_LEN_PREFIX],
+        );
+        (self.0)().write_wire(|at, bytes| slot.put(HYPERCALL_AT + at, bytes));
+    }
+}
+
 impl Message for NucleusMessage {
     #[inline(always)]
     fn with_hot_record<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
@@ -408,6 +438,54 @@ mod tests {
         producer.push(&[0; 60]).unwrap();
         assert!(matches!(
             push_event_record(&mut producer, Token(1), || event),
+            Err(PushError::Full { .. })
+        ));
+        assert_eq!(producer.dropped(), 0);
+    }
+
+    #[test]
+    fn a_hypercall_record_written_in_place_is_postcards_wherever_it_lands() {
+        let call = Hypercall {
+            token: Token(0),
+            domain: 0x0203,
+            vcpu: 0x0405,
+            number: 17,
+            args: [0, 1 << 63, 3, u64::MAX, 5, 6],
+            rip: 0x1002,
+            rsp: 0x1e_000,
+            rflags: 0x246,
+        };
+        // Every start position of a 256-byte data area (8-byte steps), so some records wrap;
+        // stale 0xff bytes first, so a byte the writer skipped (the padding) would show.
+        for skip in 0..32 {
+            let mut storage = crate::ring::RingStorage::<256>::new();
+            let (mut producer, mut consumer) = storage.split();
+            for _ in 0..skip {
+                producer.push(&[0xff; 4]).unwrap();
+                consumer.pop().unwrap().unwrap();
+            }
+            for _ in 0..2 {
+                producer.push(&[0xff; 100]).unwrap();
+                consumer.pop().unwrap().unwrap();
+            }
+            let call = Hypercall {
+                token: Token(0x0102_0304_0506_0708 + skip),
+                ..call
+            };
+            push_hypercall_record(&mut producer, || call).unwrap();
+            let record = consumer.pop().unwrap().unwrap();
+            assert_eq!(
+                &record[..],
+                &postcard_record(&NucleusMessage::Hypercall(call))[..],
+                "{skip}"
+            );
+        }
+        // A ring without room refuses it and counts nothing.
+        let mut storage = crate::ring::RingStorage::<128>::new();
+        let (mut producer, _consumer) = storage.split();
+        producer.push(&[0; 60]).unwrap();
+        assert!(matches!(
+            push_hypercall_record(&mut producer, || call),
             Err(PushError::Full { .. })
         ));
         assert_eq!(producer.dropped(), 0);

@@ -430,18 +430,26 @@ impl Hypercall {
     /// number, the six arguments, rip, rsp, rflags (u64 each).
     pub fn to_wire(&self) -> [u8; Self::WIRE_BYTES] {
         let mut w = [0u8; Self::WIRE_BYTES];
-        w[0..8].copy_from_slice(&self.token.0.to_le_bytes());
-        w[8..10].copy_from_slice(&self.domain.to_le_bytes());
-        w[10..12].copy_from_slice(&self.vcpu.to_le_bytes());
-        let words =
-            [self.number]
-                .into_iter()
-                .chain(self.args)
-                .chain([self.rip, self.rsp, self.rflags]);
-        for (chunk, word) in w[16..].chunks_exact_mut(8).zip(words) {
-            chunk.copy_from_slice(&word.to_le_bytes());
-        }
+        self.write_wire(|at, bytes| w[at..at + bytes.len()].copy_from_slice(bytes));
         w
+    }
+
+    /// The wire form as `put(offset, bytes)` calls of whole words that cover every one of
+    /// its bytes once, in place wherever `put` writes (a ring slot: the nucleus' hypercall
+    /// fast path, `ipc::codec::push_hypercall_record`).
+    #[inline(always)]
+    pub fn write_wire(&self, mut put: impl FnMut(usize, &[u8])) {
+        put(0, &self.token.0.to_le_bytes());
+        // domain, vcpu and the four zero bytes of padding as one word.
+        let ids = u64::from(self.domain) | u64::from(self.vcpu) << 16;
+        put(8, &ids.to_le_bytes());
+        put(16, &self.number.to_le_bytes());
+        for (i, arg) in self.args.iter().enumerate() {
+            put(24 + 8 * i, &arg.to_le_bytes());
+        }
+        put(72, &self.rip.to_le_bytes());
+        put(80, &self.rsp.to_le_bytes());
+        put(88, &self.rflags.to_le_bytes());
     }
 
     /// Parses the wire form: every byte string of the right length is a hypercall (its

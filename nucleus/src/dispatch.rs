@@ -143,10 +143,22 @@ fn dispatch(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
     event(live, delivery)
 }
 
-/// A thread's `syscall`: through the table.
+/// A thread's `syscall`: through the table, or — a guest vCPU's, told by its save area (one
+/// address compare) — as a hypercall by its fast path (`forward::hypercall::fast`) when
+/// that may. The table checks the caller's kind again either way.
 #[inline(never)]
-fn syscall_event(live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
-    handle(live, |t, frame| syscall(t, frame, delivery))
+fn syscall_event(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
+    thread::with(|t| {
+        t.with_live(&mut live, |t, frame| {
+            if t.is_guest_area(frame)
+                && let Ok(exit) = crate::forward::hypercall::fast(t, frame)
+            {
+                return exit;
+            }
+            let next = syscall(t, frame, delivery);
+            sched::finish(t, frame, next)
+        })
+    })
 }
 
 /// Every event but a syscall from ring 3: an `int3` from ring 3 takes the event fast path

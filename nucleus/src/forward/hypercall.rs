@@ -1,9 +1,84 @@
-//! A guest vCPU's `syscall`, forwarded to its guest manager as a hypercall.
-use crate::thread::sched::NextTask;
+//! A guest vCPU's `syscall`, forwarded to its guest manager as a hypercall: straight into
+//! its ring when pv-server sleeps in `RingWait` on this CPU ([`fast`]), else as a message.
+use crate::thread::sched::{self, ExitFrame, NextTask};
 use crate::thread::{Pending, ThreadId, Threads};
 use bsp_x86_64::frame::{CsQword, Frame, SsQword};
+use ipc::message::GuestMode;
 use ipc::{Event, EventKind, NucleusMessage};
 use xen_abi::layout::selector::{FLAT_RING3_CS64, FLAT_RING3_SS64};
+
+/// Why a hypercall was left to the general path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fallback {
+    /// No thread is current, or it is no guest vCPU (a server's `syscall` is one of ours).
+    NotGuest,
+    /// Guest-user mode's `syscall`: an event to bounce, not a hypercall.
+    UserMode,
+    /// `trace=` is on: its records follow the general path's steps.
+    Traced,
+    /// The vCPU has no running guest manager: the general path stops it.
+    NoManager,
+    /// pv-server is not asleep in `RingWait` on this CPU: it gets the call the general way.
+    NotWaiting,
+    /// pv-server's event ring is missing, full or corrupt: the general path retries.
+    Ring,
+}
+
+/// The hypercall fast path (issue 15 point 8, after issue 17's `int3` path): a guest
+/// kernel's `syscall` whose guest manager sleeps in `RingWait` on this CPU goes field by
+/// field into the manager's ring (`ipc::codec::push_hypercall_record`, the `Hypercall`
+/// record's own layout: no message built, no private copy), the vCPU waits for the answer
+/// with its segment state kept as `switch` keeps it, and the CPU switches straight to
+/// pv-server (`sched::switch_to_server`, no pick). `frame` is the current thread's save
+/// area (`dispatch` asks only for a guest slot's, `Threads::is_guest_area`). `Err` changes
+/// nothing: the syscall table then runs [`hypercall`], which does what it always did.
+/// Out of line: a server's `syscall` pays for the dispatcher's one address compare only.
+#[inline(never)]
+pub fn fast(t: &mut Threads, frame: &mut Frame) -> Result<ExitFrame, Fallback> {
+    let cur = t.current().ok_or(Fallback::NotGuest)?;
+    let thread = t.get(cur);
+    let domain = thread.domain().ok_or(Fallback::NotGuest)?;
+    if thread.vcpu.mode != GuestMode::Kernel {
+        return Err(Fallback::UserMode);
+    }
+    if crate::trace::active() {
+        return Err(Fallback::Traced);
+    }
+    let manager = t.live_fault_handler(cur).ok_or(Fallback::NoManager)?;
+    if !t.waits_here(manager) {
+        return Err(Fallback::NotWaiting);
+    }
+    let token = t.upcoming_token();
+    let receiver = t.get_mut(manager);
+    let ring = receiver.events.as_mut().ok_or(Fallback::Ring)?;
+    let g = &frame.gprs;
+    let call = || ipc::message::Hypercall {
+        token,
+        domain,
+        vcpu: 0,
+        number: g.rax,
+        args: [g.rdi, g.rsi, g.rdx, g.r10, g.r8, g.r9],
+        rip: frame.ret.rip,
+        rsp: frame.ret.rsp,
+        rflags: frame.ret.rflags,
+    };
+    // Not counted as a drop: the general path tries again and counts it.
+    ipc::codec::push_hypercall_record(ring, call).map_err(|_| Fallback::Ring)?;
+    receiver.wake();
+    t.next_token();
+    // As the table would: the vCPU made a syscall (the watchdog), and it resumes on Xen's
+    // flat selectors (`hypercall`).
+    frame.ret.cs = CsQword::from_raw(u64::from(FLAT_RING3_CS64));
+    frame.ret.ss = SsQword::from_raw(u64::from(FLAT_RING3_SS64));
+    let thread = t.get_mut(cur);
+    thread.made_syscall();
+    thread.block_on_reply(token);
+    t.keep_live(cur, frame);
+    sched::leave_guest(t, cur);
+    let exit = sched::switch_to_server(t, manager);
+    t.wake_remote();
+    Ok(exit)
+}
 
 /// A guest vCPU's `syscall`: a hypercall (pv64-abi.md §3). It goes to the guest manager
 /// with the arguments and where the guest stands, and the vCPU waits for the answer (a

@@ -11,7 +11,7 @@
 pub mod changes;
 pub(crate) mod event;
 pub(crate) mod fast;
-mod hypercall;
+pub mod hypercall;
 pub mod reply;
 
 #[cfg_attr(not(target_os = "none"), allow(unused_imports))]

@@ -358,3 +358,73 @@ fn a_full_handler_ring_gets_none_of_a_dump_and_its_event_and_counts_them() {
     // The refused ping, the dump's part and the event (and the restart's ServerStarted).
     assert!(fred_ends.events.dropped_by_producer() >= 3);
 }
+
+/// Domain 1's vCPU running in kernel mode, pv-server asleep in `RingWait`, the vCPU's save
+/// area the live frame with a `syscall` for `xen_version` as the stub leaves it.
+fn hypercall_of_guest(
+    waiting: bool,
+) -> (
+    Threads,
+    kit::ServerEnds,
+    ThreadId,
+    Result<crate::thread::sched::ExitFrame, hypercall::Fallback>,
+) {
+    let (mut t, _, mut pv_ends) = running(pv());
+    kit::recv_all(&mut pv_ends);
+    if waiting {
+        t.get_mut(pv()).block_on_events();
+    }
+    let guest = guest_running(&mut t, 0x1002);
+    let frame = t.frame_mut(guest);
+    *frame = kit::user_frame(0x1002);
+    frame.gprs.rax = 17;
+    frame.gprs.rdi = 0;
+    frame.gprs.rsi = 0x1234;
+    frame.gprs.r9 = 9;
+    frame.ret.rsp = 0x1e000;
+    let mut live = t.live_area(guest);
+    let result = t.with_live(&mut live, hypercall::fast);
+    (t, pv_ends, guest, result)
+}
+
+#[test]
+fn a_hypercall_goes_into_the_waiting_managers_ring_and_pv_server_runs_next() {
+    let (t, mut pv_ends, guest, result) = hypercall_of_guest(true);
+    let exit = result.expect("the fast path");
+    assert_eq!(exit, t.area_ptr(pv()));
+    assert_eq!(t.current(), Some(pv()));
+    assert!(t.get(pv()).runnable());
+    assert_eq!(crate::host::cpu::save_area(), t.area_ptr(pv()) as u64);
+    let messages = kit::recv_all(&mut pv_ends);
+    let [NucleusMessage::Hypercall(call)] = messages.as_slice() else {
+        panic!("expected one hypercall, got {messages:?}");
+    };
+    assert_eq!(
+        (call.domain, call.number, call.args, call.rip, call.rsp),
+        (1, 17, [0, 0x1234, 0, 0, 0, 9], 0x1002, 0x1e000)
+    );
+    // As the general path leaves it: waiting for that token, on Xen's flat selectors.
+    assert_eq!(t.get(guest).state(), State::WaitingForReply(call.token));
+    assert_eq!(t.frame(guest).ret.cs.selector().raw(), FLAT_RING3_CS64);
+    assert_eq!(t.frame(guest).ret.ss.selector().raw(), FLAT_RING3_SS64);
+    assert!(t.get(guest).pending.is_none());
+}
+
+#[test]
+fn a_hypercall_with_pv_server_awake_is_left_to_the_general_path_untouched() {
+    let (t, mut pv_ends, guest, result) = hypercall_of_guest(false);
+    assert_eq!(result, Err(hypercall::Fallback::NotWaiting));
+    assert_eq!(t.current(), Some(guest));
+    assert!(t.get(guest).runnable());
+    assert!(kit::recv_all(&mut pv_ends).is_empty());
+}
+
+#[test]
+fn a_servers_syscall_is_no_hypercall() {
+    let (mut t, _, _) = running(pv());
+    t.get_mut(fred()).block_on_events();
+    let mut live = t.live_area(pv());
+    let result = t.with_live(&mut live, hypercall::fast);
+    assert_eq!(result, Err(hypercall::Fallback::NotGuest));
+    assert!(!t.is_guest_area(t.frame(pv())));
+}

@@ -131,6 +131,14 @@ fn save_segments(t: &mut Threads, cur: ThreadId) {
     }
 }
 
+/// Guest vCPU `cur` leaves the CPU by a direct switch (the hypercall fast path,
+/// `forward::hypercall::fast`): what [`switch`] keeps of a guest that leaves, its segment
+/// state as ring 3 left it.
+#[inline(always)]
+pub fn leave_guest(t: &mut Threads, cur: ThreadId) {
+    save_segments(t, cur);
+}
+
 /// Guest `id` comes in where another guest's data selectors (or none known) are live: those
 /// go back to their vCPU, `id`'s are loaded.
 #[cold]
