@@ -111,9 +111,14 @@ fn enter(
     dispatch(live, delivery)
 }
 
-/// `dispatch` for an event the stub knows is a 64-bit SYSCALL from ring 3.
+/// `dispatch` for an event the stub knows is a 64-bit SYSCALL from ring 3. A guest vCPU's
+/// (told by its save area, one address compare) goes to [`hypercall_event`], so a server's
+/// call carries none of that path's registers.
 #[inline(always)]
 fn syscall_only(live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
+    if thread::is_guest_area(live.as_ptr()) {
+        return hypercall_event(live, delivery);
+    }
     handle(live, |t, frame| syscall(t, frame, delivery))
 }
 
@@ -143,16 +148,22 @@ fn dispatch(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
     event(live, delivery)
 }
 
-/// A thread's `syscall`: through the table, or — a guest vCPU's, told by its save area (one
-/// address compare) — as a hypercall by its fast path (`forward::hypercall::fast`) when
-/// that may. The table checks the caller's kind again either way.
+/// A thread's `syscall`: through the table (a guest vCPU's by [`hypercall_event`]).
 #[inline(never)]
-fn syscall_event(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
+fn syscall_event(live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
+    if thread::is_guest_area(live.as_ptr()) {
+        return hypercall_event(live, delivery);
+    }
+    handle(live, |t, frame| syscall(t, frame, delivery))
+}
+
+/// A guest vCPU's `syscall`: a hypercall by its fast path (`forward::hypercall::fast`) when
+/// that may, else through the table as any syscall (which checks the caller's kind again).
+#[inline(never)]
+fn hypercall_event(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
     thread::with(|t| {
         t.with_live(&mut live, |t, frame| {
-            if t.is_guest_area(frame)
-                && let Ok(exit) = crate::forward::hypercall::fast(t, frame)
-            {
+            if let Ok(exit) = crate::forward::hypercall::fast(t, frame) {
                 return exit;
             }
             let next = syscall(t, frame, delivery);

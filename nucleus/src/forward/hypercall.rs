@@ -30,10 +30,9 @@ pub enum Fallback {
 /// record's own layout: no message built, no private copy), the vCPU waits for the answer
 /// with its segment state kept as `switch` keeps it, and the CPU switches straight to
 /// pv-server (`sched::switch_to_server`, no pick). `frame` is the current thread's save
-/// area (`dispatch` asks only for a guest slot's, `Threads::is_guest_area`). `Err` changes
+/// area (`dispatch` asks only for a guest slot's, `thread::is_guest_area`). `Err` changes
 /// nothing: the syscall table then runs [`hypercall`], which does what it always did.
-/// Out of line: a server's `syscall` pays for the dispatcher's one address compare only.
-#[inline(never)]
+#[inline(always)]
 pub fn fast(t: &mut Threads, frame: &mut Frame) -> Result<ExitFrame, Fallback> {
     let cur = t.current().ok_or(Fallback::NotGuest)?;
     let thread = t.get(cur);

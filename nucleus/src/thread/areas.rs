@@ -173,6 +173,18 @@ pub(super) const fn table_areas() -> SaveAreas {
     unsafe { SaveAreas::new(&AREAS) }
 }
 
+/// Whether `area` is a guest vCPU slot's area of the nucleus' table (the guest slots follow
+/// the servers', `layout`): one unsigned compare of addresses, no table borrow, so a
+/// server's `syscall` pays only that for the hypercall fast path (`dispatch`). Any other
+/// address (a host test table's own areas) is not.
+#[inline(always)]
+pub fn is_guest_area(area: *const Frame) -> bool {
+    const SERVERS: usize = super::layout::BOOT_THREADS.len();
+    let first = AREAS.0[SERVERS].frame.get() as usize;
+    let last = AREAS.0[MAX_THREADS - 1].frame.get() as usize;
+    (area as usize).wrapping_sub(first) <= last - first
+}
+
 /// Host tests: where slot `index`'s area of the nucleus' table is.
 #[cfg(test)]
 pub fn static_area_ptr(index: usize) -> *const Frame {

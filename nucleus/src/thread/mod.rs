@@ -20,6 +20,8 @@ mod slot;
 mod table;
 
 pub use areas::LiveFrame;
+#[cfg(target_os = "none")]
+pub use areas::is_guest_area;
 #[cfg(any(target_os = "none", test))]
 pub use areas::server_syscall_credit;
 #[cfg(test)]

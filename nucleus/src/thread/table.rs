@@ -159,17 +159,6 @@ impl Threads {
         core::ptr::eq(self.area_ptr(id), frame)
     }
 
-    /// Whether `frame` is the save area of a guest vCPU slot (they follow the servers',
-    /// `layout`): two address compares, no slot read (the hypercall fast path's test, on
-    /// every syscall). A frame elsewhere (a host test's local one) is not.
-    #[inline(always)]
-    pub fn is_guest_area(&self, frame: &Frame) -> bool {
-        let first = self.area_ptr(ThreadId(super::BOOT_THREADS.len())) as usize;
-        let last = self.area_ptr(ThreadId(super::MAX_THREADS - 1)) as usize;
-        // One unsigned compare for both ends.
-        (core::ptr::from_ref(frame) as usize).wrapping_sub(first) <= last - first
-    }
-
     /// Thread `id`'s saved context: a fresh start's frame until it first runs, else its save
     /// area. Panics for the area lent as the live frame (reach that through the frame).
     pub fn frame(&self, id: ThreadId) -> &Frame {
