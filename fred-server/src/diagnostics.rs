@@ -215,6 +215,27 @@ impl Int3Reports {
                 Err(_) => return Int3Verdict::Quiet,
             },
         };
+        Self::verdict(count)
+    }
+
+    /// [`Int3Reports::note`] if its verdict would be `Quiet` (then the `int3` is counted);
+    /// false, with nothing counted, if it would be anything else.
+    #[inline(always)]
+    pub fn note_if_quiet(&mut self, owner: u32) -> bool {
+        let Some(entry) = self.counts.iter_mut().find(|(o, _)| *o == owner) else {
+            // A new owner's first report is printed; a full table's is quiet, but rare.
+            return false;
+        };
+        let count = entry.1.saturating_add(1);
+        if Self::verdict(count) != Int3Verdict::Quiet {
+            return false;
+        }
+        entry.1 = count;
+        true
+    }
+
+    #[inline(always)]
+    fn verdict(count: u32) -> Int3Verdict {
         match count {
             c if c < INT3_REPORTS => Int3Verdict::Print,
             c if c == INT3_REPORTS => Int3Verdict::PrintLast,

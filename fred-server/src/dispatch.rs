@@ -75,7 +75,42 @@ impl Fred {
 
     /// Handles one message; returns what to send back, if anything. Console write errors
     /// are ignored: a report that cannot be printed must not change the decision.
+    ///
+    /// The message of nearly every round trip, an `int3` that is only counted, is decided
+    /// inline here ([`Fred::quiet_int3`]), so the serve loop sees a constant `Resume`;
+    /// everything else goes to [`Fred::handle_general`].
+    #[inline(always)]
     pub fn handle(
+        &mut self,
+        message: &NucleusMessage,
+        out: &mut impl Write,
+    ) -> Option<ServerMessage> {
+        if let NucleusMessage::Event { token, event } = message
+            && self.quiet_int3(event)
+        {
+            return Some(ServerMessage::Reply(Reply::Resume { token: *token }));
+        }
+        self.handle_general(message, out)
+    }
+
+    /// Counts `event` if it is a ring-3 `int3` that needs no line, no dump and no deferred
+    /// kexec request: then the answer is `Resume` and nothing else happens. False (and
+    /// nothing counted) for anything else, which [`Fred::on_event`] decides.
+    #[inline(always)]
+    fn quiet_int3(&mut self, event: &Event) -> bool {
+        if self.pending.is_some()
+            || self.kexec.has_deferred()
+            || event.kind != (EventKind::SoftwareException { vector: 3 })
+            || event.from_ring != 3
+        {
+            return false;
+        }
+        self.int3.note_if_quiet(event.owner)
+    }
+
+    /// [`Fred::handle`] of everything but a quiet `int3`.
+    #[inline(never)]
+    fn handle_general(
         &mut self,
         message: &NucleusMessage,
         out: &mut impl Write,

@@ -150,6 +150,12 @@ impl Kexec {
         None
     }
 
+    /// Whether a request waits for events to be answered ([`Kexec::on_event_answered`]).
+    #[inline(always)]
+    pub fn has_deferred(&self) -> bool {
+        self.deferred.is_some()
+    }
+
     /// One event was answered: the deferred request, once its count is reached.
     pub fn on_event_answered(&mut self, out: &mut impl Write) -> Option<ServerMessage> {
         let (ready, module, left) = self.deferred.as_mut()?;

@@ -240,3 +240,87 @@ fn unexpected_events_are_killed() {
         "{out}"
     );
 }
+
+fn int3_at(fred: &mut Fred, token: u64, out: &mut String) -> Reply {
+    let int3 = event(EventKind::SoftwareException { vector: 3 }, 2);
+    reply(fred.handle(
+        &NucleusMessage::Event {
+            token: Token(token),
+            event: int3,
+        },
+        out,
+    ))
+}
+
+#[test]
+fn counted_int3s_still_reach_their_milestones() {
+    let mut fred = Fred::new();
+    started(&mut fred, 2, "pv-server", 0);
+    let mut out = String::new();
+    for token in 1..=2 * u64::from(diagnostics::INT3_MILESTONE) {
+        assert_eq!(
+            int3_at(&mut fred, token, &mut out),
+            Reply::Resume {
+                token: Token(token)
+            }
+        );
+    }
+    let lines: std::vec::Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 6, "{out}");
+    assert_eq!(
+        lines[4],
+        "fred-server: 25000 int3 events from pv-server handled"
+    );
+    assert_eq!(
+        lines[5],
+        "fred-server: 50000 int3 events from pv-server handled"
+    );
+}
+
+#[test]
+fn a_counted_int3_prints_no_dump() {
+    let mut fred = Fred::new();
+    started(&mut fred, 2, "pv-server", 0);
+    let mut out = String::new();
+    for token in 1..=10 {
+        int3_at(&mut fred, token, &mut out);
+    }
+    out.clear();
+    for part in dump_for(Token(11), DumpReason::ServerCrash) {
+        assert_eq!(fred.handle(&part, &mut out), None);
+    }
+    assert_eq!(
+        int3_at(&mut fred, 11, &mut out),
+        Reply::Resume { token: Token(11) }
+    );
+    assert_eq!(out, "", "a counted int3 prints nothing, not even its dump");
+}
+
+#[test]
+fn a_deferred_kexec_request_counts_int3s_too() {
+    let ready = ipc::message::SystemReady {
+        generation: 1,
+        kexec_image: Some(5),
+        reboot_into: true,
+    };
+    let mut fred = Fred::new().with_kexec_after_events(2);
+    started(&mut fred, 2, "pv-server", 0);
+    let mut out = String::new();
+    for token in 1..=10 {
+        int3_at(&mut fred, token, &mut out);
+    }
+    assert_eq!(fred.handle(&NucleusMessage::Ready(ready), &mut out), None);
+    assert_eq!(
+        int3_at(&mut fred, 11, &mut out),
+        Reply::Resume { token: Token(11) }
+    );
+    assert_eq!(fred.take_outgoing(), None, "one of two events answered");
+    assert_eq!(
+        int3_at(&mut fred, 12, &mut out),
+        Reply::Resume { token: Token(12) }
+    );
+    assert!(
+        matches!(fred.take_outgoing(), Some(ServerMessage::Kexec(request)) if request.module == 5),
+        "{out}"
+    );
+}
