@@ -7,6 +7,7 @@
 
 use core::fmt::Write;
 
+use ipc::codec::{EventRecord, HotRecord};
 use ipc::dump::RegisterDump;
 use ipc::dump_parts::DumpAssembler;
 use ipc::message::{DumpReason, NucleusMessage, Reply, ServerMessage, Token};
@@ -86,26 +87,49 @@ impl Fred {
         out: &mut impl Write,
     ) -> Option<ServerMessage> {
         if let NucleusMessage::Event { token, event } = message
-            && self.quiet_int3(event)
+            && self.quiet_int3(
+                event.kind == (EventKind::SoftwareException { vector: 3 }),
+                event.from_ring,
+                event.owner,
+            )
         {
+            return Some(ServerMessage::Reply(Reply::Resume { token: *token }));
+        }
+        // The ring probe (the ring round trip's bench) is answered inline too.
+        if let NucleusMessage::Ping { token } = message {
             return Some(ServerMessage::Reply(Reply::Resume { token: *token }));
         }
         self.handle_general(message, out)
     }
 
-    /// Counts `event` if it is a ring-3 `int3` that needs no line, no dump and no deferred
-    /// kexec request: then the answer is `Resume` and nothing else happens. False (and
-    /// nothing counted) for anything else, which [`Fred::on_event`] decides.
+    /// [`Fred::handle`]'s inline cases for a message read in place from its ring record
+    /// (`ipc::rt::Handler::quick`): the answer to a counted `int3` (after counting it) or a
+    /// ping; `None` (nothing changed) for anything else, which [`Fred::handle`] then decides.
     #[inline(always)]
-    fn quiet_int3(&mut self, event: &Event) -> bool {
-        if self.pending.is_some()
-            || self.kexec.has_deferred()
-            || event.kind != (EventKind::SoftwareException { vector: 3 })
-            || event.from_ring != 3
-        {
+    pub fn quick(&mut self, record: &HotRecord<'_>) -> Option<Reply> {
+        match record {
+            HotRecord::Event(EventRecord { token, event }) => self
+                .quiet_int3(
+                    event.is_software_exception(3),
+                    event.from_ring(),
+                    event.owner(),
+                )
+                .then_some(Reply::Resume { token: *token }),
+            HotRecord::Ping { token } => Some(Reply::Resume { token: *token }),
+            HotRecord::Hypercall(_) => None,
+        }
+    }
+
+    /// Counts an event if it is a ring-3 `int3` (`int3`, `from_ring`) of `owner` that needs
+    /// no line, no dump and no deferred kexec request: then the answer is `Resume` and
+    /// nothing else happens. False (and nothing counted) for anything else, which
+    /// [`Fred::on_event`] decides.
+    #[inline(always)]
+    fn quiet_int3(&mut self, int3: bool, from_ring: u8, owner: u32) -> bool {
+        if self.pending.is_some() || self.kexec.has_deferred() || !int3 || from_ring != 3 {
             return false;
         }
-        self.int3.note_if_quiet(event.owner)
+        self.int3.note_if_quiet(owner)
     }
 
     /// [`Fred::handle`] of everything but a quiet `int3`.

@@ -23,8 +23,11 @@ mod policy;
 
 #[cfg(target_os = "none")]
 mod server {
+    use ipc::codec::HotRecord;
+    use ipc::message::{NucleusMessage, ServerMessage};
     use ipc::println;
-    use ipc::rt::{Server, exit_code, sys, testopts};
+    use ipc::rt::console::Console;
+    use ipc::rt::{Handler, Server, exit_code, sys, testopts};
 
     use crate::dispatch::Fred;
 
@@ -46,7 +49,7 @@ mod server {
         };
         let kexec_module = number(b"kexec-module").and_then(|n| u16::try_from(n).ok());
         let kexec_after_events = number(b"kexec-after-events").unwrap_or(0);
-        let mut fred = Fred::new()
+        let fred = Fred::new()
             .with_kexec_module(kexec_module)
             .with_kexec_after_events(kexec_after_events);
         // Test option: crash on the first event, before answering it, in generation 0 (the
@@ -59,9 +62,10 @@ mod server {
             }
         };
         if kexec_after_events == 0 {
-            return server.serve(|message, console| {
-                crash(message);
-                fred.handle(message, console)
+            return server.serve_with(Serving {
+                fred,
+                crash,
+                quick: !crash_on_event,
             });
         }
         // A deferred kexec request goes out besides an answer: the loop's tick sends it.
@@ -78,6 +82,36 @@ mod server {
                 false
             },
         )
+    }
+
+    /// fred-server as the runtime's [`Handler`]: a counted `int3` and a ping answered from
+    /// their records in place ([`Fred::quick`]), everything else by [`Fred::handle`].
+    struct Serving<C> {
+        fred: Fred,
+        /// The `fault-on-event` test option's check, before any event is answered.
+        crash: C,
+        /// Whether events may be answered in place (not with `fault-on-event`).
+        quick: bool,
+    }
+
+    impl<C: FnMut(&NucleusMessage)> Handler for Serving<C> {
+        type Answer = Option<ServerMessage>;
+
+        #[inline(always)]
+        fn quick(&mut self, record: &HotRecord<'_>) -> Option<Self::Answer> {
+            if !self.quick {
+                return None;
+            }
+            self.fred
+                .quick(record)
+                .map(|reply| Some(ServerMessage::Reply(reply)))
+        }
+
+        #[inline(always)]
+        fn handle(&mut self, message: &NucleusMessage, console: &mut Console) -> Self::Answer {
+            (self.crash)(message);
+            self.fred.handle(message, console)
+        }
     }
 
     ipc::declare_server!(main);

@@ -16,8 +16,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use crate::hot_path::{
-    EVENT_RECORD, Message, Wire, push_event_record, push_hypercall_record, resume_token,
-    return_reply,
+    EVENT_RECORD, EventRecord, HotRecord, Message, Wire, push_event_record, push_hypercall_record,
+    resume_token, return_reply,
 };
 use crate::ring::{Batch, Consumer, MAX_RECORD, Producer, PushError, RingCorrupt};
 

@@ -171,14 +171,45 @@ impl Event {
     /// checks, inline (the receive path of every forwarded event decodes one).
     #[inline(always)]
     pub fn from_wire_array(w: &[u8; Self::WIRE_BYTES]) -> Result<Self, EventWireError> {
-        let u16_at = |i: usize| u16::from_le_bytes([w[i], w[i + 1]]);
-        let u64_at = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&w[i..i + 8]);
-            u64::from_le_bytes(b)
-        };
-        let (vector, payload) = (w[3], u64_at(4));
-        let kind = match w[2] {
+        EventWire::new(w).map(|wire| wire.event())
+    }
+}
+
+/// An event's wire form read in place ([`Event::to_wire`] has the layout): each accessor
+/// reads its field at its fixed offset, so a server that needs three fields of an event
+/// reads three, not the fifteen of an [`Event`]. Only bytes with a known kind tag are one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventWire<'a>(&'a [u8; Event::WIRE_BYTES]);
+
+impl<'a> EventWire<'a> {
+    /// `w` if its kind tag is known (every such byte string is an event, as in
+    /// [`Event::from_wire`]).
+    #[inline(always)]
+    pub fn new(w: &'a [u8; Event::WIRE_BYTES]) -> Result<Self, EventWireError> {
+        // The tags are 0 and 2..=8 (`tag`): the FRED event types, sysenter after them.
+        if matches!(w[2], 1 | 9..) {
+            return Err(EventWireError::Kind(w[2]));
+        }
+        Ok(Self(w))
+    }
+
+    #[inline(always)]
+    fn u16_at(&self, i: usize) -> u16 {
+        u16::from_le_bytes([self.0[i], self.0[i + 1]])
+    }
+
+    #[inline(always)]
+    fn u64_at(&self, i: usize) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[i..i + 8]);
+        u64::from_le_bytes(b)
+    }
+
+    /// What happened ([`Event::kind`]).
+    #[inline(always)]
+    pub fn kind(&self) -> EventKind {
+        let (vector, payload) = (self.0[3], self.u64_at(4));
+        match self.0[2] {
             tag::INTERRUPT => EventKind::Interrupt { vector },
             tag::NMI => EventKind::Nmi {
                 sources: payload as u16,
@@ -191,22 +222,46 @@ impl Event {
             tag::PRIVILEGED_SOFTWARE_EXCEPTION => EventKind::PrivilegedSoftwareException,
             tag::SOFTWARE_EXCEPTION => EventKind::SoftwareException { vector },
             tag::SYSCALL => EventKind::Syscall,
-            tag::SYSENTER => EventKind::Sysenter,
-            other => return Err(EventWireError::Kind(other)),
-        };
-        Ok(Self {
-            cpu: u16_at(0),
-            kind,
-            event_data: u64_at(12),
-            rip: u64_at(20),
-            rflags: u64_at(28),
-            rsp: u64_at(36),
-            cs: u16_at(44),
-            ss: u16_at(46),
-            from_ring: w[48],
-            insn_len: w[49],
-            owner: u32::from_le_bytes([w[52], w[53], w[54], w[55]]),
-        })
+            // `new` let no other tag through.
+            _ => EventKind::Sysenter,
+        }
+    }
+
+    /// Whether the event is a software exception (`int3`, `into`) with this vector: two
+    /// byte comparisons, without building the kind.
+    #[inline(always)]
+    pub fn is_software_exception(&self, vector: u8) -> bool {
+        self.0[2] == tag::SOFTWARE_EXCEPTION && self.0[3] == vector
+    }
+
+    /// [`Event::from_ring`].
+    #[inline(always)]
+    pub fn from_ring(&self) -> u8 {
+        self.0[48]
+    }
+
+    /// [`Event::owner`].
+    #[inline(always)]
+    pub fn owner(&self) -> u32 {
+        u32::from_le_bytes([self.0[52], self.0[53], self.0[54], self.0[55]])
+    }
+
+    /// The whole event.
+    #[inline(always)]
+    pub fn event(&self) -> Event {
+        Event {
+            cpu: self.u16_at(0),
+            kind: self.kind(),
+            event_data: self.u64_at(12),
+            rip: self.u64_at(20),
+            rflags: self.u64_at(28),
+            rsp: self.u64_at(36),
+            cs: self.u16_at(44),
+            ss: self.u16_at(46),
+            from_ring: self.0[48],
+            insn_len: self.0[49],
+            owner: self.owner(),
+        }
     }
 }
 
@@ -286,6 +341,51 @@ mod tests {
                 "length prefix + fixed layout"
             );
             assert_eq!(postcard::from_bytes::<Event>(bytes), Ok(event));
+        }
+    }
+
+    #[test]
+    fn the_wire_read_in_place_gives_the_decoded_fields() {
+        let kinds = [
+            EventKind::Interrupt { vector: 32 },
+            EventKind::Nmi { sources: 7 },
+            EventKind::Exception {
+                vector: 13,
+                error_code: 0x18,
+            },
+            EventKind::SoftwareInterrupt { vector: 0x80 },
+            EventKind::PrivilegedSoftwareException,
+            EventKind::SoftwareException { vector: 3 },
+            EventKind::SoftwareException { vector: 4 },
+            EventKind::Syscall,
+            EventKind::Sysenter,
+        ];
+        for kind in kinds {
+            let event = sample(kind);
+            let wire = event.to_wire();
+            let view = EventWire::new(&wire).unwrap();
+            assert_eq!(view.event(), event);
+            assert_eq!(view.kind(), kind);
+            assert_eq!(
+                (view.owner(), view.from_ring()),
+                (event.owner, event.from_ring)
+            );
+            for vector in [3, 4] {
+                assert_eq!(
+                    view.is_software_exception(vector),
+                    kind == EventKind::SoftwareException { vector }
+                );
+            }
+        }
+        // Every tag: the view exists exactly where `from_wire` decodes.
+        let mut wire = sample(EventKind::Syscall).to_wire();
+        for tag in 0..=255 {
+            wire[2] = tag;
+            assert_eq!(
+                EventWire::new(&wire).map(|view| view.event()),
+                Event::from_wire(&wire),
+                "tag {tag}"
+            );
         }
     }
 

@@ -21,8 +21,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{MAX_MESSAGE, PROTOCOL_VERSION};
-use crate::event::Event;
-use crate::message::{Hypercall, NucleusMessage, Reply, ServerMessage, Token};
+use crate::event::{Event, EventWire};
+use crate::message::{Hypercall, HypercallWire, NucleusMessage, Reply, ServerMessage, Token};
 use crate::ring::{FixedRecord, Producer, PushError, Slot};
 
 /// An encoded message being built: the version byte, then the body.
@@ -134,16 +134,16 @@ pub fn push_event_record(
     token: Token,
     event: impl Fn() -> Event,
 ) -> Result<(), PushError> {
-    ring.try_push_with(&EventRecord { token, event })
+    ring.try_push_with(&EventWriter { token, event })
 }
 
 /// `NucleusMessage::Event` as a [`FixedRecord`].
-struct EventRecord<F> {
+struct EventWriter<F> {
     token: Token,
     event: F,
 }
 
-impl<F: Fn() -> Event> FixedRecord<EVENT_RECORD> for EventRecord<F> {
+impl<F: Fn() -> Event> FixedRecord<EVENT_RECORD> for EventWriter<F> {
     #[inline(always)]
     fn write(&self, slot: &mut Slot<'_, EVENT_RECORD>) {
         write_event_header(self.token, |at, bytes| slot.put(at, bytes));
@@ -215,23 +215,46 @@ impl Message for NucleusMessage {
         }
     }
 
-    /// One length dispatch picks the only shape a body of that length can have; then the
-    /// variant byte (and length prefix) are compared and the fields read at fixed offsets.
     #[inline(always)]
     fn decode_hot(body: &[u8]) -> Option<Self> {
+        HotRecord::of_body(body).map(|record| record.message())
+    }
+}
+
+/// A fixed-size nucleus record read in place, before anything is decoded: the event path's
+/// messages, each field read only when asked for. A server that can answer one from a few
+/// fields (fred-server's counted `int3`, the ring probe) answers it from this, without
+/// building the `NucleusMessage` (`ipc::rt::Handler::quick`); [`HotRecord::message`] is the
+/// decoded message, what [`crate::codec::decode`] gives for the same record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HotRecord<'a> {
+    /// `NucleusMessage::Event`.
+    Event(EventRecord<'a>),
+    /// `NucleusMessage::Ping`.
+    Ping { token: Token },
+    /// `NucleusMessage::Hypercall`.
+    Hypercall(HypercallWire<'a>),
+}
+
+impl<'a> HotRecord<'a> {
+    /// `record` (version byte first) if it is the canonical record of one of these
+    /// messages: exactly the records [`crate::codec::decode`] reads by its shortcut (any
+    /// other encoding of them is postcard's to judge).
+    #[inline(always)]
+    pub fn new(record: &'a [u8]) -> Option<Self> {
+        match record {
+            [PROTOCOL_VERSION, body @ ..] => Self::of_body(body),
+            _ => None,
+        }
+    }
+
+    /// [`HotRecord::new`] of the record after its version byte. One length dispatch picks
+    /// the only shape a body of that length can have; then the variant byte (and length
+    /// prefix) are compared and the fields are at fixed offsets.
+    #[inline(always)]
+    fn of_body(body: &'a [u8]) -> Option<Self> {
         match body.len() {
-            EVENT_BODY => {
-                let body = exactly::<EVENT_BODY>(body)?;
-                if body[0] != NUCLEUS_EVENT || body[1 + TOKEN_BYTES] != EVENT_LEN_PREFIX {
-                    return None;
-                }
-                // A byte string `from_wire` refuses is postcard's to report.
-                let event = Event::from_wire_array(exactly(&body[2 + TOKEN_BYTES..])?).ok()?;
-                Some(Self::Event {
-                    token: word_at(body, 1),
-                    event,
-                })
-            }
+            EVENT_BODY => EventRecord::of_body(exactly(body)?).map(Self::Event),
             PING_BODY => {
                 let body = exactly::<PING_BODY>(body)?;
                 (body[0] == NUCLEUS_PING).then(|| Self::Ping {
@@ -240,12 +263,49 @@ impl Message for NucleusMessage {
             }
             HYPERCALL_BODY => match body.split_first_chunk::<2>()? {
                 (&[NUCLEUS_HYPERCALL, HYPERCALL_LEN_PREFIX], call) => {
-                    Hypercall::from_wire(call).map(Self::Hypercall)
+                    Some(Self::Hypercall(HypercallWire(exactly(call)?)))
                 }
                 _ => None,
             },
             _ => None,
         }
+    }
+
+    /// The decoded message.
+    #[inline(always)]
+    pub fn message(&self) -> NucleusMessage {
+        match self {
+            Self::Event(record) => NucleusMessage::Event {
+                token: record.token,
+                event: record.event.event(),
+            },
+            Self::Ping { token } => NucleusMessage::Ping { token: *token },
+            Self::Hypercall(call) => NucleusMessage::Hypercall(call.call()),
+        }
+    }
+}
+
+/// A `NucleusMessage::Event` record read in place: its token, and its event as the wire
+/// bytes ([`EventWire`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventRecord<'a> {
+    pub token: Token,
+    pub event: EventWire<'a>,
+}
+
+impl<'a> EventRecord<'a> {
+    /// An event record's body (after the version byte), if it is one.
+    #[inline(always)]
+    fn of_body(body: &'a [u8; EVENT_BODY]) -> Option<Self> {
+        let (head, wire) = body.split_at(2 + TOKEN_BYTES);
+        if head[0] != NUCLEUS_EVENT || head[1 + TOKEN_BYTES] != EVENT_LEN_PREFIX {
+            return None;
+        }
+        // A byte string `EventWire` refuses is postcard's to report.
+        Some(Self {
+            token: word_at(body, 1),
+            event: EventWire::new(exactly(wire)?).ok()?,
+        })
     }
 }
 
@@ -547,6 +607,48 @@ mod tests {
             body.extend(std::vec![0u8; len]);
             assert_eq!(ServerMessage::decode_hot(&body), None, "{len}");
         }
+    }
+
+    #[test]
+    fn an_event_record_read_in_place_is_the_decoded_event() {
+        let event = Event {
+            cpu: 2,
+            kind: EventKind::SoftwareException { vector: 3 },
+            event_data: 0,
+            rip: 0x40_1000,
+            cs: 0x2b,
+            rflags: 0x202,
+            rsp: 0x7fff_f000,
+            ss: 0x23,
+            from_ring: 3,
+            insn_len: 1,
+            owner: 2,
+        };
+        let message = NucleusMessage::Event {
+            token: Token(0x0102_0304_0506_0708),
+            event,
+        };
+        let record = postcard_record(&message);
+        let Some(HotRecord::Event(view)) = HotRecord::new(&record) else {
+            panic!("not read as an event record");
+        };
+        assert_eq!(view.token, Token(0x0102_0304_0506_0708));
+        assert_eq!(view.event.event(), event);
+        // Not an event record: another message, no version byte, a bad tag, cut or longer.
+        let ping = postcard_record(&NucleusMessage::Ping { token: Token(1) });
+        assert_eq!(
+            HotRecord::new(&ping).map(|hot| hot.message()),
+            Some(NucleusMessage::Ping { token: Token(1) })
+        );
+        assert_eq!(HotRecord::new(&record[1..]), None);
+        let mut bad = record.clone();
+        bad[11 + 2] = 9;
+        assert_eq!(HotRecord::new(&bad), None);
+        assert!(codec::decode::<NucleusMessage>(&bad).is_err());
+        assert_eq!(HotRecord::new(&record[..record.len() - 1]), None);
+        let mut longer = record.clone();
+        longer.push(0);
+        assert_eq!(HotRecord::new(&longer), None);
     }
 
     #[test]

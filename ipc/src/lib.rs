@@ -15,7 +15,7 @@ pub mod event;
 pub mod layout;
 pub mod markers;
 
-pub use event::{Event, EventKind};
+pub use event::{Event, EventKind, EventWire};
 pub mod domain;
 pub mod dump;
 

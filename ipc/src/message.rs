@@ -456,29 +456,86 @@ impl Hypercall {
     /// values are allegations the receiver judges; the padding is not looked at).
     #[inline(always)]
     pub fn from_wire(w: &[u8]) -> Option<Self> {
-        let w: &[u8; Self::WIRE_BYTES] = w.try_into().ok()?;
-        let u64_at = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&w[i..i + 8]);
-            u64::from_le_bytes(b)
-        };
-        Some(Self {
-            token: Token(u64_at(0)),
-            domain: u16::from_le_bytes([w[8], w[9]]),
-            vcpu: u16::from_le_bytes([w[10], w[11]]),
-            number: u64_at(16),
+        Some(HypercallWire(w.try_into().ok()?).call())
+    }
+}
+
+/// A hypercall's wire form read in place ([`Hypercall::to_wire`] has the layout): each
+/// accessor reads its word at its fixed offset, so a server that needs the number and two
+/// arguments reads those, not the twelve fields of a [`Hypercall`]. Every 96-byte string is
+/// one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HypercallWire<'a>(pub &'a [u8; Hypercall::WIRE_BYTES]);
+
+impl HypercallWire<'_> {
+    #[inline(always)]
+    fn u64_at(&self, i: usize) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[i..i + 8]);
+        u64::from_le_bytes(b)
+    }
+
+    #[inline(always)]
+    pub fn token(&self) -> Token {
+        Token(self.u64_at(0))
+    }
+
+    #[inline(always)]
+    pub fn domain(&self) -> u16 {
+        u16::from_le_bytes([self.0[8], self.0[9]])
+    }
+
+    #[inline(always)]
+    pub fn vcpu(&self) -> u16 {
+        u16::from_le_bytes([self.0[10], self.0[11]])
+    }
+
+    #[inline(always)]
+    pub fn number(&self) -> u64 {
+        self.u64_at(16)
+    }
+
+    /// Argument `i` (0..6, ABI order; [`Hypercall::args`]); 0 for any other `i`.
+    #[inline(always)]
+    pub fn arg(&self, i: usize) -> u64 {
+        if i < 6 { self.u64_at(24 + 8 * i) } else { 0 }
+    }
+
+    #[inline(always)]
+    pub fn rip(&self) -> u64 {
+        self.u64_at(72)
+    }
+
+    #[inline(always)]
+    pub fn rsp(&self) -> u64 {
+        self.u64_at(80)
+    }
+
+    #[inline(always)]
+    pub fn rflags(&self) -> u64 {
+        self.u64_at(88)
+    }
+
+    /// The whole hypercall.
+    #[inline(always)]
+    pub fn call(&self) -> Hypercall {
+        Hypercall {
+            token: self.token(),
+            domain: self.domain(),
+            vcpu: self.vcpu(),
+            number: self.number(),
             args: [
-                u64_at(24),
-                u64_at(32),
-                u64_at(40),
-                u64_at(48),
-                u64_at(56),
-                u64_at(64),
+                self.u64_at(24),
+                self.u64_at(32),
+                self.u64_at(40),
+                self.u64_at(48),
+                self.u64_at(56),
+                self.u64_at(64),
             ],
-            rip: u64_at(72),
-            rsp: u64_at(80),
-            rflags: u64_at(88),
-        })
+            rip: self.rip(),
+            rsp: self.rsp(),
+            rflags: self.rflags(),
+        }
     }
 }
 

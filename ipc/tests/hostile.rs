@@ -80,6 +80,56 @@ proptest! {
         check_decoder(&record);
     }
 
+    /// An event record read in place (`codec::HotRecord`, the serve loop's quick path) is
+    /// exactly the message postcard decodes from it, on the record and on its near misses.
+    #[test]
+    fn event_records_read_in_place_are_what_postcard_decodes(
+        event in arb_event(),
+        token in any::<u64>(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        mutate in any::<bool>(),
+    ) {
+        let message = NucleusMessage::Event { token: Token(token), event };
+        let mut buf = [0; MAX_MESSAGE];
+        let mut record = codec::encode(&message, &mut buf).unwrap().to_vec();
+        if mutate {
+            let at = at.index(record.len());
+            record[at] = byte;
+        }
+        let postcard = codec::decode_with_postcard::<NucleusMessage>(&record);
+        match codec::HotRecord::new(&record) {
+            Some(view) => prop_assert_eq!(postcard, Ok(view.message())),
+            // Any canonical event record is one (the shortcut's, which postcard agrees with).
+            None => prop_assert!(mutate, "{:?} not read in place", message),
+        }
+    }
+
+    /// Random bytes of the hot records' lengths with their variant bytes in place (an
+    /// event's kind tag random too): read in place exactly where postcard decodes them, as
+    /// what it decodes.
+    #[test]
+    fn random_hot_records_read_in_place_as_postcard_decodes_them(
+        shape in 0usize..3,
+        mut bytes in prop::collection::vec(any::<u8>(), 99),
+    ) {
+        let (len, head): (usize, &[u8]) = match shape {
+            0 => (67, &[codec::PROTOCOL_VERSION, 0]),
+            1 => (10, &[codec::PROTOCOL_VERSION, 5]),
+            _ => (99, &[codec::PROTOCOL_VERSION, 2, 96]),
+        };
+        bytes.truncate(len);
+        bytes[..head.len()].copy_from_slice(head);
+        if shape == 0 {
+            bytes[10] = 56;
+        }
+        let postcard = codec::decode_with_postcard::<NucleusMessage>(&bytes);
+        match codec::HotRecord::new(&bytes) {
+            Some(view) => prop_assert_eq!(postcard, Ok(view.message())),
+            None => prop_assert!(postcard.is_err(), "{:?} not read in place", postcard),
+        }
+    }
+
     #[test]
     fn replies_round_trip(reply in arb_reply()) {
         let message = ServerMessage::Reply(reply);

@@ -324,3 +324,58 @@ fn a_deferred_kexec_request_counts_int3s_too() {
         "{out}"
     );
 }
+
+/// `message` as the serve loop sees it: `Fred::quick` on its record read in place, else
+/// `Fred::handle` on the decoded message.
+fn serve_one(fred: &mut Fred, message: &NucleusMessage, out: &mut String) -> Option<ServerMessage> {
+    let mut buf = [0; ipc::codec::MAX_MESSAGE];
+    let record = ipc::codec::encode(message, &mut buf).unwrap();
+    if let Some(hot) = HotRecord::new(record)
+        && let Some(reply) = fred.quick(&hot)
+    {
+        return Some(ServerMessage::Reply(reply));
+    }
+    fred.handle(message, out)
+}
+
+#[test]
+fn answers_in_place_are_the_answers_of_handle() {
+    let pf = EventKind::Exception {
+        vector: 14,
+        error_code: 6,
+    };
+    let mut messages = std::vec::Vec::new();
+    for token in 0..10 {
+        let kind = match token {
+            4 => pf,
+            7 => EventKind::SoftwareException { vector: 4 },
+            _ => EventKind::SoftwareException { vector: 3 },
+        };
+        messages.push(NucleusMessage::Event {
+            token: Token(token),
+            event: event(kind, 2),
+        });
+        messages.push(NucleusMessage::Ping {
+            token: Token(100 + token),
+        });
+    }
+    let mut kernel_int3 = event(EventKind::SoftwareException { vector: 3 }, 2);
+    kernel_int3.from_ring = 0;
+    messages.push(NucleusMessage::Event {
+        token: Token(50),
+        event: kernel_int3,
+    });
+    let (mut quick, mut plain) = (Fred::new(), Fred::new());
+    started(&mut quick, 2, "pv-server", 0);
+    started(&mut plain, 2, "pv-server", 0);
+    let (mut quick_out, mut plain_out) = (String::new(), String::new());
+    for message in &messages {
+        assert_eq!(
+            serve_one(&mut quick, message, &mut quick_out),
+            plain.handle(message, &mut plain_out),
+            "{message:?}"
+        );
+    }
+    assert_eq!(quick_out, plain_out);
+    assert!(quick_out.contains("further int3 reports"), "{quick_out}");
+}

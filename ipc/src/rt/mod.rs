@@ -28,7 +28,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use crate::PROTOCOL_VERSION;
 pub use crate::answer::Answer;
-use crate::codec::SendError;
+use crate::codec::{DecodeError, HotRecord, SendError};
 use crate::layout::{
     self, EVENT_RING, REPLY_RING, RING_BYTES, START_INFO, START_INFO_MAGIC, START_INFO_VERSION,
     StartInfo,
@@ -38,6 +38,41 @@ use crate::ring::{AttachError, Consumer, Producer, PushError};
 use console::Console;
 
 pub use sys::{RingId, SysError};
+
+/// What [`Server::serve_with`] hands the messages to ([`Server::serve`] takes a closure
+/// `FnMut(&NucleusMessage, &mut Console) -> impl Answer` instead: no quick path).
+pub trait Handler {
+    type Answer: Answer;
+
+    /// The answer to one of the event path's messages, read in place from its ring record
+    /// (its fields at fixed offsets, nothing decoded), if a few fields are enough; `None`
+    /// hands the message to [`Handler::handle`], decoded. A quick answer prints nothing.
+    /// The default: `None`.
+    #[inline(always)]
+    fn quick(&mut self, _record: &HotRecord<'_>) -> Option<Self::Answer> {
+        None
+    }
+
+    /// The answer to `message`; lines go to `console`.
+    fn handle(&mut self, message: &NucleusMessage, console: &mut Console) -> Self::Answer;
+}
+
+/// A closure as a [`Handler`] (a struct, not a blanket impl: closures passed straight to
+/// [`Server::serve`] get their signature from its bound).
+struct Plain<F>(F);
+
+impl<F, A> Handler for Plain<F>
+where
+    F: FnMut(&NucleusMessage, &mut Console) -> A,
+    A: Answer,
+{
+    type Answer = A;
+
+    #[inline(always)]
+    fn handle(&mut self, message: &NucleusMessage, console: &mut Console) -> A {
+        (self.0)(message, console)
+    }
+}
 
 /// Exit codes a server reports through `exit` (the nucleus prints them).
 pub mod exit_code {
@@ -226,37 +261,46 @@ impl Server {
     }
 
     /// The server main loop: sleeps until the nucleus publishes events, hands each message
-    /// (by reference, where it was decoded) to `handle` with a console for the lines it
-    /// prints, and queues the [`Answer`] `handle` gives, read where `handle` built it (the
-    /// next [`Server::wait`] hands the answers over: one syscall to answer and sleep). A line
+    /// to `handle` (by reference, where it was decoded) with a console for the lines it
+    /// prints, and queues the [`Answer`] it gives ([`Server::serve_with`] of a closure).
+    pub fn serve<A: Answer>(self, handle: impl FnMut(&NucleusMessage, &mut Console) -> A) -> ! {
+        self.serve_with(Plain(handle))
+    }
+
+    /// The server main loop: sleeps until the nucleus publishes events, hands each message
+    /// to `handler` ([`Handler::quick`] on the record in place if it is an event, else
+    /// [`Handler::handle`] by reference where it was decoded, with a console for the lines
+    /// it prints), and queues the [`Answer`] it gives, read where it was built (the next
+    /// [`Server::wait`] hands the answers over: one syscall to answer and sleep). A line
     /// left unfinished is flushed before the answer is queued, so a report's lines come out
     /// before the nucleus acts on the answer.
-    pub fn serve<A: Answer>(
-        mut self,
-        mut handle: impl FnMut(&NucleusMessage, &mut Console) -> A,
-    ) -> ! {
+    pub fn serve_with(mut self, mut handler: impl Handler) -> ! {
         let mut console = Console::new();
         loop {
             self.wait();
-            while self.answer_next(&mut handle, &mut console).is_some() {}
+            while self.answer_next(&mut handler, &mut console).is_some() {}
         }
     }
 
-    /// Hands the next message received to `handle` and queues its answer: `None` when the
+    /// Hands the next message received to `handler` and queues its answer: `None` when the
     /// ring is empty, else whether an answer was queued. Answered inside the receive, where
-    /// the message was decoded.
+    /// the record was copied out (and the message decoded, if it is).
     #[inline(always)]
-    fn answer_next<A: Answer>(
-        &mut self,
-        handle: &mut impl FnMut(&NucleusMessage, &mut Console) -> A,
-        console: &mut Console,
-    ) -> Option<bool> {
+    fn answer_next(&mut self, handler: &mut impl Handler, console: &mut Console) -> Option<bool> {
         let replies = &mut self.replies;
-        recv_from(&mut self.events, &mut self.bad_messages, |message| {
-            let answer = handle(message, console);
-            console.finish();
-            queue_answer(replies, &answer)
-        })
+        let record = |record: &[u8]| {
+            if let Some(hot) = HotRecord::new(record)
+                && let Some(answer) = handler.quick(&hot)
+            {
+                return Ok(queue_answer(replies, &answer));
+            }
+            crate::codec::decode_with(record, |message| {
+                let answer = handler.handle(message, console);
+                console.finish();
+                queue_answer(replies, &answer)
+            })
+        };
+        recv_record(&mut self.events, &mut self.bad_messages, record)
     }
 
     /// [`Server::serve`] for a server with deadlines of its own (pv-server's guest timers):
@@ -265,8 +309,17 @@ impl Server {
     /// runs again soon without any message arriving (queued answers are handed over with a
     /// notify first, as a wait would).
     pub fn serve_ticking<A: Answer>(
+        self,
+        handle: impl FnMut(&NucleusMessage, &mut Console) -> A,
+        tick: impl FnMut(&mut dyn FnMut(ServerMessage)) -> bool,
+    ) -> ! {
+        self.serve_ticking_with(Plain(handle), tick)
+    }
+
+    /// [`Server::serve_ticking`] with a [`Handler`] (as [`Server::serve_with`]).
+    pub fn serve_ticking_with(
         mut self,
-        mut handle: impl FnMut(&NucleusMessage, &mut Console) -> A,
+        mut handler: impl Handler,
         mut tick: impl FnMut(&mut dyn FnMut(ServerMessage)) -> bool,
     ) -> ! {
         let mut console = Console::new();
@@ -288,7 +341,7 @@ impl Server {
                 queued = false;
                 self.wait();
             }
-            while let Some(answered) = self.answer_next(&mut handle, &mut console) {
+            while let Some(answered) = self.answer_next(&mut handler, &mut console) {
                 queued |= answered;
             }
         }
@@ -358,8 +411,21 @@ fn recv_from<R>(
     bad_messages: &mut u32,
     mut f: impl FnMut(&NucleusMessage) -> R,
 ) -> Option<R> {
+    recv_record(events, bad_messages, |record| {
+        crate::codec::decode_with(record, &mut f)
+    })
+}
+
+/// The next record on `events` that `f` accepts (its decoding is `f`'s), handed to `f`
+/// where it was copied out; records `f` refuses are counted in `bad_messages` and reported.
+#[inline(always)]
+fn recv_record<R>(
+    events: &mut Consumer<'static>,
+    bad_messages: &mut u32,
+    mut f: impl FnMut(&[u8]) -> Result<R, DecodeError>,
+) -> Option<R> {
     loop {
-        match events.pop_with(|record| crate::codec::decode_with(record, &mut f)) {
+        match events.pop_with(&mut f) {
             Ok(Some(Ok(result))) => return Some(result),
             Ok(Some(Err(error))) => bad_message(
                 bad_messages,
