@@ -93,8 +93,8 @@ const _: () = assert!(SYSCALL_SIGNATURE == 1 | (7 << 16) | (1 << 25));
 /// [`entry_stubs!`](crate::entry_stubs)) returns to its stub in RAX:RDX (SysV returns a
 /// two-qword `repr(C)` struct in those registers): the save area it was given, and whether
 /// it completed the call (the stub returns to the caller with the area's RAX) or declined
-/// it, untouched (the stub saves the rest of the frame and calls `syscall_idt` or
-/// `syscall_fred`, the syscall table's way in).
+/// it, untouched (the stub saves the rest of the frame and calls `syscall_idt`, the
+/// syscall table's way in, or under FRED the general `fred_ring3`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FastSyscall {
@@ -124,16 +124,16 @@ pub const fn sysret_safe(rip: u64) -> bool {
 }
 
 /// Emits the IDT and FRED entry stubs around the given handlers: `idt`, `fred_ring3`,
-/// `fred_ring0`, `syscall_idt` and `syscall_fred` are each an
-/// `extern "C" fn(*mut Frame) -> *mut Frame` (the frame saved, the frame to leave through;
-/// the last two get the 64-bit SYSCALLs their fast path declined). `syscall_idt_fast` and
+/// `fred_ring0` and `syscall_idt` are each an `extern "C" fn(*mut Frame) -> *mut Frame` (the
+/// frame saved, the frame to leave through; `syscall_idt` gets the 64-bit SYSCALLs the IDT
+/// fast path declined, `fred_ring3` those the FRED one declined). `syscall_idt_fast` and
 /// `syscall_fred_fast` are the syscall fast paths, each an
 /// `extern "C" fn(*mut Frame) -> FastSyscall` given a save area that holds only RAX, RDX,
 /// RSI, RDI and R8-R10, and which may change only RAX. Under IDT the area also holds RIP,
 /// RFLAGS and RSP (SYSCALL's RCX and R11 are in the RIP and RFLAGS slots only); under FRED,
 /// RCX and R11, the return state being on the stack only:
 /// `entry_stubs!(idt: path::to::idt_handler, fred_ring3: ..., fred_ring0: ...,
-/// syscall_idt_fast: ..., syscall_idt: ..., syscall_fred_fast: ..., syscall_fred: ...)`.
+/// syscall_idt_fast: ..., syscall_idt: ..., syscall_fred_fast: ...)`.
 #[macro_export]
 macro_rules! entry_stubs {
     (
@@ -142,8 +142,7 @@ macro_rules! entry_stubs {
         fred_ring0: $ring0:path,
         syscall_idt_fast: $syscall_idt_fast:path,
         syscall_idt: $syscall_idt:path,
-        syscall_fred_fast: $syscall_fred_fast:path,
-        syscall_fred: $syscall_fred:path $(,)?
+        syscall_fred_fast: $syscall_fred_fast:path $(,)?
     ) => {
         ::core::arch::global_asm!(
             // Stores the registers a syscall's arguments arrive in but RAX and RDI (RDX,
@@ -258,7 +257,7 @@ macro_rules! entry_stubs {
             "eretu",
             "1:",
             "mov rdi, rax",
-            "jmp fred_ring3_syscall",
+            "jmp fred_ring3_full",
             ".org fred_entry_ring3 + 256, 0xcc",
             ".global fred_entry_ring0",
             // In: as above, on the current stack level (or a higher one). The frame is built
@@ -301,15 +300,12 @@ macro_rules! entry_stubs {
             "eretu",
             // In: RDI = the save area holding RAX, RCX, RDX, RSI, RDI, R8-R11; RSP = &return
             // state. The callee-saved registers and a copy of the return state join them;
-            // RSP stays on the stack. Out: fred_exit. `fred_ring3_syscall` is the same for
-            // a SYSCALL the fast path declined, which goes to the syscall dispatcher.
+            // RSP stays on the stack. Out: fred_exit. A SYSCALL the fast path declined comes
+            // here too, to the general dispatcher (the direct call to the syscall table that
+            // the IDT path makes hung a guest's call-gate test under Bochs' FRED model).
             "fred_ring3_full:",
             "FREDVISOR_RING3_REST",
             "call {ring3}",
-            "jmp fred_exit",
-            "fred_ring3_syscall:",
-            "FREDVISOR_RING3_REST",
-            "call {syscall_fred}",
             "jmp fred_exit",
             ".global fred_entry_page_end",
             "fred_entry_page_end:",
@@ -513,7 +509,6 @@ macro_rules! entry_stubs {
             syscall_idt_fast = sym $syscall_idt_fast,
             syscall_idt = sym $syscall_idt,
             syscall_fred_fast = sym $syscall_fred_fast,
-            syscall_fred = sym $syscall_fred,
             syscall_sig_mask = const $crate::entry::SYSCALL_SIGNATURE_MASK,
             syscall_sig = const $crate::entry::SYSCALL_SIGNATURE,
             stub_size = const $crate::entry::IDT_STUB_SIZE,

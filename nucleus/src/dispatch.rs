@@ -28,7 +28,6 @@ bsp_x86_64::entry_stubs!(
     syscall_idt_fast: syscall_fast_idt,
     syscall_idt: syscall_idt,
     syscall_fred_fast: syscall_fast_fred,
-    syscall_fred: syscall_fred,
 );
 
 /// FRED event type 7 ("other") vector 1 is SYSCALL (fred-facts.md §3.6); `decode` agrees.
@@ -76,14 +75,6 @@ extern "C" fn syscall_fast_fred(mut area: LiveFrame<'static>) -> FastSyscall {
 /// no event decode.
 extern "C" fn syscall_idt(live: LiveFrame<'static>) -> ExitFrame {
     enter(live, Delivery::Idt, syscall_only)
-}
-
-/// The same under FRED.
-extern "C" fn syscall_fred(mut live: LiveFrame<'static>) -> ExitFrame {
-    if crate::selftest::fred::RING3_ARMED.load(Ordering::Relaxed) {
-        crate::selftest::fred::ring3_event(live.frame());
-    }
-    enter(live, Delivery::Fred, syscall_only)
 }
 
 extern "C" fn fred_from_ring0(live: LiveFrame<'static>) -> ExitFrame {

@@ -25,7 +25,6 @@ bsp_x86_64::entry_stubs!(
     syscall_idt_fast: harness_syscall_idt,
     syscall_idt: harness_idt,
     syscall_fred_fast: harness_syscall_fred,
-    syscall_fred: harness_ring3,
 );
 
 /// Which handler ran.
