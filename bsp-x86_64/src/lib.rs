@@ -25,6 +25,7 @@ pub mod guest_walk;
 pub mod idt;
 pub mod insn;
 pub mod kexec;
+pub mod madt;
 pub mod msr;
 pub mod paging;
 pub mod port;

@@ -26,6 +26,13 @@ pub enum RegionKind {
     Defective,
 }
 
+impl RegionKind {
+    /// Memory, whatever its use: no device page may be mapped over it.
+    pub fn is_memory(self) -> bool {
+        self != Self::Reserved
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Region {
     pub range: Range<u64>,

@@ -109,6 +109,13 @@ pub fn this_cpu_id() -> u32 {
 /// optional (Bochs' x2APIC has no thermal MSR: writing it is a `#GP`) and left alone.
 const LVT_OFFSETS: [usize; 4] = [0x320, 0x350, 0x360, 0x370];
 
+/// The physical page IA32_APIC_BASE places this CPU's xAPIC registers at.
+pub fn base_address() -> u64 {
+    // SAFETY: reading IA32_APIC_BASE has no side effects; every CPU with an APIC
+    // (CPUID.1:EDX[9], which x86-64 implies) has the MSR.
+    unsafe { insn::rdmsr(APIC_BASE_MSR) & 0x000f_ffff_ffff_f000 }
+}
+
 /// Masks this CPU's local interrupt sources (the parking CPU of a kexec shootdown). Takes no
 /// lock and maps nothing: the xAPIC page is where bring-up mapped it (`map_mmio` maps each
 /// device page at one fixed address), which it did before any AP could be online.

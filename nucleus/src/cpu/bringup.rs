@@ -51,15 +51,22 @@ pub fn start_aps(rsdp: Option<u64>, options: &Options) -> usize {
         println!("smp: no local APIC enabled; the boot CPU only");
         return 1;
     };
+    let msr_base = apic::base_address();
+    match found.local_apic {
+        Some(base) if base != msr_base && mode == Mode::XApic => println!(
+            "smp: the MADT's local APIC address {base:#x} is not IA32_APIC_BASE's {msr_base:#x}; using IA32_APIC_BASE's"
+        ),
+        _ => {}
+    }
     println!(
         "smp: {} cpu(s) in the MADT; starting the others through the {} (boot cpu apic id {own_id})",
-        found.apic_ids.len() + found.dropped,
+        found.apic_ids.len() + found.cpus_dropped,
         mode.name()
     );
     OPTIONS.call_once(|| *options);
     trampoline::install(crate::mm::kernel_root().as_u64());
     let mut online = 1;
-    let mut not_started = found.dropped;
+    let mut not_started = found.cpus_dropped;
     for &id in found.apic_ids.iter().filter(|&&id| id != own_id) {
         if online >= limit {
             not_started += 1;

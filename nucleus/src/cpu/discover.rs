@@ -1,39 +1,35 @@
 //! Which CPUs the machine has: the local APIC entries of the ACPI MADT, found from the RSDP
 //! the boot loader passed (multiboot2 tag) and read with the `acpi` crate (no allocator:
-//! `Madt::entries` only).
+//! `Madt::entries` only) through `bsp_x86_64::madt`, which checks what the table says.
 //!
-//! The firmware's tables are the platform's own description, not input from a server or
-//! guest; still, a missing or malformed table only means "one CPU" (one line, boot goes on).
-use acpi::madt::{Madt, MadtEntry};
+//! The firmware's tables are the platform's own description, but still allegations: a
+//! missing or corrupt table only means "one CPU" (one line, boot goes on), and a device
+//! address that fails `madt::check_device` (page-aligned, below the CPU's physical address
+//! width, not RAM of the memory map) is one line and is not used.
 use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
+use bsp_x86_64::madt::{self, Machine, MadtError, Platform};
 use core::fmt;
+use core::ops::Range;
 use core::ptr::NonNull;
-use heapless::Vec;
-
-/// Most local APIC entries kept (more are counted, not started).
-pub const MAX_FOUND: usize = 64;
-
-/// The CPUs the MADT lists as usable (enabled or online-capable), in table order.
-pub struct Found {
-    pub apic_ids: Vec<u32, MAX_FOUND>,
-    /// Usable entries past [`MAX_FOUND`].
-    pub dropped: usize,
-}
 
 #[derive(Debug)]
 pub enum DiscoverError {
     NoRsdp,
-    Acpi(acpi::AcpiError),
+    Madt(MadtError),
 }
 
 impl fmt::Display for DiscoverError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NoRsdp => f.write_str("the boot loader passed no ACPI RSDP"),
-            Self::Acpi(e) => write!(f, "ACPI: {e:?}"),
+            Self::Madt(e) => e.fmt(f),
         }
     }
 }
+
+/// A zeroed page the handler hands out for a table address outside the direct map: the
+/// crate then finds no valid signature there, instead of the nucleus faulting on it.
+static OUTSIDE: [u8; 4096] = [0; 4096];
 
 /// Maps ACPI tables through the nucleus' direct map of physical memory, which covers RAM and
 /// the ACPI regions of the memory map (`mm::memory`); nothing to unmap.
@@ -42,49 +38,62 @@ struct DirectMap;
 
 impl AcpiHandler for DirectMap {
     unsafe fn map_physical_region<T>(&self, phys: usize, size: usize) -> PhysicalMapping<Self, T> {
-        let virt = crate::mm::phys_to_virt(phys as u64) as *mut T;
+        let inside = (phys as u64)
+            .checked_add(size as u64)
+            .is_some_and(|end| end <= crate::mm::memory::direct_map_top());
+        let virt = if inside {
+            crate::mm::phys_to_virt(phys as u64) as *mut T
+        } else if size <= OUTSIDE.len() {
+            println!("smp: an ACPI table pointer {phys:#x} is outside memory; read as empty");
+            OUTSIDE.as_ptr() as *mut T
+        } else {
+            // Only a table whose header is inside and whose length runs out of the direct
+            // map gets here (the crate maps the header first).
+            panic!("acpi: a {size}-byte table at {phys:#x} runs past memory");
+        };
         let Some(virt) = NonNull::new(virt) else {
             panic!("acpi: direct map address is null");
         };
-        // SAFETY: the direct map maps `[phys, phys + size)` (the caller's contract: an ACPI
-        // table in RAM or an ACPI region); the mapping is never unmapped.
+        // SAFETY: `virt` maps `size` bytes: the direct map covers `[phys, phys + size)`
+        // (checked just above), or it is the zeroed page of that size at most; the crate
+        // only reads through it, and the mapping is never unmapped.
         unsafe { PhysicalMapping::new(phys, virt, size, size, *self) }
     }
 
     fn unmap_physical_region<T>(_: &PhysicalMapping<Self, T>) {}
 }
 
-/// Reads the MADT's local APIC and x2APIC entries.
-pub fn cpus(rsdp: Option<u64>) -> Result<Found, DiscoverError> {
+/// The CPU's physical address width (CPUID.8000_0008:EAX bits 7:0).
+pub fn phys_bits() -> u8 {
+    use bsp_x86_64::insn::cpuid;
+    match cpuid(0x8000_0000, 0).eax {
+        max if max >= 0x8000_0008 => match cpuid(0x8000_0008, 0).eax as u8 {
+            0 => madt::DEFAULT_PHYS_BITS,
+            bits => bits,
+        },
+        _ => madt::DEFAULT_PHYS_BITS,
+    }
+}
+
+/// Every memory range of the memory map (a device page must lie in none).
+pub fn memory_ranges() -> impl Iterator<Item = Range<u64>> {
+    crate::boot_state::boot_state()
+        .into_iter()
+        .flat_map(|(boot, _)| boot.regions.iter())
+        .filter(|r| r.kind.is_memory())
+        .map(|r| r.range.clone())
+}
+
+/// Reads and checks the MADT; each refused address is one `smp: ` line.
+pub fn cpus(rsdp: Option<u64>) -> Result<Platform, DiscoverError> {
     let rsdp = rsdp.ok_or(DiscoverError::NoRsdp)?;
     // SAFETY: `rsdp` is the RSDP copy inside GRUB's structure, which stays reserved and is
-    // covered by the direct map; the tables it leads to are firmware tables in RAM or ACPI
-    // regions of the memory map, which the direct map covers too.
-    let tables =
-        unsafe { AcpiTables::from_rsdp(DirectMap, rsdp as usize) }.map_err(DiscoverError::Acpi)?;
-    let madt = tables.find_table::<Madt>().map_err(DiscoverError::Acpi)?;
-    let mut found = Found {
-        apic_ids: Vec::new(),
-        dropped: 0,
+    // covered by the direct map; the handler checks every address the tables lead to.
+    let tables = unsafe { AcpiTables::from_rsdp(DirectMap, rsdp as usize) }
+        .map_err(|e| DiscoverError::Madt(MadtError::Acpi(e)))?;
+    let machine = Machine {
+        ram: memory_ranges,
+        phys_bits: phys_bits(),
     };
-    // Bit 0: enabled; bit 1: online capable (ACPI 6.3 §5.2.12.2).
-    let usable = |flags: u32| flags & 0b11 != 0;
-    for entry in madt.get().entries() {
-        // Copies: the entries are packed.
-        let (id, flags) = match entry {
-            MadtEntry::LocalApic(e) => (u32::from(e.apic_id), e.flags),
-            MadtEntry::LocalX2Apic(e) => (e.x2apic_id, e.flags),
-            _ => continue,
-        };
-        if !usable(flags) {
-            continue;
-        }
-        if found.apic_ids.contains(&id) {
-            continue; // the same CPU listed as xAPIC and x2APIC
-        }
-        if found.apic_ids.push(id).is_err() {
-            found.dropped += 1;
-        }
-    }
-    Ok(found)
+    madt::read(&tables, machine, |line| println!("smp: {line}")).map_err(DiscoverError::Madt)
 }

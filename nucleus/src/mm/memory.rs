@@ -18,6 +18,7 @@ use bsp_x86_64::paging::{
 };
 use bsp_x86_64::stack_block::{self, StackBlock};
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// The image's VMA minus its load address (`build.rs` links it so).
 pub const KERNEL_VMA: u64 = layout::IMAGE_BASE;
@@ -231,6 +232,8 @@ pub fn init(boot: &BootSummary) -> Result<Layout, MemoryError> {
         .max()
         .unwrap_or(0)
         .min(DIRECT_MAP_MAX);
+    // The direct map below maps whole 2 MiB pages.
+    DIRECT_TOP.store(phys_top.next_multiple_of(2 << 20), Ordering::Relaxed);
 
     // SAFETY: linker symbols (all six); only their addresses are used.
     let (text, rodata, data) = unsafe {
@@ -317,11 +320,30 @@ pub fn nucleus_root_entry(slot: usize) -> PageTableEntry {
     l4[slot % 512]
 }
 
+/// The end of the direct map of physical memory (set by [`init`]).
+static DIRECT_TOP: AtomicU64 = AtomicU64::new(0);
+
+/// The end of the direct map: `[0, direct_map_top())` is reachable through [`phys_to_virt`].
+pub fn direct_map_top() -> u64 {
+    DIRECT_TOP.load(Ordering::Relaxed)
+}
+
 /// Maps the 4 KiB device page at `phys` (uncached, not executable) and returns its virtual
-/// address; a second call for the same page returns the same address. `None` if `phys` is
-/// not a page below 4 GiB or the mapping fails.
+/// address; a second call for the same page returns the same address. `None` (and one line)
+/// if `phys` is no device page below 4 GiB (`madt::check_device`: aligned, inside the
+/// physical address width, not RAM of the memory map) or the mapping fails.
 pub fn map_mmio(phys: u64) -> Option<u64> {
-    if !phys.is_multiple_of(4096) || phys >= MMIO_MAX {
+    let checked = bsp_x86_64::madt::check_device(
+        phys,
+        crate::cpu::discover::phys_bits(),
+        crate::cpu::discover::memory_ranges(),
+    );
+    if let Err(e) = checked {
+        println!("memory: device page {phys:#x} {e}; not mapped");
+        return None;
+    }
+    if phys >= MMIO_MAX {
+        println!("memory: device page {phys:#x} is above 4 GiB; not mapped");
         return None;
     }
     let virt = MMIO_BASE + phys;
