@@ -1,7 +1,7 @@
 //! PV64 guests on the tools' command line (issue 15 point 1): `--guest NAME=PATH[,mem=MIB]
-//! [,cmdline=TEXT]` ships the guest ELF as boot module `guest NAME mem=MIB cmdline=TEXT`
-//! (pv-server reads that text and boots it), and the run's outcome is read from pv-server's
-//! summary line once the last guest ended.
+//! [,cmdline=TEXT][,cpu=N]` ships the guest ELF as boot module `guest NAME mem=MIB [cpu=N]
+//! cmdline=TEXT` (pv-server reads that text and boots it, the nucleus places the vCPU on CPU
+//! N), and the run's outcome is read from pv-server's summary line once the last guest ended.
 
 use std::path::PathBuf;
 
@@ -23,6 +23,8 @@ pub struct GuestFile {
     pub name: String,
     pub path: PathBuf,
     pub mem_mib: u32,
+    /// `cpu=N`: the CPU its vCPU runs on (the nucleus' default placement without it).
+    pub cpu: Option<u8>,
     pub cmdline: String,
 }
 
@@ -33,6 +35,7 @@ impl GuestFile {
             name: name.into(),
             path: path.into(),
             mem_mib: DEFAULT_MIB,
+            cpu: None,
             cmdline: String::new(),
         }
     }
@@ -42,14 +45,22 @@ impl GuestFile {
         self
     }
 
+    pub fn cpu(mut self, cpu: u8) -> Self {
+        self.cpu = Some(cpu);
+        self
+    }
+
     pub fn cmdline(mut self, text: &str) -> Self {
         self.cmdline = text.into();
         self
     }
 
-    /// The module's text: `guest NAME mem=MIB[ cmdline=TEXT]`.
+    /// The module's text: `guest NAME mem=MIB[ cpu=N][ cmdline=TEXT]`.
     pub fn module_text(&self) -> String {
         let mut text = format!("{MODULE_WORD} {} mem={}", self.name, self.mem_mib);
+        if let Some(cpu) = self.cpu {
+            text.push_str(&format!(" cpu={cpu}"));
+        }
         if !self.cmdline.is_empty() {
             text.push_str(" cmdline=");
             text.push_str(&self.cmdline);
@@ -85,12 +96,12 @@ impl GuestFile {
 impl std::str::FromStr for GuestFile {
     type Err = String;
 
-    /// `NAME=PATH[,mem=MIB][,cmdline=TEXT]`; `cmdline=` is last and takes the rest (commas
-    /// included).
+    /// `NAME=PATH[,mem=MIB][,cpu=N][,cmdline=TEXT]`; `cmdline=` is last and takes the rest
+    /// (commas included).
     fn from_str(arg: &str) -> Result<Self, String> {
-        let (name, rest) = arg
-            .split_once('=')
-            .ok_or_else(|| format!("expected NAME=PATH[,mem=MIB][,cmdline=TEXT], got {arg:?}"))?;
+        let (name, rest) = arg.split_once('=').ok_or_else(|| {
+            format!("expected NAME=PATH[,mem=MIB][,cpu=N][,cmdline=TEXT], got {arg:?}")
+        })?;
         let (before_cmdline, cmdline) = match rest.split_once(",cmdline=") {
             Some((before, cmdline)) => (before, cmdline),
             None => (rest, ""),
@@ -102,17 +113,19 @@ impl std::str::FromStr for GuestFile {
         }
         let mut guest = GuestFile::new(name, path).cmdline(cmdline);
         for part in parts {
-            match part.strip_prefix("mem=") {
-                Some(mib) => {
-                    guest.mem_mib = mib
-                        .parse()
-                        .map_err(|_| format!("guest {name}: mem={mib} is not a number of MiB"))?
-                }
-                None => {
-                    return Err(format!(
-                        "guest {name}: unknown option {part:?} (mem=, cmdline=)"
-                    ));
-                }
+            if let Some(mib) = part.strip_prefix("mem=") {
+                guest.mem_mib = mib
+                    .parse()
+                    .map_err(|_| format!("guest {name}: mem={mib} is not a number of MiB"))?
+            } else if let Some(cpu) = part.strip_prefix("cpu=") {
+                guest.cpu =
+                    Some(cpu.parse().map_err(|_| {
+                        format!("guest {name}: cpu={cpu} is not a CPU number 0-255")
+                    })?)
+            } else {
+                return Err(format!(
+                    "guest {name}: unknown option {part:?} (mem=, cpu=, cmdline=)"
+                ));
             }
         }
         guest.check()?;
@@ -175,6 +188,12 @@ mod tests {
         assert!("x=p,mem=65537".parse::<GuestFile>().is_err());
         assert!("x=p,mem=lots".parse::<GuestFile>().is_err());
         assert!("x=p,cpus=2".parse::<GuestFile>().is_err());
+        let g: GuestFile = "h=/x/h,cpu=3,mem=4,cmdline=a,cpu=1".parse().unwrap();
+        assert_eq!(g.cpu, Some(3));
+        assert_eq!(g.cmdline, "a,cpu=1");
+        assert_eq!(g.module_text(), "guest h mem=4 cpu=3 cmdline=a,cpu=1");
+        assert!("x=p,cpu=256".parse::<GuestFile>().is_err());
+        assert!("x=p,cpu=one".parse::<GuestFile>().is_err());
         assert!("a b=p".parse::<GuestFile>().is_err());
         assert!("x=p,cmdline=$evil".parse::<GuestFile>().is_err());
     }

@@ -95,14 +95,16 @@ struct BuildArgs {
     #[arg(long = "server", value_name = "NAME=PATH", global = true)]
     servers: Vec<NamedFile>,
     /// Start the Xen PV64 guest kernel ELF at PATH as guest NAME at boot (repeatable), with
-    /// MIB MiB of memory (default 16; pv-server boots up to 64) and TEXT as its command line (cmdline= goes
+    /// MIB MiB of memory (default 16; pv-server boots up to 64), its vCPU on CPU N (cpu=N; an
+    /// N that is not online gets one line and the default: the online CPU with the fewest
+    /// threads, lowest number first) and TEXT as its command line (cmdline= goes
     /// last and takes the rest). pv-server prints `pv-server: guest NAME: started (...)`,
     /// the guest's console as `guest NAME: ...`, and how it ended. `run` with guests ends when
     /// the last guest ends: status 0 if every guest shut down with reason poweroff, 1
     /// otherwise (crash, reboot, watchdog, rejected image).
     #[arg(
         long = "guest",
-        value_name = "NAME=PATH[,mem=MIB][,cmdline=TEXT]",
+        value_name = "NAME=PATH[,mem=MIB][,cpu=N][,cmdline=TEXT]",
         global = true
     )]
     guests: Vec<GuestFile>,

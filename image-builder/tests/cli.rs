@@ -305,7 +305,7 @@ fn run_help_documents_guests() {
         .unwrap();
     let help = String::from_utf8_lossy(&output.stdout);
     assert!(
-        help.contains("--guest <NAME=PATH[,mem=MIB][,cmdline=TEXT]>"),
+        help.contains("--guest <NAME=PATH[,mem=MIB][,cpu=N][,cmdline=TEXT]>"),
         "{help}"
     );
     assert!(
@@ -317,9 +317,13 @@ fn run_help_documents_guests() {
 #[test]
 fn bad_guest_arguments_are_refused_in_one_line_before_building() {
     for (arg, says) in [
-        ("hello", "expected NAME=PATH[,mem=MIB][,cmdline=TEXT]"),
+        (
+            "hello",
+            "expected NAME=PATH[,mem=MIB][,cpu=N][,cmdline=TEXT]",
+        ),
         ("hello=x,mem=0", "mem=0 is not between 1 and 65536 MiB"),
         ("hello=x,cpus=2", "unknown option \"cpus=2\""),
+        ("hello=x,cpu=256", "cpu=256 is not a CPU number 0-255"),
         ("a b=x", "is not 1-24 of A-Z a-z 0-9 . _ -"),
         ("hello=x,cmdline=$HOME", "which GRUB would interpret"),
     ] {

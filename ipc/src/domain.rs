@@ -163,6 +163,10 @@ pub struct VcpuStart {
     pub cs: u16,
     pub ss: u16,
     pub ds: u16,
+    /// The CPU (bring-up number) the guest's `cpu=` pins the vCPU to; `None`: the nucleus'
+    /// placement policy picks (architecture-notes.md, "CPUs"). An allegation like the rest:
+    /// a CPU that is not online gets one line and the policy's pick.
+    pub cpu: Option<u8>,
 }
 
 impl VcpuStart {
@@ -180,6 +184,10 @@ impl VcpuStart {
         out[40..42].copy_from_slice(&self.cs.to_le_bytes());
         out[42..44].copy_from_slice(&self.ss.to_le_bytes());
         out[44..46].copy_from_slice(&self.ds.to_le_bytes());
+        if let Some(cpu) = self.cpu {
+            out[46] = 1;
+            out[47] = cpu;
+        }
         out
     }
 
@@ -199,6 +207,8 @@ impl VcpuStart {
             cs: half(40),
             ss: half(42),
             ds: half(44),
+            // Any other byte than 1 at 46 means "not pinned".
+            cpu: (bytes[46] == 1).then_some(bytes[47]),
         }
     }
 }
@@ -262,8 +272,15 @@ mod tests {
             cs: 0xe033,
             ss: 0xe02b,
             ds: 0xe02b,
+            cpu: None,
         };
         assert_eq!(VcpuStart::from_bytes(&regs.to_bytes()), regs);
+        let pinned = VcpuStart {
+            cpu: Some(3),
+            ..regs
+        };
+        assert_eq!(VcpuStart::from_bytes(&pinned.to_bytes()), pinned);
+        assert_eq!(pinned.to_bytes()[46..], [1, 3]);
     }
 
     #[test]

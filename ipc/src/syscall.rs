@@ -155,6 +155,9 @@ pub enum SyscallError {
     /// The caller may not make this call (a guest-manager call from another server), or the
     /// domain it names is not one it manages.
     NotPermitted = -5,
+    /// What the call names is in use on another CPU right now (a domain whose vCPU runs
+    /// there): the nucleus has asked that CPU to let go; try again.
+    Busy = -6,
 }
 
 impl SyscallError {
@@ -171,6 +174,7 @@ impl SyscallError {
             -3 => Self::BadArgument,
             -4 => Self::NoSuchRing,
             -5 => Self::NotPermitted,
+            -6 => Self::Busy,
             _ => return None,
         })
     }
@@ -184,6 +188,7 @@ impl fmt::Display for SyscallError {
             Self::BadArgument => "bad argument",
             Self::NoSuchRing => "no such ring",
             Self::NotPermitted => "not permitted",
+            Self::Busy => "busy on another cpu; try again",
         })
     }
 }

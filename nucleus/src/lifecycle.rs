@@ -47,7 +47,23 @@ pub fn kill(t: &mut Threads, id: ThreadId) {
 
 /// The guest manager is gone: nobody can answer its guests, and a new one would not know
 /// their domains. Every vCPU stops and every domain frame goes back to the allocator.
-fn end_guests(t: &mut Threads) {
+/// A vCPU live on another CPU is taken off its run queue first and that CPU asked to switch
+/// away (it is never stopped under another CPU's feet); the domains end at a later tick, once
+/// no CPU holds one (meanwhile `domain_create` answers Busy).
+pub fn end_guests(t: &mut Threads) {
+    let mut waiting = false;
+    for number in 1..=ipc::domain::MAX_DOMAINS as u16 {
+        if let Some(id) = t.guest_id(number)
+            && t.live_elsewhere(id)
+        {
+            t.unplace(id);
+            waiting = true;
+        }
+    }
+    t.guests_ending = waiting;
+    if waiting {
+        return;
+    }
     let stopped = t.stop_guests();
     crate::domains::destroy_all();
     if stopped > 0 {
@@ -98,6 +114,9 @@ fn reload(t: &mut Threads, id: ThreadId) {
 /// among them: the caller hands each the events its predecessor left unanswered
 /// (`forward::rehome_pending`; this module does not reach up into `forward`).
 pub fn tick(t: &mut Threads) -> Reloaded {
+    if t.guests_ending {
+        end_guests(t);
+    }
     let now = crate::timer::ticks();
     let mut handlers = Reloaded::new();
     for id in t.ids() {

@@ -28,6 +28,8 @@ pub const IMAGE_MAX: usize = 2 << 20;
 pub struct GuestSpec<'a> {
     pub name: &'a str,
     pub mib: u64,
+    /// `cpu=N`: the CPU the vCPU is pinned to (the nucleus checks it is online).
+    pub cpu: Option<u8>,
     pub cmdline: &'a [u8],
 }
 
@@ -36,6 +38,7 @@ pub struct GuestSpec<'a> {
 pub enum SpecError {
     BadName,
     BadMem,
+    BadCpu,
     UnknownOption,
 }
 
@@ -44,12 +47,14 @@ impl fmt::Display for SpecError {
         f.write_str(match self {
             Self::BadName => "the guest name is not 1-24 characters of [A-Za-z0-9_.-]",
             Self::BadMem => "mem= is not a number of MiB between 1 and 65536",
+            Self::BadCpu => "cpu= is not a CPU number 0-255",
             Self::UnknownOption => "unknown guest module option",
         })
     }
 }
 
-/// Parses `NAME [mem=MIB] [cmdline=TEXT]` (`cmdline=` last: the rest of the text is it).
+/// Parses `NAME [mem=MIB] [cpu=N] [cmdline=TEXT]` (`cmdline=` last: the rest of the text is
+/// it).
 pub fn parse_spec(text: &[u8]) -> Result<GuestSpec<'_>, SpecError> {
     let text = core::str::from_utf8(text).map_err(|_| SpecError::BadName)?;
     let (name, mut rest) = text.split_once(' ').unwrap_or((text, ""));
@@ -59,6 +64,7 @@ pub fn parse_spec(text: &[u8]) -> Result<GuestSpec<'_>, SpecError> {
     let mut spec = GuestSpec {
         name,
         mib: DEFAULT_MIB,
+        cpu: None,
         cmdline: b"",
     };
     while !rest.is_empty() {
@@ -68,15 +74,15 @@ pub fn parse_spec(text: &[u8]) -> Result<GuestSpec<'_>, SpecError> {
         }
         let (word, next) = rest.split_once(' ').unwrap_or((rest, ""));
         rest = next;
-        match word.strip_prefix("mem=") {
-            Some(mib) => {
-                spec.mib = mib.parse().map_err(|_| SpecError::BadMem)?;
-                if spec.mib == 0 || spec.mib > MAX_MIB {
-                    return Err(SpecError::BadMem);
-                }
+        if let Some(mib) = word.strip_prefix("mem=") {
+            spec.mib = mib.parse().map_err(|_| SpecError::BadMem)?;
+            if spec.mib == 0 || spec.mib > MAX_MIB {
+                return Err(SpecError::BadMem);
             }
-            None if word.is_empty() => {}
-            None => return Err(SpecError::UnknownOption),
+        } else if let Some(cpu) = word.strip_prefix("cpu=") {
+            spec.cpu = Some(cpu.parse().map_err(|_| SpecError::BadCpu)?);
+        } else if !word.is_empty() {
+            return Err(SpecError::UnknownOption);
         }
     }
     Ok(spec)
@@ -234,6 +240,7 @@ fn boot_spec(
             cs: regs.cs,
             ss: regs.ss,
             ds: regs.data,
+            cpu: spec.cpu,
         };
         hv.start(domain, &start).map_err(Rejected::Start)?;
         Ok((built.started(domain), regs.cr3))
@@ -274,14 +281,22 @@ mod tests {
             Ok(GuestSpec {
                 name: "hello",
                 mib: 16,
+                cpu: None,
                 cmdline: b""
             })
         );
+        assert_eq!(
+            parse_spec(b"hello mem=8 cpu=3 cmdline=x").map(|s| (s.mib, s.cpu, s.cmdline)),
+            Ok((8, Some(3), &b"x"[..]))
+        );
+        assert_eq!(parse_spec(b"a cpu=256"), Err(SpecError::BadCpu));
+        assert_eq!(parse_spec(b"a cpu=x"), Err(SpecError::BadCpu));
         assert_eq!(
             parse_spec(b"pt mem=8 cmdline=console=hvc0 loglevel=3"),
             Ok(GuestSpec {
                 name: "pt",
                 mib: 8,
+                cpu: None,
                 cmdline: b"console=hvc0 loglevel=3"
             })
         );

@@ -101,8 +101,15 @@ impl Hypervisor for Nucleus {
             return Err(());
         }
         let mut raw = RAW_MFNS.lock();
-        let domain =
-            ipc::rt::sys::domain_create(frames, name, &mut raw[..count * 8]).map_err(|_| ())?;
+        // Busy: the last pv-server's guests are still ending on other CPUs.
+        let domain = loop {
+            match ipc::rt::sys::domain_create(frames, name, &mut raw[..count * 8]) {
+                Err(ipc::rt::sys::SysError::Known(ipc::syscall::SyscallError::Busy)) => {
+                    ipc::rt::sys::yield_now()
+                }
+                result => break result.map_err(|_| ())?,
+            }
+        };
         for (slot, bytes) in mfns.iter_mut().zip(raw[..count * 8].chunks_exact(8)) {
             let mut word = [0u8; 8];
             word.copy_from_slice(bytes);
@@ -184,7 +191,15 @@ impl Hypervisor for Nucleus {
     }
 
     fn destroy(&mut self, domain: u16) -> u64 {
-        ipc::rt::sys::domain_destroy(domain).unwrap_or(0)
+        use ipc::rt::sys::SysError;
+        use ipc::syscall::SyscallError;
+        // Busy: its vCPU is live on another CPU, which the nucleus has asked to let go of it.
+        loop {
+            match ipc::rt::sys::domain_destroy(domain) {
+                Err(SysError::Known(SyscallError::Busy)) => ipc::rt::sys::yield_now(),
+                result => return result.unwrap_or(0),
+            }
+        }
     }
 
     fn console_line(&mut self, domain: u16, line: &[u8]) {

@@ -36,3 +36,19 @@ pub fn this_cpu_number() -> u32 {
 pub fn load_descriptor_tables(view: bsp_x86_64::gdt::DescriptorView) {
     tables::load_descriptor_tables(&percpu::current().tables, view);
 }
+
+/// Bit N set: CPU N (bring-up number) is online; the boot CPU always is.
+pub fn online_mask() -> u32 {
+    percpu::claimed()
+        .filter(|cpu| cpu.index() == 0 || cpu.is_online())
+        .fold(1, |mask, cpu| {
+            mask | 1u32.checked_shl(cpu.index()).unwrap_or(0)
+        })
+}
+
+/// CPU `n` has threads placed on it from now on: its ticks and reschedule IPIs schedule.
+pub fn run_threads_on(n: usize) {
+    if let Some(cpu) = percpu::claimed().nth(n) {
+        cpu.set_runs_threads();
+    }
+}

@@ -26,6 +26,9 @@ pub fn create(
     if frames == 0 || frames > MAX_DOMAIN_FRAMES || name_len > 24 {
         return Err(SyscallError::BadArgument);
     }
+    if t.guests_ending {
+        return Err(SyscallError::Busy); // the last manager's domains are still ending
+    }
     let space = t
         .get(crate::thread::GUEST_MANAGER)
         .space
@@ -142,6 +145,12 @@ pub fn share(number: u16) -> Result<u64, SyscallError> {
 /// `domain_destroy`: the vCPU stops, the domain's number is free, its frames go back.
 pub fn destroy(t: &mut Threads, number: u16) -> Result<u64, SyscallError> {
     if let Some(id) = t.guest_id(number) {
+        // Live on another CPU: that CPU lets go of it first (its frames and tables must not
+        // go back while it runs on them); the caller asks again.
+        if t.live_elsewhere(id) {
+            t.unplace(id);
+            return Err(SyscallError::Busy);
+        }
         let thread = t.get_mut(id);
         thread.stop();
         thread.guest_root = None;

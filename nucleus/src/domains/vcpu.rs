@@ -42,10 +42,29 @@ pub fn start(t: &mut Threads, number: u16, regs: &VcpuStart) -> Result<(), Errno
     frame.ret.cs = CsQword::from_raw(u64::from(checked.cs));
     frame.ret.ss = SsQword::from_raw(u64::from(checked.ss));
     frame.gprs.rsi = regs.rsi;
+    place(t, id, number, regs.cpu);
     t.get_mut(id).start_guest(PhysAddr::new(regs.cr3), frame);
 
     super::descriptors::track(t, number);
     Ok(())
+}
+
+/// Places domain `number`'s vCPU `id` (`Threads::place_guest`: its `cpu=` if that CPU is
+/// online, else the least loaded online CPU) and says where when there is more than one CPU.
+fn place(t: &mut Threads, id: crate::thread::ThreadId, number: u16, pinned: Option<u8>) {
+    use crate::thread::Placement;
+    let online = crate::cpu::online_mask();
+    let placement = t.place_guest(id, pinned, online);
+    crate::cpu::run_threads_on(usize::from(placement.cpu()));
+    let name = &domain(number).name;
+    match placement {
+        _ if online.count_ones() <= 1 && pinned.is_none() => {}
+        Placement::Pinned(cpu) => println!("nucleus: guest {name} runs on cpu {cpu} (cpu=)"),
+        Placement::Spread(cpu) => println!("nucleus: guest {name} runs on cpu {cpu}"),
+        Placement::NotOnline { asked, cpu } => println!(
+            "nucleus: guest {name}: cpu={asked}: cpu {asked} is not online; it runs on cpu {cpu}"
+        ),
+    }
 }
 
 /// `vcpu_selectors`: domain `number`'s vCPU (waiting for pv-server, so its selectors are

@@ -115,6 +115,22 @@ thread_local! {
     static CPU: Cell<u32> = const { Cell::new(0) };
 }
 
+thread_local! {
+    static ONLINE: Cell<u32> = const { Cell::new(1) };
+}
+
+/// The stand-in machine's online CPUs (the boot CPU only unless a test set more).
+pub fn online_mask() -> u32 {
+    ONLINE.get()
+}
+
+/// Makes the stand-in machine's online CPUs `mask`.
+pub fn set_online_mask(mask: u32) {
+    ONLINE.set(mask);
+}
+
+pub fn run_threads_on(_n: usize) {}
+
 /// The stand-in CPU's number (0 unless a test set another).
 pub fn this_cpu_number() -> u32 {
     CPU.get()

@@ -29,7 +29,7 @@ pub use areas::static_area_ptr;
 pub use layout::BOOT_THREADS;
 pub use layout::{GUEST_MANAGER, MAX_THREADS, ThreadId};
 pub use slot::{COMPLAINTS_PER_TICK, Kind, Pending, SERVER_SEGMENTS, State, Thread};
-pub use table::{AfterReady, SendFailure, Threads, try_with, with};
+pub use table::{AfterReady, Placement, SendFailure, Threads, try_with, with};
 
 #[cfg(test)]
 mod tests;

@@ -180,6 +180,12 @@ impl Thread {
         }
     }
 
+    /// The CPU it is placed on (`Threads::place`; `NOWHERE`: none).
+    #[cfg(test)]
+    pub fn cpu(&self) -> u8 {
+        self.cpu
+    }
+
     pub fn name(&self) -> &'static str {
         self.name
     }

@@ -18,6 +18,28 @@ pub enum AfterReady {
     Bench,
 }
 
+/// The CPU number of a thread placed on no CPU (`Threads::unplace`): never picked.
+pub const NOWHERE: u8 = u8::MAX;
+
+/// Where the placement policy put a guest vCPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// On the online CPU its `cpu=` named.
+    Pinned(u8),
+    /// Not pinned: the policy's pick.
+    Spread(u8),
+    /// Its `cpu=` named CPU `asked`, which is not online: the policy's pick instead.
+    NotOnline { asked: u8, cpu: u8 },
+}
+
+impl Placement {
+    pub fn cpu(self) -> u8 {
+        match self {
+            Self::Pinned(cpu) | Self::Spread(cpu) | Self::NotOnline { cpu, .. } => cpu,
+        }
+    }
+}
+
 pub struct Threads {
     threads: [Thread; MAX_THREADS],
     /// The thread whose context is live on the borrowing CPU, `None` while it idles: that
@@ -32,6 +54,9 @@ pub struct Threads {
     spread: bool,
     /// CPUs (bit per number) to send a reschedule IPI once the borrow ends.
     wakes: u32,
+    /// The guest manager died while a guest vCPU was live on another CPU: its domains are
+    /// ended once no CPU holds one (`lifecycle::end_guests`, retried every tick).
+    pub guests_ending: bool,
     next_token: u64,
     ready_printed: bool,
     /// Called once, when every started thread said hello (`startup` prints the marker).
@@ -105,6 +130,7 @@ impl Threads {
             here: 0,
             spread: false,
             wakes: 0,
+            guests_ending: false,
             next_token: 1,
             ready_printed: false,
             on_ready: None,
@@ -338,6 +364,53 @@ impl Threads {
         self.threads[id.0].cpu = cpu;
         if cpu != 0 {
             self.spread = true;
+        }
+    }
+
+    /// Where guest vCPU `id` runs (the placement policy for guests): `pinned` if that CPU is
+    /// online (bit N of `online`), else the online CPU with the fewest live threads placed on
+    /// it, the lowest number on a tie (so guests spread over the CPUs the servers leave
+    /// free). Places it there.
+    pub fn place_guest(&mut self, id: ThreadId, pinned: Option<u8>, online: u32) -> Placement {
+        let online = online | 1; // the boot CPU always
+        let is_online = |cpu: u8| cpu < 32 && online & (1 << cpu) != 0;
+        let placement = match pinned {
+            Some(cpu) if is_online(cpu) => Placement::Pinned(cpu),
+            _ => {
+                let load = |cpu: u8| {
+                    self.ids()
+                        .filter(|&other| other != id)
+                        .filter(|&other| !self.get(other).is_absent() && self.get(other).cpu == cpu)
+                        .count()
+                };
+                let least = (0..32u8)
+                    .filter(|&cpu| is_online(cpu))
+                    .min_by_key(|&cpu| (load(cpu), cpu))
+                    .unwrap_or(0);
+                match pinned {
+                    Some(asked) => Placement::NotOnline { asked, cpu: least },
+                    None => Placement::Spread(least),
+                }
+            }
+        };
+        self.place(id, placement.cpu());
+        placement
+    }
+
+    /// Whether thread `id` is live on a CPU other than the borrowing one (its context is
+    /// that CPU's, which may be running it in ring 3 or be on its way into the nucleus).
+    pub fn live_elsewhere(&self, id: ThreadId) -> bool {
+        (0..MAX_CPUS).any(|cpu| cpu != self.here && self.current_of(cpu) == Some(id))
+    }
+
+    /// Takes thread `id` off every run queue (no CPU picks it again) and marks the CPU it
+    /// was placed on for a reschedule IPI, so that CPU switches away from it at its next
+    /// event: what another CPU must do before it may stop a thread live there.
+    pub fn unplace(&mut self, id: ThreadId) {
+        let cpu = usize::from(self.threads[id.0].cpu);
+        self.threads[id.0].cpu = NOWHERE;
+        if cpu < MAX_CPUS && cpu != self.here {
+            self.wakes |= 1 << cpu;
         }
     }
 

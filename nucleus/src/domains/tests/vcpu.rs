@@ -20,6 +20,7 @@ fn a_vcpu_starts_only_on_guest_selectors_a_canonical_rip_and_a_validated_l4() {
         cs: FLAT_KERNEL_CS,
         ss: FLAT_KERNEL_SS,
         ds: FLAT_KERNEL_SS,
+        cpu: None,
     };
     for bad in [
         VcpuStart { cs: 0x08, ..good },
@@ -91,6 +92,7 @@ fn segment_bases_need_a_live_vcpu_and_a_canonical_base() {
             cs: FLAT_KERNEL_CS,
             ss: FLAT_KERNEL_SS,
             ds: FLAT_KERNEL_SS,
+            cpu: None,
         },
     );
     assert_eq!(call(&mut t, Syscall::VcpuStart, [d, BUF, 0, 0, 0]), Ok(0));
@@ -180,4 +182,97 @@ fn a_spent_guest_console_budget_is_refilled_by_ticks_that_only_counted() {
         "nothing taken after {ticks} ticks"
     );
     assert!(kit::output().starts_with("guest one: x"));
+}
+
+/// A started vCPU of a fresh domain: its number and the free count after the create.
+fn started_vcpu(t: &mut Threads, cpu: Option<u8>) -> (u64, u64) {
+    let (d, _, f) = with_pinned_base(t);
+    start_block(
+        t,
+        &VcpuStart {
+            rip: 0x1000,
+            rsp: 0x4000,
+            rsi: 0,
+            rflags: 0x202,
+            cr3: f[0].0 << 12,
+            cs: FLAT_KERNEL_CS,
+            ss: FLAT_KERNEL_SS,
+            ds: FLAT_KERNEL_SS,
+            cpu,
+        },
+    );
+    assert_eq!(call(t, Syscall::VcpuStart, [d, BUF, 0, 0, 0]), Ok(0));
+    (d, crate::mm::memory::free_count())
+}
+
+#[test]
+fn a_vcpu_runs_on_its_cpu_or_the_least_loaded_online_one() {
+    use crate::thread::Placement;
+    let mut t = booted();
+    crate::host::cpu::set_online_mask(0b1111);
+    let (d, _) = started_vcpu(&mut t, Some(3));
+    assert_eq!(t.get(t.guest_id(d as u16).unwrap()).cpu(), 3);
+    let (d, _) = started_vcpu(&mut t, None);
+    // CPU 0 runs both servers, CPU 3 the first guest: CPU 1 is the least loaded.
+    assert_eq!(t.get(t.guest_id(d as u16).unwrap()).cpu(), 1);
+    let (d, _) = started_vcpu(&mut t, Some(9));
+    assert_eq!(
+        t.get(t.guest_id(d as u16).unwrap()).cpu(),
+        2,
+        "cpu 9 is not online"
+    );
+    // The policy itself: a pinned CPU that is online wins; the boot CPU only, all on 0.
+    let g = t.guest_id(4).unwrap();
+    assert_eq!(t.place_guest(g, Some(2), 0b1111), Placement::Pinned(2));
+    assert_eq!(t.place_guest(g, None, 0b1111), Placement::Spread(1));
+    assert_eq!(
+        t.place_guest(g, Some(40), 0b1111),
+        Placement::NotOnline { asked: 40, cpu: 1 }
+    );
+    assert_eq!(
+        t.place_guest(g, Some(1), 0),
+        Placement::NotOnline { asked: 1, cpu: 0 }
+    );
+    assert_eq!(t.place_guest(g, None, 1), Placement::Spread(0));
+    crate::host::cpu::set_online_mask(1);
+}
+
+#[test]
+fn a_domain_whose_vcpu_is_live_on_another_cpu_ends_only_once_that_cpu_let_go() {
+    let mut t = booted();
+    crate::host::cpu::set_online_mask(0b11);
+    let before = crate::mm::memory::free_count();
+    let (d, _) = started_vcpu(&mut t, Some(1));
+    let vcpu = t.guest_id(d as u16).unwrap();
+    // CPU 1 runs the vCPU; pv-server on CPU 0 asks for the domain's end.
+    t.set_here(1);
+    let mut idle = crate::host::cpu::idle_frame();
+    let _ = crate::thread::sched::finish(
+        &mut t,
+        &mut idle,
+        crate::thread::sched::NextTask::NextInTurn,
+    );
+    assert_eq!(t.current(), Some(vcpu));
+    t.set_here(0);
+    let _ = t.take_wakes();
+    assert_eq!(
+        call(&mut t, Syscall::DomainDestroy, [d, 0, 0, 0, 0]),
+        Err(SyscallError::Busy)
+    );
+    // Nothing went back, nobody will pick the vCPU again, and CPU 1 is told to look.
+    assert!(crate::mm::memory::free_count() < before);
+    assert!(!t.get(vcpu).is_absent());
+    assert_eq!(t.get(vcpu).cpu(), u8::MAX, "placed nowhere");
+    assert_eq!(t.take_wakes(), 1 << 1);
+    // CPU 1's reschedule switches away from it (to idle): then the domain ends in full.
+    t.set_here(1);
+    let mut live = t.live_area(vcpu);
+    let _ = t.with_live(&mut live, |t, frame| {
+        crate::thread::sched::finish(t, frame, crate::thread::sched::NextTask::NextInTurn)
+    });
+    assert_eq!(t.current(), None);
+    t.set_here(0);
+    assert!(call(&mut t, Syscall::DomainDestroy, [d, 0, 0, 0, 0]).is_ok());
+    assert_eq!(crate::mm::memory::free_count(), before);
+    crate::host::cpu::set_online_mask(1);
 }
