@@ -350,10 +350,19 @@ pub fn table_minimums(table: &str) -> Vec<(Measurement, Option<u64>)> {
 /// Boots `iso` (built with [`CMDLINE`]) under `-icount` and stops once all three lines are
 /// in. Fails with the missing measurements (and the serial log) otherwise, or on a panic.
 pub fn measure(iso: &Iso, timeout: Duration) -> Result<([Range; MEASUREMENTS], Boot)> {
+    measure_with(iso, timeout, qemu_args())
+}
+
+/// [`measure`] with these QEMU options (the two-CPU boot: [`smp::qemu_args`]).
+pub fn measure_with(
+    iso: &Iso,
+    timeout: Duration,
+    args: [String; 4],
+) -> Result<([Range; MEASUREMENTS], Boot)> {
     let mut qemu = Qemu::new(iso)
         .timeout(timeout)
         .until_serial(all_lines_present);
-    for arg in qemu_args() {
+    for arg in args {
         qemu = qemu.arg(arg);
     }
     let boot = qemu.run()?;
@@ -489,6 +498,15 @@ impl Default for BenchOptions {
 
 /// `image` with the `bench` guest (built here) for the hypercall round trip.
 pub fn with_bench_guest(image: crate::image::Image, verbose: bool) -> Result<crate::image::Image> {
+    with_bench_guest_on(image, verbose, None)
+}
+
+/// [`with_bench_guest`], the guest pinned to `cpu` if given.
+pub fn with_bench_guest_on(
+    image: crate::image::Image,
+    verbose: bool,
+    cpu: Option<u8>,
+) -> Result<crate::image::Image> {
     let built = crate::compile::build_target(
         &crate::tools::Toolbox::from_env(),
         &workspace_root(),
@@ -499,7 +517,11 @@ pub fn with_bench_guest(image: crate::image::Image, verbose: bool) -> Result<cra
     let Some(path) = built.into_iter().next() else {
         bail!("cargo built no {BENCH_GUEST}");
     };
-    Ok(image.guest(crate::guest::GuestFile::new("bench", path).mem(4)))
+    let guest = crate::guest::GuestFile::new("bench", path).mem(4);
+    Ok(image.guest(match cpu {
+        Some(cpu) => guest.cpu(cpu),
+        None => guest,
+    }))
 }
 
 /// The benchmark image: the build options, `extra` on the command line, the `bench` guest.
@@ -609,8 +631,39 @@ pub fn run(options: &BenchOptions) -> Result<String> {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         eprintln!("wrote the table into {}", path.display());
     }
-    Ok(table + &ready_line(boot.ready_after))
+    let two_cpus = match measure_two_cpus(options, &ranges) {
+        Ok(table) => table,
+        Err(e) => {
+            let first = e.to_string();
+            let first = first.lines().next().unwrap_or_default().to_owned();
+            format!("\nTwo CPUs: not measured: {first}\n")
+        }
+    };
+    Ok(table + &ready_line(boot.ready_after) + &two_cpus)
 }
+
+/// The two-CPU benchmark boot and the event-rate boot ([`smp`]): their table.
+fn measure_two_cpus(options: &BenchOptions, one: &[Range; MEASUREMENTS]) -> Result<String> {
+    let target = workspace_root().join("target");
+    let image = with_bench_guest_on(
+        options.build.image(
+            &format!("{CMDLINE} {}", smp::CMDLINE_EXTRA),
+            target.join("fredvisor-bench-smp.iso"),
+        ),
+        options.build.verbose,
+        Some(smp::GUEST_CPU),
+    )?;
+    let (two, boot) = measure_with(&image.build()?, options.timeout, smp::qemu_args())?;
+    smp::check_placement(&boot, true)?;
+    let rate_image = options.build.image(
+        &smp::stress_cmdline(),
+        target.join("fredvisor-bench-rate.iso"),
+    );
+    let rate = smp::measure_rate(&rate_image.build()?, options.timeout)?;
+    Ok(smp::table(one, &two, Some(rate)))
+}
+
+pub mod smp;
 
 #[cfg(test)]
 mod tests;

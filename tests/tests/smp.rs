@@ -230,3 +230,67 @@ fn server_cpu_of_a_missing_cpu_falls_back_to_the_boot_cpu() -> Result<()> {
     ])?;
     boot.expect_exit(QemuExit::Success)
 }
+
+/// Bochs' FRED CPU model with two CPUs (issue 20 point 5): `selftest=cpu-ipi` on the AP
+/// under FRED: its local APIC timer ticks, it takes a reschedule IPI, answers a TLB
+/// shootdown and takes the NMI sent to all but self. `$FREDVISOR_BOCHS` must be a Bochs
+/// configured with `--enable-smp`.
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS (configured with --enable-smp)"]
+fn bochs_two_cpus_the_ap_ticks_and_answers_reschedule_shootdown_and_nmi() -> Result<()> {
+    let iso = Image::new()
+        .cmdline("fred=on selftest=cpu-ipi exit=bochs")
+        .build_shared()?;
+    let boot = image_builder::Bochs::new(&iso)
+        .cpus(2)
+        .timeout(tests::bochs_boot_timeout())
+        .run()?;
+    boot.expect_in_order(&[
+        "cpu 1: online (apic id 1, fred: enabled (cpu has FRED+LKGS))",
+        "nucleus: 2 cpu(s) online",
+        "selftest: cpu-ipi: passed (cpu 1: reschedule IPI taken)",
+        "selftest: cpu-ipi: passed (TLB shootdown of the nucleus root: 1 of 1 cpu(s) asked, all flushed: true)",
+        "selftest: cpu-ipi: passed (NMI to all but self: 1 of 1 cpu(s) took it)",
+        "selftest: 4 passed, 0 failed",
+        markers::READY,
+    ])?;
+    boot.expect_line("the AP's timer", |l| {
+        l.starts_with("selftest: cpu-ipi: passed (cpu 1: local APIC timer, ")
+    })?;
+    boot.expect_absent("FAILED")?;
+    boot.expect_exit(QemuExit::Success)
+}
+
+/// The cross-CPU event stress on Bochs' FRED CPU model with two CPUs: pv-server on CPU 1
+/// raises 25 000 `int3`s (FRED delivery on CPU 1), each handled by fred-server on CPU 0 and
+/// resumed; none lost.
+#[test]
+#[ignore = "needs FREDVISOR_BOCHS (configured with --enable-smp)"]
+fn bochs_two_cpus_cross_cpu_events_all_come_back() -> Result<()> {
+    let iso = Image::new()
+        .cmdline("fred=on server-cpu=pv-server:1 server-args=pv-server:events=25000")
+        .build_shared()?;
+    let done = "pv-server: test option: events: ";
+    let boot = image_builder::Bochs::new(&iso)
+        .cpus(2)
+        .until(done)
+        .timeout(tests::bochs_boot_timeout() * 2)
+        .run()?;
+    boot.expect_in_order(&[
+        "cpu 1: online (apic id 1, fred: enabled (cpu has FRED+LKGS))",
+        "nucleus: pv-server runs on cpu 1 (server-cpu=)",
+        markers::READY,
+        "fred-server: 25000 int3 events from pv-server handled",
+    ])?;
+    let line = boot.expect_line("pv-server's count", |l| l.starts_with(done))?;
+    ensure!(
+        line.starts_with(&format!(
+            "{done}25000 int3 event(s) raised, 25000 resumed, "
+        )),
+        "events lost: {line}"
+    );
+    println!("{line}");
+    boot.expect_absent("treating it as hung")?;
+    boot.expect_absent("faulted")?;
+    boot.expect_exit(QemuExit::Stopped)
+}

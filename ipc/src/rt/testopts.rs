@@ -160,10 +160,17 @@ fn raise_events(count: u32) {
         }
     }
     let ticks = cpu::rdtsc().wrapping_sub(start);
-    println!(
-        "test option: events: {count} int3 event(s) raised, {resumed} resumed, {ticks} TSC ticks ({} per event)",
-        ticks / u64::from(count.max(1))
-    );
+    let per_event = ticks / u64::from(count.max(1));
+    // Events per second of the TSC's rate, where the nucleus measured it (pv-server only).
+    match sys::clock(crate::domain::Clock::TscKhz) {
+        Ok(khz) if khz > 0 && ticks > 0 => println!(
+            "test option: events: {count} int3 event(s) raised, {resumed} resumed, {ticks} TSC ticks ({per_event} per event, {} events/s)",
+            u128::from(count) * u128::from(khz) * 1000 / u128::from(ticks)
+        ),
+        _ => println!(
+            "test option: events: {count} int3 event(s) raised, {resumed} resumed, {ticks} TSC ticks ({per_event} per event)"
+        ),
+    }
 }
 
 /// Passes bad pointers to `console_write` and prints what the nucleus answered.

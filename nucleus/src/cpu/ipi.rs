@@ -90,10 +90,21 @@ pub fn answer_shootdowns() {
 /// other with interrupts off cannot deadlock). Returns how many CPUs were asked; a CPU that
 /// does not answer within [`ANSWER_TIMEOUT_US`] is reported.
 pub fn shootdown_tlb(roots: &[u64]) -> usize {
+    shootdown(|cpu| roots.contains(&cpu.loaded_root()))
+}
+
+/// [`shootdown_tlb`] on every other online CPU, whatever it holds: before a domain's
+/// descriptor window is unmapped, so that no idle CPU keeps it as its GDT (the answer
+/// loads the CPU's own tables when it idles on the nucleus' root, [`flush_if_asked`]).
+pub fn shootdown_tlb_everywhere() -> usize {
+    shootdown(|_| true)
+}
+
+fn shootdown(aimed: impl Fn(&PerCpu) -> bool) -> usize {
     let me = percpu::current();
     let mut asked = 0;
     for cpu in percpu::online_others(me) {
-        if !roots.contains(&cpu.loaded_root()) {
+        if !aimed(cpu) {
             continue;
         }
         let ticket = cpu.request_flush();
@@ -114,12 +125,21 @@ pub fn shootdown_tlb(roots: &[u64]) -> usize {
     asked
 }
 
-/// Reloads CR3 if another CPU asked this one to flush, and says so.
+/// Reloads CR3 if another CPU asked this one to flush, and says so. A CPU idle on the
+/// nucleus' root also goes back to its own GDT and no LDT: going idle leaves the last
+/// guest's descriptor window loaded (a switch to idle does not reload them: that would cost
+/// every round trip through idle), and the window may be about to go with its domain.
 fn flush_if_asked(cpu: &PerCpu) {
     if let Some(ticket) = cpu.flush_asked() {
         // SAFETY: writing CR3 with the root it already holds only drops this CPU's
         // non-global translations (the nucleus' own are global and stay).
         unsafe { bsp_x86_64::insn::write_cr3(bsp_x86_64::insn::read_cr3()) };
+        if cpu.loaded_root() == crate::mm::kernel_root().as_u64() {
+            super::tables::load_descriptor_tables(
+                &cpu.tables,
+                bsp_x86_64::gdt::DescriptorView::default(),
+            );
+        }
         cpu.flush_done(ticket);
     }
 }

@@ -26,7 +26,7 @@ pub fn create(
     if frames == 0 || frames > MAX_DOMAIN_FRAMES || name_len > 24 {
         return Err(SyscallError::BadArgument);
     }
-    if t.guests_ending {
+    if crate::lifecycle::GUESTS_ENDING.load(core::sync::atomic::Ordering::Relaxed) {
         return Err(SyscallError::Busy); // the last manager's domains are still ending
     }
     let space = t

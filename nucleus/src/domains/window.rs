@@ -183,6 +183,8 @@ fn unmap_all(number: u16) {
 /// taken out of the domain already).
 pub fn release(number: u16, reserved: Option<Mfn>) {
     if let Some(mfn) = reserved {
+        // No other CPU may keep the window as its GDT (an idle one still may) or cached.
+        crate::cpu::ipi::shootdown_tlb_everywhere();
         unmap_all(number);
         crate::mm::memory::free_frame(PhysAddr::new(mfn.0 << 12));
     }

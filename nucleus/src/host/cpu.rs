@@ -156,5 +156,9 @@ pub mod ipi {
         0
     }
 
+    pub fn shootdown_tlb_everywhere() -> usize {
+        0
+    }
+
     pub fn wake_cpu(_cpu: usize) {}
 }

@@ -242,9 +242,6 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) -> ExitFra
         }
         None => {
             crate::mm::load_root(crate::mm::kernel_root());
-            // The CPU's own GDT again: a guest's descriptor window may go with its domain
-            // while this CPU idles (another CPU destroys it), and IDT delivery reads the GDT.
-            crate::cpu::load_descriptor_tables(bsp_x86_64::gdt::DescriptorView::default());
             crate::cpu::idle_exit()
         }
     };

@@ -54,9 +54,6 @@ pub struct Threads {
     spread: bool,
     /// CPUs (bit per number) to send a reschedule IPI once the borrow ends.
     wakes: u32,
-    /// The guest manager died while a guest vCPU was live on another CPU: its domains are
-    /// ended once no CPU holds one (`lifecycle::end_guests`, retried every tick).
-    pub guests_ending: bool,
     next_token: u64,
     ready_printed: bool,
     /// Called once, when every started thread said hello (`startup` prints the marker).
@@ -130,7 +127,6 @@ impl Threads {
             here: 0,
             spread: false,
             wakes: 0,
-            guests_ending: false,
             next_token: 1,
             ready_printed: false,
             on_ready: None,
