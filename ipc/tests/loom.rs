@@ -310,3 +310,22 @@ fn a_full_slot_ring_drops_with_a_count_and_loses_nothing_else() {
         assert_eq!(consumer.dropped_by_producer() as usize, 4 - accepted.len());
     });
 }
+
+/// Lazy release (a 4-slot ring publishes `tail` every 2 single pops): a producer that waits
+/// for room and a consumer that waits for records never wait for each other, and nothing
+/// read is overwritten before it was copied out.
+#[test]
+fn lazily_released_slots_free_the_ring_before_the_consumer_waits() {
+    loom::model(|| {
+        let (mut producer, mut consumer) = leaked_slots::<4>().split();
+        let writer = thread::spawn(move || {
+            for n in 0..6u8 {
+                push_slot_waiting(&mut producer, [n; 8]);
+            }
+        });
+        for n in 0..6u8 {
+            assert_eq!(pop_slot_waiting(&mut consumer), [n; 8]);
+        }
+        writer.join().unwrap();
+    });
+}

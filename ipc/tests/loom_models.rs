@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Number of `#[test]`s in `tests/loom.rs`.
-const MODELS: usize = 8;
+const MODELS: usize = 9;
 
 fn loom_target_dir(manifest_dir: &str) -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {

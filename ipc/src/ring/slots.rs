@@ -30,6 +30,19 @@
 //! available ones, never over-states them. Batches ([`SlotBatch`], [`SlotConsumer::pop_batch`])
 //! publish once per batch and load the other side's index at most once per batch.
 //!
+//! # Lazy release
+//!
+//! Single pops do not publish `tail` each time: only once it is [`release_every`] slots
+//! (about [`RELEASE_BYTES`]) ahead of what was published, whenever a pop finds the ring empty
+//! (before it reloads `head`), at the end of a [`pop_batch`](SlotConsumer::pop_batch), on
+//! [`release_now`](SlotConsumer::release_now) and when the consumer is dropped. A producer
+//! that streams into a fuller ring than its consumer drains then reloads `tail` once per a few
+//! cache lines of slots, not once per slot, and the `tail` line crosses between the cores as
+//! seldom. The price: the producer may see up to `release_every - 1` slots as taken that the
+//! consumer has read, so `Full` means "full by the published `tail`"; a consumer that waits
+//! only after it found the ring empty has always published everything it read, so a producer
+//! waiting for room and a consumer waiting for records never wait for each other.
+//!
 //! `tests/loom.rs` model-checks this protocol (a tracked shadow cell per slot),
 //! `tests/hostile.rs` plays a peer that scribbles over the header and the slots, and
 //! `tests/stress.rs` moves 10⁶ slots between two threads.
@@ -38,6 +51,7 @@ use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomData;
 use core::ptr;
+use core::sync::atomic::compiler_fence;
 
 use super::{AttachError, HEADER_SIZE, REGION_ALIGN, RingCorrupt, RingHeader};
 use crate::sync::Ordering;
@@ -161,22 +175,28 @@ impl<const SLOT: usize> Slots<SLOT> {
 
     /// Copies `record` into slot `index`.
     #[inline(always)]
-    fn write(&self, index: u32, record: &[u8; SLOT]) {
+    fn write(&self, index: u32, record: &Words<SLOT>) {
         self.track(index, true);
-        // SAFETY: the slot is `SLOT` bytes inside the data area, valid for writes (`slot`);
-        // `record` is private memory, so the two cannot overlap. Unaligned: the data area is
-        // 8-byte aligned and `SLOT` a multiple of 8, but `[u8; SLOT]` asks for nothing more.
-        unsafe { ptr::write_unaligned(self.slot(index).cast::<[u8; SLOT]>(), *record) }
+        // SAFETY: the slot is `SLOT` bytes inside the data area, valid for writes (`slot`),
+        // and 8-byte aligned (the data area starts at `HEADER_SIZE` of a `REGION_ALIGN`-aligned
+        // region and `SLOT` is a multiple of 8), as `Words` asks; `record` is private memory,
+        // so the two cannot overlap.
+        unsafe { ptr::write(self.slot(index).cast::<Words<SLOT>>(), *record) }
     }
 
-    /// Copies slot `index` out into a private value: each byte is read once, here.
+    /// Copies slot `index` out into a private value: each word is read once, here.
     #[inline(always)]
-    fn read(&self, index: u32) -> [u8; SLOT] {
+    fn read(&self, index: u32) -> Words<SLOT> {
         self.track(index, false);
-        // SAFETY: the slot is `SLOT` bytes inside the data area, valid for reads (`slot`).
-        // A peer that writes it concurrently breaks the protocol and only gives us garbage
-        // bytes, which the caller treats as an allegation like any other.
-        unsafe { ptr::read_unaligned(self.slot(index).cast::<[u8; SLOT]>()) }
+        // SAFETY: the slot is `SLOT` bytes inside the data area, valid for reads and 8-byte
+        // aligned (as in `write`). A peer that writes it concurrently breaks the protocol and
+        // only gives us garbage bytes, which the caller treats as an allegation like any other.
+        let record = unsafe { ptr::read(self.slot(index).cast::<Words<SLOT>>()) };
+        // The copy is final: the compiler may not read the slot again later in its place (a
+        // peer may have changed it by then, and what was checked would not be what is used),
+        // even where no `Release` store of `tail` follows the copy (a lazy release).
+        compiler_fence(Ordering::SeqCst);
+        record
     }
 
     /// Loom builds: records an access to slot `index` in its shadow cell, which panics if it
@@ -200,6 +220,14 @@ impl<const SLOT: usize> Slots<SLOT> {
     #[inline(always)]
     fn track(&self, _index: u32, _write: bool) {}
 }
+
+/// A record in private memory, 8-byte aligned, so that it is copied into and out of its slot
+/// in whole words (and kept in registers when small). A bare `[u8; SLOT]` may sit at any
+/// address: inside an `Option` it does, one byte in, and every copy of it is then split into
+/// 2- and 4-byte pieces whose reassembly stalls on store forwarding.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Words<const SLOT: usize>([u8; SLOT]);
 
 /// A validated region: checks alignment and size, and returns the number of slots.
 fn check_region<const SLOT: usize>(base: *mut u8, len: usize) -> Result<usize, AttachError> {
@@ -245,6 +273,9 @@ pub struct SlotProducer<'a, const SLOT: usize> {
 unsafe impl<const SLOT: usize> Send for SlotProducer<'_, SLOT> {}
 
 /// The reading half of a slot ring. Aligned for the same reason as [`SlotProducer`].
+///
+/// Single pops publish `tail` lazily (see the module's "Lazy release"); dropping the consumer
+/// publishes it.
 #[repr(align(128))]
 pub struct SlotConsumer<'a, const SLOT: usize> {
     slots: Slots<SLOT>,
@@ -252,6 +283,10 @@ pub struct SlotConsumer<'a, const SLOT: usize> {
     tail: u32,
     /// The last believable `head` we loaded.
     cached_head: u32,
+    /// The `tail` we published last.
+    released: u32,
+    /// Single pops publish `tail` when it is this many slots ahead of `released`.
+    release_every: u32,
     _region: PhantomData<&'a mut [u8]>,
 }
 
@@ -391,7 +426,7 @@ impl<'a, const SLOT: usize> SlotProducer<'a, SLOT> {
     /// Writes `record` into the slot at `head`, which must be free, and advances our private
     /// `head`; does not publish.
     #[inline(always)]
-    fn write(&mut self, record: &[u8; SLOT]) {
+    fn write(&mut self, record: &Words<SLOT>) {
         let head = self.head;
         self.head = head.wrapping_add(1);
         self.slots.write(head, record);
@@ -415,7 +450,7 @@ impl<'a, const SLOT: usize> SlotProducer<'a, SLOT> {
     #[inline(always)]
     pub fn push(&mut self, record: &[u8; SLOT]) -> Result<(), SlotPushError> {
         self.reserve(true)?;
-        self.write(record);
+        self.write(&Words(*record));
         self.publish();
         Ok(())
     }
@@ -425,7 +460,7 @@ impl<'a, const SLOT: usize> SlotProducer<'a, SLOT> {
     #[inline(always)]
     pub fn try_push(&mut self, record: &[u8; SLOT]) -> Result<(), SlotPushError> {
         self.reserve(false)?;
-        self.write(record);
+        self.write(&Words(*record));
         self.publish();
         Ok(())
     }
@@ -440,8 +475,8 @@ impl<'a, const SLOT: usize> SlotProducer<'a, SLOT> {
         fill: impl FnOnce(&mut [u8; SLOT]) -> R,
     ) -> Result<R, SlotPushError> {
         self.reserve(false)?;
-        let mut record = [0; SLOT];
-        let result = fill(&mut record);
+        let mut record = Words([0; SLOT]);
+        let result = fill(&mut record.0);
         self.write(&record);
         self.publish();
         Ok(result)
@@ -485,7 +520,7 @@ impl<const SLOT: usize> SlotBatch<'_, '_, SLOT> {
     #[inline(always)]
     pub fn push(&mut self, record: &[u8; SLOT]) -> Result<(), SlotPushError> {
         self.producer.reserve(true)?;
-        self.producer.write(record);
+        self.producer.write(&Words(*record));
         Ok(())
     }
 
@@ -493,7 +528,7 @@ impl<const SLOT: usize> SlotBatch<'_, '_, SLOT> {
     #[inline(always)]
     pub fn try_push(&mut self, record: &[u8; SLOT]) -> Result<(), SlotPushError> {
         self.producer.reserve(false)?;
-        self.producer.write(record);
+        self.producer.write(&Words(*record));
         Ok(())
     }
 
@@ -504,8 +539,8 @@ impl<const SLOT: usize> SlotBatch<'_, '_, SLOT> {
         fill: impl FnOnce(&mut [u8; SLOT]) -> R,
     ) -> Result<R, SlotPushError> {
         self.producer.reserve(false)?;
-        let mut record = [0; SLOT];
-        let result = fill(&mut record);
+        let mut record = Words([0; SLOT]);
+        let result = fill(&mut record.0);
         self.producer.write(&record);
         Ok(result)
     }
@@ -546,12 +581,28 @@ impl<const SLOT: usize> Drop for SlotBatch<'_, '_, SLOT> {
     }
 }
 
+/// Bytes a consumer's single pops take out of the ring before they publish `tail`: four cache
+/// lines (but half the ring at most, and at least one slot).
+pub const RELEASE_BYTES: usize = 256;
+
+/// Slots a consumer of `slots` slots of `slot` bytes pops before it publishes `tail` (unless it
+/// finds the ring empty first).
+pub const fn release_every(slot: usize, slots: usize) -> usize {
+    let mut every = RELEASE_BYTES / slot;
+    if every > slots / 2 {
+        every = slots / 2;
+    }
+    if every == 0 { 1 } else { every }
+}
+
 impl<'a, const SLOT: usize> SlotConsumer<'a, SLOT> {
     const fn new(slots: Slots<SLOT>, tail: u32, head: u32) -> Self {
         Self {
             slots,
             tail,
             cached_head: head,
+            released: tail,
+            release_every: release_every(SLOT, slots.slots() as usize) as u32,
             _region: PhantomData,
         }
     }
@@ -602,7 +653,8 @@ impl<'a, const SLOT: usize> SlotConsumer<'a, SLOT> {
     }
 
     /// Published slots not yet read, by the cached `head`, reloaded if fewer than `wanted`
-    /// (at most one shared load).
+    /// (at most one shared load). Before it looks, publishes the slots read so far: a consumer
+    /// that finds the ring empty (and may wait) has freed every slot it read.
     #[inline(always)]
     fn available(&mut self, wanted: u32) -> Result<u32, RingCorrupt> {
         // `cached_head` passed `indices_ok` against a `tail` at most this one, and `tail` moved
@@ -611,13 +663,15 @@ impl<'a, const SLOT: usize> SlotConsumer<'a, SLOT> {
         if available >= wanted {
             return Ok(available);
         }
+        self.release_read();
         self.cached_head = self.load_head()?;
         Ok(self.cached_head.wrapping_sub(self.tail))
     }
 
     /// Tells the producer the slots below our `tail` are free again.
     #[inline(always)]
-    fn release(&self) {
+    fn release(&mut self) {
+        self.released = self.tail;
         // Release: our copies out of the freed slots happen before the producer reuses them.
         self.slots
             .header()
@@ -627,30 +681,44 @@ impl<'a, const SLOT: usize> SlotConsumer<'a, SLOT> {
             .store(self.tail, Ordering::Release);
     }
 
-    /// Takes the next record, copied out of its slot; `None` if the ring is empty.
+    /// [`release`](Self::release) if some slots were read since the last one.
+    #[inline(always)]
+    fn release_read(&mut self) {
+        if self.released != self.tail {
+            self.release();
+        }
+    }
+
+    /// Takes the next record, copied out of its slot; `None` if the ring is empty. Its slot is
+    /// freed lazily: `tail` is published every [`release_every`] pops, when a pop finds the
+    /// ring empty, by [`pop_batch`](Self::pop_batch) and when the consumer is dropped.
     #[inline(always)]
     pub fn pop(&mut self) -> Result<Option<[u8; SLOT]>, RingCorrupt> {
-        if self.available(1)? == 0 {
-            return Ok(None);
-        }
-        let record = self.slots.read(self.tail);
-        self.tail = self.tail.wrapping_add(1);
-        self.release();
-        Ok(Some(record))
+        self.pop_with(|record| *record)
     }
 
     /// Takes the next record and hands its private copy to `f`; `None` if the ring is empty.
+    /// Its slot is freed as by [`pop`](Self::pop). The copy is word-aligned and never moved,
+    /// so this is the way for a hot path.
     #[inline(always)]
     pub fn pop_with<R>(
         &mut self,
         f: impl FnOnce(&[u8; SLOT]) -> R,
     ) -> Result<Option<R>, RingCorrupt> {
-        Ok(self.pop()?.map(|record| f(&record)))
+        if self.available(1)? == 0 {
+            return Ok(None);
+        }
+        let record = self.slots.read(self.tail);
+        self.tail = self.tail.wrapping_add(1);
+        if self.tail.wrapping_sub(self.released) >= self.release_every {
+            self.release();
+        }
+        Ok(Some(f(&record.0)))
     }
 
     /// Takes up to `max` records, handing each (a private copy) to `f` in order, and frees
-    /// their slots with one store at the end; returns how many were taken. Loads `head` at
-    /// most once.
+    /// their slots (and any that single pops read before) with one store at the end; returns
+    /// how many were taken. Loads `head` at most once.
     #[inline]
     pub fn pop_batch(
         &mut self,
@@ -662,12 +730,23 @@ impl<'a, const SLOT: usize> SlotConsumer<'a, SLOT> {
         for _ in 0..count {
             let record = self.slots.read(self.tail);
             self.tail = self.tail.wrapping_add(1);
-            f(&record);
+            f(&record.0);
         }
-        if count > 0 {
-            self.release();
-        }
+        self.release_read();
         Ok(count as usize)
+    }
+
+    /// Publishes `tail` now: frees every slot read so far. Single pops do it by themselves
+    /// every [`release_every`] slots and whenever they find the ring empty; a consumer that
+    /// stops reading before that (and is not dropped) calls this.
+    pub fn release_now(&mut self) {
+        self.release_read();
+    }
+}
+
+impl<const SLOT: usize> Drop for SlotConsumer<'_, SLOT> {
+    fn drop(&mut self) {
+        self.release_read();
     }
 }
 

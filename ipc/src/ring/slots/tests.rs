@@ -72,6 +72,7 @@ fn full_ring_counts_drops_and_recovers() {
     assert_eq!(producer.dropped(), 1, "try_push must not count");
     assert_eq!(consumer.dropped_by_producer(), 1);
     assert_eq!(consumer.pop().unwrap(), Some([0; 8]));
+    consumer.release_now(); // a single pop publishes every second slot here
     assert_eq!(producer.try_push_with(|r| r[7] = 4), Ok(()));
     let mut seen = Vec::new();
     assert_eq!(consumer.pop_batch(10, |r| seen.push(*r)).unwrap(), 4);
@@ -255,4 +256,51 @@ fn errors_display_one_line() {
         ),
         "ring corrupt: tail 0x2 vs head 0x1"
     );
+}
+
+#[test]
+fn release_every_is_a_few_cache_lines_of_slots() {
+    assert_eq!(release_every(16, 1024), 16);
+    assert_eq!(release_every(128, 1024), 2);
+    assert_eq!(release_every(8, 16), 8, "half the ring at most");
+    assert_eq!(release_every(24, 4), 2);
+    assert_eq!(release_every(MAX_SLOT, 1024), 1);
+    assert_eq!(release_every(8, MIN_SLOTS), 1);
+}
+
+/// Single pops publish `tail` every `release_every` slots, when they find the ring empty, on
+/// `release_now`, after a batch and on drop; the producer sees only what was published.
+#[test]
+fn single_pops_release_lazily_and_never_strand_a_waiting_producer() {
+    let mut ring = SlotStorage::<8, 16>::new(); // releases every 8
+    let (mut producer, mut consumer) = ring.split();
+    for n in 0..16u8 {
+        producer.push(&[n; 8]).unwrap();
+    }
+    for n in 0..7u8 {
+        assert_eq!(consumer.pop().unwrap(), Some([n; 8]));
+    }
+    assert_eq!(producer.len(), Ok(16), "seven read, none published yet");
+    assert_eq!(producer.try_push(&[99; 8]), Err(SlotPushError::Full));
+    assert_eq!(consumer.pop().unwrap(), Some([7; 8]));
+    assert_eq!(producer.len(), Ok(8), "the eighth pop published eight");
+    consumer.pop().unwrap();
+    consumer.release_now();
+    assert_eq!(producer.len(), Ok(7));
+    // A consumer that drains the ring publishes everything when it finds it empty, before
+    // it would wait.
+    let mut n = 0;
+    while consumer.pop_with(|_| ()).unwrap().is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 7);
+    assert_eq!(producer.len(), Ok(0), "an empty ring is all free");
+    producer.push(&[1; 8]).unwrap();
+    producer.push(&[2; 8]).unwrap();
+    assert_eq!(consumer.pop_batch(1, |_| ()).unwrap(), 1);
+    assert_eq!(producer.len(), Ok(1), "a batch publishes at its end");
+    assert_eq!(consumer.pop().unwrap(), Some([2; 8]));
+    assert_eq!(producer.len(), Ok(1));
+    drop(consumer);
+    assert_eq!(producer.len(), Ok(0), "dropping the consumer publishes");
 }
