@@ -195,6 +195,18 @@ fn constant_answers_need_no_guest_memory_and_others_still_go_the_long_way() {
 }
 
 #[test]
+fn the_quick_path_answers_constants_of_running_guests_without_an_upcall_only() {
+    let mut guests = guests_with(3, "hello");
+    assert_eq!(guests.quick_return(3, 17, 0, 0), Some(4 << 16 | 21));
+    assert_eq!(guests.quick_return(3, 17, 7, 0), Some(4096));
+    // Not a constant, not a running domain, an upcall to deliver: the long way.
+    assert_eq!(guests.quick_return(3, 17, 3, 0x5000), None);
+    assert_eq!(guests.quick_return(9, 17, 0, 0), None);
+    guests.running[0].pv.events.upcall_raised = true;
+    assert_eq!(guests.quick_return(3, 17, 0, 0), None);
+}
+
+#[test]
 fn set_segment_base_goes_to_the_nucleus_whose_verdict_is_the_answer() {
     let mut hv = FakeHypervisor::default();
     let mut guests = guests_with(3, "seg");
