@@ -10,7 +10,7 @@ use crate::thread::{AfterReady, ThreadId, Threads};
 use bsp_x86_64::frame::{CsQword, Frame, SsQword};
 use bsp_x86_64::gdt;
 use bsp_x86_64::regs::Rflags;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::Ordering;
 use ipc::NucleusMessage;
 use ipc::layout;
 
@@ -48,11 +48,6 @@ pub fn kill(t: &mut Threads, id: ThreadId) {
 
 /// The guest manager is gone: nobody can answer its guests, and a new one would not know
 /// their domains. Every vCPU stops and every domain frame goes back to the allocator.
-/// The guest manager died while a guest vCPU was live on another CPU: its domains end once
-/// no CPU holds one ([`end_guests`], retried every tick). Written inside the thread table's
-/// borrow only.
-pub static GUESTS_ENDING: AtomicBool = AtomicBool::new(false);
-
 /// A vCPU live on another CPU is taken off its run queue first and that CPU asked to switch
 /// away (it is never stopped under another CPU's feet); the domains end at a later tick, once
 /// no CPU holds one (meanwhile `domain_create` answers Busy).
@@ -66,7 +61,7 @@ pub fn end_guests(t: &mut Threads) {
             waiting = true;
         }
     }
-    GUESTS_ENDING.store(waiting, Ordering::Relaxed);
+    crate::domains::GUESTS_ENDING.store(waiting, Ordering::Relaxed);
     if waiting {
         return;
     }
@@ -120,7 +115,7 @@ fn reload(t: &mut Threads, id: ThreadId) {
 /// among them: the caller hands each the events its predecessor left unanswered
 /// (`forward::rehome_pending`; this module does not reach up into `forward`).
 pub fn tick(t: &mut Threads) -> Reloaded {
-    if GUESTS_ENDING.load(Ordering::Relaxed) {
+    if crate::domains::GUESTS_ENDING.load(Ordering::Relaxed) {
         end_guests(t);
     }
     let now = crate::timer::ticks();

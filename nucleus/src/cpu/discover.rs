@@ -9,7 +9,6 @@
 use acpi::{AcpiHandler, AcpiTables, PhysicalMapping};
 use bsp_x86_64::madt::{self, Machine, MadtError, Platform};
 use core::fmt;
-use core::ops::Range;
 use core::ptr::NonNull;
 
 #[derive(Debug)]
@@ -63,27 +62,6 @@ impl AcpiHandler for DirectMap {
     fn unmap_physical_region<T>(_: &PhysicalMapping<Self, T>) {}
 }
 
-/// The CPU's physical address width (CPUID.8000_0008:EAX bits 7:0).
-pub fn phys_bits() -> u8 {
-    use bsp_x86_64::insn::cpuid;
-    match cpuid(0x8000_0000, 0).eax {
-        max if max >= 0x8000_0008 => match cpuid(0x8000_0008, 0).eax as u8 {
-            0 => madt::DEFAULT_PHYS_BITS,
-            bits => bits,
-        },
-        _ => madt::DEFAULT_PHYS_BITS,
-    }
-}
-
-/// Every memory range of the memory map (a device page must lie in none).
-pub fn memory_ranges() -> impl Iterator<Item = Range<u64>> {
-    crate::boot_state::boot_state()
-        .into_iter()
-        .flat_map(|(boot, _)| boot.regions.iter())
-        .filter(|r| r.kind.is_memory())
-        .map(|r| r.range.clone())
-}
-
 /// Reads and checks the MADT; each refused address is one `smp: ` line.
 pub fn cpus(rsdp: Option<u64>) -> Result<Platform, DiscoverError> {
     let rsdp = rsdp.ok_or(DiscoverError::NoRsdp)?;
@@ -92,8 +70,8 @@ pub fn cpus(rsdp: Option<u64>) -> Result<Platform, DiscoverError> {
     let tables = unsafe { AcpiTables::from_rsdp(DirectMap, rsdp as usize) }
         .map_err(|e| DiscoverError::Madt(MadtError::Acpi(e)))?;
     let machine = Machine {
-        ram: memory_ranges,
-        phys_bits: phys_bits(),
+        ram: crate::mm::memory::memory_ranges,
+        phys_bits: crate::mm::memory::phys_bits(),
     };
     madt::read(&tables, machine, |line| println!("smp: {line}")).map_err(DiscoverError::Madt)
 }

@@ -14,6 +14,12 @@ use xen_abi::Mfn;
 /// Most frames one domain may have (64 MiB).
 pub const MAX_DOMAIN_FRAMES: u64 = 64 * 256;
 
+/// The guest manager died while a guest vCPU was live on another CPU: its domains end once
+/// no CPU holds one (`lifecycle::end_guests`, retried every tick). Written inside the thread
+/// table's borrow only.
+pub static GUESTS_ENDING: core::sync::atomic::AtomicBool =
+    core::sync::atomic::AtomicBool::new(false);
+
 /// `domain_create`: a domain of `frames` frames named by pv-server's `name_ptr`/`name_len`;
 /// the shared_info MFN and then each frame's MFN are written to `mfns_ptr`.
 pub fn create(
@@ -26,7 +32,7 @@ pub fn create(
     if frames == 0 || frames > MAX_DOMAIN_FRAMES || name_len > 24 {
         return Err(SyscallError::BadArgument);
     }
-    if crate::lifecycle::GUESTS_ENDING.load(core::sync::atomic::Ordering::Relaxed) {
+    if GUESTS_ENDING.load(core::sync::atomic::Ordering::Relaxed) {
         return Err(SyscallError::Busy); // the last manager's domains are still ending
     }
     let space = t

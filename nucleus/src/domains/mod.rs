@@ -26,7 +26,7 @@ mod registry;
 mod vcpu;
 mod window;
 
-pub use lifecycle::destroy_all;
+pub use lifecycle::{GUESTS_ENDING, destroy_all};
 
 use crate::thread::{ThreadId, Threads};
 use bsp_x86_64::frame::Frame;

@@ -328,16 +328,33 @@ pub fn direct_map_top() -> u64 {
     DIRECT_TOP.load(Ordering::Relaxed)
 }
 
+/// The CPU's physical address width (CPUID.8000_0008:EAX bits 7:0).
+pub fn phys_bits() -> u8 {
+    use bsp_x86_64::insn::cpuid;
+    match cpuid(0x8000_0000, 0).eax {
+        max if max >= 0x8000_0008 => match cpuid(0x8000_0008, 0).eax as u8 {
+            0 => bsp_x86_64::madt::DEFAULT_PHYS_BITS,
+            bits => bits,
+        },
+        _ => bsp_x86_64::madt::DEFAULT_PHYS_BITS,
+    }
+}
+
+/// Every memory range of the memory map (a device page must lie in none).
+pub fn memory_ranges() -> impl Iterator<Item = core::ops::Range<u64>> {
+    crate::boot_state::boot_state()
+        .into_iter()
+        .flat_map(|(boot, _)| boot.regions.iter())
+        .filter(|r| r.kind.is_memory())
+        .map(|r| r.range.clone())
+}
+
 /// Maps the 4 KiB device page at `phys` (uncached, not executable) and returns its virtual
 /// address; a second call for the same page returns the same address. `None` (and one line)
 /// if `phys` is no device page below 4 GiB (`madt::check_device`: aligned, inside the
 /// physical address width, not RAM of the memory map) or the mapping fails.
 pub fn map_mmio(phys: u64) -> Option<u64> {
-    let checked = bsp_x86_64::madt::check_device(
-        phys,
-        crate::cpu::discover::phys_bits(),
-        crate::cpu::discover::memory_ranges(),
-    );
+    let checked = bsp_x86_64::madt::check_device(phys, phys_bits(), memory_ranges());
     if let Err(e) = checked {
         println!("memory: device page {phys:#x} {e}; not mapped");
         return None;
