@@ -36,11 +36,13 @@
 //!   as the server's fault.
 //! * `fred_entry_ring3` (4 KiB aligned, the `IA32_FRED_CONFIG` entry point) and
 //!   `fred_entry_ring0` at +256: the CPU has already written the 64-byte return state on the
-//!   stack; the ring-3 entry saves the GPRs and copies that state into the save area (a
+//!   stack; the ring-3 entry saves the GPRs and pops that state into the save area (a
 //!   64-bit SYSCALL first goes to the syscall fast path with only what a Rust call clobbers
-//!   saved; one it completes returns with ERETU from the CPU's own return state), the
-//!   ring-0 entry saves the GPRs below it. `fred_exit` returns with ERETU when the frame's CS
-//!   has RPL 3 and with ERETS otherwise. No SWAPGS/SYSRET/IRET on this path.
+//!   saved; one it completes returns with ERETU from the CPU's own return state, one it
+//!   declines gets the rest of its frame and goes to `syscall_fred`, the syscall table's way
+//!   in, as under IDT), the ring-0 entry saves the GPRs below it. `fred_exit` returns with
+//!   ERETU when the frame's CS has RPL 3 (from a copy of RIP..SS it pushes) and with ERETS
+//!   otherwise. No SWAPGS/SYSRET/IRET on this path.
 //!
 //! The macro takes the Rust handlers as paths, so the nucleus and the host trap-and-emulate
 //! harness assemble the *same* stub text around their own handlers. Every frame offset the asm
@@ -81,20 +83,21 @@ pub const SYSCALL_SS_QWORD: u64 =
 /// exception), not 64-bit mode. A compat-mode SYSCALL is the caller's fault, as on Intel CPUs.
 pub const COMPAT_SYSCALL_SS_QWORD: u64 = crate::gdt::USER_DS.raw() as u64 | (6 << 32) | (3 << 48);
 
-/// The SS qword of a 64-bit SYSCALL shifted right by 32 and masked with this: its vector
-/// (bits 7:0), type (19:16) and 64-bit mode bit (25). The FRED ring-3 entry compares it with
-/// [`SYSCALL_SIGNATURE`] to offer the event to the syscall fast path.
-pub const SYSCALL_SIGNATURE_MASK: u32 = 0xff | (0xf << 16) | (1 << 25);
-/// What [`SYSCALL_SIGNATURE_MASK`] leaves of a 64-bit SYSCALL's SS qword.
-pub const SYSCALL_SIGNATURE: u32 = (SYSCALL_SS_QWORD >> 32) as u32 & SYSCALL_SIGNATURE_MASK;
-const _: () = assert!(SYSCALL_SIGNATURE == 1 | (7 << 16) | (1 << 25));
+/// The upper half of the SS qword FRED writes for a plain 64-bit SYSCALL from ring 3: vector
+/// 1 (bits 7:0), type 7 (19:16), 64-bit mode (25), instruction length 2 (31:28), every other
+/// bit 0 (reserved, not in an enclave, not nested). The FRED ring-3 entry compares the whole
+/// dword with this to offer the event to the syscall fast path and the syscall table's way
+/// in: one compare. A SYSCALL that differs in anything but its selector half (one with
+/// prefixes is longer) goes to the general path, which finds it a syscall too.
+pub const SYSCALL_SIGNATURE: u32 = (SYSCALL_SS_QWORD >> 32) as u32;
+const _: () = assert!(SYSCALL_SIGNATURE == 1 | (7 << 16) | (1 << 25) | (2 << 28));
 
 /// What a syscall fast path (`syscall_idt_fast`/`syscall_fred_fast` of
 /// [`entry_stubs!`](crate::entry_stubs)) returns to its stub in RAX:RDX (SysV returns a
 /// two-qword `repr(C)` struct in those registers): the save area it was given, and whether
 /// it completed the call (the stub returns to the caller with the area's RAX) or declined
-/// it, untouched (the stub saves the rest of the frame and calls `syscall_idt`, the
-/// syscall table's way in, or under FRED the general `fred_ring3`).
+/// it, untouched (the stub saves the rest of the frame and calls the syscall table's way
+/// in: `syscall_idt`, or under FRED `syscall_fred`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FastSyscall {
@@ -124,16 +127,17 @@ pub const fn sysret_safe(rip: u64) -> bool {
 }
 
 /// Emits the IDT and FRED entry stubs around the given handlers: `idt`, `fred_ring3`,
-/// `fred_ring0` and `syscall_idt` are each an `extern "C" fn(*mut Frame) -> *mut Frame` (the
-/// frame saved, the frame to leave through; `syscall_idt` gets the 64-bit SYSCALLs the IDT
-/// fast path declined, `fred_ring3` those the FRED one declined). `syscall_idt_fast` and
+/// `fred_ring0`, `syscall_idt` and `syscall_fred` are each an
+/// `extern "C" fn(*mut Frame) -> *mut Frame` (the frame saved, the frame to leave through;
+/// `syscall_idt` and `syscall_fred` get the 64-bit SYSCALLs the IDT and the FRED fast path
+/// declined, `fred_ring3` every other ring-3 event under FRED). `syscall_idt_fast` and
 /// `syscall_fred_fast` are the syscall fast paths, each an
 /// `extern "C" fn(*mut Frame) -> FastSyscall` given a save area that holds only RAX, RDX,
 /// RSI, RDI and R8-R10, and which may change only RAX. Under IDT the area also holds RIP,
 /// RFLAGS and RSP (SYSCALL's RCX and R11 are in the RIP and RFLAGS slots only); under FRED,
 /// RCX and R11, the return state being on the stack only:
 /// `entry_stubs!(idt: path::to::idt_handler, fred_ring3: ..., fred_ring0: ...,
-/// syscall_idt_fast: ..., syscall_idt: ..., syscall_fred_fast: ...)`.
+/// syscall_idt_fast: ..., syscall_idt: ..., syscall_fred_fast: ..., syscall_fred: ...)`.
 #[macro_export]
 macro_rules! entry_stubs {
     (
@@ -142,7 +146,8 @@ macro_rules! entry_stubs {
         fred_ring0: $ring0:path,
         syscall_idt_fast: $syscall_idt_fast:path,
         syscall_idt: $syscall_idt:path,
-        syscall_fred_fast: $syscall_fred_fast:path $(,)?
+        syscall_fred_fast: $syscall_fred_fast:path,
+        syscall_fred: $syscall_fred:path $(,)?
     ) => {
         ::core::arch::global_asm!(
             // Stores the registers a syscall's arguments arrive in but RAX and RDI (RDX,
@@ -184,22 +189,22 @@ macro_rules! entry_stubs {
             "mov r10, [\\base + {r10}]",
             ".endm",
             // The FRED ring-3 entry's second half: RDI = the save area, RSP = &return state.
+            // The callee-saved registers, then the return state popped into the area field
+            // by field (the frame's order: error code, RIP, CS, RFLAGS, RSP, SS, event data)
+            // and RSP put back 16 bytes below it, where `fred_exit` wants it. The CPU's copy
+            // stays where it is (the `fred-ring3` self-test compares the two), and while RSP
+            // walks up through it an event could only land below it: a delivery at CSL 0
+            // writes below (RSP & ~63).
             ".macro FREDVISOR_RING3_REST",
             "FREDVISOR_SAVE_CALLEE rdi",
-            "mov rcx, [rsp]",
-            "mov [rdi + {error_code}], rcx",
-            "mov rcx, [rsp + {rip} - {ret}]",
-            "mov [rdi + {rip}], rcx",
-            "mov rcx, [rsp + {cs} - {ret}]",
-            "mov [rdi + {cs}], rcx",
-            "mov rcx, [rsp + {rflags} - {ret}]",
-            "mov [rdi + {rflags}], rcx",
-            "mov rcx, [rsp + {rsp} - {ret}]",
-            "mov [rdi + {rsp}], rcx",
-            "mov rcx, [rsp + {ss} - {ret}]",
-            "mov [rdi + {ss}], rcx",
-            "mov rcx, [rsp + {event_data} - {ret}]",
-            "mov [rdi + {event_data}], rcx",
+            "pop qword ptr [rdi + {error_code}]",
+            "pop qword ptr [rdi + {rip}]",
+            "pop qword ptr [rdi + {cs}]",
+            "pop qword ptr [rdi + {rflags}]",
+            "pop qword ptr [rdi + {rsp}]",
+            "pop qword ptr [rdi + {ss}]",
+            "pop qword ptr [rdi + {event_data}]",
+            "sub rsp, {event_data} + 8 - {ret} + 16",
             "mov qword ptr [rdi + {reserved}], 0",
             ".endm",
             // Loads every GPR but RAX from the frame at `base` (`base` itself last but one:
@@ -230,34 +235,31 @@ macro_rules! entry_stubs {
             // go into the save area first. A 64-bit SYSCALL is offered to the syscall fast
             // path, which completes it or declines it untouched; a completed one returns
             // with ERETU from the CPU's own return state (the callee-saved registers never
-            // left the CPU). Anything else, and a declined syscall, goes on in
-            // `fred_ring3_full`.
+            // left the CPU, `fred_syscall_done`), a declined one goes to `syscall_fred`.
+            // Anything else goes on in `fred_ring3_full`.
             "fred_entry_ring3:",
+            // The user RDI goes through the stack into its slot (`pop` computes the
+            // address with the RDI it just loaded).
             "push rdi",
             "mov rdi, gs:[{ci_save_area}]",
+            "pop qword ptr [rdi + {rdi}]",
             "mov [rdi + {rax}], rax",
             "mov [rdi + {rcx}], rcx",
             "FREDVISOR_SAVE_ARGS rdi",
             "mov [rdi + {r11}], r11",
-            "pop rcx",
-            "mov [rdi + {rdi}], rcx",
-            "mov rcx, [rsp + {ss} - {ret}]",
-            "shr rcx, 32",
-            "and ecx, {syscall_sig_mask}",
-            "cmp ecx, {syscall_sig}",
+            // The SS qword's upper half: vector, type, 64-bit mode and length.
+            "cmp dword ptr [rsp + {ss} - {ret} + 4], {syscall_sig}",
             "jne fred_ring3_full",
             // In: RDI = the save area. Out: RAX = the save area, RDX = 0: declined.
             "call {syscall_fred_fast}",
             "test rdx, rdx",
-            "jz 1f",
-            "mov rcx, [rax + {rcx}]",
-            "mov r11, [rax + {r11}]",
-            "FREDVISOR_RESTORE_ARGS rax",
-            "mov rax, [rax + {rax}]",
-            "eretu",
-            "1:",
+            "jnz fred_syscall_done",
+            // Declined: the rest of the frame, and straight to the syscall table's way in
+            // (no event decode, no general dispatcher), as the IDT's `syscall_entry` does.
             "mov rdi, rax",
-            "jmp fred_ring3_full",
+            "FREDVISOR_RING3_REST",
+            "call {syscall_fred}",
+            "jmp fred_exit",
             ".org fred_entry_ring3 + 256, 0xcc",
             ".global fred_entry_ring0",
             // In: as above, on the current stack level (or a higher one). The frame is built
@@ -269,11 +271,14 @@ macro_rules! entry_stubs {
             "mov [rsp + {rdi}], rdi",
             "FREDVISOR_SAVE_GPRS rsp",
             "mov rdi, rsp",
+            "sub rsp, 16",
             "call {ring0}",
             ".global fred_exit",
-            // In: RAX = &Frame to leave through. Ring 0: the frame is on this stack (its own
-            // event's, or the idle frame at the top of the idle stack), ERETS from it. Ring 3:
-            // ERETU from a copy of RIP..SS on this stack, never from the save area itself.
+            // In: RAX = &Frame to leave through, RSP 16 bytes below a 64-byte boundary (every
+            // stub calls its handler so; `nucleus_enter_frame` too). Ring 0: the frame is on
+            // this stack (its own event's, or the idle frame at the top of the idle stack),
+            // ERETS from it. Ring 3: ERETU from a copy of RIP..SS on this stack, never from
+            // the save area itself.
             "fred_exit:",
             "test byte ptr [rax + {cs}], 3",
             "jnz 2f",
@@ -282,27 +287,31 @@ macro_rules! entry_stubs {
             "mov rax, [rsp + {rax}]",
             "lea rsp, [rsp + {ret}]",
             "erets",
+            // The copy is pushed below RSP (free stack: whatever called the handler, or
+            // `nucleus_enter_frame`'s caller, is never returned to), SS first, then one more
+            // qword for the error code slot ERETU skips, so it lies 64-byte aligned, as the
+            // CPU writes a return state. An event between the pushes lands below them.
             "2:",
-            "and rsp, -64",
-            "sub rsp, 64",
-            "mov rcx, [rax + {rip}]",
-            "mov [rsp + {rip} - {ret}], rcx",
-            "mov rcx, [rax + {cs}]",
-            "mov [rsp + {cs} - {ret}], rcx",
-            "mov rcx, [rax + {rflags}]",
-            "mov [rsp + {rflags} - {ret}], rcx",
-            "mov rcx, [rax + {rsp}]",
-            "mov [rsp + {rsp} - {ret}], rcx",
-            "mov rcx, [rax + {ss}]",
-            "mov [rsp + {ss} - {ret}], rcx",
+            "push qword ptr [rax + {ss}]",
+            "push qword ptr [rax + {rsp}]",
+            "push qword ptr [rax + {rflags}]",
+            "push qword ptr [rax + {cs}]",
+            "push qword ptr [rax + {rip}]",
+            "push rax",
             "FREDVISOR_RESTORE_GPRS_BUT_RAX rax",
+            "mov rax, [rax + {rax}]",
+            "eretu",
+            // The syscall fast path completed the call: ERETU from the CPU's own return
+            // state (RSP still points at it); the callee-saved registers never left the CPU.
+            "fred_syscall_done:",
+            "mov rcx, [rax + {rcx}]",
+            "mov r11, [rax + {r11}]",
+            "FREDVISOR_RESTORE_ARGS rax",
             "mov rax, [rax + {rax}]",
             "eretu",
             // In: RDI = the save area holding RAX, RCX, RDX, RSI, RDI, R8-R11; RSP = &return
             // state. The callee-saved registers and a copy of the return state join them;
-            // RSP stays on the stack. Out: fred_exit. A SYSCALL the fast path declined comes
-            // here too, to the general dispatcher (the direct call to the syscall table that
-            // the IDT path makes hung a guest's call-gate test under Bochs' FRED model).
+            // RSP stays on the stack. Out: fred_exit. Every ring-3 event but a 64-bit SYSCALL.
             "fred_ring3_full:",
             "FREDVISOR_RING3_REST",
             "call {ring3}",
@@ -509,7 +518,7 @@ macro_rules! entry_stubs {
             syscall_idt_fast = sym $syscall_idt_fast,
             syscall_idt = sym $syscall_idt,
             syscall_fred_fast = sym $syscall_fred_fast,
-            syscall_sig_mask = const $crate::entry::SYSCALL_SIGNATURE_MASK,
+            syscall_fred = sym $syscall_fred,
             syscall_sig = const $crate::entry::SYSCALL_SIGNATURE,
             stub_size = const $crate::entry::IDT_STUB_SIZE,
             dr6_flip = const $crate::entry::DR6_POLARITY_FLIP,

@@ -2,8 +2,9 @@
 //! on the way out — switch to whatever should run next.
 //!
 //! `bsp_x86_64::entry_stubs!` assembles the IDT stubs and the FRED entry page around the
-//! three `extern "C"` functions below; from here on nothing knows which delivery ran except
-//! the label on the dump. NMI, `#DF` and interrupts first, then the synchronous events. A
+//! `extern "C"` functions below (the stubs already tell a 64-bit SYSCALL from ring 3 from
+//! every other event); from here on nothing knows which delivery ran except the label on
+//! the dump. NMI, `#DF` and interrupts first, then the synchronous events. A
 //! fault the nucleus cannot recover from ends in `fatal`; Ring3 events go to the thread's
 //! fault handler (`forward`). Every handler returns a `NextTask`, and only
 //! [`sched::finish`] here switches. The stubs hand in the frame they saved (a ring-3 event's
@@ -28,6 +29,7 @@ bsp_x86_64::entry_stubs!(
     syscall_idt_fast: syscall_fast_idt,
     syscall_idt: syscall_idt,
     syscall_fred_fast: syscall_fast_fred,
+    syscall_fred: syscall_fred,
 );
 
 /// FRED event type 7 ("other") vector 1 is SYSCALL (fred-facts.md §3.6); `decode` agrees.
@@ -39,14 +41,20 @@ const SYSCALL_CLASS: u64 = SsQword::class_of(SYSCALL_TYPE, SYSCALL_VECTOR, true)
 static NMI_REPORTED: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn idt_entry(live: LiveFrame<'static>) -> ExitFrame {
-    enter(live, Delivery::Idt, dispatch)
+    enter(live, Delivery::Idt, dispatch, Entry::Other)
 }
 
-extern "C" fn fred_from_ring3(mut live: LiveFrame<'static>) -> ExitFrame {
-    if crate::selftest::fred::RING3_ARMED.load(Ordering::Relaxed) {
-        crate::selftest::fred::ring3_event(live.frame());
-    }
-    enter(live, Delivery::Fred, dispatch)
+/// Every ring-3 event under FRED but a 64-bit SYSCALL (the stub sends those to
+/// [`syscall_fred`]), so none that `dispatch` would pick out as a syscall: straight to
+/// [`event`].
+extern "C" fn fred_from_ring3(live: LiveFrame<'static>) -> ExitFrame {
+    enter(live, Delivery::Fred, event, Entry::FredRing3)
+}
+
+/// A 64-bit SYSCALL from ring 3 the FRED fast path declined: straight to the syscall table,
+/// as under IDT ([`syscall_idt`]), the same code but for the delivery's label.
+extern "C" fn syscall_fred(live: LiveFrame<'static>) -> ExitFrame {
+    enter(live, Delivery::Fred, syscall_only, Entry::FredRing3)
 }
 
 /// The IDT syscall fast path (`syscall::fast`): a completed call returns with SYSRETQ,
@@ -61,45 +69,79 @@ extern "C" fn syscall_fast_idt(mut area: LiveFrame<'static>) -> FastSyscall {
 }
 
 /// The FRED syscall fast path: a completed call returns with ERETU from the CPU's own
-/// return state. Declined while the FRED self-test watches ring-3 events.
+/// return state, which any RIP the CPU saved can take. (While the FRED self-test watches
+/// ring-3 events, `complete` declines: `trace::entries_watched`.)
 extern "C" fn syscall_fast_fred(mut area: LiveFrame<'static>) -> FastSyscall {
     let ptr = area.as_ptr();
     let credit = || crate::thread::server_syscall_credit(ptr);
-    let completed = crate::syscall::fast::complete(area.frame(), credit, |_| {
-        !crate::selftest::fred::RING3_ARMED.load(Ordering::Relaxed)
-    });
+    let completed = crate::syscall::fast::complete(area.frame(), credit, |_| true);
     FastSyscall::new(area.as_ptr(), completed)
 }
 
 /// A 64-bit SYSCALL from ring 3 the IDT fast path declined: straight to the syscall table,
 /// no event decode.
 extern "C" fn syscall_idt(live: LiveFrame<'static>) -> ExitFrame {
-    enter(live, Delivery::Idt, syscall_only)
+    enter(live, Delivery::Idt, syscall_only, Entry::Other)
 }
 
 extern "C" fn fred_from_ring0(live: LiveFrame<'static>) -> ExitFrame {
     crate::selftest::fred::FRED_RING0_ENTRIES.fetch_add(1, Ordering::Relaxed);
-    enter(live, Delivery::Fred, dispatch)
+    enter(live, Delivery::Fred, dispatch, Entry::Other)
 }
 
-/// Every event: the dispatcher, or — under `trace=` — the dispatcher between the trace's
-/// two looks at the thread table ([`crate::trace::traced`]). `trace=off` costs one compare
-/// and one branch here and nothing anywhere else. An event that may run on the user's GS is
-/// not traced (the trace buffer is per CPU, reached through GS: `cpu::percpu`), nor is one
-/// on an AP (the trace looks at the thread table, which only the boot CPU touches).
+/// Which stub called: the FRED self-test's ring-3 hook runs only for FRED's ring-3 entry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    FredRing3,
+    Other,
+}
+
+/// Every event: `dispatch` (the general dispatcher, or the part of it the stub already
+/// chose), or — when the boot watches the entries ([`crate::trace::entries_watched`]:
+/// `trace=`, `selftest=fred-ring3`) — FRED's ring-3 entries by [`watched_fred_ring3`], and
+/// the others, under `trace=`, between the trace's two looks at the thread table
+/// ([`crate::trace::traced`]). Unwatched, that costs one compare and one branch here and
+/// nothing anywhere else. An event that may run on the user's GS is not traced (the trace
+/// buffer is per CPU, reached through GS: `cpu::percpu`), nor is one on an AP (the trace
+/// looks at the thread table, which only the boot CPU touches).
 #[inline(always)]
 fn enter(
     mut live: LiveFrame<'static>,
     delivery: Delivery,
     dispatch: fn(LiveFrame<'static>, Delivery) -> ExitFrame,
+    entry: Entry,
 ) -> ExitFrame {
-    if crate::trace::active()
-        && !crate::cpu::percpu::gs_may_be_user(live.frame(), delivery)
-        && crate::cpu::percpu::current().index() == 0
-    {
-        return crate::trace::traced(live, delivery, dispatch);
+    if crate::trace::entries_watched() {
+        if entry == Entry::FredRing3 {
+            // A tail call: the hot path keeps no register for what follows the hook.
+            return watched_fred_ring3(live, dispatch);
+        }
+        if crate::trace::active()
+            && !crate::cpu::percpu::gs_may_be_user(live.frame(), delivery)
+            && crate::cpu::percpu::current().index() == 0
+        {
+            return crate::trace::traced(live, delivery, dispatch);
+        }
     }
     dispatch(live, delivery)
+}
+
+/// [`enter`] for FRED's ring-3 entry on a watched boot: `selftest=fred-ring3`'s look at its
+/// first ring-3 event while it waits for one, then as [`enter`] (ring-3 entry under FRED: GS
+/// is the nucleus').
+#[cold]
+#[inline(never)]
+fn watched_fred_ring3(
+    mut live: LiveFrame<'static>,
+    dispatch: fn(LiveFrame<'static>, Delivery) -> ExitFrame,
+) -> ExitFrame {
+    if crate::selftest::fred::RING3_ARMED.load(Ordering::Relaxed) {
+        crate::selftest::fred::ring3_event(live.frame());
+    }
+    if crate::trace::active() && crate::cpu::percpu::current().index() == 0 {
+        return crate::trace::traced(live, Delivery::Fred, dispatch);
+    }
+    dispatch(live, Delivery::Fred)
 }
 
 /// `dispatch` for an event the stub knows is a 64-bit SYSCALL from ring 3. A guest vCPU's

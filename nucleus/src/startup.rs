@@ -53,7 +53,10 @@ pub fn start_nucleus(loader: LoaderHandoff) -> ! {
         println!("cmdline: longer than {} bytes, cut", bootinfo::CMDLINE_MAX);
     }
     let options = cmdline::parse(&boot.cmdline, |warning| println!("{warning}"));
-    crate::trace::start(options.trace);
+    crate::trace::start(
+        options.trace,
+        options.selftests.contains(SelfTests::FRED_RING3),
+    );
     crate::fatal::BOOT_PARSED.store(true, Ordering::Relaxed);
     match options.exit {
         Some(TestExit::Qemu) => exit::arm_qemu(),

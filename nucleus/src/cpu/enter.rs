@@ -26,7 +26,10 @@ unsafe extern "C" {
 core::arch::global_asm!(
     ".global nucleus_enter_frame",
     // In: RDI = &Frame, RSI = exit stub (which takes the frame in RAX). Never returns here.
+    // RSP 16 bytes below a 64-byte boundary, as the exit stubs find it after an event.
     "nucleus_enter_frame:",
+    "and rsp, -64",
+    "sub rsp, 16",
     "mov rax, rdi",
     "jmp rsi",
 );

@@ -5,7 +5,9 @@
 //!
 //! Chosen first, declined on any doubt: a guest vCPU's `syscall` (a hypercall), a caller
 //! the table must see (every call but `Nop` needs it), `trace=` on (the trace looks at the
-//! table around each event), and under IDT a return SYSRETQ could not make
+//! table around each event) or a self-test watching the entries
+//! ([`crate::trace::entries_watched`], one byte for both), and under IDT a return SYSRETQ
+//! could not make
 //! ([`bsp_x86_64::entry::sysret_safe`]). What the table would have recorded — the caller
 //! made a syscall, for the hung-thread watchdog — is a credit next to the
 //! thread's save area until the scheduler's next tick hands it to the thread (`sched`).
@@ -24,7 +26,10 @@ pub fn complete(
     credit: impl FnOnce() -> Option<&'static AtomicBool>,
     may_return: impl FnOnce(&Frame) -> bool,
 ) -> bool {
-    if frame.gprs.rax != Syscall::Nop as u64 || crate::trace::active() || !may_return(frame) {
+    if frame.gprs.rax != Syscall::Nop as u64
+        || crate::trace::entries_watched()
+        || !may_return(frame)
+    {
         return false;
     }
     let Some(credit) = credit() else {

@@ -7,11 +7,29 @@ use bsp_x86_64::cmdline::TraceLevel;
 /// instructions; an atomic load is a separate load and test.
 static LEVEL: RacyCell<TraceLevel> = RacyCell::new(TraceLevel::Off);
 
-/// Sets the level (boot, once the command line is parsed, before interrupts are on).
-pub fn set(level: TraceLevel) {
-    // SAFETY: boot, one CPU, interrupts off: nothing reads the level while it is written,
-    // and it is never written again.
-    unsafe { *LEVEL.get() = level };
+/// Whether the event entries must look at more than the event: `trace=` is on, or a
+/// self-test watches ring-3 events (`selftest=fred-ring3`, `dispatch`). A plain byte as
+/// [`LEVEL`] is, so the entries' one compare and branch covers both; the self-test's own
+/// flag is read only behind it.
+static WATCHED: RacyCell<bool> = RacyCell::new(false);
+
+/// Sets the level, and whether the entries are watched (`events_watched`: a self-test
+/// watches them) (boot, once the command line is parsed, before interrupts are on).
+pub fn set(level: TraceLevel, events_watched: bool) {
+    // SAFETY: boot, one CPU, interrupts off: nothing reads the level or the flag while they
+    // are written, and they are never written again.
+    unsafe {
+        *LEVEL.get() = level;
+        *WATCHED.get() = events_watched || level != TraceLevel::Off;
+    }
+}
+
+/// Whether an entry looks at the trace and the self-test hooks (both off: one compare, one
+/// branch). True whenever [`active`] is.
+#[inline(always)]
+pub fn entries_watched() -> bool {
+    // SAFETY: written once during boot before any event can read it (see `set`).
+    unsafe { *WATCHED.get() }
 }
 
 fn level() -> TraceLevel {

@@ -34,6 +34,7 @@ use bsp_x86_64::cmdline::TraceLevel;
 pub use event::traced;
 #[cfg_attr(not(target_os = "none"), allow(unused_imports))]
 pub use level::active;
+pub use level::entries_watched;
 pub use level::servers_on;
 pub use lifecycle::{restarting, started, stopped};
 #[cfg(target_os = "none")]
@@ -42,9 +43,10 @@ pub use sink::CpuBuffer;
 pub use sink::{flush, push_server};
 
 /// Sets the level (boot, once the command line is parsed, before interrupts are on) and
-/// programs COM2 if it is used.
-pub fn start(level: TraceLevel) {
-    level::set(level);
+/// programs COM2 if it is used. `events_watched`: a self-test watches the entries
+/// ([`entries_watched`]).
+pub fn start(level: TraceLevel, events_watched: bool) {
+    level::set(level, events_watched);
     if level != TraceLevel::Off {
         sink::init();
     }

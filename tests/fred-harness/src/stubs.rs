@@ -25,6 +25,7 @@ bsp_x86_64::entry_stubs!(
     syscall_idt_fast: harness_syscall_idt,
     syscall_idt: harness_idt,
     syscall_fred_fast: harness_syscall_fred,
+    syscall_fred: harness_syscall_table_fred,
 );
 
 /// Which handler ran.
@@ -33,6 +34,8 @@ pub enum Entry {
     Idt,
     FredRing3,
     FredRing0,
+    /// FRED's way in to the syscall table: a 64-bit SYSCALL the fast path declined.
+    SyscallFred,
     /// A syscall fast path that completed the call (`set_fast`).
     FastIdt,
     FastFred,
@@ -154,6 +157,12 @@ extern "C" fn harness_idt(frame: &mut Frame) -> *mut Frame {
 extern "C" fn harness_ring3(frame: &mut Frame) -> *mut Frame {
     let rflags = entry_rflags();
     record(Entry::FredRing3, frame, rflags);
+    frame
+}
+
+extern "C" fn harness_syscall_table_fred(frame: &mut Frame) -> *mut Frame {
+    let rflags = entry_rflags();
+    record(Entry::SyscallFred, frame, rflags);
     frame
 }
 

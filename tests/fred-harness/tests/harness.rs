@@ -545,10 +545,12 @@ fn through_fred(event: &HwEvent, kind: EventKind, handler_rax: Option<u64>) -> E
     let title = format!("FRED: {}", event.name);
     let outcome = delivered(&session, &stack, Via::Fred, event, 1, handler_rax, &title);
     let seen = handler_saw(event, &outcome);
-    let entry = if event.from_ring3 {
-        Entry::FredRing3
-    } else {
-        Entry::FredRing0
+    // A 64-bit SYSCALL the fast path declined (the stand-in declines unless told) goes to
+    // the syscall table's own way in; every other ring-3 event to the general one.
+    let entry = match (event.from_ring3, kind) {
+        (true, EventKind::Syscall) => Entry::SyscallFred,
+        (true, _) => Entry::FredRing3,
+        (false, _) => Entry::FredRing0,
     };
     assert_eq!((seen.entry, seen.calls), (entry, 1), "{}", event.name);
     if event.from_ring3 {
@@ -999,9 +1001,14 @@ fn a_declined_syscall_and_other_events_take_the_whole_frame() {
     enable(&plan(false));
     let stack = TestStack::new();
     let cpu = CpuBlock::new(&stack);
-    for (event, kind, offered) in [
-        (&SYSCALL_RING3, EventKind::Syscall, 1),
-        (&INT3_RING3, EventKind::SoftwareException { vector: 3 }, 0),
+    for (event, kind, offered, entry) in [
+        (&SYSCALL_RING3, EventKind::Syscall, 1, Entry::SyscallFred),
+        (
+            &INT3_RING3,
+            EventKind::SoftwareException { vector: 3 },
+            0,
+            Entry::FredRing3,
+        ),
     ] {
         set_gs_for(event, &cpu);
         let title = format!("FRED, fast path declined: {}", event.name);
@@ -1012,12 +1019,7 @@ fn a_declined_syscall_and_other_events_take_the_whole_frame() {
             event.name
         );
         let seen = handler_saw(event, &outcome);
-        assert_eq!(
-            (seen.entry, seen.calls),
-            (Entry::FredRing3, 1),
-            "{}",
-            event.name
-        );
+        assert_eq!((seen.entry, seen.calls), (entry, 1), "{}", event.name);
         assert_decoded(event, kind, &outcome, event.insn_len, Some(0x2a));
         assert_gs_restored(event, &cpu);
     }
