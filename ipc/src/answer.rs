@@ -13,12 +13,18 @@ use crate::codec::{SendError, Wire, encode_into};
 use crate::hot_path::{resume_record, return_record};
 use crate::message::{Hello, Reply, ServerMessage};
 use crate::ring::Producer;
+use crate::syscall::RegisterReply;
 
 /// A handler's answer: zero or one message for the nucleus.
 pub trait Answer {
     /// Pushes the record `self` stands for on `replies` (a full ring is not counted as a
     /// drop: the caller retries); `None` if `self` is no message.
     fn try_push_on(&self, replies: &mut Producer<'_>) -> Option<Result<(), SendError>>;
+
+    /// `self` as an answer in registers (`Syscall::ReplyWait`), if it is one of the two
+    /// that fit: the serve loops hand such an answer over with their next wait instead of
+    /// pushing it.
+    fn in_registers(&self) -> Option<RegisterReply>;
 }
 
 impl Answer for Reply {
@@ -30,6 +36,15 @@ impl Answer for Reply {
             ref other => push_serialized(replies, &Borrowed::Reply(other)),
         })
     }
+
+    #[inline(always)]
+    fn in_registers(&self) -> Option<RegisterReply> {
+        match *self {
+            Self::Resume { token } => Some(RegisterReply::Resume(token)),
+            Self::Return { token, rax } => Some(RegisterReply::Return(token, rax)),
+            _ => None,
+        }
+    }
 }
 
 impl Answer for ServerMessage {
@@ -40,12 +55,25 @@ impl Answer for ServerMessage {
             other => Some(push_serialized(replies, other)),
         }
     }
+
+    #[inline(always)]
+    fn in_registers(&self) -> Option<RegisterReply> {
+        match self {
+            Self::Reply(reply) => reply.in_registers(),
+            _ => None,
+        }
+    }
 }
 
 impl<T: Answer> Answer for Option<T> {
     #[inline(always)]
     fn try_push_on(&self, replies: &mut Producer<'_>) -> Option<Result<(), SendError>> {
         self.as_ref()?.try_push_on(replies)
+    }
+
+    #[inline(always)]
+    fn in_registers(&self) -> Option<RegisterReply> {
+        self.as_ref()?.in_registers()
     }
 }
 
@@ -54,12 +82,35 @@ impl<T: Answer + ?Sized> Answer for &T {
     fn try_push_on(&self, replies: &mut Producer<'_>) -> Option<Result<(), SendError>> {
         (**self).try_push_on(replies)
     }
+
+    #[inline(always)]
+    fn in_registers(&self) -> Option<RegisterReply> {
+        (**self).in_registers()
+    }
+}
+
+/// An answer held for registers, pushed after all (the serve loops' fallback).
+impl Answer for RegisterReply {
+    #[inline(always)]
+    fn try_push_on(&self, replies: &mut Producer<'_>) -> Option<Result<(), SendError>> {
+        self.reply().try_push_on(replies)
+    }
+
+    #[inline(always)]
+    fn in_registers(&self) -> Option<RegisterReply> {
+        Some(*self)
+    }
 }
 
 /// No answer (a handler that only prints, or answers through other means).
 impl Answer for () {
     #[inline(always)]
     fn try_push_on(&self, _replies: &mut Producer<'_>) -> Option<Result<(), SendError>> {
+        None
+    }
+
+    #[inline(always)]
+    fn in_registers(&self) -> Option<RegisterReply> {
         None
     }
 }
@@ -180,6 +231,32 @@ mod tests {
             text: heapless::String::try_from("a line").expect("short"),
         });
         assert_eq!(pushed(&log), Some(postcard(&log)));
+    }
+
+    #[test]
+    fn only_resume_and_return_go_in_registers() {
+        for reply in replies() {
+            let expected = match reply {
+                Reply::Resume { token } => Some(RegisterReply::Resume(token)),
+                Reply::Return { token, rax } => Some(RegisterReply::Return(token, rax)),
+                _ => None,
+            };
+            assert_eq!(reply.in_registers(), expected, "{reply:?}");
+            assert_eq!(Some(&reply).in_registers(), expected);
+            let message = ServerMessage::Reply(reply.clone());
+            assert_eq!(message.in_registers(), expected);
+            // Held and then pushed after all, it is the record the reply itself pushes.
+            if let Some(held) = expected {
+                assert_eq!(pushed(&held), pushed(&reply));
+            }
+        }
+        assert_eq!(().in_registers(), None);
+        assert_eq!(None::<Reply>.in_registers(), None);
+        let log = ServerMessage::Log(LogLine {
+            level: LogLevel::Info,
+            text: heapless::String::try_from("x").expect("short"),
+        });
+        assert_eq!(log.in_registers(), None);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::ring::{Batch, Consumer, MAX_RECORD, Producer, PushError, RingCorrupt}
 /// Version of the message protocol; the first byte of every record. Bump it whenever the
 /// encoding of an existing message changes (adding a variant at the end of an enum does not
 /// change the existing ones, but an old peer cannot decode the new one either: bump it).
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 
 /// Largest encoded message, version byte included: exactly one ring record.
 pub const MAX_MESSAGE: usize = MAX_RECORD;

@@ -93,10 +93,71 @@ pub enum Syscall {
     /// no longer load is made null (bit 0 DS, 1 ES, 2 FS of the mask). Writes the selectors
     /// as they were (DS, ES, FS, GS: four u16) to `out_ptr`: Xen's failsafe-callback frame.
     VcpuSelectors = 21,
+    /// `reply_wait(token, verdict, rax) -> 0`: [`Syscall::RingWait`] on the event ring with
+    /// one more answer than the reply ring holds, in registers ([`RegisterReply`]): the
+    /// nucleus takes the ring's records first, then this answer, then the caller sleeps
+    /// until events arrive. The event path's answers (`Reply::Resume`, `Reply::Return`)
+    /// need no ring record this way, and the nucleus may switch straight to the thread
+    /// the answer lets go on. A verdict it does not know is `BadArgument` (nothing taken,
+    /// no sleep); the answer itself is checked as a ring record would be.
+    ReplyWait = 22,
 }
 
 /// Highest syscall number.
-pub const SYSCALL_MAX: u64 = Syscall::VcpuSelectors as u64;
+pub const SYSCALL_MAX: u64 = Syscall::ReplyWait as u64;
+
+/// The answer [`Syscall::ReplyWait`] carries in RDI (the token), RSI (the verdict) and RDX
+/// (the verdict's value): the two replies of the event path, which fit in registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterReply {
+    /// `Reply::Resume`: verdict 0, RDX ignored.
+    Resume(crate::Token),
+    /// `Reply::Return`: verdict 1, RDX is the RAX the waiter gets.
+    Return(crate::Token, u64),
+}
+
+impl RegisterReply {
+    /// The verdict number of a `Resume` in RSI.
+    pub const RESUME: u64 = 0;
+    /// The verdict number of a `Return` in RSI.
+    pub const RETURN: u64 = 1;
+
+    /// RDI, RSI and RDX for the call.
+    #[inline(always)]
+    pub const fn to_registers(self) -> [u64; 3] {
+        match self {
+            Self::Resume(token) => [token.0, Self::RESUME, 0],
+            Self::Return(token, rax) => [token.0, Self::RETURN, rax],
+        }
+    }
+
+    /// What a caller's RDI, RSI and RDX say (an allegation: `None` for a verdict that is
+    /// not one of the two).
+    #[inline(always)]
+    pub const fn from_registers(token: u64, verdict: u64, value: u64) -> Option<Self> {
+        match verdict {
+            Self::RESUME => Some(Self::Resume(crate::Token(token))),
+            Self::RETURN => Some(Self::Return(crate::Token(token), value)),
+            _ => None,
+        }
+    }
+
+    /// The token the answer is about.
+    #[inline(always)]
+    pub const fn token(self) -> crate::Token {
+        match self {
+            Self::Resume(token) | Self::Return(token, _) => token,
+        }
+    }
+
+    /// The answer as the reply message it stands for.
+    pub const fn reply(self) -> crate::message::Reply {
+        match self {
+            Self::Resume(token) => crate::message::Reply::Resume { token },
+            Self::Return(token, rax) => crate::message::Reply::Return { token, rax },
+        }
+    }
+}
 
 /// A number that is not a [`Syscall`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +196,7 @@ impl TryFrom<u64> for Syscall {
             19 => Self::DomainShare,
             20 => Self::Clock,
             21 => Self::VcpuSelectors,
+            22 => Self::ReplyWait,
             _ => return Err(UnknownSyscall(number)),
         })
     }
@@ -227,6 +289,7 @@ mod tests {
         assert_eq!(Syscall::GuestModule as u64, 6);
         assert_eq!(Syscall::FreeFrames as u64, 15);
         assert_eq!(Syscall::TraceWrite as u64, 16);
+        assert_eq!(Syscall::ReplyWait as u64, 22);
         for number in 0..=SYSCALL_MAX {
             assert_eq!(Syscall::try_from(number).map(|s| s as u64), Ok(number));
         }
@@ -256,5 +319,30 @@ mod tests {
         );
         assert_eq!(from_rax(-99i64 as u64), Err(None));
         assert_eq!(SyscallError::NoSuchRing.to_string(), "no such ring");
+    }
+
+    #[test]
+    fn register_replies_round_trip_and_unknown_verdicts_are_refused() {
+        use crate::Token;
+        for reply in [
+            RegisterReply::Resume(Token(7)),
+            RegisterReply::Return(Token(u64::MAX), (-38i64) as u64),
+            RegisterReply::Return(Token(0), 0),
+        ] {
+            let [token, verdict, value] = reply.to_registers();
+            assert_eq!(
+                RegisterReply::from_registers(token, verdict, value),
+                Some(reply)
+            );
+            assert_eq!(reply.reply().token(), reply.token());
+        }
+        // RDX is ignored for a Resume, whatever the caller left there.
+        assert_eq!(
+            RegisterReply::from_registers(5, RegisterReply::RESUME, 0xdead),
+            Some(RegisterReply::Resume(Token(5)))
+        );
+        for verdict in [2, 3, u64::MAX] {
+            assert_eq!(RegisterReply::from_registers(1, verdict, 0), None);
+        }
     }
 }

@@ -20,6 +20,7 @@ use bsp_x86_64::idt::Vector;
 use bsp_x86_64::regs::Rflags;
 use core::sync::atomic::{AtomicU64, Ordering};
 use ipc::dump::Delivery;
+use ipc::syscall::Syscall;
 use ipc::{Event, EventKind};
 
 bsp_x86_64::entry_stubs!(
@@ -146,13 +147,40 @@ fn watched_fred_ring3(
 
 /// `dispatch` for an event the stub knows is a 64-bit SYSCALL from ring 3. A guest vCPU's
 /// (told by its save area, one address compare) goes to [`hypercall_event`], so a server's
-/// call carries none of that path's registers.
+/// call carries none of that path's registers; a server's `ReplyWait` to
+/// [`reply_wait_event`].
 #[inline(always)]
 fn syscall_only(live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
     if thread::is_guest_area(live.as_ptr()) {
         return hypercall_event(live, delivery);
     }
+    server_syscall(live, delivery)
+}
+
+/// A server's 64-bit `syscall` (both deliveries'): a `ReplyWait` takes the reply fast path
+/// first (`forward::fast::reply_wait`; not under `trace=`, whose records follow the general
+/// path's steps), everything else the table.
+#[inline(always)]
+fn server_syscall(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
+    if live.frame().gprs.rax == Syscall::ReplyWait as u64 && !crate::trace::active() {
+        return reply_wait_event(live, delivery);
+    }
     handle(live, |t, frame| syscall(t, frame, delivery))
+}
+
+/// A server's `ReplyWait`: the answer and the switch back to its waiter by the reply fast
+/// path when that may, else through the table as any syscall.
+#[inline(never)]
+fn reply_wait_event(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
+    thread::with(|t| {
+        t.with_live(&mut live, |t, frame| {
+            if let Ok(exit) = crate::forward::fast::reply_wait(t, frame) {
+                return exit;
+            }
+            let next = syscall(t, frame, delivery);
+            sched::finish(t, frame, next)
+        })
+    })
 }
 
 /// Runs `handler` on the thread table and the live frame (its save area lent meanwhile) and
@@ -187,7 +215,7 @@ fn syscall_event(live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
     if thread::is_guest_area(live.as_ptr()) {
         return hypercall_event(live, delivery);
     }
-    handle(live, |t, frame| syscall(t, frame, delivery))
+    server_syscall(live, delivery)
 }
 
 /// A guest vCPU's `syscall`: a hypercall by its fast path (`forward::hypercall::fast`) when

@@ -35,6 +35,7 @@ use crate::layout::{
 };
 use crate::message::{Hello, NucleusMessage, SERVER_NAME_MAX, ServerMessage, ServerName};
 use crate::ring::{AttachError, Consumer, Producer, PushError};
+use crate::syscall::RegisterReply;
 use console::Console;
 
 pub use sys::{RingId, SysError};
@@ -174,6 +175,9 @@ pub struct Server {
     info: &'static StartInfo,
     events: Consumer<'static>,
     replies: Producer<'static>,
+    /// The newest answer of the serve loop, if it fits in registers: handed over with the
+    /// next wait (`Syscall::ReplyWait`), or pushed before anything sent after it.
+    held: Option<RegisterReply>,
     bad_messages: u32,
 }
 
@@ -217,6 +221,7 @@ impl Server {
     /// Pushes `message` on the reply ring and notifies the nucleus. A full ring is retried
     /// (notify, yield) a bounded number of times before the error is returned.
     pub fn send(&mut self, message: &ServerMessage) -> Result<(), SendError> {
+        self.push_held();
         queue_on(&mut self.replies, message)?;
         // A failed notify leaves the message in the ring; the nucleus finds it on its next
         // look, so there is nothing better to do than carry on.
@@ -228,7 +233,17 @@ impl Server {
     /// [`Server::wait`] (or notify). Cheaper than [`Server::send`] for answers given just
     /// before sleeping; a full ring is flushed with a notify and retried like `send`.
     pub fn queue(&mut self, message: &ServerMessage) -> Result<(), SendError> {
+        self.push_held();
         queue_on(&mut self.replies, message)
+    }
+
+    /// The held answer goes on the ring after all (something else is sent after it, or the
+    /// loop notifies instead of waiting).
+    #[inline]
+    fn push_held(&mut self) {
+        if let Some(held) = self.held.take() {
+            queue_answer(&mut self.replies, &held);
+        }
     }
 
     /// The next decodable message from the nucleus, `None` when the ring is empty. Records
@@ -246,13 +261,30 @@ impl Server {
         recv_from(&mut self.events, &mut self.bad_messages, f)
     }
 
-    /// Hands the nucleus everything [`Server::queue`]d, then sleeps until it published
-    /// events since the last wait.
+    /// Hands the nucleus everything [`Server::queue`]d (and the serve loop's last answer,
+    /// in registers), then sleeps until it published events since the last wait.
     #[inline(always)]
     pub fn wait(&mut self) {
-        if let Err(error) = sys::ring_wait(RingId::Event) {
-            wait_failed(error);
+        let waited = match self.held.take() {
+            Some(reply) => sys::reply_wait(reply).map_err(|error| (error, Some(reply))),
+            None => sys::ring_wait(RingId::Event).map_err(|error| (error, None)),
+        };
+        if let Err((error, reply)) = waited {
+            self.wait_failed(error, reply);
         }
+    }
+
+    /// A wait the nucleus refused: said once per failure; an answer it did not take in
+    /// registers goes on the ring (a refused `ReplyWait` takes nothing).
+    #[cold]
+    #[inline(never)]
+    fn wait_failed(&mut self, error: SysError, reply: Option<RegisterReply>) {
+        crate::println!("ring_wait failed: {error}");
+        if let Some(reply) = reply {
+            queue_answer(&mut self.replies, &reply);
+            let _ = sys::ring_notify(RingId::Reply);
+        }
+        sys::yield_now();
     }
 
     /// Records received that did not decode, or reads of a corrupt ring.
@@ -287,17 +319,17 @@ impl Server {
     /// the record was copied out (and the message decoded, if it is).
     #[inline(always)]
     fn answer_next(&mut self, handler: &mut impl Handler, console: &mut Console) -> Option<bool> {
-        let replies = &mut self.replies;
+        let (replies, held) = (&mut self.replies, &mut self.held);
         let record = |record: &[u8]| {
             if let Some(hot) = HotRecord::new(record)
                 && let Some(answer) = handler.quick(&hot)
             {
-                return Ok(queue_answer(replies, &answer));
+                return Ok(hold_or_queue(replies, held, &answer));
             }
             crate::codec::decode_with(record, |message| {
                 let answer = handler.handle(message, console);
                 console.finish();
-                queue_answer(replies, &answer)
+                hold_or_queue(replies, held, &answer)
             })
         };
         recv_record(&mut self.events, &mut self.bad_messages, record)
@@ -333,6 +365,7 @@ impl Server {
                 }
             });
             if waiting {
+                self.push_held();
                 if core::mem::take(&mut queued) {
                     let _ = sys::ring_notify(RingId::Reply);
                 }
@@ -348,11 +381,25 @@ impl Server {
     }
 }
 
-#[cold]
-#[inline(never)]
-fn wait_failed(error: SysError) {
-    crate::println!("ring_wait failed: {error}");
-    sys::yield_now();
+/// `answer` held for the next wait if it fits in registers (the one held before goes on
+/// the ring first: answers reach the nucleus in the order given), else queued after the
+/// held one; whether it was an answer at all.
+#[inline(always)]
+fn hold_or_queue(
+    replies: &mut Producer<'static>,
+    held: &mut Option<RegisterReply>,
+    answer: &impl Answer,
+) -> bool {
+    if let Some(reply) = answer.in_registers() {
+        if let Some(earlier) = held.replace(reply) {
+            queue_answer(replies, &earlier);
+        }
+        return true;
+    }
+    if let Some(earlier) = held.take() {
+        queue_answer(replies, &earlier);
+    }
+    queue_answer(replies, answer)
 }
 
 /// Pushes `answer` on `replies`; whether it was an answer at all. The push that fits is
@@ -492,6 +539,7 @@ fn attach(rdi: u64) -> Result<Server, StartError> {
         info,
         events,
         replies,
+        held: None,
         bad_messages: 0,
     })
 }

@@ -10,7 +10,7 @@ use core::arch::asm;
 use core::fmt;
 
 use crate::layout::{EVENT_RING_ID, REPLY_RING_ID};
-use crate::syscall::{Syscall, SyscallError, from_rax};
+use crate::syscall::{RegisterReply, Syscall, SyscallError, from_rax};
 
 /// Why a syscall failed, as the server sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +155,39 @@ pub fn console_write_raw(address: u64, len: u64) -> Result<u64, SysError> {
 #[inline(always)]
 pub fn ring_wait(ring: RingId) -> Result<(), SysError> {
     call1(Syscall::RingWait, ring.number()).map(drop)
+}
+
+/// [`ring_wait`] on the event ring handing the nucleus `reply` in registers as well
+/// (`Syscall::ReplyWait`: after what the reply ring holds).
+#[inline(always)]
+pub fn reply_wait(reply: RegisterReply) -> Result<(), SysError> {
+    let [token, verdict, value] = reply.to_registers();
+    let rax: u64;
+    // SAFETY: as in `raw`: the nucleus preserves every register but rcx, r11 and rax, and
+    // this call takes no pointer (it reads the three registers as values, and our rings
+    // are the only memory it looks at, which it owns the other side of).
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") Syscall::ReplyWait as u64 => rax,
+            in("rdi") token,
+            in("rsi") verdict,
+            in("rdx") value,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    if (rax as i64) >= 0 {
+        Ok(())
+    } else {
+        Err(sys_error(rax))
+    }
+}
+
+/// `reply_wait` with arbitrary registers (tests of the nucleus' checks of them).
+pub fn reply_wait_raw(token: u64, verdict: u64, value: u64) -> Result<(), SysError> {
+    call(Syscall::ReplyWait, [token, verdict, value, 0, 0, 0]).map(drop)
 }
 
 /// Wakes the peer of `ring` (we pushed records, or freed space).

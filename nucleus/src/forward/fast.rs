@@ -1,6 +1,8 @@
 //! The event fast path (issue 17): a server's breakpoint goes straight into the event ring
 //! of its fault handler, which sleeps in `RingWait` on this CPU, and the CPU switches
 //! directly to that handler. No `Event` decode, no `NucleusMessage`, no run-queue pick.
+//! The way back is [`reply_wait`]: the handler's answer in registers (`Syscall::ReplyWait`)
+//! settles the waiter, and the CPU switches straight back to it.
 //!
 //! Chosen first, and only where it is sure: anything else (a guest vCPU, no live handler,
 //! a handler that is not waiting here, a ring without room) is a [`Fallback`], and
@@ -13,6 +15,7 @@ use crate::thread::sched::{self, ExitFrame};
 use crate::thread::{Pending, Threads};
 use bsp_x86_64::frame::{Frame, SsQword};
 use ipc::EventKind;
+use ipc::syscall::RegisterReply;
 
 /// The [`SsQword::class`] of an `int3` from 64-bit mode (FRED type 6, vector 3; the IDT
 /// stubs write the same for vector 3).
@@ -91,6 +94,90 @@ pub fn breakpoint(t: &mut Threads, frame: &mut Frame) -> Result<ExitFrame, Fallb
     thread.block_on_reply(token);
     t.keep_live(cur, frame);
     let exit = sched::switch_to_server(t, handler);
+    t.wake_remote();
+    Ok(exit)
+}
+
+/// Why a `ReplyWait` was left to the general path (`syscall::handle`), which then takes
+/// the reply ring, the answer and the wait exactly as it did before the fast path existed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyFallback {
+    /// No thread is current (the general path reports it).
+    NoCurrent,
+    /// RSI is no verdict the nucleus knows: the general path refuses the call.
+    Verdict,
+    /// The caller's reply ring holds records: they go first, the general way.
+    Queued,
+    /// Events wait for the caller already: it does not sleep.
+    Events,
+    /// The ring benchmark's own event: its clock is the general path's.
+    Bench,
+    /// Nobody waits for the token, or the caller may not answer for who does: the general
+    /// path says so.
+    Refused,
+    /// The waiter is placed on another CPU: it is woken the general way.
+    NotHere,
+    /// A guest vCPU's saved RIP that no return instruction loads: the general path turns
+    /// it into a #GP for its guest manager.
+    NotCanonical,
+}
+
+/// A `ReplyWait` of the current server, whose context `frame` is: its answer (RDI, RSI,
+/// RDX) settles the event of the thread that waits for it, the caller sleeps until events
+/// arrive, and the CPU switches straight to the waiter. Taken only when the answer is all
+/// there is to take (an empty reply ring), the caller has no events waiting, and the
+/// waiter runs here; `Err` changes nothing.
+#[inline(always)]
+pub fn reply_wait(t: &mut Threads, frame: &mut Frame) -> Result<ExitFrame, ReplyFallback> {
+    let cur = t.current().ok_or(ReplyFallback::NoCurrent)?;
+    let g = &frame.gprs;
+    let reply = RegisterReply::from_registers(g.rdi, g.rsi, g.rdx).ok_or(ReplyFallback::Verdict)?;
+    let token = reply.token();
+    let caller = t.get(cur);
+    debug_assert!(caller.domain().is_none());
+    if !caller
+        .replies
+        .as_ref()
+        .is_some_and(|r| r.is_empty() == Ok(true))
+    {
+        return Err(ReplyFallback::Queued);
+    }
+    if caller.has_events() {
+        return Err(ReplyFallback::Events);
+    }
+    if crate::bench::owns(token) {
+        return Err(ReplyFallback::Bench);
+    }
+    let waiter = t.waiting_for(cur, token);
+    if !super::reply::may_answer(t, cur, waiter) {
+        return Err(ReplyFallback::Refused);
+    }
+    let waiter = waiter.ok_or(ReplyFallback::Refused)?;
+    if !t.placed_here(waiter) {
+        return Err(ReplyFallback::NotHere);
+    }
+    let guest = t.get(waiter).domain().is_some();
+    if guest && !super::reply::resumable_rip(t.frame(waiter).ret.rip) {
+        return Err(ReplyFallback::NotCanonical);
+    }
+    // What the table does for the call (the watchdog's credit, RAX), then for the wait.
+    frame.gprs.rax = 0;
+    let caller = t.get_mut(cur);
+    caller.made_syscall();
+    caller.block_on_events();
+    t.keep_live(cur, frame);
+    // What `reply::settle` does for a `Resume` or a `Return`.
+    let (thread, saved) = t.thread_and_frame(waiter);
+    thread.settle();
+    if let RegisterReply::Return(_, rax) = reply {
+        saved.gprs.rax = rax;
+    }
+    thread.resume();
+    let exit = if guest {
+        sched::switch_direct(t, frame, waiter)
+    } else {
+        sched::switch_to_server(t, waiter)
+    };
     t.wake_remote();
     Ok(exit)
 }

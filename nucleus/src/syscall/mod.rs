@@ -11,7 +11,7 @@ use crate::thread::sched::NextTask;
 use crate::thread::{GUEST_MANAGER, Kind, ThreadId, Threads};
 use bsp_x86_64::frame::Frame;
 use ipc::layout;
-use ipc::syscall::{Syscall, SyscallError, to_rax};
+use ipc::syscall::{RegisterReply, Syscall, SyscallError, to_rax};
 
 /// Longest console write (of which one call prints at most `ipc::console::WRITE_BYTES_MAX`).
 const CONSOLE_WRITE_MAX: u64 = 1024;
@@ -58,6 +58,7 @@ fn call(t: &mut Threads, cur: ThreadId, frame: &mut Frame) -> Result<NextTask, U
         }
         Ok(Syscall::RingNotify) => ring_notify(t, cur, arg0, frame),
         Ok(Syscall::RingWait) => ring_wait(t, cur, arg0, frame),
+        Ok(Syscall::ReplyWait) => reply_wait(t, cur, frame),
         Ok(Syscall::Exit) => Ok(exit(t, cur, arg0)),
         // The frame, not `arg1`: a second user of RSI's value made every syscall load it.
         Ok(Syscall::TraceWrite) => trace_write(t, cur, frame).map(|n| ok(frame, n)),
@@ -101,22 +102,44 @@ fn ring_wait(
     frame: &mut Frame,
 ) -> Result<NextTask, UserError> {
     match ring {
-        layout::EVENT_RING_ID => {
-            frame.gprs.rax = 0;
-            // Answer and sleep in one syscall: first take what the caller queued on its
-            // reply ring (as RingNotify would), then wait for events.
-            crate::forward::drain_replies(t, cur);
-            let thread = t.get_mut(cur);
-            if thread.has_events() {
-                return Ok(NextTask::Same);
-            }
-            thread.block_on_events();
-            t.keep_live(cur, frame);
-            Ok(NextTask::Other)
-        }
+        layout::EVENT_RING_ID => Ok(answer_and_sleep(t, cur, frame, None)),
         layout::REPLY_RING_ID => Err(SyscallError::BadArgument.into()),
         _ => Err(SyscallError::NoSuchRing.into()),
     }
+}
+
+/// `RingWait` on the event ring with one more answer in registers (RDI, RSI, RDX), checked
+/// as a ring record would be; an unknown verdict is refused before anything is taken. The
+/// general path of `ReplyWait` (`forward::fast::reply_wait` is its fast one).
+#[inline(always)]
+fn reply_wait(t: &mut Threads, cur: ThreadId, frame: &mut Frame) -> Result<NextTask, UserError> {
+    let g = &frame.gprs;
+    let reply = RegisterReply::from_registers(g.rdi, g.rsi, g.rdx)
+        .ok_or(UserError::from(SyscallError::BadArgument))?;
+    Ok(answer_and_sleep(t, cur, frame, Some(reply)))
+}
+
+/// Answer and sleep in one syscall: first what the caller queued on its reply ring (as
+/// `RingNotify` would take it), then its answer in registers, then wait for events.
+#[inline(always)]
+fn answer_and_sleep(
+    t: &mut Threads,
+    cur: ThreadId,
+    frame: &mut Frame,
+    reply: Option<RegisterReply>,
+) -> NextTask {
+    frame.gprs.rax = 0;
+    crate::forward::drain_replies(t, cur);
+    if let Some(reply) = reply {
+        crate::forward::reply::take_register_reply(t, cur, reply);
+    }
+    let thread = t.get_mut(cur);
+    if thread.has_events() {
+        return NextTask::Same;
+    }
+    thread.block_on_events();
+    t.keep_live(cur, frame);
+    NextTask::Other
 }
 
 /// The guest-manager calls (issue 15): only [`GUEST_MANAGER`] may make them; the checks

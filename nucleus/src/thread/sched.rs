@@ -184,6 +184,16 @@ pub fn switch_to_server(t: &mut Threads, id: ThreadId) -> ExitFrame {
     exit
 }
 
+/// A direct switch to thread `id` (placed on this CPU, runnable, not current) after the
+/// current one stopped with its context kept (the reply fast path's way into a guest
+/// vCPU): what [`finish`] does for [`NextTask::Other`], without the pick.
+#[inline(always)]
+pub fn switch_direct(t: &mut Threads, frame: &mut Frame, id: ThreadId) -> ExitFrame {
+    debug_assert!(t.current() != Some(id) && t.get(id).runnable());
+    t.set_current(None);
+    switch(t, frame, Some(id))
+}
+
 /// Leaves the current thread (its context stays where the entry stub saved it) and makes
 /// `next` (or idle) live: returns the frame to enter.
 fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) -> ExitFrame {

@@ -467,6 +467,13 @@ impl Threads {
         thread.state() == super::State::WaitingForEvents && usize::from(thread.cpu) == self.here
     }
 
+    /// Whether thread `id` is placed on the borrowing CPU: a direct switch to it may happen
+    /// here.
+    #[inline(always)]
+    pub fn placed_here(&self, id: ThreadId) -> bool {
+        usize::from(self.get(id).cpu) == self.here
+    }
+
     /// True if `id` handles some thread's faults.
     pub fn is_fault_handler(&self, id: ThreadId) -> bool {
         self.get(id).handles_faults

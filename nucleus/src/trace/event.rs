@@ -47,6 +47,7 @@ fn entered(frame: &Frame, delivery: Delivery) -> Option<Entry> {
     // are emitted where it happens). The null syscall stays nearly free.
     let looked_at = [
         Syscall::RingWait as u64,
+        Syscall::ReplyWait as u64,
         Syscall::RingNotify as u64,
         Syscall::VcpuStart as u64,
         Syscall::DomainDestroy as u64,

@@ -4,6 +4,7 @@ use super::changes::{apply_changes, apply_guest_resume};
 use crate::lifecycle;
 use crate::thread::{Kind, ThreadId, Threads};
 use ipc::message::{Reply, ServerMessage};
+use ipc::syscall::RegisterReply;
 
 pub use crate::thread::COMPLAINTS_PER_TICK;
 
@@ -94,6 +95,23 @@ pub fn drain_replies(t: &mut Threads, from: ThreadId) {
     }
 }
 
+/// Thread `from`'s answer in registers (`Syscall::ReplyWait`), taken after its reply ring's
+/// records as one more of them.
+#[inline]
+pub fn take_register_reply(t: &mut Threads, from: ThreadId, reply: RegisterReply) {
+    on_reply(t, from, reply.token(), &reply.reply());
+}
+
+/// Whether thread `from` may answer for `waiter` (what [`Threads::waiting_for`] found for
+/// its token): a fault handler decides about events, and the guest manager answers for its
+/// guests' vCPUs (it handles no server's faults).
+#[inline(always)]
+pub fn may_answer(t: &Threads, from: ThreadId, waiter: Option<ThreadId>) -> bool {
+    t.is_fault_handler(from)
+        || (from == crate::thread::GUEST_MANAGER
+            && waiter.is_some_and(|id| matches!(t.get(id).kind(), Kind::GuestVcpu { .. })))
+}
+
 /// A reply from thread `from` about `token` (`reply.token()`, which the caller has at hand):
 /// only a fault handler decides about events.
 #[inline(always)]
@@ -104,10 +122,7 @@ fn on_reply(t: &mut Threads, from: ThreadId, token: ipc::Token, reply: &Reply) {
     }
     // Looked up once: who waits decides whether `from` may answer, and is what it settles.
     let waiter = t.waiting_for(from, token);
-    // The guest manager answers for its guests' vCPUs only (it handles no server's faults).
-    let for_guest = from == crate::thread::GUEST_MANAGER
-        && waiter.is_some_and(|id| matches!(t.get(id).kind(), Kind::GuestVcpu { .. }));
-    if !handler && !for_guest {
+    if !may_answer(t, from, waiter) {
         if t.get_mut(from).may_complain(COMPLAINTS_PER_TICK) {
             println!(
                 "nucleus: {}: unexpected message Reply({reply:?})",
@@ -189,15 +204,21 @@ fn settle(
 /// manager (where a return to that RIP would have raised it), which decides: a guest without a
 /// trap table crashes with its line and dump, one with a handler gets it bounced.
 fn resume(t: &mut Threads, id: ThreadId) {
-    let rip = t.frame(id).ret.rip;
-    let thread = t.get_mut(id);
+    let thread = t.get(id);
     if let Some(domain) = thread.domain()
-        && ((rip << 16) as i64 >> 16) as u64 != rip
+        && !resumable_rip(t.frame(id).ret.rip)
     {
+        let rip = t.frame(id).ret.rip;
         println!("nucleus: guest domain {domain}: rip {rip:#x} is not canonical; #GP to pv-server");
         return general_protection(t, id, domain);
     }
-    thread.resume();
+    t.get_mut(id).resume();
+}
+
+/// Whether IRETQ, SYSRETQ or ERETU may load `rip`: canonical (48-bit).
+#[inline(always)]
+pub fn resumable_rip(rip: u64) -> bool {
+    ((rip << 16) as i64 >> 16) as u64 == rip
 }
 
 /// Forwards a #GP(0) at guest vCPU `id`'s saved RIP to its guest manager, with the dump; if
