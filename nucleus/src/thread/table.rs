@@ -183,6 +183,7 @@ impl Threads {
 
     /// Thread `id`'s saved context: a fresh start's frame until it first runs, else its save
     /// area. Panics for the area lent as the live frame (reach that through the frame).
+    #[inline(always)]
     pub fn frame(&self, id: ThreadId) -> &Frame {
         match &self.threads[id.0].fresh {
             Some(fresh) => fresh,
@@ -196,6 +197,7 @@ impl Threads {
     }
 
     /// Thread `id` and its saved context at once.
+    #[inline(always)]
     pub fn thread_and_frame(&mut self, id: ThreadId) -> (&mut Thread, &mut Frame) {
         if self.threads[id.0].fresh.is_some() {
             self.install_fresh(id);
