@@ -165,7 +165,11 @@ fn server_syscall(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame
     if live.frame().gprs.rax == Syscall::ReplyWait as u64 && !crate::trace::active() {
         return reply_wait_event(live, delivery);
     }
-    handle(live, |t, frame| syscall(t, frame, delivery))
+    handle(
+        live,
+        #[inline(always)]
+        |t, frame| syscall(t, frame, delivery),
+    )
 }
 
 /// A server's `ReplyWait`: the answer and the switch back to its waiter by the reply fast
@@ -190,12 +194,20 @@ fn handle(
     mut live: LiveFrame<'_>,
     handler: impl FnOnce(&mut Threads, &mut Frame) -> NextTask,
 ) -> ExitFrame {
-    thread::with(|t| {
-        t.with_live(&mut live, |t, frame| {
-            let next = handler(t, frame);
-            sched::finish(t, frame, next)
-        })
-    })
+    // Inlined by force, as `thread::with`'s own: LLVM put the syscall path's out of line.
+    thread::with(
+        #[inline(always)]
+        |t| {
+            t.with_live(
+                &mut live,
+                #[inline(always)]
+                |t, frame| {
+                    let next = handler(t, frame);
+                    sched::finish(t, frame, next)
+                },
+            )
+        },
+    )
 }
 
 fn dispatch(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
@@ -324,7 +336,11 @@ fn syscall(t: &mut Threads, frame: &mut Frame, delivery: Delivery) -> NextTask {
 #[cold]
 #[inline(never)]
 fn compat_syscall(live: LiveFrame<'_>, delivery: Delivery) -> ExitFrame {
-    handle(live, |t, frame| syscall(t, frame, delivery))
+    handle(
+        live,
+        #[inline(always)]
+        |t, frame| syscall(t, frame, delivery),
+    )
 }
 
 /// The syscall table found the caller outside the ABI: its event goes to its fault handler.

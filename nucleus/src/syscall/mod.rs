@@ -110,8 +110,9 @@ fn ring_wait(
 
 /// `RingWait` on the event ring with one more answer in registers (RDI, RSI, RDX), checked
 /// as a ring record would be; an unknown verdict is refused before anything is taken. The
-/// general path of `ReplyWait` (`forward::fast::reply_wait` is its fast one).
-#[inline(always)]
+/// general path of `ReplyWait` (`forward::fast::reply_wait` is its fast one). Out of line:
+/// the fast path takes nearly every call, and `RingWait`'s copy of the wait stays as it was.
+#[inline(never)]
 fn reply_wait(t: &mut Threads, cur: ThreadId, frame: &mut Frame) -> Result<NextTask, UserError> {
     let g = &frame.gprs;
     let reply = RegisterReply::from_registers(g.rdi, g.rsi, g.rdx)

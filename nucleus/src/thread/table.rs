@@ -71,11 +71,18 @@ static THREADS: CpuLock<Threads> = CpuLock::new(Threads::with_areas(super::areas
 #[inline(always)]
 pub fn with<R>(f: impl FnOnce(&mut Threads) -> R) -> R {
     let cpu = crate::cpu::this_cpu_number();
-    let (result, wakes) = THREADS.with(cpu, crate::cpu::ipi::answer_shootdowns, |t| {
-        t.enter(cpu as usize);
-        let result = f(t);
-        (result, t.leave())
-    });
+    // The closure inlined by force: out of line, every event paid for passing its handler's
+    // captures through memory and a call (the syscall path's grew past LLVM's threshold).
+    let (result, wakes) = THREADS.with(
+        cpu,
+        crate::cpu::ipi::answer_shootdowns,
+        #[inline(always)]
+        |t| {
+            t.enter(cpu as usize);
+            let result = f(t);
+            (result, t.leave())
+        },
+    );
     // After the borrow: the woken CPU's first step is to borrow the table.
     if wakes != 0 {
         send_wakes(wakes);
