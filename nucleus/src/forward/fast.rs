@@ -176,7 +176,7 @@ pub fn reply_wait(t: &mut Threads, frame: &mut Frame) -> Result<ExitFrame, Reply
     }
     thread.resume();
     let exit = if guest {
-        sched::switch_direct(t, frame, waiter)
+        sched::switch_to_guest(t, waiter)
     } else {
         sched::switch_to_server(t, waiter)
     };

@@ -184,14 +184,48 @@ pub fn switch_to_server(t: &mut Threads, id: ThreadId) -> ExitFrame {
     exit
 }
 
-/// A direct switch to thread `id` (placed on this CPU, runnable, not current) after the
-/// current one stopped with its context kept (the reply fast path's way into a guest
-/// vCPU): what [`finish`] does for [`NextTask::Other`], without the pick.
+/// What the CPU must hold for thread `id`, which was not current: its address space and
+/// descriptor tables, and a guest's data selectors and segment bases.
 #[inline(always)]
-pub fn switch_direct(t: &mut Threads, frame: &mut Frame, id: ThreadId) -> ExitFrame {
-    debug_assert!(t.current() != Some(id) && t.get(id).runnable());
-    t.set_current(None);
-    switch(t, frame, Some(id))
+fn load_thread(t: &mut Threads, id: ThreadId) {
+    let thread = t.get(id);
+    let root = thread.root().unwrap_or_else(crate::mm::kernel_root);
+    crate::mm::load_root(root);
+    crate::cpu::load_descriptor_tables(thread.tables);
+    // A guest's DS/ES/FS as it left them, where another guest's are live (which are kept
+    // first). A descriptor it changed since loads null (`domains::vcpu::selectors` reported
+    // it already). Servers run on what is there: they can name nothing but null and the flat
+    // segments.
+    if thread.domain().is_some()
+        && (thread.selectors_stale || crate::cpu::selectors_owner() != Some(id.index()))
+    {
+        take_data_selectors(t, id);
+    }
+    let thread = t.get(id);
+    // A guest's live GS is its mode's (Xen's SWAPGS on the mode toggle: the toggle happens
+    // in a reply, while the vCPU is not live, so this is where the other base comes in).
+    // Servers: zeros.
+    let kernel = thread.vcpu.mode == GuestMode::Kernel;
+    crate::cpu::load_user_segments(thread.domain().map(|_| (&thread.bases, kernel)));
+}
+
+/// The reply fast path's way into guest vCPU `id` (placed on this CPU, runnable, not
+/// current; it waited for an answer, so its context is in its save area and was saved from
+/// ring 3): what [`switch`] does for such a thread after the current one stopped, without
+/// its generic checks.
+#[inline(always)]
+pub fn switch_to_guest(t: &mut Threads, id: ThreadId) -> ExitFrame {
+    debug_assert!(t.get(id).domain().is_some() && t.current() != Some(id));
+    let (cs, ss) = t.get(id).segments();
+    let target = t.area_mut(id);
+    // As in `switch`: a ring-3 frame resumes on its kind's 64-bit selectors, no event bits.
+    target.ret.cs = CsQword::from_raw(u64::from(cs));
+    target.ret.ss = SsQword::from_raw(u64::from(ss));
+    let exit: ExitFrame = target;
+    load_thread(t, id);
+    crate::cpu::set_save_area(exit);
+    t.set_current(Some(id));
+    exit
 }
 
 /// Leaves the current thread (its context stays where the entry stub saved it) and makes
@@ -226,26 +260,8 @@ fn switch(t: &mut Threads, frame: &mut Frame, next: Option<ThreadId>) -> ExitFra
                 target.ret.ss = SsQword::from_raw(u64::from(ss));
             }
             let exit: ExitFrame = target;
-            let thread = t.get(id);
             if t.current() != Some(id) {
-                let root = thread.root().unwrap_or_else(crate::mm::kernel_root);
-                crate::mm::load_root(root);
-                crate::cpu::load_descriptor_tables(thread.tables);
-                // A guest's DS/ES/FS as it left them, where another guest's are live (which
-                // are kept first). A descriptor it changed since loads null
-                // (`domains::vcpu::selectors` reported it already). Servers run on what is
-                // there: they can name nothing but null and the flat segments.
-                if thread.domain().is_some()
-                    && (thread.selectors_stale || crate::cpu::selectors_owner() != Some(id.index()))
-                {
-                    take_data_selectors(t, id);
-                }
-                let thread = t.get(id);
-                // A guest's live GS is its mode's (Xen's SWAPGS on the mode toggle: the
-                // toggle happens in a reply, while the vCPU is not live, so this is where the
-                // other base comes in). Servers: zeros.
-                let kernel = thread.vcpu.mode == GuestMode::Kernel;
-                crate::cpu::load_user_segments(thread.domain().map(|_| (&thread.bases, kernel)));
+                load_thread(t, id);
             }
             crate::cpu::set_save_area(t.area_ptr(id));
             exit
