@@ -276,6 +276,29 @@ fn the_bochs_verdict_ignores_server_lines() {
 
 // ---- 4: console floods --------------------------------------------------------------------
 
+// ---- ReplyWait's registers (issue 17) --------------------------------------------------------
+
+#[test]
+fn reply_wait_registers_are_checked_like_a_ring_record() -> Result<()> {
+    let image = fixture_image("attack=reply-wait")?;
+    let refused =
+        "nucleus: pv-server: unexpected message Reply(Return { token: Token(57005), rax: 65 })";
+    let boot = boot_until(&image, refused, None)?;
+    expect_lines_in_order(
+        &boot,
+        &[
+            &hostile(
+                "pv-server",
+                "reply-wait: verdict 7 -> Err(Known(BadArgument))",
+            ),
+            refused,
+        ],
+    )?;
+    // Nothing was taken for pv-server: fred-server was not woken for it, nobody resumed.
+    boot.expect_absent("fred-server: pv-server (owner 1) faulted")?;
+    Ok(())
+}
+
 #[test]
 fn a_console_flood_is_cut_to_the_per_tick_budget() -> Result<()> {
     let image = fixture_image("attack=flood")?;

@@ -295,6 +295,33 @@ fn hostile_indices_and_lengths_are_typed_errors() {
     panic!("a corrupt tail was never reported");
 }
 
+/// The fast paths' look: empty only when the peer's index equals ours, so a hostile index
+/// never reads as empty (it sends the caller to the checked `is_empty`).
+#[test]
+fn empty_at_a_glance_is_empty_only_for_equal_indices() {
+    let mut page = page();
+    let base = page.0.as_mut_ptr();
+    // SAFETY: as in `hostile_indices_and_lengths_are_typed_errors`.
+    let mut producer = unsafe { Producer::attach(base, 1024) }.unwrap();
+    // SAFETY: as above.
+    let mut consumer = unsafe { Consumer::attach(base, 1024) }.unwrap();
+    assert!(producer.empty_at_a_glance() && consumer.empty_at_a_glance());
+    producer.push(b"hello").unwrap();
+    assert!(!producer.empty_at_a_glance() && !consumer.empty_at_a_glance());
+    assert_eq!(&*consumer.pop().unwrap().unwrap(), b"hello");
+    assert!(producer.empty_at_a_glance() && consumer.empty_at_a_glance());
+    // SAFETY: `base` is valid for the whole page; no handle is running.
+    let poke = |offset: usize, value: u32| unsafe {
+        ptr::write_unaligned(base.add(offset).cast::<u32>(), value.to_le())
+    };
+    poke(TAIL_OFFSET, 0x1000);
+    assert!(!producer.empty_at_a_glance());
+    assert!(producer.is_empty().is_err());
+    poke(HEAD_OFFSET, 4096);
+    assert!(!consumer.empty_at_a_glance());
+    assert!(consumer.is_empty().is_err());
+}
+
 #[test]
 fn errors_display_one_line() {
     let text = std::format!(
