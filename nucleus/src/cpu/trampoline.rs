@@ -138,7 +138,11 @@ pub fn install(kernel_root: u64) {
     // mapped by the direct map; no AP runs yet, so nothing executes or reads it. The
     // source is the assembled trampoline in .rodata.
     unsafe {
-        core::ptr::write_bytes(low(TRAMPOLINE_PHYS), 0, 0x4000);
+        core::ptr::write_bytes(
+            low(RESERVED.start),
+            0,
+            (RESERVED.end - RESERVED.start) as usize,
+        );
         core::ptr::copy_nonoverlapping(start, low(TRAMPOLINE_PHYS), len);
         let pml4 = low(BOOT_PML4).cast::<u64>();
         let kernel = crate::mm::phys_to_virt(kernel_root) as *const u64;

@@ -37,8 +37,6 @@ pub use level::active;
 pub use level::entries_watched;
 pub use level::servers_on;
 pub use lifecycle::{restarting, started, stopped};
-#[cfg(target_os = "none")]
-pub use sink::CpuBuffer;
 #[cfg_attr(not(target_os = "none"), allow(unused_imports))]
 pub use sink::{flush, push_server};
 
