@@ -175,10 +175,21 @@ fn server_syscall(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame
 /// A server's `ReplyWait`: the answer and the switch back to its waiter by the reply fast
 /// path when that may, else through the table as any syscall.
 #[inline(never)]
-fn reply_wait_event(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
+fn reply_wait_event(live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
+    fast_or_table(live, delivery, crate::forward::fast::reply_wait)
+}
+
+/// A syscall `fast` may complete (the exit frame) or decline (`Err`, nothing changed), the
+/// table then handling it as any syscall.
+#[inline(always)]
+fn fast_or_table<E>(
+    mut live: LiveFrame<'static>,
+    delivery: Delivery,
+    fast: impl FnOnce(&mut Threads, &mut Frame) -> Result<ExitFrame, E>,
+) -> ExitFrame {
     thread::with(|t| {
         t.with_live(&mut live, |t, frame| {
-            if let Ok(exit) = crate::forward::fast::reply_wait(t, frame) {
+            if let Ok(exit) = fast(t, frame) {
                 return exit;
             }
             let next = syscall(t, frame, delivery);
@@ -233,16 +244,8 @@ fn syscall_event(live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
 /// A guest vCPU's `syscall`: a hypercall by its fast path (`forward::hypercall::fast`) when
 /// that may, else through the table as any syscall (which checks the caller's kind again).
 #[inline(never)]
-fn hypercall_event(mut live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
-    thread::with(|t| {
-        t.with_live(&mut live, |t, frame| {
-            if let Ok(exit) = crate::forward::hypercall::fast(t, frame) {
-                return exit;
-            }
-            let next = syscall(t, frame, delivery);
-            sched::finish(t, frame, next)
-        })
-    })
+fn hypercall_event(live: LiveFrame<'static>, delivery: Delivery) -> ExitFrame {
+    fast_or_table(live, delivery, crate::forward::hypercall::fast)
 }
 
 /// Every event but a syscall from ring 3: an `int3` from ring 3 takes the event fast path
