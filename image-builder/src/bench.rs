@@ -20,7 +20,7 @@ use crate::bochs::Bochs;
 use crate::boot::Boot;
 use crate::commands::BuildOptions;
 use crate::compile::workspace_root;
-use crate::image::Iso;
+use crate::image::{Image, Iso};
 use crate::qemu::Qemu;
 
 /// Nucleus options of the benchmark boot: the nucleus' ring round trip (`bench`) and
@@ -271,9 +271,63 @@ pub fn ready_line(ready_after: Option<Duration>) -> String {
     }
 }
 
+/// A plain UEFI boot (OVMF, TCG without `-icount`, as `run --uefi` boots): from QEMU's start
+/// to `nucleus: ready`, wall clock and QEMU's CPU time (the steadier on a loaded host).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UefiBoot {
+    pub wall: Duration,
+    pub cpu: Option<Duration>,
+}
+
+/// Boots `target/fredvisor-bench-uefi.iso` (the default image, no benchmark options) under
+/// OVMF until `nucleus: ready`.
+fn measure_uefi(timeout: Duration) -> Result<UefiBoot> {
+    let output = workspace_root().join("target/fredvisor-bench-uefi.iso");
+    Qemu::from_path(&output).uefi(true).check_tools()?;
+    let iso = Image::new().output(output).build()?;
+    let boot = Qemu::new(&iso)
+        .uefi(true)
+        .timeout(timeout)
+        .until(ipc::markers::READY)
+        .run()?;
+    match boot.ready_after {
+        Some(wall) => Ok(UefiBoot {
+            wall,
+            cpu: boot.ready_cpu,
+        }),
+        None => bail!(
+            "{}",
+            boot.report(&format!("expected {:?}", ipc::markers::READY))
+        ),
+    }
+}
+
+/// The line `bench` prints for the UEFI boot ([`measure_uefi`]), or why it is missing.
+pub fn uefi_line(uefi: &Result<UefiBoot, String>) -> String {
+    match uefi {
+        Ok(UefiBoot { wall, cpu }) => {
+            let cpu = match cpu {
+                Some(cpu) => format!(", {:.2} s of QEMU's CPU", cpu.as_secs_f64()),
+                None => String::new(),
+            };
+            format!(
+                "UEFI boot to \"{}\": {:.2} s (wall clock{cpu}; OVMF, TCG without -icount)\n",
+                ipc::markers::READY,
+                wall.as_secs_f64()
+            )
+        }
+        Err(why) => format!("UEFI boot: not measured: {why}\n"),
+    }
+}
+
 /// The figures as JSON (`bench --json FILE`), for comparing a later change with this one:
-/// per measurement min and max in ticks and in instructions and the target; the boot time.
-pub fn json(ranges: &[Range; MEASUREMENTS], ready_after: Option<Duration>) -> String {
+/// per measurement min and max in ticks and in instructions and the target; the boot time;
+/// the UEFI boot's time ([`UefiBoot`]), wall clock and CPU.
+pub fn json(
+    ranges: &[Range; MEASUREMENTS],
+    ready_after: Option<Duration>,
+    uefi: Option<UefiBoot>,
+) -> String {
     let mut out = String::from("{\n");
     let _ = writeln!(
         out,
@@ -285,6 +339,16 @@ pub fn json(ranges: &[Range; MEASUREMENTS], ready_after: Option<Duration>) -> St
         }
         None => out.push_str("  \"boot_to_ready_s\": null,\n"),
     }
+    let seconds = |d: Option<Duration>| match d {
+        Some(d) => format!("{:.3}", d.as_secs_f64()),
+        None => "null".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "  \"uefi_boot_to_ready_s\": {},\n  \"uefi_boot_to_ready_cpu_s\": {},",
+        seconds(uefi.map(|u| u.wall)),
+        seconds(uefi.and_then(|u| u.cpu))
+    );
     out.push_str("  \"measurements\": {\n");
     for (i, (measurement, range)) in Measurement::ALL.into_iter().zip(ranges).enumerate() {
         let comma = if i + 1 < MEASUREMENTS { "," } else { "" };
@@ -618,8 +682,12 @@ pub fn run(options: &BenchOptions) -> Result<String> {
     let iso = bench_image(options, CMDLINE, default_output)?.build()?;
     let (ranges, boot) = measure(&iso, options.timeout)?;
     let table = table(&ranges);
+    let uefi = measure_uefi(options.timeout).map_err(|e| {
+        let first = e.to_string();
+        first.lines().next().unwrap_or_default().to_owned()
+    });
     if let Some(path) = &options.json {
-        std::fs::write(path, json(&ranges, boot.ready_after))
+        std::fs::write(path, json(&ranges, boot.ready_after, uefi.clone().ok()))
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         eprintln!("wrote the figures into {}", path.display());
     }
@@ -639,7 +707,7 @@ pub fn run(options: &BenchOptions) -> Result<String> {
             format!("\nTwo CPUs: not measured: {first}\n")
         }
     };
-    Ok(table + &ready_line(boot.ready_after) + &two_cpus)
+    Ok(table + &ready_line(boot.ready_after) + &uefi_line(&uefi) + &two_cpus)
 }
 
 /// The two-CPU benchmark boot and the event-rate boot ([`smp`]): their table.

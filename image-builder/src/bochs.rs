@@ -421,6 +421,7 @@ impl Bochs {
         }
         Ok(Boot {
             ready_after: None,
+            ready_cpu: None,
             exit,
             serial,
             qemu_stderr: bochs_output,

@@ -101,9 +101,12 @@ pub struct Boot {
     /// From starting QEMU to the first look at the serial log that found `nucleus: ready`
     /// (polled every few milliseconds; `None` if it never came or nobody looked).
     pub ready_after: Option<Duration>,
+    /// The CPU time QEMU's threads had used when [`Boot::ready_after`] was taken (Linux
+    /// only): steadier than the wall clock on a loaded host.
+    pub ready_cpu: Option<Duration>,
     /// The serial log file QEMU wrote, while the `Boot` lives (if captured to a file).
     pub serial_path: Option<PathBuf>,
-    /// Keeps the run's temporary directory (serial log, firmware variables) alive.
+    /// Keeps the run's temporary directory (serial log, OVMF's ROM) alive.
     pub(crate) _dir: Option<crate::shutdown::OwnedDir>,
 }
 
@@ -277,6 +280,7 @@ mod tests {
     fn boot(serial: &str, exit: QemuExit) -> Boot {
         Boot {
             ready_after: None,
+            ready_cpu: None,
             exit,
             serial: serial.into(),
             qemu_stderr: String::new(),

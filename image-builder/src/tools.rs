@@ -224,25 +224,29 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// UEFI firmware for QEMU: a read-only code image with (optionally) a template of its
-/// variable store, which every boot copies so runs never share or modify it.
+/// UEFI firmware for QEMU: a code image with (optionally) a template of its variable store;
+/// every boot gets both as one ROM of its own, so runs never share or modify them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ovmf {
     pub code: PathBuf,
-    /// `None`: `code` is a combined image loaded with `-bios`.
+    /// The variable store template, which goes in front of `code` in the ROM QEMU gets
+    /// (`qemu::firmware_args`); `None`: `code` is a combined image.
     pub vars: Option<PathBuf>,
 }
 
-/// Where distributions install OVMF, best first: Debian 12 / Ubuntu (`ovmf`), older Debian,
-/// Arch (`edk2-ovmf`), Fedora (`edk2-ovmf`), then the combined images.
+/// Where distributions install OVMF (code and variable store template), best first: Debian 12
+/// / Ubuntu's 2 MiB build (`ovmf`), their 4 MiB one (the only one from Debian 13 on), Arch
+/// (`edk2-ovmf`), Fedora (`edk2-ovmf`), then the combined images. Debian's 2 MiB build runs
+/// its PEI phase in 64-bit mode, the 4 MiB one in 32-bit mode; under TCG the 2 MiB one
+/// reaches GRUB with ~0.3 s less CPU (min of 4 interleaved boots: 2.1 vs 2.5 s).
 const OVMF_PFLASH: [(&str, &str); 4] = [
-    (
-        "/usr/share/OVMF/OVMF_CODE_4M.fd",
-        "/usr/share/OVMF/OVMF_VARS_4M.fd",
-    ),
     (
         "/usr/share/OVMF/OVMF_CODE.fd",
         "/usr/share/OVMF/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
     ),
     (
         "/usr/share/edk2/x64/OVMF_CODE.4m.fd",

@@ -256,8 +256,16 @@ fn table_has_ticks_instructions_and_targets() {
 #[test]
 fn the_json_record_has_every_figure_and_the_boot_time() {
     let ranges = Results::parse(LOG).complete().unwrap();
-    let text = json(&ranges, Some(Duration::from_millis(2412)));
+    let uefi = UefiBoot {
+        wall: Duration::from_millis(3456),
+        cpu: Some(Duration::from_millis(2101)),
+    };
+    let text = json(&ranges, Some(Duration::from_millis(2412)), Some(uefi));
     assert!(text.contains("\"boot_to_ready_s\": 2.412,"), "{text}");
+    assert!(
+        text.contains("\"uefi_boot_to_ready_s\": 3.456,\n  \"uefi_boot_to_ready_cpu_s\": 2.101,"),
+        "{text}"
+    );
     assert!(
         text.contains(
             "\"null-syscall\": {\"min_ticks\": 1712, \"max_ticks\": 1720, \"min_insns\": 214, \
@@ -271,7 +279,19 @@ fn the_json_record_has_every_figure_and_the_boot_time() {
     );
     assert!(text.trim_end().ends_with("}\n}"), "{text}");
     assert_eq!(text.matches('{').count(), text.matches('}').count());
-    assert!(json(&ranges, None).contains("\"boot_to_ready_s\": null,"));
+    let none = json(&ranges, None, None);
+    assert!(none.contains("\"boot_to_ready_s\": null,"), "{none}");
+    assert!(none.contains("\"uefi_boot_to_ready_s\": null,"), "{none}");
+    assert!(none.contains("\"uefi_boot_to_ready_cpu_s\": null,"), "{none}");
+    assert_eq!(
+        uefi_line(&Ok(uefi)),
+        "UEFI boot to \"nucleus: ready\": 3.46 s (wall clock, 2.10 s of QEMU's CPU; OVMF, TCG \
+         without -icount)\n"
+    );
+    assert_eq!(
+        uefi_line(&Err("OVMF not found".into())),
+        "UEFI boot: not measured: OVMF not found\n"
+    );
     assert_eq!(
         ready_line(Some(Duration::from_millis(960))),
         "boot to \"nucleus: ready\": 0.96 s (wall clock, this -icount boot)\n"

@@ -37,44 +37,57 @@ fn drive_paths_escape_commas() {
 }
 
 #[test]
-fn ovmf_vars_are_copied_per_run() {
+fn ovmf_is_one_rom_per_run_reaching_down_to_the_tpm_window() {
     let dir = tempfile::tempdir().unwrap();
     let (code, vars) = (dir.path().join("CODE.fd"), dir.path().join("VARS.fd"));
-    fs::write(&vars, "template").unwrap();
+    fs::write(&code, "code").unwrap();
+    fs::write(&vars, "vars").unwrap();
     let run = tempfile::tempdir().unwrap();
-    let args = strings(
-        firmware_args(
-            &Ovmf {
-                code: code.clone(),
-                vars: Some(vars),
-            },
-            run.path(),
-        )
-        .unwrap(),
-    );
+    let rom_path = run.path().join("OVMF.rom");
+    let pair = Ovmf {
+        code: code.clone(),
+        vars: Some(vars),
+    };
+    let args = strings(firmware_args(&pair, run.path()).unwrap());
+    assert_eq!(args, ["-bios".to_owned(), rom_path.display().to_string()]);
+    let rom = fs::read(&rom_path).unwrap();
+    assert_eq!(rom.len() as u64, FIRMWARE_ROM_SIZE);
+    assert_eq!(FIRMWARE_ROM_BASE + FIRMWARE_ROM_SIZE, 1 << 32);
+    assert!(rom.ends_with(b"varscode"), "the store template below the code, at the top");
+    assert!(rom[..rom.len() - 8].iter().all(|&b| b == 0xFF));
+    // The TPM's MMIO window (TIS registers from 0xFED40000) reads 0xFF, the HPET's page
+    // (0xFED00000) is left to the HPET.
+    assert_eq!(FIRMWARE_ROM_BASE, 0xFED4_0000);
+    assert_eq!(rom.len() % 65536, 0, "QEMU takes -bios images in 64 KiB units");
+
+    let combined = Ovmf { code, vars: None };
+    firmware_args(&combined, run.path()).unwrap();
+    let rom = fs::read(&rom_path).unwrap();
+    assert!(rom.ends_with(b"\xFFcode") && rom.len() as u64 == FIRMWARE_ROM_SIZE);
+
+    let huge = vec![0u8; FIRMWARE_ROM_SIZE as usize + 1];
+    assert_eq!(firmware_rom(huge.clone()), huge, "a larger firmware stays as it is");
+}
+
+#[test]
+fn uefi_boots_the_cd_from_ahci_with_1g_pages_under_tcg() {
+    let args = strings(uefi_boot_args(Path::new("/x/a.iso")).unwrap()).join(" ");
     assert_eq!(
-        args[1],
-        format!(
-            "if=pflash,unit=0,readonly=on,format=raw,file={}",
-            code.display()
-        )
+        args,
+        "-device ahci,id=ahci -drive if=none,id=cd,media=cdrom,readonly=on,format=raw,\
+         file=/x/a.iso -device ide-cd,bus=ahci.0,drive=cd,bootindex=0"
     );
-    assert!(args[3].ends_with(&format!("file={}/OVMF_VARS.fd", run.path().display())));
-    assert_eq!(
-        fs::read_to_string(run.path().join("OVMF_VARS.fd")).unwrap(),
-        "template"
-    );
-    let bios = strings(
-        firmware_args(
-            &Ovmf {
-                code: code.clone(),
-                vars: None,
-            },
-            run.path(),
-        )
-        .unwrap(),
-    );
-    assert_eq!(bios, ["-bios".to_owned(), code.display().to_string()]);
+    assert_eq!(strings(uefi_cpu_args(Accel::Tcg)), ["-cpu", "qemu64,+pdpe1gb"]);
+    assert!(uefi_cpu_args(Accel::Kvm).is_empty());
+    let bios = strings(boot_args(Path::new("/x/a.iso")).unwrap()).join(" ");
+    assert!(bios.contains("media=cdrom") && bios.contains("-boot order=d"), "{bios}");
+}
+
+#[test]
+fn cpu_time_of_this_process_is_readable() {
+    let spent = cpu_time(std::process::id()).expect("/proc/PID/task/*/schedstat");
+    assert!(spent > Duration::ZERO);
+    assert_eq!(cpu_time(u32::MAX), None);
 }
 
 #[test]
