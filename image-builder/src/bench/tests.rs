@@ -282,7 +282,10 @@ fn the_json_record_has_every_figure_and_the_boot_time() {
     let none = json(&ranges, None, None);
     assert!(none.contains("\"boot_to_ready_s\": null,"), "{none}");
     assert!(none.contains("\"uefi_boot_to_ready_s\": null,"), "{none}");
-    assert!(none.contains("\"uefi_boot_to_ready_cpu_s\": null,"), "{none}");
+    assert!(
+        none.contains("\"uefi_boot_to_ready_cpu_s\": null,"),
+        "{none}"
+    );
     assert_eq!(
         uefi_line(&Ok(uefi)),
         "UEFI boot to \"nucleus: ready\": 3.46 s (wall clock, 2.10 s of QEMU's CPU; OVMF, TCG \

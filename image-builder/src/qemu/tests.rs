@@ -53,12 +53,19 @@ fn ovmf_is_one_rom_per_run_reaching_down_to_the_tpm_window() {
     let rom = fs::read(&rom_path).unwrap();
     assert_eq!(rom.len() as u64, FIRMWARE_ROM_SIZE);
     assert_eq!(FIRMWARE_ROM_BASE + FIRMWARE_ROM_SIZE, 1 << 32);
-    assert!(rom.ends_with(b"varscode"), "the store template below the code, at the top");
+    assert!(
+        rom.ends_with(b"varscode"),
+        "the store template below the code, at the top"
+    );
     assert!(rom[..rom.len() - 8].iter().all(|&b| b == 0xFF));
     // The TPM's MMIO window (TIS registers from 0xFED40000) reads 0xFF, the HPET's page
     // (0xFED00000) is left to the HPET.
     assert_eq!(FIRMWARE_ROM_BASE, 0xFED4_0000);
-    assert_eq!(rom.len() % 65536, 0, "QEMU takes -bios images in 64 KiB units");
+    assert_eq!(
+        rom.len() % 65536,
+        0,
+        "QEMU takes -bios images in 64 KiB units"
+    );
 
     let combined = Ovmf { code, vars: None };
     firmware_args(&combined, run.path()).unwrap();
@@ -66,7 +73,11 @@ fn ovmf_is_one_rom_per_run_reaching_down_to_the_tpm_window() {
     assert!(rom.ends_with(b"\xFFcode") && rom.len() as u64 == FIRMWARE_ROM_SIZE);
 
     let huge = vec![0u8; FIRMWARE_ROM_SIZE as usize + 1];
-    assert_eq!(firmware_rom(huge.clone()), huge, "a larger firmware stays as it is");
+    assert_eq!(
+        firmware_rom(huge.clone()),
+        huge,
+        "a larger firmware stays as it is"
+    );
 }
 
 #[test]
@@ -77,10 +88,16 @@ fn uefi_boots_the_cd_from_ahci_with_1g_pages_under_tcg() {
         "-device ahci,id=ahci -drive if=none,id=cd,media=cdrom,readonly=on,format=raw,\
          file=/x/a.iso -device ide-cd,bus=ahci.0,drive=cd,bootindex=0"
     );
-    assert_eq!(strings(uefi_cpu_args(Accel::Tcg)), ["-cpu", "qemu64,+pdpe1gb"]);
+    assert_eq!(
+        strings(uefi_cpu_args(Accel::Tcg)),
+        ["-cpu", "qemu64,+pdpe1gb"]
+    );
     assert!(uefi_cpu_args(Accel::Kvm).is_empty());
     let bios = strings(boot_args(Path::new("/x/a.iso")).unwrap()).join(" ");
-    assert!(bios.contains("media=cdrom") && bios.contains("-boot order=d"), "{bios}");
+    assert!(
+        bios.contains("media=cdrom") && bios.contains("-boot order=d"),
+        "{bios}"
+    );
 }
 
 #[test]
