@@ -302,7 +302,8 @@ fn measure_uefi(timeout: Duration) -> Result<UefiBoot> {
     }
 }
 
-/// The line `bench` prints for the UEFI boot (`target/fredvisor-bench-uefi.iso` under OVMF), or why it is missing.
+/// The line `bench` prints for the UEFI boot (`target/fredvisor-bench-uefi.iso` under OVMF),
+/// or why it is missing.
 pub fn uefi_line(uefi: &Result<UefiBoot, String>) -> String {
     match uefi {
         Ok(UefiBoot { wall, cpu }) => {
