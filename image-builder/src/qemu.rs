@@ -487,16 +487,21 @@ fn firmware_rom(firmware: Vec<u8>) -> Vec<u8> {
 }
 
 /// The CPU time QEMU's threads have used so far (Linux: `/proc/PID/task/*/schedstat`, in
-/// nanoseconds); `None` where that cannot be read.
+/// nanoseconds; a thread that ends while they are read is left out); `None` where that
+/// cannot be read.
 fn cpu_time(pid: u32) -> Option<Duration> {
     let tasks = fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let mut total: u64 = 0;
+    let mut read_any = false;
     for task in tasks.flatten() {
-        let stat = fs::read_to_string(task.path().join("schedstat")).ok()?;
+        let Ok(stat) = fs::read_to_string(task.path().join("schedstat")) else {
+            continue;
+        };
         let ns: u64 = stat.split_whitespace().next()?.parse().ok()?;
         total = total.saturating_add(ns);
+        read_any = true;
     }
-    Some(Duration::from_nanos(total))
+    read_any.then(|| Duration::from_nanos(total))
 }
 
 /// COM1 to a file or to the terminal.
