@@ -501,6 +501,9 @@ impl<'a, const SLOT: usize> SlotProducer<'a, SLOT> {
     pub fn batch(&mut self) -> SlotBatch<'_, 'a, SLOT> {
         SlotBatch {
             start: self.head,
+            head: self.head,
+            limit: self.cached_tail.wrapping_add(self.slots.slots()),
+            slots: self.slots,
             producer: self,
         }
     }
@@ -509,26 +512,58 @@ impl<'a, const SLOT: usize> SlotProducer<'a, SLOT> {
 /// Records pushed but not yet published; publishing happens on [`commit`](Self::commit) or
 /// drop. Free slots are checked record by record against the cached `tail`, which is reloaded
 /// (at most once per record that finds the ring full by it).
+///
+/// The batch keeps what its pushes need in itself (our `head`, where the cached `tail` says
+/// the ring is full, the ring's geometry), a local value the compiler keeps in registers, so a
+/// push is a compare and the slot's stores: nothing is reloaded through the producer after
+/// each slot write, which the compiler could not tell apart from the producer's own fields.
 pub struct SlotBatch<'p, 'a, const SLOT: usize> {
     /// The producer's private `head` when the batch began.
     start: u32,
+    /// The next slot to fill: the producer's `head`, which is kept equal to it.
+    head: u32,
+    /// `cached_tail + slots`: `head` has reached it when the cached `tail` says "full".
+    limit: u32,
+    /// The producer's region (a copy: it never changes).
+    slots: Slots<SLOT>,
     producer: &'p mut SlotProducer<'a, SLOT>,
 }
 
 impl<const SLOT: usize> SlotBatch<'_, '_, SLOT> {
+    /// Makes sure the slot at our `head` is free: by the cached `tail` (a compare), else by a
+    /// fresh one ([`SlotProducer::make_room`]).
+    #[inline(always)]
+    fn reserve(&mut self, count_drop: bool) -> Result<(), SlotPushError> {
+        if self.head == self.limit {
+            self.producer.make_room(count_drop)?;
+            self.limit = self.producer.cached_tail.wrapping_add(self.slots.slots());
+        }
+        Ok(())
+    }
+
+    /// Writes `record` into the slot at our `head`, which must be free, and advances `head`
+    /// (ours and the producer's); does not publish.
+    #[inline(always)]
+    fn write(&mut self, record: &Words<SLOT>) {
+        let head = self.head;
+        self.head = head.wrapping_add(1);
+        self.producer.head = self.head;
+        self.slots.write(head, record);
+    }
+
     /// Adds a record to the batch; a full ring counts a drop, as [`SlotProducer::push`] does.
     #[inline(always)]
     pub fn push(&mut self, record: &[u8; SLOT]) -> Result<(), SlotPushError> {
-        self.producer.reserve(true)?;
-        self.producer.write(&Words(*record));
+        self.reserve(true)?;
+        self.write(&Words(*record));
         Ok(())
     }
 
     /// Adds a record to the batch; a full ring is not counted, as [`SlotProducer::try_push`].
     #[inline(always)]
     pub fn try_push(&mut self, record: &[u8; SLOT]) -> Result<(), SlotPushError> {
-        self.producer.reserve(false)?;
-        self.producer.write(&Words(*record));
+        self.reserve(false)?;
+        self.write(&Words(*record));
         Ok(())
     }
 
@@ -538,16 +573,16 @@ impl<const SLOT: usize> SlotBatch<'_, '_, SLOT> {
         &mut self,
         fill: impl FnOnce(&mut [u8; SLOT]) -> R,
     ) -> Result<R, SlotPushError> {
-        self.producer.reserve(false)?;
+        self.reserve(false)?;
         let mut record = Words([0; SLOT]);
         let result = fill(&mut record.0);
-        self.producer.write(&record);
+        self.write(&record);
         Ok(result)
     }
 
     /// Records added so far.
     pub const fn len(&self) -> usize {
-        self.producer.head.wrapping_sub(self.start) as usize
+        self.head.wrapping_sub(self.start) as usize
     }
 
     /// Whether no record was added yet.
@@ -563,11 +598,12 @@ impl<const SLOT: usize> SlotBatch<'_, '_, SLOT> {
 
     /// Forgets every record of the batch: nothing is published, the ring is as it was before
     /// [`SlotProducer::batch`]. Returns how many records were forgotten.
-    pub fn abandon(self) -> usize {
+    pub fn abandon(mut self) -> usize {
         let forgotten = self.len();
         // The slots written stay invisible to the consumer, which reads only below the
         // published `head`; the next push overwrites them.
         self.producer.head = self.start;
+        self.head = self.start;
         forgotten
     }
 }
@@ -730,9 +766,15 @@ impl<'a, const SLOT: usize> SlotConsumer<'a, SLOT> {
     ) -> Result<usize, RingCorrupt> {
         let wanted = max.min(self.slots()) as u32;
         let count = self.available(wanted)?.min(wanted);
+        // Locals, which the compiler keeps in registers: after each copy's fence it would
+        // otherwise reload the region's address, its mask and our `tail` from `self`.
+        let slots = self.slots;
+        let mut tail = self.tail;
         for _ in 0..count {
-            let record = self.slots.read(self.tail);
-            self.tail = self.tail.wrapping_add(1);
+            let record = slots.read(tail);
+            tail = tail.wrapping_add(1);
+            // Stored at once (a private field): if `f` unwinds, what was handed out is taken.
+            self.tail = tail;
             f(&record.0);
         }
         self.release_read();
