@@ -161,18 +161,26 @@ impl<const P: usize> Receiver<P> for SlotConsumer<'_, P> {
     }
 }
 
+// rtrb's chunks: asked for `count` slots, rtrb checks its cached index of the other side
+// first and loads the shared one only if that says too few (then it reports how many there
+// are, and the chunk is taken again at that size), as its documentation's `push_from_iter`
+// does. Asking `slots()` first would load the other side's index on every batch, which this
+// ring's batches do not do either.
 impl<const P: usize> Sender<P> for rtrb::Producer<[u8; P]> {
     fn send(&mut self, seq: u64) -> bool {
         self.push(message::<P>(seq)).is_ok()
     }
 
     fn send_batch(&mut self, seq: u64, count: usize) -> Option<usize> {
-        let count = count.min(self.slots());
-        if count == 0 {
-            return Some(0);
-        }
-        let chunk = self.write_chunk_uninit(count).ok()?;
-        Some(chunk.fill_from_iter((0..count as u64).map(|i| message::<P>(seq + i))))
+        let chunk = match self.write_chunk_uninit(count) {
+            Ok(chunk) => chunk,
+            Err(rtrb::chunks::ChunkError::TooFewSlots(0)) => return Some(0),
+            Err(rtrb::chunks::ChunkError::TooFewSlots(free)) => {
+                self.write_chunk_uninit(free).ok()?
+            }
+        };
+        let count = chunk.len() as u64;
+        Some(chunk.fill_from_iter((0..count).map(|i| message::<P>(seq + i))))
     }
 }
 
@@ -182,11 +190,14 @@ impl<const P: usize> Receiver<P> for rtrb::Consumer<[u8; P]> {
     }
 
     fn receive_batch(&mut self, max: usize, sum: &mut u64) -> Option<usize> {
-        let count = max.min(self.slots());
-        if count == 0 {
-            return Some(0);
-        }
-        let chunk = self.read_chunk(count).ok()?;
+        let chunk = match self.read_chunk(max) {
+            Ok(chunk) => chunk,
+            Err(rtrb::chunks::ChunkError::TooFewSlots(0)) => return Some(0),
+            Err(rtrb::chunks::ChunkError::TooFewSlots(available)) => {
+                self.read_chunk(available).ok()?
+            }
+        };
+        let count = chunk.len();
         let (first, second) = chunk.as_slices();
         for bytes in first.iter().chain(second) {
             *sum = sum.wrapping_add(sequence::<P>(bytes));
