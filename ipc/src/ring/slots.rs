@@ -51,7 +51,7 @@ use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomData;
 use core::ptr;
-use core::sync::atomic::compiler_fence;
+use core::mem::MaybeUninit;
 
 use super::{AttachError, HEADER_SIZE, REGION_ALIGN, RingCorrupt, RingHeader};
 use crate::sync::Ordering;
@@ -184,19 +184,32 @@ impl<const SLOT: usize> Slots<SLOT> {
         unsafe { ptr::write(self.slot(index).cast::<Words<SLOT>>(), *record) }
     }
 
-    /// Copies slot `index` out into a private value: each word is read once, here.
+    /// Copies slot `index` out into a private value: each word is read once, here, by a
+    /// volatile load (what C's `READ_ONCE` is for memory another side writes), which the
+    /// compiler may neither repeat nor replace by a later read of the slot, so what the caller
+    /// checks is what it uses, though a peer may rewrite the slot at any time. No fence: the
+    /// `Acquire` load of `head` before the copy and the `Release` store of `tail` after it
+    /// order the slot, and volatile loads order nothing else, so the caller's own memory stays
+    /// in registers across pops (a compiler fence made it store and reload every value it kept
+    /// in memory, such as a running sum, once per record) and the compiler may still fold a
+    /// load into the instruction that uses the word.
     #[inline(always)]
     fn read(&self, index: u32) -> Words<SLOT> {
         self.track(index, false);
-        // SAFETY: the slot is `SLOT` bytes inside the data area, valid for reads and 8-byte
-        // aligned (as in `write`). A peer that writes it concurrently breaks the protocol and
-        // only gives us garbage bytes, which the caller treats as an allegation like any other.
-        let record = unsafe { ptr::read(self.slot(index).cast::<Words<SLOT>>()) };
-        // The copy is final: the compiler may not read the slot again later in its place (a
-        // peer may have changed it by then, and what was checked would not be what is used),
-        // even where no `Release` store of `tail` follows the copy (a lazy release).
-        compiler_fence(Ordering::SeqCst);
-        record
+        let slot = self.slot(index).cast::<u64>();
+        let mut record = MaybeUninit::<Words<SLOT>>::uninit();
+        let words = record.as_mut_ptr().cast::<u64>();
+        for word in 0..SLOT / 8 {
+            // SAFETY: word `word` of the slot lies inside the slot (`SLOT` bytes inside the
+            // data area, valid for reads, `slot`) and is 8-byte aligned (as in `write`). A peer
+            // that writes it concurrently breaks the protocol and only gives us garbage bytes,
+            // which the caller treats as an allegation like any other. `words.add(word)` is
+            // inside `record`, `SLOT` bytes and 8-byte aligned.
+            unsafe { words.add(word).write(slot.add(word).read_volatile()) };
+        }
+        // SAFETY: every one of `record`'s `SLOT / 8` words was written above, and any bytes
+        // are a valid `Words`.
+        unsafe { record.assume_init() }
     }
 
     /// Loom builds: records an access to slot `index` in its shadow cell, which panics if it
@@ -766,8 +779,8 @@ impl<'a, const SLOT: usize> SlotConsumer<'a, SLOT> {
     ) -> Result<usize, RingCorrupt> {
         let wanted = max.min(self.slots()) as u32;
         let count = self.available(wanted)?.min(wanted);
-        // Locals, which the compiler keeps in registers: after each copy's fence it would
-        // otherwise reload the region's address, its mask and our `tail` from `self`.
+        // Locals, which the compiler keeps in registers across the copies and `f` (through
+        // `self` it would reload the region's address, its mask and our `tail` per record).
         let slots = self.slots;
         let mut tail = self.tail;
         for _ in 0..count {
