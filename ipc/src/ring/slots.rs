@@ -50,8 +50,8 @@
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::marker::PhantomData;
-use core::ptr;
 use core::mem::MaybeUninit;
+use core::ptr;
 
 use super::{AttachError, HEADER_SIZE, REGION_ALIGN, RingCorrupt, RingHeader};
 use crate::sync::Ordering;
@@ -375,7 +375,7 @@ impl<'a, const SLOT: usize> SlotProducer<'a, SLOT> {
     }
 
     /// Loads the consumer's `tail` and checks it against our `head`.
-    #[inline]
+    #[inline(always)]
     fn load_tail(&self) -> Result<u32, RingCorrupt> {
         // Acquire: the consumer's reads of the slots below `tail` happen before we reuse them.
         let tail = self.slots.header().consumer.0.tail.load(Ordering::Acquire);
@@ -413,9 +413,10 @@ impl<'a, const SLOT: usize> SlotProducer<'a, SLOT> {
     }
 
     /// The cached `tail` says every slot is taken: reloads it. On `Full`, counts a drop if
-    /// `count_drop`.
-    #[cold]
-    #[inline(never)]
+    /// `count_drop`. Inline and without a call: a producer that waits for room polls this,
+    /// and as a call returning its `Result` through memory it cost that poll 3-4x what
+    /// `rtrb`'s does (9 ns against 2.5 on the development VM), paid on every spin.
+    #[inline(always)]
     fn make_room(&mut self, count_drop: bool) -> Result<(), SlotPushError> {
         self.cached_tail = self.load_tail().map_err(SlotPushError::Corrupt)?;
         if self.cached_free() > 0 {
@@ -779,6 +780,11 @@ impl<'a, const SLOT: usize> SlotConsumer<'a, SLOT> {
     ) -> Result<usize, RingCorrupt> {
         let wanted = max.min(self.slots()) as u32;
         let count = self.available(wanted)?.min(wanted);
+        if count == 0 {
+            // The poll of a waiting consumer: straight out, past the loop's setup.
+            self.release_read();
+            return Ok(0);
+        }
         // Locals, which the compiler keeps in registers across the copies and `f` (through
         // `self` it would reload the region's address, its mask and our `tail` per record).
         let slots = self.slots;

@@ -117,6 +117,36 @@ fn batches_publish_once_and_stop_when_full() {
 }
 
 #[test]
+fn a_batch_reloads_tail_when_its_cached_one_says_full() {
+    let mut ring = SlotStorage::<16, 4>::new();
+    let (mut producer, mut consumer) = ring.split();
+    let mut batch = producer.batch();
+    for n in 0..4 {
+        batch.try_push(&record(n)).unwrap();
+    }
+    // Full by the tail cached when the batch began and by the real one.
+    assert_eq!(batch.try_push(&record(9)), Err(SlotPushError::Full));
+    assert_eq!(batch.commit(), 4);
+    let mut batch = producer.batch();
+    assert_eq!(batch.try_push(&record(9)), Err(SlotPushError::Full));
+    // The consumer frees two slots while the batch is open: the batch sees them when its
+    // cached tail says full, and only those two.
+    let mut seen = Vec::new();
+    assert_eq!(consumer.pop_batch(2, |r| seen.push(*r)).unwrap(), 2);
+    batch.try_push(&record(4)).unwrap();
+    batch.try_push(&record(5)).unwrap();
+    assert_eq!(batch.push(&record(9)), Err(SlotPushError::Full));
+    assert_eq!(batch.len(), 2);
+    drop(batch);
+    assert_eq!(producer.dropped(), 1, "only push counts a drop");
+    assert_eq!(
+        consumer.pop_batch(usize::MAX, |r| seen.push(*r)).unwrap(),
+        4
+    );
+    assert_eq!(seen, (0..6).map(record).collect::<Vec<_>>());
+}
+
+#[test]
 fn an_abandoned_or_leaked_batch_publishes_nothing() {
     let mut ring = SlotStorage::<16, 4>::new();
     let (mut producer, mut consumer) = ring.split();
