@@ -8,9 +8,12 @@
 //! rounds every queue runs the same workload once, in turn (each round starting with the next
 //! queue), and the table shows the median rate per queue and the medians of the per-round
 //! ratios (the slot ring and the byte ring against `rtrb`, the slot ring against the best of
-//! the other three; for ping-pong, of round trips per second). On a shared machine whose speed changes from minute to minute (the development
-//! VM's does, 3-4x), criterion's one-queue-after-another runs compare queues measured in
-//! different conditions; rounds do not.
+//! the others; for ping-pong, of round trips per second). On a shared machine whose speed
+//! changes from minute to minute (the development VM's does, 3-4x), criterion's
+//! one-queue-after-another runs compare queues measured in different conditions; rounds do
+//! not. A second `rtrb` ("rtrb again") runs in every round as a control: its ratio to the
+//! first is what the same queue measures against itself, so a ratio no farther from 1 than
+//! that one is noise, not a difference between queues.
 //!
 //! Every message carries its sequence number in each of its 8-byte words and the receiver
 //! reads them all (the mean is the number) and checks the sum, so a queue that loses or
@@ -21,7 +24,11 @@
 //! The other queues hold `[u8; N]` values; the byte ring copies the same bytes into
 //! length-prefixed records, which is what it does with real messages, and the slot ring into
 //! `N`-byte slots. Both copy every message out into private memory before the receiver reads
-//! it (a peer's bytes are read once). Capacities are about 1024 messages each.
+//! it (a peer's bytes are read once; the slot ring's copy is one volatile load per word,
+//! which the compiler folds into the receiver's reads, so it costs what `rtrb`'s in-place
+//! reads of a chunk cost). Every queue is used the way its documentation shows: one message
+//! per push or pop, or a chunk of up to [`BATCH`] taken from what its cached indices allow.
+//! Capacities are about 1024 messages each.
 //!
 //! `IPC_BENCH_SECONDS` sets criterion's measurement time per benchmark (default 2).
 
@@ -40,15 +47,20 @@ const BATCH: usize = 32;
 const ELEMENTS: usize = 1024;
 
 /// The queues, in the table's order.
-const QUEUES: [&str; 5] = [
+const QUEUES: [&str; 6] = [
     "fredvisor bytes",
     "fredvisor slots",
     "rtrb",
     "crossbeam ArrayQueue",
     "heapless spsc",
+    "rtrb again",
 ];
 /// Where `rtrb` is in [`QUEUES`]: the table's ratios are against it.
 const RTRB: usize = 2;
+/// Where the table's control is in [`QUEUES`]: a second `rtrb`, run in each round like the
+/// others, so that its ratio to the first shows how far two runs of the same queue differ in
+/// the same conditions (the noise any other ratio of the run has to be read against).
+const CONTROL: usize = 5;
 
 /// Message `seq`: its sequence number in every 8-byte word.
 fn message<const P: usize>(seq: u64) -> [u8; P] {
@@ -536,12 +548,14 @@ fn throughput_runs<const P: usize>(count: u64, batched: bool) -> [Option<Run>; Q
     let crossbeam: &'static ArrayQueue<[u8; P]> = Box::leak(Box::new(ArrayQueue::new(ELEMENTS)));
     let heapless = Box::leak(Box::new(heapless::spsc::Queue::<[u8; P], ELEMENTS>::new()));
     let (heapless_tx, heapless_rx) = padded(heapless.split());
+    let (control_tx, control_rx) = padded(rtrb::RingBuffer::<[u8; P]>::new(ELEMENTS));
     [
         transfer_run::<P>(bytes_tx, bytes_rx, count, batched),
         transfer_run::<P>(slots_tx, slots_rx, count, batched),
         transfer_run::<P>(rtrb_tx, rtrb_rx, count, batched),
         transfer_run::<P>(crossbeam, crossbeam, count, false),
         transfer_run::<P>(heapless_tx, heapless_rx, count, false),
+        transfer_run::<P>(control_tx, control_rx, count, batched),
     ]
 }
 
@@ -563,6 +577,7 @@ fn ping_pong_runs(count: u64) -> [Option<Run>; QUEUES.len()] {
         ping_pong_run::<P>(rtrb(), rtrb(), count),
         ping_pong_run::<P>(crossbeam(), crossbeam(), count),
         ping_pong_run::<P>(heapless(), heapless(), count),
+        ping_pong_run::<P>(rtrb(), rtrb(), count),
     ]
 }
 
@@ -611,7 +626,12 @@ fn interleaved_table() {
          better. Queues without a batch API appear in the batched rows with their single rate."
     );
     println!();
-    const RATIOS: [&str; 3] = ["slots / rtrb", "bytes / rtrb", "slots / best"];
+    const RATIOS: [&str; 4] = [
+        "slots / rtrb",
+        "bytes / rtrb",
+        "slots / best",
+        "again / rtrb",
+    ];
     print!("| {:<14} |", "benchmark");
     for queue in QUEUES {
         print!(" {queue:>20} |");
@@ -652,6 +672,7 @@ fn interleaved_table() {
             ratios[0].push(round[1] / round[RTRB]);
             ratios[1].push(round[0] / round[RTRB]);
             ratios[2].push(round[1] / best_other);
+            ratios[3].push(round[CONTROL] / round[RTRB]);
         }
         print!("| {:<14} |", row.name);
         for all in &mut rates {
