@@ -17,11 +17,13 @@ use crate::timer;
 use bsp_x86_64::entry::FastSyscall;
 use bsp_x86_64::frame::{Frame, SsQword};
 use bsp_x86_64::idt::Vector;
-use bsp_x86_64::regs::Rflags;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 use ipc::dump::Delivery;
 use ipc::syscall::Syscall;
 use ipc::{Event, EventKind};
+use tick_reports::{interrupted_nucleus_work, report_masked_ticks, report_nmis};
+
+mod tick_reports;
 
 bsp_x86_64::entry_stubs!(
     idt: idt_entry,
@@ -38,8 +40,6 @@ const SYSCALL_TYPE: u8 = ipc::EventKind::Syscall.fred_type();
 const SYSCALL_VECTOR: u8 = ipc::EventKind::Syscall.vector();
 /// The class of a SYSCALL from 64-bit mode.
 const SYSCALL_CLASS: u64 = SsQword::class_of(SYSCALL_TYPE, SYSCALL_VECTOR, true);
-
-static NMI_REPORTED: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn idt_entry(live: LiveFrame<'static>) -> ExitFrame {
     enter(live, Delivery::Idt, dispatch, Entry::Other)
@@ -430,49 +430,5 @@ fn tick_verdict(t: &mut Threads, frame: &mut Frame, delivery: Delivery) -> NextT
             Ok(event) => forward(t, frame, cur, &event, delivery),
             Err(_) => NextTask::Same,
         },
-    }
-}
-
-/// Reports NMIs counted since the last report. Called from a safe context (the timer tick),
-/// since the NMI handler itself must not print (it may have interrupted the console's holder).
-fn report_nmis() {
-    let seen = crate::cpu::ipi::nmis();
-    let reported = NMI_REPORTED.swap(seen, Ordering::Relaxed);
-    if seen != reported {
-        println!(
-            "nucleus: {} NMI(s) received ({seen} since boot)",
-            seen - reported
-        );
-    }
-}
-
-/// Ticks that interrupted the nucleus with RFLAGS.IF = 0, and how many were reported.
-static MASKED_TICKS: AtomicU64 = AtomicU64::new(0);
-static MASKED_TICKS_REPORTED: AtomicU64 = AtomicU64::new(0);
-
-/// Whether the tick interrupted nucleus code that is not the idle loop. The nucleus runs with
-/// interrupts off everywhere else, but not every CPU model masks them as it should (Bochs'
-/// FRED delivery clears RFLAGS.IF without masking INTR, issue 14). Such a tick interrupted
-/// work in progress — a half-printed line, a server half restarted, the thread table
-/// borrowed — so it only counts: it must neither switch contexts (the interrupted code would
-/// never resume, still holding what it held) nor print.
-fn interrupted_nucleus_work(frame: &Frame) -> bool {
-    if frame.ret.cs.selector().rpl() == 3 || crate::cpu::enter::in_idle_loop(frame.ret.rip) {
-        return false;
-    }
-    if !Rflags::from_bits_retain(frame.ret.rflags).contains(Rflags::IF) {
-        MASKED_TICKS.fetch_add(1, Ordering::Relaxed);
-    }
-    true
-}
-
-/// Says once, from a tick that may print, that the CPU delivered ticks with IF = 0.
-fn report_masked_ticks() {
-    let seen = MASKED_TICKS.load(Ordering::Relaxed);
-    if seen != 0 && MASKED_TICKS_REPORTED.swap(seen, Ordering::Relaxed) == 0 {
-        println!(
-            "nucleus: the CPU delivered {seen} timer interrupt(s) while the nucleus ran with \
-             RFLAGS.IF=0; counted, not acted on"
-        );
     }
 }

@@ -50,17 +50,7 @@ pub fn fast(t: &mut Threads, frame: &mut Frame) -> Result<ExitFrame, Fallback> {
     let token = t.upcoming_token();
     let receiver = t.get_mut(manager);
     let ring = receiver.events.as_mut().ok_or(Fallback::Ring)?;
-    let g = &frame.gprs;
-    let call = || ipc::message::Hypercall {
-        token,
-        domain,
-        vcpu: 0,
-        number: g.rax,
-        args: [g.rdi, g.rsi, g.rdx, g.r10, g.r8, g.r9],
-        rip: frame.ret.rip,
-        rsp: frame.ret.rsp,
-        rflags: frame.ret.rflags,
-    };
+    let call = || hypercall_of(frame, token, domain);
     // Not counted as a drop: the general path tries again and counts it.
     ipc::codec::push_hypercall_record(ring, call).map_err(|_| Fallback::Ring)?;
     receiver.wake();
@@ -77,6 +67,23 @@ pub fn fast(t: &mut Threads, frame: &mut Frame) -> Result<ExitFrame, Fallback> {
     let exit = sched::switch_to_server(t, manager);
     t.wake_remote();
     Ok(exit)
+}
+
+/// The hypercall vCPU 0 of `domain` makes in `frame` (pv64-abi.md §3: the number in RAX,
+/// the arguments in RDI, RSI, RDX, R10, R8, R9), asked under `token`.
+#[inline(always)]
+fn hypercall_of(frame: &Frame, token: ipc::Token, domain: u16) -> ipc::message::Hypercall {
+    let g = &frame.gprs;
+    ipc::message::Hypercall {
+        token,
+        domain,
+        vcpu: 0,
+        number: g.rax,
+        args: [g.rdi, g.rsi, g.rdx, g.r10, g.r8, g.r9],
+        rip: frame.ret.rip,
+        rsp: frame.ret.rsp,
+        rflags: frame.ret.rflags,
+    }
 }
 
 /// A guest vCPU's `syscall`: a hypercall (pv64-abi.md §3). It goes to the guest manager
@@ -98,17 +105,7 @@ pub fn hypercall(t: &mut Threads, frame: &mut Frame, cur: ThreadId) -> NextTask 
         return NextTask::Other;
     };
     let token = t.next_token();
-    let g = &frame.gprs;
-    let call = ipc::message::Hypercall {
-        token,
-        domain,
-        vcpu: 0,
-        number: g.rax,
-        args: [g.rdi, g.rsi, g.rdx, g.r10, g.r8, g.r9],
-        rip: frame.ret.rip,
-        rsp: frame.ret.rsp,
-        rflags: frame.ret.rflags,
-    };
+    let call = hypercall_of(frame, token, domain);
     if t.get(cur).vcpu.mode == ipc::message::GuestMode::User {
         let event = Event {
             cpu: 0,
