@@ -59,6 +59,16 @@ use crate::sync::Ordering;
 /// Largest slot: records of fixed size are small messages, and a slot is copied into a
 /// private value (on the stack) for every pop.
 pub const MAX_SLOT: usize = 1024;
+/// Bytes of published slots a batch consumer asks the cache for ahead of the slot it reads:
+/// eight cache lines. The hardware's own prefetchers see a stream only after a few misses and
+/// fetch one line after another; a batch knows which slots it will read, so it asks for their
+/// lines together, and their transfers from the producer's core overlap (`cargo bench -p
+/// ipc`, 16 B and 128 B batched: 0.98x-1.02x of `rtrb` without, 1.14x-1.30x with).
+pub const PREFETCH_BYTES: usize = 512;
+
+/// Cache line size the prefetches step by.
+const CACHE_LINE: usize = 64;
+
 /// Smallest number of slots a ring has.
 pub const MIN_SLOTS: usize = 2;
 /// Largest number of slots: indices are `u32`, so their distance must stay well below 2³².
@@ -173,10 +183,31 @@ impl<const SLOT: usize> Slots<SLOT> {
         unsafe { self.data.add((index & self.mask) as usize * SLOT) }
     }
 
-    /// Copies `record` into slot `index`.
+    /// Copies `record` into slot `index`. Where the slot is a multiple of 16 bytes, as 16-byte
+    /// volatile stores: half the store-buffer entries of word stores (the compiler splits plain
+    /// copies into words), and a producer whose slots' lines are still in the consumer's cache
+    /// stalls on its store buffer, not on its instructions.
     #[inline(always)]
     fn write(&self, index: u32, record: &Words<SLOT>) {
         self.track(index, true);
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        if SLOT.is_multiple_of(16) {
+            use core::arch::x86_64::__m128i;
+            let slot = self.slot(index).cast::<__m128i>();
+            let chunks = ptr::from_ref(record).cast::<__m128i>();
+            for chunk in 0..SLOT / 16 {
+                // SAFETY: chunk `chunk` of the slot lies inside the slot (`SLOT` bytes inside
+                // the data area, valid for writes, `slot`) and is 16-byte aligned (the data
+                // area starts at `HEADER_SIZE` of a `REGION_ALIGN`-aligned region and `SLOT`
+                // is a multiple of 16); `record` is private memory, `SLOT` bytes but only
+                // 8-byte aligned, hence the unaligned load from it.
+                unsafe {
+                    slot.add(chunk)
+                        .write_volatile(chunks.add(chunk).read_unaligned())
+                };
+            }
+            return;
+        }
         // SAFETY: the slot is `SLOT` bytes inside the data area, valid for writes (`slot`),
         // and 8-byte aligned (the data area starts at `HEADER_SIZE` of a `REGION_ALIGN`-aligned
         // region and `SLOT` is a multiple of 8), as `Words` asks; `record` is private memory,
@@ -196,8 +227,31 @@ impl<const SLOT: usize> Slots<SLOT> {
     #[inline(always)]
     fn read(&self, index: u32) -> Words<SLOT> {
         self.track(index, false);
-        let slot = self.slot(index).cast::<u64>();
         let mut record = MaybeUninit::<Words<SLOT>>::uninit();
+        // 16-byte loads where the slot is a multiple of 16 bytes: a receiver that sums or
+        // compares the words then works on vectors (a 128-byte record was a chain of 16
+        // dependent adds, and the consumer, not the producer, set the 128 B rows' rate).
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        if SLOT.is_multiple_of(16) {
+            use core::arch::x86_64::__m128i;
+            let slot = self.slot(index).cast::<__m128i>();
+            let chunks = record.as_mut_ptr().cast::<__m128i>();
+            for chunk in 0..SLOT / 16 {
+                // SAFETY: as for the words below, in 16-byte chunks: a slot of a multiple of
+                // 16 bytes starts 16-byte aligned (as in `write`); `record` is only 8-byte
+                // aligned, hence the unaligned store (into a value the compiler keeps in
+                // registers anyway).
+                unsafe {
+                    chunks
+                        .add(chunk)
+                        .write_unaligned(slot.add(chunk).read_volatile())
+                };
+            }
+            // SAFETY: every byte of `record` was written above, and any bytes are a valid
+            // `Words`.
+            return unsafe { record.assume_init() };
+        }
+        let slot = self.slot(index).cast::<u64>();
         let words = record.as_mut_ptr().cast::<u64>();
         for word in 0..SLOT / 8 {
             // SAFETY: word `word` of the slot lies inside the slot (`SLOT` bytes inside the
@@ -210,6 +264,39 @@ impl<const SLOT: usize> Slots<SLOT> {
         // SAFETY: every one of `record`'s `SLOT / 8` words was written above, and any bytes
         // are a valid `Words`.
         unsafe { record.assume_init() }
+    }
+
+    /// Asks the cache for the line holding byte `byte` of slot `index` (`byte < SLOT`): a
+    /// hint, which reads nothing the program sees (a no-op where there is no SSE, as in the
+    /// nucleus).
+    #[inline(always)]
+    fn prefetch(&self, index: u32, byte: usize) {
+        debug_assert!(byte < SLOT);
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
+        // SAFETY: a prefetch only hints: it reads no memory the program sees and faults on no
+        // address; this one is inside slot `index` anyway (`byte < SLOT`).
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                self.slot(index).add(byte).cast::<i8>(),
+            );
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_feature = "sse")))]
+        let _ = (index, byte);
+    }
+
+    /// Asks the cache for every line that begins at byte `from..to` counted from the start of
+    /// slot `index` (and, if `from` is 0, for the line that slot starts in), where
+    /// `to <= SLOT * n` for `n` slots from `index` the caller may read: the lines of the next
+    /// bytes of a run of slots, each asked for once as a run advances.
+    #[inline(always)]
+    fn prefetch_run(&self, index: u32, from: usize, to: usize) {
+        // Where slot `index` starts in its line (the data area starts on a line).
+        let lead = (index & self.mask) as usize * SLOT % CACHE_LINE;
+        let mut byte = first_line_start(from, lead);
+        while byte < to {
+            self.prefetch(index.wrapping_add((byte / SLOT) as u32), byte % SLOT);
+            byte = next_line_start(byte, lead);
+        }
     }
 
     /// Loom builds: records an access to slot `index` in its shadow cell, which panics if it
@@ -232,6 +319,23 @@ impl<const SLOT: usize> Slots<SLOT> {
     #[cfg(not(loom))]
     #[inline(always)]
     fn track(&self, _index: u32, _write: bool) {}
+}
+
+/// The first byte at or after `from` of a run of slots that begins a cache line, counted from
+/// the run's first byte, which is `lead` bytes into its line; 0 (the line the run starts in)
+/// for `from == 0`.
+const fn first_line_start(from: usize, lead: usize) -> usize {
+    if from == 0 {
+        0
+    } else {
+        (from + lead).next_multiple_of(CACHE_LINE) - lead
+    }
+}
+
+/// The byte of the run after `byte` that begins the next cache line (see
+/// [`first_line_start`]).
+const fn next_line_start(byte: usize, lead: usize) -> usize {
+    (byte + lead) / CACHE_LINE * CACHE_LINE + CACHE_LINE - lead
 }
 
 /// A record in private memory, 8-byte aligned, so that it is copied into and out of its slot
@@ -530,11 +634,16 @@ impl<'a, const SLOT: usize> SlotProducer<'a, SLOT> {
 /// The batch keeps what its pushes need in itself (our `head`, where the cached `tail` says
 /// the ring is full, the ring's geometry), a local value the compiler keeps in registers, so a
 /// push is a compare and the slot's stores: nothing is reloaded through the producer after
-/// each slot write, which the compiler could not tell apart from the producer's own fields.
+/// each slot write, which the compiler could not tell apart from the producer's own fields,
+/// and nothing is stored into it either. The producer's `head` is brought up to date only
+/// where it is read: before a reload of `tail` and when the batch ends. (Storing it after
+/// every slot cost a third store per 16-byte record, and a producer whose slots' lines are in
+/// the consumer's cache waits on its store buffer: the 16 B batched row went from 0.68x of
+/// `rtrb` to 0.95x without that store.)
 pub struct SlotBatch<'p, 'a, const SLOT: usize> {
     /// The producer's private `head` when the batch began.
     start: u32,
-    /// The next slot to fill: the producer's `head`, which is kept equal to it.
+    /// The next slot to fill: the producer's `head` runs behind it until the batch ends.
     head: u32,
     /// `cached_tail + slots`: `head` has reached it when the cached `tail` says "full".
     limit: u32,
@@ -549,19 +658,20 @@ impl<const SLOT: usize> SlotBatch<'_, '_, SLOT> {
     #[inline(always)]
     fn reserve(&mut self, count_drop: bool) -> Result<(), SlotPushError> {
         if self.head == self.limit {
+            // `make_room` checks `tail` against the producer's `head`.
+            self.producer.head = self.head;
             self.producer.make_room(count_drop)?;
             self.limit = self.producer.cached_tail.wrapping_add(self.slots.slots());
         }
         Ok(())
     }
 
-    /// Writes `record` into the slot at our `head`, which must be free, and advances `head`
-    /// (ours and the producer's); does not publish.
+    /// Writes `record` into the slot at our `head`, which must be free, and advances our
+    /// `head` (not yet the producer's); does not publish.
     #[inline(always)]
     fn write(&mut self, record: &Words<SLOT>) {
         let head = self.head;
         self.head = head.wrapping_add(1);
-        self.producer.head = self.head;
         self.slots.write(head, record);
     }
 
@@ -615,8 +725,8 @@ impl<const SLOT: usize> SlotBatch<'_, '_, SLOT> {
     pub fn abandon(mut self) -> usize {
         let forgotten = self.len();
         // The slots written stay invisible to the consumer, which reads only below the
-        // published `head`; the next push overwrites them.
-        self.producer.head = self.start;
+        // published `head`; the next push overwrites them. `drop` hands `start` back to the
+        // producer as its `head`.
         self.head = self.start;
         forgotten
     }
@@ -625,7 +735,8 @@ impl<const SLOT: usize> SlotBatch<'_, '_, SLOT> {
 impl<const SLOT: usize> Drop for SlotBatch<'_, '_, SLOT> {
     #[inline(always)]
     fn drop(&mut self) {
-        if self.producer.head != self.start {
+        self.producer.head = self.head;
+        if self.head != self.start {
             self.producer.publish();
         }
     }
@@ -714,6 +825,10 @@ impl<'a, const SLOT: usize> SlotConsumer<'a, SLOT> {
             return Ok(available);
         }
         self.release_read();
+        // The next slot's line, asked for beside `head`'s: if `head` shows it published, its
+        // bytes are on the way already instead of being fetched only after `head` arrived (a
+        // ping-pong round trip: two transfers after each other became two at once).
+        self.slots.prefetch(self.tail, 0);
         self.cached_head = self.load_head()?;
         Ok(self.cached_head.wrapping_sub(self.tail))
     }
@@ -786,16 +901,33 @@ impl<'a, const SLOT: usize> SlotConsumer<'a, SLOT> {
             return Ok(0);
         }
         // Locals, which the compiler keeps in registers across the copies and `f` (through
-        // `self` it would reload the region's address, its mask and our `tail` per record).
+        // `self` it would reload the region's address, its mask and our `tail` per record,
+        // and a store of `tail` per record costs a store-buffer entry the copies need when
+        // the peer's core holds the slots' lines).
         let slots = self.slots;
-        let mut tail = self.tail;
+        let mut tail = TakenUpTo {
+            tail: self.tail,
+            to: &mut self.tail,
+        };
+        // Every line of the first `PREFETCH_BYTES` of the batch at once, then each slot read
+        // moves that window on by a slot (within the batch: the slots past it may be unwritten,
+        // and their lines the producer's). Slots smaller than a line move the window only at
+        // the start: a batch of them is mostly inside the first window (32 of 16 bytes are),
+        // and a check per slot cost the 16 B rows more than the rest of the window gave.
+        let start = tail.tail;
+        let bytes = count as usize * SLOT;
+        slots.prefetch_run(start, 0, PREFETCH_BYTES.min(bytes));
+        let mut window = PREFETCH_BYTES;
         for _ in 0..count {
-            let record = slots.read(tail);
-            tail = tail.wrapping_add(1);
-            // Stored at once (a private field): if `f` unwinds, what was handed out is taken.
-            self.tail = tail;
+            if SLOT >= CACHE_LINE && window < bytes {
+                slots.prefetch_run(start, window, (window + SLOT).min(bytes));
+            }
+            window += SLOT;
+            let record = slots.read(tail.tail);
+            tail.tail = tail.tail.wrapping_add(1);
             f(&record.0);
         }
+        drop(tail);
         self.release_read();
         Ok(count as usize)
     }
@@ -805,6 +937,20 @@ impl<'a, const SLOT: usize> SlotConsumer<'a, SLOT> {
     /// stops reading before that (and is not dropped) calls this.
     pub fn release_now(&mut self) {
         self.release_read();
+    }
+}
+
+/// A batch's `tail` in a local, stored into the consumer's when the batch ends or `f` unwinds,
+/// so a record handed out is taken either way.
+struct TakenUpTo<'c> {
+    tail: u32,
+    to: &'c mut u32,
+}
+
+impl Drop for TakenUpTo<'_> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        *self.to = self.tail;
     }
 }
 

@@ -334,3 +334,79 @@ fn single_pops_release_lazily_and_never_strand_a_waiting_producer() {
     drop(consumer);
     assert_eq!(producer.len(), Ok(0), "dropping the consumer publishes");
 }
+
+#[test]
+fn prefetch_runs_step_from_line_to_line() {
+    // A run starting on a line: its lines begin at 0, 64, 128, ...
+    assert_eq!(first_line_start(0, 0), 0);
+    assert_eq!(next_line_start(0, 0), 64);
+    assert_eq!(first_line_start(512, 0), 512);
+    assert_eq!(first_line_start(513, 0), 576);
+    // A run of 24-byte slots starting 48 bytes into a line: the next line begins 16 bytes
+    // into the run, every 64 after that.
+    assert_eq!(first_line_start(0, 48), 0);
+    assert_eq!(next_line_start(0, 48), 16);
+    assert_eq!(next_line_start(16, 48), 80);
+    assert_eq!(first_line_start(1, 48), 16);
+    assert_eq!(first_line_start(17, 48), 80);
+    assert_eq!(first_line_start(80, 48), 80);
+}
+
+#[test]
+fn batches_of_unaligned_and_multi_line_slots_keep_order() {
+    // 24-byte slots start anywhere in a line, 136-byte ones span three lines: the batch's
+    // prefetch window steps over both without touching a byte outside its slots.
+    fn run<const SLOT: usize>() {
+        let mut ring = SlotStorage::<SLOT, 16>::new();
+        let (mut producer, mut consumer) = ring.split();
+        let mut next = 0u64;
+        let mut expected = 0u64;
+        for round in 0..40 {
+            let mut batch = producer.batch();
+            for _ in 0..(round % 7 + 5) {
+                let mut record = [0u8; SLOT];
+                record[..8].copy_from_slice(&next.to_le_bytes());
+                record[SLOT - 8..].copy_from_slice(&(!next).to_le_bytes());
+                if batch.try_push(&record).is_err() {
+                    break;
+                }
+                next += 1;
+            }
+            batch.commit();
+            consumer
+                .pop_batch(usize::MAX, |record| {
+                    let first = u64::from_le_bytes(record[..8].try_into().unwrap());
+                    let last = u64::from_le_bytes(record[SLOT - 8..].try_into().unwrap());
+                    assert_eq!((first, last), (expected, !expected));
+                    expected += 1;
+                })
+                .unwrap();
+        }
+        assert_eq!(expected, next);
+    }
+    run::<24>();
+    run::<136>();
+    run::<16>();
+}
+
+#[test]
+fn a_batch_pop_that_unwinds_keeps_what_it_handed_out() {
+    let mut ring = SlotStorage::<16, 8>::new();
+    let (mut producer, mut consumer) = ring.split();
+    for n in 0..5 {
+        producer.push(&record(n)).unwrap();
+    }
+    let mut seen = Vec::new();
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        consumer.pop_batch(8, |r| {
+            seen.push(*r);
+            assert!(seen.len() < 3, "the receiver gives up on its third record");
+        })
+    }));
+    assert!(unwound.is_err());
+    assert_eq!(seen, [record(0), record(1), record(2)]);
+    // The third was handed out, so it is taken; the next pop starts at the fourth.
+    assert_eq!(consumer.pop().unwrap(), Some(record(3)));
+    assert_eq!(consumer.pop().unwrap(), Some(record(4)));
+    assert_eq!(consumer.pop().unwrap(), None);
+}
