@@ -266,36 +266,43 @@ impl<const SLOT: usize> Slots<SLOT> {
         unsafe { record.assume_init() }
     }
 
-    /// Asks the cache for the line holding byte `byte` of slot `index` (`byte < SLOT`): a
-    /// hint, which reads nothing the program sees (a no-op where there is no SSE, as in the
-    /// nucleus).
+    /// Asks the cache for every line holding one of the `bytes` bytes of slots from the start
+    /// of slot `index` on (`bytes` at most the data area's length; past its end they go on at
+    /// its start, as the slots do): hints, which read nothing the program sees (none where
+    /// there is no SSE, as in the nucleus).
     #[inline(always)]
-    fn prefetch(&self, index: u32, byte: usize) {
-        debug_assert!(byte < SLOT);
-        #[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
-        // SAFETY: a prefetch only hints: it reads no memory the program sees and faults on no
-        // address; this one is inside slot `index` anyway (`byte < SLOT`).
-        unsafe {
-            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                self.slot(index).add(byte).cast::<i8>(),
-            );
+    fn prefetch(&self, index: u32, bytes: usize) {
+        let at = (index & self.mask) as usize * SLOT;
+        let first = bytes.min(self.slots() as usize * SLOT - at);
+        self.prefetch_lines(at, at + first);
+        if first < bytes {
+            self.prefetch_lines(0, bytes - first);
         }
-        #[cfg(not(all(target_arch = "x86_64", target_feature = "sse")))]
-        let _ = (index, byte);
     }
 
-    /// Asks the cache for every line that begins at byte `from..to` counted from the start of
-    /// slot `index` (and, if `from` is 0, for the line that slot starts in), where
-    /// `to <= SLOT * n` for `n` slots from `index` the caller may read: the lines of the next
-    /// bytes of a run of slots, each asked for once as a run advances.
+    /// Asks the cache for the lines of slot `index` (which never wraps).
     #[inline(always)]
-    fn prefetch_run(&self, index: u32, from: usize, to: usize) {
-        // Where slot `index` starts in its line (the data area starts on a line).
-        let lead = (index & self.mask) as usize * SLOT % CACHE_LINE;
-        let mut byte = first_line_start(from, lead);
-        while byte < to {
-            self.prefetch(index.wrapping_add((byte / SLOT) as u32), byte % SLOT);
-            byte = next_line_start(byte, lead);
+    fn prefetch_slot(&self, index: u32) {
+        let at = (index & self.mask) as usize * SLOT;
+        self.prefetch_lines(at, at + SLOT);
+    }
+
+    /// Asks the cache for the lines holding bytes `from..to` of the data area, which starts on
+    /// a line (`to` at most its length).
+    #[inline(always)]
+    fn prefetch_lines(&self, from: usize, to: usize) {
+        debug_assert!(to <= self.slots() as usize * SLOT);
+        let mut line = from & !(CACHE_LINE - 1);
+        while line < to {
+            #[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
+            // SAFETY: a prefetch only hints: it reads no memory the program sees and faults on
+            // no address; this one is inside the data area anyway (`line < to <= its length`).
+            unsafe {
+                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                    self.data.add(line).cast::<i8>(),
+                );
+            }
+            line += CACHE_LINE;
         }
     }
 
@@ -319,23 +326,6 @@ impl<const SLOT: usize> Slots<SLOT> {
     #[cfg(not(loom))]
     #[inline(always)]
     fn track(&self, _index: u32, _write: bool) {}
-}
-
-/// The first byte at or after `from` of a run of slots that begins a cache line, counted from
-/// the run's first byte, which is `lead` bytes into its line; 0 (the line the run starts in)
-/// for `from == 0`.
-const fn first_line_start(from: usize, lead: usize) -> usize {
-    if from == 0 {
-        0
-    } else {
-        (from + lead).next_multiple_of(CACHE_LINE) - lead
-    }
-}
-
-/// The byte of the run after `byte` that begins the next cache line (see
-/// [`first_line_start`]).
-const fn next_line_start(byte: usize, lead: usize) -> usize {
-    (byte + lead) / CACHE_LINE * CACHE_LINE + CACHE_LINE - lead
 }
 
 /// A record in private memory, 8-byte aligned, so that it is copied into and out of its slot
@@ -828,7 +818,7 @@ impl<'a, const SLOT: usize> SlotConsumer<'a, SLOT> {
         // The next slot's line, asked for beside `head`'s: if `head` shows it published, its
         // bytes are on the way already instead of being fetched only after `head` arrived (a
         // ping-pong round trip: two transfers after each other became two at once).
-        self.slots.prefetch(self.tail, 0);
+        self.slots.prefetch(self.tail, 1);
         self.cached_head = self.load_head()?;
         Ok(self.cached_head.wrapping_sub(self.tail))
     }
@@ -914,15 +904,13 @@ impl<'a, const SLOT: usize> SlotConsumer<'a, SLOT> {
         // and their lines the producer's). Slots smaller than a line move the window only at
         // the start: a batch of them is mostly inside the first window (32 of 16 bytes are),
         // and a check per slot cost the 16 B rows more than the rest of the window gave.
-        let start = tail.tail;
-        let bytes = count as usize * SLOT;
-        slots.prefetch_run(start, 0, PREFETCH_BYTES.min(bytes));
-        let mut window = PREFETCH_BYTES;
-        for _ in 0..count {
-            if SLOT >= CACHE_LINE && window < bytes {
-                slots.prefetch_run(start, window, (window + SLOT).min(bytes));
+        let count_bytes = count as usize * SLOT;
+        slots.prefetch(tail.tail, PREFETCH_BYTES.min(count_bytes));
+        let ahead = PREFETCH_BYTES.div_ceil(SLOT) as u32;
+        for n in 0..count {
+            if SLOT >= CACHE_LINE && n + ahead < count {
+                slots.prefetch_slot(tail.tail.wrapping_add(ahead));
             }
-            window += SLOT;
             let record = slots.read(tail.tail);
             tail.tail = tail.tail.wrapping_add(1);
             f(&record.0);

@@ -336,23 +336,6 @@ fn single_pops_release_lazily_and_never_strand_a_waiting_producer() {
 }
 
 #[test]
-fn prefetch_runs_step_from_line_to_line() {
-    // A run starting on a line: its lines begin at 0, 64, 128, ...
-    assert_eq!(first_line_start(0, 0), 0);
-    assert_eq!(next_line_start(0, 0), 64);
-    assert_eq!(first_line_start(512, 0), 512);
-    assert_eq!(first_line_start(513, 0), 576);
-    // A run of 24-byte slots starting 48 bytes into a line: the next line begins 16 bytes
-    // into the run, every 64 after that.
-    assert_eq!(first_line_start(0, 48), 0);
-    assert_eq!(next_line_start(0, 48), 16);
-    assert_eq!(next_line_start(16, 48), 80);
-    assert_eq!(first_line_start(1, 48), 16);
-    assert_eq!(first_line_start(17, 48), 80);
-    assert_eq!(first_line_start(80, 48), 80);
-}
-
-#[test]
 fn batches_of_unaligned_and_multi_line_slots_keep_order() {
     // 24-byte slots start anywhere in a line, 136-byte ones span three lines: the batch's
     // prefetch window steps over both without touching a byte outside its slots.
