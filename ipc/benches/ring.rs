@@ -24,9 +24,9 @@
 //! The other queues hold `[u8; N]` values; the byte ring copies the same bytes into
 //! length-prefixed records, which is what it does with real messages, and the slot ring into
 //! `N`-byte slots. Both copy every message out into private memory before the receiver reads
-//! it (a peer's bytes are read once; the slot ring's copy is one volatile load per word,
-//! which the compiler folds into the receiver's reads, so it costs what `rtrb`'s in-place
-//! reads of a chunk cost). Every queue is used the way its documentation shows: one message
+//! it (a peer's bytes are read once; the slot ring's copy is volatile loads of 16 bytes, or
+//! of a word, which the compiler folds into the receiver's reads, so it costs what `rtrb`'s
+//! in-place reads of a chunk cost). Every queue is used the way its documentation shows: one message
 //! per push or pop, or a chunk of up to [`BATCH`] taken from what its cached indices allow.
 //! Capacities are about 1024 messages each.
 //!

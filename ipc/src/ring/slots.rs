@@ -43,6 +43,16 @@
 //! only after it found the ring empty has always published everything it read, so a producer
 //! waiting for room and a consumer waiting for records never wait for each other.
 //!
+//! # Copies and prefetches
+//!
+//! On hosts with SSE2 a slot of a multiple of 16 bytes is copied in and out as 16-byte
+//! volatile accesses (fewer store-buffer entries for the producer, vector work for the
+//! receiver), elsewhere (the nucleus) as words. Consumers ask the cache for lines they are
+//! about to read, only ever of published slots in a batch ([`PREFETCH_BYTES`] ahead) and the
+//! next slot beside a reload of `head`; a prefetch is a hint, never a read the program sees,
+//! so none of the rules above depend on it. `docs/architecture-notes.md` has what each
+//! bought.
+//!
 //! `tests/loom.rs` model-checks this protocol (a tracked shadow cell per slot),
 //! `tests/hostile.rs` plays a peer that scribbles over the header and the slots, and
 //! `tests/stress.rs` moves 10⁶ slots between two threads.
@@ -63,7 +73,7 @@ pub const MAX_SLOT: usize = 1024;
 /// eight cache lines. The hardware's own prefetchers see a stream only after a few misses and
 /// fetch one line after another; a batch knows which slots it will read, so it asks for their
 /// lines together, and their transfers from the producer's core overlap (`cargo bench -p
-/// ipc`, 16 B and 128 B batched: 0.98x-1.02x of `rtrb` without, 1.14x-1.30x with).
+/// ipc`, 16 B and 128 B batched: about 1.0x of `rtrb` without, 1.02x-1.31x with).
 pub const PREFETCH_BYTES: usize = 512;
 
 /// Cache line size the prefetches step by.
